@@ -1,0 +1,38 @@
+// Memory for tensors.
+//  - CPU: 64-byte aligned blocks. In guard mode (tests) every block gets 64 guard bytes on each
+//    side, filled with a pattern and checked on free and by check_guards().
+//  - CUDA: a caching allocator. Requests are rounded to size classes (512 B below 1 MiB, 2 MiB
+//    steps above); freed blocks go to a per-stream free list and are reused; when cudaMalloc fails
+//    the cache is released and the allocation retried. In guard mode it passes exact sizes to
+//    cudaMalloc and caches nothing, so the emulation layer's own guard zones see every overrun.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/device.h"
+
+namespace engine {
+
+struct MemoryStats {
+  size_t allocated_current = 0;  // bytes handed out to tensors
+  size_t allocated_peak = 0;
+  size_t reserved_current = 0;   // bytes held from the system/driver (allocated + cached)
+  size_t reserved_peak = 0;
+  size_t num_allocs = 0;         // allocate() calls
+  size_t num_system_allocs = 0;  // calls that went to malloc/cudaMalloc
+};
+
+void* device_allocate(Device d, size_t bytes);
+void device_free(Device d, void* p, size_t bytes);
+MemoryStats memory_stats(Device d);
+void reset_peak_memory_stats(Device d);
+// Returns cached CUDA blocks to the driver.
+void empty_cache();
+
+// Guard mode: set before allocating the tensors to check (tests). check_guards() returns the number
+// of live blocks whose guard bytes were overwritten (CPU) plus the emulation layer's count (CUDA).
+void set_guard_mode(bool on);
+bool guard_mode();
+int check_guards();
+
+}  // namespace engine

@@ -1,0 +1,21 @@
+// Per-process CUDA state of the engine: the compute stream, error checks, debug synchronisation.
+// Only included by code built with ENGINE_WITH_CUDA (real or emulated CUDA).
+#pragma once
+#if defined(ENGINE_WITH_CUDA)
+#include <cuda_runtime.h>
+
+namespace engine {
+
+// The stream every op of the engine launches on (one per device; device 0 for now).
+cudaStream_t compute_stream();
+// Throws engine::Error naming `what` when `e` is not cudaSuccess.
+void cuda_check(cudaError_t e, const char* what, const char* file, int line);
+// Called after every kernel launch: checks the launch and, with ENGINE_SYNC_DEBUG=1, synchronises
+// so that an asynchronous fault is reported at the op that caused it.
+void cuda_after_launch(const char* kernel, const char* file, int line);
+
+}  // namespace engine
+
+#define CUDA_CHECK(expr) ::engine::cuda_check((expr), #expr, __FILE__, __LINE__)
+#define CUDA_CHECK_LAUNCH(name) ::engine::cuda_after_launch((name), __FILE__, __LINE__)
+#endif

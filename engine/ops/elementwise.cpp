@@ -1,0 +1,160 @@
+// Elementwise ops: argument checks, output allocation, dispatch to one kernel per device, and the
+// backward formulas (kernels/elementwise_math.h holds the per-element math of both directions).
+#include "engine/ops/elementwise.h"
+
+#include "engine/autograd.h"
+#include "engine/ops/op_utils.h"
+#include "engine/ops/reduce.h"
+#include "kernels/cpu/elementwise_cpu.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "kernels/cuda/elementwise_cuda.h"
+#endif
+
+namespace engine {
+namespace {
+
+using kernels::BinaryOp;
+using kernels::UnaryOp;
+
+// Which saved values the backward of a unary op reads.
+bool bwd_needs_x(UnaryOp op) {
+  return op == UnaryOp::Log || op == UnaryOp::Relu || op == UnaryOp::LeakyRelu || op == UnaryOp::MaxScalar ||
+         op == UnaryOp::RDivScalar;
+}
+bool bwd_needs_y(UnaryOp op) {
+  return op == UnaryOp::Exp || op == UnaryOp::Sqrt || op == UnaryOp::Sigmoid || op == UnaryOp::Tanh ||
+         op == UnaryOp::RDivScalar;
+}
+
+Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& x, const Tensor& y, float alpha) {
+  const Tensor g = g_in.contiguous();
+  const Tensor xc = x.defined() ? x.contiguous() : x;
+  const Tensor yc = y.defined() ? y.contiguous() : y;
+  Tensor gx = Tensor::empty(g.shape(), DType::F32, g.device());
+  const float* xp = xc.defined() ? xc.data<float>() : nullptr;
+  const float* yp = yc.defined() ? yc.data<float>() : nullptr;
+  ENGINE_DISPATCH("unary_backward", g.device(),
+                  kernels::unary_bwd_cpu(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha),
+                  kernels::unary_bwd_cuda(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha,
+                                          compute_stream()));
+  return gx;
+}
+
+Tensor unary(const char* name, UnaryOp op, const Tensor& x, float alpha = 0.f) {
+  check_f32(name, "x", x);
+  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
+  kernels::StridedLayout xl = layout_of(x);
+  coalesce({&xl});
+  const float* base = x.storage()->data ? static_cast<const float*>(x.storage()->data) : nullptr;
+  ENGINE_DISPATCH(name, x.device(), kernels::unary_fwd_cpu(op, base, xl, out.data<float>(), out.numel(), alpha),
+                  kernels::unary_fwd_cuda(op, base, xl, out.data<float>(), out.numel(), alpha, compute_stream()));
+  if (needs_grad({&x})) {
+    // Saved values are detached: saving `out` itself would make a cycle out -> node -> out.
+    const Tensor xs = bwd_needs_x(op) ? x.detach() : Tensor();
+    const Tensor ys = bwd_needs_y(op) ? out.detach() : Tensor();
+    record_lambda(name, {x}, out, [op, xs, ys, alpha](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{unary_backward(op, g[0], xs, ys, alpha)};
+    });
+  }
+  return out;
+}
+
+// Full-shape gradients of mul/div/maximum, then summed over each operand's broadcast dims.
+std::vector<Tensor> binary_backward(BinaryOp op, const Tensor& g_in, const Tensor& a, const Tensor& b, bool need_a,
+                                    bool need_b) {
+  const Tensor g = g_in.contiguous();
+  Tensor ga, gb;
+  {
+    const Shape& shape = g.shape();
+    kernels::StridedLayout al = broadcast_layout(a, shape), bl = broadcast_layout(b, shape);
+    kernels::StridedLayout gl = layout_of(g);
+    coalesce({&gl, &al, &bl});
+    if (need_a) ga = Tensor::empty(shape, DType::F32, g.device());
+    if (need_b) gb = Tensor::empty(shape, DType::F32, g.device());
+    float* gap = need_a ? ga.data<float>() : nullptr;
+    float* gbp = need_b ? gb.data<float>() : nullptr;
+    const float* ab = static_cast<const float*>(a.storage()->data);
+    const float* bb = static_cast<const float*>(b.storage()->data);
+    ENGINE_DISPATCH("binary_backward", g.device(),
+                    kernels::binary_bwd_cpu(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel()),
+                    kernels::binary_bwd_cuda(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel(),
+                                             compute_stream()));
+  }
+  if (ga.defined() && ga.shape() != a.shape()) ga = sum_to_shape(ga, a.shape());
+  if (gb.defined() && gb.shape() != b.shape()) gb = sum_to_shape(gb, b.shape());
+  return {ga, gb};
+}
+
+Tensor binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
+  check_f32(name, "a", a);
+  check_f32(name, "b", b);
+  check_same_device(name, a, "a", b, "b");
+  const Shape shape = broadcast_shapes(name, a.shape(), b.shape());
+  Tensor out = Tensor::empty(shape, DType::F32, a.device());
+  kernels::StridedLayout ol = layout_of(out), al = broadcast_layout(a, shape), bl = broadcast_layout(b, shape);
+  coalesce({&ol, &al, &bl});
+  const float* ab = static_cast<const float*>(a.storage()->data);
+  const float* bb = static_cast<const float*>(b.storage()->data);
+  ENGINE_DISPATCH(name, a.device(), kernels::binary_fwd_cpu(op, ab, al, bb, bl, out.data<float>(), out.numel()),
+                  kernels::binary_fwd_cuda(op, ab, al, bb, bl, out.data<float>(), out.numel(), compute_stream()));
+  if (needs_grad({&a, &b})) {
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    const bool save = op != BinaryOp::Add && op != BinaryOp::Sub;
+    const Tensor as = save ? a.detach() : Tensor(), bs = save ? b.detach() : Tensor();
+    const Shape a_shape = a.shape(), b_shape = b.shape();
+    record_lambda(name, {a, b}, out, [=](const std::vector<Tensor>& g) {
+      if (!save) {  // add/sub only need the shapes
+        Tensor ga = need_a ? g[0] : Tensor(), gb = need_b ? (op == BinaryOp::Add ? g[0] : neg(g[0])) : Tensor();
+        if (ga.defined() && ga.shape() != a_shape) ga = sum_to_shape(ga, a_shape);
+        if (gb.defined() && gb.shape() != b_shape) gb = sum_to_shape(gb, b_shape);
+        return std::vector<Tensor>{ga, gb};
+      }
+      return binary_backward(op, g[0], as, bs, need_a, need_b);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor neg(const Tensor& x) { return unary("neg", UnaryOp::Neg, x); }
+Tensor exp(const Tensor& x) { return unary("exp", UnaryOp::Exp, x); }
+Tensor log(const Tensor& x) { return unary("log", UnaryOp::Log, x); }
+Tensor sqrt(const Tensor& x) { return unary("sqrt", UnaryOp::Sqrt, x); }
+Tensor relu(const Tensor& x) { return unary("relu", UnaryOp::Relu, x); }
+Tensor leaky_relu(const Tensor& x, float slope) { return unary("leaky_relu", UnaryOp::LeakyRelu, x, slope); }
+Tensor sigmoid(const Tensor& x) { return unary("sigmoid", UnaryOp::Sigmoid, x); }
+Tensor tanh(const Tensor& x) { return unary("tanh", UnaryOp::Tanh, x); }
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary("add", BinaryOp::Add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary("sub", BinaryOp::Sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary("mul", BinaryOp::Mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary("div", BinaryOp::Div, a, b); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return binary("maximum", BinaryOp::Max, a, b); }
+
+Tensor add(const Tensor& a, float s) { return unary("add_scalar", UnaryOp::AddScalar, a, s); }
+Tensor sub(const Tensor& a, float s) { return unary("sub_scalar", UnaryOp::AddScalar, a, -s); }
+Tensor mul(const Tensor& a, float s) { return unary("mul_scalar", UnaryOp::MulScalar, a, s); }
+Tensor div(const Tensor& a, float s) { return unary("div_scalar", UnaryOp::DivScalar, a, s); }
+Tensor maximum(const Tensor& a, float s) { return unary("maximum_scalar", UnaryOp::MaxScalar, a, s); }
+Tensor rsub(float s, const Tensor& a) { return unary("rsub_scalar", UnaryOp::RSubScalar, a, s); }
+Tensor rdiv(float s, const Tensor& a) { return unary("rdiv_scalar", UnaryOp::RDivScalar, a, s); }
+
+void add_inplace(const Tensor& dst, const Tensor& src) {
+  check_f32("add_inplace", "dst", dst);
+  check_f32("add_inplace", "src", src);
+  check_same_device("add_inplace", dst, "dst", src, "src");
+  ENGINE_CHECK(dst.is_contiguous(), "add_inplace: destination ", dst.describe(), " must be contiguous");
+  const Shape shape = broadcast_shapes("add_inplace", dst.shape(), src.shape());
+  ENGINE_CHECK(shape == dst.shape(), "add_inplace: ", src.describe(), " does not broadcast to ", dst.describe());
+  kernels::StridedLayout dl = layout_of(dst), sl = broadcast_layout(src, shape);
+  coalesce({&dl, &sl});
+  const float* db = static_cast<const float*>(dst.storage()->data);
+  const float* sb = static_cast<const float*>(src.storage()->data);
+  ENGINE_DISPATCH("add_inplace", dst.device(),
+                  kernels::binary_fwd_cpu(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel()),
+                  kernels::binary_fwd_cuda(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel(),
+                                           compute_stream()));
+}
+
+}  // namespace engine

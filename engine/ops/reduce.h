@@ -1,0 +1,28 @@
+// Reductions (f32) over any set of axes, differentiable, on CPU and CUDA. Deterministic on both
+// devices (no atomics): the same input gives bit-identical results run to run.
+//  sum, mean: axes empty = all axes.
+//  max: values and argmax indices (i64). With several reduced axes the index is the row-major
+//       flat index within the reduced axes. Ties pick the first (lowest) index, as PyTorch/numpy.
+//       NaN propagates: a NaN in a slice makes the max NaN and its index the first NaN.
+//  The gradient of max flows only to the argmax element.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+Tensor sum(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+
+struct MaxResult {
+  Tensor values;
+  Tensor indices;  // i64, same shape as values
+};
+MaxResult max(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+
+// Sums g over the dimensions that broadcasting added or expanded, giving a tensor of `shape`
+// (the backward of broadcasting). Differentiable.
+Tensor sum_to_shape(const Tensor& g, const Shape& shape);
+
+}  // namespace engine

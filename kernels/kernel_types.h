@@ -1,0 +1,39 @@
+// Plain-data types shared by the op layer (engine/ops) and the kernels of both backends.
+// Everything here is trivially copyable so it can be passed by value to a CUDA kernel.
+#pragma once
+#include <cstdint>
+
+#include "engine/dtype.h"
+#include "kernels/shared_math.h"
+
+namespace engine::kernels {
+
+constexpr int kMaxDims = 6;
+
+// Shape and element strides of a (possibly non-contiguous or broadcast) operand, aligned to the
+// output's shape: a broadcast dimension has stride 0. `offset` is in elements.
+struct StridedLayout {
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};
+  int64_t offset = 0;
+  bool contiguous = false;  // stride is the row-major stride of shape (offset still applies)
+
+  // Element offset of the idx-th element in row-major order of `shape`. The loop is unrolled over
+  // kMaxDims with constant indices so that, in a CUDA kernel, the arrays stay in parameter space
+  // (a runtime index would copy them to local memory).
+  ENGINE_HD int64_t offset_of(int64_t idx) const {
+    int64_t off = offset;
+    ENGINE_UNROLL
+    for (int d = kMaxDims - 1; d >= 0; --d) {
+      if (d < ndim) {
+        const int64_t i = idx % shape[d];
+        idx /= shape[d];
+        off += i * stride[d];
+      }
+    }
+    return off;
+  }
+};
+
+}  // namespace engine::kernels

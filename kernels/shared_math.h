@@ -1,0 +1,118 @@
+// Math shared by the CPU kernels and the CUDA kernels, so the two backends cannot drift apart.
+// Under nvcc these are __host__ __device__; under the host compiler plain inline functions.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "engine/dtype.h"
+
+#if defined(__CUDACC__)
+#define ENGINE_HD __host__ __device__ __forceinline__
+#define ENGINE_UNROLL _Pragma("unroll")
+#else
+#define ENGINE_HD inline
+#define ENGINE_UNROLL _Pragma("GCC unroll 8")
+#endif
+
+namespace engine::kernels {
+
+// Numerically safe logistic: never evaluates exp of a large positive number.
+ENGINE_HD float sigmoid_f(float x) {
+  if (x >= 0.f) {
+    const float z = expf(-x);
+    return 1.f / (1.f + z);
+  }
+  const float z = expf(x);
+  return z / (1.f + z);
+}
+
+// IEEE round-to-nearest square root. On the GPU the intrinsic avoids the out-of-line slow-path
+// call that sqrtf makes on sm_80, which costs a stack frame and spills in vectorised loops.
+ENGINE_HD float sqrt_f(float x) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(x);
+#else
+  return sqrtf(x);
+#endif
+}
+
+ENGINE_HD float leaky_relu_f(float x, float slope) { return x > 0.f ? x : x * slope; }
+
+}  // namespace engine::kernels
+
+namespace engine::kernels {
+
+// ---- storage-type conversions (bit exact, round to nearest even), used by the cast kernels of
+// both backends so that f16/bf16 tensors hold identical bits whichever device wrote them.
+ENGINE_HD uint32_t float_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+ENGINE_HD float bits_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+ENGINE_HD uint16_t float_to_bf16_bits(float f) {
+  const uint32_t u = float_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // quiet NaN
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+ENGINE_HD float bf16_bits_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
+
+ENGINE_HD uint16_t float_to_half_bits(float f) {
+  const uint32_t x = float_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds past 65504: inf
+  if (absx < 0x38800000u) {                                    // below 2^-14: half subnormal
+    const uint32_t m = (uint32_t)rintf(bits_float(absx) * 16777216.f);  // units of 2^-24, RNE
+    return (uint16_t)(sign | m);
+  }
+  const uint32_t mant = absx & 0x7fffffu;
+  const uint32_t exp = (absx >> 23) - 127u + 15u;
+  uint32_t h = (exp << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h += 1u;  // a carry rolls into the exponent
+  return (uint16_t)(sign | h);
+}
+ENGINE_HD float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  if (exp == 0) {
+    const float v = (float)mant * 5.9604644775390625e-8f;  // mant * 2^-24
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_float(sign | 0x7f800000u | (mant << 13));
+  return bits_float(sign | ((exp - 15u + 127u) << 23) | (mant << 13));
+}
+
+// Load element i of a buffer of any storage type as f32, and store f32 into any storage type.
+// Integer stores truncate toward zero like a C cast (documented in engine/ops/copy.h).
+ENGINE_HD float load_as_float(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(p)[i];
+    case DType::F16: return half_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::BF16: return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::I32: return (float)static_cast<const int32_t*>(p)[i];
+    case DType::I64: return (float)static_cast<const int64_t*>(p)[i];
+    case DType::U8: return (float)static_cast<const uint8_t*>(p)[i];
+  }
+  return 0.f;
+}
+ENGINE_HD void store_from_float(void* p, DType t, int64_t i, float v) {
+  switch (t) {
+    case DType::F32: static_cast<float*>(p)[i] = v; break;
+    case DType::F16: static_cast<uint16_t*>(p)[i] = float_to_half_bits(v); break;
+    case DType::BF16: static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(v); break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = (int32_t)v; break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = (int64_t)v; break;
+    case DType::U8: static_cast<uint8_t*>(p)[i] = (uint8_t)v; break;
+  }
+}
+
+}  // namespace engine::kernels

@@ -1,0 +1,214 @@
+// labels: kernel
+// Elementwise family: every unary op, scalar variant and broadcasting binary op against naive
+// double references, finite differences, CPU vs CUDA device, strided inputs, guards, determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/ops/elementwise.h"
+#include "tests/harness/op_check.h"
+
+using namespace engine;
+using namespace engine::testing;
+
+namespace {
+
+// Shapes that are odd, have size-1 dims, and are not multiples of 4 (float4), 32 or 256.
+std::vector<OpCase> unary_cases() {
+  return {{"scalar", {{1}}},         {"odd1d", {{1027}}},         {"2d", {{7, 33}}},
+          {"size1dims", {{1, 5, 1, 3}}}, {"nhwc", {{2, 5, 7, 3}}}, {"5d", {{2, 1, 3, 2, 5}}}};
+}
+
+using UnaryFn = Tensor (*)(const Tensor&);
+void check_unary(const std::string& name, const std::function<Tensor(const Tensor&)>& fn,
+                 const std::function<double(double)>& f, CheckOptions opt = {}) {
+  check_op(
+      name, unary_cases(), [fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0])}; },
+      [f](const RefInputs& in, const std::vector<Shape>&) {
+        std::vector<double> out;
+        for (double x : in[0]) out.push_back(f(x));
+        return std::vector<std::vector<double>>{out};
+      },
+      opt);
+}
+
+// Inputs bounded away from the kinks of relu/leaky_relu/maximum so finite differences are valid.
+InputGen away_from_zero(float lo, float hi) {
+  return [lo, hi](int input, const Shape& shape, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(shape));
+    uint64_t s = seed * 31 + (uint64_t)input;
+    for (float& x : v) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      const float u = (float)((s >> 33) % 100000) / 100000.f;  // [0, 1)
+      float m = lo + (hi - lo) * u;
+      if (std::fabs(m) < 0.05f) m = m < 0 ? -0.05f - m : 0.05f + m;
+      x = m;
+    }
+    return v;
+  };
+}
+
+}  // namespace
+
+TEST(Elementwise, Neg) { check_unary("neg", [](const Tensor& x) { return neg(x); }, [](double x) { return -x; }); }
+TEST(Elementwise, Exp) { check_unary("exp", [](const Tensor& x) { return exp(x); }, [](double x) { return std::exp(x); }); }
+TEST(Elementwise, Log) {
+  CheckOptions o;
+  o.lo = 0.2f;
+  o.hi = 3.f;
+  check_unary("log", [](const Tensor& x) { return log(x); }, [](double x) { return std::log(x); }, o);
+}
+TEST(Elementwise, Sqrt) {
+  CheckOptions o;
+  o.lo = 0.2f;
+  o.hi = 3.f;
+  check_unary("sqrt", [](const Tensor& x) { return sqrt(x); }, [](double x) { return std::sqrt(x); }, o);
+}
+TEST(Elementwise, Relu) {
+  CheckOptions o;
+  o.input_gen = away_from_zero(-2, 2);
+  check_unary("relu", [](const Tensor& x) { return relu(x); }, [](double x) { return x > 0 ? x : 0.0; }, o);
+}
+TEST(Elementwise, LeakyRelu) {
+  CheckOptions o;
+  o.input_gen = away_from_zero(-2, 2);
+  check_unary("leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1f); },
+              [](double x) { return x > 0 ? x : 0.1f * x; }, o);
+}
+TEST(Elementwise, Sigmoid) {
+  CheckOptions o;
+  o.lo = -8;
+  o.hi = 8;
+  check_unary("sigmoid", [](const Tensor& x) { return sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }, o);
+}
+TEST(Elementwise, Tanh) { check_unary("tanh", [](const Tensor& x) { return tanh(x); }, [](double x) { return std::tanh(x); }); }
+
+TEST(Elementwise, ScalarVariants) {
+  check_unary("add_scalar", [](const Tensor& x) { return x + 1.5f; }, [](double x) { return x + 1.5f; });
+  check_unary("sub_scalar", [](const Tensor& x) { return x - 0.25f; }, [](double x) { return x - 0.25f; });
+  check_unary("mul_scalar", [](const Tensor& x) { return x * -3.f; }, [](double x) { return x * -3.0; });
+  check_unary("div_scalar", [](const Tensor& x) { return x / 3.f; }, [](double x) { return x / 3.0; });
+  check_unary("rsub_scalar", [](const Tensor& x) { return 2.f - x; }, [](double x) { return 2.0 - x; });
+  CheckOptions pos;
+  pos.lo = 0.5f;
+  pos.hi = 2.f;
+  check_unary("rdiv_scalar", [](const Tensor& x) { return 2.f / x; }, [](double x) { return 2.0 / x; }, pos);
+  CheckOptions o;
+  o.input_gen = away_from_zero(-2, 2);
+  check_unary("maximum_scalar", [](const Tensor& x) { return maximum(x, 0.f); }, [](double x) { return std::max(x, 0.0); }, o);
+}
+
+namespace {
+std::vector<OpCase> binary_cases() {
+  return {{"same", {{3, 7, 5}, {3, 7, 5}}},
+          {"odd1d", {{1031}, {1031}}},
+          {"bias_nhwc", {{2, 3, 5, 7}, {7}}},            // [N,H,W,C] + [C]
+          {"attention_nhwc", {{2, 3, 5, 1}, {2, 3, 5, 6}}},  // N x H x W x 1 times N x H x W x C
+          {"both_broadcast", {{4, 1, 3}, {1, 5, 1}}},
+          {"scalar_tensor", {{1}, {2, 9}}},
+          {"lead_dims", {{6}, {2, 3, 1, 6}}}};
+}
+
+void check_binary(const std::string& name, const std::function<Tensor(const Tensor&, const Tensor&)>& fn,
+                  const std::function<double(double, double)>& f, CheckOptions opt = {}) {
+  check_op(
+      name, binary_cases(), [fn](const std::vector<Tensor>& in) { return std::vector<Tensor>{fn(in[0], in[1])}; },
+      [f](const RefInputs& in, const std::vector<Shape>& shapes) {
+        // Naive numpy broadcasting.
+        const size_t nd = std::max(shapes[0].size(), shapes[1].size());
+        Shape a(nd, 1), b(nd, 1), o(nd);
+        std::copy(shapes[0].begin(), shapes[0].end(), a.begin() + (nd - shapes[0].size()));
+        std::copy(shapes[1].begin(), shapes[1].end(), b.begin() + (nd - shapes[1].size()));
+        for (size_t d = 0; d < nd; ++d) o[d] = std::max(a[d], b[d]);
+        std::vector<double> out((size_t)shape_numel(o));
+        for (int64_t i = 0; i < (int64_t)out.size(); ++i) {
+          auto c = unravel(i, o), ca = c, cb = c;
+          for (size_t d = 0; d < nd; ++d) {
+            if (a[d] == 1) ca[d] = 0;
+            if (b[d] == 1) cb[d] = 0;
+          }
+          out[(size_t)i] = f(in[0][(size_t)ravel(ca, a)], in[1][(size_t)ravel(cb, b)]);
+        }
+        return std::vector<std::vector<double>>{out};
+      },
+      opt);
+}
+}  // namespace
+
+TEST(Elementwise, Add) { check_binary("add", [](const Tensor& a, const Tensor& b) { return a + b; }, std::plus<double>()); }
+TEST(Elementwise, Sub) { check_binary("sub", [](const Tensor& a, const Tensor& b) { return a - b; }, std::minus<double>()); }
+TEST(Elementwise, Mul) { check_binary("mul", [](const Tensor& a, const Tensor& b) { return a * b; }, std::multiplies<double>()); }
+TEST(Elementwise, Div) {
+  CheckOptions o;
+  o.input_gen = [](int input, const Shape& shape, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(shape));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = input == 1 ? 0.5f + (float)((i * 7 + seed) % 13) / 8.f : (float)((i * 5 + seed) % 11) / 4.f - 1.f;
+    return v;
+  };
+  check_binary("div", [](const Tensor& a, const Tensor& b) { return a / b; }, std::divides<double>(), o);
+}
+TEST(Elementwise, Maximum) {
+  CheckOptions o;
+  // Distinct values so the maximum is differentiable everywhere in the sample.
+  o.input_gen = [](int input, const Shape& shape, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(shape));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = (float)(((i * 37 + seed * 11 + (size_t)input * 5) % 97)) / 10.f + 0.05f * (float)input;
+    return v;
+  };
+  check_binary("maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); },
+               [](double a, double b) { return std::max(a, b); }, o);
+}
+
+TEST(Elementwise, MaximumTieSplitsGradient) {
+  Tensor a = Tensor::from_vector({1, 2, 3}, {3}).set_requires_grad(true);
+  Tensor b = Tensor::from_vector({1, 5, 0}, {3}).set_requires_grad(true);
+  maximum(a, b).backward(Tensor::from_vector({1, 1, 1}, {3}));
+  EXPECT_EQ(a.grad().to_vector(), (std::vector<float>{0.5f, 0.f, 1.f}));
+  EXPECT_EQ(b.grad().to_vector(), (std::vector<float>{0.5f, 1.f, 0.f}));
+}
+
+TEST(Elementwise, NaNPropagatesThroughMaximum) {
+  const Tensor a = Tensor::from_vector({NAN, 1.f}, {2}), b = Tensor::from_vector({0.f, NAN}, {2});
+  const auto r = maximum(a, b).to_vector();
+  EXPECT_TRUE(std::isnan(r[0]));
+  EXPECT_TRUE(std::isnan(r[1]));
+}
+
+TEST(Elementwise, AddInplaceAccumulates) {
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    Tensor dst = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}, d);
+    add_inplace(dst, Tensor::from_vector({10, 20, 30}, {3}, d));
+    EXPECT_EQ(dst.to_vector(), (std::vector<float>{11, 22, 33, 14, 25, 36}));
+  }
+}
+
+TEST(Elementwise, BadInputErrors) {
+  const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 3});
+  try {
+    add(a, b);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("add: shapes [2, 3] and [4, 3] cannot be broadcast"), std::string::npos) << e.what();
+  }
+  const Tensor i = Tensor::zeros({2, 3}, DType::I64);
+  try {
+    relu(i);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("relu: argument 'x' must be f32"), std::string::npos) << e.what();
+  }
+  if (have_cuda()) {
+    try {
+      mul(a, Tensor::zeros({2, 3}, DType::F32, Device::cuda(0)));
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("mul: 'a' is on cpu but 'b' is on cuda:0"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Elementwise, EmptyTensors) {
+  const Tensor a = Tensor::zeros({0, 3});
+  EXPECT_EQ(relu(a).shape(), (Shape{0, 3}));
+  EXPECT_EQ((a + Tensor::zeros({3})).shape(), (Shape{0, 3}));
+}

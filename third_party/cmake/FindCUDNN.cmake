@@ -1,0 +1,17 @@
+# Finds cuDNN 9 next to the CUDA toolkit and defines CUDNN::cudnn.
+find_path(CUDNN_INCLUDE_DIR NAMES cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+find_library(CUDNN_LIBRARY NAMES cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+if(CUDNN_INCLUDE_DIR AND EXISTS ${CUDNN_INCLUDE_DIR}/cudnn_version.h)
+  file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _major REGEX "^#define CUDNN_MAJOR [0-9]+")
+  string(REGEX REPLACE ".* ([0-9]+)" "\\1" CUDNN_VERSION_MAJOR "${_major}")
+endif()
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(CUDNN REQUIRED_VARS CUDNN_LIBRARY CUDNN_INCLUDE_DIR VERSION_VAR CUDNN_VERSION_MAJOR)
+if(CUDNN_FOUND AND CUDNN_VERSION_MAJOR LESS 9)
+  message(FATAL_ERROR "cuDNN 9 or newer is required, found major version ${CUDNN_VERSION_MAJOR}")
+endif()
+if(CUDNN_FOUND AND NOT TARGET CUDNN::cudnn)
+  add_library(CUDNN::cudnn UNKNOWN IMPORTED)
+  set_target_properties(CUDNN::cudnn PROPERTIES IMPORTED_LOCATION ${CUDNN_LIBRARY}
+                        INTERFACE_INCLUDE_DIRECTORIES ${CUDNN_INCLUDE_DIR})
+endif()
