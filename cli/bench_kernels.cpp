@@ -57,7 +57,10 @@ double measure_cpu_memcpy() {
   return 2.0 * n / median(t);  // read + write
 }
 
+// OpenBLAS with all cores. The engine's gemm_cpu runs OpenBLAS single-threaded inside its own
+// OpenMP split (one thread pool), so the thread count is restored to 1 afterwards.
 double measure_cpu_sgemm() {
+  openblas_set_num_threads(omp_get_max_threads());
   const int n = 2048;
   std::vector<float> a((size_t)n * n, 0.5f), b((size_t)n * n, 0.25f), c((size_t)n * n);
   std::vector<double> t;
@@ -67,6 +70,7 @@ double measure_cpu_sgemm() {
     t.push_back(now_s() - t0);
   }
   t.erase(t.begin());  // first call includes thread start-up
+  openblas_set_num_threads(1);
   return 2.0 * n * n * (double)n / median(t);
 }
 

@@ -97,6 +97,7 @@ int64_t Tensor::size(int d) const {
 
 bool Tensor::is_contiguous() const {
   const TensorImpl& t = impl();
+  if (shape_numel(t.shape) == 0) return true;  // nothing to lay out
   int64_t expected = 1;
   for (int i = (int)t.shape.size() - 1; i >= 0; --i) {
     if (t.shape[i] == 1) continue;

@@ -8,6 +8,8 @@
 #include "kernels/shared_math.h"
 #if !defined(__CUDACC__)
 #include <algorithm>
+// Under the host compiler `#pragma unroll` is unknown; it is only a hint, so do not warn.
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
 #endif
 
 namespace engine::kernels::cuda {

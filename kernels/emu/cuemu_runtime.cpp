@@ -1,0 +1,1238 @@
+// cuemu_runtime.cpp -- the host side of cuemu (see cuemu.h): kernel launches in fiber or OS-thread
+// mode, the barrier and warp-collective checks, a watchdog, and the subset of the CUDA runtime API
+// the engine uses, defined extern "C" against the real <cuda_runtime_api.h> prototypes (libcudart
+// is not linked).  Streams are synchronous: every call has finished when it returns.
+//
+// Device memory: cudaMalloc returns host memory aligned to 256 bytes, filled with CUEMU_ALLOC_FILL
+// (0xff), with 64-byte guard zones before and after it.  The guard words read as float NaNs
+// (0x7fc0xxxx), so a kernel reading past an allocation sees NaN; a kernel writing past it is reported
+// right after the launch (for allocations passed as pointer arguments), by cudaFree and by
+// cuemuCheckGuards().  Under ASan the guards are dropped: allocations are exact-size, so ASan's own
+// redzones report the first bad access with a stack trace.
+// Errors of API calls print "cuemu: ..." and are returned (and become the "last error");
+// CUEMU_ABORT_ON_ERROR=1 makes them fatal.  Misuse inside kernels is always fatal.
+// Env knobs: see cuemu.h.  Tests: tests/emu.
+#include "kernels/emu/cuemu.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#if defined(__x86_64__) && !defined(CUEMU_BOOST_CONTEXT)
+#define CUEMU_ASM_SWITCH 1
+#elif defined(CUEMU_FIBERS)
+#include <boost/context/detail/fcontext.hpp>
+#endif
+#if defined(CUEMU_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if !defined(CUEMU_ASAN)
+// Bounds of the "cuemu_shared" section (all static __shared__ variables), defined by the linker.
+extern "C" char __start_cuemu_shared[] __attribute__((weak));
+extern "C" char __stop_cuemu_shared[] __attribute__((weak));
+#endif
+
+namespace cuemu {
+namespace {
+
+long env_long(const char* name, long dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::strtol(v, nullptr, 0) : dflt;
+}
+
+// ------------------------------------------------------------------ diagnostics and last error
+thread_local cudaError_t last_error = cudaSuccess;
+std::atomic<const Launch*> running_launch{nullptr};  // read by the watchdog and by fail()
+std::mutex print_mutex;
+
+cudaError_t api_error(cudaError_t e, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+cudaError_t api_error(cudaError_t e, const char* fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "cuemu: %s -> %s\n", msg, cudaGetErrorName(e));
+  if (env_long("CUEMU_ABORT_ON_ERROR", 0)) std::abort();
+  last_error = e;
+  return e;
+}
+
+bool same_site(const Loc& a, const Loc& b) {
+  return a.line() == b.line() && a.column() == b.column() &&
+         (a.file_name() == b.file_name() || std::strcmp(a.file_name(), b.file_name()) == 0);
+}
+
+[[noreturn]] void fail(const std::string& what, const Loc* loc) {
+  std::lock_guard g(print_mutex);
+  std::string s = "cuemu: " + what;
+  char buf[512];
+  if (loc) {
+    std::snprintf(buf, sizeof buf, " (%s:%u:%u)", loc->file_name(), loc->line(), loc->column());
+    s += buf;
+  }
+  if (const Launch* l = running_launch.load()) {
+    std::snprintf(buf, sizeof buf, ", in kernel %s launched at %s:%u", l->name, l->file, l->line);
+    s += buf;
+    if (const ThreadCtx* t = cur_thread) {
+      const uint3 b = block_ctx.bid;
+      std::snprintf(buf, sizeof buf, ", block (%u,%u,%u) thread (%u,%u,%u)", b.x, b.y, b.z, t->tid.x, t->tid.y, t->tid.z);
+      s += buf;
+    }
+  }
+  std::fprintf(stderr, "%s\n", s.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// ------------------------------------------------------------------ watchdog (both modes)
+// Every block start, scheduler pass, barrier release and thread exit bumps `progress`.  A kernel that
+// spins (e.g. waits for another block, which never runs concurrently here) stops it moving.
+std::atomic<uint64_t> progress{0};
+std::atomic<long> watch_ms{0};  // 0 when no kernel runs
+void describe_stall();          // mode-specific detail for the report
+
+void watchdog_loop() {
+  uint64_t last = 0;
+  long still = 0;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const long limit = watch_ms.load();
+    const uint64_t now = progress.load();
+    if (!limit || now != last) {
+      last = now;
+      still = 0;
+      continue;
+    }
+    if ((still += 20) < limit) continue;
+    {
+      std::lock_guard g(print_mutex);
+      const Launch* l = running_launch.load();
+      std::fprintf(stderr, "cuemu: watchdog: no progress for %ld ms in kernel %s launched at %s:%u "
+                   "(a thread spins, e.g. waiting for another block, or a deadlock)\n",
+                   limit, l ? l->name : "?", l ? l->file : "?", l ? l->line : 0u);
+      describe_stall();
+      std::fflush(stderr);
+    }
+    std::abort();
+  }
+}
+
+// ------------------------------------------------------------------ shared memory
+int smem_fill = 0xff;
+#if !defined(CUEMU_ASAN)
+unsigned char* dyn_buf = nullptr;  // one reusable buffer (ASan: an exact-size one per launch)
+size_t dyn_cap = 0;
+#endif
+
+void prepare_block(uint64_t b, size_t smem) {
+  const dim3 g = block_ctx.gdim;
+  block_ctx.bid = make_uint3(static_cast<unsigned>(b % g.x), static_cast<unsigned>(b / g.x % g.y),
+                             static_cast<unsigned>(b / (1ull * g.x * g.y)));
+  if (smem_fill >= 0) {
+#if defined(CUEMU_ASAN)
+    if (smem) std::memset(dyn_smem, smem_fill, smem);
+#else
+    std::memset(dyn_smem, smem_fill, std::min(dyn_cap, smem + 256));  // small overruns read NaN too
+#endif
+#if !defined(CUEMU_ASAN)
+    if (__start_cuemu_shared && __stop_cuemu_shared)
+      std::memset(__start_cuemu_shared, smem_fill, static_cast<size_t>(__stop_cuemu_shared - __start_cuemu_shared));
+#endif
+  }
+  progress.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Source lane of a shuffle for `lane`, following the CUDA guide (out-of-segment -> own value).
+int shfl_src(Op op, int lane, int arg, int width) {
+  const int base = lane & ~(width - 1), off = lane & (width - 1);
+  switch (op) {
+    case Op::Idx: return base + (arg & (width - 1));
+    case Op::Up: return off - arg >= 0 ? lane - arg : lane;
+    case Op::Down: return off + arg < width ? lane + arg : lane;
+    case Op::Xor: { const int s = (lane ^ arg) & 31; return s >= base + width ? lane : s; }
+    default: return lane;
+  }
+}
+int barrier_init(int kind) { return kind == 2 ? 1 : 0; }
+int barrier_combine(int kind, int acc, int p) {
+  return kind == 1 ? acc + (p != 0) : kind == 2 ? (acc && p) : kind == 3 ? (acc || p) : 0;
+}
+
+#if defined(CUEMU_FIBERS)
+// ================================================================== fiber mode
+// One OS thread runs a block; fiber i runs CUDA thread i.  Fibers are pooled: each loops "run the
+// kernel, report exit, wait to be resumed", so starting a thread costs one context switch.
+enum class St : unsigned char { Ready, AtBarrier, AtWarp, Exited };
+struct FThread {
+  ThreadCtx ctx;
+  St st;
+  Op op;
+  int kind, arg, width;
+  unsigned mask;
+  uint64_t in, out;
+  Loc site;
+};
+// Context switch.  x86-64: a hand-written switch of the callee-saved registers and the stack
+// pointer.  Boost.Context's jump_fcontext also saves and restores MXCSR and the x87 control word;
+// on the CI VM that made it ~10x slower (120 ns per switch) and kernels never change those modes.
+// Other architectures (or -DCUEMU_BOOST_CONTEXT) use Boost.Context.
+#if defined(CUEMU_ASM_SWITCH)
+extern "C" void cuemu_switch(void** save_sp, void* new_sp);
+asm(R"(
+  .text
+  .globl cuemu_switch
+  .type cuemu_switch, @function
+cuemu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size cuemu_switch, .-cuemu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+using Ctx = void*;
+void jump(Ctx* save, Ctx to) { cuemu_switch(save, to); }
+#else
+namespace bc = boost::context::detail;
+using Ctx = bc::fcontext_t;
+Ctx* jump_save = nullptr;
+void jump(Ctx* save, Ctx to) {  // the resumed side stores our context through jump_save
+  jump_save = save;
+  const bc::transfer_t t = bc::jump_fcontext(to, nullptr);
+  *jump_save = t.fctx;
+}
+#endif
+
+struct Fiber {
+  Ctx ctx;
+  char* lo;
+  size_t size;
+};
+std::vector<Fiber> fibers;
+std::vector<FThread> th;
+FThread* running = nullptr;
+Ctx sched_ctx = nullptr;
+const Launch* cur_launch = nullptr;
+unsigned n_threads = 0;
+std::atomic<unsigned> stall_thread{0};  // for the watchdog report
+#if defined(CUEMU_ASAN)
+const void* sched_lo = nullptr;
+size_t sched_size = 0;
+#endif
+
+void to_scheduler() {
+  Fiber& f = fibers[running->ctx.linear];
+#if defined(CUEMU_ASAN)
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, sched_lo, sched_size);
+#endif
+  jump(&f.ctx, sched_ctx);
+#if defined(CUEMU_ASAN)
+  __sanitizer_finish_switch_fiber(fake, &sched_lo, &sched_size);
+#endif
+}
+
+void fiber_body() {
+#if defined(CUEMU_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &sched_lo, &sched_size);
+#endif
+  for (;;) {
+    cur_launch->body(cur_launch->payload);
+    running->st = St::Exited;
+    to_scheduler();
+  }
+}
+#if defined(CUEMU_ASM_SWITCH)
+[[noreturn]] void fiber_entry() {
+  fiber_body();
+  std::abort();
+}
+#else
+void fiber_entry(bc::transfer_t t) {
+  *jump_save = t.fctx;
+  fiber_body();
+}
+#endif
+
+void resume(unsigned i) {
+  running = &th[i];
+  cur_thread = &th[i].ctx;
+  stall_thread.store(i, std::memory_order_relaxed);
+  Fiber& f = fibers[i];
+#if defined(CUEMU_ASAN)
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.lo, f.size);
+#endif
+  jump(&sched_ctx, f.ctx);
+#if defined(CUEMU_ASAN)
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+void ensure_fibers(unsigned n) {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  static const size_t stack = (static_cast<size_t>(std::max(16L, env_long("CUEMU_STACK_KB", 64))) * 1024 + page - 1) / page * page;
+  while (fibers.size() < n) {
+    // One guard page below each stack turns a stack overflow into SIGSEGV instead of corruption.
+    void* m = mmap(nullptr, stack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) fail("mmap of a fiber stack failed", nullptr);
+    mprotect(m, page, PROT_NONE);
+    char* lo = static_cast<char*>(m) + page;
+    // Stagger the stack tops: at equal offsets modulo 4 KiB they would all compete for the same
+    // cache sets.
+    const size_t size = stack - fibers.size() % 64 * 64;
+#if defined(CUEMU_ASM_SWITCH)
+    // Initial frame for cuemu_switch: six callee-saved registers, then the "return" into
+    // fiber_entry, entered with the stack aligned as after a call.
+    auto* sp = reinterpret_cast<void**>(lo + size);
+    sp[-1] = nullptr;
+    sp[-2] = reinterpret_cast<void*>(&fiber_entry);
+    for (int r = 3; r <= 8; ++r) sp[-r] = nullptr;
+    fibers.push_back({sp - 8, lo, size});
+#else
+    fibers.push_back({bc::make_fcontext(lo + size, size, fiber_entry), lo, size});
+#endif
+  }
+}
+
+[[noreturn]] void fail_at(const FThread& t, const std::string& what) {
+  cur_thread = &t.ctx;
+  fail(what, &t.site);
+}
+
+std::string site_str(const Loc& l) {
+  return std::string(l.file_name()) + ":" + std::to_string(l.line()) + ":" + std::to_string(l.column());
+}
+
+// Complete every warp collective whose lanes have all arrived; true if any lane can run again.
+bool resolve_warp(unsigned base, unsigned n) {
+  FThread* L = &th[base];
+  unsigned done = 0;
+  bool any = false;
+  for (unsigned l = 0; l < n; ++l) {
+    if (L[l].st != St::AtWarp || (done >> l & 1u)) continue;
+    const FThread& F = L[l];
+    const unsigned m = F.mask;
+    done |= m;
+    bool ready = true;
+    for (unsigned j = 0; j < 32; ++j) {
+      if (!(m >> j & 1u)) continue;
+      if (j >= n) fail_at(F, "warp collective: the mask names lanes that do not exist (block has fewer threads)");
+      if (L[j].st == St::Exited)
+        fail_at(F, "warp collective: lane " + std::to_string(j) + " named in the mask has returned (full-mask shuffle after an early exit?)");
+      if (L[j].st != St::AtWarp) { ready = false; continue; }
+      if (L[j].mask != m || L[j].op != F.op || !same_site(L[j].site, F.site))
+        fail_at(L[j], "lanes of one warp are in different warp collectives (mask or call site differ; other lane at " + site_str(F.site) + ")");
+    }
+    if (!ready) continue;
+    any = true;
+    unsigned ballot = 0;
+    for (unsigned j = 0; j < n; ++j)
+      if ((m >> j & 1u) && L[j].in) ballot |= 1u << j;
+    for (unsigned j = 0; j < n; ++j) {
+      if (!(m >> j & 1u)) continue;
+      FThread& X = L[j];
+      if (X.op == Op::Vote) X.out = ballot;
+      else if (X.op != Op::Sync) {
+        const int src = shfl_src(X.op, static_cast<int>(j), X.arg, X.width);
+        if (!(m >> src & 1u))
+          fail_at(X, "shuffle reads lane " + std::to_string(src) + ", which is not in the mask (undefined on a GPU)");
+        X.out = L[src].in;
+      }
+    }
+    for (unsigned j = 0; j < n; ++j)
+      if (m >> j & 1u) L[j].st = St::Ready;
+  }
+  return any;
+}
+
+void run_block(unsigned nt, std::mt19937* rng, std::vector<unsigned>& order, bool strict) {
+  for (unsigned t = 0; t < nt; ++t) th[t].st = St::Ready;
+  for (;;) {
+    if (rng) std::shuffle(order.begin(), order.end(), *rng);
+    for (unsigned k = 0; k < nt; ++k) {
+      const unsigned i = rng ? order[k] : k;
+      if (th[i].st == St::Ready) resume(i);
+    }
+    progress.fetch_add(1, std::memory_order_relaxed);
+    bool any = false;
+    for (unsigned w = 0; w < nt; w += 32) any |= resolve_warp(w, std::min(32u, nt - w));
+    if (any) continue;
+    unsigned exited = 0, at_warp = 0;
+    const FThread* first = nullptr;
+    for (unsigned t = 0; t < nt; ++t) {
+      const FThread& F = th[t];
+      if (F.st == St::Exited) ++exited;
+      else if (F.st == St::AtWarp) ++at_warp;
+      else if (!first) first = &F;
+      else if (!same_site(first->site, F.site) || first->kind != F.kind)
+        fail_at(F, "divergent __syncthreads: threads of one block wait at different barriers (others at " + site_str(first->site) + ")");
+    }
+    if (exited == nt) return;
+    if (at_warp == 0) {  // every live thread waits at the same barrier: release it
+      if (exited && strict)
+        fail_at(*first, std::to_string(exited) + " thread(s) of the block returned while others wait at __syncthreads "
+                "(early return or a barrier inside divergent code)");
+      int acc = barrier_init(first->kind);
+      for (unsigned t = 0; t < nt; ++t)
+        if (th[t].st == St::AtBarrier) acc = barrier_combine(first->kind, acc, static_cast<int>(th[t].in));
+      for (unsigned t = 0; t < nt; ++t)
+        if (th[t].st == St::AtBarrier) { th[t].out = static_cast<uint64_t>(acc); th[t].st = St::Ready; }
+      continue;
+    }
+    // Nothing can run and nothing can complete.
+    for (unsigned t = 0; t < nt; ++t)
+      if (th[t].st == St::AtWarp)
+        fail_at(th[t], "deadlock: this warp collective can never complete (" + std::to_string(nt - exited - at_warp) +
+                " thread(s) wait at __syncthreads" + (first ? " at " + site_str(first->site) : std::string()) + ")");
+  }
+}
+
+void describe_stall() {
+  const unsigned i = stall_thread.load(std::memory_order_relaxed);
+  std::fprintf(stderr, "cuemu:   running thread: linear index %u of the current block\n", i);
+}
+
+void run_grid(const Launch& l, unsigned nt, uint64_t nb, const std::vector<uint64_t>& perm) {
+  ensure_fibers(nt);
+  if (th.size() < nt) th.resize(nt);
+  const dim3 b = l.block;
+  for (unsigned t = 0; t < nt; ++t)
+    th[t].ctx = ThreadCtx{make_uint3(t % b.x, t / b.x % b.y, t / (b.x * b.y)), t};
+  cur_launch = &l;
+  n_threads = nt;
+  const long seed = env_long("CUEMU_SCHED_SEED", 0);
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::vector<unsigned> order(nt);
+  std::iota(order.begin(), order.end(), 0u);
+  const bool strict = env_long("CUEMU_STRICT", 1) != 0;
+  for (uint64_t i = 0; i < nb; ++i) {
+    prepare_block(perm.empty() ? i : perm[i], l.smem);
+    run_block(nt, seed ? &rng : nullptr, order, strict);
+  }
+  cur_launch = nullptr;
+}
+}  // namespace
+
+int barrier(int kind, int pred, const Loc& loc) {
+  FThread& me = *running;
+  me.st = St::AtBarrier;
+  me.kind = kind;
+  me.in = pred != 0;
+  me.site = loc;
+  to_scheduler();
+  return static_cast<int>(me.out);
+}
+
+uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc) {
+  FThread& me = *running;
+  if (width <= 0 || width > 32 || (width & (width - 1))) fail("shuffle width must be a power of two <= 32", &loc);
+  if (!(mask >> (me.ctx.linear % 32u) & 1u)) fail("warp collective called by a lane that is not in its mask", &loc);
+  me.st = St::AtWarp;
+  me.op = op;
+  me.mask = mask;
+  me.in = in;
+  me.arg = arg;
+  me.width = width;
+  me.site = loc;
+  to_scheduler();
+  return me.out;
+}
+
+unsigned active_mask() {
+  const unsigned base = running->ctx.linear & ~31u, n = std::min(32u, n_threads - base);
+  unsigned m = 0;
+  for (unsigned j = 0; j < n; ++j)
+    if (th[base + j].st != St::Exited) m |= 1u << j;
+  return m;
+}
+namespace {
+
+#else
+// ================================================================== OS-thread mode
+// One pooled OS thread per CUDA thread; each runs its thread of every block, with a barrier between
+// blocks.  Waits use C++20 atomic wait/notify (futex), which ThreadSanitizer understands.
+bool strict_mode = true;
+
+class Barrier {  // __syncthreads: knows who is expected, checks call sites and early exits
+ public:
+  void reset(unsigned n) {
+    std::lock_guard g(m_);
+    expected_ = n;
+    arrived_ = exited_ = 0;
+  }
+  // `last`, if given, runs in the last arriving thread before the others are released.
+  int arrive(int kind, int pred, const Loc& loc, const std::function<void()>* last = nullptr) {
+    uint32_t my;
+    {
+      std::lock_guard g(m_);
+      if (exited_ && strict_mode)
+        fail(std::to_string(exited_) + " thread(s) of the block returned while others wait at __syncthreads "
+             "(early return or a barrier inside divergent code)", &loc);
+      if (arrived_ == 0) {
+        site_ = loc;
+        kind_ = kind;
+        acc_ = barrier_init(kind);
+      } else if (!same_site(site_, loc) || kind_ != kind) {
+        fail("divergent __syncthreads: threads of one block wait at different barriers (others at " +
+             std::string(site_.file_name()) + ":" + std::to_string(site_.line()) + ")", &loc);
+      }
+      acc_ = barrier_combine(kind, acc_, pred);
+      my = gen_.load(std::memory_order_relaxed);
+      if (++arrived_ == expected_) {
+        if (last) (*last)();
+        return release_locked();
+      }
+    }
+    while (gen_.load(std::memory_order_acquire) == my) gen_.wait(my, std::memory_order_acquire);
+    return result_;
+  }
+  void leave() {  // a thread finished the kernel
+    std::lock_guard g(m_);
+    if (arrived_ && strict_mode)
+      fail("a thread returned while others wait at __syncthreads (early return or a barrier inside divergent code)", &site_);
+    ++exited_;
+    --expected_;
+    progress.fetch_add(1, std::memory_order_relaxed);
+    if (arrived_ && arrived_ == expected_) release_locked();
+  }
+  void describe(const char* what) {
+    std::lock_guard g(m_);
+    if (arrived_)
+      std::fprintf(stderr, "cuemu:   %s: %u of %u threads wait at %s:%u\n", what, arrived_, expected_, site_.file_name(), site_.line());
+  }
+
+ private:
+  int release_locked() {
+    result_ = acc_;
+    arrived_ = 0;
+    gen_.fetch_add(1, std::memory_order_release);
+    gen_.notify_all();
+    progress.fetch_add(1, std::memory_order_relaxed);
+    return result_;
+  }
+  std::mutex m_;
+  std::atomic<uint32_t> gen_{0};
+  unsigned expected_ = 0, arrived_ = 0, exited_ = 0;
+  int kind_ = 0, acc_ = 0, result_ = 0;
+  Loc site_;
+};
+
+// One warp's collectives.  Lanes wait per lane, so disjoint groups of a warp (e.g. two half-warps
+// with their own masks) can be in collectives at the same time.  All lanes of a mask must arrive
+// with the same mask, at the same call site.
+struct Warp {
+  std::mutex m;
+  unsigned live = 0, pending = 0;  // lanes alive / waiting in a collective
+  unsigned mask_of[32] = {};
+  Op op_of[32] = {};
+  Loc site_of[32];
+  std::atomic<uint32_t> seq[32] = {};
+  uint64_t slot[32] = {};
+
+  void sync(unsigned mask, unsigned lane, Op o, const Loc& loc) {
+    uint32_t my;
+    {
+      std::lock_guard g(m);
+      if (mask & ~live)
+        fail("warp collective: a lane named in the mask has returned or does not exist (full-mask shuffle after an early exit?)", &loc);
+      for (unsigned j = 0; j < 32; ++j) {
+        if (!(pending >> j & 1u) || !((mask >> j & 1u) || (mask_of[j] >> lane & 1u))) continue;
+        if (mask_of[j] != mask || op_of[j] != o || !same_site(site_of[j], loc))
+          fail("lanes of one warp are in different warp collectives (mask or call site differ; other lane at " +
+               std::string(site_of[j].file_name()) + ":" + std::to_string(site_of[j].line()) + ")", &loc);
+      }
+      mask_of[lane] = mask;
+      op_of[lane] = o;
+      site_of[lane] = loc;
+      pending |= 1u << lane;
+      my = seq[lane].load(std::memory_order_relaxed);
+      if ((pending & mask) == mask) {  // the last lane of the group: release it
+        pending &= ~mask;
+        for (unsigned j = 0; j < 32; ++j)
+          if (mask >> j & 1u) {
+            seq[j].fetch_add(1, std::memory_order_release);
+            seq[j].notify_one();
+          }
+        progress.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    while (seq[lane].load(std::memory_order_acquire) == my) seq[lane].wait(my, std::memory_order_acquire);
+  }
+  void leave(unsigned lane) {
+    std::lock_guard g(m);
+    for (unsigned j = 0; j < 32; ++j)
+      if ((pending >> j & 1u) && (mask_of[j] >> lane & 1u))
+        fail("warp collective: a lane named in the mask returned while its warp waits (full-mask shuffle after an early exit?)", &site_of[j]);
+    live &= ~(1u << lane);
+  }
+};
+
+Barrier block_bar, between_bar;
+std::vector<Warp> warps(32);
+std::vector<ThreadCtx> ctxs;
+unsigned n_threads = 0;
+
+void reset_block_sync(unsigned nt) {
+  block_bar.reset(nt);
+  for (unsigned w = 0; w * 32 < nt; ++w) {
+    const unsigned n = std::min(32u, nt - 32 * w);
+    std::lock_guard g(warps[w].m);
+    warps[w].live = n == 32 ? 0xffffffffu : (1u << n) - 1u;
+    warps[w].pending = 0;
+  }
+}
+
+// A pool of OS threads reused across launches.  Every pool thread acknowledges every launch, so
+// the launcher never rewrites `job`/`active` while a thread may still read them.
+struct Pool {
+  std::vector<std::thread> threads;
+  std::atomic<uint32_t> gen{0};
+  std::atomic<unsigned> remaining{0};
+  unsigned active = 0;
+  const std::function<void(unsigned)>* job = nullptr;
+
+  void ack() {
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) remaining.notify_all();
+  }
+  void loop(unsigned i) {
+    uint32_t seen = gen.load(std::memory_order_acquire);
+    ack();  // started
+    for (;;) {
+      gen.wait(seen, std::memory_order_acquire);
+      seen = gen.load(std::memory_order_acquire);  // +1 exactly: the launcher waits for every ack
+      if (i < active) (*job)(i);
+      ack();
+    }
+  }
+  void run(unsigned n, const std::function<void(unsigned)>& f) {
+    while (threads.size() < n) {  // grow while idle: no launch is in flight here
+      const unsigned i = static_cast<unsigned>(threads.size());
+      remaining.store(1);  // the new thread acknowledges the generation it starts in
+      threads.emplace_back([this, i] { loop(i); });
+      for (unsigned r; (r = remaining.load(std::memory_order_acquire)) != 0;) remaining.wait(r);
+    }
+    job = &f;
+    active = n;
+    remaining.store(static_cast<unsigned>(threads.size()), std::memory_order_relaxed);
+    gen.fetch_add(1, std::memory_order_release);
+    gen.notify_all();
+    for (unsigned r; (r = remaining.load(std::memory_order_acquire)) != 0;) remaining.wait(r, std::memory_order_acquire);
+  }
+};
+Pool* pool = new Pool;  // never destroyed: its threads sleep until the process exits
+
+void describe_stall() {
+  block_bar.describe("__syncthreads");
+  for (unsigned w = 0; w * 32 < n_threads; ++w) {
+    Warp& W = warps[w];
+    std::lock_guard g(W.m);
+    for (unsigned j = 0; j < 32; ++j)
+      if (W.pending >> j & 1u)
+        std::fprintf(stderr, "cuemu:   warp %u lane %u waits in a warp collective at %s:%u (mask %08x, live %08x)\n", w, j,
+                     W.site_of[j].file_name(), W.site_of[j].line(), W.mask_of[j], W.live);
+  }
+}
+
+void run_grid(const Launch& l, unsigned nt, uint64_t nb, const std::vector<uint64_t>& perm) {
+  strict_mode = env_long("CUEMU_STRICT", 1) != 0;
+  n_threads = nt;
+  if (warps.size() * 32 < nt) warps = std::vector<Warp>((nt + 31) / 32);
+  ctxs.resize(nt);
+  const dim3 b = l.block;
+  for (unsigned t = 0; t < nt; ++t) ctxs[t] = ThreadCtx{make_uint3(t % b.x, t / b.x % b.y, t / (b.x * b.y)), t};
+  between_bar.reset(nt);
+  reset_block_sync(nt);
+  prepare_block(perm.empty() ? 0 : perm[0], l.smem);
+  uint64_t next = 1;
+  const std::function<void()> setup_next = [&] {  // runs while every thread waits between blocks
+    if (next < nb) {
+      reset_block_sync(nt);
+      prepare_block(perm.empty() ? next : perm[next], l.smem);
+    }
+    ++next;
+  };
+  const std::function<void(unsigned)> job = [&](unsigned t) {
+    cur_thread = &ctxs[t];
+    for (uint64_t i = 0; i < nb; ++i) {
+      l.body(l.payload);
+      warps[t / 32].leave(t % 32);
+      block_bar.leave();
+      between_bar.arrive(0, 0, Loc::current(), &setup_next);  // block i done, block i+1 set up
+    }
+    cur_thread = nullptr;
+  };
+  pool->run(nt, job);
+}
+}  // namespace
+
+int barrier(int kind, int pred, const Loc& loc) { return block_bar.arrive(kind, pred, loc); }
+
+uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc) {
+  if (width <= 0 || width > 32 || (width & (width - 1))) fail("shuffle width must be a power of two <= 32", &loc);
+  const unsigned lane = cur_thread->linear % 32u;
+  if (!(mask >> lane & 1u)) fail("warp collective called by a lane that is not in its mask", &loc);
+  Warp& w = warps[cur_thread->linear / 32u];
+  if (op == Op::Sync) {
+    w.sync(mask, lane, op, loc);
+    return 0;
+  }
+  w.slot[lane] = in;
+  w.sync(mask, lane, op, loc);  // every lane has written its slot
+  uint64_t r = 0;
+  if (op == Op::Vote) {
+    for (unsigned j = 0; j < 32; ++j)
+      if ((mask >> j & 1u) && w.slot[j]) r |= 1ull << j;
+  } else {
+    const int src = shfl_src(op, static_cast<int>(lane), arg, width);
+    if (!(mask >> src & 1u))
+      fail("shuffle reads lane " + std::to_string(src) + ", which is not in the mask (undefined on a GPU)", &loc);
+    r = w.slot[src];
+  }
+  w.sync(mask, lane, op, loc);  // every lane has read: the slots may be reused
+  return r;
+}
+
+unsigned active_mask() {
+  Warp& w = warps[cur_thread->linear / 32u];
+  std::lock_guard g(w.m);
+  return w.live;
+}
+namespace {
+#endif  // CUEMU_FIBERS
+
+// ================================================================== device memory bookkeeping
+struct Alloc {
+  size_t size;
+  void* raw;
+};
+std::mutex mem_mutex;
+std::map<uintptr_t, Alloc> device_allocs;  // user base -> allocation
+std::map<uintptr_t, size_t> host_allocs;   // cudaMallocHost / cudaHostAlloc
+#if defined(CUEMU_ASAN)
+constexpr size_t kGuard = 0;
+#else
+constexpr size_t kGuard = 64;
+#endif
+// Guard word: a float NaN whose payload depends on the allocation, so a kernel that copies one
+// allocation's guard into another's (NaN arithmetic keeps the payload) is still caught.
+uint32_t guard_word(const unsigned char* base) {
+  return 0x7fc00001u | static_cast<uint32_t>((reinterpret_cast<uintptr_t>(base) >> 7) & 0x3ffffeu);
+}
+void fill_guard(unsigned char* p, uint32_t w) {
+  for (size_t i = 0; i < kGuard; i += 4) std::memcpy(p + i, &w, 4);
+}
+bool guard_ok(const unsigned char* p, uint32_t w) {
+  for (size_t i = 0; i < kGuard; i += 4)
+    if (std::memcmp(p + i, &w, 4) != 0) return false;
+  return true;
+}
+// Which guards of an allocation were overwritten: "" if none.  Caller holds mem_mutex.
+const char* broken_guard(uintptr_t base, const Alloc& a) {
+  const auto* p = reinterpret_cast<const unsigned char*>(base);
+  const bool before = !guard_ok(p - kGuard, guard_word(p)), after = !guard_ok(p + a.size, guard_word(p));
+  return before && after ? "before and after" : before ? "before" : after ? "after" : "";
+}
+// The device allocation holding p, or end().  Caller holds mem_mutex.
+std::map<uintptr_t, Alloc>::iterator find_alloc(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  auto it = device_allocs.upper_bound(a);
+  if (it == device_allocs.begin()) return device_allocs.end();
+  --it;
+  return a < it->first + it->second.size ? it : device_allocs.end();
+}
+enum Where { Host, Inside, Past };
+Where classify(const void* p, size_t n, uintptr_t* base = nullptr, size_t* size = nullptr) {
+  std::lock_guard g(mem_mutex);
+  auto it = find_alloc(p);
+  if (it == device_allocs.end()) return Host;
+  if (base) *base = it->first;
+  if (size) *size = it->second.size;
+  return reinterpret_cast<uintptr_t>(p) + n <= it->first + it->second.size ? Inside : Past;
+}
+
+const char* kind_name(cudaMemcpyKind k) {
+  switch (k) {
+    case cudaMemcpyHostToHost: return "cudaMemcpyHostToHost";
+    case cudaMemcpyHostToDevice: return "cudaMemcpyHostToDevice";
+    case cudaMemcpyDeviceToHost: return "cudaMemcpyDeviceToHost";
+    case cudaMemcpyDeviceToDevice: return "cudaMemcpyDeviceToDevice";
+    default: return "cudaMemcpyDefault";
+  }
+}
+
+cudaError_t check_range(const char* api, const char* which, const void* p, size_t n, Where* w) {
+  uintptr_t base = 0;
+  size_t size = 0;
+  *w = classify(p, n, &base, &size);
+  if (*w == Past)
+    return api_error(cudaErrorInvalidValue, "%s past the end of a device allocation (%s %p + %zu bytes; allocation %p has %zu bytes)",
+                     api, which, p, n, reinterpret_cast<void*>(base), size);
+  return cudaSuccess;
+}
+
+cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (n == 0) return cudaSuccess;
+  Where d, s;
+  if (cudaError_t e = check_range(api, "dst", dst, n, &d)) return e;
+  if (cudaError_t e = check_range(api, "src", src, n, &s)) return e;
+  const bool ok = kind == cudaMemcpyDefault || (kind == cudaMemcpyHostToDevice && d == Inside && s == Host) ||
+                  (kind == cudaMemcpyDeviceToHost && d == Host && s == Inside) ||
+                  (kind == cudaMemcpyDeviceToDevice && d == Inside && s == Inside) ||
+                  (kind == cudaMemcpyHostToHost && d == Host && s == Host);
+  if (!ok)
+    return api_error(cudaErrorInvalidValue, "%s with %s but dst is %s memory and src is %s memory", api, kind_name(kind),
+                     d == Host ? "host" : "device", s == Host ? "host" : "device");
+  std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+
+cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, size_t spitch, size_t w, size_t h, cudaMemcpyKind k) {
+  if (w > dpitch || w > spitch) return api_error(cudaErrorInvalidPitchValue, "%s: width %zu exceeds a pitch", api, w);
+  if (h == 0 || w == 0) return cudaSuccess;
+  Where d, s;  // check the whole 2-D extent once, then copy row by row
+  if (cudaError_t e = check_range(api, "dst", dst, dpitch * (h - 1) + w, &d)) return e;
+  if (cudaError_t e = check_range(api, "src", src, spitch * (h - 1) + w, &s)) return e;
+  for (size_t r = 0; r < h; ++r)
+    if (cudaError_t e = copy(api, static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, w, k)) return e;
+  return cudaSuccess;
+}
+
+size_t total_memory() {
+  return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+int device_count() {  // like the real runtime: "" or a list starting with -1 hides every device
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (!v) return 1;
+  return (*v == 0 || std::strncmp(v, "-1", 2) == 0) ? 0 : 1;
+}
+
+// Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize.
+std::mutex attr_mutex;
+std::unordered_map<const void*, int> max_dyn_smem;
+constexpr int kDefaultSmem = 48 * 1024, kOptinSmem = 227 * 1024;
+
+std::mutex launch_mutex;  // kernels run one at a time
+}  // namespace
+
+// ================================================================== launch
+void launch(const Launch& l) {
+  const dim3 g = l.grid, b = l.block;
+  const uint64_t nt = 1ull * b.x * b.y * b.z, nb = 1ull * g.x * g.y * g.z;
+  if (nt == 0 || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || nb == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) {
+    api_error(cudaErrorInvalidConfiguration, "invalid launch of %s at %s:%u: grid (%u,%u,%u) block (%u,%u,%u)", l.name, l.file,
+              l.line, g.x, g.y, g.z, b.x, b.y, b.z);
+    return;
+  }
+  int limit = kDefaultSmem;
+  {
+    std::lock_guard a(attr_mutex);
+    if (auto it = max_dyn_smem.find(l.func); it != max_dyn_smem.end()) limit = it->second;
+  }
+  if (l.smem > static_cast<size_t>(limit)) {
+    api_error(cudaErrorInvalidValue, "launch of %s at %s:%u asks for %zu bytes of dynamic shared memory; the limit is %d "
+              "(raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))", l.name, l.file, l.line, l.smem, limit);
+    return;
+  }
+  std::lock_guard lock(launch_mutex);
+  static std::once_flag watchdog_once;
+  std::call_once(watchdog_once, [] { std::thread(watchdog_loop).detach(); });
+
+  std::vector<uint64_t> perm;  // empty = natural block order
+  if (const long seed = env_long("CUEMU_SHUFFLE_BLOCKS", 0)) {
+    perm.resize(nb);
+    std::iota(perm.begin(), perm.end(), uint64_t{0});
+    std::shuffle(perm.begin(), perm.end(), std::mt19937_64(static_cast<uint64_t>(seed)));
+  }
+  smem_fill = static_cast<int>(env_long("CUEMU_SMEM_FILL", 0xff));
+#if defined(CUEMU_ASAN)
+  dyn_smem = new unsigned char[l.smem];  // exact size: ASan reports overflows of dynamic shared memory
+#else
+  if (dyn_cap < l.smem + 256 || !dyn_buf) {
+    std::free(dyn_buf);
+    dyn_cap = std::max<size_t>((l.smem + 256 + 63) / 64 * 64, 1024);
+    dyn_buf = static_cast<unsigned char*>(std::aligned_alloc(64, dyn_cap));
+  }
+  dyn_smem = dyn_buf;
+#endif
+  block_ctx.bdim = b;
+  block_ctx.gdim = g;
+  running_launch.store(&l);
+  watch_ms.store(std::max(1L, env_long("CUEMU_TIMEOUT_MS", 20000)));
+  run_grid(l, static_cast<unsigned>(nt), nb, perm);
+  watch_ms.store(0);
+  cur_thread = nullptr;
+#if defined(CUEMU_ASAN)
+  delete[] dyn_smem;
+#endif
+  dyn_smem = nullptr;
+  // Writes past the end of an allocation passed to this kernel: report them here, naming the kernel.
+  if (kGuard) {
+    std::lock_guard g2(mem_mutex);
+    for (size_t i = 0; i < l.nptrs; ++i) {
+      auto it = find_alloc(l.ptrs[i]);
+      if (it == device_allocs.end()) continue;
+      if (const char* side = broken_guard(it->first, it->second); *side) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg, "kernel wrote outside a device allocation: base %p, size %zu, guard %s it overwritten",
+                      reinterpret_cast<void*>(it->first), it->second.size, side);
+        fail(msg, nullptr);
+      }
+    }
+  }
+  running_launch.store(nullptr);
+}
+}  // namespace cuemu
+
+// ================================================================== CUDA runtime API subset
+using namespace cuemu;
+
+extern "C" {
+int cuemuCheckGuards(void) {
+  std::lock_guard g(mem_mutex);
+  int bad = 0;
+  for (const auto& [base, a] : device_allocs) {
+    if (!kGuard) break;
+    if (const char* side = broken_guard(base, a); *side) {
+      std::fprintf(stderr, "cuemu: device allocation base %p, size %zu: guard %s it overwritten\n", reinterpret_cast<void*>(base),
+                   a.size, side);
+      ++bad;
+    }
+  }
+  return bad;
+}
+size_t cuemuLiveAllocations(void) {
+  std::lock_guard g(mem_mutex);
+  return device_allocs.size();
+}
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  if (!p) return api_error(cudaErrorInvalidValue, "cudaMalloc with a null result pointer");
+  *p = nullptr;
+  if (n == 0) return cudaSuccess;
+  // [256 bytes: unused + front guard][n bytes][back guard], the user block aligned to 256.
+  const size_t front = kGuard ? 256 : 0;
+  void* raw = nullptr;
+  if (posix_memalign(&raw, 256, front + n + kGuard) != 0) return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", n);
+  auto* base = static_cast<unsigned char*>(raw) + front;
+  if (kGuard) {
+    fill_guard(base - kGuard, guard_word(base));
+    fill_guard(base + n, guard_word(base));
+  }
+  std::memset(base, static_cast<int>(env_long("CUEMU_ALLOC_FILL", 0xff)), n);  // cudaMalloc does not zero
+  std::lock_guard g(mem_mutex);
+  device_allocs[reinterpret_cast<uintptr_t>(base)] = Alloc{n, raw};
+  *p = base;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  void* raw = nullptr;
+  {
+    std::lock_guard g(mem_mutex);
+    auto it = device_allocs.find(reinterpret_cast<uintptr_t>(p));
+    if (it != device_allocs.end()) {
+      if (const char* side = broken_guard(it->first, it->second); *side) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg, "cudaFree: device allocation base %p, size %zu: guard %s it overwritten (a kernel wrote out of bounds)",
+                      p, it->second.size, side);
+        fail(msg, nullptr);
+      }
+      raw = it->second.raw;
+      device_allocs.erase(it);
+    }
+  }
+  if (!raw) return api_error(cudaErrorInvalidDevicePointer, "cudaFree of %p, which is not the start of a device allocation", p);
+  std::free(raw);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** p, size_t n) {
+  if (!p) return api_error(cudaErrorInvalidValue, "cudaMallocHost with a null result pointer");
+  *p = std::malloc(n ? n : 1);
+  if (!*p) return api_error(cudaErrorMemoryAllocation, "cudaMallocHost(%zu)", n);
+  std::lock_guard g(mem_mutex);
+  host_allocs[reinterpret_cast<uintptr_t>(*p)] = n;
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) { return cudaMallocHost(p, n); }
+cudaError_t cudaFreeHost(void* p) {
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard g(mem_mutex);
+    if (!host_allocs.erase(reinterpret_cast<uintptr_t>(p))) p = nullptr;
+  }
+  if (!p) return api_error(cudaErrorInvalidValue, "cudaFreeHost of a pointer not from cudaMallocHost/cudaHostAlloc");
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return copy("cudaMemcpy", d, s, n, k); }
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+  return copy("cudaMemcpyAsync", d, s, n, k);
+}
+cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k) {
+  return copy2d("cudaMemcpy2D", d, dp, s, sp, w, h, k);
+}
+cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k, cudaStream_t) {
+  return copy2d("cudaMemcpy2DAsync", d, dp, s, sp, w, h, k);
+}
+cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
+  return std::memcpy(static_cast<char*>(const_cast<void*>(sym)) + off, src, n), cudaSuccess;  // __constant__ is a plain global
+}
+cudaError_t cudaMemcpyFromSymbol(void* dst, const void* sym, size_t n, size_t off, cudaMemcpyKind) {
+  return std::memcpy(dst, static_cast<const char*>(sym) + off, n), cudaSuccess;
+}
+cudaError_t cudaMemset(void* d, int v, size_t n) {
+  if (n == 0) return cudaSuccess;
+  Where w;
+  if (cudaError_t e = check_range("cudaMemset", "dst", d, n, &w)) return e;
+  if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemset of %p, which is not device memory", d);
+  std::memset(d, v, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { return cudaMemset(d, v, n); }
+cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  size_t used = 0;
+  {
+    std::lock_guard g(mem_mutex);
+    for (const auto& kv : device_allocs) used += kv.second.size;
+  }
+  const size_t total = total_memory();
+  if (free_b) *free_b = used < total ? total - used : 0;
+  if (total_b) *total_b = total;
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  if (!a) return api_error(cudaErrorInvalidValue, "cudaPointerGetAttributes with a null result pointer");
+  *a = cudaPointerAttributes{};
+  std::lock_guard g(mem_mutex);
+  if (find_alloc(p) != device_allocs.end()) {
+    a->type = cudaMemoryTypeDevice;
+    a->devicePointer = const_cast<void*>(p);
+    return cudaSuccess;
+  }
+  auto it = host_allocs.upper_bound(reinterpret_cast<uintptr_t>(p));
+  if (it != host_allocs.begin() && reinterpret_cast<uintptr_t>(p) < std::prev(it)->first + std::prev(it)->second) {
+    a->type = cudaMemoryTypeHost;
+    a->hostPointer = a->devicePointer = const_cast<void*>(p);
+    return cudaSuccess;
+  }
+  a->type = cudaMemoryTypeUnregistered;
+  a->device = -2;
+  a->hostPointer = const_cast<void*>(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory is released
+  std::lock_guard g(mem_mutex);
+  for (auto& kv : device_allocs) std::free(kv.second.raw);
+  device_allocs.clear();
+  last_error = cudaSuccess;
+  return cudaSuccess;
+}
+
+// Streams and events: synchronous, so a stream is just a handle and an event a time stamp.
+namespace {
+struct Stream {
+  unsigned flags;
+};
+struct Event {
+  std::chrono::steady_clock::time_point t;
+  bool recorded;
+  unsigned flags;
+};
+}  // namespace
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  if (!s) return api_error(cudaErrorInvalidValue, "cudaStreamCreate with a null result pointer");
+  *s = reinterpret_cast<cudaStream_t>(new Stream{flags});
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (!s) return api_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy of the default stream");
+  delete reinterpret_cast<Stream*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  if (!e) return api_error(cudaErrorInvalidValue, "cudaEventCreate with a null result pointer");
+  *e = reinterpret_cast<cudaEvent_t>(new Event{{}, false, flags});
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (!e) return api_error(cudaErrorInvalidResourceHandle, "cudaEventRecord of a null event");
+  auto* ev = reinterpret_cast<Event*>(e);
+  ev->t = std::chrono::steady_clock::now();
+  ev->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
+  if (!ms || !x || !y) return api_error(cudaErrorInvalidValue, "cudaEventElapsedTime with a null argument");
+  if ((x->flags | y->flags) & cudaEventDisableTiming)
+    return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
+  if (!x->recorded || !y->recorded) return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
+  *ms = std::chrono::duration<float, std::milli>(y->t - x->t).count();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return delete reinterpret_cast<Event*>(e), cudaSuccess; }
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return last_error; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+#define CUEMU_E(x) case x: return #x;
+    CUEMU_E(cudaSuccess) CUEMU_E(cudaErrorInvalidValue) CUEMU_E(cudaErrorMemoryAllocation) CUEMU_E(cudaErrorInitializationError)
+    CUEMU_E(cudaErrorInvalidConfiguration) CUEMU_E(cudaErrorInvalidPitchValue) CUEMU_E(cudaErrorInvalidDevicePointer)
+    CUEMU_E(cudaErrorInvalidMemcpyDirection) CUEMU_E(cudaErrorInvalidDevice) CUEMU_E(cudaErrorNoDevice)
+    CUEMU_E(cudaErrorInvalidResourceHandle) CUEMU_E(cudaErrorNotReady) CUEMU_E(cudaErrorLaunchFailure)
+    CUEMU_E(cudaErrorInvalidDeviceFunction) CUEMU_E(cudaErrorNotSupported) CUEMU_E(cudaErrorInsufficientDriver)
+    CUEMU_E(cudaErrorUnknown)
+#undef CUEMU_E
+    default: return "cudaErrorUnrecognized";
+  }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotSupported: return "operation not supported";
+    default: return "unrecognized error code";
+  }
+}
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  if (!n) return api_error(cudaErrorInvalidValue, "cudaGetDeviceCount with a null result pointer");
+  *n = device_count();
+  if (*n == 0) {
+    last_error = cudaErrorNoDevice;  // the real runtime reports this quietly
+    return cudaErrorNoDevice;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  if (!d) return api_error(cudaErrorInvalidValue, "cudaGetDevice with a null result pointer");
+  return *d = 0, cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= device_count()) return api_error(cudaErrorInvalidDevice, "cudaSetDevice(%d)", d);
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (!p) return api_error(cudaErrorInvalidValue, "cudaGetDeviceProperties with a null result pointer");
+  if (d < 0 || d >= device_count()) return api_error(cudaErrorInvalidDevice, "cudaGetDeviceProperties(%d)", d);
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof p->name, "cuemu (CUDA emulated on the CPU)");
+  p->totalGlobalMem = total_memory();
+  p->major = 9;  // kernels see an sm_90-like device
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 0x7fffffff;
+  p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+  p->sharedMemPerBlock = kDefaultSmem;
+  p->sharedMemPerBlockOptin = kOptinSmem;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->regsPerBlock = p->regsPerMultiprocessor = 65536;
+  p->multiProcessorCount = 1;
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->l2CacheSize = 1 << 20;
+  p->totalConstMem = 64 * 1024;
+  p->unifiedAddressing = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
+  if (!v) return api_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute with a null result pointer");
+  if (d < 0 || d >= device_count()) return api_error(cudaErrorInvalidDevice, "cudaDeviceGetAttribute(device %d)", d);
+  switch (a) {
+    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
+    case cudaDevAttrMaxBlockDimX: case cudaDevAttrMaxBlockDimY: *v = 1024; break;
+    case cudaDevAttrMaxBlockDimZ: *v = 64; break;
+    case cudaDevAttrMaxGridDimX: *v = 0x7fffffff; break;
+    case cudaDevAttrMaxGridDimY: case cudaDevAttrMaxGridDimZ: *v = 65535; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *v = kDefaultSmem; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = kOptinSmem; break;
+    case cudaDevAttrWarpSize: *v = 32; break;
+    case cudaDevAttrMultiProcessorCount: *v = 1; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *v = 2048; break;
+    case cudaDevAttrMaxRegistersPerBlock: *v = 65536; break;
+    case cudaDevAttrL2CacheSize: *v = 1 << 20; break;
+    default: return api_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute %d is not emulated", static_cast<int>(a));
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute a, int v) {
+  if (!func) return api_error(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute of a null function");
+  if (a == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (v < 0 || v > kOptinSmem)
+      return api_error(cudaErrorInvalidValue, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize, %d): the device allows %d", v, kOptinSmem);
+    std::lock_guard g(attr_mutex);
+    max_dyn_smem[func] = v;
+  }
+  return cudaSuccess;  // other attributes (carveout, ...) only tune performance
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  if (!v) return api_error(cudaErrorInvalidValue, "cudaRuntimeGetVersion with a null result pointer");
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  if (!v) return api_error(cudaErrorInvalidValue, "cudaDriverGetVersion with a null result pointer");
+  *v = CUDART_VERSION;  // an emulated driver that matches the headers
+  return cudaSuccess;
+}
+}  // extern "C"

@@ -1,0 +1,270 @@
+// bugs_test.cpp -- the bug catalogue: each deliberately broken kernel in bug_kernels.cuh must be
+// caught, either as a fatal "cuemu:" diagnostic naming the kernel statement (death tests), as a
+// visibly wrong result (NaN from the 0xff fill, order-dependent results), or by ASan.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "tests/emu/bug_kernels.cuh"
+
+namespace {
+
+#if defined(CUEMU_ASAN)
+constexpr bool kAsan = true;
+#else
+constexpr bool kAsan = false;
+#endif
+#if defined(CUEMU_FIBERS)
+constexpr bool kFibers = true;
+#else
+constexpr bool kFibers = false;
+#endif
+
+// Sets an environment variable for one scope (the launcher reads the knobs at every launch).
+struct ScopedEnv {
+  std::string name, old;
+  bool had;
+  ScopedEnv(const char* n, const char* v) : name(n), had(std::getenv(n) != nullptr) {
+    if (had) old = std::getenv(n);
+    setenv(n, v, 1);
+  }
+  ~ScopedEnv() {
+    if (had) setenv(name.c_str(), old.c_str(), 1);
+    else unsetenv(name.c_str());
+  }
+};
+
+template <class T>
+T* dev(const std::vector<T>& h) {
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, h.size() * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return static_cast<T*>(p);
+}
+template <class T>
+std::vector<T> host(const T* d, size_t n) {
+  std::vector<T> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+std::vector<float> iota64() {
+  std::vector<float> v(64);
+  for (int i = 0; i < 64; ++i) v[i] = static_cast<float>(i);
+  return v;
+}
+
+class EmuBugs : public testing::Test {
+ protected:
+  void SetUp() override { testing::FLAGS_gtest_death_test_style = "threadsafe"; }
+};
+
+// Missing __syncthreads: in fiber mode each thread runs to the end before the next starts, so the
+// neighbour's slot still holds the 0xff fill (NaN); with CUEMU_SCHED_SEED the pattern changes but
+// stays wrong.  Under TSan the same kernel is a reported data race (emu_tsan_missing_sync).
+TEST_F(EmuBugs, MissingSyncthreadsGivesWrongResults) {
+  if (!kFibers) GTEST_SKIP() << "thread mode: the result is timing-dependent; TSan reports the race";
+  auto v = iota64();
+  float* in = dev(v);
+  float* out = dev(std::vector<float>(64, 0.f));
+  for (const char* seed : {"0", "1", "2"}) {
+    ScopedEnv e("CUEMU_SCHED_SEED", seed);
+    for (float& x : v) x += 100.f;  // new values each run: stale shared memory (ASan builds) is wrong too
+    ASSERT_EQ(cudaMemcpy(in, v.data(), 64 * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    GPU_LAUNCH(1, 64, 0, 0, missing_sync)(in, out);
+    const auto r = host(out, 64);
+    int wrong = 0;
+    for (int t = 0; t < 64; ++t) wrong += r[t] != v[t] + v[(t + 1) % 64];
+    EXPECT_GT(wrong, 0) << "seed " << seed;
+  }
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, SharedMemoryRaceInReduction) {
+  if (!kFibers) GTEST_SKIP() << "thread mode: timing-dependent; TSan reports the race";
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>{0.f});
+  GPU_LAUNCH(1, 64, 0, 0, reduce_race)(in, out);
+  EXPECT_NE(host(out, 1)[0], 64.f);  // thread 0 sums before the others have added their pairs
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, GlobalOutOfBoundsWrite) {
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>(64, 0.f));
+  // 80 threads on 64 elements: the overrun stays inside the 64-byte guard zone (a longer one would
+  // scribble over malloc's own data first).
+  if (kAsan)
+    EXPECT_DEATH(GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64), "AddressSanitizer: heap-buffer-overflow");
+  else
+    EXPECT_DEATH(GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64),
+                 "cuemu: kernel wrote outside a device allocation: base 0x[0-9a-f]+, size 256, guard after.*kernel global_oob");
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, GlobalOutOfBoundsReadSeesNaN) {
+  if (kAsan) GTEST_SKIP() << "ASan reports the read itself (GlobalOutOfBoundsWrite)";
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>(80, 0.f));
+  GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64);  // reads in[64..79]: the guard zone
+  const auto r = host(out, 80);
+  for (int i = 64; i < 80; ++i) EXPECT_TRUE(std::isnan(r[i])) << i;
+  EXPECT_EQ(cuemuCheckGuards(), 0);
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, GuardCheckReportsCorruption) {
+  if (kAsan) GTEST_SKIP() << "no guard zones under ASan";
+  float* d = dev(std::vector<float>(8, 0.f));
+  d[8] = 1.f;  // a write one past the end, as a kernel would do it
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(cuemuCheckGuards(), 1);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("size 32: guard after it overwritten"), std::string::npos);
+  EXPECT_DEATH(cudaFree(d), "cuemu: cudaFree: device allocation base 0x[0-9a-f]+, size 32: guard after it overwritten");
+}
+
+TEST_F(EmuBugs, SharedOutOfBounds) {
+  float* out = dev(std::vector<float>(64, 0.f));
+  if (kAsan) {
+    EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, smem_oob)(out), "AddressSanitizer: global-buffer-overflow");
+    EXPECT_DEATH(GPU_LAUNCH(1, 64, 64 * sizeof(float), 0, dyn_smem_oob)(out), "AddressSanitizer: heap-buffer-overflow");
+  } else {  // the read lands in filled memory: NaN
+    GPU_LAUNCH(1, 64, 64 * sizeof(float), 0, dyn_smem_oob)(out);
+    EXPECT_TRUE(std::isnan(host(out, 64)[63]));
+  }
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, DivergentBarrier) {
+  float* out = dev(std::vector<float>(64, 0.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, divergent_barrier)(out),
+               "cuemu: .*returned while others wait at __syncthreads.*bug_kernels.cuh:42:.*kernel divergent_barrier");
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, two_barriers)(out), "cuemu: divergent __syncthreads.*bug_kernels.cuh:46:");
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, EarlyReturnBeforeBarrier) {
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>(64, 0.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, early_return)(in, out, 40),
+               "cuemu: .*returned while others wait at __syncthreads.*bug_kernels.cuh:54:");
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, FullMaskShuffleAfterExit) {
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>(64, 0.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, full_mask_after_exit)(in, out, 40),
+               "cuemu: warp collective: .*named in the mask (has )?returned.*bug_kernels.cuh:61:");
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, ShuffleOfLaneOutsideMask) {
+  float* in = dev(std::vector<float>(32, 1.f));
+  float* out = dev(std::vector<float>(32, 0.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 32, 0, 0, shfl_outside_mask)(in, out),
+               "cuemu: shuffle reads lane (1[6-9]|2[0-3]), which is not in the mask.*bug_kernels.cuh:67:");
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, ShuffleBarrierDeadlock) {
+  float* out = dev(std::vector<float>(32, 0.f));
+  // Fibers see it structurally; OS threads through the watchdog.
+  EXPECT_DEATH(
+      {
+        ScopedEnv e("CUEMU_TIMEOUT_MS", "300");
+        GPU_LAUNCH(1, 32, 0, 0, shfl_vs_barrier)(out);
+      },
+      kFibers ? "cuemu: deadlock: this warp collective can never complete.*bug_kernels.cuh:72:"
+              : "cuemu: watchdog: no progress for 300 ms in kernel shfl_vs_barrier(.|\n)*bug_kernels.cuh:72");
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, SpinOnAnotherBlockHitsWatchdog) {
+  int* flag = dev(std::vector<int>{0});
+  EXPECT_DEATH(
+      {
+        ScopedEnv e("CUEMU_TIMEOUT_MS", "300");
+        ScopedEnv b("CUEMU_SHUFFLE_BLOCKS", "0");
+        GPU_LAUNCH(2, 32, 0, 0, spin_on_other_block)(flag);
+      },
+      "cuemu: watchdog: no progress for 300 ms in kernel spin_on_other_block");
+  cudaFree(flag);
+}
+
+TEST_F(EmuBugs, BlockOrderDependenceExposedByShuffle) {
+  int* o = dev(std::vector<int>(64, 0));
+  auto run = [&](const char* seed) {
+    ScopedEnv e("CUEMU_SHUFFLE_BLOCKS", seed);
+    EXPECT_EQ(cudaMemset(o, 0, 64 * sizeof(int)), cudaSuccess);
+    GPU_LAUNCH(64, 32, 0, 0, order_dependent)(o);
+    const auto r = host(o, 64);
+    for (int b = 0; b < 64; ++b)
+      if (r[b] != b + 1) return false;
+    return true;
+  };
+  EXPECT_TRUE(run("0"));   // in order it happens to work ...
+  EXPECT_FALSE(run("3"));  // ... a shuffled order shows the dependence
+  cudaFree(o);
+}
+
+TEST_F(EmuBugs, UninitialisedDeviceMemoryIsNaN) {
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* acc = nullptr;
+  ASSERT_EQ(cudaMalloc(&acc, sizeof(float)), cudaSuccess);  // forgot cudaMemset(acc, 0, 4)
+  GPU_LAUNCH(1, 64, 0, 0, accumulate)(in, acc);
+  EXPECT_TRUE(std::isnan(host(acc, 1)[0]));
+  cudaFree(in);
+  cudaFree(acc);
+}
+
+TEST_F(EmuBugs, UninitialisedSharedMemoryIsNaN) {
+  if (kAsan) GTEST_SKIP() << "static __shared__ is not filled under ASan";
+  float* in = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>{0.f});
+  GPU_LAUNCH(1, 64, 0, 0, partial_tile)(in, out, 40);
+  EXPECT_TRUE(std::isnan(host(out, 1)[0]));
+  cudaFree(in);
+  cudaFree(out);
+}
+
+TEST_F(EmuBugs, MemcpyPastAllocation) {
+  float* d = dev(std::vector<float>(128, 0.f));
+  std::vector<float> h(256, 1.f);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(cudaMemcpy(d, h.data(), 256 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("cuemu: cudaMemcpy past the end of a device allocation"), std::string::npos);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_DEATH(
+      {
+        ScopedEnv e("CUEMU_ABORT_ON_ERROR", "1");
+        (void)cudaMemcpy(d, h.data(), 256 * sizeof(float), cudaMemcpyHostToDevice);
+      },
+      "cuemu: cudaMemcpy past the end of a device allocation.*cudaErrorInvalidValue");
+  cudaFree(d);
+}
+
+TEST_F(EmuBugs, InvalidLaunch) {
+  float* d = dev(std::vector<float>(64, 0.f));
+  GPU_LAUNCH(1, 2048, 0, 0, divergent_barrier)(d);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(host(d, 64)[0], 0.f);  // the kernel did not run
+  EXPECT_DEATH(
+      {
+        ScopedEnv e("CUEMU_ABORT_ON_ERROR", "1");
+        GPU_LAUNCH(dim3(1, 70000), 32, 0, 0, divergent_barrier)(d);
+      },
+      "cuemu: invalid launch of divergent_barrier at .*bugs_test.cpp:[0-9]+: grid \\(1,70000,1\\)");
+  cudaFree(d);
+}
+
+}  // namespace
