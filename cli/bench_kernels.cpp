@@ -1,6 +1,7 @@
 // bench_kernels: validate, then time every registered kernel at the shapes the models use, and
 // report time, GB/s, GFLOP/s and the fraction of this machine's measured peak.
 //   bench_kernels [--quick] [--device cpu|gpu|all] [--filter SUBSTR] [--repeats N] [--json FILE]
+// --filter matches "family/kernel"; when it names a family, only that family is set up.
 // Peaks are measured at start: CPU memcpy bandwidth (bytes read + written, all threads) and the
 // OpenBLAS sgemm rate (2048^3); on a GPU the device-to-device copy bandwidth and the matmul op's
 // (cuBLAS) rate at 4096^3. CPU times: warm-up, then repeats, median. GPU times: CUDA events on the
@@ -268,7 +269,13 @@ int run_main(int argc, char** argv) {
   BenchRunner::print_header();
   auto entries = registry();
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return std::strcmp(a.family, b.family) < 0; });
+  // A filter naming a family ("conv", "conv/fwd") skips the other families' set-up entirely.
+  const std::string family_filter = filter.substr(0, filter.find('/'));
+  const bool names_family = std::any_of(entries.begin(), entries.end(), [&](const Entry& e) {
+    return !family_filter.empty() && std::string(e.family).find(family_filter) != std::string::npos;
+  });
   for (const Entry& e : entries) {
+    if (names_family && std::string(e.family).find(family_filter) == std::string::npos) continue;
     runner.family = e.family;
     e.fn(runner);
   }

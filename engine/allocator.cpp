@@ -27,27 +27,129 @@ constexpr unsigned char kGuardByte = 0xA5;
 
 std::atomic<bool> g_guard_mode{false};
 
-struct Stats {
-  std::mutex m;
-  MemoryStats s;
-  void on_alloc(size_t bytes, bool system, size_t reserved_bytes) {
-    s.allocated_current += bytes;
-    s.allocated_peak = std::max(s.allocated_peak, s.allocated_current);
-    ++s.num_allocs;
-    if (system) {
-      s.reserved_current += reserved_bytes;
-      s.reserved_peak = std::max(s.reserved_peak, s.reserved_current);
-      ++s.num_system_allocs;
-    }
-  }
-};
-
-Stats& cpu_stats() {
-  static Stats s;
-  return s;
+void add_alloc(MemoryStats& s, size_t bytes) {
+  s.allocated_current += bytes;
+  s.allocated_peak = std::max(s.allocated_peak, s.allocated_current);
+  ++s.num_allocs;
+}
+void add_reserved(MemoryStats& s, size_t bytes) {
+  s.reserved_current += bytes;
+  s.reserved_peak = std::max(s.reserved_peak, s.reserved_current);
+  ++s.num_system_allocs;
 }
 
-// Live guarded CPU blocks: user pointer -> user size.
+// Size classes of the caches: 512 B steps below 1 MiB, 2 MiB steps above. A training step
+// allocates the same sizes every iteration, so blocks come back to the same class.
+size_t round_size(size_t bytes) {
+  constexpr size_t kSmall = 512, kLargeStep = 2u << 20, kSmallLimit = 1u << 20;
+  if (bytes < kSmallLimit) return std::max<size_t>(kSmall, (bytes + kSmall - 1) / kSmall * kSmall);
+  return (bytes + kLargeStep - 1) / kLargeStep * kLargeStep;
+}
+
+// A caching allocator over a system allocator (malloc or cudaMalloc). Freed blocks are kept in a
+// free list per stream (per device for the CPU) and reused for requests of the same size class.
+// When the system allocator fails, the cache is returned to it and the request retried.
+class BlockCache {
+ public:
+  using SysAlloc = void* (*)(size_t);
+  using SysFree = void (*)(void*);
+  BlockCache(SysAlloc a, SysFree f, size_t min_cached) : sys_alloc_(a), sys_free_(f), min_cached_(min_cached) {}
+
+  void* allocate(size_t bytes, const void* stream, bool exact) {
+    std::lock_guard g(m_);
+    const bool cache = !exact && bytes >= min_cached_;
+    const size_t size = cache ? round_size(bytes) : std::max<size_t>(bytes, 1);
+    if (cache) {
+      auto& fl = free_[stream];
+      auto it = fl.find(size);
+      if (it != fl.end()) {
+        void* p = it->second;
+        fl.erase(it);
+        live_[p] = {size, stream, true};
+        add_alloc(stats_, size);
+        return p;
+      }
+    }
+    void* p = sys_alloc_(size);
+    if (!p) {
+      release_locked();
+      p = sys_alloc_(size);
+    }
+    ENGINE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes (", stats_.allocated_current,
+                 " allocated, ", stats_.reserved_current, " reserved)");
+    live_[p] = {size, stream, cache};
+    add_reserved(stats_, size);
+    add_alloc(stats_, size);
+    return p;
+  }
+
+  void free(void* p) {
+    std::lock_guard g(m_);
+    auto it = live_.find(p);
+    if (it == live_.end()) fail("free of a pointer the caching allocator does not own");
+    const Block b = it->second;
+    live_.erase(it);
+    stats_.allocated_current -= b.size;
+    if (b.cached) {
+      free_[b.stream].emplace(b.size, p);
+    } else {
+      stats_.reserved_current -= b.size;
+      sys_free_(p);
+    }
+  }
+
+  void release() {
+    std::lock_guard g(m_);
+    release_locked();
+  }
+
+  MemoryStats stats() {
+    std::lock_guard g(m_);
+    return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard g(m_);
+    stats_.allocated_peak = stats_.allocated_current;
+    stats_.reserved_peak = stats_.reserved_current;
+  }
+
+ private:
+  void release_locked() {
+    for (auto& [stream, fl] : free_) {
+      for (auto& [size, p] : fl) {
+        stats_.reserved_current -= size;
+        sys_free_(p);
+      }
+      fl.clear();
+    }
+  }
+
+  SysAlloc sys_alloc_;
+  SysFree sys_free_;
+  size_t min_cached_;
+  std::mutex m_;
+  MemoryStats stats_;
+  struct Block {
+    size_t size;         // class size
+    const void* stream;  // free list it returns to
+    bool cached;         // false: goes straight back to the system allocator
+  };
+  std::map<const void*, std::multimap<size_t, void*>> free_;  // stream -> class size -> blocks
+  std::unordered_map<void*, Block> live_;
+};
+
+// ----------------------------------------------------------------------------- CPU
+void* cpu_sys_alloc(size_t n) { return std::aligned_alloc(kAlign, (n + kAlign - 1) / kAlign * kAlign); }
+void cpu_sys_free(void* p) { std::free(p); }
+
+// Blocks of 1 MiB and more are cached: glibc serves them with fresh mmap()s whose page faults cost
+// 10-50 ms for an 80 MB activation, every step. Smaller blocks are left to malloc's own bins.
+BlockCache& cpu_cache() {
+  static BlockCache* c = new BlockCache(cpu_sys_alloc, cpu_sys_free, 1u << 20);  // never destroyed
+  return *c;
+}
+
+// Guard mode: live guarded blocks, user pointer -> user size.
 std::mutex g_guard_mutex;
 std::unordered_map<void*, size_t>& guarded_blocks() {
   static std::unordered_map<void*, size_t> m;
@@ -61,31 +163,20 @@ bool guards_intact(const unsigned char* user, size_t bytes) {
 }
 
 void* cpu_allocate(size_t bytes) {
-  const bool guard = g_guard_mode.load();
-  const size_t total = guard ? bytes + 2 * kGuard : std::max<size_t>(bytes, 1);
-  void* raw = std::aligned_alloc(kAlign, (total + kAlign - 1) / kAlign * kAlign);
-  ENGINE_CHECK(raw != nullptr, "out of CPU memory allocating ", bytes, " bytes");
-  void* user = raw;
-  if (guard) {
-    auto* p = static_cast<unsigned char*>(raw);
-    std::memset(p, kGuardByte, kGuard);
-    std::memset(p + kGuard + bytes, kGuardByte, kGuard);
-    std::memset(p + kGuard, 0xff, bytes);  // uninitialised reads show up as NaN
-    user = p + kGuard;
-    std::lock_guard g(g_guard_mutex);
-    guarded_blocks()[user] = bytes;
-  }
-  {
-    auto& st = cpu_stats();
-    std::lock_guard g(st.m);
-    st.on_alloc(bytes, true, bytes);
-  }
+  if (!g_guard_mode.load()) return cpu_cache().allocate(bytes, nullptr, false);
+  auto* p = static_cast<unsigned char*>(cpu_cache().allocate(bytes + 2 * kGuard, nullptr, true));
+  std::memset(p, kGuardByte, kGuard);
+  std::memset(p + kGuard + bytes, kGuardByte, kGuard);
+  std::memset(p + kGuard, 0xff, bytes);  // uninitialised reads show up as NaN
+  void* user = p + kGuard;
+  std::lock_guard g(g_guard_mutex);
+  guarded_blocks()[user] = bytes;
   return user;
 }
 
-void cpu_free(void* p, size_t bytes) {
+void cpu_free(void* p) {
   if (!p) return;
-  void* raw = p;
+  void* block = p;
   {
     std::lock_guard g(g_guard_mutex);
     auto it = guarded_blocks().find(p);
@@ -93,91 +184,32 @@ void cpu_free(void* p, size_t bytes) {
       if (!guards_intact(static_cast<unsigned char*>(p), it->second))
         std::fprintf(stderr, "engine: CPU buffer %p of %zu bytes was written outside its bounds\n", p, it->second);
       guarded_blocks().erase(it);
-      raw = static_cast<unsigned char*>(p) - kGuard;
+      block = static_cast<unsigned char*>(p) - kGuard;
     }
   }
-  std::free(raw);
-  auto& st = cpu_stats();
-  std::lock_guard g(st.m);
-  st.s.allocated_current -= bytes;
-  st.s.reserved_current -= bytes;
+  cpu_cache().free(block);
 }
 
 #if defined(ENGINE_WITH_CUDA)
-// ----------------------------------------------------------------- CUDA caching allocator
-size_t round_size(size_t bytes) {
-  constexpr size_t kSmall = 512, kLargeStep = 2u << 20, kSmallLimit = 1u << 20;
-  if (bytes < kSmallLimit) return std::max<size_t>(kSmall, (bytes + kSmall - 1) / kSmall * kSmall);
-  return (bytes + kLargeStep - 1) / kLargeStep * kLargeStep;
+// ----------------------------------------------------------------------------- CUDA
+void* cuda_sys_alloc(size_t n) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error; the cache retries after releasing its blocks
+    return nullptr;
+  }
+  return p;
+}
+void cuda_sys_free(void* p) {
+  // Cached blocks may still be read by queued kernels on the stream they were freed from.
+  cudaStreamSynchronize(compute_stream());
+  cudaFree(p);
 }
 
-struct CudaCache {
-  std::mutex m;
-  Stats stats;
-  // stream -> (size class -> free blocks). One stream per device today; keyed for the future.
-  std::map<cudaStream_t, std::multimap<size_t, void*>> free_blocks;
-  std::unordered_map<void*, size_t> block_size;  // live or cached block -> its class size
-
-  void* allocate(size_t bytes) {
-    const bool guard = g_guard_mode.load();
-    const size_t size = guard ? std::max<size_t>(bytes, 1) : round_size(bytes);
-    cudaStream_t stream = compute_stream();
-    std::lock_guard g(m);
-    if (!guard) {
-      auto& fl = free_blocks[stream];
-      // Best fit within the same class family; a large cached block is not split.
-      auto it = fl.lower_bound(size);
-      if (it != fl.end() && it->first == size) {
-        void* p = it->second;
-        fl.erase(it);
-        stats.on_alloc(size, false, 0);
-        return p;
-      }
-    }
-    void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, size);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      release_cached_locked();
-      e = cudaMalloc(&p, size);
-    }
-    ENGINE_CHECK(e == cudaSuccess, "CUDA out of memory allocating ", bytes, " bytes (", stats.s.allocated_current,
-                 " allocated, ", stats.s.reserved_current, " reserved)");
-    block_size[p] = size;
-    stats.on_alloc(size, true, size);
-    return p;
-  }
-
-  void free(void* p) {
-    std::lock_guard g(m);
-    auto it = block_size.find(p);
-    if (it == block_size.end()) fail("CUDA free of a pointer the caching allocator does not own");
-    const size_t size = it->second;
-    stats.s.allocated_current -= size;
-    if (g_guard_mode.load()) {
-      block_size.erase(it);
-      stats.s.reserved_current -= size;
-      cudaFree(p);
-      return;
-    }
-    free_blocks[compute_stream()].emplace(size, p);
-  }
-
-  void release_cached_locked() {
-    cudaStreamSynchronize(compute_stream());
-    for (auto& [stream, fl] : free_blocks) {
-      for (auto& [size, p] : fl) {
-        cudaFree(p);
-        block_size.erase(p);
-        stats.s.reserved_current -= size;
-      }
-      fl.clear();
-    }
-  }
-};
-
-CudaCache& cuda_cache() {
-  static CudaCache* c = new CudaCache;  // never destroyed: tensors may outlive static destructors
+// Every CUDA block is cached (cudaMalloc/cudaFree synchronise the device). In guard mode sizes are
+// exact and nothing is cached, so the emulation layer's guard zones see every overrun.
+BlockCache& cuda_cache() {
+  static BlockCache* c = new BlockCache(cuda_sys_alloc, cuda_sys_free, 0);  // never destroyed
   return *c;
 }
 #endif
@@ -187,51 +219,39 @@ CudaCache& cuda_cache() {
 void* device_allocate(Device d, size_t bytes) {
   if (d.is_cpu()) return cpu_allocate(bytes);
 #if defined(ENGINE_WITH_CUDA)
-  return cuda_cache().allocate(bytes);
+  return cuda_cache().allocate(bytes, compute_stream(), g_guard_mode.load());
 #else
   fail("allocation on ", d.str(), ": this build has no CUDA backend");
 #endif
 }
 
-void device_free(Device d, void* p, size_t bytes) {
-  if (d.is_cpu()) return cpu_free(p, bytes);
+void device_free(Device d, void* p, size_t /*bytes*/) {
+  if (d.is_cpu()) return cpu_free(p);
 #if defined(ENGINE_WITH_CUDA)
   cuda_cache().free(p);
 #endif
 }
 
 MemoryStats memory_stats(Device d) {
-  if (d.is_cpu()) {
-    std::lock_guard g(cpu_stats().m);
-    return cpu_stats().s;
-  }
+  if (d.is_cpu()) return cpu_cache().stats();
 #if defined(ENGINE_WITH_CUDA)
-  std::lock_guard g(cuda_cache().m);
-  return cuda_cache().stats.s;
+  return cuda_cache().stats();
 #else
   return {};
 #endif
 }
 
 void reset_peak_memory_stats(Device d) {
-  if (d.is_cpu()) {
-    std::lock_guard g(cpu_stats().m);
-    cpu_stats().s.allocated_peak = cpu_stats().s.allocated_current;
-    cpu_stats().s.reserved_peak = cpu_stats().s.reserved_current;
-    return;
-  }
+  if (d.is_cpu()) return cpu_cache().reset_peak();
 #if defined(ENGINE_WITH_CUDA)
-  std::lock_guard g(cuda_cache().m);
-  cuda_cache().stats.s.allocated_peak = cuda_cache().stats.s.allocated_current;
-  cuda_cache().stats.s.reserved_peak = cuda_cache().stats.s.reserved_current;
+  cuda_cache().reset_peak();
 #endif
 }
 
 void empty_cache() {
+  cpu_cache().release();
 #if defined(ENGINE_WITH_CUDA)
-  if (!cuda_available()) return;
-  std::lock_guard g(cuda_cache().m);
-  cuda_cache().release_cached_locked();
+  if (cuda_available()) cuda_cache().release();
 #endif
 }
 

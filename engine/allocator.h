@@ -1,10 +1,12 @@
-// Memory for tensors.
-//  - CPU: 64-byte aligned blocks. In guard mode (tests) every block gets 64 guard bytes on each
-//    side, filled with a pattern and checked on free and by check_guards().
-//  - CUDA: a caching allocator. Requests are rounded to size classes (512 B below 1 MiB, 2 MiB
-//    steps above); freed blocks go to a per-stream free list and are reused; when cudaMalloc fails
-//    the cache is released and the allocation retried. In guard mode it passes exact sizes to
-//    cudaMalloc and caches nothing, so the emulation layer's own guard zones see every overrun.
+// Memory for tensors: one caching allocator per device kind.
+//  - Requests are rounded to size classes (512 B below 1 MiB, 2 MiB steps above); freed blocks go
+//    to a free list (per stream on CUDA) and are reused for the same class; when the system
+//    allocator fails the cache is released and the allocation retried. empty_cache() releases it.
+//  - CPU: 64-byte aligned; only blocks of 1 MiB and more are cached (glibc maps them afresh each
+//    time otherwise, and the page faults cost more than the ops). In guard mode (tests) every block
+//    gets 64 guard bytes on each side, checked on free and by check_guards().
+//  - CUDA: every block is cached. In guard mode sizes are exact and nothing is cached, so the
+//    emulation layer's own guard zones around each cudaMalloc see every overrun.
 #pragma once
 #include <cstddef>
 #include <cstdint>

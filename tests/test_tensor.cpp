@@ -154,6 +154,16 @@ TEST(Allocator, StatisticsTrackCurrentAndPeak) {
   }
 }
 
+TEST(Allocator, CpuCacheReusesLargeBlocks) {
+  { Tensor a = Tensor::empty({3 << 20}, DType::F32); }  // 12 MiB, cached on free
+  const size_t system_allocs = memory_stats(Device::cpu()).num_system_allocs;
+  for (int i = 0; i < 5; ++i) Tensor b = Tensor::empty({3 << 20}, DType::F32);
+  EXPECT_EQ(memory_stats(Device::cpu()).num_system_allocs, system_allocs) << "large CPU blocks should be reused";
+  const size_t reserved = memory_stats(Device::cpu()).reserved_current;
+  empty_cache();
+  EXPECT_LT(memory_stats(Device::cpu()).reserved_current, reserved);
+}
+
 TEST(Allocator, CudaCacheReusesBlocks) {
   if (!engine::testing::have_cuda()) GTEST_SKIP() << "no CUDA device";
   const Device d = Device::cuda(0);
