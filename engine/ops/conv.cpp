@@ -1,0 +1,252 @@
+// conv2d: validation, output allocation, dispatch to one implementation per device, and backward.
+//   CPU                    -> kernels::conv2d_*_cpu (oneDNN, kernels/cpu/conv_cpu.cpp): x/y NHWC in place,
+//                             OIHW weights reordered inside; bias added and its gradient computed by
+//                             oneDNN (db alone, without dw, is sum(gy) over N, H, W).
+//   CUDA, real build       -> kernels::conv2d_*_cudnn (cuDNN 9, kernels/cudnn/conv_cudnn.cpp): x/y NHWC in
+//                             place; the weight is transposed OIHW -> OHWI (cuDNN's NHWC filter layout,
+//                             "KRSC") by the copy op, and dw back OHWI -> OIHW; bias added by add_inplace
+//                             and db = sum(gy, {0, 1, 2}) (the engine's deterministic reduction).
+//   CUDA, emulated build   -> the CPU oneDNN implementation called directly on the CUDA tensors'
+//                             pointers: in the emulated build device memory IS host memory (cudaMalloc of
+//                             kernels/emu), and cuDNN does not exist, so this is the "cuDNN replaced by the
+//                             CPU implementation" rule of DESIGN.md §4. The compute stream is synchronised
+//                             first so earlier (emulated) kernels have finished writing the inputs. The
+//                             CPU-vs-CUDA comparison of the op harness therefore exercises the dispatch,
+//                             the device allocations and the autograd plumbing, not cuDNN;
+//                             tests/test_conv_gpu.cpp compares cuDNN with the CPU on a real GPU.
+// Workspaces (oneDNN's reordered weights + scratchpad, cuDNN's algorithm workspace) are Tensors
+// allocated here, so they come from the engine's allocators.
+// Backward: gx = conv_bwd_data(gy, w), (gw, gb) = conv_bwd_weights(x, gy); each only when that input
+// requires grad. Saved tensors are detached: x (contiguous) when w needs a gradient, the weight in the
+// device kernel's layout when x needs one.
+#include "engine/ops/conv.h"
+
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops/copy.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/op_utils.h"
+#include "engine/ops/reduce.h"
+#include "kernels/cpu/conv_cpu.h"
+#if defined(ENGINE_CUDA_REAL)
+#include "kernels/cudnn/conv_cudnn.h"
+#endif
+
+namespace engine {
+namespace {
+
+constexpr const char* kOp = "conv2d";
+using kernels::ConvParams;
+using kernels::ConvPass;
+
+std::string args_str(const Conv2dArgs& a) {
+  std::ostringstream s;
+  s << "stride (" << a.stride_h << ", " << a.stride_w << "), padding (" << a.pad_h << ", " << a.pad_w
+    << "), dilation (" << a.dilation_h << ", " << a.dilation_w << "), groups " << a.groups;
+  return s.str();
+}
+
+// Validates the arguments and returns the kernel parameters (output size included).
+ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArgs& a) {
+  check_defined(kOp, "x", x);
+  check_defined(kOp, "w", w);
+  const std::string shapes = "x " + x.describe() + ", w " + w.describe() + (b.defined() ? ", b " + b.describe() : "");
+  ENGINE_CHECK(x.dtype() == DType::F32 && w.dtype() == DType::F32 && (!b.defined() || b.dtype() == DType::F32),
+               "conv2d: x, w and b must be f32, got ", shapes, " (cast storage types with .to(DType::F32))");
+  check_same_device(kOp, x, "x", w, "w");
+  if (b.defined()) check_same_device(kOp, x, "x", b, "b");
+  ENGINE_CHECK(x.dim() == 4, "conv2d: x must be 4-D [N, H, W, Cin] (channels last), got ", shapes);
+  ENGINE_CHECK(w.dim() == 4, "conv2d: w must be 4-D [Cout, Cin/groups, kH, kW], got ", shapes);
+  ENGINE_CHECK(a.stride_h >= 1 && a.stride_w >= 1 && a.dilation_h >= 1 && a.dilation_w >= 1 && a.pad_h >= 0 &&
+                   a.pad_w >= 0 && a.groups >= 1,
+               "conv2d: stride and dilation must be >= 1, padding >= 0 and groups >= 1, got ", args_str(a), " for ",
+               shapes);
+  ConvParams p;
+  p.n = x.size(0), p.h = x.size(1), p.w = x.size(2), p.cin = x.size(3);
+  p.cout = w.size(0), p.kh = w.size(2), p.kw = w.size(3);
+  p.stride_h = a.stride_h, p.stride_w = a.stride_w, p.pad_h = a.pad_h, p.pad_w = a.pad_w;
+  p.dil_h = a.dilation_h, p.dil_w = a.dilation_w, p.groups = a.groups;
+  p.bias = b.defined();
+  ENGINE_CHECK(p.h > 0 && p.w > 0 && p.cin > 0, "conv2d: x has an empty spatial or channel dimension: ", shapes);
+  ENGINE_CHECK(p.cout > 0 && w.size(1) > 0 && p.kh > 0 && p.kw > 0, "conv2d: w has an empty dimension: ", shapes);
+  ENGINE_CHECK(p.cin % p.groups == 0 && p.cout % p.groups == 0, "conv2d: groups ", p.groups,
+               " must divide both Cin = ", p.cin, " and Cout = ", p.cout, ": ", shapes);
+  ENGINE_CHECK(w.size(1) * p.groups == p.cin, "conv2d: channel mismatch: x has Cin = ", p.cin, " but w expects Cin = ",
+               w.size(1), " * groups ", p.groups, " = ", w.size(1) * p.groups, ": ", shapes);
+  ENGINE_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == p.cout), "conv2d: b must be [Cout] = [", p.cout,
+               "] or undefined: ", shapes);
+  const int64_t ext_h = p.dil_h * (p.kh - 1) + 1, ext_w = p.dil_w * (p.kw - 1) + 1;
+  ENGINE_CHECK(ext_h <= p.h + 2 * p.pad_h && ext_w <= p.w + 2 * p.pad_w, "conv2d: the kernel (", ext_h, " x ", ext_w,
+               " after dilation) is larger than the padded input (", p.h + 2 * p.pad_h, " x ", p.w + 2 * p.pad_w,
+               "): ", shapes, ", ", args_str(a));
+  p.ho = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
+  p.wo = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
+  return p;
+}
+
+// A contiguous f32 version of t, not recorded (the op records itself against the original input).
+Tensor contiguous_nograd(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  NoGradGuard no_grad;
+  return copy_contiguous(t, DType::F32);
+}
+
+// A host buffer of at least `bytes` (64-byte aligned by the CPU allocator), or undefined for 0.
+Tensor host_workspace(size_t bytes) {
+  if (bytes == 0) return Tensor();
+  return Tensor::empty({(int64_t)((bytes + 3) / 4)}, DType::F32, Device::cpu());
+}
+void* ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+#if defined(ENGINE_CUDA_EMULATED)
+// Device memory is host memory: finish the (emulated) kernels that produce our inputs first.
+void sync_emulated() { CUDA_CHECK(cudaStreamSynchronize(compute_stream())); }
+#endif
+
+#if defined(ENGINE_CUDA_REAL)
+// cuDNN's filter layout for NHWC data: OIHW [Cout, Cin/g, kH, kW] -> OHWI [Cout, kH, kW, Cin/g].
+Tensor to_ohwi(const Tensor& w) {
+  NoGradGuard no_grad;
+  return copy_contiguous(w.permute({0, 2, 3, 1}), DType::F32);
+}
+// Workspace callback for the cuDNN wrapper: device Tensors kept alive in `keep` until the op returns
+// (stream-ordered reuse by the caching allocator makes freeing after the enqueue safe).
+kernels::CudnnWorkspaceFn device_workspace(std::vector<Tensor>& keep, Device dev) {
+  return [&keep, dev](size_t bytes) -> void* {
+    if (bytes == 0) return nullptr;
+    keep.push_back(Tensor::empty({(int64_t)((bytes + 3) / 4)}, DType::F32, dev));
+    return keep.back().raw_data();
+  };
+}
+#endif
+
+// The weight in the layout the device's kernel reads (see the file comment).
+Tensor kernel_weight(const Tensor& w) {
+#if defined(ENGINE_CUDA_REAL)
+  if (w.device().is_cuda()) return to_ohwi(w);
+#endif
+  return contiguous_nograd(w);
+}
+
+void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tensor& b, const Tensor& y) {
+  const float* bp = b.defined() ? b.data<float>() : nullptr;
+  auto cpu = [&] {
+    const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::Fwd, p));
+    kernels::conv2d_fwd_cpu(p, x.data<float>(), wk.data<float>(), bp, y.data<float>(), ptr(ws));
+  };
+#if defined(ENGINE_CUDA_REAL)
+  auto cuda = [&] {
+    std::vector<Tensor> keep;
+    kernels::conv2d_fwd_cudnn(p, x.data<float>(), wk.data<float>(), y.data<float>(), device_workspace(keep, y.device()),
+                              compute_stream());
+    if (b.defined()) add_inplace(y, b);  // [N, Ho, Wo, Cout] += [Cout]
+  };
+#elif defined(ENGINE_CUDA_EMULATED)
+  auto cuda = [&] {
+    sync_emulated();
+    cpu();
+  };
+#endif
+  ENGINE_DISPATCH(kOp, y.device(), cpu(), cuda());
+}
+
+Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
+  Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, DType::F32, gy.device());
+  auto cpu = [&] {
+    const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdData, p));
+    kernels::conv2d_bwd_data_cpu(p, gy.data<float>(), wk.data<float>(), gx.data<float>(), ptr(ws));
+  };
+#if defined(ENGINE_CUDA_REAL)
+  auto cuda = [&] {
+    std::vector<Tensor> keep;
+    kernels::conv2d_bwd_data_cudnn(p, gy.data<float>(), wk.data<float>(), gx.data<float>(),
+                                   device_workspace(keep, gx.device()), compute_stream());
+  };
+#elif defined(ENGINE_CUDA_EMULATED)
+  auto cuda = [&] {
+    sync_emulated();
+    cpu();
+  };
+#endif
+  ENGINE_DISPATCH(kOp, gy.device(), cpu(), cuda());
+  return gx;
+}
+
+// dw (OIHW) and, when want_b, db.
+std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, bool want_b) {
+  const Device dev = gy.device();
+  Tensor gw, gb;
+  p.bias = want_b;
+  auto cpu = [&] {
+    gw = Tensor::empty({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, dev);
+    if (want_b) gb = Tensor::empty({p.cout}, DType::F32, dev);
+    const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
+    kernels::conv2d_bwd_weights_cpu(p, x.data<float>(), gy.data<float>(), gw.data<float>(),
+                                    want_b ? gb.data<float>() : nullptr, ptr(ws));
+  };
+#if defined(ENGINE_CUDA_REAL)
+  auto cuda = [&] {
+    std::vector<Tensor> keep;
+    Tensor gw_ohwi = Tensor::empty({p.cout, p.kh, p.kw, p.cin / p.groups}, DType::F32, dev);
+    kernels::conv2d_bwd_weights_cudnn(p, x.data<float>(), gy.data<float>(), gw_ohwi.data<float>(),
+                                      device_workspace(keep, dev), compute_stream());
+    gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW
+    if (want_b) gb = sum(gy, {0, 1, 2});
+  };
+#elif defined(ENGINE_CUDA_EMULATED)
+  auto cuda = [&] {
+    sync_emulated();
+    cpu();
+  };
+#endif
+  ENGINE_DISPATCH(kOp, dev, cpu(), cuda());
+  return {gw, gb};
+}
+
+std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, const Tensor& xs, const Tensor& wk,
+                                    bool need_x, bool need_w, bool need_b) {
+  NoGradGuard no_grad;
+  const Tensor gy = contiguous_nograd(g_in);
+  Tensor gx, gw, gb;
+  if (p.n == 0) {  // empty batch: nothing flows back
+    if (need_x) gx = Tensor::zeros({p.n, p.h, p.w, p.cin}, DType::F32, gy.device());
+    if (need_w) gw = Tensor::zeros({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, gy.device());
+    if (need_b) gb = Tensor::zeros({p.cout}, DType::F32, gy.device());
+    return {gx, gw, gb};
+  }
+  if (need_x) gx = run_bwd_data(p, gy, wk);
+  if (need_w) {
+    std::tie(gw, gb) = run_bwd_weights(p, xs, gy, need_b);
+  } else if (need_b) {
+    gb = sum(gy, {0, 1, 2});
+  }
+  return {gx, gw, gb};
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArgs& a) {
+  const ConvParams p = check_and_params(x, w, b, a);
+  const Device dev = x.device();
+  Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.cout}, DType::F32, dev);
+  const Tensor xc = contiguous_nograd(x), wk = kernel_weight(w);
+  const Tensor bc = b.defined() ? contiguous_nograd(b) : Tensor();
+  if (p.n > 0) run_fwd(p, xc, wk, bc, y);
+
+  const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = b.defined() && b.requires_grad();
+  if (needs_grad({&x, &w, &b})) {
+    const Tensor xs = need_w ? xc.detach() : Tensor();
+    const Tensor ws = need_x ? wk.detach() : Tensor();
+    record_lambda("Conv2dBackward", {x, w, b}, y, [p, xs, ws, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+      return conv2d_backward(p, g[0], xs, ws, need_x, need_w, need_b);
+    });
+  }
+  return y;
+}
+
+}  // namespace engine

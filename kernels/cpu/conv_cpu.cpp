@@ -1,0 +1,304 @@
+// 2-D convolution on the CPU through oneDNN 2.6 (Debian libdnnl-dev, the v2 `op::desc` API).
+//
+// Math and layouts: see conv_cpu.h. Activations are handed to oneDNN as channels-last memory
+// (format_tag::nhwc on the logical NCHW dims oneDNN always uses), so x, y, gx and gy are used in
+// place, never copied. The weights are OIHW (goihw for groups > 1, the same bytes); each primitive
+// is created with format_tag::any for them and picks its blocked format (e.g. OIhw16i16o on AVX-512),
+// so the OIHW weights are reordered into the workspace before forward / backward-data, and the
+// blocked weight gradient is reordered back into the caller's OIHW buffer after backward-weights.
+// These reorders are part of the op's time (bench_kernels reports op vs raw primitive).
+//
+// Plain weight formats are no alternative: with oihw/ohwi weights oneDNN 2.6 falls back to
+// ref:any, with hwio to gemm:jit (both far slower); only format_tag::any gets brgconv/jit.
+// Why the reordered weights are NOT cached across calls: a Tensor has no version counter, and the
+// optimizer updates weights in place (same pointer, new values), so a cache keyed by pointer would
+// silently return stale weights. Measured cost of everything the op adds (reorders, workspace,
+// output allocation), as op/raw-primitive in process CPU time with 1 thread (immune to the other
+// processes on this shared machine): 0.91-1.05 on every STDC/DarkNet53 layer, the lowest being the
+// 19 MB-weight 512->1024 @13x13 layer (0.92 fwd, 0.95 bwd_data, 0.91 bwd_weights) -- PROVIDED the
+// process's malloc keeps freed memory. With glibc's defaults every block above 32 MB is mmap'd and
+// munmap'd per call, and first-touch page faults on a fresh output cost up to 30-80% (e.g. DarkNet
+// 32->64 s2 @416 fwd and bwd_data 0.68, STDC 1x1 64->128 fwd 0.37): the fix belongs in the CPU
+// allocator (cache large blocks, as the CUDA one does), not here.
+//
+// Primitive cache: every (pass, all dims, stride, pad, dilation, groups, bias) key maps to one
+// entry holding the primitive, its descriptor and the weight reorder primitives, created once
+// (primitive creation costs 0.1-10 ms: JIT code generation). The map is guarded by a mutex; the
+// primitives themselves run outside it (they are stateless: scratchpad_mode::user, so every call
+// brings its own scratchpad in the caller's workspace and concurrent calls are safe).
+// Padding: oneDNN wants padding_l and padding_r; we pass the symmetric (pad, pad). oneDNN checks
+// Ho == (H + pl + pr - ext_k) / s + 1 with floor division, which is exactly our output size, and its
+// kernels derive the effective right padding themselves. oneDNN's dilation is ours minus one.
+// Algorithm: convolution_direct (the jit AVX-512 kernels; convolution_auto could pick Winograd,
+// whose numerics differ). Threads: oneDNN's own OpenMP (the Debian build), i.e. the engine's pool.
+//
+// Tested by tests/test_conv.cpp (naive double reference, finite differences, CPU vs the emulated
+// CUDA device which calls these functions, strided inputs, guards, determinism); benchmarked by
+// bench/bench_conv.cpp (`bench_kernels --filter conv`: op vs raw primitive at STDC/DarkNet53 shapes).
+#include "kernels/cpu/conv_cpu.h"
+
+#include <array>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include <dnnl.hpp>
+
+#include "engine/error.h"
+
+namespace engine::kernels {
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+constexpr size_t kAlign = 64;
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& cpu_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
+// The descriptors shared by the three passes of one convolution.
+struct Descs {
+  memory::desc src, dst, weights_any, weights_user, bias;
+  memory::dims strides, dilates, pad_l, pad_r;
+};
+
+Descs make_descs(const ConvParams& p) {
+  Descs d;
+  d.src = memory::desc({p.n, p.cin, p.h, p.w}, dt::f32, tag::nhwc);
+  d.dst = memory::desc({p.n, p.cout, p.ho, p.wo}, dt::f32, tag::nhwc);
+  if (p.groups == 1) {
+    const memory::dims wd = {p.cout, p.cin, p.kh, p.kw};
+    d.weights_any = memory::desc(wd, dt::f32, tag::any);
+    d.weights_user = memory::desc(wd, dt::f32, tag::oihw);
+  } else {
+    const memory::dims wd = {p.groups, p.cout / p.groups, p.cin / p.groups, p.kh, p.kw};
+    d.weights_any = memory::desc(wd, dt::f32, tag::any);
+    d.weights_user = memory::desc(wd, dt::f32, tag::goihw);
+  }
+  d.bias = memory::desc({p.cout}, dt::f32, tag::x);
+  d.strides = {p.stride_h, p.stride_w};
+  d.dilates = {p.dil_h - 1, p.dil_w - 1};
+  d.pad_l = {p.pad_h, p.pad_w};
+  d.pad_r = {p.pad_h, p.pad_w};
+  return d;
+}
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+dnnl::convolution_forward::primitive_desc fwd_pd(const ConvParams& p, const Descs& d) {
+  using F = dnnl::convolution_forward;
+  const auto pk = dnnl::prop_kind::forward_training;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  if (p.bias) {
+    F::desc desc(pk, alg, d.src, d.weights_any, d.bias, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+    return F::primitive_desc(desc, user_scratchpad(), cpu_engine());
+  }
+  F::desc desc(pk, alg, d.src, d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+  return F::primitive_desc(desc, user_scratchpad(), cpu_engine());
+}
+
+// One cached pass: the primitive, the weights memory descriptor it wants, and the reorder between
+// that and the user's OIHW weights (null when the formats coincide).
+struct Entry {
+  dnnl::primitive prim;
+  memory::desc prim_weights;  // the primitive's (diff_)weights format
+  size_t prim_scratch = 0;
+  dnnl::primitive reorder;  // fwd/bwd_data: OIHW -> prim_weights; bwd_weights: prim_weights -> OIHW
+  size_t reorder_scratch = 0;
+  bool needs_reorder = false;
+  // Workspace layout: [weights buffer | primitive scratchpad | reorder scratchpad], each 64-aligned.
+  size_t off_scratch = 0, off_reorder_scratch = 0, workspace = 0;
+};
+
+void finish_entry(Entry& e, const memory::desc& user_weights, bool user_to_prim) {
+  e.needs_reorder = e.prim_weights != user_weights;
+  size_t wbytes = 0;
+  if (e.needs_reorder) {
+    const memory::desc& from = user_to_prim ? user_weights : e.prim_weights;
+    const memory::desc& to = user_to_prim ? e.prim_weights : user_weights;
+    dnnl::reorder::primitive_desc rpd(cpu_engine(), from, cpu_engine(), to, user_scratchpad());
+    e.reorder = dnnl::reorder(rpd);
+    e.reorder_scratch = rpd.scratchpad_desc().get_size();
+    wbytes = e.prim_weights.get_size();
+  }
+  e.off_scratch = align_up(wbytes);
+  e.off_reorder_scratch = e.off_scratch + align_up(e.prim_scratch);
+  e.workspace = e.off_reorder_scratch + align_up(e.reorder_scratch);
+  if (e.workspace == 0) e.off_scratch = e.off_reorder_scratch = 0;
+}
+
+std::shared_ptr<Entry> build(ConvPass pass, const ConvParams& p) {
+  const Descs d = make_descs(p);
+  auto e = std::make_shared<Entry>();
+  const auto fpd = fwd_pd(p, d);
+  const auto alg = dnnl::algorithm::convolution_direct;
+  if (pass == ConvPass::Fwd) {
+    e->prim = dnnl::convolution_forward(fpd);
+    e->prim_weights = fpd.weights_desc();
+    e->prim_scratch = fpd.scratchpad_desc().get_size();
+    finish_entry(*e, d.weights_user, true);
+  } else if (pass == ConvPass::BwdData) {
+    using B = dnnl::convolution_backward_data;
+    B::desc desc(alg, d.src, d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+    B::primitive_desc pd(desc, user_scratchpad(), cpu_engine(), fpd);
+    e->prim = B(pd);
+    e->prim_weights = pd.weights_desc();
+    e->prim_scratch = pd.scratchpad_desc().get_size();
+    finish_entry(*e, d.weights_user, true);
+  } else {
+    using B = dnnl::convolution_backward_weights;
+    auto make = [&]() {
+      if (p.bias) {
+        B::desc desc(alg, d.src, d.weights_any, d.bias, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+        return B::primitive_desc(desc, user_scratchpad(), cpu_engine(), fpd);
+      }
+      B::desc desc(alg, d.src, d.weights_any, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+      return B::primitive_desc(desc, user_scratchpad(), cpu_engine(), fpd);
+    };
+    const B::primitive_desc pd = make();
+    e->prim = B(pd);
+    e->prim_weights = pd.diff_weights_desc();
+    e->prim_scratch = pd.scratchpad_desc().get_size();
+    finish_entry(*e, d.weights_user, false);
+  }
+  return e;
+}
+
+using Key = std::array<int64_t, 18>;
+
+Key key_of(ConvPass pass, const ConvParams& p) {
+  return {(int64_t)pass, p.n, p.h, p.w, p.cin, p.cout, p.kh, p.kw, p.ho, p.wo, p.stride_h, p.stride_w, p.pad_h,
+          p.pad_w, p.dil_h, p.dil_w, p.groups, (int64_t)p.bias};
+}
+
+std::mutex& cache_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<Key, std::shared_ptr<Entry>>& cache() {
+  static std::map<Key, std::shared_ptr<Entry>> c;
+  return c;
+}
+
+const Entry& entry(ConvPass pass, const ConvParams& p) {
+  const Key k = key_of(pass, p);
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  auto& c = cache();
+  auto it = c.find(k);
+  if (it == c.end()) {
+    std::shared_ptr<Entry> e;
+    try {
+      e = build(pass, p);
+    } catch (const dnnl::error& err) {
+      fail("conv2d: oneDNN could not create a primitive for x [", p.n, ", ", p.h, ", ", p.w, ", ", p.cin, "], w [",
+           p.cout, ", ", p.cin / p.groups, ", ", p.kh, ", ", p.kw, "], groups ", p.groups, ": ", err.what());
+    }
+    it = c.emplace(k, std::move(e)).first;
+  }
+  return *it->second;  // entries are never removed, so the reference stays valid
+}
+
+memory mem(const memory::desc& md, const void* ptr) { return memory(md, cpu_engine(), const_cast<void*>(ptr)); }
+
+using Args = std::unordered_map<int, memory>;
+
+// Adds the scratchpad argument (bytes at ws + off) when the primitive needs one.
+void add_scratch(Args& args, size_t bytes, void* ws, size_t off) {
+  if (bytes == 0) return;
+  args.emplace(DNNL_ARG_SCRATCHPAD, mem(memory::desc({(int64_t)bytes}, dt::u8, tag::x), static_cast<char*>(ws) + off));
+}
+
+// OIHW <-> primitive format through e.reorder.
+void reorder_weights(const Entry& e, dnnl::stream& s, const memory& from, const memory& to, void* ws) {
+  Args args = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+  add_scratch(args, e.reorder_scratch, ws, e.off_reorder_scratch);
+  e.reorder.execute(s, args);
+}
+
+void run(const char* what, const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const dnnl::error& err) {
+    fail("conv2d: oneDNN ", what, " failed: ", err.what());
+  }
+}
+
+}  // namespace
+
+size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) { return entry(pass, p).workspace; }
+
+size_t conv2d_cpu_cache_size() {
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  return cache().size();
+}
+
+void conv2d_fwd_cpu(const ConvParams& p, const float* x, const float* w, const float* b, float* y, void* ws) {
+  const Entry& e = entry(ConvPass::Fwd, p);
+  const Descs d = make_descs(p);
+  run("forward", [&] {
+    dnnl::stream& s = cpu_stream();
+    memory wm = mem(d.weights_user, w);
+    if (e.needs_reorder) {
+      memory wp = mem(e.prim_weights, ws);
+      reorder_weights(e, s, wm, wp, ws);
+      wm = wp;
+    }
+    Args args = {{DNNL_ARG_SRC, mem(d.src, x)}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(d.dst, y)}};
+    add_scratch(args, e.prim_scratch, ws, e.off_scratch);
+    if (p.bias) args.emplace(DNNL_ARG_BIAS, mem(d.bias, b));
+    e.prim.execute(s, args);
+    s.wait();
+  });
+}
+
+void conv2d_bwd_data_cpu(const ConvParams& p, const float* gy, const float* w, float* gx, void* ws) {
+  const Entry& e = entry(ConvPass::BwdData, p);
+  const Descs d = make_descs(p);
+  run("backward-data", [&] {
+    dnnl::stream& s = cpu_stream();
+    memory wm = mem(d.weights_user, w);
+    if (e.needs_reorder) {
+      memory wp = mem(e.prim_weights, ws);
+      reorder_weights(e, s, wm, wp, ws);
+      wm = wp;
+    }
+    Args args = {{DNNL_ARG_DIFF_DST, mem(d.dst, gy)}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, mem(d.src, gx)}};
+    add_scratch(args, e.prim_scratch, ws, e.off_scratch);
+    e.prim.execute(s, args);
+    s.wait();
+  });
+}
+
+void conv2d_bwd_weights_cpu(const ConvParams& p, const float* x, const float* gy, float* gw, float* gb, void* ws) {
+  const Entry& e = entry(ConvPass::BwdWeights, p);
+  const Descs d = make_descs(p);
+  run("backward-weights", [&] {
+    dnnl::stream& s = cpu_stream();
+    memory wu = mem(d.weights_user, gw);
+    memory wm = e.needs_reorder ? mem(e.prim_weights, ws) : wu;
+    Args args = {{DNNL_ARG_SRC, mem(d.src, x)}, {DNNL_ARG_DIFF_DST, mem(d.dst, gy)}, {DNNL_ARG_DIFF_WEIGHTS, wm}};
+    add_scratch(args, e.prim_scratch, ws, e.off_scratch);
+    if (p.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(d.bias, gb));
+    e.prim.execute(s, args);
+    if (e.needs_reorder) reorder_weights(e, s, wm, wu, ws);
+    s.wait();
+  });
+}
+
+}  // namespace engine::kernels

@@ -1,0 +1,44 @@
+// 2-D convolution on the CPU through oneDNN 2.6 (see conv_cpu.cpp for the design and numbers).
+//
+// Layouts (the engine's, docs/ARCHITECTURE.md): activations NHWC contiguous, x [N, H, W, Cin],
+// y [N, Ho, Wo, Cout]; weights OIHW contiguous [Cout, Cin/groups, kH, kW] (for groups > 1 this is
+// the same memory as [groups, Cout/groups, Cin/groups, kH, kW]); bias [Cout].
+// Math (cross-correlation, as every framework's "conv"), for g = co / (Cout/groups):
+//   y[n,i,j,co] = b[co] + sum_{ci<Cin/groups, r<kH, s<kW} x[n, i*sh - ph + r*dh, j*sw - pw + s*dw, g*Cin/groups + ci]
+//                                                        * w[co, ci, r, s]      (out-of-range x = 0)
+//   Ho = (H + 2*ph - dh*(kH-1) - 1) / sh + 1 (floor), Wo likewise.
+// Each entry point needs a workspace of conv2d_workspace_cpu(pass, p) bytes (64-byte aligned, may be
+// null when that is 0) that the caller allocates (the op layer: a Tensor); it holds the weights in
+// the primitive's blocked format and the primitive's scratchpad. Calls are synchronous and
+// deterministic for a given thread count (oneDNN's reductions are statically partitioned).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace engine::kernels {
+
+struct ConvParams {
+  int64_t n = 0, h = 0, w = 0, cin = 0;  // input
+  int64_t cout = 0, kh = 0, kw = 0;      // weights [cout, cin/groups, kh, kw]
+  int64_t ho = 0, wo = 0;                // output
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+  bool bias = false;  // forward adds b / backward-weights also produces db
+};
+
+enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
+
+// Bytes of workspace the pass needs (weights reorder buffer + scratchpads), 0 when none.
+size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p);
+
+// y = conv(x, w) (+ b when p.bias).
+void conv2d_fwd_cpu(const ConvParams& p, const float* x, const float* w, const float* b, float* y, void* workspace);
+// gx = d loss / d x from gy.
+void conv2d_bwd_data_cpu(const ConvParams& p, const float* gy, const float* w, float* gx, void* workspace);
+// gw = d loss / d w (OIHW) and, when p.bias, gb = sum of gy over N, Ho, Wo.
+void conv2d_bwd_weights_cpu(const ConvParams& p, const float* x, const float* gy, float* gw, float* gb,
+                            void* workspace);
+
+// Number of cached oneDNN primitives (tests/benchmarks).
+size_t conv2d_cpu_cache_size();
+
+}  // namespace engine::kernels

@@ -1,0 +1,32 @@
+// 2-D convolution through cuDNN 9 (REAL build only; kernels/cudnn/ is not compiled in the emulated
+// build, where the conv op runs the CPU oneDNN implementation on the device's host memory).
+// Math: kernels/cpu/conv_cpu.h (cross-correlation, NHWC activations). Weights here are OHWI
+// [Cout, kH, kW, Cin/groups] (cuDNN's CUDNN_TENSOR_NHWC filter layout, "KRSC"): the op layer
+// transposes the engine's OIHW weight before calling and the OHWI weight gradient back after.
+// Bias is NOT handled here (the op adds it and reduces its gradient with the engine's own kernels).
+// Asynchronous on `stream`; errors throw engine::Error naming the cuDNN call.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <functional>
+
+#include "kernels/cpu/conv_cpu.h"  // ConvParams
+
+namespace engine::kernels {
+
+// Returns device memory of at least `bytes` that stays valid until the conv call returns (the op
+// layer allocates a Tensor from the caching allocator); may be called more than once per call.
+using CudnnWorkspaceFn = std::function<void*(size_t bytes)>;
+
+void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w_ohwi, float* y, const CudnnWorkspaceFn& ws,
+                      cudaStream_t stream);
+void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w_ohwi, float* gx,
+                           const CudnnWorkspaceFn& ws, cudaStream_t stream);
+void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* gy, float* gw_ohwi,
+                              const CudnnWorkspaceFn& ws, cudaStream_t stream);
+
+// The algorithm chosen for a pass and shape (cuDNN's enum value; for tests and logs), -1 if not yet chosen.
+int conv2d_cudnn_algo(ConvPass pass, const ConvParams& p);
+
+}  // namespace engine::kernels

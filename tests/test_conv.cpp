@@ -1,0 +1,202 @@
+// labels: kernel
+// conv2d (engine/ops/conv.h): forward against a naive double 7-loop reference in NHWC/OIHW, the
+// gradients of x, w and b against finite differences, the CUDA device against the CPU (in the
+// emulated build that device calls the same oneDNN code on its host memory: this checks dispatch,
+// allocation and autograd; tests/test_conv_gpu.cpp checks cuDNN on a real GPU), strided inputs,
+// guard bytes and determinism, via the op harness. Shapes: batch 2, odd spatial sizes, channels that
+// are not multiples of 8 (or of oneDNN's 16-wide blocks), size-1 dims. Plus the error messages.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops/conv.h"
+#include "kernels/cpu/conv_cpu.h"
+#include "tests/harness/op_check.h"
+
+using namespace engine;
+using namespace engine::testing;
+
+namespace {
+
+int64_t out_size(int64_t in, int64_t k, int stride, int pad, int dil) {
+  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
+
+// y[n,i,j,co] = b[co] + sum_{ci,r,s} x[n, i*sh-ph+r*dh, j*sw-pw+s*dw, g*cig+ci] * w[co,ci,r,s] in double.
+std::vector<double> reference(const RefInputs& in, const std::vector<Shape>& shapes, const Conv2dArgs& a) {
+  const Shape& xs = shapes[0];
+  const Shape& ws = shapes[1];
+  const int64_t N = xs[0], H = xs[1], W = xs[2], C = xs[3];
+  const int64_t O = ws[0], CIG = ws[1], KH = ws[2], KW = ws[3];
+  const int64_t G = a.groups, OG = O / G;
+  const int64_t HO = out_size(H, KH, a.stride_h, a.pad_h, a.dilation_h);
+  const int64_t WO = out_size(W, KW, a.stride_w, a.pad_w, a.dilation_w);
+  const bool has_b = in.size() > 2;
+  std::vector<double> y((size_t)(N * HO * WO * O));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < HO; ++i)
+      for (int64_t j = 0; j < WO; ++j)
+        for (int64_t co = 0; co < O; ++co) {
+          const int64_t g = co / OG;
+          double acc = has_b ? in[2][(size_t)co] : 0.0;
+          for (int64_t ci = 0; ci < CIG; ++ci)
+            for (int64_t r = 0; r < KH; ++r)
+              for (int64_t s = 0; s < KW; ++s) {
+                const int64_t hi = i * a.stride_h - a.pad_h + r * a.dilation_h;
+                const int64_t wi = j * a.stride_w - a.pad_w + s * a.dilation_w;
+                if (hi < 0 || hi >= H || wi < 0 || wi >= W) continue;
+                acc += in[0][(size_t)(((n * H + hi) * W + wi) * C + g * CIG + ci)] *
+                       in[1][(size_t)(((co * CIG + ci) * KH + r) * KW + s)];
+              }
+          y[(size_t)(((n * HO + i) * WO + j) * O + co)] = acc;
+        }
+  (void)C;
+  return y;
+}
+
+// Runs the harness on one conv configuration: x [N,H,W,Cin], w [Cout,Cin/groups,kH,kW], optional b.
+void check_conv(const std::string& name, const Shape& x, const Shape& w, bool bias, const Conv2dArgs& a) {
+  std::vector<Shape> shapes = {x, w};
+  if (bias) shapes.push_back({w[0]});
+  CheckOptions opt;
+  opt.fwd_atol = 1e-4;
+  opt.fwd_rtol = 1e-4;
+  opt.grad_atol = 2e-3;
+  opt.grad_rtol = 2e-3;
+  opt.lo = -1.f;
+  opt.hi = 1.f;
+  opt.max_fd_elements = 40;
+  check_op(
+      "conv2d", {{name, shapes}},
+      [a](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{conv2d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), a)};
+      },
+      [a](const RefInputs& in, const std::vector<Shape>& s) { return std::vector<std::vector<double>>{reference(in, s, a)}; },
+      opt);
+}
+
+Conv2dArgs args(int stride, int pad, int dil = 1, int groups = 1) {
+  Conv2dArgs a;
+  a.stride_h = a.stride_w = stride;
+  a.pad_h = a.pad_w = pad;
+  a.dilation_h = a.dilation_w = dil;
+  a.groups = groups;
+  return a;
+}
+
+}  // namespace
+
+TEST(Conv2d, K3S1P1Bias) { check_conv("3x3 s1 p1 + bias", {2, 6, 5, 3}, {5, 3, 3, 3}, true, args(1, 1)); }
+TEST(Conv2d, K3S1P1NoBias) { check_conv("3x3 s1 p1", {2, 5, 6, 10}, {7, 10, 3, 3}, false, args(1, 1)); }
+TEST(Conv2d, K3S2P1Odd) { check_conv("3x3 s2 p1 9x7", {2, 9, 7, 3}, {6, 3, 3, 3}, false, args(2, 1)); }
+TEST(Conv2d, K3S2P1OddBias) { check_conv("3x3 s2 p1 9x7 + bias", {2, 9, 7, 5}, {4, 5, 3, 3}, true, args(2, 1)); }
+TEST(Conv2d, K1) { check_conv("1x1", {2, 5, 4, 7}, {9, 7, 1, 1}, true, args(1, 0)); }
+TEST(Conv2d, K1S2) { check_conv("1x1 s2 (drops the last row/col)", {2, 6, 5, 3}, {4, 3, 1, 1}, false, args(2, 0)); }
+TEST(Conv2d, Depthwise3x3S2) { check_conv("depthwise 3x3 s2", {2, 7, 6, 5}, {5, 1, 3, 3}, false, args(2, 1, 1, 5)); }
+TEST(Conv2d, Depthwise3x3S1Bias) {
+  check_conv("depthwise 3x3 s1 + bias", {2, 5, 5, 6}, {6, 1, 3, 3}, true, args(1, 1, 1, 6));
+}
+TEST(Conv2d, Grouped2) { check_conv("groups 2", {2, 5, 5, 6}, {4, 3, 3, 3}, true, args(1, 1, 1, 2)); }
+TEST(Conv2d, Grouped3S2) { check_conv("groups 3 s2", {2, 7, 7, 9}, {6, 3, 3, 3}, false, args(2, 1, 1, 3)); }
+TEST(Conv2d, Dilation2) { check_conv("dilation 2", {2, 8, 7, 3}, {4, 3, 3, 3}, true, args(1, 2, 2)); }
+TEST(Conv2d, Dilation2S2NoPad) { check_conv("dilation 2 s2 p0", {2, 9, 8, 2}, {3, 2, 3, 3}, false, args(2, 0, 2)); }
+TEST(Conv2d, Size1Spatial) { check_conv("1x1 spatial, 3x3 kernel p1", {2, 1, 1, 4}, {3, 4, 3, 3}, true, args(1, 1)); }
+TEST(Conv2d, Batch1Size1Channels) { check_conv("Cin = Cout = 1", {1, 6, 5, 1}, {1, 1, 3, 3}, true, args(1, 1)); }
+TEST(Conv2d, Asymmetric) {
+  Conv2dArgs a;
+  a.stride_h = 1, a.stride_w = 2, a.pad_h = 0, a.pad_w = 1, a.dilation_h = 2, a.dilation_w = 1;
+  check_conv("2x3 kernel, stride (1,2), pad (0,1), dilation (2,1)", {2, 7, 9, 3}, {5, 3, 2, 3}, true, a);
+}
+TEST(Conv2d, WiderChannels) {
+  // More channels than one 16-wide oneDNN block, not a multiple of it.
+  check_conv("3x3 s1 p1 Cin 21 Cout 19", {2, 5, 4, 21}, {19, 21, 3, 3}, true, args(1, 1));
+}
+
+TEST(Conv2d, EmptyBatch) {
+  for (Device dev : {Device::cpu(), Device::cuda(0)}) {
+    if (dev.is_cuda() && !have_cuda()) continue;
+    Tensor x = Tensor::zeros({0, 5, 5, 3}, DType::F32, dev).set_requires_grad(true);
+    Tensor w = Tensor::randn({4, 3, 3, 3}, 1, 1.f, dev).set_requires_grad(true);
+    Tensor b = Tensor::randn({4}, 2, 1.f, dev).set_requires_grad(true);
+    Tensor y = conv2d(x, w, b, args(2, 1));
+    EXPECT_EQ(y.shape(), (Shape{0, 3, 3, 4}));
+    y.backward(Tensor::zeros(y.shape(), DType::F32, dev));
+    EXPECT_EQ(w.grad().shape(), w.shape());
+    for (float v : w.grad().to_vector()) EXPECT_EQ(v, 0.f);
+    for (float v : b.grad().to_vector()) EXPECT_EQ(v, 0.f);
+  }
+}
+
+TEST(Conv2d, PrimitivesAreCached) {
+  const Tensor x = Tensor::randn({1, 11, 13, 5}, 3), w = Tensor::randn({7, 5, 3, 3}, 4);
+  conv2d(x, w, Tensor(), args(1, 1));
+  const size_t n = kernels::conv2d_cpu_cache_size();
+  for (int i = 0; i < 3; ++i) conv2d(x, w, Tensor(), args(1, 1));
+  EXPECT_EQ(kernels::conv2d_cpu_cache_size(), n);
+  conv2d(x, w, Tensor(), args(2, 1));  // new args -> one new primitive
+  EXPECT_EQ(kernels::conv2d_cpu_cache_size(), n + 1);
+}
+
+TEST(Conv2d, WeightUpdatedInPlaceIsSeen) {
+  // The op must not cache reordered weights by pointer: an in-place update changes the result.
+  const Tensor x = Tensor::randn({1, 6, 6, 4}, 5);
+  Tensor w = Tensor::randn({8, 4, 3, 3}, 6);
+  const auto y1 = conv2d(x, w, Tensor(), args(1, 1)).to_vector();
+  w.copy_(Tensor::full(w.shape(), 0.f));
+  for (float v : conv2d(x, w, Tensor(), args(1, 1)).to_vector()) ASSERT_EQ(v, 0.f);
+  EXPECT_NE(y1[0], 0.f);
+}
+
+// ---------------------------------------------------------------------------------- errors
+namespace {
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "multi-line message: " << msg;
+    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+}  // namespace
+
+TEST(Conv2d, Errors) {
+  const Tensor x = Tensor::randn({2, 5, 5, 6}, 1), w = Tensor::randn({4, 6, 3, 3}, 2), b = Tensor::randn({4}, 3);
+  // rank
+  expect_error([&] { conv2d(Tensor::randn({5, 5, 6}, 1), w, b, args(1, 1)); }, {"conv2d", "4-D", "[5, 5, 6]"});
+  expect_error([&] { conv2d(x, Tensor::randn({4, 6, 3}, 1), b, args(1, 1)); }, {"conv2d", "w", "[4, 6, 3]"});
+  // Cin mismatch
+  expect_error([&] { conv2d(x, Tensor::randn({4, 5, 3, 3}, 1), b, args(1, 1)); },
+               {"conv2d", "Cin", "[2, 5, 5, 6]", "[4, 5, 3, 3]"});
+  // groups not dividing the channels
+  expect_error([&] { conv2d(x, Tensor::randn({4, 2, 3, 3}, 1), b, args(1, 1, 1, 4)); },
+               {"conv2d", "groups 4", "[2, 5, 5, 6]"});
+  expect_error([&] { conv2d(x, Tensor::randn({5, 3, 3, 3}, 1), Tensor(), args(1, 1, 1, 2)); },
+               {"conv2d", "groups 2", "Cout = 5"});
+  expect_error([&] { conv2d(x, w, b, args(1, 1, 1, 0)); }, {"conv2d", "groups 0"});
+  // bias shape
+  expect_error([&] { conv2d(x, w, Tensor::randn({5}, 1), args(1, 1)); }, {"conv2d", "b", "[5]", "[4]"});
+  expect_error([&] { conv2d(x, w, Tensor::randn({1, 4}, 1), args(1, 1)); }, {"conv2d", "b", "[1, 4]"});
+  // kernel larger than the padded input
+  expect_error([&] { conv2d(x, Tensor::randn({4, 6, 7, 7}, 1), b, args(1, 0)); },
+               {"conv2d", "larger than the padded input", "[2, 5, 5, 6]", "[4, 6, 7, 7]"});
+  expect_error([&] { conv2d(x, w, b, args(1, 0, 3)); }, {"conv2d", "7 x 7 after dilation", "5 x 5"});
+  // non-f32
+  expect_error([&] { conv2d(x.to(DType::BF16), w, b, args(1, 1)); }, {"conv2d", "f32", "bf16"});
+  expect_error([&] { conv2d(x, w, b.to(DType::I32), args(1, 1)); }, {"conv2d", "f32"});
+  // bad stride / padding / dilation
+  expect_error([&] { conv2d(x, w, b, args(0, 1)); }, {"conv2d", "stride (0, 0)"});
+  expect_error([&] { conv2d(x, w, b, args(1, -1)); }, {"conv2d", "padding (-1, -1)"});
+  // empty channels / spatial dims
+  expect_error([&] { conv2d(Tensor::zeros({2, 0, 5, 6}), w, b, args(1, 1)); }, {"conv2d", "empty", "[2, 0, 5, 6]"});
+  // undefined
+  expect_error([&] { conv2d(Tensor(), w, b, args(1, 1)); }, {"conv2d", "'x'"});
+  // devices
+  if (have_cuda())
+    expect_error([&] { conv2d(x, w.to(Device::cuda(0)), b, args(1, 1)); }, {"conv2d", "cuda"});
+}
