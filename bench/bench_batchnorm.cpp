@@ -1,0 +1,118 @@
+// bench_kernels rows for the batch-norm family at the models' activation shapes: STDC/PP-LiteSeg at
+// 512x512 batch 4 ([4,128,128,64], [4,64,64,256], [4,32,32,512], [4,16,16,1024]) and DarkNet53 at
+// 416x416 ([4,104,104,128]).
+//  batch_norm_train_fwd: batch statistics + running-stat update + normalise. Work.bytes = 12 B per
+//    element: the statistics pass reads x, the normalise pass reads x again and writes y (tensors
+//    larger than the caches must be read twice by any two-pass BN; 8 B/elem would be the bare
+//    read-x-write-y minimum).
+//  batch_norm_train_bwd: the recorded backward node (reduction over g, x, then dx = k1*g + k2*(x-mean)
+//    + k3). Work.bytes = 20 B per element (reads g, x twice, writes dx).
+//  batch_norm_eval_fwd: normalise with running statistics, 8 B per element.
+// Each row is validated against a naive double loop on the host before timing.
+#include <cmath>
+#include <sstream>
+
+#include "bench/bench.h"
+#include "engine/autograd.h"
+#include "engine/ops/batchnorm.h"
+
+namespace {
+
+using namespace engine;
+
+std::string shape_name(const Shape& s) {
+  std::ostringstream o;
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
+  return o.str();
+}
+
+Shape scaled(Shape s, bool quick) {
+  if (quick) {  // spatial dims / 8
+    s[1] = std::max<int64_t>(1, s[1] / 8);
+    s[2] = std::max<int64_t>(1, s[2] / 8);
+  }
+  return s;
+}
+
+std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol) {
+  if (got.size() != want.size()) return "size mismatch";
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i]))))
+      return "element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
+  return "";
+}
+
+// Host reference of training-mode BN forward and backward in double.
+struct Ref {
+  std::vector<double> y, dx;
+};
+Ref reference(const std::vector<float>& x, const std::vector<float>& g, const std::vector<float>& w,
+              const std::vector<float>& b, int64_t C, double eps) {
+  const int64_t M = (int64_t)x.size() / C;
+  std::vector<double> mean((size_t)C, 0.0), var((size_t)C, 0.0), sg((size_t)C, 0.0), sgx((size_t)C, 0.0);
+  for (size_t i = 0; i < x.size(); ++i) mean[i % (size_t)C] += x[i];
+  for (double& m : mean) m /= (double)M;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double d = x[i] - mean[i % (size_t)C];
+    var[i % (size_t)C] += d * d;
+  }
+  for (double& v : var) v /= (double)M;
+  Ref r;
+  r.y.resize(x.size());
+  r.dx.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const size_t c = i % (size_t)C;
+    const double xh = (x[i] - mean[c]) / std::sqrt(var[c] + eps);
+    r.y[i] = xh * w[c] + b[c];
+    sg[c] += g[i];
+    sgx[c] += g[i] * xh;
+  }
+  for (size_t i = 0; i < x.size(); ++i) {
+    const size_t c = i % (size_t)C;
+    const double is = 1 / std::sqrt(var[c] + eps), xh = (x[i] - mean[c]) * is;
+    r.dx[i] = w[c] * is * (g[i] - sg[c] / (double)M - xh * sgx[c] / (double)M);
+  }
+  return r;
+}
+
+}  // namespace
+
+BENCH_REGISTER(batch_norm) {
+  const bool q = runner.quick();
+  const std::vector<Shape> shapes = {
+      {4, 128, 128, 64}, {4, 64, 64, 256}, {4, 32, 32, 512}, {4, 16, 16, 1024}, {4, 104, 104, 128}};
+  for (Device d : runner.devices()) {
+    for (const Shape& full : shapes) {
+      const Shape s = scaled(full, q);
+      const int64_t C = s[3];
+      const Tensor x = Tensor::uniform(s, 1, -1.f, 3.f, d), g = Tensor::uniform(s, 2, -1.f, 1.f, d);
+      const Tensor w = Tensor::uniform({C}, 3, 0.5f, 1.5f, d), b = Tensor::uniform({C}, 4, -1.f, 1.f, d);
+      Tensor rm = Tensor::zeros({C}, DType::F32, d), rv = Tensor::full({C}, 1.f, DType::F32, d);
+      const auto xv = x.to_vector(), gv = g.to_vector(), wv = w.to_vector(), bv = b.to_vector();
+      const Ref ref = reference(xv, gv, wv, bv, C, 1e-5);
+      const double n = (double)x.numel();
+      runner.run("batch_norm_train_fwd", shape_name(s), d, {12.0 * n, 0},
+                 [&] { return compare(batch_norm(x, w, b, rm, rv, {}).to_vector(), ref.y, 1e-4); },
+                 [&] { batch_norm(x, w, b, rm, rv, {}); });
+      // Backward through the recorded node (what autograd runs).
+      const Tensor xg = x.detach().set_requires_grad(true);
+      const Tensor y = batch_norm(xg, w, b, rm, rv, {});
+      const auto node = y.grad_fn();
+      runner.run("batch_norm_train_bwd", shape_name(s), d, {20.0 * n, 0},
+                 [&] { return compare(node->apply({g})[0].to_vector(), ref.dx, 1e-3); }, [&] { node->apply({g}); });
+      if (full == shapes[0]) {
+        BatchNormArgs ev;
+        ev.training = false;
+        const auto rmv = rm.to_vector(), rvv = rv.to_vector();
+        std::vector<double> want(xv.size());
+        for (size_t i = 0; i < xv.size(); ++i) {
+          const size_t c = i % (size_t)C;
+          want[i] = (xv[i] - rmv[c]) / std::sqrt((double)rvv[c] + 1e-5) * wv[c] + bv[c];
+        }
+        runner.run("batch_norm_eval_fwd", shape_name(s), d, {8.0 * n, 0},
+                   [&] { return compare(batch_norm(x, w, b, rm, rv, ev).to_vector(), want, 1e-4); },
+                   [&] { batch_norm(x, w, b, rm, rv, ev); });
+      }
+    }
+  }
+}

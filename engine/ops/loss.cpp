@@ -1,0 +1,313 @@
+// Losses: argument checks, workspace, dispatch to one kernel per device, backward nodes.
+// Kernels: kernels/cpu/loss_cpu.* and kernels/cuda/loss.cu; per-element math kernels/loss_math.h.
+// Semantics (PaddleSeg / Paddle) are documented in engine/ops/loss.h.
+#include "engine/ops/loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/autograd.h"
+#include "engine/ops/copy.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/op_utils.h"
+#include "kernels/cpu/loss_cpu.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "kernels/cuda/loss_cuda.h"
+#endif
+
+namespace engine {
+namespace {
+
+using kernels::PointLoss;
+
+constexpr double kCeEps = 1e-8;    // PaddleSeg CrossEntropyLoss.EPS
+constexpr double kOhemEps = 1e-5;  // PaddleSeg OhemCrossEntropyLoss: mean(valid) + 1e-5
+
+// A contiguous, detached copy (or view) of t for the kernels.
+Tensor contig(const Tensor& t) {
+  NoGradGuard ng;
+  const Tensor d = t.detach();
+  return d.is_contiguous() ? d : copy_contiguous(d, d.dtype());
+}
+
+struct CeGeom {
+  int64_t P = 0, C = 0;
+};
+
+CeGeom check_ce_inputs(const char* op, const Tensor& logits, const Tensor& labels) {
+  check_f32(op, "logits", logits);
+  check_defined(op, "labels", labels);
+  ENGINE_CHECK(labels.dtype() == DType::I64, op, ": labels must be i64, got ", labels.describe());
+  check_same_device(op, logits, "logits", labels, "labels");
+  ENGINE_CHECK(logits.dim() >= 2, op, ": logits must be [N, H, W, C] (channels last) or [N, C], got ",
+               logits.describe());
+  Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  ENGINE_CHECK(labels.shape() == lead, op, ": labels ", labels.describe(), " must have the shape of logits ",
+               logits.describe(), " without its class axis, ", shape_str(lead));
+  CeGeom g;
+  g.C = logits.shape().back();
+  g.P = shape_numel(lead);
+  ENGINE_CHECK(g.C > 0 && g.P > 0, op, ": empty input: logits ", logits.describe());
+  ENGINE_CHECK(g.C < (int64_t)1 << 30, op, ": too many classes in logits ", logits.describe());
+  return g;
+}
+
+[[noreturn]] void fail_bad_labels(const char* op, const Tensor& labels_c, int64_t C, int64_t ignore, int64_t count,
+                                  int64_t first) {
+  const int64_t v = labels_c.reshape({labels_c.numel()}).slice(0, first, first + 1).to_vector_i64()[0];
+  std::vector<int64_t> pos(labels_c.dim());
+  int64_t r = first;
+  for (int d = labels_c.dim() - 1; d >= 0; --d) {
+    pos[d] = r % labels_c.shape()[d];
+    r /= labels_c.shape()[d];
+  }
+  fail(op, ": labels ", labels_c.describe(), " hold ", count, " value(s) outside [0, ", C, ") that are not ignore_index ",
+       ignore, "; the first is ", v, " at position ", shape_str(pos));
+}
+
+#if defined(ENGINE_WITH_CUDA)
+// Device statistics buffer (CeStat layout): zeros, first-bad = INT64_MAX.
+Tensor new_stats(Device d) {
+  return Tensor::from_vector_i64({0, std::numeric_limits<int64_t>::max(), 0, 0, 0}, {kernels::kCeStatsLen}, d);
+}
+double stat_double(const std::vector<int64_t>& st, int i) {
+  double v;
+  std::memcpy(&v, &st[(size_t)i], 8);
+  return v;
+}
+#endif
+
+// Backward of CE / OHEM: gx = g * inv * coef_p * (softmax - onehot).
+Tensor ce_backward(const Tensor& g, const Tensor& xc, const Tensor& yc, const Tensor& w, const Tensor& lse,
+                   const Tensor& pgt, float thr_host, const Tensor& thr_dev, float inv_host, const Tensor& inv_dev,
+                   const Shape& shape, int64_t P, int64_t C, int64_t ignore) {
+  Tensor gx = Tensor::empty(shape, DType::F32, xc.device());
+  const float* wp = w.defined() ? w.data<float>() : nullptr;
+  const float* pp = pgt.defined() ? pgt.data<float>() : nullptr;
+  ENGINE_DISPATCH(
+      "cross_entropy_backward", xc.device(),
+      kernels::ce_bwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr_host, P, C, ignore,
+                          g.item() * inv_host, gx.data<float>()),
+      kernels::ce_bwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
+                           thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
+                           contig(g).data<float>(), inv_dev.data<float>(), gx.data<float>(), compute_stream()));
+  return gx;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& class_weight, int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  const CeGeom geo = check_ce_inputs(op, logits, labels);
+  const int64_t P = geo.P, C = geo.C;
+  Tensor w;
+  if (class_weight.defined()) {
+    check_f32(op, "class_weight", class_weight);
+    check_same_device(op, logits, "logits", class_weight, "class_weight");
+    ENGINE_CHECK(class_weight.shape() == Shape{C}, op, ": class_weight ", class_weight.describe(),
+                 " must be [C] = [", C, "] for logits ", logits.describe());
+    w = contig(class_weight);
+  }
+  const Tensor xc = contig(logits), yc = contig(labels);
+  const Device dev = logits.device();
+  Tensor lse = Tensor::empty({P}, DType::F32, dev);
+  Tensor out = Tensor::empty({}, DType::F32, dev);
+  const float* wp = w.defined() ? w.data<float>() : nullptr;
+  float inv_host = 0.f;
+  Tensor inv_dev;
+  if (dev.is_cpu()) {
+    kernels::CeFwdStats st;
+    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
+                        nullptr, nullptr, &st);
+    if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
+    const double denom = st.sum_w + kCeEps * (double)P;
+    out.data<float>()[0] = (float)(st.sum_loss / denom);
+    inv_host = (float)(1.0 / denom);
+  } else {
+#if defined(ENGINE_WITH_CUDA)
+    Tensor stats = new_stats(dev);
+    Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
+    inv_dev = Tensor::empty({1}, DType::F32, dev);
+    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
+                         nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
+                         kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
+    const auto st = stats.to_vector_i64();
+    if (st[kernels::kBadCount]) fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+#else
+    no_kernel(op, dev);
+#endif
+  }
+  if (needs_grad({&logits})) {
+    const Shape shape = logits.shape();
+    record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{
+          ce_backward(g[0], xc, yc, w, lse, Tensor(), 0.f, Tensor(), inv_host, inv_dev, shape, P, C, ignore_index)};
+    });
+  }
+  return out;
+}
+
+Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh, int64_t min_kept,
+                          int64_t ignore_index) {
+  const char* op = "ohem_cross_entropy";
+  const CeGeom geo = check_ce_inputs(op, logits, labels);
+  ENGINE_CHECK(std::isfinite(thresh), op, ": thresh must be finite, got ", thresh);
+  ENGINE_CHECK(min_kept >= 0, op, ": min_kept must be >= 0, got ", min_kept);
+  const int64_t P = geo.P, C = geo.C;
+  const Tensor xc = contig(logits), yc = contig(labels);
+  const Device dev = logits.device();
+  Tensor lse = Tensor::empty({P}, DType::F32, dev);
+  Tensor pgt = Tensor::empty({P}, DType::F32, dev);
+  Tensor nll = Tensor::empty({P}, DType::F32, dev);
+  Tensor out = Tensor::empty({}, DType::F32, dev);
+  const double denom_add = kOhemEps * (double)P;
+  bool mining = false;
+  float thr_host = 0.f, inv_host = 0.f;
+  Tensor thr_dev, inv_dev;
+  if (dev.is_cpu()) {
+    kernels::CeFwdStats st;
+    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
+                        pgt.data<float>(), nll.data<float>(), &st);
+    if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
+    const int64_t num_valid = (int64_t)st.sum_w;
+    mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
+    double s1 = st.sum_loss;
+    int64_t kept = num_valid;
+    if (mining) {
+      thr_host = thresh;
+      // p_(k) < thresh exactly when at least min_kept valid pixels lie below thresh; otherwise p_(k) is
+      // the (min_kept - below)-th smallest of the valid values >= thresh.
+      if (min_kept > 0 && st.n_below < min_kept)
+        thr_host = std::max(thresh, kernels::ohem_select_cpu(pgt.data<float>(), yc.data<int64_t>(), P, C, ignore_index,
+                                                             thresh, min_kept - st.n_below));
+      kernels::ohem_sum_cpu(pgt.data<float>(), nll.data<float>(), yc.data<int64_t>(), P, C, ignore_index, thr_host, &s1,
+                            &kept);
+    }
+    const double denom = (double)kept + denom_add;
+    out.data<float>()[0] = (float)(s1 / denom);
+    inv_host = (float)(1.0 / denom);
+  } else {
+#if defined(ENGINE_WITH_CUDA)
+    Tensor stats = new_stats(dev);
+    Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
+    double* partp = reinterpret_cast<double*>(part.data<int64_t>());
+    inv_dev = Tensor::empty({1}, DType::F32, dev);
+    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
+                         pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(), denom_add,
+                         out.data<float>(), inv_dev.data<float>(), compute_stream());
+    const auto st = stats.to_vector_i64();  // the one synchronisation: label check and num_valid
+    if (st[kernels::kBadCount]) fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    const int64_t num_valid = (int64_t)stat_double(st, kernels::kSum2);
+    mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
+    if (mining) {
+      thr_host = thresh;
+      if (min_kept > 0 && st[kernels::kBelow] < min_kept) {
+        thr_dev = Tensor::empty({1}, DType::F32, dev);
+        Tensor ws = Tensor::empty({4 + 256}, DType::I64, dev);
+        uint64_t* wsp = reinterpret_cast<uint64_t*>(ws.data<int64_t>());
+        kernels::ohem_select_cuda(pgt.data<float>(), P, min_kept, thresh, wsp, wsp + 4, thr_dev.data<float>(),
+                                  compute_stream());
+      }
+      kernels::ohem_sum_cuda(pgt.data<float>(), nll.data<float>(), yc.data<int64_t>(), P, C, ignore_index,
+                             thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, partp,
+                             stats.data<int64_t>(), denom_add, out.data<float>(), inv_dev.data<float>(),
+                             compute_stream());
+    }
+#else
+    no_kernel(op, dev);
+#endif
+  }
+  if (needs_grad({&logits})) {
+    const Shape shape = logits.shape();
+    const Tensor pg = mining ? pgt : Tensor();
+    record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{
+          ce_backward(g[0], xc, yc, Tensor(), lse, pg, thr_host, thr_dev, inv_host, inv_dev, shape, P, C, ignore_index)};
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------ pointwise losses
+namespace {
+
+Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor& b, const Tensor& weight,
+                  bool grad_b) {
+  const char* an = kind == PointLoss::L1 ? "a" : (kind == PointLoss::Bce ? "probs" : "logits");
+  const char* bn = kind == PointLoss::L1 ? "b" : "targets";
+  check_f32(op, an, a);
+  check_f32(op, bn, b);
+  check_same_device(op, a, an, b, bn);
+  ENGINE_CHECK(a.shape() == b.shape(), op, ": ", an, " ", a.describe(), " and ", bn, " ", b.describe(),
+               " must have the same shape");
+  ENGINE_CHECK(a.numel() > 0, op, ": empty input ", a.describe());
+  Tensor w;
+  if (weight.defined()) {
+    check_f32(op, "weight", weight);
+    check_same_device(op, a, an, weight, "weight");
+    ENGINE_CHECK(weight.shape() == a.shape(), op, ": weight ", weight.describe(), " must have the shape of ", an, " ",
+                 a.describe());
+    w = contig(weight);
+  }
+  const Tensor ac = contig(a), bc = contig(b);
+  const int64_t n = a.numel();
+  const Device dev = a.device();
+  Tensor out = Tensor::empty({}, DType::F32, dev);
+  const float* wp = w.defined() ? w.data<float>() : nullptr;
+  int64_t n_bad = 0;
+  if (dev.is_cpu()) {
+    const double s = kernels::point_loss_fwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, &n_bad);
+    out.data<float>()[0] = (float)(s / (double)n);
+  } else {
+#if defined(ENGINE_WITH_CUDA)
+    Tensor stats = new_stats(dev);
+    Tensor part = Tensor::empty({kernels::ce_part_doubles(n)}, DType::I64, dev);
+    kernels::point_loss_fwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n,
+                                 reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
+                                 out.data<float>(), compute_stream());
+    if (kind == PointLoss::Bce) n_bad = stats.to_vector_i64()[kernels::kBadCount];
+#else
+    no_kernel(op, dev);
+#endif
+  }
+  ENGINE_CHECK(n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
+               " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
+  const bool need_a = needs_grad({&a}), need_b = grad_b && needs_grad({&b});
+  if (need_a || need_b) {
+    const float scale = (float)(1.0 / (double)n);
+    const Shape shape = a.shape();
+    std::vector<Tensor> inputs = {a};
+    if (grad_b) inputs.push_back(b);
+    record_lambda(op, inputs, out, [=](const std::vector<Tensor>& g) {
+      Tensor ga = Tensor::empty(shape, DType::F32, ac.device());
+      ENGINE_DISPATCH(op, ac.device(),
+                      kernels::point_loss_bwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, g[0].item() * scale,
+                                                  ga.data<float>()),
+                      kernels::point_loss_bwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n,
+                                                   contig(g[0]).data<float>(), scale, ga.data<float>(),
+                                                   compute_stream()));
+      (void)w;  // keeps the weight storage alive for wp
+      std::vector<Tensor> r = {need_a ? ga : Tensor()};
+      if (grad_b) {
+        NoGradGuard ng;
+        r.push_back(need_b ? neg(ga) : Tensor());
+      }
+      return r;
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor& weight) {
+  return point_loss("bce_with_logits", PointLoss::BceLogits, logits, targets, weight, false);
+}
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets, const Tensor& weight) {
+  return point_loss("binary_cross_entropy", PointLoss::Bce, probs, targets, weight, false);
+}
+Tensor l1_loss(const Tensor& a, const Tensor& b) { return point_loss("l1_loss", PointLoss::L1, a, b, Tensor(), true); }
+
+}  // namespace engine

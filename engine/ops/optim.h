@@ -1,0 +1,21 @@
+// Fused optimizer updates (in place, no autograd), CPU and CUDA.
+//
+// sgd_momentum_update: paddle.optimizer.Momentum(momentum, use_nesterov=False, weight_decay=float)
+// as PaddleSeg builds it: coupled L2 decay (added to the gradient) on every parameter passed in,
+//   g' = g + weight_decay * p;   v = momentum * v + g';   p = p - lr * v
+// (= PyTorch SGD(momentum, dampening=0, weight_decay) with its buffer initialised to zero: Paddle's
+// first step also starts from v = 0, so no first-step special case). A parameter whose gradient is
+// undefined is skipped entirely (Paddle only updates parameters that have a gradient; e.g. a fixed
+// scale with stop_gradient). params and velocities must be contiguous f32; grads f32 of the same
+// shape (any strides). All tensors on one device. CUDA: one kernel launch for all tensors.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                         const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay);
+
+}  // namespace engine

@@ -1,0 +1,21 @@
+// CPU kernel of the optimizer family (kernels/cpu/optim_cpu.cpp).
+#pragma once
+#include <cstdint>
+
+namespace engine::kernels {
+
+// One tensor of a multi-tensor update (also the row of the CUDA kernel's device table).
+struct SgdTensor {
+  float* p;
+  const float* g;
+  float* v;
+  int64_t n;            // elements
+  int64_t chunk_begin;  // index of this tensor's first chunk in the launch (CUDA)
+  int32_t vec4;         // p, g, v all 16-byte aligned (CUDA float4 path)
+  int32_t pad;
+};
+
+// Paddle Momentum with coupled L2 decay over every tensor of the table, in place.
+void sgd_momentum_fwd_cpu(const SgdTensor* tensors, int64_t count, float lr, float mu, float wd);
+
+}  // namespace engine::kernels

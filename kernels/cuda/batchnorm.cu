@@ -1,0 +1,482 @@
+// Batch-norm family on CUDA: batch statistics, the fused normalise+affine forward, the backward
+// reduction and the backward elementwise pass. Same contracts and per-channel math as the CPU kernels
+// (kernels/cpu/batchnorm_cpu.h, whose ENGINE_HD functions this file uses).
+// Math (x is a contiguous [M, C] matrix: M = N*H*W rows of an NHWC activation, channels contiguous):
+//   stats:    mean[c], var[c] (biased) over the M rows; optional running-stat update (Paddle rule)
+//   forward:  y = (x - mean) * w * invstd + b,    invstd = 1/sqrt(var + eps)
+//   backward: sg = sum_r g, sgx = sum_r g*(x - mean) -> dw, db, dmean, dvar, k1..k3 (BnBwdOut);
+//             dx = k1*g + k2*(x - mean) + k3
+// Layout of every tiled kernel: a 256-thread block is bx x by threads; threadIdx.x walks channel
+// vectors of V floats (V = 4 with float4 loads when C % 4 == 0 and the pointers are 16-byte aligned,
+// else V = 1), threadIdx.y walks rows. bx = min(32, pow2ceil(C / V)), so a warp reads whole 128-512
+// byte runs of one row, or (small C) several consecutive rows, which are adjacent in memory: always
+// coalesced. blockIdx.x tiles the channels, blockIdx.y (gy blocks) splits the rows; each thread
+// grid-strides over rows, so any M works with 64-bit row offsets.
+//   batch_norm_stats_partial_kernel: per-thread Welford (count, mean, M2) in fp32, merged over the
+//     block's rows with Chan's formula in a shared-memory tree (fixed order), one partial per
+//     (blockIdx.y, channel) written to the workspace [3, gy, C].
+//   batch_norm_stats_finalize_kernel: 32 channels x 8 partial slices per block merge the gy
+//     partials in double (N, sum n*mean -> mean; then sum M2_j + n_j*(mean_j - mean)^2), combining the
+//     slices with a fixed-order shared-memory tree; writes mean and biased var and updates the running
+//     statistics in place.
+//   batch_norm_fwd_kernel: per-thread coefficients (mean, w*invstd, b) then a row loop.
+//   batch_norm_bwd_reduce_partial_kernel / _finalize_kernel: as the statistics, with plain sums
+//     (fp32 per thread and block tree, double across blocks), then bn_bwd_finalize_channel.
+//   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist.
+// Deterministic: no atomics; every sum has an order fixed by the shape. No dynamic shared memory;
+// static shared memory 9 KiB (stats) / 8 KiB (backward reduction) / 4 KiB (finalize, double).
+// Roofline (H100 SXM, ~3.35 TB/s; all kernels memory bound, < 10 flops per element):
+//   training forward = stats (read x, 4 B/elem) + normalise (read x, write y, 8 B/elem) = 12 B/elem;
+//   [4,128,128,64] (4.2 M elem, 16.8 MB): 50 MB -> ~15 us (less when the second read of x hits the
+//   50 MB L2). Backward = reduce (read g, x: 8 B) + dx (read g, x, write dx: 12 B) = 20 B/elem,
+//   84 MB -> ~25 us. Finalize kernels touch O(gy*C) floats (<= 1024 blocks' partials).
+// Tested by tests/test_batchnorm.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels
+// (bench/bench_batchnorm.cpp).
+#include <algorithm>
+#include <initializer_list>
+
+#include "engine/cuda_context.h"
+#include "kernels/cuda/batchnorm_cuda.h"
+#include "kernels/cuda/common.cuh"
+
+namespace engine::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kTargetBlocks = 1024;  // ~8 resident 256-thread blocks per SM on a 132-SM H100
+constexpr int64_t kMinRowsPerThread = 8;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Tile {
+  int bx, by;
+  unsigned gx, gy;
+};
+
+Tile make_tile(int64_t M, int64_t C, int V) {
+  Tile t;
+  const int64_t cv = ceil_div(C, V);
+  t.bx = 1;
+  while (t.bx < cv && t.bx < 32) t.bx <<= 1;
+  t.by = kThreads / t.bx;
+  t.gx = (unsigned)ceil_div(cv, t.bx);
+  int64_t gy = ceil_div(M, (int64_t)t.by * kMinRowsPerThread);
+  const int64_t cap = std::max<int64_t>(1, kTargetBlocks / (int64_t)t.gx);
+  gy = std::max<int64_t>(1, std::min(gy, cap));
+  t.gy = (unsigned)gy;
+  return t;
+}
+
+bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+template <int V>
+__device__ __forceinline__ void load_vec(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 a = *reinterpret_cast<const float4*>(p);
+    v[0] = a.x;
+    v[1] = a.y;
+    v[2] = a.z;
+    v[3] = a.w;
+  } else {
+    v[0] = *p;
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void store_vec(float* p, const float (&v)[V]) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    *p = v[0];
+  }
+}
+
+// ------------------------------------------------------------------------------- statistics
+template <int V>
+__global__ void __launch_bounds__(kThreads) batch_norm_stats_partial_kernel(const float* __restrict__ x, int64_t M,
+                                                                            int64_t C, float* __restrict__ part) {
+  __shared__ float s_mean[kThreads * V];
+  __shared__ float s_m2[kThreads * V];
+  __shared__ float s_n[kThreads];
+  const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
+  const int t = ty * bx + tx;
+  const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
+  const bool active = c0 < C;
+  float mean[V], m2[V];
+  float n = 0.f;
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) mean[v] = m2[v] = 0.f;
+  if (active) {
+    for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
+      float xv[V];
+      load_vec<V>(x + r * C + c0, xv);
+      n += 1.f;
+      const float inv = __frcp_rn(n);
+ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) {
+        const float d = xv[v] - mean[v];
+        mean[v] += d * inv;
+        m2[v] += d * (xv[v] - mean[v]);
+      }
+    }
+  }
+  s_n[t] = n;
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    s_mean[t * V + v] = mean[v];
+    s_m2[t * V + v] = m2[v];
+  }
+  __syncthreads();
+  for (int s = by / 2; s > 0; s >>= 1) {
+    if (ty < s) {
+      const int o = (ty + s) * bx + tx;
+      const float na = s_n[t], nb = s_n[o];
+      if (nb > 0.f) {
+        const float nt = na + nb, fb = nb * __frcp_rn(nt), cross = na * fb;
+ENGINE_UNROLL
+        for (int v = 0; v < V; ++v) {
+          const float delta = s_mean[o * V + v] - s_mean[t * V + v];
+          s_mean[t * V + v] += delta * fb;
+          s_m2[t * V + v] += s_m2[o * V + v] + delta * delta * cross;
+        }
+        s_n[t] = nt;
+      }
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && active) {
+    const int64_t plane = (int64_t)gridDim.y * C;
+    float* p = part + (int64_t)blockIdx.y * C + c0;
+ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) {
+      p[v] = s_mean[t * V + v];
+      p[plane + v] = s_m2[t * V + v];
+      p[2 * plane + v] = s_n[t];
+    }
+  }
+}
+
+// Finalisation over the gy partials of each channel: a 32 x 8 block covers 32 channels, threadIdx.y
+// strides the partials, shared-memory trees (fixed order) combine the 8 slices. Statistics merge
+// in two passes in double: N = sum n_j, mean = sum n_j*mean_j / N, then
+// M2 = sum (M2_j + n_j*(mean_j - mean)^2); no division per partial.
+constexpr int kFinBx = 32, kFinBy = 8;
+
+__global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_stats_finalize_kernel(
+    const float* __restrict__ part, int gy, int64_t C, float* __restrict__ mean, float* __restrict__ var,
+    float* running_mean, float* running_var, float momentum) {
+  __shared__ double s_a[kFinBy][kFinBx];
+  __shared__ double s_b[kFinBy][kFinBx];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = (int64_t)blockIdx.x * kFinBx + tx;
+  const bool active = c < C;
+  const int64_t plane = (int64_t)gy * C;
+  double sn = 0, sm = 0;
+  if (active) {
+    for (int j = ty; j < gy; j += kFinBy) {
+      const double n = (double)part[2 * plane + (int64_t)j * C + c];
+      sn += n;
+      sm += n * (double)part[(int64_t)j * C + c];
+    }
+  }
+  s_a[ty][tx] = sn;
+  s_b[ty][tx] = sm;
+  __syncthreads();
+  for (int s = kFinBy / 2; s > 0; s >>= 1) {
+    if (ty < s) {
+      s_a[ty][tx] += s_a[ty + s][tx];
+      s_b[ty][tx] += s_b[ty + s][tx];
+    }
+    __syncthreads();
+  }
+  const double n_tot = s_a[0][tx];
+  const double mu = n_tot > 0 ? s_b[0][tx] / n_tot : 0.0;
+  __syncthreads();  // everyone has read s_a[0] / s_b[0] before they are reused
+  double sq = 0;
+  if (active) {
+    for (int j = ty; j < gy; j += kFinBy) {
+      const int64_t i = (int64_t)j * C + c;
+      const double d = (double)part[i] - mu;
+      sq += (double)part[i + plane] + (double)part[i + 2 * plane] * d * d;
+    }
+  }
+  s_a[ty][tx] = sq;
+  __syncthreads();
+  for (int s = kFinBy / 2; s > 0; s >>= 1) {
+    if (ty < s) s_a[ty][tx] += s_a[ty + s][tx];
+    __syncthreads();
+  }
+  if (ty == 0 && active) {
+    const float mf = (float)mu, vf = (float)(s_a[0][tx] / n_tot);
+    mean[c] = mf;
+    var[c] = vf;
+    if (running_mean) running_mean[c] = bn_running_update(running_mean[c], mf, momentum);
+    if (running_var) running_var[c] = bn_running_update(running_var[c], vf, momentum);
+  }
+}
+
+// --------------------------------------------------------------------------------- forward
+template <int V>
+__global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C,
+                                                                  const float* __restrict__ mean,
+                                                                  const float* __restrict__ var,
+                                                                  const float* __restrict__ weight,
+                                                                  const float* __restrict__ bias, float eps,
+                                                                  float* __restrict__ y) {
+  const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
+  if (c0 >= C) return;
+  float m[V], s[V], b[V];
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    m[v] = mean[c0 + v];
+    s[v] = bn_invstd(var[c0 + v], eps) * (weight ? weight[c0 + v] : 1.f);
+    b[v] = bias ? bias[c0 + v] : 0.f;
+  }
+  for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
+    float xv[V];
+    load_vec<V>(x + r * C + c0, xv);
+ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) xv[v] = (xv[v] - m[v]) * s[v] + b[v];
+    store_vec<V>(y + r * C + c0, xv);
+  }
+}
+
+// -------------------------------------------------------------------------------- backward
+template <int V>
+__global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g,
+                                                                                 const float* __restrict__ x, int64_t M,
+                                                                                 int64_t C,
+                                                                                 const float* __restrict__ mean,
+                                                                                 float* __restrict__ part) {
+  __shared__ float s_g[kThreads * V];
+  __shared__ float s_gx[kThreads * V];
+  const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
+  const int t = ty * bx + tx;
+  const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
+  const bool active = c0 < C;
+  float sg[V], sgx[V], m[V];
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    sg[v] = sgx[v] = 0.f;
+    m[v] = active ? mean[c0 + v] : 0.f;
+  }
+  if (active) {
+    for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
+      float gv[V], xv[V];
+      load_vec<V>(g + r * C + c0, gv);
+      load_vec<V>(x + r * C + c0, xv);
+ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) {
+        sg[v] += gv[v];
+        sgx[v] += gv[v] * (xv[v] - m[v]);
+      }
+    }
+  }
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    s_g[t * V + v] = sg[v];
+    s_gx[t * V + v] = sgx[v];
+  }
+  __syncthreads();
+  for (int s = by / 2; s > 0; s >>= 1) {
+    if (ty < s) {
+      const int o = (ty + s) * bx + tx;
+ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) {
+        s_g[t * V + v] += s_g[o * V + v];
+        s_gx[t * V + v] += s_gx[o * V + v];
+      }
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && active) {
+    const int64_t plane = (int64_t)gridDim.y * C;
+    float* p = part + (int64_t)blockIdx.y * C + c0;
+ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) {
+      p[v] = s_g[t * V + v];
+      p[plane + v] = s_gx[t * V + v];
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_bwd_reduce_finalize_kernel(
+    const float* __restrict__ part, int gy, int64_t M, int64_t C, const float* __restrict__ var,
+    const float* __restrict__ weight, float eps, bool train, BnBwdOut out) {
+  __shared__ double s_a[kFinBy][kFinBx];
+  __shared__ double s_b[kFinBy][kFinBx];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t c = (int64_t)blockIdx.x * kFinBx + tx;
+  const bool active = c < C;
+  const int64_t plane = (int64_t)gy * C;
+  double sg = 0, sgx = 0;
+  if (active) {
+    for (int j = ty; j < gy; j += kFinBy) {
+      sg += (double)part[(int64_t)j * C + c];
+      sgx += (double)part[plane + (int64_t)j * C + c];
+    }
+  }
+  s_a[ty][tx] = sg;
+  s_b[ty][tx] = sgx;
+  __syncthreads();
+  for (int s = kFinBy / 2; s > 0; s >>= 1) {
+    if (ty < s) {
+      s_a[ty][tx] += s_a[ty + s][tx];
+      s_b[ty][tx] += s_b[ty + s][tx];
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && active) bn_bwd_finalize_channel(out, c, s_a[0][tx], s_b[0][tx], M, var[c], weight, eps, train);
+}
+
+template <int V, bool kG, bool kX>
+__global__ void __launch_bounds__(kThreads) batch_norm_bwd_kernel(const float* __restrict__ g,
+                                                                  const float* __restrict__ x, int64_t M, int64_t C,
+                                                                  const float* __restrict__ mc,
+                                                                  const float* __restrict__ k1,
+                                                                  const float* __restrict__ k2,
+                                                                  const float* __restrict__ k3,
+                                                                  float* __restrict__ dx) {
+  const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
+  if (c0 >= C) return;
+  float a[V], b[V], m[V], d[V];
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    a[v] = kG ? k1[c0 + v] : 0.f;
+    b[v] = kX ? k2[c0 + v] : 0.f;
+    m[v] = (kX && mc) ? mc[c0 + v] : 0.f;
+    d[v] = k3 ? k3[c0 + v] : 0.f;
+  }
+  for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
+    float o[V];
+ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) o[v] = d[v];
+    if constexpr (kG) {
+      float gv[V];
+      load_vec<V>(g + r * C + c0, gv);
+ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) o[v] += a[v] * gv[v];
+    }
+    if constexpr (kX) {
+      float xv[V];
+      load_vec<V>(x + r * C + c0, xv);
+ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) o[v] += b[v] * (xv[v] - m[v]);
+    }
+    store_vec<V>(dx + r * C + c0, o);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) batch_norm_update_running_kernel(float* running_mean, float* running_var,
+                                                                             const float* __restrict__ mean,
+                                                                             const float* __restrict__ var, int64_t C,
+                                                                             float momentum) {
+  for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x) {
+    if (running_mean) running_mean[c] = bn_running_update(running_mean[c], mean[c], momentum);
+    if (running_var) running_var[c] = bn_running_update(running_var[c], var[c], momentum);
+  }
+}
+
+int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
+  if (C % 4 != 0) return 1;
+  for (const void* p : ptrs)
+    if (!aligned16(p)) return 1;
+  return 4;
+}
+
+template <int V>
+void launch_stats(const float* x, int64_t M, int64_t C, float* mean, float* var, float* rm, float* rv, float momentum,
+                  float* ws, cudaStream_t s) {
+  const Tile t = make_tile(M, C, V);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_stats_partial_kernel<V>)(x, M, C, ws);
+  CUDA_CHECK_LAUNCH("batch_norm_stats_partial_kernel");
+  GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_stats_finalize_kernel)
+  (ws, (int)t.gy, C, mean, var, rm, rv, momentum);
+  CUDA_CHECK_LAUNCH("batch_norm_stats_finalize_kernel");
+}
+
+template <int V>
+void launch_fwd(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* w,
+                const float* b, float eps, float* y, cudaStream_t s) {
+  const Tile t = make_tile(M, C, V);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V>)(x, M, C, mean, var, w, b, eps, y);
+  CUDA_CHECK_LAUNCH("batch_norm_fwd_kernel");
+}
+
+template <int V>
+void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, const float* mean, const float* var,
+                       const float* w, float eps, bool train, const BnBwdOut& out, float* ws, cudaStream_t s) {
+  const Tile t = make_tile(M, C, V);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V>)(g, x, M, C, mean, ws);
+  CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
+  GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
+  (ws, (int)t.gy, M, C, var, w, eps, train, out);
+  CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_finalize_kernel");
+}
+
+template <int V, bool kG, bool kX>
+void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
+                const float* k2, const float* k3, float* dx, cudaStream_t s) {
+  const Tile t = make_tile(M, C, V);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX>)
+  (g, x, M, C, m, k1, k2, k3, dx);
+  CUDA_CHECK_LAUNCH("batch_norm_bwd_kernel");
+}
+
+template <int V>
+void dispatch_bwd(bool use_g, bool use_x, const float* g, const float* x, int64_t M, int64_t C, const float* m,
+                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s) {
+  if (use_g && use_x) launch_bwd<V, true, true>(g, x, M, C, m, k1, k2, k3, dx, s);
+  else if (use_g) launch_bwd<V, true, false>(g, x, M, C, m, k1, k2, k3, dx, s);
+  else if (use_x) launch_bwd<V, false, true>(g, x, M, C, m, k1, k2, k3, dx, s);
+  else launch_bwd<V, false, false>(g, x, M, C, m, k1, k2, k3, dx, s);
+}
+
+}  // namespace
+
+int64_t batch_norm_workspace_floats_cuda(int64_t M, int64_t C) {
+  const int64_t gy = std::max<int64_t>(make_tile(M, C, 1).gy, C % 4 == 0 ? make_tile(M, C, 4).gy : 1);
+  return 3 * gy * C;
+}
+
+void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
+                           float* running_var, float momentum, float* workspace, cudaStream_t s) {
+  if (M <= 0 || C <= 0) return;
+  if (vec_width(C, {x}) == 4) launch_stats<4>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+  else launch_stats<1>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+}
+
+void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
+                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s) {
+  if (M <= 0 || C <= 0) return;
+  if (vec_width(C, {x, y}) == 4) launch_fwd<4>(x, M, C, mean, var, weight, bias, eps, y, s);
+  else launch_fwd<1>(x, M, C, mean, var, weight, bias, eps, y, s);
+}
+
+void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
+                                const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
+                                float* workspace, cudaStream_t s) {
+  if (M <= 0 || C <= 0) return;
+  if (vec_width(C, {g, x}) == 4) launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s);
+  else launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s);
+}
+
+void batch_norm_bwd_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
+                         const float* k2, const float* k3, float* dx, cudaStream_t s) {
+  if (M <= 0 || C <= 0) return;
+  const bool use_g = g && k1, use_x = x && k2;
+  if (vec_width(C, {use_g ? g : nullptr, use_x ? x : nullptr, dx}) == 4)
+    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s);
+  else
+    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s);
+}
+
+void batch_norm_update_running_cuda(float* running_mean, float* running_var, const float* mean, const float* var,
+                                    int64_t C, float momentum, cudaStream_t s) {
+  if (C <= 0) return;
+  GPU_LAUNCH(cuda::grid_for(C, kThreads), kThreads, 0, s, batch_norm_update_running_kernel)
+  (running_mean, running_var, mean, var, C, momentum);
+  CUDA_CHECK_LAUNCH("batch_norm_update_running_kernel");
+}
+
+}  // namespace engine::kernels

@@ -1,0 +1,82 @@
+// Optimizer family on CUDA: the fused SGD-momentum update (Paddle Momentum, coupled L2 decay) as a
+// multi-tensor apply: ONE launch updates every parameter tensor.
+// Math (kernels/loss_math.h sgd_momentum_f, shared with the CPU):
+//   g' = g + wd*p;  v = mu*v + g';  p = p - lr*v
+// Layout: the op layer builds a table of SgdTensor rows {p, g, v, n, chunk_begin, vec4} in a small
+//   device buffer; tensor i owns chunks [chunk_begin_i, chunk_begin_i + ceil(n_i / kSgdChunk)).
+//   Each block takes chunks grid-stride, finds the owning tensor by binary search over chunk_begin
+//   (global loads, no local memory), and updates its kSgdChunk elements with float4 loads/stores
+//   when p, g and v are all 16-byte aligned (vec4), else scalar. Updates are elementwise: no
+//   reductions, no atomics, deterministic.
+// Roofline (H100, ~3.35 TB/s): 12.4M parameters (PP-LiteSeg-B) move 20 B each = 248 MB: ~74 us.
+// Tested by tests/test_optim.cpp (CPU vs emulated CUDA, hand computation); benchmarked by
+// bench_kernels --filter optim (bench/bench_optim.cpp).
+#include "engine/cuda_context.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/optim_cuda.h"
+#include "kernels/loss_math.h"
+
+namespace engine::kernels {
+namespace {
+
+constexpr int kBlock = 256;
+
+__global__ void __launch_bounds__(kBlock)
+    sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count, int64_t nchunks, float lr, float mu,
+                            float wd) {
+  for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
+    int lo = 0, hi = count - 1;  // last row with chunk_begin <= chunk
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (table[mid].chunk_begin <= chunk) lo = mid;
+      else hi = mid - 1;
+    }
+    float* p = table[lo].p;
+    const float* g = table[lo].g;
+    float* v = table[lo].v;
+    const int64_t n = table[lo].n;
+    const int64_t b = (chunk - table[lo].chunk_begin) * kSgdChunk;
+    const int64_t e = min(n, b + kSgdChunk);
+    if (table[lo].vec4) {
+      const int64_t e4 = b + (e - b) / 4 * 4;  // b is a multiple of 4
+      float4* p4 = reinterpret_cast<float4*>(p);
+      const float4* g4 = reinterpret_cast<const float4*>(g);
+      float4* v4 = reinterpret_cast<float4*>(v);
+      for (int64_t i = b / 4 + threadIdx.x; i < e4 / 4; i += blockDim.x) {
+        float4 pp = p4[i], vv = v4[i];
+        const float4 gg = g4[i];
+        sgd_momentum_f(pp.x, gg.x, vv.x, lr, mu, wd);
+        sgd_momentum_f(pp.y, gg.y, vv.y, lr, mu, wd);
+        sgd_momentum_f(pp.z, gg.z, vv.z, lr, mu, wd);
+        sgd_momentum_f(pp.w, gg.w, vv.w, lr, mu, wd);
+        p4[i] = pp;
+        v4[i] = vv;
+      }
+      for (int64_t i = e4 + threadIdx.x; i < e; i += blockDim.x) {
+        float pp = p[i], vv = v[i];
+        sgd_momentum_f(pp, g[i], vv, lr, mu, wd);
+        p[i] = pp;
+        v[i] = vv;
+      }
+    } else {
+      for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) {
+        float pp = p[i], vv = v[i];
+        sgd_momentum_f(pp, g[i], vv, lr, mu, wd);
+        p[i] = pp;
+        v[i] = vv;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void sgd_momentum_fwd_cuda(const SgdTensor* table, int64_t count, int64_t nchunks, float lr, float mu, float wd,
+                           cudaStream_t s) {
+  if (count == 0 || nchunks == 0) return;
+  const unsigned grid = (unsigned)std::min<int64_t>(nchunks, 65535);
+  GPU_LAUNCH(grid, kBlock, 0, s, sgd_momentum_fwd_kernel)(table, (int)count, nchunks, lr, mu, wd);
+  CUDA_CHECK_LAUNCH("sgd_momentum_fwd_kernel");
+}
+
+}  // namespace engine::kernels

@@ -1,0 +1,389 @@
+// labels: kernel
+// Batch norm (NHWC and [N, C]): training forward/backward against a naive double reference and
+// finite differences, eval mode, batch_norm_apply with gradients through mean/var, local statistics,
+// the simulated two-rank sync-BN path against batch_norm on the whole batch, running statistics
+// after three steps (Paddle momentum, biased variance), numerical stability with |mean| >> std, and
+// bad inputs. check_op also compares the emulated CUDA device with the CPU, strided inputs, guard
+// bytes and run-to-run determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops/batchnorm.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
+#include "tests/harness/op_check.h"
+
+using namespace engine;
+using namespace engine::testing;
+
+namespace {
+
+constexpr double kEps = 1e-5;
+
+// Odd spatial sizes, size-1 dims, channel counts 1, 3, 17 (scalar path) and 8, 64 (float4 path).
+std::vector<OpCase> train_cases() {
+  return {{"c3_7x9", {{2, 7, 9, 3}, {3}, {3}}},        {"c17_13x11", {{2, 13, 11, 17}, {17}, {17}}},
+          {"c1_1x9", {{2, 1, 9, 1}, {1}, {1}}},        {"c8_5x3", {{2, 5, 3, 8}, {8}, {8}}},
+          {"c64_4x4", {{2, 4, 4, 64}, {64}, {64}}},    {"nc_6x5", {{6, 5}, {5}, {5}}},
+          {"nc_2x12", {{2, 12}, {12}, {12}}}};
+}
+
+// Per-channel mean and biased variance of x viewed as [M, C], in double.
+void moments(const std::vector<double>& x, int64_t C, std::vector<double>& mean, std::vector<double>& var) {
+  const int64_t M = (int64_t)x.size() / C;
+  mean.assign((size_t)C, 0.0);
+  var.assign((size_t)C, 0.0);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = 0; c < C; ++c) mean[(size_t)c] += x[(size_t)(r * C + c)];
+  for (double& m : mean) m /= (double)M;
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = x[(size_t)(r * C + c)] - mean[(size_t)c];
+      var[(size_t)c] += d * d;
+    }
+  for (double& v : var) v /= (double)M;
+}
+
+std::vector<double> normalize(const std::vector<double>& x, const std::vector<double>& mean,
+                              const std::vector<double>& var, const std::vector<double>& w,
+                              const std::vector<double>& b, double eps) {
+  const int64_t C = (int64_t)mean.size();
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const size_t c = i % (size_t)C;
+    y[i] = (x[i] - mean[c]) / std::sqrt(var[c] + eps) * w[c] + b[c];
+  }
+  return y;
+}
+
+// Uniform values from an LCG; input `positive_input` (if >= 0) gets [0.5, 2] (variances).
+InputGen gen_with_positive(int positive_input) {
+  return [positive_input](int input, const Shape& shape, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(shape));
+    uint64_t s = seed * 1000003 + (uint64_t)input * 7919 + 17;
+    for (float& x : v) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      const float u = (float)((s >> 33) % 1000000) / 1000000.f;
+      x = input == positive_input ? 0.5f + 1.5f * u : -2.f + 4.f * u;
+    }
+    return v;
+  };
+}
+
+}  // namespace
+
+TEST(BatchNorm, TrainForwardBackward) {
+  CheckOptions o;
+  o.fwd_atol = 1e-4;
+  o.fwd_rtol = 1e-4;
+  o.device_atol = 1e-4;
+  o.device_rtol = 1e-4;
+  check_op(
+      "batch_norm_train", train_cases(),
+      [](const std::vector<Tensor>& in) {
+        const int64_t C = in[0].shape().back();
+        Tensor rm = Tensor::zeros({C}, DType::F32, in[0].device());
+        Tensor rv = Tensor::full({C}, 1.f, DType::F32, in[0].device());
+        return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], rm, rv, BatchNormArgs{})};
+      },
+      [](const RefInputs& in, const std::vector<Shape>& shapes) {
+        std::vector<double> mean, var;
+        moments(in[0], shapes[0].back(), mean, var);
+        return std::vector<std::vector<double>>{normalize(in[0], mean, var, in[1], in[2], kEps)};
+      },
+      o);
+}
+
+TEST(BatchNorm, TrainWithoutAffineOrRunningStats) {
+  CheckOptions o;
+  o.fwd_atol = 1e-4;
+  o.device_atol = 1e-4;
+  o.device_rtol = 1e-4;
+  check_op(
+      "batch_norm_plain", {{"c5", {{2, 3, 7, 5}}}, {"c4", {{3, 4}}}},
+      [](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{batch_norm(in[0], Tensor(), Tensor(), Tensor(), Tensor(), BatchNormArgs{})};
+      },
+      [](const RefInputs& in, const std::vector<Shape>& shapes) {
+        const int64_t C = shapes[0].back();
+        std::vector<double> mean, var;
+        moments(in[0], C, mean, var);
+        return std::vector<std::vector<double>>{
+            normalize(in[0], mean, var, std::vector<double>((size_t)C, 1.0), std::vector<double>((size_t)C, 0.0), kEps)};
+      },
+      o);
+}
+
+TEST(BatchNorm, EvalModeIsAffine) {
+  CheckOptions o;
+  o.input_gen = gen_with_positive(4);
+  o.differentiable = {true, true, true, false, false};
+  check_op(
+      "batch_norm_eval",
+      {{"c3", {{2, 7, 9, 3}, {3}, {3}, {3}, {3}}},
+       {"c17", {{2, 5, 3, 17}, {17}, {17}, {17}, {17}}},
+       {"c8", {{1, 1, 1, 8}, {8}, {8}, {8}, {8}}},
+       {"nc", {{4, 6}, {6}, {6}, {6}, {6}}}},
+      [](const std::vector<Tensor>& in) {
+        BatchNormArgs a;
+        a.training = false;
+        return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], in[3], in[4], a)};
+      },
+      [](const RefInputs& in, const std::vector<Shape>&) {
+        return std::vector<std::vector<double>>{normalize(in[0], in[3], in[4], in[1], in[2], kEps)};
+      },
+      o);
+}
+
+TEST(BatchNorm, EvalDoesNotTouchRunningStats) {
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    Tensor x = Tensor::uniform({2, 3, 3, 4}, 5, -1.f, 1.f, d);
+    Tensor rm = Tensor::from_vector({0.1f, 0.2f, 0.3f, 0.4f}, {4}, d), rv = Tensor::full({4}, 2.f, DType::F32, d);
+    BatchNormArgs a;
+    a.training = false;
+    batch_norm(x, Tensor(), Tensor(), rm, rv, a);
+    EXPECT_EQ(rm.to_vector(), (std::vector<float>{0.1f, 0.2f, 0.3f, 0.4f}));
+    EXPECT_EQ(rv.to_vector(), (std::vector<float>{2.f, 2.f, 2.f, 2.f}));
+  }
+}
+
+TEST(BatchNorm, ApplyDifferentiatesThroughMeanAndVar) {
+  CheckOptions o;
+  o.input_gen = gen_with_positive(2);
+  check_op(
+      "batch_norm_apply",
+      {{"c3", {{2, 7, 9, 3}, {3}, {3}, {3}, {3}}},
+       {"c17", {{2, 3, 5, 17}, {17}, {17}, {17}, {17}}},
+       {"c8", {{3, 8}, {8}, {8}, {8}, {8}}}},
+      [](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{batch_norm_apply(in[0], in[1], in[2], in[3], in[4], (float)kEps)};
+      },
+      [](const RefInputs& in, const std::vector<Shape>&) {
+        return std::vector<std::vector<double>>{normalize(in[0], in[1], in[2], in[3], in[4], kEps)};
+      },
+      o);
+}
+
+TEST(BatchNorm, LocalStats) {
+  CheckOptions o;
+  o.differentiable = {true, false};
+  o.fwd_rtol = 1e-5;
+  o.fwd_atol = 1e-3;
+  o.device_atol = 1e-3;
+  o.device_rtol = 1e-5;
+  check_op(
+      "batch_norm_local_stats", {{"c3", {{2, 7, 9, 3}, {3}}}, {"c17", {{2, 3, 5, 17}, {17}}}, {"c8", {{5, 8}, {8}}}},
+      [](const std::vector<Tensor>& in) {
+        const BatchNormStats st = batch_norm_local_stats(in[0], in[1]);
+        EXPECT_EQ(st.count, in[0].numel() / in[0].shape().back());
+        return std::vector<Tensor>{st.sum, st.sum_sq};
+      },
+      [](const RefInputs& in, const std::vector<Shape>& shapes) {
+        const size_t C = (size_t)shapes[0].back();
+        std::vector<double> s(C, 0.0), q(C, 0.0);
+        for (size_t i = 0; i < in[0].size(); ++i) {
+          const double d = in[0][i] - in[1][i % C];
+          s[i % C] += d;
+          q[i % C] += d * d;
+        }
+        return std::vector<std::vector<double>>{s, q};
+      },
+      o);
+}
+
+// Two simulated ranks holding 1 and 3 images: local stats -> sum ("all-reduce") -> moments -> apply
+// must equal batch_norm on the whole batch, forward and backward (x, weight, bias).
+TEST(BatchNorm, SyncBuildingBlocksMatchWholeBatch) {
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    const Shape shape{4, 5, 3, 6};
+    const int64_t C = 6;
+    const Tensor xv = Tensor::uniform(shape, 11, -1.f, 3.f, d), wv = Tensor::uniform({C}, 12, 0.5f, 1.5f, d),
+                 bv = Tensor::uniform({C}, 13, -1.f, 1.f, d), gw = Tensor::uniform(shape, 14, -1.f, 1.f, d);
+    // Reference: plain batch_norm.
+    Tensor x0 = xv.clone().set_requires_grad(true), w0 = wv.clone().set_requires_grad(true),
+           b0 = bv.clone().set_requires_grad(true);
+    Tensor rm0 = Tensor::zeros({C}, DType::F32, d), rv0 = Tensor::full({C}, 1.f, DType::F32, d);
+    const Tensor y0 = batch_norm(x0, w0, b0, rm0, rv0, BatchNormArgs{});
+    sum(mul(y0, gw)).backward();
+    // Sync path.
+    Tensor x1 = xv.clone().set_requires_grad(true), w1 = wv.clone().set_requires_grad(true),
+           b1 = bv.clone().set_requires_grad(true);
+    const Tensor shift = Tensor::full({C}, 0.9f, DType::F32, d);  // e.g. the running mean
+    const Tensor xa = x1.narrow(0, 0, 1), xb = x1.narrow(0, 1, 3);
+    const BatchNormStats sa = batch_norm_local_stats(xa, shift), sb = batch_norm_local_stats(xb, shift);
+    const BatchNormMoments mv = batch_norm_moments(add(sa.sum, sb.sum), add(sa.sum_sq, sb.sum_sq),
+                                                   sa.count + sb.count, shift);
+    const Tensor ya = batch_norm_apply(xa, mv.mean, mv.var, w1, b1, 1e-5f);
+    const Tensor yb = batch_norm_apply(xb, mv.mean, mv.var, w1, b1, 1e-5f);
+    add(sum(mul(ya, gw.narrow(0, 0, 1))), sum(mul(yb, gw.narrow(0, 1, 3)))).backward();
+    Tensor rm1 = Tensor::zeros({C}, DType::F32, d), rv1 = Tensor::full({C}, 1.f, DType::F32, d);
+    batch_norm_update_running(rm1, rv1, mv.mean, mv.var, 0.9f);
+
+    auto expect_near = [](const std::vector<float>& a, const std::vector<float>& b, float tol, const char* what) {
+      ASSERT_EQ(a.size(), b.size()) << what;
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol * (1 + std::fabs(b[i]))) << what << " [" << i << "]";
+    };
+    const auto y0v = y0.to_vector();
+    auto yav = ya.to_vector(), ybv = yb.to_vector();
+    yav.insert(yav.end(), ybv.begin(), ybv.end());
+    expect_near(yav, y0v, 1e-4f, "forward");
+    expect_near(x1.grad().to_vector(), x0.grad().to_vector(), 1e-4f, "dx");
+    expect_near(w1.grad().to_vector(), w0.grad().to_vector(), 1e-4f, "dweight");
+    expect_near(b1.grad().to_vector(), b0.grad().to_vector(), 1e-4f, "dbias");
+    expect_near(rm1.to_vector(), rm0.to_vector(), 1e-5f, "running_mean");
+    expect_near(rv1.to_vector(), rv0.to_vector(), 1e-5f, "running_var");
+  }
+}
+
+// Three training steps on different batches: running stats follow running = 0.9*running + 0.1*batch
+// with the biased batch variance (Paddle's CUDA kernel; see engine/ops/batchnorm.h).
+TEST(BatchNorm, RunningStatsAfterThreeSteps) {
+  const int64_t C = 5;
+  std::vector<double> rm(C, 0.0), rv(C, 1.0);
+  std::vector<Tensor> batches;
+  for (int s = 0; s < 3; ++s) {
+    const Tensor x = Tensor::uniform({2, 3 + s, 4, C}, 100 + (uint64_t)s, -1.f + (float)s, 2.f + 0.5f * (float)s);
+    batches.push_back(x);
+    std::vector<double> mean, var;
+    const auto xv = x.to_vector();
+    moments(std::vector<double>(xv.begin(), xv.end()), C, mean, var);
+    for (int64_t c = 0; c < C; ++c) {
+      rm[(size_t)c] = 0.9 * rm[(size_t)c] + 0.1 * mean[(size_t)c];
+      rv[(size_t)c] = 0.9 * rv[(size_t)c] + 0.1 * var[(size_t)c];
+    }
+  }
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    Tensor trm = Tensor::zeros({C}, DType::F32, d), trv = Tensor::full({C}, 1.f, DType::F32, d);
+    for (const Tensor& x : batches) batch_norm(x.to(d), Tensor(), Tensor(), trm, trv, BatchNormArgs{});
+    const auto gm = trm.to_vector(), gv = trv.to_vector();
+    for (int64_t c = 0; c < C; ++c) {
+      EXPECT_NEAR(gm[(size_t)c], rm[(size_t)c], 1e-5) << d.str() << " running_mean[" << c << "]";
+      EXPECT_NEAR(gv[(size_t)c], rv[(size_t)c], 1e-5) << d.str() << " running_var[" << c << "]";
+    }
+  }
+}
+
+// |mean| = 1000 * std: the statistics must not cancel (a naive E[x^2] - E[x]^2 in fp32 would).
+TEST(BatchNorm, StableWithLargeMean) {
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    for (int64_t C : {3, 8}) {
+      const Tensor x = add(Tensor::uniform({2, 33, 17, C}, 7, -1.f, 1.f, d), 1000.f);
+      Tensor rm = Tensor::zeros({C}, DType::F32, d), rv = Tensor::zeros({C}, DType::F32, d);
+      const Tensor y = batch_norm(x, Tensor(), Tensor(), rm, rv, BatchNormArgs{});
+      const auto xv = x.to_vector(), yv = y.to_vector();
+      std::vector<double> mean, var;
+      moments(std::vector<double>(xv.begin(), xv.end()), C, mean, var);
+      const auto want = normalize(std::vector<double>(xv.begin(), xv.end()), mean, var,
+                                  std::vector<double>((size_t)C, 1.0), std::vector<double>((size_t)C, 0.0), kEps);
+      double worst = 0;
+      for (size_t i = 0; i < yv.size(); ++i) worst = std::max(worst, std::fabs(yv[i] - want[i]));
+      EXPECT_LT(worst, 2e-3) << d.str() << " C=" << C;
+      const auto gv = rv.to_vector();
+      for (int64_t c = 0; c < C; ++c) EXPECT_NEAR(gv[(size_t)c], 0.1 * var[(size_t)c], 1e-4 * var[(size_t)c]) << d.str();
+    }
+  }
+}
+
+namespace {
+void expect_error(const std::function<void()>& f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing '" << what << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+}  // namespace
+
+TEST(BatchNorm, BadInputs) {
+  const Tensor x = Tensor::zeros({2, 3, 3, 4}), w = Tensor::zeros({4}), rm = Tensor::zeros({4}), rv = Tensor::zeros({4});
+  expect_error([&] { batch_norm(Tensor::zeros({2, 3, 4}), w, w, rm, rv, {}); },
+               "batch_norm: x must be [N, H, W, C] or [N, C], got f32[2, 3, 4]");
+  expect_error([&] { batch_norm(x, Tensor::zeros({5}), w, rm, rv, {}); },
+               "batch_norm: 'weight' must be [4] to match the channels of x f32[2, 3, 3, 4]");
+  expect_error([&] { batch_norm(x, w, w, Tensor::zeros({3}), rv, {}); }, "batch_norm: 'running_mean' must be [4]");
+  expect_error([&] { batch_norm(Tensor::zeros({1, 1, 1, 4}), w, w, rm, rv, {}); },
+               "batch_norm: training needs more than one value per channel");
+  expect_error([&] { batch_norm(Tensor::zeros({1, 4}), w, w, rm, rv, {}); },
+               "batch_norm: training needs more than one value per channel");
+  BatchNormArgs ev;
+  ev.training = false;
+  expect_error([&] { batch_norm(x, w, w, Tensor(), Tensor(), ev); },
+               "batch_norm: argument 'running_mean' is an undefined tensor");
+  expect_error([&] { batch_norm(x, w, w, rm, Tensor(), {}); }, "both be given or both be undefined");
+  expect_error([&] { batch_norm(Tensor::zeros({2, 3, 3, 4}, DType::I64), w, w, rm, rv, {}); },
+               "batch_norm: argument 'x' must be f32");
+  expect_error([&] { batch_norm(Tensor::zeros({0, 3, 3, 4}), w, w, rm, rv, {}); }, "batch_norm: x f32[0, 3, 3, 4] on cpu is empty");
+  BatchNormArgs bad_eps;
+  bad_eps.eps = -1.f;
+  expect_error([&] { batch_norm(x, w, w, rm, rv, bad_eps); }, "batch_norm: eps must be finite and >= 0");
+  expect_error([&] { batch_norm_apply(x, Tensor::zeros({3}), rv, w, w, 1e-5f); }, "batch_norm_apply: 'mean' must be [4]");
+  expect_error([&] { batch_norm_local_stats(Tensor::zeros({4})); }, "batch_norm_local_stats: x must be");
+  expect_error([&] { batch_norm_moments(w, Tensor::zeros({3}), 4); }, "batch_norm_moments: sum and sum_sq must be the same");
+  expect_error([&] { batch_norm_moments(w, w, 0); }, "batch_norm_moments: count must be positive");
+  expect_error([&] { batch_norm_update_running(Tensor::zeros({3}), rv, w, w, 0.9f); },
+               "batch_norm_update_running: running statistics must be contiguous f32[4]");
+  if (have_cuda()) {
+    expect_error([&] { batch_norm(x, Tensor::zeros({4}, DType::F32, Device::cuda(0)), w, rm, rv, {}); },
+                 "batch_norm: 'x' is on cpu but 'weight' is on cuda:0");
+  }
+}
+
+// Tensors large enough for several CPU work blocks, OpenMP threads and many CUDA row blocks:
+// forward, running statistics and all gradients against the closed-form double reference.
+TEST(BatchNorm, LargeBatchMatchesReference) {
+  struct Case {
+    Shape shape;
+  };
+  for (const Shape& shape : {Shape{4, 64, 80, 5}, Shape{2, 48, 64, 16}}) {
+    const int64_t C = shape.back();
+    const Tensor xh = Tensor::uniform(shape, 21, -1.f, 3.f), gh = Tensor::uniform(shape, 22, -1.f, 1.f);
+    const Tensor wh = Tensor::uniform({C}, 23, 0.5f, 1.5f), bh = Tensor::uniform({C}, 24, -1.f, 1.f);
+    const auto xv = xh.to_vector(), gv = gh.to_vector(), wv = wh.to_vector(), bv = bh.to_vector();
+    const std::vector<double> x(xv.begin(), xv.end()), g(gv.begin(), gv.end()), w(wv.begin(), wv.end()),
+        b(bv.begin(), bv.end());
+    std::vector<double> mean, var;
+    moments(x, C, mean, var);
+    const auto y_ref = normalize(x, mean, var, w, b, kEps);
+    const int64_t M = (int64_t)x.size() / C;
+    std::vector<double> sg((size_t)C, 0.0), sgxh((size_t)C, 0.0);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const size_t c = i % (size_t)C;
+      sg[c] += g[i];
+      sgxh[c] += g[i] * (x[i] - mean[c]) / std::sqrt(var[c] + kEps);
+    }
+    std::vector<double> dx_ref(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const size_t c = i % (size_t)C;
+      const double is = 1 / std::sqrt(var[c] + kEps), xhat = (x[i] - mean[c]) * is;
+      dx_ref[i] = w[c] * is * (g[i] - sg[c] / (double)M - xhat * sgxh[c] / (double)M);
+    }
+    for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+      Tensor xt = xh.to(d).detach().set_requires_grad(true), wt = wh.to(d).detach().set_requires_grad(true),
+             bt = bh.to(d).detach().set_requires_grad(true);
+      Tensor rm = Tensor::zeros({C}, DType::F32, d), rv = Tensor::full({C}, 1.f, DType::F32, d);
+      const Tensor y = batch_norm(xt, wt, bt, rm, rv, BatchNormArgs{});
+      y.backward(gh.to(d));
+      auto near = [&](const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
+        ASSERT_EQ(got.size(), want.size());
+        double worst = 0;
+        for (size_t i = 0; i < got.size(); ++i)
+          worst = std::max(worst, std::fabs(got[i] - want[i]) / (1 + std::fabs(want[i])));
+        EXPECT_LT(worst, tol) << what << " on " << d.str() << " " << shape_str(shape);
+      };
+      near(y.to_vector(), y_ref, 1e-5, "y");
+      near(xt.grad().to_vector(), dx_ref, 1e-5, "dx");
+      near(wt.grad().to_vector(), sgxh, 5e-5, "dweight");
+      near(bt.grad().to_vector(), sg, 5e-5, "dbias");
+      std::vector<double> rm_ref(mean), rv_ref(var);
+      for (int64_t c = 0; c < C; ++c) {
+        rm_ref[(size_t)c] = 0.1 * mean[(size_t)c];
+        rv_ref[(size_t)c] = 0.9 + 0.1 * var[(size_t)c];
+      }
+      near(rm.to_vector(), rm_ref, 1e-6, "running_mean");
+      near(rv.to_vector(), rv_ref, 1e-6, "running_var");
+    }
+  }
+}

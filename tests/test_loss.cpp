@@ -1,0 +1,439 @@
+// labels: kernel
+// Loss family: cross_entropy (ignore pixels, class weights, all-ignored, C = 1/2/19/45), OHEM (no
+// mining, threshold raised to the k-th probability, thresh-bound mining, min_kept = 0, ties),
+// bce_with_logits (extremes +-50, weights), binary_cross_entropy (p = 0 and 1, clamp at -100),
+// l1_loss, and bad inputs. Naive double references, finite differences, CPU vs CUDA device, strided
+// inputs, guard bytes and determinism through the op harness.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "engine/autograd.h"
+#include "engine/ops/loss.h"
+#include "tests/harness/op_check.h"
+
+using namespace engine;
+using namespace engine::testing;
+
+namespace {
+
+uint64_t mix(uint64_t s) {
+  s ^= s >> 33;
+  s *= 0xff51afd7ed558ccdull;
+  s ^= s >> 33;
+  s *= 0xc4ceb9fe1a85ec53ull;
+  return s ^ (s >> 33);
+}
+double unit(uint64_t s) { return (double)(mix(s) >> 11) / 9007199254740992.0; }
+
+std::vector<Device> devices() {
+  std::vector<Device> d = {Device::cpu()};
+  if (have_cuda()) d.push_back(Device::cuda(0));
+  return d;
+}
+
+// ---------------------------------------------------------------------------- CE reference
+struct CeRef {
+  double loss;
+};
+
+// Per-pixel log-softmax pieces in double.
+void lse_row(const std::vector<double>& x, size_t off, int64_t C, double* lse, double* mx) {
+  double m = -INFINITY;
+  for (int64_t c = 0; c < C; ++c) m = std::max(m, x[off + c]);
+  double s = 0;
+  for (int64_t c = 0; c < C; ++c) s += std::exp(x[off + c] - m);
+  *lse = m + std::log(s);
+  *mx = m;
+}
+
+double ce_ref(const std::vector<double>& x, const std::vector<double>& y, const std::vector<double>* w, int64_t C,
+              int64_t ignore) {
+  const int64_t P = (int64_t)y.size();
+  double s1 = 0, s2 = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t yp = (int64_t)y[p];
+    if (yp == ignore) continue;
+    double l, m;
+    lse_row(x, (size_t)(p * C), C, &l, &m);
+    const double wv = w ? (*w)[yp] : 1.0;
+    s1 += wv * (l - x[(size_t)(p * C + yp)]);
+    s2 += wv;
+  }
+  return s1 / (s2 + 1e-8 * (double)P);
+}
+
+double ohem_ref(const std::vector<double>& x, const std::vector<double>& y, int64_t C, double thresh, int64_t min_kept,
+                int64_t ignore) {
+  const int64_t P = (int64_t)y.size();
+  std::vector<double> prob((size_t)P, 2.0), nll((size_t)P, 0.0);
+  std::vector<double> valid_p;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t yp = (int64_t)y[p];
+    if (yp == ignore) continue;
+    double l, m;
+    lse_row(x, (size_t)(p * C), C, &l, &m);
+    prob[p] = std::exp(x[(size_t)(p * C + yp)] - l);
+    nll[p] = l - x[(size_t)(p * C + yp)];
+    valid_p.push_back(prob[p]);
+  }
+  const int64_t nv = (int64_t)valid_p.size();
+  double thr = INFINITY;  // PaddleSeg applies the kept-mask only inside `if min_kept > 0`
+  if (min_kept > 0 && min_kept < nv && nv > 0) {
+    std::sort(valid_p.begin(), valid_p.end());
+    const double pk = valid_p[(size_t)(min_kept - 1)];
+    thr = pk > thresh ? pk : thresh;
+  }
+  double s = 0;
+  int64_t kept = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    if ((int64_t)y[p] == ignore) continue;
+    if (std::isinf(thr) || prob[p] < thr) {
+      s += nll[p];
+      ++kept;
+    }
+  }
+  return s / ((double)kept + 1e-5 * (double)P);
+}
+
+// Labels in [0, C) with about `ignore_frac` of them ignore_index (255).
+std::vector<float> make_labels(int64_t n, int64_t C, double ignore_frac, uint64_t seed) {
+  std::vector<float> v((size_t)n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t h = mix(seed * 1000003 + (uint64_t)i);
+    v[(size_t)i] = unit(h) < ignore_frac ? 255.f : (float)(h % (uint64_t)C);
+  }
+  return v;
+}
+
+void check_ce(const std::string& name, const Shape& xs, double ignore_frac, bool weighted) {
+  const int64_t C = xs.back();
+  Shape ys(xs.begin(), xs.end() - 1);
+  std::vector<Shape> shapes = {xs, ys};
+  if (weighted) shapes.push_back({C});
+  CheckOptions o;
+  o.differentiable = {true, false, false};
+  o.input_gen = [C, ignore_frac](int input, const Shape& s, uint64_t seed) {
+    const int64_t n = shape_numel(s);
+    if (input == 1) return make_labels(n, C, ignore_frac, seed);
+    std::vector<float> v((size_t)n);
+    for (int64_t i = 0; i < n; ++i)
+      v[(size_t)i] = input == 0 ? (float)(unit(seed * 77 + (uint64_t)i) * 6 - 3) : (float)(0.25 + 2 * unit(seed + 99 * (uint64_t)i));
+    return v;
+  };
+  check_op(
+      name, {{name, shapes}},
+      [weighted](const std::vector<Tensor>& in) {
+        const Tensor y = in[1].to(DType::I64);
+        return std::vector<Tensor>{cross_entropy(in[0], y, weighted ? in[2] : Tensor(), 255)};
+      },
+      [C, weighted](const RefInputs& in, const std::vector<Shape>&) {
+        return std::vector<std::vector<double>>{{ce_ref(in[0], in[1], weighted ? &in[2] : nullptr, C, 255)}};
+      },
+      o);
+}
+
+}  // namespace
+
+TEST(CrossEntropy, TwoClassesWithIgnore) { check_ce("ce_c2", {2, 3, 5, 2}, 0.2, false); }
+TEST(CrossEntropy, NineteenClasses) { check_ce("ce_c19", {1, 4, 7, 19}, 0.1, false); }
+TEST(CrossEntropy, ClassWeights) {
+  check_ce("ce_weighted_c19", {2, 3, 3, 19}, 0.15, true);
+  check_ce("ce_weighted_c2", {1, 5, 5, 2}, 0.3, true);
+}
+TEST(CrossEntropy, ManyTilesAndOddSizes) {
+  check_ce("ce_tiles", {1, 17, 19, 3}, 0.1, false);  // 323 pixels: more than one 256-pixel tile
+  check_ce("ce_2d", {7, 5}, 0.0, false);             // [N, C]
+  check_ce("ce_c1", {2, 1, 3, 1}, 0.2, false);       // one class: zero loss
+  check_ce("ce_unstaged_c45", {1, 3, 5, 45}, 0.1, true);  // C above the shared-memory staging limit
+}
+
+TEST(CrossEntropy, AllIgnoredGivesZero) {
+  for (Device d : devices()) {
+    Tensor x = Tensor::uniform({2, 3, 4, 5}, 3, -2.f, 2.f, d).set_requires_grad(true);
+    Tensor y = Tensor::from_vector_i64(std::vector<int64_t>(24, 255), {2, 3, 4}, d);
+    Tensor l = cross_entropy(x, y, Tensor(), 255);
+    EXPECT_EQ(l.shape(), Shape{});
+    EXPECT_EQ(l.item(), 0.f) << d.str();
+    l.backward();
+    for (float g : x.grad().to_vector()) EXPECT_EQ(g, 0.f);
+    Tensor lo = ohem_cross_entropy(x, y, 0.7f, 3, 255);
+    EXPECT_EQ(lo.item(), 0.f) << d.str();
+  }
+}
+
+TEST(CrossEntropy, IgnoreIndexInsideClassRange) {
+  // ignore_index = 1 with C = 3: pixels labelled 1 are ignored, others count.
+  const std::vector<float> xv = {0.1f, 0.5f, -0.3f, 1.0f, 0.2f, 0.3f, -1.f, 2.f, 0.f};
+  const std::vector<double> xd(xv.begin(), xv.end());
+  const double want = ce_ref(xd, {0, 1, 2}, nullptr, 3, 1);
+  for (Device d : devices()) {
+    Tensor l = cross_entropy(Tensor::from_vector(xv, {3, 3}, d), Tensor::from_vector_i64({0, 1, 2}, {3}, d), Tensor(), 1);
+    EXPECT_NEAR(l.item(), want, 1e-6) << d.str();
+  }
+}
+
+TEST(CrossEntropy, StridedLabels) {
+  for (Device d : devices()) {
+    Tensor x = Tensor::uniform({2, 4, 3}, 5, -2.f, 2.f, d);
+    Tensor ywide = Tensor::from_vector_i64({0, 9, 1, 9, 2, 9, 255, 9, 1, 9, 0, 9, 2, 9, 2, 9}, {2, 8}, d);
+    Tensor y = ywide.slice(1, 0, 8, 2);
+    Tensor yc = Tensor::from_vector_i64({0, 1, 2, 255, 1, 0, 2, 2}, {2, 4}, d);
+    EXPECT_EQ(cross_entropy(x, y).item(), cross_entropy(x, yc).item());
+  }
+}
+
+TEST(CrossEntropy, BadInputs) {
+  for (Device d : devices()) {
+    Tensor x = Tensor::uniform({1, 2, 3, 4}, 1, -1.f, 1.f, d);
+    Tensor y_ok = Tensor::from_vector_i64({0, 1, 2, 3, 255, 0}, {1, 2, 3}, d);
+    Tensor y_bad = Tensor::from_vector_i64({0, 1, 7, 3, 255, -1}, {1, 2, 3}, d);
+    try {
+      cross_entropy(x, y_bad);
+      ADD_FAILURE() << "expected an error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("cross_entropy"), std::string::npos) << m;
+      EXPECT_NE(m.find("2 value(s)"), std::string::npos) << m;
+      EXPECT_NE(m.find("first is 7"), std::string::npos) << m;
+      EXPECT_NE(m.find("[0, 0, 2]"), std::string::npos) << m;
+    }
+    EXPECT_THROW(ohem_cross_entropy(x, y_bad, 0.7f, 1), Error);
+    EXPECT_THROW(cross_entropy(x, y_ok.to(DType::F32)), Error);                      // labels dtype
+    EXPECT_THROW(cross_entropy(x.to(DType::BF16), y_ok), Error);                     // logits dtype
+    EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {1, 2}, d)), Error);  // shape
+    EXPECT_THROW(cross_entropy(x, y_ok, Tensor::full({3}, 1.f, DType::F32, d)), Error);  // weight shape
+    EXPECT_THROW(cross_entropy(Tensor::empty({0, 4}, DType::F32, d), Tensor::empty({0}, DType::I64, d)), Error);
+    EXPECT_THROW(ohem_cross_entropy(x, y_ok, NAN, 1), Error);
+    EXPECT_THROW(ohem_cross_entropy(x, y_ok, 0.7f, -1), Error);
+  }
+  if (have_cuda()) {
+    Tensor x = Tensor::uniform({2, 3}, 1, -1.f, 1.f, Device::cpu());
+    Tensor y = Tensor::from_vector_i64({0, 1}, {2}, Device::cuda(0));
+    EXPECT_THROW(cross_entropy(x, y), Error);  // devices differ
+  }
+}
+
+// ---------------------------------------------------------------------------- OHEM
+namespace {
+
+// Logits whose true-class probabilities are well separated (FD-safe for the selection): pixel i has
+// x[true] = a_i (a permutation of an even grid) and x[c] = 0.1 c elsewhere.
+std::vector<float> ohem_logits(const Shape& s, const std::vector<float>& labels, uint64_t seed) {
+  const int64_t C = s.back(), P = shape_numel(s) / C;
+  std::vector<int64_t> perm((size_t)P);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t i = P - 1; i > 0; --i) std::swap(perm[(size_t)i], perm[(size_t)(mix(seed + (uint64_t)i) % (uint64_t)(i + 1))]);
+  std::vector<float> v((size_t)(P * C));
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t y = (int64_t)labels[(size_t)p];
+    for (int64_t c = 0; c < C; ++c) v[(size_t)(p * C + c)] = 0.1f * (float)c;
+    const float a = -3.f + 7.f * (float)perm[(size_t)p] / (float)P;
+    v[(size_t)(p * C + (y >= 0 && y < C ? y : 0))] = a;
+  }
+  return v;
+}
+
+void check_ohem(const std::string& name, const Shape& xs, double ignore_frac, float thresh, int64_t min_kept) {
+  const int64_t C = xs.back();
+  Shape ys(xs.begin(), xs.end() - 1);
+  CheckOptions o;
+  o.differentiable = {true, false};
+  o.input_gen = [C, ignore_frac, xs, ys](int input, const Shape&, uint64_t seed) {
+    const auto lab = make_labels(shape_numel(ys), C, ignore_frac, seed);
+    return input == 1 ? lab : ohem_logits(xs, lab, seed);
+  };
+  check_op(
+      name, {{name, {xs, ys}}},
+      [thresh, min_kept](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{ohem_cross_entropy(in[0], in[1].to(DType::I64), thresh, min_kept, 255)};
+      },
+      [C, thresh, min_kept](const RefInputs& in, const std::vector<Shape>&) {
+        return std::vector<std::vector<double>>{{ohem_ref(in[0], in[1], C, thresh, min_kept, 255)}};
+      },
+      o);
+}
+
+}  // namespace
+
+TEST(Ohem, NoMiningWhenFewValid) { check_ohem("ohem_no_mining", {2, 4, 5, 19}, 0.3, 0.7f, 1000); }
+TEST(Ohem, ThresholdRaisedToKth) {
+  // min_kept close to num_valid: fewer than min_kept pixels below 0.7, so the threshold becomes the
+  // min_kept-th smallest probability (the radix select runs on CUDA).
+  check_ohem("ohem_kth", {1, 6, 7, 19}, 0.1, 0.05f, 30);
+  check_ohem("ohem_kth_low_thresh", {2, 5, 5, 3}, 0.2, 0.05f, 11);
+  check_ohem("ohem_kth_tiles", {1, 19, 17, 2}, 0.05, 0.3f, 250);  // 323 pixels
+}
+TEST(Ohem, ThreshBound) { check_ohem("ohem_thresh", {1, 6, 7, 19}, 0.1, 0.7f, 3); }
+TEST(Ohem, MinKeptZero) { check_ohem("ohem_min_kept_0", {2, 3, 5, 4}, 0.1, 0.5f, 0); }
+
+TEST(Ohem, TiesAtKthAreDropped) {
+  // p_gt of the 6 pixels: one low, three identical, two high. min_kept = 3 -> p_(3) is the tied
+  // value > thresh, so threshold = p_(3) and the strict "<" keeps only the low pixel.
+  const int64_t C = 4;
+  const std::vector<std::vector<float>> rows = {{0.f, 3.f, 0.f, 0.f}, {-1.f, 0.f, 0.f, 0.f}, {-1.f, 0.f, 0.f, 0.f},
+                                                {-1.f, 0.f, 0.f, 0.f}, {-3.f, 0.f, 0.f, 0.f}, {0.f, 5.f, 0.f, 0.f}};
+  const std::vector<int64_t> y = {1, 0, 0, 0, 0, 255};
+  std::vector<float> x;
+  for (const auto& r : rows) x.insert(x.end(), r.begin(), r.end());
+  const std::vector<double> xd(x.begin(), x.end()), yd(y.begin(), y.end());
+  const double want = ohem_ref(xd, yd, C, 0.05, 3, 255);
+  // By hand: pixel 4 (x = -3 vs three zeros) has the lowest p and is the only one kept.
+  const double nll4 = std::log(std::exp(-3.0) + 3.0) + 3.0;
+  EXPECT_NEAR(want, nll4 / (1 + 6e-5), 1e-12);
+  for (Device d : devices()) {
+    Tensor xt = Tensor::from_vector(x, {6, C}, d).set_requires_grad(true);
+    Tensor l = ohem_cross_entropy(xt, Tensor::from_vector_i64(y, {6}, d), 0.05f, 3, 255);
+    EXPECT_NEAR(l.item(), want, 1e-6) << d.str();
+    l.backward();
+    const auto g = xt.grad().to_vector();
+    for (int64_t i = 0; i < 6 * C; ++i) {
+      if (i / C != 4) {
+        EXPECT_EQ(g[(size_t)i], 0.f) << "element " << i << " on " << d.str();
+      }
+    }
+  }
+}
+
+TEST(Ohem, MatchesCeWhenEverythingKept) {
+  // thresh > 1 keeps every valid pixel: OHEM = sum nll / (#valid + 1e-5 P).
+  for (Device d : devices()) {
+    Tensor x = Tensor::uniform({2, 5, 3, 6}, 8, -2.f, 2.f, d);
+    const auto lab = make_labels(30, 6, 0.2, 4);
+    std::vector<int64_t> li(lab.begin(), lab.end());
+    Tensor y = Tensor::from_vector_i64(li, {2, 5, 3}, d);
+    const std::vector<float> xv = x.to_vector();
+    const std::vector<double> xd(xv.begin(), xv.end()), yd(lab.begin(), lab.end());
+    EXPECT_NEAR(ohem_cross_entropy(x, y, 1.5f, 2).item(), ohem_ref(xd, yd, 6, 1.5, 2, 255), 1e-5);
+  }
+}
+
+// ---------------------------------------------------------------------------- pointwise losses
+namespace {
+
+std::vector<OpCase> point_cases(bool weighted) {
+  auto c = [weighted](std::string n, Shape s) {
+    std::vector<Shape> v = {s, s};
+    if (weighted) v.push_back(s);
+    return OpCase{n, v};
+  };
+  return {c("scalar", {1}), c("odd", {1031}), c("yolo_like", {2, 3, 5, 17}), c("size1", {1, 7, 1, 3})};
+}
+
+}  // namespace
+
+TEST(BceWithLogits, ExtremesAndWeights) {
+  for (bool weighted : {false, true}) {
+    CheckOptions o;
+    o.differentiable = {true, false, false};
+    o.input_gen = [](int input, const Shape& s, uint64_t seed) {
+      const int64_t n = shape_numel(s);
+      std::vector<float> v((size_t)n);
+      const float ext[] = {50.f, -50.f, 20.f, -20.f, 0.f, 1e-4f};
+      for (int64_t i = 0; i < n; ++i) {
+        const double u = unit(seed * 31 + (uint64_t)i + 1000 * (uint64_t)input);
+        if (input == 0) v[(size_t)i] = i % 5 == 0 ? ext[(i / 5) % 6] : (float)(u * 12 - 6);
+        else if (input == 1) v[(size_t)i] = i % 3 == 0 ? (float)(i % 2) : (float)u;  // hard and soft targets
+        else v[(size_t)i] = (float)(0.1 + 2 * u);
+      }
+      return v;
+    };
+    check_op(
+        weighted ? "bce_with_logits_w" : "bce_with_logits", point_cases(weighted),
+        [weighted](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{bce_with_logits(in[0], in[1], weighted ? in[2] : Tensor())};
+        },
+        [weighted](const RefInputs& in, const std::vector<Shape>&) {
+          double s = 0;
+          for (size_t i = 0; i < in[0].size(); ++i) {
+            const double x = in[0][i], t = in[1][i];
+            const double l = std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::fabs(x)));
+            s += weighted ? l * in[2][i] : l;
+          }
+          return std::vector<std::vector<double>>{{s / (double)in[0].size()}};
+        },
+        o);
+  }
+}
+
+TEST(BinaryCrossEntropy, Interior) {
+  CheckOptions o;
+  o.differentiable = {true, false, false};
+  o.input_gen = [](int input, const Shape& s, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(s));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const double u = unit(seed * 17 + i + 7777 * (uint64_t)input);
+      v[i] = input == 0 ? (float)(0.03 + 0.94 * u) : input == 1 ? (float)u : (float)(0.5 + u);
+    }
+    return v;
+  };
+  check_op(
+      "binary_cross_entropy", point_cases(true),
+      [](const std::vector<Tensor>& in) { return std::vector<Tensor>{binary_cross_entropy(in[0], in[1], in[2])}; },
+      [](const RefInputs& in, const std::vector<Shape>&) {
+        double s = 0;
+        for (size_t i = 0; i < in[0].size(); ++i) {
+          const double p = in[0][i], t = in[1][i];
+          s += -in[2][i] * (t * std::log(p) + (1 - t) * std::log(1 - p));
+        }
+        return std::vector<std::vector<double>>{{s / (double)in[0].size()}};
+      },
+      o);
+}
+
+TEST(BinaryCrossEntropy, ProbabilitiesAtZeroAndOne) {
+  // log(0) is clamped to -100 (Paddle and PyTorch); grad = (p - t) / max(p(1-p), 1e-12).
+  const std::vector<float> p = {0.f, 1.f, 0.f, 1.f, 0.5f};
+  const std::vector<float> t = {0.f, 1.f, 1.f, 0.f, 0.25f};
+  const double l4 = -(0.25 * std::log(0.5) + 0.75 * std::log(0.5));
+  const double want = (0 + 0 + 100 + 100 + l4) / 5;
+  for (Device d : devices()) {
+    Tensor pt = Tensor::from_vector(p, {5}, d).set_requires_grad(true);
+    Tensor l = binary_cross_entropy(pt, Tensor::from_vector(t, {5}, d), Tensor());
+    EXPECT_NEAR(l.item(), want, 1e-5) << d.str();
+    l.backward();
+    const auto g = pt.grad().to_vector();
+    const float want_g[] = {0.f, 0.f, -1e12f / 5, 1e12f / 5, (float)((0.5 - 0.25) / 0.25 / 5)};
+    for (int i = 0; i < 5; ++i) EXPECT_NEAR(g[(size_t)i], want_g[i], 1e-6 * std::fabs(want_g[i]) + 1e-7) << i;
+    EXPECT_THROW(binary_cross_entropy(Tensor::from_vector({0.5f, 1.5f}, {2}, d), Tensor::from_vector({0.f, 1.f}, {2}, d),
+                                      Tensor()),
+                 Error);
+    EXPECT_THROW(binary_cross_entropy(Tensor::from_vector({0.5f, NAN}, {2}, d), Tensor::from_vector({0.f, 1.f}, {2}, d),
+                                      Tensor()),
+                 Error);
+  }
+}
+
+TEST(L1Loss, MeanAbs) {
+  CheckOptions o;
+  o.input_gen = [](int input, const Shape& s, uint64_t seed) {
+    std::vector<float> v((size_t)shape_numel(s));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float a = (float)(unit(seed * 13 + i) * 4 - 2);
+      const float off = (float)(0.05 + unit(seed * 29 + i)) * (i % 2 ? 1.f : -1.f);  // |a - b| >= 0.05
+      v[i] = input == 0 ? a : a + off;
+    }
+    return v;
+  };
+  check_op(
+      "l1_loss", point_cases(false),
+      [](const std::vector<Tensor>& in) { return std::vector<Tensor>{l1_loss(in[0], in[1])}; },
+      [](const RefInputs& in, const std::vector<Shape>&) {
+        double s = 0;
+        for (size_t i = 0; i < in[0].size(); ++i) s += std::fabs(in[0][i] - in[1][i]);
+        return std::vector<std::vector<double>>{{s / (double)in[0].size()}};
+      },
+      o);
+}
+
+TEST(PointLosses, BadInputs) {
+  for (Device d : devices()) {
+    Tensor a = Tensor::uniform({2, 3}, 1, -1.f, 1.f, d);
+    EXPECT_THROW(bce_with_logits(a, Tensor::uniform({3, 2}, 2, 0.f, 1.f, d), Tensor()), Error);
+    EXPECT_THROW(bce_with_logits(a, a, Tensor::uniform({6}, 2, 0.f, 1.f, d)), Error);
+    EXPECT_THROW(l1_loss(a, a.to(DType::F16)), Error);
+    EXPECT_THROW(l1_loss(Tensor::empty({0}, DType::F32, d), Tensor::empty({0}, DType::F32, d)), Error);
+  }
+}
