@@ -6,7 +6,7 @@
 //  - (CPU) through the raw oneDNN primitive alone on the same shape: NHWC activations, weights
 //    already in the primitive's format, nothing allocated per call -- the ceiling for the op.
 // After each layer a line "conv2d op/raw" gives the op's rate as a fraction of the raw primitive's,
-// from the fastest of the calls the runner timed (the table rows show medians). Target (issue):
+// from the fastest of the calls the runner timed (the table rows show medians). Target:
 // op >= 280 GFLOP/s for fwd, bwd_data and bwd_weights on the 3x3 layers with Cin >= 32, where the
 // raw primitives reach ~330-366; the 3-channel stem, the 1x1 and the depthwise layers are reported
 // without a floor.

@@ -113,8 +113,9 @@ class BenchRunner : public Runner {
       row.gflops = work.flops / s / 1e9;
       const double bw_peak = device.is_cpu() ? peaks_.cpu_bw : peaks_.gpu_bw;
       const double fl_peak = device.is_cpu() ? peaks_.cpu_flops : peaks_.gpu_flops;
-      if (work.flops > 0 && fl_peak > 0) row.frac = work.flops / s / fl_peak;
-      else if (bw_peak > 0) row.frac = work.bytes / s / bw_peak;
+      // The fraction of the roof that binds: compute for GEMM/conv, bandwidth for the rest.
+      if (fl_peak > 0) row.frac = work.flops / s / fl_peak;
+      if (bw_peak > 0) row.frac = std::max(row.frac, work.bytes / s / bw_peak);
     } else {
       row.status = "ok (validated only)";
     }

@@ -3,7 +3,7 @@
 // x is [N, H, W, C] (NHWC, docs/ARCHITECTURE.md) or [N, C]; statistics are per channel over every
 // other axis (M = N*H*W values per channel). weight, bias, running_mean, running_var are [C].
 //
-// Semantics (Paddle's nn.BatchNorm2D; /work/shared/reference/ppliteseg.md §2.7):
+// Semantics (Paddle's nn.BatchNorm2D):
 //  - training: normalise with the batch mean and the BIASED batch variance (divide by M), plus eps:
 //      y = (x - mean) / sqrt(var + eps) * weight + bias
 //    and update the running statistics in place with Paddle's momentum convention
