@@ -67,30 +67,6 @@ Tile make_tile(int64_t M, int64_t C, int V) {
   return t;
 }
 
-bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-template <int V>
-__device__ __forceinline__ void load_vec(const float* p, float (&v)[V]) {
-  if constexpr (V == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    v[0] = a.x;
-    v[1] = a.y;
-    v[2] = a.z;
-    v[3] = a.w;
-  } else {
-    v[0] = *p;
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void store_vec(float* p, const float (&v)[V]) {
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-    *p = v[0];
-  }
-}
-
 // ------------------------------------------------------------------------------- statistics
 template <int V>
 __global__ void __launch_bounds__(kThreads) batch_norm_stats_partial_kernel(const float* __restrict__ x, int64_t M,
@@ -109,7 +85,7 @@ ENGINE_UNROLL
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
       float xv[V];
-      load_vec<V>(x + r * C + c0, xv);
+      cuda::load_vec<V>(x + r * C + c0, xv);
       n += 1.f;
       const float inv = __frcp_rn(n);
 ENGINE_UNROLL
@@ -234,10 +210,10 @@ ENGINE_UNROLL
   }
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     float xv[V];
-    load_vec<V>(x + r * C + c0, xv);
+    cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
     for (int v = 0; v < V; ++v) xv[v] = (xv[v] - m[v]) * s[v] + b[v];
-    store_vec<V>(y + r * C + c0, xv);
+    cuda::store_vec<V>(y + r * C + c0, xv);
   }
 }
 
@@ -263,8 +239,8 @@ ENGINE_UNROLL
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
       float gv[V], xv[V];
-      load_vec<V>(g + r * C + c0, gv);
-      load_vec<V>(x + r * C + c0, xv);
+      cuda::load_vec<V>(g + r * C + c0, gv);
+      cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         sg[v] += gv[v];
@@ -353,17 +329,17 @@ ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
     if constexpr (kG) {
       float gv[V];
-      load_vec<V>(g + r * C + c0, gv);
+      cuda::load_vec<V>(g + r * C + c0, gv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) o[v] += a[v] * gv[v];
     }
     if constexpr (kX) {
       float xv[V];
-      load_vec<V>(x + r * C + c0, xv);
+      cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) o[v] += b[v] * (xv[v] - m[v]);
     }
-    store_vec<V>(dx + r * C + c0, o);
+    cuda::store_vec<V>(dx + r * C + c0, o);
   }
 }
 
@@ -380,7 +356,7 @@ __global__ void __launch_bounds__(kThreads) batch_norm_update_running_kernel(flo
 int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
   if (C % 4 != 0) return 1;
   for (const void* p : ptrs)
-    if (!aligned16(p)) return 1;
+    if (!(p == nullptr || cuda::is_aligned16(p))) return 1;
   return 4;
 }
 

@@ -19,8 +19,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 // ------------------------------------------------------------------------------------- unary
 // No __restrict__ here: with it ptxas (sm_80) hoists loads across sqrt's slow-path call and spills;
 // __ldg gives the read-only load path explicitly instead.
@@ -29,7 +27,7 @@ __global__ void __launch_bounds__(kBlock) unary_fwd_contig_kernel(const float* x
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   int64_t vec_end = 0;
-  if (aligned16(x) && aligned16(out)) {
+  if (cuda::is_aligned16(x) && cuda::is_aligned16(out)) {
     vec_end = n / 4 * 4;
     const float4* x4 = reinterpret_cast<const float4*>(x);
     float4* o4 = reinterpret_cast<float4*>(out);
@@ -65,7 +63,7 @@ __global__ void __launch_bounds__(kBlock) binary_fwd_contig_kernel(const float* 
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   int64_t vec_end = 0;
-  if (aligned16(a) && aligned16(b) && aligned16(out)) {
+  if (cuda::is_aligned16(a) && cuda::is_aligned16(b) && cuda::is_aligned16(out)) {
     vec_end = n / 4 * 4;
     const float4* a4 = reinterpret_cast<const float4*>(a);
     const float4* b4 = reinterpret_cast<const float4*>(b);

@@ -46,52 +46,6 @@ constexpr int kThreads = 256;
 #endif
 constexpr int64_t kWindowBlockMin = 32;  // window cells from which the block-per-output kernel is used
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-template <int V>
-__device__ __forceinline__ void load_vec(const float* p, float (&v)[V]) {
-  if constexpr (V == 4) {
-    const float4 a = *reinterpret_cast<const float4*>(p);
-    v[0] = a.x;
-    v[1] = a.y;
-    v[2] = a.z;
-    v[3] = a.w;
-  } else {
-    v[0] = *p;
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void store_vec(float* p, const float (&v)[V]) {
-  if constexpr (V == 4) {
-    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-  } else {
-    *p = v[0];
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void load_idx(const int32_t* p, int32_t (&v)[V]) {
-  if constexpr (V == 4) {
-    const int4 a = *reinterpret_cast<const int4*>(p);
-    v[0] = a.x;
-    v[1] = a.y;
-    v[2] = a.z;
-    v[3] = a.w;
-  } else {
-    v[0] = *p;
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void store_idx(int32_t* p, const int32_t (&v)[V]) {
-  if constexpr (V == 4) {
-    *reinterpret_cast<int4*>(p) = make_int4(v[0], v[1], v[2], v[3]);
-  } else {
-    *p = v[0];
-  }
-}
-
 // Thread layout of the per-pixel kernels: blockDim = (bx, by), threadIdx.x = channel vector within
 // the tile blockIdx.y, threadIdx.y + blockIdx.x * by = pixel (grid-stride). Pixel indices fit in
 // int32 (checked by the op layer), so the decomposition uses fast 32-bit integer math.
@@ -129,14 +83,14 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_kernel(const float* _
     for (int h = hb; h < he; ++h)
       for (int w = wb; w < we; ++w) {
         float xv[V];
-        load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+        cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] += xv[v];
       }
     const float s = g.avg_scale(hb, he, wb, we);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) acc[v] *= s;
-    store_vec<V>(y + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec<V>(y + (int64_t)p * g.c + c0, acc);
   }
 }
 
@@ -161,7 +115,7 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_window_kernel(const f
     for (int k = ty; k < cells; k += by) {
       const int h = hb + k / ww, w = wb + k % ww;
       float xv[V];
-      load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+      cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) acc[v] += xv[v];
     }
@@ -180,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_window_kernel(const f
     const float sc = g.avg_scale(hb, he, wb, we);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) acc[v] = s_acc[t * V + v] * sc;
-    store_vec<V>(y + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec<V>(y + (int64_t)p * g.c + c0, acc);
   }
 }
 
@@ -198,13 +152,13 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_fwd_kernel(const float* _
     g.window_w(ow, wb, we);
     float best[V];
     int32_t bi[V];
-    load_vec<V>(x + g.offset(n, hb, wb, g.h, g.w) + c0, best);
+    cuda::load_vec<V>(x + g.offset(n, hb, wb, g.h, g.w) + c0, best);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) bi[v] = hb * g.w + wb;
     for (int h = hb; h < he; ++h)
       for (int w = (h == hb ? wb + 1 : wb); w < we; ++w) {
         float xv[V];
-        load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+        cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
         const int32_t pos = h * g.w + w;
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) {
@@ -214,8 +168,8 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_fwd_kernel(const float* _
         }
       }
     const int64_t off = (int64_t)p * g.c + c0;
-    store_vec<V>(y + off, best);
-    store_idx<V>(idx + off, bi);
+    cuda::store_vec<V>(y + off, best);
+    cuda::store_vec<V>(idx + off, bi);
   }
 }
 
@@ -245,12 +199,12 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_bwd_kernel(const float* _
         g.window_w(ow, wb, we);
         const float s = g.avg_scale(hb, he, wb, we);
         float gv[V];
-        load_vec<V>(gy + g.offset(n, oh, ow, g.oh, g.ow) + c0, gv);
+        cuda::load_vec<V>(gy + g.offset(n, oh, ow, g.oh, g.ow) + c0, gv);
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] += gv[v] * s;
       }
     }
-    store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
   }
 }
 
@@ -278,12 +232,12 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_bwd_kernel(const float* _
         const int64_t off = g.offset(n, oh, ow, g.oh, g.ow) + c0;
         float gv[V];
         int32_t iv[V];
-        load_vec<V>(gy + off, gv);
-        load_idx<V>(idx + off, iv);
+        cuda::load_vec<V>(gy + off, gv);
+        cuda::load_vec<V>(idx + off, iv);
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] += iv[v] == pos ? gv[v] : 0.f;
       }
-    store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
   }
 }
 
@@ -291,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_bwd_kernel(const float* _
 int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
   if (C % 4 != 0) return 1;
   for (const void* p : ptrs)
-    if (!aligned16(p)) return 1;
+    if (!cuda::is_aligned16(p)) return 1;
   return 4;
 }
 

@@ -126,7 +126,6 @@ __global__ void __launch_bounds__(kBlock) resize_bwd_kernel(ResizeArgs a, const 
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 
@@ -134,8 +133,8 @@ void resize_fwd_cuda(const ResizeArgs& a, const float* x, float* out, cudaStream
   const int64_t pixels = a.N * a.h.out * a.w.out;
   if (pixels == 0 || a.C == 0) return;
   const bool nearest = a.h.mode == ResizeMode::Nearest;
-  const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 && aligned16(x) &&
-                   aligned16(out);
+  const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 && cuda::is_aligned16(x) &&
+                   cuda::is_aligned16(out);
   const int64_t per_image = a.h.out * a.w.out * (vec ? a.C / 4 : a.C);
   ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize: one output image of ", a.h.out, "x", a.w.out, "x", a.C,
                " elements is too large for the CUDA kernel (2^31 limit)");
@@ -155,7 +154,7 @@ void resize_fwd_cuda(const ResizeArgs& a, const float* x, float* out, cudaStream
 void resize_bwd_cuda(const ResizeArgs& a, const float* g, float* gx, cudaStream_t s) {
   const int64_t pixels = a.N * a.h.in * a.w.in;
   if (pixels == 0 || a.C == 0) return;
-  const bool vec = a.C % 4 == 0 && aligned16(g) && aligned16(gx);
+  const bool vec = a.C % 4 == 0 && cuda::is_aligned16(g) && cuda::is_aligned16(gx);
   const int64_t per_image = a.h.in * a.w.in * (vec ? a.C / 4 : a.C);
   ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize backward: one input image of ", a.h.in, "x", a.w.in, "x", a.C,
                " elements is too large for the CUDA kernel (2^31 limit)");
