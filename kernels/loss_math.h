@@ -2,7 +2,7 @@
 // (kernels/cpu/loss_cpu.cpp, optim_cpu.cpp) and the CUDA kernels (kernels/cuda/loss.cu, optim.cu),
 // so the two backends compute the same expressions.
 //
-// exp_neg_f / log_f / log1p_f are branch-free polynomial versions (selects only) so that the CPU
+// log_f / log1p_f (and exp_neg_f, in shared_math.h) are branch-free polynomial versions (selects only) so that the CPU
 // loops over pixels vectorise with AVX-512 (glibc's vector expf/logf need -ffast-math, which the
 // engine does not use). Every multiply-add is an explicit fmaf, so gcc (ISO mode: no contraction)
 // and nvcc (contracts by default) evaluate the same rounding sequence: the OHEM probabilities, and
@@ -13,48 +13,6 @@
 #include "kernels/shared_math.h"
 
 namespace engine::kernels {
-
-// Bit casts that gcc keeps in registers inside vectorised loops (memcpy through a stack slot stops
-// the vectoriser when the value comes from a select).
-ENGINE_HD uint32_t f2u(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  return __builtin_bit_cast(uint32_t, f);
-#endif
-}
-ENGINE_HD float u2f(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  return __builtin_bit_cast(float, u);
-#endif
-}
-
-// exp(x) for x <= 0 (softmax after max subtraction, exp(-|x|) in BCE). Relative error ~1 ulp;
-// x < -87.3 (result below FLT_MIN) gives 0; NaN propagates; x > 0 is clamped to 0 (returns 1).
-ENGINE_HD float exp_neg_f(float x) {
-  const float xc = x > 0.f ? 0.f : (x < -87.3f ? -87.3f : x);
-  // n = round(x / ln2) with the 1.5*2^23 trick (exact for |n| < 2^22), r = x - n*ln2 in two parts.
-  const float t = fmaf(xc, 1.44269504088896341f, 12582912.f);
-  const float n = t - 12582912.f;
-  float r = fmaf(n, -0.693145751953125f, xc);
-  r = fmaf(n, -1.428606765330187e-06f, r);
-  // Taylor to degree 7 on |r| <= ln2/2: truncation error < 6e-9 relative.
-  float p = 1.f / 5040.f;
-  p = fmaf(p, r, 1.f / 720.f);
-  p = fmaf(p, r, 1.f / 120.f);
-  p = fmaf(p, r, 1.f / 24.f);
-  p = fmaf(p, r, 1.f / 6.f);
-  p = fmaf(p, r, 0.5f);
-  p = fmaf(p, r, 1.f);
-  p = fmaf(p, r, 1.f);
-  const int32_t e = (int32_t)n + 127;  // n in [-126, 0]: a normal power of two
-  const float scale = u2f((uint32_t)e << 23);
-  const float y = p * scale;
-  const float r0 = x < -87.3f ? 0.f : y;
-  return std::isnan(x) ? x : r0;
-}
 
 // log(x) for finite x > 0 (normal floats). x = m * 2^k with m in [sqrt(1/2), sqrt(2)),
 // log(m) = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.1716: odd series to s^11 (error < 1e-9 relative).
