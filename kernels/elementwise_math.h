@@ -17,7 +17,7 @@ template <UnaryOp op>
 ENGINE_HD float unary_fwd(float x, float alpha) {
   switch (op) {
     case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return expf(x);
+    case UnaryOp::Exp: return exp_f(x);
     case UnaryOp::Log: return logf(x);
     case UnaryOp::Sqrt: return sqrt_f(x);
     case UnaryOp::Relu: return x > 0.f ? x : 0.f;

@@ -59,6 +59,30 @@ ENGINE_HD float exp_neg_f(float x) {
   return std::isnan(x) ? x : r0;
 }
 
+// exp(x) for any x, branch-free like exp_neg_f (same reduction and polynomial): x > 88.72 gives
+// +inf, x < -87.3 gives 0 (no subnormal results), NaN propagates. 2^n is applied as two normal
+// powers of two so n can span [-126, 128].
+ENGINE_HD float exp_f(float x) {
+  const float xc = x > 88.72f ? 88.72f : (x < -87.3f ? -87.3f : x);
+  const float t = fmaf(xc, 1.44269504088896341f, 12582912.f);
+  const float n = t - 12582912.f;
+  float r = fmaf(n, -0.693145751953125f, xc);
+  r = fmaf(n, -1.428606765330187e-06f, r);
+  float p = 1.f / 5040.f;
+  p = fmaf(p, r, 1.f / 720.f);
+  p = fmaf(p, r, 1.f / 120.f);
+  p = fmaf(p, r, 1.f / 24.f);
+  p = fmaf(p, r, 1.f / 6.f);
+  p = fmaf(p, r, 0.5f);
+  p = fmaf(p, r, 1.f);
+  p = fmaf(p, r, 1.f);
+  const int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
+  const float y = p * u2f((uint32_t)(n1 + 127) << 23) * u2f((uint32_t)(n2 + 127) << 23);
+  const float big = x > 88.72f ? INFINITY : y;
+  const float r0 = x < -87.3f ? 0.f : big;
+  return std::isnan(x) ? x : r0;
+}
+
 // Logistic, branch-free on top of exp_neg_f so the CPU loops vectorise (libm's expf does not) and
 // both devices compute the same bits: e = exp(-|x|); x >= 0: 1 / (1 + e), x < 0: e / (1 + e).
 ENGINE_HD float sigmoid_f(float x) {

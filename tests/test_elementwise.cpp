@@ -212,3 +212,21 @@ TEST(Elementwise, EmptyTensors) {
   EXPECT_EQ(relu(a).shape(), (Shape{0, 3}));
   EXPECT_EQ((a + Tensor::zeros({3})).shape(), (Shape{0, 3}));
 }
+
+TEST(Elementwise, ExpAndSigmoidAtTheExtremes) {
+  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+    const Tensor x = Tensor::from_vector({100.f, -100.f, NAN, 88.f, -87.f, 0.f}, {6}, d);
+    const auto e = exp(x).to_vector();
+    EXPECT_TRUE(std::isinf(e[0]) && e[0] > 0);
+    EXPECT_EQ(e[1], 0.f);
+    EXPECT_TRUE(std::isnan(e[2]));
+    EXPECT_NEAR(e[3], std::exp(88.0), 1e-6 * std::exp(88.0));
+    EXPECT_NEAR(e[4], std::exp(-87.0), 1e-6 * std::exp(-87.0));
+    EXPECT_EQ(e[5], 1.f);
+    const auto s = sigmoid(x).to_vector();
+    EXPECT_EQ(s[0], 1.f);
+    EXPECT_EQ(s[1], 0.f);
+    EXPECT_TRUE(std::isnan(s[2]));
+    EXPECT_EQ(s[5], 0.5f);
+  }
+}
