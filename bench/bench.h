@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/device.h"
+#include "engine/tensor.h"
 
 namespace engine::bench {
 
@@ -30,6 +31,15 @@ class Runner {
   virtual const std::vector<Device>& devices() const = 0;
   virtual bool quick() const = 0;
 };
+
+// Helpers shared by the bench files.
+// "4x64x64x128".
+std::string shape_name(const Shape& s);
+// The shape to use: unchanged, or in quick mode smaller (rank >= 3: dims 1 and 2 divided by 8, the
+// spatial dims of [N,H,W,C] / [N,H,W]; rank 1: divided by 64).
+Shape scaled(Shape s, bool quick);
+// "" when got matches want within tol * (1 + |want|) everywhere, else the first mismatch.
+std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol);
 
 using BenchFn = void (*)(Runner&);
 int register_bench(const char* family, BenchFn fn);

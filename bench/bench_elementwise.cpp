@@ -13,20 +13,8 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
-
-Shape scaled(Shape s, bool quick) {
-  if (quick && s.size() == 4) {  // spatial dims / 8
-    s[1] = std::max<int64_t>(1, s[1] / 8);
-    s[2] = std::max<int64_t>(1, s[2] / 8);
-  }
-  return s;
-}
+using bench::shape_name;
+using bench::scaled;
 
 // Compares `got` with `want(i)` on every element; returns "" or the first mismatch.
 template <class F>

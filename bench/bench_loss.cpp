@@ -18,20 +18,8 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
-
-Shape scaled(Shape s, bool quick) {
-  if (quick && s.size() >= 3) {
-    s[1] = std::max<int64_t>(1, s[1] / 8);
-    s[2] = std::max<int64_t>(1, s[2] / 8);
-  }
-  return s;
-}
+using bench::shape_name;
+using bench::scaled;
 
 std::string near(double got, double want, double tol, const char* what) {
   if (std::fabs(got - want) <= tol * (1 + std::fabs(want))) return "";

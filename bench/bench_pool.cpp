@@ -15,28 +15,9 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
-
-Shape scaled(Shape s, bool quick) {
-  if (quick) {
-    s[1] = std::max<int64_t>(1, s[1] / 8);
-    s[2] = std::max<int64_t>(1, s[2] / 8);
-  }
-  return s;
-}
-
-std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol) {
-  if (got.size() != want.size()) return "size mismatch";
-  for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i]))))
-      return "element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
-  return "";
-}
+using bench::shape_name;
+using bench::scaled;
+using bench::compare;
 
 enum class Kind { Avg, Max, Adaptive };
 

@@ -18,21 +18,9 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
-
-Shape scaled(Shape s, bool quick) {
-  if (quick && s.size() == 4) {
-    s[1] = std::max<int64_t>(1, s[1] / 8);
-    s[2] = std::max<int64_t>(1, s[2] / 8);
-  }
-  if (quick && s.size() == 1) s[0] = std::max<int64_t>(1, s[0] / 64);
-  return s;
-}
+using bench::shape_name;
+using bench::scaled;
+using bench::compare;
 
 std::string axes_name(const std::vector<int>& a) {
   std::ostringstream o;
@@ -60,14 +48,6 @@ std::vector<double> naive_sum(const std::vector<float>& x, Geo g, double scale) 
       for (int64_t i = 0; i < g.inner; ++i) out[(size_t)(o * g.inner + i)] += x[(size_t)((o * g.reduce + r) * g.inner + i)];
   for (double& v : out) v *= scale;
   return out;
-}
-
-std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol) {
-  if (got.size() != want.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
-  for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i]))))
-      return "element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
-  return "";
 }
 
 std::string check_max(const MaxResult& r, const std::vector<float>& x, Geo g) {

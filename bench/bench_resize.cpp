@@ -16,12 +16,8 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
+using bench::shape_name;
+using bench::compare;
 
 struct Tap {
   int64_t i0, i1;
@@ -59,14 +55,6 @@ void for_each_tap(const Shape& in, int64_t oh, int64_t ow, bool nearest, const F
           }
       }
     }
-}
-
-std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol) {
-  if (got.size() != want.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
-  for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i]))))
-      return "element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
-  return "";
 }
 
 }  // namespace

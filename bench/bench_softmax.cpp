@@ -17,20 +17,9 @@
 namespace {
 
 using namespace engine;
-
-std::string shape_name(const Shape& s) {
-  std::ostringstream o;
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? "x" : "") << s[i];
-  return o.str();
-}
-
-Shape scaled(Shape s, bool quick) {
-  if (quick && s.size() == 4) {
-    s[1] = std::max<int64_t>(1, s[1] / 8);
-    s[2] = std::max<int64_t>(1, s[2] / 8);
-  }
-  return s;
-}
+using bench::shape_name;
+using bench::scaled;
+using bench::compare;
 
 // Row-wise softmax / log_softmax of contiguous rows of length L, in double.
 std::vector<double> ref_rows(const std::vector<float>& x, int64_t L, bool log_) {
@@ -43,14 +32,6 @@ std::vector<double> ref_rows(const std::vector<float>& x, int64_t L, bool log_) 
     for (int64_t c = 0; c < L; ++c) y[r * (size_t)L + (size_t)c] = log_ ? xr[c] - m - std::log(s) : std::exp(xr[c] - m) / s;
   }
   return y;
-}
-
-std::string compare(const std::vector<float>& got, const std::vector<double>& want, double tol) {
-  if (got.size() != want.size()) return "size " + std::to_string(got.size()) + " vs " + std::to_string(want.size());
-  for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - want[i]) <= tol * (1 + std::fabs(want[i]))))
-      return "element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
-  return "";
 }
 
 }  // namespace
