@@ -150,7 +150,12 @@ ENGINE_HD float half_bits_to_float(uint16_t h) {
 }
 
 // Load element i of a buffer of any storage type as f32, and store f32 into any storage type.
-// Integer stores truncate toward zero like a C cast (documented in engine/ops/copy.h).
+// Integer stores truncate toward zero and saturate at the type's range; NaN stores 0 (documented in
+// engine/ops/copy.h). A plain C cast of an out-of-range float is undefined: x86 wraps, a GPU's cvt
+// saturates, so the clamp is explicit to give both devices the same bits.
+ENGINE_HD float saturate_for_int(float v, float lo, float hi) {
+  return v != v ? 0.f : (v < lo ? lo : (v > hi ? hi : v));
+}
 ENGINE_HD float load_as_float(const void* p, DType t, int64_t i) {
   switch (t) {
     case DType::F32: return static_cast<const float*>(p)[i];
@@ -167,9 +172,9 @@ ENGINE_HD void store_from_float(void* p, DType t, int64_t i, float v) {
     case DType::F32: static_cast<float*>(p)[i] = v; break;
     case DType::F16: static_cast<uint16_t*>(p)[i] = float_to_half_bits(v); break;
     case DType::BF16: static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(v); break;
-    case DType::I32: static_cast<int32_t*>(p)[i] = (int32_t)v; break;
-    case DType::I64: static_cast<int64_t*>(p)[i] = (int64_t)v; break;
-    case DType::U8: static_cast<uint8_t*>(p)[i] = (uint8_t)v; break;
+    case DType::I32: static_cast<int32_t*>(p)[i] = (int32_t)saturate_for_int(v, -2147483648.f, 2147483520.f); break;
+    case DType::I64: static_cast<int64_t*>(p)[i] = (int64_t)saturate_for_int(v, -9223372036854775808.f, 9223371487098961920.f); break;
+    case DType::U8: static_cast<uint8_t*>(p)[i] = (uint8_t)saturate_for_int(v, 0.f, 255.f); break;
   }
 }
 

@@ -125,7 +125,8 @@ TEST(GemmGpu, MatmulOpMatchesCpu) {
   std::vector<std::vector<float>> res[2];
   for (int d = 0; d < 2; ++d) {
     const Device dev = d ? Device::cuda(0) : Device::cpu();
-    Tensor a = a0.to(dev).set_requires_grad(true), b = b0.to(dev).set_requires_grad(true);
+    // detach(): on the CPU to() returns a0 itself, which must stay a plain input for the GPU pass.
+    Tensor a = a0.to(dev).detach().set_requires_grad(true), b = b0.to(dev).detach().set_requires_grad(true);
     Tensor out = matmul(a, b.transpose(0, 1));
     out.backward(Tensor::full(out.shape(), 1.f, DType::F32, dev));
     res[d] = {out.to_vector(), a.grad().to_vector(), b.grad().to_vector()};

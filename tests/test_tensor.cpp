@@ -97,6 +97,11 @@ TEST(Tensor, CastsRoundTripAndRoundToNearestEven) {
     EXPECT_EQ(b[2], 1.f);
     const auto i = Tensor::from_vector({-2.7f, 2.7f, 300.f}, {3}, d).to(DType::I32).to_vector();
     EXPECT_EQ(i, (std::vector<float>{-2.f, 2.f, 300.f}));
+    // Out-of-range values saturate and NaN becomes 0 (a C cast is undefined there; GPUs saturate).
+    const auto u = Tensor::from_vector({300.f, -5.f, NAN, 254.9f}, {4}, d).to(DType::U8).to_vector();
+    EXPECT_EQ(u, (std::vector<float>{255.f, 0.f, 0.f, 254.f}));
+    const auto s = Tensor::from_vector({3e9f, -3e9f}, {2}, d).to(DType::I32).to(DType::I64).to_vector_i64();
+    EXPECT_EQ(s, (std::vector<int64_t>{2147483520ll, -2147483648ll}));
     const Tensor big = Tensor::from_vector_i64({(1ll << 40) + 1, -5}, {2}, d);
     EXPECT_EQ(big.clone().to_vector_i64(), (std::vector<int64_t>{(1ll << 40) + 1, -5}));  // bit-exact copies
   }

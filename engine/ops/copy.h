@@ -1,5 +1,6 @@
 // Copy family: contiguous copies, casts between storage types, fills, device transfers.
-// Casts to integer types truncate toward zero (C semantics); f16/bf16 round to nearest even.
+// Casts to integer types truncate toward zero and saturate at the type's range (NaN -> 0; a plain C
+// cast is undefined there and differs between x86 and GPUs); f16/bf16 round to nearest even.
 #pragma once
 #include "engine/tensor.h"
 
