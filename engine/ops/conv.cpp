@@ -173,7 +173,7 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
     cpu();
   };
 #endif
-  ENGINE_DISPATCH(kOp, gy.device(), cpu(), cuda());
+  ENGINE_DISPATCH("conv2d_backward_data", gy.device(), cpu(), cuda());
   return gx;
 }
 
@@ -204,7 +204,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     cpu();
   };
 #endif
-  ENGINE_DISPATCH(kOp, dev, cpu(), cuda());
+  ENGINE_DISPATCH("conv2d_backward_weights", dev, cpu(), cuda());
   return {gw, gb};
 }
 

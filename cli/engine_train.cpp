@@ -1,0 +1,57 @@
+// engine-train: PaddleSeg's tools/train.py for this engine.
+//   engine-train --config configs/pp_liteseg_synthetic_256x256.yml --do_eval --use_vdl --save_dir output
+// Flags, defaults and the config format are PaddleSeg's (train/cli_args.h, train/config.h); the loop is
+// train/trainer.h. Exit codes: 0 trained; 2 bad flags or config (one line naming the flag or key path);
+// 3 the loss became non-finite (the message names the iteration and the last good checkpoint);
+// 1 any other error (missing or corrupt data or checkpoint files: the message names the file).
+#include <cstdio>
+#include <iostream>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "train/cli_args.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace engine;
+  using namespace engine::train;
+  try {
+    const TrainArgs a = parse_train_args(argc, argv);
+    if (a.help) {
+      std::printf("%s", train_usage().c_str());
+      return 0;
+    }
+    const TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
+    TrainOptions o;
+    o.save_dir = a.save_dir;
+    o.num_workers = a.num_workers;
+    o.use_vdl = a.use_vdl;
+    o.save_interval = a.save_interval;
+    o.do_eval = a.do_eval;
+    o.log_iters = a.log_iters;
+    o.resume_model = a.resume_model;
+    o.keep_checkpoint_max = a.keep_checkpoint_max;
+    o.seed_given = a.seed.has_value();
+    o.seed = a.seed.value_or(0);
+    o.profile = a.profile;
+    o.device = a.device.empty() ? default_device() : parse_device(a.device);
+    const TrainSummary s = run_training(cfg, o, std::cout);
+    std::cout << "engine-train: finished " << s.iters_done << " iterations";
+    if (s.best_iter >= 0) std::printf("; best mIoU %.4f at iter %lld", s.best_miou, (long long)s.best_iter);
+    std::cout << "; outputs in " << o.save_dir << std::endl;
+    return 0;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    return 2;
+  } catch (const TrainingDiverged& e) {
+    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    return 3;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,90 @@
+#include "engine/profiler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#if defined(ENGINE_WITH_CUDA)
+#include "engine/cuda_context.h"
+#endif
+
+namespace engine::profiler {
+
+std::atomic<bool> g_enabled{false};
+
+namespace {
+std::mutex g_mutex;
+std::map<std::string, Entry>& table() {
+  static std::map<std::string, Entry> t;
+  return t;
+}
+thread_local int t_depth = 0;
+
+void sync_if_cuda(Device d) {
+#if defined(ENGINE_WITH_CUDA)
+  if (d.is_cuda()) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+#else
+  (void)d;
+#endif
+}
+}  // namespace
+
+void set_enabled(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
+
+void reset() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  table().clear();
+}
+
+std::vector<Entry> snapshot() {
+  std::vector<Entry> out;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    for (const auto& [name, e] : table()) out.push_back(e);
+  }
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.seconds > b.seconds; });
+  return out;
+}
+
+std::string report(double wall_seconds) {
+  const auto entries = snapshot();
+  double in_ops = 0;
+  for (const auto& e : entries) in_ops += e.seconds;
+  std::string s;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-34s %8s %11s %7s\n", "op", "calls", "total ms", "% wall");
+  s += line;
+  for (const auto& e : entries) {
+    std::snprintf(line, sizeof line, "%-34s %8lld %11.2f %6.1f%%\n", e.name.c_str(), (long long)e.calls,
+                  e.seconds * 1e3, wall_seconds > 0 ? 100.0 * e.seconds / wall_seconds : 0.0);
+    s += line;
+  }
+  std::snprintf(line, sizeof line, "%-34s %8s %11.2f %6.1f%%\n", "(outside ops: autograd, allocation, glue)", "",
+                (wall_seconds - in_ops) * 1e3, wall_seconds > 0 ? 100.0 * (wall_seconds - in_ops) / wall_seconds : 0.0);
+  s += line;
+  return s;
+}
+
+Scope::Scope(const char* name, Device d) : device_(d) {
+  if (!enabled()) return;
+  counted_ = true;
+  if (t_depth++ > 0) return;  // nested in a timed op: counted there
+  sync_if_cuda(d);
+  name_ = name;
+  start_ = std::chrono::steady_clock::now();
+}
+
+Scope::~Scope() {
+  if (counted_) --t_depth;
+  if (!name_) return;
+  sync_if_cuda(device_);
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Entry& e = table()[name_];
+  if (e.name.empty()) e.name = name_;
+  e.calls += 1;
+  e.seconds += sec;
+}
+
+}  // namespace engine::profiler

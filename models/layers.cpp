@@ -1,0 +1,104 @@
+// Layers (Conv2d, BatchNorm2d, the conv-BN units, containers) on engine ops. Semantics: Paddle's
+// nn.Conv2D / nn.BatchNorm2D defaults and PaddleSeg's layer_libs names (reference/ppliteseg.md §2.7,
+// §2.8); see models/layers.h. Tested by tests/test_models.cpp.
+#include "models/layers.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops/batchnorm.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/pool.h"
+
+namespace engine::nn {
+
+// ------------------------------------------------------------------ Conv2d
+float Conv2d::paddle_default_std(int in_channels, int kernel) {
+  return std::sqrt(2.f / (float)(kernel * kernel * in_channels));
+}
+
+Conv2d::Conv2d(int in_channels, int out_channels, int kernel, Conv2dOptions o) : Layer("Conv2D") {
+  ENGINE_CHECK(in_channels >= 1 && out_channels >= 1 && kernel >= 1 && o.groups >= 1 && in_channels % o.groups == 0 &&
+                   out_channels % o.groups == 0,
+               "Conv2D: bad geometry in=", in_channels, " out=", out_channels, " kernel=", kernel,
+               " groups=", o.groups);
+  const float std = o.weight_std >= 0.f ? o.weight_std : paddle_default_std(in_channels, kernel);
+  weight_ = register_parameter("weight", {out_channels, in_channels / o.groups, kernel, kernel}, Init::normal_std(std));
+  if (o.bias) bias_ = register_parameter("bias", {out_channels}, Init::constant(0.f));
+  args_.stride_h = args_.stride_w = o.stride;
+  args_.pad_h = args_.pad_w = o.padding;
+  args_.dilation_h = args_.dilation_w = o.dilation;
+  args_.groups = o.groups;
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight_, bias_, args_); }
+
+// ------------------------------------------------------------------ BatchNorm2d
+BatchNorm2d::BatchNorm2d(int channels, float momentum, float eps)
+    : Layer("BatchNorm2D"), momentum_(momentum), eps_(eps) {
+  weight_ = register_parameter("weight", {channels}, Init::constant(1.f));
+  bias_ = register_parameter("bias", {channels}, Init::constant(0.f));
+  mean_ = register_tensor("_mean", {channels}, TensorRole::Buffer, Init::constant(0.f));
+  var_ = register_tensor("_variance", {channels}, TensorRole::Buffer, Init::constant(1.f));
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  const int64_t values_per_channel = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  if (training() && values_per_channel == 1) {
+    // One value per channel: mean = x, biased variance 0 (see layers.h). batch_norm_apply with
+    // mean = x itself gives y = bias and a gradient to x that cancels exactly, as the BN formula does.
+    const Tensor m = x.reshape({x.size(-1)});
+    const Tensor v = Tensor::zeros({x.size(-1)}, DType::F32, x.device());
+    const Tensor y = batch_norm_apply(x, m, v, weight_, bias_, eps_);
+    batch_norm_update_running(mean_, var_, m.detach(), v, momentum_);
+    return y;
+  }
+  BatchNormArgs a;
+  a.momentum = momentum_;
+  a.eps = eps_;
+  a.training = training();
+  return batch_norm(x, weight_, bias_, mean_, var_, a);
+}
+
+// ------------------------------------------------------------------ conv-BN units
+StdcConvBNRelu::StdcConvBNRelu(int in_channels, int out_channels, int kernel, int stride, float weight_std)
+    : Layer("ConvBNRelu") {
+  Conv2dOptions o;
+  o.stride = stride;
+  o.padding = kernel / 2;
+  o.bias = false;
+  o.weight_std = weight_std;
+  conv_ = register_module("conv", std::make_shared<Conv2d>(in_channels, out_channels, kernel, o));
+  bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels));
+}
+
+Tensor StdcConvBNRelu::forward(const Tensor& x) { return relu(bn_->forward(conv_->forward(x))); }
+
+ConvBN::ConvBN(int in_channels, int out_channels, int kernel, bool relu, bool bias)
+    : Layer(relu ? "ConvBNReLU" : "ConvBN"), relu_(relu) {
+  Conv2dOptions o;
+  o.padding = kernel / 2;  // 'same' at stride 1
+  o.bias = bias;
+  conv_ = register_module("_conv", std::make_shared<Conv2d>(in_channels, out_channels, kernel, o));
+  bn_ = register_module("_batch_norm", std::make_shared<BatchNorm2d>(out_channels));
+}
+
+Tensor ConvBN::forward(const Tensor& x) {
+  Tensor y = bn_->forward(conv_->forward(x));
+  return relu_ ? relu(y) : y;
+}
+
+// ------------------------------------------------------------------ containers and pooling
+void Sequential::add(std::shared_ptr<Layer> layer) {
+  layers_.push_back(register_module(std::to_string(layers_.size()), std::move(layer)));
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (auto& l : layers_) y = l->forward(y);
+  return y;
+}
+
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, out_h_, out_w_); }
+
+}  // namespace engine::nn

@@ -1,0 +1,331 @@
+// Command-line parsing for engine-train / engine-eval / engine-predict: PaddleSeg's flag names and
+// defaults (tools/train.py, val.py, predict.py; reference/ppliteseg.md §5.1, §6.4).
+// The command line is first cut into flags with their values (everything up to the next "--flag"),
+// then each flag is checked against a table: takes no value, one value, two values or a list.
+// Tested by tests/test_config.cpp.
+#include "train/cli_args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+
+namespace engine::train {
+namespace {
+
+struct Token {
+  std::string name;  // "--iters"
+  std::vector<std::string> values;
+};
+
+bool is_flag(const std::string& a) { return a.rfind("--", 0) == 0 || a == "-h"; }
+
+std::vector<Token> tokenize(const std::string& prog, int argc, char** argv) {
+  std::vector<Token> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (is_flag(a)) {
+      Token t;
+      const size_t eq = a.find('=');
+      t.name = a.substr(0, eq);
+      if (eq != std::string::npos) t.values.push_back(a.substr(eq + 1));
+      out.push_back(t);
+    } else if (out.empty()) {
+      throw ConfigError(prog + ": unexpected argument '" + a + "' (flags start with --; see --help)");
+    } else {
+      out.back().values.push_back(a);
+    }
+  }
+  return out;
+}
+
+enum class Arity { None, One, Two, List };
+
+struct FlagDef {
+  std::string name;
+  Arity arity;
+  std::function<void(const std::vector<std::string>&)> set;
+};
+
+class Parser {
+ public:
+  explicit Parser(std::string prog) : prog_(std::move(prog)) {}
+
+  void flag(const std::string& name, Arity arity, std::function<void(const std::vector<std::string>&)> set) {
+    defs_.push_back({name, arity, std::move(set)});
+  }
+  void unsupported(const std::string& name) { unsupported_.push_back(name); }
+
+  // Returns false when --help / -h was given (nothing else is checked then).
+  bool parse(int argc, char** argv) {
+    const std::vector<Token> tokens = tokenize(prog_, argc, argv);
+    for (const Token& t : tokens)
+      if (t.name == "--help" || t.name == "-h") return false;
+    for (const Token& t : tokens) {
+      const FlagDef* def = nullptr;
+      for (const FlagDef& d : defs_)
+        if (d.name == t.name) def = &d;
+      if (!def) {
+        for (const std::string& u : unsupported_)
+          if (u == t.name) fail_flag(t.name, "PaddleSeg's flag ", t.name, " is not supported by this engine");
+        std::vector<std::string> names;
+        for (const FlagDef& d : defs_) names.push_back(d.name);
+        throw ConfigError(prog_ + ": unknown flag '" + t.name + "'" + did_you_mean(t.name, names) + "; see --help");
+      }
+      const size_t n = t.values.size();
+      switch (def->arity) {
+        case Arity::None:
+          if (n) fail_flag(t.name, "takes no value, got '", t.values[0], "'");
+          break;
+        case Arity::One:
+          if (n != 1) fail_flag(t.name, n ? "takes one value, got " + std::to_string(n) : std::string("needs a value"));
+          break;
+        case Arity::Two:
+          if (n != 2) fail_flag(t.name, "needs two values (width height), got ", n);
+          break;
+        case Arity::List:
+          if (n == 0) fail_flag(t.name, "needs at least one value");
+          break;
+      }
+      current_ = t.name;
+      def->set(t.values);
+    }
+    return true;
+  }
+
+  template <class... A>
+  [[noreturn]] void fail_flag(const std::string& flag, const A&... what) const {
+    std::ostringstream s;
+    s << prog_ << ": " << flag << ": ";
+    (s << ... << what);
+    throw ConfigError(s.str());
+  }
+
+  int64_t to_int(const std::string& v, int64_t min, const char* expected) const {
+    errno = 0;
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || x < min)
+      fail_flag(current_, "expected ", expected, ", got '", v, "'");
+    return x;
+  }
+  double to_double(const std::string& v, double min, bool min_allowed, const char* expected) const {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !std::isfinite(x) || x < min || (x == min && !min_allowed))
+      fail_flag(current_, "expected ", expected, ", got '", v, "'");
+    return x;
+  }
+  std::string device(const std::string& v) const {
+    if (v != "cpu" && v != "gpu") fail_flag(current_, "expected cpu or gpu, got '", v, "'");
+    return v;
+  }
+  std::vector<int> pair(const std::vector<std::string>& v) const {
+    return {(int)to_int(v[0], 1, "a positive integer"), (int)to_int(v[1], 1, "a positive integer")};
+  }
+  std::vector<double> scales(const std::vector<std::string>& v) const {
+    std::vector<double> out;
+    for (const std::string& s : v) out.push_back(to_double(s, 0.0, false, "a scale > 0"));
+    return out;
+  }
+  void opts(std::vector<std::string>& dst, const std::vector<std::string>& v) const {
+    for (const std::string& s : v) {
+      if (s.find('=') == std::string::npos || s[0] == '=') fail_flag(current_, "expected key=value, got '", s, "'");
+      dst.push_back(s);
+    }
+  }
+  const std::string& prog() const { return prog_; }
+
+ private:
+  std::string prog_;
+  std::vector<FlagDef> defs_;
+  std::vector<std::string> unsupported_;
+  std::string current_;
+};
+
+using Vals = const std::vector<std::string>&;
+
+}  // namespace
+
+TrainArgs parse_train_args(int argc, char** argv) {
+  TrainArgs a;
+  Parser p("engine-train");
+  p.flag("--config", Arity::One, [&](Vals v) { a.config = v[0]; });
+  p.flag("--iters", Arity::One, [&](Vals v) { a.iters = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--batch_size", Arity::One, [&](Vals v) { a.batch_size = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--learning_rate", Arity::One,
+         [&](Vals v) { a.learning_rate = p.to_double(v[0], 0.0, true, "a learning rate >= 0"); });
+  p.flag("--save_dir", Arity::One, [&](Vals v) { a.save_dir = v[0]; });
+  p.flag("--num_workers", Arity::One, [&](Vals v) { a.num_workers = (int)p.to_int(v[0], 0, "an integer >= 0"); });
+  p.flag("--use_vdl", Arity::None, [&](Vals) { a.use_vdl = true; });
+  p.flag("--save_interval", Arity::One, [&](Vals v) { a.save_interval = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--do_eval", Arity::None, [&](Vals) { a.do_eval = true; });
+  p.flag("--profile", Arity::None, [&](Vals) { a.profile = true; });
+  p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
+  p.flag("--keep_checkpoint_max", Arity::One,
+         [&](Vals v) { a.keep_checkpoint_max = (int)p.to_int(v[0], -(1LL << 30), "an integer"); });
+  p.flag("--seed", Arity::One, [&](Vals v) { a.seed = (uint64_t)p.to_int(v[0], 0, "an integer >= 0"); });
+  p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
+  p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
+  p.flag("--precision", Arity::One, [&](Vals v) {
+    if (v[0] != "fp32") p.fail_flag("--precision", "only fp32 is supported, got '", v[0], "'");
+    a.precision = v[0];
+  });
+  for (const char* u : {"--use_ema", "--amp_level", "--repeats", "--early_stop_intervals", "--profiler_options",
+                        "--data_format", "--print_mem_info"})
+    p.unsupported(u);
+  if (!p.parse(argc, argv)) {
+    a.help = true;
+    return a;
+  }
+  if (a.config.empty()) throw ConfigError("engine-train: --config is required (a PaddleSeg YAML config); see --help");
+  return a;
+}
+
+EvalArgs parse_eval_args(int argc, char** argv) {
+  EvalArgs a;
+  Parser p("engine-eval");
+  p.flag("--config", Arity::One, [&](Vals v) { a.config = v[0]; });
+  p.flag("--model_path", Arity::One, [&](Vals v) { a.model_path = v[0]; });
+  p.flag("--aug_eval", Arity::None, [&](Vals) { a.aug_eval = true; });
+  p.flag("--scales", Arity::List, [&](Vals v) { a.scales = p.scales(v); });
+  p.flag("--flip_horizontal", Arity::None, [&](Vals) { a.flip_horizontal = true; });
+  p.flag("--flip_vertical", Arity::None, [&](Vals) { a.flip_vertical = true; });
+  p.flag("--is_slide", Arity::None, [&](Vals) { a.is_slide = true; });
+  p.flag("--crop_size", Arity::Two, [&](Vals v) { a.crop_size = p.pair(v); });
+  p.flag("--stride", Arity::Two, [&](Vals v) { a.stride = p.pair(v); });
+  p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
+  p.flag("--num_workers", Arity::One, [&](Vals v) { a.num_workers = (int)p.to_int(v[0], 0, "an integer >= 0"); });
+  p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
+  for (const char* u : {"--data_format", "--auc_roc", "--precision", "--amp_level", "--print_detail"}) p.unsupported(u);
+  if (!p.parse(argc, argv)) {
+    a.help = true;
+    return a;
+  }
+  if (a.config.empty()) throw ConfigError("engine-eval: --config is required (a PaddleSeg YAML config); see --help");
+  if (a.is_slide && (a.crop_size.empty() || a.stride.empty()))
+    throw ConfigError("engine-eval: --is_slide: needs --crop_size w h and --stride w h");
+  return a;
+}
+
+PredictArgs parse_predict_args(int argc, char** argv) {
+  PredictArgs a;
+  Parser p("engine-predict");
+  p.flag("--config", Arity::One, [&](Vals v) { a.config = v[0]; });
+  p.flag("--model_path", Arity::One, [&](Vals v) { a.model_path = v[0]; });
+  p.flag("--image_path", Arity::One, [&](Vals v) { a.image_path = v[0]; });
+  p.flag("--save_dir", Arity::One, [&](Vals v) { a.save_dir = v[0]; });
+  p.flag("--aug_pred", Arity::None, [&](Vals) { a.aug_pred = true; });
+  p.flag("--scales", Arity::List, [&](Vals v) { a.scales = p.scales(v); });
+  p.flag("--flip_horizontal", Arity::None, [&](Vals) { a.flip_horizontal = true; });
+  p.flag("--flip_vertical", Arity::None, [&](Vals) { a.flip_vertical = true; });
+  p.flag("--is_slide", Arity::None, [&](Vals) { a.is_slide = true; });
+  p.flag("--crop_size", Arity::Two, [&](Vals v) { a.crop_size = p.pair(v); });
+  p.flag("--stride", Arity::Two, [&](Vals v) { a.stride = p.pair(v); });
+  p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
+  p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
+  for (const char* u : {"--custom_color", "--data_format", "--precision", "--amp_level"}) p.unsupported(u);
+  if (!p.parse(argc, argv)) {
+    a.help = true;
+    return a;
+  }
+  if (a.config.empty()) throw ConfigError("engine-predict: --config is required (a PaddleSeg YAML config); see --help");
+  if (a.image_path.empty())
+    throw ConfigError("engine-predict: --image_path is required (an image, a folder or a .txt list); see --help");
+  if (a.is_slide && (a.crop_size.empty() || a.stride.empty()))
+    throw ConfigError("engine-predict: --is_slide: needs --crop_size w h and --stride w h");
+  return a;
+}
+
+std::string train_usage() {
+  return "usage: engine-train --config FILE.yml [options]\n"
+         "Trains a segmentation model from a PaddleSeg YAML config (flags as PaddleSeg's tools/train.py).\n"
+         "  --config FILE           the YAML config (required)\n"
+         "  --iters N               override iters\n"
+         "  --batch_size N          override batch_size (per device)\n"
+         "  --learning_rate X       override lr_scheduler.learning_rate\n"
+         "  --save_dir DIR          where checkpoints and logs go (default ./output)\n"
+         "  --num_workers N         data loading threads (default 0: load in the training thread)\n"
+         "  --use_vdl               write TensorBoard event files to save_dir\n"
+         "  --save_interval N       save (and evaluate with --do_eval) every N iterations (default 1000)\n"
+         "  --do_eval               evaluate on val_dataset at each save and keep best_model/\n"
+         "  --log_iters N           log every N iterations (default 10)\n"
+         "  --resume_model DIR      resume from a checkpoint directory such as output/iter_500\n"
+         "  --keep_checkpoint_max N keep the N newest iter_* directories (default 5; <= 0 keeps all)\n"
+         "  --seed N                random seed (weights, data order, augmentation)\n"
+         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --precision fp32        only fp32 is supported\n"
+         "  --opts K=V [K=V ...]    override config keys, e.g. --opts batch_size=2 model.num_classes=3\n"
+         "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
+         "  --help                  print this help\n";
+}
+
+std::string eval_usage() {
+  return "usage: engine-eval --config FILE.yml [--model_path PATH] [options]\n"
+         "Evaluates a model on the config's val_dataset (flags as PaddleSeg's tools/val.py).\n"
+         "  --config FILE           the YAML config (required)\n"
+         "  --model_path PATH       weights (a model file or a checkpoint directory)\n"
+         "  --aug_eval              multi-scale / flip evaluation (sums the logits)\n"
+         "  --scales S [S ...]      scales for --aug_eval (default 1.0)\n"
+         "  --flip_horizontal       add horizontally flipped inputs (with --aug_eval)\n"
+         "  --flip_vertical         add vertically flipped inputs (with --aug_eval)\n"
+         "  --is_slide              sliding-window inference\n"
+         "  --crop_size W H         window size for --is_slide\n"
+         "  --stride W H            window stride for --is_slide\n"
+         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --num_workers N         data loading threads (default 0)\n"
+         "  --opts K=V [K=V ...]    override config keys\n"
+         "  --help                  print this help\n";
+}
+
+std::string predict_usage() {
+  return "usage: engine-predict --config FILE.yml --model_path PATH --image_path PATH [options]\n"
+         "Predicts label images (flags as PaddleSeg's tools/predict.py).\n"
+         "  --config FILE           the YAML config (required)\n"
+         "  --model_path PATH       weights (a model file or a checkpoint directory)\n"
+         "  --image_path PATH       an image, a folder of images, or a .txt list of images (required)\n"
+         "  --save_dir DIR          where the results go (default ./output/result)\n"
+         "  --aug_pred              multi-scale / flip prediction\n"
+         "  --scales S [S ...]      scales for --aug_pred (default 1.0)\n"
+         "  --flip_horizontal       add horizontally flipped inputs (with --aug_pred)\n"
+         "  --flip_vertical         add vertically flipped inputs (with --aug_pred)\n"
+         "  --is_slide              sliding-window inference\n"
+         "  --crop_size W H         window size for --is_slide\n"
+         "  --stride W H            window stride for --is_slide\n"
+         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --opts K=V [K=V ...]    override config keys\n"
+         "  --help                  print this help\n";
+}
+
+namespace {
+TestConfig apply_aug(const TestConfig& from_config, bool aug, const std::vector<double>& scales, bool fh, bool fv,
+                     bool is_slide, const std::vector<int>& crop, const std::vector<int>& stride) {
+  TestConfig t = from_config;
+  if (aug) {
+    t.aug_eval = true;
+    t.scales = scales;
+    t.flip_horizontal = fh;
+    t.flip_vertical = fv;
+  }
+  if (is_slide) {
+    t.is_slide = true;
+    t.crop_size = crop;
+    t.stride = stride;
+  }
+  return t;
+}
+}  // namespace
+
+TestConfig apply_eval_args(const TestConfig& from_config, const EvalArgs& a) {
+  return apply_aug(from_config, a.aug_eval, a.scales, a.flip_horizontal, a.flip_vertical, a.is_slide, a.crop_size,
+                   a.stride);
+}
+
+TestConfig apply_predict_args(const TestConfig& from_config, const PredictArgs& a) {
+  return apply_aug(from_config, a.aug_pred, a.scales, a.flip_horizontal, a.flip_vertical, a.is_slide, a.crop_size,
+                   a.stride);
+}
+
+}  // namespace engine::train

@@ -1,0 +1,80 @@
+// Command-line flags of engine-train, engine-eval and engine-predict, with the names and defaults of
+// PaddleSeg's tools/train.py, tools/val.py and tools/predict.py (reference/ppliteseg.md §5.1, §6.4).
+// Both "--flag value" and "--flag=value" work; list flags (--opts, --scales) take values up to the
+// next "--flag". Every problem is a ConfigError naming the program and the flag (exit code 2);
+// --help sets `help` (the program prints the usage and exits 0; nothing else is checked then).
+// Tested by tests/test_config.cpp.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "train/config.h"
+
+namespace engine::train {
+
+struct TrainArgs {
+  std::string config;
+  std::optional<int64_t> iters, batch_size;  // override the config when set
+  std::optional<double> learning_rate;       // overrides lr_scheduler.learning_rate
+  std::string save_dir = "./output";
+  int num_workers = 0;
+  bool use_vdl = false;
+  int64_t save_interval = 1000;
+  bool do_eval = false;
+  int64_t log_iters = 10;
+  std::string resume_model;     // a checkpoint directory such as output/iter_500
+  int keep_checkpoint_max = 5;  // <= 0 keeps every checkpoint (PaddleSeg)
+  std::optional<uint64_t> seed;
+  std::string device;             // "cpu" | "gpu" | "" (= the engine's default device)
+  std::vector<std::string> opts;  // "key.sub=value"
+  std::string precision = "fp32";
+  bool profile = false;  // engine's own flag: per-op time breakdown with each log line
+  bool help = false;
+};
+
+struct EvalArgs {
+  std::string config;
+  std::string model_path;  // weights file or checkpoint directory; empty = the config's pretrained
+  bool aug_eval = false;
+  std::vector<double> scales{1.0};
+  bool flip_horizontal = false, flip_vertical = false;
+  bool is_slide = false;
+  std::vector<int> crop_size, stride;  // (w, h), required with --is_slide
+  std::string device;
+  int num_workers = 0;
+  std::vector<std::string> opts;
+  bool help = false;
+};
+
+struct PredictArgs {
+  std::string config;
+  std::string model_path;
+  std::string image_path;  // an image, a folder of images, or a .txt list of image paths
+  std::string save_dir = "./output/result";
+  bool aug_pred = false;
+  std::vector<double> scales{1.0};
+  bool flip_horizontal = false, flip_vertical = false;
+  bool is_slide = false;
+  std::vector<int> crop_size, stride;
+  std::string device;
+  std::vector<std::string> opts;
+  bool help = false;
+};
+
+TrainArgs parse_train_args(int argc, char** argv);
+EvalArgs parse_eval_args(int argc, char** argv);
+PredictArgs parse_predict_args(int argc, char** argv);
+
+std::string train_usage();
+std::string eval_usage();
+std::string predict_usage();
+
+// tools/val.py's get_test_config: --aug_eval replaces aug_eval, scales and the flips of the config's
+// test_config; --is_slide replaces is_slide, crop_size and stride. Without those flags the config's
+// test_config stays as it is. Same for --aug_pred in predict.py.
+TestConfig apply_eval_args(const TestConfig& from_config, const EvalArgs& args);
+TestConfig apply_predict_args(const TestConfig& from_config, const PredictArgs& args);
+
+}  // namespace engine::train

@@ -1,0 +1,142 @@
+#include "train/evaluate.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <cmath>
+#include <cstdio>
+#include <ostream>
+
+#include "data/loader.h"
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/metrics.h"
+#include "engine/ops/resize.h"
+#include "engine/ops/softmax.h"
+#include "train/safetensors.h"
+
+namespace engine::train {
+namespace {
+
+// x reversed along `axis` (a negative-stride view made contiguous; eval only, no autograd).
+Tensor flip(const Tensor& x, int axis) {
+  Shape strides = x.strides();
+  const int64_t len = x.shape()[(size_t)axis];
+  const int64_t offset = x.offset() + (len - 1) * strides[(size_t)axis];
+  strides[(size_t)axis] = -strides[(size_t)axis];
+  return make_view(x, x.shape(), strides, offset).contiguous();
+}
+
+std::string progress_bar(int64_t done, int64_t total) {
+  const int width = 30;
+  const int filled = total > 0 ? (int)(width * done / total) : width;
+  std::string bar = "[";
+  for (int i = 0; i < width; ++i) bar += i < filled ? '=' : (i == filled ? '>' : '.');
+  if (done == total) bar[(size_t)width] = '=';
+  return bar + "]";
+}
+
+}  // namespace
+
+Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt) {
+  NoGradGuard no_grad;
+  const int h = (int)image.shape()[1], w = (int)image.shape()[2];
+  if (!opt.aug) return model.forward(image).at(0);
+  ENGINE_CHECK(!opt.scales.empty(), "aug_eval: no scales given");
+  Tensor sum;
+  int passes = 0;
+  for (double s : opt.scales) {
+    ENGINE_CHECK(s > 0, "aug_eval: scale must be positive, got ", s);
+    const int sh = (int)(h * s + 0.5), sw = (int)(w * s + 0.5);
+    const Tensor scaled = (sh == h && sw == w) ? image : resize_bilinear(image, sh, sw, false);
+    std::vector<std::pair<bool, bool>> flips{{false, false}};
+    if (opt.flip_horizontal) flips.push_back({true, false});
+    if (opt.flip_vertical) flips.push_back({false, true});
+    if (opt.flip_horizontal && opt.flip_vertical) flips.push_back({true, true});
+    for (auto [fh, fv] : flips) {
+      Tensor in = scaled;
+      if (fh) in = flip(in, 2);
+      if (fv) in = flip(in, 1);
+      Tensor logit = model.forward(in).at(0);
+      if (fv) logit = flip(logit, 1);
+      if (fh) logit = flip(logit, 2);
+      if (logit.shape()[1] != h || logit.shape()[2] != w) logit = resize_bilinear(logit, h, w, false);
+      sum = sum.defined() ? add(sum, logit) : logit;
+      ++passes;
+    }
+  }
+  return passes == 1 ? sum : div(sum, (float)passes);
+}
+
+EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
+                    std::ostream& log) {
+  const bool was_training = model.training();
+  model.eval();
+  const int64_t n = val.size(), c = val.num_classes();
+  ENGINE_CHECK(n > 0, "evaluation: the validation data set is empty");
+  log << "Start evaluating (total_samples: " << n << ", total_iters: " << n << ")..." << std::endl;
+  const bool tty = isatty(STDOUT_FILENO);
+  std::vector<int64_t> inter((size_t)c, 0), pred((size_t)c, 0), label((size_t)c, 0);
+  double reader = 0, total = 0;
+  const auto start = std::chrono::steady_clock::now();
+  data::Rng rng(0);  // the val pipeline is deterministic; the generator is unused
+  for (int64_t i = 0; i < n; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    data::Sample s = val.load(i, rng);
+    ENGINE_CHECK(s.has_label, "evaluation: sample ", i, " (", val.image_path(i), ") has no label");
+    const Tensor image = data::image_to_tensor(s.image).to(device);
+    const Tensor lab = data::label_to_tensor(s.label).to(device);
+    const auto t1 = std::chrono::steady_clock::now();
+    Tensor logits = infer_logits(model, image, opt);
+    if (logits.shape()[1] != lab.shape()[1] || logits.shape()[2] != lab.shape()[2]) {
+      NoGradGuard no_grad;  // the val pipeline resized the image: map the logits back to the label's size
+      logits = resize_bilinear(logits, (int)lab.shape()[1], (int)lab.shape()[2], false);
+    }
+    const Tensor p = argmax(logits, -1);
+    const SegAreas a = seg_area_counts(p, lab, c, val.ignore_index());
+    const auto ai = a.intersect.to_vector_i64(), ap = a.pred.to_vector_i64(), al = a.label.to_vector_i64();
+    for (int64_t k = 0; k < c; ++k) {
+      inter[(size_t)k] += ai[(size_t)k];
+      pred[(size_t)k] += ap[(size_t)k];
+      label[(size_t)k] += al[(size_t)k];
+    }
+    const auto t2 = std::chrono::steady_clock::now();
+    reader += std::chrono::duration<double>(t1 - t0).count();
+    total += std::chrono::duration<double>(t2 - t0).count();
+    if (tty || i + 1 == n) {
+      const double elapsed = std::chrono::duration<double>(t2 - start).count();
+      char line[256];
+      std::snprintf(line, sizeof line, "%lld/%lld %s - %.0fs %.0fms/step - batch_cost: %.4f - reader cost: %.4g",
+                    (long long)(i + 1), (long long)n, progress_bar(i + 1, n).c_str(), elapsed,
+                    1e3 * total / (double)(i + 1), total / (double)(i + 1), reader / (double)(i + 1));
+      log << (tty ? "\r" : "") << line << (i + 1 == n ? "\n" : "") << std::flush;
+    }
+  }
+  if (was_training) model.train();
+  EvalResult r;
+  r.metrics = compute_seg_metrics(inter, pred, label);
+  r.num_images = n;
+  r.intersect = std::move(inter);
+  r.pred = std::move(pred);
+  r.label = std::move(label);
+  return r;
+}
+
+std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const std::string& model_path, Device device) {
+  namespace fs = std::filesystem;
+  ENGINE_CHECK(!model_path.empty(), "--model_path: missing (a model.safetensors file or a folder such as output/best_model)");
+  fs::path file(model_path);
+  if (fs::is_directory(file)) file /= "model.safetensors";
+  ENGINE_CHECK(fs::exists(file), "--model_path: ", file.string(), " not found");
+  std::shared_ptr<nn::SegModel> model = nn::build_seg_model(cfg.model);
+  const LoadedTensors weights = load_safetensors(file.string());
+  check_tensors_match(weights, model->state_dict(), file.string());
+  model->load_state_dict(weights.tensors, true);
+  model->to(device);
+  model->eval();
+  return model;
+}
+
+}  // namespace engine::train

@@ -1,0 +1,48 @@
+// Evaluation and inference of a segmentation model (PaddleSeg core/val.py + core/infer.py,
+// reference/ppliteseg.md §6): model in eval mode, batch 1 at the image's own size, labels kept at
+// their original size; with aug_eval, for each scale s the image is resized bilinearly to
+// (int(h*s + 0.5), int(w*s + 0.5)), each enabled flip is inferred and un-flipped, the raw logits are
+// resized back to the input size and SUMMED (then divided by the number of passes); argmax gives the
+// prediction. Areas are accumulated over the whole data set (seg_area_counts) and turned into the
+// metrics of train/seg_metrics.h.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <vector>
+
+#include "data/dataset.h"
+#include "engine/tensor.h"
+#include "models/pp_liteseg.h"
+#include "train/config.h"
+#include "train/seg_metrics.h"
+
+namespace engine::train {
+
+struct InferOptions {
+  bool aug = false;  // aug_eval / aug_pred
+  std::vector<double> scales{1.0};
+  bool flip_horizontal = false;
+  bool flip_vertical = false;
+};
+
+// Logits [1, H, W, C] at the image's size for one normalised image [1, H, W, 3] (on the model's
+// device). Runs without autograd; the model must be in eval mode.
+Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt);
+
+struct EvalResult {
+  SegMetrics metrics;
+  int64_t num_images = 0;
+  std::vector<int64_t> intersect, pred, label;  // per-class areas over the data set
+};
+
+// Evaluates `model` (switched to eval mode and back to the mode it was in) on every image of `val`.
+// Prints PaddleSeg's "Start evaluating" and progress lines to `log`.
+EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
+                    std::ostream& log);
+
+// The model of `cfg` with the weights of `model_path` (a model.safetensors file, or a folder holding
+// one such as output/best_model or output/iter_1000), on `device`, in eval mode. Names, shapes and
+// the checksum are checked; any mismatch is an error naming the file and the tensor.
+std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const std::string& model_path, Device device);
+
+}  // namespace engine::train
