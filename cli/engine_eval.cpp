@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "train/cli_args.h"
 #include "train/config.h"
+#include "train/cli_common.h"
 #include "train/evaluate.h"
 
 int main(int argc, char** argv) {
@@ -28,7 +29,7 @@ int main(int argc, char** argv) {
     if (!cfg.has_val_dataset) throw ConfigError(a.config + ": val_dataset: missing (engine-eval evaluates on it)");
     if (a.is_slide) throw ConfigError("--is_slide: sliding-window evaluation is not implemented");
     if (!cfg.has_model) throw ConfigError(a.config + ": model: missing");
-    const Device device = a.device.empty() ? default_device() : parse_device(a.device);
+    const Device device = device_from_flag(a.device);
     const TestConfig tc = apply_eval_args(cfg.test_config, a);
     const InferOptions io{tc.aug_eval, tc.scales, tc.flip_horizontal, tc.flip_vertical};
     const auto model = load_trained_model(cfg, a.model_path, device);
@@ -37,10 +38,10 @@ int main(int argc, char** argv) {
     std::cout << format_eval_lines(r.metrics, r.num_images) << std::flush;
     return 0;
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "engine-eval: %s\n", e.what());
+    report_error("engine-eval", e);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "engine-eval: %s\n", e.what());
+    report_error("engine-eval", e);
     return 1;
   }
 }

@@ -23,6 +23,7 @@
 #include "engine/ops/softmax.h"
 #include "train/cli_args.h"
 #include "train/config.h"
+#include "train/cli_common.h"
 #include "train/evaluate.h"
 
 namespace fs = std::filesystem;
@@ -56,10 +57,13 @@ std::vector<std::string> list_images(const std::string& path) {
   } else if (fs::path(path).extension() == ".txt") {
     std::ifstream in(path);
     ENGINE_CHECK(in.good(), "--image_path: cannot read the list ", path);
+    // "image [label]" lines; relative image paths are relative to the list's folder (as PaddleSeg's
+    // predict.py get_image_list), so a data set's val_list.txt works as it is.
+    const fs::path base = fs::path(path).parent_path();
     for (std::string line; std::getline(in, line);) {
       std::istringstream ls(line);
       std::string first;
-      if (ls >> first) out.push_back(first);  // "image [label]" lines: the image
+      if (ls >> first) out.push_back(fs::path(first).is_absolute() ? first : (base / first).string());
     }
   } else {
     ENGINE_CHECK(fs::exists(path), "--image_path: ", path, " not found");
@@ -81,7 +85,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     const TrainConfig cfg = load_train_config(a.config, a.opts, std::nullopt, std::nullopt, std::nullopt);
-    const Device device = a.device.empty() ? default_device() : parse_device(a.device);
+    const Device device = device_from_flag(a.device);
     const std::vector<std::string> images = list_images(a.image_path);
     std::vector<data::TransformSpec> tspecs = cfg.has_val_dataset ? cfg.val_dataset.transforms
                                                                   : std::vector<data::TransformSpec>{{"Normalize", {}, "predict"}};
@@ -125,10 +129,10 @@ int main(int argc, char** argv) {
                 a.save_dir.c_str());
     return 0;
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "engine-predict: %s\n", e.what());
+    report_error("engine-predict", e);
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "engine-predict: %s\n", e.what());
+    report_error("engine-predict", e);
     return 1;
   }
 }

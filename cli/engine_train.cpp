@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "train/cli_args.h"
 #include "train/config.h"
+#include "train/cli_common.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -35,23 +36,23 @@ int main(int argc, char** argv) {
     o.seed_given = a.seed.has_value();
     o.seed = a.seed.value_or(0);
     o.profile = a.profile;
-    o.device = a.device.empty() ? default_device() : parse_device(a.device);
+    o.device = device_from_flag(a.device);
     const TrainSummary s = run_training(cfg, o, std::cout);
     std::cout << "engine-train: finished " << s.iters_done << " iterations";
     if (s.best_iter >= 0) std::printf("; best mIoU %.4f at iter %lld", s.best_miou, (long long)s.best_iter);
     std::cout << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    report_error("engine-train", e);
     return 2;
   } catch (const TrainingDiverged& e) {
-    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    report_error("engine-train", e);
     return 3;
   } catch (const Error& e) {
-    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    report_error("engine-train", e);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "engine-train: %s\n", e.what());
+    report_error("engine-train", e);
     return 1;
   }
 }

@@ -246,5 +246,11 @@ TEST(Trainer, CudaDeviceGivesTheCpuLosses) {
   const auto a = logged_losses(dir / "cpu"), b = logged_losses(dir / "gpu");
   ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), 4u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 2e-3 * std::fabs(a[i])) << "iteration " << i + 1;
+  // Iteration 1 is the same forward pass on both devices: tight. Later iterations start from weights
+  // that already differ in the last bits, and training-mode PP-LiteSeg at init is ill-conditioned
+  // (batch norm over 2 values per channel in SPPM's 1x1 bin: the CPU alone moves its gradients by
+  // ~1e-3 for a 1e-7 input change, see test_models), so the trajectories separate at the percent level.
+  EXPECT_NEAR(a[0], b[0], 1e-4 * std::fabs(a[0]));
+  for (size_t i = 1; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 5e-2 * std::fabs(a[i])) << "iteration " << i + 1;
+  EXPECT_LT(b.back(), b.front());
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# End-to-end checks of the command-line programs (a CTest entry, `cli_checks`): a tiny synthetic data
+# set, a short engine-train run with evaluation, resume, engine-eval, engine-predict; then bad input,
+# each with its exit code and the words the one-line error must contain.
+# Usage: scripts/cli_checks.sh BUILD_DIR
+set -uo pipefail
+bin=$(cd "$1" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fails=0
+
+# expect CODE "WORDS" command...: runs the command, checks its exit code and that its output has WORDS.
+expect() {
+  local code=$1 words=$2; shift 2
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$code" ] || ! grep -qF -- "$words" <<<"$out"; then
+    echo "FAIL: $* -> exit $rc (want $code), output:"; echo "$out" | tail -5; echo "(wanted: $words)"
+    fails=$((fails + 1))
+  else
+    echo "ok: exit $rc: $(grep -F -- "$words" <<<"$out" | head -1 | cut -c1-150)"
+  fi
+}
+
+expect 0 "wrote 12 train, 4 val" "$bin/engine-datagen" --out data --train 12 --val 4 --size 64 --seed 5
+cat > cfg.yml <<YML
+_base_: $root/configs/pp_liteseg_synthetic_256x256.yml
+batch_size: 2
+iters: 6
+train_dataset:
+  dataset_root: data
+  train_path: data/train_list.txt
+  transforms:
+    - type: RandomPaddingCrop
+      crop_size: [64, 64]
+    - type: Normalize
+val_dataset:
+  dataset_root: data
+  val_path: data/val_list.txt
+lr_scheduler:
+  warmup_iters: 0
+YML
+export CUDA_VISIBLE_DEVICES=   # the CPU, also in a GPU build
+expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" --config cfg.yml --do_eval --save_interval 3 --log_iters 2 --save_dir out
+expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --resume_model out/iter_3 --save_interval 3 --save_dir out2
+expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
+expect 0 "4 images -> res" "$bin/engine-predict" --config cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res
+[ -f res/pseudo_color_prediction/0012.png ] && [ -f res/added_prediction/0012.jpg ] || { echo "FAIL: prediction files missing"; fails=$((fails + 1)); }
+
+# bad input: exit 2 for flags and configs (naming the flag or key path), 1 for files
+expect 2 "unknown flag '--itres'" "$bin/engine-train" --config cfg.yml --itres 5
+expect 2 "--config" "$bin/engine-train" --iters 5
+expect 2 "model.bogus" "$bin/engine-train" --config cfg.yml --opts model.bogus=1
+expect 2 "batch_size" "$bin/engine-train" --config cfg.yml --batch_size 0
+expect 2 "nope.yml" "$bin/engine-train" --config nope.yml
+expect 2 "--device" "$bin/engine-train" --config cfg.yml --device gpu
+expect 1 "not found" "$bin/engine-train" --config cfg.yml --resume_model out/iter_99
+expect 1 "model.safetensors" "$bin/engine-eval" --config cfg.yml --model_path data
+expect 1 "missing.jpg" "$bin/engine-predict" --config cfg.yml --model_path out/iter_6 --image_path missing.jpg
+expect 2 "--train" "$bin/engine-datagen" --out d2 --train x
+printf 'images/0000.jpg\n' > data/bad_list.txt
+expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_dataset.train_path=data/bad_list.txt
+# nothing already written is clobbered by a failed run
+[ -f out/iter_6/model.safetensors ] || { echo "FAIL: out/iter_6 lost"; fails=$((fails + 1)); }
+
+echo "cli_checks: $fails failure(s)"
+[ "$fails" -eq 0 ]
