@@ -6,9 +6,11 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/error.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/pool.h"
+#include "engine/ops/shape_ops.h"
 
 namespace engine::nn {
 
@@ -43,6 +45,7 @@ BatchNorm2d::BatchNorm2d(int channels, float momentum, float eps)
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (training() && sync_) return forward_synced(x);
   const int64_t values_per_channel = x.numel() / std::max<int64_t>(x.size(-1), 1);
   if (training() && values_per_channel == 1) {
     // One value per channel: mean = x, biased variance 0 (see layers.h). batch_norm_apply with
@@ -58,6 +61,50 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   a.eps = eps_;
   a.training = training();
   return batch_norm(x, weight_, bias_, mean_, var_, a);
+}
+
+namespace {
+
+// Sum over ranks of a statistics vector; the backward sums the gradient over ranks as well, because
+// every rank's loss depends on the global statistics.
+Tensor all_reduce_sum_op(const Tensor& t, const StatsAllReduce& reduce) {
+  Tensor out = t.detach().clone();
+  reduce({out});
+  record_lambda("AllReduceSumBackward", {t}, out, [reduce](const std::vector<Tensor>& g) {
+    Tensor gs = g[0].detach().clone();
+    reduce({gs});
+    return std::vector<Tensor>{gs};
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor BatchNorm2d::forward_synced(const Tensor& x) {
+  const int64_t c = x.size(-1);
+  // The running mean as the shift keeps Q - S^2/n well conditioned; it is identical on every rank.
+  // A copy: the running mean is updated in place below, the backward must see this value.
+  const Tensor shift = mean_.detach().clone();
+  const BatchNormStats local = batch_norm_local_stats(x, shift);
+  const Tensor global = all_reduce_sum_op(concat({local.sum, local.sum_sq}, 0), sync_);
+  Tensor count = Tensor::full({1}, (float)local.count, DType::F32, x.device());
+  sync_({count});
+  const int64_t n = std::llround((double)count.item());
+  ENGINE_CHECK(n > 1, "BatchNorm2d (sync): ", n, " value(s) per channel over all ranks; training needs more than one");
+  const BatchNormMoments m = batch_norm_moments(global.narrow(0, 0, c), global.narrow(0, c, c), n, shift);
+  Tensor y = batch_norm_apply(x, m.mean, m.var, weight_, bias_, eps_);
+  batch_norm_update_running(mean_, var_, m.mean.detach(), m.var.detach(), momentum_);
+  return y;
+}
+
+int set_sync_batch_norm(Module& m, const StatsAllReduce& reduce) {
+  int n = 0;
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
+    bn->set_sync(reduce);
+    ++n;
+  }
+  for (const auto& [name, child] : m.children()) n += set_sync_batch_norm(*child, reduce);
+  return n;
 }
 
 // ------------------------------------------------------------------ conv-BN units

@@ -14,6 +14,7 @@
 //   running = 0.9 running + 0.1 batch), eps 1e-5.
 // Activations are [N, H, W, C]. Tested by tests/test_models.cpp.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,9 +46,18 @@ class Conv2d : public Layer {
   Conv2dArgs args_;
 };
 
+// Sums each tensor element-wise over the data-parallel ranks, in place (the trainer passes its
+// Communicator's all_reduce_sum). Used by synchronised batch norm.
+using StatsAllReduce = std::function<void(const std::vector<Tensor>&)>;
+
 class BatchNorm2d : public Layer {
  public:
   explicit BatchNorm2d(int channels, float momentum = 0.9f, float eps = 1e-5f);
+  // Synchronised BN (Paddle's SyncBatchNorm): in training the per-channel sums of every rank are
+  // all-reduced before normalising, so each rank normalises with the global batch statistics; the
+  // backward all-reduces the statistics' gradients too. An empty function turns it off.
+  void set_sync(StatsAllReduce reduce) { sync_ = std::move(reduce); }
+  bool synced() const { return (bool)sync_; }
   // Training: batch statistics, running statistics updated in place. Eval: running statistics.
   // With one value per channel in training (e.g. SPPM's 1x1 bin at batch 1) the engine's batch_norm
   // refuses (as PyTorch does); this layer then computes what the BN formula gives - mean = x,
@@ -60,9 +70,15 @@ class BatchNorm2d : public Layer {
   const Tensor& running_var() const { return var_; }
 
  private:
+  Tensor forward_synced(const Tensor& x);
   Tensor weight_, bias_, mean_, var_;
   float momentum_, eps_;
+  StatsAllReduce sync_;
 };
+
+// Turns synchronised BN on (or off, with an empty function) for every BatchNorm2d in `m`'s tree, as
+// Paddle's convert_sync_batchnorm. Returns how many layers were switched.
+int set_sync_batch_norm(Module& m, const StatsAllReduce& reduce);
 
 // The STDC backbone's ConvBNRelu: conv k x k (stride s, padding k/2, no bias) -> BN -> ReLU.
 class StdcConvBNRelu : public Layer {

@@ -10,7 +10,10 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "engine/autograd.h"
 #include "engine/ops/batchnorm.h"
@@ -654,4 +657,125 @@ TEST(Models, DISABLED_TimeTrainingStep512) {
     printf("%s on %s: train step 4x512x512: median %.1f ms (min %.1f) over 5 after 2 warm-up\n", s.backbone.c_str(),
            d.str().c_str(), ms[2 + 2], ms[2]);
   }
+}
+
+// ------------------------------------------------------------------ synchronised batch norm
+namespace {
+
+// Two "ranks" as two threads: reduce() sums each tensor with the other rank's (a barrier-based
+// stand-in for NCCL/MPI all-reduce, so sync BN is tested without a second process).
+class TwoRankReducer {
+ public:
+  void reduce(int rank, const std::vector<Tensor>& ts) {
+    for (const Tensor& t : ts) {
+      std::vector<float> mine = t.to_vector();
+      std::unique_lock<std::mutex> lock(m_);
+      slot_[rank] = mine;
+      arrive(lock);
+      std::vector<float> sum = slot_[0];
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += slot_[1][i];
+      arrive(lock);  // both have read before the slots are reused
+      lock.unlock();
+      Tensor dst = t;  // a handle: writes into the caller's tensor
+      dst.copy_(Tensor::from_vector(sum, t.shape()));
+    }
+  }
+
+ private:
+  void arrive(std::unique_lock<std::mutex>& lock) {
+    const int gen = gen_;
+    if (++arrived_ == 2) {
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return gen_ != gen; });
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  int arrived_ = 0, gen_ = 0;
+  std::vector<float> slot_[2];
+};
+
+struct BnRun {
+  std::vector<float> y, gx, gw, gb, running_mean, running_var;
+};
+
+BnRun run_bn(BatchNorm2d& bn, const Tensor& x0, const Tensor& r) {
+  Tensor x = x0.detach().clone().set_requires_grad(true);
+  Tensor y = bn.forward(x);
+  sum(mul(y, r)).backward();
+  BnRun out{y.to_vector(), x.grad().to_vector(), bn.weight().grad().to_vector(), bn.bias().grad().to_vector(),
+            bn.running_mean().to_vector(), bn.running_var().to_vector()};
+  return out;
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tol * (1 + std::fabs(b[i]))) << what << " " << i;
+}
+
+}  // namespace
+
+TEST(SyncBatchNorm, OneRankEqualsPlainBatchNorm) {
+  const Tensor x = add(mul(Tensor::randn({2, 5, 7, 6}, 1), 3.f), 10.f);  // |mean| >> std: the shift matters
+  const Tensor r = Tensor::randn({2, 5, 7, 6}, 2);
+  BatchNorm2d plain(6), synced(6);
+  synced.set_sync([](const std::vector<Tensor>&) {});  // world size 1
+  const BnRun a = run_bn(plain, x, r), b = run_bn(synced, x, r);
+  expect_close(b.y, a.y, 1e-4f, "y");
+  expect_close(b.gx, a.gx, 1e-3f, "grad x");
+  expect_close(b.gw, a.gw, 1e-3f, "grad weight");
+  expect_close(b.gb, a.gb, 1e-4f, "grad bias");
+  expect_close(b.running_mean, a.running_mean, 1e-5f, "running mean");
+  expect_close(b.running_var, a.running_var, 1e-4f, "running var");
+}
+
+TEST(SyncBatchNorm, TwoRanksEqualOneBatchOfBoth) {
+  // Plain BN on a batch of 4 == two ranks with 2 images each and synchronised statistics: the same
+  // outputs, input gradients, running statistics, and per-rank weight gradients that sum to the
+  // plain ones (data parallel then averages them).
+  const Tensor x = add(Tensor::randn({4, 6, 5, 3}, 3), 2.f), r = Tensor::randn({4, 6, 5, 3}, 4);
+  BatchNorm2d plain(3);
+  const BnRun whole = run_bn(plain, x, r);
+  TwoRankReducer reducer;
+  BatchNorm2d rank_bn[2] = {BatchNorm2d(3), BatchNorm2d(3)};
+  BnRun part[2];
+  std::thread threads[2];
+  for (int k = 0; k < 2; ++k) {
+    rank_bn[k].set_sync([&reducer, k](const std::vector<Tensor>& ts) { reducer.reduce(k, ts); });
+    threads[k] = std::thread([&, k] { part[k] = run_bn(rank_bn[k], x.narrow(0, 2 * k, 2), r.narrow(0, 2 * k, 2)); });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<float> y = part[0].y, gx = part[0].gx;
+  y.insert(y.end(), part[1].y.begin(), part[1].y.end());
+  gx.insert(gx.end(), part[1].gx.begin(), part[1].gx.end());
+  expect_close(y, whole.y, 1e-4f, "y");
+  expect_close(gx, whole.gx, 1e-3f, "grad x");
+  std::vector<float> gw(3), gb(3);
+  for (int c = 0; c < 3; ++c) {
+    gw[(size_t)c] = part[0].gw[(size_t)c] + part[1].gw[(size_t)c];
+    gb[(size_t)c] = part[0].gb[(size_t)c] + part[1].gb[(size_t)c];
+  }
+  expect_close(gw, whole.gw, 1e-3f, "grad weight (sum over ranks)");
+  expect_close(gb, whole.gb, 1e-4f, "grad bias (sum over ranks)");
+  for (int k = 0; k < 2; ++k) {
+    expect_close(part[k].running_mean, whole.running_mean, 1e-5f, "running mean");
+    expect_close(part[k].running_var, whole.running_var, 1e-4f, "running var");
+  }
+}
+
+TEST(SyncBatchNorm, ConvertsEveryLayerOfTheModel) {
+  SegModelSpec spec;
+  spec.backbone = "STDC1";
+  spec.num_classes = 2;
+  spec.arm_out_chs = {32, 64, 128};
+  spec.seg_head_inter_chs = {32, 64, 64};
+  auto model = build_seg_model(spec);
+  int bn_count = 0;
+  for (const auto& [name, t] : model->state_dict())
+    bn_count += name.size() > 6 && name.compare(name.size() - 6, 6, "._mean") == 0;
+  EXPECT_EQ(set_sync_batch_norm(*model, [](const std::vector<Tensor>&) {}), bn_count);
+  EXPECT_EQ(set_sync_batch_norm(*model, nullptr), bn_count);
 }

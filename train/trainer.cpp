@@ -18,6 +18,7 @@
 #include "engine/allocator.h"
 #include "engine/ops/optim.h"
 #include "engine/profiler.h"
+#include "models/layers.h"
 #include "models/pp_liteseg.h"
 #include "train/communicator.h"
 #include "train/evaluate.h"
@@ -191,6 +192,11 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   const SegLoss loss_fn(cfg.loss, train_set->num_classes(), dev);
   const LRSchedule schedule(cfg.lr_scheduler, cfg.iters);
   std::unique_ptr<Communicator> comm = make_local_communicator();
+  if (comm->world_size() > 1) {  // as Paddle's convert_sync_batchnorm under a multi-process launch
+    Communicator& c = *comm;
+    const int n = nn::set_sync_batch_norm(*model, [&c](const std::vector<Tensor>& t) { c.all_reduce_sum(t); });
+    log << log_prefix() << "Convert bn to sync_bn (" << n << " layers)" << std::endl;
+  }
 
   // ---- state restored on resume
   int64_t start_iter = 0;
