@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (.ci/run calls this):
 #  1. emu:  CPU + emulated CUDA (fiber mode): every test; the kernel tests again with two fiber
 #           scheduling seeds and a shuffled block order.
-#  2. asan: the kernel tests under AddressSanitizer + UBSan (fiber mode).
+#  2. asan: the kernel tests and the file-format/parser/loader tests (label sanitize) under AddressSanitizer + UBSan (fiber mode).
 #  3. tsan: the 'tsan' tests under ThreadSanitizer (OS-thread mode, small shapes).
 #  4. cuda: the production build with nvcc (sm_80 + sm_90, warnings and spills as errors, the
 #           per-kernel resource report); its tests run on the CPU and skip the GPU-only ones when
@@ -52,8 +52,8 @@ if [ $have_cuda_headers = 1 ]; then
       CUEMU_SCHED_SEED=$seed CUEMU_SHUFFLE_BLOCKS=$seed run_ctest "emu seed $seed" "$root/build/emu" -L kernel -j "$(nproc)"
     done
   fi
-  if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -- kernel_tests; then
-    ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L kernel -j "$(nproc)"
+  if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -- asan_tests; then
+    ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L "kernel|sanitize" -j "$(nproc)"
   fi
   if build tsan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo -- tsan_tests; then
     run_ctest tsan "$root/build/tsan" -L tsan -j "$(nproc)"

@@ -1,4 +1,4 @@
-// labels: config
+// labels: config sanitize
 // PaddleSeg YAML configs (train/config.h) and the command lines of engine-train/-eval/-predict
 // (train/cli_args.h). Checks: PaddleSeg's real configs load unchanged with the values of
 // reference/ppliteseg.md §4.1/§4.2 (read from ../shared/reference, skipped when absent); the merge

@@ -1,4 +1,4 @@
-// labels: data
+// labels: data sanitize tsan
 // data/: PNG/JPEG I/O and its errors, each PaddleSeg transform against hand-computed values (incl.
 // PIL's truncating arithmetic), transform spec validation, Dataset/Cityscapes parsing, the loader's
 // determinism (workers, seek, epochs) and error propagation, and the synthetic fundus generator.

@@ -1,3 +1,4 @@
+// labels: sanitize
 // Training logs: CRC-32C (known vectors, table vs SSE4.2 path), the TFRecord framing and the
 // hand-encoded TensorBoard Event protobufs (byte-exact expectations built here from the wire
 // rules), an EventWriter file parsed back by a small reader written in this test, and the JSONL

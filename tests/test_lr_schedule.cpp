@@ -1,4 +1,4 @@
-// labels: config
+// labels: config sanitize
 // LR schedules (train/lr_schedule.h) against the worked values of reference/ppliteseg.md §4.5: the
 // quick start, the real 500-iteration log of PaddleSeg PR #928, the Cityscapes schedule with linear
 // warmup, plus PiecewiseDecay, the end of the decay and bad specs. Values are compared as PaddleSeg

@@ -1,3 +1,4 @@
+// labels: sanitize
 // safetensors checkpoints (train/safetensors.h): round trips of every dtype (scalars, empty and
 // non-contiguous tensors, CUDA tensors when a device exists), the exact byte layout of a small
 // file, one test per corruption (each must give its own one-line message naming the file), atomic

@@ -1,3 +1,4 @@
+// labels: sanitize
 // Segmentation metrics (train/seg_metrics.h) on hand-made confusion cases with numbers worked out
 // by hand, PaddleSeg's zero-division rules (ppliteseg.md §6.3, develop semantics), and the [EVAL]
 // lines against strings printed once by Python 3.11 / numpy 2.4.6 (str(np.round(x, 4)) and
