@@ -258,6 +258,49 @@ void check_ohem(const std::string& name, const Shape& xs, double ignore_frac, fl
 
 }  // namespace
 
+// Shapes past the kernels' fast paths: more than 256 classes (the CPU's one-pixel-at-a-time path),
+// more than 8192 pixels (the multi-threaded CPU paths) and, for OHEM, more than 16384 valid pixels
+// (the CPU's bracketed selection): the value against the double reference on every device, the
+// gradient of every device against the CPU's.
+static void check_large(const Shape& xs, bool ohem, float thresh, int64_t min_kept) {
+  const int64_t C = xs.back(), P = shape_numel(xs) / C;
+  const std::vector<float> lab = make_labels(P, C, 0.05, 11);
+  const std::vector<float> x = ohem ? ohem_logits(xs, lab, 12) : [&] {
+    std::vector<float> v((size_t)(P * C));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = (float)(unit(13 * 1000003 + i) * 8 - 4);
+    return v;
+  }();
+  const std::vector<double> xd(x.begin(), x.end()), yd(lab.begin(), lab.end());
+  const double want = ohem ? ohem_ref(xd, yd, C, thresh, min_kept, 255) : ce_ref(xd, yd, nullptr, C, 255);
+  std::vector<float> cpu_grad;
+  for (Device d : devices()) {
+    Tensor logits = Tensor::from_vector(x, xs, d).set_requires_grad(true);
+    Shape ys(xs.begin(), xs.end() - 1);
+    const Tensor labels = Tensor::from_vector(lab, ys, d).to(DType::I64);
+    Tensor loss = ohem ? ohem_cross_entropy(logits, labels, thresh, min_kept, 255) : cross_entropy(logits, labels);
+    EXPECT_NEAR(loss.item(), want, 2e-5 * std::fabs(want) + 1e-6) << d.str() << " " << shape_str(xs);
+    loss.backward();
+    const std::vector<float> g = logits.grad().to_vector();
+    if (d.is_cpu()) {
+      cpu_grad = g;
+    } else {
+      for (size_t i = 0; i < g.size(); ++i)
+        ASSERT_NEAR(g[i], cpu_grad[i], 1e-6f + 1e-4f * std::fabs(cpu_grad[i])) << d.str() << " grad " << i;
+    }
+  }
+}
+
+TEST(CrossEntropy, LargeShapesPastTheFastPaths) {
+  check_large({1, 3, 5, 300}, false, 0, 0);   // C > 256
+  check_large({2, 80, 110, 2}, false, 0, 0);  // 17600 pixels, two classes
+  check_large({1, 70, 130, 19}, false, 0, 0); // 9100 pixels, 19 classes
+}
+
+TEST(Ohem, LargeShapesPastTheFastPaths) {
+  check_large({1, 130, 140, 3}, true, 0.7f, 5000);   // 18200 pixels: bracketed selection
+  check_large({1, 130, 140, 19}, true, 0.001f, 9000);  // threshold raised to the k-th probability
+}
+
 TEST(Ohem, NoMiningWhenFewValid) { check_ohem("ohem_no_mining", {2, 4, 5, 19}, 0.3, 0.7f, 1000); }
 TEST(Ohem, ThresholdRaisedToKth) {
   // min_kept close to num_valid: fewer than min_kept pixels below 0.7, so the threshold becomes the

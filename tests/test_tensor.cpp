@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "engine/allocator.h"
 #include "engine/ops/copy.h"
@@ -104,6 +105,46 @@ TEST(Tensor, CastsRoundTripAndRoundToNearestEven) {
     EXPECT_EQ(s, (std::vector<int64_t>{2147483520ll, -2147483648ll}));
     const Tensor big = Tensor::from_vector_i64({(1ll << 40) + 1, -5}, {2}, d);
     EXPECT_EQ(big.clone().to_vector_i64(), (std::vector<int64_t>{(1ll << 40) + 1, -5}));  // bit-exact copies
+  }
+}
+
+TEST(Tensor, Bf16CastIsRoundToNearestEvenForAnyBits) {
+  // The contiguous cast has a vectorised CPU path; strided sources take the element loop: both must
+  // give round-to-nearest-even of the upper 16 bits (NaN stays NaN) for arbitrary bit patterns.
+  std::vector<float> v;
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 20000; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    const uint32_t u = (uint32_t)(s >> 32);
+    float f;
+    std::memcpy(&f, &u, 4);
+    v.push_back(f);
+  }
+  for (float f : {0.f, -0.f, INFINITY, -INFINITY, NAN, 3.4028235e38f, 1e-45f, 1.00390625f, 1.01171875f, -1.5f})
+    v.push_back(f);
+  auto expect_bf16 = [](float f) {
+    if (std::isnan(f)) return f;
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+  };
+  for (Device d : devices()) {
+    const Tensor t = Tensor::from_vector(v, {(int64_t)v.size() / 2, 2}, d);
+    const auto contiguous = t.to(DType::BF16).to(DType::F32).to_vector();
+    const auto strided = t.transpose(0, 1).to(DType::BF16).to(DType::F32).transpose(0, 1).contiguous().to_vector();
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float want = expect_bf16(v[i]);
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(contiguous[i]) && std::isnan(strided[i])) << i;
+        continue;
+      }
+      ASSERT_EQ(std::memcmp(&contiguous[i], &want, 4), 0) << d.str() << " contiguous element " << i << ": " << v[i];
+      ASSERT_EQ(std::memcmp(&strided[i], &want, 4), 0) << d.str() << " strided element " << i << ": " << v[i];
+    }
   }
 }
 

@@ -1,7 +1,11 @@
 // Copy family on the CPU.
 // Math: dst[dl(i)] = cast(src[sl(i)]) row-major over the common shape; fill: dst[i] = value.
 // Same-dtype copies move raw bytes (bit exact for every type, including i64 beyond 2^24).
-// Tested by tests/test_copy.cpp; benchmarked by bench_kernels (copy rows).
+// Casts between f32 and bf16 / f16 of contiguous tensors run as one typed loop per pair (the f32 ->
+// bf16 rounding written branch-free so it vectorises); the bits are those of the shared
+// conversions in kernels/shared_math.h, which the CUDA cast kernels use too.
+// Tested by tests/test_copy.cpp and tests/test_tensor.cpp (dtype round trips); benchmarked by
+// bench_kernels (copy rows, cast_f32_bf16).
 #include "kernels/cpu/copy_cpu.h"
 
 #include <cstring>
@@ -32,6 +36,49 @@ void copy_same(const T* src, const StridedLayout& sl, T* dst, const StridedLayou
   }
 }
 
+// f32 -> bf16 bits, round to nearest even, quiet NaN: the bits of float_to_bf16_bits (shared_math.h)
+// written with selects only, so the loop vectorises (16 lanes per AVX-512 instruction).
+inline uint16_t f32_to_bf16_vec(float f) {
+  const uint32_t u = f2u(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+// Contiguous conversions between the float types, the common casts (mixed precision, checkpoints):
+// one vectorisable loop instead of the per-element dtype switch. Returns false for other pairs.
+bool convert_contiguous(const void* src, DType sdt, void* dst, DType ddt, int64_t n) {
+  if (sdt == DType::F32 && ddt == DType::BF16) {
+    const float* s = static_cast<const float*>(src);
+    uint16_t* d = static_cast<uint16_t*>(dst);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16_vec(s[i]);
+    return true;
+  }
+  if (sdt == DType::BF16 && ddt == DType::F32) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    float* d = static_cast<float*>(dst);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) d[i] = u2f((uint32_t)s[i] << 16);
+    return true;
+  }
+  if (sdt == DType::F16 && ddt == DType::F32) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    float* d = static_cast<float*>(dst);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) d[i] = half_bits_to_float(s[i]);
+    return true;
+  }
+  if (sdt == DType::F32 && ddt == DType::F16) {
+    const float* s = static_cast<const float*>(src);
+    uint16_t* d = static_cast<uint16_t*>(dst);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_half_bits(s[i]);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void strided_copy_cpu(const void* src, DType sdt, const StridedLayout& sl, void* dst, DType ddt,
@@ -44,6 +91,11 @@ void strided_copy_cpu(const void* src, DType sdt, const StridedLayout& sl, void*
       case 4: return copy_same(static_cast<const uint32_t*>(src), sl, static_cast<uint32_t*>(dst), dl, n);
       case 8: return copy_same(static_cast<const uint64_t*>(src), sl, static_cast<uint64_t*>(dst), dl, n);
     }
+  }
+  if (sl.contiguous && dl.contiguous) {
+    const void* s0 = static_cast<const char*>(src) + sl.offset * (int64_t)dtype_size(sdt);
+    void* d0 = static_cast<char*>(dst) + dl.offset * (int64_t)dtype_size(ddt);
+    if (convert_contiguous(s0, sdt, d0, ddt, n)) return;
   }
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {

@@ -28,12 +28,15 @@ void ce_fwd_cpu(const float* x, const int64_t* y, const float* w, int64_t P, int
 void ce_bwd_cpu(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt, float thr,
                 int64_t P, int64_t C, int64_t ignore, float scale, float* gx);
 
-// The k-th smallest (1-based) p_gt among valid pixels whose p_gt >= thresh (std::nth_element on a
-// compacted copy). Requires 1 <= k <= that count.
+// The k-th smallest (1-based) p_gt among valid pixels whose p_gt >= thresh (a radix select on the
+// bits). Requires pgt and nll as ce_fwd_cpu wrote them (ignored pixels: p_gt = 2.0, nll = 0; the
+// op has already rejected bad labels) and 1 <= k <= that count: the 2.0 marks then rank above every
+// candidate, so the labels are not read (y, C, ignore describe them for the reader).
 float ohem_select_cpu(const float* pgt, const int64_t* y, int64_t P, int64_t C, int64_t ignore, float thresh,
                       int64_t k);
 
-// Sum of nll and count over kept pixels (valid and !(pgt >= thr)).
+// Sum of nll and count over kept pixels (valid and !(pgt >= thr)); valid = p_gt != 2.0, the same
+// contract as ohem_select_cpu (y is not read).
 void ohem_sum_cpu(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore, float thr,
                   double* sum, int64_t* count);
 

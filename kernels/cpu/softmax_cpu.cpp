@@ -5,12 +5,16 @@
 //   log_softmax:  y = (x - m) - log(s)
 //   backward:     softmax dx = y * (g - sum_L g*y);  log_softmax dx = g - exp(y) * sum_L g
 //   argmax:       first index of the maximum; NaN counts as the maximum (first NaN wins).
+// exp is the shared polynomial (exp_fast_f in the forward loops: the bits of exp_f for x - m <= 0),
+// log the shared log_f; both branch-free so every loop vectorises.
 // Two loop shapes:
-//   inner == 1 (the NHWC channel axis; segmentation logits have L = 2..19): tiles of 16 rows are
-//     transposed into a small buffer and processed with the rows in SIMD lanes (L <= 64; longer
-//     rows and the last partial tile run one row at a time with `omp simd` loops over L); argmax
-//     uses the same row tiles (rows in lanes, strided loads); the backward (memory bound, no exp
-//     for softmax) runs row by row. Tiles / rows split statically over the threads.
+//   inner == 1 (the NHWC channel axis; segmentation logits have L = 2..19): row tiles of 16 rows
+//     (kernels/cpu/row_tile_cpu.h): max and sum with the rows in SIMD lanes (one gather per value
+//     of the row, the next tile prefetched), outputs computed and stored contiguously with the
+//     per-row max and 1/s (or log s) permuted into place. L <= 64; longer rows run one row at a
+//     time with `omp simd` loops over L. Rows past the last full tile run the tile code on a padded
+//     copy. argmax uses the same tiles (any L), the backward (memory bound, no exp for softmax) runs
+//     row by row. Tiles / rows split statically over the threads.
 //   inner > 1 (a middle axis): for a block of up to 512 columns, the reductions run over L with
 //     vectorised loops across the contiguous columns.
 // Sums are evaluated in an order fixed by the shape and the build, so results are deterministic.
@@ -21,6 +25,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/row_tile_cpu.h"
+
+// 512-bit vectors for the lane loops (g++ -march=native defaults to 256 on AVX-512 parts).
+#if defined(__AVX512F__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+// The row-tile vector helpers (64-byte GCC vectors) are inline and never cross a library ABI;
+// without AVX-512 GCC would warn that returning them "changes the ABI".
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 namespace engine::kernels {
 namespace {
@@ -40,46 +57,46 @@ void for_each_col_block(int64_t outer, int64_t L, int64_t inner, const F& f) {
   }
 }
 
-// Short rows (L <= kTileMaxL, e.g. 19 classes): vectorising along a row of 19 leaves most lanes
-// idle and pays horizontal reductions per row, so a tile of kTile rows is transposed into a
-// [L][kTile] buffer and every step runs across the 16 rows in SIMD lanes. Rows beyond the last
-// full tile (and longer rows) take the per-row path below.
-constexpr int kTile = 16;
-constexpr int64_t kTileMaxL = 64;
+// Short rows (L <= kSoftmaxTileMaxL, e.g. 19 classes): tiles of 16 rows, reductions with the rows
+// in SIMD lanes, outputs written contiguously (kernels/cpu/row_tile_cpu.h). Longer rows vectorise
+// well along the row and take the per-row path below.
+using row_tile::kRows;
+constexpr int64_t kSoftmaxTileMaxL = 64;
 
 template <bool log_>
-__attribute__((target("prefer-vector-width=512"))) void softmax_tile(const float* xt, float* yt, int64_t L) {
-  alignas(64) float buf[kTileMaxL * kTile];
-  alignas(64) float m[kTile], s[kTile];
-  for (int64_t c = 0; c < L; ++c) {
-#pragma omp simd
-    for (int j = 0; j < kTile; ++j) buf[c * kTile + j] = xt[j * L + c];
+void softmax_tile(const float* x, float* y, const row_tile::Index& ix) {
+  const int L = ix.L;
+  alignas(64) float t[kSoftmaxTileMaxL * kRows];
+  alignas(64) float m[kRows], a[kRows];
+  row_tile::to_lanes(x, ix, t);
+  row_tile::vf16 mv = row_tile::load(t);
+  for (int c = 1; c < L; ++c) {
+    const row_tile::vf16 v = row_tile::load(t + c * kRows);
+    mv = v > mv ? v : mv;  // softmax_max_f: a NaN is skipped here and poisons the sum below
   }
+  row_tile::store(m, mv);
+  for (int c = 0; c < L; ++c) {
 #pragma omp simd
-  for (int j = 0; j < kTile; ++j) {
-    m[j] = -INFINITY;
-    s[j] = 0.f;
+    for (int j = 0; j < kRows; ++j) t[c * kRows + j] = exp_fast_f(t[c * kRows + j] - m[j]);
   }
-  for (int64_t c = 0; c < L; ++c) {
+  row_tile::vf16 sv = row_tile::load(t);  // summed in c order, like the per-row path
+  for (int c = 1; c < L; ++c) sv += row_tile::load(t + c * kRows);
+  row_tile::store(a, sv);
 #pragma omp simd
-    for (int j = 0; j < kTile; ++j) m[j] = softmax_max_f(m[j], buf[c * kTile + j]);
-  }
-  for (int64_t c = 0; c < L; ++c) {
+  for (int j = 0; j < kRows; ++j) a[j] = log_ ? softmax_log_f(a[j]) : 1.f / a[j];
+  // Flat view. Recomputing the exp here measured no slower than storing it in the lanes view and
+  // gathering that back into row order.
+  for (int q = 0; q < L; ++q) {
+    alignas(64) float mq[kRows], aq[kRows];
+    row_tile::spread(m, ix.pix.data() + q * kRows, mq);
+    row_tile::spread(a, ix.pix.data() + q * kRows, aq);
+    const float* xq = x + q * kRows;
+    float* yq = y + q * kRows;
 #pragma omp simd
-    for (int j = 0; j < kTile; ++j) {
-      const float d = buf[c * kTile + j] - m[j];
-      const float e = softmax_exp_f(d);
-      buf[c * kTile + j] = log_ ? d : e;
-      s[j] += e;
+    for (int i = 0; i < kRows; ++i) {
+      const float d = xq[i] - mq[i];
+      yq[i] = log_ ? d - aq[i] : exp_fast_f(d) * aq[i];
     }
-  }
-#pragma omp simd
-  for (int j = 0; j < kTile; ++j) s[j] = log_ ? softmax_log_f(s[j]) : 1.f / s[j];
-  for (int j = 0; j < kTile; ++j) {
-    const float sj = s[j];
-    float* yr = yt + j * L;
-#pragma omp simd
-    for (int64_t c = 0; c < L; ++c) yr[c] = log_ ? buf[c * kTile + j] - sj : buf[c * kTile + j] * sj;
   }
 }
 
@@ -90,14 +107,14 @@ void softmax_row(const float* xr, float* yr, int64_t L, bool log_) {
   float s = 0.f;
   if (log_) {
 #pragma omp simd reduction(+ : s)
-    for (int64_t c = 0; c < L; ++c) s += softmax_exp_f(xr[c] - m);
+    for (int64_t c = 0; c < L; ++c) s += exp_fast_f(xr[c] - m);
     const float ls = softmax_log_f(s);
 #pragma omp simd
     for (int64_t c = 0; c < L; ++c) yr[c] = (xr[c] - m) - ls;
   } else {
 #pragma omp simd reduction(+ : s)
     for (int64_t c = 0; c < L; ++c) {
-      const float e = softmax_exp_f(xr[c] - m);
+      const float e = exp_fast_f(xr[c] - m);
       yr[c] = e;
       s += e;
     }
@@ -107,16 +124,35 @@ void softmax_row(const float* xr, float* yr, int64_t L, bool log_) {
   }
 }
 
-void softmax_rows(const float* x, float* y, int64_t rows, int64_t L, bool log_) {
-  const int64_t tiles = L <= kTileMaxL ? rows / kTile : 0;
+template <bool log_>
+void softmax_rows_tiled(const float* x, float* y, int64_t rows, int L) {
+  const row_tile::Index ix(L);
+  const int64_t tiles = rows / kRows, tile_elems = (int64_t)kRows * L;
 #pragma omp parallel for schedule(static) if (rows * L >= kParallelGrain)
   for (int64_t t = 0; t < tiles; ++t) {
-    if (log_)
-      softmax_tile<true>(x + t * kTile * L, y + t * kTile * L, L);
-    else
-      softmax_tile<false>(x + t * kTile * L, y + t * kTile * L, L);
+    const float* xt = x + t * tile_elems;
+    row_tile::prefetch_next(xt, L);
+    softmax_tile<log_>(xt, y + t * tile_elems, ix);
   }
-  for (int64_t r = tiles * kTile; r < rows; ++r) softmax_row(x + r * L, y + r * L, L, log_);
+  const int rest = (int)(rows - tiles * kRows);
+  if (rest > 0) {
+    alignas(64) float xin[kSoftmaxTileMaxL * kRows], yout[kSoftmaxTileMaxL * kRows];
+    row_tile::pad_rows(x + tiles * tile_elems, rest, L, 0.f, xin);
+    softmax_tile<log_>(xin, yout, ix);
+    std::memcpy(y + tiles * tile_elems, yout, sizeof(float) * (size_t)(rest * L));
+  }
+}
+
+void softmax_rows(const float* x, float* y, int64_t rows, int64_t L, bool log_) {
+  if (L <= kSoftmaxTileMaxL) {
+    if (log_)
+      softmax_rows_tiled<true>(x, y, rows, (int)L);
+    else
+      softmax_rows_tiled<false>(x, y, rows, (int)L);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (rows * L >= kParallelGrain)
+  for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * L, y + r * L, L, log_);
 }
 
 void softmax_cols(const float* x, float* y, int64_t outer, int64_t L, int64_t inner, bool log_) {
@@ -139,7 +175,7 @@ void softmax_cols(const float* x, float* y, int64_t outer, int64_t L, int64_t in
       float* yl = yo + l * inner;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        const float e = softmax_exp_f(xl[i] - m[i]);
+        const float e = exp_fast_f(xl[i] - m[i]);
         if (!log_) yl[i] = e;
         s[i] += e;
       }
@@ -224,33 +260,54 @@ void softmax_bwd_cpu(const float* g, const float* y, float* dx, int64_t outer, i
   });
 }
 
-void argmax_cpu(const float* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner) {
-  if (inner == 1) {
-    // Tiles of kTile rows, the rows in SIMD lanes; c only grows, so "better" is: strictly greater,
-    // or the first NaN.
-    const int64_t tiles = (outer + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static) if (outer * L >= kParallelGrain)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kTile;
-      const int nr = (int)std::min<int64_t>(kTile, outer - r0);
-      const float* xt = x + r0 * L;
-      alignas(64) float bv[kTile];
-      alignas(64) int64_t bi[kTile];
-      for (int j = 0; j < nr; ++j) {
-        bv[j] = xt[j * L];
-        bi[j] = 0;
-      }
-      for (int64_t c = 1; c < L; ++c) {
+namespace {
+
+// Argmax of 16 rows at xt (rows in SIMD lanes, one gather per c). c only grows, so "better" is:
+// strictly greater, or the first NaN.
+void argmax_tile(const float* xt, int64_t L, int64_t* out) {
+  alignas(64) int32_t off[kRows];
+  for (int j = 0; j < kRows; ++j) off[j] = (int32_t)(j * L);
+  if (L <= kSoftmaxTileMaxL) row_tile::prefetch_next(xt, (int)L);
+  alignas(64) float v[kRows];
 #pragma omp simd
-        for (int j = 0; j < nr; ++j) {
-          const float v = xt[j * L + c];
-          const bool take = (v > bv[j]) || (v != v && bv[j] == bv[j]);
-          bv[j] = take ? v : bv[j];
-          bi[j] = take ? c : bi[j];
-        }
-      }
-      for (int j = 0; j < nr; ++j) idx[r0 + j] = bi[j];
+  for (int j = 0; j < kRows; ++j) v[j] = xt[off[j]];
+  row_tile::vf16 bv = row_tile::load(v);
+  row_tile::vi16 bi = {};
+  for (int64_t c = 1; c < L; ++c) {
+#pragma omp simd
+    for (int j = 0; j < kRows; ++j) v[j] = xt[off[j] + c];
+    const row_tile::vf16 vv = row_tile::load(v);
+    const row_tile::vi16 take = (vv > bv) | ((vv != vv) & (bv == bv));
+    bv = take ? vv : bv;
+    bi = take ? row_tile::vi16{} + (int32_t)c : bi;
+  }
+  alignas(64) int32_t b[kRows];
+  row_tile::store(b, bi);
+#pragma omp simd
+  for (int j = 0; j < kRows; ++j) out[j] = b[j];
+}
+
+int64_t argmax_row(const float* xr, int64_t L) {
+  float bv = xr[0];
+  int64_t bi = 0;
+  for (int64_t c = 1; c < L; ++c) {
+    const float v = xr[c];
+    if ((v > bv) || (v != v && bv == bv)) {
+      bv = v;
+      bi = c;
     }
+  }
+  return bi;
+}
+
+}  // namespace
+
+void argmax_cpu(const float* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner) {
+  if (inner == 1 && L * kRows < ((int64_t)1 << 31)) {  // 32-bit gather offsets
+    const int64_t tiles = outer / kRows;
+#pragma omp parallel for schedule(static) if (outer * L >= kParallelGrain)
+    for (int64_t t = 0; t < tiles; ++t) argmax_tile(x + t * kRows * L, L, idx + t * kRows);
+    for (int64_t r = tiles * kRows; r < outer; ++r) idx[r] = argmax_row(x + r * L, L);
     return;
   }
   for_each_col_block(outer, L, inner, [&](int64_t o, int64_t i0, int64_t i1) {

@@ -1,82 +1,28 @@
 // CPU kernels of the softmax family (kernels/cpu/softmax_cpu.cpp), and the per-element math that
 // the CUDA kernels (kernels/cuda/softmax.cu) share with them (ENGINE_HD, so the two backends use
-// the same exp/log approximations and the same argmax order).
+// the same exp/log approximations, which are the engine's one polynomial exp and log, and the same
+// argmax order).
 // Geometry: x is contiguous [outer, L, inner] and the op runs over L (the op layer maps any axis to
 // this; the NHWC channel axis is inner == 1).
 #pragma once
 #include <cstdint>
-#if !defined(__CUDA_ARCH__)
-#include <bit>
-#endif
 
+#include "kernels/loss_math.h"
 #include "kernels/shared_math.h"
 
 namespace engine::kernels {
 
-// Bit casts that the host vectoriser understands (memcpy-based ones stop it).
-ENGINE_HD float softmax_as_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  return std::bit_cast<float>(u);
-#endif
-}
-ENGINE_HD uint32_t softmax_as_uint(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  return std::bit_cast<uint32_t>(f);
-#endif
-}
+// exp(x) for the softmax family on both devices: the shared exp_f (kernels/shared_math.h; ~1 ulp,
+// 0 below -87.3, +inf above 88.72, NaN propagates). The CPU's hot loops call exp_fast_f, which
+// returns the same bits for the arguments they pass (x - max <= 0).
+ENGINE_HD float softmax_exp_f(float x) { return exp_f(x); }
 
-// exp(x) without a libm call, so loops vectorise (and the GPU runs the same arithmetic):
-// n = round(x / ln2), r = x - n ln2 (two-constant Cody-Waite), exp(r) by its degree-7 Taylor
-// polynomial (|r| <= 0.347: truncation 5e-9 relative), times 2^n built in the exponent bits.
-// Max error ~2 ulp on [-87.3, 88.3]; returns 0 below -87.34 (true value < 1.2e-38), +inf above
-// 88.72, NaN for NaN. Softmax only calls it on x - max <= 0.
-ENGINE_HD float softmax_exp_f(float x) {
-  // Selects, not fminf/fmaxf: without -ffast-math those are libm calls on the host (NaN rules),
-  // which stop vectorisation. A NaN x is returned as is by the final select.
-  float xc = x < -87.33654f ? -87.33654f : x;
-  xc = xc > 88.3f ? 88.3f : xc;
-  const float t = fmaf(xc, 1.44269504088896341f, 12582912.f);  // + 1.5 * 2^23 rounds to an integer
-  const float n = t - 12582912.f;
-  float r = fmaf(n, -0.693145751953125f, xc);  // ln2 = 0.693145751953125 + 1.4286068203e-6
-  r = fmaf(n, -1.428606820309417e-06f, r);
-  float p = 1.f / 5040.f;
-  p = fmaf(p, r, 1.f / 720.f);
-  p = fmaf(p, r, 1.f / 120.f);
-  p = fmaf(p, r, 1.f / 24.f);
-  p = fmaf(p, r, 1.f / 6.f);
-  p = fmaf(p, r, 0.5f);
-  p = fmaf(p, r, 1.f);
-  p = fmaf(p, r, 1.f);
-  const float scale = softmax_as_float((uint32_t)((int32_t)n + 127) << 23);
-  const float e = p * scale;
-  return x < -87.33654f ? 0.f : x > 88.72283f ? INFINITY : x != x ? x : e;
-}
-
-// log(x) for the softmax normaliser (a sum >= 1): x = 2^e m with m in [0.707, 1.414),
-// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716, series to s^9 (truncation < 1e-9).
-// ~2 ulp for normal positive x; 0 -> -inf, +inf -> +inf, negative or NaN -> NaN. Subnormal inputs
-// are not handled exactly (never reached here).
+// log(x) for the softmax normaliser (a sum >= 1): the shared log_f (kernels/loss_math.h, ~1 ulp for
+// normal x) with the IEEE edge values it leaves out: 0 -> -inf, +inf -> +inf, negative or NaN -> NaN.
+// Branch-free (selects), so it vectorises. Subnormal inputs are not handled exactly (never reached).
 ENGINE_HD float softmax_log_f(float x) {
-  const uint32_t u = softmax_as_uint(x);
-  int32_t e = (int32_t)((u >> 23) & 0xffu) - 127;
-  float m = softmax_as_float((u & 0x7fffffu) | 0x3f800000u);
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1 : e;
-  const float s = (m - 1.f) / (m + 1.f);
-  const float s2 = s * s;
-  float p = fmaf(s2, 1.f / 9.f, 1.f / 7.f);
-  p = fmaf(p, s2, 1.f / 5.f);
-  p = fmaf(p, s2, 1.f / 3.f);
-  const float two_s = 2.f * s;
-  const float lm = fmaf(two_s * s2, p, two_s);
-  const float fe = (float)e;
-  const float r = fmaf(fe, 0.693145751953125f, fmaf(fe, 1.428606820309417e-06f, lm));
-  return x == 0.f ? -INFINITY : !(x >= 0.f) ? NAN : x == INFINITY ? INFINITY : r;
+  const float l = log_f(x);
+  return x == 0.f ? -INFINITY : !(x >= 0.f) ? NAN : x == INFINITY ? INFINITY : l;
 }
 
 // max for the softmax shift: a select (vectorises on the host, unlike fmaxf); a NaN v is skipped,

@@ -1,8 +1,12 @@
 // Shared helpers for the hand-written CUDA kernels. Every kernels/cuda/*.cu includes this first.
 // Under nvcc it is plain CUDA; under the host compiler (ENGINE_CUDA_EMULATED) kernels/emu/cuemu.h
 // maps the CUDA built-ins onto the CPU, so the same source runs in CI without a GPU.
+// Holds: grid sizing, 16-byte vector access, reductions, cp.async wrappers, and the shared-memory
+// "row tiles" (one thread per short row) with their double-buffered tile loop, used by softmax.cu
+// and loss.cu. Tested through those kernels (tests/test_softmax.cpp, tests/test_loss.cpp).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/emu/cuemu.h"
 #include "kernels/shared_math.h"
@@ -65,6 +69,205 @@ __device__ __forceinline__ void store_vec(T* p, const T (&v)[V]) {
   } else {
     *p = v[0];
   }
+}
+
+// ---------------------------------------------------------------- asynchronous copies
+// cp.async (sm_80+): a global -> shared copy that does not pass through registers and completes
+// later, so a block can request its next tile while it computes on the current one. Copies are
+// grouped by cp_async_commit; cp_async_wait<N> waits until at most the N newest groups of THIS
+// thread are pending (a __syncthreads must follow before other threads read the data). In the
+// emulator (and nvcc's host pass) the copy happens at once and commit / wait do nothing.
+// __CUDA_ARCH__ rather than __CUDACC__: the PTX exists only in the device pass.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {  // both 16-byte aligned
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
+               "l"(gmem)
+               : "memory");
+#else
+  std::memcpy(smem, gmem, 16);
+#endif
+}
+__device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {  // both 8-byte aligned
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
+               "l"(gmem)
+               : "memory");
+#else
+  std::memcpy(smem, gmem, 8);
+#endif
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
+               "l"(gmem)
+               : "memory");
+#else
+  std::memcpy(smem, gmem, 4);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// ---------------------------------------------------------------- row tiles in shared memory
+// Short rows (channels-last logits: L = 2..40 floats per pixel) are processed one THREAD per row
+// from a tile of consecutive rows staged in shared memory, instead of a warp per row with shuffle
+// reductions. A tile of `rows` * L contiguous floats moves between global and shared memory with
+// coalesced accesses (16-byte when row_tile_vec_ok); in shared memory row j starts at
+// j * row_tile_stride(L). The stride is odd (L for odd L, L + 1 for even L), so the 32 threads of a
+// warp reading column c of their rows j, j + 1, ... hit 32 different banks.
+ENGINE_HD int row_tile_stride(int L) { return L | 1; }
+
+// Rows per tile: a multiple of `block` (every thread owns the same number of rows), as many as
+// keep a tile within `budget_floats` of shared memory, at least `block`. Block 128, budget 2048:
+// L = 19 -> 128 rows (9.7 KB), L = 2 -> 640 rows (7.5 KB). A multiple of 4 rows keeps every
+// tile's start as aligned as the tensor.
+inline int row_tile_rows(int L, int block, int budget_floats) {
+  const int k = budget_floats / (row_tile_stride(L) * block);
+  return (k < 1 ? 1 : k) * block;
+}
+
+// True when a row tile can move with 16-byte accesses: odd L (no padding, so the tile is a plain
+// copy of the contiguous rows) and a 16-byte aligned global pointer (the tile always is).
+inline bool row_tile_vec_ok(int64_t L, const void* p) { return (L & 1) != 0 && is_aligned16(p); }
+
+// Issues the asynchronous copies of n contiguous floats (rows of L) from global src into a row tile
+// (every thread of the block calls it; completion: cp_async_commit / cp_async_wait + __syncthreads).
+// kVec: the caller checked row_tile_vec_ok. Otherwise element e goes to (e / L) * lp + e % L, with
+// (q, r) = divmod(e, L) advanced incrementally (no division per element); consecutive threads take
+// consecutive elements, so the global reads stay coalesced.
+template <bool kVec>
+__device__ __forceinline__ void row_tile_fetch(const float* __restrict__ src, float* tile, int n, int L) {
+  const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
+  if constexpr (kVec) {
+    const int n4 = n >> 2;
+    for (int i = tid; i < n4; i += nt) cp_async16(tile + 4 * i, src + 4 * i);
+    for (int e = (n4 << 2) + tid; e < n; e += nt) cp_async4(tile + e, src + e);
+  } else {
+    const int lp = row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e = tid; e < n; e += nt) {
+      cp_async4(tile + q * lp + r, src + e);
+      q += dq;
+      r += dr;
+      if (r >= L) {
+        r -= L;
+        ++q;
+      }
+    }
+  }
+}
+
+// How many values each thread keeps in flight while storing a tile back (one round trip of shared
+// loads before the global stores).
+constexpr int kStoreBatch4 = 4;  // float4 (kVec)
+constexpr int kStoreBatch1 = 8;  // floats
+
+// Stores a row tile (stride row_tile_stride(L)) back to n contiguous floats at dst (every thread of
+// the block calls it, after a __syncthreads that follows the last write to the tile).
+template <bool kVec>
+__device__ __forceinline__ void row_tile_store(const float* tile, float* __restrict__ dst, int n, int L) {
+  const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
+  if constexpr (kVec) {
+    const int n4 = n >> 2;
+    const float4* s4 = reinterpret_cast<const float4*>(tile);
+    float4* d4 = reinterpret_cast<float4*>(dst);
+    for (int i0 = tid; i0 < n4; i0 += kStoreBatch4 * nt) {
+      float4 v[kStoreBatch4];
+      ENGINE_UNROLL
+      for (int k = 0; k < kStoreBatch4; ++k)
+        if (i0 + k * nt < n4) v[k] = s4[i0 + k * nt];
+      ENGINE_UNROLL
+      for (int k = 0; k < kStoreBatch4; ++k)
+        if (i0 + k * nt < n4) d4[i0 + k * nt] = v[k];
+    }
+    for (int e = (n4 << 2) + tid; e < n; e += nt) dst[e] = tile[e];
+  } else {
+    const int lp = row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e0 = tid; e0 < n; e0 += kStoreBatch1 * nt) {
+      float v[kStoreBatch1];
+      ENGINE_UNROLL
+      for (int k = 0; k < kStoreBatch1; ++k) {
+        if (e0 + k * nt < n) v[k] = tile[q * lp + r];
+        q += dq;
+        r += dr;
+        if (r >= L) {
+          r -= L;
+          ++q;
+        }
+      }
+      ENGINE_UNROLL
+      for (int k = 0; k < kStoreBatch1; ++k)
+        if (e0 + k * nt < n) dst[e0 + k * nt] = v[k];
+    }
+  }
+}
+
+// Double-buffered loop over this block's tiles (grid-stride over ntiles): the copies of the next
+// tile are issued before the current one is processed, so loads stream while the block computes.
+// fetch(t, buf) issues the async copies of tile t into buf; process(t, buf) uses the landed tile
+// (it may __syncthreads itself, all threads call it). The two buffers are `buf_floats` apart.
+template <class Fetch, class Process>
+__device__ __forceinline__ void pipelined_tiles(int64_t ntiles, float* smem, int buf_floats, const Fetch& fetch,
+                                                const Process& process) {
+  int64_t t = blockIdx.x;
+  if (t < ntiles) fetch(t, smem);
+  cp_async_commit();
+  for (int b = 0; t < ntiles; t += gridDim.x, b ^= 1) {
+    if (t + gridDim.x < ntiles) fetch(t + gridDim.x, smem + (b ^ 1) * buf_floats);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of tile t are in
+    __syncthreads();     // ... and everyone's
+    process(t, smem + b * buf_floats);
+    __syncthreads();  // the buffer is refilled by the next iteration's fetch
+  }
+}
+
+// Multiprocessors of the current device (cached on first use; the engine uses one device).
+inline int sm_count() {
+  static const int n = [] {
+    int d = 0, v = 0;
+    if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) != cudaSuccess) {
+      (void)cudaGetLastError();
+      v = 1;
+    }
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
+// Grid for a loop over `tiles` work tiles in which every block stays resident and takes several
+// tiles (what pipelined_tiles needs to overlap anything): as many blocks as the device holds at
+// once for this kernel, block size and shared memory, never more than tiles or cap. Under the
+// emulator (one "multiprocessor") 2 blocks, so the tests run the multi-tile path.
+template <class Kernel>
+unsigned resident_grid(Kernel kernel, int block, size_t smem, int64_t tiles, int64_t cap) {
+  int per_sm = 2;
+#if defined(__CUDACC__)
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: keep it from being reported as the launch's error
+    per_sm = 1;
+  }
+#else
+  (void)kernel;
+  (void)block;
+  (void)smem;
+#endif
+  int64_t g = (int64_t)sm_count() * (per_sm < 1 ? 1 : per_sm);
+  if (g > tiles) g = tiles;
+  if (g > cap) g = cap;
+  return (unsigned)(g < 1 ? 1 : g);
 }
 
 template <class T>

@@ -4,16 +4,19 @@
 // same polynomial exp/log and explicit fmaf, so p_gt and the OHEM selection match the CPU bit for bit).
 //
 // Layout: logits contiguous [P, C] (P = N*H*W pixels, C classes, channels last); labels i64 [P].
-// ce_fwd_kernel / ce_bwd_kernel: one thread per pixel, tiles of kBlock pixels per block iteration
-//   (grid-stride over tiles). For C <= kStageMaxC the tile's kBlock*C contiguous floats are staged
-//   through shared memory with coalesced loads (and, in backward, coalesced stores of the gradient);
-//   each thread then reads its own row from shared memory (stride C: conflict-free for odd C). For
-//   larger C each thread reads its row from global memory (the warp's rows are one contiguous span,
-//   so L1 serves the second pass). Forward writes lse[p] (and for OHEM p_gt[p], nll[p]); backward
+// CE forward: one thread per pixel. C <= kStageMaxC (ce_fwd_tile_kernel): blocks of 128 threads on
+//   a resident grid take tiles of 128..640 pixels whose logits and labels are fetched into shared
+//   memory with asynchronous coalesced copies (common.cuh row tiles: cp.async, 16-byte for odd C
+//   when aligned, odd row stride so a warp's rows sit in 32 banks), double-buffered so the next tile
+//   streams in while this one is computed. Larger C (ce_fwd_row_kernel): each thread reads its row
+//   from global memory (a warp's rows are one contiguous span, so L1 serves the later passes).
+//   Forward writes lse[p] (and for OHEM p_gt[p], nll[p]).
+// CE backward (ce_bwd_kernel): tiles of kBlock pixels; for C <= kStageMaxC the tile's logits are
+//   staged through shared memory with coalesced loads and the gradient stored back coalesced; it
 //   recomputes softmax from x and lse in one pass: gx = coef * (exp(x - lse) - onehot).
 // Reductions: per-thread double accumulators, warp shuffles, one double pair per block, then
-//   ce_finalize_kernel (one block) adds the block partials in a fixed order: deterministic, no float
-//   atomics. Label errors and OHEM counts use integer atomics only (deterministic).
+//   loss_finalize_kernel (one block; loads batched, adds in a fixed order) sums the block partials:
+//   deterministic, no float atomics. Label errors and OHEM counts use integer atomics only (deterministic).
 // OHEM selection (ohem_hist_kernel + ohem_scan_kernel, 4 passes): the k-th smallest p_gt by an
 //   8-bit radix select over the f32 bit patterns (non-negative floats order like their bits): each
 //   pass histograms the values matching the prefix found so far (shared-memory histogram, integer
@@ -21,13 +24,16 @@
 //   P floats. Ignored pixels hold p_gt = 2.0 so they rank after every valid probability.
 // Pointwise losses: grid-stride, per-thread float partials, block partials in double, finalize.
 //
-// Roofline (H100 SXM, ~3.35 TB/s; all kernels are memory bound):
+// Roofline (H200, 4.25 TB/s device copy):
 //   CE fwd [4,512,1024,19]: reads 2.1M px * (76 B logits + 8 B label), writes 4 B lse: ~185 MB,
-//     ~55 us (exp/log: ~25 flops per logit, 1 GFLOP, far under the FP32 peak).
-//   CE bwd same shape: reads 76 + 8 + 4 B, writes 76 B per pixel: ~344 MB, ~100 us.
+//     ~44 us; but ~30 instructions per logit (the bit-exact polynomial exp) make it compute bound:
+//     measured (H200, ce_fwd_cuda = forward + finalize kernels, L2 flushed) 0.078 ms, 56 % of the
+//     copy rate (was 0.087 ms with single-buffered tiles), OHEM 0.083 ms (was 0.096); ncu: SM
+//     throughput 78 %, DRAM 40 %. [4,512,512,2] (21 MB): 0.021 ms, launch/latency bound.
+//   CE bwd same shape: reads 76 + 8 + 4 B, writes 76 B per pixel: ~344 MB, ~81 us.
 //   OHEM adds 8 B/px of p_gt and nll writes, and when the threshold must be raised 4 select passes
-//     of 4 B/px (~34 MB, ~10 us) plus a 16 B/px sum pass.
-//   BCE with logits fwd [8,52,52,255] (5.5M elements): 44 MB, ~13 us; bwd 66 MB, ~20 us.
+//     of 4 B/px (~34 MB, ~8 us) plus a 16 B/px sum pass.
+//   BCE with logits fwd [8,52,52,255] (5.5M elements): 44 MB, ~10 us; bwd 66 MB, ~16 us.
 // Tested by tests/test_loss.cpp (CPU vs emulated CUDA, naive double references); benchmarked by
 // bench_kernels --filter loss (bench/bench_loss.cpp).
 #include "engine/cuda_context.h"
@@ -38,7 +44,9 @@ namespace engine::kernels {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr int kStageMaxC = 40;  // 256 px * 40 * 4 B = 40 KiB of shared memory
+constexpr int kCeTileBlock = 128;    // threads of the staged CE forward (one per pixel of a tile)
+constexpr int kStageMaxC = 40;       // staged up to 2 buffers * 128 px * (41 + 2) * 4 B = 43 KiB
+constexpr int kCeTileFloats = 2048;  // logits + labels budget of a CE forward tile (8 KB; C = 19: 128 px)
 constexpr int kMaxCeBlocks = 2048;
 constexpr int kMaxPointBlocks = 1024;
 constexpr int kFinalBlock = 256;
@@ -68,67 +76,61 @@ __device__ __forceinline__ ull block_sum_u(ull v, ull* red) {
   return v;
 }
 
-int ce_grid(int64_t P) {
-  const int64_t tiles = (P + kBlock - 1) / kBlock;
+// Pixels per staged CE forward tile: a multiple of kCeTileBlock (every thread owns the same number
+// of pixels) within kCeTileFloats of logits and labels (an i64 label = 2 floats): C = 19 -> 128 px,
+// C = 2 -> 384 px, C = 1 -> 640 px. Two such buffers stay under the 48 KB of dynamic shared memory
+// a launch gets without opting in (C = 40: 2 * 128 * (41 + 2) * 4 B = 43 KB, plus 512 B static).
+int ce_tile_rows(int64_t C) {
+  const int k = kCeTileFloats / ((cuda::row_tile_stride((int)C) + 2) * kCeTileBlock);
+  return (k < 1 ? 1 : k) * kCeTileBlock;
+}
+
+int ce_grid(int64_t P, int tile_rows) {
+  const int64_t tiles = (P + tile_rows - 1) / tile_rows;
   return (int)std::min<int64_t>(std::max<int64_t>(tiles, 1), kMaxCeBlocks);
 }
 
 // ------------------------------------------------------------------------------ CE forward
-template <bool kOhem, bool kStaged>
-__global__ void __launch_bounds__(kBlock)
-    ce_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w, int64_t P,
-                  int C, int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
-                  float* __restrict__ nll, double* __restrict__ part, ull* __restrict__ stats) {
+// One thread per pixel; the per-pixel arithmetic (sequential max, sum of exp_neg_f, log_f,
+// ohem_prob_f) is the CPU's, so lse / p_gt / nll match it bit for bit. Block partials of the loss
+// sums (double) go to part[2 * block], the OHEM count of p_gt < thresh to stats[kBelow].
+template <bool kOhem>
+__device__ __forceinline__ void ce_pixel(const float* row, int C, int64_t p, int64_t yp, const float* __restrict__ w,
+                                         int64_t ignore, float thresh, float* __restrict__ lse,
+                                         float* __restrict__ pgt, float* __restrict__ nll, ull* __restrict__ stats,
+                                         double& a1, double& a2, ull& below) {
+  float m = -INFINITY;
+  for (int c = 0; c < C; ++c) {
+    const float v = row[c];
+    m = v > m ? v : m;
+  }
+  float s = 0.f;
+  for (int c = 0; c < C; ++c) s += exp_neg_f(row[c] - m);
+  const float l = m + log_f(s);
+  lse[p] = l;
+  const bool valid = yp != ignore && yp >= 0 && yp < C;
+  if (label_bad(yp, C, ignore)) {
+    atomicAdd(&stats[kBadCount], 1ull);
+    atomicMin(&stats[kFirstBad], (ull)p);
+  }
+  const float xy = valid ? row[yp] : 0.f;
+  const float wv = valid ? (w ? w[yp] : 1.f) : 0.f;
+  const float nl = valid ? l - xy : 0.f;
+  a1 += (double)(wv * nl);
+  a2 += (double)wv;
+  if (kOhem) {
+    const float pr = valid ? ohem_prob_f(xy - m, s) : 2.f;
+    pgt[p] = pr;
+    nll[p] = nl;
+    below += (valid && pr < thresh) ? 1ull : 0ull;
+  }
+}
+
+template <bool kOhem>
+__device__ __forceinline__ void ce_block_partials(double a1, double a2, ull below, double* __restrict__ part,
+                                                  ull* __restrict__ stats) {
   __shared__ double red[32];
   __shared__ ull redu[32];
-  float* tile = dynamic_smem<float>();
-  double a1 = 0.0, a2 = 0.0;
-  ull below = 0;
-  const int64_t ntiles = (P + kBlock - 1) / kBlock;
-  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const int64_t p0 = t * kBlock;
-    const int np = (int)min((int64_t)kBlock, P - p0);
-    const float* row;
-    if (kStaged) {
-      const int ne = np * C;
-      const float* src = x + p0 * C;
-      for (int e = threadIdx.x; e < ne; e += kBlock) tile[e] = __ldg(&src[e]);
-      __syncthreads();
-      row = tile + threadIdx.x * C;
-    } else {
-      row = x + (p0 + threadIdx.x) * C;
-    }
-    if ((int)threadIdx.x < np) {
-      const int64_t p = p0 + threadIdx.x;
-      float m = -INFINITY;
-      for (int c = 0; c < C; ++c) {
-        const float v = row[c];
-        m = v > m ? v : m;
-      }
-      float s = 0.f;
-      for (int c = 0; c < C; ++c) s += exp_neg_f(row[c] - m);
-      const float l = m + log_f(s);
-      lse[p] = l;
-      const int64_t yp = y[p];
-      const bool valid = yp != ignore && yp >= 0 && yp < C;
-      if (label_bad(yp, C, ignore)) {
-        atomicAdd(&stats[kBadCount], 1ull);
-        atomicMin(&stats[kFirstBad], (ull)p);
-      }
-      const float xy = valid ? row[yp] : 0.f;
-      const float wv = valid ? (w ? w[yp] : 1.f) : 0.f;
-      const float nl = valid ? l - xy : 0.f;
-      a1 += (double)(wv * nl);
-      a2 += (double)wv;
-      if (kOhem) {
-        const float pr = valid ? ohem_prob_f(xy - m, s) : 2.f;
-        pgt[p] = pr;
-        nll[p] = nl;
-        below += (valid && pr < thresh) ? 1ull : 0ull;
-      }
-    }
-    if (kStaged) __syncthreads();
-  }
   a1 = block_sum(a1, red);
   a2 = block_sum(a2, red);
   if (kOhem) below = block_sum_u(below, redu);
@@ -139,15 +141,78 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// C <= kStageMaxC: a shared-memory row tile per tile_rows pixels (common.cuh: odd row stride, no
+// bank conflicts), fetched with asynchronous coalesced copies together with the tile's labels,
+// double-buffered on a resident grid (the next tile streams in while this one is computed).
+// Buffer layout: tile_rows * row_tile_stride(C) floats of logits, then tile_rows i64 labels.
+template <bool kOhem, bool kVec>
+__global__ void __launch_bounds__(kCeTileBlock)
+    ce_fwd_tile_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w,
+                       int64_t P, int C, int tile_rows, int64_t ignore, float thresh, float* __restrict__ lse,
+                       float* __restrict__ pgt, float* __restrict__ nll, double* __restrict__ part,
+                       ull* __restrict__ stats) {
+  const int lp = cuda::row_tile_stride(C);
+  const int label_off = tile_rows * lp;  // floats; a multiple of 4 (tile_rows is)
+  double a1 = 0.0, a2 = 0.0;
+  ull below = 0;
+  const int64_t ntiles = (P + tile_rows - 1) / tile_rows;
+  cuda::pipelined_tiles(
+      ntiles, dynamic_smem<float>(), label_off + 2 * tile_rows,
+      [&](int64_t t, float* buf) {
+        const int64_t p0 = t * tile_rows;
+        const int np = (int)min((int64_t)tile_rows, P - p0);
+        cuda::row_tile_fetch<kVec>(x + p0 * C, buf, np * C, C);
+        int64_t* lab = reinterpret_cast<int64_t*>(buf + label_off);
+        for (int j = threadIdx.x; j < np; j += blockDim.x) cuda::cp_async8(lab + j, y + p0 + j);
+      },
+      [&](int64_t t, float* buf) {
+        const int64_t p0 = t * tile_rows;
+        const int np = (int)min((int64_t)tile_rows, P - p0);
+        const int64_t* lab = reinterpret_cast<const int64_t*>(buf + label_off);
+        for (int j = threadIdx.x; j < np; j += blockDim.x)
+          ce_pixel<kOhem>(buf + j * lp, C, p0 + j, lab[j], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+      });
+  ce_block_partials<kOhem>(a1, a2, below, part, stats);
+}
+
+// Larger C: each thread reads its row from global memory (a warp's rows are one contiguous span,
+// so L1 serves the later passes over the row).
+template <bool kOhem>
+__global__ void __launch_bounds__(kBlock)
+    ce_fwd_row_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w,
+                      int64_t P, int C, int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
+                      float* __restrict__ nll, double* __restrict__ part, ull* __restrict__ stats) {
+  double a1 = 0.0, a2 = 0.0;
+  ull below = 0;
+  for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += (int64_t)gridDim.x * blockDim.x)
+    ce_pixel<kOhem>(x + p * C, C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+  ce_block_partials<kOhem>(a1, a2, below, part, stats);
+}
+
 // One block: adds the block partials in a fixed order; loss = S1 / (use_s2 * S2 + denom_add).
 __global__ void __launch_bounds__(kFinalBlock)
     loss_finalize_kernel(const double* __restrict__ part, int nparts, double denom_add, int use_s2,
                          ull* __restrict__ stats, float* __restrict__ loss, float* __restrict__ inv) {
   __shared__ double red[32];
+  // Partials are loaded kFinalBatch at a time (independent loads in flight) but added in the
+  // same order as a plain strided loop: i = tid, tid + blockDim, ...
+  constexpr int kFinalBatch = 8;
   double s1 = 0.0, s2 = 0.0;
-  for (int i = threadIdx.x; i < nparts; i += blockDim.x) {
-    s1 += part[2 * i];
-    s2 += part[2 * i + 1];
+  for (int i0 = threadIdx.x; i0 < nparts; i0 += kFinalBatch * blockDim.x) {
+    double v1[kFinalBatch], v2[kFinalBatch];
+    ENGINE_UNROLL
+    for (int k = 0; k < kFinalBatch; ++k) {
+      const int i = i0 + k * (int)blockDim.x;
+      v1[k] = i < nparts ? part[2 * i] : 0.0;
+      v2[k] = i < nparts ? part[2 * i + 1] : 0.0;
+    }
+    ENGINE_UNROLL
+    for (int k = 0; k < kFinalBatch; ++k) {
+      if (i0 + k * (int)blockDim.x < nparts) {
+        s1 += v1[k];
+        s2 += v2[k];
+      }
+    }
   }
   s1 = block_sum(s1, red);
   s2 = block_sum(s2, red);
@@ -311,25 +376,29 @@ void finalize(const double* part, int nparts, double denom_add, int use_s2, int6
 
 }  // namespace
 
-int64_t ce_part_doubles(int64_t P) { return 2 * (int64_t)std::max(ce_grid(P), (int)cuda::grid_for(P, kBlock, kMaxPointBlocks)); }
+// ce_grid(P, kCeTileBlock) bounds the forward's grid for every C (a block has >= kCeTileBlock pixels).
+int64_t ce_part_doubles(int64_t P) {
+  return 2 * (int64_t)std::max(ce_grid(P, kCeTileBlock), (int)cuda::grid_for(P, kBlock, kMaxPointBlocks));
+}
 
 void ce_fwd_cuda(const float* x, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore, float thresh,
                  float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add, float* loss,
                  float* inv, cudaStream_t s) {
-  const int grid = ce_grid(P);
-  const bool staged = C <= kStageMaxC;
-  const size_t smem = staged ? (size_t)kBlock * (size_t)C * sizeof(float) : 0;
   ull* st = reinterpret_cast<ull*>(stats);
-  if (pgt) {
-    if (staged)
-      GPU_LAUNCH(grid, kBlock, smem, s, ce_fwd_kernel<true, true>)(x, y, w, P, (int)C, ignore, thresh, lse, pgt, nll, part, st);
-    else
-      GPU_LAUNCH(grid, kBlock, smem, s, ce_fwd_kernel<true, false>)(x, y, w, P, (int)C, ignore, thresh, lse, pgt, nll, part, st);
+  const int c = (int)C;
+  int grid;
+  if (C <= kStageMaxC) {
+    const int rows = ce_tile_rows(C);
+    const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
+    const bool vec = cuda::row_tile_vec_ok(C, x);
+    auto* k = pgt ? (vec ? ce_fwd_tile_kernel<true, true> : ce_fwd_tile_kernel<true, false>)
+                  : (vec ? ce_fwd_tile_kernel<false, true> : ce_fwd_tile_kernel<false, false>);
+    grid = (int)cuda::resident_grid(k, kCeTileBlock, smem, (P + rows - 1) / rows, kMaxCeBlocks);
+    GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
   } else {
-    if (staged)
-      GPU_LAUNCH(grid, kBlock, smem, s, ce_fwd_kernel<false, true>)(x, y, w, P, (int)C, ignore, thresh, lse, pgt, nll, part, st);
-    else
-      GPU_LAUNCH(grid, kBlock, smem, s, ce_fwd_kernel<false, false>)(x, y, w, P, (int)C, ignore, thresh, lse, pgt, nll, part, st);
+    grid = ce_grid(P, kBlock);
+    auto* k = pgt ? ce_fwd_row_kernel<true> : ce_fwd_row_kernel<false>;
+    GPU_LAUNCH(grid, kBlock, 0, s, k)(x, y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
   }
   CUDA_CHECK_LAUNCH("ce_fwd_kernel");
   finalize(part, grid, denom_add, 1, stats, loss, inv, s);
@@ -338,7 +407,7 @@ void ce_fwd_cuda(const float* x, const int64_t* y, const float* w, int64_t P, in
 void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt,
                  const float* thr_dev, float thr_host, int64_t P, int64_t C, int64_t ignore, const float* g,
                  const float* inv, float* gx, cudaStream_t s) {
-  const int grid = ce_grid(P);
+  const int grid = ce_grid(P, kBlock);
   const bool staged = C <= kStageMaxC;
   const size_t smem = staged ? (size_t)kBlock * (size_t)C * sizeof(float) : 0;
   if (staged)
