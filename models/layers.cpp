@@ -44,8 +44,13 @@ BatchNorm2d::BatchNorm2d(int channels, float momentum, float eps)
   var_ = register_tensor("_variance", {channels}, TensorRole::Buffer, Init::constant(1.f));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
-  if (training() && sync_) return forward_synced(x);
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, false); }
+
+Tensor BatchNorm2d::forward(const Tensor& x, bool relu) {
+  if (training() && sync_) {
+    const Tensor y = forward_synced(x);
+    return relu ? engine::relu(y) : y;
+  }
   const int64_t values_per_channel = x.numel() / std::max<int64_t>(x.size(-1), 1);
   if (training() && values_per_channel == 1) {
     // One value per channel: mean = x, biased variance 0 (see layers.h). batch_norm_apply with
@@ -54,12 +59,13 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
     const Tensor v = Tensor::zeros({x.size(-1)}, DType::F32, x.device());
     const Tensor y = batch_norm_apply(x, m, v, weight_, bias_, eps_);
     batch_norm_update_running(mean_, var_, m.detach(), v, momentum_);
-    return y;
+    return relu ? engine::relu(y) : y;
   }
   BatchNormArgs a;
   a.momentum = momentum_;
   a.eps = eps_;
   a.training = training();
+  a.relu = relu;  // fused: saves relu's forward and backward memory passes
   return batch_norm(x, weight_, bias_, mean_, var_, a);
 }
 
@@ -119,7 +125,7 @@ StdcConvBNRelu::StdcConvBNRelu(int in_channels, int out_channels, int kernel, in
   bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels));
 }
 
-Tensor StdcConvBNRelu::forward(const Tensor& x) { return relu(bn_->forward(conv_->forward(x))); }
+Tensor StdcConvBNRelu::forward(const Tensor& x) { return bn_->forward(conv_->forward(x), true); }
 
 ConvBN::ConvBN(int in_channels, int out_channels, int kernel, bool relu, bool bias)
     : Layer(relu ? "ConvBNReLU" : "ConvBN"), relu_(relu) {
@@ -130,10 +136,7 @@ ConvBN::ConvBN(int in_channels, int out_channels, int kernel, bool relu, bool bi
   bn_ = register_module("_batch_norm", std::make_shared<BatchNorm2d>(out_channels));
 }
 
-Tensor ConvBN::forward(const Tensor& x) {
-  Tensor y = bn_->forward(conv_->forward(x));
-  return relu_ ? relu(y) : y;
-}
+Tensor ConvBN::forward(const Tensor& x) { return bn_->forward(conv_->forward(x), relu_); }
 
 // ------------------------------------------------------------------ containers and pooling
 void Sequential::add(std::shared_ptr<Layer> layer) {

@@ -64,6 +64,9 @@ class BatchNorm2d : public Layer {
   // variance 0, output = bias, no gradient to x - and updates the running statistics with them, so
   // PP-LiteSeg trains at batch 1.
   Tensor forward(const Tensor& x) override;
+  // relu(forward(x)); the common path fuses the ReLU into batch_norm (BatchNormArgs::relu), the
+  // one-value-per-channel and synchronised paths apply relu() after BN. Same result either way.
+  Tensor forward(const Tensor& x, bool relu);
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
   const Tensor& running_mean() const { return mean_; }

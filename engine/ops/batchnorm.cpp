@@ -70,42 +70,46 @@ void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& me
 }
 
 void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var, const Tensor& w,
-             const Tensor& b, float eps, const Tensor& y) {
+             const Tensor& b, float eps, const Tensor& y, bool relu = false) {
   ENGINE_DISPATCH(op, xc.device(),
                   kernels::batch_norm_fwd_cpu(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
-                                              y.data<float>()),
+                                              y.data<float>(), relu),
                   kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b),
-                                               eps, y.data<float>(), compute_stream()));
+                                               eps, y.data<float>(), compute_stream(), relu));
 }
 
 void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& mean,
-                    const Tensor& var, const Tensor& w, float eps, bool train, const kernels::BnBwdOut& o) {
+                    const Tensor& var, const Tensor& w, float eps, bool train, const kernels::BnBwdOut& o,
+                    const kernels::BnRelu& relu) {
   ENGINE_DISPATCH(op, xc.device(),
                   kernels::batch_norm_bwd_reduce_cpu(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
-                                                     cptr(var), cptr(w), eps, train, o),
+                                                     cptr(var), cptr(w), eps, train, o, relu),
                   {
                     Tensor ws = cuda_workspace(g.M, g.C, xc.device());
                     kernels::batch_norm_bwd_reduce_cuda(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
                                                         cptr(var), cptr(w), eps, train, o, ws.data<float>(),
-                                                        compute_stream());
+                                                        compute_stream(), relu);
                   });
 }
 
-// dx = k1*g + k2*(x - m) + k3 (undefined operands drop their term).
+// dx = k1*g + k2*(x - m) + k3 (undefined operands drop their term); g masked first when relu.on.
 void run_bwd(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& m, const float* k1,
-             const float* k2, const float* k3, const Tensor& dx) {
+             const float* k2, const float* k3, const Tensor& dx, const kernels::BnRelu& relu = {}) {
   ENGINE_DISPATCH(op, dx.device(),
-                  kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>()),
+                  kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
+                                              relu),
                   kernels::batch_norm_bwd_cuda(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
-                                               compute_stream()));
+                                               compute_stream(), relu));
 }
 
 // Gradients of y = (x - mean) * w * invstd + b w.r.t. (x, mean, var, w, b), for the statistics
 // either computed from x (train = true: dx includes the path through them; dmean/dvar unused) or
-// given (train = false: affine dx, and dmean/dvar when asked).
+// given (train = false: affine dx, and dmean/dvar when asked). With a fused ReLU (bias `b` defined
+// or not, relu = true) the incoming gradient is masked by the recomputed pre-activation first.
 std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor& xs, const Geom& geo,
                                 const Tensor& mean, const Tensor& var, const Tensor& w, float eps, bool train,
-                                bool need_x, bool need_mean, bool need_var, bool need_w, bool need_b) {
+                                bool need_x, bool need_mean, bool need_var, bool need_w, bool need_b,
+                                bool relu = false, const Tensor& b = Tensor()) {
   const Tensor gc = plain(g_in);
   const Device d = gc.device();
   Tensor dx, dmean, dvar, dw, db;
@@ -123,13 +127,23 @@ std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor
   o.k1 = k;
   o.k2 = k + geo.C;
   o.k3 = k + 2 * geo.C;
-  run_bwd_reduce(op, gc, xs, geo, mean, var, w, eps, train, o);
+  kernels::BnRelu r;
+  if (relu) {
+    r.on = true;
+    r.mean = cptr(mean);
+    r.var = cptr(var);
+    r.weight = cptr(w);
+    r.bias = cptr(b);
+    r.eps = eps;
+  }
+  run_bwd_reduce(op, gc, xs, geo, mean, var, w, eps, train, o, r);
   if (need_x) {
     dx = Tensor::empty(xs.shape(), DType::F32, d);
     if (train) {
-      run_bwd(op, gc, xs, geo, mean, o.k1, o.k2, o.k3, dx);
+      run_bwd(op, gc, xs, geo, mean, o.k1, o.k2, o.k3, dx, r);
     } else {
-      run_bwd(op, gc, Tensor(), geo, Tensor(), o.k1, nullptr, nullptr, dx);
+      // The fused ReLU's mask needs x even though the affine dx has no x term.
+      run_bwd(op, gc, relu ? xs : Tensor(), geo, Tensor(), o.k1, nullptr, nullptr, dx, r);
     }
   }
   return {dx, dmean, dvar, dw, db};
@@ -169,7 +183,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     mean = plain(running_mean);
     var = plain(running_var);
   }
-  run_fwd(op, xs, geo, mean, var, ws, bs, a.eps, y);
+  run_fwd(op, xs, geo, mean, var, ws, bs, a.eps, y, a.relu);
 
   if (needs_grad({&x, &weight, &bias})) {
     if (!a.training) {  // the running statistics may change before backward runs
@@ -178,11 +192,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     }
     const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
                need_b = bias.defined() && bias.requires_grad();
-    const bool train = a.training;
+    const bool train = a.training, relu = a.relu;
     const float eps = a.eps;
     record_lambda(op, {x, weight, bias}, y, [=](const std::vector<Tensor>& g) {
       auto r = bn_backward("batch_norm_backward", g[0], xs, geo, mean, var, ws, eps, train, need_x, false, false,
-                           need_w, need_b);
+                           need_w, need_b, relu, bs);
       return std::vector<Tensor>{r[0], r[3], r[4]};
     });
   }

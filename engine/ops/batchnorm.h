@@ -19,6 +19,15 @@
 //  - weight / bias may be undefined (= 1 / 0, PyTorch's affine=False). running_mean / running_var
 //    must both be defined or both undefined; undefined is allowed only in training (no update).
 //  - Running statistics must be contiguous f32 [C] on x's device (they are updated in place).
+//  - relu (BatchNormArgs::relu, default false): y = max(0, z) with z the BN output above, in the same
+//    pass (train and eval). It equals relu(batch_norm(...)) exactly - forward bits and gradients,
+//    including the gradient at z == 0, which is 0 as the engine's relu backward gives (relu'(0) = 0,
+//    PyTorch/Paddle convention). The backward does not keep y or a mask: its kernels recompute z from
+//    x and the saved statistics with the forward's own arithmetic (same bits) and zero the incoming
+//    gradient where z <= 0 (or z is NaN), then run the usual BN backward. Like the weight, the bias
+//    is read again at backward time, so it must not be changed in place between forward and backward
+//    (the optimizer steps after backward). PyTorch and Paddle have no such fused op; it exists to save
+//    relu's two memory passes per ConvBNReLU (forward and backward).
 // Results are deterministic on both devices (no atomics; fixed reduction orders).
 //
 // Sync-BN building blocks (data parallel composes them; each piece is differentiable):
@@ -42,6 +51,7 @@ struct BatchNormArgs {
   float momentum = 0.9f;
   float eps = 1e-5f;
   bool training = true;
+  bool relu = false;  // y = max(0, BN(x)), see above
 };
 
 Tensor batch_norm(const Tensor& x /*[N,H,W,C] or [N,C]*/, const Tensor& weight, const Tensor& bias,

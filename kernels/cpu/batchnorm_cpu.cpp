@@ -6,6 +6,9 @@
 //   forward:  y = (x - mean) * w * invstd + b,            invstd = 1/sqrt(var + eps)
 //   backward: sg = sum_r g,  sgx = sum_r g*(x - mean)  ->  dw, db, dmean, dvar, k1..k3 (BnBwdOut)
 //             dx = k1*g + k2*(x - mean) + k3
+//   fused ReLU (a bool template parameter of each elementwise loop): the forward stores max(0, y);
+//   both backward passes first replace g by (z > 0 ? g : 0), z = the forward's y recomputed from x
+//   (bn_z, identical bits), so no mask or output is kept and no extra pass is made.
 // Strategy: the rows are cut into work blocks fixed by the shape alone (never by the thread count),
 // so results are bit-identical whatever OMP_NUM_THREADS is; OpenMP static schedule over blocks.
 // A block walks its rows in chunks of ~32 KiB (L1-resident): statistics take two passes over the
@@ -23,6 +26,8 @@
 
 #include <algorithm>
 #include <vector>
+
+#include "engine/error.h"
 
 namespace engine::kernels {
 namespace {
@@ -133,30 +138,82 @@ void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, flo
   }
 }
 
-void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y) {
-  std::vector<float> m((size_t)C), sc((size_t)C), bi((size_t)C);
-  for (int64_t c = 0; c < C; ++c) {
-    m[(size_t)c] = mean[c];
-    sc[(size_t)c] = bn_invstd(var[c], eps) * (weight ? weight[c] : 1.f);
-    bi[(size_t)c] = bias ? bias[c] : 0.f;
-  }
-  const float* mp = m.data();
-  const float* sp = sc.data();
-  const float* bp = bi.data();
-  parallel_rows(M, C, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * C;
-      float* yr = y + r * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - mp[c]) * sp[c] + bp[c];
+namespace {
+
+// Per-channel (mean, scale, bias) of the forward's affine map z = bn_z(x, mean, scale, bias), in
+// L1-resident arrays; m/var may be null (then that part is left 0, e.g. an unused relu mask).
+struct Affine {
+  std::vector<float> m, s, b;
+  Affine(int64_t C, const float* mean, const float* var, const float* weight, const float* bias, float eps)
+      : m((size_t)C, 0.f), s((size_t)C, 0.f), b((size_t)C, 0.f) {
+    if (!mean || !var) return;
+    for (int64_t c = 0; c < C; ++c) {
+      m[(size_t)c] = mean[c];
+      s[(size_t)c] = bn_scale(var[c], weight, c, eps);
+      b[(size_t)c] = bias ? bias[c] : 0.f;
     }
+  }
+};
+
+template <bool kRelu>
+void fwd_rows(const float* x, int64_t r0, int64_t r1, int64_t C, const Affine& a, float* y) {
+  const float* mp = a.m.data();
+  const float* sp = a.s.data();
+  const float* bp = a.b.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    if constexpr (kRelu) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = bn_relu(bn_z(xr[c], mp[c], sp[c], bp[c]));
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = bn_z(xr[c], mp[c], sp[c], bp[c]);
+    }
+  }
+}
+
+}  // namespace
+
+void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
+                        const float* bias, float eps, float* y, bool relu) {
+  const Affine a(C, mean, var, weight, bias, eps);
+  parallel_rows(M, C, [&](int64_t r0, int64_t r1) {
+    if (relu) fwd_rows<true>(x, r0, r1, C, a, y);
+    else fwd_rows<false>(x, r0, r1, C, a, y);
   });
 }
 
+namespace {
+
+// Adds rows [r0, r1) into sp[c] += g', qp[c] += g' * (x - mean), g' = g or its ReLU-masked value.
+template <bool kRelu>
+void bwd_reduce_rows(const float* g, const float* x, int64_t r0, int64_t r1, int64_t C, const float* mean,
+                     const Affine& z, float* sp, float* qp) {
+  const float* zm = z.m.data();
+  const float* zs = z.s.data();
+  const float* zb = z.b.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* gr = g + r * C;
+    const float* xr = x + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      float gv = gr[c];
+      if constexpr (kRelu) gv = bn_relu_grad(gv, bn_z(xr[c], zm[c], zs[c], zb[c]));
+      sp[c] += gv;
+      qp[c] += gv * (xr[c] - mean[c]);
+    }
+  }
+}
+
+}  // namespace
+
 void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
-                               const float* var, const float* weight, float eps, bool train, const BnBwdOut& out) {
+                               const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
+                               const BnRelu& relu) {
   const RowBlocks P(M, C);
+  const Affine z = relu.on ? Affine(C, relu.mean, relu.var, relu.weight, relu.bias, relu.eps)
+                           : Affine(C, nullptr, nullptr, nullptr, nullptr, 0.f);
   std::vector<double> psg((size_t)(P.nblocks * C)), psgx((size_t)(P.nblocks * C));
 #pragma omp parallel if (parallel_ok(M * C) && P.nblocks > 1)
   {
@@ -174,15 +231,8 @@ void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_
         float* qp = q.data();
         std::fill(sp, sp + C, 0.f);
         std::fill(qp, qp + C, 0.f);
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* gr = g + r * C;
-          const float* xr = x + r * C;
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            sp[c] += gr[c];
-            qp[c] += gr[c] * (xr[c] - mean[c]);
-          }
-        }
+        if (relu.on) bwd_reduce_rows<true>(g, x, r0, r1, C, mean, z, sp, qp);
+        else bwd_reduce_rows<false>(g, x, r0, r1, C, mean, z, sp, qp);
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
           bs[c] += (double)sp[c];
@@ -202,7 +252,7 @@ void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_
 }
 
 void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx) {
+                        const float* k2, const float* k3, float* dx, const BnRelu& relu) {
   // Missing terms become zero coefficients so a single loop shape serves every case.
   std::vector<float> a((size_t)C, 0.f), b((size_t)C, 0.f), mm((size_t)C, 0.f), d((size_t)C, 0.f);
   for (int64_t c = 0; c < C; ++c) {
@@ -216,6 +266,29 @@ void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, co
   const float* bp = b.data();
   const float* mp = mm.data();
   const float* dp = d.data();
+  if (relu.on) {
+    ENGINE_CHECK(use_g && x, "batch_norm_bwd_cpu: the fused ReLU needs g, k1 and x");
+    const Affine z(C, relu.mean, relu.var, relu.weight, relu.bias, relu.eps);
+    const float* zm = z.m.data();
+    const float* zs = z.s.data();
+    const float* zb = z.b.data();
+    parallel_rows(M, C, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* o = dx + r * C;
+        const float* gr = g + r * C;
+        const float* xr = x + r * C;
+        if (use_x) {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c)
+            o[c] = ap[c] * bn_relu_grad(gr[c], bn_z(xr[c], zm[c], zs[c], zb[c])) + bp[c] * (xr[c] - mp[c]) + dp[c];
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) o[c] = ap[c] * bn_relu_grad(gr[c], bn_z(xr[c], zm[c], zs[c], zb[c])) + dp[c];
+        }
+      }
+    });
+    return;
+  }
   parallel_rows(M, C, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* o = dx + r * C;

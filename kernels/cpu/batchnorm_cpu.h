@@ -40,6 +40,29 @@ ENGINE_HD void bn_welford_merge(T& na, T& ma, T& m2a, T nb, T mb, T m2b) {
   na = n;
 }
 
+// The forward's per-channel scale (w * invstd; w = 1 when weight is null) and pre-activation
+// z = (x - mean) * scale + bias. The forward kernels and the fused-ReLU backward (which recomputes z
+// to mask the gradient) both use these, so the recomputed z is the forward's z bit for bit.
+ENGINE_HD float bn_scale(float var, const float* weight, int64_t c, float eps) {
+  return bn_invstd(var, eps) * (weight ? weight[c] : 1.f);
+}
+ENGINE_HD float bn_z(float x, float mean, float scale, float bias) { return (x - mean) * scale + bias; }
+// ReLU on z and its gradient mask, the same as the engine's relu op (relu'(0) = 0).
+ENGINE_HD float bn_relu(float z) { return z > 0.f ? z : 0.f; }
+ENGINE_HD float bn_relu_grad(float g, float z) { return z > 0.f ? g : 0.f; }
+
+// Fused ReLU (BatchNormArgs::relu) for the backward kernels: when `on`, the incoming gradient g is
+// replaced by bn_relu_grad(g, z) with z recomputed from x and the statistics the forward used
+// (mean, var, weight, bias, eps); nothing from the forward output is kept.
+struct BnRelu {
+  bool on = false;
+  const float* mean = nullptr;
+  const float* var = nullptr;
+  const float* weight = nullptr;  // null = 1
+  const float* bias = nullptr;    // null = 0
+  float eps = 0.f;
+};
+
 // Per-channel results of the backward reduction (each pointer optional):
 //   sg = sum_r g[r, c],   sgx = sum_r g[r, c] * (x[r, c] - mean[c]),   invstd = 1/sqrt(var + eps)
 //   dweight = sgx * invstd                 dbias = sg
@@ -84,17 +107,21 @@ void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, flo
                           float* running_var, float momentum);
 
 // y[r, c] = (x[r, c] - mean[c]) * weight[c] / sqrt(var[c] + eps) + bias[c]   (weight/bias may be null = 1/0)
+// relu: y = max(0, that) (bn_relu), in the same pass.
 void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y);
+                        const float* bias, float eps, float* y, bool relu = false);
 
-// The backward reduction (sg, sgx, see BnBwdOut) followed by the per-channel finalisation.
+// The backward reduction (sg, sgx, see BnBwdOut) followed by the per-channel finalisation. With
+// relu.on, g is masked by the recomputed pre-activation first (BnRelu).
 void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
-                               const float* var, const float* weight, float eps, bool train, const BnBwdOut& out);
+                               const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
+                               const BnRelu& relu = {});
 
 // dx[r, c] = k1[c]*g[r, c] + k2[c]*(x[r, c] - m[c]) + k3[c]. g/k1 may be null (term dropped); x/k2
-// may be null (term dropped); m may be null (= 0); k3 may be null (= 0).
+// may be null (term dropped); m may be null (= 0); k3 may be null (= 0). With relu.on, g is masked
+// by the recomputed pre-activation first (BnRelu); then g, k1 and x are required.
 void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx);
+                        const float* k2, const float* k3, float* dx, const BnRelu& relu = {});
 
 // running = bn_running_update(running, batch, momentum) for mean and variance, C channels.
 void batch_norm_update_running_cpu(float* running_mean, float* running_var, const float* mean, const float* var,

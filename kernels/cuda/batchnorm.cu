@@ -6,6 +6,10 @@
 //   forward:  y = (x - mean) * w * invstd + b,    invstd = 1/sqrt(var + eps)
 //   backward: sg = sum_r g, sgx = sum_r g*(x - mean) -> dw, db, dmean, dvar, k1..k3 (BnBwdOut);
 //             dx = k1*g + k2*(x - mean) + k3
+//   fused ReLU (template flag kRelu of the forward and both backward passes): the forward stores
+//   max(0, y); the backward passes replace g by (z > 0 ? g : 0) with z = bn_z(x, ...) recomputed
+//   per element from x (the forward's arithmetic; per-channel mean/scale/bias held in registers), so
+//   no mask is stored and no pass is added.
 // Layout of every tiled kernel: a 256-thread block is bx x by threads; threadIdx.x walks channel
 // vectors of V floats (V = 4 with float4 loads when C % 4 == 0 and the pointers are 16-byte aligned,
 // else V = 1), threadIdx.y walks rows. bx = min(32, pow2ceil(C / V)), so a warp reads whole 128-512
@@ -22,7 +26,8 @@
 //   batch_norm_fwd_kernel: per-thread coefficients (mean, w*invstd, b) then a row loop.
 //   batch_norm_bwd_reduce_partial_kernel / _finalize_kernel: as the statistics, with plain sums
 //     (fp32 per thread and block tree, double across blocks), then bn_bwd_finalize_channel.
-//   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist.
+//   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist (and
+//     on the fused ReLU, which reads x for the mask even when the x term is absent: eval mode).
 // Deterministic: no atomics; every sum has an order fixed by the shape. No dynamic shared memory;
 // static shared memory 9 KiB (stats) / 8 KiB (backward reduction) / 4 KiB (finalize, double).
 // Roofline (H100 SXM, ~3.35 TB/s; all kernels memory bound, < 10 flops per element):
@@ -36,6 +41,7 @@
 #include <initializer_list>
 
 #include "engine/cuda_context.h"
+#include "engine/error.h"
 #include "kernels/cuda/batchnorm_cuda.h"
 #include "kernels/cuda/common.cuh"
 
@@ -192,7 +198,20 @@ __global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_stats_finalize_ker
 }
 
 // --------------------------------------------------------------------------------- forward
+// Per-thread coefficients of z = bn_z(x, m, s, b) for channels c0 .. c0+V-1 (the forward's scale).
 template <int V>
+__device__ __forceinline__ void load_affine(int64_t c0, const float* __restrict__ mean, const float* __restrict__ var,
+                                            const float* __restrict__ weight, const float* __restrict__ bias,
+                                            float eps, float (&m)[V], float (&s)[V], float (&b)[V]) {
+ENGINE_UNROLL
+  for (int v = 0; v < V; ++v) {
+    m[v] = mean[c0 + v];
+    s[v] = bn_scale(var[c0 + v], weight, c0 + v, eps);
+    b[v] = bias ? bias[c0 + v] : 0.f;
+  }
+}
+
+template <int V, bool kRelu>
 __global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C,
                                                                   const float* __restrict__ mean,
                                                                   const float* __restrict__ var,
@@ -202,28 +221,27 @@ __global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* _
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float m[V], s[V], b[V];
-ENGINE_UNROLL
-  for (int v = 0; v < V; ++v) {
-    m[v] = mean[c0 + v];
-    s[v] = bn_invstd(var[c0 + v], eps) * (weight ? weight[c0 + v] : 1.f);
-    b[v] = bias ? bias[c0 + v] : 0.f;
-  }
+  load_affine<V>(c0, mean, var, weight, bias, eps, m, s, b);
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     float xv[V];
     cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
-    for (int v = 0; v < V; ++v) xv[v] = (xv[v] - m[v]) * s[v] + b[v];
+    for (int v = 0; v < V; ++v) {
+      xv[v] = bn_z(xv[v], m[v], s[v], b[v]);
+      if constexpr (kRelu) xv[v] = bn_relu(xv[v]);
+    }
     cuda::store_vec<V>(y + r * C + c0, xv);
   }
 }
 
 // -------------------------------------------------------------------------------- backward
-template <int V>
+template <int V, bool kRelu>
 __global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g,
                                                                                  const float* __restrict__ x, int64_t M,
                                                                                  int64_t C,
                                                                                  const float* __restrict__ mean,
-                                                                                 float* __restrict__ part) {
+                                                                                 float* __restrict__ part,
+                                                                                 BnRelu relu) {
   __shared__ float s_g[kThreads * V];
   __shared__ float s_gx[kThreads * V];
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
@@ -231,10 +249,19 @@ __global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel
   const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
   const bool active = c0 < C;
   float sg[V], sgx[V], m[V];
+  // The ReLU mask's affine map; its mean is m (relu.mean == mean, checked by the launcher), which
+  // keeps the V = 4 kernel at <= 64 registers (4 blocks per SM).
+  float zs[kRelu ? V : 1], zb[kRelu ? V : 1];
 ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     sg[v] = sgx[v] = 0.f;
     m[v] = active ? mean[c0 + v] : 0.f;
+  }
+  if constexpr (kRelu) {
+    if (active) {
+      float zm[V];
+      load_affine<V>(c0, relu.mean, relu.var, relu.weight, relu.bias, relu.eps, zm, zs, zb);
+    }
   }
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
@@ -243,6 +270,7 @@ ENGINE_UNROLL
       cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
+        if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]));
         sg[v] += gv[v];
         sgx[v] += gv[v] * (xv[v] - m[v]);
       }
@@ -305,17 +333,19 @@ __global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_bwd_reduce_finaliz
   if (ty == 0 && active) bn_bwd_finalize_channel(out, c, s_a[0][tx], s_b[0][tx], M, var[c], weight, eps, train);
 }
 
-template <int V, bool kG, bool kX>
+template <int V, bool kG, bool kX, bool kRelu>
 __global__ void __launch_bounds__(kThreads) batch_norm_bwd_kernel(const float* __restrict__ g,
                                                                   const float* __restrict__ x, int64_t M, int64_t C,
                                                                   const float* __restrict__ mc,
                                                                   const float* __restrict__ k1,
                                                                   const float* __restrict__ k2,
                                                                   const float* __restrict__ k3,
-                                                                  float* __restrict__ dx) {
+                                                                  float* __restrict__ dx, BnRelu relu) {
+  static_assert(!kRelu || kG, "the fused ReLU masks g");
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float a[V], b[V], m[V], d[V];
+  float zm[kRelu ? V : 1], zs[kRelu ? V : 1], zb[kRelu ? V : 1];  // the ReLU mask's affine map
 ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     a[v] = kG ? k1[c0 + v] : 0.f;
@@ -323,19 +353,23 @@ ENGINE_UNROLL
     m[v] = (kX && mc) ? mc[c0 + v] : 0.f;
     d[v] = k3 ? k3[c0 + v] : 0.f;
   }
+  if constexpr (kRelu) load_affine<V>(c0, relu.mean, relu.var, relu.weight, relu.bias, relu.eps, zm, zs, zb);
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
-    float o[V];
+    // The same operation order as the unfused kernel (d + a*g, then + b*(x - m)).
+    float o[V], xv[V];
 ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
+    if constexpr (kX || kRelu) cuda::load_vec<V>(x + r * C + c0, xv);
     if constexpr (kG) {
       float gv[V];
       cuda::load_vec<V>(g + r * C + c0, gv);
 ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) o[v] += a[v] * gv[v];
+      for (int v = 0; v < V; ++v) {
+        if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]));
+        o[v] += a[v] * gv[v];
+      }
     }
     if constexpr (kX) {
-      float xv[V];
-      cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) o[v] += b[v] * (xv[v] - m[v]);
     }
@@ -371,41 +405,56 @@ void launch_stats(const float* x, int64_t M, int64_t C, float* mean, float* var,
   CUDA_CHECK_LAUNCH("batch_norm_stats_finalize_kernel");
 }
 
-template <int V>
+template <int V, bool kRelu>
 void launch_fwd(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* w,
                 const float* b, float eps, float* y, cudaStream_t s) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V>)(x, M, C, mean, var, w, b, eps, y);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V, kRelu>)
+  (x, M, C, mean, var, w, b, eps, y);
   CUDA_CHECK_LAUNCH("batch_norm_fwd_kernel");
 }
 
 template <int V>
 void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, const float* mean, const float* var,
-                       const float* w, float eps, bool train, const BnBwdOut& out, float* ws, cudaStream_t s) {
+                       const float* w, float eps, bool train, const BnBwdOut& out, float* ws, cudaStream_t s,
+                       const BnRelu& relu) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V>)(g, x, M, C, mean, ws);
+  if (relu.on)
+    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V, true>)
+    (g, x, M, C, mean, ws, relu);
+  else
+    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V, false>)
+    (g, x, M, C, mean, ws, relu);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
   GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
   (ws, (int)t.gy, M, C, var, w, eps, train, out);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_finalize_kernel");
 }
 
-template <int V, bool kG, bool kX>
+template <int V, bool kG, bool kX, bool kRelu>
 void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                const float* k2, const float* k3, float* dx, cudaStream_t s) {
+                const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX>)
-  (g, x, M, C, m, k1, k2, k3, dx);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kRelu>)
+  (g, x, M, C, m, k1, k2, k3, dx, relu);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_kernel");
 }
 
 template <int V>
 void dispatch_bwd(bool use_g, bool use_x, const float* g, const float* x, int64_t M, int64_t C, const float* m,
-                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s) {
-  if (use_g && use_x) launch_bwd<V, true, true>(g, x, M, C, m, k1, k2, k3, dx, s);
-  else if (use_g) launch_bwd<V, true, false>(g, x, M, C, m, k1, k2, k3, dx, s);
-  else if (use_x) launch_bwd<V, false, true>(g, x, M, C, m, k1, k2, k3, dx, s);
-  else launch_bwd<V, false, false>(g, x, M, C, m, k1, k2, k3, dx, s);
+                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
+  if (relu.on) {  // use_g is checked by the caller
+    if (use_x) launch_bwd<V, true, true, true>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    else launch_bwd<V, true, false, true>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+  } else if (use_g && use_x) {
+    launch_bwd<V, true, true, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+  } else if (use_g) {
+    launch_bwd<V, true, false, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+  } else if (use_x) {
+    launch_bwd<V, false, true, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+  } else {
+    launch_bwd<V, false, false, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+  }
 }
 
 }  // namespace
@@ -423,28 +472,39 @@ void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, fl
 }
 
 void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
-                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s) {
+                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s, bool relu) {
   if (M <= 0 || C <= 0) return;
-  if (vec_width(C, {x, y}) == 4) launch_fwd<4>(x, M, C, mean, var, weight, bias, eps, y, s);
-  else launch_fwd<1>(x, M, C, mean, var, weight, bias, eps, y, s);
+  const bool v4 = vec_width(C, {x, y}) == 4;
+  if (relu) {
+    if (v4) launch_fwd<4, true>(x, M, C, mean, var, weight, bias, eps, y, s);
+    else launch_fwd<1, true>(x, M, C, mean, var, weight, bias, eps, y, s);
+  } else {
+    if (v4) launch_fwd<4, false>(x, M, C, mean, var, weight, bias, eps, y, s);
+    else launch_fwd<1, false>(x, M, C, mean, var, weight, bias, eps, y, s);
+  }
 }
 
 void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                 const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
-                                float* workspace, cudaStream_t s) {
+                                float* workspace, cudaStream_t s, const BnRelu& relu) {
   if (M <= 0 || C <= 0) return;
-  if (vec_width(C, {g, x}) == 4) launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s);
-  else launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s);
+  ENGINE_CHECK(!relu.on || relu.mean == mean, "batch_norm_bwd_reduce_cuda: the fused ReLU's mean must be `mean`");
+  if (vec_width(C, {g, x}) == 4)
+    launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, relu);
+  else
+    launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, relu);
 }
 
 void batch_norm_bwd_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                         const float* k2, const float* k3, float* dx, cudaStream_t s) {
+                         const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
   if (M <= 0 || C <= 0) return;
   const bool use_g = g && k1, use_x = x && k2;
-  if (vec_width(C, {use_g ? g : nullptr, use_x ? x : nullptr, dx}) == 4)
-    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s);
+  ENGINE_CHECK(!relu.on || (use_g && x), "batch_norm_bwd_cuda: the fused ReLU needs g, k1 and x");
+  const bool read_x = use_x || relu.on;
+  if (vec_width(C, {use_g ? g : nullptr, read_x ? x : nullptr, dx}) == 4)
+    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, relu);
   else
-    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s);
+    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, relu);
 }
 
 void batch_norm_update_running_cuda(float* running_mean, float* running_var, const float* mean, const float* var,
