@@ -21,6 +21,8 @@
 // device kernel's layout when x needs one.
 #include "engine/ops/conv.h"
 
+#include "engine/allocator.h"
+
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -116,6 +118,17 @@ Tensor to_ohwi(const Tensor& w) {
 }
 // Workspace callback for the cuDNN wrapper: device Tensors kept alive in `keep` until the op returns
 // (stream-ordered reuse by the caching allocator makes freeing after the enqueue safe).
+// A call that ran cuDNN's algorithm search for a new shape asked for large one-off workspaces and
+// layout copies (up to ~1 GiB each); once they are freed, hand the cached blocks back to the driver
+// so the caching allocator does not hold gigabytes it will not reuse. Declared before the call's
+// buffers, so it runs after they are released. Once per new shape and pass.
+struct SearchCacheRelease {
+  size_t entries = kernels::conv2d_cudnn_entries();
+  ~SearchCacheRelease() {
+    if (kernels::conv2d_cudnn_entries() != entries) empty_cache();
+  }
+};
+
 kernels::CudnnWorkspaceFn device_workspace(std::vector<Tensor>& keep, Device dev) {
   return [&keep, dev](size_t bytes) -> void* {
     if (bytes == 0) return nullptr;
@@ -141,9 +154,12 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
-    std::vector<Tensor> keep;
-    kernels::conv2d_fwd_cudnn(p, x.data<float>(), wk.data<float>(), y.data<float>(), device_workspace(keep, y.device()),
-                              compute_stream());
+    const SearchCacheRelease release;
+    {
+      std::vector<Tensor> keep;
+      kernels::conv2d_fwd_cudnn(p, x.data<float>(), wk.data<float>(), y.data<float>(),
+                                device_workspace(keep, y.device()), compute_stream());
+    }
     if (b.defined()) add_inplace(y, b);  // [N, Ho, Wo, Cout] += [Cout]
   };
 #elif defined(ENGINE_CUDA_EMULATED)
@@ -163,6 +179,7 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
+    const SearchCacheRelease release;
     std::vector<Tensor> keep;
     kernels::conv2d_bwd_data_cudnn(p, gy.data<float>(), wk.data<float>(), gx.data<float>(),
                                    device_workspace(keep, gx.device()), compute_stream());
@@ -191,6 +208,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
+    const SearchCacheRelease release;
     std::vector<Tensor> keep;
     Tensor gw_ohwi = Tensor::empty({p.cout, p.kh, p.kw, p.cin / p.groups}, DType::F32, dev);
     kernels::conv2d_bwd_weights_cudnn(p, x.data<float>(), gy.data<float>(), gw_ohwi.data<float>(),
