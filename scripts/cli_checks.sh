@@ -46,7 +46,7 @@ export CUDA_VISIBLE_DEVICES=   # the CPU, also in a GPU build
 expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" --config cfg.yml --do_eval --save_interval 3 --log_iters 2 --save_dir out
 expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --resume_model out/iter_3 --save_interval 3 --save_dir out2
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
-expect 0 "4 images -> res" "$bin/engine-predict" --config cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res
+expect 0 "4 images -> res" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res
 [ -f res/pseudo_color_prediction/0012.png ] && [ -f res/added_prediction/0012.jpg ] || { echo "FAIL: prediction files missing"; fails=$((fails + 1)); }
 
 # bad input: exit 2 for flags and configs (naming the flag or key path), 1 for files

@@ -821,7 +821,10 @@ TEST(TrainArgsTest, Errors) {
                train_args({"--config", "c", "--save-dir", "x"});
              }),
              "engine-train: unknown flag '--save-dir' (did you mean '--save_dir'?)");
-  EXPECT_HAS(error_of([] { train_args({"c.yml"}); }), "unexpected argument 'c.yml'");
+  // `engine-train config.yml`: the leading argument is the config; twice is an error.
+  EXPECT_EQ(train_args({"c.yml", "--iters", "5"}).config, "c.yml");
+  EXPECT_EQ(*train_args({"c.yml", "--iters", "5"}).iters, 5);
+  EXPECT_HAS(error_of([] { train_args({"c.yml", "--config", "d.yml"}); }), "the config is given more than once");
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--precision", "fp16"});
              }),

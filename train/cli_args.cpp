@@ -31,12 +31,19 @@ std::vector<Token> tokenize(const std::string& prog, int argc, char** argv) {
       t.name = a.substr(0, eq);
       if (eq != std::string::npos) t.values.push_back(a.substr(eq + 1));
       out.push_back(t);
-    } else if (out.empty()) {
-      throw ConfigError(prog + ": unexpected argument '" + a + "' (flags start with --; see --help)");
+    } else if (out.empty() && i == 1) {
+      // `engine-train config.yml [flags]`: a leading argument is the config, as --config.
+      Token t;
+      t.name = "--config";
+      t.values.push_back(a);
+      out.push_back(t);
     } else {
       out.back().values.push_back(a);
     }
   }
+  int configs = 0;
+  for (const Token& t : out) configs += t.name == "--config";
+  if (configs > 1) throw ConfigError(prog + ": the config is given more than once (--config or the first argument)");
   return out;
 }
 
@@ -240,7 +247,7 @@ PredictArgs parse_predict_args(int argc, char** argv) {
 }
 
 std::string train_usage() {
-  return "usage: engine-train --config FILE.yml [options]\n"
+  return "usage: engine-train [--config] FILE.yml [options]\n"
          "Trains a segmentation model from a PaddleSeg YAML config (flags as PaddleSeg's tools/train.py).\n"
          "  --config FILE           the YAML config (required)\n"
          "  --iters N               override iters\n"
@@ -263,7 +270,7 @@ std::string train_usage() {
 }
 
 std::string eval_usage() {
-  return "usage: engine-eval --config FILE.yml [--model_path PATH] [options]\n"
+  return "usage: engine-eval [--config] FILE.yml [--model_path PATH] [options]\n"
          "Evaluates a model on the config's val_dataset (flags as PaddleSeg's tools/val.py).\n"
          "  --config FILE           the YAML config (required)\n"
          "  --model_path PATH       weights (a model file or a checkpoint directory)\n"
@@ -281,7 +288,7 @@ std::string eval_usage() {
 }
 
 std::string predict_usage() {
-  return "usage: engine-predict --config FILE.yml --model_path PATH --image_path PATH [options]\n"
+  return "usage: engine-predict [--config] FILE.yml --model_path PATH --image_path PATH [options]\n"
          "Predicts label images (flags as PaddleSeg's tools/predict.py).\n"
          "  --config FILE           the YAML config (required)\n"
          "  --model_path PATH       weights (a model file or a checkpoint directory)\n"
