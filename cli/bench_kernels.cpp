@@ -23,6 +23,7 @@
 #include "engine/error.h"
 #include "engine/ops/matmul.h"
 #include "engine/tensor.h"
+#include "kernels/cpu/cpu_isa.h"
 #if defined(ENGINE_WITH_CUDA)
 #include "engine/cuda_context.h"
 #endif
@@ -225,6 +226,7 @@ int run_main(int argc, char** argv) {
   Peaks peaks;
   peaks.cpu_bw = measure_cpu_memcpy();
   peaks.cpu_flops = measure_cpu_sgemm();
+  std::printf("cpu: %s\n", kernels::cpu_description().c_str());
   std::printf("machine: %d OpenMP threads; CPU memcpy %.1f GB/s (read+write), OpenBLAS sgemm %.1f GFLOP/s\n",
               omp_get_max_threads(), peaks.cpu_bw / 1e9, peaks.cpu_flops / 1e9);
 #if defined(ENGINE_WITH_CUDA)
@@ -283,7 +285,9 @@ int run_main(int argc, char** argv) {
   if (!json_path.empty()) {
     std::ofstream f(json_path);
     ENGINE_CHECK(f.good(), "bench_kernels: cannot write --json file '", json_path, "'");
-    f << "{\n  \"peaks\": {\"cpu_memcpy_Bps\": " << peaks.cpu_bw << ", \"cpu_sgemm_flops\": " << peaks.cpu_flops
+    f << "{\n  \"cpu\": \"" << json_escape(kernels::cpu_model_name()) << "\", \"cpu_kernels\": \""
+      << kernels::cpu_isa_name(kernels::cpu_isa()) << "\", \"build_baseline\": \"" << kernels::cpu_build_baseline()
+      << "\",\n  \"peaks\": {\"cpu_memcpy_Bps\": " << peaks.cpu_bw << ", \"cpu_sgemm_flops\": " << peaks.cpu_flops
       << ", \"gpu_copy_Bps\": " << peaks.gpu_bw << ", \"gpu_sgemm_flops\": " << peaks.gpu_flops
       << ", \"threads\": " << omp_get_max_threads() << "},\n  \"rows\": [\n";
     for (size_t i = 0; i < runner.rows.size(); ++i) {

@@ -6,6 +6,8 @@
 //               [--device cpu|gpu] [--no-profile] [--json FILE]
 // Prints one line per timed step, the median images/s, and the per-op table of a separate profiled
 // step (profiling synchronises a GPU after every op, so it is never part of the timed steps).
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
 #include "engine/profiler.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "models/module.h"
 
 #if defined(ENGINE_WITH_CUDA)
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
 
     std::printf("bench_train: PP-LiteSeg-%s (%s), %d classes, batch %d at %dx%d, fp32, device %s\n", variant.c_str(),
                 spec.backbone.c_str(), classes, batch, size, size, dev.str().c_str());
+    std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
     for (int i = 0; i < warmup; ++i) st.run();
     std::vector<double> ips;
     for (int i = 0; i < steps; ++i) {
@@ -149,7 +153,9 @@ int main(int argc, char** argv) {
     if (!json_path.empty()) {
       std::ofstream out(json_path);
       out << "{\"model\": \"PP-LiteSeg-" << variant << "\", \"size\": " << size << ", \"batch\": " << batch
-          << ", \"device\": \"" << dev.str() << "\", \"median_images_per_s\": " << median << "}\n";
+          << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
+          << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa())
+          << "\", \"median_images_per_s\": " << median << "}\n";
     }
     return 0;
   } catch (const Error& e) {

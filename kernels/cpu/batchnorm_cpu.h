@@ -18,7 +18,7 @@ ENGINE_HD float bn_invstd(float var, float eps) { return 1.f / sqrt_f(var + eps)
 // Paddle's running-statistic rule (momentum 0.9 by default, == PyTorch momentum 0.1):
 //   running = momentum * running + (1 - momentum) * batch.
 ENGINE_HD float bn_running_update(float running, float batch, float momentum) {
-  return momentum * running + (1.f - momentum) * batch;
+  return fmaf(momentum, running, (1.f - momentum) * batch);
 }
 
 // Chan et al.'s parallel merge of two (count, mean, M2) partial statistics into (na, ma, m2a).
@@ -43,13 +43,26 @@ ENGINE_HD void bn_welford_merge(T& na, T& ma, T& m2a, T nb, T mb, T m2b) {
 // The forward's per-channel scale (w * invstd; w = 1 when weight is null) and pre-activation
 // z = (x - mean) * scale + bias. The forward kernels and the fused-ReLU backward (which recomputes z
 // to mask the gradient) both use these, so the recomputed z is the forward's z bit for bit.
+// Every multiply-add below is an explicit fmaf: the kernels are compiled with contraction off on
+// the host (and nvcc has nothing left to contract), so the fused and the unfused paths, the CPU's
+// instruction sets and the compilers all round alike.
 ENGINE_HD float bn_scale(float var, const float* weight, int64_t c, float eps) {
   return bn_invstd(var, eps) * (weight ? weight[c] : 1.f);
 }
-ENGINE_HD float bn_z(float x, float mean, float scale, float bias) { return (x - mean) * scale + bias; }
+ENGINE_HD float bn_z(float x, float mean, float scale, float bias) { return fmaf(x - mean, scale, bias); }
 // ReLU on z and its gradient mask, the same as the engine's relu op (relu'(0) = 0).
 ENGINE_HD float bn_relu(float z) { return z > 0.f ? z : 0.f; }
 ENGINE_HD float bn_relu_grad(float g, float z) { return z > 0.f ? g : 0.f; }
+
+// One element of the backward reduction: sg += g, sgx += g * (x - mean).
+ENGINE_HD void bn_bwd_accumulate(float g, float x, float mean, float& sg, float& sgx) {
+  sg += g;
+  sgx = fmaf(g, x - mean, sgx);
+}
+// The backward's dx = k1*g + k2*(x - m) + k3, always evaluated as bn_dx_x(x, m, k2, bn_dx_g(g, k1, k3));
+// a term that does not exist (no g, or no x) is skipped rather than multiplied by 0.
+ENGINE_HD float bn_dx_g(float g, float k1, float acc) { return fmaf(k1, g, acc); }
+ENGINE_HD float bn_dx_x(float x, float m, float k2, float acc) { return fmaf(k2, x - m, acc); }
 
 // Fused ReLU (BatchNormArgs::relu) for the backward kernels: when `on`, the incoming gradient g is
 // replaced by bn_relu_grad(g, z) with z recomputed from x and the statistics the forward used

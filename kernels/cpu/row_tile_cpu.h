@@ -41,10 +41,14 @@ typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef float vf16_u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef int32_t vi16_u __attribute__((vector_size(64), aligned(4), may_alias));
 
-inline vf16 load(const float* p) { return *reinterpret_cast<const vf16_u*>(p); }
-inline void store(float* p, const vf16& v) { *reinterpret_cast<vf16_u*>(p) = v; }
-inline vi16 load(const int32_t* p) { return *reinterpret_cast<const vi16_u*>(p); }
-inline void store(int32_t* p, const vi16& v) { *reinterpret_cast<vi16_u*>(p) = v; }
+// Always inlined: the kernels that use them are compiled once per instruction set
+// (kernels/cpu/isa_variants.inc), and a 64-byte vector must never be passed between code compiled
+// for different instruction sets (their calling conventions for it differ).
+#define ROW_TILE_INLINE inline __attribute__((always_inline))
+ROW_TILE_INLINE vf16 load(const float* p) { return *reinterpret_cast<const vf16_u*>(p); }
+ROW_TILE_INLINE void store(float* p, const vf16& v) { *reinterpret_cast<vf16_u*>(p) = v; }
+ROW_TILE_INLINE vi16 load(const int32_t* p) { return *reinterpret_cast<const vi16_u*>(p); }
+ROW_TILE_INLINE void store(int32_t* p, const vi16& v) { *reinterpret_cast<vi16_u*>(p) = v; }
 
 // Index tables of one row length L (1 <= L <= kMaxL), built once per kernel call and shared
 // read-only by the threads.
@@ -64,12 +68,12 @@ struct Index {
 
 // Starts loading the tile after the one at x (its 16 L floats) into L1: the gathers of to_lanes()
 // touch 16 L / 16 lines at once and would otherwise wait for each miss.
-inline void prefetch_next(const float* x, int L) {
+ROW_TILE_INLINE void prefetch_next(const float* x, int L) {
   const char* p = reinterpret_cast<const char*>(x + kRows * L);
   for (int b = 0; b < L * kRows * 4; b += 64) __builtin_prefetch(p + b, 0, 3);
 }
 // Lanes view of the full tile at x: t[c * 16 + j] = x[j * L + c].
-inline void to_lanes(const float* x, const Index& ix, float* t) {
+ROW_TILE_INLINE void to_lanes(const float* x, const Index& ix, float* t) {
 #pragma omp simd
   for (int j = 0; j < kRows; ++j) t[j] = x[ix.lane_off[j]];  // c = 0 outside the loop: L >= 1
   for (int c = 1; c < ix.L; ++c) {
@@ -79,14 +83,14 @@ inline void to_lanes(const float* x, const Index& ix, float* t) {
 }
 
 // out[i] = v[idx[i]] for the 16 entries of idx (each in [0, 16)): one vpermps with AVX-512.
-inline void spread(const float* v, const int32_t* idx, float* out) {
+ROW_TILE_INLINE void spread(const float* v, const int32_t* idx, float* out) {
 #if defined(__GNUC__) && !defined(__clang__)
   store(out, __builtin_shuffle(load(v), load(idx)));
 #else
   for (int k = 0; k < kRows; ++k) out[k] = v[idx[k]];
 #endif
 }
-inline void spread(const int32_t* v, const int32_t* idx, int32_t* out) {
+ROW_TILE_INLINE void spread(const int32_t* v, const int32_t* idx, int32_t* out) {
 #if defined(__GNUC__) && !defined(__clang__)
   store(out, __builtin_shuffle(load(v), load(idx)));
 #else
@@ -96,12 +100,14 @@ inline void spread(const int32_t* v, const int32_t* idx, int32_t* out) {
 
 // Copies the n < 16 rows at x into a full tile buffer (16 L floats), the missing rows filled with
 // `fill`, so the last partial tile can run the full-tile code.
-inline void pad_rows(const float* x, int n, int L, float fill, float* tile) {
+ROW_TILE_INLINE void pad_rows(const float* x, int n, int L, float fill, float* tile) {
   std::memcpy(tile, x, sizeof(float) * (size_t)(n * L));
   for (int k = n * L; k < kRows * L; ++k) tile[k] = fill;
 }
 
 }  // namespace engine::kernels::row_tile
+
+#undef ROW_TILE_INLINE
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -271,8 +271,7 @@ ENGINE_UNROLL
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]));
-        sg[v] += gv[v];
-        sgx[v] += gv[v] * (xv[v] - m[v]);
+        bn_bwd_accumulate(gv[v], xv[v], m[v], sg[v], sgx[v]);
       }
     }
   }
@@ -355,7 +354,7 @@ ENGINE_UNROLL
   }
   if constexpr (kRelu) load_affine<V>(c0, relu.mean, relu.var, relu.weight, relu.bias, relu.eps, zm, zs, zb);
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
-    // The same operation order as the unfused kernel (d + a*g, then + b*(x - m)).
+    // dx = bn_dx_x(x, m, b, bn_dx_g(g, a, d)), the terms that exist, as the CPU kernel.
     float o[V], xv[V];
 ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
@@ -366,12 +365,12 @@ ENGINE_UNROLL
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]));
-        o[v] += a[v] * gv[v];
+        o[v] = bn_dx_g(gv[v], a[v], o[v]);
       }
     }
     if constexpr (kX) {
 ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) o[v] += b[v] * (xv[v] - m[v]);
+      for (int v = 0; v < V; ++v) o[v] = bn_dx_x(xv[v], m[v], b[v], o[v]);
     }
     cuda::store_vec<V>(dx + r * C + c0, o);
   }
