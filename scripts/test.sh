@@ -53,10 +53,10 @@ if [ $have_cuda_headers = 1 ]; then
     done
   fi
   if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -- asan_tests; then
-    ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L "kernel|sanitize" -j "$(nproc)"
+    ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L "kernel|sanitize|deps" -j "$(nproc)"
   fi
   if build tsan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo -- tsan_tests; then
-    run_ctest tsan "$root/build/tsan" -L tsan -j "$(nproc)"
+    run_ctest tsan "$root/build/tsan" -L "tsan|deps" -j "$(nproc)"
   fi
 else
   echo "no CUDA headers under /usr/local/cuda: building CPU only"
