@@ -4,21 +4,45 @@
 # PP-LiteSeg-T on it with evaluation (configs/pp_liteseg_synthetic_256x256.yml), then write
 # prediction PNGs for the validation images. About 2-3 minutes on 2 CPU cores.
 # Extra arguments go to engine-train (e.g. --device cpu, --iters 600, --num_workers 4).
-set -euo pipefail
+# Environment: ENGINE_BUILD_DIR (default build/release), ENGINE_CMAKE_ARGS (extra cmake options,
+# e.g. "-DCMAKE_CUDA_ARCHITECTURES=90-real" or "-DENGINE_NATIVE=ON").
+# A failure names its step (install, configure, build, data, train, predict) and exits non-zero.
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bash "$root/scripts/install_deps.sh"
-mkdir -p "$root/build"
-bash "$root/scripts/build.sh" release -DENGINE_CUDA=AUTO -DENGINE_BUILD_TESTS=OFF -- \
-  engine-train engine-eval engine-predict engine-datagen bench_train
-bin="$root/build/release"
-cd "$root"
+build=${ENGINE_BUILD_DIR:-$root/build/release}
+read -r -a cmake_args <<< "${ENGINE_CMAKE_ARGS:-}"
+
+# step NAME COMMAND...: runs one step; on failure says which and stops with its exit code.
+step() {
+  local name=$1; shift
+  echo "=== run_demo: $name"
+  "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "run_demo: FAILED in step '$name' (exit $rc): $*" >&2
+    exit $rc
+  fi
+}
+
+configure() {
+  mkdir -p "$build" &&
+    cmake -S "$root" -B "$build" -G Ninja -DENGINE_CUDA=AUTO -DENGINE_BUILD_TESTS=OFF "${cmake_args[@]}" \
+      > "$build.configure.log" 2>&1 || { tail -20 "$build.configure.log"; echo "(whole log: $build.configure.log)"; return 1; }
+}
+
+step install bash "$root/scripts/install_deps.sh"
+step configure configure
+step build ninja -C "$build" -j "$(nproc)" engine-train engine-eval engine-predict engine-datagen bench_train
+cd "$root" || exit 1
 data=datasets/synthetic_fundus
 out=output/pp_liteseg_synthetic
 cfg=configs/pp_liteseg_synthetic_256x256.yml
-[ -f "$data/train_list.txt" ] || "$bin/engine-datagen" --out "$data" --train 200 --val 40 --size 256 --seed 1
-"$bin/engine-train" --config "$cfg" --do_eval --use_vdl --save_interval 100 --log_iters 20 --num_workers 2 \
-  --save_dir "$out" "$@"
-"$bin/engine-predict" --config "$cfg" --model_path "$out/best_model" --image_path "$data/val_list.txt" \
+if [ ! -f "$data/train_list.txt" ]; then
+  step data "$build/engine-datagen" --out "$data" --train 200 --val 40 --size 256 --seed 1
+fi
+step train "$build/engine-train" --config "$cfg" --do_eval --use_vdl --save_interval 100 --log_iters 20 \
+  --num_workers 2 --save_dir "$out" "$@"
+step predict "$build/engine-predict" --config "$cfg" --model_path "$out/best_model" --image_path "$data/val_list.txt" \
   --save_dir "$out/result"
 cat <<TXT
 
@@ -28,5 +52,5 @@ Done. Outputs in $out/:
   result/added_prediction/*.jpg          overlays on the validation images
   events.out.tfevents.*                  TensorBoard: tensorboard --logdir $out
   metrics.jsonl                          the same scalars, one JSON object per line
-Evaluate again (multi-scale + flip): $bin/engine-eval --config $cfg --model_path $out/best_model --aug_eval --scales 0.75 1.0 1.25 --flip_horizontal
+Evaluate again (multi-scale + flip): $build/engine-eval --config $cfg --model_path $out/best_model --aug_eval --scales 0.75 1.0 1.25 --flip_horizontal
 TXT
