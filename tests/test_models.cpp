@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <condition_variable>
@@ -633,30 +632,6 @@ TEST(Models, CpuAndCudaDevicesAgree) {
   gpu->eval();
   NoGradGuard ng;
   EXPECT_LE(rel_diff(cpu->forward(x)[0], gpu->forward(x.to(Device::cuda(0)))[0]), 1e-4);
-}
-
-// Manual timing (not run by default; --gtest_also_run_disabled_tests): one training step
-// (forward, loss, backward) of PP-LiteSeg-T and -B at 512x512, batch 4, on the default device.
-TEST(Models, DISABLED_TimeTrainingStep512) {
-  const Device d = default_device();
-  for (const SegModelSpec& s : {spec_t(19, 1), spec_b(19, 1)}) {
-    auto model = build_seg_model(s);
-    model->to(d);
-    const Tensor x = Tensor::randn({4, 512, 512, 3}, 2, 1.f, d);
-    std::vector<double> ms;
-    for (int it = 0; it < 7; ++it) {
-      const auto t0 = std::chrono::steady_clock::now();
-      Tensor loss;
-      for (const Tensor& l : model->forward(x)) loss = loss.defined() ? add(loss, mean(l)) : mean(l);
-      loss.backward();
-      (void)loss.item();  // waits for the device
-      model->zero_grad();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(ms.begin() + 2, ms.end());
-    printf("%s on %s: train step 4x512x512: median %.1f ms (min %.1f) over 5 after 2 warm-up\n", s.backbone.c_str(),
-           d.str().c_str(), ms[2 + 2], ms[2]);
-  }
 }
 
 // ------------------------------------------------------------------ synchronised batch norm
