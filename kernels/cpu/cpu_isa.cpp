@@ -47,11 +47,11 @@ __attribute__((constructor(101))) void check_cpu_baseline() {
   if (__builtin_cpu_supports(ENGINE_CPU_BASELINE)) return;
   char model[256];
   read_model_name(model, sizeof model);
+  const bool v3 = std::strcmp(ENGINE_CPU_BASELINE, "x86-64-v3") == 0;
   std::fprintf(stderr,
-               "error: this build of the engine needs an %s CPU (for x86-64-v3: AVX2, FMA, BMI2, F16C, MOVBE), "
-               "which this CPU (%s) is not; build on this machine with -DENGINE_NATIVE=ON, or with a lower "
-               "-DENGINE_CPU_BASELINE\n",
-               ENGINE_CPU_BASELINE, model);
+               "error: this build of the engine needs an %s CPU%s, which this CPU (%s) is not; build on this "
+               "machine with -DENGINE_NATIVE=ON, or with a lower -DENGINE_CPU_BASELINE\n",
+               ENGINE_CPU_BASELINE, v3 ? " (AVX2, FMA, BMI2, F16C, MOVBE)" : "", model);
   std::_Exit(1);
 }
 #endif

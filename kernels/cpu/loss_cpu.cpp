@@ -14,16 +14,6 @@
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/row_tile_cpu.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-// The 64-byte vector helpers (GCC vector types) are internal and never cross a library ABI;
-// in the baseline variant (no AVX-512) GCC would warn that passing them "changes the ABI".
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
 #define ENGINE_CPU_KERNELS "kernels/cpu/loss_cpu.inc"
 #include "kernels/cpu/isa_variants.inc"
 

@@ -4,7 +4,7 @@
 // A tile is kRows = 16 consecutive rows (pixels) of L contiguous floats: 16 L floats, seen two ways.
 //   lanes view: t[c * 16 + j] = row j, value c: one 16-float vector per c with the rows in SIMD
 //     lanes. Per-row reductions (max, sum of exp, argmax, the label's logit) run lane-parallel with
-//     no horizontal work. to_lanes() builds it with one gather per c (after a prefetch of the next
+//     no horizontal work. to_lanes() (kernels/cpu/isa_helpers.inc) builds it with one gather per c (after a prefetch of the next
 //     tile, which hides most of the gathers' cache misses).
 //   flat view: the tile's own memory, L vectors of 16 consecutive floats. Elementwise outputs
 //     (softmax, log-softmax, the CE gradient) are computed and stored here: contiguous, no scatter.
@@ -72,16 +72,6 @@ ROW_TILE_INLINE void prefetch_next(const float* x, int L) {
   const char* p = reinterpret_cast<const char*>(x + kRows * L);
   for (int b = 0; b < L * kRows * 4; b += 64) __builtin_prefetch(p + b, 0, 3);
 }
-// Lanes view of the full tile at x: t[c * 16 + j] = x[j * L + c].
-ROW_TILE_INLINE void to_lanes(const float* x, const Index& ix, float* t) {
-#pragma omp simd
-  for (int j = 0; j < kRows; ++j) t[j] = x[ix.lane_off[j]];  // c = 0 outside the loop: L >= 1
-  for (int c = 1; c < ix.L; ++c) {
-#pragma omp simd
-    for (int j = 0; j < kRows; ++j) t[c * kRows + j] = x[ix.lane_off[j] + c];
-  }
-}
-
 // out[i] = v[idx[i]] for the 16 entries of idx (each in [0, 16)): one vpermps with AVX-512.
 ROW_TILE_INLINE void spread(const float* v, const int32_t* idx, float* out) {
 #if defined(__GNUC__) && !defined(__clang__)
