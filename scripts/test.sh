@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this):
 #  1. emu:  CPU + emulated CUDA (fiber mode): every test; the kernel tests again with two fiber
-#           scheduling seeds and a shuffled block order.
+#           scheduling seeds and a shuffled block order, and with the CPU kernels' AVX2 variants.
 #  2. asan: the kernel tests and the file-format/parser/loader tests (label sanitize) under AddressSanitizer + UBSan (fiber mode).
 #  3. tsan: the 'tsan' tests under ThreadSanitizer (OS-thread mode, small shapes).
 #  4. cuda: the production build with nvcc (sm_80 + sm_90, warnings and spills as errors, the
 #           per-kernel resource report); its tests run on the CPU and skip the GPU-only ones when
-#           no GPU is present, and run everything on the GPU where one exists.
+#           no GPU is present, and run everything on the GPU where one exists; its programs also
+#           run on qemu's emulated AVX2-only CPU.
+# Every build also checks the install list against the files it used (scripts/check_deps.py).
 # Prints each CTest summary and a final "N passed, M failed" line.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +53,8 @@ if [ $have_cuda_headers = 1 ]; then
     for seed in 1 2; do
       CUEMU_SCHED_SEED=$seed CUEMU_SHUFFLE_BLOCKS=$seed run_ctest "emu seed $seed" "$root/build/emu" -L kernel -j "$(nproc)"
     done
+    # The CPU kernels' AVX2 variants (the default on a CPU with AVX-512 is the AVX-512 one).
+    ENGINE_CPU_ISA=avx2 run_ctest "emu avx2" "$root/build/emu" -L kernel -j "$(nproc)"
   fi
   if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -- asan_tests; then
     ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L "kernel|sanitize|deps" -j "$(nproc)"
