@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_args.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "engine/error.h"
@@ -26,6 +27,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Removes a temporary folder when the program leaves, on errors too.
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -35,20 +45,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int main(int argc, char** argv) {
   std::string config = "configs/pp_liteseg_synthetic_256x256.yml", out_dir, json_path;
   int images = 60, size = 256, batches = 30;
+  RemoveOnExit temporary_dir;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) fail(a, ": missing value");
-        return argv[++i];
-      };
-      auto int_value = [&]() {
-        const std::string v = value();
-        char* end = nullptr;
-        const long x = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end || x < 1) fail(a, ": expected a positive integer, got '", v, "'");
-        return (int)x;
-      };
+      auto value = [&] { return bench_args::value(argc, argv, &i); };
+      auto int_value = [&] { return bench_args::positive_int(argc, argv, &i); };
       if (a == "--config")
         config = value();
       else if (a == "--images")
@@ -69,11 +71,10 @@ int main(int argc, char** argv) {
         fail("unknown flag ", a, " (see --help)");
       }
     }
-    const bool temporary = out_dir.empty();
-    if (temporary) {
+    if (out_dir.empty()) {
       std::string tmpl = (fs::temp_directory_path() / "bench_data.XXXXXX").string();
       if (!mkdtemp(tmpl.data())) fail("cannot create a temporary folder under ", fs::temp_directory_path().string());
-      out_dir = tmpl;
+      out_dir = temporary_dir.path = tmpl;
     }
     const std::string root = (fs::path(out_dir) / "set").string();
     std::printf("bench_data: %s\n", kernels::cpu_description().c_str());
@@ -116,7 +117,6 @@ int main(int argc, char** argv) {
       for (const auto& [w, r] : loader_rates) js << ", \"loader_workers_" << w << "_images_per_s\": " << r;
       js << "}\n";
     }
-    if (temporary) fs::remove_all(out_dir);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_data: %s\n", e.what());

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_args.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
@@ -72,17 +73,8 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) fail(a, ": missing value");
-        return argv[++i];
-      };
-      auto int_value = [&]() {
-        const std::string v = value();
-        char* end = nullptr;
-        const long x = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end || x < 1) fail(a, ": expected a positive integer, got '", v, "'");
-        return (int)x;
-      };
+      auto value = [&] { return bench_args::value(argc, argv, &i); };
+      auto int_value = [&] { return bench_args::positive_int(argc, argv, &i); };
       if (a == "--model") variant = value();
       else if (a == "--size") size = int_value();
       else if (a == "--batch") batch = int_value();

@@ -82,19 +82,19 @@ def closure(roots, pkgs):
     for name, e in pkgs.items():
         for v in e["provides"]:
             providers.setdefault(v, []).append(name)
-    seen, todo = set(), [r for r in roots if r in pkgs]
-    while todo:
-        p = todo.pop()
+    seen, pending = set(), [r for r in roots if r in pkgs]
+    while pending:
+        p = pending.pop()
         if p in seen:
             continue
         seen.add(p)
         for alts in pkgs[p]["depends"]:
             for a in alts:
                 if a in pkgs:
-                    todo.append(a)
+                    pending.append(a)
                     break
                 if a in providers:
-                    todo += providers[a]
+                    pending += providers[a]
                     break
     return seen
 
