@@ -3,7 +3,9 @@
 // Flags, defaults and the config format are PaddleSeg's (train/cli_args.h, train/config.h); the loop is
 // train/trainer.h. Exit codes: 0 trained; 2 bad flags or config (one line naming the flag or key path);
 // 3 the loss became non-finite (the message names the iteration and the last good checkpoint);
-// 1 any other error (missing or corrupt data or checkpoint files: the message names the file).
+// 128 + N stopped by signal N (SIGINT 130, SIGTERM 143) after writing a final checkpoint (one line
+// on stderr says where to resume); 1 any other error (missing or corrupt data or checkpoint files:
+// the message names the file).
 #include <cstdio>
 #include <iostream>
 
@@ -12,6 +14,7 @@
 #include "train/cli_args.h"
 #include "train/config.h"
 #include "train/cli_common.h"
+#include "train/stop_signal.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -37,7 +40,22 @@ int main(int argc, char** argv) {
     o.seed = a.seed.value_or(0);
     o.profile = a.profile;
     o.device = device_from_flag(a.device);
+    o.overwrite = a.overwrite;
+    o.save_on_stop = a.save_on_stop;
+    install_stop_handlers("engine-train");
+    o.stop_request = &stop_request();
     const TrainSummary s = run_training(cfg, o, std::cout);
+    if (s.stopped_by_signal) {
+      std::cout << std::flush;
+      if (s.last_checkpoint.empty())
+        std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; no checkpoint to resume from (start again)\n",
+                     signal_name(s.stopped_by_signal), (long long)s.iters_done);
+      else
+        std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; resume with --resume_model %s --save_dir %s\n",
+                     signal_name(s.stopped_by_signal), (long long)s.iters_done, s.last_checkpoint.c_str(),
+                     o.save_dir.c_str());
+      return 128 + s.stopped_by_signal;
+    }
     std::cout << "engine-train: finished " << s.iters_done << " iterations";
     if (s.best_iter >= 0) std::printf("; best mIoU %.4f at iter %lld", s.best_miou, (long long)s.best_iter);
     std::cout << "; outputs in " << o.save_dir << std::endl;

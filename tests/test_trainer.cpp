@@ -2,9 +2,13 @@
 // engine-train's loop end to end on a tiny synthetic data set (data/synthetic.h) with PP-LiteSeg-T:
 // the loss falls and mIoU passes a threshold; a resumed run is bit-identical to an uninterrupted one;
 // damaged, mismatched and missing checkpoints give errors naming the file; a diverging run stops with
-// the iteration named; the emulated (or real) CUDA device gives the CPU's losses.
+// the iteration named (and, after a resume, the checkpoint resumed from); a stop request writes a
+// checkpoint that resumes bit-exactly; a resume with another batch size or train set is refused and
+// one with other optimizer settings warns; the emulated (or real) CUDA device gives the CPU's losses.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -232,6 +236,119 @@ TEST(Trainer, NonFiniteLossStopsWithTheIteration) {
   } catch (const TrainingDiverged& e) {
     EXPECT_NE(std::string(e.what()).find("at iter "), std::string::npos) << e.what();
   }
+}
+
+// An ostream that raises a stop request (as SIGINT would) once a given text has been logged: the
+// stop then falls at a known iteration boundary.
+class StopWhenLogged : public std::stringbuf {
+ public:
+  StopWhenLogged(std::string text, std::atomic<int>& flag) : text_(std::move(text)), flag_(flag) {}
+  int sync() override {
+    if (str().find(text_) != std::string::npos) flag_.store(SIGINT);
+    return 0;
+  }
+
+ private:
+  std::string text_;
+  std::atomic<int>& flag_;
+};
+
+TEST(Trainer, StopRequestWritesACheckpointThatResumesExactly) {
+  const fs::path dir = fresh_dir("stop");
+  const TrainConfig cfg = load_train_config(write_config(dir, 8, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  std::ostringstream log;
+  TrainOptions full = options(dir / "full");
+  full.save_interval = 8;
+  run_training(cfg, full, log);
+
+  std::atomic<int> stop{0};
+  StopWhenLogged buf("iter: 4/8", stop);  // logged after iteration 4: the stop comes before iteration 5
+  std::ostream stop_log(&buf);
+  TrainOptions o = options(dir / "stopped");
+  o.save_interval = 1000;
+  o.stop_request = &stop;
+  const TrainSummary s = run_training(cfg, o, stop_log);
+  EXPECT_EQ(s.stopped_by_signal, SIGINT);
+  EXPECT_EQ(s.iters_done, 4);
+  EXPECT_TRUE(s.stop_checkpoint_written);
+  EXPECT_EQ(s.last_checkpoint, (dir / "stopped/iter_4").string());
+  EXPECT_FALSE(fs::exists(dir / "stopped/iter_8"));
+
+  TrainOptions r = options(dir / "stopped");
+  r.resume_model = s.last_checkpoint;
+  r.save_interval = 8;
+  run_training(cfg, r, log);
+  expect_same_tensors((dir / "full/iter_8/model.safetensors").string(),
+                      (dir / "stopped/iter_8/model.safetensors").string());
+
+  // Without save_on_stop nothing is written and there is nothing to resume from.
+  std::atomic<int> stop2{0};
+  StopWhenLogged buf2("iter: 2/8", stop2);
+  std::ostream stop_log2(&buf2);
+  TrainOptions n = options(dir / "nosave");
+  n.stop_request = &stop2;
+  n.save_on_stop = false;
+  const TrainSummary s2 = run_training(cfg, n, stop_log2);
+  EXPECT_EQ(s2.stopped_by_signal, SIGINT);
+  EXPECT_TRUE(s2.last_checkpoint.empty());
+  EXPECT_FALSE(fs::exists(dir / "nosave/iter_2"));
+}
+
+TEST(Trainer, DivergenceAfterResumeNamesTheCheckpointResumedFrom) {
+  const fs::path dir = fresh_dir("diverge_resume");
+  const TrainConfig cfg = load_train_config(write_config(dir, 4, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "first");
+  o.save_interval = 2;
+  std::ostringstream log;
+  run_training(cfg, o, log);
+  const TrainConfig hot = load_train_config(write_config(dir, 20, 1e30), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions r = options(dir / "second");
+  r.resume_model = (dir / "first/iter_2").string();
+  const std::string e = error_of([&] { run_training(hot, r, log); });
+  EXPECT_NE(e.find("Last good checkpoint: " + (dir / "first/iter_2").string()), std::string::npos) << e;
+  EXPECT_EQ(e.find("second/iter_"), std::string::npos) << e;
+}
+
+TEST(Trainer, ResumeRefusesAnotherBatchSizeOrTrainSetAndWarnsForOptimizerChanges) {
+  const fs::path dir = fresh_dir("resume_checks");
+  const TrainConfig cfg = load_train_config(write_config(dir, 6, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "out");
+  o.save_interval = 3;
+  std::ostringstream log;
+  run_training(cfg, o, log);
+  auto resume = [&](const TrainConfig& c, const std::string& to, std::ostream& l) {
+    TrainOptions r = options(dir / to);
+    r.resume_model = (dir / "out/iter_3").string();
+    return error_of([&] { run_training(c, r, l); });
+  };
+  for (int64_t b : {1, 4}) {
+    const TrainConfig other = load_train_config(write_config(dir, 8, 0.01), {}, std::nullopt, b, std::nullopt);
+    const std::string e = resume(other, "b" + std::to_string(b), log);
+    EXPECT_NE(e.find("trained with batch_size 2, this run has batch_size " + std::to_string(b)), std::string::npos) << e;
+    EXPECT_NE(e.find("out/iter_3"), std::string::npos) << e;
+  }
+  {
+    const fs::path list = dir / "short_list.txt";
+    std::ifstream in(data_root() / "train_list.txt");
+    std::ofstream out(list);
+    std::string line;
+    for (int i = 0; i < 10 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  const TrainConfig shorter = load_train_config(write_config(dir, 8, 0.01),
+                                                {"train_dataset.train_path=" + (dir / "short_list.txt").string()},
+                                                std::nullopt, std::nullopt, std::nullopt);
+  const std::string e = resume(shorter, "short", log);
+  EXPECT_NE(e.find("trained on 16 training images"), std::string::npos) << e;
+  EXPECT_NE(e.find("has 10"), std::string::npos) << e;
+
+  const TrainConfig slower = load_train_config(write_config(dir, 6, 0.01), {"optimizer.momentum=0.8"}, std::nullopt,
+                                               std::nullopt, std::nullopt);
+  std::ostringstream warn_log;
+  EXPECT_EQ(resume(slower, "momentum", warn_log), "(no error)");
+  EXPECT_NE(warn_log.str().find("WARNING: --resume_model " + (dir / "out/iter_3").string() +
+                                ": the checkpoint was trained with momentum 0.9"),
+            std::string::npos)
+      << warn_log.str();
 }
 
 TEST(Trainer, CudaDeviceGivesTheCpuLosses) {

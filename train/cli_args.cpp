@@ -169,6 +169,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--save_interval", Arity::One, [&](Vals v) { a.save_interval = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--do_eval", Arity::None, [&](Vals) { a.do_eval = true; });
   p.flag("--profile", Arity::None, [&](Vals) { a.profile = true; });
+  p.flag("--overwrite", Arity::None, [&](Vals) { a.overwrite = true; });
+  p.flag("--no_save_on_stop", Arity::None, [&](Vals) { a.save_on_stop = false; });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
   p.flag("--keep_checkpoint_max", Arity::One,
@@ -253,7 +255,8 @@ std::string train_usage() {
          "  --iters N               override iters\n"
          "  --batch_size N          override batch_size (per device)\n"
          "  --learning_rate X       override lr_scheduler.learning_rate\n"
-         "  --save_dir DIR          where checkpoints and logs go (default ./output)\n"
+         "  --save_dir DIR          where checkpoints and logs go (default ./output); a folder holding\n"
+         "                          another run's results is refused (see --overwrite)\n"
          "  --num_workers N         data loading threads (default 0: load in the training thread)\n"
          "  --use_vdl               write TensorBoard event files to save_dir\n"
          "  --save_interval N       save (and evaluate with --do_eval) every N iterations (default 1000)\n"
@@ -266,6 +269,8 @@ std::string train_usage() {
          "  --precision fp32        only fp32 is supported\n"
          "  --opts K=V [K=V ...]    override config keys, e.g. --opts batch_size=2 model.num_classes=3\n"
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
+         "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
+         "  --no_save_on_stop       on SIGINT/SIGTERM stop without writing a final iter_N/ checkpoint\n"
          "  --help                  print this help\n";
 }
 

@@ -31,6 +31,8 @@ struct TrainArgs {
   std::vector<std::string> opts;  // "key.sub=value"
   std::string precision = "fp32";
   bool profile = false;  // engine's own flag: per-op time breakdown with each log line
+  bool overwrite = false;      // engine's own flag: replace an earlier run's results in save_dir
+  bool save_on_stop = true;    // engine's own flag --no_save_on_stop turns it off
   bool help = false;
 };
 

@@ -71,7 +71,7 @@ Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions
 }
 
 EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
-                    std::ostream& log) {
+                    std::ostream& log, const std::atomic<int>* cancel) {
   const bool was_training = model.training();
   model.eval();
   const int64_t n = val.size(), c = val.num_classes();
@@ -83,6 +83,13 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
   const auto start = std::chrono::steady_clock::now();
   data::Rng rng(0);  // the val pipeline is deterministic; the generator is unused
   for (int64_t i = 0; i < n; ++i) {
+    if (cancel && cancel->load() != 0) {
+      if (was_training) model.train();
+      log << (tty ? "\n" : "") << "Evaluation stopped after " << i << " of " << n << " images" << std::endl;
+      EvalResult r;
+      r.cancelled = true;
+      return r;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     data::Sample s = val.load(i, rng);
     ENGINE_CHECK(s.has_label, "evaluation: sample ", i, " (", val.image_path(i), ") has no label");

@@ -6,6 +6,7 @@
 // prediction. Areas are accumulated over the whole data set (seg_area_counts) and turned into the
 // metrics of train/seg_metrics.h.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <iosfwd>
 #include <vector>
@@ -33,12 +34,14 @@ struct EvalResult {
   SegMetrics metrics;
   int64_t num_images = 0;
   std::vector<int64_t> intersect, pred, label;  // per-class areas over the data set
+  bool cancelled = false;  // stopped early by `cancel`: the metrics are not valid
 };
 
 // Evaluates `model` (switched to eval mode and back to the mode it was in) on every image of `val`.
-// Prints PaddleSeg's "Start evaluating" and progress lines to `log`.
+// Prints PaddleSeg's "Start evaluating" and progress lines to `log`. When `cancel` becomes non-zero
+// (a stop request), evaluation ends after the current image with `cancelled` set.
 EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
-                    std::ostream& log);
+                    std::ostream& log, const std::atomic<int>* cancel = nullptr);
 
 // The model of `cfg` with the weights of `model_path` (a model.safetensors file, or a folder holding
 // one such as output/best_model or output/iter_1000), on `device`, in eval mode. Names, shapes and

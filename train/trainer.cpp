@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <deque>
@@ -25,9 +27,11 @@
 #include "train/event_writer.h"
 #include "train/jsonl.h"
 #include "train/lr_schedule.h"
+#include "train/run_dir.h"
 #include "train/safetensors.h"
 #include "train/seg_loss.h"
 #include "train/seg_metrics.h"
+#include "train/stop_signal.h"
 
 namespace fs = std::filesystem;
 
@@ -78,29 +82,6 @@ void load_pretrained(nn::SegModel& model, const std::string& path, const std::st
   model.load_matching(entries, &log);  // logs "There are X/Y variables loaded into ..." and each skip
 }
 
-// Writes `dir` (iter_N or best_model) atomically as a whole: the files go to a temporary sibling
-// folder (each file itself fsync'd and renamed by save_safetensors), which then replaces `dir`.
-void save_checkpoint_dir(const fs::path& dir, const std::vector<std::pair<std::string, Tensor>>& model_state,
-                         const std::map<std::string, std::string>& model_meta,
-                         const std::vector<std::pair<std::string, Tensor>>* optimizer_state,
-                         const std::map<std::string, std::string>& optimizer_meta) {
-  const fs::path tmp = dir.parent_path() / ("." + dir.filename().string() + ".tmp-" + std::to_string(getpid()));
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp);
-  save_safetensors((tmp / kModelFile).string(), model_state, model_meta);
-  if (optimizer_state) save_safetensors((tmp / kOptimizerFile).string(), *optimizer_state, optimizer_meta);
-  if (fs::exists(dir)) {
-    const fs::path old = dir.parent_path() / ("." + dir.filename().string() + ".old-" + std::to_string(getpid()));
-    fs::remove_all(old, ec);
-    fs::rename(dir, old);
-    fs::rename(tmp, dir);
-    fs::remove_all(old, ec);
-  } else {
-    fs::rename(tmp, dir);
-  }
-}
-
 std::string join(const std::deque<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
@@ -115,12 +96,34 @@ std::deque<std::string> split_list(const std::string& s) {
   return out;
 }
 
-const std::string& meta_at(const LoadedTensors& f, const std::string& key, const std::string& file) {
+const std::string& meta_at(const LoadedTensors& f, const std::string& key) {
   auto it = f.metadata.find(key);
-  ENGINE_CHECK(it != f.metadata.end(), file, ": metadata has no '", key,
+  ENGINE_CHECK(it != f.metadata.end(), "checkpoint '", f.path, "': metadata has no '", key,
                "' (not an optimizer checkpoint written by engine-train?)");
   return it->second;
 }
+
+// A metadata integer, checked whole: "12x", "" or out of range name the file and key.
+int64_t meta_int(const LoadedTensors& f, const std::string& key) {
+  const std::string& v = meta_at(f, key);
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  ENGINE_CHECK(!v.empty() && *end == '\0' && errno == 0, "checkpoint '", f.path, "': metadata '", key, "' is '", v,
+               "', not an integer");
+  return x;
+}
+
+double meta_double(const LoadedTensors& f, const std::string& key) {
+  const std::string& v = meta_at(f, key);
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  ENGINE_CHECK(!v.empty() && *end == '\0', "checkpoint '", f.path, "': metadata '", key, "' is '", v,
+               "', not a number");
+  return x;
+}
+
+bool same_value(double a, double b) { return a == b || std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
 
 }  // namespace
 
@@ -131,6 +134,7 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   const Device dev = opt.device;
   const fs::path save_dir(opt.save_dir);
   TrainSummary summary;
+  auto stop_signal = [&opt]() { return opt.stop_request ? opt.stop_request->load() : 0; };
 
   // ---- resume metadata first: it decides the seed the data order and init were drawn with
   std::unique_ptr<LoadedTensors> resume_model, resume_opt;
@@ -145,10 +149,13 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     ENGINE_CHECK(fs::exists(of), "--resume_model: ", of, " is missing (best_model/ holds weights only; resume from an iter_N folder)");
     resume_model = std::make_unique<LoadedTensors>(load_safetensors(mf));
     resume_opt = std::make_unique<LoadedTensors>(load_safetensors(of));
+    const int64_t model_iter = meta_int(*resume_model, "iter"), opt_iter = meta_int(*resume_opt, "iter");
+    ENGINE_CHECK(model_iter == opt_iter, "--resume_model ", resume_dir, ": ", kModelFile, " is from iter ", model_iter,
+                 " but ", kOptimizerFile, " from iter ", opt_iter, " (files of two checkpoints mixed)");
   }
   uint64_t seed = opt.seed;
   if (resume_opt) {
-    const uint64_t ckpt_seed = std::stoull(meta_at(*resume_opt, "seed", resume_dir));
+    const uint64_t ckpt_seed = (uint64_t)meta_int(*resume_opt, "seed");
     if (opt.seed_given && ckpt_seed != opt.seed)
       log << log_prefix() << "WARNING: --seed " << opt.seed << " differs from the checkpoint's seed " << ckpt_seed
           << "; using the checkpoint's so the data order continues" << std::endl;
@@ -202,20 +209,70 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   int64_t start_iter = 0;
   double best_miou = -1.0;
   int64_t best_iter = -1;
-  std::deque<std::string> kept;  // iter_N folders this run (and the runs it resumes) wrote, oldest first
+  std::deque<std::string> kept;  // iter_N folders in save_dir this run (and the runs it resumes) wrote, oldest first
+  std::string last_good;         // the newest complete checkpoint to resume from; empty when none
   if (resume_model) {
     const std::string mf = (fs::path(resume_dir) / kModelFile).string(), of = (fs::path(resume_dir) / kOptimizerFile).string();
+    const LoadedTensors& ro = *resume_opt;
+    // What the data position and the exact-resume promise depend on must match; the optimizer's
+    // settings may change (with a warning: the run is then not the uninterrupted one).
+    const std::string fresh_hint = "; to go on with other settings, start a new run from its weights: --opts model.pretrained=" + mf;
+    if (ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != cfg.batch_size)
+      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint was trained with batch_size " +
+                        std::to_string(meta_int(ro, "batch_size")) + ", this run has batch_size " +
+                        std::to_string(cfg.batch_size) + "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
+    if (ro.metadata.count("train_images") && meta_int(ro, "train_images") != train_set->size())
+      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint was trained on " +
+                        std::to_string(meta_int(ro, "train_images")) + " training images, this run's train set (" +
+                        cfg.train_dataset.where + ") has " + std::to_string(train_set->size()) +
+                        "; its data order and position belong to that set, so resuming needs the same one" + fresh_hint);
+    const int64_t next_epoch = meta_int(ro, "next_epoch"), next_batch = meta_int(ro, "next_batch");
+    if (next_epoch < 0 || next_batch < 0 || next_batch >= loader.batches_per_epoch())
+      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint's data position (epoch " +
+                        std::to_string(next_epoch + 1) + ", batch " + std::to_string(next_batch + 1) +
+                        ") does not exist with this run's batch_size " + std::to_string(cfg.batch_size) + " and " +
+                        std::to_string(train_set->size()) + " training images (" +
+                        std::to_string(loader.batches_per_epoch()) + " batches per epoch); resume with the batch_size and train set it was trained with" + fresh_hint);
+    if (ro.metadata.count("momentum") && ro.metadata.count("weight_decay")) {
+      const double m = meta_double(ro, "momentum"), wd = meta_double(ro, "weight_decay");
+      if (!same_value(m, cfg.optimizer.momentum) || !same_value(wd, cfg.optimizer.weight_decay))
+        log << log_prefix() << "WARNING: --resume_model " << resume_dir << ": the checkpoint was trained with momentum "
+            << fmt("%g", m) << ", weight_decay " << fmt("%g", wd) << "; this run uses momentum "
+            << fmt("%g", cfg.optimizer.momentum) << ", weight_decay " << fmt("%g", cfg.optimizer.weight_decay)
+            << ": training continues with this run's values, so it is no longer the run the checkpoint came from"
+            << std::endl;
+    }
+
     check_tensors_match(*resume_model, model->state_dict(), mf);
     model->load_state_dict(resume_model->tensors, true);
     std::vector<std::pair<std::string, Tensor>> expected_v;
     for (size_t i = 0; i < named.size(); ++i) expected_v.emplace_back(named[i].first + ".velocity", velocities[i]);
-    check_tensors_match(*resume_opt, expected_v, of);
-    for (size_t i = 0; i < named.size(); ++i) velocities[i].copy_(*resume_opt->find(named[i].first + ".velocity"));
-    start_iter = std::stoll(meta_at(*resume_opt, "iter", of));
-    best_miou = std::stod(meta_at(*resume_opt, "best_miou", of));
-    best_iter = std::stoll(meta_at(*resume_opt, "best_iter", of));
-    kept = split_list(meta_at(*resume_opt, "checkpoints", of));
-    loader.seek(std::stoll(meta_at(*resume_opt, "next_epoch", of)), std::stoll(meta_at(*resume_opt, "next_batch", of)));
+    check_tensors_match(ro, expected_v, of);
+    for (size_t i = 0; i < named.size(); ++i) velocities[i].copy_(*ro.find(named[i].first + ".velocity"));
+    start_iter = meta_int(ro, "iter");
+    ENGINE_CHECK(start_iter >= 0, "checkpoint '", of, "': metadata 'iter' is ", start_iter);
+    best_miou = meta_double(ro, "best_miou");
+    best_iter = meta_int(ro, "best_iter");
+    if (ro.metadata.count("lr_next")) {
+      const double ck = meta_double(ro, "lr_next"), here = schedule.lr_at(start_iter);
+      if (!same_value(ck, here))
+        log << log_prefix() << "WARNING: --resume_model " << resume_dir << ": the learning rate at iter "
+            << start_iter + 1 << " is " << fmt("%.6g", here) << " with this run's schedule but "
+            << fmt("%.6g", ck) << " with the checkpoint's (iters, learning_rate or lr_scheduler changed); training "
+            << "continues with this run's schedule" << std::endl;
+    }
+    // The list names folders of the checkpoint's own save_dir: kept only when training goes on there.
+    std::error_code ec;
+    const fs::path resume_parent = fs::path(resume_dir).has_parent_path() ? fs::path(resume_dir).parent_path() : ".";
+    if (fs::exists(save_dir, ec) && fs::equivalent(resume_parent, save_dir, ec)) {
+      for (const std::string& name : split_list(meta_at(ro, "checkpoints"))) {
+        ENGINE_CHECK(parse_iter_dir_name(name) >= 0, "checkpoint '", of, "': metadata 'checkpoints' lists '", name,
+                     "', not an iter_N folder name");
+        kept.push_back(name);
+      }
+    }
+    loader.seek(next_epoch, next_batch);
+    last_good = resume_dir;
     log << log_prefix() << "Resume model from " << resume_dir << " (iter " << start_iter << ")" << std::endl;
   }
   if (start_iter >= cfg.iters) {
@@ -225,10 +282,20 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     return summary;
   }
 
+  // ---- the run folder: one writer, nothing of an earlier run clobbered, stale temporaries removed
   fs::create_directories(save_dir);
+  const RunDirLock lock(save_dir);
+  if (!lock.held())
+    log << log_prefix() << "WARNING: the file system of " << save_dir.string()
+        << " has no file locks: nothing stops a second run from writing into it at the same time" << std::endl;
+  clean_stale_temporaries(save_dir, lock.held(), log, log_prefix());
+  prepare_run_dir({save_dir, resume_dir.empty() ? fs::path() : fs::path(resume_dir), start_iter, opt.overwrite}, log,
+                  log_prefix());
+
   std::unique_ptr<EventWriter> vdl;
   if (opt.use_vdl) vdl = std::make_unique<EventWriter>(save_dir.string());
-  JsonlWriter jsonl((save_dir / "metrics.jsonl").string(), /*append=*/start_iter > 0);
+  // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
+  JsonlWriter jsonl((save_dir / "metrics.jsonl").string(), /*append=*/true);
 
   log << log_prefix() << "Model " << mspec.type << " (" << mspec.backbone << ", " << train_set->num_classes()
       << " classes): " << model->num_trainable_parameters() << " trainable parameters; device " << dev.str()
@@ -247,10 +314,59 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   std::vector<double> win_terms(nterms, 0.0);
   int64_t win_n = 0;
   int64_t next_epoch = 0, next_batch = 0, epoch = 0;
+  int64_t last_saved_iter = start_iter;
   Clock::time_point batch_start = Clock::now(), window_start = batch_start;
   if (dev.is_cuda()) reset_peak_memory_stats(dev);
 
+  // iter_N/: weights, momentum and everything an exact resume needs; prunes beyond keep_checkpoint_max.
+  auto save_iter_checkpoint = [&](int64_t iter) {
+    const std::string name = "iter_" + std::to_string(iter);
+    kept.erase(std::remove(kept.begin(), kept.end(), name), kept.end());
+    kept.push_back(name);
+    std::deque<std::string> to_remove;
+    if (opt.keep_checkpoint_max > 0)
+      while ((int)kept.size() > opt.keep_checkpoint_max) {
+        to_remove.push_back(kept.front());
+        kept.pop_front();
+      }
+    const std::vector<std::pair<std::string, Tensor>> model_state = model->state_dict();
+    std::vector<std::pair<std::string, Tensor>> opt_state;
+    for (size_t i = 0; i < named.size(); ++i) opt_state.emplace_back(named[i].first + ".velocity", velocities[i]);
+    const std::map<std::string, std::string> opt_meta = {
+        {"iter", std::to_string(iter)},
+        {"seed", std::to_string(seed)},
+        {"next_epoch", std::to_string(next_epoch)},
+        {"next_batch", std::to_string(next_batch)},
+        {"batch_size", std::to_string(cfg.batch_size)},
+        {"train_images", std::to_string(train_set->size())},
+        {"best_miou", fmt("%.17g", best_miou)},
+        {"best_iter", std::to_string(best_iter)},
+        {"checkpoints", join(kept)},
+        {"lr_next", fmt("%.17g", schedule.lr_at(iter))},
+        {"momentum", fmt("%.17g", cfg.optimizer.momentum)},
+        {"weight_decay", fmt("%.17g", cfg.optimizer.weight_decay)},
+        {"optimizer", "Momentum(momentum=" + fmt("%g", cfg.optimizer.momentum) +
+                          ", weight_decay=" + fmt("%g", cfg.optimizer.weight_decay) + ")"}};
+    save_checkpoint_dir(save_dir / name, {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
+                                          {kOptimizerFile, &opt_state, opt_meta}});
+    last_good = (save_dir / name).string();
+    last_saved_iter = iter;
+    for (const std::string& old : to_remove) {
+      std::error_code ec;
+      fs::remove_all(save_dir / old, ec);
+    }
+  };
+
   for (int64_t iter = start_iter + 1; iter <= cfg.iters; ++iter) {
+    if (const int sig = stop_signal()) {  // iterations up to iter - 1 are complete
+      summary.stopped_by_signal = sig;
+      if (opt.save_on_stop && iter - 1 > last_saved_iter) {
+        save_iter_checkpoint(iter - 1);
+        summary.stop_checkpoint_written = true;
+      }
+      log << log_prefix() << "Stopped by " << signal_name(sig) << " after iter " << iter - 1 << std::endl;
+      break;
+    }
     data::Batch batch = loader.next();
     epoch = batch.epoch;
     next_epoch = batch.epoch;
@@ -266,10 +382,10 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     const SegLossValues lv = loss_fn(logits, labels);
     const double total = lv.total.item();
     if (!std::isfinite(total)) {
-      std::string last = kept.empty() ? std::string("none was saved") : (save_dir / kept.back()).string();
       throw TrainingDiverged("training diverged: the loss is " + fmt("%g", total) + " at iter " +
                              std::to_string(iter) + "; stopped before the optimizer step. Last good checkpoint: " +
-                             last + ". Lower the learning rate or check the labels.");
+                             (last_good.empty() ? std::string("none was saved") : last_good) +
+                             ". Lower the learning rate or check the labels.");
     }
     lv.total.backward();
     std::vector<Tensor> grads;
@@ -334,51 +450,32 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     if (iter % opt.save_interval == 0 || iter == cfg.iters) {
       if (val_set) {
         if (opt.profile) profiler::set_enabled(false);
-        const EvalResult r = evaluate(*model, *val_set, dev, eval_opt, log);
+        const EvalResult r = evaluate(*model, *val_set, dev, eval_opt, log, opt.stop_request);
         if (opt.profile) profiler::set_enabled(true);
-        std::istringstream lines(format_eval_lines(r.metrics, r.num_images));
-        for (std::string l; std::getline(lines, l);) log << log_prefix() << l << std::endl;
-        jsonl.write({{"type", "eval"}, {"iter", iter}, {"miou", r.metrics.miou}, {"acc", r.metrics.acc},
-                     {"kappa", r.metrics.kappa}, {"dice", r.metrics.mdice}, {"class_iou", r.metrics.class_iou},
-                     {"class_precision", r.metrics.class_precision}, {"class_recall", r.metrics.class_recall}});
-        if (vdl) {
-          vdl->add_scalar("Evaluate/mIoU", r.metrics.miou, iter);
-          vdl->add_scalar("Evaluate/Acc", r.metrics.acc, iter);
+        if (!r.cancelled) {
+          std::istringstream lines(format_eval_lines(r.metrics, r.num_images));
+          for (std::string l; std::getline(lines, l);) log << log_prefix() << l << std::endl;
+          jsonl.write({{"type", "eval"}, {"iter", iter}, {"miou", r.metrics.miou}, {"acc", r.metrics.acc},
+                       {"kappa", r.metrics.kappa}, {"dice", r.metrics.mdice}, {"class_iou", r.metrics.class_iou},
+                       {"class_precision", r.metrics.class_precision}, {"class_recall", r.metrics.class_recall}});
+          if (vdl) {
+            vdl->add_scalar("Evaluate/mIoU", r.metrics.miou, iter);
+            vdl->add_scalar("Evaluate/Acc", r.metrics.acc, iter);
+          }
+          if (r.metrics.miou > best_miou) {
+            best_miou = r.metrics.miou;
+            best_iter = iter;
+            const std::vector<std::pair<std::string, Tensor>> weights = model->state_dict();
+            save_checkpoint_dir(save_dir / "best_model",
+                                {{kModelFile, &weights,
+                                  {{"iter", std::to_string(iter)}, {"miou", fmt("%.17g", best_miou)},
+                                   {"acc", fmt("%.17g", r.metrics.acc)}}}});
+          }
+          log << log_prefix() << "[EVAL] The model with the best validation mIoU (" << fmt("%.4f", best_miou)
+              << ") was saved at iter " << best_iter << "." << std::endl;
         }
-        if (r.metrics.miou > best_miou) {
-          best_miou = r.metrics.miou;
-          best_iter = iter;
-          save_checkpoint_dir(save_dir / "best_model", model->state_dict(),
-                              {{"iter", std::to_string(iter)}, {"miou", fmt("%.17g", best_miou)},
-                               {"acc", fmt("%.17g", r.metrics.acc)}},
-                              nullptr, {});
-        }
-        log << log_prefix() << "[EVAL] The model with the best validation mIoU (" << fmt("%.4f", best_miou)
-            << ") was saved at iter " << best_iter << "." << std::endl;
       }
-      const std::string name = "iter_" + std::to_string(iter);
-      kept.erase(std::remove(kept.begin(), kept.end(), name), kept.end());
-      kept.push_back(name);
-      std::deque<std::string> to_remove;
-      if (opt.keep_checkpoint_max > 0)
-        while ((int)kept.size() > opt.keep_checkpoint_max) {
-          to_remove.push_back(kept.front());
-          kept.pop_front();
-        }
-      std::vector<std::pair<std::string, Tensor>> opt_state;
-      for (size_t i = 0; i < named.size(); ++i) opt_state.emplace_back(named[i].first + ".velocity", velocities[i]);
-      const std::map<std::string, std::string> opt_meta = {
-          {"iter", std::to_string(iter)},          {"seed", std::to_string(seed)},
-          {"next_epoch", std::to_string(next_epoch)}, {"next_batch", std::to_string(next_batch)},
-          {"best_miou", fmt("%.17g", best_miou)},  {"best_iter", std::to_string(best_iter)},
-          {"checkpoints", join(kept)},             {"lr_next", fmt("%.17g", schedule.lr_at(iter))},
-          {"optimizer", "Momentum(momentum=" + fmt("%g", cfg.optimizer.momentum) +
-                            ", weight_decay=" + fmt("%g", cfg.optimizer.weight_decay) + ")"}};
-      save_checkpoint_dir(save_dir / name, model->state_dict(), {{"iter", std::to_string(iter)}}, &opt_state, opt_meta);
-      for (const std::string& old : to_remove) {
-        std::error_code ec;
-        fs::remove_all(save_dir / old, ec);
-      }
+      save_iter_checkpoint(iter);
       batch_start = Clock::now();  // evaluation and saving are not part of batch_cost
       window_start = batch_start;
       continue;
@@ -389,6 +486,7 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   if (opt.profile) profiler::set_enabled(false);
   summary.best_miou = best_miou;
   summary.best_iter = best_iter;
+  summary.last_checkpoint = last_good;
   return summary;
 }
 
