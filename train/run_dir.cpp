@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -124,6 +125,12 @@ RunContents scan_run_dir(const fs::path& dir) {
         const LoadedTensors m = load_safetensors((e.path() / "model.safetensors").string());
         const auto it = m.metadata.find("iter");
         if (it != m.metadata.end()) c.best_model_iter = parse_iter_dir_name("iter_" + it->second);
+        const auto mi = m.metadata.find("miou");
+        if (mi != m.metadata.end()) {
+          char* end = nullptr;
+          const double v = std::strtod(mi->second.c_str(), &end);
+          if (!mi->second.empty() && *end == '\0' && v >= 0 && v <= 1) c.best_model_miou = v;
+        }
       } catch (const Error&) {
         // An unreadable best_model/ still counts as a result; its iteration is unknown.
       }
@@ -216,7 +223,10 @@ void remove_listed(const fs::path& dir, const std::vector<std::string>& names, c
   for (const std::string& n : names) {
     const fs::path p = dir / n;
     if (!keep.empty() && fs::equivalent(p, keep, ec)) continue;  // never the checkpoint being resumed
-    fs::remove_all(p);
+    if (fs::is_directory(p))
+      remove_checkpoint_dir(p);
+    else
+      fs::remove(p);
     done += (done.empty() ? "" : ", ") + n;
   }
   fsync_dir(dir);
@@ -225,7 +235,7 @@ void remove_listed(const fs::path& dir, const std::vector<std::string>& names, c
 
 }  // namespace
 
-void prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::string& prefix) {
+RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::string& prefix) {
   const fs::path& dir = req.save_dir;
   const RunContents c = scan_run_dir(dir);
   std::error_code ec;
@@ -235,7 +245,7 @@ void prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::str
   const std::string d = shown(dir);
 
   if (!same_dir) {
-    if (c.empty()) return;
+    if (c.empty()) return c;
     if (!req.overwrite) {
       if (req.resume_dir.empty()) {
         const std::string newest = c.iter_dirs.empty() ? "" : shown(dir / c.iter_dirs.rbegin()->second);
@@ -254,25 +264,21 @@ void prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::str
     if (c.metrics) names.push_back("metrics.jsonl");
     for (const std::string& e : c.event_files) names.push_back(e);
     remove_listed(dir, names, req.resume_dir, log, prefix);
-    return;
+    return c;
   }
 
-  // Resuming in the checkpoint's own folder: its earlier checkpoints stay; newer results are refused.
+  // Resuming in the checkpoint's own folder: its earlier checkpoints stay; newer ones are refused.
+  // A newer best_model/ (a crash between writing it and its iter_N/) stays as the one to beat.
   std::vector<std::string> newer;
   for (const auto& [n, name] : c.iter_dirs)
     if (n > req.start_iter) newer.push_back(name);
-  const bool newer_best = c.best_model && c.best_model_iter > req.start_iter;
-  if (!newer.empty() || newer_best) {
+  if (!newer.empty()) {
     std::string what;
     for (const std::string& n : newer) what += (what.empty() ? "" : ", ") + n + "/";
-    if (newer_best) what += (what.empty() ? "" : ", ") + std::string("best_model/ (iter ") +
-                            std::to_string(c.best_model_iter) + ")";
     if (!req.overwrite)
-      throw ConfigError("--resume_model " + shown(req.resume_dir) + ": '" + d + "' holds results newer than iter " +
-                        std::to_string(req.start_iter) + " (" + what + ") that resuming here would overwrite: " +
-                        (newer.empty() ? std::string() : "resume from " + shown(dir / newer.back()) + ", ") +
-                        "choose another --save_dir, or add --overwrite to delete them");
-    if (newer_best) newer.push_back("best_model");
+      throw ConfigError("--resume_model " + shown(req.resume_dir) + ": '" + d + "' holds checkpoints newer than iter " +
+                        std::to_string(req.start_iter) + " (" + what + ") that resuming here would overwrite: resume from " +
+                        shown(dir / newer.back()) + ", choose another --save_dir, or add --overwrite to delete them");
     remove_listed(dir, newer, req.resume_dir, log, prefix);
   }
   if (c.metrics) {
@@ -281,9 +287,21 @@ void prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::str
       log << prefix << "metrics.jsonl: dropped " << dropped << " record(s) after iter " << req.start_iter
           << " (logged after the checkpoint resumed from; those iterations are trained again)" << std::endl;
   }
+  return c;
 }
 
 // ------------------------------------------------------------------ atomic checkpoint folders
+void remove_checkpoint_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  const fs::path doomed = parent / ("." + dir.filename().string() + ".tmp-" + std::to_string((long long)::getpid()));
+  fs::remove_all(doomed, ec);
+  fs::rename(dir, doomed);
+  fsync_dir(parent);
+  fs::remove_all(doomed);
+}
+
 void save_checkpoint_dir(const fs::path& dir, const std::vector<CheckpointFile>& files) {
   const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
   const std::string pid = std::to_string((long long)::getpid());

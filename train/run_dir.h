@@ -4,7 +4,8 @@
 //     when the process ends, however it ends); a second run into the same folder is refused;
 //   - no silent clobbering: a fresh run refuses a folder that already holds a run's results (iter_N/,
 //     best_model/, metrics.jsonl, event files) unless asked to --overwrite; a resumed run may continue
-//     in the folder it resumes from, but not over checkpoints newer than its starting point;
+//     in the folder it resumes from, but not over iter_N/ newer than its starting point (a newer
+//     best_model/ stays: the resumed run must beat its mIoU to replace it);
 //   - checkpoint folders appear atomically (written under ".<name>.tmp-<pid>", then renamed or
 //     exchanged into place), and what a killed process left behind is cleaned up at the next start.
 // Used by the trainer (train/trainer.cpp); tested by tests/test_run_dir.cpp and scripts/run_safety_checks.sh.
@@ -41,6 +42,7 @@ struct RunContents {
   std::map<int64_t, std::string> iter_dirs;  // N -> "iter_N" (complete checkpoint folders only by name)
   bool best_model = false;
   int64_t best_model_iter = -1;  // from best_model/model.safetensors metadata; -1 when unknown
+  double best_model_miou = -1;   // likewise
   bool metrics = false;          // metrics.jsonl
   std::vector<std::string> event_files;  // events.out.tfevents.*
   bool empty() const { return iter_dirs.empty() && !best_model && !metrics && event_files.empty(); }
@@ -67,7 +69,8 @@ struct RunDirRequest {
 // --save_dir, --overwrite). With `overwrite`, deletes exactly what would otherwise be refused (never
 // the checkpoint being resumed from) and logs it. On resume into the same folder, metrics.jsonl
 // records after start_iter (written by the interrupted run after its last checkpoint) are dropped.
-void prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::string& log_prefix);
+// Returns what the folder held before (for the trainer: a newer best_model/ to beat).
+RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::string& log_prefix);
 
 // Writes a checkpoint folder (iter_N or best_model) as a whole: files into ".<name>.tmp-<pid>", then
 // the folder is renamed into place, or atomically exchanged with an existing one (renameat2
@@ -80,6 +83,10 @@ struct CheckpointFile {
   std::map<std::string, std::string> metadata;
 };
 void save_checkpoint_dir(const std::filesystem::path& dir, const std::vector<CheckpointFile>& files);
+
+// Deletes a checkpoint folder so that it is never seen half-deleted under its name: renamed to
+// ".<name>.tmp-<pid>" first (one atomic step), then removed. Missing folders are fine.
+void remove_checkpoint_dir(const std::filesystem::path& dir);
 
 // "iter_<digits>" -> the number; -1 for anything else.
 int64_t parse_iter_dir_name(const std::string& name);

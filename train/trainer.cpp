@@ -289,8 +289,15 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     log << log_prefix() << "WARNING: the file system of " << save_dir.string()
         << " has no file locks: nothing stops a second run from writing into it at the same time" << std::endl;
   clean_stale_temporaries(save_dir, lock.held(), log, log_prefix());
-  prepare_run_dir({save_dir, resume_dir.empty() ? fs::path() : fs::path(resume_dir), start_iter, opt.overwrite}, log,
-                  log_prefix());
+  const RunContents earlier = prepare_run_dir(
+      {save_dir, resume_dir.empty() ? fs::path() : fs::path(resume_dir), start_iter, opt.overwrite}, log, log_prefix());
+  if (resume_model && earlier.best_model && earlier.best_model_miou > best_miou) {
+    // best_model/ was written after the checkpoint (the run ended before its iter_N/): keep it as the bar.
+    best_miou = earlier.best_model_miou;
+    best_iter = earlier.best_model_iter;
+    log << log_prefix() << "best_model/ (iter " << best_iter << ", mIoU " << fmt("%.4f", best_miou)
+        << ") is newer than the checkpoint; it is replaced only by a higher mIoU" << std::endl;
+  }
 
   std::unique_ptr<EventWriter> vdl;
   if (opt.use_vdl) vdl = std::make_unique<EventWriter>(save_dir.string());
@@ -352,8 +359,11 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     last_good = (save_dir / name).string();
     last_saved_iter = iter;
     for (const std::string& old : to_remove) {
-      std::error_code ec;
-      fs::remove_all(save_dir / old, ec);
+      try {
+        remove_checkpoint_dir(save_dir / old);
+      } catch (const std::exception& e) {  // a checkpoint that cannot be pruned is no reason to stop training
+        log << log_prefix() << "WARNING: cannot remove " << (save_dir / old).string() << ": " << e.what() << std::endl;
+      }
     }
   };
 
