@@ -35,7 +35,12 @@ step configure configure
 step build ninja -C "$build" -j "$(nproc)" engine-train engine-eval engine-predict engine-datagen bench_train
 cd "$root" || exit 1
 data=datasets/synthetic_fundus
+# A new folder for each run of the demo: engine-train refuses to write over an earlier run's results.
 out=output/pp_liteseg_synthetic
+n=1
+while [ -e "$out/metrics.jsonl" ] || [ -e "$out/best_model" ] || compgen -G "$out/iter_*" > /dev/null; do
+  n=$((n + 1)); out=output/pp_liteseg_synthetic-$n
+done
 cfg=configs/pp_liteseg_synthetic_256x256.yml
 if [ ! -f "$data/train_list.txt" ]; then
   step data "$build/engine-datagen" --out "$data" --train 200 --val 40 --size 256 --seed 1
