@@ -6,8 +6,16 @@ Usage:
   python3 tools/read_checkpoint.py output/best_model/model.safetensors --values 4
 
 Prints the metadata, then one line per tensor (name, dtype, shape, and min/max/mean when numpy is
-installed), and verifies the "crc32c:xxxxxxxx" checksum that the engine stores in the metadata
-(CRC-32C of the whole data section). With the `safetensors` package installed it also loads the
+installed), and verifies the "crc32c:xxxxxxxx" checksum that the engine stores in the metadata.
+Format "engine-checkpoint-2" (written now): CRC-32C over a canonical encoding of the header followed
+by the whole data section, so edits of names, dtypes, shapes, offsets or metadata are caught too.
+Canonical encoding (integers u64 little-endian; a string = u64 byte length + its UTF-8 bytes):
+  u64 number of tensors; per tensor ordered by (begin, end, name bytes): name, dtype, u64 ndim,
+  ndim x u64 dims, u64 begin, u64 end; u64 number of metadata entries except "checksum"; per such
+  entry in byte-wise ascending key order: key, value.
+Format "engine-checkpoint-1" (earlier builds): CRC-32C of the data section alone; a "checksum"
+without a "format" is checked the same way. Other formats are reported as unknown; files without
+either key (written by other tools) have nothing to verify. Definitions: train/safetensors.h. With the `safetensors` package installed it also loads the
 file with it and checks that every tensor it returns has the same bytes (BF16 is skipped: numpy
 has no bfloat16). Needs only the standard library; numpy, safetensors and a fast CRC-32C module
 (`crc32c` or `google-crc32c`) are used when present. Exit code 1 when a check fails.
@@ -26,13 +34,13 @@ def _crc32c_function():
     try:
         import crc32c  # pip install crc32c
 
-        return crc32c.crc32c
+        return lambda data, crc=0: crc32c.crc32c(bytes(data), crc)
     except ImportError:
         pass
     try:
         import google_crc32c  # pip install google-crc32c
 
-        return lambda data: google_crc32c.value(bytes(data))
+        return lambda data, crc=0: google_crc32c.extend(crc, bytes(data))
     except ImportError:
         pass
     table = []
@@ -42,13 +50,60 @@ def _crc32c_function():
             c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
         table.append(c)
 
-    def slow(data):  # about 5 MB/s
-        c = 0xFFFFFFFF
+    def slow(data, crc=0):  # about 5 MB/s; chains like zlib.crc32
+        c = crc ^ 0xFFFFFFFF
         for x in data:
             c = (c >> 8) ^ table[(c ^ x) & 0xFF]
         return c ^ 0xFFFFFFFF
 
     return slow
+
+
+FORMAT_V2 = "engine-checkpoint-2"
+FORMAT_V1 = "engine-checkpoint-1"
+
+
+def canonical_header(header, meta):
+    """The bytes that format 2's checksum covers before the data section (train/safetensors.h)."""
+
+    def u64(v):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
+            raise ValueError(f"not an unsigned 64-bit integer: {v!r}")
+        return struct.pack("<Q", v)
+
+    def string(s):
+        b = s.encode("utf-8")
+        return u64(len(b)) + b
+
+    def order(kv):
+        name, e = kv
+        b, t = e["data_offsets"]
+        return (b, t, name.encode("utf-8"))
+
+    out = [u64(len(header))]
+    for name, e in sorted(header.items(), key=order):
+        b, t = e["data_offsets"]
+        out += [string(name), string(e["dtype"]), u64(len(e["shape"]))]
+        out += [u64(d) for d in e["shape"]]
+        out += [u64(b), u64(t)]
+    entries = sorted((k.encode("utf-8"), v) for k, v in meta.items() if k != "checksum")
+    out.append(u64(len(entries)))
+    for k, v in entries:
+        out += [u64(len(k)), k, string(v)]
+    return b"".join(out)
+
+
+def expected_checksum(header, meta, data, crc):
+    """(checksum string, what it covers) for the file's format, or (None, reason) when none applies."""
+    fmt = meta.get("format")
+    if fmt is None and "checksum" not in meta:
+        return None, "no format/checksum metadata (not written by the engine): nothing to verify"
+    if fmt == FORMAT_V2:
+        c = crc(canonical_header(header, meta))
+        return "crc32c:%08x" % crc(data, c), "canonical header + data"
+    if fmt in (None, FORMAT_V1):
+        return "crc32c:%08x" % crc(data), "data only, format 1"
+    raise ValueError(f"unknown format '{fmt}' (this tool reads '{FORMAT_V2}' and '{FORMAT_V1}')")
 
 
 def read(path):
@@ -104,10 +159,15 @@ def check_file(path, show_values, crc):
     if end != len(data):
         print(f"   ERROR: tensors end at byte {end} but the data section has {len(data)} bytes")
         ok = False
-    want = meta.get("checksum")
-    if want is not None:
-        got = "crc32c:%08x" % crc(data)
-        print(f"   checksum {'OK' if got == want else 'MISMATCH'} ({got}, header says {want})")
+    try:
+        got, covers = expected_checksum(header, meta, data, crc)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if got is None:
+        print(f"   checksum: {covers}")
+    else:
+        want = meta.get("checksum")
+        print(f"   checksum {'OK' if got == want else 'MISMATCH'} ({got} over {covers}, header says {want})")
         ok &= got == want
     try:
         from safetensors import safe_open
@@ -141,7 +201,7 @@ def main():
         for f in files:
             try:
                 ok &= check_file(f, args.values, crc)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 print(f"ERROR: {e}")
                 ok = False
     sys.exit(0 if ok else 1)

@@ -24,9 +24,13 @@ namespace engine::train {
 
 namespace {
 
-constexpr const char* kFormat = "engine-checkpoint-1";
+constexpr const char* kFormat = "engine-checkpoint-2";    // checksum over canonical header + data
+constexpr const char* kFormatV1 = "engine-checkpoint-1";  // checksum over the data section only
 constexpr const char* kChecksumPrefix = "crc32c:";
 constexpr DType kDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8};
+constexpr uint64_t kMaxHeaderLen = 100'000'000;  // as the safetensors project limits it
+constexpr int kMaxDepth = 64;                    // our headers nest 3 deep
+constexpr size_t kMaxShown = 200;                // bytes of a name or value quoted in a message
 
 std::string errno_text() { return std::strerror(errno); }
 
@@ -34,6 +38,71 @@ std::string hex32(uint32_t v) {
   char b[16];
   std::snprintf(b, sizeof(b), "%08x", v);
   return b;
+}
+
+// A name, value or JSON excerpt for a one-line message: control characters escaped, cut after
+// kMaxShown bytes.
+std::string shown(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    const unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof(b), "\\x%02x", c);
+      out += b;
+    } else {
+      out += (char)c;
+    }
+  }
+  if (s.size() > kMaxShown) out += "...";
+  return out;
+}
+
+// One row of the tensor table.
+struct Entry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;
+};
+
+// The canonical order of the table (safetensors.h): by offsets, ties (empty tensors) by name.
+bool canonical_less(const Entry& a, const Entry& b) {
+  if (a.begin != b.begin) return a.begin < b.begin;
+  if (a.end != b.end) return a.end < b.end;
+  return a.name < b.name;  // std::string compares bytes as unsigned char
+}
+
+void put_u64(std::string& s, uint64_t v) {
+  char b[8];
+  std::memcpy(b, &v, 8);
+  s.append(b, 8);
+}
+void put_str(std::string& s, const std::string& v) {
+  put_u64(s, v.size());
+  s += v;
+}
+
+// The canonical header encoding that format 2's checksum covers before the data (safetensors.h).
+// `entries` must be in canonical order.
+std::string canonical_header(const std::vector<Entry>& entries, const std::map<std::string, std::string>& metadata) {
+  std::string s;
+  put_u64(s, entries.size());
+  for (const Entry& e : entries) {
+    put_str(s, e.name);
+    put_str(s, safetensors_dtype_name(e.dtype));
+    put_u64(s, e.shape.size());
+    for (int64_t d : e.shape) put_u64(s, (uint64_t)d);
+    put_u64(s, e.begin);
+    put_u64(s, e.end);
+  }
+  put_u64(s, metadata.size() - metadata.count("checksum"));
+  for (const auto& [k, v] : metadata) {  // std::map: byte-wise ascending keys
+    if (k == "checksum") continue;
+    put_str(s, k);
+    put_str(s, v);
+  }
+  return s;
 }
 
 // Writes all n bytes (write() may write fewer or be interrupted).
@@ -108,17 +177,23 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   }
 
   nlohmann::json header = nlohmann::json::object();
+  std::vector<Entry> table;
   uint64_t offset = 0;
-  uint32_t crc = 0;
   for (size_t i = 0; i < host.size(); ++i) {
     const uint64_t n = host[i].nbytes();
     header[tensors[i].first] = {{"dtype", safetensors_dtype_name(host[i].dtype())},
                                 {"shape", host[i].shape()},
                                 {"data_offsets", {offset, offset + n}}};
-    if (n) crc = crc32c(host[i].raw_data(), n, crc);
+    table.push_back({tensors[i].first, host[i].dtype(), host[i].shape(), offset, offset + n});
     offset += n;
   }
   metadata["format"] = kFormat;
+  metadata.erase("checksum");
+  std::stable_sort(table.begin(), table.end(), canonical_less);
+  const std::string canon = canonical_header(table, metadata);
+  uint32_t crc = crc32c(canon.data(), canon.size());
+  for (const Tensor& h : host)
+    if (h.nbytes()) crc = crc32c(h.raw_data(), h.nbytes(), crc);
   metadata["checksum"] = kChecksumPrefix + hex32(crc);
   header["__metadata__"] = metadata;
   std::string text;
@@ -183,115 +258,167 @@ LoadedTensors load_safetensors(const std::string& path, bool verify_checksum) {
   ENGINE_CHECK(read_all(f.fd, &header_len, 8, 0), "cannot read ", where, ": ", errno_text());
   ENGINE_CHECK(header_len <= file_size - 8, where, ": header length ", header_len,
                " is larger than the rest of the file (", file_size - 8, " bytes): truncated or not a safetensors file");
+  ENGINE_CHECK(header_len <= kMaxHeaderLen, where, ": header length ", header_len, " is above the limit of ",
+               kMaxHeaderLen, " bytes: not a checkpoint header");
   std::string text(header_len, '\0');
-  ENGINE_CHECK(read_all(f.fd, text.data(), header_len, 8), "cannot read ", where, ": ", errno_text());
+  errno = 0;
+  ENGINE_CHECK(read_all(f.fd, text.data(), header_len, 8), "cannot read ", where, ": ",
+               errno ? errno_text() : "unexpected end of file");
 
+  // Parsed with a callback that refuses duplicate keys (JSON readers disagree on which one wins)
+  // and nesting beyond kMaxDepth (before the parser builds it), each as one line naming the file.
   nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(where, ": header is not valid JSON (error at byte ", e.byte, " of ", header_len, ")");
+  {
+    using Event = nlohmann::json::parse_event_t;
+    std::vector<std::set<std::string>> keys;  // of each open object
+    auto check = [&](int depth, Event ev, nlohmann::json& parsed) {
+      switch (ev) {
+        case Event::object_start:
+        case Event::array_start:
+          ENGINE_CHECK(depth < kMaxDepth, where, ": header nests JSON deeper than ", kMaxDepth,
+                       " levels: not a checkpoint header");
+          if (ev == Event::object_start) keys.emplace_back();
+          break;
+        case Event::object_end:
+          if (!keys.empty()) keys.pop_back();
+          break;
+        case Event::key:
+          if (!keys.empty() && parsed.is_string())
+            ENGINE_CHECK(keys.back().insert(parsed.get_ref<const std::string&>()).second, where,
+                         ": header has the key '", shown(parsed.get_ref<const std::string&>()),
+                         "' twice in one object");
+          break;
+        default:
+          break;
+      }
+      return true;
+    };
+    try {
+      header = nlohmann::json::parse(text, check);
+    } catch (const nlohmann::json::parse_error& e) {
+      std::string what = e.what();
+      if (const size_t colon = what.find(": "); colon != std::string::npos) what = what.substr(colon + 2);
+      fail(where, ": header is not valid JSON (error at byte ", e.byte, " of ", header_len, ": ", shown(what), ")");
+    } catch (const nlohmann::json::exception& e) {  // e.g. out_of_range.406: a number such as 1e400
+      std::string what = e.what();
+      if (const size_t bracket = what.find("] "); what.rfind("[json.", 0) == 0 && bracket != std::string::npos)
+        what = what.substr(bracket + 2);
+      fail(where, ": header is not valid JSON (", shown(what), ")");
+    }
   }
   ENGINE_CHECK(header.is_object(), where, ": header is not a JSON object");
 
   LoadedTensors out;
   out.path = path;
-  struct Entry {
-    std::string name;
-    DType dtype;
-    Shape shape;
-    uint64_t begin, end;
-  };
   std::vector<Entry> entries;
-  for (const auto& [name, e] : header.items()) {
-    if (name == "__metadata__") {
-      ENGINE_CHECK(e.is_object(), where, ": __metadata__ must be an object of strings");
-      for (const auto& [k, v] : e.items()) {
-        ENGINE_CHECK(v.is_string(), where, ": __metadata__ value of '", k, "' is not a string");
-        out.metadata[k] = v.get<std::string>();
+  try {
+    for (const auto& [name, e] : header.items()) {
+      if (name == "__metadata__") {
+        ENGINE_CHECK(e.is_object(), where, ": __metadata__ must be an object of strings");
+        for (const auto& [k, v] : e.items()) {
+          ENGINE_CHECK(v.is_string(), where, ": __metadata__ value of '", shown(k), "' is not a string");
+          out.metadata[k] = v.get<std::string>();
+        }
+        continue;
       }
-      continue;
+      const std::string t = where + ": tensor '" + shown(name) + "'";
+      ENGINE_CHECK(e.is_object(), t, " is not an object");
+      for (const char* key : {"dtype", "shape", "data_offsets"})
+        ENGINE_CHECK(e.contains(key), t, " has no '", key, "'");
+      const auto& jd = e["dtype"];
+      ENGINE_CHECK(jd.is_string(), t, ": 'dtype' is not a string");
+      Entry en{name, DType::F32, {}, 0, 0};
+      bool known = false;
+      for (DType d : kDTypes)
+        if (jd.get<std::string>() == safetensors_dtype_name(d)) en.dtype = d, known = true;
+      ENGINE_CHECK(known, t, " has unknown dtype '", shown(jd.get<std::string>()),
+                   "' (supported: F32, F16, BF16, I32, I64, U8)");
+      const auto& js = e["shape"];
+      ENGINE_CHECK(js.is_array(), t, ": 'shape' ", shown(js.dump()), " is not a list");
+      // Bytes (need) and the product of the non-zero dims (the largest stride) must both fit.
+      uint64_t need = dtype_size(en.dtype);
+      uint64_t nonzero = 1;
+      constexpr uint64_t kMaxI64 = (uint64_t)std::numeric_limits<int64_t>::max();
+      for (const auto& d : js) {
+        ENGINE_CHECK(d.is_number_unsigned(), t, ": 'shape' ", shown(js.dump()), " must hold non-negative integers");
+        const uint64_t v = d.get<uint64_t>();
+        ENGINE_CHECK(v <= kMaxI64 && (v == 0 || (need <= UINT64_MAX / v && nonzero <= kMaxI64 / v)), t, ": 'shape' ",
+                     shown(js.dump()), " is too large");
+        en.shape.push_back((int64_t)v);
+        need *= v;
+        if (v) nonzero *= v;
+      }
+      const auto& jo = e["data_offsets"];
+      ENGINE_CHECK(jo.is_array() && jo.size() == 2 && jo[0].is_number_unsigned() && jo[1].is_number_unsigned(), t,
+                   ": 'data_offsets' ", shown(jo.dump()), " must be two non-negative integers [begin, end]");
+      en.begin = jo[0].get<uint64_t>();
+      en.end = jo[1].get<uint64_t>();
+      ENGINE_CHECK(en.begin <= en.end, t, ": data_offsets [", en.begin, ", ", en.end, "] end before they begin");
+      ENGINE_CHECK(en.end - en.begin == need, t, ": data_offsets [", en.begin, ", ", en.end, "] hold ",
+                   en.end - en.begin, " bytes but shape ", shape_str(en.shape), " x ", jd.get<std::string>(), " needs ",
+                   need);
+      entries.push_back(std::move(en));
     }
-    const std::string t = where + ": tensor '" + name + "'";
-    ENGINE_CHECK(e.is_object(), t, " is not an object");
-    for (const char* key : {"dtype", "shape", "data_offsets"}) ENGINE_CHECK(e.contains(key), t, " has no '", key, "'");
-    const auto& jd = e["dtype"];
-    ENGINE_CHECK(jd.is_string(), t, ": 'dtype' is not a string");
-    Entry en{name, DType::F32, {}, 0, 0};
-    bool known = false;
-    for (DType d : kDTypes)
-      if (jd.get<std::string>() == safetensors_dtype_name(d)) en.dtype = d, known = true;
-    ENGINE_CHECK(known, t, " has unknown dtype '", jd.get<std::string>(),
-                 "' (supported: F32, F16, BF16, I32, I64, U8)");
-    const auto& js = e["shape"];
-    ENGINE_CHECK(js.is_array(), t, ": 'shape' is not a list");
-    uint64_t need = dtype_size(en.dtype);
-    for (const auto& d : js) {
-      ENGINE_CHECK(d.is_number_unsigned(), t, ": 'shape' ", js.dump(), " must hold non-negative integers");
-      const uint64_t v = d.get<uint64_t>();
-      ENGINE_CHECK(v <= (uint64_t)std::numeric_limits<int64_t>::max() && (v == 0 || need <= UINT64_MAX / v), t,
-                   ": 'shape' ", js.dump(), " is too large");
-      en.shape.push_back((int64_t)v);
-      need *= v;
-    }
-    const auto& jo = e["data_offsets"];
-    ENGINE_CHECK(jo.is_array() && jo.size() == 2 && jo[0].is_number_unsigned() && jo[1].is_number_unsigned(), t,
-                 ": 'data_offsets' ", jo.dump(), " must be two non-negative integers [begin, end]");
-    en.begin = jo[0].get<uint64_t>();
-    en.end = jo[1].get<uint64_t>();
-    ENGINE_CHECK(en.begin <= en.end, t, ": data_offsets [", en.begin, ", ", en.end, "] end before they begin");
-    ENGINE_CHECK(en.end - en.begin == need, t, ": data_offsets [", en.begin, ", ", en.end, "] hold ", en.end - en.begin,
-                 " bytes but shape ", shape_str(en.shape), " x ", jd.get<std::string>(), " needs ", need);
-    entries.push_back(std::move(en));
+  } catch (const nlohmann::json::exception& e) {  // not expected after the checks above; one line anyway
+    fail(where, ": header cannot be read (", shown(e.what()), ")");
   }
 
   // Packed in offset order from 0 with no gaps and no overlap, exactly filling the data section.
-  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(entries.begin(), entries.end(), canonical_less);
   const uint64_t data_len = file_size - 8 - header_len;
   uint64_t pos = 0;
   const Entry* prev = nullptr;
   for (const Entry& en : entries) {
-    ENGINE_CHECK(en.begin >= pos, where, ": tensors '", prev ? prev->name : "", "' and '", en.name,
+    ENGINE_CHECK(en.begin >= pos, where, ": tensors '", prev ? shown(prev->name) : "", "' and '", shown(en.name),
                  "' overlap (data_offsets [", prev ? prev->begin : 0, ", ", pos, "] and [", en.begin, ", ", en.end,
                  "])");
-    ENGINE_CHECK(en.begin == pos, where, ": gap of ", en.begin - pos, " bytes before tensor '", en.name,
+    ENGINE_CHECK(en.begin == pos, where, ": gap of ", en.begin - pos, " bytes before tensor '", shown(en.name),
                  "' (data_offsets begin at ", en.begin, ", previous data ends at ", pos, ")");
     pos = en.end;
     prev = &en;
   }
   ENGINE_CHECK(data_len >= pos, where, " is truncated or has offsets out of range: the data section is ", data_len,
-               " bytes but tensor '", prev ? prev->name : "", "' ends at byte ", pos);
+               " bytes but tensor '", prev ? shown(prev->name) : "", "' ends at byte ", pos);
   ENGINE_CHECK(data_len == pos, where, " has ", data_len - pos,
                " unexpected bytes after the last tensor (data section ", data_len, " bytes, tensors end at ", pos, ")");
 
-  // Read in file order; the CRC of the data section accumulates as we go.
+  // Which checksum (safetensors.h): format 2 covers the canonical header, then the data; format 1
+  // (and a checksum without a format) the data alone; no format and no checksum: nothing to check.
+  const auto fmt = out.metadata.find("format");
+  const auto sum = out.metadata.find("checksum");
+  const bool has_fmt = fmt != out.metadata.end();
+  ENGINE_CHECK(!has_fmt || fmt->second == kFormat || fmt->second == kFormatV1, where, ": unknown format '",
+               shown(fmt->second), "' (this build reads '", kFormat, "' and '", kFormatV1, "')");
+  const bool verify = verify_checksum && (has_fmt || sum != out.metadata.end());
+  const bool v2 = has_fmt && fmt->second == kFormat;
+  if (verify) {
+    ENGINE_CHECK(sum != out.metadata.end(), where, ": metadata has no 'checksum'");
+    ENGINE_CHECK(sum->second.size() == std::strlen(kChecksumPrefix) + 8 && sum->second.rfind(kChecksumPrefix, 0) == 0,
+                 where, ": metadata checksum '", shown(sum->second), "' is not of the form crc32c:<8 hex digits>");
+  }
   uint32_t crc = 0;
+  if (verify && v2) {
+    const std::string canon = canonical_header(entries, out.metadata);
+    crc = crc32c(canon.data(), canon.size());
+  }
+
+  // Read in file order; the CRC accumulates as we go.
   for (const Entry& en : entries) {
     Tensor t = Tensor::empty(en.shape, en.dtype, Device::cpu());
     const uint64_t n = en.end - en.begin;
     if (n) {
       errno = 0;
       ENGINE_CHECK(read_all(f.fd, t.raw_data(), n, 8 + header_len + en.begin), "cannot read ", where, " (tensor '",
-                   en.name, "'): ", errno ? errno_text() : "unexpected end of file");
-      crc = crc32c(t.raw_data(), n, crc);
+                   shown(en.name), "'): ", errno ? errno_text() : "unexpected end of file");
+      if (verify) crc = crc32c(t.raw_data(), n, crc);
     }
     out.tensors.emplace_back(en.name, std::move(t));
   }
 
-  const auto fmt = out.metadata.find("format");
-  const auto sum = out.metadata.find("checksum");
-  if (fmt != out.metadata.end())
-    ENGINE_CHECK(fmt->second == kFormat, where, ": unknown format '", fmt->second, "' (this build reads '", kFormat,
-                 "')");
-  if (verify_checksum && (fmt != out.metadata.end() || sum != out.metadata.end())) {
-    ENGINE_CHECK(sum != out.metadata.end(), where, ": metadata has no 'checksum'");
+  if (verify) {
     const std::string expect = kChecksumPrefix + hex32(crc);
-    ENGINE_CHECK(sum->second.rfind(kChecksumPrefix, 0) == 0 && sum->second.size() == expect.size(), where,
-                 ": metadata checksum '", sum->second, "' is not of the form crc32c:<8 hex digits>");
-    ENGINE_CHECK(sum->second == expect, where, ": checksum mismatch (data section has ", expect, ", header says ",
-                 sum->second, "): the file is corrupted");
+    ENGINE_CHECK(sum->second == expect, where, ": checksum mismatch (", v2 ? "header and data give " : "data gives ",
+                 expect, ", header says ", shown(sum->second), "): the file is corrupted");
   }
   return out;
 }
