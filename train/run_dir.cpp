@@ -13,7 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <ostream>
-#include <regex>
+#include <algorithm>
 
 #include "engine/error.h"
 #include "train/config.h"  // ConfigError
@@ -35,6 +35,26 @@ void fsync_dir(const fs::path& dir) {
   ::close(fd);
   errno = err;
   ENGINE_CHECK(rc == 0 || errno == EINVAL, "cannot fsync folder '", dir.string(), "': ", errno_text());
+}
+
+// ".<target>.tmp-<pid>" / ".<target>.old-<pid>"; pid -1 for any other name.
+struct TemporaryName {
+  std::string target;
+  bool old = false;
+  long long pid = -1;
+};
+TemporaryName parse_temporary_name(const std::string& name) {
+  TemporaryName t;
+  const size_t dash = name.rfind('-');
+  if (name.size() < 8 || name[0] != '.' || dash == std::string::npos || dash < 6) return t;
+  const std::string digits = name.substr(dash + 1), kind = name.substr(dash - 4, 4);
+  if (digits.empty() || digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) return t;
+  if (kind != ".tmp" && kind != ".old") return t;
+  t.target = name.substr(1, dash - 5);
+  if (t.target.empty()) return t;
+  t.old = kind == ".old";
+  t.pid = std::stoll(digits);
+  return t;
 }
 
 bool process_exists(long long pid) {
@@ -145,21 +165,20 @@ RunContents scan_run_dir(const fs::path& dir) {
 
 // ------------------------------------------------------------------ stale temporaries
 void clean_stale_temporaries(const fs::path& dir, bool locked, std::ostream& log, const std::string& prefix) {
-  static const std::regex pattern(R"(^\.(.+)\.(tmp|old)-([0-9]{1,10})$)");
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
   std::vector<fs::path> entries;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) entries.push_back(e.path());
   std::sort(entries.begin(), entries.end());  // ".x.old-*" before ".x.tmp-*": restore first, then remove
   for (const fs::path& p : entries) {
-    std::smatch m;
     const std::string name = p.filename().string();
-    if (!std::regex_match(name, m, pattern)) continue;
-    const long long pid = std::stoll(m[3].str());
+    const TemporaryName m = parse_temporary_name(name);
+    if (m.pid < 0) continue;
+    const long long pid = m.pid;
     if (pid == (long long)::getpid()) continue;
     if (!locked && process_exists(pid)) continue;  // without the lock, a live pid may be a writer
-    const fs::path target = dir / m[1].str();
-    if (m[2] == "old" && !fs::exists(target, ec)) {
+    const fs::path target = dir / m.target;
+    if (m.old && !fs::exists(target, ec)) {
       fs::rename(p, target);
       fsync_dir(dir);
       log << prefix << "Restored " << shown(target) << " from " << name
