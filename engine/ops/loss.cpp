@@ -117,7 +117,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   const float* wp = w.defined() ? w.data<float>() : nullptr;
   float inv_host = 0.f;
   Tensor inv_dev;
-  if (dev.is_cpu()) {
+  auto on_cpu = [&] {
     kernels::CeFwdStats st;
     kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
                         nullptr, nullptr, &st);
@@ -125,8 +125,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
     const double denom = st.sum_w + kCeEps * (double)P;
     out.data<float>()[0] = (float)(st.sum_loss / denom);
     inv_host = (float)(1.0 / denom);
-  } else {
+  };
 #if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     inv_dev = Tensor::empty({1}, DType::F32, dev);
@@ -135,10 +136,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
                          kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
     const auto st = stats.to_vector_i64();
     if (st[kernels::kBadCount]) fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
-#else
-    no_kernel(op, dev);
+  };
 #endif
-  }
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
     const Shape shape = logits.shape();
     record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
@@ -166,7 +166,7 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
   bool mining = false;
   float thr_host = 0.f, inv_host = 0.f;
   Tensor thr_dev, inv_dev;
-  if (dev.is_cpu()) {
+  auto on_cpu = [&] {
     kernels::CeFwdStats st;
     kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
                         pgt.data<float>(), nll.data<float>(), &st);
@@ -188,8 +188,9 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     const double denom = (double)kept + denom_add;
     out.data<float>()[0] = (float)(s1 / denom);
     inv_host = (float)(1.0 / denom);
-  } else {
+  };
 #if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     double* partp = reinterpret_cast<double*>(part.data<int64_t>());
@@ -215,10 +216,9 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
                              stats.data<int64_t>(), denom_add, out.data<float>(), inv_dev.data<float>(),
                              compute_stream());
     }
-#else
-    no_kernel(op, dev);
+  };
 #endif
-  }
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
     const Shape shape = logits.shape();
     const Tensor pg = mining ? pgt : Tensor();
@@ -257,21 +257,21 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
   Tensor out = Tensor::empty({}, DType::F32, dev);
   const float* wp = w.defined() ? w.data<float>() : nullptr;
   int64_t n_bad = 0;
-  if (dev.is_cpu()) {
+  auto on_cpu = [&] {
     const double s = kernels::point_loss_fwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, &n_bad);
     out.data<float>()[0] = (float)(s / (double)n);
-  } else {
+  };
 #if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(n)}, DType::I64, dev);
     kernels::point_loss_fwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n,
                                  reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
                                  out.data<float>(), compute_stream());
     if (kind == PointLoss::Bce) n_bad = stats.to_vector_i64()[kernels::kBadCount];
-#else
-    no_kernel(op, dev);
+  };
 #endif
-  }
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
   ENGINE_CHECK(n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
                " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
   const bool need_a = needs_grad({&a}), need_b = grad_b && needs_grad({&b});

@@ -30,15 +30,16 @@ SegAreas seg_area_counts(const Tensor& pred, const Tensor& label, int64_t num_cl
   const Device dev = pred.device();
   Tensor counts;
   int64_t nbad = 0, first = -1;
-  if (dev.is_cpu()) {
+  auto on_cpu = [&] {
     counts = Tensor::empty({3 * C}, DType::I64, dev);
     int64_t bad[2];
     kernels::seg_area_counts_cpu(pc.data<int64_t>(), lc.data<int64_t>(), n, C, ignore_index, counts.data<int64_t>(),
                                  bad);
     nbad = bad[0];
     first = bad[1];
-  } else {
+  };
 #if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
     counts = Tensor::from_vector_i64(std::vector<int64_t>((size_t)(3 * C), 0), {3 * C}, dev);
     Tensor bad = Tensor::from_vector_i64({0, std::numeric_limits<int64_t>::max()}, {2}, dev);
     if (n > 0)
@@ -47,10 +48,9 @@ SegAreas seg_area_counts(const Tensor& pred, const Tensor& label, int64_t num_cl
     const auto b = bad.to_vector_i64();
     nbad = b[0];
     first = b[1];
-#else
-    no_kernel(op, dev);
+  };
 #endif
-  }
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
   if (nbad) {
     const int64_t pv = pc.reshape({n}).slice(0, first, first + 1).to_vector_i64()[0];
     const int64_t lv = lc.reshape({n}).slice(0, first, first + 1).to_vector_i64()[0];

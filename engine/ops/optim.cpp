@@ -58,22 +58,20 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
 #endif
   }
   if (rows.empty()) return;
-  if (dev.is_cpu()) {
-    kernels::sgd_momentum_fwd_cpu(rows.data(), (int64_t)rows.size(), lr, momentum, weight_decay);
-    return;
-  }
+  auto on_cpu = [&] { kernels::sgd_momentum_fwd_cpu(rows.data(), (int64_t)rows.size(), lr, momentum, weight_decay); };
 #if defined(ENGINE_WITH_CUDA)
-  ENGINE_CHECK(rows.size() < (size_t)1 << 31, op, ": too many tensors");
-  // The table travels in one host-to-device copy into a small device buffer.
-  const size_t bytes = rows.size() * sizeof(kernels::SgdTensor);
-  Tensor host = Tensor::empty({(int64_t)bytes}, DType::U8, Device::cpu());
-  std::memcpy(host.raw_data(), rows.data(), bytes);
-  const Tensor table = host.to(dev);
-  kernels::sgd_momentum_fwd_cuda(reinterpret_cast<const kernels::SgdTensor*>(table.raw_data()), (int64_t)rows.size(),
-                                 chunks, lr, momentum, weight_decay, compute_stream());
-#else
-  no_kernel(op, dev);
+  auto on_cuda = [&] {
+    ENGINE_CHECK(rows.size() < (size_t)1 << 31, op, ": too many tensors");
+    // The table travels in one host-to-device copy into a small device buffer.
+    const size_t bytes = rows.size() * sizeof(kernels::SgdTensor);
+    Tensor host = Tensor::empty({(int64_t)bytes}, DType::U8, Device::cpu());
+    std::memcpy(host.raw_data(), rows.data(), bytes);
+    const Tensor table = host.to(dev);
+    kernels::sgd_momentum_fwd_cuda(reinterpret_cast<const kernels::SgdTensor*>(table.raw_data()),
+                                   (int64_t)rows.size(), chunks, lr, momentum, weight_decay, compute_stream());
+  };
 #endif
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
 }
 
 }  // namespace engine
