@@ -9,11 +9,14 @@
 //    + k3). Work.bytes = 20 B per element (reads g, x twice, writes dx).
 //  batch_norm_eval_fwd: normalise with running statistics, 8 B per element.
 //  batch_norm_relu_train_fwd / _bwd (the two STDC shapes [4,128,128,64], [4,64,64,256]): the same
-//    with the fused ReLU (BatchNormArgs::relu) - same passes and bytes, the mask recomputed from x.
+//    with the fused ReLU (BatchNormArgs::act) - same passes and bytes, the mask recomputed from x.
 //    Beside them relu_after_batch_norm_train_fwd / _bwd: relu(batch_norm(...)) unfused, as the model
 //    ran before (+8 B per element forward: relu reads y, writes out; +12 B backward: relu reads g
 //    and its input, writes the masked g), so the saving is read off the table. Elements whose
 //    pre-activation is within 1e-4 of 0 are not validated (rounding decides their side).
+//  batch_norm_leaky_relu_train_fwd / _bwd and leaky_relu_after_batch_norm_train_fwd / _bwd (the
+//    DarkNet53 shape [4,104,104,128], slope 0.1 as DarkNet53/YOLOv3's ConvBNLayer): the same pair
+//    for the fused LeakyReLU.
 // Each row is validated against a naive double loop on the host before timing.
 #include <cmath>
 #include <sstream>
@@ -34,9 +37,10 @@ using bench::compare;
 struct Ref {
   std::vector<double> y, dx;
 };
-// relu: y = max(0, z) and g masked where z <= 0; `kink` lists elements with |z| < 1e-4.
+// act: none, relu (y = max(0, z), g zeroed where z <= 0) or leaky_relu (y = z * slope and g * slope
+// where z <= 0); `kink` lists elements with |z| < 1e-4.
 Ref reference(const std::vector<float>& x, const std::vector<float>& g, const std::vector<float>& w,
-              const std::vector<float>& b, int64_t C, double eps, bool relu = false,
+              const std::vector<float>& b, int64_t C, double eps, BnActivation act = {},
               std::vector<size_t>* kink = nullptr) {
   const int64_t M = (int64_t)x.size() / C;
   std::vector<double> mean((size_t)C, 0.0), var((size_t)C, 0.0), sg((size_t)C, 0.0), sgx((size_t)C, 0.0);
@@ -55,11 +59,12 @@ Ref reference(const std::vector<float>& x, const std::vector<float>& g, const st
     const size_t c = i % (size_t)C;
     const double xh = (x[i] - mean[c]) / std::sqrt(var[c] + eps);
     r.y[i] = xh * w[c] + b[c];
-    if (relu) {
+    if (act.fused()) {
       if (kink && std::fabs(r.y[i]) < 1e-4) kink->push_back(i);
       if (r.y[i] <= 0) {
-        r.y[i] = 0;
-        gm[i] = 0;
+        const double k = act.kind == BnActivation::Kind::Relu ? 0.0 : (double)act.negative_slope;
+        r.y[i] *= k;
+        gm[i] *= k;
       }
     }
     sg[c] += gm[i];
@@ -109,9 +114,9 @@ BENCH_REGISTER(batch_norm) {
       if (full == shapes[0] || full == shapes[1]) {
         // Fused ReLU, then the unfused relu(batch_norm) it replaces.
         std::vector<size_t> kink;
-        const Ref rr = reference(xv, gv, wv, bv, C, 1e-5, true, &kink);
+        const Ref rr = reference(xv, gv, wv, bv, C, 1e-5, BnActivation::relu(), &kink);
         BatchNormArgs ra;
-        ra.relu = true;
+        ra.act = BnActivation::relu();
         runner.run("batch_norm_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
                    [&] { return compare_except(batch_norm(x, w, b, rm, rv, ra).to_vector(), rr.y, kink, 1e-4); },
                    [&] { batch_norm(x, w, b, rm, rv, ra); });
@@ -131,6 +136,36 @@ BENCH_REGISTER(batch_norm) {
                      return compare_except(bn_node->apply(relu_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3);
                    },
                    [&] { bn_node->apply(relu_node->apply({g})); });
+      }
+      if (full == shapes[4]) {
+        // Fused LeakyReLU(0.1), then the unfused leaky_relu(batch_norm) it replaces.
+        std::vector<size_t> kink;
+        const BnActivation act = BnActivation::leaky_relu(0.1f);
+        const Ref rr = reference(xv, gv, wv, bv, C, 1e-5, act, &kink);
+        BatchNormArgs la;
+        la.act = act;
+        runner.run("batch_norm_leaky_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
+                   [&] { return compare_except(batch_norm(x, w, b, rm, rv, la).to_vector(), rr.y, kink, 1e-4); },
+                   [&] { batch_norm(x, w, b, rm, rv, la); });
+        const Tensor yl = batch_norm(xg, w, b, rm, rv, la);
+        const auto lnode = yl.grad_fn();
+        runner.run("batch_norm_leaky_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
+                   [&] { return compare_except(lnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
+                   [&] { lnode->apply({g}); });
+        runner.run("leaky_relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
+                   [&] {
+                     return compare_except(leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f).to_vector(), rr.y, kink,
+                                           1e-4);
+                   },
+                   [&] { leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f); });
+        const Tensor yu = leaky_relu(batch_norm(xg, w, b, rm, rv, {}), 0.1f);
+        const auto act_node = yu.grad_fn();
+        const auto bn_node = act_node->next[0].fn;
+        runner.run("leaky_relu_after_batch_norm_train_bwd", shape_name(s), d, {32.0 * n, 0},
+                   [&] {
+                     return compare_except(bn_node->apply(act_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3);
+                   },
+                   [&] { bn_node->apply(act_node->apply({g})); });
       }
       if (full == shapes[0]) {
         BatchNormArgs ev;

@@ -44,13 +44,18 @@ BatchNorm2d::BatchNorm2d(int channels, float momentum, float eps)
   var_ = register_tensor("_variance", {channels}, TensorRole::Buffer, Init::constant(1.f));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, false); }
-
-Tensor BatchNorm2d::forward(const Tensor& x, bool relu) {
-  if (training() && sync_) {
-    const Tensor y = forward_synced(x);
-    return relu ? engine::relu(y) : y;
+Tensor apply_activation(const Tensor& x, const BnActivation& act) {
+  switch (act.kind) {
+    case BnActivation::Kind::Relu: return relu(x);
+    case BnActivation::Kind::LeakyRelu: return leaky_relu(x, act.negative_slope);
+    default: return x;
   }
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward(x, BnActivation::none()); }
+
+Tensor BatchNorm2d::forward(const Tensor& x, const BnActivation& act) {
+  if (training() && sync_) return apply_activation(forward_synced(x), act);
   const int64_t values_per_channel = x.numel() / std::max<int64_t>(x.size(-1), 1);
   if (training() && values_per_channel == 1) {
     // One value per channel: mean = x, biased variance 0 (see layers.h). batch_norm_apply with
@@ -59,13 +64,13 @@ Tensor BatchNorm2d::forward(const Tensor& x, bool relu) {
     const Tensor v = Tensor::zeros({x.size(-1)}, DType::F32, x.device());
     const Tensor y = batch_norm_apply(x, m, v, weight_, bias_, eps_);
     batch_norm_update_running(mean_, var_, m.detach(), v, momentum_);
-    return relu ? engine::relu(y) : y;
+    return apply_activation(y, act);
   }
   BatchNormArgs a;
   a.momentum = momentum_;
   a.eps = eps_;
   a.training = training();
-  a.relu = relu;  // fused: saves relu's forward and backward memory passes
+  a.act = act;  // fused: saves the activation's forward and backward memory passes
   return batch_norm(x, weight_, bias_, mean_, var_, a);
 }
 
@@ -125,7 +130,7 @@ StdcConvBNRelu::StdcConvBNRelu(int in_channels, int out_channels, int kernel, in
   bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out_channels));
 }
 
-Tensor StdcConvBNRelu::forward(const Tensor& x) { return bn_->forward(conv_->forward(x), true); }
+Tensor StdcConvBNRelu::forward(const Tensor& x) { return bn_->forward(conv_->forward(x), BnActivation::relu()); }
 
 ConvBN::ConvBN(int in_channels, int out_channels, int kernel, bool relu, bool bias)
     : Layer(relu ? "ConvBNReLU" : "ConvBN"), relu_(relu) {
@@ -136,7 +141,9 @@ ConvBN::ConvBN(int in_channels, int out_channels, int kernel, bool relu, bool bi
   bn_ = register_module("_batch_norm", std::make_shared<BatchNorm2d>(out_channels));
 }
 
-Tensor ConvBN::forward(const Tensor& x) { return bn_->forward(conv_->forward(x), relu_); }
+Tensor ConvBN::forward(const Tensor& x) {
+  return bn_->forward(conv_->forward(x), relu_ ? BnActivation::relu() : BnActivation::none());
+}
 
 // ------------------------------------------------------------------ containers and pooling
 void Sequential::add(std::shared_ptr<Layer> layer) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/ops/batchnorm.h"
 #include "engine/ops/conv.h"
 #include "models/module.h"
 
@@ -64,9 +65,10 @@ class BatchNorm2d : public Layer {
   // variance 0, output = bias, no gradient to x - and updates the running statistics with them, so
   // PP-LiteSeg trains at batch 1.
   Tensor forward(const Tensor& x) override;
-  // relu(forward(x)); the common path fuses the ReLU into batch_norm (BatchNormArgs::relu), the
-  // one-value-per-channel and synchronised paths apply relu() after BN. Same result either way.
-  Tensor forward(const Tensor& x, bool relu);
+  // act(forward(x)) for act = relu or leaky_relu(slope); the common path fuses the activation into
+  // batch_norm (BatchNormArgs::act), the one-value-per-channel and synchronised paths apply relu() /
+  // leaky_relu() after BN. Same result either way.
+  Tensor forward(const Tensor& x, const BnActivation& act);
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
   const Tensor& running_mean() const { return mean_; }
@@ -82,6 +84,9 @@ class BatchNorm2d : public Layer {
 // Turns synchronised BN on (or off, with an empty function) for every BatchNorm2d in `m`'s tree, as
 // Paddle's convert_sync_batchnorm. Returns how many layers were switched.
 int set_sync_batch_norm(Module& m, const StatsAllReduce& reduce);
+
+// relu(x), leaky_relu(x, slope) or x: the engine's elementwise ops (what BatchNorm2d's unfused paths use).
+Tensor apply_activation(const Tensor& x, const BnActivation& act);
 
 // The STDC backbone's ConvBNRelu: conv k x k (stride s, padding k/2, no bias) -> BN -> ReLU.
 class StdcConvBNRelu : public Layer {

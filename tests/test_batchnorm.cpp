@@ -3,11 +3,13 @@
 // finite differences, eval mode, batch_norm_apply with gradients through mean/var, local statistics,
 // the simulated two-rank sync-BN path against batch_norm on the whole batch, running statistics
 // after three steps (Paddle momentum, biased variance), numerical stability with |mean| >> std, and
-// bad inputs. The fused ReLU (BatchNormArgs::relu): train and eval against relu of the double
-// reference and finite differences (inputs kept away from z = 0), bit-exact equality with
-// relu(batch_norm(...)) including exact z == 0 elements, and BatchNorm2d::forward(x, relu) on every
-// path (fused, one value per channel, synchronised, eval). check_op also compares the emulated CUDA
-// device with the CPU, strided inputs, guard bytes and run-to-run determinism.
+// bad inputs. The fused activations (BatchNormArgs::act: ReLU and LeakyReLU(0.1)): train and eval
+// against the activation of the double reference and finite differences (inputs kept away from
+// z = 0), bit-exact equality with relu(batch_norm(...)) / leaky_relu(batch_norm(...), slope)
+// including exact z == 0 elements (gradient 0 for ReLU, slope for LeakyReLU), and
+// BatchNorm2d::forward(x, act) on every path (fused, one value per channel, synchronised, eval).
+// check_op also compares the emulated CUDA device with the CPU, strided inputs, guard bytes and
+// run-to-run determinism.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -393,21 +395,36 @@ TEST(BatchNorm, LargeBatchMatchesReference) {
   }
 }
 
-// ------------------------------------------------------------------ fused ReLU
+// ------------------------------------------------------------------ fused activations
 namespace {
 
-std::vector<double> relu_ref(std::vector<double> y) {
-  for (double& v : y) v = v > 0 ? v : 0;
+// The two fused activations every test below runs: ReLU, and LeakyReLU with DarkNet's slope 0.1.
+struct ActCase {
+  const char* name;
+  BnActivation act;
+};
+std::vector<ActCase> act_cases() {
+  return {{"relu", BnActivation::relu()}, {"leaky_relu", BnActivation::leaky_relu(0.1f)}};
+}
+
+std::vector<double> act_ref(std::vector<double> y, const BnActivation& act) {
+  const double k = act.kind == BnActivation::Kind::Relu ? 0.0 : (double)act.negative_slope;
+  for (double& v : y) v = v > 0 ? v : v * k;
   return y;
 }
 
+// relu(y) / leaky_relu(y, slope) with the engine's elementwise ops.
+Tensor unfused_act(const Tensor& y, const BnActivation& act) {
+  return act.kind == BnActivation::Kind::Relu ? relu(y) : leaky_relu(y, act.negative_slope);
+}
+
 // Inputs whose pre-activation z stays >= ~0.1 away from 0, so that finite differences (step 1e-3)
-// never cross the ReLU's kink. x (input 0): alternating rows of -(1 + u/2) and +(1 + u/2), u in
+// never cross the activation's kink. x (input 0): alternating rows of -(1 + u/2) and +(1 + u/2), u in
 // [0, 1): with an even number of rows the batch mean is within +-0.25 and |x - mean| >= 0.75, the
-// std <= 1.5, so |x_hat| >= 0.5. weight (input 1): +-(0.5 + u), random signs (masks both sides).
-// bias (input 2): [-0.15, 0.15]. Eval (inputs 3, 4): running mean [-0.1, 0.1], running var [0.5, 2]
-// (|x_hat| >= 0.9 / sqrt(2) > 0.63). So |w * x_hat| >= 0.25 > |b| + 0.1.
-std::vector<float> relu_gen(int input, const Shape& shape, uint64_t seed) {
+// std <= 1.5, so |x_hat| >= 0.5. weight (input 1): +-(0.5 + u), random signs (both sides of the
+// kink). bias (input 2): [-0.15, 0.15]. Eval (inputs 3, 4): running mean [-0.1, 0.1], running var
+// [0.5, 2] (|x_hat| >= 0.9 / sqrt(2) > 0.63). So |w * x_hat| >= 0.25 > |b| + 0.1.
+std::vector<float> act_gen(int input, const Shape& shape, uint64_t seed) {
   std::vector<float> v((size_t)shape_numel(shape));
   const int64_t C = shape.back();
   uint64_t s = seed * 1000003 + (uint64_t)input * 7919 + 29;
@@ -428,52 +445,58 @@ std::vector<float> relu_gen(int input, const Shape& shape, uint64_t seed) {
 
 }  // namespace
 
-TEST(BatchNorm, FusedReluTrainForwardBackward) {
-  CheckOptions o;
-  o.input_gen = relu_gen;
-  o.fwd_atol = 1e-4;
-  o.fwd_rtol = 1e-4;
-  o.device_atol = 1e-4;
-  o.device_rtol = 1e-4;
-  check_op(
-      "batch_norm_relu_train", train_cases(),
-      [](const std::vector<Tensor>& in) {
-        const int64_t C = in[0].shape().back();
-        Tensor rm = Tensor::zeros({C}, DType::F32, in[0].device());
-        Tensor rv = Tensor::full({C}, 1.f, DType::F32, in[0].device());
-        BatchNormArgs a;
-        a.relu = true;
-        return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], rm, rv, a)};
-      },
-      [](const RefInputs& in, const std::vector<Shape>& shapes) {
-        std::vector<double> mean, var;
-        moments(in[0], shapes[0].back(), mean, var);
-        return std::vector<std::vector<double>>{relu_ref(normalize(in[0], mean, var, in[1], in[2], kEps))};
-      },
-      o);
+TEST(BatchNorm, FusedActivationTrainForwardBackward) {
+  for (const ActCase& ac : act_cases()) {
+    CheckOptions o;
+    o.input_gen = act_gen;
+    o.fwd_atol = 1e-4;
+    o.fwd_rtol = 1e-4;
+    o.device_atol = 1e-4;
+    o.device_rtol = 1e-4;
+    const BnActivation act = ac.act;
+    check_op(
+        std::string("batch_norm_") + ac.name + "_train", train_cases(),
+        [act](const std::vector<Tensor>& in) {
+          const int64_t C = in[0].shape().back();
+          Tensor rm = Tensor::zeros({C}, DType::F32, in[0].device());
+          Tensor rv = Tensor::full({C}, 1.f, DType::F32, in[0].device());
+          BatchNormArgs a;
+          a.act = act;
+          return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], rm, rv, a)};
+        },
+        [act](const RefInputs& in, const std::vector<Shape>& shapes) {
+          std::vector<double> mean, var;
+          moments(in[0], shapes[0].back(), mean, var);
+          return std::vector<std::vector<double>>{act_ref(normalize(in[0], mean, var, in[1], in[2], kEps), act)};
+        },
+        o);
+  }
 }
 
-TEST(BatchNorm, FusedReluEval) {
-  CheckOptions o;
-  o.input_gen = relu_gen;
-  o.differentiable = {true, true, true, false, false};
-  check_op(
-      "batch_norm_relu_eval",
-      {{"c3", {{2, 7, 9, 3}, {3}, {3}, {3}, {3}}},
-       {"c17", {{2, 5, 3, 17}, {17}, {17}, {17}, {17}}},
-       {"c8", {{2, 1, 1, 8}, {8}, {8}, {8}, {8}}},
-       {"c64", {{2, 3, 2, 64}, {64}, {64}, {64}, {64}}},
-       {"nc", {{4, 6}, {6}, {6}, {6}, {6}}}},
-      [](const std::vector<Tensor>& in) {
-        BatchNormArgs a;
-        a.training = false;
-        a.relu = true;
-        return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], in[3], in[4], a)};
-      },
-      [](const RefInputs& in, const std::vector<Shape>&) {
-        return std::vector<std::vector<double>>{relu_ref(normalize(in[0], in[3], in[4], in[1], in[2], kEps))};
-      },
-      o);
+TEST(BatchNorm, FusedActivationEval) {
+  for (const ActCase& ac : act_cases()) {
+    CheckOptions o;
+    o.input_gen = act_gen;
+    o.differentiable = {true, true, true, false, false};
+    const BnActivation act = ac.act;
+    check_op(
+        std::string("batch_norm_") + ac.name + "_eval",
+        {{"c3", {{2, 7, 9, 3}, {3}, {3}, {3}, {3}}},
+         {"c17", {{2, 5, 3, 17}, {17}, {17}, {17}, {17}}},
+         {"c8", {{2, 1, 1, 8}, {8}, {8}, {8}, {8}}},
+         {"c64", {{2, 3, 2, 64}, {64}, {64}, {64}, {64}}},
+         {"nc", {{4, 6}, {6}, {6}, {6}, {6}}}},
+        [act](const std::vector<Tensor>& in) {
+          BatchNormArgs a;
+          a.training = false;
+          a.act = act;
+          return std::vector<Tensor>{batch_norm(in[0], in[1], in[2], in[3], in[4], a)};
+        },
+        [act](const RefInputs& in, const std::vector<Shape>&) {
+          return std::vector<std::vector<double>>{act_ref(normalize(in[0], in[3], in[4], in[1], in[2], kEps), act)};
+        },
+        o);
+  }
 }
 
 namespace {
@@ -482,16 +505,17 @@ struct BnResult {
   std::vector<float> y, dx, dw, db;
 };
 
-// batch_norm with the fused ReLU, or relu(batch_norm(...)), forward and backward with gradient g.
-BnResult run_bn_relu(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& rm0, const Tensor& rv0,
-                     const Tensor& g, bool training, bool fused) {
+// batch_norm with the fused activation, or the activation op after batch_norm(...), forward and
+// backward with gradient g.
+BnResult run_bn_act(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& rm0, const Tensor& rv0,
+                    const Tensor& g, bool training, const BnActivation& act, bool fused) {
   Tensor x = x0.clone().set_requires_grad(true), w = w0.clone().set_requires_grad(true),
          b = b0.clone().set_requires_grad(true), rm = rm0.clone(), rv = rv0.clone();
   BatchNormArgs a;
   a.training = training;
-  a.relu = fused;
+  if (fused) a.act = act;
   Tensor y = batch_norm(x, w, b, rm, rv, a);
-  if (!fused) y = relu(y);
+  if (!fused) y = unfused_act(y, act);
   y.backward(g);
   return {y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), b.grad().to_vector()};
 }
@@ -510,86 +534,119 @@ void expect_bits(const std::vector<float>& a, const std::vector<float>& b, const
 
 }  // namespace
 
-// batch_norm(relu = true) == relu(batch_norm(relu = false)) bit for bit: output and the x, weight and
-// bias gradients, train and eval, scalar and vector channel counts, one and several work blocks.
-// Pre-activations exactly 0 get gradient 0, as relu's backward gives: channel 0 is constant with
-// bias 0 (train: x - mean == 0, so z == 0 everywhere and dbias == dweight == 0); channel 1 holds
-// -1, 0, 1 with running mean 0 and bias 0 (eval: z == 0 exactly where x == 0).
-TEST(BatchNorm, FusedReluEqualsReluOfBatchNormBitwise) {
-  for (const Shape& shape : {Shape{2, 5, 3, 3}, Shape{2, 9, 7, 8}, Shape{4, 64, 80, 16}, Shape{30, 12}}) {
-    const int64_t C = shape.back(), n = shape_numel(shape);
-    std::vector<float> xv = Tensor::uniform(shape, 31, -2.f, 2.f).to_vector();
-    for (int64_t i = 0; i < n; i += C) {
-      xv[(size_t)i] = 0.5f;
-      xv[(size_t)i + 1] = (float)((i / C) % 3) - 1.f;
-    }
-    std::vector<float> bv = Tensor::uniform({C}, 33, -0.5f, 0.5f).to_vector();
-    bv[0] = bv[1] = 0.f;
-    std::vector<float> rmv = Tensor::uniform({C}, 34, -0.3f, 0.3f).to_vector();
-    rmv[1] = 0.f;
-    const Tensor x = Tensor::from_vector(xv, shape), w = Tensor::uniform({C}, 32, -1.5f, 1.5f),
-                 b = Tensor::from_vector(bv, {C}), rm = Tensor::from_vector(rmv, {C}),
-                 rv = Tensor::uniform({C}, 35, 0.5f, 2.f), g = Tensor::uniform(shape, 36, -1.f, 1.f);
-    for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
-      for (bool training : {true, false}) {
-        const std::string where = d.str() + (training ? " train " : " eval ") + shape_str(shape);
-        const BnResult f = run_bn_relu(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, true);
-        const BnResult u = run_bn_relu(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, false);
-        expect_bits(f.y, u.y, "y " + where);
-        expect_bits(f.dx, u.dx, "dx " + where);
-        expect_bits(f.dw, u.dw, "dweight " + where);
-        expect_bits(f.db, u.db, "dbias " + where);
-        // The exact zeros really occur and are masked.
-        if (training) {
-          for (int64_t i = 0; i < n; i += C) ASSERT_EQ(f.y[(size_t)i], 0.f) << where;
-          EXPECT_EQ(f.db[0], 0.f) << where;
-          EXPECT_EQ(f.dw[0], 0.f) << where;
-        } else {  // channel 1: only x == 1 (w > 0) or x == -1 (w < 0) pass the gradient
-          const auto gv = g.to_vector();
-          const float w1 = w.to_vector()[1];
-          double want = 0;
-          int64_t zeros = 0;
-          for (int64_t i = 1; i < n; i += C) {
-            if (xv[(size_t)i] == 0.f && f.y[(size_t)i] == 0.f) ++zeros;
-            if (xv[(size_t)i] * w1 > 0.f) want += gv[(size_t)i];
+// batch_norm(act) == act(batch_norm(...)) bit for bit for ReLU and LeakyReLU(0.1): output and the x,
+// weight and bias gradients, train and eval, scalar and vector channel counts, one and several work
+// blocks. Pre-activations exactly 0 get what the elementwise op's backward gives - ReLU 0, LeakyReLU
+// the slope: channel 0 is constant with bias 0 (train: x - mean == 0, so z == 0 everywhere, dweight
+// == 0 and dbias == 0 for ReLU, slope * sum(g) for LeakyReLU); channel 1 holds -1, 0, 1 with running
+// mean 0 and bias 0 (eval: z == 0 exactly where x == 0).
+TEST(BatchNorm, FusedActivationEqualsActivationOfBatchNormBitwise) {
+  for (const ActCase& ac : act_cases()) {
+    const bool leaky = ac.act.kind == BnActivation::Kind::LeakyRelu;
+    const double slope = leaky ? (double)ac.act.negative_slope : 0.0;
+    for (const Shape& shape : {Shape{2, 5, 3, 3}, Shape{2, 9, 7, 8}, Shape{4, 64, 80, 16}, Shape{30, 12}}) {
+      const int64_t C = shape.back(), n = shape_numel(shape);
+      std::vector<float> xv = Tensor::uniform(shape, 31, -2.f, 2.f).to_vector();
+      for (int64_t i = 0; i < n; i += C) {
+        xv[(size_t)i] = 0.5f;
+        xv[(size_t)i + 1] = (float)((i / C) % 3) - 1.f;
+      }
+      std::vector<float> bv = Tensor::uniform({C}, 33, -0.5f, 0.5f).to_vector();
+      bv[0] = bv[1] = 0.f;
+      std::vector<float> rmv = Tensor::uniform({C}, 34, -0.3f, 0.3f).to_vector();
+      rmv[1] = 0.f;
+      const Tensor x = Tensor::from_vector(xv, shape), w = Tensor::uniform({C}, 32, -1.5f, 1.5f),
+                   b = Tensor::from_vector(bv, {C}), rm = Tensor::from_vector(rmv, {C}),
+                   rv = Tensor::uniform({C}, 35, 0.5f, 2.f), g = Tensor::uniform(shape, 36, -1.f, 1.f);
+      const auto gv = g.to_vector();
+      for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+        for (bool training : {true, false}) {
+          const std::string where =
+              std::string(ac.name) + " " + d.str() + (training ? " train " : " eval ") + shape_str(shape);
+          const BnResult f =
+              run_bn_act(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, ac.act, true);
+          const BnResult u =
+              run_bn_act(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, ac.act, false);
+          expect_bits(f.y, u.y, "y " + where);
+          expect_bits(f.dx, u.dx, "dx " + where);
+          expect_bits(f.dw, u.dw, "dweight " + where);
+          expect_bits(f.db, u.db, "dbias " + where);
+          // The exact zeros really occur and get the activation's gradient at 0.
+          if (training) {
+            double sum_g0 = 0;
+            for (int64_t i = 0; i < n; i += C) {
+              ASSERT_EQ(f.y[(size_t)i], 0.f) << where;
+              sum_g0 += gv[(size_t)i];
+            }
+            EXPECT_NEAR(f.db[0], slope * sum_g0, 1e-4 * (1 + std::fabs(sum_g0))) << where;
+            if (!leaky) {
+              EXPECT_EQ(f.db[0], 0.f) << where;
+            }
+            EXPECT_EQ(f.dw[0], 0.f) << where;
+          } else {  // channel 1: x == 1 (w > 0) or x == -1 (w < 0) pass g, the rest (x == 0 too) slope * g
+            const float w1 = w.to_vector()[1];
+            double want = 0;
+            int64_t zeros = 0;
+            for (int64_t i = 1; i < n; i += C) {
+              if (xv[(size_t)i] == 0.f && f.y[(size_t)i] == 0.f) ++zeros;
+              want += xv[(size_t)i] * w1 > 0.f ? gv[(size_t)i] : slope * gv[(size_t)i];
+            }
+            EXPECT_EQ(zeros, (n / C + 1) / 3) << where;
+            EXPECT_NEAR(f.db[1], want, 1e-4 * (1 + std::fabs(want))) << where;
           }
-          EXPECT_EQ(zeros, (n / C + 1) / 3) << where;
-          EXPECT_NEAR(f.db[1], want, 1e-4 * (1 + std::fabs(want))) << where;
         }
       }
     }
   }
 }
 
-// BatchNorm2d::forward(x, true) == relu(forward(x)) on the fused path, the one-value-per-channel path,
-// the synchronised path (both apply relu() after BN) and in eval; the running statistics advance alike.
-TEST(BatchNorm, LayerForwardWithRelu) {
-  for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
-    for (const Shape& shape : {Shape{2, 5, 4, 6}, Shape{1, 1, 1, 6}}) {
-      for (int mode = 0; mode < 3; ++mode) {  // 0 train, 1 train synced (world size 1), 2 eval
-        if (mode == 1 && shape[1] == 1) continue;  // sync BN needs more than one value per channel
-        nn::BatchNorm2d fused(6), plain(6);
-        for (nn::BatchNorm2d* bn : {&fused, &plain}) {
-          bn->to(d);
-          Tensor wt = bn->weight(), bt = bn->bias();
-          wt.copy_(Tensor::uniform({6}, 41, -1.5f, 1.5f));
-          bt.copy_(Tensor::uniform({6}, 42, -0.5f, 0.5f));
-          if (mode == 1) bn->set_sync([](const std::vector<Tensor>&) {});
-          if (mode == 2) bn->eval();
+// BatchNorm2d::forward(x, act) == act(forward(x)) on the fused path, the one-value-per-channel path,
+// the synchronised path (both apply the activation op after BN) and in eval; the running statistics
+// advance alike. ReLU and LeakyReLU(0.1).
+TEST(BatchNorm, LayerForwardWithActivation) {
+  for (const ActCase& ac : act_cases()) {
+    for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
+      for (const Shape& shape : {Shape{2, 5, 4, 6}, Shape{1, 1, 1, 6}}) {
+        for (int mode = 0; mode < 3; ++mode) {  // 0 train, 1 train synced (world size 1), 2 eval
+          if (mode == 1 && shape[1] == 1) continue;  // sync BN needs more than one value per channel
+          nn::BatchNorm2d fused(6), plain(6);
+          for (nn::BatchNorm2d* bn : {&fused, &plain}) {
+            bn->to(d);
+            Tensor wt = bn->weight(), bt = bn->bias();
+            wt.copy_(Tensor::uniform({6}, 41, -1.5f, 1.5f));
+            bt.copy_(Tensor::uniform({6}, 42, -0.5f, 0.5f));
+            if (mode == 1) bn->set_sync([](const std::vector<Tensor>&) {});
+            if (mode == 2) bn->eval();
+          }
+          const Tensor x = Tensor::uniform(shape, 43, -2.f, 2.f, d), g = Tensor::uniform(shape, 44, -1.f, 1.f, d);
+          Tensor xf = x.clone().set_requires_grad(true), xp = x.clone().set_requires_grad(true);
+          const Tensor yf = fused.forward(xf, ac.act), yp = unfused_act(plain.forward(xp), ac.act);
+          yf.backward(g);
+          yp.backward(g);
+          const std::string where =
+              std::string(ac.name) + " " + d.str() + " mode " + std::to_string(mode) + " " + shape_str(shape);
+          expect_bits(yf.to_vector(), yp.to_vector(), "y " + where);
+          expect_bits(xf.grad().to_vector(), xp.grad().to_vector(), "dx " + where);
+          expect_bits(fused.weight().grad().to_vector(), plain.weight().grad().to_vector(), "dweight " + where);
+          expect_bits(fused.bias().grad().to_vector(), plain.bias().grad().to_vector(), "dbias " + where);
+          expect_bits(fused.running_mean().to_vector(), plain.running_mean().to_vector(), "running_mean " + where);
+          expect_bits(fused.running_var().to_vector(), plain.running_var().to_vector(), "running_var " + where);
         }
-        const Tensor x = Tensor::uniform(shape, 43, -2.f, 2.f, d), g = Tensor::uniform(shape, 44, -1.f, 1.f, d);
-        Tensor xf = x.clone().set_requires_grad(true), xp = x.clone().set_requires_grad(true);
-        const Tensor yf = fused.forward(xf, true), yp = relu(plain.forward(xp));
-        yf.backward(g);
-        yp.backward(g);
-        const std::string where = d.str() + " mode " + std::to_string(mode) + " " + shape_str(shape);
-        expect_bits(yf.to_vector(), yp.to_vector(), "y " + where);
-        expect_bits(xf.grad().to_vector(), xp.grad().to_vector(), "dx " + where);
-        expect_bits(fused.weight().grad().to_vector(), plain.weight().grad().to_vector(), "dweight " + where);
-        expect_bits(fused.bias().grad().to_vector(), plain.bias().grad().to_vector(), "dbias " + where);
-        expect_bits(fused.running_mean().to_vector(), plain.running_mean().to_vector(), "running_mean " + where);
-        expect_bits(fused.running_var().to_vector(), plain.running_var().to_vector(), "running_var " + where);
       }
     }
+  }
+}
+
+TEST(BatchNorm, LeakySlopeMustBeFinite) {
+  const Tensor x = Tensor::uniform({2, 3, 3, 4}, 5, -1.f, 1.f);
+  BatchNormArgs a;
+  a.act = BnActivation::leaky_relu(std::nanf(""));
+  try {
+    batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), a);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch_norm: the leaky_relu negative slope must be finite"),
+              std::string::npos)
+        << e.what();
   }
 }

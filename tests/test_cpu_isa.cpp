@@ -93,18 +93,21 @@ Results run_all() {
       return std::vector<Tensor>{add(x[0], x[1]), sub(x[0], x[1]), mul(x[0], x[1]), div(x[0], x[1]),
                                  maximum(x[0], x[1])};
     });
-  // batch norm: train and eval, with and without the fused ReLU, scalar and vector channel counts
+  // batch norm: train and eval, with no, the fused ReLU and the fused LeakyReLU, scalar and vector
+  // channel counts
   for (const Shape& s : {Shape{4, 33, 17, 24}, Shape{2, 9, 7, 3}, Shape{300, 20}}) {
     const int64_t C = s.back();
     for (bool training : {true, false})
-      for (bool fused : {false, true}) {
+      for (int act = 0; act < 3; ++act) {
         const Tensor rm = Tensor::uniform({C}, 11, -0.3f, 0.3f), rv = Tensor::uniform({C}, 12, 0.5f, 2.f);
-        run_case(r, "batch_norm " + shape_str(s) + (training ? " train" : " eval") + (fused ? " relu" : ""),
+        const char* act_name[] = {"", " relu", " leaky_relu"};
+        run_case(r, "batch_norm " + shape_str(s) + (training ? " train" : " eval") + act_name[act],
                  {leaf(s, 13), leaf({C}, 14, 0.5f, 1.5f), leaf({C}, 15, -0.5f, 0.5f)},
                  [&](const std::vector<Tensor>& x) {
                    BatchNormArgs a;
                    a.training = training;
-                   a.relu = fused;
+                   if (act == 1) a.act = BnActivation::relu();
+                   if (act == 2) a.act = BnActivation::leaky_relu(0.1f);
                    return std::vector<Tensor>{batch_norm(x[0], x[1], x[2], rm, rv, a), rm.clone(), rv.clone()};
                  });
       }

@@ -69,47 +69,59 @@ void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& me
                   });
 }
 
+kernels::BnActKind act_kind(const BnActivation& a) {
+  switch (a.kind) {
+    case BnActivation::Kind::Relu: return kernels::BnActKind::Relu;
+    case BnActivation::Kind::LeakyRelu: return kernels::BnActKind::LeakyRelu;
+    default: return kernels::BnActKind::None;
+  }
+}
+
 void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var, const Tensor& w,
-             const Tensor& b, float eps, const Tensor& y, bool relu = false) {
+             const Tensor& b, float eps, const Tensor& y, const BnActivation& act = {}) {
+  const kernels::BnActKind k = act_kind(act);
+  const float slope = act.negative_slope;
   ENGINE_DISPATCH(op, xc.device(),
                   kernels::batch_norm_fwd_cpu(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
-                                              y.data<float>(), relu),
+                                              y.data<float>(), k, slope),
                   kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b),
-                                               eps, y.data<float>(), compute_stream(), relu));
+                                               eps, y.data<float>(), compute_stream(), k, slope));
 }
 
 void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& mean,
                     const Tensor& var, const Tensor& w, float eps, bool train, const kernels::BnBwdOut& o,
-                    const kernels::BnRelu& relu) {
+                    const kernels::BnAct& act) {
   ENGINE_DISPATCH(op, xc.device(),
                   kernels::batch_norm_bwd_reduce_cpu(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
-                                                     cptr(var), cptr(w), eps, train, o, relu),
+                                                     cptr(var), cptr(w), eps, train, o, act),
                   {
                     Tensor ws = cuda_workspace(g.M, g.C, xc.device());
                     kernels::batch_norm_bwd_reduce_cuda(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
                                                         cptr(var), cptr(w), eps, train, o, ws.data<float>(),
-                                                        compute_stream(), relu);
+                                                        compute_stream(), act);
                   });
 }
 
-// dx = k1*g + k2*(x - m) + k3 (undefined operands drop their term); g masked first when relu.on.
+// dx = k1*g + k2*(x - m) + k3 (undefined operands drop their term); g first goes through the fused
+// activation's gradient unless act.kind is None.
 void run_bwd(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& m, const float* k1,
-             const float* k2, const float* k3, const Tensor& dx, const kernels::BnRelu& relu = {}) {
+             const float* k2, const float* k3, const Tensor& dx, const kernels::BnAct& act = {}) {
   ENGINE_DISPATCH(op, dx.device(),
                   kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
-                                              relu),
+                                              act),
                   kernels::batch_norm_bwd_cuda(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
-                                               compute_stream(), relu));
+                                               compute_stream(), act));
 }
 
 // Gradients of y = (x - mean) * w * invstd + b w.r.t. (x, mean, var, w, b), for the statistics
 // either computed from x (train = true: dx includes the path through them; dmean/dvar unused) or
-// given (train = false: affine dx, and dmean/dvar when asked). With a fused ReLU (bias `b` defined
-// or not, relu = true) the incoming gradient is masked by the recomputed pre-activation first.
+// given (train = false: affine dx, and dmean/dvar when asked). With a fused activation (bias `b`
+// defined or not) the incoming gradient first goes through the activation's gradient at the
+// recomputed pre-activation.
 std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor& xs, const Geom& geo,
                                 const Tensor& mean, const Tensor& var, const Tensor& w, float eps, bool train,
                                 bool need_x, bool need_mean, bool need_var, bool need_w, bool need_b,
-                                bool relu = false, const Tensor& b = Tensor()) {
+                                const BnActivation& act = {}, const Tensor& b = Tensor()) {
   const Tensor gc = plain(g_in);
   const Device d = gc.device();
   Tensor dx, dmean, dvar, dw, db;
@@ -127,9 +139,11 @@ std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor
   o.k1 = k;
   o.k2 = k + geo.C;
   o.k3 = k + 2 * geo.C;
-  kernels::BnRelu r;
-  if (relu) {
-    r.on = true;
+  kernels::BnAct r;
+  const bool fused = act.fused();
+  if (fused) {
+    r.kind = act_kind(act);
+    r.slope = act.negative_slope;
     r.mean = cptr(mean);
     r.var = cptr(var);
     r.weight = cptr(w);
@@ -142,8 +156,8 @@ std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor
     if (train) {
       run_bwd(op, gc, xs, geo, mean, o.k1, o.k2, o.k3, dx, r);
     } else {
-      // The fused ReLU's mask needs x even though the affine dx has no x term.
-      run_bwd(op, gc, relu ? xs : Tensor(), geo, Tensor(), o.k1, nullptr, nullptr, dx, r);
+      // The fused activation needs x (for z) even though the affine dx has no x term.
+      run_bwd(op, gc, fused ? xs : Tensor(), geo, Tensor(), o.k1, nullptr, nullptr, dx, r);
     }
   }
   return {dx, dmean, dvar, dw, db};
@@ -163,6 +177,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
                ": running_mean and running_var must both be given or both be undefined");
   ENGINE_CHECK(std::isfinite(a.eps) && a.eps >= 0.f, op, ": eps must be finite and >= 0, got ", a.eps);
   ENGINE_CHECK(std::isfinite(a.momentum), op, ": momentum must be finite, got ", a.momentum);
+  ENGINE_CHECK(std::isfinite(a.act.negative_slope), op, ": the leaky_relu negative slope must be finite, got ",
+               a.act.negative_slope);
   if (a.training && running_mean.defined()) {
     ENGINE_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
                  ": running_mean/running_var must be contiguous (they are updated in place), got ",
@@ -183,7 +199,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     mean = plain(running_mean);
     var = plain(running_var);
   }
-  run_fwd(op, xs, geo, mean, var, ws, bs, a.eps, y, a.relu);
+  run_fwd(op, xs, geo, mean, var, ws, bs, a.eps, y, a.act);
 
   if (needs_grad({&x, &weight, &bias})) {
     if (!a.training) {  // the running statistics may change before backward runs
@@ -192,11 +208,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     }
     const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
                need_b = bias.defined() && bias.requires_grad();
-    const bool train = a.training, relu = a.relu;
+    const bool train = a.training;
+    const BnActivation act = a.act;
     const float eps = a.eps;
     record_lambda(op, {x, weight, bias}, y, [=](const std::vector<Tensor>& g) {
       auto r = bn_backward("batch_norm_backward", g[0], xs, geo, mean, var, ws, eps, train, need_x, false, false,
-                           need_w, need_b, relu, bs);
+                           need_w, need_b, act, bs);
       return std::vector<Tensor>{r[0], r[3], r[4]};
     });
   }

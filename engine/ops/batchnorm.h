@@ -19,15 +19,20 @@
 //  - weight / bias may be undefined (= 1 / 0, PyTorch's affine=False). running_mean / running_var
 //    must both be defined or both undefined; undefined is allowed only in training (no update).
 //  - Running statistics must be contiguous f32 [C] on x's device (they are updated in place).
-//  - relu (BatchNormArgs::relu, default false): y = max(0, z) with z the BN output above, in the same
-//    pass (train and eval). It equals relu(batch_norm(...)) exactly - forward bits and gradients,
-//    including the gradient at z == 0, which is 0 as the engine's relu backward gives (relu'(0) = 0,
-//    PyTorch/Paddle convention). The backward does not keep y or a mask: its kernels recompute z from
-//    x and the saved statistics with the forward's own arithmetic (same bits) and zero the incoming
-//    gradient where z <= 0 (or z is NaN), then run the usual BN backward. Like the weight, the bias
-//    is read again at backward time, so it must not be changed in place between forward and backward
-//    (the optimizer steps after backward). PyTorch and Paddle have no such fused op; it exists to save
-//    relu's two memory passes per ConvBNReLU (forward and backward).
+//  - act (BatchNormArgs::act, default none): an activation applied to z, the BN output above, in the
+//    same pass (train and eval):
+//      relu:               y = z > 0 ? z : 0           gradient g * (z > 0 ? 1 : 0)      (relu'(0) = 0)
+//      leaky_relu(slope):  y = z > 0 ? z : z * slope   gradient g * (z > 0 ? 1 : slope)  (leaky'(0) = slope)
+//    It equals relu(batch_norm(...)) / leaky_relu(batch_norm(...), slope) exactly - forward bits and
+//    gradients, including the gradient at z == 0, which is what the engine's relu / leaky_relu
+//    backward gives (PyTorch/Paddle convention, engine/ops/elementwise.h). The backward does not keep
+//    y or a mask: its kernels recompute z from x and the saved statistics with the forward's own
+//    arithmetic (same bits) and scale the incoming gradient as above (a NaN z counts as z <= 0, as in
+//    the elementwise ops), then run the usual BN backward. Like the weight, the bias is read again at
+//    backward time, so it must not be changed in place between forward and backward (the optimizer
+//    steps after backward). PyTorch and Paddle have no such fused op; it exists to save the
+//    activation's two memory passes per conv-BN-activation unit (forward and backward): ReLU for
+//    STDC / PP-LiteSeg / MobileNetV1, LeakyReLU(0.1) for DarkNet53 and the YOLOv3 neck.
 // Results are deterministic on both devices (no atomics; fixed reduction orders).
 //
 // Sync-BN building blocks (data parallel composes them; each piece is differentiable):
@@ -47,11 +52,22 @@
 
 namespace engine {
 
+// The activation fused into batch_norm (see `act` above).
+struct BnActivation {
+  enum class Kind { None, Relu, LeakyRelu };
+  Kind kind = Kind::None;
+  float negative_slope = 0.f;  // LeakyRelu only
+  static BnActivation none() { return {}; }
+  static BnActivation relu() { return {Kind::Relu, 0.f}; }
+  static BnActivation leaky_relu(float negative_slope) { return {Kind::LeakyRelu, negative_slope}; }
+  bool fused() const { return kind != Kind::None; }
+};
+
 struct BatchNormArgs {
   float momentum = 0.9f;
   float eps = 1e-5f;
   bool training = true;
-  bool relu = false;  // y = max(0, BN(x)), see above
+  BnActivation act;  // y = act(BN(x)), see above; none by default
 };
 
 Tensor batch_norm(const Tensor& x /*[N,H,W,C] or [N,C]*/, const Tensor& weight, const Tensor& bias,

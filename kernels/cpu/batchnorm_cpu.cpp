@@ -22,19 +22,19 @@ void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, flo
 }
 
 void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y, bool relu) {
-  ENGINE_CPU_DISPATCH(batch_norm_fwd_cpu)(x, M, C, mean, var, weight, bias, eps, y, relu);
+                        const float* bias, float eps, float* y, BnActKind act, float slope) {
+  ENGINE_CPU_DISPATCH(batch_norm_fwd_cpu)(x, M, C, mean, var, weight, bias, eps, y, act, slope);
 }
 
 void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
-                               const BnRelu& relu) {
-  ENGINE_CPU_DISPATCH(batch_norm_bwd_reduce_cpu)(g, x, M, C, mean, var, weight, eps, train, out, relu);
+                               const BnAct& act) {
+  ENGINE_CPU_DISPATCH(batch_norm_bwd_reduce_cpu)(g, x, M, C, mean, var, weight, eps, train, out, act);
 }
 
 void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx, const BnRelu& relu) {
-  ENGINE_CPU_DISPATCH(batch_norm_bwd_cpu)(g, x, M, C, m, k1, k2, k3, dx, relu);
+                        const float* k2, const float* k3, float* dx, const BnAct& act) {
+  ENGINE_CPU_DISPATCH(batch_norm_bwd_cpu)(g, x, M, C, m, k1, k2, k3, dx, act);
 }
 
 void batch_norm_update_running_cpu(float* running_mean, float* running_var, const float* mean, const float* var,

@@ -41,8 +41,9 @@ ENGINE_HD void bn_welford_merge(T& na, T& ma, T& m2a, T nb, T mb, T m2b) {
 }
 
 // The forward's per-channel scale (w * invstd; w = 1 when weight is null) and pre-activation
-// z = (x - mean) * scale + bias. The forward kernels and the fused-ReLU backward (which recomputes z
-// to mask the gradient) both use these, so the recomputed z is the forward's z bit for bit.
+// z = (x - mean) * scale + bias. The forward kernels and the fused-activation backward (which
+// recomputes z for the activation's gradient) both use these, so the recomputed z is the forward's
+// z bit for bit.
 // Every multiply-add below is an explicit fmaf: the kernels are compiled with contraction off on
 // the host (and nvcc has nothing left to contract), so the fused and the unfused paths, the CPU's
 // instruction sets and the compilers all round alike.
@@ -50,9 +51,25 @@ ENGINE_HD float bn_scale(float var, const float* weight, int64_t c, float eps) {
   return bn_invstd(var, eps) * (weight ? weight[c] : 1.f);
 }
 ENGINE_HD float bn_z(float x, float mean, float scale, float bias) { return fmaf(x - mean, scale, bias); }
-// ReLU on z and its gradient mask, the same as the engine's relu op (relu'(0) = 0).
-ENGINE_HD float bn_relu(float z) { return z > 0.f ? z : 0.f; }
-ENGINE_HD float bn_relu_grad(float g, float z) { return z > 0.f ? g : 0.f; }
+// The activation fused into the forward (BatchNormArgs::act) applied to z, and its gradient, the
+// same arithmetic as the engine's relu / leaky_relu ops (kernels/elementwise_math.h), so fused and
+// unfused paths give the same bits:
+//   Relu:      y = z > 0 ? z : 0,          g' = z > 0 ? g : 0          (relu'(0) = 0)
+//   LeakyRelu: y = z > 0 ? z : z * slope,  g' = z > 0 ? g : g * slope  (leaky_relu'(0) = slope)
+// The gradient tests the pre-activation z (the op's input), as the elementwise ops test their input.
+enum class BnActKind : int { None = 0, Relu = 1, LeakyRelu = 2 };
+template <BnActKind A>
+ENGINE_HD float bn_act(float z, float slope) {
+  if constexpr (A == BnActKind::Relu) return z > 0.f ? z : 0.f;
+  else if constexpr (A == BnActKind::LeakyRelu) return leaky_relu_f(z, slope);
+  else return z;
+}
+template <BnActKind A>
+ENGINE_HD float bn_act_grad(float g, float z, float slope) {
+  if constexpr (A == BnActKind::Relu) return z > 0.f ? g : 0.f;
+  else if constexpr (A == BnActKind::LeakyRelu) return z > 0.f ? g : g * slope;
+  else return g;
+}
 
 // One element of the backward reduction: sg += g, sgx += g * (x - mean).
 ENGINE_HD void bn_bwd_accumulate(float g, float x, float mean, float& sg, float& sgx) {
@@ -64,11 +81,12 @@ ENGINE_HD void bn_bwd_accumulate(float g, float x, float mean, float& sg, float&
 ENGINE_HD float bn_dx_g(float g, float k1, float acc) { return fmaf(k1, g, acc); }
 ENGINE_HD float bn_dx_x(float x, float m, float k2, float acc) { return fmaf(k2, x - m, acc); }
 
-// Fused ReLU (BatchNormArgs::relu) for the backward kernels: when `on`, the incoming gradient g is
-// replaced by bn_relu_grad(g, z) with z recomputed from x and the statistics the forward used
-// (mean, var, weight, bias, eps); nothing from the forward output is kept.
-struct BnRelu {
-  bool on = false;
+// Fused activation (BatchNormArgs::act) for the backward kernels: unless kind is None, the incoming
+// gradient g is replaced by bn_act_grad<kind>(g, z, slope) with z recomputed from x and the
+// statistics the forward used (mean, var, weight, bias, eps); nothing from the forward output is kept.
+struct BnAct {
+  BnActKind kind = BnActKind::None;
+  float slope = 0.f;  // LeakyRelu's negative slope
   const float* mean = nullptr;
   const float* var = nullptr;
   const float* weight = nullptr;  // null = 1
@@ -120,21 +138,22 @@ void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, flo
                           float* running_var, float momentum);
 
 // y[r, c] = (x[r, c] - mean[c]) * weight[c] / sqrt(var[c] + eps) + bias[c]   (weight/bias may be null = 1/0)
-// relu: y = max(0, that) (bn_relu), in the same pass.
+// act: y = bn_act<act>(that, slope) (ReLU or LeakyReLU), in the same pass.
 void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y, bool relu = false);
+                        const float* bias, float eps, float* y, BnActKind act = BnActKind::None, float slope = 0.f);
 
-// The backward reduction (sg, sgx, see BnBwdOut) followed by the per-channel finalisation. With
-// relu.on, g is masked by the recomputed pre-activation first (BnRelu).
+// The backward reduction (sg, sgx, see BnBwdOut) followed by the per-channel finalisation. With a
+// fused activation, g is first replaced by its gradient at the recomputed pre-activation (BnAct).
 void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
-                               const BnRelu& relu = {});
+                               const BnAct& act = {});
 
 // dx[r, c] = k1[c]*g[r, c] + k2[c]*(x[r, c] - m[c]) + k3[c]. g/k1 may be null (term dropped); x/k2
-// may be null (term dropped); m may be null (= 0); k3 may be null (= 0). With relu.on, g is masked
-// by the recomputed pre-activation first (BnRelu); then g, k1 and x are required.
+// may be null (term dropped); m may be null (= 0); k3 may be null (= 0). With a fused activation, g
+// is first replaced by its gradient at the recomputed pre-activation (BnAct); then g, k1 and x are
+// required.
 void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx, const BnRelu& relu = {});
+                        const float* k2, const float* k3, float* dx, const BnAct& act = {});
 
 // running = bn_running_update(running, batch, momentum) for mean and variance, C channels.
 void batch_norm_update_running_cpu(float* running_mean, float* running_var, const float* mean, const float* var,

@@ -6,10 +6,11 @@
 //   forward:  y = (x - mean) * w * invstd + b,    invstd = 1/sqrt(var + eps)
 //   backward: sg = sum_r g, sgx = sum_r g*(x - mean) -> dw, db, dmean, dvar, k1..k3 (BnBwdOut);
 //             dx = k1*g + k2*(x - mean) + k3
-//   fused ReLU (template flag kRelu of the forward and both backward passes): the forward stores
-//   max(0, y); the backward passes replace g by (z > 0 ? g : 0) with z = bn_z(x, ...) recomputed
-//   per element from x (the forward's arithmetic; per-channel mean/scale/bias held in registers), so
-//   no mask is stored and no pass is added.
+//   fused activation (template parameter kAct: BnActKind None / Relu / LeakyRelu, of the forward and
+//   both backward passes): the forward stores bn_act(y) (relu, or leaky_relu with the slope); the
+//   backward passes replace g by bn_act_grad(g, z) (relu: z > 0 ? g : 0; leaky: z > 0 ? g : g * slope)
+//   with z = bn_z(x, ...) recomputed per element from x (the forward's arithmetic; per-channel
+//   mean/scale/bias held in registers), so no mask is stored and no pass is added.
 // Layout of every tiled kernel: a 256-thread block is bx x by threads; threadIdx.x walks channel
 // vectors of V floats (V = 4 with float4 loads when C % 4 == 0 and the pointers are 16-byte aligned,
 // else V = 1), threadIdx.y walks rows. bx = min(32, pow2ceil(C / V)), so a warp reads whole 128-512
@@ -27,7 +28,7 @@
 //   batch_norm_bwd_reduce_partial_kernel / _finalize_kernel: as the statistics, with plain sums
 //     (fp32 per thread and block tree, double across blocks), then bn_bwd_finalize_channel.
 //   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist (and
-//     on the fused ReLU, which reads x for the mask even when the x term is absent: eval mode).
+//     on the fused activation, which reads x for z even when the x term is absent: eval mode).
 // Deterministic: no atomics; every sum has an order fixed by the shape. No dynamic shared memory;
 // static shared memory 9 KiB (stats) / 8 KiB (backward reduction) / 4 KiB (finalize, double).
 // Roofline (H100 SXM, ~3.35 TB/s; all kernels memory bound, < 10 flops per element):
@@ -211,13 +212,13 @@ ENGINE_UNROLL
   }
 }
 
-template <int V, bool kRelu>
+template <int V, BnActKind kAct>
 __global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C,
                                                                   const float* __restrict__ mean,
                                                                   const float* __restrict__ var,
                                                                   const float* __restrict__ weight,
                                                                   const float* __restrict__ bias, float eps,
-                                                                  float* __restrict__ y) {
+                                                                  float slope, float* __restrict__ y) {
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float m[V], s[V], b[V];
@@ -226,22 +227,19 @@ __global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* _
     float xv[V];
     cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
-    for (int v = 0; v < V; ++v) {
-      xv[v] = bn_z(xv[v], m[v], s[v], b[v]);
-      if constexpr (kRelu) xv[v] = bn_relu(xv[v]);
-    }
+    for (int v = 0; v < V; ++v) xv[v] = bn_act<kAct>(bn_z(xv[v], m[v], s[v], b[v]), slope);
     cuda::store_vec<V>(y + r * C + c0, xv);
   }
 }
 
 // -------------------------------------------------------------------------------- backward
-template <int V, bool kRelu>
+template <int V, BnActKind kAct>
 __global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g,
                                                                                  const float* __restrict__ x, int64_t M,
                                                                                  int64_t C,
                                                                                  const float* __restrict__ mean,
                                                                                  float* __restrict__ part,
-                                                                                 BnRelu relu) {
+                                                                                 BnAct act) {
   __shared__ float s_g[kThreads * V];
   __shared__ float s_gx[kThreads * V];
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
@@ -249,18 +247,19 @@ __global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel
   const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
   const bool active = c0 < C;
   float sg[V], sgx[V], m[V];
-  // The ReLU mask's affine map; its mean is m (relu.mean == mean, checked by the launcher), which
-  // keeps the V = 4 kernel at <= 64 registers (4 blocks per SM).
-  float zs[kRelu ? V : 1], zb[kRelu ? V : 1];
+  // The activation's affine map z = bn_z(x, ...); its mean is m (act.mean == mean, checked by the
+  // launcher), which keeps the V = 4 kernel at <= 64 registers (4 blocks per SM).
+  constexpr bool kFused = kAct != BnActKind::None;
+  float zs[kFused ? V : 1], zb[kFused ? V : 1];
 ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     sg[v] = sgx[v] = 0.f;
     m[v] = active ? mean[c0 + v] : 0.f;
   }
-  if constexpr (kRelu) {
+  if constexpr (kFused) {
     if (active) {
       float zm[V];
-      load_affine<V>(c0, relu.mean, relu.var, relu.weight, relu.bias, relu.eps, zm, zs, zb);
+      load_affine<V>(c0, act.mean, act.var, act.weight, act.bias, act.eps, zm, zs, zb);
     }
   }
   if (active) {
@@ -270,7 +269,7 @@ ENGINE_UNROLL
       cuda::load_vec<V>(x + r * C + c0, xv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
-        if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]));
+        if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]), act.slope);
         bn_bwd_accumulate(gv[v], xv[v], m[v], sg[v], sgx[v]);
       }
     }
@@ -332,19 +331,20 @@ __global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_bwd_reduce_finaliz
   if (ty == 0 && active) bn_bwd_finalize_channel(out, c, s_a[0][tx], s_b[0][tx], M, var[c], weight, eps, train);
 }
 
-template <int V, bool kG, bool kX, bool kRelu>
+template <int V, bool kG, bool kX, BnActKind kAct>
 __global__ void __launch_bounds__(kThreads) batch_norm_bwd_kernel(const float* __restrict__ g,
                                                                   const float* __restrict__ x, int64_t M, int64_t C,
                                                                   const float* __restrict__ mc,
                                                                   const float* __restrict__ k1,
                                                                   const float* __restrict__ k2,
                                                                   const float* __restrict__ k3,
-                                                                  float* __restrict__ dx, BnRelu relu) {
-  static_assert(!kRelu || kG, "the fused ReLU masks g");
+                                                                  float* __restrict__ dx, BnAct act) {
+  constexpr bool kFused = kAct != BnActKind::None;
+  static_assert(!kFused || kG, "the fused activation acts on g");
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float a[V], b[V], m[V], d[V];
-  float zm[kRelu ? V : 1], zs[kRelu ? V : 1], zb[kRelu ? V : 1];  // the ReLU mask's affine map
+  float zm[kFused ? V : 1], zs[kFused ? V : 1], zb[kFused ? V : 1];  // the activation's affine map
 ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     a[v] = kG ? k1[c0 + v] : 0.f;
@@ -352,19 +352,19 @@ ENGINE_UNROLL
     m[v] = (kX && mc) ? mc[c0 + v] : 0.f;
     d[v] = k3 ? k3[c0 + v] : 0.f;
   }
-  if constexpr (kRelu) load_affine<V>(c0, relu.mean, relu.var, relu.weight, relu.bias, relu.eps, zm, zs, zb);
+  if constexpr (kFused) load_affine<V>(c0, act.mean, act.var, act.weight, act.bias, act.eps, zm, zs, zb);
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     // dx = bn_dx_x(x, m, b, bn_dx_g(g, a, d)), the terms that exist, as the CPU kernel.
     float o[V], xv[V];
 ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
-    if constexpr (kX || kRelu) cuda::load_vec<V>(x + r * C + c0, xv);
+    if constexpr (kX || kFused) cuda::load_vec<V>(x + r * C + c0, xv);
     if constexpr (kG) {
       float gv[V];
       cuda::load_vec<V>(g + r * C + c0, gv);
 ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
-        if constexpr (kRelu) gv[v] = bn_relu_grad(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]));
+        if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]), act.slope);
         o[v] = bn_dx_g(gv[v], a[v], o[v]);
       }
     }
@@ -404,55 +404,61 @@ void launch_stats(const float* x, int64_t M, int64_t C, float* mean, float* var,
   CUDA_CHECK_LAUNCH("batch_norm_stats_finalize_kernel");
 }
 
-template <int V, bool kRelu>
+template <int V, BnActKind kAct>
 void launch_fwd(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* w,
-                const float* b, float eps, float* y, cudaStream_t s) {
+                const float* b, float eps, float slope, float* y, cudaStream_t s) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V, kRelu>)
-  (x, M, C, mean, var, w, b, eps, y);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V, kAct>)
+  (x, M, C, mean, var, w, b, eps, slope, y);
   CUDA_CHECK_LAUNCH("batch_norm_fwd_kernel");
 }
 
 template <int V>
 void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, const float* mean, const float* var,
                        const float* w, float eps, bool train, const BnBwdOut& out, float* ws, cudaStream_t s,
-                       const BnRelu& relu) {
+                       const BnAct& act) {
   const Tile t = make_tile(M, C, V);
-  if (relu.on)
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V, true>)
-    (g, x, M, C, mean, ws, relu);
+  const dim3 grid(t.gx, t.gy), block(t.bx, t.by);
+  if (act.kind == BnActKind::Relu)
+    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::Relu>)(g, x, M, C, mean, ws, act);
+  else if (act.kind == BnActKind::LeakyRelu)
+    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::LeakyRelu>)
+    (g, x, M, C, mean, ws, act);
   else
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_reduce_partial_kernel<V, false>)
-    (g, x, M, C, mean, ws, relu);
+    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None>)(g, x, M, C, mean, ws, act);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
   GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
   (ws, (int)t.gy, M, C, var, w, eps, train, out);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_finalize_kernel");
 }
 
-template <int V, bool kG, bool kX, bool kRelu>
+template <int V, bool kG, bool kX, BnActKind kAct>
 void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
+                const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kRelu>)
-  (g, x, M, C, m, k1, k2, k3, dx, relu);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kAct>)
+  (g, x, M, C, m, k1, k2, k3, dx, act);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_kernel");
 }
 
 template <int V>
 void dispatch_bwd(bool use_g, bool use_x, const float* g, const float* x, int64_t M, int64_t C, const float* m,
-                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
-  if (relu.on) {  // use_g is checked by the caller
-    if (use_x) launch_bwd<V, true, true, true>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
-    else launch_bwd<V, true, false, true>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
+  constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
+  if (act.kind == kRelu) {  // use_g is checked by the caller
+    if (use_x) launch_bwd<V, true, true, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    else launch_bwd<V, true, false, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+  } else if (act.kind == kLeaky) {
+    if (use_x) launch_bwd<V, true, true, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    else launch_bwd<V, true, false, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g && use_x) {
-    launch_bwd<V, true, true, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    launch_bwd<V, true, true, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g) {
-    launch_bwd<V, true, false, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    launch_bwd<V, true, false, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_x) {
-    launch_bwd<V, false, true, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    launch_bwd<V, false, true, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else {
-    launch_bwd<V, false, false, false>(g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    launch_bwd<V, false, false, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   }
 }
 
@@ -471,39 +477,45 @@ void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, fl
 }
 
 void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
-                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s, bool relu) {
+                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s, BnActKind act,
+                         float slope) {
   if (M <= 0 || C <= 0) return;
   const bool v4 = vec_width(C, {x, y}) == 4;
-  if (relu) {
-    if (v4) launch_fwd<4, true>(x, M, C, mean, var, weight, bias, eps, y, s);
-    else launch_fwd<1, true>(x, M, C, mean, var, weight, bias, eps, y, s);
+  constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
+  if (act == kRelu) {
+    if (v4) launch_fwd<4, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else launch_fwd<1, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+  } else if (act == kLeaky) {
+    if (v4) launch_fwd<4, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else launch_fwd<1, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
   } else {
-    if (v4) launch_fwd<4, false>(x, M, C, mean, var, weight, bias, eps, y, s);
-    else launch_fwd<1, false>(x, M, C, mean, var, weight, bias, eps, y, s);
+    if (v4) launch_fwd<4, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else launch_fwd<1, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
   }
 }
 
 void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                 const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
-                                float* workspace, cudaStream_t s, const BnRelu& relu) {
+                                float* workspace, cudaStream_t s, const BnAct& act) {
   if (M <= 0 || C <= 0) return;
-  ENGINE_CHECK(!relu.on || relu.mean == mean, "batch_norm_bwd_reduce_cuda: the fused ReLU's mean must be `mean`");
+  ENGINE_CHECK(act.kind == BnActKind::None || act.mean == mean,
+               "batch_norm_bwd_reduce_cuda: the fused activation's mean must be `mean`");
   if (vec_width(C, {g, x}) == 4)
-    launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, relu);
+    launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
   else
-    launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, relu);
+    launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
 }
 
 void batch_norm_bwd_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                         const float* k2, const float* k3, float* dx, cudaStream_t s, const BnRelu& relu) {
+                         const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
   if (M <= 0 || C <= 0) return;
-  const bool use_g = g && k1, use_x = x && k2;
-  ENGINE_CHECK(!relu.on || (use_g && x), "batch_norm_bwd_cuda: the fused ReLU needs g, k1 and x");
-  const bool read_x = use_x || relu.on;
+  const bool use_g = g && k1, use_x = x && k2, fused = act.kind != BnActKind::None;
+  ENGINE_CHECK(!fused || (use_g && x), "batch_norm_bwd_cuda: the fused activation needs g, k1 and x");
+  const bool read_x = use_x || fused;
   if (vec_width(C, {use_g ? g : nullptr, read_x ? x : nullptr, dx}) == 4)
-    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
   else
-    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, relu);
+    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
 }
 
 void batch_norm_update_running_cuda(float* running_mean, float* running_var, const float* mean, const float* var,

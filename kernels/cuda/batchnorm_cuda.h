@@ -14,16 +14,16 @@ int64_t batch_norm_workspace_floats_cuda(int64_t M, int64_t C);
 
 void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
                            float* running_var, float momentum, float* workspace, cudaStream_t stream);
-// relu / BnRelu: the fused ReLU, as in the CPU kernels (batch_norm_bwd_reduce_cuda requires
-// relu.mean == mean).
+// act, slope / BnAct: the fused activation (ReLU or LeakyReLU), as in the CPU kernels
+// (batch_norm_bwd_reduce_cuda requires act.mean == mean).
 void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
                          const float* weight, const float* bias, float eps, float* y, cudaStream_t stream,
-                         bool relu = false);
+                         BnActKind act = BnActKind::None, float slope = 0.f);
 void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                 const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
-                                float* workspace, cudaStream_t stream, const BnRelu& relu = {});
+                                float* workspace, cudaStream_t stream, const BnAct& act = {});
 void batch_norm_bwd_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                         const float* k2, const float* k3, float* dx, cudaStream_t stream, const BnRelu& relu = {});
+                         const float* k2, const float* k3, float* dx, cudaStream_t stream, const BnAct& act = {});
 void batch_norm_update_running_cuda(float* running_mean, float* running_var, const float* mean, const float* var,
                                     int64_t C, float momentum, cudaStream_t stream);
 
