@@ -141,6 +141,7 @@ ENGINE_HD bool yolo_ignored(const YoloGeom& g, int s, int a, int i, int j, const
   float best = 0.f;
   for (int b = 0; b < g.B; ++b) {
     const float* q = box + 4 * b;
+    if (!(q[2] > 0.f && q[3] > 0.f)) continue;  // padding: IoU 0 (or NaN), which never raises best
     const float gx1 = q[0] - q[2] * 0.5f, gy1 = q[1] - q[3] * 0.5f;
     const float gx2 = q[0] + q[2] * 0.5f, gy2 = q[1] + q[3] * 0.5f;
     const float ix1 = px1 > gx1 ? px1 : gx1, iy1 = py1 > gy1 ? py1 : gy1;

@@ -103,6 +103,12 @@ void yolo_loss_bwd_cpu(const YoloGeom& g, const float* const* heads, const float
         const float* x = heads[s] + e;
         float* gx = gheads[s] + e;
         const int32_t m = mp[p];
+        if (m < 0) {  // a negative: only the objectness channel (same values as yolo_channel_grad)
+          const float z = coef * 0.f;
+          for (int k = 0; k < L; ++k) gx[k] = z;
+          gx[4] = coef * yolo_channel_grad(g, s, a, i, j, p, 4, x, m, bx, sc, cl, gp);
+          continue;
+        }
         for (int k = 0; k < L; ++k) gx[k] = coef * yolo_channel_grad(g, s, a, i, j, p, k, x, m, bx, sc, cl, gp);
       }
   }
