@@ -10,11 +10,14 @@
 
 #include <array>
 #include <cmath>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <tuple>
 
 #include "engine/autograd.h"
 #include "engine/ops/yolo_loss.h"
+#include "tests/harness/golden.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -425,6 +428,68 @@ TEST(Yolov3Loss, GradientAtPositives) {
               << d.str() << " scale " << s << " element " << where[s][k] << " channel " << where[s][k] % L
               << " smooth " << smooth;
       }
+    }
+  }
+}
+
+// PaddleDetection itself (tests/golden/yolo_loss/yolo_loss.json, written by
+// tools/gen_yolo_loss_golden.py from Gt2YoloTarget + YOLOv3Loss): the five terms with and without
+// label smoothing, and the gradient of `loss` w.r.t. every head element, on each device.
+TEST(Yolov3Loss, PaddleDetectionGolden) {
+  const auto path = golden_dir() / "yolo_loss" / "yolo_loss.json";
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good()) << "golden file " << path.string()
+                        << " missing; regenerate with 'python3 tools/gen_yolo_loss_golden.py > "
+                           "tests/golden/yolo_loss/yolo_loss.json'";
+  const nlohmann::json j = nlohmann::json::parse(f);
+  const int in = j["input"], C = j["num_classes"];
+  const int64_t N = j["batch"], B = j["gts_per_image"], L = 3 * (5 + C);
+  const auto shapes = head_shapes(N, in, C);
+  std::vector<std::vector<float>> hv;
+  for (size_t s = 0; s < 3; ++s) {
+    std::vector<float> v((size_t)shape_numel(shapes[s]));
+    for (int64_t k = 0; k < (int64_t)v.size(); ++k) {
+      double x = (double)((k * 7919 + (int64_t)s * 104729) % 4001 - 2000) / 1000.0;
+      const int64_t ch = (k % L) % (5 + C);
+      if (ch == 2 || ch == 3) x *= 0.75;
+      v[(size_t)k] = (float)x;
+    }
+    hv.push_back(v);
+  }
+  for (const auto& p : j["plants"]) hv[p[0].get<size_t>()][p[1].get<size_t>()] = (float)p[2].get<double>();
+  const std::vector<float> box = j["gt_box"].get<std::vector<float>>(), score = j["gt_score"].get<std::vector<float>>();
+  const std::vector<int64_t> cls = j["gt_class"].get<std::vector<int64_t>>();
+  for (Device d : devices()) {
+    for (const char* name : {"default", "label_smooth"}) {
+      const auto& c = j["cases"][name];
+      YoloLossArgs args;
+      args.num_classes = C;
+      args.label_smooth = std::string(name) == "label_smooth";
+      std::vector<Tensor> heads;
+      for (size_t s = 0; s < 3; ++s) heads.push_back(Tensor::from_vector(hv[s], shapes[s], d).set_requires_grad(true));
+      const YoloLossOutput r = yolov3_loss(heads, Tensor::from_vector(box, {N, B, 4}, d),
+                                           Tensor::from_vector_i64(cls, {N, B}, d), Tensor::from_vector(score, {N, B}, d), args);
+      const std::pair<const char*, Tensor> terms[5] = {{"loss_xy", r.loss_xy}, {"loss_wh", r.loss_wh},
+                                                       {"loss_obj", r.loss_obj}, {"loss_cls", r.loss_cls},
+                                                       {"loss", r.loss}};
+      for (const auto& [k, t] : terms) {
+        const double want = c[k].get<double>();
+        EXPECT_NEAR(t.item(), want, 1e-5 * std::fabs(want) + 1e-6) << d.str() << " " << name << " " << k;
+      }
+      if (!c.contains("grad")) continue;
+      r.loss.backward();
+      double worst = 0;
+      for (size_t s = 0; s < 3; ++s) {
+        const std::vector<float> got = heads[s].grad().to_vector();
+        const std::vector<double> want = c["grad"][s].get<std::vector<double>>();
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t k = 0; k < got.size(); ++k) {
+          worst = std::max(worst, std::fabs(got[k] - want[k]));
+          EXPECT_NEAR(got[k], want[k], 1e-6 + 1e-5 * std::fabs(want[k]))
+              << d.str() << " head " << s << " element " << k << " channel " << k % L;
+        }
+      }
+      std::printf("[golden %s %s] max |grad - PaddleDetection| = %.3g\n", d.str().c_str(), name, worst);
     }
   }
 }
