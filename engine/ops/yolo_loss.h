@@ -18,7 +18,9 @@
 //   the Python code). tx = cx * gw - gi, ty = cy * gh - gj, tw = ln(w * W_in / aw), th = ln(h * H_in
 //   / ah), tscale = 2 - w * h, tobj = score. Gts are processed in order and a later gt on the same
 //   (scale, slot, cell) overwrites tx..tobj. Class targets: Gt2YoloTarget writes target[6 + cls] = 1
-//   per gt, so colliding gts give the union of their one-hots (values stay 1, they are not summed).
+//   per gt, so colliding gts give the union of their one-hots (values stay 1, they are not summed;
+//   the reference fact sheet says "accumulate"). The shape IoU is computed in double; numpy mixes
+//   float32 gt sizes with float64 anchors there, which can only matter for exact ties.
 // Terms per scale (x̂ = scale_x_y * sigmoid(tx) - (scale_x_y - 1) / 2):
 //   loss_xy  = sum tscale * tobj * [BCE(x̂, tx) + BCE(ŷ, ty)], F.binary_cross_entropy on the float
 //              probability with its logs clamped at -100 (as Paddle); its gradient is Paddle's chain
@@ -33,6 +35,9 @@
 //              d = min(1 / C, 1 / 40).
 //   Each term is summed per image, averaged over the batch, and summed over the scales; loss is the
 //   sum of the four. Only `loss` is differentiable (w.r.t. the heads); the other four are for logs.
+// exp, log and sigmoid are the engine's polynomial versions (kernels/shared_math.h, loss_math.h; a
+// few ulp from libm), identical on both devices. Checked against PaddleDetection itself by
+// tests/golden/yolo_loss/yolo_loss.json (tools/gen_yolo_loss_golden.py).
 // Deterministic on both devices (fixed-order double reductions, no float atomics).
 // Errors (engine::Error, one line): wrong dtypes or shapes, heads on different devices, more than
 //   4 scales or 16 anchors, B > 2048, inconsistent input sizes, class ids of valid gts outside [0, C).
