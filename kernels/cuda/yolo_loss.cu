@@ -147,28 +147,30 @@ __global__ void __launch_bounds__(kFinalBlock)
   }
 }
 
+// I = int32_t when the head has fewer than 2^31 elements (cheaper index division), else int64_t.
+template <class I>
 __global__ void __launch_bounds__(kBlock)
     yolo_bwd_kernel(const YoloGeom g, const Heads heads, const float* __restrict__ box, const float* __restrict__ score,
                     const int32_t* __restrict__ cls, const int32_t* __restrict__ map,
                     const int32_t* __restrict__ gt_pred, const float* __restrict__ gup, float inv_n, GradHeads gheads) {
   const int s = blockIdx.z;
   const int na = g.na[s], gw = g.gw[s], L = 5 + g.C;
-  const int64_t per_image = (int64_t)g.gh[s] * gw * na;
-  const int64_t total = per_image * g.N * L;
+  const I per_image = (I)g.gh[s] * gw * na;
+  const I total = per_image * g.N * L;
   const float coef = gup[0] * inv_n;
   const float* head = pick(heads.p, s);
   float* gh = pick(gheads.p, s);
-  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+  for (I e = (I)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (I)gridDim.x * blockDim.x) {
     const int k = (int)(e % L);
-    const int64_t pr = e / L;  // prediction over the batch
-    const int64_t n = pr / per_image, q = pr % per_image;
+    const I pr = e / L;  // prediction over the batch
+    const I n = pr / per_image, q = pr - n * per_image;
     const int a = (int)(q % na);
-    const int64_t cell = q / na;
+    const I cell = q / na;
     const int i = (int)(cell % gw), j = (int)(cell / gw);
     const int64_t p = g.off[s] + q;
-    const int32_t m = map[n * g.P + p];
-    const float* x = head + pr * L;
-    const int64_t gb = n * g.B;
+    const int32_t m = map[(int64_t)n * g.P + p];
+    const float* x = head + (int64_t)pr * L;
+    const int64_t gb = (int64_t)n * g.B;
     gh[e] = coef * yolo_channel_grad(g, s, a, i, j, p, k, x, m, box + gb * 4, score + gb, cls + gb, gt_pred + gb);
   }
 }
@@ -219,7 +221,10 @@ void yolo_loss_bwd_cuda(const YoloGeom& g, const float* const* heads, const floa
     mx = std::max<int64_t>(mx, (int64_t)g.N * g.gh[s] * g.gw[s] * g.na[s] * (5 + g.C));
   }
   const dim3 grid(cuda::grid_for(mx, kBlock, 8192), 1, (unsigned)g.S);
-  GPU_LAUNCH(grid, kBlock, 0, stream, yolo_bwd_kernel)(g, h, box, score, cls, map, gt_pred, gup, inv_n, gh);
+  if (mx < ((int64_t)1 << 31) - (int64_t)grid.x * kBlock)
+    GPU_LAUNCH(grid, kBlock, 0, stream, yolo_bwd_kernel<int32_t>)(g, h, box, score, cls, map, gt_pred, gup, inv_n, gh);
+  else
+    GPU_LAUNCH(grid, kBlock, 0, stream, yolo_bwd_kernel<int64_t>)(g, h, box, score, cls, map, gt_pred, gup, inv_n, gh);
   CUDA_CHECK_LAUNCH("yolo_bwd_kernel");
 }
 
