@@ -5,7 +5,8 @@
 // determinism through the op harness. Cases: several gts in a batch of 2, padded boxes, a gt with
 // score 0, two gts on one prediction (the later owns tx..tobj, class targets are the union), mixup
 // scores < 1, gts on each of the three scales, a centre at the image border, label smoothing,
-// i32 and i64 classes, scale_x_y != 1; a CPU-only COCO-sized case; bad inputs.
+// i32 and i64 classes, scale_x_y != 1, no gt rows; a PaddleDetection golden; a CPU-only COCO-sized
+// case; bad inputs.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -560,4 +561,33 @@ TEST(Yolov3Loss, BadInputs) {
   bad = args;
   bad.anchor_masks[0] = {6, 7, 9};
   EXPECT_THROW(yolov3_loss(heads, box, cls, score, bad), Error);
+}
+
+// No gt rows at all (B = 0): only the objectness of negatives, nothing ignored.
+TEST(Yolov3Loss, NoGts) {
+  const int in = 64, C = 3;
+  const int64_t N = 2;
+  YoloLossArgs args;
+  args.num_classes = C;
+  const auto shapes = head_shapes(N, in, C);
+  for (Device d : devices()) {
+    std::vector<Tensor> heads;
+    std::vector<std::vector<double>> hd;
+    for (size_t s = 0; s < 3; ++s) {
+      const auto v = head_values(shapes[s], C, 41 + s);
+      hd.emplace_back(v.begin(), v.end());
+      heads.push_back(Tensor::from_vector(v, shapes[s], d).set_requires_grad(true));
+    }
+    const YoloLossOutput r = yolov3_loss(heads, Tensor::zeros({N, 0, 4}, DType::F32, d),
+                                         Tensor::zeros({N, 0}, DType::I64, d), Tensor::zeros({N, 0}, DType::F32, d), args);
+    const RefResult ref = yolo_ref({&hd[0], &hd[1], &hd[2]}, {shapes[0], shapes[1], shapes[2]}, {}, {}, {}, N, 0, args);
+    EXPECT_EQ(r.loss_xy.item(), 0.f);
+    EXPECT_EQ(r.loss_wh.item(), 0.f);
+    EXPECT_EQ(r.loss_cls.item(), 0.f);
+    EXPECT_NEAR(r.loss.item(), ref.terms[4], 1e-5 * ref.terms[4]) << d.str();
+    r.loss.backward();
+    const std::vector<float> g = heads[0].grad().to_vector();
+    EXPECT_NEAR(g[4], 1.0 / (1.0 + std::exp(-hd[0][4])) / N, 1e-6);
+    EXPECT_EQ(g[0], 0.f);
+  }
 }
