@@ -26,6 +26,7 @@ void yolo_box_cpu(const float* x, const int32_t* img_hw, const float* anchors, c
                   float* scores) {
   const int64_t HW = (int64_t)g.H * g.W, P = g.A * HW, L = 5 + (int64_t)g.C, ch = g.A * L;
   const int64_t rows = g.N * g.H;
+  const int C = g.C;
 #pragma omp parallel for schedule(static) if (rows * g.W * ch >= 65536)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t n = r / g.H;
@@ -46,7 +47,9 @@ void yolo_box_cpu(const float* x, const int32_t* img_hw, const float* anchors, c
         }
         yolo_decode_box(t[0], t[1], t[2], t[3], col, row, anchors[2 * a], anchors[2 * a + 1], img_h, img_w, g.H, g.W,
                         g.input_h, g.input_w, g.scale, g.bias, g.clip, b);
-        for (int c = 0; c < g.C; ++c) s[c] = mul_rn(conf, sigmoid_f(t[5 + c]));
+        const float* tc = t + 5;
+#pragma omp simd
+        for (int c = 0; c < C; ++c) s[c] = mul_rn(conf, sigmoid_f(tc[c]));
       }
     }
   }
