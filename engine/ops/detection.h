@@ -25,6 +25,7 @@
 //   three scales along dim 1 (scales in head order, stride 32 first) before NMS: concat(.., 1).
 //   sigmoid/exp are the engine's (kernels/shared_math.h, ~1 ulp from libm), so values can differ from
 //   Paddle's in the last bits; no check of img_size values (0 or negative sizes clip to -1 like Paddle).
+//   Paddle's iou_aware variant (PP-YOLO) is not implemented.
 //
 // multiclass_nms(boxes, scores, args) [paddle/phi/kernels/cpu/multiclass_nms3_kernel.cc: NMSFast,
 // GetMaxScoreIndex, JaccardOverlap, MultiClassNMS, MultiClassOutput]
