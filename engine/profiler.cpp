@@ -1,5 +1,8 @@
 #include "engine/profiler.h"
 
+#include "engine/error.h"
+#include "engine/ops/op_list.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -67,6 +70,10 @@ std::string report(double wall_seconds) {
 }
 
 Scope::Scope(const char* name, Device d) : device_(d) {
+  // The one list of ops: a kernel is reached only under a listed name (tests/test_op_list.cpp
+  // checks each entry's kernels, test and bench row).
+  ENGINE_CHECK(is_listed_op(name), "op '", name, "' is dispatched but missing from engine/ops/op_list.inc ",
+               "(add it with its CPU and CUDA kernels, its test and its bench_kernels row)");
   if (!enabled()) return;
   counted_ = true;
   if (t_depth++ > 0) return;  // nested in a timed op: counted there
