@@ -1,9 +1,13 @@
 // bench_train: the training-step benchmark of PP-LiteSeg (images/s of forward + 3 losses + backward
-// + fused SGD), with the per-op time breakdown (engine/profiler.h) so the next bottleneck is visible.
+// + fused SGD) and of YOLOv3 with a DarkNet53 or MobileNetV1 backbone (forward + yolov3_loss +
+// backward + fused SGD), with the per-op time breakdown (engine/profiler.h) so the next bottleneck is
+// visible.
 // The batch is random data already on the device: this measures the engine, not JPEG decoding
 // (engine-train's log reports reader_cost separately).
-//   bench_train [--model B|T] [--size 512] [--batch 4] [--steps 5] [--warmup 2] [--classes 19]
-//               [--device cpu|gpu] [--no-profile] [--json FILE]
+//   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
+//               [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--json FILE]
+// Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
+// ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
 // Prints one line per timed step, the median images/s, and the per-op table of a separate profiled
 // step (profiling synchronises a GPU after every op, so it is never part of the timed steps).
 #include <omp.h>
@@ -13,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,8 +27,10 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
+#include "engine/ops/yolo_loss.h"
 #include "engine/profiler.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "models/det_model.h"
 #include "models/module.h"
 
 #if defined(ENGINE_WITH_CUDA)
@@ -42,20 +49,20 @@ void sync(Device d) {
 #endif
 }
 
+// One training step on a fixed batch already on the device.
 struct Step {
-  std::shared_ptr<nn::SegModel> model;
   std::vector<Tensor> params, velocities;
-  Tensor images, labels;
   Device device;
+  std::function<Tensor()> loss;  // forward + loss of the model
 
-  void run() {
-    const std::vector<Tensor> logits = model->forward(images);
-    Tensor loss;
-    for (const Tensor& l : logits) {
-      Tensor li = cross_entropy(l, labels);
-      loss = loss.defined() ? add(loss, li) : li;
+  void init_params(const std::vector<std::pair<std::string, Tensor>>& named) {
+    for (const auto& [name, p] : named) {
+      params.push_back(p);
+      velocities.push_back(Tensor::zeros(p.shape(), DType::F32, device));
     }
-    loss.backward();
+  }
+  void run() {
+    loss().backward();
     std::vector<Tensor> grads;
     for (const Tensor& p : params) grads.push_back(p.grad());
     sgd_momentum_update(params, grads, velocities, 0.01f, 0.9f, 4e-5f);
@@ -69,56 +76,108 @@ struct Step {
 int main(int argc, char** argv) {
   std::string variant = "B", device_name, json_path;
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
-  bool profile = true;
+  bool profile = true, size_given = false, batch_given = false, classes_given = false;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto value = [&] { return bench_args::value(argc, argv, &i); };
       auto int_value = [&] { return bench_args::positive_int(argc, argv, &i); };
       if (a == "--model") variant = value();
-      else if (a == "--size") size = int_value();
-      else if (a == "--batch") batch = int_value();
+      else if (a == "--size") size = int_value(), size_given = true;
+      else if (a == "--batch") batch = int_value(), batch_given = true;
       else if (a == "--steps") steps = int_value();
       else if (a == "--warmup") warmup = int_value();
-      else if (a == "--classes") classes = int_value();
+      else if (a == "--classes") classes = int_value(), classes_given = true;
       else if (a == "--device") device_name = value();
       else if (a == "--json") json_path = value();
       else if (a == "--no-profile") profile = false;
       else if (a == "--help" || a == "-h") {
-        std::printf("usage: bench_train [--model B|T] [--size 512] [--batch 4] [--steps 5] [--warmup 2] [--classes 19]\n"
-                    "                   [--device cpu|gpu] [--no-profile] [--json FILE]\n");
+        std::printf("usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
+                    "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
+                    "                   [--json FILE]\n"
+                    "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
         fail("unknown flag ", a, " (see --help)");
       }
     }
-    if (variant != "B" && variant != "T") fail("--model: expected B (STDC2) or T (STDC1), got '", variant, "'");
+    const bool yolo = variant == "yolov3_darknet53" || variant == "yolov3_mobilenetv1";
+    if (variant != "B" && variant != "T" && !yolo)
+      fail("--model: expected B (PP-LiteSeg STDC2), T (PP-LiteSeg STDC1), yolov3_darknet53 or yolov3_mobilenetv1, got '",
+           variant, "'");
+    if (yolo) {  // the detection defaults unless given
+      if (!size_given) size = 416;
+      if (!batch_given) batch = 8;
+      if (!classes_given) classes = 80;
+      if (size % 32 != 0) fail("--size: YOLOv3 needs a multiple of 32, got ", size);
+    }
     const Device dev = device_name.empty() ? default_device() : parse_device(device_name);
 
-    nn::SegModelSpec spec;
-    spec.num_classes = classes;
-    spec.seed = 1;
-    if (variant == "T") {
-      spec.backbone = "STDC1";
-      spec.arm_out_chs = {32, 64, 128};
-      spec.seg_head_inter_chs = {32, 64, 64};
-    }
     Step st;
     st.device = dev;
-    st.model = nn::build_seg_model(spec);
-    st.model->to(dev);
-    st.model->train();
-    for (const auto& [name, p] : st.model->named_parameters()) {
-      st.params.push_back(p);
-      st.velocities.push_back(Tensor::zeros(p.shape(), DType::F32, dev));
+    std::string model_name;
+    const Tensor images = Tensor::uniform({batch, size, size, 3}, 11, -1.f, 1.f, dev);
+    if (!yolo) {
+      nn::SegModelSpec spec;
+      spec.num_classes = classes;
+      spec.seed = 1;
+      if (variant == "T") {
+        spec.backbone = "STDC1";
+        spec.arm_out_chs = {32, 64, 128};
+        spec.seg_head_inter_chs = {32, 64, 64};
+      }
+      std::shared_ptr<nn::SegModel> model = nn::build_seg_model(spec);
+      model->to(dev);
+      model->train();
+      st.init_params(model->named_parameters());
+      std::vector<int64_t> lab((size_t)batch * size * size);
+      for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i / 97 + i % 13) % (size_t)classes);
+      const Tensor labels = Tensor::from_vector_i64(lab, {batch, size, size}, dev);
+      st.loss = [model, images, labels] {
+        Tensor loss;
+        for (const Tensor& l : model->forward(images)) {
+          Tensor li = cross_entropy(l, labels);
+          loss = loss.defined() ? add(loss, li) : li;
+        }
+        return loss;
+      };
+      model_name = "PP-LiteSeg-" + variant + " (" + spec.backbone + ")";
+    } else {
+      nn::DetModelSpec spec;
+      spec.backbone = variant == "yolov3_darknet53" ? "DarkNet53" : "MobileNetV1";
+      spec.num_classes = classes;
+      spec.seed = 1;
+      std::shared_ptr<nn::DetModel> model = nn::build_det_model(spec);
+      model->to(dev);
+      model->train();
+      st.init_params(model->named_parameters());
+      // 8 boxes per image spread over the image and over the anchor sizes, padded to 50 rows.
+      const int64_t rows = 50, real = 8;
+      std::vector<float> box((size_t)(batch * rows * 4), 0.f), score((size_t)(batch * rows), 0.f);
+      std::vector<int64_t> cls((size_t)(batch * rows), 0);
+      for (int64_t n = 0; n < batch; ++n)
+        for (int64_t b = 0; b < real; ++b) {
+          const size_t r = (size_t)(n * rows + b);
+          box[4 * r + 0] = 0.1f + 0.8f * (float)((b * 37 + n * 11) % 97) / 97.f;
+          box[4 * r + 1] = 0.1f + 0.8f * (float)((b * 53 + n * 7) % 89) / 89.f;
+          box[4 * r + 2] = 0.03f + 0.6f * (float)((b * 29 + n) % 31) / 31.f;
+          box[4 * r + 3] = 0.03f + 0.6f * (float)((b * 17 + n * 3) % 29) / 29.f;
+          score[r] = 1.f;
+          cls[r] = (b * 13 + n) % classes;
+        }
+      const Tensor gt_box = Tensor::from_vector(box, {batch, rows, 4}, dev);
+      const Tensor gt_score = Tensor::from_vector(score, {batch, rows}, dev);
+      const Tensor gt_class = Tensor::from_vector_i64(cls, {batch, rows}, dev);
+      YoloLossArgs args;
+      args.num_classes = classes;
+      st.loss = [model, images, gt_box, gt_class, gt_score, args] {
+        return yolov3_loss(model->forward(images), gt_box, gt_class, gt_score, args).loss;
+      };
+      model_name = "YOLOv3 (" + spec.backbone + ")";
     }
-    st.images = Tensor::uniform({batch, size, size, 3}, 11, -1.f, 1.f, dev);
-    std::vector<int64_t> lab((size_t)batch * size * size);
-    for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i / 97 + i % 13) % (size_t)classes);
-    st.labels = Tensor::from_vector_i64(lab, {batch, size, size}, dev);
 
-    std::printf("bench_train: PP-LiteSeg-%s (%s), %d classes, batch %d at %dx%d, fp32, device %s\n", variant.c_str(),
-                spec.backbone.c_str(), classes, batch, size, size, dev.str().c_str());
+    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, fp32, device %s\n", model_name.c_str(), classes,
+                batch, size, size, dev.str().c_str());
     std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
     for (int i = 0; i < warmup; ++i) st.run();
     std::vector<double> ips;
@@ -144,7 +203,7 @@ int main(int argc, char** argv) {
     }
     if (!json_path.empty()) {
       std::ofstream out(json_path);
-      out << "{\"model\": \"PP-LiteSeg-" << variant << "\", \"size\": " << size << ", \"batch\": " << batch
+      out << "{\"model\": \"" << model_name << "\", \"size\": " << size << ", \"batch\": " << batch
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
           << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa())
           << "\", \"median_images_per_s\": " << median << "}\n";
