@@ -9,34 +9,11 @@
 #include <numeric>
 
 #include "engine/error.h"
+#include "train/numpy_sum.h"
 
 namespace engine::train {
 
 namespace {
-
-// numpy's float64 add.reduce (numpy/_core/src/umath/loops_utils.h.src pairwise_sum): in order below
-// 8 elements; up to 128 with eight interleaved accumulators; above that, halves cut at a multiple of
-// 8. np.mean = this / n.
-double numpy_pairwise_sum(const double* a, size_t n) {
-  if (n < 8) {
-    double res = 0.;
-    for (size_t i = 0; i < n; ++i) res += a[i];
-    return res;
-  }
-  if (n <= 128) {
-    double r[8];
-    for (int j = 0; j < 8; ++j) r[j] = a[j];
-    size_t i = 8;
-    for (; i < n - n % 8; i += 8)
-      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
-    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; ++i) res += a[i];
-    return res;
-  }
-  size_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return numpy_pairwise_sum(a, n2) + numpy_pairwise_sum(a + n2, n - n2);
-}
 
 double numpy_mean_or_minus_one(const std::vector<double>& v) {
   if (v.empty()) return -1;

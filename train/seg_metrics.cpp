@@ -10,37 +10,9 @@
 #include <cstdio>
 
 #include "engine/error.h"
+#include "train/numpy_sum.h"
 
 namespace engine::train {
-
-namespace {
-
-// np.mean = np.add.reduce / n, and numpy adds float64 arrays pairwise (numpy/core/src/umath/
-// loops_utils.h pairwise_sum): below 8 elements in order; up to 128 with eight interleaved
-// accumulators combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) and the rest added in order;
-// above that, split in halves (a multiple of 8). Same order here, so mIoU/mDice match bit for bit.
-double numpy_pairwise_sum(const double* a, size_t n) {
-  if (n < 8) {
-    double res = 0.;
-    for (size_t i = 0; i < n; ++i) res += a[i];
-    return res;
-  }
-  if (n <= 128) {
-    double r[8];
-    for (int j = 0; j < 8; ++j) r[j] = a[j];
-    size_t i = 8;
-    for (; i < n - n % 8; i += 8)
-      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
-    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; ++i) res += a[i];
-    return res;
-  }
-  size_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return numpy_pairwise_sum(a, n2) + numpy_pairwise_sum(a + n2, n - n2);
-}
-
-}  // namespace
 
 SegMetrics compute_seg_metrics(const std::vector<int64_t>& intersect, const std::vector<int64_t>& pred,
                                const std::vector<int64_t>& label) {

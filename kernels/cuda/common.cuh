@@ -276,4 +276,17 @@ __device__ __forceinline__ T warp_reduce_sum(T v) {
   return v;
 }
 
+// Sum of `v` over the block in a fixed order (warps, then the warp sums): deterministic. The result
+// is valid in thread 0 (warp 0 holds it). `red` is __shared__ double[32]; every thread must call.
+__device__ __forceinline__ double block_sum(double v, double* red) {
+  v = warp_reduce_sum(v);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0;
+  if (wid == 0) v = warp_reduce_sum(v);
+  __syncthreads();
+  return v;
+}
+
 }  // namespace engine::kernels::cuda

@@ -53,18 +53,6 @@ constexpr int kFinalBlock = 256;
 
 using ull = unsigned long long;
 
-// Sum over the block; the result is valid in thread 0. `red` is __shared__ double[32].
-__device__ __forceinline__ double block_sum(double v, double* red) {
-  v = cuda::warp_reduce_sum(v);
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  if (lane == 0) red[wid] = v;
-  __syncthreads();
-  v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0;
-  if (wid == 0) v = cuda::warp_reduce_sum(v);
-  __syncthreads();
-  return v;
-}
-
 __device__ __forceinline__ ull block_sum_u(ull v, ull* red) {
   v = cuda::warp_reduce_sum(v);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
@@ -131,8 +119,8 @@ __device__ __forceinline__ void ce_block_partials(double a1, double a2, ull belo
                                                   ull* __restrict__ stats) {
   __shared__ double red[32];
   __shared__ ull redu[32];
-  a1 = block_sum(a1, red);
-  a2 = block_sum(a2, red);
+  a1 = cuda::block_sum(a1, red);
+  a2 = cuda::block_sum(a2, red);
   if (kOhem) below = block_sum_u(below, redu);
   if (threadIdx.x == 0) {
     part[2 * blockIdx.x] = a1;
@@ -214,8 +202,8 @@ __global__ void __launch_bounds__(kFinalBlock)
       }
     }
   }
-  s1 = block_sum(s1, red);
-  s2 = block_sum(s2, red);
+  s1 = cuda::block_sum(s1, red);
+  s2 = cuda::block_sum(s2, red);
   if (threadIdx.x == 0) {
     stats[kSum1] = (ull)__double_as_longlong(s1);
     stats[kSum2] = (ull)__double_as_longlong(s2);
@@ -325,8 +313,8 @@ __global__ void __launch_bounds__(kBlock)
       a2 += 1.0;
     }
   }
-  a1 = block_sum(a1, red);
-  a2 = block_sum(a2, red);
+  a1 = cuda::block_sum(a1, red);
+  a2 = cuda::block_sum(a2, red);
   if (threadIdx.x == 0) {
     part[2 * blockIdx.x] = a1;
     part[2 * blockIdx.x + 1] = a2;
@@ -347,7 +335,7 @@ __global__ void __launch_bounds__(kBlock)
     acc += w ? v * w[i] : v;
     if (K == PointLoss::Bce) bad += bce_prob_bad(av) ? 1u : 0u;
   }
-  const double s = block_sum((double)acc, red);
+  const double s = cuda::block_sum((double)acc, red);
   if (K == PointLoss::Bce && bad) atomicAdd(&stats[kBadCount], (ull)bad);
   if (threadIdx.x == 0) {
     part[2 * blockIdx.x] = s;

@@ -44,17 +44,6 @@ struct GradHeads {
   float* p[kYoloMaxScales];
 };
 
-__device__ __forceinline__ double block_sum(double v, double* red) {
-  v = cuda::warp_reduce_sum(v);
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  if (lane == 0) red[wid] = v;
-  __syncthreads();
-  v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0;
-  if (wid == 0) v = cuda::warp_reduce_sum(v);
-  __syncthreads();
-  return v;
-}
-
 __global__ void __launch_bounds__(kBlock) yolo_fill_kernel(int32_t* __restrict__ map, int64_t n) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     map[i] = -1;
@@ -122,7 +111,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t slot = ((n * g.S + s) * gridDim.x + blockIdx.x) * 4;
   ENGINE_UNROLL
   for (int t = 0; t < 4; ++t) {
-    const double v = block_sum(acc[t], red);
+    const double v = cuda::block_sum(acc[t], red);
     if (threadIdx.x == 0) part[slot + t] = v;
   }
 }
@@ -136,7 +125,7 @@ __global__ void __launch_bounds__(kFinalBlock)
   for (int t = 0; t < 4; ++t) {
     double v = 0.0;
     for (int64_t k = threadIdx.x; k < nparts; k += blockDim.x) v += part[k * 4 + t];
-    tot[t] = block_sum(v, red) * inv_n;
+    tot[t] = cuda::block_sum(v, red) * inv_n;
   }
   if (threadIdx.x == 0) {
     *o0 = (float)tot[0];
