@@ -172,7 +172,7 @@ nlohmann::json load_golden() {
 
 constexpr const char* kRegen =
     "golden file tests/golden/yolov3_forward/yolov3_forward.json missing; regenerate with "
-    "'/tmp/ppvenv/bin/python tools/gen_yolov3_forward_golden.py > tests/golden/yolov3_forward/yolov3_forward.json' "
+    "'.venv-paddle/bin/python tools/gen_yolov3_forward_golden.py > tests/golden/yolov3_forward/yolov3_forward.json' "
     "(setup in the script's docstring)";
 
 }  // namespace

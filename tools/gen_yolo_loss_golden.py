@@ -7,8 +7,8 @@ loss terms and the gradient of `loss` w.r.t. each head (transposed to the engine
 
 How to run (needs network access for pip; written with paddlepaddle 3.3.1, paddledet 2.6.0,
 numpy 1.26.4, scikit-learn):
-    python3 -m venv /tmp/ppvenv && /tmp/ppvenv/bin/pip install paddlepaddle paddledet scikit-learn "numpy<2"
-    /tmp/ppvenv/bin/python tools/gen_yolo_loss_golden.py > tests/golden/yolo_loss/yolo_loss.json
+    python3 -m venv .venv-paddle && .venv-paddle/bin/pip install paddlepaddle paddledet scikit-learn "numpy<2"
+    .venv-paddle/bin/python tools/gen_yolo_loss_golden.py > tests/golden/yolo_loss/yolo_loss.json
 
 Inputs (no random generator, so the C++ test rebuilds them exactly): network input 64x64 (heads
 2x2, 4x4, 8x8, stride 32, 16, 8), batch 2, 2 classes, 6 gt rows per image, the default COCO anchors

@@ -12,8 +12,8 @@ engine's NHWC layout): shape, max |value|, sum and sum of squares (float64) and 
 
 How to run (needs network access for pip; written with paddlepaddle 3.3.1, paddledet 2.6.0,
 numpy 1.26.4):
-    python3 -m venv /tmp/ppvenv && /tmp/ppvenv/bin/pip install paddlepaddle paddledet scikit-learn "numpy<2"
-    /tmp/ppvenv/bin/python tools/gen_yolov3_forward_golden.py > tests/golden/yolov3_forward/yolov3_forward.json
+    python3 -m venv .venv-paddle && .venv-paddle/bin/pip install paddlepaddle paddledet scikit-learn "numpy<2"
+    .venv-paddle/bin/python tools/gen_yolov3_forward_golden.py > tests/golden/yolov3_forward/yolov3_forward.json
 
 Weights (no files: integer arithmetic, so float32 values are bit-identical in Python and C++).
 For the state-dict tensor with key K (PaddleDetection's name, e.g.
