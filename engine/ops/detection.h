@@ -25,7 +25,8 @@
 //   three scales along dim 1 (scales in head order, stride 32 first) before NMS: concat(.., 1).
 //   sigmoid/exp are the engine's (kernels/shared_math.h, ~1 ulp from libm), so values can differ from
 //   Paddle's in the last bits; no check of img_size values (0 or negative sizes clip to -1 like Paddle).
-//   Paddle's iou_aware variant (PP-YOLO) is not implemented.
+//   Scope: YOLOv3 heads only. PP-YOLO's iou_aware heads (A*(6+C) channels, IoU logits first) are
+//   another layout; the channel check refuses them with the expected count.
 //
 // multiclass_nms(boxes, scores, args) [paddle/phi/kernels/cpu/multiclass_nms3_kernel.cc: NMSFast,
 // GetMaxScoreIndex, JaccardOverlap, MultiClassNMS, MultiClassOutput]
@@ -48,7 +49,8 @@
 //   Returns out f32 [R, 6] (all images' rows, image after image), bbox_num i64 [N] (rows per image;
 //   0 for an image without detections) and index i64 [R] = n*M + m (Paddle's Index output). With no
 //   detection at all out is [0, 6] (Paddle returns the same when Index is requested, as dygraph does;
-//   PaddleDetection's BBoxPostProcess then appends its own placeholder row -- a caller's concern).
+//   PaddleDetection's BBoxPostProcess then adds one dummy row [-1, 0, 0, 0, 0, 0] for such a batch;
+//   callers that mirror it do so themselves, this op returns Paddle's kernel output).
 //   Paddle's GPU multiclass_nms3 is a different algorithm (radix sort of shifted scores); this op
 //   follows the CPU kernel, which is the reference semantics, on both devices.
 #pragma once
