@@ -16,6 +16,7 @@ namespace engine::data {
 struct TransformSpec {
   std::string type;
   std::map<std::string, std::vector<double>> args;
+  std::map<std::string, std::string> str_args;  // string-valued arguments, e.g. {interp: CUBIC} (detection)
   std::string where;
 };
 
