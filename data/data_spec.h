@@ -16,8 +16,8 @@ namespace engine::data {
 struct TransformSpec {
   std::string type;
   std::map<std::string, std::vector<double>> args;
-  std::map<std::string, std::string> str_args;  // string-valued arguments, e.g. {interp: CUBIC} (detection)
   std::string where;
+  std::map<std::string, std::string> str_args;  // string-valued arguments, e.g. {interp: CUBIC} (detection)
 };
 
 // A data set entry (`train_dataset:` / `val_dataset:`), PaddleSeg's `Dataset` and `Cityscapes`.
