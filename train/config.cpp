@@ -1,548 +1,19 @@
-// PaddleSeg YAML configs: loading with `_base_` / `_inherited_` merge rules, --opts and typed-flag
-// overrides, then validation into the typed specs of config.h.
+// PaddleSeg YAML configs: the PaddleSeg schema on top of the generic YAML layer of yaml_tree.h
+// (`_base_` / `_inherited_` merging, --opts, typed getters): the typed-flag overrides, then validation
+// into the typed specs of config.h.
 // Semantics: PaddleSeg paddleseg/cvlibs/config.py (merge), builder.py (optimizer, LR scheduler),
 // config_checker.py (loss sugar, ignore_index and num_classes injection), reference/ppliteseg.md
 // §3.1, §4.1, §4.2, §4.5. Tested by tests/test_config.cpp.
-//
-// yaml-cpp only parses: the YAML is copied at once into the small `Value` tree below, which
-// remembers for every node the file (or flag) it came from, so that an error in a value inherited
-// from a `_base_` file names that file. (yaml-cpp nodes are also reference-like handles whose
-// assignment rebinds shared data, which makes in-place merging error-prone.)
 #include "train/config.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
-#include <cctype>
-#include <cerrno>
-#include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <set>
-#include <sstream>
+#include <string>
+#include <vector>
+
+#include "train/yaml_tree.h"
 
 namespace engine::train {
 namespace {
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-}  // namespace
-
-std::string did_you_mean(const std::string& key, const std::vector<std::string>& allowed) {
-  std::string best;
-  size_t best_d = std::max<size_t>(2, key.size() / 3) + 1;
-  for (const std::string& a : allowed) {
-    const size_t d = edit_distance(key, a);
-    if (d < best_d) best_d = d, best = a;
-  }
-  return best.empty() ? "" : " (did you mean '" + best + "'?)";
-}
-
-namespace {
-
-namespace fs = std::filesystem;
-
-// ------------------------------------------------------------------------------------------ tree
-
-struct Value {
-  enum class Kind { Null, Scalar, Seq, Map };
-  Kind kind = Kind::Null;
-  std::string text;                                    // Scalar: as written
-  bool quoted = false;                                 // Scalar: quoted or tagged !!str, so always a string
-  std::vector<Value> items;                            // Seq
-  std::vector<std::pair<std::string, Value>> entries;  // Map, in file order
-  std::string file;                                    // where this node came from (for messages)
-
-  bool is_map() const { return kind == Kind::Map; }
-  const Value* find(const std::string& key) const {
-    for (const auto& [k, v] : entries)
-      if (k == key) return &v;
-    return nullptr;
-  }
-  Value* find(const std::string& key) {
-    for (auto& [k, v] : entries)
-      if (k == key) return &v;
-    return nullptr;
-  }
-};
-
-Value empty_map(const std::string& file) {
-  Value v;
-  v.kind = Value::Kind::Map;
-  v.file = file;
-  return v;
-}
-
-std::string join(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
-std::string index_path(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
-
-template <class... A>
-[[noreturn]] void config_fail(const std::string& file, const std::string& path, const A&... what) {
-  std::ostringstream s;
-  s << file << ": " << (path.empty() ? "(top level)" : path) << ": ";
-  (s << ... << what);
-  throw ConfigError(s.str());
-}
-
-// ------------------------------------------------------------------------------- scalar grammar
-// YAML 1.1 as PyYAML resolves it (PaddleSeg loads with PyYAML), plus exponents without a dot
-// ("1e-5"), which PyYAML would read as a string but every user means as a number.
-
-bool parse_bool_text(const std::string& s, bool& out) {
-  static const std::set<std::string> t{"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-  static const std::set<std::string> f{"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
-  if (t.count(s)) return out = true, true;
-  if (f.count(s)) return out = false, true;
-  return false;
-}
-
-bool parse_int_text(const std::string& s, int64_t& out) {
-  size_t i = (!s.empty() && (s[0] == '+' || s[0] == '-')) ? 1 : 0;
-  if (i == s.size()) return false;
-  for (size_t j = i; j < s.size(); ++j)
-    if (s[j] < '0' || s[j] > '9') return false;
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') return false;
-  out = v;
-  return true;
-}
-
-bool parse_float_text(const std::string& s, double& out) {
-  // [+-]? (digits [. digits?] | . digits) ([eE] [+-]? digits)?
-  size_t i = 0, n = s.size();
-  if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
-  size_t mantissa_digits = 0;
-  while (i < n && std::isdigit((unsigned char)s[i])) ++i, ++mantissa_digits;
-  if (i < n && s[i] == '.') {
-    ++i;
-    while (i < n && std::isdigit((unsigned char)s[i])) ++i, ++mantissa_digits;
-  }
-  if (mantissa_digits == 0) return false;
-  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-    ++i;
-    if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
-    size_t exp_digits = 0;
-    while (i < n && std::isdigit((unsigned char)s[i])) ++i, ++exp_digits;
-    if (exp_digits == 0) return false;
-  }
-  if (i != n) return false;
-  out = std::strtod(s.c_str(), nullptr);
-  return std::isfinite(out);
-}
-
-bool is_number(const Value& v) {
-  double d;
-  return v.kind == Value::Kind::Scalar && !v.quoted && parse_float_text(v.text, d);
-}
-
-// How a value reads in a message: numbers and booleans plain, strings quoted, lists in flow style.
-std::string describe(const Value& v) {
-  switch (v.kind) {
-    case Value::Kind::Null:
-      return "nothing (null)";
-    case Value::Kind::Scalar: {
-      bool b;
-      if (!v.quoted && (is_number(v) || parse_bool_text(v.text, b))) return v.text;
-      return "'" + v.text + "'";
-    }
-    case Value::Kind::Seq: {
-      std::string s = "[";
-      for (size_t i = 0; i < v.items.size(); ++i) s += (i ? ", " : "") + describe(v.items[i]);
-      return s + "]";
-    }
-    case Value::Kind::Map: {
-      std::string s = "{";
-      for (size_t i = 0; i < v.entries.size(); ++i) s += (i ? ", " : "") + v.entries[i].first + ": ...";
-      return s + "}";
-    }
-  }
-  return "?";
-}
-
-// ---------------------------------------------------------------------------- yaml-cpp -> Value
-
-Value from_yaml(const YAML::Node& n, const std::string& file, const std::string& path) {
-  Value v;
-  v.file = file;
-  switch (n.Type()) {
-    case YAML::NodeType::Undefined:
-    case YAML::NodeType::Null:
-      v.kind = Value::Kind::Null;
-      break;
-    case YAML::NodeType::Scalar:
-      v.kind = Value::Kind::Scalar;
-      v.text = n.Scalar();
-      v.quoted = n.Tag() == "!" || n.Tag() == "tag:yaml.org,2002:str";
-      break;
-    case YAML::NodeType::Sequence:
-      v.kind = Value::Kind::Seq;
-      for (size_t i = 0; i < n.size(); ++i) v.items.push_back(from_yaml(n[i], file, index_path(path, i)));
-      break;
-    case YAML::NodeType::Map:
-      v.kind = Value::Kind::Map;
-      for (auto it = n.begin(); it != n.end(); ++it) {
-        if (!it->first.IsScalar()) config_fail(file, path, "mapping keys must be plain names");
-        const std::string key = it->first.Scalar();
-        if (v.find(key)) config_fail(file, join(path, key), "duplicate key");
-        v.entries.emplace_back(key, from_yaml(it->second, file, join(path, key)));
-      }
-      break;
-  }
-  return v;
-}
-
-Value parse_yaml_text(const std::string& text, const std::string& origin, const std::string& path) {
-  try {
-    return from_yaml(YAML::Load(text), origin, path);
-  } catch (const YAML::Exception& e) {
-    config_fail(origin, path, "cannot parse value '", text, "' as YAML: ", e.msg);
-  }
-}
-
-// --------------------------------------------------------------------------------------- merging
-
-// `_inherited_` must be a boolean; false means "do not merge with the base's dict".
-bool inherits(const Value& map, const std::string& path) {
-  const Value* f = map.find("_inherited_");
-  if (!f) return true;
-  bool b;
-  if (f->kind != Value::Kind::Scalar || f->quoted || !parse_bool_text(f->text, b))
-    config_fail(f->file, join(path, "_inherited_"), "expected True or False, got ", describe(*f));
-  return b;
-}
-
-// PaddleSeg's _update_dic: `over` wins; dicts merge recursively unless over says _inherited_: False.
-void merge_into(Value& base, const Value& over, const std::string& path) {
-  base.file = over.file;
-  for (const auto& [key, v] : over.entries) {
-    if (key == "_inherited_") continue;
-    const std::string p = join(path, key);
-    Value* b = base.find(key);
-    if (b && b->is_map() && v.is_map() && inherits(v, p)) {
-      merge_into(*b, v, p);
-    } else if (b) {
-      *b = v;
-    } else {
-      base.entries.emplace_back(key, v);
-    }
-  }
-}
-
-void strip_inherited(Value& v, const std::string& path) {
-  if (v.is_map()) {
-    inherits(v, path);  // validates the value
-    std::erase_if(v.entries, [](const auto& e) { return e.first == "_inherited_"; });
-    for (auto& [k, c] : v.entries) strip_inherited(c, join(path, k));
-  } else if (v.kind == Value::Kind::Seq) {
-    for (size_t i = 0; i < v.items.size(); ++i) strip_inherited(v.items[i], index_path(path, i));
-  }
-}
-
-std::string normal_key(const fs::path& p) {
-  std::error_code ec;
-  const fs::path c = fs::weakly_canonical(p, ec);
-  return (ec ? fs::absolute(p).lexically_normal() : c).string();
-}
-
-// Loads `path` and, recursively, its `_base_` files. `chain` holds the files being loaded (cycles).
-Value load_file(const std::string& path, std::vector<std::string>& chain, const std::string& includer) {
-  const std::string key = normal_key(path);
-  if (std::find(chain.begin(), chain.end(), key) != chain.end()) {
-    std::string cycle;
-    for (auto it = std::find(chain.begin(), chain.end(), key); it != chain.end(); ++it) cycle += *it + " -> ";
-    config_fail(includer, "_base_", "cycle of _base_ files: ", cycle, key);
-  }
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) {
-    if (includer.empty()) throw ConfigError(path + ": config file not found");
-    config_fail(includer, "_base_", "base config file not found: ", path);
-  }
-  YAML::Node node;
-  try {
-    node = YAML::LoadFile(path);
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                      ": YAML syntax error: " + e.msg);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(path + ": cannot read config file: " + e.msg);
-  }
-  Value own = from_yaml(node, path, "");
-  if (own.kind == Value::Kind::Null) own = empty_map(path);  // an empty file
-  if (!own.is_map()) config_fail(path, "", "expected a mapping of keys at the top level, got ", describe(own));
-
-  std::vector<std::string> bases;
-  if (const Value* b = own.find("_base_")) {
-    if (b->kind == Value::Kind::Scalar) {
-      bases.push_back(b->text);
-    } else if (b->kind == Value::Kind::Seq) {
-      for (size_t i = 0; i < b->items.size(); ++i) {
-        if (b->items[i].kind != Value::Kind::Scalar)
-          config_fail(path, index_path("_base_", i), "expected a file name, got ", describe(b->items[i]));
-        bases.push_back(b->items[i].text);
-      }
-    } else {
-      config_fail(path, "_base_", "expected a file name or a list of file names, got ", describe(*b));
-    }
-    std::erase_if(own.entries, [](const auto& e) { return e.first == "_base_"; });
-  }
-  chain.push_back(key);
-  // PaddleSeg: dic = merge(dic, base) for each base in order, so earlier bases win over later ones.
-  // A top-level `_inherited_: False` keeps the file as it is (PaddleSeg's _update_dic at the root).
-  Value acc = own;
-  if (!inherits(own, "")) bases.clear();
-  for (const std::string& b : bases) {
-    const std::string base_path = (fs::path(path).parent_path() / b).lexically_normal().string();
-    Value base = load_file(base_path, chain, path);
-    merge_into(base, acc, "");
-    acc = std::move(base);
-  }
-  chain.pop_back();
-  acc.file = path;
-  return acc;
-}
-
-// ----------------------------------------------------------------------------------- --opts
-
-// Splits "a.b[2].c" into steps: a name, or an index into a list.
-struct Step {
-  std::string key;
-  long index = -1;
-};
-
-std::vector<Step> parse_key_path(const std::string& key, const std::string& item) {
-  std::vector<Step> steps;
-  size_t i = 0;
-  auto bad = [&]() -> void {
-    throw ConfigError("--opts: '" + item +
-                      "': expected key.sub[.index]=value, e.g. train_dataset.transforms[1].crop_size=[256,256]");
-  };
-  while (i <= key.size()) {
-    size_t j = i;
-    while (j < key.size() && key[j] != '.' && key[j] != '[') ++j;
-    if (j == i) bad();
-    steps.push_back({key.substr(i, j - i), -1});
-    while (j < key.size() && key[j] == '[') {
-      const size_t close = key.find(']', j);
-      if (close == std::string::npos) bad();
-      int64_t idx = 0;
-      if (!parse_int_text(key.substr(j + 1, close - j - 1), idx) || idx < 0) bad();
-      steps.push_back({"", (long)idx});
-      j = close + 1;
-    }
-    if (j == key.size()) break;
-    if (key[j] != '.') bad();
-    i = j + 1;
-  }
-  return steps;
-}
-
-// Sets root[path] = value, creating dicts on the way (PaddleSeg's setdefault walk).
-void set_path(Value& root, const std::vector<Step>& steps, const Value& value, const std::string& origin) {
-  Value* cur = &root;
-  std::string path;
-  for (size_t s = 0; s < steps.size(); ++s) {
-    const Step& st = steps[s];
-    const bool last = s + 1 == steps.size();
-    if (st.index >= 0) {
-      if (cur->kind != Value::Kind::Seq)
-        config_fail(origin, path, "cannot index [", st.index, "]: the value is ", describe(*cur), ", not a list");
-      if ((size_t)st.index >= cur->items.size())
-        config_fail(origin, index_path(path, st.index), "index out of range (the list has ", cur->items.size(),
-                    " entries)");
-      path = index_path(path, st.index);
-      cur = &cur->items[st.index];
-    } else {
-      if (cur->kind == Value::Kind::Null) *cur = empty_map(origin);
-      if (!cur->is_map())
-        config_fail(origin, path, "cannot set key '", st.key, "': the value is ", describe(*cur), ", not a mapping");
-      path = join(path, st.key);
-      Value* next = cur->find(st.key);
-      if (!next) {
-        cur->entries.emplace_back(st.key, last ? value : empty_map(origin));
-        next = &cur->entries.back().second;
-      }
-      cur = next;
-    }
-    if (last) *cur = value;
-  }
-}
-
-void apply_override(Value& root, const std::string& key, const Value& value, const std::string& origin) {
-  std::vector<Step> steps = parse_key_path(key, key);
-  set_path(root, steps, value, origin);
-}
-
-// ---------------------------------------------------------------------------------- emitting
-
-void emit(YAML::Emitter& out, const Value& v) {
-  switch (v.kind) {
-    case Value::Kind::Null:
-      out << YAML::Null;
-      break;
-    case Value::Kind::Scalar:
-      if (v.quoted) out << YAML::SingleQuoted;
-      out << v.text;
-      break;
-    case Value::Kind::Seq: {
-      const bool flat = std::all_of(v.items.begin(), v.items.end(), [](const Value& c) {
-        return c.kind == Value::Kind::Scalar || c.kind == Value::Kind::Null;
-      });
-      if (flat) out << YAML::Flow;
-      out << YAML::BeginSeq;
-      for (const Value& c : v.items) emit(out, c);
-      out << YAML::EndSeq;
-      break;
-    }
-    case Value::Kind::Map:
-      out << YAML::BeginMap;
-      for (const auto& [k, c] : v.entries) {
-        out << YAML::Key << k << YAML::Value;
-        emit(out, c);
-      }
-      out << YAML::EndMap;
-      break;
-  }
-}
-
-// ------------------------------------------------------------------------------- typed reading
-
-std::string list_str(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
-  return s;
-}
-
-// A mapping at a key path with typed getters. Every getter names the key path and the file the
-// value came from; `check_keys` rejects keys that are not in the allowed list.
-class Map {
- public:
-  Map(const Value& v, std::string path) : v_(v), path_(std::move(path)) {
-    if (!v.is_map()) config_fail(v.file, path_, "expected a mapping of keys, got ", describe(v));
-  }
-  const std::string& path() const { return path_; }
-  const std::string& file() const { return v_.file; }
-  const Value* get(const std::string& key) const {
-    const Value* c = v_.find(key);
-    return (c && c->kind == Value::Kind::Null) ? nullptr : c;  // "key:" with no value = absent
-  }
-  bool has(const std::string& key) const { return get(key) != nullptr; }
-  std::string at(const std::string& key) const { return join(path_, key); }
-
-  void check_keys(const std::vector<std::string>& allowed, const std::string& context = "") const {
-    for (const auto& [k, c] : v_.entries) {
-      if (std::find(allowed.begin(), allowed.end(), k) != allowed.end()) continue;
-      config_fail(c.file, join(path_, k), "unknown key", context, did_you_mean(k, allowed),
-                  "; known keys: ", list_str(allowed));
-    }
-  }
-  [[noreturn]] void missing(const std::string& key, const std::string& why = "") const {
-    config_fail(v_.file, at(key), "missing", why);
-  }
-
-  std::optional<double> number(const std::string& key) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    double d;
-    if (c->kind != Value::Kind::Scalar || c->quoted || !parse_float_text(c->text, d))
-      config_fail(c->file, at(key), "expected a number, got ", describe(*c));
-    return d;
-  }
-  std::optional<int64_t> integer(const std::string& key) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    int64_t i = 0;
-    if (c->kind != Value::Kind::Scalar || c->quoted || !parse_int_text(c->text, i))
-      config_fail(c->file, at(key), "expected an integer, got ", describe(*c));
-    return i;
-  }
-  std::optional<bool> boolean(const std::string& key) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    bool b;
-    if (c->kind != Value::Kind::Scalar || c->quoted || !parse_bool_text(c->text, b))
-      config_fail(c->file, at(key), "expected True or False, got ", describe(*c));
-    return b;
-  }
-  std::optional<std::string> string(const std::string& key) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    if (c->kind != Value::Kind::Scalar) config_fail(c->file, at(key), "expected a string, got ", describe(*c));
-    return c->text;
-  }
-  // A list of numbers; a single number is a 1-element list (PaddleSeg accepts `scales: 0.5`).
-  std::optional<std::vector<double>> numbers(const std::string& key, bool scalar_ok = true) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    std::vector<double> out;
-    double d;
-    if (scalar_ok && is_number(*c)) {
-      parse_float_text(c->text, d);
-      return std::vector<double>{d};
-    }
-    if (c->kind != Value::Kind::Seq) config_fail(c->file, at(key), "expected a list of numbers, got ", describe(*c));
-    for (const Value& e : c->items) {
-      if (!is_number(e)) config_fail(c->file, at(key), "expected a list of numbers, got ", describe(*c));
-      parse_float_text(e.text, d);
-      out.push_back(d);
-    }
-    return out;
-  }
-  std::optional<std::vector<int64_t>> integers(const std::string& key) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    std::vector<int64_t> out;
-    int64_t i = 0;
-    if (c->kind != Value::Kind::Seq) config_fail(c->file, at(key), "expected a list of integers, got ", describe(*c));
-    for (const Value& e : c->items) {
-      if (e.kind != Value::Kind::Scalar || e.quoted || !parse_int_text(e.text, i))
-        config_fail(c->file, at(key), "expected a list of integers, got ", describe(*c));
-      out.push_back(i);
-    }
-    return out;
-  }
-  // A list of positive ints that fit an int (channel counts, sizes).
-  std::optional<std::vector<int>> positive_ints(const std::string& key, size_t exact_len = 0) const {
-    const Value* c = get(key);
-    if (!c) return std::nullopt;
-    std::vector<int> out;
-    bool ok = c->kind == Value::Kind::Seq && (exact_len == 0 ? !c->items.empty() : c->items.size() == exact_len);
-    for (size_t k = 0; ok && k < c->items.size(); ++k) {
-      int64_t i = 0;
-      const Value& e = c->items[k];
-      ok = e.kind == Value::Kind::Scalar && !e.quoted && parse_int_text(e.text, i) && i > 0 && i < (1 << 30);
-      out.push_back((int)i);
-    }
-    if (!ok) {
-      const std::string n = exact_len ? std::to_string(exact_len) : "a list of";
-      config_fail(c->file, at(key), "expected ", n, " positive integers, got ", describe(*c));
-    }
-    return out;
-  }
-  const Value* value(const std::string& key) const { return get(key); }
-
-  // Value-range failures name the value's own file.
-  template <class... A>
-  [[noreturn]] void bad(const std::string& key, const A&... what) const {
-    const Value* c = get(key);
-    config_fail(c ? c->file : v_.file, at(key), what...);
-  }
-
- private:
-  const Value& v_;
-  std::string path_;
-};
 
 // ----------------------------------------------------------------------------- sections
 
@@ -568,8 +39,8 @@ const std::vector<KnownTransform> kKnownTransforms = {
     {"Normalize", {"mean", "std"}},
 };
 
-data::TransformSpec parse_transform(const Value& v, const std::string& path) {
-  const Map m(v, path);
+data::TransformSpec parse_transform(const ConfigValue& v, const std::string& path) {
+  const ConfigMap m(v, path);
   data::TransformSpec t;
   t.where = path;
   const auto type = m.string("type");
@@ -589,17 +60,17 @@ data::TransformSpec parse_transform(const Value& v, const std::string& path) {
     bool b;
     double d;
     bool ok = true;
-    if (c.kind == Value::Kind::Scalar && !c.quoted && parse_bool_text(c.text, b)) {
+    if (c.kind == ConfigValue::Kind::Scalar && !c.quoted && parse_yaml_bool(c.text, b)) {
       vals.push_back(b ? 1 : 0);
     } else if (is_number(c)) {
-      parse_float_text(c.text, d);
+      parse_yaml_float(c.text, d);
       vals.push_back(d);
-    } else if (c.kind == Value::Kind::Seq) {
-      for (const Value& e : c.items) {
+    } else if (c.kind == ConfigValue::Kind::Seq) {
+      for (const ConfigValue& e : c.items) {
         if (is_number(e)) {
-          parse_float_text(e.text, d);
+          parse_yaml_float(e.text, d);
           vals.push_back(d);
-        } else if (e.kind == Value::Kind::Scalar && !e.quoted && parse_bool_text(e.text, b)) {
+        } else if (e.kind == ConfigValue::Kind::Scalar && !e.quoted && parse_yaml_bool(e.text, b)) {
           vals.push_back(b ? 1 : 0);
         } else {
           ok = false;
@@ -609,7 +80,7 @@ data::TransformSpec parse_transform(const Value& v, const std::string& path) {
       ok = false;
     }
     if (!ok)
-      config_fail(c.file, join(path, key), "expected a number, a boolean or a list of numbers, got ", describe(c));
+      config_fail(c.file, key_path(path, key), "expected a number, a boolean or a list of numbers, got ", describe(c));
     t.args[key] = vals;
   }
   // Shapes and ranges of the arguments whose semantics are fixed (§4.4).
@@ -647,8 +118,8 @@ const std::vector<std::string> kDatasetKeys = {"type",         "dataset_root", "
 const std::vector<std::string> kCityscapesKeys = {"type", "dataset_root", "transforms",
                                                   "mode", "num_classes",  "ignore_index"};
 
-data::DatasetSpec parse_dataset(const Value& v, const std::string& path, const std::string& default_mode) {
-  const Map m(v, path);
+data::DatasetSpec parse_dataset(const ConfigValue& v, const std::string& path, const std::string& default_mode) {
+  const ConfigMap m(v, path);
   data::DatasetSpec d;
   d.where = path;
   const auto type = m.string("type");
@@ -695,17 +166,17 @@ data::DatasetSpec parse_dataset(const Value& v, const std::string& path, const s
       m.missing(need, " (required when mode is '" + d.mode + "')");
   }
 
-  const Value* tr = m.value("transforms");
+  const ConfigValue* tr = m.value("transforms");
   if (!tr) m.missing("transforms", " (a list, e.g. [{type: Normalize}])");
-  if (tr->kind != Value::Kind::Seq)
+  if (tr->kind != ConfigValue::Kind::Seq)
     config_fail(tr->file, m.at("transforms"), "expected a list of transforms, got ", describe(*tr));
   for (size_t i = 0; i < tr->items.size(); ++i)
     d.transforms.push_back(parse_transform(tr->items[i], index_path(m.at("transforms"), i)));
   return d;
 }
 
-OptimizerSpec parse_optimizer(const Value& v) {
-  const Map m(v, "optimizer");
+OptimizerSpec parse_optimizer(const ConfigValue& v) {
+  const ConfigMap m(v, "optimizer");
   m.check_keys({"type", "momentum", "weight_decay"});
   OptimizerSpec o;
   const auto type = m.string("type");
@@ -721,8 +192,8 @@ OptimizerSpec parse_optimizer(const Value& v) {
   return o;
 }
 
-LRSpec parse_lr(const Value& v, int64_t iters) {
-  const Map m(v, "lr_scheduler");
+LRSpec parse_lr(const ConfigValue& v, int64_t iters) {
+  const ConfigMap m(v, "lr_scheduler");
   LRSpec s;
   const auto type = m.string("type");
   if (!type) m.missing("type", " (PolynomialDecay or PiecewiseDecay)");
@@ -778,12 +249,12 @@ LRSpec parse_lr(const Value& v, int64_t iters) {
   return s;
 }
 
-LossSpec parse_loss(const Value& v, int64_t ignore_index, int64_t num_classes) {
-  const Map m(v, "loss");
+LossSpec parse_loss(const ConfigValue& v, int64_t ignore_index, int64_t num_classes) {
+  const ConfigMap m(v, "loss");
   m.check_keys({"types", "coef"});
-  const Value* types = m.value("types");
+  const ConfigValue* types = m.value("types");
   if (!types) m.missing("types", " (a list like [{type: CrossEntropyLoss}])");
-  if (types->kind != Value::Kind::Seq || types->items.empty())
+  if (types->kind != ConfigValue::Kind::Seq || types->items.empty())
     config_fail(types->file, m.at("types"), "expected a non-empty list of losses, got ", describe(*types));
   const auto coef = m.numbers("coef", false);
   if (!coef) m.missing("coef", " (one weight per model output, e.g. [1, 1, 1])");
@@ -791,7 +262,7 @@ LossSpec parse_loss(const Value& v, int64_t ignore_index, int64_t num_classes) {
   loss.coef = *coef;
   for (size_t i = 0; i < types->items.size(); ++i) {
     const std::string p = index_path(m.at("types"), i);
-    const Map t(types->items[i], p);
+    const ConfigMap t(types->items[i], p);
     LossTermSpec term;
     term.where = p;
     const auto type = t.string("type");
@@ -839,8 +310,8 @@ const std::vector<std::string> kModelKeys = {
     "type",      "backbone",    "num_classes",        "backbone_indices", "arm_type",  "cm_bin_sizes",
     "cm_out_ch", "arm_out_chs", "seg_head_inter_chs", "resize_mode",      "pretrained"};
 
-nn::SegModelSpec parse_model(const Value& v) {
-  const Map m(v, "model");
+nn::SegModelSpec parse_model(const ConfigValue& v) {
+  const ConfigMap m(v, "model");
   m.check_keys(kModelKeys, " for PPLiteSeg");
   nn::SegModelSpec s;
   s.where = "model";
@@ -848,9 +319,9 @@ nn::SegModelSpec parse_model(const Value& v) {
   if (!type) m.missing("type", " (PPLiteSeg)");
   s.type = *type;
   if (s.type != "PPLiteSeg") m.bad("type", "unknown model type '", s.type, "' (supported: PPLiteSeg)");
-  const Value* bb = m.value("backbone");
+  const ConfigValue* bb = m.value("backbone");
   if (!bb) m.missing("backbone", " (e.g. {type: STDC2})");
-  const Map b(*bb, m.at("backbone"));
+  const ConfigMap b(*bb, m.at("backbone"));
   b.check_keys({"type", "pretrained"}, " for an STDC backbone");
   const auto bt = b.string("type");
   if (!bt) b.missing("type", " (STDC1 or STDC2)");
@@ -889,8 +360,8 @@ nn::SegModelSpec parse_model(const Value& v) {
   return s;
 }
 
-TestConfig parse_test_config(const Value& v) {
-  const Map m(v, "test_config");
+TestConfig parse_test_config(const ConfigValue& v) {
+  const ConfigMap m(v, "test_config");
   m.check_keys({"aug_eval", "scales", "flip_horizontal", "flip_vertical", "is_slide", "crop_size", "stride"});
   TestConfig t;
   t.aug_eval = m.boolean("aug_eval").value_or(false);
@@ -910,29 +381,6 @@ TestConfig parse_test_config(const Value& v) {
   return t;
 }
 
-Value scalar_value(const std::string& text, const std::string& origin) {
-  Value v;
-  v.kind = Value::Kind::Scalar;
-  v.text = text;
-  v.file = origin;
-  return v;
-}
-
-// The shortest text that reads back as exactly `d`.
-std::string fmt_double(double d) {
-  std::string t;
-  for (int prec = 6; prec <= 17; ++prec) {
-    std::ostringstream s;
-    s.precision(prec);
-    s << d;
-    t = s.str();
-    if (std::strtod(t.c_str(), nullptr) == d) break;
-  }
-  // Keep it a YAML float (a dot or an exponent) so it reads back as a number.
-  if (t.find_first_of(".eE") == std::string::npos && t.find_first_of("0123456789") != std::string::npos) t += ".0";
-  return t;
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------- loading
@@ -940,16 +388,8 @@ std::string fmt_double(double d) {
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& opts,
                               std::optional<int64_t> iters, std::optional<int64_t> batch_size,
                               std::optional<double> learning_rate) {
-  std::vector<std::string> chain;
-  Value root = load_file(path, chain, "");
-
-  for (const std::string& item : opts) {
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw ConfigError("--opts: '" + item + "': expected key=value, e.g. batch_size=8");
-    const std::string key = item.substr(0, eq);
-    apply_override(root, key, parse_yaml_text(item.substr(eq + 1), "--opts", key), "--opts");
-  }
+  ConfigValue root = load_config_file(path);
+  apply_opts(root, opts);
   if (iters) apply_override(root, "iters", scalar_value(std::to_string(*iters), "--iters"), "--iters");
   if (batch_size)
     apply_override(root, "batch_size", scalar_value(std::to_string(*batch_size), "--batch_size"), "--batch_size");
@@ -960,13 +400,9 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 
   TrainConfig cfg;
   cfg.path = path;
-  {
-    YAML::Emitter out;
-    emit(out, root);
-    cfg.merged_yaml = std::string(out.c_str()) + "\n";
-  }
+  cfg.merged_yaml = emit_yaml(root);
 
-  const Map top(root, "");
+  const ConfigMap top(root, "");
   top.check_keys(kTopKeys);
   // `export` (deployment transforms) and `to_static_training` (a Paddle compilation switch) do not
   // change training; they are accepted and ignored so PaddleSeg configs load.
@@ -977,17 +413,17 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   cfg.iters = top.integer("iters").value_or(0);
   if (top.has("iters") && cfg.iters < 1) top.bad("iters", "expected a positive integer, got ", cfg.iters);
 
-  if (const Value* d = top.value("train_dataset")) {
+  if (const ConfigValue* d = top.value("train_dataset")) {
     cfg.train_dataset = parse_dataset(*d, "train_dataset", "train");
     cfg.has_train_dataset = true;
   }
-  if (const Value* d = top.value("val_dataset")) {
+  if (const ConfigValue* d = top.value("val_dataset")) {
     cfg.val_dataset = parse_dataset(*d, "val_dataset", "val");
     cfg.has_val_dataset = true;
   }
   if (cfg.has_train_dataset && cfg.has_val_dataset) {
     // DefaultSyncNumClassesRule / ignore index: the data sets must agree.
-    const Map vd(*top.value("val_dataset"), "val_dataset");
+    const ConfigMap vd(*top.value("val_dataset"), "val_dataset");
     if (cfg.val_dataset.num_classes != cfg.train_dataset.num_classes)
       vd.bad("num_classes", "val_dataset has ", cfg.val_dataset.num_classes, " classes but train_dataset has ",
              cfg.train_dataset.num_classes);
@@ -999,13 +435,13 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
                                 : cfg.has_val_dataset ? &cfg.val_dataset
                                                       : nullptr;
 
-  if (const Value* o = top.value("optimizer")) cfg.optimizer = parse_optimizer(*o);
-  if (const Value* l = top.value("lr_scheduler")) cfg.lr_scheduler = parse_lr(*l, cfg.iters);
+  if (const ConfigValue* o = top.value("optimizer")) cfg.optimizer = parse_optimizer(*o);
+  if (const ConfigValue* l = top.value("lr_scheduler")) cfg.lr_scheduler = parse_lr(*l, cfg.iters);
 
-  if (const Value* mv = top.value("model")) {
+  if (const ConfigValue* mv = top.value("model")) {
     cfg.model = parse_model(*mv);
     cfg.has_model = true;
-    const Map model_map(*mv, "model");
+    const ConfigMap model_map(*mv, "model");
     if (cfg.model.num_classes == 0) {
       if (!ds) model_map.missing("num_classes", " (not in the model block and no dataset gives it)");
       cfg.model.num_classes = ds->num_classes;  // PaddleSeg injects the data set's num_classes
@@ -1015,16 +451,16 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     }
   }
 
-  if (const Value* l = top.value("loss")) {
+  if (const ConfigValue* l = top.value("loss")) {
     cfg.loss = parse_loss(*l, ds ? ds->ignore_index : 255, cfg.has_model ? cfg.model.num_classes : 0);
     // PP-LiteSeg returns one logit per seg head in training; PaddleSeg requires one loss per logit.
     const size_t outputs = cfg.model.arm_out_chs.size();
     if (cfg.has_model && cfg.loss.coef.size() != outputs)
-      Map(*l, "loss")
+      ConfigMap(*l, "loss")
           .bad("coef", "PPLiteSeg has ", outputs, " outputs in training (one per arm_out_chs entry), so ", outputs,
                " loss coefficients are needed, got ", cfg.loss.coef.size());
   }
-  if (const Value* t = top.value("test_config")) cfg.test_config = parse_test_config(*t);
+  if (const ConfigValue* t = top.value("test_config")) cfg.test_config = parse_test_config(*t);
   return cfg;
 }
 

@@ -23,16 +23,10 @@
 #include <vector>
 
 #include "data/data_spec.h"
-#include "engine/error.h"
 #include "models/model_spec.h"
+#include "train/yaml_tree.h"  // ConfigError, did_you_mean and the YAML tree the schema reads
 
 namespace engine::train {
-
-// Thrown for every config or command-line problem; the programs map it to exit code 2.
-class ConfigError : public engine::Error {
- public:
-  using engine::Error::Error;
-};
 
 // `optimizer:`. type SGD with a momentum key is Paddle's Momentum (v = mu v + g, p -= lr v);
 // "Momentum" is accepted as a synonym. Following PaddleSeg's builder, `type: SGD` without a momentum
@@ -115,8 +109,5 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 // _base_/cityscapes.yml loads without some of them).
 // Throws ConfigError naming the config file and the missing key.
 void check_trainable(const TrainConfig& cfg);
-
-// " (did you mean 'x'?)" for the closest name of `known` within a small edit distance, else "".
-std::string did_you_mean(const std::string& name, const std::vector<std::string>& known);
 
 }  // namespace engine::train
