@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     const Device device = device_from_flag(a.device);
     const std::vector<std::string> images = list_images(a.image_path);
     std::vector<data::TransformSpec> tspecs = cfg.has_val_dataset ? cfg.val_dataset.transforms
-                                                                  : std::vector<data::TransformSpec>{{"Normalize", {}, "predict"}};
+                                                                  : std::vector<data::TransformSpec>{{"Normalize", {}, "predict", {}}};
     const data::Pipeline pipeline = data::build_pipeline(tspecs, 255);
     const auto model = load_trained_model(cfg, a.model_path, device);
     if (a.is_slide) throw ConfigError("--is_slide: sliding-window prediction is not implemented");

@@ -7,6 +7,7 @@
 // on stderr says where to resume); 1 any other error (missing or corrupt data or checkpoint files:
 // the message names the file).
 #include <cstdio>
+#include <iomanip>
 #include <iostream>
 
 #include "engine/device.h"
@@ -57,7 +58,9 @@ int main(int argc, char** argv) {
       return 128 + s.stopped_by_signal;
     }
     std::cout << "engine-train: finished " << s.iters_done << " iterations";
-    if (s.best_iter >= 0) std::printf("; best mIoU %.4f at iter %lld", s.best_miou, (long long)s.best_iter);
+    if (s.best_iter >= 0)
+      std::cout << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric
+                << " at iter " << s.best_iter;
     std::cout << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {

@@ -9,14 +9,31 @@
 
 namespace engine::data {
 
+const Tensor& Batch::at(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    std::string present;
+    for (const auto& [n, t] : tensors) present += (present.empty() ? "" : ", ") + n;
+    fail("batch (epoch ", epoch, ", batch ", batch_in_epoch, ") has no tensor '", name, "' (it has: ", present, ")");
+  }
+  return it->second;
+}
+
+SegBatchSource::SegBatchSource(std::shared_ptr<const SegDataset> dataset) : dataset_(std::move(dataset)) {
+  ENGINE_CHECK(dataset_ != nullptr, "SegBatchSource: no data set");
+}
+
 DataLoader::DataLoader(std::shared_ptr<const SegDataset> dataset, LoaderOptions options)
-    : dataset_(std::move(dataset)), opt_(options) {
-  ENGINE_CHECK(dataset_ != nullptr, "DataLoader: no data set");
-  const std::string& w = dataset_->where();
+    : DataLoader(std::make_shared<SegBatchSource>(std::move(dataset)), options) {}
+
+DataLoader::DataLoader(std::shared_ptr<const BatchSource> source, LoaderOptions options)
+    : source_(std::move(source)), opt_(options) {
+  ENGINE_CHECK(source_ != nullptr, "DataLoader: no data set");
+  const std::string& w = source_->where();
   ENGINE_CHECK(opt_.batch_size >= 1, "DataLoader(", w, "): batch_size must be >= 1, got ", opt_.batch_size);
   ENGINE_CHECK(opt_.num_workers >= 0, "DataLoader(", w, "): num_workers must be >= 0, got ", opt_.num_workers);
   ENGINE_CHECK(opt_.prefetch >= 1, "DataLoader(", w, "): prefetch must be >= 1, got ", opt_.prefetch);
-  const int64_t n = dataset_->size();
+  const int64_t n = source_->size();
   batches_per_epoch_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
   ENGINE_CHECK(batches_per_epoch_ > 0, "DataLoader(", w, "): the data set has ", n, " samples, fewer than batch_size ",
                opt_.batch_size, " with drop_last, so no batch can be formed");
@@ -32,7 +49,7 @@ DataLoader::~DataLoader() {
 }
 
 std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
-  const int64_t n = dataset_->size();
+  const int64_t n = source_->size();
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   if (opt_.shuffle) {
@@ -44,19 +61,24 @@ std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
 
 Batch DataLoader::load_batch(int64_t epoch, int64_t batch_in_epoch) const {
   ENGINE_CHECK(epoch >= 0 && batch_in_epoch >= 0 && batch_in_epoch < batches_per_epoch_, "DataLoader(",
-               dataset_->where(), "): batch ", batch_in_epoch, " of epoch ", epoch, " does not exist (",
+               source_->where(), "): batch ", batch_in_epoch, " of epoch ", epoch, " does not exist (",
                batches_per_epoch_, " batches per epoch)");
   const std::vector<int64_t> order = epoch_order(epoch);
   const int64_t begin = batch_in_epoch * opt_.batch_size;
-  const int64_t end = std::min(begin + opt_.batch_size, dataset_->size());
-  std::vector<Sample> samples;
+  const int64_t end = std::min(begin + opt_.batch_size, source_->size());
   Batch b;
   b.epoch = epoch;
   b.batch_in_epoch = batch_in_epoch;
-  for (int64_t p = begin; p < end; ++p) {
-    Rng rng(mix_seed(opt_.seed, (uint64_t)epoch, (uint64_t)p));
-    samples.push_back(dataset_->load(order[p], rng));
-    b.indices.push_back(order[p]);
+  b.indices.assign(order.begin() + begin, order.begin() + end);
+  source_->build(b, begin, opt_.seed);
+  return b;
+}
+
+void SegBatchSource::build(Batch& b, int64_t first_position, uint64_t seed) const {
+  std::vector<Sample> samples;
+  for (size_t i = 0; i < b.indices.size(); ++i) {
+    Rng rng(mix_seed(seed, (uint64_t)b.epoch, (uint64_t)(first_position + (int64_t)i)));
+    samples.push_back(dataset_->load(b.indices[i], rng));
   }
   const Sample& s0 = samples[0];
   bool labelled = true;
@@ -70,10 +92,11 @@ Batch DataLoader::load_batch(int64_t epoch, int64_t batch_in_epoch) const {
     labelled = labelled && s.has_label;
   }
   const int64_t bs = (int64_t)samples.size(), h = s0.image.h, w = s0.image.w, c = s0.image.c;
-  b.images = Tensor::empty({bs, h, w, c}, DType::F32);
-  float* img = b.images.data<float>();
+  Tensor images = Tensor::empty({bs, h, w, c}, DType::F32);
+  float* img = images.data<float>();
   const size_t img_elems = (size_t)h * w * c;
   for (int64_t i = 0; i < bs; ++i) std::memcpy(img + i * img_elems, samples[i].image.data.data(), img_elems * 4);
+  b.tensors["images"] = images;
   if (labelled) {
     const Label& l0 = s0.label;
     for (size_t i = 0; i < samples.size(); ++i) {
@@ -84,15 +107,15 @@ Batch DataLoader::load_batch(int64_t epoch, int64_t batch_in_epoch) const {
              l0.w, " but ", dataset_->label_path(b.indices[i]), " is ", l.h, "x", l.w,
              " (use batch_size 1 for evaluation at full size)");
     }
-    b.labels = Tensor::empty({bs, (int64_t)l0.h, (int64_t)l0.w}, DType::I64);
-    int64_t* lab = b.labels.data<int64_t>();
+    Tensor labels = Tensor::empty({bs, (int64_t)l0.h, (int64_t)l0.w}, DType::I64);
+    int64_t* lab = labels.data<int64_t>();
     const size_t lab_elems = (size_t)l0.h * l0.w;
     for (int64_t i = 0; i < bs; ++i) {
       const uint8_t* src = samples[i].label.data.data();
       for (size_t k = 0; k < lab_elems; ++k) lab[i * lab_elems + k] = src[k];
     }
+    b.tensors["labels"] = labels;
   }
-  return b;
 }
 
 Batch DataLoader::next() {
@@ -119,7 +142,7 @@ Batch DataLoader::next() {
 
 void DataLoader::seek(int64_t epoch, int64_t batch_in_epoch) {
   ENGINE_CHECK(epoch >= 0 && batch_in_epoch >= 0 && batch_in_epoch < batches_per_epoch_, "DataLoader(",
-               dataset_->where(), ")::seek: batch ", batch_in_epoch, " of epoch ", epoch, " does not exist (",
+               source_->where(), ")::seek: batch ", batch_in_epoch, " of epoch ", epoch, " does not exist (",
                batches_per_epoch_, " batches per epoch)");
   {
     std::lock_guard<std::mutex> lk(mu_);

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,16 +45,51 @@ struct LoaderOptions {
   uint64_t seed = 0;
 };
 
+// A batch: named CPU tensors plus where it came from. Segmentation: "images" f32 [B, H, W, 3] and,
+// when every sample has one, "labels" i64 [B, H, W]. Detection (data/det_loader.h): "images",
+// "gt_box", "gt_class", "gt_score" and the evaluation's extras.
 struct Batch {
-  Tensor images;                 // f32 [B, H, W, 3], CPU
-  Tensor labels;                 // i64 [B, H, W], CPU; undefined when a sample has no label (test mode)
+  std::map<std::string, Tensor> tensors;
   std::vector<int64_t> indices;  // data set indices of the samples
   int64_t epoch = 0;
   int64_t batch_in_epoch = 0;
+
+  bool has(const std::string& name) const { return tensors.count(name) != 0; }
+  const Tensor& at(const std::string& name) const;  // error naming the tensor and the batch's tensors
+};
+
+// What the loader needs from a task's data: the number of samples, a name for messages, and the
+// collate stage that turns the samples at `indices` into a Batch. The loader owns the order
+// (epoch permutations) and the threads; a source owns decoding, per-sample transforms (sample at
+// position p of epoch e draws from Rng(mix_seed(seed, e, p))), batch transforms and stacking.
+// build() is called from worker threads concurrently and must be thread-safe.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual int64_t size() const = 0;
+  virtual const std::string& where() const = 0;  // config key path, e.g. "train_dataset"
+  // Fills b.tensors for b.indices (b.epoch, b.batch_in_epoch set); `first_position` is the
+  // position of b.indices[0] within the epoch.
+  virtual void build(Batch& b, int64_t first_position, uint64_t seed) const = 0;
+};
+
+// The segmentation source: SegDataset::load per sample, then stacking (same size required).
+class SegBatchSource : public BatchSource {
+ public:
+  explicit SegBatchSource(std::shared_ptr<const SegDataset> dataset);
+  int64_t size() const override { return dataset_->size(); }
+  const std::string& where() const override { return dataset_->where(); }
+  void build(Batch& b, int64_t first_position, uint64_t seed) const override;
+  const SegDataset& dataset() const { return *dataset_; }
+
+ private:
+  std::shared_ptr<const SegDataset> dataset_;
 };
 
 class DataLoader {
  public:
+  DataLoader(std::shared_ptr<const BatchSource> source, LoaderOptions options);
+  // A segmentation data set through SegBatchSource.
   DataLoader(std::shared_ptr<const SegDataset> dataset, LoaderOptions options);
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
@@ -61,7 +97,7 @@ class DataLoader {
 
   int64_t batches_per_epoch() const { return batches_per_epoch_; }
   const LoaderOptions& options() const { return opt_; }
-  const SegDataset& dataset() const { return *dataset_; }
+  const BatchSource& source() const { return *source_; }
 
   // The next batch; after the last batch of an epoch, the first of the next epoch.
   Batch next();
@@ -84,7 +120,7 @@ class DataLoader {
   void start_workers();
   void worker_loop();
 
-  std::shared_ptr<const SegDataset> dataset_;
+  std::shared_ptr<const BatchSource> source_;
   LoaderOptions opt_;
   int64_t batches_per_epoch_ = 0;
 

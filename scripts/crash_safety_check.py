@@ -94,7 +94,9 @@ lr_scheduler:
             rounds += 1
             ck = newest_checkpoint()
             cmd = train + ["--save_interval", "1", "--do_eval", "--keep_checkpoint_max", "3"]
-            cmd += ["--resume_model", ck] if ck else []
+            # Killed before its first checkpoint, a run leaves results (metrics.jsonl, perhaps best_model/)
+            # but nothing to resume: starting again in that folder needs --overwrite, as it would for a user.
+            cmd += ["--resume_model", ck] if ck else (["--overwrite"] if os.path.isdir("out") else [])
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             # The first [TRAIN] line comes after start-up (lock, clean-up of temporaries).
             deadline = time.monotonic() + 60
@@ -127,7 +129,7 @@ lr_scheduler:
 
         # The run goes on to its end from whatever the kills left.
         ck = newest_checkpoint()
-        final = subprocess.run(train + ["--save_interval", "50"] + (["--resume_model", ck] if ck else []) +
+        final = subprocess.run(train + ["--save_interval", "50"] + (["--resume_model", ck] if ck else ["--overwrite"]) +
                                ["--iters", str(int(ck.split("_")[-1]) + 3 if ck else 3)],
                                capture_output=True, text=True, env=env)
         if final.returncode != 0:

@@ -111,7 +111,7 @@ void write_png_format(const std::string& path, int w, int h, png_uint_32 format,
 
 TransformSpec spec(const std::string& type, std::map<std::string, std::vector<double>> args = {},
                    const std::string& where = "train_dataset.transforms[0]") {
-  return TransformSpec{type, std::move(args), where};
+  return TransformSpec{type, std::move(args), where, {}};
 }
 
 Sample apply_one(const TransformSpec& s, Sample sample, uint64_t seed = 1, int64_t ignore_index = 255) {
@@ -878,7 +878,7 @@ std::shared_ptr<SegDataset> loader_dataset(const TempDir& d, int n) {
                   spec("RandomDistort"), spec("Normalize")};
   return make_dataset(s);
 }
-std::vector<float> flat(const Batch& b) { return b.images.to_vector(); }
+std::vector<float> flat(const Batch& b) { return b.at("images").to_vector(); }
 }  // namespace
 
 TEST(Loader, BatchesPerEpochAndDropLast) {
@@ -896,16 +896,16 @@ TEST(Loader, BatchesPerEpochAndDropLast) {
   std::vector<int64_t> sizes;
   for (int i = 0; i < 5; ++i) {
     const Batch b = keep.next();
-    sizes.push_back(b.images.size(0));
+    sizes.push_back(b.at("images").size(0));
     EXPECT_EQ(b.epoch, i / 4);
     EXPECT_EQ(b.batch_in_epoch, i % 4);
-    EXPECT_EQ(b.images.shape(), (Shape{b.images.size(0), 8, 8, 3}));
-    EXPECT_EQ(b.labels.shape(), (Shape{b.images.size(0), 8, 8}));
-    EXPECT_EQ(b.labels.dtype(), DType::I64);
+    EXPECT_EQ(b.at("images").shape(), (Shape{b.at("images").size(0), 8, 8, 3}));
+    EXPECT_EQ(b.at("labels").shape(), (Shape{b.at("images").size(0), 8, 8}));
+    EXPECT_EQ(b.at("labels").dtype(), DType::I64);
   }
   EXPECT_EQ(sizes, (std::vector<int64_t>{3, 3, 3, 1, 3}));
   const Batch b = drop.next();
-  EXPECT_EQ(b.images.size(0), 3);
+  EXPECT_EQ(b.at("images").size(0), 3);
   o.batch_size = 11;
   expect_error([&] { DataLoader bad(ds, o); }, {"train_dataset", "batch_size 11", "drop_last"});
 }
@@ -953,7 +953,7 @@ TEST(Loader, SameBatchesForAnyNumberOfWorkers) {
     for (int i = 0; i < 8; ++i) {  // crosses two epoch boundaries (3 batches per epoch)
       const Batch b = l.next();
       ref_images.push_back(flat(b));
-      ref_labels.push_back(b.labels.to_vector_i64());
+      ref_labels.push_back(b.at("labels").to_vector_i64());
       ref_indices.push_back(b.indices);
     }
   }
@@ -966,7 +966,7 @@ TEST(Loader, SameBatchesForAnyNumberOfWorkers) {
       const Batch b = l.next();
       EXPECT_EQ(b.indices, ref_indices[i]) << workers << " workers, batch " << i;
       EXPECT_EQ(flat(b), ref_images[i]) << workers << " workers, batch " << i;
-      EXPECT_EQ(b.labels.to_vector_i64(), ref_labels[i]) << workers << " workers, batch " << i;
+      EXPECT_EQ(b.at("labels").to_vector_i64(), ref_labels[i]) << workers << " workers, batch " << i;
       EXPECT_EQ(b.epoch, i / 3);
       EXPECT_EQ(b.batch_in_epoch, i % 3);
     }

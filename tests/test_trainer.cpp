@@ -131,7 +131,7 @@ TEST(Trainer, LossFallsAndEvaluationPasses) {
   const auto losses = logged_losses(dir / "out");
   ASSERT_GE(losses.size(), 10u);
   EXPECT_LT(losses.back(), 0.6 * losses.front()) << log.str();
-  EXPECT_GT(s.best_miou, 0.7) << log.str();
+  EXPECT_GT(s.best_metric, 0.7) << log.str();
   EXPECT_TRUE(fs::exists(dir / "out/iter_100/model.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out/iter_200/optimizer.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out/best_model/model.safetensors"));

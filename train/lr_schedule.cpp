@@ -11,7 +11,8 @@
 
 namespace engine::train {
 
-LRSchedule::LRSchedule(const LRSpec& spec, int64_t iters) : spec_(spec) {
+LRSchedule::LRSchedule(const LRSpec& spec, int64_t iters, WarmupMode warmup_mode)
+    : spec_(spec), warmup_mode_(warmup_mode) {
   ENGINE_CHECK(spec.warmup_iters >= 0, "lr_scheduler: warmup_iters must be >= 0, got ", spec.warmup_iters);
   if (spec.type == "PolynomialDecay") {
     ENGINE_CHECK(spec.power > 0, "lr_scheduler: power must be > 0, got ", spec.power);
@@ -49,7 +50,7 @@ double LRSchedule::lr_at(int64_t t) const {
     const double target = spec_.type == "PiecewiseDecay" ? spec_.values[0] : spec_.learning_rate;
     return spec_.warmup_start_lr + (target - spec_.warmup_start_lr) * (double)t / (double)W;
   }
-  return inner(t - W);
+  return inner(warmup_mode_ == WarmupMode::Absolute ? t : t - W);
 }
 
 std::string LRSchedule::describe() const {
@@ -61,7 +62,8 @@ std::string LRSchedule::describe() const {
       << decay_steps_ << " steps)";
   }
   if (spec_.warmup_iters > 0)
-    s << " after LinearWarmup(" << spec_.warmup_iters << " steps from " << spec_.warmup_start_lr << ")";
+    s << " after LinearWarmup(" << spec_.warmup_iters << " steps from " << spec_.warmup_start_lr
+      << (warmup_mode_ == WarmupMode::Absolute ? ", absolute boundaries)" : ")");
   return s.str();
 }
 

@@ -12,6 +12,9 @@
 //   PiecewiseDecay:  values[i] for the first i with t < boundaries[i], else values.back().
 //   LinearWarmup:    t < W: start + (target - start) * t / W; else inner(t - W), where target is
 //                    learning_rate (PolynomialDecay) or values[0] (PiecewiseDecay).
+//   With WarmupMode::Absolute (PaddleX 1.x's linear_lr_warmup around piecewise_decay, the schedule
+//   its docs describe, reference/yolov3.md §5b): after warmup inner(t), so the decay boundaries are
+//   absolute steps and not shifted by W.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,11 +23,13 @@
 
 namespace engine::train {
 
+enum class WarmupMode { ShiftsInner, Absolute };
+
 class LRSchedule {
  public:
   // `iters` is the run's total number of iterations (needed when spec.decay_steps is 0).
   // Throws engine::Error for a spec that load_train_config would have rejected.
-  LRSchedule(const LRSpec& spec, int64_t iters);
+  LRSchedule(const LRSpec& spec, int64_t iters, WarmupMode warmup_mode = WarmupMode::ShiftsInner);
 
   double lr_at(int64_t t) const;
   int64_t decay_steps() const { return decay_steps_; }  // resolved D (PolynomialDecay)
@@ -35,6 +40,7 @@ class LRSchedule {
  private:
   double inner(int64_t t) const;
   LRSpec spec_;
+  WarmupMode warmup_mode_;
   int64_t decay_steps_ = 1;
 };
 

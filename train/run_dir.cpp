@@ -6,7 +6,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,14 +69,15 @@ std::string shown(const fs::path& p) { return p.lexically_normal().string(); }
 
 }  // namespace
 
-int64_t parse_iter_dir_name(const std::string& name) {
-  if (name.size() <= 5 || name.compare(0, 5, "iter_") != 0 || name.size() > 5 + 18) return -1;
+int64_t parse_iter_dir_name(const std::string& name, const std::string& prefix) {
+  const size_t p = prefix.size() + 1;
+  if (name.size() <= p || name.compare(0, p, prefix + "_") != 0 || name.size() > p + 18) return -1;
   int64_t v = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
+  for (size_t i = p; i < name.size(); ++i) {
     if (name[i] < '0' || name[i] > '9') return -1;
     v = v * 10 + (name[i] - '0');
   }
-  return std::to_string(v) == name.substr(5) ? v : -1;  // no leading zeros: one spelling per folder
+  return std::to_string(v) == name.substr(p) ? v : -1;  // no leading zeros: one spelling per folder
 }
 
 // ------------------------------------------------------------------ lock
@@ -118,7 +121,7 @@ std::string RunContents::describe() const {
   size_t shown_iters = 0;
   for (const auto& [n, name] : iter_dirs) {
     if (shown_iters++ == 4 && iter_dirs.size() > 5) {
-      add("... (" + std::to_string(iter_dirs.size()) + " iter_N/ in all)");
+      add("... (" + std::to_string(iter_dirs.size()) + " " + checkpoint_prefix + "_N/ in all)");
       break;
     }
     add(name + "/");
@@ -130,13 +133,14 @@ std::string RunContents::describe() const {
   return s;
 }
 
-RunContents scan_run_dir(const fs::path& dir) {
+RunContents scan_run_dir(const fs::path& dir, const std::string& prefix, const std::string& metric_key) {
   RunContents c;
+  c.checkpoint_prefix = prefix;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return c;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    const int64_t n = parse_iter_dir_name(name);
+    const int64_t n = parse_iter_dir_name(name, prefix);
     if (n >= 0 && e.is_directory()) {
       c.iter_dirs[n] = name;
     } else if (name == "best_model" && e.is_directory()) {
@@ -145,11 +149,11 @@ RunContents scan_run_dir(const fs::path& dir) {
         const LoadedTensors m = load_safetensors((e.path() / "model.safetensors").string());
         const auto it = m.metadata.find("iter");
         if (it != m.metadata.end()) c.best_model_iter = parse_iter_dir_name("iter_" + it->second);
-        const auto mi = m.metadata.find("miou");
+        const auto mi = m.metadata.find(metric_key);
         if (mi != m.metadata.end()) {
           char* end = nullptr;
           const double v = std::strtod(mi->second.c_str(), &end);
-          if (!mi->second.empty() && *end == '\0' && v >= 0 && v <= 1) c.best_model_miou = v;
+          if (!mi->second.empty() && *end == '\0' && std::isfinite(v) && v >= 0) c.best_model_miou = v;
         }
       } catch (const Error&) {
         // An unreadable best_model/ still counts as a result; its iteration is unknown.
@@ -256,7 +260,8 @@ void remove_listed(const fs::path& dir, const std::vector<std::string>& names, c
 
 RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const std::string& prefix) {
   const fs::path& dir = req.save_dir;
-  const RunContents c = scan_run_dir(dir);
+  const RunContents c = scan_run_dir(dir, req.checkpoint_prefix, req.metric_key);
+  const int64_t start_n = req.start_iter / std::max<int64_t>(1, req.iters_per_checkpoint_unit);
   std::error_code ec;
   const fs::path resume_parent =
       req.resume_dir.empty() ? fs::path() : (req.resume_dir.has_parent_path() ? req.resume_dir.parent_path() : ".");
@@ -269,7 +274,7 @@ RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const s
       if (req.resume_dir.empty()) {
         const std::string newest = c.iter_dirs.empty() ? "" : shown(dir / c.iter_dirs.rbegin()->second);
         throw ConfigError("--save_dir '" + d + "' already holds the results of a run (" + c.describe() + "): " +
-                          (newest.empty() ? std::string() : "to continue it add --resume_model " + newest + ", ") +
+                          (newest.empty() ? std::string() : "to continue it add " + req.resume_flag + " " + newest + ", ") +
                           "to keep it choose another --save_dir, to replace it add --overwrite");
       }
       throw ConfigError("--save_dir '" + d + "' already holds the results of another run (" + c.describe() +
@@ -290,13 +295,13 @@ RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const s
   // A newer best_model/ (a crash between writing it and its iter_N/) stays as the one to beat.
   std::vector<std::string> newer;
   for (const auto& [n, name] : c.iter_dirs)
-    if (n > req.start_iter) newer.push_back(name);
+    if (n > start_n) newer.push_back(name);
   if (!newer.empty()) {
     std::string what;
     for (const std::string& n : newer) what += (what.empty() ? "" : ", ") + n + "/";
     if (!req.overwrite)
-      throw ConfigError("--resume_model " + shown(req.resume_dir) + ": '" + d + "' holds checkpoints newer than iter " +
-                        std::to_string(req.start_iter) + " (" + what + ") that resuming here would overwrite: resume from " +
+      throw ConfigError(req.resume_flag + " " + shown(req.resume_dir) + ": '" + d + "' holds checkpoints newer than " +
+                        req.checkpoint_prefix + " " + std::to_string(start_n) + " (" + what + ") that resuming here would overwrite: resume from " +
                         shown(dir / newer.back()) + ", choose another --save_dir, or add --overwrite to delete them");
     remove_listed(dir, newer, req.resume_dir, log, prefix);
   }

@@ -39,16 +39,20 @@ class RunDirLock {
 
 // What a folder holds of earlier runs.
 struct RunContents {
-  std::map<int64_t, std::string> iter_dirs;  // N -> "iter_N" (complete checkpoint folders only by name)
+  std::string checkpoint_prefix = "iter";    // checkpoint folders are <prefix>_N: iter_N or epoch_N
+  std::map<int64_t, std::string> iter_dirs;  // N -> "<prefix>_N" (complete checkpoint folders only by name)
   bool best_model = false;
   int64_t best_model_iter = -1;  // from best_model/model.safetensors metadata; -1 when unknown
-  double best_model_miou = -1;   // likewise
+  double best_model_miou = -1;   // its key metric (metadata `metric_key`, "miou" by default); likewise
   bool metrics = false;          // metrics.jsonl
   std::vector<std::string> event_files;  // events.out.tfevents.*
   bool empty() const { return iter_dirs.empty() && !best_model && !metrics && event_files.empty(); }
   std::string describe() const;  // "iter_3/, iter_6/, best_model/, metrics.jsonl"
 };
-RunContents scan_run_dir(const std::filesystem::path& dir);
+// `prefix` names the checkpoint folders ("iter" for PaddleSeg's iter_N, "epoch" for PaddleX's
+// epoch_N); `metric_key` the best_model/ metadata entry holding its key metric.
+RunContents scan_run_dir(const std::filesystem::path& dir, const std::string& prefix = "iter",
+                         const std::string& metric_key = "miou");
 
 // Removes ".<name>.tmp-<pid>" / ".<name>.old-<pid>" entries left in `dir` by processes that died
 // (never this process's own; with `locked` = false only those whose pid no longer exists). A
@@ -62,6 +66,10 @@ struct RunDirRequest {
   std::filesystem::path resume_dir;  // empty for a fresh run
   int64_t start_iter = 0;            // the resumed checkpoint's iteration
   bool overwrite = false;            // --overwrite
+  std::string checkpoint_prefix = "iter";  // "epoch": folders epoch_N, N = iteration / iters_per_checkpoint_unit
+  int64_t iters_per_checkpoint_unit = 1;   // iterations per epoch for epoch_N folders
+  std::string metric_key = "miou";         // best_model/ metadata entry of the key metric
+  std::string resume_flag = "--resume_model";  // how the user named the checkpoint (for messages)
 };
 
 // Applies the rules above to `save_dir` (created when missing); the lock must be held. Refuses with
@@ -88,7 +96,7 @@ void save_checkpoint_dir(const std::filesystem::path& dir, const std::vector<Che
 // ".<name>.tmp-<pid>" first (one atomic step), then removed. Missing folders are fine.
 void remove_checkpoint_dir(const std::filesystem::path& dir);
 
-// "iter_<digits>" -> the number; -1 for anything else.
-int64_t parse_iter_dir_name(const std::string& name);
+// "<prefix>_<digits>" (no leading zeros) -> the number; -1 for anything else.
+int64_t parse_iter_dir_name(const std::string& name, const std::string& prefix = "iter");
 
 }  // namespace engine::train

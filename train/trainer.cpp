@@ -21,7 +21,6 @@
 #include "engine/ops/optim.h"
 #include "engine/profiler.h"
 #include "models/layers.h"
-#include "models/pp_liteseg.h"
 #include "train/communicator.h"
 #include "train/evaluate.h"
 #include "train/event_writer.h"
@@ -29,8 +28,8 @@
 #include "train/lr_schedule.h"
 #include "train/run_dir.h"
 #include "train/safetensors.h"
-#include "train/seg_loss.h"
-#include "train/seg_metrics.h"
+#include "train/early_stop.h"
+#include "train/seg_task.h"
 #include "train/stop_signal.h"
 
 namespace fs = std::filesystem;
@@ -40,16 +39,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// "[2025/04/15 15:01:15] INFO: " as PaddleSeg's logger prints it.
-std::string log_prefix() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&now, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "[%Y/%m/%d %H:%M:%S] INFO: ", &tm);
-  return buf;
-}
 
 std::string eta_string(double seconds) {
   const long long s = std::max(0LL, (long long)std::llround(seconds));
@@ -62,24 +51,6 @@ std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
-}
-
-bool is_url(const std::string& s) { return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0; }
-
-void load_pretrained(nn::SegModel& model, const std::string& path, const std::string& key, const std::string& prefix,
-                     std::ostream& log) {
-  if (path.empty()) return;
-  if (is_url(path)) {
-    log << log_prefix() << "WARNING: " << key << " is a URL (" << path
-        << "); this engine does not download weights, so training starts from random initialisation. "
-        << "To start from pretrained weights, convert them to a .safetensors file and give its local path." << std::endl;
-    return;
-  }
-  ENGINE_CHECK(fs::exists(path), key, ": pretrained weights file not found: ", path);
-  LoadedTensors file = load_safetensors(path);
-  std::vector<std::pair<std::string, Tensor>> entries;
-  for (auto& [name, t] : file.tensors) entries.emplace_back(prefix + name, t);
-  model.load_matching(entries, &log);  // logs "There are X/Y variables loaded into ..." and each skip
 }
 
 std::string join(const std::deque<std::string>& v) {
@@ -125,159 +96,201 @@ double meta_double(const LoadedTensors& f, const std::string& key) {
 
 bool same_value(double a, double b) { return a == b || std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
 
+
+// PaddleX's eta: h:m:s without zero padding ("1:36:41", "0:9:44").
+std::string eta_string_paddlex(double seconds) {
+  const long long s = std::max(0LL, (long long)std::llround(seconds));
+  return std::to_string(s / 3600) + ":" + std::to_string((s / 60) % 60) + ":" + std::to_string(s % 60);
+}
+
+// Python's str(round(v, 2)): "1.0", "0.41".
+std::string python_round2(double v) {
+  std::string t = fmt("%.2f", v);
+  while (t.size() > 1 && t.back() == '0' && t[t.size() - 2] != '.') t.pop_back();
+  return t;
+}
+
 }  // namespace
 
-TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::ostream& log) {
-  check_trainable(cfg);
-  ENGINE_CHECK(opt.save_interval > 0, "--save_interval must be positive, got ", opt.save_interval);
-  ENGINE_CHECK(opt.log_iters > 0, "--log_iters must be positive, got ", opt.log_iters);
+std::string log_prefix(LogStyle style) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buf[64];
+  if (style == LogStyle::PaddleSeg)
+    std::strftime(buf, sizeof buf, "[%Y/%m/%d %H:%M:%S] INFO: ", &tm);
+  else
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S [INFO]\t", &tm);
+  return buf;
+}
+
+ResumePoint open_resume_point(const std::string& dir, const std::string& flag) {
+  ResumePoint rp;
+  if (dir.empty()) return rp;
+  std::string d = fs::path(dir).lexically_normal().string();
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  ENGINE_CHECK(fs::is_directory(d), flag, ": directory not found: ", dir,
+               " (expected a checkpoint folder such as output/iter_500 or output/epoch_20)");
+  const std::string mf = (fs::path(d) / kModelFile).string(), of = (fs::path(d) / kOptimizerFile).string();
+  ENGINE_CHECK(fs::exists(mf), flag, ": ", mf, " is missing");
+  ENGINE_CHECK(fs::exists(of), flag, ": ", of,
+               " is missing (best_model/ holds weights only; resume from an iter_N or epoch_N folder)");
+  rp.dir = d;
+  rp.model = std::make_shared<LoadedTensors>(load_safetensors(mf));
+  rp.optimizer = std::make_shared<LoadedTensors>(load_safetensors(of));
+  const int64_t model_iter = meta_int(*rp.model, "iter"), opt_iter = meta_int(*rp.optimizer, "iter");
+  ENGINE_CHECK(model_iter == opt_iter, flag, " ", d, ": ", kModelFile, " is from iter ", model_iter, " but ",
+               kOptimizerFile, " from iter ", opt_iter, " (files of two checkpoints mixed)");
+  ENGINE_CHECK(opt_iter >= 0, "checkpoint '", of, "': metadata 'iter' is ", opt_iter);
+  rp.iter = opt_iter;
+  return rp;
+}
+
+uint64_t resolve_seed(const ResumePoint& resume, const TrainOptions& opt, LogStyle style, std::ostream& log) {
+  if (!resume.optimizer) return opt.seed;
+  const uint64_t ckpt_seed = (uint64_t)meta_int(*resume.optimizer, "seed");
+  if (opt.seed_given && ckpt_seed != opt.seed)
+    log << log_prefix(style) << "WARNING: --seed " << opt.seed << " differs from the checkpoint's seed " << ckpt_seed
+        << "; using the checkpoint's so the data order continues" << std::endl;
+  return ckpt_seed;
+}
+
+TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt, uint64_t seed,
+                      const ResumePoint& resume, std::ostream& log) {
+  ENGINE_CHECK(spec.schedule != nullptr, "run_task: no learning-rate schedule");
+  ENGINE_CHECK(spec.save_interval > 0, "--save_interval must be positive, got ", spec.save_interval);
+  ENGINE_CHECK(spec.log_every > 0, "--log_iters must be positive, got ", spec.log_every);
+  const LogStyle style = spec.log_style;
+  auto prefix = [style] { return log_prefix(style); };
   const Device dev = opt.device;
   const fs::path save_dir(opt.save_dir);
+  const LRSchedule& schedule = *spec.schedule;
+  const std::string metric_name = task.key_metric_name(), metric_key = task.key_metric_key();
   TrainSummary summary;
+  summary.best_metric_name = metric_name;
   auto stop_signal = [&opt]() { return opt.stop_request ? opt.stop_request->load() : 0; };
 
-  // ---- resume metadata first: it decides the seed the data order and init were drawn with
-  std::unique_ptr<LoadedTensors> resume_model, resume_opt;
-  std::string resume_dir;
-  if (!opt.resume_model.empty()) {
-    resume_dir = fs::path(opt.resume_model).lexically_normal().string();
-    while (resume_dir.size() > 1 && resume_dir.back() == '/') resume_dir.pop_back();
-    ENGINE_CHECK(fs::is_directory(resume_dir), "--resume_model: directory not found: ", opt.resume_model,
-                 " (expected a checkpoint folder such as output/iter_500)");
-    const std::string mf = (fs::path(resume_dir) / kModelFile).string(), of = (fs::path(resume_dir) / kOptimizerFile).string();
-    ENGINE_CHECK(fs::exists(mf), "--resume_model: ", mf, " is missing");
-    ENGINE_CHECK(fs::exists(of), "--resume_model: ", of, " is missing (best_model/ holds weights only; resume from an iter_N folder)");
-    resume_model = std::make_unique<LoadedTensors>(load_safetensors(mf));
-    resume_opt = std::make_unique<LoadedTensors>(load_safetensors(of));
-    const int64_t model_iter = meta_int(*resume_model, "iter"), opt_iter = meta_int(*resume_opt, "iter");
-    ENGINE_CHECK(model_iter == opt_iter, "--resume_model ", resume_dir, ": ", kModelFile, " is from iter ", model_iter,
-                 " but ", kOptimizerFile, " from iter ", opt_iter, " (files of two checkpoints mixed)");
-  }
-  uint64_t seed = opt.seed;
-  if (resume_opt) {
-    const uint64_t ckpt_seed = (uint64_t)meta_int(*resume_opt, "seed");
-    if (opt.seed_given && ckpt_seed != opt.seed)
-      log << log_prefix() << "WARNING: --seed " << opt.seed << " differs from the checkpoint's seed " << ckpt_seed
-          << "; using the checkpoint's so the data order continues" << std::endl;
-    seed = ckpt_seed;
-  }
-
-  // ---- model
-  nn::SegModelSpec mspec = cfg.model;
-  mspec.seed = seed;
-  std::shared_ptr<nn::SegModel> model = nn::build_seg_model(mspec);
-  load_pretrained(*model, mspec.backbone_pretrained, mspec.where + ".backbone.pretrained", "backbone.", log);
-  load_pretrained(*model, mspec.pretrained, mspec.where + ".pretrained", "", log);
-  model->to(dev);
-  model->train();
-  std::vector<std::pair<std::string, Tensor>> named = model->named_parameters();
+  nn::Module& model = task.model();
+  std::vector<std::pair<std::string, Tensor>> named = model.named_parameters();
   std::vector<Tensor> params, velocities;
+  std::vector<bool> decay;
   for (auto& [name, p] : named) {
     params.push_back(p);
     velocities.push_back(Tensor::zeros(p.shape(), DType::F32, dev));
+    decay.push_back(task.decays(name));
   }
+  const bool all_decay = std::all_of(decay.begin(), decay.end(), [](bool d) { return d; });
 
   // ---- data
-  std::shared_ptr<const data::SegDataset> train_set = data::make_dataset(cfg.train_dataset);
-  std::shared_ptr<const data::SegDataset> val_set;
-  if (opt.do_eval) {
-    if (cfg.has_val_dataset)
-      val_set = data::make_dataset(cfg.val_dataset);
-    else
-      log << log_prefix() << "WARNING: --do_eval given but the config has no val_dataset: no evaluation" << std::endl;
-  }
+  std::shared_ptr<const data::BatchSource> source = task.train_source();
   data::LoaderOptions lopt;
-  lopt.batch_size = cfg.batch_size;
+  lopt.batch_size = spec.batch_size;
   lopt.shuffle = true;
   lopt.drop_last = true;
   lopt.num_workers = opt.num_workers;
   lopt.seed = seed;
-  data::DataLoader loader(train_set, lopt);
-  ENGINE_CHECK(loader.batches_per_epoch() > 0, cfg.train_dataset.where, ": ", train_set->size(),
-               " images are fewer than one batch of ", cfg.batch_size, " (drop_last)");
+  ENGINE_CHECK(source->size() >= spec.batch_size, source->where(), ": ", source->size(),
+               " images are fewer than one batch of ", spec.batch_size, " (drop_last)");
+  data::DataLoader loader(source, lopt);
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  const int64_t total = spec.total_iters;
 
-  const SegLoss loss_fn(cfg.loss, train_set->num_classes(), dev);
-  const LRSchedule schedule(cfg.lr_scheduler, cfg.iters);
   std::unique_ptr<Communicator> comm = make_local_communicator();
   if (comm->world_size() > 1) {  // as Paddle's convert_sync_batchnorm under a multi-process launch
     Communicator& c = *comm;
-    const int n = nn::set_sync_batch_norm(*model, [&c](const std::vector<Tensor>& t) { c.all_reduce_sum(t); });
-    log << log_prefix() << "Convert bn to sync_bn (" << n << " layers)" << std::endl;
+    const int n = nn::set_sync_batch_norm(model, [&c](const std::vector<Tensor>& t) { c.all_reduce_sum(t); });
+    log << prefix() << "Convert bn to sync_bn (" << n << " layers)" << std::endl;
   }
+
+  // Checkpoint folder of the state after `iter` iterations.
+  auto checkpoint_name = [&](int64_t iter) {
+    if (spec.by_epoch && iter % steps_per_epoch == 0) return "epoch_" + std::to_string(iter / steps_per_epoch);
+    return "iter_" + std::to_string(iter);  // iteration-based runs, and a stop in the middle of an epoch
+  };
+  auto is_checkpoint_name = [](const std::string& n) {
+    return parse_iter_dir_name(n, "iter") >= 0 || parse_iter_dir_name(n, "epoch") >= 0;
+  };
 
   // ---- state restored on resume
   int64_t start_iter = 0;
-  double best_miou = -1.0;
+  double best_metric = -1.0;
   int64_t best_iter = -1;
-  std::deque<std::string> kept;  // iter_N folders in save_dir this run (and the runs it resumes) wrote, oldest first
+  EarlyStop early_stop(std::max<int64_t>(1, spec.early_stop_patience));
+  std::deque<std::string> kept;  // checkpoint folders in save_dir this run (and the runs it resumes) wrote, oldest first
   std::string last_good;         // the newest complete checkpoint to resume from; empty when none
-  if (resume_model) {
+  if (resume.optimizer) {
+    const std::string& resume_dir = resume.dir;
     const std::string mf = (fs::path(resume_dir) / kModelFile).string(), of = (fs::path(resume_dir) / kOptimizerFile).string();
-    const LoadedTensors& ro = *resume_opt;
+    const LoadedTensors& ro = *resume.optimizer;
+    const std::string& flag = spec.resume_flag;
     // What the data position and the exact-resume promise depend on must match; the optimizer's
     // settings may change (with a warning: the run is then not the uninterrupted one).
-    const std::string fresh_hint = "; to go on with other settings, start a new run from its weights: --opts model.pretrained=" + mf;
-    if (ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != cfg.batch_size)
-      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint was trained with batch_size " +
+    const std::string fresh_hint = "; to go on with other settings, start a new run from its weights: " + spec.fresh_start_hint + mf;
+    if (ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != spec.batch_size)
+      throw ConfigError(flag + " " + resume_dir + ": the checkpoint was trained with batch_size " +
                         std::to_string(meta_int(ro, "batch_size")) + ", this run has batch_size " +
-                        std::to_string(cfg.batch_size) + "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
-    if (ro.metadata.count("train_images") && meta_int(ro, "train_images") != train_set->size())
-      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint was trained on " +
+                        std::to_string(spec.batch_size) + "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
+    if (ro.metadata.count("train_images") && meta_int(ro, "train_images") != source->size())
+      throw ConfigError(flag + " " + resume_dir + ": the checkpoint was trained on " +
                         std::to_string(meta_int(ro, "train_images")) + " training images, this run's train set (" +
-                        cfg.train_dataset.where + ") has " + std::to_string(train_set->size()) +
+                        source->where() + ") has " + std::to_string(source->size()) +
                         "; its data order and position belong to that set, so resuming needs the same one" + fresh_hint);
     const int64_t next_epoch = meta_int(ro, "next_epoch"), next_batch = meta_int(ro, "next_batch");
-    if (next_epoch < 0 || next_batch < 0 || next_batch >= loader.batches_per_epoch())
-      throw ConfigError("--resume_model " + resume_dir + ": the checkpoint's data position (epoch " +
+    if (next_epoch < 0 || next_batch < 0 || next_batch >= steps_per_epoch)
+      throw ConfigError(flag + " " + resume_dir + ": the checkpoint's data position (epoch " +
                         std::to_string(next_epoch + 1) + ", batch " + std::to_string(next_batch + 1) +
-                        ") does not exist with this run's batch_size " + std::to_string(cfg.batch_size) + " and " +
-                        std::to_string(train_set->size()) + " training images (" +
-                        std::to_string(loader.batches_per_epoch()) + " batches per epoch); resume with the batch_size and train set it was trained with" + fresh_hint);
+                        ") does not exist with this run's batch_size " + std::to_string(spec.batch_size) + " and " +
+                        std::to_string(source->size()) + " training images (" + std::to_string(steps_per_epoch) +
+                        " batches per epoch); resume with the batch_size and train set it was trained with" + fresh_hint);
     if (ro.metadata.count("momentum") && ro.metadata.count("weight_decay")) {
       const double m = meta_double(ro, "momentum"), wd = meta_double(ro, "weight_decay");
-      if (!same_value(m, cfg.optimizer.momentum) || !same_value(wd, cfg.optimizer.weight_decay))
-        log << log_prefix() << "WARNING: --resume_model " << resume_dir << ": the checkpoint was trained with momentum "
+      if (!same_value(m, spec.momentum) || !same_value(wd, spec.weight_decay))
+        log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the checkpoint was trained with momentum "
             << fmt("%g", m) << ", weight_decay " << fmt("%g", wd) << "; this run uses momentum "
-            << fmt("%g", cfg.optimizer.momentum) << ", weight_decay " << fmt("%g", cfg.optimizer.weight_decay)
+            << fmt("%g", spec.momentum) << ", weight_decay " << fmt("%g", spec.weight_decay)
             << ": training continues with this run's values, so it is no longer the run the checkpoint came from"
             << std::endl;
     }
 
-    check_tensors_match(*resume_model, model->state_dict(), mf);
-    model->load_state_dict(resume_model->tensors, true);
+    check_tensors_match(*resume.model, model.state_dict(), mf);
+    model.load_state_dict(resume.model->tensors, true);
     std::vector<std::pair<std::string, Tensor>> expected_v;
     for (size_t i = 0; i < named.size(); ++i) expected_v.emplace_back(named[i].first + ".velocity", velocities[i]);
     check_tensors_match(ro, expected_v, of);
     for (size_t i = 0; i < named.size(); ++i) velocities[i].copy_(*ro.find(named[i].first + ".velocity"));
-    start_iter = meta_int(ro, "iter");
-    ENGINE_CHECK(start_iter >= 0, "checkpoint '", of, "': metadata 'iter' is ", start_iter);
-    best_miou = meta_double(ro, "best_miou");
+    start_iter = resume.iter;
+    best_metric = meta_double(ro, "best_" + metric_key);
     best_iter = meta_int(ro, "best_iter");
+    if (ro.metadata.count("early_stop_counter")) {
+      const std::string& sc = meta_at(ro, "early_stop_score");
+      early_stop.restore(sc.empty() ? std::nullopt : std::optional<double>(meta_double(ro, "early_stop_score")),
+                         meta_double(ro, "early_stop_max"), meta_int(ro, "early_stop_counter"));
+    }
     if (ro.metadata.count("lr_next")) {
       const double ck = meta_double(ro, "lr_next"), here = schedule.lr_at(start_iter);
       if (!same_value(ck, here))
-        log << log_prefix() << "WARNING: --resume_model " << resume_dir << ": the learning rate at iter "
+        log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the learning rate at iter "
             << start_iter + 1 << " is " << fmt("%.6g", here) << " with this run's schedule but "
-            << fmt("%.6g", ck) << " with the checkpoint's (iters, learning_rate or lr_scheduler changed); training "
-            << "continues with this run's schedule" << std::endl;
+            << fmt("%.6g", ck) << " with the checkpoint's (the number of iterations or epochs, the learning rate or "
+            << "its schedule changed); training continues with this run's schedule" << std::endl;
     }
     // The list names folders of the checkpoint's own save_dir: kept only when training goes on there.
     std::error_code ec;
     const fs::path resume_parent = fs::path(resume_dir).has_parent_path() ? fs::path(resume_dir).parent_path() : ".";
     if (fs::exists(save_dir, ec) && fs::equivalent(resume_parent, save_dir, ec)) {
       for (const std::string& name : split_list(meta_at(ro, "checkpoints"))) {
-        ENGINE_CHECK(parse_iter_dir_name(name) >= 0, "checkpoint '", of, "': metadata 'checkpoints' lists '", name,
-                     "', not an iter_N folder name");
+        ENGINE_CHECK(is_checkpoint_name(name), "checkpoint '", of, "': metadata 'checkpoints' lists '", name,
+                     "', not an iter_N or epoch_N folder name");
         kept.push_back(name);
       }
     }
     loader.seek(next_epoch, next_batch);
     last_good = resume_dir;
-    log << log_prefix() << "Resume model from " << resume_dir << " (iter " << start_iter << ")" << std::endl;
+    log << prefix() << "Resume model from " << resume_dir << " (iter " << start_iter << ")" << std::endl;
   }
-  if (start_iter >= cfg.iters) {
-    log << log_prefix() << "Nothing to train: the checkpoint is at iter " << start_iter << " and iters is " << cfg.iters
-        << std::endl;
+  if (start_iter >= total) {
+    log << prefix() << "Nothing to train: the checkpoint is at iter " << start_iter << " and the run has " << total
+        << " iterations" << std::endl;
     summary.iters_done = start_iter;
     return summary;
   }
@@ -286,17 +299,21 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   fs::create_directories(save_dir);
   const RunDirLock lock(save_dir);
   if (!lock.held())
-    log << log_prefix() << "WARNING: the file system of " << save_dir.string()
+    log << prefix() << "WARNING: the file system of " << save_dir.string()
         << " has no file locks: nothing stops a second run from writing into it at the same time" << std::endl;
-  clean_stale_temporaries(save_dir, lock.held(), log, log_prefix());
-  const RunContents earlier = prepare_run_dir(
-      {save_dir, resume_dir.empty() ? fs::path() : fs::path(resume_dir), start_iter, opt.overwrite}, log, log_prefix());
-  if (resume_model && earlier.best_model && earlier.best_model_miou > best_miou) {
-    // best_model/ was written after the checkpoint (the run ended before its iter_N/): keep it as the bar.
-    best_miou = earlier.best_model_miou;
+  clean_stale_temporaries(save_dir, lock.held(), log, prefix());
+  RunDirRequest req{save_dir, resume.dir.empty() ? fs::path() : fs::path(resume.dir), start_iter, opt.overwrite};
+  req.checkpoint_prefix = spec.by_epoch ? "epoch" : "iter";
+  req.iters_per_checkpoint_unit = spec.by_epoch ? steps_per_epoch : 1;
+  req.metric_key = metric_key;
+  req.resume_flag = spec.resume_flag;
+  const RunContents earlier = prepare_run_dir(req, log, prefix());
+  if (resume.optimizer && earlier.best_model && earlier.best_model_miou > best_metric) {
+    // best_model/ was written after the checkpoint (the run ended before its checkpoint): keep it as the bar.
+    best_metric = earlier.best_model_miou;
     best_iter = earlier.best_model_iter;
-    log << log_prefix() << "best_model/ (iter " << best_iter << ", mIoU " << fmt("%.4f", best_miou)
-        << ") is newer than the checkpoint; it is replaced only by a higher mIoU" << std::endl;
+    log << prefix() << "best_model/ (iter " << best_iter << ", " << metric_name << " " << fmt("%.4f", best_metric)
+        << ") is newer than the checkpoint; it is replaced only by a higher " << metric_name << std::endl;
   }
 
   std::unique_ptr<EventWriter> vdl;
@@ -304,98 +321,115 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
   JsonlWriter jsonl((save_dir / "metrics.jsonl").string(), /*append=*/true);
 
-  log << log_prefix() << "Model " << mspec.type << " (" << mspec.backbone << ", " << train_set->num_classes()
-      << " classes): " << model->num_trainable_parameters() << " trainable parameters; device " << dev.str()
-      << "; train images " << train_set->size() << ", " << loader.batches_per_epoch() << " iters per epoch"
-      << (val_set ? "; val images " + std::to_string(val_set->size()) : std::string()) << std::endl;
+  log << prefix() << task.describe() << "; device " << dev.str() << "; train images " << source->size() << ", "
+      << steps_per_epoch << " iters per epoch"
+      << (task.can_evaluate() ? "; val images " + std::to_string(task.eval_size()) : std::string()) << std::endl;
   if (opt.profile) {
     profiler::reset();
     profiler::set_enabled(true);
   }
 
   // ---- loop
-  const InferOptions eval_opt{cfg.test_config.aug_eval, cfg.test_config.scales, cfg.test_config.flip_horizontal,
-                              cfg.test_config.flip_vertical};
-  const size_t nterms = loss_fn.num_terms();
+  size_t nterms = 0;
+  std::vector<std::string> term_names;
   double win_loss = 0, win_batch = 0, win_reader = 0;
-  std::vector<double> win_terms(nterms, 0.0);
-  int64_t win_n = 0;
+  std::vector<double> win_terms, epoch_terms;
+  double epoch_loss = 0;
+  int64_t win_n = 0, epoch_n = 0;
   int64_t next_epoch = 0, next_batch = 0, epoch = 0;
   int64_t last_saved_iter = start_iter;
+  double last_eval_seconds = 0;
   Clock::time_point batch_start = Clock::now(), window_start = batch_start;
   if (dev.is_cuda()) reset_peak_memory_stats(dev);
+  std::string best_checkpoint;
 
-  // iter_N/: weights, momentum and everything an exact resume needs; prunes beyond keep_checkpoint_max.
-  auto save_iter_checkpoint = [&](int64_t iter) {
-    const std::string name = "iter_" + std::to_string(iter);
+  // A checkpoint folder: weights, momentum and everything an exact resume needs; prunes beyond keep_checkpoint_max.
+  auto save_checkpoint = [&](int64_t iter) {
+    const std::string name = checkpoint_name(iter);
     kept.erase(std::remove(kept.begin(), kept.end(), name), kept.end());
     kept.push_back(name);
     std::deque<std::string> to_remove;
-    if (opt.keep_checkpoint_max > 0)
-      while ((int)kept.size() > opt.keep_checkpoint_max) {
+    if (spec.keep_checkpoint_max > 0)
+      while ((int)kept.size() > spec.keep_checkpoint_max) {
         to_remove.push_back(kept.front());
         kept.pop_front();
       }
-    const std::vector<std::pair<std::string, Tensor>> model_state = model->state_dict();
+    const std::vector<std::pair<std::string, Tensor>> model_state = model.state_dict();
     std::vector<std::pair<std::string, Tensor>> opt_state;
     for (size_t i = 0; i < named.size(); ++i) opt_state.emplace_back(named[i].first + ".velocity", velocities[i]);
-    const std::map<std::string, std::string> opt_meta = {
+    std::map<std::string, std::string> opt_meta = {
         {"iter", std::to_string(iter)},
         {"seed", std::to_string(seed)},
         {"next_epoch", std::to_string(next_epoch)},
         {"next_batch", std::to_string(next_batch)},
-        {"batch_size", std::to_string(cfg.batch_size)},
-        {"train_images", std::to_string(train_set->size())},
-        {"best_miou", fmt("%.17g", best_miou)},
+        {"batch_size", std::to_string(spec.batch_size)},
+        {"train_images", std::to_string(source->size())},
+        {"best_" + metric_key, fmt("%.17g", best_metric)},
         {"best_iter", std::to_string(best_iter)},
         {"checkpoints", join(kept)},
         {"lr_next", fmt("%.17g", schedule.lr_at(iter))},
-        {"momentum", fmt("%.17g", cfg.optimizer.momentum)},
-        {"weight_decay", fmt("%.17g", cfg.optimizer.weight_decay)},
-        {"optimizer", "Momentum(momentum=" + fmt("%g", cfg.optimizer.momentum) +
-                          ", weight_decay=" + fmt("%g", cfg.optimizer.weight_decay) + ")"}};
+        {"momentum", fmt("%.17g", spec.momentum)},
+        {"weight_decay", fmt("%.17g", spec.weight_decay)},
+        {"optimizer", "Momentum(momentum=" + fmt("%g", spec.momentum) + ", weight_decay=" + fmt("%g", spec.weight_decay) +
+                          (all_decay ? "" : ", not on batch-norm parameters and head biases") + ")"}};
+    if (spec.early_stop) {
+      opt_meta["early_stop_score"] = early_stop.score() ? fmt("%.17g", *early_stop.score()) : "";
+      opt_meta["early_stop_max"] = fmt("%.17g", early_stop.max());
+      opt_meta["early_stop_counter"] = std::to_string(early_stop.counter());
+    }
+    if (spec.by_epoch) opt_meta["epoch"] = std::to_string(iter / steps_per_epoch);
     save_checkpoint_dir(save_dir / name, {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
                                           {kOptimizerFile, &opt_state, opt_meta}});
     last_good = (save_dir / name).string();
     last_saved_iter = iter;
+    if (style == LogStyle::PaddleX) log << prefix() << "Model saved in " << last_good << "." << std::endl;
     for (const std::string& old : to_remove) {
       try {
         remove_checkpoint_dir(save_dir / old);
       } catch (const std::exception& e) {  // a checkpoint that cannot be pruned is no reason to stop training
-        log << log_prefix() << "WARNING: cannot remove " << (save_dir / old).string() << ": " << e.what() << std::endl;
+        log << prefix() << "WARNING: cannot remove " << (save_dir / old).string() << ": " << e.what() << std::endl;
       }
     }
   };
+  auto terms_line = [&](const std::vector<double>& values, double loss, double n) {
+    std::string line;
+    for (size_t i = 0; i < nterms; ++i) line += term_names[i] + "=" + fmt("%.6f", values[i] / n) + ", ";
+    return line + "loss=" + fmt("%.6f", loss / n);
+  };
 
-  for (int64_t iter = start_iter + 1; iter <= cfg.iters; ++iter) {
+  for (int64_t iter = start_iter + 1; iter <= total; ++iter) {
     if (const int sig = stop_signal()) {  // iterations up to iter - 1 are complete
       summary.stopped_by_signal = sig;
       if (opt.save_on_stop && iter - 1 > last_saved_iter) {
-        save_iter_checkpoint(iter - 1);
+        save_checkpoint(iter - 1);
         summary.stop_checkpoint_written = true;
       }
-      log << log_prefix() << "Stopped by " << signal_name(sig) << " after iter " << iter - 1 << std::endl;
+      log << prefix() << "Stopped by " << signal_name(sig) << " after iter " << iter - 1 << std::endl;
       break;
     }
     data::Batch batch = loader.next();
     epoch = batch.epoch;
     next_epoch = batch.epoch;
     next_batch = batch.batch_in_epoch + 1;
-    if (next_batch == loader.batches_per_epoch()) {
+    if (next_batch == steps_per_epoch) {
       next_epoch += 1;
       next_batch = 0;
     }
-    const Tensor images = batch.images.to(dev), labels = batch.labels.to(dev);
     const double reader_cost = seconds_since(batch_start);
 
-    const std::vector<Tensor> logits = model->forward(images);
-    const SegLossValues lv = loss_fn(logits, labels);
-    const double total = lv.total.item();
-    if (!std::isfinite(total)) {
-      throw TrainingDiverged("training diverged: the loss is " + fmt("%g", total) + " at iter " +
+    const TaskLoss lv = task.loss(batch, dev);
+    const double total_loss = lv.total.item();
+    if (!std::isfinite(total_loss)) {
+      throw TrainingDiverged("training diverged: the loss is " + fmt("%g", total_loss) + " at iter " +
                              std::to_string(iter) + "; stopped before the optimizer step. Last good checkpoint: " +
                              (last_good.empty() ? std::string("none was saved") : last_good) +
                              ". Lower the learning rate or check the labels.");
+    }
+    if (term_names.empty() && !lv.terms.empty()) {
+      for (const auto& [n, t] : lv.terms) term_names.push_back(n);
+      nterms = term_names.size();
+      win_terms.assign(nterms, 0.0);
+      epoch_terms.assign(nterms, 0.0);
     }
     lv.total.backward();
     std::vector<Tensor> grads;
@@ -405,32 +439,65 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
       if (g.defined()) present.push_back(g);
     comm->all_reduce_mean(present);
     const double lr = schedule.lr_at(iter - 1);
-    sgd_momentum_update(params, grads, velocities, (float)lr, (float)cfg.optimizer.momentum,
-                        (float)cfg.optimizer.weight_decay);
+    if (all_decay) {
+      sgd_momentum_update(params, grads, velocities, (float)lr, (float)spec.momentum, (float)spec.weight_decay);
+    } else {
+      for (bool group : {true, false}) {  // parameters with and without L2 decay
+        std::vector<Tensor> p, g, v;
+        for (size_t i = 0; i < params.size(); ++i)
+          if (decay[i] == group) p.push_back(params[i]), g.push_back(grads[i]), v.push_back(velocities[i]);
+        if (!p.empty())
+          sgd_momentum_update(p, g, v, (float)lr, (float)spec.momentum, group ? (float)spec.weight_decay : 0.f);
+      }
+    }
     for (Tensor& p : params) p.zero_grad();
 
-    win_loss += total;
-    for (size_t i = 0; i < nterms; ++i) win_terms[i] += lv.terms[i].item();
+    std::vector<double> term_values(nterms);
+    for (size_t i = 0; i < nterms; ++i) term_values[i] = lv.terms[i].second.item();
+    win_loss += total_loss;
+    epoch_loss += total_loss;
+    for (size_t i = 0; i < nterms; ++i) win_terms[i] += term_values[i], epoch_terms[i] += term_values[i];
     win_reader += reader_cost;
     win_batch += seconds_since(batch_start);
     win_n += 1;
+    epoch_n += 1;
     summary.iters_done = iter;
+    const bool epoch_end = iter % steps_per_epoch == 0;
+    const bool checkpoint_now =
+        spec.by_epoch ? (epoch_end && ((iter / steps_per_epoch) % spec.save_interval == 0 || iter == total))
+                      : (iter % spec.save_interval == 0 || iter == total);
 
-    if (iter % opt.log_iters == 0 || iter == cfg.iters) {
+    if (iter % spec.log_every == 0 || iter == total) {
       const double avg_loss = win_loss / (double)win_n, avg_batch = win_batch / (double)win_n;
       const double avg_reader = win_reader / (double)win_n;
-      const double ips = (double)cfg.batch_size * (double)win_n / win_batch;
-      std::string line = log_prefix() + "[TRAIN] epoch: " + std::to_string(epoch + 1) + ", iter: " + std::to_string(iter) +
-                         "/" + std::to_string(cfg.iters) + ", loss: " + fmt("%.4f", avg_loss) + ", lr: " +
-                         fmt("%.6f", lr) + ", batch_cost: " + fmt("%.4f", avg_batch) + ", reader_cost: " +
-                         fmt("%.5f", avg_reader) + ", ips: " + fmt("%.4f", ips) + " samples/sec";
-      if (dev.is_cuda()) {
-        const MemoryStats ms = memory_stats(dev);
-        line += ", max_mem_reserved: " + std::to_string(ms.reserved_peak >> 20) + " MB, max_mem_allocated: " +
-                std::to_string(ms.allocated_peak >> 20) + " MB";
+      const double ips = (double)spec.batch_size * (double)win_n / win_batch;
+      if (style == LogStyle::PaddleSeg) {
+        std::string line = prefix() + "[TRAIN] epoch: " + std::to_string(epoch + 1) + ", iter: " + std::to_string(iter) +
+                           "/" + std::to_string(total) + ", loss: " + fmt("%.4f", avg_loss) + ", lr: " +
+                           fmt("%.6f", lr) + ", batch_cost: " + fmt("%.4f", avg_batch) + ", reader_cost: " +
+                           fmt("%.5f", avg_reader) + ", ips: " + fmt("%.4f", ips) + " samples/sec";
+        if (dev.is_cuda()) {
+          const MemoryStats ms = memory_stats(dev);
+          line += ", max_mem_reserved: " + std::to_string(ms.reserved_peak >> 20) + " MB, max_mem_allocated: " +
+                  std::to_string(ms.allocated_peak >> 20) + " MB";
+        }
+        line += " | ETA " + eta_string((double)(total - iter) * avg_batch);
+        log << line << std::endl;
+      } else {
+        // PaddleX: the current batch's losses, the step time averaged over the window, and an eta
+        // that includes the evaluations still to come (at the last one's duration).
+        const int64_t epochs_total = (total + steps_per_epoch - 1) / steps_per_epoch;
+        int64_t evals_left = 0;
+        for (int64_t e = iter / steps_per_epoch + 1; e <= epochs_total; ++e)
+          if (e % spec.save_interval == 0 || e == epochs_total) ++evals_left;
+        std::vector<double> one(nterms);
+        for (size_t i = 0; i < nterms; ++i) one[i] = term_values[i];
+        log << prefix() << "[TRAIN] Epoch=" << epoch + 1 << "/" << epochs_total << ", Step="
+            << (iter - 1) % steps_per_epoch + 1 << "/" << steps_per_epoch << ", " << terms_line(one, total_loss, 1.0)
+            << ", lr=" << fmt("%.6f", lr) << ", time_each_step=" << python_round2(avg_batch) << "s, eta="
+            << eta_string_paddlex((double)(total - iter) * avg_batch + (double)evals_left * last_eval_seconds)
+            << std::endl;
       }
-      line += " | ETA " + eta_string((double)(cfg.iters - iter) * avg_batch);
-      log << line << std::endl;
       summary.last_loss = avg_loss;
       nlohmann::json rec = {{"type", "train"}, {"iter", iter},           {"epoch", epoch + 1},
                             {"loss", avg_loss}, {"lr", lr},              {"batch_cost", avg_batch},
@@ -438,11 +505,13 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
       std::vector<double> terms_avg;
       for (double t : win_terms) terms_avg.push_back(t / (double)win_n);
       rec["loss_terms"] = terms_avg;
+      if (style == LogStyle::PaddleX)
+        for (size_t i = 0; i < nterms; ++i) rec[term_names[i]] = terms_avg[i];
       jsonl.write(rec);
       if (vdl) {
         vdl->add_scalar("Train/loss", avg_loss, iter);
         if (nterms > 1)
-          for (size_t i = 0; i < nterms; ++i) vdl->add_scalar("Train/loss_" + std::to_string(i), terms_avg[i], iter);
+          for (size_t i = 0; i < nterms; ++i) vdl->add_scalar("Train/" + term_names[i], terms_avg[i], iter);
         vdl->add_scalar("Train/lr", lr, iter);
         vdl->add_scalar("Train/batch_cost", avg_batch, iter);
         vdl->add_scalar("Train/reader_cost", avg_reader, iter);
@@ -456,36 +525,70 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
       std::fill(win_terms.begin(), win_terms.end(), 0.0);
       win_n = 0;
     }
+    if (epoch_end && style == LogStyle::PaddleX) {
+      log << prefix() << "[TRAIN] Epoch " << epoch + 1 << " finished, " << terms_line(epoch_terms, epoch_loss, (double)epoch_n)
+          << " ." << std::endl;
+    }
+    if (epoch_end) {
+      epoch_loss = 0;
+      std::fill(epoch_terms.begin(), epoch_terms.end(), 0.0);
+      epoch_n = 0;
+    }
 
-    if (iter % opt.save_interval == 0 || iter == cfg.iters) {
-      if (val_set) {
+    if (checkpoint_now) {
+      bool stop_early = false;
+      if (task.can_evaluate()) {
         if (opt.profile) profiler::set_enabled(false);
-        const EvalResult r = evaluate(*model, *val_set, dev, eval_opt, log, opt.stop_request);
+        const Clock::time_point eval_start = Clock::now();
+        const TaskEval r = task.evaluate(dev, log, opt.stop_request);
+        last_eval_seconds = seconds_since(eval_start);
         if (opt.profile) profiler::set_enabled(true);
         if (!r.cancelled) {
-          std::istringstream lines(format_eval_lines(r.metrics, r.num_images));
-          for (std::string l; std::getline(lines, l);) log << log_prefix() << l << std::endl;
-          jsonl.write({{"type", "eval"}, {"iter", iter}, {"miou", r.metrics.miou}, {"acc", r.metrics.acc},
-                       {"kappa", r.metrics.kappa}, {"dice", r.metrics.mdice}, {"class_iou", r.metrics.class_iou},
-                       {"class_precision", r.metrics.class_precision}, {"class_recall", r.metrics.class_recall}});
-          if (vdl) {
-            vdl->add_scalar("Evaluate/mIoU", r.metrics.miou, iter);
-            vdl->add_scalar("Evaluate/Acc", r.metrics.acc, iter);
+          if (style == LogStyle::PaddleSeg) {
+            for (const std::string& l : r.log_lines) log << prefix() << l << std::endl;
+          } else {
+            for (const std::string& l : r.log_lines) log << prefix() << l << std::endl;
+            std::string m;
+            for (const auto& [n, v] : r.scalars) m += ", " + n + "=" + fmt("%.6f", v);
+            log << prefix() << "[EVAL] Finished, Epoch=" << iter / steps_per_epoch << m << " ." << std::endl;
           }
-          if (r.metrics.miou > best_miou) {
-            best_miou = r.metrics.miou;
+          nlohmann::json rec = {{"type", "eval"}, {"iter", iter}};
+          if (spec.by_epoch) rec["epoch"] = iter / steps_per_epoch;
+          for (auto& [k, v] : r.record.items()) rec[k] = v;
+          jsonl.write(rec);
+          if (vdl)
+            for (const auto& [n, v] : r.scalars) vdl->add_scalar("Evaluate/" + n, v, iter);
+          if (r.key_metric > best_metric) {
+            best_metric = r.key_metric;
             best_iter = iter;
-            const std::vector<std::pair<std::string, Tensor>> weights = model->state_dict();
-            save_checkpoint_dir(save_dir / "best_model",
-                                {{kModelFile, &weights,
-                                  {{"iter", std::to_string(iter)}, {"miou", fmt("%.17g", best_miou)},
-                                   {"acc", fmt("%.17g", r.metrics.acc)}}}});
+            best_checkpoint = checkpoint_name(iter);
+            const std::vector<std::pair<std::string, Tensor>> weights = model.state_dict();
+            std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)},
+                                                       {metric_key, fmt("%.17g", best_metric)}};
+            for (const auto& [k, v] : r.best_model_metadata) meta[k] = v;
+            save_checkpoint_dir(save_dir / "best_model", {{kModelFile, &weights, meta}});
+            if (style == LogStyle::PaddleX)
+              log << prefix() << "Model saved in " << (save_dir / "best_model").string() << "." << std::endl;
           }
-          log << log_prefix() << "[EVAL] The model with the best validation mIoU (" << fmt("%.4f", best_miou)
-              << ") was saved at iter " << best_iter << "." << std::endl;
+          if (spec.early_stop) stop_early = early_stop(r.key_metric);
         }
       }
-      save_iter_checkpoint(iter);
+      save_checkpoint(iter);
+      if (task.can_evaluate() && best_iter >= 0) {
+        if (style == LogStyle::PaddleSeg)
+          log << prefix() << "[EVAL] The model with the best validation " << metric_name << " ("
+              << fmt("%.4f", best_metric) << ") was saved at iter " << best_iter << "." << std::endl;
+        else
+          log << prefix() << "Current evaluated best model on eval_dataset is " << checkpoint_name(best_iter) << ", "
+              << metric_name << "=" << fmt("%.6f", best_metric) << std::endl;
+      }
+      if (spec.early_stop && early_stop.counter() > 0)
+        log << prefix() << "EarlyStopping: " << early_stop.counter() << " / " << early_stop.patience() << std::endl;
+      if (stop_early) {
+        log << prefix() << "EarlyStopping: Stop training" << std::endl;
+        summary.early_stopped = true;
+        break;
+      }
       batch_start = Clock::now();  // evaluation and saving are not part of batch_cost
       window_start = batch_start;
       continue;
@@ -494,10 +597,35 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
     if (win_n == 0) window_start = batch_start;
   }
   if (opt.profile) profiler::set_enabled(false);
-  summary.best_miou = best_miou;
+  summary.best_metric = best_metric;
   summary.best_iter = best_iter;
+  summary.best_checkpoint = best_iter >= 0 ? checkpoint_name(best_iter) : "";
   summary.last_checkpoint = last_good;
   return summary;
+}
+
+TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::ostream& log) {
+  check_trainable(cfg);
+  ENGINE_CHECK(opt.save_interval > 0, "--save_interval must be positive, got ", opt.save_interval);
+  ENGINE_CHECK(opt.log_iters > 0, "--log_iters must be positive, got ", opt.log_iters);
+  // Resume metadata first: it decides the seed the data order and init were drawn with.
+  const ResumePoint resume = open_resume_point(opt.resume_model, "--resume_model");
+  const uint64_t seed = resolve_seed(resume, opt, LogStyle::PaddleSeg, log);
+  SegTask task(cfg, seed, opt.do_eval, opt.device, log);
+  const LRSchedule schedule(cfg.lr_scheduler, cfg.iters);
+  LoopSpec spec;
+  spec.total_iters = cfg.iters;
+  spec.batch_size = cfg.batch_size;
+  spec.schedule = &schedule;
+  spec.momentum = cfg.optimizer.momentum;
+  spec.weight_decay = cfg.optimizer.weight_decay;
+  spec.save_interval = opt.save_interval;
+  spec.keep_checkpoint_max = opt.keep_checkpoint_max;
+  spec.log_every = opt.log_iters;
+  spec.log_style = LogStyle::PaddleSeg;
+  spec.resume_flag = "--resume_model";
+  spec.fresh_start_hint = "--opts model.pretrained=";
+  return run_task(task, spec, opt, seed, resume, log);
 }
 
 }  // namespace engine::train

@@ -1,30 +1,40 @@
-// The training loop of engine-train (PaddleSeg core/train.py semantics, reference/ppliteseg.md §5),
-// with the gotchas fixed: resume restores the best metric, the checkpoint list, the loader position
-// (epoch and batch) and the schedule position, so a resumed run continues bit for bit.
+// The training loop of engine-train, task-agnostic: segmentation (train/seg_task.h, PaddleSeg's
+// core/train.py semantics, reference/ppliteseg.md §5) and detection (train/det_task.h, PaddleX's
+// train_loop, reference/yolov3.md §5d) plug into it through train/task.h. The gotchas of both
+// originals are fixed: resume restores the best metric, the checkpoint list, the loader position
+// (epoch and batch), the schedule position and the early-stop state, so a resumed run continues bit
+// for bit.
 //
-// Per iteration: wait for a batch (reader_cost) -> logits = model(images) -> loss = sum coef_i * L_i
-// -> backward -> gradients through the Communicator -> fused SGD momentum with coupled L2 decay at
-// lr_at(iter - 1) -> clear gradients. Every log_iters: one [TRAIN] line (averages over the window).
-// Every save_interval and at the last iteration: evaluate (with --do_eval and a val data set), save
-// iter_N/ (model.safetensors + optimizer.safetensors, each written atomically) and drop the oldest
-// beyond keep_checkpoint_max; best_model/ on a strictly higher mIoU.
+// Per iteration: wait for a batch (reader_cost) -> task loss (forward, named terms) -> backward ->
+// gradients through the Communicator -> fused SGD momentum with coupled L2 decay at lr_at(iter - 1)
+// (the task says which parameters decay) -> clear gradients. Log lines every log_every iterations
+// (averages over the window), in PaddleSeg's or PaddleX's format.
+// Checkpoints: iteration-based (PaddleSeg: every save_interval iterations and at the last, iter_N/)
+// or epoch-based (PaddleX: at the end of every save_interval-th epoch and of the last, epoch_N/).
+// At each checkpoint: evaluate (when the task can), best_model/ on a strictly higher key metric, then
+// the checkpoint folder (model.safetensors + optimizer.safetensors, written atomically), dropping the
+// oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop, train/early_stop.h).
 // A non-finite loss stops training with TrainingDiverged (exit code 3 in engine-train) before the
 // optimizer step, so every checkpoint on disk is from a finite state; its message names the newest
 // complete checkpoint (of this run, or the one it resumed from).
 // The save_dir is locked for the run and never clobbered (train/run_dir.h). A resume checks the
 // checkpoint's batch_size, train set size and data position against this run (refused when they
 // differ) and warns when the optimizer settings or the learning-rate schedule differ. A stop
-// request (a signal) ends the loop between iterations, after writing iter_N/ unless save_on_stop
+// request (a signal) ends the loop between iterations, after writing a checkpoint unless save_on_stop
 // is off; the summary then names the signal and the checkpoint to resume from.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <string>
 
 #include "engine/device.h"
 #include "engine/error.h"
 #include "train/config.h"
+#include "train/lr_schedule.h"
+#include "train/safetensors.h"
+#include "train/task.h"
 
 namespace engine::train {
 
@@ -56,14 +66,55 @@ class TrainingDiverged : public Error {
 struct TrainSummary {
   int64_t iters_done = 0;
   double last_loss = 0;      // mean loss of the last log window
-  double best_miou = -1;     // -1 when never evaluated
+  double best_metric = -1;   // the task's key metric (mIoU, bbox_map); -1 when never evaluated
+  std::string best_metric_name;
   int64_t best_iter = -1;
+  std::string best_checkpoint;  // iter_N / epoch_N of the best evaluation ("" when never evaluated)
+  bool early_stopped = false;
   int stopped_by_signal = 0;             // the signal that stopped training early; 0 = ran to the end
   bool stop_checkpoint_written = false;  // iter_N/ written at the stop
   std::string last_checkpoint;           // the newest complete iter_N/ to resume from; empty = none
 };
 
+// Segmentation: PaddleSeg's tools/train.py.
 TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::ostream& log);
+
+// ---- the task-agnostic loop
+
+enum class LogStyle { PaddleSeg, PaddleX };
+
+struct LoopSpec {
+  int64_t total_iters = 0;
+  int64_t batch_size = 1;         // samples per iteration (over all devices)
+  const LRSchedule* schedule = nullptr;
+  double momentum = 0.9;
+  double weight_decay = 0;        // L2 on the parameters task.decays() accepts
+  bool by_epoch = false;          // epoch_N/ checkpoints at epoch ends (PaddleX) instead of iter_N/
+  int64_t save_interval = 1000;   // iterations, or epochs when by_epoch
+  int keep_checkpoint_max = 5;    // <= 0 keeps every checkpoint
+  int64_t log_every = 10;         // iterations per [TRAIN] line
+  LogStyle log_style = LogStyle::PaddleSeg;
+  bool early_stop = false;        // PaddleX EarlyStop over the evaluations
+  int64_t early_stop_patience = 5;
+  std::string resume_flag = "--resume_model";  // how users name the checkpoint to resume (messages)
+  std::string fresh_start_hint;   // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
+};
+
+// The checkpoint named by --resume_model / resume_checkpoint, opened and checked for consistency.
+struct ResumePoint {
+  std::string dir;  // empty: a fresh run
+  std::shared_ptr<LoadedTensors> model, optimizer;
+  int64_t iter = 0;
+};
+ResumePoint open_resume_point(const std::string& dir, const std::string& flag);
+// The run's seed: the checkpoint's when resuming (a different --seed is warned about), else opt.seed.
+uint64_t resolve_seed(const ResumePoint& resume, const TrainOptions& opt, LogStyle style, std::ostream& log);
+
+TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt, uint64_t seed,
+                      const ResumePoint& resume, std::ostream& log);
+
+// "[2025/04/15 15:01:15] INFO: " (PaddleSeg) or "2025-04-15 15:01:15 [INFO]\t" (PaddleX).
+std::string log_prefix(LogStyle style);
 
 // Checkpoint file names inside iter_N/ and best_model/.
 inline constexpr const char* kModelFile = "model.safetensors";
