@@ -100,17 +100,25 @@ void draw_background(Image& im, Rng& rng) {
   const float ang = (float)rng.uniform(0, 2 * kPi);
   const float ux = std::cos(ang), uy = std::sin(ang);
   const float period = (float)rng.uniform(6, 30) * m;
-  const float cell = (float)rng.uniform(8, 32) * m;
+  // Grain: a gradient with a random grey offset per small block (a checkerboard would look like squares).
+  const int cell = (int)rng.randint(2, 4);
+  const int gw = (W + cell - 1) / cell, gh = (H + cell - 1) / cell;
+  std::vector<float> grain;
+  if (kind == 3) {
+    grain.resize((size_t)gw * gh);
+    for (float& g : grain) g = (float)rng.uniform(-25, 25);
+  }
   constexpr int G = 6;
   Rgb grid[G][G];
-  for (auto& row : grid)
-    for (Rgb& g : row) g = random_rgb(rng, 30, 225);
+  for (auto& row : grid)  // blotches vary around c0, so shapes stay the most salient thing
+    for (Rgb& g : row)
+      for (int k = 0; k < 3; ++k) g.v[k] = std::clamp(c0.v[k] + (float)rng.uniform(-60, 60), 0.f, 255.f);
   const float diag = std::sqrt((float)(H * H + W * W));
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
-      float t = 0;  // blend weight of c1
+      float t = 0, offset = 0;  // blend weight of c1, grey offset
       Rgb c = c0;
-      if (kind == 0) {
+      if (kind == 0 || kind == 3) {
         t = 0.5f + ((x - 0.5f * W) * ux + (y - 0.5f * H) * uy) / diag;
       } else if (kind == 1) {
         t = 0.5f + 0.5f * std::sin(2.f * kPi * (x * ux + y * uy) / period);
@@ -121,10 +129,9 @@ void draw_background(Image& im, Rng& rng) {
         for (int k = 0; k < 3; ++k)
           c.v[k] = (grid[iy][ix].v[k] * (1 - tx) + grid[iy][ix + 1].v[k] * tx) * (1 - ty) +
                    (grid[iy + 1][ix].v[k] * (1 - tx) + grid[iy + 1][ix + 1].v[k] * tx) * ty;
-      } else {
-        t = (((int)(x / cell) + (int)(y / cell)) & 1) ? 1.f : 0.f;
       }
-      for (int k = 0; k < 3; ++k) im.at(y, x, k) = kind == 2 ? c.v[k] : c0.v[k] * (1 - t) + c1.v[k] * t;
+      if (kind == 3) offset = grain[(size_t)(y / cell) * gw + x / cell];
+      for (int k = 0; k < 3; ++k) im.at(y, x, k) = (kind == 2 ? c.v[k] : c0.v[k] * (1 - t) + c1.v[k] * t) + offset;
     }
 }
 
@@ -159,8 +166,8 @@ SyntheticDetImage draw_synthetic_det(int H, int W, uint64_t seed, int64_t index)
   for (int n = 0; n < want; ++n) {
     Shape sh;
     sh.cls = (int)rng.randint(0, 3);
-    const bool small = rng.uniform() < 0.25;
-    sh.s = std::max(8.f, (float)(small ? rng.uniform(10, 20) : rng.uniform(22, 72)) * m);
+    const bool small = rng.uniform() < 0.2;
+    sh.s = std::max(8.f, (float)(small ? rng.uniform(12, 20) : rng.uniform(22, 72)) * m);
     sh.theta = (float)rng.uniform(0, 2 * kPi);
     const bool near = !shapes.empty() && rng.uniform() < 0.35;
     bool placed = false;

@@ -9,11 +9,12 @@
 //   root/train_list.txt, val_list.txt   "JPEGImages/NNNN.jpg Annotations/NNNN.xml"
 //   root/.synthetic_det         marker (the spec that produced the set)
 // Content of one image: a textured background (one of: two-colour gradient, stripes at a random angle and period,
-// low-frequency colour blotches, a checkerboard), then 1-6 shapes drawn one over the other, then pixel noise.
+// low-frequency colour blotches, a gradient with blocky grey grain), then 1-6 shapes drawn one over the other,
+// then pixel noise.
 //   - The class is the shape: circle, axis-aligned square, triangle (equilateral, random rotation), plus-shaped
 //     cross. Colours are drawn independently of the class (uniform RGB, redrawn until they stand out from what
 //     lies under the shape), with a mild linear shading, so colour alone does not give the class.
-//   - Sizes (extent of the shape) are 22-72 px at 256x256, and 10-20 px for about a quarter of the shapes
+//   - Sizes (extent of the shape) are 22-72 px at 256x256, and 12-20 px for about a fifth of the shapes
 //     (small objects); they scale with min(height, width) / 256.
 //   - About a third of the shapes are placed next to an earlier one so that they overlap; a placement is kept
 //     only if every earlier shape keeps at least 60% of its pixels visible.
