@@ -12,12 +12,14 @@
 // low-frequency colour blotches, a gradient with blocky grey grain), then 1-6 shapes drawn one over the other,
 // then pixel noise.
 //   - The class is the shape: circle, axis-aligned square, triangle (equilateral, random rotation), plus-shaped
-//     cross. Colours are drawn independently of the class (uniform RGB, redrawn until they stand out from what
-//     lies under the shape), with a mild linear shading, so colour alone does not give the class.
+//     cross. Colours are drawn independently of the class (uniform RGB, redrawn up to 30 times until at least
+//     110 away (RGB distance) from the mean of what lies under the shape, else the most distant draw), with a
+//     mild linear shading, so colour alone does not give the class.
 //   - Sizes (extent of the shape) are 22-72 px at 256x256, and 12-20 px for about a fifth of the shapes
 //     (small objects); they scale with min(height, width) / 256.
-//   - About a third of the shapes are placed next to an earlier one so that they overlap; a placement is kept
-//     only if every earlier shape keeps at least 60% of its pixels visible.
+//   - About a third of the shapes after the first are first tried next to an earlier one so that they overlap;
+//     a placement is kept only if every earlier shape keeps at least 60% of its pixels visible (50 tries, then
+//     the shape is left out, so an image can have fewer shapes than drawn for it).
 //   - Boxes are the exact tight boxes of each shape's pixel mask (a pixel belongs to a shape when its centre is
 //     inside), as inclusive 0-based pixel indices: xmin = first column, xmax = last column. They are always
 //     inside the image, so PaddleX's clipping leaves them unchanged. An occluded shape keeps its full box.
