@@ -167,7 +167,7 @@ SyntheticDetImage draw_synthetic_det(int H, int W, uint64_t seed, int64_t index)
     Shape sh;
     sh.cls = (int)rng.randint(0, 3);
     const bool small = rng.uniform() < 0.2;
-    sh.s = std::max(8.f, (float)(small ? rng.uniform(12, 20) : rng.uniform(22, 72)) * m);
+    sh.s = std::max(10.f, (float)(small ? rng.uniform(12, 20) : rng.uniform(22, 72)) * m);
     sh.theta = (float)rng.uniform(0, 2 * kPi);
     const bool near = !shapes.empty() && rng.uniform() < 0.35;
     bool placed = false;
@@ -199,7 +199,7 @@ SyntheticDetImage draw_synthetic_det(int H, int W, uint64_t seed, int64_t index)
           const uint8_t o = out.owner[(size_t)y * W + x];
           if (o != kNoOwner) ++lost[o];
         }
-      bool ok = count >= 20;
+      bool ok = count >= 12;
       for (size_t o = 0; o < shapes.size() && ok; ++o)
         ok = (float)(visible[o] - lost[o]) >= kMinVisible * (float)area[o];
       if (!ok) {

@@ -16,7 +16,7 @@
 //     110 away (RGB distance) from the mean of what lies under the shape, else the most distant draw), with a
 //     mild linear shading, so colour alone does not give the class.
 //   - Sizes (extent of the shape) are 22-72 px at 256x256, and 12-20 px for about a fifth of the shapes
-//     (small objects); they scale with min(height, width) / 256.
+//     (small objects); they scale with min(height, width) / 256, down to 10 px.
 //   - About a third of the shapes after the first are first tried next to an earlier one so that they overlap;
 //     a placement is kept only if every earlier shape keeps at least 60% of its pixels visible (50 tries, then
 //     the shape is left out, so an image can have fewer shapes than drawn for it).

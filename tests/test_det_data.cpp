@@ -552,6 +552,9 @@ TEST(SyntheticDet, DrawIsDeterministicAndBoxesAreTightAroundTheMasks) {
     }
   }
   EXPECT_EQ(classes_seen, (std::set<int>{0, 1, 2, 3}));
+  // Tiny images still get at least one shape (sizes bottom out at 10 px).
+  for (int i = 0; i < 50; ++i)
+    for (int size : {32, 64}) EXPECT_GE(draw_synthetic_det(size, size, 1, i).boxes.size(), 1u) << size << " " << i;
   EXPECT_GT(small, objects / 10) << small << " small of " << objects;
   EXPECT_GT(overlapping, 3);
 }
