@@ -5,7 +5,9 @@
 // rules on hand-written files (dict merge, list replace, _inherited_, cycles, missing bases, which
 // file an error names); --opts and the typed flags; every class of bad input gives a ConfigError
 // naming the file and the key path; the project's configs/ load; CLI defaults, both flag syntaxes
-// and errors.
+// and errors. Detection (PaddleX) configs (train/det_config.h): PaddleX 1.x defaults, --opts and the
+// flags (list flags in both forms), _base_, every bad value and unknown key with its message, the
+// pretrain/resume conflict, config_task, the PaddleX flags of engine-train, every configs/yolov3_*.yml.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 
 #include "train/cli_args.h"
 #include "train/config.h"
+#include "train/det_config.h"
 
 using namespace engine::train;
 namespace fs = std::filesystem;
@@ -923,4 +926,547 @@ TEST(PredictArgsTest, ParseAndErrors) {
              }),
              "unknown flag '--aug_prd' (did you mean '--aug_pred'?)");
   EXPECT_TRUE(predict_args({"--help"}).help);
+}
+
+// ----------------------------------------------------------------------------- detection configs
+
+namespace {
+
+// A small detection config with every block; the bad-input tests override one thing in a child file.
+const char* kDetGood = R"(model:
+  type: YOLOv3
+  backbone: MobileNetV1
+train_dataset:
+  type: VOCDetection
+  data_dir: data/det
+  file_list: data/det/train_list.txt
+  label_list: data/det/labels.txt
+  transforms:
+    - type: MixupImage
+      mixup_epoch: 250
+    - type: RandomCrop
+      aspect_ratio: None
+      allow_no_crop: True
+    - type: BatchRandomResize
+      target_sizes: [320, 352]
+      interp: RANDOM
+    - type: Normalize
+      mean: [0.485, 0.456, 0.406]
+eval_dataset:
+  type: CocoDetection
+  data_dir: data/coco/val
+  ann_file: data/coco/val.json
+  transforms:
+    - type: Resize
+      target_size: 608
+      interp: CUBIC
+num_epochs: 20
+)";
+
+}  // namespace
+
+TEST_F(ConfigFiles, DetDefaultsArePaddleX1) {
+  const std::string p = write("det.yml", R"(model: {type: YOLOv3}
+train_dataset: {data_dir: d, file_list: d/train.txt, label_list: d/labels.txt}
+)");
+  const DetTrainConfig c = load_det_train_config(p);
+  EXPECT_EQ(c.path, p);
+  const DetTrainParams& t = c.params;
+  EXPECT_EQ(t.num_epochs, 270);
+  EXPECT_EQ(t.train_batch_size, 8);
+  EXPECT_EQ(t.learning_rate, 1.0 / 8000);
+  EXPECT_EQ(t.warmup_steps, 1000);
+  EXPECT_EQ(t.warmup_start_lr, 0.0);
+  EXPECT_EQ(t.lr_decay_epochs, (std::vector<int64_t>{213, 240}));
+  EXPECT_EQ(t.lr_decay_gamma, 0.1);
+  EXPECT_EQ(t.momentum, 0.9);
+  EXPECT_EQ(t.weight_decay, 5e-4);
+  EXPECT_EQ(t.save_interval_epochs, 20);
+  EXPECT_EQ(t.log_interval_steps, 2);
+  EXPECT_FALSE(t.early_stop);
+  EXPECT_EQ(t.early_stop_patience, 5);
+  EXPECT_EQ(t.pretrain_weights, "");
+  EXPECT_EQ(t.resume_checkpoint, "");
+  EXPECT_FALSE(t.use_vdl);
+  EXPECT_EQ(t.metric, "auto");
+  EXPECT_EQ(t.save_dir, "output");
+  EXPECT_EQ(t.num_workers, 2);
+  EXPECT_FALSE(t.seed);
+  const DetModelConfig& m = c.model;
+  EXPECT_EQ(m.spec.type, "YOLOv3");
+  EXPECT_EQ(m.spec.backbone, "DarkNet53");
+  EXPECT_EQ(m.spec.num_classes, 0);  // from the train set's labels
+  EXPECT_EQ(m.spec.anchors, engine::nn::DetModelSpec().anchors);
+  EXPECT_EQ(m.spec.anchor_masks, (std::vector<std::vector<int>>{{6, 7, 8}, {3, 4, 5}, {0, 1, 2}}));
+  EXPECT_EQ(m.spec.where, "model");
+  EXPECT_EQ(m.ignore_threshold, 0.7);
+  EXPECT_FALSE(m.label_smooth);
+  EXPECT_EQ(m.nms_score_threshold, 0.01);
+  EXPECT_EQ(m.nms_topk, 1000);
+  EXPECT_EQ(m.nms_keep_topk, 100);
+  EXPECT_EQ(m.nms_iou_threshold, 0.45);
+  EXPECT_EQ(c.train_dataset.type, "VOCDetection");
+  EXPECT_EQ(c.train_dataset.data_dir, "d");
+  EXPECT_EQ(c.train_dataset.file_list, "d/train.txt");
+  EXPECT_EQ(c.train_dataset.label_list, "d/labels.txt");
+  EXPECT_FALSE(c.train_dataset.allow_empty);
+  EXPECT_EQ(c.train_dataset.empty_ratio, 1.0);
+  EXPECT_TRUE(c.train_dataset.transforms.empty());
+  EXPECT_TRUE(c.train_dataset.batch_transforms.empty());
+  EXPECT_EQ(c.train_dataset.where, "train_dataset");
+  EXPECT_FALSE(c.has_eval_dataset);
+  EXPECT_HAS(c.merged_yaml, "YOLOv3");
+}
+
+TEST_F(ConfigFiles, DetFullConfig) {
+  const std::string p = write("det.yml", kDetGood);
+  const DetTrainConfig c = load_det_train_config(p);
+  EXPECT_EQ(c.model.spec.backbone, "MobileNetV1");
+  EXPECT_EQ(c.params.num_epochs, 20);
+  const DetDataConfig& tr = c.train_dataset;
+  // BatchRandomResize listed among the transforms moves to batch_transforms, keeping its where.
+  ASSERT_EQ(tr.transforms.size(), 3u);
+  ASSERT_EQ(tr.batch_transforms.size(), 1u);
+  EXPECT_EQ(tr.transforms[0].type, "MixupImage");
+  EXPECT_EQ(tr.transforms[0].args.at("mixup_epoch"), std::vector<double>{250});
+  EXPECT_EQ(tr.transforms[0].where, "train_dataset.transforms[0]");
+  EXPECT_EQ(tr.transforms[1].type, "RandomCrop");
+  EXPECT_TRUE(tr.transforms[1].args.at("aspect_ratio").empty());  // PaddleX's None
+  EXPECT_EQ(tr.transforms[1].args.at("allow_no_crop"), std::vector<double>{1});
+  EXPECT_EQ(tr.transforms[2].type, "Normalize");
+  EXPECT_EQ(tr.transforms[2].args.at("mean"), (std::vector<double>{0.485, 0.456, 0.406}));
+  EXPECT_EQ(tr.transforms[2].where, "train_dataset.transforms[3]");
+  const auto& b = tr.batch_transforms[0];
+  EXPECT_EQ(b.type, "BatchRandomResize");
+  EXPECT_EQ(b.args.at("target_sizes"), (std::vector<double>{320, 352}));
+  EXPECT_EQ(b.str_args.at("interp"), "RANDOM");
+  EXPECT_EQ(b.where, "train_dataset.transforms[2]");
+  ASSERT_TRUE(c.has_eval_dataset);
+  const DetDataConfig& ev = c.eval_dataset;
+  EXPECT_EQ(ev.type, "CocoDetection");
+  EXPECT_EQ(ev.data_dir, "data/coco/val");
+  EXPECT_EQ(ev.ann_file, "data/coco/val.json");
+  EXPECT_EQ(ev.where, "eval_dataset");
+  ASSERT_EQ(ev.transforms.size(), 1u);
+  EXPECT_EQ(ev.transforms[0].args.at("target_size"), std::vector<double>{608});
+  EXPECT_EQ(ev.transforms[0].str_args.at("interp"), "CUBIC");
+  EXPECT_EQ(ev.transforms[0].where, "eval_dataset.transforms[0]");
+}
+
+TEST_F(ConfigFiles, DetAcceptedForms) {
+  write("good.yml", kDetGood);
+  const std::string p = write("child.yml", R"(_base_: good.yml
+model:
+  num_classes: 3
+  anchors: [[10, 13], [16, 30], [33, 23], [30, 61]]
+  anchor_masks: [[2, 3], [1], [0]]
+  ignore_threshold: 0.5
+  label_smooth: True
+  nms_score_threshold: 0.05
+  nms_topk: 500
+  nms_keep_topk: 50
+  nms_iou_threshold: 0.5
+train_dataset:
+  allow_empty: True
+  empty_ratio: -1
+  batch_transforms:
+    - {type: BatchRandomResize, target_sizes: [608], interp: 2}
+metric: voc
+pretrain_weights: IMAGENET
+lr_decay_epochs: []
+use_vdl: true
+early_stop: yes
+seed: 3
+save_dir: out/det
+num_workers: 0
+)");
+  const DetTrainConfig c = load_det_train_config(p);
+  EXPECT_EQ(c.model.spec.num_classes, 3);
+  EXPECT_EQ(c.model.spec.anchors.size(), 4u);
+  EXPECT_EQ(c.model.spec.anchors[3], (std::array<int, 2>{30, 61}));
+  EXPECT_EQ(c.model.spec.anchor_masks, (std::vector<std::vector<int>>{{2, 3}, {1}, {0}}));
+  EXPECT_EQ(c.model.ignore_threshold, 0.5);
+  EXPECT_TRUE(c.model.label_smooth);
+  EXPECT_EQ(c.model.nms_score_threshold, 0.05);
+  EXPECT_EQ(c.model.nms_topk, 500);
+  EXPECT_EQ(c.model.nms_keep_topk, 50);
+  EXPECT_EQ(c.model.nms_iou_threshold, 0.5);
+  EXPECT_TRUE(c.train_dataset.allow_empty);
+  EXPECT_EQ(c.train_dataset.empty_ratio, -1.0);  // PaddleX: outside [0, 1) keeps every empty image
+  // The one moved from transforms comes first, then batch_transforms' own.
+  ASSERT_EQ(c.train_dataset.batch_transforms.size(), 2u);
+  EXPECT_EQ(c.train_dataset.batch_transforms[1].args.at("interp"), std::vector<double>{2});
+  EXPECT_EQ(c.train_dataset.batch_transforms[1].where, "train_dataset.batch_transforms[0]");
+  EXPECT_EQ(c.params.metric, "VOC");  // PaddleX compares metric.lower()
+  EXPECT_EQ(c.params.pretrain_weights, "IMAGENET");
+  EXPECT_TRUE(c.params.lr_decay_epochs.empty());
+  EXPECT_TRUE(c.params.use_vdl);
+  EXPECT_TRUE(c.params.early_stop);
+  EXPECT_EQ(c.params.seed, 3u);
+  EXPECT_EQ(c.params.save_dir, "out/det");
+  EXPECT_EQ(c.params.num_workers, 0);
+  // None / null / '' = not set; metric None = auto; COCO in any case.
+  for (const std::string none : {"None", "null", "''", "~", ""}) {
+    const std::string q =
+        write("none.yml", "_base_: good.yml\npretrain_weights: " + none + "\nresume_checkpoint: out/epoch_5\n");
+    const DetTrainConfig n = load_det_train_config(q);
+    EXPECT_EQ(n.params.pretrain_weights, "") << none;
+    EXPECT_EQ(n.params.resume_checkpoint, "out/epoch_5") << none;
+  }
+  for (const std::string none : {"None", "null", "~", ""})
+    EXPECT_EQ(load_det_train_config(write("m.yml", "_base_: good.yml\nmetric: " + none + "\n")).params.metric, "auto");
+  EXPECT_EQ(load_det_train_config(write("coco.yml", "_base_: good.yml\nmetric: Coco\n")).params.metric, "COCO");
+}
+
+TEST_F(ConfigFiles, DetBaseAndOverrides) {
+  write("base/det.yml", kDetGood);
+  const std::string p = write("child.yml", "_base_: base/det.yml\nlearning_rate: 0.001\ntrain_batch_size: 16\n");
+  const std::vector<std::string> opts = {"num_epochs=40", "model.num_classes=4",
+                                         "train_dataset.transforms[0].mixup_epoch=100", "lr_decay_epochs=[30, 35]"};
+  // Flags come after --opts; list flags take "30,40" or "[30, 40]".
+  const DetFlagOverrides flags = {{"num_epochs", "30"},         {"metric", "COCO"},
+                                  {"lr_decay_epochs", "10,20"}, {"learning_rate", "0.002"},
+                                  {"pretrain_weights", "None"}, {"use_vdl", "True"}};
+  const DetTrainConfig c = load_det_train_config(p, opts, flags);
+  EXPECT_EQ(c.params.num_epochs, 30);
+  EXPECT_EQ(c.params.train_batch_size, 16);
+  EXPECT_EQ(c.params.learning_rate, 0.002);
+  EXPECT_EQ(c.params.lr_decay_epochs, (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(c.params.metric, "COCO");
+  EXPECT_EQ(c.params.pretrain_weights, "");
+  EXPECT_TRUE(c.params.use_vdl);
+  EXPECT_EQ(c.model.spec.num_classes, 4);
+  EXPECT_EQ(c.model.spec.backbone, "MobileNetV1");  // from the base
+  EXPECT_EQ(c.train_dataset.transforms[0].args.at("mixup_epoch"), std::vector<double>{100});
+  EXPECT_EQ(c.train_dataset.data_dir, "data/det");
+  EXPECT_HAS(c.merged_yaml, "num_epochs: 30");
+  EXPECT_HAS(c.merged_yaml, "lr_decay_epochs: [10, 20]");
+  EXPECT_EQ(c.merged_yaml.find("_base_"), std::string::npos);
+  EXPECT_EQ(load_det_train_config(p, {}, {{"lr_decay_epochs", "[50, 60]"}}).params.lr_decay_epochs,
+            (std::vector<int64_t>{50, 60}));
+  EXPECT_EQ(load_det_train_config(p, {}, {{"lr_decay_epochs", "50"}}).params.lr_decay_epochs,
+            (std::vector<int64_t>{50}));
+  EXPECT_EQ(load_det_train_config(p, opts).params.lr_decay_epochs, (std::vector<int64_t>{30, 35}));
+
+  // The merged YAML loads back to the same config.
+  const DetTrainConfig back = load_det_train_config(write("merged.yml", c.merged_yaml));
+  EXPECT_EQ(back.params.num_epochs, 30);
+  EXPECT_EQ(back.params.lr_decay_epochs, c.params.lr_decay_epochs);
+  EXPECT_EQ(back.train_dataset.batch_transforms.size(), 1u);
+
+  // Errors name the flag (or --opts / the base file) as the origin.
+  EXPECT_HAS(error_of([&] {
+               load_det_train_config(p, {}, {{"num_epochs", "0"}});
+             }),
+             "--num_epochs: num_epochs: expected a positive integer, got 0");
+  EXPECT_HAS(error_of([&] {
+               load_det_train_config(p, {}, {{"lr_decay_epochs", "40,30"}});
+             }),
+             "--lr_decay_epochs: lr_decay_epochs: expected strictly increasing positive epochs, got [40, 30]");
+  EXPECT_HAS(error_of([&] {
+               load_det_train_config(p, {}, {{"num_epoch", "3"}});
+             }),
+             "--num_epoch: unknown detection flag (did you mean 'num_epochs'?)");
+  EXPECT_HAS(error_of([&] { load_det_train_config(p, {"momentum=1.5"}); }),
+             "--opts: momentum: expected a value in [0, 1), got 1.5");
+  EXPECT_HAS(error_of([&] { load_det_train_config(write("c2.yml", "_base_: base/det.yml\nnum_epochs: -1\n")); }),
+             "c2.yml: num_epochs: expected a positive integer, got -1");
+  EXPECT_HAS(error_of([&] { load_det_train_config(p, {"train_dataset.transforms[0].type=[1]"}); }),
+             "--opts: train_dataset.transforms[0].type: expected a string, got [1]");
+}
+
+TEST_F(ConfigFiles, DetPretrainAndResumeConflict) {
+  write("good.yml", kDetGood);
+  const std::string p = write("both.yml", "_base_: good.yml\npretrain_weights: w.pdparams\n");
+  const std::string e = error_of([&] { load_det_train_config(p, {}, {{"resume_checkpoint", "out/epoch_10"}}); });
+  EXPECT_HAS(e,
+             "--resume_checkpoint: resume_checkpoint: pretrain_weights and resume_checkpoint cannot be set "
+             "simultaneously.");
+  EXPECT_HAS(e, "pretrain_weights is 'w.pdparams' from " + p);
+  // Setting pretrain_weights to None makes it a plain resume.
+  const DetTrainConfig c =
+      load_det_train_config(p, {}, {{"resume_checkpoint", "out/epoch_10"}, {"pretrain_weights", "None"}});
+  EXPECT_EQ(c.params.resume_checkpoint, "out/epoch_10");
+  EXPECT_EQ(c.params.pretrain_weights, "");
+}
+
+TEST_F(ConfigFiles, DetMissingBlocks) {
+  const std::string a = write("nomodel.yml", "train_dataset: {data_dir: d, file_list: f, label_list: l}\n");
+  EXPECT_HAS(error_of([&] { load_det_train_config(a); }), a + ": model: missing");
+  const std::string b = write("notype.yml", "model: {backbone: DarkNet53}\n");
+  EXPECT_HAS(error_of([&] { load_det_train_config(b); }), b + ": model.type: missing");
+  const std::string c = write("notrain.yml", "model: {type: YOLOv3}\n");
+  EXPECT_HAS(error_of([&] { load_det_train_config(c); }), c + ": train_dataset: missing");
+  EXPECT_HAS(error_of([&] { load_det_train_config((dir_ / "nope.yml").string()); }), "config file not found");
+}
+
+TEST_F(ConfigFiles, ConfigTask) {
+  const std::string det = write("det.yml", kDetGood);
+  const std::string seg = write("seg.yml", kGood);
+  EXPECT_EQ(config_task(det), "detection");
+  EXPECT_EQ(config_task(seg), "segmentation");
+  EXPECT_EQ(config_task(write("child.yml", "_base_: det.yml\nnum_epochs: 3\n")), "detection");
+  EXPECT_EQ(config_task(write("empty.yml", "")), "segmentation");
+  EXPECT_HAS(error_of([&] { config_task(write("broken.yml", "model: [\n")); }), "YAML syntax error");
+  EXPECT_HAS(error_of([&] { config_task((dir_ / "nope.yml").string()); }), "config file not found");
+}
+
+namespace {
+
+struct DetBadCase {
+  const char* name;
+  const char* child;     // YAML appended after "_base_: good.yml" (kDetGood)
+  const char* key_path;  // must appear as "<child file>: <key_path>: "
+  const char* what;      // and this after it
+};
+
+class DetBadConfigs : public ConfigFiles, public ::testing::WithParamInterface<DetBadCase> {};
+
+const DetBadCase kDetBadCases[] = {
+    {"unknown_top_key", "lr_decay_epoch: [10]\n", "lr_decay_epoch", "unknown key (did you mean 'lr_decay_epochs'?)"},
+    {"seg_key_in_det", "iters: 10\n", "iters", "unknown key"},
+    {"num_epochs_zero", "num_epochs: 0\n", "num_epochs", "expected a positive integer, got 0"},
+    {"num_epochs_float", "num_epochs: 2.5\n", "num_epochs", "expected an integer, got 2.5"},
+    {"batch_zero", "train_batch_size: 0\n", "train_batch_size", "expected a positive integer, got 0"},
+    {"lr_zero", "learning_rate: 0\n", "learning_rate", "expected a learning rate > 0, got 0"},
+    {"lr_string", "learning_rate: fast\n", "learning_rate", "expected a number, got 'fast'"},
+    {"warmup_negative", "warmup_steps: -1\n", "warmup_steps", "expected an integer >= 0, got -1"},
+    {"warmup_start_negative", "warmup_start_lr: -0.1\n", "warmup_start_lr", "expected a learning rate >= 0"},
+    {"decay_not_increasing", "lr_decay_epochs: [240, 213]\n", "lr_decay_epochs",
+     "expected strictly increasing positive epochs, got [240, 213]"},
+    {"decay_repeated", "lr_decay_epochs: [10, 10]\n", "lr_decay_epochs", "expected strictly increasing"},
+    {"decay_zero", "lr_decay_epochs: [0, 10]\n", "lr_decay_epochs", "expected strictly increasing positive"},
+    {"decay_scalar", "lr_decay_epochs: 213\n", "lr_decay_epochs", "expected a list of integers, got 213"},
+    {"gamma_zero", "lr_decay_gamma: 0\n", "lr_decay_gamma", "expected a factor > 0, got 0"},
+    {"momentum_one", "momentum: 1\n", "momentum", "expected a value in [0, 1), got 1"},
+    {"momentum_negative", "momentum: -0.1\n", "momentum", "expected a value in [0, 1)"},
+    {"weight_decay_negative", "weight_decay: -1.0e-4\n", "weight_decay", "expected a number >= 0"},
+    {"save_interval_zero", "save_interval_epochs: 0\n", "save_interval_epochs", "expected a positive integer"},
+    {"log_interval_zero", "log_interval_steps: 0\n", "log_interval_steps", "expected a positive integer"},
+    {"patience_zero", "early_stop_patience: 0\n", "early_stop_patience", "expected a positive integer"},
+    {"early_stop_word", "early_stop: maybe\n", "early_stop", "expected True or False, got 'maybe'"},
+    {"use_vdl_number", "use_vdl: 2\n", "use_vdl", "expected True or False, got 2"},
+    {"metric_unknown", "metric: mAP\n", "metric", "expected VOC, COCO or auto, got 'mAP'"},
+    {"pretrain_and_resume", "pretrain_weights: COCO\nresume_checkpoint: out/epoch_20\n", "resume_checkpoint",
+     "pretrain_weights and resume_checkpoint cannot be set simultaneously."},
+    {"pretrain_list", "pretrain_weights: [a]\n", "pretrain_weights", "expected a string, got ['a']"},
+    {"save_dir_empty", "save_dir: ''\n", "save_dir", "expected a folder, got ''"},
+    {"workers_negative", "num_workers: -1\n", "num_workers", "expected an integer in [0, 1024], got -1"},
+    {"seed_negative", "seed: -5\n", "seed", "expected an integer >= 0, got -5"},
+    {"model_type", "model:\n  type: PPLiteSeg\n", "model.type",
+     "unknown detection model type 'PPLiteSeg' (supported: YOLOv3)"},
+    {"model_backbone", "model:\n  backbone: DarkNet35\n", "model.backbone",
+     "unknown backbone 'DarkNet35' (did you mean 'DarkNet53'?) (supported: DarkNet53, MobileNetV1)"},
+    {"model_unknown_key", "model:\n  anchor_mask: [[0]]\n", "model.anchor_mask",
+     "unknown key for YOLOv3 (did you mean 'anchor_masks'?)"},
+    {"model_num_classes", "model:\n  num_classes: -1\n", "model.num_classes",
+     "expected a positive number of classes (or 0 = from the train set's labels), got -1"},
+    {"anchors_not_pairs", "model:\n  anchors: [[10, 13], [16]]\n", "model.anchors",
+     "expected a list of [width, height] pairs of positive integers, got [[10, 13], [16]]"},
+    {"anchors_zero", "model:\n  anchors: [[10, 0]]\n", "model.anchors", "pairs of positive integers"},
+    {"anchors_flat", "model:\n  anchors: [10, 13]\n", "model.anchors", "pairs of positive integers"},
+    {"masks_two_groups", "model:\n  anchor_masks: [[0, 1], [2]]\n", "model.anchor_masks",
+     "expected 3 groups of anchor indices (one per output, strides 32, 16, 8), got 2"},
+    {"masks_out_of_range", "model:\n  anchor_masks: [[9], [1], [2]]\n", "model.anchor_masks",
+     "anchor index 9 of anchor_masks is out of range for 9 anchors ([[9], [1], [2]])"},
+    {"masks_empty_group", "model:\n  anchor_masks: [[], [1], [2]]\n", "model.anchor_masks",
+     "every group of anchor_masks needs an anchor"},
+    {"masks_negative", "model:\n  anchor_masks: [[-1], [1], [2]]\n", "model.anchor_masks",
+     "expected a list of lists of anchor indices"},
+    {"anchors_fewer_than_default_masks", "model:\n  anchors: [[10, 13], [16, 30]]\n", "model.anchors",
+     "anchor index 6 of anchor_masks is out of range for 2 anchors (the default masks)"},
+    {"ignore_threshold_zero", "model:\n  ignore_threshold: 0\n", "model.ignore_threshold",
+     "expected an IoU in (0, 1], got 0"},
+    {"ignore_threshold_big", "model:\n  ignore_threshold: 1.5\n", "model.ignore_threshold", "expected an IoU"},
+    {"label_smooth_number", "model:\n  label_smooth: 0.1\n", "model.label_smooth", "expected True or False"},
+    {"nms_score", "model:\n  nms_score_threshold: 2\n", "model.nms_score_threshold",
+     "expected a score in [0, 1], got 2"},
+    {"nms_topk", "model:\n  nms_topk: 0\n", "model.nms_topk", "expected a positive integer, got 0"},
+    {"nms_keep_topk", "model:\n  nms_keep_topk: -1\n", "model.nms_keep_topk", "expected a positive integer"},
+    {"nms_iou", "model:\n  nms_iou_threshold: 0\n", "model.nms_iou_threshold", "expected an IoU in (0, 1]"},
+    {"dataset_type", "train_dataset:\n  type: VOC\n", "train_dataset.type",
+     "unknown detection dataset type 'VOC' (supported: VOCDetection, CocoDetection)"},
+    {"voc_unknown_key", "train_dataset:\n  shuffle: True\n", "train_dataset.shuffle", "unknown key for VOCDetection"},
+    {"voc_key_typo", "train_dataset:\n  label_lists: x\n", "train_dataset.label_lists", "did you mean 'label_list'?"},
+    {"voc_missing_file_list",
+     "train_dataset:\n  _inherited_: False\n  type: VOCDetection\n  data_dir: d\n  label_list: l\n",
+     "train_dataset.file_list", "missing (VOCDetection needs data_dir, file_list and label_list)"},
+    {"voc_empty_path", "train_dataset:\n  data_dir: ''\n", "train_dataset.data_dir", "expected a path, got ''"},
+    {"coco_missing_ann_file", "eval_dataset:\n  _inherited_: False\n  type: CocoDetection\n  data_dir: d\n",
+     "eval_dataset.ann_file", "missing (CocoDetection needs data_dir and ann_file)"},
+    {"coco_with_file_list", "eval_dataset:\n  file_list: f\n", "eval_dataset.file_list",
+     "unknown key for CocoDetection"},
+    {"allow_empty_word", "train_dataset:\n  allow_empty: sometimes\n", "train_dataset.allow_empty",
+     "expected True or False"},
+    {"empty_ratio_string", "train_dataset:\n  empty_ratio: half\n", "train_dataset.empty_ratio",
+     "expected a number, got 'half'"},
+    {"dataset_not_a_map", "eval_dataset: [1]\n", "eval_dataset", "expected a mapping of keys, got [1]"},
+    {"transforms_not_a_list", "train_dataset:\n  transforms: {type: Normalize}\n", "train_dataset.transforms",
+     "expected a list of transforms"},
+    {"transform_not_a_map", "train_dataset:\n  transforms: [Normalize]\n", "train_dataset.transforms[0]",
+     "expected a mapping of keys, got 'Normalize'"},
+    {"transform_without_type", "train_dataset:\n  transforms:\n    - mean: [1, 2, 3]\n",
+     "train_dataset.transforms[0].type", "missing (every transform names its type"},
+    {"transform_type_list", "train_dataset:\n  transforms:\n    - type: [Resize]\n", "train_dataset.transforms[0].type",
+     "expected a string, got ['Resize']"},
+    {"transform_list_of_lists",
+     "train_dataset:\n  transforms:\n    - type: BatchRandomResize\n      target_sizes: [[320, 320], [352, 352]]\n",
+     "train_dataset.transforms[0].target_sizes", "lists of lists are not supported"},
+    {"transform_list_of_strings", "eval_dataset:\n  transforms:\n    - {type: Resize, interp: [CUBIC, AREA]}\n",
+     "eval_dataset.transforms[0].interp", "expected a list of numbers, got ['CUBIC', 'AREA']"},
+    {"transform_mapping_arg", "eval_dataset:\n  transforms:\n    - {type: Resize, target_size: {h: 1}}\n",
+     "eval_dataset.transforms[0].target_size", "expected a number, a boolean, a string or a list of numbers"},
+    {"batch_transforms_per_sample", "eval_dataset:\n  batch_transforms:\n    - type: Normalize\n",
+     "eval_dataset.batch_transforms[0].type",
+     "'Normalize' is not a batch transform (batch: BatchRandomResize; per-sample transforms go in transforms)"},
+    {"batch_transforms_not_a_list", "eval_dataset:\n  batch_transforms: 3\n", "eval_dataset.batch_transforms",
+     "expected a list of transforms, got 3"},
+};
+
+}  // namespace
+
+TEST_P(DetBadConfigs, ConfigErrorNamesFileAndKeyPath) {
+  const DetBadCase& bc = GetParam();
+  write("good.yml", kDetGood);
+  const std::string p = write("bad.yml", std::string("_base_: good.yml\n") + bc.child);
+  const std::string e = error_of([&] { load_det_train_config(p); });
+  EXPECT_HAS(e, p + ": " + bc.key_path + ": ");
+  EXPECT_HAS(e, bc.what);
+  EXPECT_EQ(e.find('\n'), std::string::npos) << "one line: " << e;
+  if (getenv("SHOW_ERRORS")) std::printf("%s\n", e.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, DetBadConfigs, ::testing::ValuesIn(kDetBadCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Every configs/yolov3_*.yml loads; the VOC and COCO ones carry PaddleX's defaults and tutorial transforms.
+TEST(ProjectConfigs, Yolov3ConfigsLoad) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(kRepo / "configs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("yolov3_", 0) != 0 || e.path().extension() != ".yml") continue;
+    SCOPED_TRACE(name);
+    EXPECT_EQ(config_task(e.path().string()), "detection");
+    EXPECT_NO_THROW(load_det_train_config(e.path().string()));
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+  for (const char* kind : {"voc", "coco"}) {
+    SCOPED_TRACE(kind);
+    const DetTrainConfig c =
+        load_det_train_config((kRepo / ("configs/yolov3_darknet53_" + std::string(kind) + ".yml")).string());
+    EXPECT_EQ(c.model.spec.backbone, "DarkNet53");
+    EXPECT_EQ(c.model.spec.num_classes, 0);
+    EXPECT_EQ(c.params.num_epochs, 270);
+    EXPECT_EQ(c.params.train_batch_size, 8);
+    EXPECT_EQ(c.params.learning_rate, 0.000125);
+    EXPECT_EQ(c.params.warmup_steps, 1000);
+    EXPECT_EQ(c.params.lr_decay_epochs, (std::vector<int64_t>{213, 240}));
+    EXPECT_EQ(c.params.weight_decay, 5e-4);
+    EXPECT_EQ(c.params.save_interval_epochs, 20);
+    EXPECT_EQ(c.params.log_interval_steps, 2);
+    EXPECT_EQ(c.params.pretrain_weights, "");
+    const auto& tr = c.train_dataset;
+    ASSERT_EQ(tr.transforms.size(), 6u);
+    const std::vector<std::string> types = {"MixupImage", "RandomDistort",        "RandomExpand",
+                                            "RandomCrop", "RandomHorizontalFlip", "Normalize"};
+    for (size_t i = 0; i < types.size(); ++i) EXPECT_EQ(tr.transforms[i].type, types[i]);
+    EXPECT_EQ(tr.transforms[0].args.at("mixup_epoch"), std::vector<double>{250});
+    EXPECT_EQ(tr.transforms[2].args.at("im_padding_value"), (std::vector<double>{123.675, 116.28, 103.53}));
+    ASSERT_EQ(tr.batch_transforms.size(), 1u);
+    EXPECT_EQ(tr.batch_transforms[0].args.at("target_sizes"),
+              (std::vector<double>{320, 352, 384, 416, 448, 480, 512, 544, 576, 608}));
+    EXPECT_EQ(tr.batch_transforms[0].str_args.at("interp"), "RANDOM");
+    ASSERT_TRUE(c.has_eval_dataset);
+    ASSERT_EQ(c.eval_dataset.transforms.size(), 2u);
+    EXPECT_EQ(c.eval_dataset.transforms[0].type, "Resize");
+    EXPECT_EQ(c.eval_dataset.transforms[0].args.at("target_size"), std::vector<double>{608});
+    EXPECT_EQ(c.eval_dataset.transforms[0].str_args.at("interp"), "CUBIC");
+    EXPECT_EQ(c.eval_dataset.transforms[1].args.at("std"), (std::vector<double>{0.229, 0.224, 0.225}));
+    if (std::string(kind) == "voc") {
+      EXPECT_EQ(tr.type, "VOCDetection");
+      EXPECT_EQ(tr.file_list, "dataset/voc/trainval.txt");
+      EXPECT_EQ(c.eval_dataset.file_list, "dataset/voc/test.txt");
+      EXPECT_EQ(c.params.metric, "VOC");
+    } else {
+      EXPECT_EQ(tr.type, "CocoDetection");
+      EXPECT_EQ(tr.ann_file, "dataset/coco/annotations/instances_train2017.json");
+      EXPECT_EQ(c.eval_dataset.data_dir, "dataset/coco/val2017");
+      EXPECT_EQ(c.params.metric, "COCO");
+    }
+  }
+}
+
+// ------------------------------------------------------------------------- detection CLI flags
+
+TEST(TrainArgsTest, DetectionFlags) {
+  const TrainArgs a = train_args({"det.yml", "--num_epochs", "20", "--lr_decay_epochs", "30,40", "--metric=coco",
+                                  "--learning_rate", "0.001", "--use_vdl", "False", "--pretrain_weights", "None",
+                                  "--save_dir", "out", "--early_stop=True", "--seed", "5", "--opts", "momentum=0.8"});
+  EXPECT_EQ(a.config, "det.yml");
+  const DetFlagOverrides want = {{"num_epochs", "20"},       {"lr_decay_epochs", "30,40"}, {"metric", "coco"},
+                                 {"learning_rate", "0.001"}, {"use_vdl", "False"},         {"pretrain_weights", "None"},
+                                 {"save_dir", "out"},        {"early_stop", "True"},       {"seed", "5"}};
+  EXPECT_EQ(a.det_flags, want);
+  // The shared flags also set the PaddleSeg fields.
+  EXPECT_EQ(a.learning_rate, 0.001);
+  EXPECT_FALSE(a.use_vdl);
+  EXPECT_EQ(a.save_dir, "out");
+  EXPECT_EQ(a.seed, 5u);
+  EXPECT_EQ(a.given_flags.front(), "--config");
+  EXPECT_EQ(a.given_flags.size(), 11u);
+  EXPECT_TRUE(train_args({"c.yml", "--use_vdl"}).use_vdl);
+  EXPECT_EQ(train_args({"c.yml", "--use_vdl"}).det_flags, (DetFlagOverrides{{"use_vdl", "True"}}));
+  EXPECT_TRUE(train_args({"c.yml"}).det_flags.empty());
+  // Every train() parameter is a flag.
+  for (const std::string& k : det_train_param_keys()) {
+    const std::string v = k == "use_vdl" ? "True" : k == "learning_rate" ? "0.1" : "1";
+    const TrainArgs b = train_args({"c.yml", "--" + k, v});
+    ASSERT_EQ(b.det_flags.size(), 1u) << k;
+    EXPECT_EQ(b.det_flags[0].first, k);
+    EXPECT_HAS(train_usage(), "--" + k + " ");
+  }
+  EXPECT_HAS(train_usage(), "Detection (PaddleX train() parameters");
+  EXPECT_HAS(error_of([] {
+               train_args({"c.yml", "--use_vdl", "maybe"});
+             }),
+             "engine-train: --use_vdl: expected True or False, got 'maybe'");
+  EXPECT_HAS(error_of([] { train_args({"c.yml", "--use_vdl", "1", "2"}); }), "--use_vdl: takes at most one value");
+  EXPECT_HAS(error_of([] { train_args({"c.yml", "--num_epochs"}); }), "--num_epochs: needs a value");
+  EXPECT_HAS(error_of([] {
+               train_args({"c.yml", "--num_epoch", "3"});
+             }),
+             "unknown flag '--num_epoch' (did you mean '--num_epochs'?)");
+}
+
+// The flags of engine-train reach the detection config after --opts.
+TEST_F(ConfigFiles, DetFlagsFromTheCommandLine) {
+  const std::string p = write("det.yml", kDetGood);
+  const TrainArgs t = train_args({p, "--num_epochs", "7", "--lr_decay_epochs", "3,5", "--opts", "num_epochs=9",
+                                  "train_batch_size=4", "--metric", "voc"});
+  const DetTrainConfig c = load_det_train_config(t.config, t.opts, t.det_flags);
+  EXPECT_EQ(c.params.num_epochs, 7);
+  EXPECT_EQ(c.params.train_batch_size, 4);
+  EXPECT_EQ(c.params.lr_decay_epochs, (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(c.params.metric, "VOC");
+}
+
+TEST(TrainArgsTest, FlagsOfTheOtherTask) {
+  const TrainArgs seg = train_args({"c.yml", "--iters", "5", "--batch_size", "2", "--learning_rate", "0.1"});
+  EXPECT_NO_THROW(check_train_args_for_task(seg, "segmentation"));
+  EXPECT_HAS(error_of([&] { check_train_args_for_task(seg, "detection"); }),
+             "engine-train: --iters: is a PaddleSeg flag; c.yml is a detection config (use --num_epochs)");
+  const TrainArgs det = train_args({"c.yml", "--num_epochs", "5", "--seed", "1", "--use_vdl", "--save_dir", "o"});
+  EXPECT_NO_THROW(check_train_args_for_task(det, "detection"));
+  EXPECT_HAS(error_of([&] { check_train_args_for_task(det, "segmentation"); }),
+             "engine-train: --num_epochs: is a detection (PaddleX) flag; c.yml is a segmentation config");
+  // The shared flags are fine with both.
+  const TrainArgs shared = train_args({"c.yml", "--learning_rate", "0.1", "--seed", "1", "--use_vdl", "--num_workers",
+                                       "2", "--save_dir", "o", "--opts", "a=1", "--device", "cpu"});
+  EXPECT_NO_THROW(check_train_args_for_task(shared, "segmentation"));
+  EXPECT_NO_THROW(check_train_args_for_task(shared, "detection"));
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(train_args({"c.yml", "--do_eval"}), "detection");
+             }),
+             "--do_eval: is a PaddleSeg flag; c.yml is a detection config (use an eval_dataset in the config)");
 }

@@ -1,10 +1,12 @@
 // Command-line parsing for engine-train / engine-eval / engine-predict: PaddleSeg's flag names and
-// defaults (tools/train.py, val.py, predict.py; reference/ppliteseg.md §5.1, §6.4).
+// defaults (tools/train.py, val.py, predict.py; reference/ppliteseg.md §5.1, §6.4), plus PaddleX's
+// train() parameters as engine-train flags for detection configs (reference/yolov3.md §5a).
 // The command line is first cut into flags with their values (everything up to the next "--flag"),
-// then each flag is checked against a table: takes no value, one value, two values or a list.
+// then each flag is checked against a table: takes no value, one value, at most one, two values or a list.
 // Tested by tests/test_config.cpp.
 #include "train/cli_args.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -47,7 +49,7 @@ std::vector<Token> tokenize(const std::string& prog, int argc, char** argv) {
   return out;
 }
 
-enum class Arity { None, One, Two, List };
+enum class Arity { None, One, Optional, Two, List };
 
 struct FlagDef {
   std::string name;
@@ -88,6 +90,9 @@ class Parser {
         case Arity::One:
           if (n != 1) fail_flag(t.name, n ? "takes one value, got " + std::to_string(n) : std::string("needs a value"));
           break;
+        case Arity::Optional:
+          if (n > 1) fail_flag(t.name, "takes at most one value, got ", n);
+          break;
         case Arity::Two:
           if (n != 2) fail_flag(t.name, "needs two values (width height), got ", n);
           break;
@@ -96,6 +101,7 @@ class Parser {
           break;
       }
       current_ = t.name;
+      given_.push_back(t.name);
       def->set(t.values);
     }
     return true;
@@ -143,15 +149,28 @@ class Parser {
     }
   }
   const std::string& prog() const { return prog_; }
+  const std::vector<std::string>& given() const { return given_; }
 
  private:
   std::string prog_;
   std::vector<FlagDef> defs_;
   std::vector<std::string> unsupported_;
   std::string current_;
+  std::vector<std::string> given_;
 };
 
 using Vals = const std::vector<std::string>&;
+
+// PaddleX train() parameters that are also PaddleSeg flags (one flag sets both).
+const std::vector<std::string> kSharedFlags = {"learning_rate", "save_dir", "num_workers", "seed", "use_vdl"};
+
+// PaddleSeg-only flags and what a detection config uses instead.
+const std::vector<std::pair<std::string, std::string>> kSegOnlyFlags = {{"--iters", "--num_epochs"},
+                                                                        {"--batch_size", "--train_batch_size"},
+                                                                        {"--save_interval", "--save_interval_epochs"},
+                                                                        {"--do_eval", "an eval_dataset in the config"},
+                                                                        {"--log_iters", "--log_interval_steps"},
+                                                                        {"--resume_model", "--resume_checkpoint"}};
 
 }  // namespace
 
@@ -161,11 +180,25 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--config", Arity::One, [&](Vals v) { a.config = v[0]; });
   p.flag("--iters", Arity::One, [&](Vals v) { a.iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--batch_size", Arity::One, [&](Vals v) { a.batch_size = p.to_int(v[0], 1, "a positive integer"); });
-  p.flag("--learning_rate", Arity::One,
-         [&](Vals v) { a.learning_rate = p.to_double(v[0], 0.0, true, "a learning rate >= 0"); });
-  p.flag("--save_dir", Arity::One, [&](Vals v) { a.save_dir = v[0]; });
-  p.flag("--num_workers", Arity::One, [&](Vals v) { a.num_workers = (int)p.to_int(v[0], 0, "an integer >= 0"); });
-  p.flag("--use_vdl", Arity::None, [&](Vals) { a.use_vdl = true; });
+  p.flag("--learning_rate", Arity::One, [&](Vals v) {
+    a.learning_rate = p.to_double(v[0], 0.0, true, "a learning rate >= 0");
+    a.det_flags.emplace_back("learning_rate", v[0]);
+  });
+  p.flag("--save_dir", Arity::One, [&](Vals v) {
+    a.save_dir = v[0];
+    a.det_flags.emplace_back("save_dir", v[0]);
+  });
+  p.flag("--num_workers", Arity::One, [&](Vals v) {
+    a.num_workers = (int)p.to_int(v[0], 0, "an integer >= 0");
+    a.det_flags.emplace_back("num_workers", v[0]);
+  });
+  // PaddleSeg's --use_vdl takes no value; PaddleX's use_vdl is a boolean (--use_vdl False).
+  p.flag("--use_vdl", Arity::Optional, [&](Vals v) {
+    bool on = true;
+    if (!v.empty() && !parse_yaml_bool(v[0], on)) p.fail_flag("--use_vdl", "expected True or False, got '", v[0], "'");
+    a.use_vdl = on;
+    a.det_flags.emplace_back("use_vdl", on ? "True" : "False");
+  });
   p.flag("--save_interval", Arity::One, [&](Vals v) { a.save_interval = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--do_eval", Arity::None, [&](Vals) { a.do_eval = true; });
   p.flag("--profile", Arity::None, [&](Vals) { a.profile = true; });
@@ -175,7 +208,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
   p.flag("--keep_checkpoint_max", Arity::One,
          [&](Vals v) { a.keep_checkpoint_max = (int)p.to_int(v[0], -(1LL << 30), "an integer"); });
-  p.flag("--seed", Arity::One, [&](Vals v) { a.seed = (uint64_t)p.to_int(v[0], 0, "an integer >= 0"); });
+  p.flag("--seed", Arity::One, [&](Vals v) {
+    a.seed = (uint64_t)p.to_int(v[0], 0, "an integer >= 0");
+    a.det_flags.emplace_back("seed", v[0]);
+  });
   p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
   p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
   p.flag("--precision", Arity::One, [&](Vals v) {
@@ -185,12 +221,34 @@ TrainArgs parse_train_args(int argc, char** argv) {
   for (const char* u : {"--use_ema", "--amp_level", "--repeats", "--early_stop_intervals", "--profiler_options",
                         "--data_format", "--print_mem_info"})
     p.unsupported(u);
-  if (!p.parse(argc, argv)) {
+  // The detection flags: values as written, checked by load_det_train_config like the file's keys.
+  for (const std::string& key : det_train_param_keys())
+    if (std::find(kSharedFlags.begin(), kSharedFlags.end(), key) == kSharedFlags.end())
+      p.flag("--" + key, Arity::One, [&a, key](Vals v) { a.det_flags.emplace_back(key, v[0]); });
+  const bool run = p.parse(argc, argv);
+  a.given_flags = p.given();
+  if (!run) {
     a.help = true;
     return a;
   }
-  if (a.config.empty()) throw ConfigError("engine-train: --config is required (a PaddleSeg YAML config); see --help");
+  if (a.config.empty())
+    throw ConfigError("engine-train: --config is required (a PaddleSeg or PaddleX detection YAML config); see --help");
   return a;
+}
+
+void check_train_args_for_task(const TrainArgs& a, const std::string& task) {
+  if (task == "detection") {
+    for (const std::string& f : a.given_flags)
+      for (const auto& [seg, det] : kSegOnlyFlags)
+        if (f == seg)
+          throw ConfigError("engine-train: " + f + ": is a PaddleSeg flag; " + a.config +
+                            " is a detection config (use " + det + ")");
+  } else {
+    for (const auto& [name, value] : a.det_flags)
+      if (std::find(kSharedFlags.begin(), kSharedFlags.end(), name) == kSharedFlags.end())
+        throw ConfigError("engine-train: --" + name + ": is a detection (PaddleX) flag; " + a.config +
+                          " is a segmentation config");
+  }
 }
 
 EvalArgs parse_eval_args(int argc, char** argv) {
@@ -250,7 +308,8 @@ PredictArgs parse_predict_args(int argc, char** argv) {
 
 std::string train_usage() {
   return "usage: engine-train [--config] FILE.yml [options]\n"
-         "Trains a segmentation model from a PaddleSeg YAML config (flags as PaddleSeg's tools/train.py).\n"
+         "Trains a segmentation model from a PaddleSeg YAML config (flags as PaddleSeg's tools/train.py) or a\n"
+         "detector from a detection YAML config (model.type YOLOv3; flags as PaddleX's train() parameters).\n"
          "  --config FILE           the YAML config (required)\n"
          "  --iters N               override iters\n"
          "  --batch_size N          override batch_size (per device)\n"
@@ -271,7 +330,29 @@ std::string train_usage() {
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
          "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
          "  --no_save_on_stop       on SIGINT/SIGTERM stop without writing a final iter_N/ checkpoint\n"
-         "  --help                  print this help\n";
+         "  --help                  print this help\n"
+         "Detection (PaddleX train() parameters; each overrides the config key of the same name, after --opts):\n"
+         "  --num_epochs N                  epochs to train (default 270)\n"
+         "  --train_batch_size N            total batch size over all devices (default 8)\n"
+         "  --learning_rate X               base learning rate (default 0.000125; shared with PaddleSeg)\n"
+         "  --warmup_steps N                linear warmup steps (default 1000)\n"
+         "  --warmup_start_lr X             learning rate at the start of the warmup (default 0)\n"
+         "  --lr_decay_epochs E,E           epochs where the rate is multiplied by lr_decay_gamma, \"30,40\" or\n"
+         "                                  \"[30, 40]\" (default 213,240)\n"
+         "  --lr_decay_gamma X              decay factor (default 0.1)\n"
+         "  --momentum X                    SGD momentum (default 0.9)\n"
+         "  --weight_decay X                L2 coefficient (default 0.0005)\n"
+         "  --save_interval_epochs N        save (and evaluate) every N epochs (default 20)\n"
+         "  --log_interval_steps N          log every N steps (default 2)\n"
+         "  --early_stop True|False         stop when the eval metric stops improving (default False)\n"
+         "  --early_stop_patience N         evaluations without improvement before stopping (default 5)\n"
+         "  --pretrain_weights PATH|None    weights to start from (default None)\n"
+         "  --resume_checkpoint DIR|None    a saved epoch_N directory to resume (not with pretrain_weights)\n"
+         "  --use_vdl [True|False]          write TensorBoard event files (shared with PaddleSeg)\n"
+         "  --metric VOC|COCO|auto          evaluation metric (default auto: by the eval set's type)\n"
+         "  --save_dir DIR                  output folder (default output; shared with PaddleSeg)\n"
+         "  --num_workers N                 data loading threads (default 2; shared with PaddleSeg)\n"
+         "  --seed N                        random seed (shared with PaddleSeg)\n";
 }
 
 std::string eval_usage() {

@@ -1,5 +1,7 @@
 // Command-line flags of engine-train, engine-eval and engine-predict, with the names and defaults of
-// PaddleSeg's tools/train.py, tools/val.py and tools/predict.py (reference/ppliteseg.md §5.1, §6.4).
+// PaddleSeg's tools/train.py, tools/val.py and tools/predict.py (reference/ppliteseg.md §5.1, §6.4);
+// engine-train also takes PaddleX's train() parameters for detection configs (TrainArgs::det_flags,
+// checked later by load_det_train_config).
 // Both "--flag value" and "--flag=value" work; list flags (--opts, --scales) take values up to the
 // next "--flag". Every problem is a ConfigError naming the program and the flag (exit code 2);
 // --help sets `help` (the program prints the usage and exits 0; nothing else is checked then).
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "train/config.h"
+#include "train/det_config.h"
 
 namespace engine::train {
 
@@ -30,9 +33,14 @@ struct TrainArgs {
   std::string device;             // "cpu" | "gpu" | "" (= the engine's default device)
   std::vector<std::string> opts;  // "key.sub=value"
   std::string precision = "fp32";
-  bool profile = false;  // engine's own flag: per-op time breakdown with each log line
-  bool overwrite = false;      // engine's own flag: replace an earlier run's results in save_dir
-  bool save_on_stop = true;    // engine's own flag --no_save_on_stop turns it off
+  bool profile = false;      // engine's own flag: per-op time breakdown with each log line
+  bool overwrite = false;    // engine's own flag: replace an earlier run's results in save_dir
+  bool save_on_stop = true;  // engine's own flag --no_save_on_stop turns it off
+  // Detection configs: every PaddleX train() parameter given as a flag (--num_epochs 20 ...), in the
+  // order given, as written. --learning_rate, --save_dir, --num_workers, --seed and --use_vdl are
+  // shared with the PaddleSeg flags above: they set those fields and are also listed here.
+  DetFlagOverrides det_flags;
+  std::vector<std::string> given_flags;  // every flag given, in order, e.g. {"--config", "--iters"}
   bool help = false;
 };
 
@@ -66,6 +74,10 @@ struct PredictArgs {
 };
 
 TrainArgs parse_train_args(int argc, char** argv);
+// Refuses flags that belong to the other kind of config: for "detection", the PaddleSeg-only
+// --iters, --batch_size, --save_interval, --do_eval, --log_iters, --resume_model (naming PaddleX's
+// equivalent); for "segmentation", the detection-only ones (--num_epochs ...). `task` as config_task().
+void check_train_args_for_task(const TrainArgs& args, const std::string& task);
 EvalArgs parse_eval_args(int argc, char** argv);
 PredictArgs parse_predict_args(int argc, char** argv);
 

@@ -7,7 +7,8 @@
 // epochs [213, 240] by 0.1, momentum 0.9, L2 5e-4 (not on batch-norm parameters and the head's
 // biases), save_interval_epochs 20, log_interval_steps 2, early stop off with patience 5.
 //
-// Layout (every key optional unless marked):
+// Layout (every key optional unless marked; model and its type are required too, as config_task
+// tells a detection config by model.type):
 //   model: {type: YOLOv3, backbone: DarkNet53 | MobileNetV1, num_classes (default: the labels of the
 //           train set), anchors, anchor_masks, ignore_threshold 0.7, label_smooth False,
 //           nms_score_threshold 0.01, nms_topk 1000, nms_keep_topk 100, nms_iou_threshold 0.45}
