@@ -1,5 +1,7 @@
-// engine-train: PaddleSeg's tools/train.py for this engine.
+// engine-train: PaddleSeg's tools/train.py for segmentation configs, PaddleX's train() for detection
+// configs (model.type YOLOv3; train/det_config.h), one program:
 //   engine-train --config configs/pp_liteseg_synthetic_256x256.yml --do_eval --use_vdl --save_dir output
+//   engine-train --config configs/yolov3_mobilenetv1_synthetic.yml --num_epochs 30 --save_dir output/det
 // Flags, defaults and the config format are PaddleSeg's (train/cli_args.h, train/config.h); the loop is
 // train/trainer.h. Exit codes: 0 trained; 2 bad flags or config (one line naming the flag or key path);
 // 3 the loss became non-finite (the message names the iteration and the last good checkpoint);
@@ -14,6 +16,8 @@
 #include "engine/error.h"
 #include "train/cli_args.h"
 #include "train/config.h"
+#include "train/det_config.h"
+#include "train/det_task.h"
 #include "train/cli_common.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -27,40 +31,53 @@ int main(int argc, char** argv) {
       std::printf("%s", train_usage().c_str());
       return 0;
     }
-    const TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
+    install_stop_handlers("engine-train");
+    const std::string task = config_task(a.config);
+    check_train_args_for_task(a, task);
     TrainOptions o;
-    o.save_dir = a.save_dir;
-    o.num_workers = a.num_workers;
-    o.use_vdl = a.use_vdl;
-    o.save_interval = a.save_interval;
-    o.do_eval = a.do_eval;
-    o.log_iters = a.log_iters;
-    o.resume_model = a.resume_model;
-    o.keep_checkpoint_max = a.keep_checkpoint_max;
-    o.seed_given = a.seed.has_value();
-    o.seed = a.seed.value_or(0);
-    o.profile = a.profile;
     o.device = device_from_flag(a.device);
+    o.profile = a.profile;
     o.overwrite = a.overwrite;
     o.save_on_stop = a.save_on_stop;
-    install_stop_handlers("engine-train");
     o.stop_request = &stop_request();
-    const TrainSummary s = run_training(cfg, o, std::cout);
+    TrainSummary s;
+    std::string resume_hint;
+    if (task == "detection") {
+      const DetTrainConfig cfg = load_det_train_config(a.config, a.opts, a.det_flags);
+      o.save_dir = cfg.params.save_dir;
+      s = run_det_training(cfg, o, std::cout);
+      resume_hint = "--resume_checkpoint ";
+    } else {
+      const TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
+      o.save_dir = a.save_dir;
+      o.num_workers = a.num_workers;
+      o.use_vdl = a.use_vdl;
+      o.save_interval = a.save_interval;
+      o.do_eval = a.do_eval;
+      o.log_iters = a.log_iters;
+      o.resume_model = a.resume_model;
+      o.keep_checkpoint_max = a.keep_checkpoint_max;
+      o.seed_given = a.seed.has_value();
+      o.seed = a.seed.value_or(0);
+      s = run_training(cfg, o, std::cout);
+      resume_hint = "--resume_model ";
+    }
     if (s.stopped_by_signal) {
       std::cout << std::flush;
       if (s.last_checkpoint.empty())
         std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; no checkpoint to resume from (start again)\n",
                      signal_name(s.stopped_by_signal), (long long)s.iters_done);
       else
-        std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; resume with --resume_model %s --save_dir %s\n",
-                     signal_name(s.stopped_by_signal), (long long)s.iters_done, s.last_checkpoint.c_str(),
-                     o.save_dir.c_str());
+        std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; resume with %s%s --save_dir %s\n",
+                     signal_name(s.stopped_by_signal), (long long)s.iters_done, resume_hint.c_str(),
+                     s.last_checkpoint.c_str(), o.save_dir.c_str());
       return 128 + s.stopped_by_signal;
     }
     std::cout << "engine-train: finished " << s.iters_done << " iterations";
+    if (s.early_stopped) std::cout << " (early stop)";
     if (s.best_iter >= 0)
       std::cout << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric
-                << " at iter " << s.best_iter;
+                << " at " << s.best_checkpoint;
     std::cout << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {
