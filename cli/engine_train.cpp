@@ -18,6 +18,8 @@
 #include "train/config.h"
 #include "train/det_config.h"
 #include "train/det_task.h"
+#include "train/seg_task.h"
+#include "data/dataset.h"
 #include "train/cli_common.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
       s = run_det_training(cfg, o, std::cout);
       resume_hint = "--resume_checkpoint ";
     } else {
-      const TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
+      TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
       o.save_dir = a.save_dir;
       o.num_workers = a.num_workers;
       o.use_vdl = a.use_vdl;
@@ -59,6 +61,10 @@ int main(int argc, char** argv) {
       o.keep_checkpoint_max = a.keep_checkpoint_max;
       o.seed_given = a.seed.has_value();
       o.seed = a.seed.value_or(0);
+      if (!a.det_flags.empty()) {  // PaddleX's epoch parameters: epochs counted over the train set
+        check_trainable(cfg);
+        apply_paddlex_params(cfg, o, a.det_flags, data::make_dataset(cfg.train_dataset)->size(), a.given_flags);
+      }
       s = run_training(cfg, o, std::cout);
       resume_hint = "--resume_model ";
     }

@@ -1458,8 +1458,9 @@ TEST(TrainArgsTest, FlagsOfTheOtherTask) {
              "engine-train: --iters: is a PaddleSeg flag; c.yml is a detection config (use --num_epochs)");
   const TrainArgs det = train_args({"c.yml", "--num_epochs", "5", "--seed", "1", "--use_vdl", "--save_dir", "o"});
   EXPECT_NO_THROW(check_train_args_for_task(det, "detection"));
-  EXPECT_HAS(error_of([&] { check_train_args_for_task(det, "segmentation"); }),
-             "engine-train: --num_epochs: is a detection (PaddleX) flag; c.yml is a segmentation config");
+  EXPECT_NO_THROW(check_train_args_for_task(det, "segmentation"));  // epochs work for segmentation too
+  EXPECT_HAS(error_of([&] { check_train_args_for_task(train_args({"c.yml", "--metric", "VOC"}), "segmentation"); }),
+             "engine-train: --metric: is a detection (PaddleX) flag; c.yml is a segmentation config");
   // The shared flags are fine with both.
   const TrainArgs shared = train_args({"c.yml", "--learning_rate", "0.1", "--seed", "1", "--use_vdl", "--num_workers",
                                        "2", "--save_dir", "o", "--opts", "a=1", "--device", "cpu"});

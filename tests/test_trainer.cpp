@@ -19,6 +19,7 @@
 #include "train/config.h"
 #include "train/jsonl.h"
 #include "train/safetensors.h"
+#include "train/seg_task.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -370,4 +371,48 @@ TEST(Trainer, CudaDeviceGivesTheCpuLosses) {
   EXPECT_NEAR(a[0], b[0], 1e-4 * std::fabs(a[0]));
   for (size_t i = 1; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 5e-2 * std::fabs(a[i])) << "iteration " << i + 1;
   EXPECT_LT(b.back(), b.front());
+}
+
+TEST(Trainer, PaddleXEpochParameters) {
+  // 16 training images; --train_batch_size 4 -> 4 steps per epoch.
+  const fs::path dir = fresh_dir("epochs");
+  TrainConfig cfg = load_train_config(write_config(dir, 100, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "out");
+  o.log_iters = 1;
+  const DetFlagOverrides flags = {{"train_batch_size", "4"}, {"num_epochs", "3"}, {"save_interval_epochs", "2"},
+                                  {"warmup_steps", "2"}, {"lr_decay_epochs", "[2]"}, {"lr_decay_gamma", "0.5"}};
+  apply_paddlex_params(cfg, o, flags, 16, {"--config", "--train_batch_size", "--num_epochs"});
+  EXPECT_EQ(cfg.batch_size, 4);
+  EXPECT_EQ(cfg.iters, 12);
+  EXPECT_EQ(o.save_interval, 8);
+  std::ostringstream log;
+  run_training(cfg, o, log);
+  EXPECT_TRUE(fs::exists(dir / "out/iter_8"));
+  EXPECT_TRUE(fs::exists(dir / "out/iter_12"));
+  std::vector<double> lrs;
+  for (const auto& r : read_jsonl((dir / "out/metrics.jsonl").string()))
+    if (r["type"] == "train") lrs.push_back(r["lr"].get<double>());
+  ASSERT_EQ(lrs.size(), 12u);
+  // Warmup 0 -> 0.01 over 2 steps, then 0.01, halved from the first step of epoch 3 (step 9):
+  // PaddleX 1.x's absolute boundaries (2 epochs * 4 steps), not shifted by the warmup.
+  EXPECT_DOUBLE_EQ(lrs[0], 0.0);
+  EXPECT_DOUBLE_EQ(lrs[1], 0.005);
+  EXPECT_DOUBLE_EQ(lrs[2], 0.01);
+  EXPECT_DOUBLE_EQ(lrs[7], 0.01);
+  EXPECT_DOUBLE_EQ(lrs[8], 0.005);
+
+  TrainConfig c2 = load_train_config(write_config(dir, 100, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o2 = options(dir / "o2");
+  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"num_epochs", "2"}}, 16, {"--iters", "--num_epochs"}); })
+                .find("--num_epochs and --iters both given"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"metric", "VOC"}}, 16, {}); }).find("--metric"),
+            std::string::npos);
+  // PaddleX's warmup constraint: 2 * 8 steps per epoch (batch 2 of the config) = 16 passes, 17 fails.
+  EXPECT_NO_THROW(apply_paddlex_params(c2, o2, {{"warmup_steps", "16"}, {"lr_decay_epochs", "2"}}, 16, {}));
+  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"warmup_steps", "17"}, {"lr_decay_epochs", "2"}}, 16, {}); })
+                .find("Either `warmup_steps` be less than 16"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"lr_decay_epochs", "3,2"}}, 16, {}); }).find("increasing"),
+            std::string::npos);
 }

@@ -244,10 +244,12 @@ void check_train_args_for_task(const TrainArgs& a, const std::string& task) {
           throw ConfigError("engine-train: " + f + ": is a PaddleSeg flag; " + a.config +
                             " is a detection config (use " + det + ")");
   } else {
+    // PaddleX's epoch parameters also drive a segmentation run (train/seg_task.h apply_paddlex_params);
+    // only the detection metric has no meaning there.
     for (const auto& [name, value] : a.det_flags)
-      if (std::find(kSharedFlags.begin(), kSharedFlags.end(), name) == kSharedFlags.end())
-        throw ConfigError("engine-train: --" + name + ": is a detection (PaddleX) flag; " + a.config +
-                          " is a segmentation config");
+      if (name == "metric")
+        throw ConfigError("engine-train: --metric: is a detection (PaddleX) flag; " + a.config +
+                          " is a segmentation config (evaluated by mIoU)");
   }
 }
 

@@ -76,7 +76,8 @@ struct PredictArgs {
 TrainArgs parse_train_args(int argc, char** argv);
 // Refuses flags that belong to the other kind of config: for "detection", the PaddleSeg-only
 // --iters, --batch_size, --save_interval, --do_eval, --log_iters, --resume_model (naming PaddleX's
-// equivalent); for "segmentation", the detection-only ones (--num_epochs ...). `task` as config_task().
+// equivalent); for "segmentation", --metric (PaddleX's epoch parameters work for segmentation too,
+// see apply_paddlex_params in train/seg_task.h). `task` as config_task().
 void check_train_args_for_task(const TrainArgs& args, const std::string& task);
 EvalArgs parse_eval_args(int argc, char** argv);
 PredictArgs parse_predict_args(int argc, char** argv);

@@ -1,6 +1,11 @@
 #include "train/seg_task.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <ostream>
 #include <sstream>
 
@@ -8,7 +13,9 @@
 #include "engine/error.h"
 #include "train/safetensors.h"
 #include "train/seg_metrics.h"
+#include "train/det_task.h"
 #include "train/trainer.h"
+#include "train/yaml_tree.h"
 
 namespace fs = std::filesystem;
 
@@ -93,6 +100,113 @@ TaskEval SegTask::evaluate(Device device, std::ostream& log, const std::atomic<i
   std::snprintf(acc, sizeof acc, "%.17g", r.metrics.acc);
   e.best_model_metadata = {{"acc", acc}};
   return e;
+}
+
+namespace {
+
+int64_t flag_int(const std::string& name, const std::string& v, int64_t lo) {
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || x < lo)
+    throw ConfigError("engine-train: --" + name + ": expected an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  return x;
+}
+
+double flag_double(const std::string& name, const std::string& v, double lo, bool strict) {
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(x) || (strict ? x <= lo : x < lo))
+    throw ConfigError("engine-train: --" + name + ": expected a number " + (strict ? "> " : ">= ") + fmt_double(lo) +
+                      ", got '" + v + "'");
+  return x;
+}
+
+bool flag_bool(const std::string& name, const std::string& v) {
+  bool b = false;
+  if (!parse_yaml_bool(v, b)) throw ConfigError("engine-train: --" + name + ": expected True or False, got '" + v + "'");
+  return b;
+}
+
+// "30,40", "[30, 40]" or "30 40": strictly increasing positive integers.
+std::vector<int64_t> flag_epochs(const std::string& name, const std::string& v) {
+  std::string t;
+  for (char c : v) t += (c == '[' || c == ']' || c == ',') ? ' ' : c;
+  std::istringstream in(t);
+  std::vector<int64_t> out;
+  for (std::string item; in >> item;) {
+    out.push_back(flag_int(name, item, 1));
+    if (out.size() > 1 && out.back() <= out[out.size() - 2])
+      throw ConfigError("engine-train: --" + name + ": expected increasing epochs, got '" + v + "'");
+  }
+  return out;
+}
+
+}  // namespace
+
+void apply_paddlex_params(TrainConfig& cfg, TrainOptions& opt, const DetFlagOverrides& flags, int64_t train_images,
+                          const std::vector<std::string>& given_flags) {
+  auto given = [&](const std::string& f) {
+    return std::find(given_flags.begin(), given_flags.end(), f) != given_flags.end();
+  };
+  const std::vector<std::pair<std::string, std::string>> clashes = {{"num_epochs", "--iters"},
+                                                                    {"train_batch_size", "--batch_size"},
+                                                                    {"save_interval_epochs", "--save_interval"},
+                                                                    {"log_interval_steps", "--log_iters"},
+                                                                    {"resume_checkpoint", "--resume_model"}};
+  std::map<std::string, std::string> v;
+  for (const auto& [name, value] : flags) {
+    if (name == "learning_rate" || name == "save_dir" || name == "num_workers" || name == "seed" || name == "use_vdl")
+      continue;  // shared with PaddleSeg's flags: already applied
+    if (name == "metric")
+      throw ConfigError("engine-train: --metric: a segmentation config is evaluated by mIoU; --metric is for detection");
+    for (const auto& [px, seg] : clashes)
+      if (name == px && given(seg))
+        throw ConfigError("engine-train: --" + px + " and " + seg + " both given; use one of them");
+    v[name] = value;
+  }
+  if (v.empty()) return;
+  if (v.count("train_batch_size")) cfg.batch_size = flag_int("train_batch_size", v["train_batch_size"], 1);
+  const int64_t steps = train_images / cfg.batch_size;
+  if (steps < 1)
+    throw ConfigError("engine-train: " + cfg.train_dataset.where + " has " + std::to_string(train_images) +
+                      " images, fewer than one batch of " + std::to_string(cfg.batch_size));
+  if (v.count("num_epochs")) cfg.iters = flag_int("num_epochs", v["num_epochs"], 1) * steps;
+  if (v.count("save_interval_epochs")) opt.save_interval = flag_int("save_interval_epochs", v["save_interval_epochs"], 1) * steps;
+  if (v.count("log_interval_steps")) opt.log_iters = flag_int("log_interval_steps", v["log_interval_steps"], 1);
+  if (v.count("momentum")) cfg.optimizer.momentum = flag_double("momentum", v["momentum"], 0, false);
+  if (v.count("weight_decay")) cfg.optimizer.weight_decay = flag_double("weight_decay", v["weight_decay"], 0, false);
+  if (v.count("early_stop")) opt.early_stop = flag_bool("early_stop", v["early_stop"]);
+  if (v.count("early_stop_patience")) opt.early_stop_patience = flag_int("early_stop_patience", v["early_stop_patience"], 1);
+  if (v.count("resume_checkpoint")) opt.resume_model = v["resume_checkpoint"];
+  if (v.count("pretrain_weights")) cfg.model.pretrained = v["pretrain_weights"];
+  if (v.count("warmup_steps") || v.count("warmup_start_lr") || v.count("lr_decay_epochs") || v.count("lr_decay_gamma")) {
+    DetTrainParams p;
+    p.learning_rate = cfg.lr_scheduler.type == "PiecewiseDecay" && !cfg.lr_scheduler.values.empty()
+                          ? cfg.lr_scheduler.values[0]
+                          : cfg.lr_scheduler.learning_rate;
+    p.warmup_steps = v.count("warmup_steps") ? flag_int("warmup_steps", v["warmup_steps"], 0) : 0;
+    p.warmup_start_lr = v.count("warmup_start_lr") ? flag_double("warmup_start_lr", v["warmup_start_lr"], 0, false) : 0.0;
+    p.lr_decay_epochs = v.count("lr_decay_epochs") ? flag_epochs("lr_decay_epochs", v["lr_decay_epochs"])
+                                                   : std::vector<int64_t>{};
+    p.lr_decay_gamma = v.count("lr_decay_gamma") ? flag_double("lr_decay_gamma", v["lr_decay_gamma"], 0, true) : 0.1;
+    p.num_epochs = std::max<int64_t>(1, cfg.iters / steps);
+    check_warmup_constraint(p, steps, "engine-train");
+    LRSpec s;
+    s.type = "PiecewiseDecay";
+    s.learning_rate = p.learning_rate;
+    s.warmup_iters = p.warmup_steps;
+    s.warmup_start_lr = p.warmup_start_lr;
+    double lr = p.learning_rate;
+    s.values = {lr};
+    for (int64_t e : p.lr_decay_epochs) {
+      s.boundaries.push_back(e * steps);
+      lr *= p.lr_decay_gamma;
+      s.values.push_back(lr);
+    }
+    cfg.lr_scheduler = s;
+    opt.absolute_warmup = true;
+  }
 }
 
 }  // namespace engine::train

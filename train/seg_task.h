@@ -11,7 +11,9 @@
 #include "train/config.h"
 #include "train/evaluate.h"
 #include "train/seg_loss.h"
+#include "train/det_config.h"
 #include "train/task.h"
+#include "train/trainer.h"
 
 namespace engine::train {
 
@@ -42,5 +44,25 @@ class SegTask : public Task {
   std::shared_ptr<const data::BatchSource> source_;
   std::unique_ptr<SegLoss> loss_fn_;
 };
+
+// PaddleX's train() parameters given as engine-train flags to a segmentation config: epochs become
+// iterations with num_steps_each_epoch = train_images // batch size (PaddleX's count), so
+//   --train_batch_size B         -> batch_size B
+//   --num_epochs N               -> iters N * steps_each_epoch
+//   --save_interval_epochs E     -> save_interval E * steps_each_epoch
+//   --log_interval_steps K       -> log_iters K
+//   --warmup_steps, --warmup_start_lr, --lr_decay_epochs, --lr_decay_gamma (any of them) -> the
+//       learning rate follows PaddleX's schedule (train/det_task.h: linear warmup, then
+//       learning_rate * gamma^i at the absolute boundaries lr_decay_epochs[i] * steps_each_epoch)
+//       instead of the config's lr_scheduler, with PaddleX's warmup constraint checked
+//   --momentum, --weight_decay   -> optimizer.momentum / weight_decay
+//   --early_stop, --early_stop_patience -> PaddleX's EarlyStop on the mIoU of the evaluations
+//   --resume_checkpoint DIR      -> --resume_model DIR;  --pretrain_weights FILE -> model.pretrained
+// (--learning_rate, --save_dir, --num_workers, --seed and --use_vdl are shared with PaddleSeg's
+// flags.) --metric is refused (segmentation reports mIoU), and so is mixing an epoch flag with its
+// PaddleSeg counterpart (--num_epochs with --iters ...). Throws ConfigError naming the flag.
+// Tested by tests/test_trainer.cpp (PaddleXEpochParameters).
+void apply_paddlex_params(TrainConfig& cfg, TrainOptions& opt, const DetFlagOverrides& flags, int64_t train_images,
+                          const std::vector<std::string>& given_flags);
 
 }  // namespace engine::train

@@ -612,7 +612,8 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   const ResumePoint resume = open_resume_point(opt.resume_model, "--resume_model");
   const uint64_t seed = resolve_seed(resume, opt, LogStyle::PaddleSeg, log);
   SegTask task(cfg, seed, opt.do_eval, opt.device, log);
-  const LRSchedule schedule(cfg.lr_scheduler, cfg.iters);
+  const LRSchedule schedule(cfg.lr_scheduler, cfg.iters,
+                            opt.absolute_warmup ? WarmupMode::Absolute : WarmupMode::ShiftsInner);
   LoopSpec spec;
   spec.total_iters = cfg.iters;
   spec.batch_size = cfg.batch_size;
@@ -625,6 +626,8 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   spec.log_style = LogStyle::PaddleSeg;
   spec.resume_flag = "--resume_model";
   spec.fresh_start_hint = "--opts model.pretrained=";
+  spec.early_stop = opt.early_stop;
+  spec.early_stop_patience = opt.early_stop_patience;
   return run_task(task, spec, opt, seed, resume, log);
 }
 

@@ -56,6 +56,10 @@ struct TrainOptions {
   // Non-zero = stop (a signal number, train/stop_signal.h): checked before each iteration and
   // between evaluation images; nullptr = never.
   const std::atomic<int>* stop_request = nullptr;
+  // PaddleX's parameters given to a segmentation run (train/seg_task.h apply_paddlex_params):
+  bool early_stop = false;          // PaddleX's EarlyStop over the evaluations (mIoU)
+  int64_t early_stop_patience = 5;
+  bool absolute_warmup = false;     // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
 };
 
 class TrainingDiverged : public Error {
