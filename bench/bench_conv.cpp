@@ -1,21 +1,28 @@
-// bench_kernels rows for conv2d at the layers of STDC (PP-LiteSeg backbone, 512x512 input) and
-// DarkNet53 (YOLOv3 backbone, 416x416 input), batch 4, channels-last, no bias (both backbones use
-// ConvBN units): for each layer the forward, backward-data and backward-weights passes
+// bench_kernels rows for conv2d at the layers of STDC (PP-LiteSeg backbone, 512x512 input, batch 4),
+// DarkNet53 (YOLOv3 backbone, 416x416 input, batch 4) and MobileNetV1-YOLOv3 (416x416 input, batch 8:
+// the MobileNetV1 depthwise layers and the YOLOv3 neck's 1x1 layers), channels-last, no bias (all of
+// them are ConvBN units): for each layer the forward, backward-data and backward-weights passes
 //  - through the engine's op (conv2d / its autograd node): what training pays, including the
 //    OIHW <-> blocked weight reorders, workspace allocation and output allocation;
 //  - (CPU) through the raw oneDNN primitive alone on the same shape: NHWC activations, weights
 //    already in the primitive's format, nothing allocated per call -- the ceiling for the op.
 // After each layer a line "conv2d op/raw" gives the op's rate as a fraction of the raw primitive's,
-// from the fastest of the calls the runner timed (the table rows show medians). Target:
-// op >= 280 GFLOP/s for fwd, bwd_data and bwd_weights on the 3x3 layers with Cin >= 32, where the
-// raw primitives reach ~330-366; the 3-channel stem, the 1x1 and the depthwise layers are reported
-// without a floor.
-// Layers (reference/ppliteseg.md §1, yolov3.md §1):
+// from the fastest of 10 op/raw call pairs timed alternately after the rows (interleaved, so a burst
+// of load from other processes on a shared machine hits both sides alike; the table rows show
+// medians). Target: op >= 280 GFLOP/s for fwd, bwd_data and bwd_weights on the 3x3 layers with
+// Cin >= 32, where the raw primitives reach ~330-366; the 3-channel stem, the 1x1 and the depthwise
+// layers are reported without a floor.
+// Layers (reference/ppliteseg.md §1, yolov3.md §1, models/mobilenet_v1.cpp, models/yolov3.cpp):
 //   STDC: features[0] 3x3 s2 3->32 @512, features[1] 3x3 s2 32->64 @256, stage3 block 1: 1x1 64->128
 //   @128, depthwise 3x3 s2 on 128 ch @128, conv_list[1] 3x3 128->64 @64, conv_list[2] 3x3 64->32 @64,
 //   stage4 conv_list[1] 3x3 256->128 @32, stage5 conv_list[1] 3x3 512->256 @16.
 //   DarkNet53: downsample0 3x3 s2 32->64 @416, stage0 downsample 3x3 s2 64->128 @208, stage2
 //   BasicBlock 1x1 256->128 @52 and 3x3 128->256 @52, stage3 3x3 256->512 @26, stage4 3x3 512->1024 @13.
+//   MobileNetV1: the 9 distinct depthwise 3x3 shapes of its 13 blocks (conv2_1 32 @208 ... conv6 1024
+//   @13; conv5_1..5_5 share 512 @26 s1). YOLOv3 neck: the 7 distinct 1x1 shapes of the three
+//   YoloDetBlocks (conv0, conv2, route) and the two transitions on MobileNetV1's 256/512/1024 maps.
+// ENGINE_BENCH_CONV_NET=<substring> keeps only the layers whose network name contains it (e.g.
+// "MobileNetV1", "YOLOv3"), to re-measure a subset quickly.
 // FLOPs = 2*N*Ho*Wo*Cout*(Cin/groups)*kH*kW; bytes = 4*(|x| + |w| + |y|).
 // Validation (before timing): 24-48 sampled elements of each result against double sums on the host.
 // Quick mode (and the emulated CUDA device): batch 1, spatial sizes / 8.
@@ -23,14 +30,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <dnnl.hpp>
 
 #include "bench/bench.h"
+#include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
 #include "engine/tensor.h"
@@ -42,7 +52,8 @@ using namespace engine;
 struct Layer {
   const char* net;
   int64_t h, cin, cout, k, stride, groups;
-  bool floor;  // the >= 280 GFLOP/s target applies
+  bool floor;     // the >= 280 GFLOP/s target applies
+  int64_t n = 4;  // batch (the quick mode uses 1)
 };
 
 const std::vector<Layer> kLayers = {
@@ -53,6 +64,19 @@ const std::vector<Layer> kLayers = {
     {"DarkNet53", 416, 32, 64, 3, 2, 1, true}, {"DarkNet53", 208, 64, 128, 3, 2, 1, true},
     {"DarkNet53", 52, 256, 128, 1, 1, 1, false}, {"DarkNet53", 52, 128, 256, 3, 1, 1, true},
     {"DarkNet53", 26, 256, 512, 3, 1, 1, true}, {"DarkNet53", 13, 512, 1024, 3, 1, 1, true},
+    // MobileNetV1 depthwise 3x3 at 416 input (conv1 is s2, so conv2_1 sees 208x208).
+    {"MobileNetV1", 208, 32, 32, 3, 1, 32, false, 8},      {"MobileNetV1", 208, 64, 64, 3, 2, 64, false, 8},
+    {"MobileNetV1", 104, 128, 128, 3, 1, 128, false, 8},   {"MobileNetV1", 104, 128, 128, 3, 2, 128, false, 8},
+    {"MobileNetV1", 52, 256, 256, 3, 1, 256, false, 8},    {"MobileNetV1", 52, 256, 256, 3, 2, 256, false, 8},
+    {"MobileNetV1", 26, 512, 512, 3, 1, 512, false, 8},    {"MobileNetV1", 26, 512, 512, 3, 2, 512, false, 8},
+    {"MobileNetV1", 13, 1024, 1024, 3, 1, 1024, false, 8},
+    // YOLOv3 neck 1x1 on MobileNetV1's maps: yolo_block.0 conv0/conv2/route 1024->512 @13,
+    // transition.0 512->256 @13, yolo_block.1 conv0 768->256 and conv2/route 512->256 @26,
+    // transition.1 256->128 @26, yolo_block.2 conv0 384->128 and conv2/route 256->128 @52.
+    {"YOLOv3 neck", 13, 1024, 512, 1, 1, 1, false, 8},     {"YOLOv3 neck", 13, 512, 256, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 26, 768, 256, 1, 1, 1, false, 8},      {"YOLOv3 neck", 26, 512, 256, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 26, 256, 128, 1, 1, 1, false, 8},      {"YOLOv3 neck", 52, 384, 128, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 52, 256, 128, 1, 1, 1, false, 8},
 };
 
 struct Geo {
@@ -62,7 +86,7 @@ struct Geo {
 
 Geo geometry(const Layer& l, bool quick) {
   Geo g;
-  g.n = quick ? 1 : 4;
+  g.n = quick ? 1 : l.n;
   g.h = g.w = quick ? std::max<int64_t>(l.k, l.h / 8) : l.h;
   g.cin = l.cin, g.cout = l.cout, g.k = l.k, g.cig = l.cin / l.groups;
   g.a.stride_h = g.a.stride_w = (int)l.stride;
@@ -173,24 +197,35 @@ std::string check_bwd_weights(const Geo& g, const HostData& h, const std::vector
   return "";
 }
 
-// Wraps a body so the calls the runner times are also recorded here (for the op/raw fraction).
+// Wraps a body so it is known whether the runner ran it (its --filter may skip rows).
 struct Recorder {
-  std::vector<double> t;
+  bool ran = false;
   std::function<void()> wrap(std::function<void()> f) {
     return [this, f = std::move(f)] {
-      const auto t0 = std::chrono::steady_clock::now();
+      ran = true;
       f();
-      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     };
   }
-  // Fastest timed call after the runner's 2 warm-up calls; 0 if the row did not run. The minimum,
-  // not the median: on this shared 2-core machine other processes only ever add time, so the best
-  // call is the most reproducible measure of what the code costs.
-  double best() const {
-    if (t.size() <= 2) return 0;
-    return *std::min_element(t.begin() + 2, t.end());
-  }
 };
+
+// Fastest op call and fastest raw call of `pairs` alternating calls (op, raw, op, raw, ...). The
+// minimum, not the median: on a shared machine other processes only ever add time, so the best call
+// is the most reproducible measure of what the code costs; alternating puts both sides under the
+// same load.
+std::pair<double, double> interleaved_best(const std::function<void()>& op, const std::function<void()>& raw,
+                                           int pairs) {
+  auto timed = [](const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  double a = 1e30, b = 1e30;
+  for (int r = 0; r < pairs; ++r) {
+    a = std::min(a, timed(op));
+    b = std::min(b, timed(raw));
+  }
+  return {a, b};
+}
 
 // ------------------------------------------------------------------ the raw oneDNN primitives
 // The same descriptors as kernels/cpu/conv_cpu.cpp (nhwc activations, weights format_tag::any,
@@ -265,7 +300,13 @@ BENCH_REGISTER(conv) {
   for (const Device& dev : runner.devices()) {
     const bool emulated = dev.is_cuda() && cuda_is_emulated();
     const bool quick = runner.quick() || emulated;
+    const char* only = std::getenv("ENGINE_BENCH_CONV_NET");
     for (const Layer& l : kLayers) {
+      if (only && *only && std::string(l.net).find(only) == std::string::npos) continue;
+      // Start each layer with empty allocator caches: with several free blocks of one size class the
+      // CPU cache hands out the oldest (cache-cold) one, so the op's rows would depend on what the
+      // previous layer's rows left behind (see the dw 512 @26 s2 row in docs/BENCHMARKS.md).
+      empty_cache();
       const Geo g = geometry(l, quick);
       const std::string shape = name_of(l, g);
       const bench::Work work = work_of(g);
@@ -324,15 +365,18 @@ BENCH_REGISTER(conv) {
                    return check_bwd_weights(g, h, gw.to_vector());
                  },
                  raw_w.wrap([&] { raw.bwd_weights(); }));
-      auto frac = [&](const Recorder& op, const Recorder& rw, const char* what) {
-        const double a = op.best(), b = rw.best();
-        if (a <= 0 || b <= 0) return std::string();
+      auto frac = [&](const Recorder& op, const Recorder& rw, const std::function<void()>& fo,
+                      const std::function<void()>& fr, const char* what) {
+        if (!op.ran || !rw.ran) return std::string();
+        const auto [a, b] = interleaved_best(fo, fr, 10);
         char buf[128];
         std::snprintf(buf, sizeof buf, " %s %.0f/%.0f GFLOP/s = %.2f", what, work.flops / a / 1e9,
                       work.flops / b / 1e9, b / a);
         return std::string(buf);
       };
-      const std::string line = frac(op_f, raw_f, "fwd") + frac(op_d, raw_d, "bwd_data") + frac(op_w, raw_w, "bwd_w");
+      const std::string line = frac(op_f, raw_f, [&] { fwd(); }, [&] { raw.fwd(); }, "fwd") +
+                               frac(op_d, raw_d, [&] { bwd_d(); }, [&] { raw.bwd_data(); }, "bwd_data") +
+                               frac(op_w, raw_w, [&] { bwd_w(); }, [&] { raw.bwd_weights(); }, "bwd_w");
       if (!line.empty())
         std::printf("conv2d op/raw [%s]%s%s  (oneDNN impls %s / %s / %s)\n", shape.c_str(), line.c_str(),
                     l.floor ? "" : " (no floor)", raw.fpd.impl_info_str(), raw.dpd.impl_info_str(),
