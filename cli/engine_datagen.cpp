@@ -3,7 +3,7 @@
 //     engine-datagen [--out data/synthetic_fundus] [--train 200] [--val 40] [--test 0] [--size 256]
 //                    [--height H --width W] [--seed 1]
 //   --task det: the coloured-shapes detection set (data/det_synthetic.h) in PaddleX's VOC layout
-//     engine-datagen --task det [--out data/synthetic_det] [--train 200] [--val 40] [--size 256]
+//     engine-datagen --task det [--out datasets/synthetic_det] [--train 200] [--val 40] [--size 256]
 //                    [--height H --width W] [--seed 1]
 // Exit codes: 0 done, 2 bad flags or a refused output folder.
 #include <cstdio>
@@ -23,7 +23,7 @@ const char* kUsage =
     "    DIR/train_list.txt, val_list.txt, test_list.txt. Defaults: data/synthetic_fundus, 200/40/0 images, 256x256.\n"
     "  --task det: DIR/JPEGImages/*.jpg, DIR/Annotations/*.xml (Pascal VOC), DIR/labels.txt (circle, square,\n"
     "    triangle, cross) and DIR/train_list.txt, val_list.txt (PaddleX's VOCDetection layout).\n"
-    "    Defaults: data/synthetic_det, 200/40 images, 256x256. --test does not apply.\n"
+    "    Defaults: datasets/synthetic_det, 200/40 images, 256x256. --test does not apply.\n"
     "  Both: deterministic for a --seed (default 1).\n";
 
 long long parse_int(const std::string& flag, const std::string& v, long long lo) {
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
     } else if (task == "det") {
       if (test_given) engine::fail("--test: not used with --task det (the VOC layout has train and val lists)");
       engine::data::SyntheticDetSpec spec;
-      spec.root = out.empty() ? "data/synthetic_det" : out;
+      spec.root = out.empty() ? "datasets/synthetic_det" : out;
       spec.train = train, spec.val = val;
       spec.height = height, spec.width = width;
       spec.seed = seed;
