@@ -28,8 +28,9 @@
 // max(1e-5, 3 sens), except at most 2 % of the tensors (such kink flips), which must still be within
 // 1e-2; and the median over the tensors of dev/sens below 2 (a systematic device error shows there
 // even when each tensor is within its tolerance). A wrong kernel differs by O(1). On a real GPU
-// cuDNN's convolutions add their own rounding differences at every layer; this test has run only
-// under the emulator so far.
+// cuDNN's convolutions add their own rounding differences at every layer (fp32 sums in other orders
+// than oneDNN's, not modelled by the probes), so there every factor above is multiplied by 10; that
+// margin is an estimate: this test has run only under the emulator so far.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -146,6 +147,7 @@ TEST(DetTrainStep, CpuAndCudaDevicesAgree) {
   const Gt gt = make_gt();
   const Tensor x = Tensor::randn({kBatch, kSize, kSize, 3}, 12);
   const Tensor x_probe = add(x, mul(x, Tensor::randn(x.shape(), 99, 1e-7f)));
+  const double k = cuda_is_emulated() ? 1 : 10;  // see the file comment
   for (const char* bb : {"MobileNetV1", "DarkNet53"}) {
     SCOPED_TRACE(bb);
     StateDict init;
@@ -176,10 +178,10 @@ TEST(DetTrainStep, CpuAndCudaDevicesAgree) {
     const Step dev = train_step(*model(Device::cuda(0), false), Device::cuda(0), x, gt, v0);
 
     const char* term[5] = {"loss", "loss_xy", "loss_wh", "loss_obj", "loss_cls"};
-    for (int k = 0; k < 5; ++k) {
-      ASSERT_TRUE(std::isfinite(ref.terms[k]) && ref.terms[k] > 0) << term[k];
-      const double sens = std::max(rel(ref.terms[k], sx.terms[k]), rel(ref.terms[k], sw.terms[k]));
-      EXPECT_LE(rel(ref.terms[k], dev.terms[k]), std::max(1e-5, 4 * sens)) << term[k];
+    for (int t = 0; t < 5; ++t) {
+      ASSERT_TRUE(std::isfinite(ref.terms[t]) && ref.terms[t] > 0) << term[t];
+      const double sens = std::max(rel(ref.terms[t], sx.terms[t]), rel(ref.terms[t], sw.terms[t]));
+      EXPECT_LE(rel(ref.terms[t], dev.terms[t]), k * std::max(1e-5, 4 * sens)) << term[t];
     }
     // Per tensor: the device's difference against the CPU probes' (the larger of the two).
     std::vector<double> ratios;
@@ -188,8 +190,8 @@ TEST(DetTrainStep, CpuAndCudaDevicesAgree) {
     auto compare = [&](const char* what, const std::string& name, const Tensor& a, const Tensor& d, const Tensor& p1,
                        const Tensor& p2) {
       const double dd = rel_l2(a, d), sens = std::max(rel_l2(a, p1), rel_l2(a, p2));
-      if (dd > std::max(1e-5, 3 * sens)) flips.push_back(std::string(what) + " " + name);
-      EXPECT_LE(dd, std::max(1e-2, 3 * sens)) << what << " " << name << " (sensitivity " << sens << ")";
+      if (dd > k * std::max(1e-5, 3 * sens)) flips.push_back(std::string(what) + " " + name);
+      EXPECT_LE(dd, k * std::max(1e-2, 3 * sens)) << what << " " << name << " (sensitivity " << sens << ")";
       ratios.push_back(dd / std::max(sens, 1e-12));
       worst_ratio = std::max(worst_ratio, ratios.back());
       worst_sens = std::max(worst_sens, sens);
@@ -207,7 +209,7 @@ TEST(DetTrainStep, CpuAndCudaDevicesAgree) {
     std::vector<double> sorted = ratios;
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
-    EXPECT_LT(median, 2.0) << "the device differs systematically more than rounding-level noise moves the step";
+    EXPECT_LT(median, 2 * k) << "the device differs systematically more than rounding-level noise moves the step";
     std::string flipped;
     for (const std::string& f : flips) flipped += " " + f;
     EXPECT_LE(flips.size(), ratios.size() / 50) << "beyond 3x the sensitivity:" << flipped;
