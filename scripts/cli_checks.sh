@@ -65,5 +65,41 @@ expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_datase
 # nothing already written is clobbered by a failed run
 [ -f out/iter_6/model.safetensors ] || { echo "FAIL: out/iter_6 lost"; fails=$((fails + 1)); }
 
+# detection: engine-datagen --task det, a one-epoch PaddleX-style run with evaluation, resume, and its errors
+expect 0 "wrote 10 train, 3 val detection images of 64x64" "$bin/engine-datagen" --task det --out det --train 10 --val 3 --size 64
+cat > det.yml <<YML
+model: {type: YOLOv3, backbone: MobileNetV1}
+train_dataset:
+  type: VOCDetection
+  data_dir: det
+  file_list: det/train_list.txt
+  label_list: det/labels.txt
+  transforms: [{type: RandomHorizontalFlip}, {type: Normalize}, {type: BatchRandomResize, target_sizes: [64]}]
+eval_dataset:
+  type: VOCDetection
+  data_dir: det
+  file_list: det/val_list.txt
+  label_list: det/labels.txt
+  transforms: [{type: Resize, target_size: 64}, {type: Normalize}]
+train_batch_size: 4
+learning_rate: 0.0005
+warmup_steps: 2
+lr_decay_epochs: [2]
+save_interval_epochs: 1
+log_interval_steps: 1
+num_workers: 0
+YML
+expect 0 "[TRAIN] Epoch=1/2, Step=2/2, loss_xy=" "$bin/engine-train" det.yml --num_epochs 2 --save_dir dout
+expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_b
+[ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] || { echo "FAIL: detection checkpoints missing"; fails=$((fails + 1)); }
+expect 0 "Resume model from dout/epoch_1" "$bin/engine-train" det.yml --num_epochs 2 --resume_checkpoint dout/epoch_1 --save_dir dout2
+expect 2 "Either \`warmup_steps\` be less than 4 or lr_decay_epochs[0] be greater than 2" "$bin/engine-train" det.yml --warmup_steps 5 --save_dir dout3
+[ ! -e dout3 ] || { echo "FAIL: the refused run wrote dout3"; fails=$((fails + 1)); }
+expect 2 "--iters: is a PaddleSeg flag" "$bin/engine-train" det.yml --iters 5
+expect 2 "lr_decay_epochs" "$bin/engine-train" det.yml --lr_decay_epoch 3
+expect 2 "--metric: is a detection (PaddleX) flag" "$bin/engine-train" cfg.yml --metric VOC
+expect 2 "pretrain_weights and resume_checkpoint cannot be set simultaneously" "$bin/engine-train" det.yml --pretrain_weights w.safetensors --resume_checkpoint dout/epoch_1
+expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" cfg.yml --num_epochs 1 --train_batch_size 2 --log_interval_steps 2 --save_dir out_epochs
+
 echo "cli_checks: $fails failure(s)"
 [ "$fails" -eq 0 ]

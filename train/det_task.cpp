@@ -245,7 +245,7 @@ TrainSummary run_det_training(const DetTrainConfig& cfg, const TrainOptions& run
   opt.seed_given = p.seed.has_value();
   opt.seed = p.seed.value_or(0);
   opt.do_eval = cfg.has_eval_dataset;
-  const ResumePoint resume = open_resume_point(p.resume_checkpoint, "resume_checkpoint");
+  const ResumePoint resume = open_resume_point(p.resume_checkpoint, "--resume_checkpoint");
   const uint64_t seed = resolve_seed(resume, opt, LogStyle::PaddleX, log);
   DetTask task(cfg, seed, opt.device, log);
   const int64_t n = task.train_set().size();
@@ -272,7 +272,7 @@ TrainSummary run_det_training(const DetTrainConfig& cfg, const TrainOptions& run
   spec.log_style = LogStyle::PaddleX;
   spec.early_stop = p.early_stop;
   spec.early_stop_patience = p.early_stop_patience;
-  spec.resume_flag = "resume_checkpoint";
+  spec.resume_flag = "--resume_checkpoint";
   spec.fresh_start_hint = "--pretrain_weights ";
   log << log_prefix(LogStyle::PaddleX) << "num_steps_each_epoch " << steps << " (" << n << " samples // "
       << p.train_batch_size << "), " << spec.total_iters << " steps in " << p.num_epochs << " epochs; lr "
