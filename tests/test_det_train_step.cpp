@@ -26,8 +26,9 @@
 //     4e-7..2.0e-2, dev <= 8.2e-3, dev/sens median 0.21, at most 0.96; running statistics dev <= 7.1e-6.
 // So: loss terms within max(1e-5, 4 sens); each gradient, update and running statistic within
 // max(1e-5, 3 sens), except at most 2 % of the tensors (such kink flips), which must still be within
-// 1e-2; and the median over the tensors of dev/sens below 2 (a systematic device error shows there
-// even when each tensor is within its tolerance). A wrong kernel differs by O(1). On a real GPU
+// 1e-2; and the median over the tensors of dev/sens below 2 (an error spread thinly over many tensors
+// can show there even when each tensor is within its tolerance). A wrong kernel differs by O(1); scaling the device's
+// loss by 1 + 1e-4 (tried once) already put 20-21 tensors per model beyond 3 sens. On a real GPU
 // cuDNN's convolutions add their own rounding differences at every layer (fp32 sums in other orders
 // than oneDNN's, not modelled by the probes), so there every factor above is multiplied by 10; that
 // margin is an estimate: this test has run only under the emulator so far.
