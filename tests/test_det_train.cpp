@@ -5,7 +5,7 @@
 // PaddleX's message before anything is written), PaddleX's EarlyStop, the detection batch collate,
 // a resumed run (from epoch_N/ and from a mid-epoch stop) bit-identical to an uninterrupted one,
 // early stop ending a run, and the emulated (or real) CUDA device giving the CPU's losses. The
-// learning run (bbox_map rising above a threshold) is the ctest `det_learns` (tools/det_learning_check.sh)
+// learning run (bbox_map rising above a threshold) is the ctest `det_learns` (scripts/det_learning_check.sh).
 #include <gtest/gtest.h>
 
 #include <atomic>
