@@ -4,7 +4,8 @@
 // boundaries 213 and 240), the warmup constraint at its edge (equal passes, one more step fails with
 // PaddleX's message before anything is written), PaddleX's EarlyStop, the detection batch collate,
 // a resumed run (from epoch_N/ and from a mid-epoch stop) bit-identical to an uninterrupted one,
-// early stop ending a run, and the emulated (or real) CUDA device giving the CPU's losses. The
+// early stop ending a run, COCO data and the COCO metric (bbox_mmap with pycocotools. summary), and
+// the emulated (or real) CUDA device giving the CPU's losses. The
 // learning run (bbox_map rising above a threshold) is the ctest `det_learns` (scripts/det_learning_check.sh).
 #include <gtest/gtest.h>
 
@@ -342,4 +343,63 @@ TEST(DetTrain, CudaDeviceGivesTheCpuLosses) {
   }
   for (size_t i = 2; i < a.size(); ++i)
     EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 5e-2 * a[i]["loss"].get<double>()) << i;
+}
+
+TEST(DetTrain, CocoDataAndTheCocoMetric) {
+  // The synthetic VOC set rewritten as COCO JSON files (bbox [x, y, w, h], category ids 1..4): a run
+  // on CocoDetection reports bbox_mmap with pycocotools' summary; a VOC set with metric COCO too.
+  const fs::path dir = fresh_dir("coco");
+  const std::string root = data_root().string();
+  auto write_json = [&](const std::string& list, const fs::path& out) {
+    data::DetDatasetSpec spec;
+    spec.data_dir = root;
+    spec.file_list = root + "/" + list;
+    spec.label_list = root + "/labels.txt";
+    const data::DetDataset voc(spec);
+    nlohmann::json j;
+    j["categories"] = nlohmann::json::array();
+    for (size_t c = 0; c < voc.labels().size(); ++c) j["categories"].push_back({{"id", c + 1}, {"name", voc.labels()[c]}});
+    j["images"] = nlohmann::json::array();
+    j["annotations"] = nlohmann::json::array();
+    int ann_id = 1;
+    for (int64_t i = 0; i < voc.size(); ++i) {
+      const data::DetRecord& r = voc.record(i);
+      j["images"].push_back({{"id", i + 1}, {"file_name", fs::relative(r.image, root).string()},
+                             {"height", r.height}, {"width", r.width}});
+      for (size_t k = 0; k < r.boxes.size(); ++k) {
+        const auto& b = r.boxes[k];
+        j["annotations"].push_back({{"id", ann_id++}, {"image_id", i + 1}, {"category_id", r.classes[k] + 1},
+                                    {"bbox", {b[0], b[1], b[2] - b[0], b[3] - b[1]}},
+                                    {"area", (b[2] - b[0]) * (b[3] - b[1])}, {"iscrowd", 0}});
+      }
+    }
+    std::ofstream(out) << j.dump();
+  };
+  write_json("train_list.txt", dir / "train.json");
+  write_json("val_list.txt", dir / "val.json");
+  std::ostringstream y;
+  y << "model:\n  type: YOLOv3\n  backbone: MobileNetV1\n"
+    << "train_dataset:\n  type: CocoDetection\n  data_dir: " << root << "\n  ann_file: " << (dir / "train.json").string()
+    << "\n  transforms:\n    - type: Normalize\n  batch_transforms:\n    - type: BatchRandomResize\n      target_sizes: [64]\n"
+    << "eval_dataset:\n  type: CocoDetection\n  data_dir: " << root << "\n  ann_file: " << (dir / "val.json").string()
+    << "\n  transforms:\n    - type: Resize\n      target_size: 64\n    - type: Normalize\n"
+    << "num_epochs: 1\ntrain_batch_size: 4\nlearning_rate: 0.0005\nwarmup_steps: 0\nlr_decay_epochs: []\n"
+    << "save_interval_epochs: 1\nnum_workers: 0\nsave_dir: " << (dir / "out").string() << "\n";
+  std::ofstream(dir / "coco.yml") << y.str();
+  std::ostringstream log;
+  const TrainSummary s = run_det_training(load((dir / "coco.yml").string()), run_options(), log);
+  EXPECT_EQ(s.best_metric_name, "bbox_mmap");
+  EXPECT_GE(s.best_metric, 0.0);
+  EXPECT_LE(s.best_metric, 1.0);  // a fraction, as PaddleX's COCO metric
+  EXPECT_NE(log.str().find("[EVAL] Finished, Epoch=1, bbox_mmap="), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] ="),
+            std::string::npos);
+  const auto ev = records(dir / "out", "eval");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0]["coco_stats"].size(), 12u);
+
+  // A VOC set evaluated with the COCO metric.
+  const DetTrainConfig voc_coco = load(write_config(dir, 1, "metric: COCO\n"), {{"save_dir", (dir / "voc").string()}});
+  const TrainSummary v = run_det_training(voc_coco, run_options(), log);
+  EXPECT_EQ(v.best_metric_name, "bbox_mmap");
 }

@@ -207,16 +207,10 @@ TaskEval DetTask::evaluate(Device device, std::ostream& log, const std::atomic<i
       for (size_t r = 0; r + 6 <= rows.size(); r += 6)
         dets.push_back({(int)rows[r], rows[r + 1],
                         coco_box_from_corners({rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5]})});
+      // The annotations as COCOeval sees them (for a VOC set: PaddleX's VOC->COCO conversion).
       std::vector<CocoGroundTruth> gts;
-      if (!rec.coco_gts.empty()) {
-        for (const data::CocoGtBox& g : rec.coco_gts) gts.push_back({g.category, {g.x, g.y, g.w, g.h}, g.area, g.iscrowd});
-      } else {  // a VOC data set evaluated with the COCO metric: boxes as corners, area from the box
-        for (size_t k = 0; k < rec.boxes.size(); ++k)
-          gts.push_back({rec.classes[k],
-                         coco_box_from_corners({rec.boxes[k][0], rec.boxes[k][1], rec.boxes[k][2], rec.boxes[k][3]}),
-                         -1.0, false});
-      }
-      coco.update(rec.image_id, dets, gts);
+      for (const data::CocoGtBox& g : rec.coco_gts) gts.push_back({g.category, {g.x, g.y, g.w, g.h}, g.area, g.iscrowd});
+      coco.update(eval_set_->type() == "CocoDetection" ? rec.image_id : i, dets, gts);
     }
   }
   if (was_training) model_->train();
