@@ -4,7 +4,7 @@
 // boundaries 213 and 240), the warmup constraint at its edge (equal passes, one more step fails with
 // PaddleX's message before anything is written), PaddleX's EarlyStop, the detection batch collate,
 // a resumed run (from epoch_N/ and from a mid-epoch stop) bit-identical to an uninterrupted one,
-// early stop ending a run, COCO data and the COCO metric (bbox_mmap with pycocotools. summary), and
+// early stop ending a run, COCO data and the COCO metric (bbox_mmap with pycocotools' summary), and
 // the emulated (or real) CUDA device giving the CPU's losses. The
 // learning run (bbox_map rising above a threshold) is the ctest `det_learns` (scripts/det_learning_check.sh).
 #include <gtest/gtest.h>
