@@ -5,7 +5,7 @@
 # prediction PNGs for the validation images. About 2-3 minutes on 2 CPU cores.
 # With --task det (first argument): the detection job instead: the synthetic shapes set
 # (engine-datagen --task det) and YOLOv3-MobileNetV1 trained the PaddleX way on it
-# (configs/yolov3_mobilenetv1_synthetic.yml, 12 epochs with evaluation; about 6-9 minutes on 2 CPU cores).
+# (configs/yolov3_mobilenetv1_synthetic.yml, 12 epochs with evaluation; about 6 minutes on 2 CPU cores).
 # Extra arguments go to engine-train (e.g. --device cpu, --iters 600, --num_workers 4; for det
 # PaddleX's flags, e.g. --num_epochs 20).
 # Environment: ENGINE_BUILD_DIR (default build/release), ENGINE_CMAKE_ARGS (extra cmake options,
