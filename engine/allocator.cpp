@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -47,7 +48,8 @@ size_t round_size(size_t bytes) {
 }
 
 // A caching allocator over a system allocator (malloc or cudaMalloc). Freed blocks are kept in a
-// free list per stream (per device for the CPU) and reused for requests of the same size class.
+// free list per stream (per device for the CPU) and reused for requests of the same size class,
+// most recently freed first.
 // When the system allocator fails, the cache is returned to it and the request retried.
 class BlockCache {
  public:
@@ -60,9 +62,12 @@ class BlockCache {
     const bool cache = !exact && bytes >= min_cached_;
     const size_t size = cache ? round_size(bytes) : std::max<size_t>(bytes, 1);
     if (cache) {
+      // The most recently freed block of the class (equal keys keep insertion order, so it is the
+      // last of its range): on the CPU it is the one most likely still in cache.
       auto& fl = free_[stream];
-      auto it = fl.find(size);
-      if (it != fl.end()) {
+      auto it = fl.upper_bound(size);
+      if (it != fl.begin() && std::prev(it)->first == size) {
+        --it;
         void* p = it->second;
         fl.erase(it);
         live_[p] = {size, stream, true};
