@@ -1,5 +1,6 @@
-// DataLoader: epoch permutations, per-sample seeded augmentation, worker threads with a bounded,
-// ordered queue (see loader.h for the determinism design). Tested by tests/test_data.cpp.
+// DataLoader: epoch permutations, data-parallel shards, per-sample seeded augmentation, worker threads
+// with a bounded, ordered queue (see loader.h for the shard layout and the determinism design). Tested
+// by tests/test_data.cpp.
 #include "data/loader.h"
 
 #include <algorithm>
@@ -33,10 +34,22 @@ DataLoader::DataLoader(std::shared_ptr<const BatchSource> source, LoaderOptions 
   ENGINE_CHECK(opt_.batch_size >= 1, "DataLoader(", w, "): batch_size must be >= 1, got ", opt_.batch_size);
   ENGINE_CHECK(opt_.num_workers >= 0, "DataLoader(", w, "): num_workers must be >= 0, got ", opt_.num_workers);
   ENGINE_CHECK(opt_.prefetch >= 1, "DataLoader(", w, "): prefetch must be >= 1, got ", opt_.prefetch);
-  const int64_t n = source_->size();
-  batches_per_epoch_ = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
-  ENGINE_CHECK(batches_per_epoch_ > 0, "DataLoader(", w, "): the data set has ", n, " samples, fewer than batch_size ",
-               opt_.batch_size, " with drop_last, so no batch can be formed");
+  ENGINE_CHECK(opt_.world_size >= 1, "DataLoader(", w, "): world_size must be >= 1, got ", opt_.world_size);
+  ENGINE_CHECK(opt_.rank >= 0 && opt_.rank < opt_.world_size, "DataLoader(", w, "): rank ", opt_.rank,
+               " is outside [0, world_size ", opt_.world_size, ")");
+  const int64_t n = source_->size(), world = opt_.world_size, bs = opt_.batch_size;
+  const int64_t per_rank = (n + world - 1) / world;
+  padded_size_ = per_rank * world;
+  full_steps_ = padded_size_ / (bs * world);
+  tail_ = (padded_size_ - full_steps_ * bs * world) / world;  // the remainder is a multiple of world
+  batches_per_epoch_ = full_steps_ + (!opt_.drop_last && tail_ > 0 ? 1 : 0);
+  if (batches_per_epoch_ == 0) {
+    if (world == 1)
+      fail("DataLoader(", w, "): the data set has ", n, " samples, fewer than batch_size ", bs,
+           " with drop_last, so no batch can be formed");
+    fail("DataLoader(", w, "): the data set has ", n, " samples, ", per_rank, " per rank with world_size ", world,
+         ", fewer than batch_size ", bs, " with drop_last, so no batch can be formed");
+  }
 }
 
 DataLoader::~DataLoader() {
@@ -59,17 +72,33 @@ std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
   return order;
 }
 
+std::vector<int64_t> DataLoader::padded_epoch_order(int64_t epoch) const {
+  std::vector<int64_t> order = epoch_order(epoch);
+  const size_t n = order.size();
+  order.resize((size_t)padded_size_);
+  for (size_t p = n; p < order.size(); ++p) order[p] = order[p % n];  // p % n: N < world repeats the list
+  return order;
+}
+
+std::pair<int64_t, int64_t> DataLoader::batch_span(int64_t batch_in_epoch) const {
+  const int64_t bs = opt_.batch_size, world = opt_.world_size;
+  if (batch_in_epoch < full_steps_) return {batch_in_epoch * bs * world + opt_.rank * bs, bs};
+  return {full_steps_ * bs * world + opt_.rank * tail_, tail_};
+}
+
 Batch DataLoader::load_batch(int64_t epoch, int64_t batch_in_epoch) const {
   ENGINE_CHECK(epoch >= 0 && batch_in_epoch >= 0 && batch_in_epoch < batches_per_epoch_, "DataLoader(",
                source_->where(), "): batch ", batch_in_epoch, " of epoch ", epoch, " does not exist (",
                batches_per_epoch_, " batches per epoch)");
   const std::vector<int64_t> order = epoch_order(epoch);
-  const int64_t begin = batch_in_epoch * opt_.batch_size;
-  const int64_t end = std::min(begin + opt_.batch_size, source_->size());
+  const int64_t n = (int64_t)order.size();
+  const auto [begin, count] = batch_span(batch_in_epoch);
   Batch b;
   b.epoch = epoch;
   b.batch_in_epoch = batch_in_epoch;
-  b.indices.assign(order.begin() + begin, order.begin() + end);
+  b.first_position = begin;
+  b.indices.resize((size_t)count);
+  for (int64_t i = 0; i < count; ++i) b.indices[(size_t)i] = order[(size_t)((begin + i) % n)];  // padded order
   source_->build(b, begin, opt_.seed);
   return b;
 }

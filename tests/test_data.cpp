@@ -1129,3 +1129,265 @@ TEST(Synthetic, RefusesForeignDirectoriesAndRegeneratesItsOwn) {
   s.train = -1;
   expect_error([&] { generate_synthetic_fundus(s); }, {"train/val/test"});
 }
+
+// ================================================================================== sharded loader
+// Data-parallel shards (data/loader.h): rank r of world_size W gets every W-th run of batch_size
+// positions of the epoch's order padded by its head; a batch is a pure function of (seed, epoch,
+// batch, rank); world_size 1 is the single-process loader.
+namespace {
+// Builds no images: records each sample's padded position and the first draw of its augmentation Rng.
+class PositionSource : public BatchSource {
+ public:
+  explicit PositionSource(int64_t n) : n_(n) {}
+  int64_t size() const override { return n_; }
+  const std::string& where() const override { return where_; }
+  void build(Batch& b, int64_t first_position, uint64_t seed) const override {
+    std::vector<int64_t> pos;
+    std::vector<float> draws;
+    for (size_t i = 0; i < b.indices.size(); ++i) {
+      const int64_t p = first_position + (int64_t)i;
+      pos.push_back(p);
+      Rng rng(mix_seed(seed, (uint64_t)b.epoch, (uint64_t)p));
+      draws.push_back((float)rng.uniform());
+    }
+    b.tensors["positions"] = Tensor::from_vector_i64(pos, {(int64_t)pos.size()});
+    b.tensors["draws"] = Tensor::from_vector(draws, {(int64_t)draws.size()});
+  }
+
+ private:
+  int64_t n_;
+  std::string where_ = "train_dataset";
+};
+
+LoaderOptions shard_options(int64_t batch_size, int rank, int world, bool drop_last = false) {
+  LoaderOptions o;
+  o.batch_size = batch_size;
+  o.shuffle = true;
+  o.drop_last = drop_last;
+  o.seed = 31;
+  o.rank = rank;
+  o.world_size = world;
+  return o;
+}
+}  // namespace
+
+TEST(ShardedLoader, ShardsAreDisjointButForThePaddingAndCoverTheData) {
+  for (int64_t n : {1, 7, 10, 12, 13}) {
+    for (int world : {1, 2, 3, 4, 5}) {
+      for (int64_t bs : {1, 2, 3}) {
+        const auto src = std::make_shared<PositionSource>(n);
+        const int64_t total = (n + world - 1) / world * world;
+        std::vector<int> position_seen((size_t)total, 0);
+        std::vector<int> index_seen((size_t)n, 0);
+        std::vector<std::vector<int64_t>> rank_positions(world);
+        const std::string what =
+            "n " + std::to_string(n) + ", world " + std::to_string(world) + ", batch " + std::to_string(bs);
+        int64_t bpe = -1;
+        for (int r = 0; r < world; ++r) {
+          DataLoader l(src, shard_options(bs, r, world));
+          ASSERT_EQ(l.padded_epoch_size(), total) << what;
+          if (bpe < 0) bpe = l.batches_per_epoch();
+          EXPECT_EQ(l.batches_per_epoch(), bpe) << what << ": every rank runs the same number of steps";
+          const std::vector<int64_t> padded = l.padded_epoch_order(2);
+          for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
+            const Batch batch = l.load_batch(2, b);
+            const std::vector<int64_t> pos = batch.at("positions").to_vector_i64();
+            ASSERT_EQ(pos.size(), batch.indices.size());
+            EXPECT_EQ(pos[0], batch.first_position) << what;
+            for (size_t i = 0; i < pos.size(); ++i) {
+              ASSERT_LT(pos[i], total) << what;
+              EXPECT_EQ(pos[i], batch.first_position + (int64_t)i) << what << ": consecutive positions";
+              EXPECT_EQ(batch.indices[i], padded[(size_t)pos[i]]) << what;
+              position_seen[(size_t)pos[i]]++;
+              index_seen[(size_t)batch.indices[i]]++;
+              rank_positions[r].push_back(pos[i]);
+            }
+          }
+          EXPECT_EQ((int64_t)rank_positions[r].size(), total / world) << what << ", rank " << r;
+        }
+        // Every padded position exactly once over the ranks; every sample at least once, and twice or
+        // more only through the padding.
+        for (int64_t p = 0; p < total; ++p) EXPECT_EQ(position_seen[(size_t)p], 1) << what << ", position " << p;
+        int64_t extra = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          EXPECT_GE(index_seen[(size_t)i], 1) << what << ", sample " << i;
+          extra += index_seen[(size_t)i] - 1;
+        }
+        EXPECT_EQ(extra, total - n) << what;
+        // Step b of all ranks together is the single-process step b of batch bs * world.
+        std::vector<int64_t> step_positions;
+        for (int r = 0; r < world; ++r) {
+          const int64_t take = std::min<int64_t>(bs, (int64_t)rank_positions[r].size());
+          step_positions.insert(step_positions.end(), rank_positions[r].begin(), rank_positions[r].begin() + take);
+        }
+        std::sort(step_positions.begin(), step_positions.end());
+        for (size_t k = 0; k < step_positions.size(); ++k) EXPECT_EQ(step_positions[k], (int64_t)k) << what;
+      }
+    }
+  }
+}
+
+TEST(ShardedLoader, PaddingRepeatsTheHeadOfTheShuffledOrder) {
+  const auto src = std::make_shared<PositionSource>(10);
+  DataLoader l(src, shard_options(2, 1, 4));
+  EXPECT_EQ(l.padded_epoch_size(), 12);
+  for (int64_t e : {0, 1, 5}) {
+    const std::vector<int64_t> order = l.epoch_order(e), padded = l.padded_epoch_order(e);
+    ASSERT_EQ(padded.size(), 12u);
+    EXPECT_TRUE(std::equal(order.begin(), order.end(), padded.begin()));
+    EXPECT_EQ(padded[10], order[0]);
+    EXPECT_EQ(padded[11], order[1]);
+  }
+  std::set<int64_t> repeated;  // the repeated samples change from epoch to epoch
+  for (int64_t e = 0; e < 8; ++e) repeated.insert(l.padded_epoch_order(e)[10]);
+  EXPECT_GT(repeated.size(), 1u);
+  // Fewer samples than ranks: the list repeats as often as needed (Paddle's rule).
+  DataLoader tiny(std::make_shared<PositionSource>(2), shard_options(1, 4, 5));
+  const std::vector<int64_t> o = tiny.epoch_order(0);
+  EXPECT_EQ(tiny.padded_epoch_order(0), (std::vector<int64_t>{o[0], o[1], o[0], o[1], o[0]}));
+  EXPECT_EQ(tiny.load_batch(0, 0).indices, (std::vector<int64_t>{o[0]}));
+  EXPECT_EQ(tiny.load_batch(0, 0).first_position, 4);
+  // Without shuffle the head is 0, 1, ...
+  LoaderOptions plain = shard_options(3, 2, 4);
+  plain.shuffle = false;
+  DataLoader p(src, plain);
+  EXPECT_EQ(p.padded_epoch_order(0), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1}));
+  // Rank 2: positions 6..8 of the 12 (step of 3 x 4), then nothing left for a second batch.
+  EXPECT_EQ(p.batches_per_epoch(), 1);
+  EXPECT_EQ(p.load_batch(0, 0).indices, (std::vector<int64_t>{6, 7, 8}));
+  // Rank 3: 9, then the padding 0, 1.
+  plain.rank = 3;
+  EXPECT_EQ(DataLoader(src, plain).load_batch(0, 0).indices, (std::vector<int64_t>{9, 0, 1}));
+}
+
+TEST(ShardedLoader, BatchesPerEpochAreCountedPerRank) {
+  const auto src = std::make_shared<PositionSource>(10);
+  // 10 samples, 4 ranks: padded to 12, 3 per rank = one batch of 2 and a short one of 1.
+  DataLoader keep(src, shard_options(2, 2, 4, false));
+  EXPECT_EQ(keep.batches_per_epoch(), 2);
+  const Batch last = keep.load_batch(0, 1);
+  EXPECT_EQ(last.indices.size(), 1u);
+  EXPECT_EQ(last.first_position, 10);  // a padding repeat: the evaluator's cue to drop it
+  DataLoader drop(src, shard_options(2, 2, 4, true));
+  EXPECT_EQ(drop.batches_per_epoch(), 1);  // Paddle's len: 3 // 2
+  // Epochs roll over per rank after its own batches.
+  drop.next();
+  const Batch b = drop.next();
+  EXPECT_EQ(b.epoch, 1);
+  EXPECT_EQ(b.batch_in_epoch, 0);
+  EXPECT_EQ(DataLoader(src, shard_options(4, 0, 3, true)).batches_per_epoch(), 1);  // 12 = one step of 4 x 3
+  expect_error([&] { DataLoader bad(src, shard_options(4, 0, 4, true)); },
+               {"train_dataset", "10 samples", "3 per rank", "world_size 4", "batch_size 4", "drop_last"});
+}
+
+TEST(ShardedLoader, WorldSizeOneIsTheSingleProcessLoader) {
+  const auto src = std::make_shared<PositionSource>(10);
+  for (bool drop_last : {false, true}) {
+    LoaderOptions def;  // rank/world_size left at their defaults
+    def.batch_size = 3;
+    def.shuffle = true;
+    def.drop_last = drop_last;
+    def.seed = 31;
+    DataLoader l(src, def), explicit_one(src, shard_options(3, 0, 1, drop_last));
+    EXPECT_EQ(l.batches_per_epoch(), drop_last ? 3 : 4);
+    EXPECT_EQ(l.padded_epoch_size(), 10);
+    for (int64_t e : {0, 1}) {
+      const std::vector<int64_t> order = l.epoch_order(e);
+      EXPECT_EQ(l.padded_epoch_order(e), order);
+      for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
+        // The single-process rule: positions b*bs .. min(b*bs + bs, N) of the permutation, sample at
+        // position p augmented from Rng(mix_seed(seed, e, p)).
+        const Batch got = l.load_batch(e, b), got1 = explicit_one.load_batch(e, b);
+        const int64_t begin = b * 3, end = std::min<int64_t>(begin + 3, 10);
+        EXPECT_EQ(got.indices, std::vector<int64_t>(order.begin() + begin, order.begin() + end));
+        EXPECT_EQ(got.first_position, begin);
+        std::vector<float> draws;
+        for (int64_t p = begin; p < end; ++p)
+          draws.push_back((float)Rng(mix_seed(31, (uint64_t)e, (uint64_t)p)).uniform());
+        EXPECT_EQ(got.at("draws").to_vector(), draws);
+        EXPECT_EQ(got1.indices, got.indices);
+        EXPECT_EQ(got1.at("draws").to_vector(), draws);
+      }
+    }
+  }
+}
+
+TEST(ShardedLoader, SameBatchForAnyNumberOfWorkersOnEveryRank) {
+  TempDir d;
+  const auto ds = loader_dataset(d, 10);
+  const int world = 3;
+  // 10 samples -> 12 padded, 4 per rank, 2 batches of 2 per epoch; 5 batches cross two epochs.
+  std::vector<std::vector<std::vector<float>>> ref(world);
+  std::vector<std::vector<std::vector<int64_t>>> ref_idx(world);
+  for (int r = 0; r < world; ++r) {
+    LoaderOptions o = shard_options(2, r, world, true);
+    DataLoader l(ds, o);
+    ASSERT_EQ(l.batches_per_epoch(), 2);
+    for (int i = 0; i < 5; ++i) {
+      const Batch b = l.next();
+      ref[r].push_back(flat(b));
+      ref_idx[r].push_back(b.indices);
+    }
+    for (int workers : {1, 2}) {
+      o.num_workers = workers;
+      DataLoader lw(ds, o);
+      for (int i = 0; i < 5; ++i) {
+        const Batch b = lw.next();
+        EXPECT_EQ(b.indices, ref_idx[r][i]) << "rank " << r << ", " << workers << " workers, batch " << i;
+        EXPECT_EQ(flat(b), ref[r][i]) << "rank " << r << ", " << workers << " workers, batch " << i;
+      }
+    }
+    EXPECT_EQ(flat(DataLoader(ds, shard_options(2, r, world, true)).load_batch(1, 1)), ref[r][3]);
+  }
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NE(ref_idx[0][i], ref_idx[1][i]);
+    EXPECT_NE(ref[0][i], ref[1][i]);
+    EXPECT_NE(ref[1][i], ref[2][i]);
+  }
+  // A padding repeat is augmented differently from its original: position 10 repeats position 0.
+  LoaderOptions o = shard_options(2, 2, world, false);
+  DataLoader l(ds, o);
+  const Batch head = DataLoader(ds, shard_options(2, 0, world, false)).load_batch(0, 0);  // positions 0, 1
+  const Batch tail = l.load_batch(0, 1);                                                  // positions 10, 11
+  ASSERT_EQ(tail.first_position, 10);
+  EXPECT_EQ(tail.indices, head.indices);
+  EXPECT_NE(flat(tail), flat(head));
+}
+
+TEST(ShardedLoader, SeekResumesEachRankExactly) {
+  TempDir d;
+  const auto ds = loader_dataset(d, 9);
+  const int world = 2;
+  for (int r = 0; r < world; ++r) {
+    LoaderOptions o = shard_options(2, r, world, false);  // 9 -> 10 padded, 5 per rank: 3 batches (2, 2, 1)
+    DataLoader full(ds, o);
+    ASSERT_EQ(full.batches_per_epoch(), 3);
+    std::vector<Batch> ref;
+    for (int i = 0; i < 7; ++i) ref.push_back(full.next());
+    for (int workers : {0, 2}) {
+      o.num_workers = workers;
+      DataLoader resumed(ds, o);
+      resumed.next();
+      resumed.seek(1, 1);
+      EXPECT_EQ(resumed.next_epoch(), 1);
+      EXPECT_EQ(resumed.next_batch_in_epoch(), 1);
+      for (int i = 4; i < 7; ++i) {
+        const Batch b = resumed.next();
+        EXPECT_EQ(b.epoch, ref[i].epoch);
+        EXPECT_EQ(b.batch_in_epoch, ref[i].batch_in_epoch);
+        EXPECT_EQ(b.first_position, ref[i].first_position);
+        EXPECT_EQ(b.indices, ref[i].indices);
+        EXPECT_EQ(flat(b), flat(ref[i])) << "rank " << r << ", " << workers << " workers, batch " << i;
+      }
+    }
+    EXPECT_EQ(ref[2].indices.size(), 1u);  // the short last batch of the rank
+    expect_error([&] { full.seek(0, 3); }, {"batch 3", "3 batches per epoch"});
+  }
+}
+
+TEST(ShardedLoader, RankAndWorldSizeErrors) {
+  const auto src = std::make_shared<PositionSource>(10);
+  expect_error([&] { DataLoader l(src, shard_options(2, 0, 0)); }, {"train_dataset", "world_size must be >= 1, got 0"});
+  expect_error([&] { DataLoader l(src, shard_options(2, 2, 2)); }, {"train_dataset", "rank 2", "[0, world_size 2)"});
+  expect_error([&] { DataLoader l(src, shard_options(2, -1, 2)); }, {"rank -1", "[0, world_size 2)"});
+}
