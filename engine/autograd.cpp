@@ -65,13 +65,37 @@ void record_lambda(const char* name, const std::vector<Tensor>& inputs, const Te
 }
 
 namespace {
-// Adds `g` into the gradient slot `slot` (allocating on first use). Gradients are accumulated in a
-// fresh tensor, never in a tensor the graph may still reference.
+// Adds `g` into the gradient buffer of a node output (allocating on first use). The sum is a fresh
+// tensor, never written in place: the buffer may be the very tensor that another backward formula
+// returned to another input as well (add hands one gradient to both of its inputs).
 void accumulate(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
     slot = g;
   } else {
     slot = add(slot, g);
+  }
+}
+
+// True when `g` is the only handle to its TensorImpl, that impl the only user of its storage, and
+// the storage exactly g's dense elements: then no other gradient, saved tensor or caller can see it.
+// A gradient that a backward formula hands to two inputs (add, sub's first input) or that also sits
+// in another node's buffer fails it, and so do views of such a gradient (reshape, permute, concat's
+// slices); one passed on that nobody else holds (a view of a dropped temporary) is adopted.
+bool sole_owner(const Tensor& g) {
+  return g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.offset() == 0 && g.is_contiguous() &&
+         g.storage()->bytes == g.nbytes() && g.dtype() == DType::F32 && !g.requires_grad();
+}
+
+// Adds `g` (the caller's only handle, moved in) into a leaf's gradient, keeping the rule of
+// autograd.h: a leaf's gradient is a dense buffer the leaf owns exclusively. The first contribution
+// is adopted when nobody else holds it and copied otherwise; later ones are added into that buffer in
+// place (add_inplace computes grad + g element by element, the same bits as add(grad, g)).
+void accumulate_leaf(TensorImpl& leaf, Tensor g) {
+  if (!leaf.grad) {
+    if (!sole_owner(g)) g = copy_contiguous(g, DType::F32);
+    leaf.grad = g.impl_ptr();
+  } else {
+    add_inplace(Tensor(leaf.grad), g);
   }
 }
 }  // namespace
@@ -90,9 +114,7 @@ void run_backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) 
 
   if (!root.grad_fn()) {  // a leaf: its gradient is the seed
     TensorImpl& leaf = root.impl();
-    Tensor slot = leaf.grad ? Tensor(leaf.grad) : Tensor();
-    accumulate(slot, grad);
-    leaf.grad = slot.impl_ptr();
+    accumulate_leaf(leaf, std::move(grad));
     Tensor self(root.impl_ptr());
     for (auto& h : leaf.grad_ready_hooks) h(self);
     return;
@@ -142,12 +164,13 @@ void run_backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) 
       if (!grads[i].defined()) grads[i] = Tensor::zeros(node->out_shapes[i], DType::F32, node->out_device);
 
     std::vector<Tensor> in_grads = node->apply(grads);
+    grads.clear();  // a gradient passed on unchanged is then held by in_grads alone (see sole_owner)
     ENGINE_CHECK(in_grads.size() == node->next.size(), "internal: ", node->name(), " returned ", in_grads.size(),
                  " gradients for ", node->next.size(), " inputs");
     for (size_t i = 0; i < node->next.size(); ++i) {
       const Edge& e = node->next[i];
       if (!e.active()) continue;
-      const Tensor& g = in_grads[i];
+      Tensor g = std::move(in_grads[i]);  // so that a leaf can tell whether it would be the sole owner
       if (e.fn) {
         auto& buf = buffers[e.fn.get()];
         buf.resize(e.fn->out_shapes.size());
@@ -158,9 +181,7 @@ void run_backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) 
         if (g.defined()) {
           ENGINE_CHECK(g.shape() == leaf.shape, "internal: ", node->name(), " produced gradient ", shape_str(g.shape()),
                        " for a leaf of shape ", shape_str(leaf.shape));
-          Tensor slot = leaf.grad ? Tensor(leaf.grad) : Tensor();
-          accumulate(slot, g);
-          leaf.grad = slot.impl_ptr();
+          accumulate_leaf(leaf, std::move(g));
         }
         if (--leaf_deps[e.leaf.get()] == 0 && leaf.grad) {
           Tensor self(e.leaf);

@@ -3,6 +3,17 @@
 // backward() on a scalar runs the nodes in reverse creation order (a valid reverse topological
 // order, and deterministic), accumulates gradients into leaves with +=, fires each leaf's
 // gradient-ready hooks once its gradient is complete, and frees the graph unless retain_graph.
+//
+// Rule: a leaf's .grad() is a dense (contiguous, offset 0) buffer that the leaf owns exclusively: no
+// other leaf's gradient, node buffer, saved tensor or caller's tensor (e.g. the seed passed to
+// backward()) shares its storage, so an in-place all-reduce of every parameter's gradient (data
+// parallel buckets) or an in-place update of one gradient touches that gradient alone, once. Backward
+// formulas may return one tensor for two inputs (add) or views of a gradient (reshape, permute,
+// contiguous, clone, concat); the engine copies a leaf's first contribution unless it holds the only
+// reference to it, and adds later contributions (also those of later backward() calls) into that
+// buffer in place, with the same bits as the out-of-place sum. Non-leaf gradients stay out of place.
+// Test: Autograd.LeafGradientsAreOwnedExclusively and LaterGradientContributionsAccumulateInPlace
+// (tests/test_autograd.cpp).
 #pragma once
 #include <memory>
 #include <string>
