@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Run (from the checkout root; PyPI only, the venv lives in /tmp):
-#   python3 -m venv /tmp/venv-det && /tmp/venv-det/bin/pip install 'opencv-python-headless<5' numpy shapely pillow && /tmp/venv-det/bin/pip install --no-deps paddlex==2.1.0 && /tmp/venv-det/bin/python tools/gen_det_transform_golden.py > tests/golden/det_transforms/det_transforms.json
+# Run (from the checkout root; PyPI only, the venv lives in .venv-paddle/, which git ignores):
+#   python3 -m venv .venv-paddle && .venv-paddle/bin/pip install 'opencv-python-headless<5' numpy shapely pillow && .venv-paddle/bin/pip install --no-deps paddlex==2.1.0 && .venv-paddle/bin/python tools/gen_det_transform_golden.py > tests/golden/det_transforms/det_transforms.json
 """Golden values for tests/test_det_transforms.cpp (data/det_transforms.h).
 
 Two parts:
@@ -13,7 +13,7 @@ Two parts:
               offsets (RandomExpand's core), RandomCrop with a forced crop box, MixupImage with a forced
               factor, the four RandomDistort ops with a forced delta, _NormalizeBox + _BboxXYXY2XYWH.
               paddlex/__init__ imports paddle, which is not needed here: operators.py is loaded on its
-              own under stub parent packages (it only uses `paddlex` for isinstance checks in Compose).
+              own under empty stand-in parent packages (it only uses `paddlex` for isinstance checks in Compose).
 Image values are written rounded to 4 decimals (the test's tolerance is 1e-3); boxes and scale
 factors as Python floats of the float32 values.
 """
@@ -71,7 +71,7 @@ def main():
     out['resize'] = cases
 
     ops = load_paddlex_operators()
-    import paddlex  # the stub package
+    import paddlex  # the empty stand-in package
     out['paddlex'] = getattr(paddlex, '__version__', '2.1.0 (PyPI wheel, operators.py loaded alone)')
     boxes = np.array([[0.5, 1.0, 6.0, 5.5], [2.0, 0.0, 8.5, 3.0], [7.0, 4.0, 9.0, 7.0]], dtype=np.float32)
     classes = np.array([[1], [4], [2]], dtype=np.int32)
