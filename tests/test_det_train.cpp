@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/harness/temp_dirs.h"
 #include "data/det_loader.h"
 #include "data/det_synthetic.h"
 #include "engine/device.h"
@@ -35,8 +36,7 @@ namespace {
 
 const fs::path& data_root() {
   static const fs::path root = [] {
-    fs::path r = fs::temp_directory_path() / ("engine_det_train_data_" + std::to_string(::getpid()));
-    fs::remove_all(r);
+    fs::path r = engine::testing::shared_test_dir("engine_det_train_data");
     data::SyntheticDetSpec s;
     s.root = r.string();
     s.train = 18;
@@ -49,12 +49,7 @@ const fs::path& data_root() {
   return root;
 }
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("engine_det_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return engine::testing::fresh_test_dir("engine_det_train_" + name); }
 
 // MobileNetV1-YOLOv3 on the tiny set: batch 4 -> 4 steps per epoch (18 // 4).
 std::string write_config(const fs::path& dir, int epochs, const std::string& extra = "") {

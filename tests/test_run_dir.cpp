@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/harness/temp_dirs.h"
 #include "train/config.h"
 #include "train/run_dir.h"
 #include "train/safetensors.h"
@@ -21,12 +22,7 @@ using namespace engine::train;
 
 namespace {
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("engine_run_dir_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return engine::testing::fresh_test_dir("engine_run_dir_" + name); }
 
 // A pid that belonged to a process that has ended (a child, reaped).
 long long dead_pid() {

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/harness/temp_dirs.h"
 #include "data/synthetic.h"
 #include "engine/device.h"
 #include "train/config.h"
@@ -31,7 +32,7 @@ namespace {
 // One tiny data set for all tests (generated once).
 const fs::path& data_root() {
   static const fs::path root = [] {
-    fs::path r = fs::temp_directory_path() / ("engine_trainer_data_" + std::to_string(::getpid()));
+    fs::path r = engine::testing::shared_test_dir("engine_trainer_data");
     data::SyntheticSpec s;
     s.root = r.string();
     s.train = 16;
@@ -44,12 +45,7 @@ const fs::path& data_root() {
   return root;
 }
 
-fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("engine_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path fresh_dir(const std::string& name) { return engine::testing::fresh_test_dir("engine_trainer_" + name); }
 
 // A PP-LiteSeg-T config on the tiny set; `extra` is appended (YAML).
 std::string write_config(const fs::path& dir, int iters, double lr, const std::string& extra = "") {
