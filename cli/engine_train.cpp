@@ -17,6 +17,7 @@
 #include "train/cli_args.h"
 #include "train/config.h"
 #include "train/det_config.h"
+#include "train/dist_env.h"
 #include "train/det_task.h"
 #include "train/seg_task.h"
 #include "data/dataset.h"
@@ -34,6 +35,17 @@ int main(int argc, char** argv) {
       return 0;
     }
     install_stop_handlers("engine-train");
+    // Started by a multi-process launcher (mpirun, srun, paddle.distributed.launch, torchrun): each
+    // process would train alone on the whole data set, so refuse instead of duplicating the run.
+    DistEnv dist;
+    try {
+      dist = dist_env();
+    } catch (const Error& e) {  // a bad launcher variable is a setup problem: exit code 2
+      throw ConfigError(e.what());
+    }
+    if (dist.world_size > 1)
+      throw ConfigError("engine-train: started as " + describe(dist) +
+                        ", but multi-process (data-parallel) training is not available yet: run one process");
     const std::string task = config_task(a.config);
     check_train_args_for_task(a, task);
     TrainOptions o;

@@ -101,5 +101,9 @@ expect 2 "--metric: is a detection (PaddleX) flag" "$bin/engine-train" cfg.yml -
 expect 2 "pretrain_weights and resume_checkpoint cannot be set simultaneously" "$bin/engine-train" det.yml --pretrain_weights w.safetensors --resume_checkpoint dout/epoch_1
 expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" cfg.yml --num_epochs 1 --train_batch_size 2 --log_interval_steps 2 --save_dir out_epochs
 
+# a multi-process launch is refused (one line, exit 2) rather than training the same run twice
+expect 2 "rank 1 of 2" env OMPI_COMM_WORLD_RANK=1 OMPI_COMM_WORLD_SIZE=2 "$bin/engine-train" cfg.yml --save_dir out_mpi
+expect 2 "RANK='x' is not an integer" env RANK=x WORLD_SIZE=2 "$bin/engine-train" cfg.yml --save_dir out_mpi
+
 echo "cli_checks: $fails failure(s)"
 [ "$fails" -eq 0 ]
