@@ -224,6 +224,9 @@ BlockCache& cuda_cache() {
 void* device_allocate(Device d, size_t bytes) {
   if (d.is_cpu()) return cpu_allocate(bytes);
 #if defined(ENGINE_WITH_CUDA)
+  // One process per device (select_cuda_device): a tensor on another GPU would silently land on this one.
+  ENGINE_CHECK(d.index == selected_cuda_device(), "allocation on ", d.str(), ": this process drives cuda:",
+               selected_cuda_device(), " only (one process per device; see select_cuda_device)");
   return cuda_cache().allocate(bytes, compute_stream(), g_guard_mode.load());
 #else
   fail("allocation on ", d.str(), ": this build has no CUDA backend");

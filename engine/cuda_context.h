@@ -6,7 +6,10 @@
 
 namespace engine {
 
-// The stream every op of the engine launches on (one per device; device 0 for now).
+// The stream every op of the engine launches on, created at the first call on the process's device
+// (select_cuda_device in engine/device.h: one process per device). In the real CUDA build each call
+// also makes that device current for the calling thread (the current device is per host thread), so
+// a thread that uses the stream or allocates works on the right GPU.
 cudaStream_t compute_stream();
 // Throws engine::Error naming `what` when `e` is not cudaSuccess.
 void cuda_check(cudaError_t e, const char* what, const char* file, int line);

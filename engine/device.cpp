@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -68,11 +69,53 @@ Device parse_device(const std::string& s) {
 
 Device default_device() { return cuda_available() ? Device::cuda(0) : Device::cpu(); }
 
+namespace {
+std::mutex g_device_mutex;                // orders select_cuda_device against the creation of the state
+std::atomic<int> g_selected_device{0};
+std::atomic<int> g_state_device{-1};      // the device the per-process CUDA state was created on
+}  // namespace
+
+void select_cuda_device(int index) {
+  std::lock_guard<std::mutex> lock(g_device_mutex);
+#if defined(ENGINE_CUDA_REAL)
+  const int n = cuda_device_count();
+  ENGINE_CHECK(index >= 0 && index < n, "device cuda:", index, ": only ", n,
+               " CUDA device(s) visible (CUDA_VISIBLE_DEVICES and the launcher's local rank must agree)");
+#else
+  // CPU-only and emulated builds: one device index (the emulated GPU is the host).
+  ENGINE_CHECK(index == 0, "device cuda:", index, ": only 1 device in this build (",
+               cuda_is_emulated() ? "emulated CUDA" : "no CUDA backend", ")");
+#endif
+  const int created = g_state_device.load();
+  ENGINE_CHECK(created < 0 || created == index, "device cuda:", index,
+               ": the engine's CUDA state (stream, allocator, handles) already exists on cuda:", created,
+               "; select the device once at startup, before any CUDA work");
+#if defined(ENGINE_CUDA_REAL)
+  CUDA_CHECK(cudaSetDevice(index));
+#endif
+  g_selected_device.store(index);
+}
+
+int selected_cuda_device() { return g_selected_device.load(); }
+
 #if defined(ENGINE_WITH_CUDA)
 cudaStream_t compute_stream() {
+#if defined(ENGINE_CUDA_REAL)
+  // The current device is per host thread: bind every thread that issues engine work (loader
+  // threads, OpenMP workers) to the process's device before it touches the stream or the allocator.
+  thread_local bool bound = false;
+  if (!bound) {
+    CUDA_CHECK(cudaSetDevice(g_selected_device.load()));
+    bound = true;
+  }
+#endif
   static cudaStream_t stream = [] {
+    std::lock_guard<std::mutex> lock(g_device_mutex);
     cudaStream_t s = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    // Everything else of the state (allocator blocks, cuBLAS/cuDNN handles) is created after the
+    // stream, on the same device: from here on the device cannot change.
+    g_state_device.store(g_selected_device.load());
     return s;
   }();
   return stream;

@@ -2,6 +2,7 @@
 // CUDA_VISIBLE_DEVICES is honoured and an empty value means CPU. In the CPU-only build there is no
 // CUDA device at all; in the emulated build the CUDA device is the host running the .cu kernels.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace engine {
@@ -31,5 +32,17 @@ bool cuda_is_emulated();
 Device parse_device(const std::string& s);
 // gpu when a CUDA device is available, else cpu.
 Device default_device();
+
+// One process per device: data-parallel training runs one process per GPU, and each process drives
+// exactly one device, so the engine keeps a single per-process CUDA state (compute stream, caching
+// allocator, cuBLAS/cuDNN handles), created lazily on the selected device at the first CUDA op. The
+// trainer calls select_cuda_device(local index) once at startup, before any CUDA work; without a call
+// the device is cuda:0. Selecting another device once that state exists is an Error (it cannot
+// move), and so is a tensor on any cuda:N other than the selected one (never the wrong GPU
+// silently). The CPU-only and emulated builds have one device index: 0 is accepted, others are an
+// Error.
+void select_cuda_device(int index);
+// The index select_cuda_device chose (0 without a call).
+int selected_cuda_device();
 
 }  // namespace engine

@@ -40,6 +40,7 @@ std::mutex& handle_mutex() {
 cublasHandle_t handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t x = nullptr;
+    (void)compute_stream();  // creates the handle on the process's device (select_cuda_device)
     CUBLAS_CHECK(cublasCreate(&x));
     CUBLAS_CHECK(cublasSetPointerMode(x, CUBLAS_POINTER_MODE_HOST));
     return x;

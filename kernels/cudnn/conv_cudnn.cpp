@@ -92,6 +92,7 @@ std::mutex& handle_mutex() {
 cudnnHandle_t handle() {
   static cudnnHandle_t h = [] {
     cudnnHandle_t x = nullptr;
+    (void)compute_stream();  // creates the handle on the process's device (select_cuda_device)
     CUDNN_CHECK(cudnnCreate(&x));
     return x;
   }();
