@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -218,9 +219,23 @@ int run_main(int argc, char** argv) {
   }
   ENGINE_CHECK(device_arg == "cpu" || device_arg == "gpu" || device_arg == "all", "bench_kernels: --device must be cpu, gpu or all, got '",
                device_arg, "'");
+  // Under mpirun (the all-reduce family): rank 0 alone prints and writes --json; each rank uses the
+  // GPU of its node-local rank.
+  const char* mpi_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  const char* mpi_local_rank = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  if (mpi_rank && std::string(mpi_rank) != "0") {
+    ENGINE_CHECK(std::freopen("/dev/null", "w", stdout) != nullptr, "bench_kernels: cannot silence rank ", mpi_rank);
+    json_path.clear();
+  }
+  const int gpu = mpi_local_rank && !cuda_is_emulated() ? std::atoi(mpi_local_rank) : 0;
   std::vector<Device> devs;
   if (device_arg != "gpu") devs.push_back(Device::cpu());
-  if (device_arg != "cpu" && cuda_available() && (!cuda_is_emulated() || quick)) devs.push_back(Device::cuda(0));
+  if (device_arg != "cpu" && cuda_available() && (!cuda_is_emulated() || quick)) {
+    ENGINE_CHECK(gpu < cuda_device_count(), "bench_kernels: local rank ", gpu, " has no GPU of its own (",
+                 cuda_device_count(), " visible)");
+    select_cuda_device(gpu);
+    devs.push_back(Device::cuda(gpu));
+  }
   ENGINE_CHECK(!devs.empty(), "bench_kernels: --device gpu but no CUDA device is available");
 
   Peaks peaks;

@@ -17,6 +17,7 @@
 #include "train/cli_args.h"
 #include "train/config.h"
 #include "train/det_config.h"
+#include "train/data_parallel.h"
 #include "train/dist_env.h"
 #include "train/det_task.h"
 #include "train/seg_task.h"
@@ -24,6 +25,23 @@
 #include "train/cli_common.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
+
+namespace {
+// The job's communicator lives outside the try block: an error must not unwind into its destructor
+// while a collective may still wait for the other ranks.
+std::unique_ptr<engine::Communicator> g_comm;
+
+// A rank that fails in a multi-rank job ends its process at once (no MPI_Finalize, which would wait
+// for the others): the launcher sees the exit code and stops every rank.
+int finish(int code) {
+  if (g_comm && g_comm->world_size() > 1 && code != 0) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(code);
+  }
+  return code;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace engine;
@@ -35,21 +53,31 @@ int main(int argc, char** argv) {
       return 0;
     }
     install_stop_handlers("engine-train");
-    // Started by a multi-process launcher (mpirun, srun, paddle.distributed.launch, torchrun): each
-    // process would train alone on the whole data set, so refuse instead of duplicating the run.
+    // Started by a multi-process launcher (mpirun, srun, engine-launch, paddle.distributed.launch,
+    // torchrun): this process is one rank of a data-parallel job.
     DistEnv dist;
     try {
       dist = dist_env();
     } catch (const Error& e) {  // a bad launcher variable is a setup problem: exit code 2
       throw ConfigError(e.what());
     }
-    if (dist.world_size > 1)
-      throw ConfigError("engine-train: started as " + describe(dist) +
-                        ", but multi-process (data-parallel) training is not available yet: run one process");
     const std::string task = config_task(a.config);
     check_train_args_for_task(a, task);
+    // One process per device: the communicator and this rank's device (train/data_parallel.h).
+    DataParallelSetup dp = setup_data_parallel(dist, device_from_flag(a.device), a.device.find(':') != std::string::npos,
+                                               a.dist_timeout);
+    g_comm = std::move(dp.comm);
+    // Rank 0 alone prints the log; the others report errors only.
+    std::ostream quiet(nullptr);
+    std::ostream& log = g_comm->is_root() ? std::cout : quiet;
+    if (g_comm->world_size() > 1)
+      log << "engine-train: data parallel, " << describe(dist) << ", " << g_comm->name() << ", device "
+          << dp.device.str() << std::endl;
     TrainOptions o;
-    o.device = device_from_flag(a.device);
+    o.device = dp.device;
+    o.comm = g_comm.get();
+    o.sync_bn = a.sync_bn == "on" ? TrainOptions::SyncBn::On
+                                  : (a.sync_bn == "off" ? TrainOptions::SyncBn::Off : TrainOptions::SyncBn::Auto);
     o.profile = a.profile;
     o.overwrite = a.overwrite;
     o.save_on_stop = a.save_on_stop;
@@ -59,7 +87,7 @@ int main(int argc, char** argv) {
     if (task == "detection") {
       const DetTrainConfig cfg = load_det_train_config(a.config, a.opts, a.det_flags);
       o.save_dir = cfg.params.save_dir;
-      s = run_det_training(cfg, o, std::cout);
+      s = run_det_training(cfg, o, log);
       resume_hint = "--resume_checkpoint ";
     } else {
       TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
@@ -77,9 +105,10 @@ int main(int argc, char** argv) {
         check_trainable(cfg);
         apply_paddlex_params(cfg, o, a.det_flags, data::make_dataset(cfg.train_dataset)->size(), a.given_flags);
       }
-      s = run_training(cfg, o, std::cout);
+      s = run_training(cfg, o, log);
       resume_hint = "--resume_model ";
     }
+    if (s.stopped_by_signal && !g_comm->is_root()) return 128 + s.stopped_by_signal;
     if (s.stopped_by_signal) {
       std::cout << std::flush;
       if (s.last_checkpoint.empty())
@@ -91,24 +120,24 @@ int main(int argc, char** argv) {
                      s.last_checkpoint.c_str(), o.save_dir.c_str());
       return 128 + s.stopped_by_signal;
     }
-    std::cout << "engine-train: finished " << s.iters_done << " iterations";
-    if (s.early_stopped) std::cout << " (early stop)";
+    log << "engine-train: finished " << s.iters_done << " iterations";
+    if (s.early_stopped) log << " (early stop)";
     if (s.best_iter >= 0)
-      std::cout << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric
-                << " at " << s.best_checkpoint;
-    std::cout << "; outputs in " << o.save_dir << std::endl;
+      log << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric
+          << " at " << s.best_checkpoint;
+    log << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {
     report_error("engine-train", e);
-    return 2;
+    return finish(2);
   } catch (const TrainingDiverged& e) {
     report_error("engine-train", e);
-    return 3;
+    return finish(3);
   } catch (const Error& e) {
     report_error("engine-train", e);
-    return 1;
+    return finish(1);
   } catch (const std::exception& e) {
     report_error("engine-train", e);
-    return 1;
+    return finish(1);
   }
 }

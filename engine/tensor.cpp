@@ -126,6 +126,15 @@ Tensor& Tensor::set_requires_grad(bool r) {
   return *this;
 }
 
+void Tensor::set_grad(const Tensor& g) {
+  ENGINE_CHECK(is_leaf() && requires_grad(), "set_grad: ", describe(), " is not a leaf that requires grad");
+  ENGINE_CHECK(g.shape() == shape() && g.dtype() == DType::F32 && g.device() == device() && g.is_contiguous() &&
+                   !g.requires_grad(),
+               "set_grad: the gradient of ", describe(), " must be a dense f32 tensor of its shape and device, got ",
+               g.describe());
+  impl().grad = g.impl_ptr();
+}
+
 // ------------------------------------------------------------------ views
 Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset) {
   auto impl = std::make_shared<TensorImpl>();

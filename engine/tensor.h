@@ -115,6 +115,9 @@ class Tensor {
   Tensor& set_requires_grad(bool r);
   Tensor grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
   void zero_grad() { impl().grad.reset(); }
+  // Makes `g` (dense f32, this tensor's shape and device) the leaf's gradient buffer: backward then
+  // adds into it in place. Data parallel points every parameter's gradient into a bucket this way.
+  void set_grad(const Tensor& g);
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   // Called once per backward() when this leaf's gradient is complete (data parallel uses it to

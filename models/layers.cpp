@@ -97,12 +97,13 @@ Tensor BatchNorm2d::forward_synced(const Tensor& x) {
   // A copy: the running mean is updated in place below, the backward must see this value.
   const Tensor shift = mean_.detach().clone();
   const BatchNormStats local = batch_norm_local_stats(x, shift);
-  const Tensor global = all_reduce_sum_op(concat({local.sum, local.sum_sq}, 0), sync_);
-  Tensor count = Tensor::full({1}, (float)local.count, DType::F32, x.device());
-  sync_({count});
-  const int64_t n = std::llround((double)count.item());
-  ENGINE_CHECK(n > 1, "BatchNorm2d (sync): ", n, " value(s) per channel over all ranks; training needs more than one");
-  const BatchNormMoments m = batch_norm_moments(global.narrow(0, 0, c), global.narrow(0, c, c), n, shift);
+  // Every rank has at least one row, so with two or more ranks the global count is above one: the
+  // count travels in the same all-reduce as the sums and is never read on the host.
+  ENGINE_CHECK(local.count >= 1, "BatchNorm2d (sync): no values per channel on this rank (", x.describe(), ")");
+  const Tensor count = Tensor::full({1}, (float)local.count, DType::F32, x.device());
+  const Tensor global = all_reduce_sum_op(concat({local.sum, local.sum_sq, count}, 0), sync_);
+  const BatchNormMoments m =
+      batch_norm_moments(global.narrow(0, 0, c), global.narrow(0, c, c), global.narrow(0, 2 * c, 1), shift);
   Tensor y = batch_norm_apply(x, m.mean, m.var, weight_, bias_, eps_);
   batch_norm_update_running(mean_, var_, m.mean.detach(), m.var.detach(), momentum_);
   return y;

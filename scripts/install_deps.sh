@@ -22,6 +22,7 @@ packages=(
   libpng-dev libjpeg62-turbo-dev # images and labels
   nlohmann-json3-dev   # checkpoint headers, JSONL logs
   libtinyxml2-dev      # VOC annotations
+  libopenmpi-dev openmpi-bin # data-parallel CPU ranks (mpirun), NCCL bootstrap under mpirun
 )
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${packages[@]}"

@@ -835,7 +835,14 @@ TEST(TrainArgsTest, Errors) {
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--device", "tpu"});
              }),
-             "--device: expected cpu or gpu, got 'tpu'");
+             "--device: expected cpu, gpu or gpu:N, got 'tpu'");
+  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--device", "gpu:x"}); }), "expected cpu, gpu or gpu:N, got 'gpu:x'");
+  EXPECT_EQ(train_args({"--config", "c", "--device", "gpu:3"}).device, "gpu:3");
+  // Data-parallel flags.
+  EXPECT_EQ(train_args({"--config", "c", "--sync_bn", "on", "--dist_timeout", "30"}).sync_bn, "on");
+  EXPECT_EQ(train_args({"--config", "c", "--dist_timeout", "2.5"}).dist_timeout, 2.5);
+  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--sync_bn", "yes"}); }), "--sync_bn: expected auto, on or off, got 'yes'");
+  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--dist_timeout", "0"}); }), "--dist_timeout: expected seconds > 0, got '0'");
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--opts", "nokey"});
              }),

@@ -131,7 +131,9 @@ class Parser {
     return x;
   }
   std::string device(const std::string& v) const {
-    if (v != "cpu" && v != "gpu") fail_flag(current_, "expected cpu or gpu, got '", v, "'");
+    const bool indexed = v.rfind("gpu:", 0) == 0 && v.size() > 4 &&
+                         v.find_first_not_of("0123456789", 4) == std::string::npos && v.size() < 12;
+    if (v != "cpu" && v != "gpu" && !indexed) fail_flag(current_, "expected cpu, gpu or gpu:N, got '", v, "'");
     return v;
   }
   std::vector<int> pair(const std::vector<std::string>& v) const {
@@ -204,6 +206,11 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--profile", Arity::None, [&](Vals) { a.profile = true; });
   p.flag("--overwrite", Arity::None, [&](Vals) { a.overwrite = true; });
   p.flag("--no_save_on_stop", Arity::None, [&](Vals) { a.save_on_stop = false; });
+  p.flag("--dist_timeout", Arity::One, [&](Vals v) { a.dist_timeout = p.to_double(v[0], 0.0, false, "seconds > 0"); });
+  p.flag("--sync_bn", Arity::One, [&](Vals v) {
+    if (v[0] != "auto" && v[0] != "on" && v[0] != "off") p.fail_flag("--sync_bn", "expected auto, on or off, got '", v[0], "'");
+    a.sync_bn = v[0];
+  });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
   p.flag("--keep_checkpoint_max", Arity::One,
@@ -326,12 +333,16 @@ std::string train_usage() {
          "  --resume_model DIR      resume from a checkpoint directory such as output/iter_500\n"
          "  --keep_checkpoint_max N keep the N newest iter_* directories (default 5; <= 0 keeps all)\n"
          "  --seed N                random seed (weights, data order, augmentation)\n"
-         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --precision fp32        only fp32 is supported\n"
          "  --opts K=V [K=V ...]    override config keys, e.g. --opts batch_size=2 model.num_classes=3\n"
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
          "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
          "  --no_save_on_stop       on SIGINT/SIGTERM stop without writing a final iter_N/ checkpoint\n"
+         "Data parallel (one process per device, started by mpirun, srun or engine-launch; docs/DISTRIBUTED.md):\n"
+         "  --sync_bn auto|on|off   synchronised batch norm; auto = on for GPU ranks, off for CPU ranks\n"
+         "  --dist_timeout S        seconds a collective may wait for the other ranks before the job is\n"
+         "                          ended with exit code 4 (default 1800)\n"
          "  --help                  print this help\n"
          "Detection (PaddleX train() parameters; each overrides the config key of the same name, after --opts):\n"
          "  --num_epochs N                  epochs to train (default 270)\n"
@@ -369,7 +380,7 @@ std::string eval_usage() {
          "  --is_slide              sliding-window inference\n"
          "  --crop_size W H         window size for --is_slide\n"
          "  --stride W H            window stride for --is_slide\n"
-         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --num_workers N         data loading threads (default 0)\n"
          "  --opts K=V [K=V ...]    override config keys\n"
          "  --help                  print this help\n";
@@ -389,7 +400,7 @@ std::string predict_usage() {
          "  --is_slide              sliding-window inference\n"
          "  --crop_size W H         window size for --is_slide\n"
          "  --stride W H            window stride for --is_slide\n"
-         "  --device cpu|gpu        default: gpu when a usable CUDA device exists, else cpu\n"
+         "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --opts K=V [K=V ...]    override config keys\n"
          "  --help                  print this help\n";
 }

@@ -30,12 +30,14 @@ struct TrainArgs {
   std::string resume_model;     // a checkpoint directory such as output/iter_500
   int keep_checkpoint_max = 5;  // <= 0 keeps every checkpoint (PaddleSeg)
   std::optional<uint64_t> seed;
-  std::string device;             // "cpu" | "gpu" | "" (= the engine's default device)
+  std::string device;             // "cpu" | "gpu" | "gpu:N" | "" (= the engine's default device)
   std::vector<std::string> opts;  // "key.sub=value"
   std::string precision = "fp32";
   bool profile = false;      // engine's own flag: per-op time breakdown with each log line
   bool overwrite = false;    // engine's own flag: replace an earlier run's results in save_dir
   bool save_on_stop = true;  // engine's own flag --no_save_on_stop turns it off
+  double dist_timeout = 1800;      // engine's own flag: seconds a collective may take before the job is ended
+  std::string sync_bn = "auto";    // engine's own flag: auto | on | off (train/trainer.h TrainOptions::sync_bn)
   // Detection configs: every PaddleX train() parameter given as a flag (--num_epochs 20 ...), in the
   // order given, as written. --learning_rate, --save_dir, --num_workers, --seed and --use_vdl are
   // shared with the PaddleSeg flags above: they set those fields and are also listed here.

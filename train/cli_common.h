@@ -12,10 +12,13 @@
 
 namespace engine::train {
 
+// The process then drives that device (select_cuda_device: gpu:N works as CUDA_VISIBLE_DEVICES=N).
 inline Device device_from_flag(const std::string& flag) {
   if (flag.empty()) return default_device();
   try {
-    return parse_device(flag);
+    const Device d = parse_device(flag);
+    if (d.is_cuda()) select_cuda_device(d.index);
+    return d;
   } catch (const ConfigError&) {
     throw;
   } catch (const Error& e) {

@@ -146,7 +146,8 @@ TaskLoss DetTask::loss(const data::Batch& batch, Device device) {
   return out;
 }
 
-TaskEval DetTask::evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel) {
+TaskEval DetTask::evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) {
+  if (!comm.is_root()) return TaskEval{};  // rank 0 evaluates the whole set; the loop shares its result
   const bool was_training = model_->training();
   model_->eval();
   NoGradGuard no_grad;
@@ -246,16 +247,19 @@ TrainSummary run_det_training(const DetTrainConfig& cfg, const TrainOptions& run
   if (n <= p.train_batch_size)  // PaddleX 2.x's check (strictly larger)
     throw ConfigError(cfg.path + ": train_batch_size: The volume of dataset(" + std::to_string(n) +
                       ") must be larger than batch size(" + std::to_string(p.train_batch_size) + ").");
-  const int world = 1;  // devices taking part (data-parallel training divides the total batch among them)
+  // PaddleX's train_batch_size is the total over the devices: each rank takes its share.
+  const int world = opt.comm ? opt.comm->world_size() : 1;
   if (p.train_batch_size % world != 0)
     throw ConfigError(cfg.path + ": train_batch_size: " + std::to_string(p.train_batch_size) +
                       " is the total over all devices and must be divisible by their number (" + std::to_string(world) + ")");
-  const int64_t steps = det_steps_per_epoch(n, p.train_batch_size);
+  // With several ranks the loader pads the epoch to a multiple of the world size (Paddle's
+  // DistributedBatchSampler), which can add a step; one rank gives PaddleX's n // batch.
+  const int64_t steps = det_steps_per_epoch((n + world - 1) / world * world, p.train_batch_size);
   check_warmup_constraint(p, steps, cfg.path);
   const LRSchedule schedule = det_lr_schedule(p, steps);
   LoopSpec spec;
   spec.total_iters = p.num_epochs * steps;
-  spec.batch_size = p.train_batch_size;
+  spec.batch_size = p.train_batch_size / world;
   spec.schedule = &schedule;
   spec.momentum = p.momentum;
   spec.weight_decay = p.weight_decay;

@@ -47,7 +47,7 @@ class DetTask : public Task {
   bool can_evaluate() const override { return eval_source_ != nullptr; }
   int64_t eval_size() const override { return eval_source_ ? eval_source_->size() : 0; }
   TaskLoss loss(const data::Batch& batch, Device device) override;
-  TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel) override;
+  TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) override;
   std::string key_metric_name() const override { return metric_ == "COCO" ? "bbox_mmap" : "bbox_map"; }
   std::string key_metric_key() const override { return key_metric_name(); }
   bool decays(const std::string& parameter_name) const override { return !no_decay_.count(parameter_name); }

@@ -1,5 +1,5 @@
 // The process's place in a data-parallel job, as its launcher put it in the environment, and the CUDA
-// device a rank uses. No communication happens here; the communicators (train/communicator.h) start
+// device a rank uses. No communication happens here; the communicators (engine/comm/communicator.h) start
 // from what this reads.
 //
 // Sources (reference/distributed.md §1.5), in this priority; the first launcher with any of its global

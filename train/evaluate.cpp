@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <cmath>
 #include <cstdio>
@@ -71,7 +72,8 @@ Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions
 }
 
 EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
-                    std::ostream& log, const std::atomic<int>* cancel) {
+                    std::ostream& log, const std::atomic<int>* cancel, Communicator* comm) {
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
   const bool was_training = model.training();
   model.eval();
   const int64_t n = val.size(), c = val.num_classes();
@@ -82,13 +84,14 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
   double reader = 0, total = 0;
   const auto start = std::chrono::steady_clock::now();
   data::Rng rng(0);  // the val pipeline is deterministic; the generator is unused
-  for (int64_t i = 0; i < n; ++i) {
+  const int64_t mine = n / world + (rank < n % world ? 1 : 0);  // images r, r + W, ... of this rank
+  bool cancelled = false;
+  for (int64_t j = 0; j < mine; ++j) {
+    const int64_t i = rank + j * world;
     if (cancel && cancel->load() != 0) {
-      if (was_training) model.train();
-      log << (tty ? "\n" : "") << "Evaluation stopped after " << i << " of " << n << " images" << std::endl;
-      EvalResult r;
-      r.cancelled = true;
-      return r;
+      log << (tty ? "\n" : "") << "Evaluation stopped after " << j << " of " << mine << " images" << std::endl;
+      cancelled = true;
+      break;
     }
     const auto t0 = std::chrono::steady_clock::now();
     data::Sample s = val.load(i, rng);
@@ -112,17 +115,43 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
     const auto t2 = std::chrono::steady_clock::now();
     reader += std::chrono::duration<double>(t1 - t0).count();
     total += std::chrono::duration<double>(t2 - t0).count();
-    if (tty || i + 1 == n) {
+    if (tty || j + 1 == mine) {  // a rank's progress over its own images
       const double elapsed = std::chrono::duration<double>(t2 - start).count();
       char line[256];
       std::snprintf(line, sizeof line, "%lld/%lld %s - %.0fs %.0fms/step - batch_cost: %.4f - reader cost: %.4g",
-                    (long long)(i + 1), (long long)n, progress_bar(i + 1, n).c_str(), elapsed,
-                    1e3 * total / (double)(i + 1), total / (double)(i + 1), reader / (double)(i + 1));
-      log << (tty ? "\r" : "") << line << (i + 1 == n ? "\n" : "") << std::flush;
+                    (long long)(j + 1), (long long)mine, progress_bar(j + 1, mine).c_str(), elapsed,
+                    1e3 * total / (double)(j + 1), total / (double)(j + 1), reader / (double)(j + 1));
+      log << (tty ? "\r" : "") << line << (j + 1 == mine ? "\n" : "") << std::flush;
     }
   }
   if (was_training) model.train();
+  if (world > 1) {  // exact integer sums over the ranks (and one cancelled rank cancels all)
+    std::vector<int64_t> packed;
+    packed.push_back(cancelled ? 1 : 0);
+    for (const auto* v : {&inter, &pred, &label}) packed.insert(packed.end(), v->begin(), v->end());
+    const std::string bytes(reinterpret_cast<const char*>(packed.data()), packed.size() * sizeof(int64_t));
+    const std::vector<std::string> all = comm->all_gather_bytes(bytes, "evaluation area counts");
+    std::fill(inter.begin(), inter.end(), 0);
+    std::fill(pred.begin(), pred.end(), 0);
+    std::fill(label.begin(), label.end(), 0);
+    for (const std::string& b : all) {
+      ENGINE_CHECK(b.size() == bytes.size(), "evaluation: a rank sent ", b.size(), " bytes of area counts, expected ",
+                   bytes.size(), " (different numbers of classes?)");
+      std::vector<int64_t> v(packed.size());
+      std::memcpy(v.data(), b.data(), b.size());
+      cancelled = cancelled || v[0] != 0;
+      for (int64_t k = 0; k < c; ++k) {
+        inter[(size_t)k] += v[(size_t)(1 + k)];
+        pred[(size_t)k] += v[(size_t)(1 + c + k)];
+        label[(size_t)k] += v[(size_t)(1 + 2 * c + k)];
+      }
+    }
+  }
   EvalResult r;
+  if (cancelled) {
+    r.cancelled = true;
+    return r;
+  }
   r.metrics = compute_seg_metrics(inter, pred, label);
   r.num_images = n;
   r.intersect = std::move(inter);

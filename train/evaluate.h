@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "engine/comm/communicator.h"
 #include "engine/tensor.h"
 #include "models/pp_liteseg.h"
 #include "train/config.h"
@@ -38,10 +39,14 @@ struct EvalResult {
 };
 
 // Evaluates `model` (switched to eval mode and back to the mode it was in) on every image of `val`.
+// Data parallel (`comm` with world size W > 1): rank r infers images r, r + W, r + 2W, ... and the
+// per-class areas of all ranks are summed exactly (integers gathered, no padding, so the metrics are
+// those of one process; PaddleSeg's evaluation pads the last batch and counts some images twice);
+// cancelled on any rank = cancelled on all.
 // Prints PaddleSeg's "Start evaluating" and progress lines to `log`. When `cancel` becomes non-zero
 // (a stop request), evaluation ends after the current image with `cancelled` set.
 EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device device, const InferOptions& opt,
-                    std::ostream& log, const std::atomic<int>* cancel = nullptr);
+                    std::ostream& log, const std::atomic<int>* cancel = nullptr, Communicator* comm = nullptr);
 
 // The model of `cfg` with the weights of `model_path` (a model.safetensors file, or a folder holding
 // one such as output/best_model or output/iter_1000), on `device`, in eval mode. Names, shapes and

@@ -78,10 +78,10 @@ TaskLoss SegTask::loss(const data::Batch& batch, Device device) {
   return out;
 }
 
-TaskEval SegTask::evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel) {
+TaskEval SegTask::evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) {
   const InferOptions eval_opt{cfg_.test_config.aug_eval, cfg_.test_config.scales, cfg_.test_config.flip_horizontal,
                               cfg_.test_config.flip_vertical};
-  const EvalResult r = train::evaluate(*model_, *val_set_, device, eval_opt, log, cancel);
+  const EvalResult r = train::evaluate(*model_, *val_set_, device, eval_opt, log, cancel, &comm);
   TaskEval e;
   e.cancelled = r.cancelled;
   if (r.cancelled) return e;

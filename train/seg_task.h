@@ -30,7 +30,7 @@ class SegTask : public Task {
   bool can_evaluate() const override { return val_set_ != nullptr; }
   int64_t eval_size() const override { return val_set_ ? val_set_->size() : 0; }
   TaskLoss loss(const data::Batch& batch, Device device) override;
-  TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel) override;
+  TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) override;
   std::string key_metric_name() const override { return "mIoU"; }
   std::string key_metric_key() const override { return "miou"; }
   bool decays(const std::string&) const override { return true; }

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/loader.h"
+#include "engine/comm/communicator.h"
 #include "engine/device.h"
 #include "models/module.h"
 
@@ -48,8 +49,11 @@ class Task {
   virtual int64_t eval_size() const = 0;  // images of the evaluation set (0 when there is none)
   // Forward and loss of a batch on `device` (the batch's tensors are on the CPU).
   virtual TaskLoss loss(const data::Batch& batch, Device device) = 0;
-  // Evaluates the model on the evaluation set (eval mode inside, the previous mode restored).
-  virtual TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel) = 0;
+  // Evaluates the model on the evaluation set (eval mode inside, the previous mode restored). Called
+  // on every rank of a data-parallel job; the loop uses rank 0's result everywhere. A task either
+  // evaluates a shard per rank and merges (segmentation: the area counts) or evaluates on rank 0
+  // alone (detection) while the others wait.
+  virtual TaskEval evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) = 0;
   // The key metric: its name in logs ("mIoU", "bbox_map") and its metadata key ("miou", "bbox_map").
   virtual std::string key_metric_name() const = 0;
   virtual std::string key_metric_key() const = 0;

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <deque>
 #include <filesystem>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <ostream>
 #include <sstream>
@@ -21,8 +24,9 @@
 #include "engine/ops/optim.h"
 #include "engine/profiler.h"
 #include "models/layers.h"
-#include "train/communicator.h"
+#include "engine/comm/communicator.h"
 #include "train/evaluate.h"
+#include "train/grad_buckets.h"
 #include "train/event_writer.h"
 #include "train/jsonl.h"
 #include "train/lr_schedule.h"
@@ -38,6 +42,48 @@ namespace engine::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Rank 0's evaluation result on every rank, so that every rank takes the same decisions (best
+// model, early stop); a cancellation on any rank cancels it everywhere.
+TaskEval share_root_eval(Communicator& comm, TaskEval r) {
+  if (comm.world_size() == 1) return r;
+  nlohmann::json j;
+  if (comm.is_root()) {
+    j["key_metric"] = r.key_metric;
+    j["scalars"] = r.scalars;
+    j["record"] = r.record;
+    j["log_lines"] = r.log_lines;
+    j["best_model_metadata"] = r.best_model_metadata;
+  }
+  j["cancelled"] = r.cancelled;
+  const std::vector<std::string> all = comm.all_gather_bytes(j.dump(), "evaluation result");
+  TaskEval out;
+  for (const std::string& s : all) out.cancelled = out.cancelled || nlohmann::json::parse(s).at("cancelled").get<bool>();
+  if (out.cancelled) return out;
+  const nlohmann::json rj = nlohmann::json::parse(all[0]);
+  out.key_metric = rj.at("key_metric").get<double>();
+  out.scalars = rj.at("scalars").get<std::vector<std::pair<std::string, double>>>();
+  out.record = rj.at("record");
+  out.log_lines = rj.at("log_lines").get<std::vector<std::string>>();
+  out.best_model_metadata = rj.at("best_model_metadata").get<std::map<std::string, std::string>>();
+  return out;
+}
+
+// Rank 0 runs `write` after every rank has arrived here; its error, if any, is thrown on every rank.
+void root_writes(Communicator& comm, const std::string& what, const std::function<void()>& write) {
+  if (comm.world_size() == 1) return write();
+  comm.barrier(what + ": every rank at the same iteration");
+  std::string error;
+  if (comm.is_root()) {
+    try {
+      write();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  const std::string verdict = comm.all_gather_bytes(error, what + ": written")[0];
+  if (!verdict.empty()) throw Error(verdict);
+}
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string eta_string(double seconds) {
@@ -169,6 +215,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   TrainSummary summary;
   summary.best_metric_name = metric_name;
   auto stop_signal = [&opt]() { return opt.stop_request ? opt.stop_request->load() : 0; };
+  LocalCommunicator local_comm;
+  Communicator& comm = opt.comm ? *opt.comm : local_comm;
+  const int world = comm.world_size();
+  const bool root = comm.is_root();
 
   nn::Module& model = task.model();
   std::vector<std::pair<std::string, Tensor>> named = model.named_parameters();
@@ -189,16 +239,22 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   lopt.drop_last = true;
   lopt.num_workers = opt.num_workers;
   lopt.seed = seed;
-  ENGINE_CHECK(source->size() >= spec.batch_size, source->where(), ": ", source->size(),
-               " images are fewer than one batch of ", spec.batch_size, " (drop_last)");
+  lopt.rank = comm.rank();
+  lopt.world_size = world;
+  const int64_t per_rank_images = (source->size() + world - 1) / world;
+  ENGINE_CHECK(per_rank_images >= spec.batch_size, source->where(), ": ", source->size(), " images",
+               world > 1 ? " (" + std::to_string(per_rank_images) + " per rank of " + std::to_string(world) + ")" : "",
+               " are fewer than one batch of ", spec.batch_size, " (drop_last)");
   data::DataLoader loader(source, lopt);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
   const int64_t total = spec.total_iters;
 
-  std::unique_ptr<Communicator> comm = make_local_communicator();
-  if (comm->world_size() > 1) {  // as Paddle's convert_sync_batchnorm under a multi-process launch
-    Communicator& c = *comm;
-    const int n = nn::set_sync_batch_norm(model, [&c](const std::vector<Tensor>& t) { c.all_reduce_sum(t); });
+  // Synchronised BN (Paddle's convert_sync_batchnorm): PaddleSeg switches it on for multi-GPU runs.
+  const bool sync_bn = world > 1 && (opt.sync_bn == TrainOptions::SyncBn::On ||
+                                     (opt.sync_bn == TrainOptions::SyncBn::Auto && dev.is_cuda()));
+  if (sync_bn) {
+    const int n = nn::set_sync_batch_norm(
+        model, [&comm](const std::vector<Tensor>& t) { comm.all_reduce(t, ReduceOp::Sum, "sync batch norm statistics"); });
     log << prefix() << "Convert bn to sync_bn (" << n << " layers)" << std::endl;
   }
 
@@ -226,7 +282,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     // What the data position and the exact-resume promise depend on must match; the optimizer's
     // settings may change (with a warning: the run is then not the uninterrupted one).
     const std::string fresh_hint = "; to go on with other settings, start a new run from its weights: " + spec.fresh_start_hint + mf;
-    if (ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != spec.batch_size)
+    // A checkpoint of a job with another number of ranks: its data position is mapped by samples
+    // (docs/DISTRIBUTED.md); with the same number the per-rank batch must match.
+    const int64_t ckpt_world = ro.metadata.count("world_size") ? meta_int(ro, "world_size") : 1;
+    if (ckpt_world == world && ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != spec.batch_size)
       throw ConfigError(flag + " " + resume_dir + ": the checkpoint was trained with batch_size " +
                         std::to_string(meta_int(ro, "batch_size")) + ", this run has batch_size " +
                         std::to_string(spec.batch_size) + "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
@@ -235,7 +294,24 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
                         std::to_string(meta_int(ro, "train_images")) + " training images, this run's train set (" +
                         source->where() + ") has " + std::to_string(source->size()) +
                         "; its data order and position belong to that set, so resuming needs the same one" + fresh_hint);
-    const int64_t next_epoch = meta_int(ro, "next_epoch"), next_batch = meta_int(ro, "next_batch");
+    int64_t next_epoch = meta_int(ro, "next_epoch"), next_batch = meta_int(ro, "next_batch");
+    if (ckpt_world != world) {
+      ENGINE_CHECK(ckpt_world >= 1, "checkpoint '", of, "': metadata 'world_size' is ", ckpt_world);
+      const int64_t ckpt_batch = meta_int(ro, "batch_size");
+      const int64_t samples = next_batch * ckpt_batch * ckpt_world;  // of the epoch, already trained on
+      const int64_t mapped = samples / (spec.batch_size * world);
+      log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the checkpoint was trained by " << ckpt_world
+          << " rank(s) with batch_size " << ckpt_batch << " each (global batch " << ckpt_batch * ckpt_world
+          << "), this run has " << world << " with batch_size " << spec.batch_size << " (global batch "
+          << spec.batch_size * world << "); epoch " << next_epoch + 1 << " continues after " << mapped * spec.batch_size * world
+          << " of the " << samples << " samples already trained on, the iteration count and the learning-rate "
+          << "schedule go on from iter " << resume.iter << std::endl;
+      next_batch = mapped;
+      if (next_batch >= steps_per_epoch) {
+        next_epoch += 1;
+        next_batch = 0;
+      }
+    }
     if (next_epoch < 0 || next_batch < 0 || next_batch >= steps_per_epoch)
       throw ConfigError(flag + " " + resume_dir + ": the checkpoint's data position (epoch " +
                         std::to_string(next_epoch + 1) + ", batch " + std::to_string(next_batch + 1) +
@@ -295,31 +371,64 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     return summary;
   }
 
-  // ---- the run folder: one writer, nothing of an earlier run clobbered, stale temporaries removed
-  fs::create_directories(save_dir);
-  const RunDirLock lock(save_dir);
-  if (!lock.held())
-    log << prefix() << "WARNING: the file system of " << save_dir.string()
-        << " has no file locks: nothing stops a second run from writing into it at the same time" << std::endl;
-  clean_stale_temporaries(save_dir, lock.held(), log, prefix());
-  RunDirRequest req{save_dir, resume.dir.empty() ? fs::path() : fs::path(resume.dir), start_iter, opt.overwrite};
-  req.checkpoint_prefix = spec.by_epoch ? "epoch" : "iter";
-  req.iters_per_checkpoint_unit = spec.by_epoch ? steps_per_epoch : 1;
-  req.metric_key = metric_key;
-  req.resume_flag = spec.resume_flag;
-  const RunContents earlier = prepare_run_dir(req, log, prefix());
-  if (resume.optimizer && earlier.best_model && earlier.best_model_miou > best_metric) {
-    // best_model/ was written after the checkpoint (the run ended before its checkpoint): keep it as the bar.
-    best_metric = earlier.best_model_miou;
-    best_iter = earlier.best_model_iter;
-    log << prefix() << "best_model/ (iter " << best_iter << ", " << metric_name << " " << fmt("%.4f", best_metric)
-        << ") is newer than the checkpoint; it is replaced only by a higher " << metric_name << std::endl;
+  // Every rank starts from rank 0's weights and momentum (they are equal already when every rank drew
+  // the same initialisation or read the same checkpoint; this makes it a guarantee).
+  if (world > 1) {
+    for (auto& [name, t] : model.state_dict()) comm.broadcast(t, 0, "initial " + name);
+    for (size_t i = 0; i < velocities.size(); ++i) comm.broadcast(velocities[i], 0, "initial momentum of " + named[i].first);
   }
 
+  // ---- the run folder (rank 0 alone writes): one writer, nothing of an earlier run clobbered, stale
+  // temporaries removed. Its verdict reaches every rank, so a refusal stops the whole job.
+  std::unique_ptr<RunDirLock> lock;
   std::unique_ptr<EventWriter> vdl;
-  if (opt.use_vdl) vdl = std::make_unique<EventWriter>(save_dir.string());
-  // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
-  JsonlWriter jsonl((save_dir / "metrics.jsonl").string(), /*append=*/true);
+  std::unique_ptr<JsonlWriter> jsonl;
+  std::string setup_error;
+  if (root) {
+    try {
+      fs::create_directories(save_dir);
+      lock = std::make_unique<RunDirLock>(save_dir);
+      if (!lock->held())
+        log << prefix() << "WARNING: the file system of " << save_dir.string()
+            << " has no file locks: nothing stops a second run from writing into it at the same time" << std::endl;
+      clean_stale_temporaries(save_dir, lock->held(), log, prefix());
+      RunDirRequest req{save_dir, resume.dir.empty() ? fs::path() : fs::path(resume.dir), start_iter, opt.overwrite};
+      req.checkpoint_prefix = spec.by_epoch ? "epoch" : "iter";
+      req.iters_per_checkpoint_unit = spec.by_epoch ? steps_per_epoch : 1;
+      req.metric_key = metric_key;
+      req.resume_flag = spec.resume_flag;
+      const RunContents earlier = prepare_run_dir(req, log, prefix());
+      if (resume.optimizer && earlier.best_model && earlier.best_model_miou > best_metric) {
+        // best_model/ was written after the checkpoint (the run ended before its checkpoint): keep it as the bar.
+        best_metric = earlier.best_model_miou;
+        best_iter = earlier.best_model_iter;
+        log << prefix() << "best_model/ (iter " << best_iter << ", " << metric_name << " " << fmt("%.4f", best_metric)
+            << ") is newer than the checkpoint; it is replaced only by a higher " << metric_name << std::endl;
+      }
+      if (opt.use_vdl) vdl = std::make_unique<EventWriter>(save_dir.string());
+      // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
+      jsonl = std::make_unique<JsonlWriter>((save_dir / "metrics.jsonl").string(), /*append=*/true);
+    } catch (const std::exception& e) {
+      if (world == 1) throw;
+      setup_error = (dynamic_cast<const ConfigError*>(&e) ? "C" : "E") + std::string(e.what());
+    }
+  }
+  if (world > 1) {  // rank 0's verdict and its best-model bar, on every rank
+    const std::vector<std::string> verdict =
+        comm.all_gather_bytes(root ? fmt("%.17g", best_metric) + "\n" + std::to_string(best_iter) + "\n" + setup_error : "",
+                              "run folder setup");
+    std::istringstream in(verdict[0]);
+    std::string bm, bi;
+    std::getline(in, bm);
+    std::getline(in, bi);
+    const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!err.empty()) {
+      if (err[0] == 'C') throw ConfigError(err.substr(1));
+      throw Error(err.substr(1));
+    }
+    best_metric = std::stod(bm);
+    best_iter = std::stoll(bi);
+  }
 
   log << prefix() << task.describe() << "; device " << dev.str() << "; train images " << source->size() << ", "
       << steps_per_epoch << " iters per epoch"
@@ -378,12 +487,18 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       opt_meta["early_stop_counter"] = std::to_string(early_stop.counter());
     }
     if (spec.by_epoch) opt_meta["epoch"] = std::to_string(iter / steps_per_epoch);
-    save_checkpoint_dir(save_dir / name, {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
-                                          {kOptimizerFile, &opt_state, opt_meta}});
+    opt_meta["world_size"] = std::to_string(world);
+    // Rank 0 writes the checkpoint once every rank has finished the iteration, and every rank learns
+    // whether it was written: a checkpoint is never completed by a partial job, nor silently missing.
+    root_writes(comm, "checkpoint " + name, [&] {
+      save_checkpoint_dir(save_dir / name, {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
+                                            {kOptimizerFile, &opt_state, opt_meta}});
+    });
     last_good = (save_dir / name).string();
     last_saved_iter = iter;
     if (style == LogStyle::PaddleX) log << prefix() << "Model saved in " << last_good << "." << std::endl;
     for (const std::string& old : to_remove) {
+      if (!root) break;
       try {
         remove_checkpoint_dir(save_dir / old);
       } catch (const std::exception& e) {  // a checkpoint that cannot be pruned is no reason to stop training
@@ -397,8 +512,15 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     return line + "loss=" + fmt("%.6f", loss / n);
   };
 
+  // Data parallel: gradients in buckets all-reduced during backward (train/grad_buckets.h).
+  std::unique_ptr<GradBuckets> buckets;
+  if (world > 1) buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes);
+  // A stop request reaches the ranks at different moments: with several ranks it is agreed on in
+  // each iteration's all-reduce and acted on by all of them before the next iteration.
+  int agreed_stop = 0;
+
   for (int64_t iter = start_iter + 1; iter <= total; ++iter) {
-    if (const int sig = stop_signal()) {  // iterations up to iter - 1 are complete
+    if (const int sig = world == 1 ? stop_signal() : agreed_stop) {  // iterations up to iter - 1 are complete
       summary.stopped_by_signal = sig;
       if (opt.save_on_stop && iter - 1 > last_saved_iter) {
         save_checkpoint(iter - 1);
@@ -418,26 +540,47 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     const double reader_cost = seconds_since(batch_start);
 
     const TaskLoss lv = task.loss(batch, dev);
-    const double total_loss = lv.total.item();
-    if (!std::isfinite(total_loss)) {
-      throw TrainingDiverged("training diverged: the loss is " + fmt("%g", total_loss) + " at iter " +
-                             std::to_string(iter) + "; stopped before the optimizer step. Last good checkpoint: " +
-                             (last_good.empty() ? std::string("none was saved") : last_good) +
-                             ". Lower the learning rate or check the labels.");
-    }
     if (term_names.empty() && !lv.terms.empty()) {
       for (const auto& [n, t] : lv.terms) term_names.push_back(n);
       nterms = term_names.size();
       win_terms.assign(nterms, 0.0);
       epoch_terms.assign(nterms, 0.0);
     }
+    // The loss and its terms: this rank's, or with several ranks their mean (all-reduced while
+    // backward runs, together with the stop flag).
+    std::vector<float> scalars{lv.total.item()};
+    for (size_t i = 0; i < nterms; ++i) scalars.push_back(lv.terms[i].second.item());
+    auto check_finite = [&](double loss) {
+      if (!std::isfinite(loss))
+        throw TrainingDiverged("training diverged: the loss is " + fmt("%g", loss) + " at iter " + std::to_string(iter) +
+                               "; stopped before the optimizer step. Last good checkpoint: " +
+                               (last_good.empty() ? std::string("none was saved") : last_good) +
+                               ". Lower the learning rate or check the labels.");
+    };
+    Tensor reduced_scalars;
+    std::unique_ptr<PendingCollective> scalars_pending;
+    const int local_stop = world > 1 ? stop_signal() : 0;
+    if (world == 1) {
+      check_finite(scalars[0]);
+    } else {
+      scalars.push_back(local_stop != 0 ? 1.f : 0.f);
+      reduced_scalars = Tensor::from_vector(scalars, {(int64_t)scalars.size()}, dev);
+      scalars_pending = comm.start_all_reduce(reduced_scalars, ReduceOp::Sum, "loss of iter " + std::to_string(iter));
+    }
+    if (buckets) buckets->begin_step();
     lv.total.backward();
+    if (buckets) buckets->finish_step();
+    if (scalars_pending) {
+      scalars_pending->wait();
+      const std::vector<float> sums = reduced_scalars.to_vector();
+      for (size_t i = 0; i + 1 < sums.size(); ++i) scalars[i] = sums[i] / (float)world;
+      agreed_stop = local_stop != 0 ? local_stop : (sums.back() > 0 ? SIGTERM : 0);
+      check_finite(scalars[0]);
+    }
+    const double total_loss = scalars[0];
     std::vector<Tensor> grads;
-    for (const Tensor& p : params) grads.push_back(p.grad());
-    std::vector<Tensor> present;
-    for (const Tensor& g : grads)
-      if (g.defined()) present.push_back(g);
-    comm->all_reduce_mean(present);
+    for (size_t i = 0; i < params.size(); ++i)
+      grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
     const double lr = schedule.lr_at(iter - 1);
     if (all_decay) {
       sgd_momentum_update(params, grads, velocities, (float)lr, (float)spec.momentum, (float)spec.weight_decay);
@@ -450,10 +593,11 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           sgd_momentum_update(p, g, v, (float)lr, (float)spec.momentum, group ? (float)spec.weight_decay : 0.f);
       }
     }
-    for (Tensor& p : params) p.zero_grad();
+    if (!buckets)
+      for (Tensor& p : params) p.zero_grad();  // (the buckets are zeroed by the next begin_step)
 
     std::vector<double> term_values(nterms);
-    for (size_t i = 0; i < nterms; ++i) term_values[i] = lv.terms[i].second.item();
+    for (size_t i = 0; i < nterms; ++i) term_values[i] = scalars[1 + i];
     win_loss += total_loss;
     epoch_loss += total_loss;
     for (size_t i = 0; i < nterms; ++i) win_terms[i] += term_values[i], epoch_terms[i] += term_values[i];
@@ -507,7 +651,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       rec["loss_terms"] = terms_avg;
       if (style == LogStyle::PaddleX)
         for (size_t i = 0; i < nterms; ++i) rec[term_names[i]] = terms_avg[i];
-      jsonl.write(rec);
+      if (jsonl) jsonl->write(rec);
       if (vdl) {
         vdl->add_scalar("Train/loss", avg_loss, iter);
         if (nterms > 1)
@@ -540,7 +684,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       if (task.can_evaluate()) {
         if (opt.profile) profiler::set_enabled(false);
         const Clock::time_point eval_start = Clock::now();
-        const TaskEval r = task.evaluate(dev, log, opt.stop_request);
+        const TaskEval r = share_root_eval(comm, task.evaluate(dev, log, opt.stop_request, comm));
         last_eval_seconds = seconds_since(eval_start);
         if (opt.profile) profiler::set_enabled(true);
         if (!r.cancelled) {
@@ -555,7 +699,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           nlohmann::json rec = {{"type", "eval"}, {"iter", iter}};
           if (spec.by_epoch) rec["epoch"] = iter / steps_per_epoch;
           for (auto& [k, v] : r.record.items()) rec[k] = v;
-          jsonl.write(rec);
+          if (jsonl) jsonl->write(rec);
           if (vdl)
             for (const auto& [n, v] : r.scalars) vdl->add_scalar("Evaluate/" + n, v, iter);
           if (r.key_metric > best_metric) {
@@ -566,7 +710,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
             std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)},
                                                        {metric_key, fmt("%.17g", best_metric)}};
             for (const auto& [k, v] : r.best_model_metadata) meta[k] = v;
-            save_checkpoint_dir(save_dir / "best_model", {{kModelFile, &weights, meta}});
+            root_writes(comm, "best_model", [&] { save_checkpoint_dir(save_dir / "best_model", {{kModelFile, &weights, meta}}); });
             if (style == LogStyle::PaddleX)
               log << prefix() << "Model saved in " << (save_dir / "best_model").string() << "." << std::endl;
           }

@@ -30,6 +30,7 @@
 #include <string>
 
 #include "engine/device.h"
+#include "engine/comm/communicator.h"
 #include "engine/error.h"
 #include "train/config.h"
 #include "train/lr_schedule.h"
@@ -60,6 +61,13 @@ struct TrainOptions {
   bool early_stop = false;          // PaddleX's EarlyStop over the evaluations (mIoU)
   int64_t early_stop_patience = 5;
   bool absolute_warmup = false;     // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
+  // Data parallel (docs/DISTRIBUTED.md): the job's communicator (nullptr = one process). Rank 0
+  // alone writes the run folder and checkpoints; the others train their shard of every batch.
+  Communicator* comm = nullptr;
+  // Synchronised batch norm: Auto = on for GPU ranks of a job with more than one rank (PaddleSeg's
+  // rule), off on CPU ranks; On / Off force it (--sync_bn on|off).
+  enum class SyncBn { Auto, On, Off } sync_bn = SyncBn::Auto;
+  int64_t bucket_bytes = int64_t(25) << 20;  // gradient bucket size of data-parallel training
 };
 
 class TrainingDiverged : public Error {
@@ -89,7 +97,7 @@ enum class LogStyle { PaddleSeg, PaddleX };
 
 struct LoopSpec {
   int64_t total_iters = 0;
-  int64_t batch_size = 1;         // samples per iteration (over all devices)
+  int64_t batch_size = 1;         // samples per iteration of one rank (the global batch is batch_size * world size)
   const LRSchedule* schedule = nullptr;
   double momentum = 0.9;
   double weight_decay = 0;        // L2 on the parameters task.decays() accepts

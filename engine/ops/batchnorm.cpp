@@ -273,6 +273,29 @@ BatchNormMoments batch_norm_moments(const Tensor& sum, const Tensor& sum_sq, int
   return mv;
 }
 
+BatchNormMoments batch_norm_moments(const Tensor& sum, const Tensor& sum_sq, const Tensor& count, const Tensor& shift) {
+  const char* op = "batch_norm_moments";
+  check_f32(op, "sum", sum);
+  check_f32(op, "sum_sq", sum_sq);
+  check_f32(op, "count", count);
+  ENGINE_CHECK(sum.dim() == 1 && sum_sq.shape() == sum.shape(), op, ": sum and sum_sq must be the same [C], got ",
+               sum.describe(), " and ", sum_sq.describe());
+  ENGINE_CHECK(count.numel() == 1 && count.dim() == 1, op, ": count must be f32[1], got ", count.describe());
+  check_same_device(op, sum, "sum", sum_sq, "sum_sq");
+  check_same_device(op, sum, "sum", count, "count");
+  if (shift.defined()) {
+    check_f32(op, "shift", shift);
+    ENGINE_CHECK(shift.shape() == sum.shape(), op, ": shift must be ", sum.describe(), ", got ", shift.describe());
+    check_same_device(op, sum, "sum", shift, "shift");
+  }
+  const Tensor n = count.detach();
+  const Tensor ms = div(sum, n);  // mean - shift
+  BatchNormMoments mv;
+  mv.mean = shift.defined() ? add(ms, shift.detach()) : ms;
+  mv.var = maximum(sub(div(sum_sq, n), mul(ms, ms)), 0.f);
+  return mv;
+}
+
 Tensor batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& weight,
                         const Tensor& bias, float eps) {
   const char* op = "batch_norm_apply";

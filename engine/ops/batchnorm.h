@@ -90,6 +90,10 @@ struct BatchNormMoments {
 };
 BatchNormMoments batch_norm_moments(const Tensor& sum, const Tensor& sum_sq, int64_t count,
                                     const Tensor& shift = Tensor());
+// The same with the count as a one-element f32 tensor on the statistics' device (all-reduced with
+// them by sync BN, so no rank reads it on the host).
+BatchNormMoments batch_norm_moments(const Tensor& sum, const Tensor& sum_sq, const Tensor& count,
+                                    const Tensor& shift = Tensor());
 
 // y = (x - mean) / sqrt(var + eps) * weight + bias with mean, var [C] as INPUTS: differentiable w.r.t.
 // x, mean, var, weight and bias (so gradients reach the statistics and, through them, every rank's x).
