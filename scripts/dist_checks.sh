@@ -104,6 +104,9 @@ expect 0 "engine-train: finished 6 iterations" "${train[@]}" --save_interval 3 -
 expect 0 "trained by 1 rank(s) with batch_size 2 each (global batch 2), this run has 2" "${mpi[@]}" -np 2 "${train[@]}" --resume_model single/iter_3 --save_dir back2
 grep -qF "Resume model from single/iter_3 (iter 3)" <<<"$last_out" && grep -qF "finished 6 iterations" <<<"$last_out" &&
   ok "resumed on 2 ranks from iter 3 to 6" || fail "2-rank resume"
+# The position by samples: 3 batches of 2 = 6 samples of epoch 1 trained; one global batch of 4 fits.
+grep -qF "epoch 1 continues after 4 of the 6 samples already trained on" <<<"$last_out" &&
+  ok "data position mapped by samples (4 of 6)" || fail "the mapped data position is not in the warning"
 expect 2 "start them with mpirun" env RANK=0 WORLD_SIZE=2 "${train[@]}" --save_dir nompi
 [ -e nompi ] && fail "a refused run wrote nompi/" || ok "nothing written by the refused run"
 
