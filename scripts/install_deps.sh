@@ -23,6 +23,8 @@ packages=(
   nlohmann-json3-dev   # checkpoint headers, JSONL logs
   libtinyxml2-dev      # VOC annotations
   libopenmpi-dev openmpi-bin # data-parallel CPU ranks (mpirun), NCCL bootstrap under mpirun
+  libcurl4-openssl-dev # downloads of pretrained weights given as URLs (train/download)
+  ca-certificates      # HTTPS for those downloads: only a Recommends of libcurl4
 )
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${packages[@]}"
