@@ -22,6 +22,7 @@
 #include "train/safetensors.h"
 #include "train/seg_task.h"
 #include "train/trainer.h"
+#include "train/vdl_writer.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -136,6 +137,20 @@ TEST(Trainer, LossFallsAndEvaluationPasses) {
   for (const auto& e : fs::directory_iterator(dir / "out"))
     has_events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
   EXPECT_TRUE(has_events);
+  // ... and VisualDL's record file beside it, with the same scalars (every 10 iterations, mIoU per evaluation).
+  std::vector<fs::path> vdl_files;
+  for (const auto& e : fs::directory_iterator(dir / "out"))
+    if (e.path().filename().string().rfind("vdlrecords.", 0) == 0) vdl_files.push_back(e.path());
+  ASSERT_EQ(vdl_files.size(), 1u);
+  std::vector<int64_t> loss_steps, miou_steps;
+  for (const VdlRecord& r : read_vdl_records(vdl_files[0].string())) {
+    if (r.kind == VdlRecord::kScalar && r.tag == "Train/loss") loss_steps.push_back(r.step);
+    if (r.kind == VdlRecord::kScalar && r.tag == "Evaluate/mIoU") miou_steps.push_back(r.step);
+  }
+  ASSERT_EQ(loss_steps.size(), 20u);
+  EXPECT_EQ(loss_steps.front(), 10);
+  EXPECT_EQ(loss_steps.back(), 200);
+  EXPECT_EQ(miou_steps, (std::vector<int64_t>{100, 200}));
   EXPECT_NE(log.str().find("[TRAIN] epoch: 2, iter: 10/200, loss: "), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("[EVAL] #Images: 4 mIoU: "), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("[EVAL] The model with the best validation mIoU"), std::string::npos);

@@ -35,6 +35,7 @@
 #include "train/early_stop.h"
 #include "train/seg_task.h"
 #include "train/stop_signal.h"
+#include "train/vdl_writer.h"
 
 namespace fs = std::filesystem;
 
@@ -42,6 +43,19 @@ namespace engine::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// --use_vdl: every scalar goes to TensorBoard's event file and to VisualDL's record file (PaddleSeg
+// documents `visualdl --logdir`), with one wall time.
+struct ScalarLogs {
+  EventWriter tensorboard;
+  VdlWriter visualdl;
+  explicit ScalarLogs(const std::string& dir) : tensorboard(dir), visualdl(dir) {}
+  void add_scalar(const std::string& tag, double value, int64_t step) {
+    const double t = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    tensorboard.add_scalar(tag, value, step, t);
+    visualdl.add_scalar(tag, value, step, t);
+  }
+};
 
 // Rank 0's evaluation result on every rank, so that every rank takes the same decisions (best
 // model, early stop); a cancellation on any rank cancels it everywhere.
@@ -381,7 +395,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   // ---- the run folder (rank 0 alone writes): one writer, nothing of an earlier run clobbered, stale
   // temporaries removed. Its verdict reaches every rank, so a refusal stops the whole job.
   std::unique_ptr<RunDirLock> lock;
-  std::unique_ptr<EventWriter> vdl;
+  std::unique_ptr<ScalarLogs> vdl;
   std::unique_ptr<JsonlWriter> jsonl;
   std::string setup_error;
   if (root) {
@@ -405,7 +419,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
         log << prefix() << "best_model/ (iter " << best_iter << ", " << metric_name << " " << fmt("%.4f", best_metric)
             << ") is newer than the checkpoint; it is replaced only by a higher " << metric_name << std::endl;
       }
-      if (opt.use_vdl) vdl = std::make_unique<EventWriter>(save_dir.string());
+      if (opt.use_vdl) vdl = std::make_unique<ScalarLogs>(save_dir.string());
       // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
       jsonl = std::make_unique<JsonlWriter>((save_dir / "metrics.jsonl").string(), /*append=*/true);
     } catch (const std::exception& e) {
