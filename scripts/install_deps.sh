@@ -23,6 +23,7 @@ packages=(
   nlohmann-json3-dev   # checkpoint headers, JSONL logs
   libtinyxml2-dev      # VOC annotations
   libopenmpi-dev openmpi-bin # data-parallel CPU ranks (mpirun), NCCL bootstrap under mpirun
+  zlib1g-dev           # .tar.gz archives of Paddle weights (train/tar_archive)
   libcurl4-openssl-dev # downloads of pretrained weights given as URLs (train/download)
   ca-certificates      # HTTPS for those downloads: only a Recommends of libcurl4
 )

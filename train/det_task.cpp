@@ -11,6 +11,7 @@
 #include "engine/ops/shape_ops.h"
 #include "train/det_metrics.h"
 #include "train/safetensors.h"
+#include "train/weights_file.h"
 
 namespace fs = std::filesystem;
 
@@ -36,9 +37,10 @@ void load_pretrain_weights(nn::DetModel& model, const std::string& path, std::os
         << "initialisation. Give the local path of a .safetensors file to start from pretrained weights." << std::endl;
     return;
   }
-  ENGINE_CHECK(fs::exists(path), "pretrain_weights: file not found: ", path);
-  const LoadedTensors file = load_safetensors(path);
-  std::vector<std::pair<std::string, Tensor>> entries(file.tensors.begin(), file.tensors.end());
+  const LoadedTensors file = read_weights_file(path, "pretrain_weights");  // .safetensors / .pdparams / .tar.gz
+  // Keys matched by PaddleDetection's suffix rule, so a backbone-only file (DarkNet53_pretrained.pdparams:
+  // "conv0.conv.weight") fills "backbone.conv0.conv.weight"; full-model files match key for key.
+  const nn::StateDict entries = match_state_dict_by_suffix(model.state_dict(), file, &log);
   model.load_matching(entries, &log);  // "[SKIP]"-style lines for shape mismatches and the n/total summary
 }
 

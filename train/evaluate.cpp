@@ -17,6 +17,7 @@
 #include "engine/ops/resize.h"
 #include "engine/ops/softmax.h"
 #include "train/safetensors.h"
+#include "train/weights_file.h"
 
 namespace engine::train {
 namespace {
@@ -162,12 +163,16 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
 
 std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const std::string& model_path, Device device) {
   namespace fs = std::filesystem;
-  ENGINE_CHECK(!model_path.empty(), "--model_path: missing (a model.safetensors file or a folder such as output/best_model)");
+  ENGINE_CHECK(!model_path.empty(),
+               "--model_path: missing (a model.safetensors / model.pdparams file or a folder such as output/best_model)");
   fs::path file(model_path);
-  if (fs::is_directory(file)) file /= "model.safetensors";
+  // A folder: ours holds model.safetensors, PaddleSeg's (e.g. output/best_model) model.pdparams.
+  if (fs::is_directory(file))
+    file = fs::exists(file / "model.safetensors") || !fs::exists(file / "model.pdparams") ? file / "model.safetensors"
+                                                                                        : file / "model.pdparams";
   ENGINE_CHECK(fs::exists(file), "--model_path: ", file.string(), " not found");
   std::shared_ptr<nn::SegModel> model = nn::build_seg_model(cfg.model);
-  const LoadedTensors weights = load_safetensors(file.string());
+  const LoadedTensors weights = read_weights_file(file.string(), "--model_path");  // .safetensors / .pdparams / .tar.gz
   check_tensors_match(weights, model->state_dict(), file.string());
   model->load_state_dict(weights.tensors, true);
   model->to(device);

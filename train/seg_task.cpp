@@ -15,6 +15,7 @@
 #include "train/seg_metrics.h"
 #include "train/det_task.h"
 #include "train/trainer.h"
+#include "train/weights_file.h"
 #include "train/yaml_tree.h"
 
 namespace fs = std::filesystem;
@@ -33,8 +34,10 @@ void load_pretrained(nn::SegModel& model, const std::string& path, const std::st
         << "To start from pretrained weights, convert them to a .safetensors file and give its local path." << std::endl;
     return;
   }
-  ENGINE_CHECK(fs::exists(path), key, ": pretrained weights file not found: ", path);
-  LoadedTensors file = load_safetensors(path);
+  // .safetensors, .pdparams or a .tar.gz holding one (train/weights_file.h). Keys as PaddleSeg's
+  // load_pretrained_model (paddleseg/utils/utils.py) compares them: exact names; a backbone file is
+  // loaded by the backbone itself there, hence `prefix` here.
+  LoadedTensors file = read_weights_file(path, key);
   std::vector<std::pair<std::string, Tensor>> entries;
   for (auto& [name, t] : file.tensors) entries.emplace_back(prefix + name, t);
   model.load_matching(entries, &log);  // logs "There are X/Y variables loaded into ..." and each skip
