@@ -86,6 +86,7 @@ Done. Outputs in $out/:
   result/pseudo_color_prediction/*.png   class masks (palette PNG)
   result/added_prediction/*.jpg          overlays on the validation images
   events.out.tfevents.*                  TensorBoard: tensorboard --logdir $out
+  vdlrecords.*.log                       VisualDL: visualdl --logdir $out
   metrics.jsonl                          the same scalars, one JSON object per line
 Evaluate again (multi-scale + flip): $build/engine-eval --config $cfg --model_path $out/best_model --aug_eval --scales 0.75 1.0 1.25 --flip_horizontal
 TXT

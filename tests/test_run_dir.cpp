@@ -112,6 +112,18 @@ TEST(RunDir, FreshRunRefusesAnEarlierRunUnlessOverwrite) {
       << log.str();
 }
 
+TEST(RunDir, TensorBoardAndVisualDlLogsAreResultsOfARun) {
+  const fs::path d = fresh_dir("logs_only");
+  std::ofstream(d / "events.out.tfevents.1700000000.host") << "x";
+  std::ofstream(d / "vdlrecords.1700000000.log") << "x";
+  std::ostringstream log;
+  const std::string e = error_of([&] { prepare_run_dir({d, {}, 0, false}, log, ""); });
+  EXPECT_NE(e.find("already holds the results of a run (2 event files)"), std::string::npos) << e;
+  prepare_run_dir({d, {}, 0, true}, log, "");
+  EXPECT_FALSE(fs::exists(d / "events.out.tfevents.1700000000.host"));
+  EXPECT_FALSE(fs::exists(d / "vdlrecords.1700000000.log"));  // else VisualDL would show the old run's curves
+}
+
 TEST(RunDir, ResumeKeepsEarlierCheckpointsAndRefusesNewerOnes) {
   const fs::path d = fresh_dir("resume");
   fake_run(d, {3, 6, 9}, 6);

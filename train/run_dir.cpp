@@ -160,7 +160,7 @@ RunContents scan_run_dir(const fs::path& dir, const std::string& prefix, const s
       }
     } else if (name == "metrics.jsonl") {
       c.metrics = true;
-    } else if (name.rfind("events.out.tfevents.", 0) == 0) {
+    } else if (name.rfind("events.out.tfevents.", 0) == 0 || name.rfind("vdlrecords.", 0) == 0) {
       c.event_files.push_back(name);
     }
   }

@@ -45,7 +45,7 @@ struct RunContents {
   int64_t best_model_iter = -1;  // from best_model/model.safetensors metadata; -1 when unknown
   double best_model_miou = -1;   // its key metric (metadata `metric_key`, "miou" by default); likewise
   bool metrics = false;          // metrics.jsonl
-  std::vector<std::string> event_files;  // events.out.tfevents.*
+  std::vector<std::string> event_files;  // events.out.tfevents.* (TensorBoard) and vdlrecords.* (VisualDL)
   bool empty() const { return iter_dirs.empty() && !best_model && !metrics && event_files.empty(); }
   std::string describe() const;  // "iter_3/, iter_6/, best_model/, metrics.jsonl"
 };
