@@ -1,9 +1,10 @@
 // labels: sanitize
 // Paddle weights files (train/pdparams.h, train/tar_archive.h, train/weights_file.h): every fixture of
 // tests/golden/pdparams/ (written by tools/make_pdparams_fixtures.py with paddle.save) loads with the
-// names, numpy dtypes, shapes and values of its expected.json; the PaddleSeg-style .tar.gz gives its
-// single model.pdparams; two *.pdparams in an archive, every truncation, byte flips, foreign
-// opcodes and globals give one-line errors naming the file (never a crash: ASan label); a DarkNet53
+// names, numpy dtypes, shapes and values of its expected.json (also rewritten as numpy 2, Fortran-order
+// and big-endian pickles); the PaddleSeg-style .tar.gz gives its single model.pdparams; two *.pdparams
+// in an archive, every truncation, byte flips, foreign opcodes and globals give one-line errors naming
+// the file (never a crash: ASan label); a DarkNet53
 // backbone file lands in the engine's YOLOv3 through PaddleDetection's suffix rule, a shape
 // mismatch skipped with its [SKIP] line, the rest untouched, and the summary line.
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -365,4 +367,52 @@ TEST(DetectionPretrain, SuffixRuleDetails) {
       error_of([&] { match_state_dict_by_suffix(two, g, nullptr); }),
       "g.pdparams: ambiguous pretrained weight 'conv.weight': it matches both 'x.conv.weight' and 'y.conv.weight' in "
       "the model");
+}
+
+TEST(Pdparams, NumpyVariants) {
+  const std::string p4 = bytes_of(fixture("dtypes_p4.pdparams"));
+  const PdparamsFile orig = parse_pdparams(p4.data(), p4.size(), "p4");
+  const Tensor& w = orig.tensors[0].tensor;  // conv.weight [4, 3, 3, 3]
+  ASSERT_EQ(orig.tensors[0].name, "conv.weight");
+
+  // numpy >= 2 pickles the module as numpy._core.multiarray.
+  std::string np2 = p4;
+  const std::string old_mod = std::string("\x8c\x15") + "numpy.core.multiarray";
+  const size_t m = np2.find(old_mod);
+  ASSERT_NE(m, std::string::npos);
+  np2.replace(m, old_mod.size(), std::string("\x8c\x16") + "numpy._core.multiarray");
+  const PdparamsFile f2 = parse_pdparams(np2.data(), np2.size(), "np2");
+  EXPECT_EQ(values_of(f2.tensors[0].tensor), values_of(w));
+
+  // is_fortran = True: the same bytes read column-major.
+  std::string fo = p4;
+  const std::string flag = std::string(
+      "b\x89"
+      "B\xb0\x01\x00\x00",
+      7);  // BUILD, NEWFALSE, BINBYTES 432
+  const size_t at = fo.find(flag);
+  ASSERT_NE(at, std::string::npos);
+  fo[at + 1] = '\x88';
+  const Tensor ft = parse_pdparams(fo.data(), fo.size(), "fortran").tensors[0].tensor;
+  for (int64_t i0 = 0; i0 < 4; ++i0)
+    for (int64_t i1 = 0; i1 < 3; ++i1)
+      for (int64_t i2 = 0; i2 < 3; ++i2)
+        for (int64_t i3 = 0; i3 < 3; ++i3)
+          ASSERT_EQ(ft.data<float>()[((i0 * 3 + i1) * 3 + i2) * 3 + i3],
+                    w.data<float>()[i0 + 4 * i1 + 12 * i2 + 36 * i3]);
+
+  // Byte order '>' (the memoized '<' is shared by every multi-byte dtype): values byte-swapped.
+  std::string be = p4;
+  const size_t lt = be.find(std::string("\x8c\x01<", 3));
+  ASSERT_NE(lt, std::string::npos);
+  be[lt + 2] = '>';
+  const PdparamsFile bf = parse_pdparams(be.data(), be.size(), "big-endian");
+  uint32_t a, b;
+  std::memcpy(&a, &w.data<float>()[5], 4);
+  std::memcpy(&b, &bf.tensors[0].tensor.data<float>()[5], 4);
+  EXPECT_EQ(b, __builtin_bswap32(a));
+  for (const auto& t : bf.tensors)
+    if (t.name == "steps") {
+      EXPECT_EQ(t.tensor.data<int64_t>()[0], (int64_t)__builtin_bswap64(1));
+    }
 }
