@@ -416,3 +416,16 @@ TEST(Pdparams, NumpyVariants) {
       EXPECT_EQ(t.tensor.data<int64_t>()[0], (int64_t)__builtin_bswap64(1));
     }
 }
+
+TEST(TarArchive, LongNamesFromPaxAndGnuHeaders) {
+  const auto exp = expected();
+  for (const char* name : {"long_pax.tar.gz", "long_gnu.tar.gz"}) {
+    const TarArchive a = TarArchive::open(fixture(name).string());
+    ASSERT_EQ(a.members().size(), 1u) << name;
+    EXPECT_EQ(a.members()[0].name, exp[name]["member"].get<std::string>()) << name;
+    const LoadedTensors w = read_weights_file(fixture(name).string(), "pretrain_weights");
+    EXPECT_EQ(w.metadata.at("archive_member"), exp[name]["member"].get<std::string>());
+    ASSERT_EQ(w.tensors.size(), 1u);
+    EXPECT_EQ(w.tensors[0].first, "w");
+  }
+}

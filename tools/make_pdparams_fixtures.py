@@ -16,6 +16,7 @@
 #   PP_Fixture.tar.gz   PP_Fixture/model.pdparams (= dtypes_p4), a macOS ._model.pdparams and a README
 #                       (PaddleSeg's archive layout, e.g. PP_STDCNet2.tar.gz)
 #   two_pdparams.tar    two *.pdparams members (must be refused)
+#   long_pax.tar.gz, long_gnu.tar.gz  one member whose path exceeds 100 bytes (pax / GNU long name)
 import io
 import json
 import os
@@ -144,6 +145,16 @@ def main(out):
     with tarfile.open(os.path.join(out, "two_pdparams.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
         add(tar, "a/model.pdparams", small)
         add(tar, "b/model.pdparams", small)
+
+    # Names above 100 bytes: a pax 'x' header (POSIX.1-2001) and a GNU 'L' header carry them.
+    long_dir = "a_folder_name_long_enough_that_the_path_does_not_fit_in_the_100_bytes_of_a_ustar_name/sub"
+    for fmt, name in ((tarfile.PAX_FORMAT, "long_pax.tar.gz"), (tarfile.GNU_FORMAT, "long_gnu.tar.gz")):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            add(tar, long_dir + "/model.pdparams", small)
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(gzip.compress(buf.getvalue(), compresslevel=9, mtime=0))
+        expected[name] = {"member": long_dir + "/model.pdparams", "same_as": "tuple_form.pdparams"}
 
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)

@@ -81,7 +81,7 @@ void parse_pax(const std::string& rec, std::string& path, uint64_t& size, bool& 
       if (rec[k] < '0' || rec[k] > '9' || len > rec.size()) fail(where, ": malformed pax record length");
       len = len * 10 + (uint64_t)(rec[k] - '0');
     }
-    if (len <= sp - p || p + len > rec.size() || rec[p + len - 1] != '\n') fail(where, ": malformed pax record");
+    if (len < sp - p + 2 || p + len > rec.size() || rec[p + len - 1] != '\n') fail(where, ": malformed pax record");
     const std::string kv = rec.substr(sp + 1, p + len - 1 - (sp + 1));
     const size_t eq = kv.find('=');
     if (eq != std::string::npos) {
@@ -114,7 +114,8 @@ bool looks_like_tar(const char* data, size_t size) {
 
 std::string gunzip(const char* data, size_t size, const std::string& source) {
   std::string out;
-  out.resize(std::min<uint64_t>(std::max<uint64_t>(size * 4, 1 << 16), kMaxInflated));
+  // Weights barely compress: start near the input size and double when needed.
+  out.resize(std::min<uint64_t>(std::max<uint64_t>(size + size / 2, 1 << 16), kMaxInflated));
   size_t in_pos = 0, out_pos = 0;
   while (true) {
     z_stream zs{};
