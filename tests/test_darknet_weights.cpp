@@ -1,3 +1,4 @@
+// labels: sanitize
 // Darknet .weights into DarkNet53-YOLOv3 (train/darknet_weights.h). A generator here writes files in
 // darknet's layout (pjreddie/darknet f6afaabc src/parser.c save_weights_upto /
 // load_convolutional_weights) from its own description of cfg/yolov3.cfg - layer types, filters,
@@ -7,8 +8,9 @@
 // file (every element of all 366 tensors, BN beta/gamma/mean/variance, OIHW layout of one full
 // tensor, first/last elements and sums), the backbone file darknet53.conv.74 (head untouched), both
 // header variants (8- and 4-byte seen), a truncated file, extra bytes, a 20-class model with the
-// 80-class file, a model without DarkNet53, and file detection. The files are written once per test
-// in a fresh temp folder (up to 248 MB, the real yolov3.weights size) and removed after it.
+// 80-class file, a model without DarkNet53, a model on the CUDA device (emulated in CI, skipped
+// without one), and file detection. Each test writes its files in a fresh temp folder (up to 248 MB,
+// the real yolov3.weights size), removed when the next test starts or the program exits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,8 +22,10 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "engine/device.h"
 #include "models/yolov3.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/darknet_weights.h"
@@ -491,6 +495,31 @@ TEST(DarknetWeights, DetectorFileForAnotherClassCount) {
   std::map<std::string, int> seen;
   expect_layer(t, 93, cfg20[93], "yolo_head.yolo_output.1", seen);
   expect_layer(t, 104, cfg20[104], "neck.yolo_block.2.tip", seen);
+}
+
+TEST(DarknetWeights, ModelOnTheCudaDevice) {
+  // The values are staged on the CPU and copied into the model's tensors wherever they live.
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const fs::path dir = fresh_test_dir("darknet_weights_cuda");
+  const fs::path file = dir / "darknet53.conv.74";
+  const auto cfg = yolov3_cfg(80);
+  write_weights(file, cfg, 74, Header{});
+  auto model = make_model(80);
+  model->to(Device::cuda(0));
+  std::ostringstream log;
+  EXPECT_FALSE(train::load_darknet_weights(*model, file.string(), log).full);
+  const auto t = by_name(*model);
+  for (const auto& [key, layer, kind] : {std::tuple<std::string, int, int>{"backbone.conv0.conv.weight", 0, Weights},
+                                         {"backbone.stage.4.stage.4.3.conv2.batch_norm._variance", 73, Variance},
+                                         {"backbone.stage.2.downsample.conv_bn_layer.batch_norm.bias", 37, Biases}}) {
+    const Tensor& x = t.at(key);
+    EXPECT_EQ(x.device(), Device::cuda(0)) << key;
+    const std::vector<float> v = x.to(Device::cpu()).to_vector();
+    int64_t bad = 0;
+    for (size_t i = 0; i < v.size(); ++i) bad += v[i] != value(layer, kind, (int64_t)i);
+    EXPECT_EQ(bad, 0) << key;
+  }
+  EXPECT_EQ(t.at("neck.yolo_block.0.tip.conv.weight").to(Device::cpu()).to_vector()[5], 0.f);  // untouched
 }
 
 TEST(DarknetWeights, ModelWithoutDarkNet53IsRefused) {
