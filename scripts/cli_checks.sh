@@ -22,6 +22,7 @@ expect() {
   else
     echo "ok: exit $rc: $(grep -F -- "$words" <<<"$out" | head -1 | cut -c1-150)"
   fi
+  last_out=$out
 }
 
 expect 0 "wrote 12 train, 4 val" "$bin/engine-datagen" --out data --train 12 --val 4 --size 64 --seed 5
@@ -93,6 +94,22 @@ expect 0 "[TRAIN] Epoch=1/2, Step=2/2, loss_xy=" "$bin/engine-train" det.yml --n
 expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_b
 [ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] || { echo "FAIL: detection checkpoints missing"; fails=$((fails + 1)); }
 expect 0 "Resume model from dout/epoch_1" "$bin/engine-train" det.yml --num_epochs 2 --resume_checkpoint dout/epoch_1 --save_dir dout2
+# pretrain_weights as a URL, served on the loopback address: downloaded into the cache, then loaded
+# (a Paddle .pdparams file from the test fixtures; its few tensors fit no parameter of this model)
+python3 -m http.server 0 --bind 127.0.0.1 --directory "$root/tests/golden/pdparams" >http.log 2>&1 &
+http_pid=$!
+for i in $(seq 100); do grep -q "port [0-9]" http.log && break; sleep 0.05; done
+port=$(grep -o "port [0-9]*" http.log | head -1 | cut -d' ' -f2)
+export ENGINE_CACHE_DIR="$work/cache"
+expect 0 "Loading pretrained model from $work/cache/pretrained/" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_url \
+  --pretrain_weights "http://127.0.0.1:$port/dtypes_p4.pdparams"
+grep -qF "downloaded dtypes_p4.pdparams" <<<"$last_out" && echo "ok: downloaded once" || { echo "FAIL: no download line"; fails=$((fails + 1)); }
+expect 0 "Loading pretrained model from $work/cache/pretrained/" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_url2 \
+  --pretrain_weights "http://127.0.0.1:$port/dtypes_p4.pdparams"
+grep -qF "downloading" <<<"$last_out" && { echo "FAIL: the cached file was downloaded again"; fails=$((fails + 1)); } || echo "ok: the cache is reused"
+expect 1 "HTTP 404" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_404 --pretrain_weights "http://127.0.0.1:$port/missing.pdparams"
+kill "$http_pid" 2>/dev/null
+unset ENGINE_CACHE_DIR
 expect 2 "Either \`warmup_steps\` be less than 4 or lr_decay_epochs[0] be greater than 2" "$bin/engine-train" det.yml --warmup_steps 5 --save_dir dout3
 [ ! -e dout3 ] || { echo "FAIL: the refused run wrote dout3"; fails=$((fails + 1)); }
 expect 2 "--iters: is a PaddleSeg flag" "$bin/engine-train" det.yml --iters 5

@@ -5,7 +5,7 @@
 // resume_checkpoint; PX2 paddlex/cv/datasets/voc.py, coco.py for the data set arguments). Choices:
 //   - PaddleX's None: YAML null or the unquoted word None (and, for pretrain_weights and
 //     resume_checkpoint, an empty string) means "not set"; metric None is auto.
-//   - pretrain_weights keeps PaddleX's names 'IMAGENET' / 'COCO' as written (resolving them is the
+//   - pretrain_weights keeps PaddleX's names 'IMAGENET' / 'COCO' / 'PascalVOC' as written (resolving them is the
 //     trainer's); metric is compared case-insensitively as PaddleX's metric.lower() and stored VOC/COCO.
 //   - empty_ratio: any number, as PaddleX (values in [0, 1) sample the empty images, others keep all).
 //   - Transform entries: only the shape is checked here (a mapping with a string `type`); names and

@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <ostream>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/detection.h"
 #include "engine/ops/shape_ops.h"
+#include "train/darknet_weights.h"
 #include "train/det_metrics.h"
+#include "train/download.h"
 #include "train/safetensors.h"
 #include "train/weights_file.h"
 
@@ -29,14 +32,36 @@ void collect_no_decay(const nn::Module& m, const std::string& prefix, std::set<s
   }
 }
 
-void load_pretrain_weights(nn::DetModel& model, const std::string& path, std::ostream& log) {
-  if (path.empty()) return;
-  if (path == "IMAGENET" || path == "COCO") {
-    log << log_prefix(LogStyle::PaddleX) << "WARNING: pretrain_weights: " << path
-        << " names PaddleX's published weights, which this engine does not download; training starts from random "
-        << "initialisation. Give the local path of a .safetensors file to start from pretrained weights." << std::endl;
+// PaddleX 2.x's names for its published YOLOv3 weights (paddlex/cv/models/utils/pretrain_weights.py:
+// imagenet_weights, coco_weights, pascalvoc_weights; det_pretrain_weights_dict says which exist).
+std::string paddlex_weights_url(const std::string& backbone, const std::string& name) {
+  static const std::map<std::string, std::string> urls = {
+      {"DarkNet53/IMAGENET", "https://paddledet.bj.bcebos.com/models/pretrained/DarkNet53_pretrained.pdparams"},
+      {"DarkNet53/COCO", "https://paddledet.bj.bcebos.com/models/yolov3_darknet53_270e_coco.pdparams"},
+      {"MobileNetV1/IMAGENET", "https://paddledet.bj.bcebos.com/models/pretrained/MobileNetV1_pretrained.pdparams"},
+      {"MobileNetV1/COCO", "https://paddledet.bj.bcebos.com/models/yolov3_mobilenet_v1_270e_coco.pdparams"},
+      {"MobileNetV1/PascalVOC", "https://paddledet.bj.bcebos.com/models/yolov3_mobilenet_v1_270e_voc.pdparams"}};
+  const auto it = urls.find(backbone + "/" + name);
+  if (it == urls.end())
+    throw ConfigError("pretrain_weights: PaddleX publishes no " + name + " weights for YOLOv3_" + backbone +
+                      (backbone == "DarkNet53" ? " (it has COCO and IMAGENET)" : " (it has COCO, PascalVOC and IMAGENET)"));
+  return it->second;
+}
+
+bool is_paddlex_weights_name(const std::string& s) { return s == "IMAGENET" || s == "COCO" || s == "PascalVOC"; }
+
+void load_pretrain_weights(nn::DetModel& model, const std::string& backbone, const std::string& given,
+                           std::ostream& log) {
+  if (given.empty()) return;
+  std::string path = is_paddlex_weights_name(given) ? paddlex_weights_url(backbone, given) : given;
+  if (is_download_url(path)) path = download_to_cache(path, DownloadOptions{}, "pretrain_weights", log);
+  if (is_darknet_weights(path)) {  // darknet53.conv.74 or yolov3.weights (train/darknet_weights.h; it logs the load)
+    ENGINE_CHECK(backbone == "DarkNet53", "pretrain_weights: ", path, " is a darknet .weights file, which fits ",
+                 "the DarkNet53 backbone; this model's backbone is ", backbone);
+    load_darknet_weights(model, path, log);
     return;
   }
+  log << log_prefix(LogStyle::PaddleX) << "Loading pretrained model from " << path << std::endl;
   const LoadedTensors file = read_weights_file(path, "pretrain_weights");  // .safetensors / .pdparams / .tar.gz
   // Keys matched by PaddleDetection's suffix rule, so a backbone-only file (DarkNet53_pretrained.pdparams:
   // "conv0.conv.weight") fills "backbone.conv0.conv.weight"; full-model files match key for key.
@@ -99,7 +124,7 @@ DetTask::DetTask(const DetTrainConfig& cfg, uint64_t seed, Device device, std::o
                " labels");
   mspec.seed = seed;
   model_ = nn::build_det_model(mspec);
-  load_pretrain_weights(*model_, cfg.params.pretrain_weights, log);
+  load_pretrain_weights(*model_, cfg.model.spec.backbone, cfg.params.pretrain_weights, log);
   model_->to(device);
   model_->train();
   collect_no_decay(*model_, "", no_decay_);

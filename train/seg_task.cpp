@@ -11,6 +11,7 @@
 
 #include "data/loader.h"
 #include "engine/error.h"
+#include "train/download.h"
 #include "train/safetensors.h"
 #include "train/seg_metrics.h"
 #include "train/det_task.h"
@@ -23,21 +24,16 @@ namespace fs = std::filesystem;
 namespace engine::train {
 namespace {
 
-bool is_url(const std::string& s) { return s.rfind("http://", 0) == 0 || s.rfind("https://", 0) == 0; }
-
 void load_pretrained(nn::SegModel& model, const std::string& path, const std::string& key, const std::string& prefix,
                      std::ostream& log) {
   if (path.empty()) return;
-  if (is_url(path)) {
-    log << log_prefix(LogStyle::PaddleSeg) << "WARNING: " << key << " is a URL (" << path
-        << "); this engine does not download weights, so training starts from random initialisation. "
-        << "To start from pretrained weights, convert them to a .safetensors file and give its local path." << std::endl;
-    return;
-  }
+  // A URL is downloaded into the cache first (train/download.h), as PaddleSeg's download_pretrained_model.
+  const std::string local = is_download_url(path) ? download_to_cache(path, DownloadOptions{}, key, log) : path;
+  log << log_prefix(LogStyle::PaddleSeg) << "Loading pretrained model from " << local << std::endl;
   // .safetensors, .pdparams or a .tar.gz holding one (train/weights_file.h). Keys as PaddleSeg's
   // load_pretrained_model (paddleseg/utils/utils.py) compares them: exact names; a backbone file is
   // loaded by the backbone itself there, hence `prefix` here.
-  LoadedTensors file = read_weights_file(path, key);
+  LoadedTensors file = read_weights_file(local, key);
   std::vector<std::pair<std::string, Tensor>> entries;
   for (auto& [name, t] : file.tensors) entries.emplace_back(prefix + name, t);
   model.load_matching(entries, &log);  // logs "There are X/Y variables loaded into ..." and each skip
