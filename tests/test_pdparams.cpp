@@ -106,8 +106,18 @@ void check_against(const PdparamsFile& f, const nlohmann::json& want, const std:
   }
 }
 
+// A private temporary folder, removed at exit.
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("test_pdparams_" + std::to_string(::getpid()));
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
 std::string write_temp(const std::string& name, const std::string& bytes) {
-  const fs::path dir = fs::temp_directory_path() / ("test_pdparams_" + std::to_string(::getpid()));
+  static TempDir temp;
+  const fs::path dir = temp.path;
   fs::create_directories(dir);
   const fs::path p = dir / name;
   std::ofstream(p, std::ios::binary) << bytes;
