@@ -2,6 +2,9 @@
 // folder of images or a file list and writes, per image, a colour mask and an overlay:
 //   <save_dir>/pseudo_color_prediction/<name>.png  (palette PNG: pixel value = class id)
 //   <save_dir>/added_prediction/<name>.jpg         (0.6 image + 0.4 class colour, as PaddleSeg's visualize)
+//   <save_dir>/logits/<name>.npy                   (--save_logits: float32 [H, W, classes], numpy's .npy
+//                                                   format; tools/check_pdparams_logits.py compares them
+//                                                   with Paddle's)
 //   engine-predict --config configs/pp_liteseg_synthetic_256x256.yml --model_path output/best_model
 //                  --image_path data/synthetic_fundus/images [--save_dir output/result] [--aug_pred ...]
 // The images go through the config's val_dataset transforms (Normalize by default). Exit codes: 0,
@@ -40,6 +43,26 @@ std::vector<std::array<uint8_t, 3>> color_map(int n) {
       for (int c = 0; c < 3; ++c) map[(size_t)i][(size_t)c] |= (uint8_t)(((lab >> c) & 1) << (7 - j));
   }
   return map;
+}
+
+// numpy's .npy format 1.0: magic, version, a little-endian u16 header length, a Python dict literal
+// padded with spaces to a multiple of 64 bytes and ending in a newline, then the C-order data.
+void write_npy(const fs::path& path, const std::vector<float>& data, const std::vector<int64_t>& shape) {
+  std::string dims;
+  for (int64_t d : shape) dims += std::to_string(d) + ", ";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims.substr(0, dims.size() - 2) +
+                       (shape.size() == 1 ? "," : "") + "), }";
+  const size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  ENGINE_CHECK(out.good(), "--save_logits: cannot write ", path.string());
+  const uint16_t len = (uint16_t)header.size();
+  out.write("\x93NUMPY\x01\x00", 8);
+  out.write(reinterpret_cast<const char*>(&len), 2);
+  out << header;
+  out.write(reinterpret_cast<const char*>(data.data()), (std::streamsize)(data.size() * sizeof(float)));
+  ENGINE_CHECK(out.good(), "--save_logits: cannot write ", path.string());
 }
 
 bool is_image_file(const fs::path& p) {
@@ -98,6 +121,8 @@ int main(int argc, char** argv) {
     const fs::path added_dir = fs::path(a.save_dir) / "added_prediction";
     fs::create_directories(mask_dir);
     fs::create_directories(added_dir);
+    const fs::path logits_dir = fs::path(a.save_dir) / "logits";
+    if (a.save_logits) fs::create_directories(logits_dir);
     const auto colors = color_map(std::max<int>(256, (int)cfg.model.num_classes));
     data::Rng rng(0);
     for (size_t i = 0; i < images.size(); ++i) {
@@ -122,11 +147,13 @@ int main(int argc, char** argv) {
           v = 0.6f * v + 0.4f * (float)colors[(size_t)pred[k]][(size_t)c];
         }
       const std::string stem = fs::path(images[i]).stem().string();
+      if (a.save_logits)
+        write_npy(logits_dir / (stem + ".npy"), logits.to_vector(), {logits.size(1), logits.size(2), logits.size(3)});
       data::write_png((mask_dir / (stem + ".png")).string(), mask, colors);
       data::write_jpeg((added_dir / (stem + ".jpg")).string(), added, 95);
     }
-    std::printf("engine-predict: %zu images -> %s (pseudo_color_prediction/, added_prediction/)\n", images.size(),
-                a.save_dir.c_str());
+    std::printf("engine-predict: %zu images -> %s (pseudo_color_prediction/, added_prediction/%s)\n", images.size(),
+                a.save_dir.c_str(), a.save_logits ? ", logits/" : "");
     return 0;
   } catch (const ConfigError& e) {
     report_error("engine-predict", e);

@@ -49,6 +49,15 @@ expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --r
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
 expect 0 "4 images -> res" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res
 [ -f res/pseudo_color_prediction/0012.png ] && [ -f res/added_prediction/0012.jpg ] || { echo "FAIL: prediction files missing"; fails=$((fails + 1)); }
+# --save_logits: numpy .npy files, f32 [H, W, classes] after a 64-byte-aligned header
+expect 0 "logits/" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res_l --save_logits
+npy=res_l/logits/0012.npy
+if [ -f "$npy" ] && head -c 128 "$npy" | grep -qa "'descr': '<f4', 'fortran_order': False, 'shape': (64, 64, 2), }" &&
+   [ $(( $(stat -c %s "$npy") - 64 * 64 * 2 * 4 )) -gt 0 ] && [ $(( ($(stat -c %s "$npy") - 64 * 64 * 2 * 4) % 64 )) -eq 0 ]; then
+  echo "ok: $npy is a (64, 64, 2) float32 .npy"
+else
+  echo "FAIL: $npy is not the expected .npy"; fails=$((fails + 1))
+fi
 
 # bad input: exit 2 for flags and configs (naming the flag or key path), 1 for files
 expect 2 "unknown flag '--itres'" "$bin/engine-train" --config cfg.yml --itres 5

@@ -208,7 +208,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--no_save_on_stop", Arity::None, [&](Vals) { a.save_on_stop = false; });
   p.flag("--dist_timeout", Arity::One, [&](Vals v) { a.dist_timeout = p.to_double(v[0], 0.0, false, "seconds > 0"); });
   p.flag("--sync_bn", Arity::One, [&](Vals v) {
-    if (v[0] != "auto" && v[0] != "on" && v[0] != "off") p.fail_flag("--sync_bn", "expected auto, on or off, got '", v[0], "'");
+    if (v[0] != "auto" && v[0] != "on" && v[0] != "off")
+      p.fail_flag("--sync_bn", "expected auto, on or off, got '", v[0], "'");
     a.sync_bn = v[0];
   });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
@@ -302,6 +303,7 @@ PredictArgs parse_predict_args(int argc, char** argv) {
   p.flag("--stride", Arity::Two, [&](Vals v) { a.stride = p.pair(v); });
   p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
   p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
+  p.flag("--save_logits", Arity::None, [&](Vals) { a.save_logits = true; });
   for (const char* u : {"--custom_color", "--data_format", "--precision", "--amp_level"}) p.unsupported(u);
   if (!p.parse(argc, argv)) {
     a.help = true;
@@ -402,6 +404,7 @@ std::string predict_usage() {
          "  --stride W H            window stride for --is_slide\n"
          "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --opts K=V [K=V ...]    override config keys\n"
+         "  --save_logits           also write the raw logits: <save_dir>/logits/<name>.npy (f32 [H, W, C])\n"
          "  --help                  print this help\n";
 }
 

@@ -72,6 +72,7 @@ struct PredictArgs {
   std::vector<int> crop_size, stride;
   std::string device;
   std::vector<std::string> opts;
+  bool save_logits = false;  // engine's own flag: also <save_dir>/logits/<name>.npy (f32 [H, W, classes])
   bool help = false;
 };
 
