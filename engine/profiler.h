@@ -4,7 +4,7 @@
 // whose kernel calls another op) count once, in the outermost op. On a CUDA device the stream is
 // synchronised before and after the op while profiling, so the time is the kernel's, not the launch's
 // (profiling therefore slows GPU runs; use it to find bottlenecks, not to measure throughput).
-// Used by the training-step benchmark (bench/train_step) and `engine-train --profile`.
+// Used by the training-step benchmark (bench_train) and `engine-train --profile`.
 #pragma once
 #include <atomic>
 #include <chrono>

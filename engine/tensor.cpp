@@ -110,7 +110,6 @@ bool Tensor::is_contiguous() const {
 std::string Tensor::describe() const {
   if (!defined()) return "undefined tensor";
   std::ostringstream s;
-  if (!name().empty()) s << "'" << name() << "' ";
   s << dtype_name(dtype()) << shape_str(shape()) << " on " << device().str();
   return s.str();
 }

@@ -48,7 +48,6 @@ struct TensorImpl {
   int output_nr = 0;              // which output of grad_fn this tensor is
   std::shared_ptr<TensorImpl> grad;
   std::vector<GradReadyHook> grad_ready_hooks;
-  std::string name;
 };
 
 int64_t shape_numel(const Shape& s);
@@ -82,8 +81,6 @@ class Tensor {
   bool is_contiguous() const;
   size_t nbytes() const { return (size_t)numel() * dtype_size(dtype()); }
   std::string describe() const;  // "f32[2, 3] on cpu" for messages
-  const std::string& name() const { return impl().name; }
-  Tensor& set_name(std::string n) { impl().name = std::move(n); return *this; }
 
   // ---- raw data (device pointer for CUDA tensors); points at the first element of the view
   void* raw_data() const;

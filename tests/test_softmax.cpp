@@ -50,7 +50,10 @@ const std::vector<AxisCase>& axis_cases() {
       {"nhwc_c19", {2, 3, 5, 19}, -1}, {"c2", {3, 4, 2}, -1},         {"c5", {7, 5}, -1},
       {"c1", {2, 3, 1}, -1},           {"c33", {3, 33}, -1},          {"c100", {2, 100}, 1},
       {"middle_h", {2, 5, 3, 4}, 1},   {"first", {3, 7, 6}, 0},       {"middle_neg", {2, 4, 3, 5}, -2},
-      {"size1", {1, 1, 1, 1}, -1}};
+      {"size1", {1, 1, 1, 1}, -1},
+      // Row-tile kernels across several tiles per block (the emulator's resident grid is 2 blocks):
+      // 850 rows of 19 = 7 tiles of 128 rows, 5280 rows of 2 = 9 tiles of 640; the last tile partial.
+      {"tiles_c19", {2, 25, 17, 19}, -1},  {"tiles_c2", {4, 40, 33, 2}, -1}};
   return cs;
 }
 

@@ -258,7 +258,7 @@ class NcclCommunicator final : public Communicator {
   void check_tensor(const Tensor& t, const char* op, const std::string& what) const {
     ENGINE_CHECK(t.defined(), "NCCL ", op, " '", what, "': undefined tensor");
     ENGINE_CHECK(t.dtype() == DType::F32 && t.device() == Device::cuda(device_) && t.is_contiguous(), "NCCL ", op, " '",
-                 what, "': tensor ", t.name(), " must be dense f32 on cuda:", device_, ", got ", t.describe(),
+                 what, "': the tensor must be dense f32 on cuda:", device_, ", got ", t.describe(),
                  t.is_contiguous() ? "" : " (not contiguous)");
   }
 

@@ -32,7 +32,7 @@
 //   L = 21: the same ratios. L = 2 (21 MB, launch/latency bound): fwd 0.016 ms (was 0.041), bwd
 //   0.014 ms (was 0.028), argmax 0.009 ms (was 0.025). compute-sanitizer memcheck / racecheck /
 //   synccheck clean.
-// Tested by tests/test_softmax.cpp (CPU vs emulated CUDA; the emulator runs the double-buffered loop
+// Tested by tests/test_softmax.cpp (CPU vs emulated CUDA; its tiles_c19 / tiles_c2 cases run the double-buffered loop
 // with 2 blocks, so every block takes several tiles); benchmarked by bench_kernels --filter softmax.
 #include "engine/cuda_context.h"
 #include "kernels/cpu/softmax_cpu.h"

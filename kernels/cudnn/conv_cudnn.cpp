@@ -451,10 +451,4 @@ size_t conv2d_cudnn_entries() {
   return cache().size();
 }
 
-int conv2d_cudnn_algo(ConvPass pass, const ConvParams& p) {
-  std::lock_guard<std::mutex> lock(handle_mutex());
-  auto it = cache().find(key_of(pass, p));
-  return it == cache().end() ? -1 : it->second->algo;
-}
-
 }  // namespace engine::kernels

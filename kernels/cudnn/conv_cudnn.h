@@ -26,8 +26,6 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w_
 void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* gy, float* gw_ohwi,
                               const CudnnWorkspaceFn& ws, cudaStream_t stream);
 
-// The algorithm chosen for a pass and shape (cuDNN's enum value; for tests and logs), -1 if not yet chosen.
-int conv2d_cudnn_algo(ConvPass pass, const ConvParams& p);
 // Number of (pass, shape) entries whose algorithm and layout have been chosen; it grows when a call
 // ran the algorithm search (which asks the workspace callback for large one-off buffers).
 size_t conv2d_cudnn_entries();
