@@ -12,7 +12,8 @@
 // medians). Target: op >= 280 GFLOP/s for fwd, bwd_data and bwd_weights on the 3x3 layers with
 // Cin >= 32, where the raw primitives reach ~330-366; the 3-channel stem, the 1x1 and the depthwise
 // layers are reported without a floor.
-// Layers (reference/ppliteseg.md §1, yolov3.md §1, models/mobilenet_v1.cpp, models/yolov3.cpp):
+// Layers (PaddleSeg paddleseg/models/backbones/stdcnet.py, PaddleDetection
+// ppdet/modeling/backbones/darknet.py, models/mobilenet_v1.cpp, models/yolov3.cpp):
 //   STDC: features[0] 3x3 s2 3->32 @512, features[1] 3x3 s2 32->64 @256, stage3 block 1: 1x1 64->128
 //   @128, depthwise 3x3 s2 on 128 ch @128, conv_list[1] 3x3 128->64 @64, conv_list[2] 3x3 64->32 @64,
 //   stage4 conv_list[1] 3x3 256->128 @32, stage5 conv_list[1] 3x3 512->256 @16.

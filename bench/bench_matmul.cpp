@@ -20,7 +20,7 @@
 #include "engine/tensor.h"
 #include "kernels/cpu/matmul_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/matmul_cuda.h"
 #endif
 #if defined(ENGINE_CUDA_REAL)

@@ -1,6 +1,7 @@
 // bench_kernels rows for the optimizer family: the fused SGD-momentum update (Paddle Momentum with
-// coupled L2 decay) over the 12,366,467 trainable parameters of PP-LiteSeg-B (reference/ppliteseg.md
-// §7.2) split into ~300 tensors of realistic sizes: conv weights [O, I, k, k] of the STDC2 backbone
+// coupled L2 decay) over the 12,366,467 trainable parameters of PP-LiteSeg-B (PaddleSeg's
+// pp_liteseg.py with backbones/stdcnet.py STDC2; the count models/ builds and tests/test_models.cpp
+// checks) split into ~300 tensors of realistic sizes: conv weights [O, I, k, k] of the STDC2 backbone
 // and the head, plus BN gamma/beta and conv-bias vectors. One call = one optimizer step (one CUDA
 // launch). Validated against a host computation of one step on sampled elements.
 #include <cmath>

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::bench_args {
 

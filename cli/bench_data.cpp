@@ -18,7 +18,7 @@
 #include "cli/bench_args.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "train/config.h"
 

@@ -21,12 +21,12 @@
 
 #include "bench/bench.h"
 #include "engine/allocator.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/matmul.h"
 #include "engine/tensor.h"
 #include "kernels/cpu/cpu_isa.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #endif
 
 namespace engine::bench {

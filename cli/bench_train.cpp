@@ -28,7 +28,7 @@
 
 #include "cli/bench_args.h"
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
@@ -41,7 +41,7 @@
 #include "train/grad_buckets.h"
 
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #endif
 
 using namespace engine;

@@ -12,7 +12,7 @@
 
 #include "data/det_synthetic.h"
 #include "data/synthetic.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace {
 

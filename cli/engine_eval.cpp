@@ -10,7 +10,7 @@
 
 #include "data/dataset.h"
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/cli_args.h"
 #include "train/config.h"
 #include "train/cli_common.h"

@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 extern char** environ;
 

@@ -21,7 +21,7 @@
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/resize.h"
 #include "engine/ops/softmax.h"
 #include "train/cli_args.h"

@@ -13,7 +13,7 @@
 #include <iostream>
 
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/cli_args.h"
 #include "train/config.h"
 #include "train/det_config.h"

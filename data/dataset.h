@@ -1,7 +1,6 @@
 // Segmentation data sets: PaddleSeg's `Dataset` (file lists) and `Cityscapes` (folder layout).
 //
-// Semantics source: PaddleSeg paddleseg/datasets/dataset.py and cityscapes.py (reference/ppliteseg.md
-// §4.2, §4.3):
+// Semantics source: PaddleSeg paddleseg/datasets/dataset.py and cityscapes.py:
 //   - Dataset: the list for the mode (train_path / val_path / test_path) has one sample per line,
 //     "image<separator>label" after stripping surrounding whitespace, both joined to dataset_root (an
 //     absolute path stays as is). Train/val lines need exactly 2 items; a test line may omit the label.

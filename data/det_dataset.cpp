@@ -14,7 +14,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;

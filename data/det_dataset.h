@@ -2,7 +2,7 @@
 // Everything is parsed at construction, as PaddleX does; load_raw() only decodes the image.
 //
 // Semantics source: PaddleX release/2.1 `paddlex/cv/datasets/voc.py`, `coco.py`, `paddlex/utils/utils.py`
-// (is_pic, path_normalization) and pycocotools' COCO index (reference/yolov3.md §6).
+// (is_pic, path_normalization) and pycocotools' COCO index.
 //
 // VOC layout (data_dir holds e.g. JPEGImages/ and Annotations/):
 //   label_list   one class name per line (surrounding whitespace stripped); the 0-based line number is the class

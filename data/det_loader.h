@@ -1,5 +1,5 @@
 // The detection batch source of the loader (data/loader.h): decode, per-sample transforms, batch
-// transforms, then the collate stage of PaddleX 2.x's YOLOv3 batch (reference/yolov3.md §6): images
+// transforms, then the collate stage of PaddleX 2.x's YOLOv3 batch (paddlex/cv/transforms/batch_operators.py): images
 // padded to the largest height and width of the batch (zeros at the bottom/right), gt boxes turned
 // into (cx, cy, w, h) normalised by the padded image size and padded to num_max_boxes rows (extra
 // boxes dropped, as PaddleX's padding does).

@@ -2,8 +2,8 @@
 // contract between data/det_dataset.h (VOC / COCO / the synthetic set), data/det_transforms.h and the
 // detection collate of the loader.
 //
-// Semantics source: PaddleX 2.x `paddlex/cv/datasets/voc.py`, `coco.py` and `transforms/operators.py`
-// (reference/yolov3.md §6): a sample carries the image (RGB), its gt boxes in pixels of the current
+// Semantics source: PaddleX 2.x `paddlex/cv/datasets/voc.py`, `coco.py` and `transforms/operators.py`:
+// a sample carries the image (RGB), its gt boxes in pixels of the current
 // image as (x1, y1, x2, y2), the 0-based class of each box, a gt score (1, or the mixup weight f / 1 - f)
 // and the VOC difficult flag, plus the original size and the scale factor the evaluation maps boxes
 // back with.

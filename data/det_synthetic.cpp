@@ -18,7 +18,7 @@
 #include <sstream>
 
 #include "data/transforms.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;

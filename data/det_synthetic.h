@@ -1,7 +1,7 @@
 // A synthetic detection set of coloured shapes, written in PaddleX's VOC layout (data/det_dataset.h), so the
 // YOLOv3 demo and the tests train and evaluate on real files with nothing downloaded.
 //
-// Layout (PaddleX 2.x docs/data/format/detection.md, reference/yolov3.md §6):
+// Layout (PaddleX 2.x docs/data/format/detection.md):
 //   root/JPEGImages/NNNN.jpg    RGB, JPEG quality 95
 //   root/Annotations/NNNN.xml   <annotation> with <filename>, <size> (width, height, depth 3) and per object
 //                               <name>, <difficult>0</difficult> and <bndbox> xmin/ymin/xmax/ymax

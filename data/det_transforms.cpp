@@ -19,7 +19,7 @@
 #include <optional>
 #include <utility>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 

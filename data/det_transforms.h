@@ -2,7 +2,7 @@
 // config's `transforms:` list, and cv2.resize's five interpolations on float images.
 //
 // Semantics source: PaddleX release/2.1 paddlex/cv/transforms/operators.py and batch_operators.py,
-// paddlex/cv/datasets/voc.py (where mixup runs), summarised in reference/yolov3.md §6. Types and
+// paddlex/cv/datasets/voc.py (where mixup runs). Types and
 // arguments (defaults as PaddleX's classes; `interp` is a string in TransformSpec::str_args or the
 // cv2 code in args, -1 = RANDOM; an empty list is PaddleX's None where None is allowed):
 //   MixupImage(alpha=1.5, beta=1.5, mixup_epoch=-1)

@@ -27,7 +27,7 @@
 #include <iterator>
 #include <memory>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 namespace {

@@ -1,8 +1,8 @@
 // The data loader: batches of decoded, augmented samples as CPU tensors, with optional worker
 // threads decoding ahead of the trainer.
 //
-// Semantics source: PaddleSeg's DistributedBatchSampler + paddle.io.DataLoader (reference/ppliteseg.md
-// §5.2, reference/distributed.md §2.4, Paddle's python/paddle/io/dataloader/batch_sampler.py): each
+// Semantics source: PaddleSeg's DistributedBatchSampler + paddle.io.DataLoader (paddleseg/core/train.py,
+// Paddle's python/paddle/io/dataloader/batch_sampler.py): each
 // epoch is a permutation of the data set (shuffle) cut into batches; drop_last drops the final short
 // batch; training re-iterates the loader forever (it counts iterations, not epochs).
 //

@@ -19,7 +19,7 @@
 
 #include "data/image_io.h"
 #include "data/transforms.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;

@@ -1,7 +1,7 @@
 // A synthetic, fundus-like optic-disc segmentation set written as real JPEG/PNG files in PaddleSeg's
 // `Dataset` layout, so the default training run and the tests need no download.
 //
-// Layout (as PaddleSeg's optic_disc_seg, reference/ppliteseg.md §4.1, §4.3):
+// Layout (as PaddleSeg's optic_disc_seg, paddleseg/datasets/optic_disc_seg.py and dataset.py):
 //   root/images/NNNN.jpg   RGB fundus-like image: dark textured background, a bright round retina
 //                          field with vignetting and texture, darker vessel-like curves leaving the
 //                          disc, a bright elliptical optic disc (random position, size, ellipticity,

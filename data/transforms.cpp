@@ -18,7 +18,7 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::data {
 

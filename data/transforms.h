@@ -1,8 +1,8 @@
 // Training/eval transforms with PaddleSeg's semantics, a small explicit RNG, and the pipeline built
 // from a config's `transforms:` list.
 //
-// Semantics source: PaddleSeg paddleseg/transforms/transforms.py + functional.py, summarised in
-// reference/ppliteseg.md §4.4. Supported types and arguments (defaults as PaddleSeg's classes):
+// Semantics source: PaddleSeg paddleseg/transforms/transforms.py + functional.py.
+// Supported types and arguments (defaults as PaddleSeg's classes):
 //   ResizeStepScaling(min_scale_factor=0.75, max_scale_factor=1.25, scale_step_size=0.25)
 //     scale = min if min == max; uniform(min, max) if step == 0; else uniform over the candidates
 //     np.linspace(min, max, int((max-min)/step + 1)). New size = Python round(s*W), round(s*H) (round

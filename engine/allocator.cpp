@@ -11,9 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #endif
 #if defined(ENGINE_CUDA_EMULATED)
 #include "kernels/emu/cuemu.h"

@@ -1,14 +1,10 @@
 #include "engine/device.h"
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
-#include "engine/error.h"
-#if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
-#endif
+#include "base/cuda_context.h"
+#include "base/error.h"
 
 namespace engine {
 
@@ -69,14 +65,7 @@ Device parse_device(const std::string& s) {
 
 Device default_device() { return cuda_available() ? Device::cuda(0) : Device::cpu(); }
 
-namespace {
-std::mutex g_device_mutex;                // orders select_cuda_device against the creation of the state
-std::atomic<int> g_selected_device{0};
-std::atomic<int> g_state_device{-1};      // the device the per-process CUDA state was created on
-}  // namespace
-
 void select_cuda_device(int index) {
-  std::lock_guard<std::mutex> lock(g_device_mutex);
 #if defined(ENGINE_CUDA_REAL)
   const int n = cuda_device_count();
   ENGINE_CHECK(index >= 0 && index < n, "device cuda:", index, ": only ", n,
@@ -86,54 +75,9 @@ void select_cuda_device(int index) {
   ENGINE_CHECK(index == 0, "device cuda:", index, ": only 1 device in this build (",
                cuda_is_emulated() ? "emulated CUDA" : "no CUDA backend", ")");
 #endif
-  const int created = g_state_device.load();
-  ENGINE_CHECK(created < 0 || created == index, "device cuda:", index,
-               ": the engine's CUDA state (stream, allocator, handles) already exists on cuda:", created,
-               "; select the device once at startup, before any CUDA work");
-#if defined(ENGINE_CUDA_REAL)
-  CUDA_CHECK(cudaSetDevice(index));
-#endif
-  g_selected_device.store(index);
+  set_cuda_context_device(index);
 }
 
-int selected_cuda_device() { return g_selected_device.load(); }
-
-#if defined(ENGINE_WITH_CUDA)
-cudaStream_t compute_stream() {
-#if defined(ENGINE_CUDA_REAL)
-  // The current device is per host thread: bind every thread that issues engine work (loader
-  // threads, OpenMP workers) to the process's device before it touches the stream or the allocator.
-  thread_local bool bound = false;
-  if (!bound) {
-    CUDA_CHECK(cudaSetDevice(g_selected_device.load()));
-    bound = true;
-  }
-#endif
-  static cudaStream_t stream = [] {
-    std::lock_guard<std::mutex> lock(g_device_mutex);
-    cudaStream_t s = nullptr;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    // Everything else of the state (allocator blocks, cuBLAS/cuDNN handles) is created after the
-    // stream, on the same device: from here on the device cannot change.
-    g_state_device.store(g_selected_device.load());
-    return s;
-  }();
-  return stream;
-}
-
-void cuda_check(cudaError_t e, const char* what, const char* file, int line) {
-  if (e == cudaSuccess) return;
-  fail("CUDA error ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") in ", what, " at ", file, ":", line);
-}
-
-void cuda_after_launch(const char* kernel, const char* file, int line) {
-  cuda_check(cudaGetLastError(), kernel, file, line);
-  static const bool sync_debug = [] {
-    const char* v = std::getenv("ENGINE_SYNC_DEBUG");
-    return v && v[0] == '1';
-  }();
-  if (sync_debug) cuda_check(cudaStreamSynchronize(compute_stream()), kernel, file, line);
-}
-#endif
+int selected_cuda_device() { return cuda_context_device(); }
 
 }  // namespace engine

@@ -1,6 +1,6 @@
 #include "engine/profiler.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/op_list.h"
 
 #include <algorithm>
@@ -9,7 +9,7 @@
 #include <mutex>
 
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #endif
 
 namespace engine::profiler {

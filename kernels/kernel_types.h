@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/dtype.h"
+#include "base/dtype.h"
 #include "kernels/shared_math.h"
 
 namespace engine::kernels {

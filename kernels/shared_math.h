@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "engine/dtype.h"
+#include "base/dtype.h"
 
 #if defined(__CUDACC__)
 #define ENGINE_HD __host__ __device__ __forceinline__

@@ -1,5 +1,5 @@
-// DarkNet-53 as PaddleDetection builds it (ppdet/modeling/backbones/darknet.py, commit 666f597f;
-// reference/yolov3.md §1), on engine ops, channels-last:
+// DarkNet-53 as PaddleDetection builds it (ppdet/modeling/backbones/darknet.py, commit 666f597f),
+// on engine ops, channels-last:
 //   conv0         ConvBNLayer 3 -> 32, 3x3 s1 p1
 //   downsample0   DownSample 32 -> 64 (ConvBNLayer 3x3 s2 p1)
 //   stage.i       Blocks: stages [1, 2, 8, 8, 4] BasicBlocks, i = 0..4, at 64 * 2^i channels

@@ -1,7 +1,7 @@
 // Detection models: the plain spec a detector is built from, the interfaces shared by the YOLOv3
 // backbones (DarkNet53, MobileNetV1) and the YOLOv3 model, and build_det_model(). Facts:
-// reference/yolov3.md §1-2 (PaddleDetection ppdet/modeling/backbones/darknet.py, mobilenet_v1.py,
-// necks/yolo_fpn.py, heads/yolo_head.py, architectures/yolo.py).
+// PaddleDetection ppdet/modeling/backbones/darknet.py, mobilenet_v1.py,
+// necks/yolo_fpn.py, heads/yolo_head.py, architectures/yolo.py.
 // Kept apart from SegModelSpec / build_seg_model (models/model_spec.h, models/module.h): a second task
 // is a new file beside the first. Nothing reads a DetModelSpec from YAML yet.
 // Tested by tests/test_det_models.cpp.
@@ -22,7 +22,7 @@ struct DetModelSpec {
   int64_t num_classes = 80;            // PaddleDetection YOLOv3Head's default (COCO)
   // Anchor sizes (w, h) in pixels of the network input, and which anchors each output uses, coarse
   // to fine (strides 32, 16, 8). Defaults: the COCO k-means anchors of PaddleDetection, PaddleX and
-  // darknet's yolov3.cfg (reference/yolov3.md §2).
+  // darknet's cfg/yolov3.cfg.
   std::vector<std::array<int, 2>> anchors = {{10, 13},  {16, 30},  {33, 23},   {30, 61},  {62, 45},
                                              {59, 119}, {116, 90}, {156, 198}, {373, 326}};
   std::vector<std::vector<int>> anchor_masks = {{6, 7, 8}, {3, 4, 5}, {0, 1, 2}};

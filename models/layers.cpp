@@ -1,12 +1,12 @@
 // Layers (Conv2d, BatchNorm2d, the conv-BN units, containers) on engine ops. Semantics: Paddle's
-// nn.Conv2D / nn.BatchNorm2D defaults and PaddleSeg's layer_libs names (reference/ppliteseg.md §2.7,
-// §2.8); see models/layers.h. Tested by tests/test_models.cpp.
+// nn.Conv2D / nn.BatchNorm2D defaults and PaddleSeg's layer_libs names
+// (paddleseg/models/layers/layer_libs.py); see models/layers.h. Tested by tests/test_models.cpp.
 #include "models/layers.h"
 
 #include <cmath>
 
 #include "engine/autograd.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/pool.h"

@@ -1,5 +1,5 @@
 // Layers built from engine ops, with Paddle's defaults and PaddleSeg's attribute names (so that the
-// dotted tensor names are the .pdparams keys, reference/ppliteseg.md §2.8):
+// dotted tensor names are the .pdparams keys of paddleseg/models/layers/layer_libs.py):
 //   Conv2d            weight [O, I/groups, kH, kW], bias [O]            (paddle.nn.Conv2D)
 //   BatchNorm2d       weight, bias, _mean, _variance                    (paddle.nn.BatchNorm2D)
 //   StdcConvBNRelu    .conv / .bn   (the STDC backbone's own ConvBNRelu: conv without bias, BN, ReLU)
@@ -7,7 +7,7 @@
 //   Sequential        children "0", "1", ... run in order             (paddle.nn.Sequential)
 //   ModuleList<T>     children "0", "1", ...                           (paddle.nn.LayerList)
 //   AdaptiveAvgPool2d no tensors                                         (paddle.nn.AdaptiveAvgPool2D)
-// Initialisation (applied by Module::init_parameters, reference/ppliteseg.md §2.7):
+// Initialisation (applied by Module::init_parameters; Paddle's nn layer defaults):
 //   Conv2d weight ~ Normal(0, sqrt(2 / (k*k*in_channels))) - Paddle's default; in_channels, NOT
 //   in/groups - unless Conv2dOptions::weight_std says otherwise (STDC uses 0.001, §1.5); bias 0.
 //   BatchNorm2d weight 1, bias 0, _mean 0, _variance 1; momentum 0.9 (Paddle's convention:

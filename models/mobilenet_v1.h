@@ -1,5 +1,5 @@
 // MobileNetV1 (scale 1.0) as PaddleDetection builds it for YOLOv3
-// (ppdet/modeling/backbones/mobilenet_v1.py class MobileNet, commit 666f597f; reference/yolov3.md §1;
+// (ppdet/modeling/backbones/mobilenet_v1.py class MobileNet, commit 666f597f;
 // configs/yolov3/_base_/yolov3_mobilenet_v1.yml: feature_maps [4, 6, 13], no extra blocks), on engine
 // ops, channels-last:
 //   conv1                ConvBNLayer 3 -> 32, 3x3 s2 p1                              (stride 2)

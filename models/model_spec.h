@@ -1,5 +1,5 @@
 // Plain description of a segmentation model as a PaddleSeg YAML `model:` block gives it (defaults are
-// PaddleSeg's PPLiteSeg constructor defaults, reference/ppliteseg.md §2.1). train/config fills it from
+// PaddleSeg's PPLiteSeg constructor defaults, paddleseg/models/pp_liteseg.py). train/config fills it from
 // YAML; models/ builds the network from it and validates the values.
 #pragma once
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Module tree: registration, traversal in a fixed order, device moves that keep each TensorImpl,
 // strict and lenient state-dict loading, seeded initialisation. See models/module.h; the lenient
-// loader's messages follow PaddleSeg's utils.load_pretrained_model (reference/ppliteseg.md §1.5).
+// loader's messages follow PaddleSeg's utils.load_pretrained_model (paddleseg/utils/utils.py).
 // Tested by tests/test_models.cpp.
 #include "models/module.h"
 

@@ -1,7 +1,7 @@
 // Module: the tree of named layers that every model is built from. Each module owns named tensors
 // (trainable parameters, frozen parameters, buffers) and named children; a tensor's dotted path in
 // the tree (e.g. "backbone.features.0.conv.weight") is its checkpoint key, spelled as PaddleSeg
-// spells it (reference/ppliteseg.md §2.8), so Paddle .pdparams and our safetensors use the same keys.
+// spells it (its layers' attribute names), so Paddle .pdparams and our safetensors use the same keys.
 //
 // Tensor identity: a registered tensor's TensorImpl is created once, at registration, and never
 // replaced. Loading copies values into it, init_parameters() writes into it, and even to(Device)

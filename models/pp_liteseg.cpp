@@ -1,6 +1,6 @@
 // PP-LiteSeg (SPPM, UAFM_SpAtten, seg heads) and build_seg_model(), on engine ops only.
-// Semantics: PaddleSeg pp_liteseg.py / tensor_fusion.py as summarised in reference/ppliteseg.md §2
-// and the §10 checklist; see models/pp_liteseg.h. Tested by tests/test_models.cpp (parameter counts
+// Semantics: PaddleSeg pp_liteseg.py / tensor_fusion.py;
+// see models/pp_liteseg.h. Tested by tests/test_models.cpp (parameter counts
 // §7.2, key names §2.8, shapes, gradients, BN modes, loading, CPU vs CUDA device).
 #include "models/pp_liteseg.h"
 

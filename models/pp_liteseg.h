@@ -1,5 +1,5 @@
-// PP-LiteSeg (PaddleSeg models/pp_liteseg.py + layers/tensor_fusion.py; reference/ppliteseg.md §2,
-// checklist §10) on an STDC backbone, built only from engine ops:
+// PP-LiteSeg (PaddleSeg models/pp_liteseg.py + layers/tensor_fusion.py)
+// on an STDC backbone, built only from engine ops:
 //   backbone (STDCNet) -> maps at backbone_indices (x8, x16, x32: 256/512/1024 channels)
 //   ppseg_head.cm (SPPM): for each bin b: adaptive avg pool b -> ConvBNReLU 1x1 (with bias) -> bilinear
 //       up to the x32 size; the branches are summed, then ConvBNReLU 3x3 (with bias)

@@ -1,5 +1,5 @@
-// STDC1/STDC2 backbone on engine ops (PaddleSeg stdcnet.py, reference/ppliteseg.md §1, checklist §10).
-// See models/stdcnet.h. Tested by tests/test_models.cpp (parameter counts §7.2, key names §2.8, init).
+// STDC1/STDC2 backbone on engine ops (PaddleSeg paddleseg/models/backbones/stdcnet.py).
+// See models/stdcnet.h. Tested by tests/test_models.cpp (parameter counts, key names, init).
 #include "models/stdcnet.h"
 
 #include "engine/ops/pool.h"
@@ -8,7 +8,7 @@
 namespace engine::nn {
 
 namespace {
-constexpr float kStdcConvStd = 0.001f;  // STDCNet.init_weight, §1.5
+constexpr float kStdcConvStd = 0.001f;  // STDCNet.init_weight
 }
 
 CatBottleneck::CatBottleneck(int in_channels, int out_channels, int stride) : Layer("CatBottleneck"), stride_(stride) {

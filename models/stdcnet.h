@@ -1,5 +1,5 @@
-// STDC backbone (STDC1 / STDC2) for segmentation: PaddleSeg backbones/stdcnet.py with type "cat"
-// (reference/ppliteseg.md §1). Input [N, H, W, 3]; forward returns the five maps
+// STDC backbone (STDC1 / STDC2) for segmentation: PaddleSeg backbones/stdcnet.py with type "cat".
+// Input [N, H, W, 3]; forward returns the five maps
 // [x2 (32 ch), x4 (64), x8 (256), x16 (512), x32 (1024)], each stride-2 step giving ceil(size/2).
 // Names: features.{k}.conv / .bn, features.{k}.conv_list.{j}.conv / .bn, features.{k}.avd_layer.{0,1}
 // (§2.8). Init: every conv weight ~ Normal(0, 0.001), BN 1/0 (§1.5). Tested by tests/test_models.cpp.

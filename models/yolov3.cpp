@@ -1,6 +1,6 @@
 // YOLOv3 (YOLOv3FPN neck, YOLOv3Head, the model) and build_det_model(), on engine ops only.
-// Semantics: PaddleDetection yolo_fpn.py / yolo_head.py / yolo.py as summarised in
-// reference/yolov3.md §2; see models/yolov3.h. Tested by tests/test_det_models.cpp.
+// Semantics: PaddleDetection yolo_fpn.py / yolo_head.py / yolo.py;
+// see models/yolov3.h. Tested by tests/test_det_models.cpp.
 #include "models/yolov3.h"
 
 #include <sstream>

@@ -1,6 +1,6 @@
 // YOLOv3 (PaddleDetection ppdet/modeling/architectures/yolo.py YOLOv3 = backbone + neck + yolo_head,
-// necks/yolo_fpn.py YOLOv3FPN, heads/yolo_head.py YOLOv3Head, commit 666f597f; reference/yolov3.md
-// §2) on engine ops, channels-last (NHWC, DESIGN.md §2):
+// necks/yolo_fpn.py YOLOv3FPN, heads/yolo_head.py YOLOv3Head, commit 666f597f)
+// on engine ops, channels-last (NHWC, docs/ARCHITECTURE.md):
 //   backbone   DarkNet53 or MobileNetV1 -> C3, C4, C5 (256, 512, 1024 ch; strides 8, 16, 32)
 //   neck       YOLOv3FPN, coarse to fine, i = 0, 1, 2 on C5, C4, C3 (c_i = 512 >> i):
 //                x = i == 0 ? C5 : concat([route, C_{5-i}], channels)   (route first)

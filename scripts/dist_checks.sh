@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end checks of data-parallel engine-train on CPU ranks under OpenMPI (a CTest entry,
 # `dist_checks`; no GPU needed): only rank 0 writes; resume on 1 rank from a 2-rank checkpoint and
-# back; a stop request on one rank stops both at the same iteration with a checkpoint; a killed rank
-# ends the job with a non-zero exit naming it; a hung rank is caught by the collective timeout (exit
-# code 4, one line naming the rank); no checkpoint is left incomplete; CPU ranks without mpirun are
-# refused.
+# back; a stop request (SIGTERM) to one rank ends the job non-zero with "Stopped by SIGTERM after
+# iter" and a checkpoint; a killed rank ends the job within the timeout with a non-zero exit naming
+# it; a hung rank is caught by the collective timeout (exit code 4, one line from the rank left
+# waiting, "rank 0 of 2: ... did not complete within 4 s"); no checkpoint is left incomplete; CPU
+# ranks without mpirun are refused.
 # Usage: scripts/dist_checks.sh BUILD_DIR
 set -uo pipefail
 bin=$(cd "$1" && pwd)
@@ -137,7 +138,8 @@ expect 0 "[TRAIN] Epoch=2/2, Step=2/2" "${mpi[@]}" -np 2 "$bin/engine-train" det
 [ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] && ok "detection checkpoints from rank 0" || fail "detection checkpoints missing"
 expect 2 "must be divisible by their number (2)" "${mpi[@]}" -np 2 "$bin/engine-train" det.yml --device cpu --train_batch_size 3 --save_dir dout3
 
-# 3. SIGTERM to rank 1 only: both ranks stop after the same iteration, rank 0 writes the checkpoint.
+# 3. SIGTERM to rank 1 only: the job stops with a non-zero exit, the stop message and a checkpoint
+#    (the ranks agree on the stop iteration by design; this checks the outcome, not the iteration).
 "${mpi[@]}" -np 2 "${train[@]}" --opts iters=100000 --log_iters 1 --save_interval 100000 --save_dir stop >stop.log 2>&1 &
 job=$!
 if wait_for stop.log "iter: 3/100000"; then

@@ -26,6 +26,7 @@ packages=(
   zlib1g-dev           # .tar.gz archives of Paddle weights (train/tar_archive)
   libcurl4-openssl-dev # downloads of pretrained weights given as URLs (train/download)
   ca-certificates      # HTTPS for those downloads: only a Recommends of libcurl4
+  clang-format         # scripts/check_format.sh (CTest format_check): the tree follows .clang-format
 )
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${packages[@]}"

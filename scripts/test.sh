@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls this):
 #  1. emu:  CPU + emulated CUDA (fiber mode): every test; the kernel tests again with two fiber
 #           scheduling seeds and a shuffled block order, and with the CPU kernels' AVX2 variants.
-#  2. asan: the kernel tests and the file-format/parser/loader tests (label sanitize) under AddressSanitizer + UBSan (fiber mode).
+#  2. asan: the kernel tests and the file-format/parser/loader tests (label sanitize) under AddressSanitizer + UBSan (fiber mode),
+#           with the kernels' line coverage (scripts/kernel_coverage.py) measured on that run.
 #  3. tsan: the 'tsan' tests under ThreadSanitizer (OS-thread mode, small shapes).
 #  4. cuda: the production build with nvcc (sm_80 + sm_90, warnings and spills as errors, the
 #           per-kernel resource report); its tests run on the CPU and skip the GPU-only ones when
@@ -42,6 +43,20 @@ run_ctest() {
   rm -f "$out"
 }
 
+# Kernel line coverage of a build's test run (scripts/kernel_coverage.py; per file in
+# build/<name>/kernel_coverage.txt): its one line goes into the summary. A low number does not fail
+# the run; a script that cannot measure does.
+kernel_coverage() {
+  local line
+  if line=$(python3 "$root/scripts/kernel_coverage.py" "$root/build/$1" "$root"); then
+    echo "$line (per file: build/$1/kernel_coverage.txt)"
+    echo "[$1] $line" >> "$log"
+  else
+    echo "[$1] kernel coverage FAILED (scripts/kernel_coverage.py)" | tee -a "$log"
+    failed=$((failed + 1)); status=1
+  fi
+}
+
 build() { bash "$root/scripts/build.sh" "$@" || { echo "build $1 FAILED"; failed=$((failed + 1)); status=1; return 1; }; }
 
 have_cuda_headers=0
@@ -56,8 +71,12 @@ if [ $have_cuda_headers = 1 ]; then
     # The CPU kernels' AVX2 variants (the default on a CPU with AVX-512 is the AVX-512 one).
     ENGINE_CPU_ISA=avx2 run_ctest "emu avx2" "$root/build/emu" -L kernel -j "$(nproc)"
   fi
-  if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -- asan_tests; then
+  # The asan build also measures kernel line coverage (-DENGINE_COVERAGE=ON: gcc --coverage on the
+  # kernel sources only); counts of an earlier run are deleted first.
+  if build asan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENGINE_COVERAGE=ON -- asan_tests; then
+    find "$root/build/asan" -name '*.gcda' -delete
     ASAN_OPTIONS=detect_leaks=1 run_ctest asan "$root/build/asan" -L "kernel|sanitize|deps" -j "$(nproc)"
+    kernel_coverage asan
   fi
   if build tsan -DENGINE_CUDA=EMU -DENGINE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo -- tsan_tests; then
     run_ctest tsan "$root/build/tsan" -L "tsan|deps" -j "$(nproc)"

@@ -19,8 +19,13 @@
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "kernels/cpu/batchnorm_cpu.h"
 #include "models/layers.h"
 #include "tests/harness/op_check.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#include "kernels/cuda/batchnorm_cuda.h"
+#endif
 
 using namespace engine;
 using namespace engine::testing;
@@ -648,5 +653,51 @@ TEST(BatchNorm, LeakySlopeMustBeFinite) {
     EXPECT_NE(std::string(e.what()).find("batch_norm: the leaky_relu negative slope must be finite"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// The dx kernel's operand combinations, called directly: dx = k1*g + k2*(x - m) + k3 with g/k1 and
+// x/k2 each present or dropped. The ops always pass g, so "no g" and "neither g nor x" (dx = k3, a
+// per-channel broadcast) are reached only here. CPU against the formula in double, the CUDA device
+// against the CPU, for the float4 (C = 8) and the scalar (C = 7) paths.
+TEST(BatchNorm, BwdKernelOperandCombinations) {
+  const int64_t M = 37;
+  for (const int64_t C : {int64_t{8}, int64_t{7}}) {
+    const std::vector<float> g = Tensor::uniform({M, C}, 11, -1.f, 1.f).to_vector();
+    const std::vector<float> x = Tensor::uniform({M, C}, 12, -2.f, 2.f).to_vector();
+    const std::vector<float> m = Tensor::uniform({C}, 13, -0.5f, 0.5f).to_vector();
+    const std::vector<float> k1 = Tensor::uniform({C}, 14, 0.5f, 1.5f).to_vector();
+    const std::vector<float> k2 = Tensor::uniform({C}, 15, -1.f, 1.f).to_vector();
+    const std::vector<float> k3 = Tensor::uniform({C}, 16, -1.f, 1.f).to_vector();
+    for (int combo = 0; combo < 4; ++combo) {
+      const bool use_g = combo & 1, use_x = combo & 2;
+      const std::string where = "C " + std::to_string(C) + (use_g ? " g" : "") + (use_x ? " x" : "");
+      std::vector<float> dx((size_t)(M * C), NAN);
+      kernels::batch_norm_bwd_cpu(use_g ? g.data() : nullptr, use_x ? x.data() : nullptr, M, C, m.data(),
+                                  use_g ? k1.data() : nullptr, use_x ? k2.data() : nullptr, k3.data(), dx.data());
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t c = 0; c < C; ++c) {
+          const size_t i = (size_t)(r * C + c);
+          double want = k3[(size_t)c];
+          if (use_g) want += (double)k1[(size_t)c] * g[i];
+          if (use_x) want += (double)k2[(size_t)c] * ((double)x[i] - m[(size_t)c]);
+          ASSERT_NEAR(dx[i], want, 1e-5) << where << " at " << r << ", " << c;
+        }
+#if defined(ENGINE_WITH_CUDA)
+      if (!have_cuda()) continue;
+      const Device dev = Device::cuda(0);
+      const Tensor tg = Tensor::from_vector(g, {M, C}, dev), tx = Tensor::from_vector(x, {M, C}, dev);
+      const Tensor tm = Tensor::from_vector(m, {C}, dev), tk1 = Tensor::from_vector(k1, {C}, dev);
+      const Tensor tk2 = Tensor::from_vector(k2, {C}, dev), tk3 = Tensor::from_vector(k3, {C}, dev);
+      const Tensor tdx = Tensor::from_vector(std::vector<float>((size_t)(M * C), NAN), {M, C}, dev);
+      kernels::batch_norm_bwd_cuda(use_g ? tg.data<float>() : nullptr, use_x ? tx.data<float>() : nullptr, M, C,
+                                   tm.data<float>(), use_g ? tk1.data<float>() : nullptr,
+                                   use_x ? tk2.data<float>() : nullptr, tk3.data<float>(), tdx.data<float>(),
+                                   compute_stream(), kernels::BnAct{});
+      CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+      const std::vector<float> got = tdx.to_vector();
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], dx[i], 1e-6) << where << " CUDA at " << i;
+#endif
+    }
   }
 }

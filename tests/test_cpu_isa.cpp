@@ -3,8 +3,9 @@
 // the baseline (AVX2) variant of every dispatched kernel family give bit-identical outputs and
 // gradients, at shapes that take their vectorised, tiled, tail and multi-threaded paths, so one binary
 // computes the same on every CPU. On a CPU without AVX-512 only the baseline exists and that test is
-// skipped (the emulated-CPU CTest entry cpu_isa_avx2_only runs the suite's kernels there). Also:
-// ENGINE_CPU_ISA handling and the choice reported.
+// skipped (the CTest entries cpu_isa_avx2_only_<program>, on qemu's emulated AVX2-only Haswell, run
+// this program, 11 other op test programs, test_models and, as cpu_isa_avx2_only_train_step, one
+// PP-LiteSeg-T training step there). Also: ENGINE_CPU_ISA handling and the choice reported.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -120,17 +121,30 @@ Results run_all() {
   run_case(r, "softmax axis 1", {leaf({3, 19, 45, 6}, 22, -4.f, 4.f)}, [](const std::vector<Tensor>& x) {
     return std::vector<Tensor>{softmax(x[0], 1), log_softmax(x[0], 1), argmax(x[0], 1)};
   });
-  // losses: CE with class weights and ignored pixels, OHEM, BCE (logits and probabilities), L1
-  for (int64_t C : {19, 2}) {
-    const Shape s{2, 37, 29, C};
-    std::vector<int64_t> labels((size_t)(2 * 37 * 29));
+  // losses: CE with class weights and ignored pixels, OHEM, BCE (logits and probabilities), L1.
+  // CE: 4770 pixels, two 4096-pixel work items; OHEM at 0.7 / 500 masks without a selection.
+  auto loss_labels = [](int64_t n, int64_t h, int64_t w, int64_t C) {
+    std::vector<int64_t> labels((size_t)(n * h * w));
     for (size_t i = 0; i < labels.size(); ++i) labels[i] = i % 13 == 0 ? 255 : (int64_t)((i * 7) % (size_t)C);
-    const Tensor y = Tensor::from_vector_i64(labels, {2, 37, 29});
+    return Tensor::from_vector_i64(labels, {n, h, w});
+  };
+  for (int64_t C : {19, 2}) {
+    const Shape s{2, 45, 53, C};
+    const Tensor y = loss_labels(2, 45, 53, C);
     run_case(r, "ce C=" + std::to_string(C), {leaf(s, 31, -3.f, 3.f), Tensor::uniform({C}, 32, 0.5f, 2.f)},
              [&](const std::vector<Tensor>& x) {
                return std::vector<Tensor>{cross_entropy(x[0], y), cross_entropy(x[0], y, x[1]),
                                           ohem_cross_entropy(x[0], y, 0.7f, 500)};
              });
+  }
+  // OHEM selection: 18432 pixels, a few hundred valid ones below 0.001, far fewer than min_kept, so the
+  // threshold is raised to the k-th probability by the sampled bracket (its AVX-512 compress-store
+  // loop), multi-threaded where there are several threads
+  {
+    const Tensor y = loss_labels(2, 96, 96, 19);
+    run_case(r, "ohem select", {leaf({2, 96, 96, 19}, 33, -3.f, 3.f)}, [&](const std::vector<Tensor>& x) {
+      return std::vector<Tensor>{ohem_cross_entropy(x[0], y, 0.001f, 9000)};
+    });
   }
   run_case(r, "bce l1", {leaf(big, 41), Tensor::uniform(big, 42, 0.f, 1.f), leaf(big, 43, 0.05f, 0.95f)},
            [](const std::vector<Tensor>& x) {
@@ -145,8 +159,8 @@ Results run_all() {
     return std::vector<Tensor>{
         sum(x[0], {0, 1, 2}), mean(x[0], {3}), sum(x[0]), mean(x[0], {1}), m.values, m.indices, mc.values, mc.indices};
   });
-  // pooling and resizing
-  run_case(r, "pool", {leaf({2, 33, 35, 24}, 61)}, [](const std::vector<Tensor>& x) {
+  // pooling and resizing (pool: 19152 output elements, past the 16384 of the multi-threaded path)
+  run_case(r, "pool", {leaf({2, 37, 41, 24}, 61)}, [](const std::vector<Tensor>& x) {
     return std::vector<Tensor>{avg_pool2d(x[0], 3, 2, 1), max_pool2d(x[0], 3, 2, 1), adaptive_avg_pool2d(x[0], 5, 7),
                                global_avg_pool2d(x[0])};
   });

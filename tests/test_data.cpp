@@ -22,7 +22,7 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/transforms.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 using namespace engine;
 using namespace engine::data;

@@ -15,7 +15,7 @@
 #include "data/det_dataset.h"
 #include "data/det_synthetic.h"
 #include "data/image_io.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 using namespace engine;
 using namespace engine::data;

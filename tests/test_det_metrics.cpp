@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/harness/golden.h"
 #include "train/det_metrics.h"
 
@@ -543,9 +543,10 @@ TEST(CocoEvalGolden, MatchesPycocotools) {
   }
 }
 
-TEST(CocoEval, LargeEvaluationIsFast) {
-  // 1000 images x 100 detections over 20 categories, 10 gts each: 0.13 s in a release build here,
-  // 0.28 s under ASan. (5000 images x 100 detections over 80 categories: 0.15 s of update() and
+TEST(CocoEval, LargeEvaluationCompletes) {
+  // 1000 images x 100 detections over 20 categories, 10 gts each: the evaluation finishes with an AP
+  // in (0, 1). No time is asserted (the test's timeout bounds it); the time is printed: 0.13 s in a
+  // release build here, 0.28 s under ASan. (5000 images x 100 detections over 80 categories: 0.15 s of update() and
   // 0.31 s of accumulate + summarize, release build, 2-core machine.)
   std::mt19937 rng(11);
   std::uniform_real_distribution<double> u(0, 1);

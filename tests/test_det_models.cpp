@@ -1,7 +1,8 @@
 // labels: models
 // YOLOv3 with the DarkNet53 and MobileNetV1 backbones (models/darknet.h, mobilenet_v1.h, yolov3.h):
-// parameter counts computed here from the layer tables of reference/yolov3.md §1-2 (and equal to what
-// PaddleDetection 666f597f builds), PaddleDetection state-dict names and shapes (~35 per model here;
+// parameter counts computed here from the layers of PaddleDetection 666f597f's
+// ppdet/modeling/backbones/darknet.py, mobilenet_v1.py, necks/yolo_fpn.py and heads/yolo_head.py
+// (and equal to what PaddleDetection builds), PaddleDetection state-dict names and shapes (~35 per model here;
 // the complete lists, 366 and 241 keys with shapes, were compared with PaddleDetection's once and
 // matched; only the order of state_dict() differs, see models/darknet.h), the wiring of
 // BasicBlock, the FPN (concat order, nearest 2x upsample, LeakyReLU 0.1) and the depthwise-separable
@@ -88,7 +89,7 @@ struct Count {
   }
 };
 
-// DarkNet-53 (reference/yolov3.md §1 table; darknet.py): conv0 3->32 3x3, downsample0 32->64 3x3;
+// DarkNet-53 (PaddleDetection ppdet/modeling/backbones/darknet.py): conv0 3->32 3x3, downsample0 32->64 3x3;
 // stage i (i = 0..4, [1, 2, 8, 8, 4] blocks, c = 32 << i, input 64 << i): BasicBlock = 1x1 in->c +
 // 3x3 c->2c; a 3x3 downsample 2c->4c after stages 0..3.
 Count darknet53_count() {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "data/det_transforms.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/harness/golden.h"
 
 using namespace engine;
@@ -670,7 +670,7 @@ TEST(DetTransformSpecs, EveryBadSpecIsOneLineNamingTheArgument) {
     EXPECT_NE(std::string(e.what()).find("t[3]: a second MixupImage (the first is t[0])"), std::string::npos)
         << e.what();
   }
-  // The default YOLOv3 chain (reference/yolov3.md §6) builds.
+  // The default YOLOv3 chain (PaddleX 2.x paddlex/cv/models/detector.py) builds.
   std::vector<double> sizes;
   for (int s = 320; s <= 608; s += 32) sizes.push_back(s);
   const DetPipeline p = build_det_pipeline(

@@ -17,7 +17,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/detection.h"
 #include "tests/harness/golden.h"
 #include "tests/harness/op_check.h"

@@ -9,7 +9,7 @@
 #include <map>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/dist_env.h"
 
 using namespace engine;

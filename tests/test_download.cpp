@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/download.h"
 

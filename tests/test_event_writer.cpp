@@ -15,7 +15,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/event_writer.h"
 #include "train/jsonl.h"
 

@@ -19,7 +19,7 @@
 #include "engine/tensor.h"
 #include "kernels/cpu/matmul_cpu.h"
 #if defined(ENGINE_CUDA_REAL)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cublas/gemm_cublas.h"
 #include "kernels/cuda/matmul_cuda.h"
 #endif

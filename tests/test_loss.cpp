@@ -144,7 +144,8 @@ TEST(CrossEntropy, ClassWeights) {
   check_ce("ce_weighted_c2", {1, 5, 5, 2}, 0.3, true);
 }
 TEST(CrossEntropy, ManyTilesAndOddSizes) {
-  check_ce("ce_tiles", {1, 17, 19, 3}, 0.1, false);  // 323 pixels: more than one 256-pixel tile
+  check_ce("ce_tiles", {1, 17, 19, 3}, 0.1, false);  // 323 pixels: two 256-pixel tiles of the CUDA
+                                                     // backward (the CUDA forward's C = 3 tile: 384)
   check_ce("ce_2d", {7, 5}, 0.0, false);             // [N, C]
   check_ce("ce_c1", {2, 1, 3, 1}, 0.2, false);       // one class: zero loss
   check_ce("ce_unstaged_c45", {1, 3, 5, 45}, 0.1, true);  // C above the shared-memory staging limit
@@ -259,9 +260,11 @@ void check_ohem(const std::string& name, const Shape& xs, double ignore_frac, fl
 }  // namespace
 
 // Shapes past the kernels' fast paths: more than 256 classes (the CPU's one-pixel-at-a-time path),
-// more than 8192 pixels (the multi-threaded CPU paths) and, for OHEM, more than 16384 valid pixels
-// (the CPU's bracketed selection): the value against the double reference on every device, the
-// gradient of every device against the CPU's.
+// more than 8192 pixels (the multi-threaded CPU paths) and, for OHEM, the CPU's two selections (they
+// run only when fewer than min_kept valid pixels lie below the threshold): the sampled bracket, which
+// needs at least 64 candidates among every 256th pixel (so at least 16384 pixels), and the radix
+// select it falls back to. The value against the double reference on every device, the gradient of
+// every device against the CPU's.
 static void check_large(const Shape& xs, bool ohem, float thresh, int64_t min_kept) {
   const int64_t C = xs.back(), P = shape_numel(xs) / C;
   const std::vector<float> lab = make_labels(P, C, 0.05, 11);
@@ -297,8 +300,14 @@ TEST(CrossEntropy, LargeShapesPastTheFastPaths) {
 }
 
 TEST(Ohem, LargeShapesPastTheFastPaths) {
-  check_large({1, 130, 140, 3}, true, 0.7f, 5000);   // 18200 pixels: bracketed selection
-  check_large({1, 130, 140, 19}, true, 0.001f, 9000);  // threshold raised to the k-th probability
+  // 18200 pixels, about 11500 of the 17400 valid ones below 0.7 > min_kept: no selection, the
+  // threshold stays 0.7 (the multi-threaded masked sum)
+  check_large({1, 130, 140, 3}, true, 0.7f, 5000);
+  // threshold raised to the k-th probability: selection on 18200 pixels, by the sampled bracket
+  check_large({1, 130, 140, 19}, true, 0.001f, 9000);
+  // selection on 9100 pixels: under 64 samples, so the bracket gives up and the (multi-threaded)
+  // radix select runs
+  check_large({1, 70, 130, 19}, true, 0.001f, 5000);
 }
 
 TEST(Ohem, NoMiningWhenFewValid) { check_ohem("ohem_no_mining", {2, 4, 5, 19}, 0.3, 0.7f, 1000); }

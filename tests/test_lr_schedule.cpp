@@ -1,9 +1,12 @@
 // labels: config sanitize
-// LR schedules (train/lr_schedule.h) against the worked values of reference/ppliteseg.md §4.5: the
-// quick start, the real 500-iteration log of PaddleSeg PR #928, the Cityscapes schedule with linear
-// warmup, plus PiecewiseDecay, the end of the decay and bad specs. Values are compared as PaddleSeg
-// prints them ("lr: {:.6f}" at 1-based iteration k = lr_at(k - 1)) and, where a closed form is easy,
-// exactly.
+// LR schedules (train/lr_schedule.h) against values worked out from Paddle's
+// python/paddle/optimizer/lr.py (PolynomialDecay, LinearWarmup, PiecewiseDecay): the quick start, the
+// real 500-iteration log of PaddleSeg PR #928, the Cityscapes schedule with linear warmup, plus
+// PiecewiseDecay, the end of the decay and bad specs. FromReferenceConfig builds the schedules from
+// PaddleSeg's own config files, which are not part of this repository: it reads them from
+// ../shared/reference/paddleseg-configs next to the checkout and is skipped when that is absent.
+// Values are compared as PaddleSeg prints them ("lr: {:.6f}" at 1-based iteration k = lr_at(k - 1))
+// and, where a closed form is easy, exactly.
 #include <gtest/gtest.h>
 
 #include <cmath>

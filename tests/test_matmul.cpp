@@ -19,7 +19,7 @@
 #include "kernels/cpu/matmul_cpu.h"
 #include "tests/harness/op_check.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/matmul_cuda.h"
 #endif
 

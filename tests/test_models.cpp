@@ -1,9 +1,11 @@
 // labels: models
-// Module system, STDC backbone and PP-LiteSeg (models/): parameter counts against
-// reference/ppliteseg.md §7.2, PaddleSeg state-dict names (§2.8), the wiring of CatBottleneck, SPPM
-// and UAFM against hand-written compositions of engine ops (§1.3, §2.3, §2.4), output shapes for
-// sizes that are not multiples of 32, gradients, BN train/eval behaviour, initialisation (§1.5,
-// §2.7), state-dict loading and its errors, spec validation, and CPU vs CUDA device agreement.
+// Module system, STDC backbone and PP-LiteSeg (models/): parameter counts of the layers PaddleSeg
+// defines (paddleseg/models/backbones/stdcnet.py, paddleseg/models/pp_liteseg.py), PaddleSeg
+// state-dict names, the wiring of CatBottleneck (stdcnet.py), SPPM and UAFM (pp_liteseg.py,
+// paddleseg/models/layers/tensor_fusion.py) against hand-written compositions of engine ops, output
+// shapes for sizes that are not multiples of 32, gradients, BN train/eval behaviour, initialisation
+// (stdcnet.py's init_weight, Paddle's nn.Conv2D / nn.BatchNorm2D defaults), state-dict loading and
+// its errors, spec validation, and CPU vs CUDA device agreement.
 #include <gtest/gtest.h>
 
 #include <algorithm>

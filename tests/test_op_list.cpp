@@ -1,7 +1,10 @@
-// The one list of ops (engine/ops/op_list.inc) against the sources: every entry has a CPU kernel
-// and a CUDA kernel that exist, a test file that exists and calls the op, a bench_kernels row that
-// exists, and a dispatch that uses its name; every name dispatched literally is listed; and a
-// dispatch under an unlisted name is refused at run time.
+// The one list of ops (engine/ops/op_list.inc) against the sources: every entry's CPU kernel is
+// declared in kernels/cpu/*.h and its CUDA kernel in kernels/cuda|cudnn|cublas headers; its test file
+// exists, and where the name is a public function of engine/ops/*.h, that file calls it (or names it
+// in a string literal; backward-only names are reached through their forward op's gradient checks);
+// its bench_kernels row is registered in bench/*.cpp; its name appears as a string literal somewhere
+// in engine/ops/*.cpp (not necessarily in a dispatch). Every name dispatched literally
+// (ENGINE_DISPATCH("...")) is listed, and a dispatch under an unlisted name is refused at run time.
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -20,7 +20,7 @@
 #include <random>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "models/det_model.h"
 #include "tests/harness/golden.h"
 #include "train/pdparams.h"

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "engine/comm/rendezvous.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/harness/temp_dirs.h"
 
 namespace fs = std::filesystem;

@@ -1,6 +1,6 @@
 // labels: sanitize
 // Segmentation metrics (train/seg_metrics.h) on hand-made confusion cases with numbers worked out
-// by hand, PaddleSeg's zero-division rules (ppliteseg.md §6.3, develop semantics), and the [EVAL]
+// by hand, PaddleSeg's zero-division rules (paddleseg/utils/metrics.py, develop semantics), and the [EVAL]
 // lines against strings printed once by Python 3.11 / numpy 2.4.6 (str(np.round(x, 4)) and
 // "{:.4f}"). The implementation was also compared with PaddleSeg's metric functions run under
 // numpy on 3000 random area sets and 4000 random arrays (all identical, bit for bit).
@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/seg_metrics.h"
 
 using namespace engine;

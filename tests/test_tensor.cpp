@@ -1,6 +1,7 @@
 // labels: kernel
 // Tensor core: shapes/strides/views, the NHWC convention, dtype casts, device copies, allocator
-// statistics and guard bytes, device parsing and CUDA_VISIBLE_DEVICES.
+// statistics and guard bytes, device parsing and the default device (with and without a usable GPU;
+// CUDA_VISIBLE_DEVICES itself is exercised by the CTest entry gpu_hidden_is_an_error, not here).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/vdl_writer.h"
 

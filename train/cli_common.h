@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/config.h"
 
 namespace engine::train {

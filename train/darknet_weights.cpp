@@ -11,7 +11,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/trainer.h"
 
 namespace engine::train {

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <numeric>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/numpy_sum.h"
 
 namespace engine::train {

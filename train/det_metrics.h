@@ -1,4 +1,4 @@
-// Detection metrics for YOLOv3 evaluation, as PaddleX reports them (reference/yolov3.md §4):
+// Detection metrics for YOLOv3 evaluation, as PaddleX reports them:
 //   VocMap   - PaddleDetection's DetectionMAP (ppdet/metrics/map_utils.py; the same file is vendored
 //              as PaddleX 2.x paddlex/cv/models/utils/det_metrics/map_utils.py), PaddleX's settings
 //              by default: IoU > 0.5, '11point', evaluate_difficult=False, is_bbox_normalized=False.

@@ -7,7 +7,7 @@
 #include <ostream>
 
 #include "engine/autograd.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/detection.h"
 #include "engine/ops/shape_ops.h"
 #include "train/darknet_weights.h"

@@ -7,7 +7,7 @@
 #include <sstream>
 #include <string_view>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::train {
 namespace {

@@ -2,8 +2,10 @@
 // device a rank uses. No communication happens here; the communicators (engine/comm/communicator.h) start
 // from what this reads.
 //
-// Sources (reference/distributed.md §1.5), in this priority; the first launcher with any of its global
-// (rank or world size) variables set is used and every other launcher's variables are ignored:
+// Sources (each launcher's documented variables: Open MPI's "Environment variables" page, Paddle's
+// paddle.distributed.launch, torchrun's torch/distributed/run.py, Slurm's srun man page), in this
+// priority; the first launcher with any of its global (rank or world size) variables set is used and
+// every other launcher's variables are ignored:
 //   1. "openmpi"        OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK / _LOCAL_SIZE (mpirun)
 //   2. "paddle"         PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM, local rank PADDLE_LOCAL_RANK or else
 //                       PADDLE_RANK_IN_NODE, local size PADDLE_LOCAL_SIZE (paddle.distributed.launch sets

@@ -22,7 +22,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace fs = std::filesystem;
 

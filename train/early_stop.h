@@ -1,4 +1,4 @@
-// PaddleX's EarlyStop (paddlex/utils/utils.py, identical in 1.x and 2.x; reference/yolov3.md §5d),
+// PaddleX's EarlyStop (paddlex/utils/utils.py, identical in 1.x and 2.x),
 // called once per evaluation with the key metric, so `patience` counts evaluations, not epochs:
 //   first call: remember the score (the maximum stays 0);
 //   score > max: counter = 0, score = max = it;

@@ -11,7 +11,7 @@
 
 #include "data/loader.h"
 #include "engine/autograd.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/metrics.h"
 #include "engine/ops/resize.h"

@@ -1,5 +1,5 @@
-// Evaluation and inference of a segmentation model (PaddleSeg core/val.py + core/infer.py,
-// reference/ppliteseg.md §6): model in eval mode, batch 1 at the image's own size, labels kept at
+// Evaluation and inference of a segmentation model (PaddleSeg core/val.py + core/infer.py):
+// model in eval mode, batch 1 at the image's own size, labels kept at
 // their original size; with aug_eval, for each scale s the image is resized bilinearly to
 // (int(h*s + 0.5), int(w*s + 0.5)), each enabled flip is inferred and un-flipped, the raw logits are
 // resized back to the input size and SUMMED (then divided by the number of passes); argmax gives the

@@ -15,7 +15,7 @@
 #include <nmmintrin.h>
 #endif
 
-#include "engine/error.h"
+#include "base/error.h"
 
 static_assert(std::endian::native == std::endian::little, "event files and checkpoints are little-endian");
 

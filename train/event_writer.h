@@ -5,7 +5,7 @@
 //
 // Semantics source: tensorflow/core/util/event.proto, summary.proto, TFRecord format
 // (record = u64 length, u32 masked crc32c(length), data, u32 masked crc32c(data)); PaddleSeg's
-// `--use_vdl` tag names (Train/loss, Train/lr, Evaluate/mIoU, ..., ppliteseg.md §5.4) are chosen
+// `--use_vdl` tag names (Train/loss, Train/lr, Evaluate/mIoU, ..., paddleseg/core/train.py) are chosen
 // by the callers. Tested by tests/test_event_writer.cpp (CRC vectors, byte-exact encodings, a
 // reader that parses files back); tools/check_tensorboard.py reads a run with tensorboard itself.
 #pragma once

@@ -1,6 +1,6 @@
 #include "train/grad_buckets.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/copy.h"
 
 namespace engine::train {

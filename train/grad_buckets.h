@@ -1,4 +1,4 @@
-// Gradient buckets of data-parallel training (as PyTorch DDP's, reference/distributed.md): every
+// Gradient buckets of data-parallel training (as PyTorch DDP's, docs/source/notes/ddp.rst): every
 // parameter's gradient is a view into one of a few preallocated contiguous f32 buffers of about
 // bucket_bytes, filled in reverse parameter order (backward produces the last layers' gradients
 // first), so the last bucket is usually the small remainder. When the last gradient of a bucket is

@@ -1,13 +1,13 @@
 // Learning-rate schedules (Paddle's PolynomialDecay, PiecewiseDecay, LinearWarmup) in double
-// precision, as Paddle computes them in Python floats. Semantics and the formulas: lr_schedule.h,
-// reference/ppliteseg.md §4.5. Tested by tests/test_lr_schedule.cpp.
+// precision, as Paddle computes them in Python floats. Semantics and the formulas: lr_schedule.h.
+// Tested by tests/test_lr_schedule.cpp.
 #include "train/lr_schedule.h"
 
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::train {
 

@@ -1,8 +1,8 @@
 // Learning-rate schedules with Paddle's semantics: PolynomialDecay, PiecewiseDecay and the
 // LinearWarmup wrapper that PaddleSeg puts around either when warmup_iters is set.
 // Semantics: Paddle python/paddle/optimizer/lr.py, PaddleSeg's lr_scheduler builder
-// (reference/ppliteseg.md §4.5). Tested by tests/test_lr_schedule.cpp against the reference's
-// worked values (quick start, PR #928's log, Cityscapes with warmup).
+// (paddleseg/cvlibs/builder.py). Tested by tests/test_lr_schedule.cpp against worked
+// values (quick start, PR #928's log, Cityscapes with warmup).
 //
 // t is the number of optimizer steps already taken (Paddle's last_epoch, 0-based): the rate used by
 // the k-th iteration (1-based), and printed in its log line, is lr_at(k - 1). The schedule is a pure
@@ -13,8 +13,8 @@
 //   LinearWarmup:    t < W: start + (target - start) * t / W; else inner(t - W), where target is
 //                    learning_rate (PolynomialDecay) or values[0] (PiecewiseDecay).
 //   With WarmupMode::Absolute (PaddleX 1.x's linear_lr_warmup around piecewise_decay, the schedule
-//   its docs describe, reference/yolov3.md §5b): after warmup inner(t), so the decay boundaries are
-//   absolute steps and not shifted by W.
+//   its docs describe, paddlex/cv/models/ppyolo.py default_optimizer): after warmup inner(t), so
+//   the decay boundaries are absolute steps and not shifted by W.
 #pragma once
 #include <cstdint>
 #include <string>

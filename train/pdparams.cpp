@@ -9,7 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::train {
 namespace {

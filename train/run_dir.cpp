@@ -17,7 +17,7 @@
 #include <ostream>
 #include <algorithm>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/config.h"  // ConfigError
 #include "train/safetensors.h"
 

@@ -1,4 +1,4 @@
-// Checkpoints in the safetensors layout (DESIGN.md §7), readable by Python's `safetensors` package:
+// Checkpoints in the safetensors layout (docs/TRAINING.md), readable by Python's `safetensors` package:
 //   u64 little-endian N | N bytes of JSON header, padded with spaces to a multiple of 8 |
 //   data section: the tensors' raw little-endian bytes, packed in the order written, no gaps.
 //   header = {"<name>": {"dtype": "F32"|"F16"|"BF16"|"I32"|"I64"|"U8", "shape": [...],

@@ -1,6 +1,6 @@
 #include "train/seg_loss.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 

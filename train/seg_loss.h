@@ -1,5 +1,5 @@
 // The segmentation loss of a config's `loss:` block: loss = sum_i coef_i * L_i(logits_i, labels)
-// over the model's logits (PaddleSeg loss_computation, reference/ppliteseg.md §3.1). The config
+// over the model's logits (PaddleSeg loss_computation, paddleseg/core/train.py). The config
 // layer has already expanded the one-type-n-coefs sugar, so terms and coefs have the same length
 // as the logits list.
 //   CrossEntropyLoss      -> engine::cross_entropy (mean over non-ignored pixels, optional class weights)

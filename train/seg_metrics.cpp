@@ -1,5 +1,5 @@
 // Segmentation metrics and PaddleSeg's [EVAL] lines; see seg_metrics.h for the formulas and their
-// sources (paddleseg/utils/metrics.py, core/val.py; ppliteseg.md §6.3, §6.5) and numpy's array
+// sources (paddleseg/utils/metrics.py, core/val.py) and numpy's array
 // printing rules (numpy/core/arrayprint.py: FloatingFormat, _formatArray). Tested by
 // tests/test_seg_metrics.cpp.
 #include "train/seg_metrics.h"
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/numpy_sum.h"
 
 namespace engine::train {

@@ -1,7 +1,7 @@
 // Segmentation metrics from the per-class areas that engine::seg_area_counts accumulates over a
 // whole data set (intersect_i, pred_i, label_i), and PaddleSeg's printed [EVAL] lines.
 // Semantics source: paddleseg/utils/metrics.py (mean_iou, class_measurement, kappa, dice) and
-// core/val.py of PaddleSeg develop, as summarised in reference/ppliteseg.md §6.2, §6.3, §6.5.
+// core/val.py of PaddleSeg develop.
 // Tested by tests/test_seg_metrics.cpp (hand-made confusion cases, strings printed by numpy).
 #pragma once
 #include <cstdint>

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "data/loader.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/download.h"
 #include "train/safetensors.h"
 #include "train/seg_metrics.h"

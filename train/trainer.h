@@ -1,6 +1,6 @@
 // The training loop of engine-train, task-agnostic: segmentation (train/seg_task.h, PaddleSeg's
-// core/train.py semantics, reference/ppliteseg.md §5) and detection (train/det_task.h, PaddleX's
-// train_loop, reference/yolov3.md §5d) plug into it through train/task.h. The gotchas of both
+// core/train.py semantics) and detection (train/det_task.h, PaddleX's
+// train_loop in paddlex/cv/models/base.py) plug into it through train/task.h. The gotchas of both
 // originals are fixed: resume restores the best metric, the checkpoint list, the loader position
 // (epoch and batch), the schedule position and the early-stop state, so a resumed run continues bit
 // for bit.
@@ -31,7 +31,7 @@
 
 #include "engine/device.h"
 #include "engine/comm/communicator.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/config.h"
 #include "train/lr_schedule.h"
 #include "train/safetensors.h"

@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 static_assert(std::endian::native == std::endian::little, "VisualDL records are little-endian");
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <map>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "train/pdparams.h"
 #include "train/tar_archive.h"
 

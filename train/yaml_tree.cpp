@@ -1,6 +1,6 @@
 // The generic YAML layer of the training configs (see yaml_tree.h): yaml-cpp -> ConfigValue, the
 // PyYAML-like scalar grammar, `_base_` / `_inherited_` merging, --opts key paths, emitting, typed getters.
-// Semantics: PaddleSeg paddleseg/cvlibs/config.py (reference/ppliteseg.md §3.1). Tested by
+// Semantics: PaddleSeg paddleseg/cvlibs/config.py. Tested by
 // tests/test_config.cpp.
 //
 // yaml-cpp only parses: the YAML is copied at once into the ConfigValue tree, which remembers for every

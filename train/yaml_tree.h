@@ -2,7 +2,7 @@
 // det_config.cpp): a small tree of values that remembers the file (or flag) every node came from,
 // loading with `_base_` / `_inherited_` merging, `--opts key.sub[i]=value` overrides, the merged YAML
 // text, and typed getters whose errors are one line "<file>: <key.path>: <expected, found>".
-// Semantics: PaddleSeg paddleseg/cvlibs/config.py (the merge rules, --opts, reference/ppliteseg.md §3.1);
+// Semantics: PaddleSeg paddleseg/cvlibs/config.py (the merge rules, --opts);
 // scalars resolve as PyYAML's YAML 1.1 (PaddleSeg and PaddleX load with PyYAML), plus exponents without
 // a dot ("1e-5") read as numbers. yaml-cpp only parses (in yaml_tree.cpp); nothing here exposes it.
 // Tested through both schemas by tests/test_config.cpp (merge rules on hand-written files, --opts,
@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::train {
 

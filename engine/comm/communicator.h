@@ -4,7 +4,7 @@
 //   MPI                CPU ranks started by mpirun or srun (engine/comm/mpi_communicator.h)
 //   NCCL               GPU ranks; the ncclUniqueId travels over MPI or a rendezvous file
 //                      (engine/comm/nccl_communicator.h, real CUDA builds only)
-// make_communicator (train/make_communicator.h) picks one from the launcher's environment.
+// setup_data_parallel (train/data_parallel.h) picks one from the launcher's environment (train/dist_env.h).
 //
 // Rules every implementation keeps:
 //   - Collectives complete in the order they were started, and every rank starts the same collectives

@@ -15,7 +15,7 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine {
 

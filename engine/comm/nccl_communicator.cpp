@@ -16,9 +16,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "engine/device.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine {
 namespace {

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine {
 namespace {

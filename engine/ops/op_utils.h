@@ -8,7 +8,7 @@
 #include "engine/tensor.h"
 #include "kernels/kernel_types.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #endif
 
 namespace engine {

@@ -5,12 +5,12 @@
 //   align_corners=false: Paddle interpolate(mode='bilinear', align_corners=False, align_mode=0), the
 //   half-pixel rule src = max((dst + 0.5) * in / out - 0.5, 0), upper neighbour clamped to in - 1.
 //   Identical to PyTorch F.interpolate(mode='bilinear', align_corners=False). Every resize in
-//   PP-LiteSeg uses this (reference/ppliteseg.md §2.7).
+//   PP-LiteSeg uses this (F.interpolate in paddleseg/models/pp_liteseg.py).
 //   align_corners=true: src = dst * (in - 1) / (out - 1) (0 when out == 1), as Paddle and PyTorch.
 // resize_nearest(x, out_h, out_w)
 //   Paddle interpolate(mode='nearest', align_corners=False): src = min(floor(dst * in / out), in - 1).
 //   This is PyTorch's 'nearest' (NOT 'nearest-exact', which uses floor((dst + 0.5) * in / out)).
-//   YOLOv3's FPN upsample is the scale-2 case (reference/yolov3.md).
+//   YOLOv3's FPN upsample is the scale-2 case (PaddleDetection ppdet/modeling/necks/yolo_fpn.py).
 // resize_bilinear_scale(x, scale_h, scale_w, align_corners=false) / resize_nearest_scale(x, sh, sw)
 //   Paddle's scale_factor path: out = floor(in * scale) (computed as int(float(in) * scale)), and
 //   the source ratio is 1 / scale, not in / out (phi interpolate kernel: ratio = 1 / scale when a

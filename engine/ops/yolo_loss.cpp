@@ -10,7 +10,7 @@
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/yolo_loss_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/yolo_loss_cuda.h"
 #endif
 

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 
 #define ENGINE_CPU_KERNELS "kernels/cpu/batchnorm_cpu.inc"

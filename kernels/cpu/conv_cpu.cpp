@@ -46,7 +46,7 @@
 
 #include <dnnl.hpp>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::kernels {
 namespace {

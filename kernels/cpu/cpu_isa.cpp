@@ -13,7 +13,7 @@
 #include <cstring>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 #ifndef ENGINE_CPU_BASELINE
 #define ENGINE_CPU_BASELINE "native"

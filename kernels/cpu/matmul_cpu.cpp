@@ -23,7 +23,7 @@
 #include <climits>
 #include <cstring>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace engine::kernels {
 namespace {

@@ -17,8 +17,8 @@
 #include <climits>
 #include <mutex>
 
-#include "engine/cuda_context.h"
-#include "engine/error.h"
+#include "base/cuda_context.h"
+#include "base/error.h"
 
 #define CUBLAS_CHECK(expr)                                                                                        \
   do {                                                                                                            \

@@ -41,8 +41,8 @@
 #include <algorithm>
 #include <initializer_list>
 
-#include "engine/cuda_context.h"
-#include "engine/error.h"
+#include "base/cuda_context.h"
+#include "base/error.h"
 #include "kernels/cuda/batchnorm_cuda.h"
 #include "kernels/cuda/common.cuh"
 

@@ -6,7 +6,7 @@
 // Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/copy_cuda.h"
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 
 namespace engine::kernels {
 namespace {

@@ -34,7 +34,7 @@
 // bench_kernels --filter detection.
 #include <algorithm>
 
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/detection_cuda.h"
 #include "kernels/detection_math.h"

@@ -10,7 +10,7 @@
 // Roofline: every kernel is memory bound (<= 10 flops per 8-12 bytes moved): an H100 SXM at
 // ~3.35 TB/s should run a 64 MiB f32 add (192 MiB moved) in ~60 us. docs/ROOFLINE.md.
 // Tested by tests/test_elementwise.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/elementwise_cuda.h"
 

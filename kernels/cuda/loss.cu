@@ -36,7 +36,7 @@
 //   BCE with logits fwd [8,52,52,255] (5.5M elements): 44 MB, ~10 us; bwd 66 MB, ~16 us.
 // Tested by tests/test_loss.cpp (CPU vs emulated CUDA, naive double references); benchmarked by
 // bench_kernels --filter loss (bench/bench_loss.cpp).
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/loss_cuda.h"
 

@@ -26,8 +26,8 @@
 #include <climits>
 #include <cstdint>
 
-#include "engine/cuda_context.h"
-#include "engine/error.h"
+#include "base/cuda_context.h"
+#include "base/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/matmul_cuda.h"
 

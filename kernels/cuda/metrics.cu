@@ -11,7 +11,7 @@
 //   atomics on 19 bins collide heavily for uniform images, so expect 2-3x that.
 // Tested by tests/test_metrics.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels
 // --filter metrics (bench/bench_loss.cpp).
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/metrics_cuda.h"
 

@@ -11,7 +11,7 @@
 // Roofline (H100, ~3.35 TB/s): 12.4M parameters (PP-LiteSeg-B) move 20 B each = 248 MB: ~74 us.
 // Tested by tests/test_optim.cpp (CPU vs emulated CUDA, hand computation); benchmarked by
 // bench_kernels --filter optim (bench/bench_optim.cpp).
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/optim_cuda.h"
 #include "kernels/loss_math.h"

@@ -28,7 +28,7 @@
 #include <algorithm>
 #include <initializer_list>
 
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/pool_cuda.h"
 

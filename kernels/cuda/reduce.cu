@@ -25,7 +25,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/reduce_cuda.h"
 #include "kernels/cpu/reduce_cpu.h"
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 
 #include <algorithm>
 #include <cstdint>

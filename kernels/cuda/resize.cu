@@ -28,8 +28,8 @@
 // bench_kernels --filter resize.
 #include <algorithm>
 
-#include "engine/cuda_context.h"
-#include "engine/error.h"
+#include "base/cuda_context.h"
+#include "base/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/resize_cuda.h"
 

@@ -15,7 +15,7 @@
 // --filter concat.
 #include <algorithm>
 
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/shape_ops_cuda.h"
 

@@ -34,7 +34,7 @@
 //   synccheck clean.
 // Tested by tests/test_softmax.cpp (CPU vs emulated CUDA; its tiles_c19 / tiles_c2 cases run the double-buffered loop
 // with 2 blocks, so every block takes several tiles); benchmarked by bench_kernels --filter softmax.
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cpu/softmax_cpu.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/softmax_cuda.h"

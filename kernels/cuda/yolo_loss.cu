@@ -26,7 +26,7 @@
 //   objectness logits and the map.
 // Tested by tests/test_yolo_loss.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels
 // --filter yolo (bench/bench_yolo_loss.cpp).
-#include "engine/cuda_context.h"
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/yolo_loss_cuda.h"
 

@@ -67,8 +67,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/cuda_context.h"
-#include "engine/error.h"
+#include "base/cuda_context.h"
+#include "base/error.h"
 
 #define CUDNN_CHECK(expr)                                                                                       \
   do {                                                                                                          \

@@ -9,7 +9,9 @@
 //
 // Modes (picked by the cuemu CMake target, CUEMU_MODE):
 //   FIBERS  (-DCUEMU_FIBERS=1, default): blocks run one after another on the launching thread; every
-//           CUDA thread of a block is a fiber (Boost.Context fcontext).  Fast and deterministic; barrier,
+//           CUDA thread of a block is a fiber (on x86-64 a built-in switch of the callee-saved registers
+//           and stack pointer, kernels/emu/cuemu_runtime.cpp; Boost.Context fcontext on other
+//           architectures or with -DCUEMU_BOOST_CONTEXT).  Fast and deterministic; barrier,
 //           warp-collective and deadlock checks are structural.  ASan/UBSan work (fiber switches are
 //           annotated).  Not for TSan.
 //   THREADS: one pooled OS thread per CUDA thread, barriers on C++20 atomic wait/notify, so

@@ -482,7 +482,7 @@ def gen_cross_entropy():
 
 # --------------------------------------------------------------------------------------------- OHEM
 def ohem_numpy(logits_nhwc, labels, thresh, min_kept, ignore_index):
-    """PaddleSeg OhemCrossEntropyLoss selection, step by step (ppliteseg.md §3.3).
+    """PaddleSeg OhemCrossEntropyLoss selection, step by step (paddleseg/models/losses/ohem_cross_entropy_loss.py).
 
     Returns (kept mask [N,H,W] bool, threshold used or None, p_gt, num_valid).
     """
@@ -636,7 +636,7 @@ def gen_bce():
 
 # ------------------------------------------------------------------------------------------ metrics
 def gen_metrics():
-    """PaddleSeg area statistics (ppliteseg.md §6.2), numpy; torch.bincount as a cross-check."""
+    """PaddleSeg area statistics (paddleseg/utils/metrics.py calculate_area), numpy; torch.bincount as a cross-check."""
     g = Golden("metrics.golden")
     rs = np.random.RandomState(1000)
     for name, shape, c in (("c5", (2, 5, 7), 5), ("c19_sparse", (1, 6, 9), 19), ("c3_all_ignored", (1, 2, 3), 3)):

@@ -1,6 +1,18 @@
-// Per-process CUDA state of the engine: the compute stream, error checks, debug synchronisation.
-// Only included by code built with ENGINE_WITH_CUDA (real or emulated CUDA).
+// Per-process CUDA state of the engine: the device it lives on, the compute stream, error checks,
+// debug synchronisation. The base layer under both engine/ and kernels/; the stream functions exist
+// only in builds with ENGINE_WITH_CUDA (real or emulated CUDA).
 #pragma once
+
+namespace engine {
+
+// The device index the per-process CUDA state is (or will be) created on; 0 until set. Setting it
+// is an Error once the state exists on another device; in the real CUDA build it also makes the
+// device current. engine::select_cuda_device (engine/device.h) validates the index, then calls this.
+void set_cuda_context_device(int index);
+int cuda_context_device();
+
+}  // namespace engine
+
 #if defined(ENGINE_WITH_CUDA)
 #include <cuda_runtime.h>
 
