@@ -5,7 +5,8 @@
 // The batch is random data already on the device: this measures the engine, not JPEG decoding
 // (engine-train's log reports reader_cost separately).
 //   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
-//               [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--json FILE]
+//               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|bf16] [--no-profile]
+//               [--json FILE]
 // Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
 // ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
 // Prints one line per timed step, the median images/s, and the per-op table of a separate profiled
@@ -28,6 +29,7 @@
 
 #include "cli/bench_args.h"
 #include "engine/device.h"
+#include "engine/precision.h"
 #include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
@@ -85,7 +87,7 @@ struct Step {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string variant = "B", device_name, json_path;
+  std::string variant = "B", device_name, json_path, precision_name_flag = "fp32";
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
   bool profile = true, size_given = false, batch_given = false, classes_given = false;
   try {
@@ -101,11 +103,12 @@ int main(int argc, char** argv) {
       else if (a == "--classes") classes = int_value(), classes_given = true;
       else if (a == "--device") device_name = value();
       else if (a == "--json") json_path = value();
+      else if (a == "--precision") precision_name_flag = value();
       else if (a == "--no-profile") profile = false;
       else if (a == "--help" || a == "-h") {
         std::printf("usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
                     "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
-                    "                   [--json FILE]\n"
+                    "                   [--precision fp32|bf16] [--json FILE]\n"
                     "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
@@ -128,6 +131,10 @@ int main(int argc, char** argv) {
         device_name.find(':') != std::string::npos, /*timeout_seconds=*/600);
     const Device dev = dp.device;
     const int world = dp.comm->world_size();
+    // Autocast (engine/precision.h): bf16 convolutions, everything else f32.
+    const Precision precision = parse_precision(precision_name_flag, "--precision");
+    check_precision_available(precision, AmpLevel::O1, dev);
+    set_autocast_precision(precision);
     if (!dp.comm->is_root()) {
       if (!std::freopen("/dev/null", "w", stdout)) fail("cannot silence rank ", dp.comm->rank());
       json_path.clear();
@@ -197,8 +204,8 @@ int main(int argc, char** argv) {
     }
 
     if (world > 1) st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm);
-    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, fp32, device %s\n", model_name.c_str(), classes,
-                batch, size, size, dev.str().c_str());
+    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s, device %s\n", model_name.c_str(), classes,
+                batch, size, size, precision_name(precision), dev.str().c_str());
     if (world > 1) {
       std::string sizes;
       int64_t total = 0;
@@ -240,7 +247,8 @@ int main(int argc, char** argv) {
       out << "{\"model\": \"" << model_name << "\", \"size\": " << size << ", \"batch\": " << batch
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
           << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa())
-          << "\", \"ranks\": " << world << ", \"median_images_per_s\": " << median << "}\n";
+          << "\", \"precision\": \"" << precision_name(precision) << "\", \"ranks\": " << world
+          << ", \"median_images_per_s\": " << median << "}\n";
     }
     return 0;
   } catch (const Error& e) {

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
     if (a.is_slide) throw ConfigError("--is_slide: sliding-window evaluation is not implemented");
     if (!cfg.has_model) throw ConfigError(a.config + ": model: missing");
     const Device device = device_from_flag(a.device);
+    const std::string precision = apply_precision(a.precision, a.amp_level, cfg.precision, cfg.amp_level, device);
+    if (!precision.empty()) std::cout << "engine-eval: " << precision << "\n";
     const TestConfig tc = apply_eval_args(cfg.test_config, a);
     const InferOptions io{tc.aug_eval, tc.scales, tc.flip_horizontal, tc.flip_vertical};
     const auto model = load_trained_model(cfg, a.model_path, device);

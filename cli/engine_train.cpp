@@ -86,11 +86,16 @@ int main(int argc, char** argv) {
     std::string resume_hint;
     if (task == "detection") {
       const DetTrainConfig cfg = load_det_train_config(a.config, a.opts, a.det_flags);
+      const std::string precision =
+          apply_precision(a.precision, a.amp_level, cfg.params.precision, cfg.params.amp_level, o.device);
+      if (!precision.empty()) log << "engine-train: " << precision << std::endl;
       o.save_dir = cfg.params.save_dir;
       s = run_det_training(cfg, o, log);
       resume_hint = "--resume_checkpoint ";
     } else {
       TrainConfig cfg = load_train_config(a.config, a.opts, a.iters, a.batch_size, a.learning_rate);
+      const std::string precision = apply_precision(a.precision, a.amp_level, cfg.precision, cfg.amp_level, o.device);
+      if (!precision.empty()) log << "engine-train: " << precision << std::endl;
       o.save_dir = a.save_dir;
       o.num_workers = a.num_workers;
       o.use_vdl = a.use_vdl;

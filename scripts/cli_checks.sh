@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the command-line programs (a CTest entry, `cli_checks`): a tiny synthetic data
-# set, a short engine-train run with evaluation, resume, engine-eval, engine-predict; then bad input,
+# set, a short engine-train run with evaluation, resume, engine-eval, engine-predict, bf16 training and
+# evaluation where the CPU has bf16 math (and the refusals of what is not available); then bad input,
 # each with its exit code and the words the one-line error must contain.
 # Usage: scripts/cli_checks.sh BUILD_DIR
 set -uo pipefail
@@ -74,6 +75,20 @@ printf 'images/0000.jpg\n' > data/bad_list.txt
 expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_dataset.train_path=data/bad_list.txt
 # nothing already written is clobbered by a failed run
 [ -f out/iter_6/model.safetensors ] || { echo "FAIL: out/iter_6 lost"; fails=$((fails + 1)); }
+
+# mixed precision (engine/precision.h): bf16 O1 where the CPU multiplies bf16, and checkpoints that
+# move between precisions; what is not available is a one-line error (exit 2) that writes nothing
+expect 2 "--precision fp16 is not available" "$bin/engine-train" --config cfg.yml --precision fp16 --save_dir p16
+expect 2 "--amp_level O2" "$bin/engine-train" --config cfg.yml --precision bf16 --amp_level O2 --save_dir pO2
+expect 2 "precision: expected fp32, tf32, bf16 or fp16, got 'half'" "$bin/engine-train" --config cfg.yml --opts precision=half --save_dir ph
+[ ! -e p16 ] && [ ! -e pO2 ] && [ ! -e ph ] || { echo "FAIL: a refused precision wrote a run folder"; fails=$((fails + 1)); }
+if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  expect 0 "precision bf16 (O1: convolutions multiply in bf16" "$bin/engine-train" --config cfg.yml --precision bf16 --iters 3 --save_interval 3 --save_dir pbf
+  expect 0 "Resume model from pbf/iter_3" "$bin/engine-train" --config cfg.yml --resume_model pbf/iter_3 --save_dir pbf32
+  expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --precision bf16
+else
+  expect 2 "needs a CPU with AVX512-BF16 or AMX-BF16" "$bin/engine-train" --config cfg.yml --precision bf16 --save_dir pbf
+fi
 
 # detection: engine-datagen --task det, a one-epoch PaddleX-style run with evaluation, resume, and its errors
 expect 0 "wrote 10 train, 3 val detection images of 64x64" "$bin/engine-datagen" --task det --out det --train 10 --val 3 --size 64

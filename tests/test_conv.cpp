@@ -7,13 +7,19 @@
 // are not multiples of 8 (or of oneDNN's 16-wide blocks), size-1 dims. Plus the error messages.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
+#include "engine/precision.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/conv_cpu.h"
 #include "tests/harness/op_check.h"
 
@@ -199,4 +205,132 @@ TEST(Conv2d, Errors) {
   // devices
   if (have_cuda())
     expect_error([&] { conv2d(x, w.to(Device::cuda(0)), b, args(1, 1)); }, {"conv2d", "cuda"});
+}
+
+// ---- bf16 autocast (engine/precision.h): on CPUs with AVX512-BF16 or AMX-BF16, x, w and gy are
+// rounded to bfloat16 (nearest even) for the products and everything is accumulated in f32. The
+// reference is the double-precision convolution of the rounded values, so the result must match it
+// to f32 accumulation error, and differ from the f32 convolution by bf16 rounding error.
+namespace {
+
+float round_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+struct ConvRef {
+  std::vector<double> y, gx, gw, gb;
+};
+
+// The forward and the gradients of sum(y * g) in double, from the given (already rounded) values.
+ConvRef conv_ref(const std::vector<float>& x, const Shape& xs, const std::vector<float>& w, const Shape& ws,
+                 const std::vector<float>& b, const std::vector<float>& g, const Conv2dArgs& a) {
+  const int64_t n = xs[0], h = xs[1], wd = xs[2], cin = xs[3], cout = ws[0], cg = ws[1], kh = ws[2], kw = ws[3];
+  const int64_t ho = out_size(h, kh, a.stride_h, a.pad_h, a.dilation_h), wo = out_size(wd, kw, a.stride_w, a.pad_w, a.dilation_w);
+  const int64_t og = cout / a.groups;
+  ConvRef r;
+  r.y.assign(n * ho * wo * cout, 0.0);
+  r.gx.assign(x.size(), 0.0);
+  r.gw.assign(w.size(), 0.0);
+  r.gb.assign(cout, 0.0);
+  for (int64_t in = 0; in < n; ++in)
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < wo; ++j)
+        for (int64_t co = 0; co < cout; ++co) {
+          const int64_t yi = ((in * ho + i) * wo + j) * cout + co;
+          double acc = b.empty() ? 0.0 : b[co];
+          const double gy = g[yi];
+          r.gb[co] += gy;
+          for (int64_t ci = 0; ci < cg; ++ci)
+            for (int64_t rr = 0; rr < kh; ++rr)
+              for (int64_t ss = 0; ss < kw; ++ss) {
+                const int64_t hh = i * a.stride_h - a.pad_h + rr * a.dilation_h;
+                const int64_t ww = j * a.stride_w - a.pad_w + ss * a.dilation_w;
+                if (hh < 0 || hh >= h || ww < 0 || ww >= wd) continue;
+                const int64_t xi = ((in * h + hh) * wd + ww) * cin + (co / og) * cg + ci;
+                const int64_t wi = ((co * cg + ci) * kh + rr) * kw + ss;
+                acc += (double)x[xi] * w[wi];
+                r.gx[xi] += gy * w[wi];
+                r.gw[wi] += gy * x[xi];
+              }
+          r.y[yi] = acc;
+        }
+  return r;
+}
+
+// Largest |got - want| / (1e-3 + max |want|) over the tensor.
+double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
+  double max_abs = 0, err = 0;
+  for (double v : want) max_abs = std::max(max_abs, std::fabs(v));
+  for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - want[i]));
+  return err / (1e-3 + max_abs);
+}
+
+void check_conv_bf16(const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+  SCOPED_TRACE("bf16 conv x " + shape_str(xs) + " w " + shape_str(ws) + " on " + dev.str());
+  Tensor x = Tensor::uniform(xs, 11, -1, 1, dev).set_requires_grad(true);
+  Tensor w = Tensor::uniform(ws, 12, -1, 1, dev).set_requires_grad(true);
+  Tensor b = bias ? Tensor::uniform({ws[0]}, 13, -1, 1, dev).set_requires_grad(true) : Tensor();
+  Tensor y32;
+  {
+    NoGradGuard no_grad;
+    y32 = conv2d(x, w, b, a);
+  }
+  Tensor y;
+  {
+    AutocastGuard bf16(Precision::BF16);
+    y = conv2d(x, w, b, a);
+  }
+  const Tensor g = Tensor::uniform(y.shape(), 14, -1, 1, dev);
+  sum(y * g).backward();  // after the guard: the backward keeps the forward's precision
+  auto rounded = [](std::vector<float> v) {
+    for (float& e : v) e = round_bf16(e);
+    return v;
+  };
+  const ConvRef ref = conv_ref(rounded(x.to_vector()), xs, rounded(w.to_vector()), ws,
+                               bias ? b.to_vector() : std::vector<float>{}, rounded(g.to_vector()), a);
+  EXPECT_LT(rel_err(y.to_vector(), ref.y), 2e-6) << "forward";
+  EXPECT_LT(rel_err(x.grad().to_vector(), ref.gx), 2e-6) << "backward-data";
+  EXPECT_LT(rel_err(w.grad().to_vector(), ref.gw), 2e-6) << "backward-weights";
+  // The bias gradient is oneDNN's f32 sum of the bf16-rounded gy (as under PyTorch's autocast).
+  if (bias) {
+    EXPECT_LT(rel_err(b.grad().to_vector(), ref.gb), 2e-6) << "bias gradient";
+  }
+  // And it really is bf16: the f32 convolution differs from it by bf16 rounding error.
+  const double d = rel_err(y32.to_vector(), std::vector<double>(ref.y.begin(), ref.y.end()));
+  EXPECT_GT(d, 1e-4) << "the bf16 result equals the f32 one";
+  EXPECT_LT(d, 2e-2) << "the bf16 result is further from f32 than bf16 rounding explains";
+}
+
+}  // namespace
+
+TEST(Conv2dBf16, MatchesRoundedReference) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  std::vector<Device> devices = {Device::cpu()};
+  if (have_cuda() && cuda_is_emulated()) devices.push_back(Device::cuda(0));
+  for (const Device dev : devices) {
+    check_conv_bf16({2, 9, 8, 19}, {21, 19, 3, 3}, true, args(1, 1), dev);
+    check_conv_bf16({2, 9, 7, 16}, {32, 16, 3, 3}, false, args(2, 1), dev);
+    check_conv_bf16({2, 6, 5, 24}, {8, 24, 1, 1}, true, args(1, 0), dev);
+    check_conv_bf16({1, 7, 6, 16}, {16, 1, 3, 3}, false, args(1, 1, 1, 16), dev);  // depthwise
+  }
+}
+
+TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
+  EXPECT_EQ(parse_precision("bf16", "--precision"), Precision::BF16);
+  EXPECT_EQ(parse_amp_level("O2", "--amp_level"), AmpLevel::O2);
+  expect_error([] { parse_precision("half", "--precision"); }, {"--precision", "expected fp32, tf32, bf16 or fp16", "'half'"});
+  expect_error([] { check_precision_available(Precision::FP16, AmpLevel::O1, Device::cpu()); }, {"--precision fp16", "bf16"});
+  expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu()); }, {"O2", "O1"});
+  check_precision_available(Precision::FP32, AmpLevel::O1, Device::cpu());
+  if (kernels::cpu_has_bf16()) {
+    check_precision_available(Precision::BF16, AmpLevel::O1, Device::cpu());
+  } else {
+    expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O1, Device::cpu()); },
+                 {"AVX512-BF16", "--precision fp32"});
+  }
 }

@@ -1,6 +1,6 @@
 // Command-line parsing for engine-train / engine-eval / engine-predict: PaddleSeg's flag names and
-// defaults (tools/train.py, val.py, predict.py; reference/ppliteseg.md §5.1, §6.4), plus PaddleX's
-// train() parameters as engine-train flags for detection configs (reference/yolov3.md §5a).
+// defaults (tools/train.py, val.py, predict.py), plus PaddleX's train() parameters as engine-train
+// flags for detection configs (paddlex/cv/models/yolo_v3.py / ppyolo.py in 1.x, detector.py in 2.x).
 // The command line is first cut into flags with their values (everything up to the next "--flag"),
 // then each flag is checked against a table: takes no value, one value, at most one, two values or a list.
 // Tested by tests/test_config.cpp.
@@ -223,10 +223,15 @@ TrainArgs parse_train_args(int argc, char** argv) {
   p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
   p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
   p.flag("--precision", Arity::One, [&](Vals v) {
-    if (v[0] != "fp32") p.fail_flag("--precision", "only fp32 is supported, got '", v[0], "'");
+    if (v[0] != "fp32" && v[0] != "tf32" && v[0] != "bf16" && v[0] != "fp16")
+      p.fail_flag("--precision", "expected fp32, tf32, bf16 or fp16, got '", v[0], "'");
     a.precision = v[0];
   });
-  for (const char* u : {"--use_ema", "--amp_level", "--repeats", "--early_stop_intervals", "--profiler_options",
+  p.flag("--amp_level", Arity::One, [&](Vals v) {
+    if (v[0] != "O1" && v[0] != "O2") p.fail_flag("--amp_level", "expected O1 or O2, got '", v[0], "'");
+    a.amp_level = v[0];
+  });
+  for (const char* u : {"--use_ema", "--repeats", "--early_stop_intervals", "--profiler_options",
                         "--data_format", "--print_mem_info"})
     p.unsupported(u);
   // The detection flags: values as written, checked by load_det_train_config like the file's keys.
@@ -276,7 +281,16 @@ EvalArgs parse_eval_args(int argc, char** argv) {
   p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
   p.flag("--num_workers", Arity::One, [&](Vals v) { a.num_workers = (int)p.to_int(v[0], 0, "an integer >= 0"); });
   p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
-  for (const char* u : {"--data_format", "--auc_roc", "--precision", "--amp_level", "--print_detail"}) p.unsupported(u);
+  p.flag("--precision", Arity::One, [&](Vals v) {
+    if (v[0] != "fp32" && v[0] != "tf32" && v[0] != "bf16" && v[0] != "fp16")
+      p.fail_flag("--precision", "expected fp32, tf32, bf16 or fp16, got '", v[0], "'");
+    a.precision = v[0];
+  });
+  p.flag("--amp_level", Arity::One, [&](Vals v) {
+    if (v[0] != "O1" && v[0] != "O2") p.fail_flag("--amp_level", "expected O1 or O2, got '", v[0], "'");
+    a.amp_level = v[0];
+  });
+  for (const char* u : {"--data_format", "--auc_roc", "--print_detail"}) p.unsupported(u);
   if (!p.parse(argc, argv)) {
     a.help = true;
     return a;
@@ -336,7 +350,10 @@ std::string train_usage() {
          "  --keep_checkpoint_max N keep the N newest iter_* directories (default 5; <= 0 keeps all)\n"
          "  --seed N                random seed (weights, data order, augmentation)\n"
          "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
-         "  --precision fp32        only fp32 is supported\n"
+         "  --precision P           fp32 (default), or bf16: convolutions multiply in bfloat16 with f32\n"
+         "                          accumulation, everything else in f32 (CPUs with AVX512-BF16 or AMX);\n"
+         "                          tf32 and fp16 are refused with a message (docs/TRAINING.md)\n"
+         "  --amp_level O1|O2       O1 (default): only convolutions in the low type; O2 is refused\n"
          "  --opts K=V [K=V ...]    override config keys, e.g. --opts batch_size=2 model.num_classes=3\n"
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
          "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
@@ -384,6 +401,8 @@ std::string eval_usage() {
          "  --stride W H            window stride for --is_slide\n"
          "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --num_workers N         data loading threads (default 0)\n"
+         "  --precision P           fp32 (default) or bf16 (convolutions in bfloat16, as engine-train)\n"
+         "  --amp_level O1|O2       O1 (default); O2 is refused\n"
          "  --opts K=V [K=V ...]    override config keys\n"
          "  --help                  print this help\n";
 }

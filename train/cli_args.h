@@ -1,5 +1,5 @@
 // Command-line flags of engine-train, engine-eval and engine-predict, with the names and defaults of
-// PaddleSeg's tools/train.py, tools/val.py and tools/predict.py (reference/ppliteseg.md §5.1, §6.4);
+// PaddleSeg's tools/train.py, tools/val.py and tools/predict.py;
 // engine-train also takes PaddleX's train() parameters for detection configs (TrainArgs::det_flags,
 // checked later by load_det_train_config).
 // Both "--flag value" and "--flag=value" work; list flags (--opts, --scales) take values up to the
@@ -32,7 +32,8 @@ struct TrainArgs {
   std::optional<uint64_t> seed;
   std::string device;             // "cpu" | "gpu" | "gpu:N" | "" (= the engine's default device)
   std::vector<std::string> opts;  // "key.sub=value"
-  std::string precision = "fp32";
+  std::string precision;  // "" = the config's `precision` key (default fp32)
+  std::string amp_level;  // "" = the config's `amp_level` key (default O1)
   bool profile = false;      // engine's own flag: per-op time breakdown with each log line
   bool overwrite = false;    // engine's own flag: replace an earlier run's results in save_dir
   bool save_on_stop = true;  // engine's own flag --no_save_on_stop turns it off
@@ -57,6 +58,8 @@ struct EvalArgs {
   std::string device;
   int num_workers = 0;
   std::vector<std::string> opts;
+  std::string precision;  // "" = the config's `precision` key (default fp32)
+  std::string amp_level;  // "" = the config's `amp_level` key (default O1)
   bool help = false;
 };
 

@@ -8,6 +8,7 @@
 
 #include "engine/device.h"
 #include "base/error.h"
+#include "engine/precision.h"
 #include "train/config.h"
 
 namespace engine::train {
@@ -24,6 +25,26 @@ inline Device device_from_flag(const std::string& flag) {
   } catch (const Error& e) {
     throw ConfigError(std::string("--device: ") + e.what());
   }
+}
+
+// The run's precision (engine/precision.h): the --precision / --amp_level flags when given, else the
+// config's `precision` / `amp_level` keys. Checked for this build, CPU and device (what is not
+// available is a ConfigError, exit code 2, before anything is written) and set as the autocast
+// precision of the process. Returns the line the programs log, e.g. "precision bf16 (O1: ...)", or
+// "" for fp32 (the logs of fp32 runs stay as they were).
+inline std::string apply_precision(const std::string& precision_flag, const std::string& amp_flag,
+                                   Precision config_precision, AmpLevel config_level, Device device) {
+  const Precision p = precision_flag.empty() ? config_precision : parse_precision(precision_flag, "--precision");
+  const AmpLevel l = amp_flag.empty() ? config_level : parse_amp_level(amp_flag, "--amp_level");
+  try {
+    check_precision_available(p, l, device);
+  } catch (const Error& e) {
+    throw ConfigError(e.what());
+  }
+  set_autocast_precision(p);
+  if (p == Precision::FP32) return "";
+  return std::string("precision ") + precision_name(p) + " (" + amp_level_name(l) + ": convolutions multiply in " +
+         precision_name(p) + " and accumulate in f32; weights, momentum, batch norm, losses and checkpoints f32)";
 }
 
 // Prints "<program>: <message>" to stderr once (messages from the flag parsers already start with

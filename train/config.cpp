@@ -2,8 +2,8 @@
 // (`_base_` / `_inherited_` merging, --opts, typed getters): the typed-flag overrides, then validation
 // into the typed specs of config.h.
 // Semantics: PaddleSeg paddleseg/cvlibs/config.py (merge), builder.py (optimizer, LR scheduler),
-// config_checker.py (loss sugar, ignore_index and num_classes injection), reference/ppliteseg.md
-// §3.1, §4.1, §4.2, §4.5. Tested by tests/test_config.cpp.
+// config_checker.py (loss sugar, ignore_index and num_classes injection),
+// paddleseg/optimizers/optimizer.py. Tested by tests/test_config.cpp.
 #include "train/config.h"
 
 #include <algorithm>
@@ -19,7 +19,7 @@ namespace {
 
 const std::vector<std::string> kTopKeys = {"batch_size",        "iters", "train_dataset", "val_dataset", "optimizer",
                                            "lr_scheduler",      "loss",  "model",         "test_config", "export",
-                                           "to_static_training"};
+                                           "to_static_training", "precision", "amp_level"};
 
 // Transforms whose argument names and shapes PaddleSeg's transforms.py defines (§4.4); other types
 // pass through and data/ accepts or rejects them.
@@ -412,6 +412,15 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   if (cfg.batch_size < 1) top.bad("batch_size", "expected a positive integer, got ", cfg.batch_size);
   cfg.iters = top.integer("iters").value_or(0);
   if (top.has("iters") && cfg.iters < 1) top.bad("iters", "expected a positive integer, got ", cfg.iters);
+  if (auto v = top.string("precision")) {
+    if (*v != "fp32" && *v != "tf32" && *v != "bf16" && *v != "fp16")
+      top.bad("precision", "expected fp32, tf32, bf16 or fp16, got '", *v, "'");
+    cfg.precision = parse_precision(*v, "precision");
+  }
+  if (auto v = top.string("amp_level")) {
+    if (*v != "O1" && *v != "O2") top.bad("amp_level", "expected O1 or O2, got '", *v, "'");
+    cfg.amp_level = parse_amp_level(*v, "amp_level");
+  }
 
   if (const ConfigValue* d = top.value("train_dataset")) {
     cfg.train_dataset = parse_dataset(*d, "train_dataset", "train");

@@ -1,8 +1,8 @@
 // Training configuration: PaddleSeg YAML configs loaded with PaddleSeg's merge rules, overridden by
 // the command line, validated and turned into typed specs for the trainer, the data pipeline and the
 // model builder.
-// Semantics: PaddleSeg paddleseg/cvlibs/config.py, builder.py, config_checker.py and tools/train.py
-// (reference/ppliteseg.md §3.1, §4.1, §4.2, §4.5, §5.1). Tested by tests/test_config.cpp (the
+// Semantics: PaddleSeg paddleseg/cvlibs/config.py, builder.py, config_checker.py and tools/train.py.
+// Tested by tests/test_config.cpp (the
 // reference configs load unchanged, merge rules on hand-written files, every class of bad input).
 //
 // Order of application (as PaddleSeg): the file and its `_base_` files (recursive, paths relative to
@@ -17,6 +17,7 @@
 // Every problem is a ConfigError with one line "<file>: <key.path>: <expected, found>", where <file>
 // is the file the offending value came from (a `_base_` file, or "--opts" / "--iters" ...).
 #pragma once
+#include "engine/precision.h"
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -96,6 +97,10 @@ struct TrainConfig {
   LossSpec loss;  // empty when the config has no loss block
   nn::SegModelSpec model;
   TestConfig test_config;
+  // The engine's keys `precision` (fp32 | bf16 ...) and `amp_level` (O1 | O2): PaddleSeg's train.py
+  // flags of the same names, as config keys; the flags override them (engine/precision.h).
+  Precision precision = Precision::FP32;
+  AmpLevel amp_level = AmpLevel::O1;
 };
 
 // Loads, merges, overrides and validates. `opts` are "key.sub=value" strings (--opts); the optional

@@ -1,8 +1,8 @@
 // Detection (PaddleX) YAML configs: the schema of det_config.h on top of the generic YAML layer of
 // yaml_tree.h. Order of application: the file and its `_base_` files, then --opts, then the flags
 // (each parsed as YAML, origin "--<name>"); then validation into DetTrainConfig.
-// Semantics: PaddleX YOLOv3 / train() (reference/yolov3.md §5a defaults, §5d pretrain_weights and
-// resume_checkpoint; PX2 paddlex/cv/datasets/voc.py, coco.py for the data set arguments). Choices:
+// Semantics: PaddleX YOLOv3 / train() (PaddleX 1.x paddlex/cv/models/yolo_v3.py defaults, base.py's
+// pretrain_weights and resume_checkpoint; PX2 paddlex/cv/datasets/voc.py, coco.py for the data set arguments). Choices:
 //   - PaddleX's None: YAML null or the unquoted word None (and, for pretrain_weights and
 //     resume_checkpoint, an empty string) means "not set"; metric None is auto.
 //   - pretrain_weights keeps PaddleX's names 'IMAGENET' / 'COCO' / 'PascalVOC' as written (resolving them is the
@@ -335,6 +335,15 @@ DetTrainParams parse_params(const ConfigMap& top) {
       top.bad("metric", "expected VOC, COCO or auto, got '", metric, "'");
   }
 
+  if (auto v = top.string("precision")) {
+    if (*v != "fp32" && *v != "tf32" && *v != "bf16" && *v != "fp16")
+      top.bad("precision", "expected fp32, tf32, bf16 or fp16, got '", *v, "'");
+    p.precision = parse_precision(*v, "precision");
+  }
+  if (auto v = top.string("amp_level")) {
+    if (*v != "O1" && *v != "O2") top.bad("amp_level", "expected O1 or O2, got '", *v, "'");
+    p.amp_level = parse_amp_level(*v, "amp_level");
+  }
   p.save_dir = top.string("save_dir").value_or(p.save_dir);
   if (p.save_dir.empty()) top.bad("save_dir", "expected a folder, got ''");
   const int64_t workers = top.integer("num_workers").value_or(p.num_workers);
@@ -370,7 +379,7 @@ DetTrainConfig load_det_train_config(const std::string& path, const std::vector<
   cfg.merged_yaml = emit_yaml(root);
 
   const ConfigMap top(root, "");
-  std::vector<std::string> allowed = {"model", "train_dataset", "eval_dataset"};
+  std::vector<std::string> allowed = {"model", "train_dataset", "eval_dataset", "precision", "amp_level"};
   allowed.insert(allowed.end(), keys.begin(), keys.end());
   top.check_keys(allowed);
 

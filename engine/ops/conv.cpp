@@ -9,11 +9,15 @@
 //   CUDA, emulated build   -> the CPU oneDNN implementation called directly on the CUDA tensors'
 //                             pointers: in the emulated build device memory IS host memory (cudaMalloc of
 //                             kernels/emu), and cuDNN does not exist, so this is the "cuDNN replaced by the
-//                             CPU implementation" rule of DESIGN.md §4. The compute stream is synchronised
+//                             CPU implementation" rule (docs/ARCHITECTURE.md). The compute stream is synchronised
 //                             first so earlier (emulated) kernels have finished writing the inputs. The
 //                             CPU-vs-CUDA comparison of the op harness therefore exercises the dispatch,
 //                             the device allocations and the autograd plumbing, not cuDNN;
 //                             tests/test_conv_gpu.cpp compares cuDNN with the CPU on a real GPU.
+// Precision: under bf16 autocast (engine/precision.h) p.bf16: x is cast to bf16 once (the cast op,
+// round to nearest even) and that copy is what the backward keeps; gy is cast once for both backward
+// passes; the CPU kernel rounds w and multiplies in bf16 with f32 accumulation and f32 outputs. The
+// real-CUDA path refuses it.
 // Workspaces (oneDNN's reordered weights + scratchpad, cuDNN's algorithm workspace) are Tensors
 // allocated here, so they come from the engine's allocators.
 // Backward: gx = conv_bwd_data(gy, w), (gw, gb) = conv_bwd_weights(x, gy); each only when that input
@@ -34,6 +38,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/op_utils.h"
 #include "engine/ops/reduce.h"
+#include "engine/precision.h"
 #include "kernels/cpu/conv_cpu.h"
 #if defined(ENGINE_CUDA_REAL)
 #include "kernels/cudnn/conv_cudnn.h"
@@ -88,6 +93,11 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
                "): ", shapes, ", ", args_str(a));
   p.ho = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
   p.wo = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
+  // Autocast (engine/precision.h): bf16 products, f32 accumulation and result. Recorded in p, so the
+  // backward runs at the forward's precision.
+  p.bf16 = autocast_precision() == Precision::BF16;
+  ENGINE_CHECK(!p.bf16 || x.device().is_cpu() || cuda_is_emulated(),
+               "conv2d: bf16 autocast on a GPU is not available in this build (", shapes, "); use fp32");
   return p;
 }
 
@@ -150,7 +160,7 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
   const float* bp = b.defined() ? b.data<float>() : nullptr;
   auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::Fwd, p));
-    kernels::conv2d_fwd_cpu(p, x.data<float>(), wk.data<float>(), bp, y.data<float>(), ptr(ws));
+    kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), bp, y.data<float>(), ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
@@ -175,7 +185,7 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
   Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, DType::F32, gy.device());
   auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdData, p));
-    kernels::conv2d_bwd_data_cpu(p, gy.data<float>(), wk.data<float>(), gx.data<float>(), ptr(ws));
+    kernels::conv2d_bwd_data_cpu(p, gy.raw_data(), wk.data<float>(), gx.data<float>(), ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
@@ -203,7 +213,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     gw = Tensor::empty({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, dev);
     if (want_b) gb = Tensor::empty({p.cout}, DType::F32, dev);
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
-    kernels::conv2d_bwd_weights_cpu(p, x.data<float>(), gy.data<float>(), gw.data<float>(),
+    kernels::conv2d_bwd_weights_cpu(p, x.raw_data(), gy.raw_data(), gw.data<float>(),
                                     want_b ? gb.data<float>() : nullptr, ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
@@ -237,9 +247,11 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
     if (need_b) gb = Tensor::zeros({p.cout}, DType::F32, gy.device());
     return {gx, gw, gb};
   }
-  if (need_x) gx = run_bwd_data(p, gy, wk);
+  // bf16: gy is cast once for both passes (xs was saved as bf16 by the forward).
+  const Tensor gyk = p.bf16 && (need_x || need_w) ? copy_contiguous(gy, DType::BF16) : gy;
+  if (need_x) gx = run_bwd_data(p, gyk, wk);
   if (need_w) {
-    std::tie(gw, gb) = run_bwd_weights(p, xs, gy, need_b);
+    std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, need_b);
   } else if (need_b) {
     gb = sum(gy, {0, 1, 2});
   }
@@ -252,7 +264,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArg
   const ConvParams p = check_and_params(x, w, b, a);
   const Device dev = x.device();
   Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.cout}, DType::F32, dev);
-  const Tensor xc = contiguous_nograd(x), wk = kernel_weight(w);
+  Tensor xc = contiguous_nograd(x);
+  if (p.bf16) {  // the kernel reads bf16 x, and the backward keeps this half-size copy instead of x
+    NoGradGuard no_grad;
+    xc = copy_contiguous(xc, DType::BF16);
+  }
+  const Tensor wk = kernel_weight(w);
   const Tensor bc = b.defined() ? contiguous_nograd(b) : Tensor();
   if (p.n > 0) run_fwd(p, xc, wk, bc, y);
 

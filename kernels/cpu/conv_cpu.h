@@ -23,6 +23,10 @@ struct ConvParams {
   int64_t ho = 0, wo = 0;                // output
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
   bool bias = false;  // forward adds b / backward-weights also produces db
+  // bf16 products (mixed precision, --precision bf16): x and gy are given as bfloat16 bits, w (f32) is
+  // rounded to bf16 (nearest even) by the weight reorder; accumulation, y, gx, gw and gb are f32.
+  // Needs a CPU with AVX512-BF16 or AMX-BF16 (cpu_has_bf16 in kernels/cpu/cpu_isa.h), else an Error.
+  bool bf16 = false;
 };
 
 enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
@@ -31,11 +35,12 @@ enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p);
 
 // y = conv(x, w) (+ b when p.bias).
-void conv2d_fwd_cpu(const ConvParams& p, const float* x, const float* w, const float* b, float* y, void* workspace);
+// x and gy: f32, or bf16 bits (uint16) when p.bf16; everything else f32.
+void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, float* y, void* workspace);
 // gx = d loss / d x from gy.
-void conv2d_bwd_data_cpu(const ConvParams& p, const float* gy, const float* w, float* gx, void* workspace);
+void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* workspace);
 // gw = d loss / d w (OIHW) and, when p.bias, gb = sum of gy over N, Ho, Wo.
-void conv2d_bwd_weights_cpu(const ConvParams& p, const float* x, const float* gy, float* gw, float* gb,
+void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb,
                             void* workspace);
 
 // Number of cached oneDNN primitives (tests/benchmarks).

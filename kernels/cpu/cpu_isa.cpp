@@ -4,6 +4,10 @@
 // code that the linker might take from a translation unit compiled for the baseline.
 #include "kernels/cpu/cpu_isa.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -141,6 +145,24 @@ std::string cpu_model_name() {
 std::string cpu_description() {
   return cpu_model_name() + ", " + std::to_string(std::thread::hardware_concurrency()) +
          " hardware threads; CPU kernels: " + cpu_isa_name(cpu_isa()) + " (build baseline " + ENGINE_CPU_BASELINE + ")";
+}
+
+bool cpu_has_bf16() {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool amx_bf16 = (d >> 22) & 1;
+  const unsigned max_sub = a;
+  bool avx512_bf16 = false;
+  if (max_sub >= 1) {
+    __cpuid_count(7, 1, a, b, c, d);
+    avx512_bf16 = ((a >> 5) & 1) && cpu_has_avx512();
+  }
+  return avx512_bf16 || amx_bf16;
+#else
+  return false;
+#endif
 }
 
 }  // namespace engine::kernels

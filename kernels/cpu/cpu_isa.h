@@ -34,6 +34,9 @@ const char* cpu_isa_name(CpuIsa isa);
 const char* cpu_build_baseline();
 // The CPU's marketing name from /proc/cpuinfo (e.g. "AMD EPYC 9R14"), or "unknown CPU".
 std::string cpu_model_name();
+// Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16): what bf16 convolutions
+// (--precision bf16) need on the CPU. Independent of the kernels' ISA above: oneDNN picks its own.
+bool cpu_has_bf16();
 // One line for benchmark and test reports: model, cores, the kernels' ISA and the build baseline.
 std::string cpu_description();
 

@@ -1,0 +1,60 @@
+#include "engine/precision.h"
+
+#include <atomic>
+
+#include "base/error.h"
+#include "kernels/cpu/cpu_isa.h"
+
+namespace engine {
+
+namespace {
+std::atomic<Precision> g_autocast{Precision::FP32};
+}  // namespace
+
+Precision parse_precision(const std::string& s, const std::string& what) {
+  if (s == "fp32") return Precision::FP32;
+  if (s == "tf32") return Precision::TF32;
+  if (s == "bf16") return Precision::BF16;
+  if (s == "fp16") return Precision::FP16;
+  fail(what, ": expected fp32, tf32, bf16 or fp16, got '", s, "'");
+}
+
+AmpLevel parse_amp_level(const std::string& s, const std::string& what) {
+  if (s == "O1") return AmpLevel::O1;
+  if (s == "O2") return AmpLevel::O2;
+  fail(what, ": expected O1 or O2, got '", s, "'");
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::FP32: return "fp32";
+    case Precision::TF32: return "tf32";
+    case Precision::BF16: return "bf16";
+    case Precision::FP16: return "fp16";
+  }
+  return "?";
+}
+
+const char* amp_level_name(AmpLevel l) { return l == AmpLevel::O1 ? "O1" : "O2"; }
+
+void check_precision_available(Precision p, AmpLevel level, Device device) {
+  if (p == Precision::FP32) return;
+  const std::string name = std::string("--precision ") + precision_name(p);
+  ENGINE_CHECK(p != Precision::FP16, name,
+               " is not available in this build (no fp16 kernels or loss scaling yet); use --precision bf16, which "
+               "needs no loss scaling");
+  ENGINE_CHECK(p != Precision::TF32, name, " is not available in this build (cuDNN/cuBLAS TF32 math is not wired yet)",
+               device.is_cpu() ? "; CPUs have no TF32 math, use fp32 or bf16" : "");
+  ENGINE_CHECK(level == AmpLevel::O1, name,
+               " --amp_level O2 (activations stored in bf16) is not available in this build; use --amp_level O1");
+  const bool host_kernels = device.is_cpu() || cuda_is_emulated();
+  ENGINE_CHECK(host_kernels, name, " on a GPU is not available in this build (bf16 cuDNN convolutions are not "
+               "wired yet); use --device cpu or --precision fp32");
+  ENGINE_CHECK(kernels::cpu_has_bf16(), name, " needs a CPU with AVX512-BF16 or AMX-BF16, which this CPU (",
+               kernels::cpu_model_name(), ") does not have; use --precision fp32");
+}
+
+void set_autocast_precision(Precision p) { g_autocast.store(p); }
+Precision autocast_precision() { return g_autocast.load(); }
+
+}  // namespace engine

@@ -1,0 +1,47 @@
+// Numeric precision of a run: PaddleSeg's `--precision` and `--amp_level` (docs/TRAINING.md "Mixed
+// precision"). The engine's autocast: while the precision is BF16 at level O1, conv2d multiplies in
+// bfloat16 (its inputs rounded to nearest even) and accumulates and returns f32; every other op,
+// the weights, the momentum and checkpoints stay f32, as in PaddleSeg's O1 (a white list of ops in
+// the low type, the rest in f32). The precision an op used is recorded with its backward, so a
+// backward pass uses the same precision as its forward.
+// What exists today: fp32 everywhere; bf16 O1 on CPUs with AVX512-BF16 or AMX-BF16 (and through the
+// CPU implementation in the emulated-CUDA build). tf32, fp16 and O2, and bf16 on a real GPU, are
+// refused by check_precision_available with a one-line error.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/device.h"
+
+namespace engine {
+
+enum class Precision : uint8_t { FP32, TF32, BF16, FP16 };
+enum class AmpLevel : uint8_t { O1, O2 };
+
+// "fp32", "tf32", "bf16", "fp16" / "O1", "O2"; anything else is an Error naming `what` (the flag or key).
+Precision parse_precision(const std::string& s, const std::string& what);
+AmpLevel parse_amp_level(const std::string& s, const std::string& what);
+const char* precision_name(Precision p);
+const char* amp_level_name(AmpLevel l);
+
+// An Error (one line: what is missing and what to use instead) unless this build and machine can run
+// `p` at `level` on `device`.
+void check_precision_available(Precision p, AmpLevel level, Device device);
+
+// The process-wide autocast precision of conv2d (FP32 by default). Set once at startup by the
+// programs (engine-train, engine-eval, bench_train) and by tests through AutocastGuard.
+void set_autocast_precision(Precision p);
+Precision autocast_precision();
+
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(Precision p) : saved_(autocast_precision()) { set_autocast_precision(p); }
+  ~AutocastGuard() { set_autocast_precision(saved_); }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  Precision saved_;
+};
+
+}  // namespace engine
