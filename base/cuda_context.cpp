@@ -9,9 +9,9 @@
 namespace engine {
 
 namespace {
-std::mutex g_context_mutex;             // orders the device choice against the creation of the state
+std::mutex g_context_mutex;  // orders the device choice against the creation of the state
 std::atomic<int> g_context_device{0};
-std::atomic<int> g_state_device{-1};    // the device the stream (and everything after it) was created on
+std::atomic<int> g_state_device{-1};  // the device the stream (and everything after it) was created on
 }  // namespace
 
 void set_cuda_context_device(int index) {

@@ -32,7 +32,7 @@ std::string shape_str(const std::vector<T>& v) {
 
 }  // namespace engine
 
-#define ENGINE_CHECK(cond, ...)                         \
-  do {                                                  \
-    if (!(cond)) ::engine::fail(__VA_ARGS__);           \
+#define ENGINE_CHECK(cond, ...)               \
+  do {                                        \
+    if (!(cond)) ::engine::fail(__VA_ARGS__); \
   } while (0)

@@ -51,7 +51,7 @@ std::vector<Entry>& registry();
 
 }  // namespace engine::bench
 
-#define BENCH_REGISTER(family)                                                      \
-  static void bench_##family(::engine::bench::Runner& runner);                      \
+#define BENCH_REGISTER(family)                                                                    \
+  static void bench_##family(::engine::bench::Runner& runner);                                    \
   static const int bench_reg_##family = ::engine::bench::register_bench(#family, bench_##family); \
   static void bench_##family(::engine::bench::Runner& runner)

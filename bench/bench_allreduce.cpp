@@ -47,21 +47,22 @@ BENCH_REGISTER(allreduce) {
       const int64_t numel = (runner.quick() ? mb / 25 + 1 : mb) * (int64_t(1) << 20) / 4;
       Tensor t = Tensor::full({numel}, (float)(comm.rank() + 1), DType::F32, d);
       const double bytes = (double)numel * 4.0;
-      runner.run("all_reduce_mean", std::to_string(numel * 4 >> 20) + " MB x " + std::to_string(n) + " ranks (" +
-                     comm.name() + ")",
-                 d, {bytes * 2.0 * (n - 1) / n, 0},
-                 [&] {
-                   t.copy_(Tensor::full({numel}, (float)(comm.rank() + 1), DType::F32, d));
-                   comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce");
-                   const std::vector<float> v = t.to_vector();
-                   const float want = (float)(n + 1) / 2.f;
-                   for (int64_t i = 0; i < numel; i += 4099)
-                     if (v[(size_t)i] != want)
-                       return "element " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", expected " +
-                              std::to_string(want);
-                   return std::string();
-                 },
-                 [&] { comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce"); });
+      runner.run(
+          "all_reduce_mean",
+          std::to_string(numel * 4 >> 20) + " MB x " + std::to_string(n) + " ranks (" + comm.name() + ")", d,
+          {bytes * 2.0 * (n - 1) / n, 0},
+          [&] {
+            t.copy_(Tensor::full({numel}, (float)(comm.rank() + 1), DType::F32, d));
+            comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce");
+            const std::vector<float> v = t.to_vector();
+            const float want = (float)(n + 1) / 2.f;
+            for (int64_t i = 0; i < numel; i += 4099)
+              if (v[(size_t)i] != want)
+                return "element " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", expected " +
+                       std::to_string(want);
+            return std::string();
+          },
+          [&] { comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce"); });
     }
   }
 }

@@ -29,9 +29,9 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
-using bench::scaled;
 using bench::compare;
+using bench::scaled;
+using bench::shape_name;
 
 // Host reference of training-mode BN forward and backward in double.
 struct Ref {
@@ -102,40 +102,44 @@ BENCH_REGISTER(batch_norm) {
       const auto xv = x.to_vector(), gv = g.to_vector(), wv = w.to_vector(), bv = b.to_vector();
       const Ref ref = reference(xv, gv, wv, bv, C, 1e-5);
       const double n = (double)x.numel();
-      runner.run("batch_norm_train_fwd", shape_name(s), d, {12.0 * n, 0},
-                 [&] { return compare(batch_norm(x, w, b, rm, rv, {}).to_vector(), ref.y, 1e-4); },
-                 [&] { batch_norm(x, w, b, rm, rv, {}); });
+      runner.run(
+          "batch_norm_train_fwd", shape_name(s), d, {12.0 * n, 0},
+          [&] { return compare(batch_norm(x, w, b, rm, rv, {}).to_vector(), ref.y, 1e-4); },
+          [&] { batch_norm(x, w, b, rm, rv, {}); });
       // Backward through the recorded node (what autograd runs).
       const Tensor xg = x.detach().set_requires_grad(true);
       const Tensor y = batch_norm(xg, w, b, rm, rv, {});
       const auto node = y.grad_fn();
-      runner.run("batch_norm_train_bwd", shape_name(s), d, {20.0 * n, 0},
-                 [&] { return compare(node->apply({g})[0].to_vector(), ref.dx, 1e-3); }, [&] { node->apply({g}); });
+      runner.run(
+          "batch_norm_train_bwd", shape_name(s), d, {20.0 * n, 0},
+          [&] { return compare(node->apply({g})[0].to_vector(), ref.dx, 1e-3); }, [&] { node->apply({g}); });
       if (full == shapes[0] || full == shapes[1]) {
         // Fused ReLU, then the unfused relu(batch_norm) it replaces.
         std::vector<size_t> kink;
         const Ref rr = reference(xv, gv, wv, bv, C, 1e-5, BnActivation::relu(), &kink);
         BatchNormArgs ra;
         ra.act = BnActivation::relu();
-        runner.run("batch_norm_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
-                   [&] { return compare_except(batch_norm(x, w, b, rm, rv, ra).to_vector(), rr.y, kink, 1e-4); },
-                   [&] { batch_norm(x, w, b, rm, rv, ra); });
+        runner.run(
+            "batch_norm_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
+            [&] { return compare_except(batch_norm(x, w, b, rm, rv, ra).to_vector(), rr.y, kink, 1e-4); },
+            [&] { batch_norm(x, w, b, rm, rv, ra); });
         const Tensor yr = batch_norm(xg, w, b, rm, rv, ra);
         const auto rnode = yr.grad_fn();
-        runner.run("batch_norm_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
-                   [&] { return compare_except(rnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
-                   [&] { rnode->apply({g}); });
-        runner.run("relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
-                   [&] { return compare_except(relu(batch_norm(x, w, b, rm, rv, {})).to_vector(), rr.y, kink, 1e-4); },
-                   [&] { relu(batch_norm(x, w, b, rm, rv, {})); });
+        runner.run(
+            "batch_norm_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
+            [&] { return compare_except(rnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
+            [&] { rnode->apply({g}); });
+        runner.run(
+            "relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
+            [&] { return compare_except(relu(batch_norm(x, w, b, rm, rv, {})).to_vector(), rr.y, kink, 1e-4); },
+            [&] { relu(batch_norm(x, w, b, rm, rv, {})); });
         const Tensor yu = relu(batch_norm(xg, w, b, rm, rv, {}));
         const auto relu_node = yu.grad_fn();
         const auto bn_node = relu_node->next[0].fn;
-        runner.run("relu_after_batch_norm_train_bwd", shape_name(s), d, {32.0 * n, 0},
-                   [&] {
-                     return compare_except(bn_node->apply(relu_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3);
-                   },
-                   [&] { bn_node->apply(relu_node->apply({g})); });
+        runner.run(
+            "relu_after_batch_norm_train_bwd", shape_name(s), d, {32.0 * n, 0},
+            [&] { return compare_except(bn_node->apply(relu_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3); },
+            [&] { bn_node->apply(relu_node->apply({g})); });
       }
       if (full == shapes[4]) {
         // Fused LeakyReLU(0.1), then the unfused leaky_relu(batch_norm) it replaces.
@@ -144,28 +148,29 @@ BENCH_REGISTER(batch_norm) {
         const Ref rr = reference(xv, gv, wv, bv, C, 1e-5, act, &kink);
         BatchNormArgs la;
         la.act = act;
-        runner.run("batch_norm_leaky_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
-                   [&] { return compare_except(batch_norm(x, w, b, rm, rv, la).to_vector(), rr.y, kink, 1e-4); },
-                   [&] { batch_norm(x, w, b, rm, rv, la); });
+        runner.run(
+            "batch_norm_leaky_relu_train_fwd", shape_name(s), d, {12.0 * n, 0},
+            [&] { return compare_except(batch_norm(x, w, b, rm, rv, la).to_vector(), rr.y, kink, 1e-4); },
+            [&] { batch_norm(x, w, b, rm, rv, la); });
         const Tensor yl = batch_norm(xg, w, b, rm, rv, la);
         const auto lnode = yl.grad_fn();
-        runner.run("batch_norm_leaky_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
-                   [&] { return compare_except(lnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
-                   [&] { lnode->apply({g}); });
-        runner.run("leaky_relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
-                   [&] {
-                     return compare_except(leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f).to_vector(), rr.y, kink,
-                                           1e-4);
-                   },
-                   [&] { leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f); });
+        runner.run(
+            "batch_norm_leaky_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
+            [&] { return compare_except(lnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
+            [&] { lnode->apply({g}); });
+        runner.run(
+            "leaky_relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
+            [&] {
+              return compare_except(leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f).to_vector(), rr.y, kink, 1e-4);
+            },
+            [&] { leaky_relu(batch_norm(x, w, b, rm, rv, {}), 0.1f); });
         const Tensor yu = leaky_relu(batch_norm(xg, w, b, rm, rv, {}), 0.1f);
         const auto act_node = yu.grad_fn();
         const auto bn_node = act_node->next[0].fn;
-        runner.run("leaky_relu_after_batch_norm_train_bwd", shape_name(s), d, {32.0 * n, 0},
-                   [&] {
-                     return compare_except(bn_node->apply(act_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3);
-                   },
-                   [&] { bn_node->apply(act_node->apply({g})); });
+        runner.run(
+            "leaky_relu_after_batch_norm_train_bwd", shape_name(s), d, {32.0 * n, 0},
+            [&] { return compare_except(bn_node->apply(act_node->apply({g}))[0].to_vector(), rr.dx, kink, 1e-3); },
+            [&] { bn_node->apply(act_node->apply({g})); });
       }
       if (full == shapes[0]) {
         BatchNormArgs ev;
@@ -176,9 +181,10 @@ BENCH_REGISTER(batch_norm) {
           const size_t c = i % (size_t)C;
           want[i] = (xv[i] - rmv[c]) / std::sqrt((double)rvv[c] + 1e-5) * wv[c] + bv[c];
         }
-        runner.run("batch_norm_eval_fwd", shape_name(s), d, {8.0 * n, 0},
-                   [&] { return compare(batch_norm(x, w, b, rm, rv, ev).to_vector(), want, 1e-4); },
-                   [&] { batch_norm(x, w, b, rm, rv, ev); });
+        runner.run(
+            "batch_norm_eval_fwd", shape_name(s), d, {8.0 * n, 0},
+            [&] { return compare(batch_norm(x, w, b, rm, rv, ev).to_vector(), want, 1e-4); },
+            [&] { batch_norm(x, w, b, rm, rv, ev); });
       }
     }
   }

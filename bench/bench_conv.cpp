@@ -32,13 +32,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <dnnl.hpp>
 #include <functional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <dnnl.hpp>
 
 #include "bench/bench.h"
 #include "engine/allocator.h"
@@ -58,25 +57,39 @@ struct Layer {
 };
 
 const std::vector<Layer> kLayers = {
-    {"STDC", 512, 3, 32, 3, 2, 1, false},      {"STDC", 256, 32, 64, 3, 2, 1, true},
-    {"STDC", 128, 64, 128, 1, 1, 1, false},    {"STDC", 128, 128, 128, 3, 2, 128, false},
-    {"STDC", 64, 128, 64, 3, 1, 1, true},      {"STDC", 64, 64, 32, 3, 1, 1, true},
-    {"STDC", 32, 256, 128, 3, 1, 1, true},     {"STDC", 16, 512, 256, 3, 1, 1, true},
-    {"DarkNet53", 416, 32, 64, 3, 2, 1, true}, {"DarkNet53", 208, 64, 128, 3, 2, 1, true},
-    {"DarkNet53", 52, 256, 128, 1, 1, 1, false}, {"DarkNet53", 52, 128, 256, 3, 1, 1, true},
-    {"DarkNet53", 26, 256, 512, 3, 1, 1, true}, {"DarkNet53", 13, 512, 1024, 3, 1, 1, true},
+    {"STDC", 512, 3, 32, 3, 2, 1, false},
+    {"STDC", 256, 32, 64, 3, 2, 1, true},
+    {"STDC", 128, 64, 128, 1, 1, 1, false},
+    {"STDC", 128, 128, 128, 3, 2, 128, false},
+    {"STDC", 64, 128, 64, 3, 1, 1, true},
+    {"STDC", 64, 64, 32, 3, 1, 1, true},
+    {"STDC", 32, 256, 128, 3, 1, 1, true},
+    {"STDC", 16, 512, 256, 3, 1, 1, true},
+    {"DarkNet53", 416, 32, 64, 3, 2, 1, true},
+    {"DarkNet53", 208, 64, 128, 3, 2, 1, true},
+    {"DarkNet53", 52, 256, 128, 1, 1, 1, false},
+    {"DarkNet53", 52, 128, 256, 3, 1, 1, true},
+    {"DarkNet53", 26, 256, 512, 3, 1, 1, true},
+    {"DarkNet53", 13, 512, 1024, 3, 1, 1, true},
     // MobileNetV1 depthwise 3x3 at 416 input (conv1 is s2, so conv2_1 sees 208x208).
-    {"MobileNetV1", 208, 32, 32, 3, 1, 32, false, 8},      {"MobileNetV1", 208, 64, 64, 3, 2, 64, false, 8},
-    {"MobileNetV1", 104, 128, 128, 3, 1, 128, false, 8},   {"MobileNetV1", 104, 128, 128, 3, 2, 128, false, 8},
-    {"MobileNetV1", 52, 256, 256, 3, 1, 256, false, 8},    {"MobileNetV1", 52, 256, 256, 3, 2, 256, false, 8},
-    {"MobileNetV1", 26, 512, 512, 3, 1, 512, false, 8},    {"MobileNetV1", 26, 512, 512, 3, 2, 512, false, 8},
+    {"MobileNetV1", 208, 32, 32, 3, 1, 32, false, 8},
+    {"MobileNetV1", 208, 64, 64, 3, 2, 64, false, 8},
+    {"MobileNetV1", 104, 128, 128, 3, 1, 128, false, 8},
+    {"MobileNetV1", 104, 128, 128, 3, 2, 128, false, 8},
+    {"MobileNetV1", 52, 256, 256, 3, 1, 256, false, 8},
+    {"MobileNetV1", 52, 256, 256, 3, 2, 256, false, 8},
+    {"MobileNetV1", 26, 512, 512, 3, 1, 512, false, 8},
+    {"MobileNetV1", 26, 512, 512, 3, 2, 512, false, 8},
     {"MobileNetV1", 13, 1024, 1024, 3, 1, 1024, false, 8},
     // YOLOv3 neck 1x1 on MobileNetV1's maps: yolo_block.0 conv0/conv2/route 1024->512 @13,
     // transition.0 512->256 @13, yolo_block.1 conv0 768->256 and conv2/route 512->256 @26,
     // transition.1 256->128 @26, yolo_block.2 conv0 384->128 and conv2/route 256->128 @52.
-    {"YOLOv3 neck", 13, 1024, 512, 1, 1, 1, false, 8},     {"YOLOv3 neck", 13, 512, 256, 1, 1, 1, false, 8},
-    {"YOLOv3 neck", 26, 768, 256, 1, 1, 1, false, 8},      {"YOLOv3 neck", 26, 512, 256, 1, 1, 1, false, 8},
-    {"YOLOv3 neck", 26, 256, 128, 1, 1, 1, false, 8},      {"YOLOv3 neck", 52, 384, 128, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 13, 1024, 512, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 13, 512, 256, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 26, 768, 256, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 26, 512, 256, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 26, 256, 128, 1, 1, 1, false, 8},
+    {"YOLOv3 neck", 52, 384, 128, 1, 1, 1, false, 8},
     {"YOLOv3 neck", 52, 256, 128, 1, 1, 1, false, 8},
 };
 
@@ -100,9 +113,9 @@ Geo geometry(const Layer& l, bool quick) {
 
 std::string name_of(const Layer& l, const Geo& g) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%s %lldx%lld%s%s %lld->%lld @%lldx%lld b%lld", l.net, (long long)l.k,
-                (long long)l.k, l.stride > 1 ? " s2" : "", l.groups > 1 ? " dw" : "", (long long)l.cin,
-                (long long)l.cout, (long long)g.h, (long long)g.w, (long long)g.n);
+  std::snprintf(buf, sizeof buf, "%s %lldx%lld%s%s %lld->%lld @%lldx%lld b%lld", l.net, (long long)l.k, (long long)l.k,
+                l.stride > 1 ? " s2" : "", l.groups > 1 ? " dw" : "", (long long)l.cin, (long long)l.cout,
+                (long long)g.h, (long long)g.w, (long long)g.n);
   return buf;
 }
 
@@ -247,8 +260,8 @@ struct Raw {
     const auto f32 = memory::data_type::f32;
     const memory::desc src({g.n, g.cin, g.h, g.w}, f32, tag::nhwc), dst({g.n, g.cout, g.ho, g.wo}, f32, tag::nhwc);
     const int64_t G = g.a.groups;
-    const memory::dims wd = G == 1 ? memory::dims{g.cout, g.cin, g.k, g.k}
-                                   : memory::dims{G, g.cout / G, g.cig, g.k, g.k};
+    const memory::dims wd =
+        G == 1 ? memory::dims{g.cout, g.cin, g.k, g.k} : memory::dims{G, g.cout / G, g.cig, g.k, g.k};
     const memory::desc w_any(wd, f32, tag::any), w_usr(wd, f32, G == 1 ? tag::oihw : tag::goihw);
     const memory::dims st = {g.a.stride_h, g.a.stride_w}, dl = {0, 0}, pd = {g.a.pad_h, g.a.pad_w};
     const auto alg = dnnl::algorithm::convolution_direct;
@@ -335,49 +348,58 @@ BENCH_REGISTER(conv) {
         NoGradGuard ng;
         return node_w->apply({gy})[1];
       };
-      runner.run("conv2d_fwd (op)", shape, dev, work, [&] { return check_fwd(g, h, fwd().to_vector()); },
-                 op_f.wrap([&] { fwd(); }));
-      runner.run("conv2d_bwd_data (op)", shape, dev, work, [&] { return check_bwd_data(g, h, bwd_d().to_vector()); },
-                 op_d.wrap([&] { bwd_d(); }));
-      runner.run("conv2d_bwd_weights (op)", shape, dev, work,
-                 [&] { return check_bwd_weights(g, h, bwd_w().to_vector()); }, op_w.wrap([&] { bwd_w(); }));
+      runner.run(
+          "conv2d_fwd (op)", shape, dev, work, [&] { return check_fwd(g, h, fwd().to_vector()); },
+          op_f.wrap([&] { fwd(); }));
+      runner.run(
+          "conv2d_bwd_data (op)", shape, dev, work, [&] { return check_bwd_data(g, h, bwd_d().to_vector()); },
+          op_d.wrap([&] { bwd_d(); }));
+      runner.run(
+          "conv2d_bwd_weights (op)", shape, dev, work, [&] { return check_bwd_weights(g, h, bwd_w().to_vector()); },
+          op_w.wrap([&] { bwd_w(); }));
       if (!dev.is_cpu()) continue;
 
       const Tensor y = Tensor::empty({g.n, g.ho, g.wo, g.cout}), gx = Tensor::empty({g.n, g.h, g.w, g.cin});
       const Tensor gw = Tensor::empty({g.cout, g.cig, g.k, g.k});
       Raw raw(g, x, w, gy, y, gx, gw);
       Recorder raw_f, raw_d, raw_w;
-      runner.run("conv2d_fwd (raw oneDNN)", shape, dev, work,
-                 [&] {
-                   raw.fwd();
-                   return check_fwd(g, h, y.to_vector());
-                 },
-                 raw_f.wrap([&] { raw.fwd(); }));
-      runner.run("conv2d_bwd_data (raw oneDNN)", shape, dev, work,
-                 [&] {
-                   raw.bwd_data();
-                   return check_bwd_data(g, h, gx.to_vector());
-                 },
-                 raw_d.wrap([&] { raw.bwd_data(); }));
-      runner.run("conv2d_bwd_weights (raw)", shape, dev, work,
-                 [&] {
-                   raw.bwd_weights();
-                   raw.gw_to_user();
-                   return check_bwd_weights(g, h, gw.to_vector());
-                 },
-                 raw_w.wrap([&] { raw.bwd_weights(); }));
+      runner.run(
+          "conv2d_fwd (raw oneDNN)", shape, dev, work,
+          [&] {
+            raw.fwd();
+            return check_fwd(g, h, y.to_vector());
+          },
+          raw_f.wrap([&] { raw.fwd(); }));
+      runner.run(
+          "conv2d_bwd_data (raw oneDNN)", shape, dev, work,
+          [&] {
+            raw.bwd_data();
+            return check_bwd_data(g, h, gx.to_vector());
+          },
+          raw_d.wrap([&] { raw.bwd_data(); }));
+      runner.run(
+          "conv2d_bwd_weights (raw)", shape, dev, work,
+          [&] {
+            raw.bwd_weights();
+            raw.gw_to_user();
+            return check_bwd_weights(g, h, gw.to_vector());
+          },
+          raw_w.wrap([&] { raw.bwd_weights(); }));
       auto frac = [&](const Recorder& op, const Recorder& rw, const std::function<void()>& fo,
                       const std::function<void()>& fr, const char* what) {
         if (!op.ran || !rw.ran) return std::string();
         const auto [a, b] = interleaved_best(fo, fr, 10);
         char buf[128];
-        std::snprintf(buf, sizeof buf, " %s %.0f/%.0f GFLOP/s = %.2f", what, work.flops / a / 1e9,
-                      work.flops / b / 1e9, b / a);
+        std::snprintf(buf, sizeof buf, " %s %.0f/%.0f GFLOP/s = %.2f", what, work.flops / a / 1e9, work.flops / b / 1e9,
+                      b / a);
         return std::string(buf);
       };
-      const std::string line = frac(op_f, raw_f, [&] { fwd(); }, [&] { raw.fwd(); }, "fwd") +
-                               frac(op_d, raw_d, [&] { bwd_d(); }, [&] { raw.bwd_data(); }, "bwd_data") +
-                               frac(op_w, raw_w, [&] { bwd_w(); }, [&] { raw.bwd_weights(); }, "bwd_w");
+      const std::string line = frac(
+                                   op_f, raw_f, [&] { fwd(); }, [&] { raw.fwd(); }, "fwd") +
+                               frac(
+                                   op_d, raw_d, [&] { bwd_d(); }, [&] { raw.bwd_data(); }, "bwd_data") +
+                               frac(
+                                   op_w, raw_w, [&] { bwd_w(); }, [&] { raw.bwd_weights(); }, "bwd_w");
       if (!line.empty())
         std::printf("conv2d op/raw [%s]%s%s  (oneDNN impls %s / %s / %s)\n", shape.c_str(), line.c_str(),
                     l.floor ? "" : " (no floor)", raw.fpd.impl_info_str(), raw.dpd.impl_info_str(),

@@ -13,8 +13,8 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
 using bench::scaled;
+using bench::shape_name;
 
 // Compares `got` with `want(i)` on every element; returns "" or the first mismatch.
 template <class F>
@@ -41,9 +41,13 @@ BENCH_REGISTER(elementwise) {
   const std::vector<UnaryRow> unary_rows = {
       {"relu_fwd", {4, 128, 128, 64}, [](const Tensor& x) { return relu(x); }, [](float x) { return x > 0 ? x : 0; }},
       {"relu_fwd", {4, 64, 64, 256}, [](const Tensor& x) { return relu(x); }, [](float x) { return x > 0 ? x : 0; }},
-      {"leaky_relu_fwd", {4, 104, 104, 128}, [](const Tensor& x) { return leaky_relu(x, 0.1f); },
+      {"leaky_relu_fwd",
+       {4, 104, 104, 128},
+       [](const Tensor& x) { return leaky_relu(x, 0.1f); },
        [](float x) { return x > 0 ? x : 0.1f * x; }},
-      {"sigmoid_fwd", {4, 64, 64, 128}, [](const Tensor& x) { return sigmoid(x); },
+      {"sigmoid_fwd",
+       {4, 64, 64, 128},
+       [](const Tensor& x) { return sigmoid(x); },
        [](float x) { return 1.f / (1.f + std::exp(-x)); }},
       {"exp_fwd", {4, 64, 64, 128}, [](const Tensor& x) { return exp(x); }, [](float x) { return std::exp(x); }},
   };
@@ -53,8 +57,9 @@ BENCH_REGISTER(elementwise) {
       const Tensor x = Tensor::uniform(s, 1, -3.f, 3.f, d);
       const auto xv = x.to_vector();
       const double bytes = 2.0 * 4 * (double)x.numel();
-      runner.run(r.name, shape_name(s), d, {bytes, 0},
-                 [&] { return check(r.op(x), [&](size_t i) { return r.ref(xv[i]); }); }, [&] { r.op(x); });
+      runner.run(
+          r.name, shape_name(s), d, {bytes, 0}, [&] { return check(r.op(x), [&](size_t i) { return r.ref(xv[i]); }); },
+          [&] { r.op(x); });
     }
     // Backward kernels, timed through the recorded node (what autograd runs).
     struct BwdRow {
@@ -64,11 +69,17 @@ BENCH_REGISTER(elementwise) {
       std::function<float(float, float)> ref;  // (x, g) -> dx
     };
     const std::vector<BwdRow> bwd_rows = {
-        {"relu_bwd", {4, 128, 128, 64}, [](const Tensor& x) { return relu(x); },
+        {"relu_bwd",
+         {4, 128, 128, 64},
+         [](const Tensor& x) { return relu(x); },
          [](float x, float g) { return x > 0 ? g : 0.f; }},
-        {"leaky_relu_bwd", {4, 104, 104, 128}, [](const Tensor& x) { return leaky_relu(x, 0.1f); },
+        {"leaky_relu_bwd",
+         {4, 104, 104, 128},
+         [](const Tensor& x) { return leaky_relu(x, 0.1f); },
          [](float x, float g) { return x > 0 ? g : 0.1f * g; }},
-        {"sigmoid_bwd", {4, 64, 64, 128}, [](const Tensor& x) { return sigmoid(x); },
+        {"sigmoid_bwd",
+         {4, 64, 64, 128},
+         [](const Tensor& x) { return sigmoid(x); },
          [](float x, float g) {
            const float y = 1.f / (1.f + std::exp(-x));
            return g * y * (1 - y);
@@ -81,22 +92,28 @@ BENCH_REGISTER(elementwise) {
       const Tensor y = r.op(x);
       const auto node = y.grad_fn();
       const auto xv = x.to_vector(), gv = g.to_vector();
-      runner.run(r.name, shape_name(s), d, {3.0 * 4 * (double)x.numel(), 0},
-                 [&] { return check(node->apply({g})[0], [&](size_t i) { return r.ref(xv[i], gv[i]); }, 1e-4f); },
-                 [&] { node->apply({g}); });
+      runner.run(
+          r.name, shape_name(s), d, {3.0 * 4 * (double)x.numel(), 0},
+          [&] {
+            return check(
+                node->apply({g})[0], [&](size_t i) { return r.ref(xv[i], gv[i]); }, 1e-4f);
+          },
+          [&] { node->apply({g}); });
     }
     // Binary ops: same-shape add, NHWC bias add [C], UAFM attention mul [N,H,W,1] x [N,H,W,C].
     {
       const Shape s = scaled({4, 128, 128, 64}, q);
       const Tensor a = Tensor::uniform(s, 4, -1.f, 1.f, d), b = Tensor::uniform(s, 5, -1.f, 1.f, d);
       const auto av = a.to_vector(), bv = b.to_vector();
-      runner.run("add_fwd", shape_name(s) + " + same", d, {3.0 * 4 * (double)a.numel(), 0},
-                 [&] { return check(add(a, b), [&](size_t i) { return av[i] + bv[i]; }); }, [&] { add(a, b); });
+      runner.run(
+          "add_fwd", shape_name(s) + " + same", d, {3.0 * 4 * (double)a.numel(), 0},
+          [&] { return check(add(a, b), [&](size_t i) { return av[i] + bv[i]; }); }, [&] { add(a, b); });
       const Tensor bias = Tensor::uniform({s[3]}, 6, -1.f, 1.f, d);
       const auto cv = bias.to_vector();
-      runner.run("add_fwd", shape_name(s) + " + [C]", d, {2.0 * 4 * (double)a.numel(), 0},
-                 [&] { return check(add(a, bias), [&](size_t i) { return av[i] + cv[i % (size_t)s[3]]; }); },
-                 [&] { add(a, bias); });
+      runner.run(
+          "add_fwd", shape_name(s) + " + [C]", d, {2.0 * 4 * (double)a.numel(), 0},
+          [&] { return check(add(a, bias), [&](size_t i) { return av[i] + cv[i % (size_t)s[3]]; }); },
+          [&] { add(a, bias); });
     }
     {
       const Shape s = scaled({4, 64, 64, 128}, q);
@@ -104,9 +121,10 @@ BENCH_REGISTER(elementwise) {
       s1[3] = 1;
       const Tensor x = Tensor::uniform(s, 7, -1.f, 1.f, d), alpha = Tensor::uniform(s1, 8, 0.f, 1.f, d);
       const auto xv = x.to_vector(), av = alpha.to_vector();
-      runner.run("mul_fwd", shape_name(s) + " * " + shape_name(s1), d, {2.0 * 4 * (double)x.numel(), 0},
-                 [&] { return check(mul(x, alpha), [&](size_t i) { return xv[i] * av[i / (size_t)s[3]]; }); },
-                 [&] { mul(x, alpha); });
+      runner.run(
+          "mul_fwd", shape_name(s) + " * " + shape_name(s1), d, {2.0 * 4 * (double)x.numel(), 0},
+          [&] { return check(mul(x, alpha), [&](size_t i) { return xv[i] * av[i / (size_t)s[3]]; }); },
+          [&] { mul(x, alpha); });
     }
     // Copy family: NCHW -> NHWC style permute (a real transpose), and the f32 -> bf16 cast.
     {
@@ -115,19 +133,24 @@ BENCH_REGISTER(elementwise) {
       const auto xv = x.to_vector();
       const Tensor p = x.permute({0, 2, 3, 1});
       const Shape ps = p.shape();
-      runner.run("permute_contiguous", shape_name(s) + " -> NHWC", d, {2.0 * 4 * (double)x.numel(), 0},
-                 [&] {
-                   return check(p.contiguous(), [&](size_t i) {
-                     // output [n, h, w, c] <- input [n, c, h, w]
-                     const int64_t c = (int64_t)i % ps[3], w = (int64_t)i / ps[3] % ps[2],
-                                   h = (int64_t)i / (ps[3] * ps[2]) % ps[1], n = (int64_t)i / (ps[3] * ps[2] * ps[1]);
-                     return xv[(size_t)(((n * s[1] + c) * s[2] + h) * s[3] + w)];
-                   });
-                 },
-                 [&] { p.contiguous(); });
-      runner.run("cast_f32_bf16", shape_name(s), d, {6.0 * (double)x.numel(), 0},
-                 [&] { return check(x.to(DType::BF16).to(DType::F32), [&](size_t i) { return xv[i]; }, 1e-2f); },
-                 [&] { x.to(DType::BF16); });
+      runner.run(
+          "permute_contiguous", shape_name(s) + " -> NHWC", d, {2.0 * 4 * (double)x.numel(), 0},
+          [&] {
+            return check(p.contiguous(), [&](size_t i) {
+              // output [n, h, w, c] <- input [n, c, h, w]
+              const int64_t c = (int64_t)i % ps[3], w = (int64_t)i / ps[3] % ps[2],
+                            h = (int64_t)i / (ps[3] * ps[2]) % ps[1], n = (int64_t)i / (ps[3] * ps[2] * ps[1]);
+              return xv[(size_t)(((n * s[1] + c) * s[2] + h) * s[3] + w)];
+            });
+          },
+          [&] { p.contiguous(); });
+      runner.run(
+          "cast_f32_bf16", shape_name(s), d, {6.0 * (double)x.numel(), 0},
+          [&] {
+            return check(
+                x.to(DType::BF16).to(DType::F32), [&](size_t i) { return xv[i]; }, 1e-2f);
+          },
+          [&] { x.to(DType::BF16); });
     }
   }
 }

@@ -18,8 +18,8 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
 using bench::scaled;
+using bench::shape_name;
 
 std::string near(double got, double want, double tol, const char* what) {
   if (std::fabs(got - want) <= tol * (1 + std::fabs(want))) return "";
@@ -68,29 +68,34 @@ BENCH_REGISTER(loss) {
       const Tensor y = Tensor::from_vector_i64(yv, {s[0], s[1], s[2]}, d);
       const auto xv = x.to_vector();
       const double want = ce_ref(xv, yv, C);
-      runner.run("cross_entropy_fwd", shape_name(s), d, {(double)P * (4.0 * C + 12), 0},
-                 [&] { return near(cross_entropy(x, y).item(), want, 1e-5, "loss"); },
-                 [&] { NoGradGuard ng; cross_entropy(x, y); });
+      runner.run(
+          "cross_entropy_fwd", shape_name(s), d, {(double)P * (4.0 * C + 12), 0},
+          [&] { return near(cross_entropy(x, y).item(), want, 1e-5, "loss"); },
+          [&] {
+            NoGradGuard ng;
+            cross_entropy(x, y);
+          });
       const Tensor loss = cross_entropy(x, y);
       const auto node = loss.grad_fn();
       const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
-      runner.run("cross_entropy_bwd", shape_name(s), d, {(double)P * (8.0 * C + 12), 0},
-                 [&] {
-                   // Gradient rows sum to zero; check pixel 0 against softmax - onehot.
-                   const auto gx = node->apply({g})[0].to_vector();
-                   double m = -1e30, e = 0, nv = 0;
-                   for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xv[c]);
-                   for (int64_t c = 0; c < C; ++c) e += std::exp(xv[c] - m);
-                   for (int64_t v : yv) nv += v != 255;
-                   std::string err;
-                   for (int64_t c = 0; c < C && err.empty(); ++c) {
-                     const double sm = std::exp(xv[c] - m) / e;
-                     const double w = yv[0] == 255 ? 0 : (sm - (c == yv[0])) / (nv + 1e-8 * (double)P);
-                     err = near(gx[c], w, 1e-4, "gradient of pixel 0");
-                   }
-                   return err;
-                 },
-                 [&] { node->apply({g}); });
+      runner.run(
+          "cross_entropy_bwd", shape_name(s), d, {(double)P * (8.0 * C + 12), 0},
+          [&] {
+            // Gradient rows sum to zero; check pixel 0 against softmax - onehot.
+            const auto gx = node->apply({g})[0].to_vector();
+            double m = -1e30, e = 0, nv = 0;
+            for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xv[c]);
+            for (int64_t c = 0; c < C; ++c) e += std::exp(xv[c] - m);
+            for (int64_t v : yv) nv += v != 255;
+            std::string err;
+            for (int64_t c = 0; c < C && err.empty(); ++c) {
+              const double sm = std::exp(xv[c] - m) / e;
+              const double w = yv[0] == 255 ? 0 : (sm - (c == yv[0])) / (nv + 1e-8 * (double)P);
+              err = near(gx[c], w, 1e-4, "gradient of pixel 0");
+            }
+            return err;
+          },
+          [&] { node->apply({g}); });
     }
     // ------------------------------------------------------------------ OHEM
     {
@@ -103,24 +108,29 @@ BENCH_REGISTER(loss) {
       for (float thresh : {0.7f, 0.001f}) {  // 0.001: fewer than min_kept pixels below -> k-th value selection
         const std::string tag = shape_name(s) + (thresh > 0.5f ? " thresh 0.7" : " thresh 0.001 (select)");
         const double want = ohem_cross_entropy(x_cpu.detach(), y_cpu, thresh, min_kept).item();
-        runner.run("ohem_ce_fwd", tag, d, {(double)P * (4.0 * C + 20), 0},
-                   [&] { return near(ohem_cross_entropy(x, y, thresh, min_kept).item(), want, 1e-5, "loss"); },
-                   [&] { NoGradGuard ng; ohem_cross_entropy(x, y, thresh, min_kept); });
+        runner.run(
+            "ohem_ce_fwd", tag, d, {(double)P * (4.0 * C + 20), 0},
+            [&] { return near(ohem_cross_entropy(x, y, thresh, min_kept).item(), want, 1e-5, "loss"); },
+            [&] {
+              NoGradGuard ng;
+              ohem_cross_entropy(x, y, thresh, min_kept);
+            });
       }
       const auto node = ohem_cross_entropy(x, y, 0.7f, min_kept).grad_fn();
       const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
-      runner.run("ohem_ce_bwd", shape_name(s), d, {(double)P * (8.0 * C + 16), 0},
-                 [&] {
-                   Tensor xc = x_cpu.detach().set_requires_grad(true);
-                   ohem_cross_entropy(xc, y_cpu, 0.7f, min_kept).backward();
-                   const auto want = xc.grad().to_vector(), got = node->apply({g})[0].to_vector();
-                   for (size_t i = 0; i < want.size(); i += 997) {
-                     const std::string e = near(got[i], want[i], 1e-4, "gradient");
-                     if (!e.empty()) return e;
-                   }
-                   return std::string();
-                 },
-                 [&] { node->apply({g}); });
+      runner.run(
+          "ohem_ce_bwd", shape_name(s), d, {(double)P * (8.0 * C + 16), 0},
+          [&] {
+            Tensor xc = x_cpu.detach().set_requires_grad(true);
+            ohem_cross_entropy(xc, y_cpu, 0.7f, min_kept).backward();
+            const auto want = xc.grad().to_vector(), got = node->apply({g})[0].to_vector();
+            for (size_t i = 0; i < want.size(); i += 997) {
+              const std::string e = near(got[i], want[i], 1e-4, "gradient");
+              if (!e.empty()) return e;
+            }
+            return std::string();
+          },
+          [&] { node->apply({g}); });
     }
     // ------------------------------------------------------------------ BCE with logits (YOLOv3 head)
     {
@@ -133,22 +143,27 @@ BENCH_REGISTER(loss) {
         want += std::max((double)xv[i], 0.0) - (double)xv[i] * tv[i] + std::log1p(std::exp(-std::fabs((double)xv[i])));
       want /= (double)xv.size();
       const double n = (double)x.numel();
-      runner.run("bce_with_logits_fwd", shape_name(s), d, {8 * n, 0},
-                 [&] { return near(bce_with_logits(x, t, Tensor()).item(), want, 1e-5, "loss"); },
-                 [&] { NoGradGuard ng; bce_with_logits(x, t, Tensor()); });
+      runner.run(
+          "bce_with_logits_fwd", shape_name(s), d, {8 * n, 0},
+          [&] { return near(bce_with_logits(x, t, Tensor()).item(), want, 1e-5, "loss"); },
+          [&] {
+            NoGradGuard ng;
+            bce_with_logits(x, t, Tensor());
+          });
       const auto node = bce_with_logits(x, t, Tensor()).grad_fn();
       const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
-      runner.run("bce_with_logits_bwd", shape_name(s), d, {12 * n, 0},
-                 [&] {
-                   const auto gx = node->apply({g})[0].to_vector();
-                   for (size_t i = 0; i < gx.size(); i += 1013) {
-                     const double sg = 1 / (1 + std::exp(-(double)xv[i]));
-                     const std::string e = near(gx[i] * n, sg - tv[i], 1e-4, "gradient");
-                     if (!e.empty()) return e;
-                   }
-                   return std::string();
-                 },
-                 [&] { node->apply({g}); });
+      runner.run(
+          "bce_with_logits_bwd", shape_name(s), d, {12 * n, 0},
+          [&] {
+            const auto gx = node->apply({g})[0].to_vector();
+            for (size_t i = 0; i < gx.size(); i += 1013) {
+              const double sg = 1 / (1 + std::exp(-(double)xv[i]));
+              const std::string e = near(gx[i] * n, sg - tv[i], 1e-4, "gradient");
+              if (!e.empty()) return e;
+            }
+            return std::string();
+          },
+          [&] { node->apply({g}); });
     }
   }
 }
@@ -169,13 +184,14 @@ BENCH_REGISTER(metrics) {
       ++wl[lv[i]];
       wi[pv[i]] += pv[i] == lv[i];
     }
-    runner.run("seg_area_counts", shape_name(s) + " C=19", d, {16.0 * (double)n, 0},
-               [&] {
-                 const SegAreas a = seg_area_counts(pred, label, C, 255);
-                 if (a.intersect.to_vector_i64() != wi || a.pred.to_vector_i64() != wp || a.label.to_vector_i64() != wl)
-                   return std::string("area counts differ from the naive loop");
-                 return std::string();
-               },
-               [&] { seg_area_counts(pred, label, C, 255); });
+    runner.run(
+        "seg_area_counts", shape_name(s) + " C=19", d, {16.0 * (double)n, 0},
+        [&] {
+          const SegAreas a = seg_area_counts(pred, label, C, 255);
+          if (a.intersect.to_vector_i64() != wi || a.pred.to_vector_i64() != wp || a.label.to_vector_i64() != wl)
+            return std::string("area counts differ from the naive loop");
+          return std::string();
+        },
+        [&] { seg_area_counts(pred, label, C, 255); });
   }
 }

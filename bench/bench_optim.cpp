@@ -64,21 +64,22 @@ BENCH_REGISTER(optim) {
     const float lr = 0.01f, mu = 0.9f, wd = 5e-4f;
     std::ostringstream shape;
     shape << total << " params in " << sizes.size() << " tensors";
-    runner.run("sgd_momentum_update", shape.str(), d, {20.0 * (double)total, 0},
-               [&] {
-                 for (size_t i = 0; i < sizes.size(); i += 37) {
-                   const auto p0 = p[i].to_vector(), g0 = g[i].to_vector(), v0 = v[i].to_vector();
-                   sgd_momentum_update({p[i]}, {g[i]}, {v[i]}, lr, mu, wd);
-                   const auto p1 = p[i].to_vector(), v1 = v[i].to_vector();
-                   for (size_t j = 0; j < p0.size(); j += 101) {
-                     const double vv = mu * (double)v0[j] + g0[j] + wd * (double)p0[j];
-                     const double pp = p0[j] - lr * vv;
-                     if (std::fabs(vv - v1[j]) > 1e-6 || std::fabs(pp - p1[j]) > 1e-6)
-                       return "tensor " + std::to_string(i) + " element " + std::to_string(j) + " differs";
-                   }
-                 }
-                 return std::string();
-               },
-               [&] { sgd_momentum_update(p, g, v, lr, mu, wd); });
+    runner.run(
+        "sgd_momentum_update", shape.str(), d, {20.0 * (double)total, 0},
+        [&] {
+          for (size_t i = 0; i < sizes.size(); i += 37) {
+            const auto p0 = p[i].to_vector(), g0 = g[i].to_vector(), v0 = v[i].to_vector();
+            sgd_momentum_update({p[i]}, {g[i]}, {v[i]}, lr, mu, wd);
+            const auto p1 = p[i].to_vector(), v1 = v[i].to_vector();
+            for (size_t j = 0; j < p0.size(); j += 101) {
+              const double vv = mu * (double)v0[j] + g0[j] + wd * (double)p0[j];
+              const double pp = p0[j] - lr * vv;
+              if (std::fabs(vv - v1[j]) > 1e-6 || std::fabs(pp - p1[j]) > 1e-6)
+                return "tensor " + std::to_string(i) + " element " + std::to_string(j) + " differs";
+            }
+          }
+          return std::string();
+        },
+        [&] { sgd_momentum_update(p, g, v, lr, mu, wd); });
   }
 }

@@ -15,9 +15,9 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
-using bench::scaled;
 using bench::compare;
+using bench::scaled;
+using bench::shape_name;
 
 enum class Kind { Avg, Max, Adaptive };
 
@@ -70,25 +70,26 @@ BENCH_REGISTER(pool) {
       const auto xv = x.to_vector();
       const auto want = pool_ref(xv, s, Kind::Avg, 3, 2, 1, 0, 0);
       const double in_b = 4.0 * (double)x.numel(), out_b = 4.0 * (double)want.size();
-      runner.run("avg_pool2d_fwd", shape_name(s) + " k3s2p1", d, {in_b + out_b, 0},
-                 [&] { return compare(avg_pool2d(x, 3, 2, 1).to_vector(), want, 1e-5); },
-                 [&] { avg_pool2d(x, 3, 2, 1); });
+      runner.run(
+          "avg_pool2d_fwd", shape_name(s) + " k3s2p1", d, {in_b + out_b, 0},
+          [&] { return compare(avg_pool2d(x, 3, 2, 1).to_vector(), want, 1e-5); }, [&] { avg_pool2d(x, 3, 2, 1); });
       const Tensor xg = x.detach().set_requires_grad(true);
       const Tensor y = avg_pool2d(xg, 3, 2, 1);
       const auto node = y.grad_fn();
       const Tensor gy = Tensor::full(y.shape(), 1.f, DType::F32, d);
-      runner.run("avg_pool2d_bwd", shape_name(s) + " k3s2p1", d, {in_b + out_b, 0},
-                 [&] {
-                   const auto dx = node->apply({gy})[0].to_vector();
-                   double total = 0;
-                   for (float v : dx) total += v;
-                   // Each output distributes exactly 1 over its window: sum(dx) == #outputs.
-                   const double outputs = (double)want.size();
-                   return std::fabs(total - outputs) <= 1e-4 * outputs ? std::string()
-                                                                        : "sum(dx) " + std::to_string(total) +
-                                                                              " != " + std::to_string(outputs);
-                 },
-                 [&] { node->apply({gy}); });
+      runner.run(
+          "avg_pool2d_bwd", shape_name(s) + " k3s2p1", d, {in_b + out_b, 0},
+          [&] {
+            const auto dx = node->apply({gy})[0].to_vector();
+            double total = 0;
+            for (float v : dx) total += v;
+            // Each output distributes exactly 1 over its window: sum(dx) == #outputs.
+            const double outputs = (double)want.size();
+            return std::fabs(total - outputs) <= 1e-4 * outputs
+                       ? std::string()
+                       : "sum(dx) " + std::to_string(total) + " != " + std::to_string(outputs);
+          },
+          [&] { node->apply({gy}); });
     }
     // SPPM: adaptive average pools of the 1/32 map.
     {
@@ -97,10 +98,11 @@ BENCH_REGISTER(pool) {
       const auto xv = x.to_vector();
       for (int bins : {1, 2, 4}) {
         const auto want = pool_ref(xv, s, Kind::Adaptive, 0, 0, 0, bins, bins);
-        runner.run("adaptive_avg_pool2d_fwd", shape_name(s) + " -> " + std::to_string(bins), d,
-                   {4.0 * (double)x.numel() + 4.0 * (double)want.size(), 0},
-                   [&] { return compare(adaptive_avg_pool2d(x, bins, bins).to_vector(), want, 1e-5); },
-                   [&] { adaptive_avg_pool2d(x, bins, bins); });
+        runner.run(
+            "adaptive_avg_pool2d_fwd", shape_name(s) + " -> " + std::to_string(bins), d,
+            {4.0 * (double)x.numel() + 4.0 * (double)want.size(), 0},
+            [&] { return compare(adaptive_avg_pool2d(x, bins, bins).to_vector(), want, 1e-5); },
+            [&] { adaptive_avg_pool2d(x, bins, bins); });
       }
     }
     // max_pool2d 3x3 s2 p1.
@@ -110,23 +112,24 @@ BENCH_REGISTER(pool) {
       const auto xv = x.to_vector();
       const auto want = pool_ref(xv, s, Kind::Max, 3, 2, 1, 0, 0);
       const double in_b = 4.0 * (double)x.numel(), out_b = 4.0 * (double)want.size();
-      runner.run("max_pool2d_fwd", shape_name(s) + " k3s2p1", d, {in_b + 2 * out_b, 0},
-                 [&] { return compare(max_pool2d(x, 3, 2, 1).to_vector(), want, 0); },
-                 [&] { max_pool2d(x, 3, 2, 1); });
+      runner.run(
+          "max_pool2d_fwd", shape_name(s) + " k3s2p1", d, {in_b + 2 * out_b, 0},
+          [&] { return compare(max_pool2d(x, 3, 2, 1).to_vector(), want, 0); }, [&] { max_pool2d(x, 3, 2, 1); });
       const Tensor xg = x.detach().set_requires_grad(true);
       const Tensor y = max_pool2d(xg, 3, 2, 1);
       const auto node = y.grad_fn();
       const Tensor gy = Tensor::full(y.shape(), 1.f, DType::F32, d);
-      runner.run("max_pool2d_bwd", shape_name(s) + " k3s2p1", d, {in_b + 2 * out_b, 0},
-                 [&] {
-                   const auto dx = node->apply({gy})[0].to_vector();
-                   double total = 0;
-                   for (float v : dx) total += v;
-                   const double outputs = (double)want.size();  // each output routes exactly 1 to one cell
-                   return total == outputs ? std::string()
-                                           : "sum(dx) " + std::to_string(total) + " != " + std::to_string(outputs);
-                 },
-                 [&] { node->apply({gy}); });
+      runner.run(
+          "max_pool2d_bwd", shape_name(s) + " k3s2p1", d, {in_b + 2 * out_b, 0},
+          [&] {
+            const auto dx = node->apply({gy})[0].to_vector();
+            double total = 0;
+            for (float v : dx) total += v;
+            const double outputs = (double)want.size();  // each output routes exactly 1 to one cell
+            return total == outputs ? std::string()
+                                    : "sum(dx) " + std::to_string(total) + " != " + std::to_string(outputs);
+          },
+          [&] { node->apply({gy}); });
     }
   }
 }

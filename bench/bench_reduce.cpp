@@ -18,9 +18,9 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
-using bench::scaled;
 using bench::compare;
+using bench::scaled;
+using bench::shape_name;
 
 std::string axes_name(const std::vector<int>& a) {
   std::ostringstream o;
@@ -45,7 +45,8 @@ std::vector<double> naive_sum(const std::vector<float>& x, Geo g, double scale) 
   std::vector<double> out((size_t)(g.outer * g.inner), 0.0);
   for (int64_t o = 0; o < g.outer; ++o)
     for (int64_t r = 0; r < g.reduce; ++r)
-      for (int64_t i = 0; i < g.inner; ++i) out[(size_t)(o * g.inner + i)] += x[(size_t)((o * g.reduce + r) * g.inner + i)];
+      for (int64_t i = 0; i < g.inner; ++i)
+        out[(size_t)(o * g.inner + i)] += x[(size_t)((o * g.reduce + r) * g.inner + i)];
   for (double& v : out) v *= scale;
   return out;
 }
@@ -105,14 +106,16 @@ BENCH_REGISTER(reduce) {
       const std::string name = shape_name(s) + axes_name(axes);
       const std::string k = r.kernel;
       if (k == "max_fwd") {
-        runner.run(k, name, d, {4 * n + 12 * nout, 0}, [&] { return check_max(max(x, axes, r.keepdim), xv, g); },
-                   [&] { max(x, axes, r.keepdim); });
+        runner.run(
+            k, name, d, {4 * n + 12 * nout, 0}, [&] { return check_max(max(x, axes, r.keepdim), xv, g); },
+            [&] { max(x, axes, r.keepdim); });
       } else {
         const bool is_mean = k == "mean_fwd";
         const double scale = is_mean ? 1.0 / (double)g.reduce : 1.0;
         auto op = [&] { return is_mean ? mean(x, axes, r.keepdim) : sum(x, axes, r.keepdim); };
-        runner.run(k, name, d, {4 * n + 4 * nout, 0},
-                   [&] { return compare(op().to_vector(), naive_sum(xv, g, scale), 1e-4); }, [&] { op(); });
+        runner.run(
+            k, name, d, {4 * n + 4 * nout, 0}, [&] { return compare(op().to_vector(), naive_sum(xv, g, scale), 1e-4); },
+            [&] { op(); });
       }
     }
     // Backward kernels through the recorded nodes: broadcast (sum / mean) and scatter (max).
@@ -124,14 +127,15 @@ BENCH_REGISTER(reduce) {
       const auto node = y.grad_fn();
       const auto gv = gy.to_vector();
       const int64_t c = s[3];
-      runner.run("sum_bwd", shape_name(s) + " axes{0,1,2}", d, {4.0 * (double)x.numel() + 4.0 * (double)c, 0},
-                 [&] {
-                   const auto dx = node->apply({gy})[0].to_vector();
-                   for (size_t i = 0; i < dx.size(); ++i)
-                     if (dx[i] != gv[i % (size_t)c]) return "element " + std::to_string(i) + " is wrong";
-                   return std::string();
-                 },
-                 [&] { node->apply({gy}); });
+      runner.run(
+          "sum_bwd", shape_name(s) + " axes{0,1,2}", d, {4.0 * (double)x.numel() + 4.0 * (double)c, 0},
+          [&] {
+            const auto dx = node->apply({gy})[0].to_vector();
+            for (size_t i = 0; i < dx.size(); ++i)
+              if (dx[i] != gv[i % (size_t)c]) return "element " + std::to_string(i) + " is wrong";
+            return std::string();
+          },
+          [&] { node->apply({gy}); });
     }
     {
       const Shape s = scaled({4, 64, 64, 128}, q);
@@ -142,31 +146,33 @@ BENCH_REGISTER(reduce) {
       const Tensor gm = Tensor::uniform(ym.shape(), 15, -1.f, 1.f, d);
       const auto mnode = ym.grad_fn();
       const auto gmv = gm.to_vector();
-      runner.run("mean_bwd", shape_name(s) + " axes{3}", d, {4 * n + 4 * nout, 0},
-                 [&] {
-                   const auto dx = mnode->apply({gm})[0].to_vector();
-                   for (size_t i = 0; i < dx.size(); ++i)
-                     if (std::fabs(dx[i] - gmv[i / (size_t)c] / (float)c) > 1e-6f)
-                       return "element " + std::to_string(i) + " is wrong";
-                   return std::string();
-                 },
-                 [&] { mnode->apply({gm}); });
+      runner.run(
+          "mean_bwd", shape_name(s) + " axes{3}", d, {4 * n + 4 * nout, 0},
+          [&] {
+            const auto dx = mnode->apply({gm})[0].to_vector();
+            for (size_t i = 0; i < dx.size(); ++i)
+              if (std::fabs(dx[i] - gmv[i / (size_t)c] / (float)c) > 1e-6f)
+                return "element " + std::to_string(i) + " is wrong";
+            return std::string();
+          },
+          [&] { mnode->apply({gm}); });
       const MaxResult mx = max(x, {3}, true);
       const Tensor gx = Tensor::uniform(mx.values.shape(), 16, -1.f, 1.f, d);
       const auto xnode = mx.values.grad_fn();
       const auto gxv = gx.to_vector();
       const auto idv = mx.indices.to_vector_i64();
-      runner.run("max_bwd", shape_name(s) + " axes{3}", d, {4 * n + 12 * nout, 0},
-                 [&] {
-                   const auto dx = xnode->apply({gx})[0].to_vector();
-                   for (size_t i = 0; i < dx.size(); ++i) {
-                     const size_t o = i / (size_t)c;
-                     const float want = (int64_t)(i % (size_t)c) == idv[o] ? gxv[o] : 0.f;
-                     if (dx[i] != want) return "element " + std::to_string(i) + " is wrong";
-                   }
-                   return std::string();
-                 },
-                 [&] { xnode->apply({gx}); });
+      runner.run(
+          "max_bwd", shape_name(s) + " axes{3}", d, {4 * n + 12 * nout, 0},
+          [&] {
+            const auto dx = xnode->apply({gx})[0].to_vector();
+            for (size_t i = 0; i < dx.size(); ++i) {
+              const size_t o = i / (size_t)c;
+              const float want = (int64_t)(i % (size_t)c) == idv[o] ? gxv[o] : 0.f;
+              if (dx[i] != want) return "element " + std::to_string(i) + " is wrong";
+            }
+            return std::string();
+          },
+          [&] { xnode->apply({gx}); });
     }
   }
 }

@@ -16,8 +16,8 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
 using bench::compare;
+using bench::shape_name;
 
 struct Tap {
   int64_t i0, i1;
@@ -91,25 +91,29 @@ BENCH_REGISTER(resize) {
       const std::string shape = shape_name(s) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
       const auto xv = x.to_vector();
       if (!r.backward) {
-        runner.run(r.name, shape, d, {in_bytes + out_bytes, (r.nearest ? 0.0 : 9.0) * (double)shape_numel(os)},
-                   [&] {
-                     std::vector<double> want((size_t)shape_numel(os), 0.0);
-                     for_each_tap(s, oh, ow, r.nearest, [&](int64_t o, int64_t i, double w) { want[(size_t)o] += w * xv[(size_t)i]; });
-                     return compare(op().to_vector(), want, 1e-5);
-                   },
-                   [&] { op(); });
+        runner.run(
+            r.name, shape, d, {in_bytes + out_bytes, (r.nearest ? 0.0 : 9.0) * (double)shape_numel(os)},
+            [&] {
+              std::vector<double> want((size_t)shape_numel(os), 0.0);
+              for_each_tap(s, oh, ow, r.nearest,
+                           [&](int64_t o, int64_t i, double w) { want[(size_t)o] += w * xv[(size_t)i]; });
+              return compare(op().to_vector(), want, 1e-5);
+            },
+            [&] { op(); });
       } else {
         const Tensor y = op();
         const auto node = y.grad_fn();
         const Tensor g = Tensor::uniform(os, 12, -1.f, 1.f, d);
         const auto gv = g.to_vector();
-        runner.run(r.name, shape, d, {in_bytes + out_bytes, 8.0 * (double)shape_numel(os)},
-                   [&] {
-                     std::vector<double> want((size_t)x.numel(), 0.0);
-                     for_each_tap(s, oh, ow, r.nearest, [&](int64_t o, int64_t i, double w) { want[(size_t)i] += w * gv[(size_t)o]; });
-                     return compare(node->apply({g})[0].to_vector(), want, 1e-4);
-                   },
-                   [&] { node->apply({g}); });
+        runner.run(
+            r.name, shape, d, {in_bytes + out_bytes, 8.0 * (double)shape_numel(os)},
+            [&] {
+              std::vector<double> want((size_t)x.numel(), 0.0);
+              for_each_tap(s, oh, ow, r.nearest,
+                           [&](int64_t o, int64_t i, double w) { want[(size_t)i] += w * gv[(size_t)o]; });
+              return compare(node->apply({g})[0].to_vector(), want, 1e-4);
+            },
+            [&] { node->apply({g}); });
       }
     }
   }

@@ -17,9 +17,9 @@
 namespace {
 
 using namespace engine;
-using bench::shape_name;
-using bench::scaled;
 using bench::compare;
+using bench::scaled;
+using bench::shape_name;
 
 // Row-wise softmax / log_softmax of contiguous rows of length L, in double.
 std::vector<double> ref_rows(const std::vector<float>& x, int64_t L, bool log_) {
@@ -29,7 +29,8 @@ std::vector<double> ref_rows(const std::vector<float>& x, int64_t L, bool log_) 
     double m = -INFINITY, s = 0;
     for (int64_t c = 0; c < L; ++c) m = std::max(m, (double)xr[c]);
     for (int64_t c = 0; c < L; ++c) s += std::exp(xr[c] - m);
-    for (int64_t c = 0; c < L; ++c) y[r * (size_t)L + (size_t)c] = log_ ? xr[c] - m - std::log(s) : std::exp(xr[c] - m) / s;
+    for (int64_t c = 0; c < L; ++c)
+      y[r * (size_t)L + (size_t)c] = log_ ? xr[c] - m - std::log(s) : std::exp(xr[c] - m) / s;
   }
   return y;
 }
@@ -45,9 +46,10 @@ BENCH_REGISTER(softmax) {
     const Tensor x = Tensor::uniform(s, 21, -10.f, 10.f, d);
     const auto xv = x.to_vector();
     for (bool log_ : {false, true}) {
-      runner.run(log_ ? "log_softmax_fwd" : "softmax_fwd", shape_name(s) + " axis -1", d, {8.0 * n, 20.0 * n},
-                 [&] { return compare((log_ ? log_softmax(x) : softmax(x)).to_vector(), ref_rows(xv, L, log_), 1e-5); },
-                 [&] { log_ ? log_softmax(x) : softmax(x); });
+      runner.run(
+          log_ ? "log_softmax_fwd" : "softmax_fwd", shape_name(s) + " axis -1", d, {8.0 * n, 20.0 * n},
+          [&] { return compare((log_ ? log_softmax(x) : softmax(x)).to_vector(), ref_rows(xv, L, log_), 1e-5); },
+          [&] { log_ ? log_softmax(x) : softmax(x); });
     }
     {
       const Tensor xg = x.detach().set_requires_grad(true);
@@ -55,30 +57,33 @@ BENCH_REGISTER(softmax) {
       const auto node = y.grad_fn();
       const Tensor g = Tensor::uniform(s, 22, -1.f, 1.f, d);
       const auto gv = g.to_vector(), yv = y.to_vector();
-      runner.run("softmax_bwd", shape_name(s) + " axis -1", d, {12.0 * n, 4.0 * n},
-                 [&] {
-                   std::vector<double> want(gv.size());
-                   for (size_t r = 0; r < gv.size() / (size_t)L; ++r) {
-                     double dot = 0;
-                     for (int64_t c = 0; c < L; ++c) dot += (double)gv[r * L + c] * yv[r * L + c];
-                     for (int64_t c = 0; c < L; ++c) want[r * L + c] = yv[r * L + c] * (gv[r * L + c] - dot);
-                   }
-                   return compare(node->apply({g})[0].to_vector(), want, 1e-5);
-                 },
-                 [&] { node->apply({g}); });
+      runner.run(
+          "softmax_bwd", shape_name(s) + " axis -1", d, {12.0 * n, 4.0 * n},
+          [&] {
+            std::vector<double> want(gv.size());
+            for (size_t r = 0; r < gv.size() / (size_t)L; ++r) {
+              double dot = 0;
+              for (int64_t c = 0; c < L; ++c) dot += (double)gv[r * L + c] * yv[r * L + c];
+              for (int64_t c = 0; c < L; ++c) want[r * L + c] = yv[r * L + c] * (gv[r * L + c] - dot);
+            }
+            return compare(node->apply({g})[0].to_vector(), want, 1e-5);
+          },
+          [&] { node->apply({g}); });
     }
-    runner.run("argmax", shape_name(s) + " axis -1", d, {4.0 * n + 8.0 * n / (double)L, 0},
-               [&] {
-                 const auto got = argmax(x).to_vector_i64();
-                 for (size_t r = 0; r < got.size(); ++r) {
-                   int64_t b = 0;
-                   for (int64_t c = 1; c < L; ++c)
-                     if (xv[r * L + c] > xv[r * L + b]) b = c;
-                   if (got[r] != b) return "row " + std::to_string(r) + ": " + std::to_string(got[r]) + " vs " + std::to_string(b);
-                 }
-                 return std::string();
-               },
-               [&] { argmax(x); });
+    runner.run(
+        "argmax", shape_name(s) + " axis -1", d, {4.0 * n + 8.0 * n / (double)L, 0},
+        [&] {
+          const auto got = argmax(x).to_vector_i64();
+          for (size_t r = 0; r < got.size(); ++r) {
+            int64_t b = 0;
+            for (int64_t c = 1; c < L; ++c)
+              if (xv[r * L + c] > xv[r * L + b]) b = c;
+            if (got[r] != b)
+              return "row " + std::to_string(r) + ": " + std::to_string(got[r]) + " vs " + std::to_string(b);
+          }
+          return std::string();
+        },
+        [&] { argmax(x); });
   }
 }
 
@@ -110,26 +115,29 @@ BENCH_REGISTER(concat) {
       }
       return w;
     };
-    runner.run("concat_fwd", name + " axis -1", d, {bytes, 0}, [&] { return compare(concat(xs, -1).to_vector(), want(), 0); },
-               [&] { concat(xs, -1); });
+    runner.run(
+        "concat_fwd", name + " axis -1", d, {bytes, 0}, [&] { return compare(concat(xs, -1).to_vector(), want(), 0); },
+        [&] { concat(xs, -1); });
     const Tensor y = concat(xs, -1);
     const auto node = y.grad_fn();
     const Tensor g = Tensor::uniform(y.shape(), 40, -1.f, 1.f, d);
     const auto gv = g.to_vector();
-    runner.run("concat_bwd", name + " axis -1", d, {bytes, 0},
-               [&] {
-                 const auto gs = node->apply({g});
-                 int64_t off = 0;
-                 for (size_t k = 0; k < gs.size(); ++k) {
-                   const auto v = gs[k].to_vector();
-                   const int64_t c = xs[k].size(3);
-                   for (int64_t p = 0; p < pixels; ++p)
-                     for (int64_t j = 0; j < c; ++j)
-                       if (v[(size_t)(p * c + j)] != gv[(size_t)(p * total_c + off + j)]) return std::string("mismatch in piece ") + std::to_string(k);
-                   off += c;
-                 }
-                 return std::string();
-               },
-               [&] { node->apply({g}); });
+    runner.run(
+        "concat_bwd", name + " axis -1", d, {bytes, 0},
+        [&] {
+          const auto gs = node->apply({g});
+          int64_t off = 0;
+          for (size_t k = 0; k < gs.size(); ++k) {
+            const auto v = gs[k].to_vector();
+            const int64_t c = xs[k].size(3);
+            for (int64_t p = 0; p < pixels; ++p)
+              for (int64_t j = 0; j < c; ++j)
+                if (v[(size_t)(p * c + j)] != gv[(size_t)(p * total_c + off + j)])
+                  return std::string("mismatch in piece ") + std::to_string(k);
+            off += c;
+          }
+          return std::string();
+        },
+        [&] { node->apply({g}); });
   }
 }

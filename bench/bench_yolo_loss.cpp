@@ -60,12 +60,11 @@ BENCH_REGISTER(yolo_loss) {
   const int64_t N = q ? 2 : 8, B = 50, C = 80, L = 3 * (5 + C);
   const Gts gts = make_gts(N, B);
   for (int in : q ? std::vector<int>{64, 96} : std::vector<int>{416, 608}) {
-    const std::vector<Shape> shapes = {
-        {N, in / 32, in / 32, L}, {N, in / 16, in / 16, L}, {N, in / 8, in / 8, L}};
+    const std::vector<Shape> shapes = {{N, in / 32, in / 32, L}, {N, in / 16, in / 16, L}, {N, in / 8, in / 8, L}};
     int64_t P = 0;
     for (const Shape& s : shapes) P += s[1] * s[2] * 3;
-    const std::string tag = "N" + std::to_string(N) + " " + std::to_string(in) + "x" + std::to_string(in) +
-                            " C80 B50 (8 real)";
+    const std::string tag =
+        "N" + std::to_string(N) + " " + std::to_string(in) + "x" + std::to_string(in) + " C80 B50 (8 real)";
     YoloLossArgs args;
     args.num_classes = (int)C;
     std::vector<Tensor> cpu_heads;
@@ -78,41 +77,46 @@ BENCH_REGISTER(yolo_loss) {
       const Tensor score = Tensor::from_vector(gts.score, {N, B}, d);
       const YoloLossOutput cpu_out =
           yolov3_loss(cpu_heads, box.to(Device::cpu()), cls.to(Device::cpu()), score.to(Device::cpu()), args);
-      runner.run("yolov3_loss_fwd", tag, d, {(double)N * P * (5 * 4 + 8), 0},
-                 [&] {
-                   const YoloLossOutput r = yolov3_loss(heads, box, cls, score, args);
-                   const double sum = (double)r.loss_xy.item() + r.loss_wh.item() + r.loss_obj.item() + r.loss_cls.item();
-                   std::string e = near(r.loss.item(), sum, 1e-5, "loss vs the sum of its terms");
-                   if (e.empty() && d.is_cuda()) e = near(r.loss.item(), cpu_out.loss.item(), 1e-5, "loss vs the CPU device");
-                   return e;
-                 },
-                 [&] { NoGradGuard ng; yolov3_loss(heads, box, cls, score, args); });
+      runner.run(
+          "yolov3_loss_fwd", tag, d, {(double)N * P * (5 * 4 + 8), 0},
+          [&] {
+            const YoloLossOutput r = yolov3_loss(heads, box, cls, score, args);
+            const double sum = (double)r.loss_xy.item() + r.loss_wh.item() + r.loss_obj.item() + r.loss_cls.item();
+            std::string e = near(r.loss.item(), sum, 1e-5, "loss vs the sum of its terms");
+            if (e.empty() && d.is_cuda()) e = near(r.loss.item(), cpu_out.loss.item(), 1e-5, "loss vs the CPU device");
+            return e;
+          },
+          [&] {
+            NoGradGuard ng;
+            yolov3_loss(heads, box, cls, score, args);
+          });
       const auto node = yolov3_loss(heads, box, cls, score, args).loss.grad_fn();
       const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
-      runner.run("yolov3_loss_bwd", tag, d, {(double)N * P * ((5 + C) * 4 + 12), 0},
-                 [&] {
-                   const std::vector<Tensor> gx = node->apply({g});
-                   if (d.is_cuda()) {
-                     Tensor h0 = cpu_heads[0].detach().set_requires_grad(true);
-                     std::vector<Tensor> hc = {h0, cpu_heads[1].detach().set_requires_grad(true),
-                                               cpu_heads[2].detach().set_requires_grad(true)};
-                     yolov3_loss(hc, box.to(Device::cpu()), cls.to(Device::cpu()), score.to(Device::cpu()), args)
-                         .loss.backward();
-                     for (size_t s = 0; s < 3; ++s) {
-                       const auto want = hc[s].grad().to_vector(), got = gx[s].to_vector();
-                       for (size_t i = 0; i < want.size(); i += 131) {
-                         const std::string e = near(got[i], want[i], 1e-5, "gradient vs the CPU device");
-                         if (!e.empty()) return e;
-                       }
-                     }
-                     return std::string();
-                   }
-                   // Objectness channel of the first prediction of the stride-32 head (no gt there).
-                   const float x = cpu_heads[0].to_vector()[4], got = gx[0].to_vector()[4];
-                   const double sig = 1.0 / (1.0 + std::exp(-(double)x)) / (double)N;
-                   return got == 0.f ? std::string() : near(got, sig, 1e-5, "objectness gradient");
-                 },
-                 [&] { node->apply({g}); });
+      runner.run(
+          "yolov3_loss_bwd", tag, d, {(double)N * P * ((5 + C) * 4 + 12), 0},
+          [&] {
+            const std::vector<Tensor> gx = node->apply({g});
+            if (d.is_cuda()) {
+              Tensor h0 = cpu_heads[0].detach().set_requires_grad(true);
+              std::vector<Tensor> hc = {h0, cpu_heads[1].detach().set_requires_grad(true),
+                                        cpu_heads[2].detach().set_requires_grad(true)};
+              yolov3_loss(hc, box.to(Device::cpu()), cls.to(Device::cpu()), score.to(Device::cpu()), args)
+                  .loss.backward();
+              for (size_t s = 0; s < 3; ++s) {
+                const auto want = hc[s].grad().to_vector(), got = gx[s].to_vector();
+                for (size_t i = 0; i < want.size(); i += 131) {
+                  const std::string e = near(got[i], want[i], 1e-5, "gradient vs the CPU device");
+                  if (!e.empty()) return e;
+                }
+              }
+              return std::string();
+            }
+            // Objectness channel of the first prediction of the stride-32 head (no gt there).
+            const float x = cpu_heads[0].to_vector()[4], got = gx[0].to_vector()[4];
+            const double sig = 1.0 / (1.0 + std::exp(-(double)x)) / (double)N;
+            return got == 0.f ? std::string() : near(got, sig, 1e-5, "objectness gradient");
+          },
+          [&] { node->apply({g}); });
     }
   }
 }

@@ -1,8 +1,8 @@
-#include "bench/bench.h"
-
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+
+#include "bench/bench.h"
 
 namespace engine::bench {
 

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "cli/bench_args.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
-#include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "train/config.h"
 

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "bench/bench.h"
 #include "engine/allocator.h"
-#include "base/error.h"
 #include "engine/ops/matmul.h"
 #include "engine/tensor.h"
 #include "kernels/cpu/cpu_isa.h"
@@ -205,20 +205,26 @@ int run_main(int argc, char** argv) {
       ENGINE_CHECK(i + 1 < argc, "bench_kernels: flag ", a, " needs a value");
       return argv[++i];
     };
-    if (a == "--quick") quick = true;
-    else if (a == "--device") device_arg = value();
-    else if (a == "--filter") filter = value();
-    else if (a == "--json") json_path = value();
-    else if (a == "--repeats") repeats = std::max(1, std::atoi(value().c_str()));
+    if (a == "--quick")
+      quick = true;
+    else if (a == "--device")
+      device_arg = value();
+    else if (a == "--filter")
+      filter = value();
+    else if (a == "--json")
+      json_path = value();
+    else if (a == "--repeats")
+      repeats = std::max(1, std::atoi(value().c_str()));
     else if (a == "-h" || a == "--help") {
-      std::printf("usage: bench_kernels [--quick] [--device cpu|gpu|all] [--filter SUBSTR] [--repeats N] [--json FILE]\n");
+      std::printf(
+          "usage: bench_kernels [--quick] [--device cpu|gpu|all] [--filter SUBSTR] [--repeats N] [--json FILE]\n");
       return 0;
     } else {
       fail("bench_kernels: unknown flag '", a, "' (see --help)");
     }
   }
-  ENGINE_CHECK(device_arg == "cpu" || device_arg == "gpu" || device_arg == "all", "bench_kernels: --device must be cpu, gpu or all, got '",
-               device_arg, "'");
+  ENGINE_CHECK(device_arg == "cpu" || device_arg == "gpu" || device_arg == "all",
+               "bench_kernels: --device must be cpu, gpu or all, got '", device_arg, "'");
   // Under mpirun (the all-reduce family): rank 0 alone prints and writes --json; each rank uses the
   // GPU of its node-local rank.
   const char* mpi_rank = std::getenv("OMPI_COMM_WORLD_RANK");
@@ -263,7 +269,8 @@ int run_main(int argc, char** argv) {
     }
     peaks.gpu_bw = 2.0 * (double)n / median(t);
     const int m = 4096;
-    Tensor x = Tensor::full({m, m}, 0.5f, DType::F32, Device::cuda(0)), y = Tensor::full({m, m}, 0.25f, DType::F32, Device::cuda(0));
+    Tensor x = Tensor::full({m, m}, 0.5f, DType::F32, Device::cuda(0)),
+           y = Tensor::full({m, m}, 0.25f, DType::F32, Device::cuda(0));
     matmul(x, y);
     std::vector<double> tf;
     for (int r = 0; r < 5; ++r) {
@@ -286,7 +293,8 @@ int run_main(int argc, char** argv) {
   BenchRunner runner(devs, quick, repeats, filter, peaks);
   BenchRunner::print_header();
   auto entries = registry();
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return std::strcmp(a.family, b.family) < 0; });
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return std::strcmp(a.family, b.family) < 0; });
   // A filter naming a family ("conv", "conv/fwd") skips the other families' set-up entirely.
   const std::string family_filter = filter.substr(0, filter.find('/'));
   const bool names_family = std::any_of(entries.begin(), entries.end(), [&](const Entry& e) {

@@ -27,14 +27,14 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "cli/bench_args.h"
 #include "engine/device.h"
-#include "engine/precision.h"
-#include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
 #include "engine/ops/yolo_loss.h"
+#include "engine/precision.h"
 #include "engine/profiler.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "models/det_model.h"
@@ -62,7 +62,7 @@ void sync(Device d) {
 struct Step {
   std::vector<Tensor> params, velocities;
   Device device;
-  std::function<Tensor()> loss;  // forward + loss of the model
+  std::function<Tensor()> loss;                 // forward + loss of the model
   std::unique_ptr<train::GradBuckets> buckets;  // data parallel only
 
   void init_params(const std::vector<std::pair<std::string, Tensor>>& named) {
@@ -95,21 +95,32 @@ int main(int argc, char** argv) {
       const std::string a = argv[i];
       auto value = [&] { return bench_args::value(argc, argv, &i); };
       auto int_value = [&] { return bench_args::positive_int(argc, argv, &i); };
-      if (a == "--model") variant = value();
-      else if (a == "--size") size = int_value(), size_given = true;
-      else if (a == "--batch") batch = int_value(), batch_given = true;
-      else if (a == "--steps") steps = int_value();
-      else if (a == "--warmup") warmup = int_value();
-      else if (a == "--classes") classes = int_value(), classes_given = true;
-      else if (a == "--device") device_name = value();
-      else if (a == "--json") json_path = value();
-      else if (a == "--precision") precision_name_flag = value();
-      else if (a == "--no-profile") profile = false;
+      if (a == "--model")
+        variant = value();
+      else if (a == "--size")
+        size = int_value(), size_given = true;
+      else if (a == "--batch")
+        batch = int_value(), batch_given = true;
+      else if (a == "--steps")
+        steps = int_value();
+      else if (a == "--warmup")
+        warmup = int_value();
+      else if (a == "--classes")
+        classes = int_value(), classes_given = true;
+      else if (a == "--device")
+        device_name = value();
+      else if (a == "--json")
+        json_path = value();
+      else if (a == "--precision")
+        precision_name_flag = value();
+      else if (a == "--no-profile")
+        profile = false;
       else if (a == "--help" || a == "-h") {
-        std::printf("usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
-                    "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
-                    "                   [--precision fp32|bf16] [--json FILE]\n"
-                    "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
+        std::printf(
+            "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
+            "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
+            "                   [--precision fp32|bf16] [--json FILE]\n"
+            "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
         fail("unknown flag ", a, " (see --help)");
@@ -117,8 +128,9 @@ int main(int argc, char** argv) {
     }
     const bool yolo = variant == "yolov3_darknet53" || variant == "yolov3_mobilenetv1";
     if (variant != "B" && variant != "T" && !yolo)
-      fail("--model: expected B (PP-LiteSeg STDC2), T (PP-LiteSeg STDC1), yolov3_darknet53 or yolov3_mobilenetv1, got '",
-           variant, "'");
+      fail(
+          "--model: expected B (PP-LiteSeg STDC2), T (PP-LiteSeg STDC1), yolov3_darknet53 or yolov3_mobilenetv1, got '",
+          variant, "'");
     if (yolo) {  // the detection defaults unless given
       if (!size_given) size = 416;
       if (!batch_given) batch = 8;
@@ -204,8 +216,8 @@ int main(int argc, char** argv) {
     }
 
     if (world > 1) st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm);
-    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s, device %s\n", model_name.c_str(), classes,
-                batch, size, size, precision_name(precision), dev.str().c_str());
+    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s, device %s\n", model_name.c_str(), classes, batch,
+                size, size, precision_name(precision), dev.str().c_str());
     if (world > 1) {
       std::string sizes;
       int64_t total = 0;
@@ -215,9 +227,10 @@ int main(int argc, char** argv) {
         sizes += mb;
         total += st.buckets->bucket_numel(b) * 4;
       }
-      std::printf("data parallel: %d ranks (%s), batch %d per rank; gradients all-reduced per step: %.1f MB in %zu "
-                  "buckets (%s MB, in the order backward fills them); images/s counts all ranks\n",
-                  world, dp.comm->name().c_str(), batch, total / 1e6, st.buckets->num_buckets(), sizes.c_str());
+      std::printf(
+          "data parallel: %d ranks (%s), batch %d per rank; gradients all-reduced per step: %.1f MB in %zu "
+          "buckets (%s MB, in the order backward fills them); images/s counts all ranks\n",
+          world, dp.comm->name().c_str(), batch, total / 1e6, st.buckets->num_buckets(), sizes.c_str());
     }
     std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
     for (int i = 0; i < warmup; ++i) st.run();
@@ -246,9 +259,9 @@ int main(int argc, char** argv) {
       std::ofstream out(json_path);
       out << "{\"model\": \"" << model_name << "\", \"size\": " << size << ", \"batch\": " << batch
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
-          << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa())
-          << "\", \"precision\": \"" << precision_name(precision) << "\", \"ranks\": " << world
-          << ", \"median_images_per_s\": " << median << "}\n";
+          << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa()) << "\", \"precision\": \""
+          << precision_name(precision) << "\", \"ranks\": " << world << ", \"median_images_per_s\": " << median
+          << "}\n";
     }
     return 0;
   } catch (const Error& e) {

@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "base/error.h"
 #include "data/det_synthetic.h"
 #include "data/synthetic.h"
-#include "base/error.h"
 
 namespace {
 
@@ -49,16 +49,26 @@ int main(int argc, char** argv) {
       }
       if (i + 1 >= argc) engine::fail(a, ": missing value (see --help)");
       const std::string v = argv[++i];
-      if (a == "--task") task = v;
-      else if (a == "--out") out = v;
-      else if (a == "--train") train = (int)parse_int(a, v, 1);
-      else if (a == "--val") val = (int)parse_int(a, v, 0);
-      else if (a == "--test") test = (int)parse_int(a, v, 0), test_given = true;
-      else if (a == "--size") height = width = (int)parse_int(a, v, 32);
-      else if (a == "--height") height = (int)parse_int(a, v, 32);
-      else if (a == "--width") width = (int)parse_int(a, v, 32);
-      else if (a == "--seed") seed = (uint64_t)parse_int(a, v, 0);
-      else engine::fail("unknown flag ", a, " (see --help)");
+      if (a == "--task")
+        task = v;
+      else if (a == "--out")
+        out = v;
+      else if (a == "--train")
+        train = (int)parse_int(a, v, 1);
+      else if (a == "--val")
+        val = (int)parse_int(a, v, 0);
+      else if (a == "--test")
+        test = (int)parse_int(a, v, 0), test_given = true;
+      else if (a == "--size")
+        height = width = (int)parse_int(a, v, 32);
+      else if (a == "--height")
+        height = (int)parse_int(a, v, 32);
+      else if (a == "--width")
+        width = (int)parse_int(a, v, 32);
+      else if (a == "--seed")
+        seed = (uint64_t)parse_int(a, v, 0);
+      else
+        engine::fail("unknown flag ", a, " (see --help)");
     }
     if (task == "seg") {
       engine::data::SyntheticSpec spec;

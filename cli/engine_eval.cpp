@@ -8,12 +8,12 @@
 #include <iostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "data/dataset.h"
 #include "engine/device.h"
-#include "base/error.h"
 #include "train/cli_args.h"
-#include "train/config.h"
 #include "train/cli_common.h"
+#include "train/config.h"
 #include "train/evaluate.h"
 
 int main(int argc, char** argv) {

@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.h"
 #include "base/error.h"
+#include "engine/device.h"
 
 extern char** environ;
 

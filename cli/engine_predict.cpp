@@ -17,16 +17,16 @@
 #include <iostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "data/image_io.h"
 #include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/device.h"
-#include "base/error.h"
 #include "engine/ops/resize.h"
 #include "engine/ops/softmax.h"
 #include "train/cli_args.h"
-#include "train/config.h"
 #include "train/cli_common.h"
+#include "train/config.h"
 #include "train/evaluate.h"
 
 namespace fs = std::filesystem;
@@ -110,8 +110,9 @@ int main(int argc, char** argv) {
     const TrainConfig cfg = load_train_config(a.config, a.opts, std::nullopt, std::nullopt, std::nullopt);
     const Device device = device_from_flag(a.device);
     const std::vector<std::string> images = list_images(a.image_path);
-    std::vector<data::TransformSpec> tspecs = cfg.has_val_dataset ? cfg.val_dataset.transforms
-                                                                  : std::vector<data::TransformSpec>{{"Normalize", {}, "predict", {}}};
+    std::vector<data::TransformSpec> tspecs = cfg.has_val_dataset
+                                                  ? cfg.val_dataset.transforms
+                                                  : std::vector<data::TransformSpec>{{"Normalize", {}, "predict", {}}};
     const data::Pipeline pipeline = data::build_pipeline(tspecs, 255);
     const auto model = load_trained_model(cfg, a.model_path, device);
     if (a.is_slide) throw ConfigError("--is_slide: sliding-window prediction is not implemented");

@@ -12,17 +12,17 @@
 #include <iomanip>
 #include <iostream>
 
-#include "engine/device.h"
 #include "base/error.h"
-#include "train/cli_args.h"
-#include "train/config.h"
-#include "train/det_config.h"
-#include "train/data_parallel.h"
-#include "train/dist_env.h"
-#include "train/det_task.h"
-#include "train/seg_task.h"
 #include "data/dataset.h"
+#include "engine/device.h"
+#include "train/cli_args.h"
 #include "train/cli_common.h"
+#include "train/config.h"
+#include "train/data_parallel.h"
+#include "train/det_config.h"
+#include "train/det_task.h"
+#include "train/dist_env.h"
+#include "train/seg_task.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
 
@@ -64,8 +64,8 @@ int main(int argc, char** argv) {
     const std::string task = config_task(a.config);
     check_train_args_for_task(a, task);
     // One process per device: the communicator and this rank's device (train/data_parallel.h).
-    DataParallelSetup dp = setup_data_parallel(dist, device_from_flag(a.device), a.device.find(':') != std::string::npos,
-                                               a.dist_timeout);
+    DataParallelSetup dp =
+        setup_data_parallel(dist, device_from_flag(a.device), a.device.find(':') != std::string::npos, a.dist_timeout);
     g_comm = std::move(dp.comm);
     // Rank 0 alone prints the log; the others report errors only.
     std::ostream quiet(nullptr);
@@ -117,7 +117,8 @@ int main(int argc, char** argv) {
     if (s.stopped_by_signal) {
       std::cout << std::flush;
       if (s.last_checkpoint.empty())
-        std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; no checkpoint to resume from (start again)\n",
+        std::fprintf(stderr,
+                     "engine-train: stopped by %s after iter %lld; no checkpoint to resume from (start again)\n",
                      signal_name(s.stopped_by_signal), (long long)s.iters_done);
       else
         std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; resume with %s%s --save_dir %s\n",
@@ -128,8 +129,8 @@ int main(int argc, char** argv) {
     log << "engine-train: finished " << s.iters_done << " iterations";
     if (s.early_stopped) log << " (early stop)";
     if (s.best_iter >= 0)
-      log << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric
-          << " at " << s.best_checkpoint;
+      log << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric << " at "
+          << s.best_checkpoint;
     log << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {

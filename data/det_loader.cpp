@@ -50,8 +50,8 @@ void collate_det(const std::vector<DetSample>& samples, int max_boxes, Batch& b)
   ENGINE_CHECK(!samples.empty(), "collate_det: empty batch");
   int h = 0, w = 0;
   for (const DetSample& s : samples) {
-    ENGINE_CHECK(s.image.c == 3 && s.image.h > 0 && s.image.w > 0, "collate_det: ", s.origin, ": image is ",
-                 s.image.h, "x", s.image.w, "x", s.image.c, ", expected RGB");
+    ENGINE_CHECK(s.image.c == 3 && s.image.h > 0 && s.image.w > 0, "collate_det: ", s.origin, ": image is ", s.image.h,
+                 "x", s.image.w, "x", s.image.c, ", expected RGB");
     h = std::max(h, s.image.h);
     w = std::max(w, s.image.w);
   }

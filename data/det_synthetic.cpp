@@ -17,8 +17,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "data/transforms.h"
 #include "base/error.h"
+#include "data/transforms.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;

@@ -1,8 +1,8 @@
 // Image and label file I/O: PNG (libpng) and JPEG (libjpeg-turbo) decode/encode.
 //
 // Semantics (paddleseg/datasets/dataset.py, paddleseg/transforms/transforms.py): PaddleSeg reads
-// images with cv2.imread(IMREAD_COLOR) and converts them to RGB float32, and reads labels with PIL (np.asarray(Image.open(...))), which gives
-// the raw indices of a palette PNG. So:
+// images with cv2.imread(IMREAD_COLOR) and converts them to RGB float32, and reads labels with PIL
+// (np.asarray(Image.open(...))), which gives the raw indices of a palette PNG. So:
 //   - read_image: 8-bit (or 16-bit, reduced to 8 by dropping the low byte as cv2 does) gray, gray+alpha,
 //     RGB, RGBA and palette PNGs, and JPEG (gray, YCbCr/RGB). Gray becomes 3 equal channels, alpha is
 //     dropped (not composited, as cv2). The format is detected from the file's magic bytes.

@@ -17,9 +17,9 @@
 #include <fstream>
 #include <vector>
 
+#include "base/error.h"
 #include "data/image_io.h"
 #include "data/transforms.h"
-#include "base/error.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;

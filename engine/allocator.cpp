@@ -80,8 +80,8 @@ class BlockCache {
       release_locked();
       p = sys_alloc_(size);
     }
-    ENGINE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes (", stats_.allocated_current,
-                 " allocated, ", stats_.reserved_current, " reserved)");
+    ENGINE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes (", stats_.allocated_current, " allocated, ",
+                 stats_.reserved_current, " reserved)");
     live_[p] = {size, stream, cache};
     add_reserved(stats_, size);
     add_alloc(stats_, size);
@@ -225,8 +225,9 @@ void* device_allocate(Device d, size_t bytes) {
   if (d.is_cpu()) return cpu_allocate(bytes);
 #if defined(ENGINE_WITH_CUDA)
   // One process per device (select_cuda_device): a tensor on another GPU would silently land on this one.
-  ENGINE_CHECK(d.index == selected_cuda_device(), "allocation on ", d.str(), ": this process drives cuda:",
-               selected_cuda_device(), " only (one process per device; see select_cuda_device)");
+  ENGINE_CHECK(d.index == selected_cuda_device(), "allocation on ", d.str(),
+               ": this process drives cuda:", selected_cuda_device(),
+               " only (one process per device; see select_cuda_device)");
   return cuda_cache().allocate(bytes, compute_stream(), g_guard_mode.load());
 #else
   fail("allocation on ", d.str(), ": this build has no CUDA backend");

@@ -18,7 +18,7 @@ namespace engine {
 struct MemoryStats {
   size_t allocated_current = 0;  // bytes handed out to tensors
   size_t allocated_peak = 0;
-  size_t reserved_current = 0;   // bytes held from the system/driver (allocated + cached)
+  size_t reserved_current = 0;  // bytes held from the system/driver (allocated + cached)
   size_t reserved_peak = 0;
   size_t num_allocs = 0;         // allocate() calls
   size_t num_system_allocs = 0;  // calls that went to malloc/cudaMalloc

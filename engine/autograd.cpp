@@ -4,8 +4,8 @@
 #include <queue>
 #include <unordered_map>
 
-#include "engine/ops/elementwise.h"
 #include "engine/ops/copy.h"
+#include "engine/ops/elementwise.h"
 
 namespace engine {
 namespace {

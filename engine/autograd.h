@@ -24,9 +24,9 @@
 namespace engine {
 
 struct Edge {
-  std::shared_ptr<Node> fn;            // producer of this input, or null for a leaf / no-grad input
-  int output_nr = 0;                   // which output of fn
-  std::shared_ptr<TensorImpl> leaf;    // the leaf to accumulate into (when fn is null)
+  std::shared_ptr<Node> fn;          // producer of this input, or null for a leaf / no-grad input
+  int output_nr = 0;                 // which output of fn
+  std::shared_ptr<TensorImpl> leaf;  // the leaf to accumulate into (when fn is null)
   bool active() const { return fn != nullptr || leaf != nullptr; }
 };
 
@@ -40,7 +40,7 @@ class Node {
   // Drops saved tensors after backward.
   virtual void release() {}
 
-  std::vector<Edge> next;        // one per input
+  std::vector<Edge> next;         // one per input
   std::vector<Shape> out_shapes;  // to zero-fill missing output gradients
   std::vector<DType> out_dtypes;
   Device out_device;

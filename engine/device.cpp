@@ -8,9 +8,7 @@
 
 namespace engine {
 
-std::string Device::str() const {
-  return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
-}
+std::string Device::str() const { return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index); }
 
 bool cuda_is_emulated() {
 #if defined(ENGINE_CUDA_EMULATED)

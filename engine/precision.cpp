@@ -27,10 +27,14 @@ AmpLevel parse_amp_level(const std::string& s, const std::string& what) {
 
 const char* precision_name(Precision p) {
   switch (p) {
-    case Precision::FP32: return "fp32";
-    case Precision::TF32: return "tf32";
-    case Precision::BF16: return "bf16";
-    case Precision::FP16: return "fp16";
+    case Precision::FP32:
+      return "fp32";
+    case Precision::TF32:
+      return "tf32";
+    case Precision::BF16:
+      return "bf16";
+    case Precision::FP16:
+      return "fp16";
   }
   return "?";
 }
@@ -48,7 +52,8 @@ void check_precision_available(Precision p, AmpLevel level, Device device) {
   ENGINE_CHECK(level == AmpLevel::O1, name,
                " --amp_level O2 (activations stored in bf16) is not available in this build; use --amp_level O1");
   const bool host_kernels = device.is_cpu() || cuda_is_emulated();
-  ENGINE_CHECK(host_kernels, name, " on a GPU is not available in this build (bf16 cuDNN convolutions are not "
+  ENGINE_CHECK(host_kernels, name,
+               " on a GPU is not available in this build (bf16 cuDNN convolutions are not "
                "wired yet); use --device cpu or --precision fp32");
   ENGINE_CHECK(kernels::cpu_has_bf16(), name, " needs a CPU with AVX512-BF16 or AMX-BF16, which this CPU (",
                kernels::cpu_model_name(), ") does not have; use --precision fp32");

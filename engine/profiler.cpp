@@ -1,12 +1,12 @@
 #include "engine/profiler.h"
 
-#include "base/error.h"
-#include "engine/ops/op_list.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <mutex>
+
+#include "base/error.h"
+#include "engine/ops/op_list.h"
 
 #if defined(ENGINE_WITH_CUDA)
 #include "base/cuda_context.h"

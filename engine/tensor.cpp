@@ -173,7 +173,9 @@ Tensor Tensor::view(const Shape& new_shape) const {
   return out;
 }
 
-Tensor Tensor::reshape(const Shape& new_shape) const { return is_contiguous() ? view(new_shape) : contiguous().view(new_shape); }
+Tensor Tensor::reshape(const Shape& new_shape) const {
+  return is_contiguous() ? view(new_shape) : contiguous().view(new_shape);
+}
 
 Tensor Tensor::permute(const std::vector<int>& dims) const {
   const int n = dim();
@@ -253,7 +255,8 @@ Tensor Tensor::expand(const Shape& new_shape) const {
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
   Tensor out = copy_contiguous(*this, dtype());
-  record_lambda("ContiguousBackward", {*this}, out, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });
+  record_lambda("ContiguousBackward", {*this}, out,
+                [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });
   return out;
 }
 

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.h"
 #include "base/dtype.h"
 #include "base/error.h"
+#include "engine/device.h"
 
 namespace engine {
 
@@ -84,7 +84,10 @@ class Tensor {
 
   // ---- raw data (device pointer for CUDA tensors); points at the first element of the view
   void* raw_data() const;
-  template <class T> T* data() const { return static_cast<T*>(raw_data()); }
+  template <class T>
+  T* data() const {
+    return static_cast<T*>(raw_data());
+  }
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
 
   // ---- views (share storage; differentiable)
@@ -98,11 +101,11 @@ class Tensor {
   Tensor contiguous() const;                // differentiable copy when not contiguous
 
   // ---- copies
-  Tensor to(Device d) const;  // differentiable
-  Tensor to(DType t) const;   // cast; differentiable only f32 -> f32
-  Tensor clone() const;       // differentiable
-  Tensor detach() const;      // shares storage, no autograd history
-  void copy_(const Tensor& src);  // in place, no autograd; src may be on another device / dtype
+  Tensor to(Device d) const;             // differentiable
+  Tensor to(DType t) const;              // cast; differentiable only f32 -> f32
+  Tensor clone() const;                  // differentiable
+  Tensor detach() const;                 // shares storage, no autograd history
+  void copy_(const Tensor& src);         // in place, no autograd; src may be on another device / dtype
   std::vector<float> to_vector() const;  // any dtype/device -> host floats, row-major
   std::vector<int64_t> to_vector_i64() const;
   float item() const;

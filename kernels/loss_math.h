@@ -21,7 +21,7 @@ ENGINE_HD float log_f(float x) {
   const uint32_t u = f2u(x);
   const int32_t k0 = (int32_t)(u >> 23) - 127;
   const float m0 = u2f((u & 0x007fffffu) | 0x3f800000u);  // [1, 2)
-  const float big = m0 > 1.41421356f ? 1.f : 0.f;  // arithmetic, not a branch: loops vectorise
+  const float big = m0 > 1.41421356f ? 1.f : 0.f;         // arithmetic, not a branch: loops vectorise
   const float m = m0 * (1.f - 0.5f * big);
   const float k = (float)k0 + big;
   const float s = (m - 1.f) / (m + 1.f);

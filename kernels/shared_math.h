@@ -139,8 +139,8 @@ ENGINE_HD uint16_t float_to_half_bits(float f) {
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t absx = x & 0x7fffffffu;
   if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
-  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // rounds past 65504: inf
-  if (absx < 0x38800000u) {                                    // below 2^-14: half subnormal
+  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);           // rounds past 65504: inf
+  if (absx < 0x38800000u) {                                             // below 2^-14: half subnormal
     const uint32_t m = (uint32_t)rintf(bits_float(absx) * 16777216.f);  // units of 2^-24, RNE
     return (uint16_t)(sign | m);
   }
@@ -171,23 +171,41 @@ ENGINE_HD float saturate_for_int(float v, float lo, float hi) {
 }
 ENGINE_HD float load_as_float(const void* p, DType t, int64_t i) {
   switch (t) {
-    case DType::F32: return static_cast<const float*>(p)[i];
-    case DType::F16: return half_bits_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::BF16: return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::I32: return (float)static_cast<const int32_t*>(p)[i];
-    case DType::I64: return (float)static_cast<const int64_t*>(p)[i];
-    case DType::U8: return (float)static_cast<const uint8_t*>(p)[i];
+    case DType::F32:
+      return static_cast<const float*>(p)[i];
+    case DType::F16:
+      return half_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::BF16:
+      return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::I32:
+      return (float)static_cast<const int32_t*>(p)[i];
+    case DType::I64:
+      return (float)static_cast<const int64_t*>(p)[i];
+    case DType::U8:
+      return (float)static_cast<const uint8_t*>(p)[i];
   }
   return 0.f;
 }
 ENGINE_HD void store_from_float(void* p, DType t, int64_t i, float v) {
   switch (t) {
-    case DType::F32: static_cast<float*>(p)[i] = v; break;
-    case DType::F16: static_cast<uint16_t*>(p)[i] = float_to_half_bits(v); break;
-    case DType::BF16: static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(v); break;
-    case DType::I32: static_cast<int32_t*>(p)[i] = (int32_t)saturate_for_int(v, -2147483648.f, 2147483520.f); break;
-    case DType::I64: static_cast<int64_t*>(p)[i] = (int64_t)saturate_for_int(v, -9223372036854775808.f, 9223371487098961920.f); break;
-    case DType::U8: static_cast<uint8_t*>(p)[i] = (uint8_t)saturate_for_int(v, 0.f, 255.f); break;
+    case DType::F32:
+      static_cast<float*>(p)[i] = v;
+      break;
+    case DType::F16:
+      static_cast<uint16_t*>(p)[i] = float_to_half_bits(v);
+      break;
+    case DType::BF16:
+      static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(v);
+      break;
+    case DType::I32:
+      static_cast<int32_t*>(p)[i] = (int32_t)saturate_for_int(v, -2147483648.f, 2147483520.f);
+      break;
+    case DType::I64:
+      static_cast<int64_t*>(p)[i] = (int64_t)saturate_for_int(v, -9223372036854775808.f, 9223371487098961920.f);
+      break;
+    case DType::U8:
+      static_cast<uint8_t*>(p)[i] = (uint8_t)saturate_for_int(v, 0.f, 255.f);
+      break;
   }
 }
 

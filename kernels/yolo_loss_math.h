@@ -28,8 +28,8 @@ struct YoloGeom {
   int mask[kYoloMaxScales][kYoloMaxAnchors] = {};  // global anchor index of slot a of scale s
   int gh[kYoloMaxScales] = {}, gw[kYoloMaxScales] = {}, ds[kYoloMaxScales] = {};
   int64_t off[kYoloMaxScales] = {};  // first prediction index of scale s within an image
-  int64_t P = 0;                      // predictions per image, all scales
-  int in_w = 0, in_h = 0;             // network input = ds * grid
+  int64_t P = 0;                     // predictions per image, all scales
+  int in_w = 0, in_h = 0;            // network input = ds * grid
   float ignore_thresh = 0.7f;
   float scale_xy = 1.f;
   int xy_bce = 1;        // |scale_xy - 1| < 1e-10: BCE on sigmoid; else L1 on the scaled sigmoid
@@ -58,7 +58,9 @@ ENGINE_HD int yolo_best_anchor(const YoloGeom& g, float w, float h) {
 }
 
 // A gt takes part in the assignment unless w <= 0, h <= 0 or score <= 0 (Gt2YoloTarget's test).
-ENGINE_HD bool yolo_gt_valid(const float* box, float score) { return !(box[2] <= 0.f || box[3] <= 0.f || score <= 0.f); }
+ENGINE_HD bool yolo_gt_valid(const float* box, float score) {
+  return !(box[2] <= 0.f || box[3] <= 0.f || score <= 0.f);
+}
 
 // Clamped grid index int(v * n): v = 1.0 would index one past the grid in Gt2YoloTarget (an
 // IndexError there); clamping keeps such a gt on the last cell.

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "engine/autograd.h"
 #include "base/error.h"
+#include "engine/autograd.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/pool.h"
@@ -46,9 +46,12 @@ BatchNorm2d::BatchNorm2d(int channels, float momentum, float eps)
 
 Tensor apply_activation(const Tensor& x, const BnActivation& act) {
   switch (act.kind) {
-    case BnActivation::Kind::Relu: return relu(x);
-    case BnActivation::Kind::LeakyRelu: return leaky_relu(x, act.negative_slope);
-    default: return x;
+    case BnActivation::Kind::Relu:
+      return relu(x);
+    case BnActivation::Kind::LeakyRelu:
+      return leaky_relu(x, act.negative_slope);
+    default:
+      return x;
   }
 }
 

@@ -36,9 +36,9 @@ constexpr double kEps = 1e-5;
 
 // Odd spatial sizes, size-1 dims, channel counts 1, 3, 17 (scalar path) and 8, 64 (float4 path).
 std::vector<OpCase> train_cases() {
-  return {{"c3_7x9", {{2, 7, 9, 3}, {3}, {3}}},        {"c17_13x11", {{2, 13, 11, 17}, {17}, {17}}},
-          {"c1_1x9", {{2, 1, 9, 1}, {1}, {1}}},        {"c8_5x3", {{2, 5, 3, 8}, {8}, {8}}},
-          {"c64_4x4", {{2, 4, 4, 64}, {64}, {64}}},    {"nc_6x5", {{6, 5}, {5}, {5}}},
+  return {{"c3_7x9", {{2, 7, 9, 3}, {3}, {3}}},     {"c17_13x11", {{2, 13, 11, 17}, {17}, {17}}},
+          {"c1_1x9", {{2, 1, 9, 1}, {1}, {1}}},     {"c8_5x3", {{2, 5, 3, 8}, {8}, {8}}},
+          {"c64_4x4", {{2, 4, 4, 64}, {64}, {64}}}, {"nc_6x5", {{6, 5}, {5}, {5}}},
           {"nc_2x12", {{2, 12}, {12}, {12}}}};
 }
 
@@ -122,8 +122,8 @@ TEST(BatchNorm, TrainWithoutAffineOrRunningStats) {
         const int64_t C = shapes[0].back();
         std::vector<double> mean, var;
         moments(in[0], C, mean, var);
-        return std::vector<std::vector<double>>{
-            normalize(in[0], mean, var, std::vector<double>((size_t)C, 1.0), std::vector<double>((size_t)C, 0.0), kEps)};
+        return std::vector<std::vector<double>>{normalize(in[0], mean, var, std::vector<double>((size_t)C, 1.0),
+                                                          std::vector<double>((size_t)C, 0.0), kEps)};
       },
       o);
 }
@@ -225,8 +225,8 @@ TEST(BatchNorm, SyncBuildingBlocksMatchWholeBatch) {
     const Tensor shift = Tensor::full({C}, 0.9f, DType::F32, d);  // e.g. the running mean
     const Tensor xa = x1.narrow(0, 0, 1), xb = x1.narrow(0, 1, 3);
     const BatchNormStats sa = batch_norm_local_stats(xa, shift), sb = batch_norm_local_stats(xb, shift);
-    const BatchNormMoments mv = batch_norm_moments(add(sa.sum, sb.sum), add(sa.sum_sq, sb.sum_sq),
-                                                   sa.count + sb.count, shift);
+    const BatchNormMoments mv =
+        batch_norm_moments(add(sa.sum, sb.sum), add(sa.sum_sq, sb.sum_sq), sa.count + sb.count, shift);
     const Tensor ya = batch_norm_apply(xa, mv.mean, mv.var, w1, b1, 1e-5f);
     const Tensor yb = batch_norm_apply(xb, mv.mean, mv.var, w1, b1, 1e-5f);
     add(sum(mul(ya, gw.narrow(0, 0, 1))), sum(mul(yb, gw.narrow(0, 1, 3)))).backward();
@@ -235,7 +235,8 @@ TEST(BatchNorm, SyncBuildingBlocksMatchWholeBatch) {
 
     auto expect_near = [](const std::vector<float>& a, const std::vector<float>& b, float tol, const char* what) {
       ASSERT_EQ(a.size(), b.size()) << what;
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol * (1 + std::fabs(b[i]))) << what << " [" << i << "]";
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_NEAR(a[i], b[i], tol * (1 + std::fabs(b[i]))) << what << " [" << i << "]";
     };
     const auto y0v = y0.to_vector();
     auto yav = ya.to_vector(), ybv = yb.to_vector();
@@ -293,7 +294,8 @@ TEST(BatchNorm, StableWithLargeMean) {
       for (size_t i = 0; i < yv.size(); ++i) worst = std::max(worst, std::fabs(yv[i] - want[i]));
       EXPECT_LT(worst, 2e-3) << d.str() << " C=" << C;
       const auto gv = rv.to_vector();
-      for (int64_t c = 0; c < C; ++c) EXPECT_NEAR(gv[(size_t)c], 0.1 * var[(size_t)c], 1e-4 * var[(size_t)c]) << d.str();
+      for (int64_t c = 0; c < C; ++c)
+        EXPECT_NEAR(gv[(size_t)c], 0.1 * var[(size_t)c], 1e-4 * var[(size_t)c]) << d.str();
     }
   }
 }
@@ -310,30 +312,49 @@ void expect_error(const std::function<void()>& f, const std::string& what) {
 }  // namespace
 
 TEST(BatchNorm, BadInputs) {
-  const Tensor x = Tensor::zeros({2, 3, 3, 4}), w = Tensor::zeros({4}), rm = Tensor::zeros({4}), rv = Tensor::zeros({4});
-  expect_error([&] { batch_norm(Tensor::zeros({2, 3, 4}), w, w, rm, rv, {}); },
-               "batch_norm: x must be [N, H, W, C] or [N, C], got f32[2, 3, 4]");
+  const Tensor x = Tensor::zeros({2, 3, 3, 4}), w = Tensor::zeros({4}), rm = Tensor::zeros({4}),
+               rv = Tensor::zeros({4});
+  expect_error(
+      [&] {
+        batch_norm(Tensor::zeros({2, 3, 4}), w, w, rm, rv, {});
+      },
+      "batch_norm: x must be [N, H, W, C] or [N, C], got f32[2, 3, 4]");
   expect_error([&] { batch_norm(x, Tensor::zeros({5}), w, rm, rv, {}); },
                "batch_norm: 'weight' must be [4] to match the channels of x f32[2, 3, 3, 4]");
   expect_error([&] { batch_norm(x, w, w, Tensor::zeros({3}), rv, {}); }, "batch_norm: 'running_mean' must be [4]");
-  expect_error([&] { batch_norm(Tensor::zeros({1, 1, 1, 4}), w, w, rm, rv, {}); },
-               "batch_norm: training needs more than one value per channel");
-  expect_error([&] { batch_norm(Tensor::zeros({1, 4}), w, w, rm, rv, {}); },
-               "batch_norm: training needs more than one value per channel");
+  expect_error(
+      [&] {
+        batch_norm(Tensor::zeros({1, 1, 1, 4}), w, w, rm, rv, {});
+      },
+      "batch_norm: training needs more than one value per channel");
+  expect_error(
+      [&] {
+        batch_norm(Tensor::zeros({1, 4}), w, w, rm, rv, {});
+      },
+      "batch_norm: training needs more than one value per channel");
   BatchNormArgs ev;
   ev.training = false;
   expect_error([&] { batch_norm(x, w, w, Tensor(), Tensor(), ev); },
                "batch_norm: argument 'running_mean' is an undefined tensor");
   expect_error([&] { batch_norm(x, w, w, rm, Tensor(), {}); }, "both be given or both be undefined");
-  expect_error([&] { batch_norm(Tensor::zeros({2, 3, 3, 4}, DType::I64), w, w, rm, rv, {}); },
-               "batch_norm: argument 'x' must be f32");
-  expect_error([&] { batch_norm(Tensor::zeros({0, 3, 3, 4}), w, w, rm, rv, {}); }, "batch_norm: x f32[0, 3, 3, 4] on cpu is empty");
+  expect_error(
+      [&] {
+        batch_norm(Tensor::zeros({2, 3, 3, 4}, DType::I64), w, w, rm, rv, {});
+      },
+      "batch_norm: argument 'x' must be f32");
+  expect_error(
+      [&] {
+        batch_norm(Tensor::zeros({0, 3, 3, 4}), w, w, rm, rv, {});
+      },
+      "batch_norm: x f32[0, 3, 3, 4] on cpu is empty");
   BatchNormArgs bad_eps;
   bad_eps.eps = -1.f;
   expect_error([&] { batch_norm(x, w, w, rm, rv, bad_eps); }, "batch_norm: eps must be finite and >= 0");
-  expect_error([&] { batch_norm_apply(x, Tensor::zeros({3}), rv, w, w, 1e-5f); }, "batch_norm_apply: 'mean' must be [4]");
+  expect_error([&] { batch_norm_apply(x, Tensor::zeros({3}), rv, w, w, 1e-5f); },
+               "batch_norm_apply: 'mean' must be [4]");
   expect_error([&] { batch_norm_local_stats(Tensor::zeros({4})); }, "batch_norm_local_stats: x must be");
-  expect_error([&] { batch_norm_moments(w, Tensor::zeros({3}), 4); }, "batch_norm_moments: sum and sum_sq must be the same");
+  expect_error([&] { batch_norm_moments(w, Tensor::zeros({3}), 4); },
+               "batch_norm_moments: sum and sum_sq must be the same");
   expect_error([&] { batch_norm_moments(w, w, 0); }, "batch_norm_moments: count must be positive");
   expect_error([&] { batch_norm_update_running(Tensor::zeros({3}), rv, w, w, 0.9f); },
                "batch_norm_update_running: running statistics must be contiguous f32[4]");
@@ -438,11 +459,21 @@ std::vector<float> act_gen(int input, const Shape& shape, uint64_t seed) {
     const float u = (float)((s >> 33) % 1000000) / 1000000.f;
     const bool flip = (s >> 20) & 1;
     switch (input) {
-      case 0: v[i] = ((int64_t)i / C) % 2 ? 1.f + 0.5f * u : -1.f - 0.5f * u; break;
-      case 1: v[i] = flip ? -(0.5f + u) : 0.5f + u; break;
-      case 2: v[i] = -0.15f + 0.3f * u; break;
-      case 3: v[i] = -0.1f + 0.2f * u; break;
-      default: v[i] = 0.5f + 1.5f * u; break;
+      case 0:
+        v[i] = ((int64_t)i / C) % 2 ? 1.f + 0.5f * u : -1.f - 0.5f * u;
+        break;
+      case 1:
+        v[i] = flip ? -(0.5f + u) : 0.5f + u;
+        break;
+      case 2:
+        v[i] = -0.15f + 0.3f * u;
+        break;
+      case 3:
+        v[i] = -0.1f + 0.2f * u;
+        break;
+      default:
+        v[i] = 0.5f + 1.5f * u;
+        break;
     }
   }
   return v;
@@ -568,8 +599,7 @@ TEST(BatchNorm, FusedActivationEqualsActivationOfBatchNormBitwise) {
         for (bool training : {true, false}) {
           const std::string where =
               std::string(ac.name) + " " + d.str() + (training ? " train " : " eval ") + shape_str(shape);
-          const BnResult f =
-              run_bn_act(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, ac.act, true);
+          const BnResult f = run_bn_act(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, ac.act, true);
           const BnResult u =
               run_bn_act(x.to(d), w.to(d), b.to(d), rm.to(d), rv.to(d), g.to(d), training, ac.act, false);
           expect_bits(f.y, u.y, "y " + where);
@@ -612,7 +642,7 @@ TEST(BatchNorm, LayerForwardWithActivation) {
   for (const ActCase& ac : act_cases()) {
     for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
       for (const Shape& shape : {Shape{2, 5, 4, 6}, Shape{1, 1, 1, 6}}) {
-        for (int mode = 0; mode < 3; ++mode) {  // 0 train, 1 train synced (world size 1), 2 eval
+        for (int mode = 0; mode < 3; ++mode) {       // 0 train, 1 train synced (world size 1), 2 eval
           if (mode == 1 && shape[1] == 1) continue;  // sync BN needs more than one value per channel
           nn::BatchNorm2d fused(6), plain(6);
           for (nn::BatchNorm2d* bn : {&fused, &plain}) {
@@ -650,8 +680,7 @@ TEST(BatchNorm, LeakySlopeMustBeFinite) {
     batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), a);
     ADD_FAILURE() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("batch_norm: the leaky_relu negative slope must be finite"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("batch_norm: the leaky_relu negative slope must be finite"), std::string::npos)
         << e.what();
   }
 }

@@ -843,20 +843,32 @@ TEST(TrainArgsTest, Errors) {
                train_args({"--config", "c", "--precision", "half"});
              }),
              "--precision: expected fp32, tf32, bf16 or fp16, got 'half'");
-  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--amp_level", "O3"}); }), "--amp_level: expected O1 or O2, got 'O3'");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--amp_level", "O3"});
+             }),
+             "--amp_level: expected O1 or O2, got 'O3'");
   EXPECT_EQ(train_args({"--config", "c", "--precision", "bf16", "--amp_level", "O1"}).precision, "bf16");
   EXPECT_EQ(train_args({"--config", "c", "--precision", "bf16", "--amp_level", "O1"}).amp_level, "O1");
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--device", "tpu"});
              }),
              "--device: expected cpu, gpu or gpu:N, got 'tpu'");
-  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--device", "gpu:x"}); }), "expected cpu, gpu or gpu:N, got 'gpu:x'");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--device", "gpu:x"});
+             }),
+             "expected cpu, gpu or gpu:N, got 'gpu:x'");
   EXPECT_EQ(train_args({"--config", "c", "--device", "gpu:3"}).device, "gpu:3");
   // Data-parallel flags.
   EXPECT_EQ(train_args({"--config", "c", "--sync_bn", "on", "--dist_timeout", "30"}).sync_bn, "on");
   EXPECT_EQ(train_args({"--config", "c", "--dist_timeout", "2.5"}).dist_timeout, 2.5);
-  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--sync_bn", "yes"}); }), "--sync_bn: expected auto, on or off, got 'yes'");
-  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--dist_timeout", "0"}); }), "--dist_timeout: expected seconds > 0, got '0'");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--sync_bn", "yes"});
+             }),
+             "--sync_bn: expected auto, on or off, got 'yes'");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--dist_timeout", "0"});
+             }),
+             "--dist_timeout: expected seconds > 0, got '0'");
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--opts", "nokey"});
              }),
@@ -1481,7 +1493,9 @@ TEST(TrainArgsTest, FlagsOfTheOtherTask) {
   const TrainArgs det = train_args({"c.yml", "--num_epochs", "5", "--seed", "1", "--use_vdl", "--save_dir", "o"});
   EXPECT_NO_THROW(check_train_args_for_task(det, "detection"));
   EXPECT_NO_THROW(check_train_args_for_task(det, "segmentation"));  // epochs work for segmentation too
-  EXPECT_HAS(error_of([&] { check_train_args_for_task(train_args({"c.yml", "--metric", "VOC"}), "segmentation"); }),
+  EXPECT_HAS(error_of([&] {
+               check_train_args_for_task(train_args({"c.yml", "--metric", "VOC"}), "segmentation");
+             }),
              "engine-train: --metric: is a detection (PaddleX) flag; c.yml is a segmentation config");
   // The shared flags are fine with both.
   const TrainArgs shared = train_args({"c.yml", "--learning_rate", "0.1", "--seed", "1", "--use_vdl", "--num_workers",

@@ -19,8 +19,8 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/precision.h"
-#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/conv_cpu.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -81,7 +81,9 @@ void check_conv(const std::string& name, const Shape& x, const Shape& w, bool bi
       [a](const std::vector<Tensor>& in) {
         return std::vector<Tensor>{conv2d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), a)};
       },
-      [a](const RefInputs& in, const std::vector<Shape>& s) { return std::vector<std::vector<double>>{reference(in, s, a)}; },
+      [a](const RefInputs& in, const std::vector<Shape>& s) {
+        return std::vector<std::vector<double>>{reference(in, s, a)};
+      },
       opt);
 }
 
@@ -177,20 +179,32 @@ TEST(Conv2d, Errors) {
   expect_error([&] { conv2d(Tensor::randn({5, 5, 6}, 1), w, b, args(1, 1)); }, {"conv2d", "4-D", "[5, 5, 6]"});
   expect_error([&] { conv2d(x, Tensor::randn({4, 6, 3}, 1), b, args(1, 1)); }, {"conv2d", "w", "[4, 6, 3]"});
   // Cin mismatch
-  expect_error([&] { conv2d(x, Tensor::randn({4, 5, 3, 3}, 1), b, args(1, 1)); },
-               {"conv2d", "Cin", "[2, 5, 5, 6]", "[4, 5, 3, 3]"});
+  expect_error(
+      [&] {
+        conv2d(x, Tensor::randn({4, 5, 3, 3}, 1), b, args(1, 1));
+      },
+      {"conv2d", "Cin", "[2, 5, 5, 6]", "[4, 5, 3, 3]"});
   // groups not dividing the channels
-  expect_error([&] { conv2d(x, Tensor::randn({4, 2, 3, 3}, 1), b, args(1, 1, 1, 4)); },
-               {"conv2d", "groups 4", "[2, 5, 5, 6]"});
-  expect_error([&] { conv2d(x, Tensor::randn({5, 3, 3, 3}, 1), Tensor(), args(1, 1, 1, 2)); },
-               {"conv2d", "groups 2", "Cout = 5"});
+  expect_error(
+      [&] {
+        conv2d(x, Tensor::randn({4, 2, 3, 3}, 1), b, args(1, 1, 1, 4));
+      },
+      {"conv2d", "groups 4", "[2, 5, 5, 6]"});
+  expect_error(
+      [&] {
+        conv2d(x, Tensor::randn({5, 3, 3, 3}, 1), Tensor(), args(1, 1, 1, 2));
+      },
+      {"conv2d", "groups 2", "Cout = 5"});
   expect_error([&] { conv2d(x, w, b, args(1, 1, 1, 0)); }, {"conv2d", "groups 0"});
   // bias shape
   expect_error([&] { conv2d(x, w, Tensor::randn({5}, 1), args(1, 1)); }, {"conv2d", "b", "[5]", "[4]"});
   expect_error([&] { conv2d(x, w, Tensor::randn({1, 4}, 1), args(1, 1)); }, {"conv2d", "b", "[1, 4]"});
   // kernel larger than the padded input
-  expect_error([&] { conv2d(x, Tensor::randn({4, 6, 7, 7}, 1), b, args(1, 0)); },
-               {"conv2d", "larger than the padded input", "[2, 5, 5, 6]", "[4, 6, 7, 7]"});
+  expect_error(
+      [&] {
+        conv2d(x, Tensor::randn({4, 6, 7, 7}, 1), b, args(1, 0));
+      },
+      {"conv2d", "larger than the padded input", "[2, 5, 5, 6]", "[4, 6, 7, 7]"});
   expect_error([&] { conv2d(x, w, b, args(1, 0, 3)); }, {"conv2d", "7 x 7 after dilation", "5 x 5"});
   // non-f32
   expect_error([&] { conv2d(x.to(DType::BF16), w, b, args(1, 1)); }, {"conv2d", "f32", "bf16"});
@@ -203,8 +217,7 @@ TEST(Conv2d, Errors) {
   // undefined
   expect_error([&] { conv2d(Tensor(), w, b, args(1, 1)); }, {"conv2d", "'x'"});
   // devices
-  if (have_cuda())
-    expect_error([&] { conv2d(x, w.to(Device::cuda(0)), b, args(1, 1)); }, {"conv2d", "cuda"});
+  if (have_cuda()) expect_error([&] { conv2d(x, w.to(Device::cuda(0)), b, args(1, 1)); }, {"conv2d", "cuda"});
 }
 
 // ---- bf16 autocast (engine/precision.h): on CPUs with AVX512-BF16 or AMX-BF16, x, w and gy are
@@ -230,7 +243,8 @@ struct ConvRef {
 ConvRef conv_ref(const std::vector<float>& x, const Shape& xs, const std::vector<float>& w, const Shape& ws,
                  const std::vector<float>& b, const std::vector<float>& g, const Conv2dArgs& a) {
   const int64_t n = xs[0], h = xs[1], wd = xs[2], cin = xs[3], cout = ws[0], cg = ws[1], kh = ws[2], kw = ws[3];
-  const int64_t ho = out_size(h, kh, a.stride_h, a.pad_h, a.dilation_h), wo = out_size(wd, kw, a.stride_w, a.pad_w, a.dilation_w);
+  const int64_t ho = out_size(h, kh, a.stride_h, a.pad_h, a.dilation_h),
+                wo = out_size(wd, kw, a.stride_w, a.pad_w, a.dilation_w);
   const int64_t og = cout / a.groups;
   ConvRef r;
   r.y.assign(n * ho * wo * cout, 0.0);
@@ -323,8 +337,10 @@ TEST(Conv2dBf16, MatchesRoundedReference) {
 TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
   EXPECT_EQ(parse_precision("bf16", "--precision"), Precision::BF16);
   EXPECT_EQ(parse_amp_level("O2", "--amp_level"), AmpLevel::O2);
-  expect_error([] { parse_precision("half", "--precision"); }, {"--precision", "expected fp32, tf32, bf16 or fp16", "'half'"});
-  expect_error([] { check_precision_available(Precision::FP16, AmpLevel::O1, Device::cpu()); }, {"--precision fp16", "bf16"});
+  expect_error([] { parse_precision("half", "--precision"); },
+               {"--precision", "expected fp32, tf32, bf16 or fp16", "'half'"});
+  expect_error([] { check_precision_available(Precision::FP16, AmpLevel::O1, Device::cpu()); },
+               {"--precision fp16", "bf16"});
   expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu()); }, {"O2", "O1"});
   check_precision_available(Precision::FP32, AmpLevel::O1, Device::cpu());
   if (kernels::cpu_has_bf16()) {

@@ -79,7 +79,8 @@ Result run(const Case& c, Device dev, bool strided_x) {
   const Tensor gy = Tensor::uniform(y.shape(), 4, -1.f, 1.f, dev);
   y.backward(gy);
   Result r;
-  r.t = {y.to_vector(), x.grad().to_vector(), w.grad().to_vector(), c.bias ? b.grad().to_vector() : std::vector<float>()};
+  r.t = {y.to_vector(), x.grad().to_vector(), w.grad().to_vector(),
+         c.bias ? b.grad().to_vector() : std::vector<float>()};
   return r;
 }
 

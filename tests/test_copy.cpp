@@ -13,7 +13,9 @@ using namespace engine::testing;
 TEST(Copy, PermuteContiguous) {
   check_op(
       "permute_contiguous", {{"3d", {{3, 5, 7}}}, {"size1", {{1, 9, 1}}}, {"large", {{17, 33, 9}}}},
-      [](const std::vector<Tensor>& in) { return std::vector<Tensor>{in[0].permute({2, 0, 1}).contiguous()}; },
+      [](const std::vector<Tensor>& in) {
+        return std::vector<Tensor>{in[0].permute({2, 0, 1}).contiguous()};
+      },
       [](const RefInputs& in, const std::vector<Shape>& s) {
         const Shape& a = s[0];
         const Shape o{a[2], a[0], a[1]};

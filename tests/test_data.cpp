@@ -17,12 +17,12 @@
 #include <set>
 #include <sstream>
 
+#include "base/error.h"
 #include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "data/transforms.h"
-#include "base/error.h"
 
 using namespace engine;
 using namespace engine::data;

@@ -12,10 +12,10 @@
 #include <set>
 #include <sstream>
 
+#include "base/error.h"
 #include "data/det_dataset.h"
 #include "data/det_synthetic.h"
 #include "data/image_io.h"
-#include "base/error.h"
 
 using namespace engine;
 using namespace engine::data;

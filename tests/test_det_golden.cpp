@@ -154,10 +154,11 @@ void check_model(const std::string& backbone, const nlohmann::json& j) {
     EXPECT_NEAR(max_abs, want_max, kTol * want_max);
     EXPECT_NEAR(sum, want_sum, kTol * sum_abs) << "sum";
     EXPECT_NEAR(sum_sq, want_sq, kTol * want_sq) << "sum of squares";
-    std::printf("[golden %s head %zu] max|y| %.4g: max |engine - PaddleDetection| / max|y| = %.3g over %zu samples; "
-                "sum %.6g vs %.6g, sum_sq rel diff %.3g\n",
-                backbone.c_str(), s, want_max, worst / want_max, sample.size(), sum, want_sum,
-                std::fabs(sum_sq - want_sq) / want_sq);
+    std::printf(
+        "[golden %s head %zu] max|y| %.4g: max |engine - PaddleDetection| / max|y| = %.3g over %zu samples; "
+        "sum %.6g vs %.6g, sum_sq rel diff %.3g\n",
+        backbone.c_str(), s, want_max, worst / want_max, sample.size(), sum, want_sum,
+        std::fabs(sum_sq - want_sq) / want_sq);
   }
   std::printf("[golden %s] %.2f s\n", backbone.c_str(),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -17,10 +17,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "tests/harness/temp_dirs.h"
 #include "data/det_loader.h"
 #include "data/det_synthetic.h"
 #include "engine/device.h"
+#include "tests/harness/temp_dirs.h"
 #include "train/det_config.h"
 #include "train/det_task.h"
 #include "train/early_stop.h"
@@ -138,9 +138,9 @@ TEST(DetSchedule, PaddleXDefaultsAtTheSeedsNumbers) {
   EXPECT_DOUBLE_EQ(s.lr_at(500), lr * 0.5);
   EXPECT_DOUBLE_EQ(s.lr_at(999), lr * 999 / 1000);
   EXPECT_DOUBLE_EQ(s.lr_at(1000), lr);
-  EXPECT_DOUBLE_EQ(s.lr_at(212 * spe), lr);           // epoch 213 (1-based) starts at step 2120
-  EXPECT_DOUBLE_EQ(s.lr_at(213 * spe - 1), lr);       // last step of epoch 213
-  EXPECT_DOUBLE_EQ(s.lr_at(213 * spe), lr * 0.1);     // first step of epoch 214
+  EXPECT_DOUBLE_EQ(s.lr_at(212 * spe), lr);        // epoch 213 (1-based) starts at step 2120
+  EXPECT_DOUBLE_EQ(s.lr_at(213 * spe - 1), lr);    // last step of epoch 213
+  EXPECT_DOUBLE_EQ(s.lr_at(213 * spe), lr * 0.1);  // first step of epoch 214
   EXPECT_DOUBLE_EQ(s.lr_at(240 * spe - 1), lr * 0.1);
   EXPECT_DOUBLE_EQ(s.lr_at(240 * spe), lr * 0.1 * 0.1);
   EXPECT_DOUBLE_EQ(s.lr_at(270 * spe - 1), lr * 0.1 * 0.1);
@@ -159,9 +159,13 @@ TEST(DetSchedule, WarmupConstraintAtItsEdge) {
   } catch (const ConfigError& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find("cfg.yml: warmup_steps: In function train(), parameters must satisfy: warmup_steps <= "
-                     "lr_decay_epochs[0] * num_steps_each_epoch"), std::string::npos) << m;
-    EXPECT_NE(m.find("Either `warmup_steps` be less than 50 or lr_decay_epochs[0] be greater than 10 must be satisfied"),
-              std::string::npos) << m;
+                     "lr_decay_epochs[0] * num_steps_each_epoch"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(
+        m.find("Either `warmup_steps` be less than 50 or lr_decay_epochs[0] be greater than 10 must be satisfied"),
+        std::string::npos)
+        << m;
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;
   }
   p.warmup_steps = 0;  // PaddleX 2.x checks only with a warmup
@@ -191,8 +195,8 @@ TEST(DetSchedule, ConstraintStopsTheRunBeforeAnythingIsWritten) {
 TEST(DetEarlyStop, PaddleXSemantics) {
   {  // a steady decline stops after `patience` evaluations that are not better than the previous one
     EarlyStop es(2);
-    EXPECT_FALSE(es(0.5));  // first call: recorded (the maximum stays 0)
-    EXPECT_FALSE(es(0.6));  // > max: reset
+    EXPECT_FALSE(es(0.5));   // first call: recorded (the maximum stays 0)
+    EXPECT_FALSE(es(0.6));   // > max: reset
     EXPECT_FALSE(es(0.55));  // below the previous: 1 / 2
     EXPECT_EQ(es.counter(), 1);
     EXPECT_TRUE(es(0.54));  // 2 / 2
@@ -234,9 +238,9 @@ TEST(DetTrain, CollateNormalisesAndPadsBoxes) {
   EXPECT_EQ(batch.at("images").shape(), (Shape{2, 6, 8, 3}));  // padded to the largest h and w
   const auto img = batch.at("images").to_vector();
   EXPECT_EQ(img[0], 1.f);
-  EXPECT_EQ(img[(5 * 8 + 7) * 3], 0.f);                 // padding of image a
-  EXPECT_EQ(img[6 * 8 * 3 + (5 * 8 + 3) * 3], 2.f);     // last pixel of image b
-  EXPECT_EQ(img[6 * 8 * 3 + (5 * 8 + 4) * 3], 0.f);     // right of image b
+  EXPECT_EQ(img[(5 * 8 + 7) * 3], 0.f);              // padding of image a
+  EXPECT_EQ(img[6 * 8 * 3 + (5 * 8 + 3) * 3], 2.f);  // last pixel of image b
+  EXPECT_EQ(img[6 * 8 * 3 + (5 * 8 + 4) * 3], 0.f);  // right of image b
   const auto box = batch.at("gt_box").to_vector();
   // a's first box (0,0)-(4,2) in the 8x6 padded image: cx 2/8, cy 1/6, w 4/8, h 2/6.
   EXPECT_FLOAT_EQ(box[0], 0.25f);
@@ -264,9 +268,10 @@ TEST(DetTrain, TrainsEvaluatesAndResumesBitExactly) {
   for (const char* d : {"epoch_1", "epoch_2", "epoch_3", "best_model"})
     EXPECT_TRUE(fs::exists(dir / "full" / d / "model.safetensors")) << d;
   const std::string text = log.str();
-  for (const char* line : {"[TRAIN] Epoch=1/3, Step=1/4, loss_xy=", "[TRAIN] Epoch 2 finished, loss_xy=",
-                           "Start to evaluate(total_samples=4, total_steps=4)...", "[EVAL] Finished, Epoch=3, bbox_map=",
-                           "Current evaluated best model on eval_dataset is epoch_", "Model saved in "})
+  for (const char* line :
+       {"[TRAIN] Epoch=1/3, Step=1/4, loss_xy=", "[TRAIN] Epoch 2 finished, loss_xy=",
+        "Start to evaluate(total_samples=4, total_steps=4)...", "[EVAL] Finished, Epoch=3, bbox_map=",
+        "Current evaluated best model on eval_dataset is epoch_", "Model saved in "})
     EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
   const auto train = records(dir / "full", "train");
   ASSERT_EQ(train.size(), 12u);
@@ -279,8 +284,8 @@ TEST(DetTrain, TrainsEvaluatesAndResumesBitExactly) {
   EXPECT_NEAR(train[8]["lr"].get<double>(), 0.00005, 1e-12);
 
   // Resume from epoch_1/ into another folder: the same epoch_3/.
-  const DetTrainConfig from1 = load(cfg_path, {{"save_dir", (dir / "resumed").string()},
-                                               {"resume_checkpoint", (dir / "full/epoch_1").string()}});
+  const DetTrainConfig from1 = load(
+      cfg_path, {{"save_dir", (dir / "resumed").string()}, {"resume_checkpoint", (dir / "full/epoch_1").string()}});
   run_det_training(from1, run_options(), log);
   expect_same_tensors((dir / "full/epoch_3/model.safetensors").string(),
                       (dir / "resumed/epoch_3/model.safetensors").string());
@@ -296,8 +301,8 @@ TEST(DetTrain, TrainsEvaluatesAndResumesBitExactly) {
   EXPECT_EQ(st.stopped_by_signal, SIGINT);
   EXPECT_EQ(st.iters_done, 6);
   EXPECT_EQ(st.last_checkpoint, (dir / "stopped/iter_6").string());
-  const DetTrainConfig go_on = load(cfg_path, {{"save_dir", (dir / "stopped").string()},
-                                               {"resume_checkpoint", st.last_checkpoint}});
+  const DetTrainConfig go_on =
+      load(cfg_path, {{"save_dir", (dir / "stopped").string()}, {"resume_checkpoint", st.last_checkpoint}});
   run_det_training(go_on, run_options(), log);
   expect_same_tensors((dir / "full/epoch_3/model.safetensors").string(),
                       (dir / "stopped/epoch_3/model.safetensors").string());
@@ -353,19 +358,25 @@ TEST(DetTrain, CocoDataAndTheCocoMetric) {
     const data::DetDataset voc(spec);
     nlohmann::json j;
     j["categories"] = nlohmann::json::array();
-    for (size_t c = 0; c < voc.labels().size(); ++c) j["categories"].push_back({{"id", c + 1}, {"name", voc.labels()[c]}});
+    for (size_t c = 0; c < voc.labels().size(); ++c)
+      j["categories"].push_back({{"id", c + 1}, {"name", voc.labels()[c]}});
     j["images"] = nlohmann::json::array();
     j["annotations"] = nlohmann::json::array();
     int ann_id = 1;
     for (int64_t i = 0; i < voc.size(); ++i) {
       const data::DetRecord& r = voc.record(i);
-      j["images"].push_back({{"id", i + 1}, {"file_name", fs::relative(r.image, root).string()},
-                             {"height", r.height}, {"width", r.width}});
+      j["images"].push_back({{"id", i + 1},
+                             {"file_name", fs::relative(r.image, root).string()},
+                             {"height", r.height},
+                             {"width", r.width}});
       for (size_t k = 0; k < r.boxes.size(); ++k) {
         const auto& b = r.boxes[k];
-        j["annotations"].push_back({{"id", ann_id++}, {"image_id", i + 1}, {"category_id", r.classes[k] + 1},
+        j["annotations"].push_back({{"id", ann_id++},
+                                    {"image_id", i + 1},
+                                    {"category_id", r.classes[k] + 1},
                                     {"bbox", {b[0], b[1], b[2] - b[0], b[3] - b[1]}},
-                                    {"area", (b[2] - b[0]) * (b[3] - b[1])}, {"iscrowd", 0}});
+                                    {"area", (b[2] - b[0]) * (b[3] - b[1])},
+                                    {"iscrowd", 0}});
       }
     }
     std::ofstream(out) << j.dump();
@@ -374,8 +385,10 @@ TEST(DetTrain, CocoDataAndTheCocoMetric) {
   write_json("val_list.txt", dir / "val.json");
   std::ostringstream y;
   y << "model:\n  type: YOLOv3\n  backbone: MobileNetV1\n"
-    << "train_dataset:\n  type: CocoDetection\n  data_dir: " << root << "\n  ann_file: " << (dir / "train.json").string()
-    << "\n  transforms:\n    - type: Normalize\n  batch_transforms:\n    - type: BatchRandomResize\n      target_sizes: [64]\n"
+    << "train_dataset:\n  type: CocoDetection\n  data_dir: " << root
+    << "\n  ann_file: " << (dir / "train.json").string()
+    << "\n  transforms:\n    - type: Normalize\n  batch_transforms:\n    - type: BatchRandomResize\n      "
+       "target_sizes: [64]\n"
     << "eval_dataset:\n  type: CocoDetection\n  data_dir: " << root << "\n  ann_file: " << (dir / "val.json").string()
     << "\n  transforms:\n    - type: Resize\n      target_size: 64\n    - type: Normalize\n"
     << "num_epochs: 1\ntrain_batch_size: 4\nlearning_rate: 0.0005\nwarmup_steps: 0\nlr_decay_epochs: []\n"

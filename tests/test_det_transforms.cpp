@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "data/det_transforms.h"
 #include "base/error.h"
+#include "data/det_transforms.h"
 #include "tests/harness/golden.h"
 
 using namespace engine;

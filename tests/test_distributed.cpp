@@ -55,7 +55,8 @@ nn::SegModelSpec spec_t(uint64_t seed) {  // PP-LiteSeg-T, 3 classes
 
 Tensor seg_loss(const std::vector<Tensor>& logits, const Tensor& labels) {
   Tensor total;
-  for (const Tensor& l : logits) total = total.defined() ? add(total, cross_entropy(l, labels)) : cross_entropy(l, labels);
+  for (const Tensor& l : logits)
+    total = total.defined() ? add(total, cross_entropy(l, labels)) : cross_entropy(l, labels);
   return total;
 }
 

@@ -15,8 +15,8 @@ namespace {
 
 // Shapes that are odd, have size-1 dims, and are not multiples of 4 (float4), 32 or 256.
 std::vector<OpCase> unary_cases() {
-  return {{"scalar", {{1}}},         {"odd1d", {{1027}}},         {"2d", {{7, 33}}},
-          {"size1dims", {{1, 5, 1, 3}}}, {"nhwc", {{2, 5, 7, 3}}}, {"5d", {{2, 1, 3, 2, 5}}}};
+  return {{"scalar", {{1}}},        {"odd1d", {{1027}}},      {"2d", {{7, 33}}}, {"size1dims", {{1, 5, 1, 3}}},
+          {"nhwc", {{2, 5, 7, 3}}}, {"5d", {{2, 1, 3, 2, 5}}}};
 }
 
 using UnaryFn = Tensor (*)(const Tensor&);
@@ -50,59 +50,80 @@ InputGen away_from_zero(float lo, float hi) {
 
 }  // namespace
 
-TEST(Elementwise, Neg) { check_unary("neg", [](const Tensor& x) { return neg(x); }, [](double x) { return -x; }); }
-TEST(Elementwise, Exp) { check_unary("exp", [](const Tensor& x) { return exp(x); }, [](double x) { return std::exp(x); }); }
+TEST(Elementwise, Neg) {
+  check_unary(
+      "neg", [](const Tensor& x) { return neg(x); }, [](double x) { return -x; });
+}
+TEST(Elementwise, Exp) {
+  check_unary(
+      "exp", [](const Tensor& x) { return exp(x); }, [](double x) { return std::exp(x); });
+}
 TEST(Elementwise, Log) {
   CheckOptions o;
   o.lo = 0.2f;
   o.hi = 3.f;
-  check_unary("log", [](const Tensor& x) { return log(x); }, [](double x) { return std::log(x); }, o);
+  check_unary(
+      "log", [](const Tensor& x) { return log(x); }, [](double x) { return std::log(x); }, o);
 }
 TEST(Elementwise, Sqrt) {
   CheckOptions o;
   o.lo = 0.2f;
   o.hi = 3.f;
-  check_unary("sqrt", [](const Tensor& x) { return sqrt(x); }, [](double x) { return std::sqrt(x); }, o);
+  check_unary(
+      "sqrt", [](const Tensor& x) { return sqrt(x); }, [](double x) { return std::sqrt(x); }, o);
 }
 TEST(Elementwise, Relu) {
   CheckOptions o;
   o.input_gen = away_from_zero(-2, 2);
-  check_unary("relu", [](const Tensor& x) { return relu(x); }, [](double x) { return x > 0 ? x : 0.0; }, o);
+  check_unary(
+      "relu", [](const Tensor& x) { return relu(x); }, [](double x) { return x > 0 ? x : 0.0; }, o);
 }
 TEST(Elementwise, LeakyRelu) {
   CheckOptions o;
   o.input_gen = away_from_zero(-2, 2);
-  check_unary("leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1f); },
-              [](double x) { return x > 0 ? x : 0.1f * x; }, o);
+  check_unary(
+      "leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1f); }, [](double x) { return x > 0 ? x : 0.1f * x; },
+      o);
 }
 TEST(Elementwise, Sigmoid) {
   CheckOptions o;
   o.lo = -8;
   o.hi = 8;
-  check_unary("sigmoid", [](const Tensor& x) { return sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }, o);
+  check_unary(
+      "sigmoid", [](const Tensor& x) { return sigmoid(x); }, [](double x) { return 1 / (1 + std::exp(-x)); }, o);
 }
-TEST(Elementwise, Tanh) { check_unary("tanh", [](const Tensor& x) { return tanh(x); }, [](double x) { return std::tanh(x); }); }
+TEST(Elementwise, Tanh) {
+  check_unary(
+      "tanh", [](const Tensor& x) { return tanh(x); }, [](double x) { return std::tanh(x); });
+}
 
 TEST(Elementwise, ScalarVariants) {
-  check_unary("add_scalar", [](const Tensor& x) { return x + 1.5f; }, [](double x) { return x + 1.5f; });
-  check_unary("sub_scalar", [](const Tensor& x) { return x - 0.25f; }, [](double x) { return x - 0.25f; });
-  check_unary("mul_scalar", [](const Tensor& x) { return x * -3.f; }, [](double x) { return x * -3.0; });
-  check_unary("div_scalar", [](const Tensor& x) { return x / 3.f; }, [](double x) { return x / 3.0; });
-  check_unary("rsub_scalar", [](const Tensor& x) { return 2.f - x; }, [](double x) { return 2.0 - x; });
+  check_unary(
+      "add_scalar", [](const Tensor& x) { return x + 1.5f; }, [](double x) { return x + 1.5f; });
+  check_unary(
+      "sub_scalar", [](const Tensor& x) { return x - 0.25f; }, [](double x) { return x - 0.25f; });
+  check_unary(
+      "mul_scalar", [](const Tensor& x) { return x * -3.f; }, [](double x) { return x * -3.0; });
+  check_unary(
+      "div_scalar", [](const Tensor& x) { return x / 3.f; }, [](double x) { return x / 3.0; });
+  check_unary(
+      "rsub_scalar", [](const Tensor& x) { return 2.f - x; }, [](double x) { return 2.0 - x; });
   CheckOptions pos;
   pos.lo = 0.5f;
   pos.hi = 2.f;
-  check_unary("rdiv_scalar", [](const Tensor& x) { return 2.f / x; }, [](double x) { return 2.0 / x; }, pos);
+  check_unary(
+      "rdiv_scalar", [](const Tensor& x) { return 2.f / x; }, [](double x) { return 2.0 / x; }, pos);
   CheckOptions o;
   o.input_gen = away_from_zero(-2, 2);
-  check_unary("maximum_scalar", [](const Tensor& x) { return maximum(x, 0.f); }, [](double x) { return std::max(x, 0.0); }, o);
+  check_unary(
+      "maximum_scalar", [](const Tensor& x) { return maximum(x, 0.f); }, [](double x) { return std::max(x, 0.0); }, o);
 }
 
 namespace {
 std::vector<OpCase> binary_cases() {
   return {{"same", {{3, 7, 5}, {3, 7, 5}}},
           {"odd1d", {{1031}, {1031}}},
-          {"bias_nhwc", {{2, 3, 5, 7}, {7}}},            // [N,H,W,C] + [C]
+          {"bias_nhwc", {{2, 3, 5, 7}, {7}}},                // [N,H,W,C] + [C]
           {"attention_nhwc", {{2, 3, 5, 1}, {2, 3, 5, 6}}},  // N x H x W x 1 times N x H x W x C
           {"both_broadcast", {{4, 1, 3}, {1, 5, 1}}},
           {"scalar_tensor", {{1}, {2, 9}}},
@@ -135,28 +156,41 @@ void check_binary(const std::string& name, const std::function<Tensor(const Tens
 }
 }  // namespace
 
-TEST(Elementwise, Add) { check_binary("add", [](const Tensor& a, const Tensor& b) { return a + b; }, std::plus<double>()); }
-TEST(Elementwise, Sub) { check_binary("sub", [](const Tensor& a, const Tensor& b) { return a - b; }, std::minus<double>()); }
-TEST(Elementwise, Mul) { check_binary("mul", [](const Tensor& a, const Tensor& b) { return a * b; }, std::multiplies<double>()); }
+TEST(Elementwise, Add) {
+  check_binary(
+      "add", [](const Tensor& a, const Tensor& b) { return a + b; }, std::plus<double>());
+}
+TEST(Elementwise, Sub) {
+  check_binary(
+      "sub", [](const Tensor& a, const Tensor& b) { return a - b; }, std::minus<double>());
+}
+TEST(Elementwise, Mul) {
+  check_binary(
+      "mul", [](const Tensor& a, const Tensor& b) { return a * b; }, std::multiplies<double>());
+}
 TEST(Elementwise, Div) {
   CheckOptions o;
   o.input_gen = [](int input, const Shape& shape, uint64_t seed) {
     std::vector<float> v((size_t)shape_numel(shape));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = input == 1 ? 0.5f + (float)((i * 7 + seed) % 13) / 8.f : (float)((i * 5 + seed) % 11) / 4.f - 1.f;
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = input == 1 ? 0.5f + (float)((i * 7 + seed) % 13) / 8.f : (float)((i * 5 + seed) % 11) / 4.f - 1.f;
     return v;
   };
-  check_binary("div", [](const Tensor& a, const Tensor& b) { return a / b; }, std::divides<double>(), o);
+  check_binary(
+      "div", [](const Tensor& a, const Tensor& b) { return a / b; }, std::divides<double>(), o);
 }
 TEST(Elementwise, Maximum) {
   CheckOptions o;
   // Distinct values so the maximum is differentiable everywhere in the sample.
   o.input_gen = [](int input, const Shape& shape, uint64_t seed) {
     std::vector<float> v((size_t)shape_numel(shape));
-    for (size_t i = 0; i < v.size(); ++i) v[i] = (float)(((i * 37 + seed * 11 + (size_t)input * 5) % 97)) / 10.f + 0.05f * (float)input;
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = (float)(((i * 37 + seed * 11 + (size_t)input * 5) % 97)) / 10.f + 0.05f * (float)input;
     return v;
   };
-  check_binary("maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); },
-               [](double a, double b) { return std::max(a, b); }, o);
+  check_binary(
+      "maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); },
+      [](double a, double b) { return std::max(a, b); }, o);
 }
 
 TEST(Elementwise, MaximumTieSplitsGradient) {
@@ -188,7 +222,8 @@ TEST(Elementwise, BadInputErrors) {
     add(a, b);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("add: shapes [2, 3] and [4, 3] cannot be broadcast"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("add: shapes [2, 3] and [4, 3] cannot be broadcast"), std::string::npos)
+        << e.what();
   }
   const Tensor i = Tensor::zeros({2, 3}, DType::I64);
   try {

@@ -14,11 +14,11 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
-#include "engine/ops/elementwise.h"
-#include "engine/ops/matmul.h"
 #include "engine/ops/batchnorm.h"
 #include "engine/ops/conv.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
+#include "engine/ops/matmul.h"
 #include "engine/ops/metrics.h"
 #include "engine/ops/optim.h"
 #include "engine/ops/pool.h"

@@ -153,8 +153,9 @@ TEST(KernelsTsan, ReductionSplitAndBlockPlans) {
     const MaxResult me = max(e, {1});
     (sum(sa) + sum(ma.values) + sum(sb) + sum(mb.values) + sum(sc) + sum(mc.values) + sum(se) + sum(me.values))
         .backward();
-    return std::vector<Tensor>{sa, ma.values, ma.indices, sb, mb.values, mb.indices, sc,      mc.values,
-                               mc.indices, se, me.values, me.indices, a.grad(), b.grad(), c.grad(), e.grad()};
+    return std::vector<Tensor>{sa,       ma.values, ma.indices, sb,      mb.values, mb.indices,
+                               sc,       mc.values, mc.indices, se,      me.values, me.indices,
+                               a.grad(), b.grad(),  c.grad(),   e.grad()};
   });
 }
 
@@ -214,8 +215,8 @@ TEST(KernelsTsan, SoftmaxRowTilesDoubleBuffered) {
     const Tensor w19 = Tensor::uniform({3, 183, 19}, 44, -1, 1, d), w8 = Tensor::uniform({300, 8}, 45, -1, 1, d);
     const Tensor wu = Tensor::uniform({200, 19}, 46, -1, 1, d);
     (sum(s19 * w19) + sum(l19 * w19) + sum(s8 * w8) + sum(l8 * w8) + sum(lu * wu)).backward();
-    return std::vector<Tensor>{s19, l19, s8, l8, lu, x19.grad(), x8.grad(), wide.grad(),
-                               argmax(x19), argmax(x8), argmax(xu)};
+    return std::vector<Tensor>{s19,       l19,         s8,          l8,         lu,        x19.grad(),
+                               x8.grad(), wide.grad(), argmax(x19), argmax(x8), argmax(xu)};
   });
 }
 
@@ -266,7 +267,8 @@ TEST(KernelsTsan, CrossEntropyTilesAndRows) {
 // loss_finalize_kernel, and ce_bwd_kernel<true> with the p_gt mask. The forward is the OHEM tile
 // kernel <true, true> (6 tiles on 2 blocks). Two more cases with thresh 0.7 and min_kept 50 (enough
 // pixels below thresh: no select, ohem_sum with the host threshold): C = 8 runs the even-C OHEM tile
-// kernel <true, false>, C = 45 ce_fwd_row_kernel<true> and ce_bwd_kernel<false>. Tolerance 1e-5 (p_gt and the selection are bit-exact; sums in another order).
+// kernel <true, false>, C = 45 ce_fwd_row_kernel<true> and ce_bwd_kernel<false>. Tolerance 1e-5 (p_gt and the selection
+// are bit-exact; sums in another order).
 TEST(KernelsTsan, OhemCrossEntropyRadixSelect) {
   const int64_t P = 677, C = 19, min_kept = 400;
   const float thresh = 0.02f;
@@ -471,8 +473,8 @@ TEST(KernelsTsan, SegAreaCounts) {
       l[(size_t)i] = i % 13 == 5 ? 255 : (int64_t)(urand(210, (uint64_t)i) * (double)C);
       p[(size_t)i] = urand(211, (uint64_t)i) < 0.5 ? l[(size_t)i] % C : (int64_t)(urand(212, (uint64_t)i) * (double)C);
     }
-    const SegAreas a = seg_area_counts(Tensor::from_vector_i64(p, {2, 19, 19}, d),
-                                       Tensor::from_vector_i64(l, {2, 19, 19}, d), C);
+    const SegAreas a =
+        seg_area_counts(Tensor::from_vector_i64(p, {2, 19, 19}, d), Tensor::from_vector_i64(l, {2, 19, 19}, d), C);
     return std::vector<Tensor>{a.intersect, a.pred, a.label};
   });
 }
@@ -606,16 +608,15 @@ TEST(KernelsTsan, Yolov3LossForwardBackward) {
     for (int64_t g : {3, 6, 12})
       heads.push_back(Tensor::uniform({N, g, g, 24}, 300 + (uint64_t)g, -2, 2, d).set_requires_grad(true));
     const auto px = [](double v) { return (float)(v / 96); };
-    const Tensor box = Tensor::from_vector({0.30f, 0.40f, px(12), px(14), 0.55f, 0.52f, px(60), px(47),
-                                            0.50f,  0.50f, px(90), px(80), 0.f,   0.f,   0.f,     0.f,
-                                            0.70f,  0.30f, px(30), px(60), 0.20f, 0.70f, px(16),  px(30),
-                                            0.81f,  0.12f, px(40), px(40), 0.f,   0.f,   0.f,     0.f},
-                                           {N, B, 4}, d);
+    const Tensor box = Tensor::from_vector(
+        {0.30f, 0.40f, px(12), px(14), 0.55f, 0.52f, px(60), px(47), 0.50f, 0.50f, px(90), px(80), 0.f, 0.f, 0.f, 0.f,
+         0.70f, 0.30f, px(30), px(60), 0.20f, 0.70f, px(16), px(30), 0.81f, 0.12f, px(40), px(40), 0.f, 0.f, 0.f, 0.f},
+        {N, B, 4}, d);
     const Tensor cls = Tensor::from_vector_i64({0, 1, 2, 0, 2, 1, 0, 0}, {N, B}, d);
     const Tensor score = Tensor::from_vector({1.f, 0.8f, 1.f, 0.f, 1.f, 0.5f, 1.f, 0.f}, {N, B}, d);
     const YoloLossOutput r = yolov3_loss(heads, box, cls, score, args);
     r.loss.backward();
-    return std::vector<Tensor>{r.loss_xy,        r.loss_wh,        r.loss_obj,       r.loss_cls, r.loss,
-                               heads[0].grad(), heads[1].grad(), heads[2].grad()};
+    return std::vector<Tensor>{r.loss_xy, r.loss_wh,       r.loss_obj,      r.loss_cls,
+                               r.loss,    heads[0].grad(), heads[1].grad(), heads[2].grad()};
   });
 }

@@ -120,7 +120,8 @@ void check_ce(const std::string& name, const Shape& xs, double ignore_frac, bool
     if (input == 1) return make_labels(n, C, ignore_frac, seed);
     std::vector<float> v((size_t)n);
     for (int64_t i = 0; i < n; ++i)
-      v[(size_t)i] = input == 0 ? (float)(unit(seed * 77 + (uint64_t)i) * 6 - 3) : (float)(0.25 + 2 * unit(seed + 99 * (uint64_t)i));
+      v[(size_t)i] = input == 0 ? (float)(unit(seed * 77 + (uint64_t)i) * 6 - 3)
+                                : (float)(0.25 + 2 * unit(seed + 99 * (uint64_t)i));
     return v;
   };
   check_op(
@@ -144,10 +145,10 @@ TEST(CrossEntropy, ClassWeights) {
   check_ce("ce_weighted_c2", {1, 5, 5, 2}, 0.3, true);
 }
 TEST(CrossEntropy, ManyTilesAndOddSizes) {
-  check_ce("ce_tiles", {1, 17, 19, 3}, 0.1, false);  // 323 pixels: two 256-pixel tiles of the CUDA
-                                                     // backward (the CUDA forward's C = 3 tile: 384)
-  check_ce("ce_2d", {7, 5}, 0.0, false);             // [N, C]
-  check_ce("ce_c1", {2, 1, 3, 1}, 0.2, false);       // one class: zero loss
+  check_ce("ce_tiles", {1, 17, 19, 3}, 0.1, false);       // 323 pixels: two 256-pixel tiles of the CUDA
+                                                          // backward (the CUDA forward's C = 3 tile: 384)
+  check_ce("ce_2d", {7, 5}, 0.0, false);                  // [N, C]
+  check_ce("ce_c1", {2, 1, 3, 1}, 0.2, false);            // one class: zero loss
   check_ce("ce_unstaged_c45", {1, 3, 5, 45}, 0.1, true);  // C above the shared-memory staging limit
 }
 
@@ -171,7 +172,8 @@ TEST(CrossEntropy, IgnoreIndexInsideClassRange) {
   const std::vector<double> xd(xv.begin(), xv.end());
   const double want = ce_ref(xd, {0, 1, 2}, nullptr, 3, 1);
   for (Device d : devices()) {
-    Tensor l = cross_entropy(Tensor::from_vector(xv, {3, 3}, d), Tensor::from_vector_i64({0, 1, 2}, {3}, d), Tensor(), 1);
+    Tensor l =
+        cross_entropy(Tensor::from_vector(xv, {3, 3}, d), Tensor::from_vector_i64({0, 1, 2}, {3}, d), Tensor(), 1);
     EXPECT_NEAR(l.item(), want, 1e-6) << d.str();
   }
 }
@@ -202,9 +204,9 @@ TEST(CrossEntropy, BadInputs) {
       EXPECT_NE(m.find("[0, 0, 2]"), std::string::npos) << m;
     }
     EXPECT_THROW(ohem_cross_entropy(x, y_bad, 0.7f, 1), Error);
-    EXPECT_THROW(cross_entropy(x, y_ok.to(DType::F32)), Error);                      // labels dtype
-    EXPECT_THROW(cross_entropy(x.to(DType::BF16), y_ok), Error);                     // logits dtype
-    EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {1, 2}, d)), Error);  // shape
+    EXPECT_THROW(cross_entropy(x, y_ok.to(DType::F32)), Error);                          // labels dtype
+    EXPECT_THROW(cross_entropy(x.to(DType::BF16), y_ok), Error);                         // logits dtype
+    EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {1, 2}, d)), Error);   // shape
     EXPECT_THROW(cross_entropy(x, y_ok, Tensor::full({3}, 1.f, DType::F32, d)), Error);  // weight shape
     EXPECT_THROW(cross_entropy(Tensor::empty({0, 4}, DType::F32, d), Tensor::empty({0}, DType::I64, d)), Error);
     EXPECT_THROW(ohem_cross_entropy(x, y_ok, NAN, 1), Error);
@@ -226,7 +228,8 @@ std::vector<float> ohem_logits(const Shape& s, const std::vector<float>& labels,
   const int64_t C = s.back(), P = shape_numel(s) / C;
   std::vector<int64_t> perm((size_t)P);
   std::iota(perm.begin(), perm.end(), 0);
-  for (int64_t i = P - 1; i > 0; --i) std::swap(perm[(size_t)i], perm[(size_t)(mix(seed + (uint64_t)i) % (uint64_t)(i + 1))]);
+  for (int64_t i = P - 1; i > 0; --i)
+    std::swap(perm[(size_t)i], perm[(size_t)(mix(seed + (uint64_t)i) % (uint64_t)(i + 1))]);
   std::vector<float> v((size_t)(P * C));
   for (int64_t p = 0; p < P; ++p) {
     const int64_t y = (int64_t)labels[(size_t)p];
@@ -294,9 +297,9 @@ static void check_large(const Shape& xs, bool ohem, float thresh, int64_t min_ke
 }
 
 TEST(CrossEntropy, LargeShapesPastTheFastPaths) {
-  check_large({1, 3, 5, 300}, false, 0, 0);   // C > 256
-  check_large({2, 80, 110, 2}, false, 0, 0);  // 17600 pixels, two classes
-  check_large({1, 70, 130, 19}, false, 0, 0); // 9100 pixels, 19 classes
+  check_large({1, 3, 5, 300}, false, 0, 0);    // C > 256
+  check_large({2, 80, 110, 2}, false, 0, 0);   // 17600 pixels, two classes
+  check_large({1, 70, 130, 19}, false, 0, 0);  // 9100 pixels, 19 classes
 }
 
 TEST(Ohem, LargeShapesPastTheFastPaths) {
@@ -325,7 +328,7 @@ TEST(Ohem, TiesAtKthAreDropped) {
   // p_gt of the 6 pixels: one low, three identical, two high. min_kept = 3 -> p_(3) is the tied
   // value > thresh, so threshold = p_(3) and the strict "<" keeps only the low pixel.
   const int64_t C = 4;
-  const std::vector<std::vector<float>> rows = {{0.f, 3.f, 0.f, 0.f}, {-1.f, 0.f, 0.f, 0.f}, {-1.f, 0.f, 0.f, 0.f},
+  const std::vector<std::vector<float>> rows = {{0.f, 3.f, 0.f, 0.f},  {-1.f, 0.f, 0.f, 0.f}, {-1.f, 0.f, 0.f, 0.f},
                                                 {-1.f, 0.f, 0.f, 0.f}, {-3.f, 0.f, 0.f, 0.f}, {0.f, 5.f, 0.f, 0.f}};
   const std::vector<int64_t> y = {1, 0, 0, 0, 0, 255};
   std::vector<float> x;
@@ -386,9 +389,12 @@ TEST(BceWithLogits, ExtremesAndWeights) {
       const float ext[] = {50.f, -50.f, 20.f, -20.f, 0.f, 1e-4f};
       for (int64_t i = 0; i < n; ++i) {
         const double u = unit(seed * 31 + (uint64_t)i + 1000 * (uint64_t)input);
-        if (input == 0) v[(size_t)i] = i % 5 == 0 ? ext[(i / 5) % 6] : (float)(u * 12 - 6);
-        else if (input == 1) v[(size_t)i] = i % 3 == 0 ? (float)(i % 2) : (float)u;  // hard and soft targets
-        else v[(size_t)i] = (float)(0.1 + 2 * u);
+        if (input == 0)
+          v[(size_t)i] = i % 5 == 0 ? ext[(i / 5) % 6] : (float)(u * 12 - 6);
+        else if (input == 1)
+          v[(size_t)i] = i % 3 == 0 ? (float)(i % 2) : (float)u;  // hard and soft targets
+        else
+          v[(size_t)i] = (float)(0.1 + 2 * u);
       }
       return v;
     };
@@ -449,8 +455,8 @@ TEST(BinaryCrossEntropy, ProbabilitiesAtZeroAndOne) {
     const auto g = pt.grad().to_vector();
     const float want_g[] = {0.f, 0.f, -1e12f / 5, 1e12f / 5, (float)((0.5 - 0.25) / 0.25 / 5)};
     for (int i = 0; i < 5; ++i) EXPECT_NEAR(g[(size_t)i], want_g[i], 1e-6 * std::fabs(want_g[i]) + 1e-7) << i;
-    EXPECT_THROW(binary_cross_entropy(Tensor::from_vector({0.5f, 1.5f}, {2}, d), Tensor::from_vector({0.f, 1.f}, {2}, d),
-                                      Tensor()),
+    EXPECT_THROW(binary_cross_entropy(Tensor::from_vector({0.5f, 1.5f}, {2}, d),
+                                      Tensor::from_vector({0.f, 1.f}, {2}, d), Tensor()),
                  Error);
     EXPECT_THROW(binary_cross_entropy(Tensor::from_vector({0.5f, NAN}, {2}, d), Tensor::from_vector({0.f, 1.f}, {2}, d),
                                       Tensor()),

@@ -17,8 +17,8 @@ std::vector<Device> devices() {
   return d;
 }
 
-std::vector<std::vector<double>> ref_areas(const std::vector<double>& pred, const std::vector<double>& label,
-                                           int64_t C, int64_t ignore) {
+std::vector<std::vector<double>> ref_areas(const std::vector<double>& pred, const std::vector<double>& label, int64_t C,
+                                           int64_t ignore) {
   std::vector<double> inter((size_t)C, 0), pa((size_t)C, 0), la((size_t)C, 0);
   for (size_t i = 0; i < pred.size(); ++i) {
     const int64_t p = (int64_t)pred[i], l = (int64_t)label[i];
@@ -41,8 +41,8 @@ TEST(Metrics, HandMadeConfusion) {
   // class 1: pred non-ignored {1,8} = 2 (4 and 11 ignored); label {1,2,8} = 3; inter {1,8} = 2
   // class 2: pred {2,3,9,10} = 4; label {3,10} = 2; inter {3,10} = 2
   for (Device d : devices()) {
-    SegAreas a = seg_area_counts(Tensor::from_vector_i64(pred, {2, 2, 3}, d), Tensor::from_vector_i64(label, {2, 2, 3}, d),
-                                 3, 255);
+    SegAreas a = seg_area_counts(Tensor::from_vector_i64(pred, {2, 2, 3}, d),
+                                 Tensor::from_vector_i64(label, {2, 2, 3}, d), 3, 255);
     EXPECT_EQ(a.intersect.to_vector_i64(), (std::vector<int64_t>{3, 2, 2})) << d.str();
     EXPECT_EQ(a.pred.to_vector_i64(), (std::vector<int64_t>{3, 2, 4})) << d.str();
     EXPECT_EQ(a.label.to_vector_i64(), (std::vector<int64_t>{4, 3, 2})) << d.str();
@@ -101,8 +101,8 @@ TEST(Metrics, BadInputs) {
       EXPECT_NE(m.find("label 5"), std::string::npos) << m;
     }
     EXPECT_THROW(seg_area_counts(Tensor::from_vector_i64({0, 3, 2, 1}, {2, 2}, d), p, 3, 255), Error);  // pred range
-    EXPECT_THROW(seg_area_counts(p, Tensor::from_vector_i64({0, 1}, {2}, d), 3, 255), Error);          // shape
-    EXPECT_THROW(seg_area_counts(p.to(DType::F32), p, 3, 255), Error);                                 // dtype
+    EXPECT_THROW(seg_area_counts(p, Tensor::from_vector_i64({0, 1}, {2}, d), 3, 255), Error);           // shape
+    EXPECT_THROW(seg_area_counts(p.to(DType::F32), p, 3, 255), Error);                                  // dtype
     EXPECT_THROW(seg_area_counts(p, p, 0, 255), Error);
   }
 }

@@ -10,8 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -683,8 +683,12 @@ BnRun run_bn(BatchNorm2d& bn, const Tensor& x0, const Tensor& r) {
   Tensor x = x0.detach().clone().set_requires_grad(true);
   Tensor y = bn.forward(x);
   sum(mul(y, r)).backward();
-  BnRun out{y.to_vector(), x.grad().to_vector(), bn.weight().grad().to_vector(), bn.bias().grad().to_vector(),
-            bn.running_mean().to_vector(), bn.running_var().to_vector()};
+  BnRun out{y.to_vector(),
+            x.grad().to_vector(),
+            bn.weight().grad().to_vector(),
+            bn.bias().grad().to_vector(),
+            bn.running_mean().to_vector(),
+            bn.running_var().to_vector()};
   return out;
 }
 

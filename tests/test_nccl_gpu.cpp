@@ -27,7 +27,8 @@ namespace engine {
 namespace {
 
 std::unique_ptr<Communicator> one_rank() {
-  return make_nccl_communicator(0, 1, selected_cuda_device(), [](const std::string& id) { return id; }, 120);
+  return make_nccl_communicator(
+      0, 1, selected_cuda_device(), [](const std::string& id) { return id; }, 120);
 }
 
 TEST(NcclGpu, CollectivesOfOneRank) {
@@ -71,7 +72,8 @@ TEST(NcclGpu, BucketedStepEqualsThePlainStep) {
   const Tensor y = Tensor::from_vector_i64(lab, {2, 64, 64}, d);
   auto loss = [&](nn::SegModel& m) {
     Tensor total;
-    for (const Tensor& l : m.forward(x)) total = total.defined() ? add(total, cross_entropy(l, y)) : cross_entropy(l, y);
+    for (const Tensor& l : m.forward(x))
+      total = total.defined() ? add(total, cross_entropy(l, y)) : cross_entropy(l, y);
     return total;
   };
   loss(*plain).backward();

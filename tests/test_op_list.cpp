@@ -70,10 +70,10 @@ TEST(OpList, EveryOpHasItsKernelsTestAndBenchRow) {
   const auto& op_headers = sources("engine/ops", {".h"});
   const auto& benches = sources("bench", {".cpp"});
   for (const OpInfo& op : op_list()) {
-    EXPECT_TRUE(declares(cpu, op.cpu_kernel)) << op.name << ": CPU kernel " << op.cpu_kernel
-                                              << " is not declared in kernels/cpu/*.h";
-    EXPECT_TRUE(declares(cuda, op.cuda_kernel)) << op.name << ": CUDA kernel " << op.cuda_kernel
-                                                << " is not declared in kernels/cuda|cudnn|cublas/*.h";
+    EXPECT_TRUE(declares(cpu, op.cpu_kernel))
+        << op.name << ": CPU kernel " << op.cpu_kernel << " is not declared in kernels/cpu/*.h";
+    EXPECT_TRUE(declares(cuda, op.cuda_kernel))
+        << op.name << ": CUDA kernel " << op.cuda_kernel << " is not declared in kernels/cuda|cudnn|cublas/*.h";
     const fs::path test = kRoot / "tests" / (std::string(op.test) + ".cpp");
     ASSERT_TRUE(fs::exists(test)) << op.name << ": test file " << test << " does not exist";
     // An op that is a public function is called (or named to the op harness) by its test; backward

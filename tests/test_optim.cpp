@@ -94,11 +94,12 @@ TEST(Sgd, BadInputs) {
     EXPECT_THROW(sgd_momentum_update({p}, {g}, {v}, NAN, 0.9f, 0.f), Error);
     Tensor wide = Tensor::zeros({8}, DType::F32, d);
     EXPECT_THROW(sgd_momentum_update({wide.slice(0, 0, 8, 2)}, {g}, {v}, 0.1f, 0.9f, 0.f), Error);  // strided param
-    sgd_momentum_update({}, {}, {}, 0.1f, 0.9f, 0.f);  // nothing to do
+    sgd_momentum_update({}, {}, {}, 0.1f, 0.9f, 0.f);                                               // nothing to do
   }
   if (have_cuda()) {
     Tensor p = Tensor::zeros({4}, DType::F32, Device::cpu());
-    EXPECT_THROW(sgd_momentum_update({p}, {Tensor::zeros({4}, DType::F32, Device::cuda(0))}, {p.clone()}, 0.1f, 0.9f, 0.f),
-                 Error);
+    EXPECT_THROW(
+        sgd_momentum_update({p}, {Tensor::zeros({4}, DType::F32, Device::cuda(0))}, {p.clone()}, 0.1f, 0.9f, 0.f),
+        Error);
   }
 }

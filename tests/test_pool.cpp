@@ -50,8 +50,10 @@ std::vector<double> pool_ref(const std::vector<double>& x, const Shape& s, Kind 
             for (int64_t w = w0; w < w1; ++w) {
               if (h < 0 || h >= H || w < 0 || w >= W) continue;  // padding
               const double v = x[(size_t)(((n * H + h) * W + w) * C + c)];
-              if (kind == Kind::Max) acc = std::max(acc, v);
-              else acc += v;
+              if (kind == Kind::Max)
+                acc = std::max(acc, v);
+              else
+                acc += v;
               ++cnt;
             }
           if (kind == Kind::AvgExcl || kind == Kind::Adaptive) acc /= (double)cnt;
@@ -63,8 +65,11 @@ std::vector<double> pool_ref(const std::vector<double>& x, const Shape& s, Kind 
 
 // Windowed cases: odd sizes, a 1-row image, channel counts 1, 3, 17 (scalar path) and 8, 16 (float4).
 std::vector<OpCase> window_cases() {
-  return {{"c3_7x9", {{2, 7, 9, 3}}},   {"c17_13x11", {{2, 13, 11, 17}}}, {"c1_1x9", {{2, 1, 9, 1}}},
-          {"c8_5x5", {{1, 5, 5, 8}}},   {"c16_6x7", {{2, 6, 7, 16}}}};
+  return {{"c3_7x9", {{2, 7, 9, 3}}},
+          {"c17_13x11", {{2, 13, 11, 17}}},
+          {"c1_1x9", {{2, 1, 9, 1}}},
+          {"c8_5x5", {{1, 5, 5, 8}}},
+          {"c16_6x7", {{2, 6, 7, 16}}}};
 }
 
 void check_window_pool(const std::string& name, Kind kind, int k, int s, int p, CheckOptions o = {}) {
@@ -76,9 +81,15 @@ void check_window_pool(const std::string& name, Kind kind, int k, int s, int p, 
       [=](const std::vector<Tensor>& in) {
         Tensor y;
         switch (kind) {
-          case Kind::AvgExcl: y = avg_pool2d(in[0], k, s, p, true); break;
-          case Kind::AvgIncl: y = avg_pool2d(in[0], k, s, p, false); break;
-          default: y = max_pool2d(in[0], k, s, p); break;
+          case Kind::AvgExcl:
+            y = avg_pool2d(in[0], k, s, p, true);
+            break;
+          case Kind::AvgIncl:
+            y = avg_pool2d(in[0], k, s, p, false);
+            break;
+          default:
+            y = max_pool2d(in[0], k, s, p);
+            break;
         }
         return std::vector<Tensor>{y};
       },
@@ -136,7 +147,7 @@ TEST(Pool, AdaptiveAvgPool) {
     const std::string name = "adaptive_avg_pool2d_" + std::to_string(out.h) + "x" + std::to_string(out.w);
     check_op(
         name,
-        {{"c3_7x9", {{2, 7, 9, 3}}},     // 7 -> 4: overlapping bins
+        {{"c3_7x9", {{2, 7, 9, 3}}},  // 7 -> 4: overlapping bins
          {"c17_13x11", {{2, 13, 11, 17}}},
          {"c8_16x16", {{2, 16, 16, 8}}},  // SPPM-like: 1/2/4 bins, block-per-output kernel for 1 and 2
          {"c1_5x1", {{1, 5, 1, 1}}}},
@@ -150,7 +161,10 @@ TEST(Pool, AdaptiveAvgPool) {
 TEST(Pool, GlobalAvgPool) {
   check_op(
       "global_avg_pool2d",
-      {{"c17_13x11", {{2, 13, 11, 17}}}, {"c3_7x9", {{2, 7, 9, 3}}}, {"c32_9x8", {{2, 9, 8, 32}}}, {"c1_1x1", {{3, 1, 1, 1}}}},
+      {{"c17_13x11", {{2, 13, 11, 17}}},
+       {"c3_7x9", {{2, 7, 9, 3}}},
+       {"c32_9x8", {{2, 9, 8, 32}}},
+       {"c1_1x1", {{3, 1, 1, 1}}}},
       [](const std::vector<Tensor>& in) {
         const Tensor y = global_avg_pool2d(in[0]);
         EXPECT_EQ(y.shape(), (Shape{in[0].size(0), 1, 1, in[0].size(3)}));
@@ -204,15 +218,30 @@ void expect_error(const std::function<void()>& f, const std::string& what) {
 
 TEST(Pool, BadInputs) {
   const Tensor x = Tensor::zeros({2, 5, 5, 3});
-  expect_error([&] { avg_pool2d(Tensor::zeros({5, 5, 3}), 3, 2, 1); },
-               "avg_pool2d: x must be a 4-D [N, H, W, C] tensor, got f32[5, 5, 3]");
+  expect_error(
+      [&] {
+        avg_pool2d(Tensor::zeros({5, 5, 3}), 3, 2, 1);
+      },
+      "avg_pool2d: x must be a 4-D [N, H, W, C] tensor, got f32[5, 5, 3]");
   expect_error([&] { max_pool2d(x, 3, 2, 2); }, "max_pool2d: padding 2 must be at most half the kernel size 3");
   expect_error([&] { avg_pool2d(x, 0, 1, 0); }, "avg_pool2d: kernel, stride must be >= 1");
   expect_error([&] { max_pool2d(x, 3, 0, 1); }, "max_pool2d: kernel, stride must be >= 1");
-  expect_error([&] { avg_pool2d(Tensor::zeros({1, 2, 2, 3}), 5, 1, 1); }, "avg_pool2d: kernel 5 is larger than the padded input");
+  expect_error(
+      [&] {
+        avg_pool2d(Tensor::zeros({1, 2, 2, 3}), 5, 1, 1);
+      },
+      "avg_pool2d: kernel 5 is larger than the padded input");
   expect_error([&] { adaptive_avg_pool2d(x, 0, 2); }, "adaptive_avg_pool2d: output size must be >= 1");
-  expect_error([&] { global_avg_pool2d(Tensor::zeros({2, 0, 5, 3})); }, "global_avg_pool2d: x f32[2, 0, 5, 3] on cpu has an empty spatial dimension");
-  expect_error([&] { max_pool2d(Tensor::zeros({2, 5, 5, 3}, DType::I64), 3, 2, 1); }, "max_pool2d: argument 'x' must be f32");
+  expect_error(
+      [&] {
+        global_avg_pool2d(Tensor::zeros({2, 0, 5, 3}));
+      },
+      "global_avg_pool2d: x f32[2, 0, 5, 3] on cpu has an empty spatial dimension");
+  expect_error(
+      [&] {
+        max_pool2d(Tensor::zeros({2, 5, 5, 3}, DType::I64), 3, 2, 1);
+      },
+      "max_pool2d: argument 'x' must be f32");
 }
 
 // Large enough for the OpenMP paths on the CPU and many CUDA blocks: forward vs the reference,

@@ -113,12 +113,10 @@ std::vector<RCase> common_cases() {
 // and over several work items on the CPU (rows > 16384, columns > 16384 / min(inner, 512)).
 std::vector<RCase> long_cases() {
   return {
-      {"long row", {3, 5000}, {-1}, false},
-      {"long global", {4100}, {}, false},
-      {"long column", {5000, 3}, {0}, false},
-      {"long nhwc", {2, 40, 40, 33}, {0, 1, 2}, true},
-      {"very long row", {2, 20000}, {-1}, false},     // several CPU row chunks
-      {"very long column", {20000, 2}, {0}, true},    // several CPU column chunks
+      {"long row", {3, 5000}, {-1}, false},        {"long global", {4100}, {}, false},
+      {"long column", {5000, 3}, {0}, false},      {"long nhwc", {2, 40, 40, 33}, {0, 1, 2}, true},
+      {"very long row", {2, 20000}, {-1}, false},   // several CPU row chunks
+      {"very long column", {20000, 2}, {0}, true},  // several CPU column chunks
   };
 }
 
@@ -205,7 +203,9 @@ TEST(Reduce, MaxTies) {
   for (const RCase& c : long_cases()) run_case(RKind::Max, c, opt);
   // All equal, including all -inf: index 0 everywhere.
   for (float fillv : {3.f, -INFINITY}) {
-    opt.input_gen = [fillv](int, const Shape& s, uint64_t) { return std::vector<float>((size_t)shape_numel(s), fillv); };
+    opt.input_gen = [fillv](int, const Shape& s, uint64_t) {
+      return std::vector<float>((size_t)shape_numel(s), fillv);
+    };
     run_case(RKind::Max, {"constant", {3, 70, 5}, {1}, false}, opt);
     run_case(RKind::Max, {"constant rows", {3, 5000}, {1}, false}, opt);
   }
@@ -253,9 +253,12 @@ TEST(Reduce, SumToShape) {
     Shape from, to;
   };
   const std::vector<C> cases = {
-      {{4, 5, 6}, {5, 6}},    {{4, 5, 6}, {1, 6}},          {{4, 5, 6}, {4, 1, 6}}, {{4, 5, 6}, {6}},
-      {{4, 5, 6}, {1, 1, 1}}, {{4, 5, 6}, {4, 5, 6}},       {{4, 5, 6}, {5, 1}},    {{4, 5, 6}, {}},
-      {{2, 5, 7, 33}, {33}},  {{2, 3, 1, 5, 7}, {3, 1, 1, 7}}, {{3, 1}, {1}},       {{7}, {1}},
+      {{4, 5, 6}, {5, 6}},    {{4, 5, 6}, {1, 6}},
+      {{4, 5, 6}, {4, 1, 6}}, {{4, 5, 6}, {6}},
+      {{4, 5, 6}, {1, 1, 1}}, {{4, 5, 6}, {4, 5, 6}},
+      {{4, 5, 6}, {5, 1}},    {{4, 5, 6}, {}},
+      {{2, 5, 7, 33}, {33}},  {{2, 3, 1, 5, 7}, {3, 1, 1, 7}},
+      {{3, 1}, {1}},          {{7}, {1}},
       {{2, 3000}, {3000}},    {{3000, 2}, {1, 2}},
   };
   for (const C& c : cases) {
@@ -309,7 +312,8 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
     ADD_FAILURE() << "no error thrown; expected one mentioning " << parts[0];
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << msg << "' lacks '" << p << "'";
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << msg << "' lacks '" << p << "'";
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
 }
@@ -340,9 +344,7 @@ TEST(Reduce, CpuDeterministicAcrossThreadCounts) {
     for (const auto& axes : axes_list) {
       if (axes.size() == 1 && axes[0] >= (int)s.size()) continue;
       std::vector<float> a, b;
-      {
-        a = sum(x, axes).to_vector();
-      }
+      { a = sum(x, axes).to_vector(); }
 #if defined(_OPENMP)
       const int prev = omp_get_max_threads();
       omp_set_num_threads(1);

@@ -13,8 +13,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/comm/rendezvous.h"
 #include "base/error.h"
+#include "engine/comm/rendezvous.h"
 #include "tests/harness/temp_dirs.h"
 
 namespace fs = std::filesystem;

@@ -85,7 +85,8 @@ void check_sizes(const std::string& op, Mode m, const std::vector<SizeCase>& cs)
     check_op(
         op + "/" + sc.name, {{sc.name, {sc.in}}},
         [=](const std::vector<Tensor>& in) {
-          Tensor y = m == Mode::Nearest ? resize_nearest(in[0], oh, ow) : resize_bilinear(in[0], oh, ow, m == Mode::Corners);
+          Tensor y =
+              m == Mode::Nearest ? resize_nearest(in[0], oh, ow) : resize_bilinear(in[0], oh, ow, m == Mode::Corners);
           return std::vector<Tensor>{y};
         },
         [=](const RefInputs& in, const std::vector<Shape>& shapes) {
@@ -96,12 +97,15 @@ void check_sizes(const std::string& op, Mode m, const std::vector<SizeCase>& cs)
 }
 
 const std::vector<SizeCase>& bilinear_cases() {
-  static const std::vector<SizeCase> cs = {
-      {"up_5x7_to_11x13", {2, 5, 7, 3}, 11, 13}, {"up2x_c4", {1, 4, 6, 4}, 8, 12},
-      {"down_13x11_to_6x5", {1, 13, 11, 5}, 6, 5}, {"down_c8", {2, 9, 10, 8}, 4, 3},
-      {"identity", {1, 4, 3, 2}, 4, 3},         {"to_1x1", {1, 3, 4, 1}, 1, 1},
-      {"from_1x1", {2, 1, 1, 3}, 3, 2},         {"mixed", {1, 3, 9, 1}, 7, 2},
-      {"c19_up8x", {1, 2, 3, 19}, 16, 24}};
+  static const std::vector<SizeCase> cs = {{"up_5x7_to_11x13", {2, 5, 7, 3}, 11, 13},
+                                           {"up2x_c4", {1, 4, 6, 4}, 8, 12},
+                                           {"down_13x11_to_6x5", {1, 13, 11, 5}, 6, 5},
+                                           {"down_c8", {2, 9, 10, 8}, 4, 3},
+                                           {"identity", {1, 4, 3, 2}, 4, 3},
+                                           {"to_1x1", {1, 3, 4, 1}, 1, 1},
+                                           {"from_1x1", {2, 1, 1, 3}, 3, 2},
+                                           {"mixed", {1, 3, 9, 1}, 7, 2},
+                                           {"c19_up8x", {1, 2, 3, 19}, 16, 24}};
   return cs;
 }
 
@@ -205,10 +209,23 @@ TEST(Resize, BadInputErrors) {
     }
   };
   const Tensor x3 = Tensor::zeros({2, 3, 4});
-  expect_error([&] { resize_bilinear(x3, 4, 4); }, "resize_bilinear: x must be a 4-D [N, H, W, C] tensor, got f32[2, 3, 4]");
-  expect_error([&] { resize_nearest(Tensor::zeros({1, 2, 2, 1}, DType::I64), 4, 4); }, "resize_nearest: argument 'x' must be f32");
+  expect_error([&] { resize_bilinear(x3, 4, 4); },
+               "resize_bilinear: x must be a 4-D [N, H, W, C] tensor, got f32[2, 3, 4]");
+  expect_error(
+      [&] {
+        resize_nearest(Tensor::zeros({1, 2, 2, 1}, DType::I64), 4, 4);
+      },
+      "resize_nearest: argument 'x' must be f32");
   expect_error([&] { resize_bilinear(Tensor::zeros({1, 2, 2, 1}), 0, 4); }, "resize_bilinear: output size 0x4");
   expect_error([&] { resize_bilinear(Tensor::zeros({0, 2, 2, 1}), 4, 4); }, "is empty");
-  expect_error([&] { resize_nearest_scale(Tensor::zeros({1, 2, 2, 1}), -2.f, 2.f); }, "resize_nearest_scale: scale_h must be finite and > 0");
-  expect_error([&] { resize_bilinear_scale(Tensor::zeros({1, 2, 2, 1}), 0.25f, 1.f); }, "resize_bilinear_scale: scale_h 0.25 gives output size 0.5");
+  expect_error(
+      [&] {
+        resize_nearest_scale(Tensor::zeros({1, 2, 2, 1}), -2.f, 2.f);
+      },
+      "resize_nearest_scale: scale_h must be finite and > 0");
+  expect_error(
+      [&] {
+        resize_bilinear_scale(Tensor::zeros({1, 2, 2, 1}), 0.25f, 1.f);
+      },
+      "resize_bilinear_scale: scale_h 0.25 gives output size 0.5");
 }

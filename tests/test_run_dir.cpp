@@ -71,8 +71,8 @@ std::string error_of(F&& f) {
 TEST(RunDir, IterDirNames) {
   EXPECT_EQ(parse_iter_dir_name("iter_0"), 0);
   EXPECT_EQ(parse_iter_dir_name("iter_1500"), 1500);
-  for (const char* bad : {"iter_", "iter_01", "iter_-1", "iter_1a", "best_model", "../iter_3", "iter_3/..",
-                          "iter_99999999999999999999"})
+  for (const char* bad :
+       {"iter_", "iter_01", "iter_-1", "iter_1a", "best_model", "../iter_3", "iter_3/..", "iter_99999999999999999999"})
     EXPECT_EQ(parse_iter_dir_name(bad), -1) << bad;
 }
 
@@ -178,7 +178,7 @@ TEST(RunDir, StaleTemporariesOfDeadProcessesAreRemoved) {
   EXPECT_FALSE(fs::exists(d / (".best_model.tmp-" + std::to_string(dead))));
   EXPECT_TRUE(fs::exists(d / (".iter_5.tmp-" + std::to_string(live))));  // a live process's: kept without the lock
   EXPECT_TRUE(fs::exists(d / (".iter_6.tmp-" + std::to_string(::getpid()))));  // our own: kept
-  EXPECT_FLOAT_EQ(value_in(d / "best_model"), 2.0f);                         // restored
+  EXPECT_FLOAT_EQ(value_in(d / "best_model"), 2.0f);                           // restored
   EXPECT_NE(log.str().find("Restored"), std::string::npos) << log.str();
   // Holding the run folder's lock, no other engine-train writes here: a live pid is a reused one.
   clean_stale_temporaries(d, /*locked=*/true, log, "");

@@ -91,8 +91,11 @@ TEST(ShapeOps, ConcatManyInputs) {
   std::vector<Shape> shapes;
   for (int i = 0; i < 11; ++i) shapes.push_back({2, 3, 1 + i % 3});
   check_op(
-      "concat/many", {{"eleven", shapes}}, [](const std::vector<Tensor>& in) { return std::vector<Tensor>{concat(in, -1)}; },
-      [](const RefInputs& in, const std::vector<Shape>& s) { return std::vector<std::vector<double>>{ref_concat(in, s, -1)}; });
+      "concat/many", {{"eleven", shapes}},
+      [](const std::vector<Tensor>& in) { return std::vector<Tensor>{concat(in, -1)}; },
+      [](const RefInputs& in, const std::vector<Shape>& s) {
+        return std::vector<std::vector<double>>{ref_concat(in, s, -1)};
+      });
 }
 
 TEST(ShapeOps, Split) {
@@ -111,7 +114,8 @@ TEST(ShapeOps, Split) {
     const auto sizes = c.sizes;
     const int axis = c.axis;
     check_op(
-        "split/" + c.name, {{c.name, {c.shape}}}, [=](const std::vector<Tensor>& in) { return split(in[0], sizes, axis); },
+        "split/" + c.name, {{c.name, {c.shape}}},
+        [=](const std::vector<Tensor>& in) { return split(in[0], sizes, axis); },
         [=](const RefInputs& in, const std::vector<Shape>& shapes) {
           const Shape& s = shapes[0];
           const int ax = axis < 0 ? axis + (int)s.size() : axis;
@@ -163,11 +167,19 @@ TEST(ShapeOps, BadInputErrors) {
   };
   const Tensor a = Tensor::zeros({2, 3, 4}), b = Tensor::zeros({2, 5, 4});
   expect_error([&] { concat({}, 0); }, "concat: no input tensors");
-  expect_error([&] { concat({a, b}, -1); }, "concat: along axis -1, input 1 [2, 5, 4] and input 0 [2, 3, 4] differ in dimension 1");
+  expect_error(
+      [&] {
+        concat({a, b}, -1);
+      },
+      "concat: along axis -1, input 1 [2, 5, 4] and input 0 [2, 3, 4] differ in dimension 1");
   expect_error([&] { concat({a, Tensor::zeros({2, 3})}, 0); }, "concat: input 1 f32[2, 3] on cpu has rank 2");
   expect_error([&] { concat({a, Tensor::zeros({2, 3, 4}, DType::I64)}, 0); }, "has a different dtype");
   expect_error([&] { concat({a, a}, 3); }, "concat: axis 3 is out of range for a 3-D tensor");
-  expect_error([&] { split(a, {1, 1}, 1); }, "split: sizes [1, 1] sum to 2 but x f32[2, 3, 4] on cpu has 3 along axis 1");
+  expect_error(
+      [&] {
+        split(a, {1, 1}, 1);
+      },
+      "split: sizes [1, 1] sum to 2 but x f32[2, 3, 4] on cpu has 3 along axis 1");
   expect_error([&] { split(a, {0, 3}, 1); }, "every size must be >= 1");
   expect_error([&] { split(a, {4, -1}, 2); }, "split: sizes [4, -1] leave 0 for the -1 entry");
 }

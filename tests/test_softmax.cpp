@@ -47,13 +47,20 @@ struct AxisCase {
 };
 const std::vector<AxisCase>& axis_cases() {
   static const std::vector<AxisCase> cs = {
-      {"nhwc_c19", {2, 3, 5, 19}, -1}, {"c2", {3, 4, 2}, -1},         {"c5", {7, 5}, -1},
-      {"c1", {2, 3, 1}, -1},           {"c33", {3, 33}, -1},          {"c100", {2, 100}, 1},
-      {"middle_h", {2, 5, 3, 4}, 1},   {"first", {3, 7, 6}, 0},       {"middle_neg", {2, 4, 3, 5}, -2},
+      {"nhwc_c19", {2, 3, 5, 19}, -1},
+      {"c2", {3, 4, 2}, -1},
+      {"c5", {7, 5}, -1},
+      {"c1", {2, 3, 1}, -1},
+      {"c33", {3, 33}, -1},
+      {"c100", {2, 100}, 1},
+      {"middle_h", {2, 5, 3, 4}, 1},
+      {"first", {3, 7, 6}, 0},
+      {"middle_neg", {2, 4, 3, 5}, -2},
       {"size1", {1, 1, 1, 1}, -1},
       // Row-tile kernels across several tiles per block (the emulator's resident grid is 2 blocks):
       // 850 rows of 19 = 7 tiles of 128 rows, 5280 rows of 2 = 9 tiles of 640; the last tile partial.
-      {"tiles_c19", {2, 25, 17, 19}, -1},  {"tiles_c2", {4, 40, 33, 2}, -1}};
+      {"tiles_c19", {2, 25, 17, 19}, -1},
+      {"tiles_c2", {4, 40, 33, 2}, -1}};
   return cs;
 }
 
@@ -168,15 +175,17 @@ TEST(Softmax, Argmax) {
   check_op(
       "argmax/random", {{"c19", {{3, 4, 5, 19}}}},
       [](const std::vector<Tensor>& in) { return std::vector<Tensor>{argmax(in[0], -1)}; },
-      [](const RefInputs& in, const std::vector<Shape>& s) { return std::vector<std::vector<double>>{ref_argmax(in[0], s[0], -1)}; },
+      [](const RefInputs& in, const std::vector<Shape>& s) {
+        return std::vector<std::vector<double>>{ref_argmax(in[0], s[0], -1)};
+      },
       o);
 }
 
 TEST(Softmax, ArgmaxTiesNaNAndKeepdim) {
-  const Tensor x = Tensor::from_vector({1, 3, 3, 2,  // tie: first (1)
+  const Tensor x = Tensor::from_vector({1, 3, 3, 2,      // tie: first (1)
                                         NAN, 5, NAN, 1,  // NaN wins, first NaN (0)
                                         -1, -1, -1, -1,  // all equal (0)
-                                        0, 1, 7, NAN},  // NaN beats 7 (3)
+                                        0, 1, 7, NAN},   // NaN beats 7 (3)
                                        {4, 4});
   for (Device d : {Device::cpu(), have_cuda() ? Device::cuda(0) : Device::cpu()}) {
     const Tensor xd = x.to(d);

@@ -51,9 +51,9 @@ TEST(Tensor, ViewsShareStorageAndCopyOnContiguous) {
     EXPECT_EQ(s.shape(), (Shape{2, 3, 2}));
     EXPECT_EQ(s.to_vector(), (std::vector<float>{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23}));
     EXPECT_EQ(t.narrow(0, 1, 1).reshape({12}).to_vector()[0], 12.f);
-    EXPECT_EQ(t.reshape({6, 4}).storage(), t.storage());           // contiguous: a view
-    EXPECT_NE(p.reshape({24}).storage(), t.storage());             // non-contiguous: a copy
-    EXPECT_EQ(t.slice(1, -2, 100).shape(), (Shape{2, 2, 4}));      // negative start, clamped end
+    EXPECT_EQ(t.reshape({6, 4}).storage(), t.storage());       // contiguous: a view
+    EXPECT_NE(p.reshape({24}).storage(), t.storage());         // non-contiguous: a copy
+    EXPECT_EQ(t.slice(1, -2, 100).shape(), (Shape{2, 2, 4}));  // negative start, clamped end
     const Tensor e = Tensor::from_vector({1, 2, 3}, {3, 1}, d).expand({3, 4});
     EXPECT_EQ(e.strides(), (Shape{1, 0}));
     EXPECT_EQ(e.contiguous().to_vector(), (std::vector<float>{1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}));

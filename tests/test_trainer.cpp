@@ -8,15 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "tests/harness/temp_dirs.h"
 #include "data/synthetic.h"
 #include "engine/device.h"
+#include "tests/harness/temp_dirs.h"
 #include "train/config.h"
 #include "train/jsonl.h"
 #include "train/safetensors.h"
@@ -98,7 +98,8 @@ void expect_same_tensors(const std::string& a, const std::string& b) {
     const auto va = t.to_vector(), vb = u->to_vector();
     ASSERT_EQ(va.size(), vb.size()) << name;
     for (size_t k = 0; k < va.size(); ++k)
-      ASSERT_EQ(std::memcmp(&va[k], &vb[k], sizeof(float)), 0) << name << " element " << k << ": " << va[k] << " vs " << vb[k];
+      ASSERT_EQ(std::memcmp(&va[k], &vb[k], sizeof(float)), 0)
+          << name << " element " << k << ": " << va[k] << " vs " << vb[k];
   }
 }
 
@@ -175,7 +176,8 @@ TEST(Trainer, ResumeIsBitExactAndKeepsCheckpointLimit) {
   half.num_workers = 0;  // a different worker count must not change anything
   TrainConfig cfg4 = cfg;
   run_training(cfg, half, log);  // writes half/iter_4 and half/iter_8
-  expect_same_tensors((dir / "full/iter_8/model.safetensors").string(), (dir / "half/iter_8/model.safetensors").string());
+  expect_same_tensors((dir / "full/iter_8/model.safetensors").string(),
+                      (dir / "half/iter_8/model.safetensors").string());
 
   TrainOptions resumed = options(dir / "resumed");
   resumed.resume_model = (dir / "half/iter_4/").string();
@@ -336,7 +338,8 @@ TEST(Trainer, ResumeRefusesAnotherBatchSizeOrTrainSetAndWarnsForOptimizerChanges
   for (int64_t b : {1, 4}) {
     const TrainConfig other = load_train_config(write_config(dir, 8, 0.01), {}, std::nullopt, b, std::nullopt);
     const std::string e = resume(other, "b" + std::to_string(b), log);
-    EXPECT_NE(e.find("trained with batch_size 2, this run has batch_size " + std::to_string(b)), std::string::npos) << e;
+    EXPECT_NE(e.find("trained with batch_size 2, this run has batch_size " + std::to_string(b)), std::string::npos)
+        << e;
     EXPECT_NE(e.find("out/iter_3"), std::string::npos) << e;
   }
   {
@@ -346,9 +349,9 @@ TEST(Trainer, ResumeRefusesAnotherBatchSizeOrTrainSetAndWarnsForOptimizerChanges
     std::string line;
     for (int i = 0; i < 10 && std::getline(in, line); ++i) out << line << "\n";
   }
-  const TrainConfig shorter = load_train_config(write_config(dir, 8, 0.01),
-                                                {"train_dataset.train_path=" + (dir / "short_list.txt").string()},
-                                                std::nullopt, std::nullopt, std::nullopt);
+  const TrainConfig shorter =
+      load_train_config(write_config(dir, 8, 0.01), {"train_dataset.train_path=" + (dir / "short_list.txt").string()},
+                        std::nullopt, std::nullopt, std::nullopt);
   const std::string e = resume(shorter, "short", log);
   EXPECT_NE(e.find("trained on 16 training images"), std::string::npos) << e;
   EXPECT_NE(e.find("has 10"), std::string::npos) << e;
@@ -390,8 +393,8 @@ TEST(Trainer, PaddleXEpochParameters) {
   TrainConfig cfg = load_train_config(write_config(dir, 100, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
   TrainOptions o = options(dir / "out");
   o.log_iters = 1;
-  const DetFlagOverrides flags = {{"train_batch_size", "4"}, {"num_epochs", "3"}, {"save_interval_epochs", "2"},
-                                  {"warmup_steps", "2"}, {"lr_decay_epochs", "[2]"}, {"lr_decay_gamma", "0.5"}};
+  const DetFlagOverrides flags = {{"train_batch_size", "4"}, {"num_epochs", "3"},        {"save_interval_epochs", "2"},
+                                  {"warmup_steps", "2"},     {"lr_decay_epochs", "[2]"}, {"lr_decay_gamma", "0.5"}};
   apply_paddlex_params(cfg, o, flags, 16, {"--config", "--train_batch_size", "--num_epochs"});
   EXPECT_EQ(cfg.batch_size, 4);
   EXPECT_EQ(cfg.iters, 12);
@@ -414,16 +417,22 @@ TEST(Trainer, PaddleXEpochParameters) {
 
   TrainConfig c2 = load_train_config(write_config(dir, 100, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
   TrainOptions o2 = options(dir / "o2");
-  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"num_epochs", "2"}}, 16, {"--iters", "--num_epochs"}); })
-                .find("--num_epochs and --iters both given"),
+  EXPECT_NE(error_of([&] {
+              apply_paddlex_params(c2, o2, {{"num_epochs", "2"}}, 16, {"--iters", "--num_epochs"});
+            }).find("--num_epochs and --iters both given"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"metric", "VOC"}}, 16, {}); }).find("--metric"),
+  EXPECT_NE(error_of([&] {
+              apply_paddlex_params(c2, o2, {{"metric", "VOC"}}, 16, {});
+            }).find("--metric"),
             std::string::npos);
   // PaddleX's warmup constraint: 2 * 8 steps per epoch (batch 2 of the config) = 16 passes, 17 fails.
   EXPECT_NO_THROW(apply_paddlex_params(c2, o2, {{"warmup_steps", "16"}, {"lr_decay_epochs", "2"}}, 16, {}));
-  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"warmup_steps", "17"}, {"lr_decay_epochs", "2"}}, 16, {}); })
-                .find("Either `warmup_steps` be less than 16"),
+  EXPECT_NE(error_of([&] {
+              apply_paddlex_params(c2, o2, {{"warmup_steps", "17"}, {"lr_decay_epochs", "2"}}, 16, {});
+            }).find("Either `warmup_steps` be less than 16"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { apply_paddlex_params(c2, o2, {{"lr_decay_epochs", "3,2"}}, 16, {}); }).find("increasing"),
+  EXPECT_NE(error_of([&] {
+              apply_paddlex_params(c2, o2, {{"lr_decay_epochs", "3,2"}}, 16, {});
+            }).find("increasing"),
             std::string::npos);
 }

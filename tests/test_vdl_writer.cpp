@@ -221,10 +221,12 @@ TEST(VdlWriter, ReaderNamesFileAndOffsetOfADamagedRecord) {
   const std::string e = error_of([&] { read_vdl_records(cut.string()); });
   EXPECT_NE(e.find("'" + cut.string() + "': record at byte 184: length 181 runs past the end"), std::string::npos) << e;
   const fs::path junk = dir / "junk.log";
-  std::ofstream(junk, std::ios::binary) << kGolden.substr(0, 34) << std::string("\x02\x00\x00\x00\x00\x00\x00\x00\x08\x01", 10);
+  std::ofstream(junk, std::ios::binary) << kGolden.substr(0, 34)
+                                        << std::string("\x02\x00\x00\x00\x00\x00\x00\x00\x08\x01", 10);
   const std::string j = error_of([&] { read_vdl_records(junk.string()); });
   EXPECT_NE(j.find("'" + junk.string() + "': record at byte 34: no Record.values"), std::string::npos) << j;
-  EXPECT_NE(error_of([&] { read_vdl_records((dir / "missing.log").string()); }).find("cannot open '"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_vdl_records((dir / "missing.log").string()); }).find("cannot open '"),
+            std::string::npos);
 }
 
 TEST(VdlWriter, ReaderSurvivesEveryCutAndFlippedByte) {

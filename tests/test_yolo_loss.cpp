@@ -33,8 +33,8 @@ struct RefTarget {
 };
 
 struct RefResult {
-  std::array<double, 5> terms{};     // xy, wh, obj, cls, loss
-  std::array<int, 3> positives{};    // per scale
+  std::array<double, 5> terms{};   // xy, wh, obj, cls, loss
+  std::array<int, 3> positives{};  // per scale
   int ignored = 0;
   std::vector<std::array<int64_t, 5>> pos_at;  // (s, n, j, i, a) of each positive prediction
 };
@@ -99,13 +99,17 @@ RefResult yolo_ref(const std::vector<const std::vector<double>*>& heads, const s
             if (it == tg.end()) {
               // ignore mask from the decoded box
               const double cx = (i + px) / gw, cy = (j + py) / gh;
-              const double w = std::exp(x[2]) * args.anchors[(size_t)mask[(size_t)a]][0] / (args.downsample[(size_t)s] * gw);
-              const double h = std::exp(x[3]) * args.anchors[(size_t)mask[(size_t)a]][1] / (args.downsample[(size_t)s] * gh);
+              const double w =
+                  std::exp(x[2]) * args.anchors[(size_t)mask[(size_t)a]][0] / (args.downsample[(size_t)s] * gw);
+              const double h =
+                  std::exp(x[3]) * args.anchors[(size_t)mask[(size_t)a]][1] / (args.downsample[(size_t)s] * gh);
               double best = 0;
               for (int64_t b = 0; b < B; ++b) {
                 const double* q = &box[(size_t)((n * B + b) * 4)];
-                const double iw = std::max(0.0, std::min(cx + w / 2, q[0] + q[2] / 2) - std::max(cx - w / 2, q[0] - q[2] / 2));
-                const double ih = std::max(0.0, std::min(cy + h / 2, q[1] + q[3] / 2) - std::max(cy - h / 2, q[1] - q[3] / 2));
+                const double iw =
+                    std::max(0.0, std::min(cx + w / 2, q[0] + q[2] / 2) - std::max(cx - w / 2, q[0] - q[2] / 2));
+                const double ih =
+                    std::max(0.0, std::min(cy + h / 2, q[1] + q[3] / 2) - std::max(cy - h / 2, q[1] - q[3] / 2));
                 const double ov = iw * ih;
                 best = std::max(best, ov / (w * h + q[2] * q[3] - ov + 1e-9));
               }
@@ -121,7 +125,8 @@ RefResult yolo_ref(const std::vector<const std::vector<double>*>& heads, const s
             r.pos_at.push_back({s, n, j, i, a});
             const double wt = t.tscale * t.tobj;
             if (std::fabs(sxy - 1) < 1e-10)
-              tot[0] += wt * (-(t.tx * clog(px) + (1 - t.tx) * clog(1 - px)) - (t.ty * clog(py) + (1 - t.ty) * clog(1 - py)));
+              tot[0] +=
+                  wt * (-(t.tx * clog(px) + (1 - t.tx) * clog(1 - px)) - (t.ty * clog(py) + (1 - t.ty) * clog(1 - py)));
             else
               tot[0] += wt * (std::fabs(px - t.tx) + std::fabs(py - t.ty));
             tot[1] += wt * (std::fabs(x[2] - t.tw) + std::fabs(x[3] - t.th));
@@ -152,12 +157,12 @@ struct Gt {
 std::vector<std::vector<Gt>> batch_gts(int in, int C) {
   auto px = [in](double v) { return v / in; };
   std::vector<Gt> im0 = {
-      {0.30, 0.40, px(12), px(14), 1 % C, 1.0},    // stride 8
-      {0.55, 0.52, px(60), px(47), 3 % C, 1.0},    // stride 16
-      {0.57, 0.54, px(61), px(46), 7 % C, 0.6},    // same stride-16 cell and anchor: collision, mixup score
-      {0.58, 0.55, px(59), px(48), 3 % C, 1.0},    // third on that prediction, class 3 again (union stays 1)
-      {0.50, 0.50, px(110), px(95), 2 % C, 0.8},   // stride 32, mixup
-      {0, 0, 0, 0, 0, 0},                          // padding
+      {0.30, 0.40, px(12), px(14), 1 % C, 1.0},   // stride 8
+      {0.55, 0.52, px(60), px(47), 3 % C, 1.0},   // stride 16
+      {0.57, 0.54, px(61), px(46), 7 % C, 0.6},   // same stride-16 cell and anchor: collision, mixup score
+      {0.58, 0.55, px(59), px(48), 3 % C, 1.0},   // third on that prediction, class 3 again (union stays 1)
+      {0.50, 0.50, px(110), px(95), 2 % C, 0.8},  // stride 32, mixup
+      {0, 0, 0, 0, 0, 0},                         // padding
   };
   std::vector<Gt> im1 = {
       {0.999, 0.25, px(14), px(12), 5 % C, 1.0},  // centre on the last column
@@ -246,8 +251,10 @@ void check_yolo(const std::string& name, int in, int C, const YoloLossArgs& base
       // Image 0, gt 1 ((60, 47) px at (0.55, 0.52)) seen by slot 0 (anchor 3, 30x61) of the stride-16
       // head; image 1, gt 2 ((30, 60) px at (0.7, 0.3)) by slot 2 (anchor 2, 33x23) of the stride-8 head.
       auto frac = [g](double c) { return c * g - std::floor(c * g); };
-      if (input == 1) plant(v, s, C, 0, (int)(0.55 * g), (int)(0.52 * g), 0, frac(0.55), frac(0.52), 60.0 / 30, 47.0 / 61);
-      if (input == 2) plant(v, s, C, 1, (int)(0.70 * g), (int)(0.30 * g), 2, frac(0.70), frac(0.30), 30.0 / 33, 60.0 / 23);
+      if (input == 1)
+        plant(v, s, C, 0, (int)(0.55 * g), (int)(0.52 * g), 0, frac(0.55), frac(0.52), 60.0 / 30, 47.0 / 61);
+      if (input == 2)
+        plant(v, s, C, 1, (int)(0.70 * g), (int)(0.30 * g), 2, frac(0.70), frac(0.30), 30.0 / 33, 60.0 / 23);
       return v;
     }
     return gt_values(input - 3, in, C);
@@ -331,8 +338,7 @@ TEST(Yolov3Loss, CollisionOwnerAndClassUnion) {
   const int64_t base = ((0 * 8 + 4) * 8 + 4) * 3 * 25 + 1 * 25;
   // All logits 0: d obj = (0.5 - 1) * tobj / N with tobj = 1 (the last gt), classes (0.5 - t) / N.
   EXPECT_FLOAT_EQ(g[(size_t)(base + 4)], -0.25f);
-  for (int c = 0; c < C; ++c)
-    EXPECT_FLOAT_EQ(g[(size_t)(base + 5 + c)], (c == 3 || c == 7) ? -0.25f : 0.25f) << c;
+  for (int c = 0; c < C; ++c) EXPECT_FLOAT_EQ(g[(size_t)(base + 5 + c)], (c == 3 || c == 7) ? -0.25f : 0.25f) << c;
   // tx target of the last gt: 0.58 * 8 - 4 = 0.64; d/dx BCE(sigmoid(0), 0.64) = 0.5 - 0.64.
   const float wts = 2.f - (59.f / 128) * (48.f / 128);
   EXPECT_NEAR(g[(size_t)(base + 0)], wts * (0.5f - (0.58f * 8 - 4)) / 2, 1e-6);
@@ -354,10 +360,9 @@ TEST(Yolov3Loss, DevicesAgreeAndRunsRepeat) {
       std::vector<Tensor> heads;
       for (size_t s = 0; s < shapes.size(); ++s)
         heads.push_back(Tensor::from_vector(head_values(shapes[s], C, 5 + s), shapes[s], d).set_requires_grad(true));
-      const YoloLossOutput r =
-          yolov3_loss(heads, Tensor::from_vector(gt_values(0, in, C), {N, B, 4}, d),
-                      Tensor::from_vector(gt_values(1, in, C), {N, B}, d).to(DType::I32),
-                      Tensor::from_vector(gt_values(2, in, C), {N, B}, d), args);
+      const YoloLossOutput r = yolov3_loss(heads, Tensor::from_vector(gt_values(0, in, C), {N, B, 4}, d),
+                                           Tensor::from_vector(gt_values(1, in, C), {N, B}, d).to(DType::I32),
+                                           Tensor::from_vector(gt_values(2, in, C), {N, B}, d), args);
       r.loss.backward();
       std::vector<float> t = {r.loss_xy.item(), r.loss_wh.item(), r.loss_obj.item(), r.loss_cls.item(), r.loss.item()};
       std::vector<std::vector<float>> gs;
@@ -373,7 +378,8 @@ TEST(Yolov3Loss, DevicesAgreeAndRunsRepeat) {
     ++k;
   }
   EXPECT_EQ(grads[0], grads[1]);
-  for (int i = 0; i < 5; ++i) EXPECT_NEAR(terms[1][(size_t)i], terms[0][(size_t)i], 1e-6 * (1 + std::fabs(terms[0][(size_t)i])));
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(terms[1][(size_t)i], terms[0][(size_t)i], 1e-6 * (1 + std::fabs(terms[0][(size_t)i])));
 }
 
 // Every channel of every positive prediction (few among thousands, so the harness' sampled finite
@@ -417,8 +423,8 @@ TEST(Yolov3Loss, GradientAtPositives) {
     for (Device d : devices()) {
       std::vector<Tensor> heads;
       for (size_t s = 0; s < 3; ++s)
-        heads.push_back(Tensor::from_vector(std::vector<float>(hd[s].begin(), hd[s].end()), shapes[s], d)
-                            .set_requires_grad(true));
+        heads.push_back(
+            Tensor::from_vector(std::vector<float>(hd[s].begin(), hd[s].end()), shapes[s], d).set_requires_grad(true));
       yolov3_loss(heads, Tensor::from_vector(bf, {N, B, 4}, d), Tensor::from_vector(cf, {N, B}, d).to(DType::I64),
                   Tensor::from_vector(sf, {N, B}, d), args)
           .loss.backward();
@@ -426,8 +432,8 @@ TEST(Yolov3Loss, GradientAtPositives) {
         const std::vector<float> g = heads[s].grad().to_vector();
         for (size_t k = 0; k < where[s].size(); ++k)
           EXPECT_NEAR(g[(size_t)where[s][k]], fd[s][k], 2e-4 + 1e-3 * std::fabs(fd[s][k]))
-              << d.str() << " scale " << s << " element " << where[s][k] << " channel " << where[s][k] % L
-              << " smooth " << smooth;
+              << d.str() << " scale " << s << " element " << where[s][k] << " channel " << where[s][k] % L << " smooth "
+              << smooth;
       }
     }
   }
@@ -468,10 +474,13 @@ TEST(Yolov3Loss, PaddleDetectionGolden) {
       args.label_smooth = std::string(name) == "label_smooth";
       std::vector<Tensor> heads;
       for (size_t s = 0; s < 3; ++s) heads.push_back(Tensor::from_vector(hv[s], shapes[s], d).set_requires_grad(true));
-      const YoloLossOutput r = yolov3_loss(heads, Tensor::from_vector(box, {N, B, 4}, d),
-                                           Tensor::from_vector_i64(cls, {N, B}, d), Tensor::from_vector(score, {N, B}, d), args);
-      const std::pair<const char*, Tensor> terms[5] = {{"loss_xy", r.loss_xy}, {"loss_wh", r.loss_wh},
-                                                       {"loss_obj", r.loss_obj}, {"loss_cls", r.loss_cls},
+      const YoloLossOutput r =
+          yolov3_loss(heads, Tensor::from_vector(box, {N, B, 4}, d), Tensor::from_vector_i64(cls, {N, B}, d),
+                      Tensor::from_vector(score, {N, B}, d), args);
+      const std::pair<const char*, Tensor> terms[5] = {{"loss_xy", r.loss_xy},
+                                                       {"loss_wh", r.loss_wh},
+                                                       {"loss_obj", r.loss_obj},
+                                                       {"loss_cls", r.loss_cls},
                                                        {"loss", r.loss}};
       for (const auto& [k, t] : terms) {
         const double want = c[k].get<double>();
@@ -521,14 +530,15 @@ TEST(Yolov3Loss, Coco416OnCpu) {
     hd.emplace_back(v.begin(), v.end());
     heads.push_back(Tensor::from_vector(v, shapes[s]));
   }
-  const YoloLossOutput r = yolov3_loss(heads, Tensor::from_vector(box, {N, B, 4}),
-                                       Tensor::from_vector(cls, {N, B}).to(DType::I64), Tensor::from_vector(score, {N, B}),
-                                       args);
-  const RefResult ref = yolo_ref({&hd[0], &hd[1], &hd[2]}, {shapes[0], shapes[1], shapes[2]},
-                                 std::vector<double>(box.begin(), box.end()), std::vector<double>(cls.begin(), cls.end()),
-                                 std::vector<double>(score.begin(), score.end()), N, B, args);
+  const YoloLossOutput r =
+      yolov3_loss(heads, Tensor::from_vector(box, {N, B, 4}), Tensor::from_vector(cls, {N, B}).to(DType::I64),
+                  Tensor::from_vector(score, {N, B}), args);
+  const RefResult ref = yolo_ref(
+      {&hd[0], &hd[1], &hd[2]}, {shapes[0], shapes[1], shapes[2]}, std::vector<double>(box.begin(), box.end()),
+      std::vector<double>(cls.begin(), cls.end()), std::vector<double>(score.begin(), score.end()), N, B, args);
   const float got[5] = {r.loss_xy.item(), r.loss_wh.item(), r.loss_obj.item(), r.loss_cls.item(), r.loss.item()};
-  for (int i = 0; i < 5; ++i) EXPECT_NEAR(got[i], ref.terms[(size_t)i], 1e-5 * (1 + std::fabs(ref.terms[(size_t)i]))) << i;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(got[i], ref.terms[(size_t)i], 1e-5 * (1 + std::fabs(ref.terms[(size_t)i]))) << i;
 }
 
 TEST(Yolov3Loss, BadInputs) {
@@ -551,10 +561,10 @@ TEST(Yolov3Loss, BadInputs) {
   }
   // A padded row may hold any class id.
   EXPECT_NO_THROW(yolov3_loss(heads, box, Tensor::from_vector_i64({1, 99}, {N, B}), score, args));
-  EXPECT_THROW(yolov3_loss(heads, box, cls.to(DType::F32), score, args), Error);           // class dtype
-  EXPECT_THROW(yolov3_loss({heads[0], heads[1]}, box, cls, score, args), Error);          // scale count
+  EXPECT_THROW(yolov3_loss(heads, box, cls.to(DType::F32), score, args), Error);            // class dtype
+  EXPECT_THROW(yolov3_loss({heads[0], heads[1]}, box, cls, score, args), Error);            // scale count
   EXPECT_THROW(yolov3_loss({heads[0], heads[2], heads[1]}, box, cls, score, args), Error);  // input sizes
-  EXPECT_THROW(yolov3_loss(heads, Tensor::zeros({N, B, 5}), cls, score, args), Error);    // box shape
+  EXPECT_THROW(yolov3_loss(heads, Tensor::zeros({N, B, 5}), cls, score, args), Error);      // box shape
   YoloLossArgs bad = args;
   bad.num_classes = 3;  // channels no longer 3 * (5 + C)
   EXPECT_THROW(yolov3_loss(heads, box, cls, score, bad), Error);
@@ -578,8 +588,9 @@ TEST(Yolov3Loss, NoGts) {
       hd.emplace_back(v.begin(), v.end());
       heads.push_back(Tensor::from_vector(v, shapes[s], d).set_requires_grad(true));
     }
-    const YoloLossOutput r = yolov3_loss(heads, Tensor::zeros({N, 0, 4}, DType::F32, d),
-                                         Tensor::zeros({N, 0}, DType::I64, d), Tensor::zeros({N, 0}, DType::F32, d), args);
+    const YoloLossOutput r =
+        yolov3_loss(heads, Tensor::zeros({N, 0, 4}, DType::F32, d), Tensor::zeros({N, 0}, DType::I64, d),
+                    Tensor::zeros({N, 0}, DType::F32, d), args);
     const RefResult ref = yolo_ref({&hd[0], &hd[1], &hd[2]}, {shapes[0], shapes[1], shapes[2]}, {}, {}, {}, N, 0, args);
     EXPECT_EQ(r.loss_xy.item(), 0.f);
     EXPECT_EQ(r.loss_wh.item(), 0.f);

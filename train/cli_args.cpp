@@ -231,8 +231,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
     if (v[0] != "O1" && v[0] != "O2") p.fail_flag("--amp_level", "expected O1 or O2, got '", v[0], "'");
     a.amp_level = v[0];
   });
-  for (const char* u : {"--use_ema", "--repeats", "--early_stop_intervals", "--profiler_options",
-                        "--data_format", "--print_mem_info"})
+  for (const char* u :
+       {"--use_ema", "--repeats", "--early_stop_intervals", "--profiler_options", "--data_format", "--print_mem_info"})
     p.unsupported(u);
   // The detection flags: values as written, checked by load_det_train_config like the file's keys.
   for (const std::string& key : det_train_param_keys())

@@ -6,8 +6,8 @@
 #include <exception>
 #include <string>
 
-#include "engine/device.h"
 #include "base/error.h"
+#include "engine/device.h"
 #include "engine/precision.h"
 #include "train/config.h"
 

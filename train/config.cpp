@@ -17,9 +17,9 @@ namespace {
 
 // ----------------------------------------------------------------------------- sections
 
-const std::vector<std::string> kTopKeys = {"batch_size",        "iters", "train_dataset", "val_dataset", "optimizer",
-                                           "lr_scheduler",      "loss",  "model",         "test_config", "export",
-                                           "to_static_training", "precision", "amp_level"};
+const std::vector<std::string> kTopKeys = {
+    "batch_size", "iters",       "train_dataset", "val_dataset",        "optimizer", "lr_scheduler", "loss",
+    "model",      "test_config", "export",        "to_static_training", "precision", "amp_level"};
 
 // Transforms whose argument names and shapes PaddleSeg's transforms.py defines (§4.4); other types
 // pass through and data/ accepts or rejects them.

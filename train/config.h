@@ -17,13 +17,13 @@
 // Every problem is a ConfigError with one line "<file>: <key.path>: <expected, found>", where <file>
 // is the file the offending value came from (a `_base_` file, or "--opts" / "--iters" ...).
 #pragma once
-#include "engine/precision.h"
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/data_spec.h"
+#include "engine/precision.h"
 #include "models/model_spec.h"
 #include "train/yaml_tree.h"  // ConfigError, did_you_mean and the YAML tree the schema reads
 

@@ -2,10 +2,10 @@
 // (YOLOv3.train in PaddleX 1.x / 2.x), beside the model and the two data sets, loaded with the same
 // generic YAML layer as the PaddleSeg configs (`_base_`, --opts, file/key in every error).
 // Facts: PaddleX paddlex/cv/models/yolo_v3.py and base.py (defaults, schedule, the warmup
-// constraint), paddlex/cv/datasets/ and paddlex/cv/transforms/ (data sets and transforms). Defaults are PaddleX 1.x YOLOv3's (the values the PaddleX docs explain the schedule
-// with): train_batch_size 8, learning_rate 1/8000, warmup_steps 1000 from 0, 270 epochs, decay at
-// epochs [213, 240] by 0.1, momentum 0.9, L2 5e-4 (not on batch-norm parameters and the head's
-// biases), save_interval_epochs 20, log_interval_steps 2, early stop off with patience 5.
+// constraint), paddlex/cv/datasets/ and paddlex/cv/transforms/ (data sets and transforms). Defaults are PaddleX 1.x
+// YOLOv3's (the values the PaddleX docs explain the schedule with): train_batch_size 8, learning_rate 1/8000,
+// warmup_steps 1000 from 0, 270 epochs, decay at epochs [213, 240] by 0.1, momentum 0.9, L2 5e-4 (not on batch-norm
+// parameters and the head's biases), save_interval_epochs 20, log_interval_steps 2, early stop off with patience 5.
 //
 // Layout (every key optional unless marked; model and its type are required too, as config_task
 // tells a detection config by model.type):
@@ -22,13 +22,13 @@
 // The training keys are also flags of engine-train with the same names (--num_epochs 20 ...), which
 // override the file. Tested by tests/test_config.cpp.
 #pragma once
-#include "engine/precision.h"
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "data/data_spec.h"
+#include "engine/precision.h"
 #include "models/det_model.h"
 #include "train/config.h"
 

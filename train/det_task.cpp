@@ -6,8 +6,8 @@
 #include <map>
 #include <ostream>
 
-#include "engine/autograd.h"
 #include "base/error.h"
+#include "engine/autograd.h"
 #include "engine/ops/detection.h"
 #include "engine/ops/shape_ops.h"
 #include "train/darknet_weights.h"
@@ -43,8 +43,9 @@ std::string paddlex_weights_url(const std::string& backbone, const std::string& 
       {"MobileNetV1/PascalVOC", "https://paddledet.bj.bcebos.com/models/yolov3_mobilenet_v1_270e_voc.pdparams"}};
   const auto it = urls.find(backbone + "/" + name);
   if (it == urls.end())
-    throw ConfigError("pretrain_weights: PaddleX publishes no " + name + " weights for YOLOv3_" + backbone +
-                      (backbone == "DarkNet53" ? " (it has COCO and IMAGENET)" : " (it has COCO, PascalVOC and IMAGENET)"));
+    throw ConfigError(
+        "pretrain_weights: PaddleX publishes no " + name + " weights for YOLOv3_" + backbone +
+        (backbone == "DarkNet53" ? " (it has COCO and IMAGENET)" : " (it has COCO, PascalVOC and IMAGENET)"));
   return it->second;
 }
 
@@ -91,10 +92,12 @@ void check_warmup_constraint(const DetTrainParams& p, int64_t steps_per_epoch, c
   const int64_t a = p.lr_decay_epochs[0] * steps_per_epoch;
   if (p.warmup_steps <= a) return;
   const int64_t b = steps_per_epoch > 0 ? p.warmup_steps / steps_per_epoch : 0;
-  throw ConfigError(config_path + ": warmup_steps: In function train(), parameters must satisfy: warmup_steps <= "
-                    "lr_decay_epochs[0] * num_steps_each_epoch (here " + std::to_string(p.warmup_steps) + " > " +
-                    std::to_string(p.lr_decay_epochs[0]) + " * " + std::to_string(steps_per_epoch) + " = " +
-                    std::to_string(a) + "). Either `warmup_steps` be less than " + std::to_string(a) +
+  throw ConfigError(config_path +
+                    ": warmup_steps: In function train(), parameters must satisfy: warmup_steps <= "
+                    "lr_decay_epochs[0] * num_steps_each_epoch (here " +
+                    std::to_string(p.warmup_steps) + " > " + std::to_string(p.lr_decay_epochs[0]) + " * " +
+                    std::to_string(steps_per_epoch) + " = " + std::to_string(a) +
+                    "). Either `warmup_steps` be less than " + std::to_string(a) +
                     " or lr_decay_epochs[0] be greater than " + std::to_string(b) +
                     " must be satisfied, please modify 'warmup_steps' or 'lr_decay_epochs' in train function");
 }
@@ -129,19 +132,23 @@ DetTask::DetTask(const DetTrainConfig& cfg, uint64_t seed, Device device, std::o
   model_->train();
   collect_no_decay(*model_, "", no_decay_);
   for (auto& [name, t] : model_->named_parameters())
-    if (name.rfind("yolo_head.yolo_output.", 0) == 0 && name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0)
+    if (name.rfind("yolo_head.yolo_output.", 0) == 0 && name.size() > 5 &&
+        name.compare(name.size() - 5, 5, ".bias") == 0)
       no_decay_.insert(name);
 
-  data::DetPipeline train_pipe = data::build_det_pipeline(cfg.train_dataset.transforms, cfg.train_dataset.batch_transforms);
+  data::DetPipeline train_pipe =
+      data::build_det_pipeline(cfg.train_dataset.transforms, cfg.train_dataset.batch_transforms);
   const int max_boxes = data::num_max_boxes(*train_set_, train_pipe.has_mixup());
   train_source_ = std::make_shared<data::DetBatchSource>(train_set_, std::move(train_pipe), max_boxes);
   if (cfg.has_eval_dataset) {
     eval_set_ = std::make_shared<data::DetDataset>(det_dataset_spec(cfg.eval_dataset));
     ENGINE_CHECK(eval_set_->labels() == train_set_->labels(), cfg.path, ": ", cfg.eval_dataset.where,
-                 ": its labels differ from ", cfg.train_dataset.where, "'s (the same classes in the same order are needed)");
-    data::DetPipeline eval_pipe = data::build_det_pipeline(cfg.eval_dataset.transforms, cfg.eval_dataset.batch_transforms);
-    eval_source_ = std::make_shared<data::DetBatchSource>(eval_set_, std::move(eval_pipe),
-                                                          std::max(1, eval_set_->max_objects()));
+                 ": its labels differ from ", cfg.train_dataset.where,
+                 "'s (the same classes in the same order are needed)");
+    data::DetPipeline eval_pipe =
+        data::build_det_pipeline(cfg.eval_dataset.transforms, cfg.eval_dataset.batch_transforms);
+    eval_source_ =
+        std::make_shared<data::DetBatchSource>(eval_set_, std::move(eval_pipe), std::max(1, eval_set_->max_objects()));
   }
   metric_ = cfg.params.metric;
   if (metric_ == "auto") metric_ = cfg.train_dataset.type == "CocoDetection" ? "COCO" : "VOC";
@@ -227,17 +234,19 @@ TaskEval DetTask::evaluate(Device device, std::ostream& log, const std::atomic<i
         dets.push_back({(int)rows[r], rows[r + 1], {rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5]}});
       std::vector<VocGroundTruth> gts;
       for (size_t k = 0; k < rec.boxes.size(); ++k)
-        gts.push_back({rec.classes[k], {rec.boxes[k][0], rec.boxes[k][1], rec.boxes[k][2], rec.boxes[k][3]},
+        gts.push_back({rec.classes[k],
+                       {rec.boxes[k][0], rec.boxes[k][1], rec.boxes[k][2], rec.boxes[k][3]},
                        rec.difficult.empty() ? false : rec.difficult[k] != 0});
       voc.update(dets, gts);
     } else {
       std::vector<CocoDetection> dets;
       for (size_t r = 0; r + 6 <= rows.size(); r += 6)
-        dets.push_back({(int)rows[r], rows[r + 1],
-                        coco_box_from_corners({rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5]})});
+        dets.push_back(
+            {(int)rows[r], rows[r + 1], coco_box_from_corners({rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5]})});
       // The annotations as COCOeval sees them (for a VOC set: PaddleX's VOC->COCO conversion).
       std::vector<CocoGroundTruth> gts;
-      for (const data::CocoGtBox& g : rec.coco_gts) gts.push_back({g.category, {g.x, g.y, g.w, g.h}, g.area, g.iscrowd});
+      for (const data::CocoGtBox& g : rec.coco_gts)
+        gts.push_back({g.category, {g.x, g.y, g.w, g.h}, g.area, g.iscrowd});
       coco.update(eval_set_->type() == "CocoDetection" ? rec.image_id : i, dets, gts);
     }
   }
@@ -278,7 +287,8 @@ TrainSummary run_det_training(const DetTrainConfig& cfg, const TrainOptions& run
   const int world = opt.comm ? opt.comm->world_size() : 1;
   if (p.train_batch_size % world != 0)
     throw ConfigError(cfg.path + ": train_batch_size: " + std::to_string(p.train_batch_size) +
-                      " is the total over all devices and must be divisible by their number (" + std::to_string(world) + ")");
+                      " is the total over all devices and must be divisible by their number (" + std::to_string(world) +
+                      ")");
   // With several ranks the loader pads the epoch to a multiple of the world size (Paddle's
   // DistributedBatchSampler), which can add a step; one rank gives PaddleX's n // batch.
   const int64_t steps = det_steps_per_epoch((n + world - 1) / world * world, p.train_batch_size);

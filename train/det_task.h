@@ -5,11 +5,10 @@
 // multiclass NMS + VOC mAP (bbox_map, percent) or COCO AP (bbox_mmap, fraction), as PaddleX reports
 // them. L2 decay skips batch-norm parameters and the head's output biases (PaddleX's L2Decay(0)).
 // The schedule is PaddleX 1.x's (paddlex/cv/models/ppyolo.py default_optimizer, which YOLOv3
-// inherits): linear warmup over warmup_steps from warmup_start_lr, then learning_rate * gamma^i at the absolute epoch boundaries lr_decay_epochs[i] *
-// num_steps_each_epoch, num_steps_each_epoch = num_samples // train_batch_size; the constraint
-// warmup_steps <= lr_decay_epochs[0] * num_steps_each_epoch is checked before anything is written
-// (PaddleX's message, ConfigError: exit code 2).
-// Tested by tests/test_det_train.cpp.
+// inherits): linear warmup over warmup_steps from warmup_start_lr, then learning_rate * gamma^i at the absolute epoch
+// boundaries lr_decay_epochs[i] * num_steps_each_epoch, num_steps_each_epoch = num_samples // train_batch_size; the
+// constraint warmup_steps <= lr_decay_epochs[0] * num_steps_each_epoch is checked before anything is written (PaddleX's
+// message, ConfigError: exit code 2). Tested by tests/test_det_train.cpp.
 #pragma once
 #include <iosfwd>
 #include <memory>

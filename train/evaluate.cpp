@@ -3,15 +3,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
-#include <filesystem>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <ostream>
 
+#include "base/error.h"
 #include "data/loader.h"
 #include "engine/autograd.h"
-#include "base/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/metrics.h"
 #include "engine/ops/resize.h"
@@ -163,13 +163,14 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
 
 std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const std::string& model_path, Device device) {
   namespace fs = std::filesystem;
-  ENGINE_CHECK(!model_path.empty(),
-               "--model_path: missing (a model.safetensors / model.pdparams file or a folder such as output/best_model)");
+  ENGINE_CHECK(
+      !model_path.empty(),
+      "--model_path: missing (a model.safetensors / model.pdparams file or a folder such as output/best_model)");
   fs::path file(model_path);
   // A folder: ours holds model.safetensors, PaddleSeg's (e.g. output/best_model) model.pdparams.
   if (fs::is_directory(file))
     file = fs::exists(file / "model.safetensors") || !fs::exists(file / "model.pdparams") ? file / "model.safetensors"
-                                                                                        : file / "model.pdparams";
+                                                                                          : file / "model.pdparams";
   ENGINE_CHECK(fs::exists(file), "--model_path: ", file.string(), " not found");
   std::shared_ptr<nn::SegModel> model = nn::build_seg_model(cfg.model);
   const LoadedTensors weights = read_weights_file(file.string(), "--model_path");  // .safetensors / .pdparams / .tar.gz

@@ -35,7 +35,7 @@ struct EvalResult {
   SegMetrics metrics;
   int64_t num_images = 0;
   std::vector<int64_t> intersect, pred, label;  // per-class areas over the data set
-  bool cancelled = false;  // stopped early by `cancel`: the metrics are not valid
+  bool cancelled = false;                       // stopped early by `cancel`: the metrics are not valid
 };
 
 // Evaluates `model` (switched to eval mode and back to the mode it was in) on every image of `val`.

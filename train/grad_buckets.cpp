@@ -12,8 +12,8 @@ struct GradBuckets::State {
   std::vector<size_t> bucket_of;          // parameter -> bucket
   std::vector<int64_t> offset_in_bucket;  // parameter -> element offset in its bucket
   std::vector<int> params_in_bucket;
-  std::vector<int> waiting;               // per bucket: parameters whose gradient is not complete yet
-  std::vector<bool> ready;                // per parameter: gradient complete this step
+  std::vector<int> waiting;                                 // per bucket: parameters whose gradient is not complete yet
+  std::vector<bool> ready;                                  // per parameter: gradient complete this step
   std::vector<std::unique_ptr<PendingCollective>> pending;  // per bucket, once started
   size_t next_to_start = 0;
   size_t started_in_backward = 0;
@@ -21,8 +21,8 @@ struct GradBuckets::State {
 
   void start_ready_buckets() {
     while (next_to_start < buffers.size() && waiting[next_to_start] == 0) {
-      pending[next_to_start] =
-          comm->start_all_reduce(buffers[next_to_start], ReduceOp::Mean, "gradient bucket " + std::to_string(next_to_start));
+      pending[next_to_start] = comm->start_all_reduce(buffers[next_to_start], ReduceOp::Mean,
+                                                      "gradient bucket " + std::to_string(next_to_start));
       ++next_to_start;
     }
   }
@@ -56,9 +56,8 @@ GradBuckets::GradBuckets(const std::vector<Tensor>& params, Communicator& comm, 
   for (size_t k = 0; k < n; ++k) {
     const size_t i = n - 1 - k;  // reverse order: the order backward completes them
     const Tensor& p = params[i];
-    ENGINE_CHECK(p.dtype() == DType::F32 && p.device() == dev && p.requires_grad(),
-                 "gradient buckets: parameter ", i, " is ", p.describe(), "; expected f32 on ", dev.str(),
-                 " that requires grad");
+    ENGINE_CHECK(p.dtype() == DType::F32 && p.device() == dev && p.requires_grad(), "gradient buckets: parameter ", i,
+                 " is ", p.describe(), "; expected f32 on ", dev.str(), " that requires grad");
     if (sizes.empty() || (fill > 0 && fill + p.numel() > cap)) {  // a parameter larger than a bucket gets its own
       sizes.push_back(0);
       fill = 0;
@@ -98,7 +97,8 @@ void GradBuckets::begin_step() {
   for (size_t i = 0; i < s.params.size(); ++i) {
     const Tensor& p = s.params[i];
     const Tensor& buf = s.buffers[s.bucket_of[i]];
-    s.params[i].set_grad(make_view(buf, p.shape(), contiguous_strides(p.shape()), buf.offset() + s.offset_in_bucket[i]));
+    s.params[i].set_grad(
+        make_view(buf, p.shape(), contiguous_strides(p.shape()), buf.offset() + s.offset_in_bucket[i]));
   }
   s.waiting = s.params_in_bucket;
   std::fill(s.ready.begin(), s.ready.end(), false);

@@ -15,7 +15,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <ostream>
-#include <algorithm>
 
 #include "base/error.h"
 #include "train/config.h"  // ConfigError
@@ -126,7 +125,8 @@ std::string RunContents::describe() const {
     }
     add(name + "/");
   }
-  if (best_model) add(best_model_iter >= 0 ? "best_model/ (iter " + std::to_string(best_model_iter) + ")" : "best_model/");
+  if (best_model)
+    add(best_model_iter >= 0 ? "best_model/ (iter " + std::to_string(best_model_iter) + ")" : "best_model/");
   if (metrics) add("metrics.jsonl");
   if (!event_files.empty())
     add(event_files.size() == 1 ? event_files[0] : std::to_string(event_files.size()) + " event files");
@@ -239,8 +239,8 @@ size_t truncate_metrics(const fs::path& file, int64_t start_iter) {
   return dropped;
 }
 
-void remove_listed(const fs::path& dir, const std::vector<std::string>& names, const fs::path& keep,
-                   std::ostream& log, const std::string& prefix) {
+void remove_listed(const fs::path& dir, const std::vector<std::string>& names, const fs::path& keep, std::ostream& log,
+                   const std::string& prefix) {
   std::error_code ec;
   std::string done;
   for (const std::string& n : names) {
@@ -273,14 +273,16 @@ RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const s
     if (!req.overwrite) {
       if (req.resume_dir.empty()) {
         const std::string newest = c.iter_dirs.empty() ? "" : shown(dir / c.iter_dirs.rbegin()->second);
-        throw ConfigError("--save_dir '" + d + "' already holds the results of a run (" + c.describe() + "): " +
-                          (newest.empty() ? std::string() : "to continue it add " + req.resume_flag + " " + newest + ", ") +
-                          "to keep it choose another --save_dir, to replace it add --overwrite");
+        throw ConfigError(
+            "--save_dir '" + d + "' already holds the results of a run (" + c.describe() +
+            "): " + (newest.empty() ? std::string() : "to continue it add " + req.resume_flag + " " + newest + ", ") +
+            "to keep it choose another --save_dir, to replace it add --overwrite");
       }
       throw ConfigError("--save_dir '" + d + "' already holds the results of another run (" + c.describe() +
-                        "); resuming " + shown(req.resume_dir) + " there would mix the two: choose another --save_dir, "
-                        "use the checkpoint's own folder (--save_dir " + shown(resume_parent) +
-                        "), or add --overwrite to delete them");
+                        "); resuming " + shown(req.resume_dir) +
+                        " there would mix the two: choose another --save_dir, "
+                        "use the checkpoint's own folder (--save_dir " +
+                        shown(resume_parent) + "), or add --overwrite to delete them");
     }
     std::vector<std::string> names;
     for (const auto& [n, name] : c.iter_dirs) names.push_back(name);
@@ -301,8 +303,9 @@ RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const s
     for (const std::string& n : newer) what += (what.empty() ? "" : ", ") + n + "/";
     if (!req.overwrite)
       throw ConfigError(req.resume_flag + " " + shown(req.resume_dir) + ": '" + d + "' holds checkpoints newer than " +
-                        req.checkpoint_prefix + " " + std::to_string(start_n) + " (" + what + ") that resuming here would overwrite: resume from " +
-                        shown(dir / newer.back()) + ", choose another --save_dir, or add --overwrite to delete them");
+                        req.checkpoint_prefix + " " + std::to_string(start_n) + " (" + what +
+                        ") that resuming here would overwrite: resume from " + shown(dir / newer.back()) +
+                        ", choose another --save_dir, or add --overwrite to delete them");
     remove_listed(dir, newer, req.resume_dir, log, prefix);
   }
   if (c.metrics) {
@@ -360,7 +363,8 @@ void save_checkpoint_dir(const fs::path& dir, const std::vector<CheckpointFile>&
   } catch (const fs::filesystem_error& e) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
-    fail("cannot write the checkpoint folder '", dir.string(), "': ", e.code().message(), " (", e.path1().string(), ")");
+    fail("cannot write the checkpoint folder '", dir.string(), "': ", e.code().message(), " (", e.path1().string(),
+         ")");
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

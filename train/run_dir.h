@@ -42,9 +42,9 @@ struct RunContents {
   std::string checkpoint_prefix = "iter";    // checkpoint folders are <prefix>_N: iter_N or epoch_N
   std::map<int64_t, std::string> iter_dirs;  // N -> "<prefix>_N" (complete checkpoint folders only by name)
   bool best_model = false;
-  int64_t best_model_iter = -1;  // from best_model/model.safetensors metadata; -1 when unknown
-  double best_model_miou = -1;   // its key metric (metadata `metric_key`, "miou" by default); likewise
-  bool metrics = false;          // metrics.jsonl
+  int64_t best_model_iter = -1;          // from best_model/model.safetensors metadata; -1 when unknown
+  double best_model_miou = -1;           // its key metric (metadata `metric_key`, "miou" by default); likewise
+  bool metrics = false;                  // metrics.jsonl
   std::vector<std::string> event_files;  // events.out.tfevents.* (TensorBoard) and vdlrecords.* (VisualDL)
   bool empty() const { return iter_dirs.empty() && !best_model && !metrics && event_files.empty(); }
   std::string describe() const;  // "iter_3/, iter_6/, best_model/, metrics.jsonl"
@@ -63,12 +63,12 @@ void clean_stale_temporaries(const std::filesystem::path& dir, bool locked, std:
 
 struct RunDirRequest {
   std::filesystem::path save_dir;
-  std::filesystem::path resume_dir;  // empty for a fresh run
-  int64_t start_iter = 0;            // the resumed checkpoint's iteration
-  bool overwrite = false;            // --overwrite
-  std::string checkpoint_prefix = "iter";  // "epoch": folders epoch_N, N = iteration / iters_per_checkpoint_unit
-  int64_t iters_per_checkpoint_unit = 1;   // iterations per epoch for epoch_N folders
-  std::string metric_key = "miou";         // best_model/ metadata entry of the key metric
+  std::filesystem::path resume_dir;            // empty for a fresh run
+  int64_t start_iter = 0;                      // the resumed checkpoint's iteration
+  bool overwrite = false;                      // --overwrite
+  std::string checkpoint_prefix = "iter";      // "epoch": folders epoch_N, N = iteration / iters_per_checkpoint_unit
+  int64_t iters_per_checkpoint_unit = 1;       // iterations per epoch for epoch_N folders
+  std::string metric_key = "miou";             // best_model/ metadata entry of the key metric
   std::string resume_flag = "--resume_model";  // how the user named the checkpoint (for messages)
 };
 

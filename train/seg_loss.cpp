@@ -15,7 +15,8 @@ SegLoss::SegLoss(const LossSpec& spec, int64_t num_classes, Device device) : spe
     if (!t.weight.empty()) {
       ENGINE_CHECK((int64_t)t.weight.size() == num_classes, t.where, ".weight: expected ", num_classes,
                    " class weights, got ", t.weight.size());
-      ENGINE_CHECK(t.type == "CrossEntropyLoss", t.where, ".weight: class weights are supported for CrossEntropyLoss only");
+      ENGINE_CHECK(t.type == "CrossEntropyLoss", t.where,
+                   ".weight: class weights are supported for CrossEntropyLoss only");
       w = Tensor::from_vector(std::vector<float>(t.weight.begin(), t.weight.end()), {num_classes}, device);
     }
     if (t.type == "CrossEntropyLoss") {

@@ -16,8 +16,8 @@
 namespace engine::train {
 
 struct SegLossValues {
-  Tensor total;                // scalar, differentiable
-  std::vector<Tensor> terms;   // coef_i * L_i, scalars (for logging)
+  Tensor total;               // scalar, differentiable
+  std::vector<Tensor> terms;  // coef_i * L_i, scalars (for logging)
 };
 
 class SegLoss {

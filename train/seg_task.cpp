@@ -9,12 +9,12 @@
 #include <ostream>
 #include <sstream>
 
-#include "data/loader.h"
 #include "base/error.h"
+#include "data/loader.h"
+#include "train/det_task.h"
 #include "train/download.h"
 #include "train/safetensors.h"
 #include "train/seg_metrics.h"
-#include "train/det_task.h"
 #include "train/trainer.h"
 #include "train/weights_file.h"
 #include "train/yaml_tree.h"
@@ -41,8 +41,7 @@ void load_pretrained(nn::SegModel& model, const std::string& path, const std::st
 
 }  // namespace
 
-SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log)
-    : cfg_(cfg) {
+SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log) : cfg_(cfg) {
   nn::SegModelSpec mspec = cfg.model;
   mspec.seed = seed;
   model_ = nn::build_seg_model(mspec);
@@ -55,8 +54,8 @@ SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device d
     if (cfg.has_val_dataset)
       val_set_ = data::make_dataset(cfg.val_dataset);
     else
-      log << log_prefix(LogStyle::PaddleSeg) << "WARNING: --do_eval given but the config has no val_dataset: no evaluation"
-          << std::endl;
+      log << log_prefix(LogStyle::PaddleSeg)
+          << "WARNING: --do_eval given but the config has no val_dataset: no evaluation" << std::endl;
   }
   source_ = std::make_shared<data::SegBatchSource>(train_set_);
   loss_fn_ = std::make_unique<SegLoss>(cfg.loss, train_set_->num_classes(), device);
@@ -108,7 +107,8 @@ int64_t flag_int(const std::string& name, const std::string& v, int64_t lo) {
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno != 0 || x < lo)
-    throw ConfigError("engine-train: --" + name + ": expected an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+    throw ConfigError("engine-train: --" + name + ": expected an integer >= " + std::to_string(lo) + ", got '" + v +
+                      "'");
   return x;
 }
 
@@ -123,7 +123,8 @@ double flag_double(const std::string& name, const std::string& v, double lo, boo
 
 bool flag_bool(const std::string& name, const std::string& v) {
   bool b = false;
-  if (!parse_yaml_bool(v, b)) throw ConfigError("engine-train: --" + name + ": expected True or False, got '" + v + "'");
+  if (!parse_yaml_bool(v, b))
+    throw ConfigError("engine-train: --" + name + ": expected True or False, got '" + v + "'");
   return b;
 }
 
@@ -158,7 +159,8 @@ void apply_paddlex_params(TrainConfig& cfg, TrainOptions& opt, const DetFlagOver
     if (name == "learning_rate" || name == "save_dir" || name == "num_workers" || name == "seed" || name == "use_vdl")
       continue;  // shared with PaddleSeg's flags: already applied
     if (name == "metric")
-      throw ConfigError("engine-train: --metric: a segmentation config is evaluated by mIoU; --metric is for detection");
+      throw ConfigError(
+          "engine-train: --metric: a segmentation config is evaluated by mIoU; --metric is for detection");
     for (const auto& [px, seg] : clashes)
       if (name == px && given(seg))
         throw ConfigError("engine-train: --" + px + " and " + seg + " both given; use one of them");
@@ -171,23 +173,27 @@ void apply_paddlex_params(TrainConfig& cfg, TrainOptions& opt, const DetFlagOver
     throw ConfigError("engine-train: " + cfg.train_dataset.where + " has " + std::to_string(train_images) +
                       " images, fewer than one batch of " + std::to_string(cfg.batch_size));
   if (v.count("num_epochs")) cfg.iters = flag_int("num_epochs", v["num_epochs"], 1) * steps;
-  if (v.count("save_interval_epochs")) opt.save_interval = flag_int("save_interval_epochs", v["save_interval_epochs"], 1) * steps;
+  if (v.count("save_interval_epochs"))
+    opt.save_interval = flag_int("save_interval_epochs", v["save_interval_epochs"], 1) * steps;
   if (v.count("log_interval_steps")) opt.log_iters = flag_int("log_interval_steps", v["log_interval_steps"], 1);
   if (v.count("momentum")) cfg.optimizer.momentum = flag_double("momentum", v["momentum"], 0, false);
   if (v.count("weight_decay")) cfg.optimizer.weight_decay = flag_double("weight_decay", v["weight_decay"], 0, false);
   if (v.count("early_stop")) opt.early_stop = flag_bool("early_stop", v["early_stop"]);
-  if (v.count("early_stop_patience")) opt.early_stop_patience = flag_int("early_stop_patience", v["early_stop_patience"], 1);
+  if (v.count("early_stop_patience"))
+    opt.early_stop_patience = flag_int("early_stop_patience", v["early_stop_patience"], 1);
   if (v.count("resume_checkpoint")) opt.resume_model = v["resume_checkpoint"];
   if (v.count("pretrain_weights")) cfg.model.pretrained = v["pretrain_weights"];
-  if (v.count("warmup_steps") || v.count("warmup_start_lr") || v.count("lr_decay_epochs") || v.count("lr_decay_gamma")) {
+  if (v.count("warmup_steps") || v.count("warmup_start_lr") || v.count("lr_decay_epochs") ||
+      v.count("lr_decay_gamma")) {
     DetTrainParams p;
     p.learning_rate = cfg.lr_scheduler.type == "PiecewiseDecay" && !cfg.lr_scheduler.values.empty()
                           ? cfg.lr_scheduler.values[0]
                           : cfg.lr_scheduler.learning_rate;
     p.warmup_steps = v.count("warmup_steps") ? flag_int("warmup_steps", v["warmup_steps"], 0) : 0;
-    p.warmup_start_lr = v.count("warmup_start_lr") ? flag_double("warmup_start_lr", v["warmup_start_lr"], 0, false) : 0.0;
-    p.lr_decay_epochs = v.count("lr_decay_epochs") ? flag_epochs("lr_decay_epochs", v["lr_decay_epochs"])
-                                                   : std::vector<int64_t>{};
+    p.warmup_start_lr =
+        v.count("warmup_start_lr") ? flag_double("warmup_start_lr", v["warmup_start_lr"], 0, false) : 0.0;
+    p.lr_decay_epochs =
+        v.count("lr_decay_epochs") ? flag_epochs("lr_decay_epochs", v["lr_decay_epochs"]) : std::vector<int64_t>{};
     p.lr_decay_gamma = v.count("lr_decay_gamma") ? flag_double("lr_decay_gamma", v["lr_decay_gamma"], 0, true) : 0.1;
     p.num_epochs = std::max<int64_t>(1, cfg.iters / steps);
     check_warmup_constraint(p, steps, "engine-train");

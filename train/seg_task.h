@@ -9,9 +9,9 @@
 #include "data/dataset.h"
 #include "models/pp_liteseg.h"
 #include "train/config.h"
+#include "train/det_config.h"
 #include "train/evaluate.h"
 #include "train/seg_loss.h"
-#include "train/det_config.h"
 #include "train/task.h"
 #include "train/trainer.h"
 

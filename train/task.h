@@ -10,11 +10,10 @@
 #include <iosfwd>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "data/loader.h"
 #include "engine/comm/communicator.h"
@@ -30,11 +29,11 @@ struct TaskLoss {
 };
 
 struct TaskEval {
-  bool cancelled = false;  // stopped by a stop request: nothing below is valid
-  double key_metric = 0;   // the value the best model is chosen by (strictly higher wins)
+  bool cancelled = false;                               // stopped by a stop request: nothing below is valid
+  double key_metric = 0;                                // the value the best model is chosen by (strictly higher wins)
   std::vector<std::pair<std::string, double>> scalars;  // for VisualDL/TensorBoard ("Evaluate/<name>")
-  nlohmann::json record;                  // fields of the metrics.jsonl "eval" record
-  std::vector<std::string> log_lines;     // the task's own result lines (logged with the prefix)
+  nlohmann::json record;                                // fields of the metrics.jsonl "eval" record
+  std::vector<std::string> log_lines;                   // the task's own result lines (logged with the prefix)
   std::map<std::string, std::string> best_model_metadata;  // extra metadata of best_model/
 };
 

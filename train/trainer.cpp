@@ -3,12 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
-#include <csignal>
+#include <chrono>
 #include <cmath>
-#include <cstdlib>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <deque>
 #include <filesystem>
@@ -21,18 +21,18 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "engine/allocator.h"
+#include "engine/comm/communicator.h"
 #include "engine/ops/optim.h"
 #include "engine/profiler.h"
 #include "models/layers.h"
-#include "engine/comm/communicator.h"
+#include "train/early_stop.h"
 #include "train/evaluate.h"
-#include "train/grad_buckets.h"
 #include "train/event_writer.h"
+#include "train/grad_buckets.h"
 #include "train/jsonl.h"
 #include "train/lr_schedule.h"
 #include "train/run_dir.h"
 #include "train/safetensors.h"
-#include "train/early_stop.h"
 #include "train/seg_task.h"
 #include "train/stop_signal.h"
 #include "train/vdl_writer.h"
@@ -72,7 +72,8 @@ TaskEval share_root_eval(Communicator& comm, TaskEval r) {
   j["cancelled"] = r.cancelled;
   const std::vector<std::string> all = comm.all_gather_bytes(j.dump(), "evaluation result");
   TaskEval out;
-  for (const std::string& s : all) out.cancelled = out.cancelled || nlohmann::json::parse(s).at("cancelled").get<bool>();
+  for (const std::string& s : all)
+    out.cancelled = out.cancelled || nlohmann::json::parse(s).at("cancelled").get<bool>();
   if (out.cancelled) return out;
   const nlohmann::json rj = nlohmann::json::parse(all[0]);
   out.key_metric = rj.at("key_metric").get<double>();
@@ -154,8 +155,9 @@ double meta_double(const LoadedTensors& f, const std::string& key) {
   return x;
 }
 
-bool same_value(double a, double b) { return a == b || std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
-
+bool same_value(double a, double b) {
+  return a == b || std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b));
+}
 
 // PaddleX's eta: h:m:s without zero padding ("1:36:41", "0:9:44").
 std::string eta_string_paddlex(double seconds) {
@@ -267,8 +269,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   const bool sync_bn = world > 1 && (opt.sync_bn == TrainOptions::SyncBn::On ||
                                      (opt.sync_bn == TrainOptions::SyncBn::Auto && dev.is_cuda()));
   if (sync_bn) {
-    const int n = nn::set_sync_batch_norm(
-        model, [&comm](const std::vector<Tensor>& t) { comm.all_reduce(t, ReduceOp::Sum, "sync batch norm statistics"); });
+    const int n = nn::set_sync_batch_norm(model, [&comm](const std::vector<Tensor>& t) {
+      comm.all_reduce(t, ReduceOp::Sum, "sync batch norm statistics");
+    });
     log << prefix() << "Convert bn to sync_bn (" << n << " layers)" << std::endl;
   }
 
@@ -286,28 +289,32 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   double best_metric = -1.0;
   int64_t best_iter = -1;
   EarlyStop early_stop(std::max<int64_t>(1, spec.early_stop_patience));
-  std::deque<std::string> kept;  // checkpoint folders in save_dir this run (and the runs it resumes) wrote, oldest first
-  std::string last_good;         // the newest complete checkpoint to resume from; empty when none
+  std::deque<std::string>
+      kept;               // checkpoint folders in save_dir this run (and the runs it resumes) wrote, oldest first
+  std::string last_good;  // the newest complete checkpoint to resume from; empty when none
   if (resume.optimizer) {
     const std::string& resume_dir = resume.dir;
-    const std::string mf = (fs::path(resume_dir) / kModelFile).string(), of = (fs::path(resume_dir) / kOptimizerFile).string();
+    const std::string mf = (fs::path(resume_dir) / kModelFile).string(),
+                      of = (fs::path(resume_dir) / kOptimizerFile).string();
     const LoadedTensors& ro = *resume.optimizer;
     const std::string& flag = spec.resume_flag;
     // What the data position and the exact-resume promise depend on must match; the optimizer's
     // settings may change (with a warning: the run is then not the uninterrupted one).
-    const std::string fresh_hint = "; to go on with other settings, start a new run from its weights: " + spec.fresh_start_hint + mf;
+    const std::string fresh_hint =
+        "; to go on with other settings, start a new run from its weights: " + spec.fresh_start_hint + mf;
     // A checkpoint of a job with another number of ranks: its data position is mapped by samples
     // (docs/DISTRIBUTED.md); with the same number the per-rank batch must match.
     const int64_t ckpt_world = ro.metadata.count("world_size") ? meta_int(ro, "world_size") : 1;
     if (ckpt_world == world && ro.metadata.count("batch_size") && meta_int(ro, "batch_size") != spec.batch_size)
-      throw ConfigError(flag + " " + resume_dir + ": the checkpoint was trained with batch_size " +
-                        std::to_string(meta_int(ro, "batch_size")) + ", this run has batch_size " +
-                        std::to_string(spec.batch_size) + "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
+      throw ConfigError(
+          flag + " " + resume_dir + ": the checkpoint was trained with batch_size " +
+          std::to_string(meta_int(ro, "batch_size")) + ", this run has batch_size " + std::to_string(spec.batch_size) +
+          "; its data position is counted in batches, so resuming needs the same batch_size" + fresh_hint);
     if (ro.metadata.count("train_images") && meta_int(ro, "train_images") != source->size())
-      throw ConfigError(flag + " " + resume_dir + ": the checkpoint was trained on " +
-                        std::to_string(meta_int(ro, "train_images")) + " training images, this run's train set (" +
-                        source->where() + ") has " + std::to_string(source->size()) +
-                        "; its data order and position belong to that set, so resuming needs the same one" + fresh_hint);
+      throw ConfigError(
+          flag + " " + resume_dir + ": the checkpoint was trained on " + std::to_string(meta_int(ro, "train_images")) +
+          " training images, this run's train set (" + source->where() + ") has " + std::to_string(source->size()) +
+          "; its data order and position belong to that set, so resuming needs the same one" + fresh_hint);
     int64_t next_epoch = meta_int(ro, "next_epoch"), next_batch = meta_int(ro, "next_batch");
     if (ckpt_world != world) {
       ENGINE_CHECK(ckpt_world >= 1, "checkpoint '", of, "': metadata 'world_size' is ", ckpt_world);
@@ -317,8 +324,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the checkpoint was trained by " << ckpt_world
           << " rank(s) with batch_size " << ckpt_batch << " each (global batch " << ckpt_batch * ckpt_world
           << "), this run has " << world << " with batch_size " << spec.batch_size << " (global batch "
-          << spec.batch_size * world << "); epoch " << next_epoch + 1 << " continues after " << mapped * spec.batch_size * world
-          << " of the " << samples << " samples already trained on, the iteration count and the learning-rate "
+          << spec.batch_size * world << "); epoch " << next_epoch + 1 << " continues after "
+          << mapped * spec.batch_size * world << " of the " << samples
+          << " samples already trained on, the iteration count and the learning-rate "
           << "schedule go on from iter " << resume.iter << std::endl;
       next_batch = mapped;
       if (next_batch >= steps_per_epoch) {
@@ -331,7 +339,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
                         std::to_string(next_epoch + 1) + ", batch " + std::to_string(next_batch + 1) +
                         ") does not exist with this run's batch_size " + std::to_string(spec.batch_size) + " and " +
                         std::to_string(source->size()) + " training images (" + std::to_string(steps_per_epoch) +
-                        " batches per epoch); resume with the batch_size and train set it was trained with" + fresh_hint);
+                        " batches per epoch); resume with the batch_size and train set it was trained with" +
+                        fresh_hint);
     if (ro.metadata.count("momentum") && ro.metadata.count("weight_decay")) {
       const double m = meta_double(ro, "momentum"), wd = meta_double(ro, "weight_decay");
       if (!same_value(m, spec.momentum) || !same_value(wd, spec.weight_decay))
@@ -359,9 +368,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     if (ro.metadata.count("lr_next")) {
       const double ck = meta_double(ro, "lr_next"), here = schedule.lr_at(start_iter);
       if (!same_value(ck, here))
-        log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the learning rate at iter "
-            << start_iter + 1 << " is " << fmt("%.6g", here) << " with this run's schedule but "
-            << fmt("%.6g", ck) << " with the checkpoint's (the number of iterations or epochs, the learning rate or "
+        log << prefix() << "WARNING: " << flag << " " << resume_dir << ": the learning rate at iter " << start_iter + 1
+            << " is " << fmt("%.6g", here) << " with this run's schedule but " << fmt("%.6g", ck)
+            << " with the checkpoint's (the number of iterations or epochs, the learning rate or "
             << "its schedule changed); training continues with this run's schedule" << std::endl;
     }
     // The list names folders of the checkpoint's own save_dir: kept only when training goes on there.
@@ -389,7 +398,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   // the same initialisation or read the same checkpoint; this makes it a guarantee).
   if (world > 1) {
     for (auto& [name, t] : model.state_dict()) comm.broadcast(t, 0, "initial " + name);
-    for (size_t i = 0; i < velocities.size(); ++i) comm.broadcast(velocities[i], 0, "initial momentum of " + named[i].first);
+    for (size_t i = 0; i < velocities.size(); ++i)
+      comm.broadcast(velocities[i], 0, "initial momentum of " + named[i].first);
   }
 
   // ---- the run folder (rank 0 alone writes): one writer, nothing of an earlier run clobbered, stale
@@ -428,9 +438,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
   }
   if (world > 1) {  // rank 0's verdict and its best-model bar, on every rank
-    const std::vector<std::string> verdict =
-        comm.all_gather_bytes(root ? fmt("%.17g", best_metric) + "\n" + std::to_string(best_iter) + "\n" + setup_error : "",
-                              "run folder setup");
+    const std::vector<std::string> verdict = comm.all_gather_bytes(
+        root ? fmt("%.17g", best_metric) + "\n" + std::to_string(best_iter) + "\n" + setup_error : "",
+        "run folder setup");
     std::istringstream in(verdict[0]);
     std::string bm, bi;
     std::getline(in, bm);
@@ -493,7 +503,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
         {"lr_next", fmt("%.17g", schedule.lr_at(iter))},
         {"momentum", fmt("%.17g", spec.momentum)},
         {"weight_decay", fmt("%.17g", spec.weight_decay)},
-        {"optimizer", "Momentum(momentum=" + fmt("%g", spec.momentum) + ", weight_decay=" + fmt("%g", spec.weight_decay) +
+        {"optimizer", "Momentum(momentum=" + fmt("%g", spec.momentum) +
+                          ", weight_decay=" + fmt("%g", spec.weight_decay) +
                           (all_decay ? "" : ", not on batch-norm parameters and head biases") + ")"}};
     if (spec.early_stop) {
       opt_meta["early_stop_score"] = early_stop.score() ? fmt("%.17g", *early_stop.score()) : "";
@@ -566,8 +577,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     for (size_t i = 0; i < nterms; ++i) scalars.push_back(lv.terms[i].second.item());
     auto check_finite = [&](double loss) {
       if (!std::isfinite(loss))
-        throw TrainingDiverged("training diverged: the loss is " + fmt("%g", loss) + " at iter " + std::to_string(iter) +
-                               "; stopped before the optimizer step. Last good checkpoint: " +
+        throw TrainingDiverged("training diverged: the loss is " + fmt("%g", loss) + " at iter " +
+                               std::to_string(iter) + "; stopped before the optimizer step. Last good checkpoint: " +
                                (last_good.empty() ? std::string("none was saved") : last_good) +
                                ". Lower the learning rate or check the labels.");
     };
@@ -630,14 +641,15 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       const double avg_reader = win_reader / (double)win_n;
       const double ips = (double)spec.batch_size * (double)win_n / win_batch;
       if (style == LogStyle::PaddleSeg) {
-        std::string line = prefix() + "[TRAIN] epoch: " + std::to_string(epoch + 1) + ", iter: " + std::to_string(iter) +
-                           "/" + std::to_string(total) + ", loss: " + fmt("%.4f", avg_loss) + ", lr: " +
-                           fmt("%.6f", lr) + ", batch_cost: " + fmt("%.4f", avg_batch) + ", reader_cost: " +
-                           fmt("%.5f", avg_reader) + ", ips: " + fmt("%.4f", ips) + " samples/sec";
+        std::string line = prefix() + "[TRAIN] epoch: " + std::to_string(epoch + 1) +
+                           ", iter: " + std::to_string(iter) + "/" + std::to_string(total) +
+                           ", loss: " + fmt("%.4f", avg_loss) + ", lr: " + fmt("%.6f", lr) +
+                           ", batch_cost: " + fmt("%.4f", avg_batch) + ", reader_cost: " + fmt("%.5f", avg_reader) +
+                           ", ips: " + fmt("%.4f", ips) + " samples/sec";
         if (dev.is_cuda()) {
           const MemoryStats ms = memory_stats(dev);
-          line += ", max_mem_reserved: " + std::to_string(ms.reserved_peak >> 20) + " MB, max_mem_allocated: " +
-                  std::to_string(ms.allocated_peak >> 20) + " MB";
+          line += ", max_mem_reserved: " + std::to_string(ms.reserved_peak >> 20) +
+                  " MB, max_mem_allocated: " + std::to_string(ms.allocated_peak >> 20) + " MB";
         }
         line += " | ETA " + eta_string((double)(total - iter) * avg_batch);
         log << line << std::endl;
@@ -650,15 +662,16 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           if (e % spec.save_interval == 0 || e == epochs_total) ++evals_left;
         std::vector<double> one(nterms);
         for (size_t i = 0; i < nterms; ++i) one[i] = term_values[i];
-        log << prefix() << "[TRAIN] Epoch=" << epoch + 1 << "/" << epochs_total << ", Step="
-            << (iter - 1) % steps_per_epoch + 1 << "/" << steps_per_epoch << ", " << terms_line(one, total_loss, 1.0)
-            << ", lr=" << fmt("%.6f", lr) << ", time_each_step=" << python_round2(avg_batch) << "s, eta="
+        log << prefix() << "[TRAIN] Epoch=" << epoch + 1 << "/" << epochs_total
+            << ", Step=" << (iter - 1) % steps_per_epoch + 1 << "/" << steps_per_epoch << ", "
+            << terms_line(one, total_loss, 1.0) << ", lr=" << fmt("%.6f", lr)
+            << ", time_each_step=" << python_round2(avg_batch) << "s, eta="
             << eta_string_paddlex((double)(total - iter) * avg_batch + (double)evals_left * last_eval_seconds)
             << std::endl;
       }
       summary.last_loss = avg_loss;
-      nlohmann::json rec = {{"type", "train"}, {"iter", iter},           {"epoch", epoch + 1},
-                            {"loss", avg_loss}, {"lr", lr},              {"batch_cost", avg_batch},
+      nlohmann::json rec = {{"type", "train"},           {"iter", iter}, {"epoch", epoch + 1},
+                            {"loss", avg_loss},          {"lr", lr},     {"batch_cost", avg_batch},
                             {"reader_cost", avg_reader}, {"ips", ips}};
       std::vector<double> terms_avg;
       for (double t : win_terms) terms_avg.push_back(t / (double)win_n);
@@ -684,8 +697,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       win_n = 0;
     }
     if (epoch_end && style == LogStyle::PaddleX) {
-      log << prefix() << "[TRAIN] Epoch " << epoch + 1 << " finished, " << terms_line(epoch_terms, epoch_loss, (double)epoch_n)
-          << " ." << std::endl;
+      log << prefix() << "[TRAIN] Epoch " << epoch + 1 << " finished, "
+          << terms_line(epoch_terms, epoch_loss, (double)epoch_n) << " ." << std::endl;
     }
     if (epoch_end) {
       epoch_loss = 0;
@@ -724,7 +737,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
             std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)},
                                                        {metric_key, fmt("%.17g", best_metric)}};
             for (const auto& [k, v] : r.best_model_metadata) meta[k] = v;
-            root_writes(comm, "best_model", [&] { save_checkpoint_dir(save_dir / "best_model", {{kModelFile, &weights, meta}}); });
+            root_writes(comm, "best_model", [&] {
+              save_checkpoint_dir(save_dir / "best_model", {{kModelFile, &weights, meta}});
+            });
             if (style == LogStyle::PaddleX)
               log << prefix() << "Model saved in " << (save_dir / "best_model").string() << "." << std::endl;
           }

@@ -29,9 +29,9 @@
 #include <memory>
 #include <string>
 
-#include "engine/device.h"
-#include "engine/comm/communicator.h"
 #include "base/error.h"
+#include "engine/comm/communicator.h"
+#include "engine/device.h"
 #include "train/config.h"
 #include "train/lr_schedule.h"
 #include "train/safetensors.h"
@@ -51,16 +51,16 @@ struct TrainOptions {
   uint64_t seed = 0;
   bool seed_given = false;
   Device device = Device::cpu();
-  bool profile = false;  // print the per-op time breakdown of the logged windows
-  bool overwrite = false;     // --overwrite: delete an earlier run's results in save_dir (train/run_dir.h)
-  bool save_on_stop = true;   // write iter_N/ when stopped by a signal (--no_save_on_stop turns it off)
+  bool profile = false;      // print the per-op time breakdown of the logged windows
+  bool overwrite = false;    // --overwrite: delete an earlier run's results in save_dir (train/run_dir.h)
+  bool save_on_stop = true;  // write iter_N/ when stopped by a signal (--no_save_on_stop turns it off)
   // Non-zero = stop (a signal number, train/stop_signal.h): checked before each iteration and
   // between evaluation images; nullptr = never.
   const std::atomic<int>* stop_request = nullptr;
   // PaddleX's parameters given to a segmentation run (train/seg_task.h apply_paddlex_params):
-  bool early_stop = false;          // PaddleX's EarlyStop over the evaluations (mIoU)
+  bool early_stop = false;  // PaddleX's EarlyStop over the evaluations (mIoU)
   int64_t early_stop_patience = 5;
-  bool absolute_warmup = false;     // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
+  bool absolute_warmup = false;  // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
   // Data parallel (docs/DISTRIBUTED.md): the job's communicator (nullptr = one process). Rank 0
   // alone writes the run folder and checkpoints; the others train their shard of every batch.
   Communicator* comm = nullptr;
@@ -77,8 +77,8 @@ class TrainingDiverged : public Error {
 
 struct TrainSummary {
   int64_t iters_done = 0;
-  double last_loss = 0;      // mean loss of the last log window
-  double best_metric = -1;   // the task's key metric (mIoU, bbox_map); -1 when never evaluated
+  double last_loss = 0;     // mean loss of the last log window
+  double best_metric = -1;  // the task's key metric (mIoU, bbox_map); -1 when never evaluated
   std::string best_metric_name;
   int64_t best_iter = -1;
   std::string best_checkpoint;  // iter_N / epoch_N of the best evaluation ("" when never evaluated)
@@ -97,19 +97,19 @@ enum class LogStyle { PaddleSeg, PaddleX };
 
 struct LoopSpec {
   int64_t total_iters = 0;
-  int64_t batch_size = 1;         // samples per iteration of one rank (the global batch is batch_size * world size)
+  int64_t batch_size = 1;  // samples per iteration of one rank (the global batch is batch_size * world size)
   const LRSchedule* schedule = nullptr;
   double momentum = 0.9;
-  double weight_decay = 0;        // L2 on the parameters task.decays() accepts
-  bool by_epoch = false;          // epoch_N/ checkpoints at epoch ends (PaddleX) instead of iter_N/
-  int64_t save_interval = 1000;   // iterations, or epochs when by_epoch
-  int keep_checkpoint_max = 5;    // <= 0 keeps every checkpoint
-  int64_t log_every = 10;         // iterations per [TRAIN] line
+  double weight_decay = 0;       // L2 on the parameters task.decays() accepts
+  bool by_epoch = false;         // epoch_N/ checkpoints at epoch ends (PaddleX) instead of iter_N/
+  int64_t save_interval = 1000;  // iterations, or epochs when by_epoch
+  int keep_checkpoint_max = 5;   // <= 0 keeps every checkpoint
+  int64_t log_every = 10;        // iterations per [TRAIN] line
   LogStyle log_style = LogStyle::PaddleSeg;
-  bool early_stop = false;        // PaddleX EarlyStop over the evaluations
+  bool early_stop = false;  // PaddleX EarlyStop over the evaluations
   int64_t early_stop_patience = 5;
   std::string resume_flag = "--resume_model";  // how users name the checkpoint to resume (messages)
-  std::string fresh_start_hint;   // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
+  std::string fresh_start_hint;  // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
 };
 
 // The checkpoint named by --resume_model / resume_checkpoint, opened and checked for consistency.

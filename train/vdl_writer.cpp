@@ -236,8 +236,8 @@ std::vector<VdlRecord> parse_vdl_records(const std::string& s, const std::string
   size_t pos = 0;
   while (pos < s.size()) {
     const size_t at = pos;
-    ENGINE_CHECK(s.size() - pos >= 8, "read_vdl_records: '", path, "': record at byte ", at,
-                 ": truncated length (", s.size() - pos, " of 8 bytes)");
+    ENGINE_CHECK(s.size() - pos >= 8, "read_vdl_records: '", path, "': record at byte ", at, ": truncated length (",
+                 s.size() - pos, " of 8 bytes)");
     uint64_t n;
     std::memcpy(&n, s.data() + pos, 8);
     pos += 8;

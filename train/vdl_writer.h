@@ -64,7 +64,7 @@ struct VdlRecord {
   std::string tag;
   int64_t step = 0;
   int64_t timestamp_ms = 0;
-  float value = 0;  // kScalar
+  float value = 0;           // kScalar
   std::string display_name;  // kMeta
 };
 // Reads every record of a file; an Error names the file and the byte offset of a malformed one.

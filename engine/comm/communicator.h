@@ -44,7 +44,8 @@ class Communicator {
 
   // Starts an in-place reduction of `t` over the ranks (Mean = Sum / world_size). `what` names it in
   // a timeout message ("gradient bucket 3"). The tensor must not be touched until wait().
-  virtual std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string& what) = 0;
+  virtual std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op,
+                                                              const std::string& what) = 0;
   // In place: `t` becomes rank `root`'s value on every rank.
   virtual void broadcast(const Tensor& t, int root, const std::string& what) = 0;
   // Returns when every rank has called it.

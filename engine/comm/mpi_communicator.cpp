@@ -79,10 +79,11 @@ class MpiPending final : public PendingCollective {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(double timeout_seconds) : timeout_(timeout_seconds) {
-    ENGINE_CHECK(timeout_seconds > 0, "MPI communicator: the collective timeout must be positive, got ", timeout_seconds);
+    ENGINE_CHECK(timeout_seconds > 0, "MPI communicator: the collective timeout must be positive, got ",
+                 timeout_seconds);
     thread_level_ = init_mpi_once();
-    ENGINE_CHECK(thread_level_ >= MPI_THREAD_SERIALIZED,
-                 "MPI provides thread level ", thread_level_, "; the engine needs MPI_THREAD_SERIALIZED or more");
+    ENGINE_CHECK(thread_level_ >= MPI_THREAD_SERIALIZED, "MPI provides thread level ", thread_level_,
+                 "; the engine needs MPI_THREAD_SERIALIZED or more");
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup", "communicator setup");
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &world_);
@@ -109,18 +110,24 @@ class MpiCommunicator final : public Communicator {
     float* data = t.data<float>();
     const int64_t n = t.numel();
     const int world = world_;
-    return std::make_unique<MpiPending>(this, submit([this, data, n, op, world, what] {
-      // MPI counts are int: large tensors go in chunks.
-      constexpr int64_t kChunk = int64_t(1) << 30;
-      for (int64_t off = 0; off < n; off += kChunk) {
-        const int count = (int)std::min(kChunk, n - off);
-        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce", what);
-      }
-      if (op == ReduceOp::Mean) {
-        const float inv = 1.f / (float)world;
-        for (int64_t i = 0; i < n; ++i) data[i] *= inv;
-      }
-    }, what), what);
+    return std::make_unique<MpiPending>(
+        this,
+        submit(
+            [this, data, n, op, world, what] {
+              // MPI counts are int: large tensors go in chunks.
+              constexpr int64_t kChunk = int64_t(1) << 30;
+              for (int64_t off = 0; off < n; off += kChunk) {
+                const int count = (int)std::min(kChunk, n - off);
+                check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce",
+                          what);
+              }
+              if (op == ReduceOp::Mean) {
+                const float inv = 1.f / (float)world;
+                for (int64_t i = 0; i < n; ++i) data[i] *= inv;
+              }
+            },
+            what),
+        what);
   }
 
   void broadcast(const Tensor& t, int root, const std::string& what) override {
@@ -129,9 +136,10 @@ class MpiCommunicator final : public Communicator {
     float* data = t.data<float>();
     const int64_t n = t.numel();
     ENGINE_CHECK(n < (int64_t(1) << 31), what, ": broadcast of ", n, " elements is too large");
-    MpiPending(this, submit([this, data, n, root, what] {
-                 check_mpi(MPI_Bcast(data, (int)n, MPI_FLOAT, root, comm_), "MPI_Bcast", what);
-               }, what),
+    MpiPending(this,
+               submit([this, data, n, root,
+                       what] { check_mpi(MPI_Bcast(data, (int)n, MPI_FLOAT, root, comm_), "MPI_Bcast", what); },
+                      what),
                what)
         .wait();
   }
@@ -143,24 +151,28 @@ class MpiCommunicator final : public Communicator {
   std::vector<std::string> all_gather_bytes(const std::string& mine, const std::string& what) override {
     std::vector<std::string> out((size_t)world_);
     ENGINE_CHECK(mine.size() < (size_t(1) << 31), what, ": ", mine.size(), " bytes are too many to gather");
-    MpiPending(this, submit([this, &mine, &out, what] {
-                 std::vector<int> sizes((size_t)world_);
-                 const int my_size = (int)mine.size();
-                 check_mpi(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, comm_), "MPI_Allgather", what);
-                 std::vector<int> displs((size_t)world_);
-                 int64_t total = 0;
-                 for (int r = 0; r < world_; ++r) {
-                   displs[(size_t)r] = (int)total;
-                   total += sizes[(size_t)r];
-                 }
-                 ENGINE_CHECK(total < (int64_t(1) << 31), what, ": ", total, " bytes are too many to gather");
-                 std::string all((size_t)total, '\0');
-                 check_mpi(MPI_Allgatherv(mine.data(), my_size, MPI_BYTE, all.data(), sizes.data(), displs.data(),
-                                          MPI_BYTE, comm_),
-                           "MPI_Allgatherv", what);
-                 for (int r = 0; r < world_; ++r)
-                   out[(size_t)r] = all.substr((size_t)displs[(size_t)r], (size_t)sizes[(size_t)r]);
-               }, what),
+    MpiPending(this,
+               submit(
+                   [this, &mine, &out, what] {
+                     std::vector<int> sizes((size_t)world_);
+                     const int my_size = (int)mine.size();
+                     check_mpi(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, comm_), "MPI_Allgather",
+                               what);
+                     std::vector<int> displs((size_t)world_);
+                     int64_t total = 0;
+                     for (int r = 0; r < world_; ++r) {
+                       displs[(size_t)r] = (int)total;
+                       total += sizes[(size_t)r];
+                     }
+                     ENGINE_CHECK(total < (int64_t(1) << 31), what, ": ", total, " bytes are too many to gather");
+                     std::string all((size_t)total, '\0');
+                     check_mpi(MPI_Allgatherv(mine.data(), my_size, MPI_BYTE, all.data(), sizes.data(), displs.data(),
+                                              MPI_BYTE, comm_),
+                               "MPI_Allgatherv", what);
+                     for (int r = 0; r < world_; ++r)
+                       out[(size_t)r] = all.substr((size_t)displs[(size_t)r], (size_t)sizes[(size_t)r]);
+                   },
+                   what),
                what)
         .wait();
     return out;

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "base/cuda_context.h"
-#include "engine/device.h"
 #include "base/error.h"
+#include "engine/device.h"
 
 namespace engine {
 namespace {

@@ -57,23 +57,25 @@ Tensor cuda_workspace(int64_t M, int64_t C, Device d) {
 }
 #endif
 
-void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var,
-               const Tensor& rm, const Tensor& rv, float momentum) {
-  ENGINE_DISPATCH(op, xc.device(),
-                  kernels::batch_norm_stats_cpu(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv),
-                                                momentum),
-                  {
-                    Tensor ws = cuda_workspace(g.M, g.C, xc.device());
-                    kernels::batch_norm_stats_cuda(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm),
-                                                   mptr(rv), momentum, ws.data<float>(), compute_stream());
-                  });
+void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var, const Tensor& rm,
+               const Tensor& rv, float momentum) {
+  ENGINE_DISPATCH(
+      op, xc.device(),
+      kernels::batch_norm_stats_cpu(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum), {
+        Tensor ws = cuda_workspace(g.M, g.C, xc.device());
+        kernels::batch_norm_stats_cuda(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum,
+                                       ws.data<float>(), compute_stream());
+      });
 }
 
 kernels::BnActKind act_kind(const BnActivation& a) {
   switch (a.kind) {
-    case BnActivation::Kind::Relu: return kernels::BnActKind::Relu;
-    case BnActivation::Kind::LeakyRelu: return kernels::BnActKind::LeakyRelu;
-    default: return kernels::BnActKind::None;
+    case BnActivation::Kind::Relu:
+      return kernels::BnActKind::Relu;
+    case BnActivation::Kind::LeakyRelu:
+      return kernels::BnActKind::LeakyRelu;
+    default:
+      return kernels::BnActKind::None;
   }
 }
 
@@ -84,8 +86,8 @@ void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean
   ENGINE_DISPATCH(op, xc.device(),
                   kernels::batch_norm_fwd_cpu(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
                                               y.data<float>(), k, slope),
-                  kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b),
-                                               eps, y.data<float>(), compute_stream(), k, slope));
+                  kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
+                                               y.data<float>(), compute_stream(), k, slope));
 }
 
 void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& mean,
@@ -107,8 +109,7 @@ void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Ge
 void run_bwd(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& m, const float* k1,
              const float* k2, const float* k3, const Tensor& dx, const kernels::BnAct& act = {}) {
   ENGINE_DISPATCH(op, dx.device(),
-                  kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
-                                              act),
+                  kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(), act),
                   kernels::batch_norm_bwd_cuda(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
                                                compute_stream(), act));
 }
@@ -184,8 +185,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
                  ": running_mean/running_var must be contiguous (they are updated in place), got ",
                  running_mean.describe(), " and ", running_var.describe());
   }
-  ENGINE_CHECK(!a.training || geo.M > 1, op, ": training needs more than one value per channel, got x ",
-               x.describe());
+  ENGINE_CHECK(!a.training || geo.M > 1, op, ": training needs more than one value per channel, got x ", x.describe());
 
   const Tensor xs = plain(x), ws = plain(weight), bs = plain(bias);
   const Device d = x.device();
@@ -243,8 +243,8 @@ BatchNormStats batch_norm_local_stats(const Tensor& x, const Tensor& shift) {
     auto node = std::make_shared<LambdaNode>(op, [xs, sh, geo](const std::vector<Tensor>& g) {
       const Tensor gs = plain(g[0]), gq2 = mul(plain(g[1]), 2.f);
       Tensor dx = Tensor::empty(xs.shape(), DType::F32, xs.device());
-      run_bwd("batch_norm_local_stats_backward", Tensor(), xs, geo, sh, nullptr, gq2.data<float>(),
-              gs.data<float>(), dx);
+      run_bwd("batch_norm_local_stats_backward", Tensor(), xs, geo, sh, nullptr, gq2.data<float>(), gs.data<float>(),
+              dx);
       return std::vector<Tensor>{dx};
     });
     record(node, {x}, {st.sum, st.sum_sq});
@@ -331,8 +331,8 @@ void batch_norm_update_running(const Tensor& running_mean, const Tensor& running
   for (const Tensor* r : {&running_mean, &running_var}) {
     if (!r->defined()) continue;
     check_f32(op, r == &running_mean ? "running_mean" : "running_var", *r);
-    ENGINE_CHECK(r->shape() == mean.shape() && r->is_contiguous(), op,
-                 ": running statistics must be contiguous ", mean.describe(), ", got ", r->describe());
+    ENGINE_CHECK(r->shape() == mean.shape() && r->is_contiguous(), op, ": running statistics must be contiguous ",
+                 mean.describe(), ", got ", r->describe());
     check_same_device(op, mean, "mean", *r, r == &running_mean ? "running_mean" : "running_var");
   }
   const Tensor ms = plain(mean), vs = plain(var);

@@ -25,14 +25,13 @@
 // device kernel's layout when x needs one.
 #include "engine/ops/conv.h"
 
-#include "engine/allocator.h"
-
 #include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
@@ -53,8 +52,8 @@ using kernels::ConvPass;
 
 std::string args_str(const Conv2dArgs& a) {
   std::ostringstream s;
-  s << "stride (" << a.stride_h << ", " << a.stride_w << "), padding (" << a.pad_h << ", " << a.pad_w
-    << "), dilation (" << a.dilation_h << ", " << a.dilation_w << "), groups " << a.groups;
+  s << "stride (" << a.stride_h << ", " << a.stride_w << "), padding (" << a.pad_h << ", " << a.pad_w << "), dilation ("
+    << a.dilation_h << ", " << a.dilation_w << "), groups " << a.groups;
   return s.str();
 }
 
@@ -83,8 +82,8 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
   ENGINE_CHECK(p.cout > 0 && w.size(1) > 0 && p.kh > 0 && p.kw > 0, "conv2d: w has an empty dimension: ", shapes);
   ENGINE_CHECK(p.cin % p.groups == 0 && p.cout % p.groups == 0, "conv2d: groups ", p.groups,
                " must divide both Cin = ", p.cin, " and Cout = ", p.cout, ": ", shapes);
-  ENGINE_CHECK(w.size(1) * p.groups == p.cin, "conv2d: channel mismatch: x has Cin = ", p.cin, " but w expects Cin = ",
-               w.size(1), " * groups ", p.groups, " = ", w.size(1) * p.groups, ": ", shapes);
+  ENGINE_CHECK(w.size(1) * p.groups == p.cin, "conv2d: channel mismatch: x has Cin = ", p.cin,
+               " but w expects Cin = ", w.size(1), " * groups ", p.groups, " = ", w.size(1) * p.groups, ": ", shapes);
   ENGINE_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == p.cout), "conv2d: b must be [Cout] = [", p.cout,
                "] or undefined: ", shapes);
   const int64_t ext_h = p.dil_h * (p.kh - 1) + 1, ext_w = p.dil_w * (p.kw - 1) + 1;

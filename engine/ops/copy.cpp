@@ -49,8 +49,8 @@ Tensor copy_to_device(const Tensor& src, Device d) {
   Tensor out = Tensor::empty(c.shape(), c.dtype(), d);
   if (c.nbytes() == 0) return out;
 #if defined(ENGINE_WITH_CUDA)
-  const cudaMemcpyKind kind = d.is_cuda() ? (c.device().is_cuda() ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                                          : cudaMemcpyDeviceToHost;
+  const cudaMemcpyKind kind =
+      d.is_cuda() ? (c.device().is_cuda() ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice) : cudaMemcpyDeviceToHost;
   CUDA_CHECK(cudaMemcpyAsync(out.raw_data(), c.raw_data(), c.nbytes(), kind, compute_stream()));
   // The source of a host->device copy may be freed right after; the result of a device->host
   // copy is read by the caller right after. Either way the copy must be complete.

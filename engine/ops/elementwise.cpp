@@ -33,10 +33,10 @@ Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& x, const Ten
   Tensor gx = Tensor::empty(g.shape(), DType::F32, g.device());
   const float* xp = xc.defined() ? xc.data<float>() : nullptr;
   const float* yp = yc.defined() ? yc.data<float>() : nullptr;
-  ENGINE_DISPATCH("unary_backward", g.device(),
-                  kernels::unary_bwd_cpu(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha),
-                  kernels::unary_bwd_cuda(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha,
-                                          compute_stream()));
+  ENGINE_DISPATCH(
+      "unary_backward", g.device(),
+      kernels::unary_bwd_cpu(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha),
+      kernels::unary_bwd_cuda(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha, compute_stream()));
   return gx;
 }
 
@@ -75,10 +75,10 @@ std::vector<Tensor> binary_backward(BinaryOp op, const Tensor& g_in, const Tenso
     float* gbp = need_b ? gb.data<float>() : nullptr;
     const float* ab = static_cast<const float*>(a.storage()->data);
     const float* bb = static_cast<const float*>(b.storage()->data);
-    ENGINE_DISPATCH("binary_backward", g.device(),
-                    kernels::binary_bwd_cpu(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel()),
-                    kernels::binary_bwd_cuda(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel(),
-                                             compute_stream()));
+    ENGINE_DISPATCH(
+        "binary_backward", g.device(),
+        kernels::binary_bwd_cpu(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel()),
+        kernels::binary_bwd_cuda(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel(), compute_stream()));
   }
   if (ga.defined() && ga.shape() != a.shape()) ga = sum_to_shape(ga, a.shape());
   if (gb.defined() && gb.shape() != b.shape()) gb = sum_to_shape(gb, b.shape());
@@ -151,10 +151,10 @@ void add_inplace(const Tensor& dst, const Tensor& src) {
   coalesce({&dl, &sl});
   const float* db = static_cast<const float*>(dst.storage()->data);
   const float* sb = static_cast<const float*>(src.storage()->data);
-  ENGINE_DISPATCH("add_inplace", dst.device(),
-                  kernels::binary_fwd_cpu(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel()),
-                  kernels::binary_fwd_cuda(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel(),
-                                           compute_stream()));
+  ENGINE_DISPATCH(
+      "add_inplace", dst.device(),
+      kernels::binary_fwd_cpu(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel()),
+      kernels::binary_fwd_cuda(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel(), compute_stream()));
 }
 
 }  // namespace engine

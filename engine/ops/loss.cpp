@@ -63,8 +63,8 @@ CeGeom check_ce_inputs(const char* op, const Tensor& logits, const Tensor& label
     pos[d] = r % labels_c.shape()[d];
     r /= labels_c.shape()[d];
   }
-  fail(op, ": labels ", labels_c.describe(), " hold ", count, " value(s) outside [0, ", C, ") that are not ignore_index ",
-       ignore, "; the first is ", v, " at position ", shape_str(pos));
+  fail(op, ": labels ", labels_c.describe(), " hold ", count, " value(s) outside [0, ", C,
+       ") that are not ignore_index ", ignore, "; the first is ", v, " at position ", shape_str(pos));
 }
 
 #if defined(ENGINE_WITH_CUDA)
@@ -106,8 +106,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   if (class_weight.defined()) {
     check_f32(op, "class_weight", class_weight);
     check_same_device(op, logits, "logits", class_weight, "class_weight");
-    ENGINE_CHECK(class_weight.shape() == Shape{C}, op, ": class_weight ", class_weight.describe(),
-                 " must be [C] = [", C, "] for logits ", logits.describe());
+    ENGINE_CHECK(class_weight.shape() == Shape{C}, op, ": class_weight ", class_weight.describe(), " must be [C] = [",
+                 C, "] for logits ", logits.describe());
     w = contig(class_weight);
   }
   const Tensor xc = contig(logits), yc = contig(labels);
@@ -119,8 +119,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   Tensor inv_dev;
   auto on_cpu = [&] {
     kernels::CeFwdStats st;
-    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
-                        nullptr, nullptr, &st);
+    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(), nullptr,
+                        nullptr, &st);
     if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
     const double denom = st.sum_w + kCeEps * (double)P;
     out.data<float>()[0] = (float)(st.sum_loss / denom);
@@ -131,11 +131,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
-                         nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
+    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(), nullptr,
+                         nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
                          kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
     const auto st = stats.to_vector_i64();
-    if (st[kernels::kBadCount]) fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    if (st[kernels::kBadCount])
+      fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
   };
 #endif
   ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
@@ -199,7 +200,8 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
                          pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(), denom_add,
                          out.data<float>(), inv_dev.data<float>(), compute_stream());
     const auto st = stats.to_vector_i64();  // the one synchronisation: label check and num_valid
-    if (st[kernels::kBadCount]) fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    if (st[kernels::kBadCount])
+      fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
     const int64_t num_valid = (int64_t)stat_double(st, kernels::kSum2);
     mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
     if (mining) {
@@ -223,8 +225,8 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     const Shape shape = logits.shape();
     const Tensor pg = mining ? pgt : Tensor();
     record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{
-          ce_backward(g[0], xc, yc, Tensor(), lse, pg, thr_host, thr_dev, inv_host, inv_dev, shape, P, C, ignore_index)};
+      return std::vector<Tensor>{ce_backward(g[0], xc, yc, Tensor(), lse, pg, thr_host, thr_dev, inv_host, inv_dev,
+                                             shape, P, C, ignore_index)};
     });
   }
   return out;
@@ -233,8 +235,7 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
 // ------------------------------------------------------------------------------ pointwise losses
 namespace {
 
-Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor& b, const Tensor& weight,
-                  bool grad_b) {
+Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor& b, const Tensor& weight, bool grad_b) {
   const char* an = kind == PointLoss::L1 ? "a" : (kind == PointLoss::Bce ? "probs" : "logits");
   const char* bn = kind == PointLoss::L1 ? "b" : "targets";
   check_f32(op, an, a);
@@ -272,8 +273,9 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
   };
 #endif
   ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
-  ENGINE_CHECK(n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
-               " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
+  ENGINE_CHECK(
+      n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
+      " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
   const bool need_a = needs_grad({&a}), need_b = grad_b && needs_grad({&b});
   if (need_a || need_b) {
     const float scale = (float)(1.0 / (double)n);
@@ -282,12 +284,12 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
     if (grad_b) inputs.push_back(b);
     record_lambda(op, inputs, out, [=](const std::vector<Tensor>& g) {
       Tensor ga = Tensor::empty(shape, DType::F32, ac.device());
-      ENGINE_DISPATCH(op, ac.device(),
-                      kernels::point_loss_bwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, g[0].item() * scale,
-                                                  ga.data<float>()),
-                      kernels::point_loss_bwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n,
-                                                   contig(g[0]).data<float>(), scale, ga.data<float>(),
-                                                   compute_stream()));
+      ENGINE_DISPATCH(
+          op, ac.device(),
+          kernels::point_loss_bwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, g[0].item() * scale,
+                                      ga.data<float>()),
+          kernels::point_loss_bwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n, contig(g[0]).data<float>(),
+                                       scale, ga.data<float>(), compute_stream()));
       (void)w;  // keeps the weight storage alive for wp
       std::vector<Tensor> r = {need_a ? ga : Tensor()};
       if (grad_b) {

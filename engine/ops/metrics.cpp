@@ -43,8 +43,8 @@ SegAreas seg_area_counts(const Tensor& pred, const Tensor& label, int64_t num_cl
     counts = Tensor::from_vector_i64(std::vector<int64_t>((size_t)(3 * C), 0), {3 * C}, dev);
     Tensor bad = Tensor::from_vector_i64({0, std::numeric_limits<int64_t>::max()}, {2}, dev);
     if (n > 0)
-      kernels::seg_area_counts_cuda(pc.data<int64_t>(), lc.data<int64_t>(), n, C, ignore_index,
-                                    counts.data<int64_t>(), bad.data<int64_t>(), compute_stream());
+      kernels::seg_area_counts_cuda(pc.data<int64_t>(), lc.data<int64_t>(), n, C, ignore_index, counts.data<int64_t>(),
+                                    bad.data<int64_t>(), compute_stream());
     const auto b = bad.to_vector_i64();
     nbad = b[0];
     first = b[1];
@@ -61,8 +61,8 @@ SegAreas seg_area_counts(const Tensor& pred, const Tensor& label, int64_t num_cl
       r /= pred.shape()[d];
     }
     fail(op, ": ", nbad, " pixel(s) of pred ", pred.describe(), " / label ", label.describe(),
-         " hold a label outside [0, ", C, ") other than ignore_index ", ignore_index, " or a prediction outside [0, ", C,
-         "); the first at position ", shape_str(pos), " has pred ", pv, ", label ", lv);
+         " hold a label outside [0, ", C, ") other than ignore_index ", ignore_index, " or a prediction outside [0, ",
+         C, "); the first at position ", shape_str(pos), " has pred ", pv, ", label ", lv);
   }
   return {counts.narrow(0, 0, C), counts.narrow(0, C, C), counts.narrow(0, 2 * C, C)};
 }

@@ -45,8 +45,7 @@ void coalesce(std::initializer_list<kernels::StridedLayout*> layouts) {
   for (int d = 0; d < nd; ++d) {
     if (first.shape[d] == 1) continue;
     bool merge = out_nd > 0;
-    for (kernels::StridedLayout* l : layouts)
-      merge = merge && l->stride[out_nd - 1] == l->stride[d] * l->shape[d];
+    for (kernels::StridedLayout* l : layouts) merge = merge && l->stride[out_nd - 1] == l->stride[d] * l->shape[d];
     for (kernels::StridedLayout* l : layouts) {
       if (merge) {
         l->shape[out_nd - 1] *= l->shape[d];

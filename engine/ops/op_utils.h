@@ -40,23 +40,23 @@ void check_same_device(const char* op, const Tensor& a, const char* an, const Te
 // the CUDA branch is an error naming the op. The op name also keys the per-op profile
 // (engine/profiler.h), so each kernel pass should name itself distinctly.
 #if defined(ENGINE_WITH_CUDA)
-#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)       \
-  do {                                                           \
+#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)         \
+  do {                                                             \
     const ::engine::profiler::Scope engine_profile_(op_name, dev); \
-    if ((dev).is_cpu()) {                                        \
-      cpu_stmt;                                                  \
-    } else {                                                     \
-      cuda_stmt;                                                 \
-    }                                                            \
+    if ((dev).is_cpu()) {                                          \
+      cpu_stmt;                                                    \
+    } else {                                                       \
+      cuda_stmt;                                                   \
+    }                                                              \
   } while (0)
 #else
-#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)       \
-  do {                                                           \
+#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)         \
+  do {                                                             \
     const ::engine::profiler::Scope engine_profile_(op_name, dev); \
-    if ((dev).is_cpu()) {                                        \
-      cpu_stmt;                                                  \
-    } else {                                                     \
-      ::engine::no_kernel(op_name, (dev));                       \
-    }                                                            \
+    if ((dev).is_cpu()) {                                          \
+      cpu_stmt;                                                    \
+    } else {                                                       \
+      ::engine::no_kernel(op_name, (dev));                         \
+    }                                                              \
   } while (0)
 #endif

@@ -35,12 +35,12 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
     check_f32(op, ("grads" + idx).c_str(), g);
     check_f32(op, ("velocities" + idx).c_str(), v);
     ENGINE_CHECK(p.device() == dev && g.device() == dev && v.device() == dev, op, ": params", idx, " ", p.describe(),
-                 ", grads", idx, " ", g.describe(), " and velocities", idx, " ", v.describe(),
-                 " must all be on ", dev.str());
+                 ", grads", idx, " ", g.describe(), " and velocities", idx, " ", v.describe(), " must all be on ",
+                 dev.str());
     ENGINE_CHECK(g.shape() == p.shape() && v.shape() == p.shape(), op, ": params", idx, " ", p.describe(), ", grads",
                  idx, " ", g.describe(), " and velocities", idx, " ", v.describe(), " must have the same shape");
-    ENGINE_CHECK(p.is_contiguous() && v.is_contiguous(), op, ": params", idx, " ", p.describe(), " and velocities",
-                 idx, " must be contiguous (they are updated in place)");
+    ENGINE_CHECK(p.is_contiguous() && v.is_contiguous(), op, ": params", idx, " ", p.describe(), " and velocities", idx,
+                 " must be contiguous (they are updated in place)");
     if (p.numel() == 0) continue;
     const Tensor gc = g.is_contiguous() ? g.detach() : copy_contiguous(g.detach(), DType::F32);
     keep.push_back(gc);
@@ -67,8 +67,8 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
     Tensor host = Tensor::empty({(int64_t)bytes}, DType::U8, Device::cpu());
     std::memcpy(host.raw_data(), rows.data(), bytes);
     const Tensor table = host.to(dev);
-    kernels::sgd_momentum_fwd_cuda(reinterpret_cast<const kernels::SgdTensor*>(table.raw_data()),
-                                   (int64_t)rows.size(), chunks, lr, momentum, weight_decay, compute_stream());
+    kernels::sgd_momentum_fwd_cuda(reinterpret_cast<const kernels::SgdTensor*>(table.raw_data()), (int64_t)rows.size(),
+                                   chunks, lr, momentum, weight_decay, compute_stream());
   };
 #endif
   ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());

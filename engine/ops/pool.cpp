@@ -35,8 +35,9 @@ Pool2dGeom input_geom(const char* op, const Tensor& x) {
 
 Pool2dGeom window_geom(const char* op, const Tensor& x, int kernel, int stride, int padding, PoolMode mode) {
   Pool2dGeom g = input_geom(op, x);
-  ENGINE_CHECK(kernel >= 1 && stride >= 1 && padding >= 0, op, ": kernel, stride must be >= 1 and padding >= 0, got kernel ",
-               kernel, ", stride ", stride, ", padding ", padding);
+  ENGINE_CHECK(kernel >= 1 && stride >= 1 && padding >= 0, op,
+               ": kernel, stride must be >= 1 and padding >= 0, got kernel ", kernel, ", stride ", stride, ", padding ",
+               padding);
   ENGINE_CHECK(padding <= kernel / 2, op, ": padding ", padding, " must be at most half the kernel size ", kernel);
   ENGINE_CHECK((int64_t)g.h + 2 * (int64_t)padding >= kernel && (int64_t)g.w + 2 * (int64_t)padding >= kernel, op,
                ": kernel ", kernel, " is larger than the padded input of x ", x.describe(), " (padding ", padding, ")");
@@ -75,7 +76,8 @@ Tensor avg_pool_impl(const char* op, const Tensor& x, const Pool2dGeom& g) {
   record_lambda(op, {x}, y, [g, xshape](const std::vector<Tensor>& grads) {
     const Tensor gy = plain(grads[0]);
     Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
-    ENGINE_DISPATCH("avg_pool2d_backward", gy.device(), kernels::avg_pool2d_bwd_cpu(gy.data<float>(), gx.data<float>(), g),
+    ENGINE_DISPATCH("avg_pool2d_backward", gy.device(),
+                    kernels::avg_pool2d_bwd_cpu(gy.data<float>(), gx.data<float>(), g),
                     kernels::avg_pool2d_bwd_cuda(gy.data<float>(), gx.data<float>(), g, compute_stream()));
     return std::vector<Tensor>{gx};
   });
@@ -98,18 +100,18 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   const Device d = x.device();
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::F32, d);
   Tensor idx = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::I32, d);
-  ENGINE_DISPATCH(op, d, kernels::max_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g),
-                  kernels::max_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g,
-                                               compute_stream()));
+  ENGINE_DISPATCH(
+      op, d, kernels::max_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g),
+      kernels::max_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g, compute_stream()));
   const Shape xshape = x.shape();
   if (needs_grad({&x})) {
     record_lambda(op, {x}, y, [g, xshape, idx](const std::vector<Tensor>& grads) {
       const Tensor gy = plain(grads[0]);
       Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
-      ENGINE_DISPATCH("max_pool2d_backward", gy.device(),
-                      kernels::max_pool2d_bwd_cpu(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g),
-                      kernels::max_pool2d_bwd_cuda(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g,
-                                                   compute_stream()));
+      ENGINE_DISPATCH(
+          "max_pool2d_backward", gy.device(),
+          kernels::max_pool2d_bwd_cpu(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g),
+          kernels::max_pool2d_bwd_cuda(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g, compute_stream()));
       return std::vector<Tensor>{gx};
     });
   }

@@ -85,8 +85,8 @@ std::vector<bool> reduced_mask(const char* op, const Tensor& x, const std::vecto
   const int n = x.dim();
   std::vector<bool> mask(n, axes.empty());
   for (int a : axes) {
-    ENGINE_CHECK(a >= -n && a < n, op, ": axis ", a, " is out of range for x ", x.describe(), " (axes ",
-                 axes_str(axes), ")");
+    ENGINE_CHECK(a >= -n && a < n, op, ": axis ", a, " is out of range for x ", x.describe(), " (axes ", axes_str(axes),
+                 ")");
     const int d = a < 0 ? a + n : a;
     ENGINE_CHECK(!mask[d], op, ": axis ", a, " appears more than once in axes ", axes_str(axes), " for x ",
                  x.describe());
@@ -145,10 +145,10 @@ void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, flo
       }
     }
 #endif
-    ENGINE_DISPATCH(op, dev, kernels::reduce_max_fwd_cpu(x, o, oi, p.outer, p.reduce, p.inner),
-                    kernels::reduce_max_fwd_cuda(x, o, oi, p.outer, p.reduce, p.inner,
-                                                 wv.defined() ? wv.data<float>() : nullptr,
-                                                 wv.defined() ? wi.data<int64_t>() : nullptr, compute_stream()));
+    ENGINE_DISPATCH(
+        op, dev, kernels::reduce_max_fwd_cpu(x, o, oi, p.outer, p.reduce, p.inner),
+        kernels::reduce_max_fwd_cuda(x, o, oi, p.outer, p.reduce, p.inner, wv.defined() ? wv.data<float>() : nullptr,
+                                     wv.defined() ? wi.data<int64_t>() : nullptr, compute_stream()));
   }
 }
 
@@ -243,8 +243,8 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
       mask[d] = true;
     } else {
       const int64_t want = shape[d - lead], have = g.shape()[d];
-      ENGINE_CHECK(want == have || want == 1, "sum_to_shape: cannot sum ", g.describe(), " to shape ",
-                   shape_str(shape), " (dimension ", d, ": ", have, " vs ", want, ")");
+      ENGINE_CHECK(want == have || want == 1, "sum_to_shape: cannot sum ", g.describe(), " to shape ", shape_str(shape),
+                   " (dimension ", d, ": ", have, " vs ", want, ")");
       mask[d] = want != have;
     }
     any = any || mask[d];

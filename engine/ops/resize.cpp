@@ -53,8 +53,8 @@ Tensor resize_impl(const char* op, const Tensor& x, int64_t out_h, int64_t out_w
 }
 
 int64_t scaled_size(const char* op, const Tensor& x, int dim, float scale, const char* which) {
-  ENGINE_CHECK(std::isfinite(scale) && scale > 0.f, op, ": ", which, " must be finite and > 0, got ", scale,
-               " (x ", x.describe(), ")");
+  ENGINE_CHECK(std::isfinite(scale) && scale > 0.f, op, ": ", which, " must be finite and > 0, got ", scale, " (x ",
+               x.describe(), ")");
   const float s = (float)x.size(dim) * scale;  // Paddle: int(in * scale), float product
   ENGINE_CHECK(s >= 1.f && s < 2147483648.f, op, ": ", which, " ", scale, " gives output size ", s, " for x ",
                x.describe(), "; it must be in [1, 2^31)");

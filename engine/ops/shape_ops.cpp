@@ -48,11 +48,11 @@ std::vector<Tensor> split_copies(const Tensor& g_in, int axis, const std::vector
   }
   if (!dst.empty()) {
     const int64_t row = g.size(axis) * geo.inner * es;
-    ENGINE_DISPATCH("concat_backward", g.device(),
-                    kernels::concat_bwd_cpu(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(),
-                                            (int)dst.size()),
-                    kernels::concat_bwd_cuda(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(),
-                                             (int)dst.size(), compute_stream()));
+    ENGINE_DISPATCH(
+        "concat_backward", g.device(),
+        kernels::concat_bwd_cpu(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(), (int)dst.size()),
+        kernels::concat_bwd_cuda(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(), (int)dst.size(),
+                                 compute_stream()));
   }
   return out;
 }
@@ -62,8 +62,7 @@ std::vector<Tensor> split_copies(const Tensor& g_in, int axis, const std::vector
 Tensor concat(const std::vector<Tensor>& xs, int axis) {
   const char* op = "concat";
   ENGINE_CHECK(!xs.empty(), op, ": no input tensors");
-  for (size_t i = 0; i < xs.size(); ++i)
-    ENGINE_CHECK(xs[i].defined(), op, ": input ", i, " is an undefined tensor");
+  for (size_t i = 0; i < xs.size(); ++i) ENGINE_CHECK(xs[i].defined(), op, ": input ", i, " is an undefined tensor");
   const Tensor& x0 = xs[0];
   ENGINE_CHECK(x0.dim() >= 1, op, ": input 0 ", x0.describe(), " is 0-D; concat needs at least 1 dimension");
   const int ax = normalize_axis(op, axis, x0.dim());
@@ -101,11 +100,11 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
   }
   if (!src.empty()) {
     const int64_t row = out_shape[(size_t)ax] * geo.inner * es;
-    ENGINE_DISPATCH(op, x0.device(),
-                    kernels::concat_fwd_cpu(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(),
-                                            geo.outer, row),
-                    kernels::concat_fwd_cuda(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(),
-                                             geo.outer, row, compute_stream()));
+    ENGINE_DISPATCH(
+        op, x0.device(),
+        kernels::concat_fwd_cpu(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(), geo.outer, row),
+        kernels::concat_fwd_cuda(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(), geo.outer, row,
+                                 compute_stream()));
   }
   if (needs_grad(xs)) {
     std::vector<int64_t> sizes;
@@ -146,8 +145,8 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes_in,
     sizes[(size_t)infer] = len - known;
     known = len;
   }
-  ENGINE_CHECK(known == len, op, ": sizes ", shape_str(sizes_in), " sum to ", known, " but x ", x.describe(),
-               " has ", len, " along axis ", axis);
+  ENGINE_CHECK(known == len, op, ": sizes ", shape_str(sizes_in), " sum to ", known, " but x ", x.describe(), " has ",
+               len, " along axis ", axis);
   std::vector<Tensor> outs;
   int64_t start = 0;
   for (int64_t s : sizes) {

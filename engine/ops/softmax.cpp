@@ -29,11 +29,11 @@ Geo check_and_geometry(const char* op, const Tensor& x, int axis, int* ax_out) {
 Tensor softmax_backward(const Tensor& g_in, const Tensor& y, Geo geo, bool log_) {
   const Tensor g = g_in.contiguous();
   Tensor dx = Tensor::empty(y.shape(), DType::F32, y.device());
-  ENGINE_DISPATCH(log_ ? "log_softmax_backward" : "softmax_backward", y.device(),
-                  kernels::softmax_bwd_cpu(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L,
-                                           geo.inner, log_),
-                  kernels::softmax_bwd_cuda(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L,
-                                            geo.inner, log_, compute_stream()));
+  ENGINE_DISPATCH(
+      log_ ? "log_softmax_backward" : "softmax_backward", y.device(),
+      kernels::softmax_bwd_cpu(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_),
+      kernels::softmax_bwd_cuda(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_,
+                                compute_stream()));
   return dx;
 }
 
@@ -76,10 +76,9 @@ Tensor argmax(const Tensor& x, int axis, bool keepdim) {
   }
   Tensor idx = Tensor::empty(s, DType::I64, x.device());
   if (idx.numel() > 0) {
-    ENGINE_DISPATCH(op, x.device(),
-                    kernels::argmax_cpu(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
-                    kernels::argmax_cuda(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner,
-                                         compute_stream()));
+    ENGINE_DISPATCH(
+        op, x.device(), kernels::argmax_cpu(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
+        kernels::argmax_cuda(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner, compute_stream()));
   }
   return idx;
 }

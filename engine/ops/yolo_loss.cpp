@@ -30,14 +30,12 @@ Tensor contig(const Tensor& t) {
 YoloGeom make_geom(const char* op, const std::vector<Tensor>& heads, const Tensor& gt_box, const Tensor& gt_class,
                    const Tensor& gt_score, const YoloLossArgs& args) {
   const int S = (int)heads.size();
-  ENGINE_CHECK(S >= 1 && S <= kernels::kYoloMaxScales, op, ": needs 1 to ", kernels::kYoloMaxScales,
-               " heads, got ", S);
-  ENGINE_CHECK((int)args.anchor_masks.size() == S && (int)args.downsample.size() == S, op, ": ", S,
-               " heads but ", args.anchor_masks.size(), " anchor masks and ", args.downsample.size(),
-               " downsample ratios");
+  ENGINE_CHECK(S >= 1 && S <= kernels::kYoloMaxScales, op, ": needs 1 to ", kernels::kYoloMaxScales, " heads, got ", S);
+  ENGINE_CHECK((int)args.anchor_masks.size() == S && (int)args.downsample.size() == S, op, ": ", S, " heads but ",
+               args.anchor_masks.size(), " anchor masks and ", args.downsample.size(), " downsample ratios");
   const int A = (int)args.anchors.size();
-  ENGINE_CHECK(A >= 1 && A <= kernels::kYoloMaxAnchors, op, ": needs 1 to ", kernels::kYoloMaxAnchors,
-               " anchors, got ", A);
+  ENGINE_CHECK(A >= 1 && A <= kernels::kYoloMaxAnchors, op, ": needs 1 to ", kernels::kYoloMaxAnchors, " anchors, got ",
+               A);
   for (const auto& an : args.anchors)
     ENGINE_CHECK(an[0] > 0.f && an[1] > 0.f && std::isfinite(an[0]) && std::isfinite(an[1]), op,
                  ": anchors must be positive, got (", an[0], ", ", an[1], ")");
@@ -126,8 +124,8 @@ void check_classes(const char* op, const YoloGeom& g, const Tensor& box, const T
   const std::vector<int64_t> cl = cls.to_vector_i64();
   for (int64_t k = 0; k < (int64_t)g.N * g.B; ++k) {
     if (!kernels::yolo_gt_valid(&bx[(size_t)k * 4], sc[(size_t)k])) continue;
-    ENGINE_CHECK(cl[(size_t)k] >= 0 && cl[(size_t)k] < g.C, op, ": gt_class[", k / g.B, ", ", k % g.B, "] = ",
-                 cl[(size_t)k], " is outside [0, ", g.C, ") for a gt with w, h and score > 0");
+    ENGINE_CHECK(cl[(size_t)k] >= 0 && cl[(size_t)k] < g.C, op, ": gt_class[", k / g.B, ", ", k % g.B,
+                 "] = ", cl[(size_t)k], " is outside [0, ", g.C, ") for a gt with w, h and score > 0");
   }
 }
 
@@ -188,13 +186,13 @@ YoloLossOutput yolov3_loss(const std::vector<Tensor>& heads, const Tensor& gt_bo
       std::vector<const float*> xp;
       for (const Tensor& h : hc) xp.push_back(h.data<float>());
       const Device d = hc[0].device();
-      ENGINE_DISPATCH("yolov3_loss_backward", d,
-                      kernels::yolo_loss_bwd_cpu(g, xp.data(), box.data<float>(), score.data<float>(),
-                                                 cls.data<int32_t>(), map.data<int32_t>(), gt_pred.data<int32_t>(),
-                                                 gr[0].item() * inv_n, gp.data()),
-                      kernels::yolo_loss_bwd_cuda(g, xp.data(), box.data<float>(), score.data<float>(),
-                                                  cls.data<int32_t>(), map.data<int32_t>(), gt_pred.data<int32_t>(),
-                                                  contig(gr[0]).data<float>(), inv_n, gp.data(), compute_stream()));
+      ENGINE_DISPATCH(
+          "yolov3_loss_backward", d,
+          kernels::yolo_loss_bwd_cpu(g, xp.data(), box.data<float>(), score.data<float>(), cls.data<int32_t>(),
+                                     map.data<int32_t>(), gt_pred.data<int32_t>(), gr[0].item() * inv_n, gp.data()),
+          kernels::yolo_loss_bwd_cuda(g, xp.data(), box.data<float>(), score.data<float>(), cls.data<int32_t>(),
+                                      map.data<int32_t>(), gt_pred.data<int32_t>(), contig(gr[0]).data<float>(), inv_n,
+                                      gp.data(), compute_stream()));
       return gx;
     });
   }

@@ -60,15 +60,21 @@ ENGINE_HD float bn_z(float x, float mean, float scale, float bias) { return fmaf
 enum class BnActKind : int { None = 0, Relu = 1, LeakyRelu = 2 };
 template <BnActKind A>
 ENGINE_HD float bn_act(float z, float slope) {
-  if constexpr (A == BnActKind::Relu) return z > 0.f ? z : 0.f;
-  else if constexpr (A == BnActKind::LeakyRelu) return leaky_relu_f(z, slope);
-  else return z;
+  if constexpr (A == BnActKind::Relu)
+    return z > 0.f ? z : 0.f;
+  else if constexpr (A == BnActKind::LeakyRelu)
+    return leaky_relu_f(z, slope);
+  else
+    return z;
 }
 template <BnActKind A>
 ENGINE_HD float bn_act_grad(float g, float z, float slope) {
-  if constexpr (A == BnActKind::Relu) return z > 0.f ? g : 0.f;
-  else if constexpr (A == BnActKind::LeakyRelu) return z > 0.f ? g : g * slope;
-  else return g;
+  if constexpr (A == BnActKind::Relu)
+    return z > 0.f ? g : 0.f;
+  else if constexpr (A == BnActKind::LeakyRelu)
+    return z > 0.f ? g : g * slope;
+  else
+    return g;
 }
 
 // One element of the backward reduction: sg += g, sgx += g * (x - mean).

@@ -47,13 +47,12 @@
 
 #include <algorithm>
 #include <array>
+#include <dnnl.hpp>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
-
-#include <dnnl.hpp>
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
@@ -94,9 +93,8 @@ Descs make_descs(const ConvParams& p) {
   d.dst = memory::desc(dst_dims, dt::f32, tag::nhwc);
   d.src_in = memory::desc(src_dims, in_type, tag::nhwc);
   d.dst_in = memory::desc(dst_dims, in_type, tag::nhwc);
-  const memory::dims wd = p.groups == 1
-                              ? memory::dims{p.cout, p.cin, p.kh, p.kw}
-                              : memory::dims{p.groups, p.cout / p.groups, p.cin / p.groups, p.kh, p.kw};
+  const memory::dims wd = p.groups == 1 ? memory::dims{p.cout, p.cin, p.kh, p.kw}
+                                        : memory::dims{p.groups, p.cout / p.groups, p.cin / p.groups, p.kh, p.kw};
   d.weights_any = memory::desc(wd, in_type, tag::any);
   d.diff_weights_any = memory::desc(wd, dt::f32, tag::any);
   d.weights_user = memory::desc(wd, dt::f32, p.groups == 1 ? tag::oihw : tag::goihw);
@@ -196,9 +194,9 @@ std::shared_ptr<Entry> build(ConvPass pass, const ConvParams& p) {
 using Key = std::array<int64_t, 19>;
 
 Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass, p.n,     p.h,     p.w,      p.cin,           p.cout,          p.kh,
-          p.kw,          p.ho,    p.wo,    p.stride_h, p.stride_w,    p.pad_h,         p.pad_w,
-          p.dil_h,       p.dil_w, p.groups, (int64_t)p.bias, (int64_t)p.bf16};
+  return {(int64_t)pass,  p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,     p.ho,
+          p.wo,           p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups, (int64_t)p.bias,
+          (int64_t)p.bf16};
 }
 
 std::mutex& cache_mutex() {
@@ -216,8 +214,10 @@ const Entry& entry(ConvPass pass, const ConvParams& p) {
   auto& c = cache();
   auto it = c.find(k);
   if (it == c.end()) {
-    ENGINE_CHECK(!p.bf16 || cpu_has_bf16(), "conv2d: bf16 convolutions on the CPU need AVX512-BF16 or AMX-BF16, which "
-                 "this CPU (", cpu_model_name(), ") does not have; train with --precision fp32 here");
+    ENGINE_CHECK(!p.bf16 || cpu_has_bf16(),
+                 "conv2d: bf16 convolutions on the CPU need AVX512-BF16 or AMX-BF16, which "
+                 "this CPU (",
+                 cpu_model_name(), ") does not have; train with --precision fp32 here");
     std::shared_ptr<Entry> e;
     try {
       e = build(pass, p);

@@ -40,8 +40,7 @@ void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const fl
 // gx = d loss / d x from gy.
 void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* workspace);
 // gw = d loss / d w (OIHW) and, when p.bias, gb = sum of gy over N, Ho, Wo.
-void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb,
-                            void* workspace);
+void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* workspace);
 
 // Number of cached oneDNN primitives (tests/benchmarks).
 size_t conv2d_cpu_cache_size();

@@ -10,11 +10,11 @@ namespace engine::kernels {
 
 // Host-side results of the softmax-CE forward pass.
 struct CeFwdStats {
-  double sum_loss = 0;  // sum over valid pixels of w[y] * nll  (nll = lse - x_y)
-  double sum_w = 0;     // sum over valid pixels of w[y] (the valid count without class weights)
-  int64_t n_bad = 0;    // labels that are neither ignore_index nor in [0, C)
+  double sum_loss = 0;     // sum over valid pixels of w[y] * nll  (nll = lse - x_y)
+  double sum_w = 0;        // sum over valid pixels of w[y] (the valid count without class weights)
+  int64_t n_bad = 0;       // labels that are neither ignore_index nor in [0, C)
   int64_t first_bad = -1;  // lowest pixel index holding such a label, -1 if none
-  int64_t n_below = 0;  // valid pixels whose p_gt < thresh (only when pgt is requested)
+  int64_t n_below = 0;     // valid pixels whose p_gt < thresh (only when pgt is requested)
 };
 
 // x: logits [P, C] contiguous; y: labels [P]; w: class weights [C] or null.

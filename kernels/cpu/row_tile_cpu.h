@@ -4,8 +4,8 @@
 // A tile is kRows = 16 consecutive rows (pixels) of L contiguous floats: 16 L floats, seen two ways.
 //   lanes view: t[c * 16 + j] = row j, value c: one 16-float vector per c with the rows in SIMD
 //     lanes. Per-row reductions (max, sum of exp, argmax, the label's logit) run lane-parallel with
-//     no horizontal work. to_lanes() (kernels/cpu/isa_helpers.inc) builds it with one gather per c (after a prefetch of the next
-//     tile, which hides most of the gathers' cache misses).
+//     no horizontal work. to_lanes() (kernels/cpu/isa_helpers.inc) builds it with one gather per c (after a prefetch of
+//     the next tile, which hides most of the gathers' cache misses).
 //   flat view: the tile's own memory, L vectors of 16 consecutive floats. Elementwise outputs
 //     (softmax, log-softmax, the CE gradient) are computed and stored here: contiguous, no scatter.
 //     Element k = 16 q + i belongs to row pix[k] = k / L; per-row values (a max, a 1 / sum, a label)
@@ -22,7 +22,7 @@
 
 namespace engine::kernels::row_tile {
 
-constexpr int kRows = 16;  // rows per tile: one AVX-512 register of floats
+constexpr int kRows = 16;   // rows per tile: one AVX-512 register of floats
 constexpr int kMaxL = 256;  // longest row a tile can hold (stack buffers of kMaxL * kRows floats)
 
 // GCC vector types for the lane-parallel reductions (the accumulators stay in registers across the
@@ -54,8 +54,8 @@ ROW_TILE_INLINE void store(int32_t* p, const vi16& v) { *reinterpret_cast<vi16_u
 // read-only by the threads.
 struct Index {
   int L;
-  std::vector<int32_t> pix;  // flat element k -> row k / L
-  std::vector<int32_t> cls;  // flat element k -> position in its row, k % L
+  std::vector<int32_t> pix;             // flat element k -> row k / L
+  std::vector<int32_t> cls;             // flat element k -> position in its row, k % L
   alignas(64) int32_t lane_off[kRows];  // row j -> j * L (gather offsets)
   explicit Index(int L_) : L(L_), pix((size_t)(L_ * kRows)), cls((size_t)(L_ * kRows)) {
     for (int k = 0; k < L * kRows; ++k) {

@@ -76,8 +76,8 @@ Tile make_tile(int64_t M, int64_t C, int V) {
 
 // ------------------------------------------------------------------------------- statistics
 template <int V>
-__global__ void __launch_bounds__(kThreads) batch_norm_stats_partial_kernel(const float* __restrict__ x, int64_t M,
-                                                                            int64_t C, float* __restrict__ part) {
+__global__ void __launch_bounds__(kThreads)
+    batch_norm_stats_partial_kernel(const float* __restrict__ x, int64_t M, int64_t C, float* __restrict__ part) {
   __shared__ float s_mean[kThreads * V];
   __shared__ float s_m2[kThreads * V];
   __shared__ float s_n[kThreads];
@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads) batch_norm_stats_partial_kernel(cons
   const bool active = c0 < C;
   float mean[V], m2[V];
   float n = 0.f;
-ENGINE_UNROLL
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) mean[v] = m2[v] = 0.f;
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
@@ -95,7 +95,7 @@ ENGINE_UNROLL
       cuda::load_vec<V>(x + r * C + c0, xv);
       n += 1.f;
       const float inv = __frcp_rn(n);
-ENGINE_UNROLL
+      ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         const float d = xv[v] - mean[v];
         mean[v] += d * inv;
@@ -104,7 +104,7 @@ ENGINE_UNROLL
     }
   }
   s_n[t] = n;
-ENGINE_UNROLL
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     s_mean[t * V + v] = mean[v];
     s_m2[t * V + v] = m2[v];
@@ -116,7 +116,7 @@ ENGINE_UNROLL
       const float na = s_n[t], nb = s_n[o];
       if (nb > 0.f) {
         const float nt = na + nb, fb = nb * __frcp_rn(nt), cross = na * fb;
-ENGINE_UNROLL
+        ENGINE_UNROLL
         for (int v = 0; v < V; ++v) {
           const float delta = s_mean[o * V + v] - s_mean[t * V + v];
           s_mean[t * V + v] += delta * fb;
@@ -130,7 +130,7 @@ ENGINE_UNROLL
   if (ty == 0 && active) {
     const int64_t plane = (int64_t)gridDim.y * C;
     float* p = part + (int64_t)blockIdx.y * C + c0;
-ENGINE_UNROLL
+    ENGINE_UNROLL
     for (int v = 0; v < V; ++v) {
       p[v] = s_mean[t * V + v];
       p[plane + v] = s_m2[t * V + v];
@@ -145,9 +145,9 @@ ENGINE_UNROLL
 // M2 = sum (M2_j + n_j*(mean_j - mean)^2); no division per partial.
 constexpr int kFinBx = 32, kFinBy = 8;
 
-__global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_stats_finalize_kernel(
-    const float* __restrict__ part, int gy, int64_t C, float* __restrict__ mean, float* __restrict__ var,
-    float* running_mean, float* running_var, float momentum) {
+__global__ void __launch_bounds__(kFinBx* kFinBy)
+    batch_norm_stats_finalize_kernel(const float* __restrict__ part, int gy, int64_t C, float* __restrict__ mean,
+                                     float* __restrict__ var, float* running_mean, float* running_var, float momentum) {
   __shared__ double s_a[kFinBy][kFinBx];
   __shared__ double s_b[kFinBy][kFinBx];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -202,9 +202,9 @@ __global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_stats_finalize_ker
 // Per-thread coefficients of z = bn_z(x, m, s, b) for channels c0 .. c0+V-1 (the forward's scale).
 template <int V>
 __device__ __forceinline__ void load_affine(int64_t c0, const float* __restrict__ mean, const float* __restrict__ var,
-                                            const float* __restrict__ weight, const float* __restrict__ bias,
-                                            float eps, float (&m)[V], float (&s)[V], float (&b)[V]) {
-ENGINE_UNROLL
+                                            const float* __restrict__ weight, const float* __restrict__ bias, float eps,
+                                            float (&m)[V], float (&s)[V], float (&b)[V]) {
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     m[v] = mean[c0 + v];
     s[v] = bn_scale(var[c0 + v], weight, c0 + v, eps);
@@ -213,12 +213,10 @@ ENGINE_UNROLL
 }
 
 template <int V, BnActKind kAct>
-__global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C,
-                                                                  const float* __restrict__ mean,
-                                                                  const float* __restrict__ var,
-                                                                  const float* __restrict__ weight,
-                                                                  const float* __restrict__ bias, float eps,
-                                                                  float slope, float* __restrict__ y) {
+__global__ void __launch_bounds__(kThreads)
+    batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C, const float* __restrict__ mean,
+                          const float* __restrict__ var, const float* __restrict__ weight,
+                          const float* __restrict__ bias, float eps, float slope, float* __restrict__ y) {
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float m[V], s[V], b[V];
@@ -226,7 +224,7 @@ __global__ void __launch_bounds__(kThreads) batch_norm_fwd_kernel(const float* _
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     float xv[V];
     cuda::load_vec<V>(x + r * C + c0, xv);
-ENGINE_UNROLL
+    ENGINE_UNROLL
     for (int v = 0; v < V; ++v) xv[v] = bn_act<kAct>(bn_z(xv[v], m[v], s[v], b[v]), slope);
     cuda::store_vec<V>(y + r * C + c0, xv);
   }
@@ -234,12 +232,9 @@ ENGINE_UNROLL
 
 // -------------------------------------------------------------------------------- backward
 template <int V, BnActKind kAct>
-__global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g,
-                                                                                 const float* __restrict__ x, int64_t M,
-                                                                                 int64_t C,
-                                                                                 const float* __restrict__ mean,
-                                                                                 float* __restrict__ part,
-                                                                                 BnAct act) {
+__global__ void __launch_bounds__(kThreads)
+    batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g, const float* __restrict__ x, int64_t M, int64_t C,
+                                         const float* __restrict__ mean, float* __restrict__ part, BnAct act) {
   __shared__ float s_g[kThreads * V];
   __shared__ float s_gx[kThreads * V];
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
@@ -251,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) batch_norm_bwd_reduce_partial_kernel
   // launcher), which keeps the V = 4 kernel at <= 64 registers (4 blocks per SM).
   constexpr bool kFused = kAct != BnActKind::None;
   float zs[kFused ? V : 1], zb[kFused ? V : 1];
-ENGINE_UNROLL
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     sg[v] = sgx[v] = 0.f;
     m[v] = active ? mean[c0 + v] : 0.f;
@@ -267,14 +262,14 @@ ENGINE_UNROLL
       float gv[V], xv[V];
       cuda::load_vec<V>(g + r * C + c0, gv);
       cuda::load_vec<V>(x + r * C + c0, xv);
-ENGINE_UNROLL
+      ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]), act.slope);
         bn_bwd_accumulate(gv[v], xv[v], m[v], sg[v], sgx[v]);
       }
     }
   }
-ENGINE_UNROLL
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     s_g[t * V + v] = sg[v];
     s_gx[t * V + v] = sgx[v];
@@ -283,7 +278,7 @@ ENGINE_UNROLL
   for (int s = by / 2; s > 0; s >>= 1) {
     if (ty < s) {
       const int o = (ty + s) * bx + tx;
-ENGINE_UNROLL
+      ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         s_g[t * V + v] += s_g[o * V + v];
         s_gx[t * V + v] += s_gx[o * V + v];
@@ -294,7 +289,7 @@ ENGINE_UNROLL
   if (ty == 0 && active) {
     const int64_t plane = (int64_t)gridDim.y * C;
     float* p = part + (int64_t)blockIdx.y * C + c0;
-ENGINE_UNROLL
+    ENGINE_UNROLL
     for (int v = 0; v < V; ++v) {
       p[v] = s_g[t * V + v];
       p[plane + v] = s_gx[t * V + v];
@@ -302,9 +297,10 @@ ENGINE_UNROLL
   }
 }
 
-__global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_bwd_reduce_finalize_kernel(
-    const float* __restrict__ part, int gy, int64_t M, int64_t C, const float* __restrict__ var,
-    const float* __restrict__ weight, float eps, bool train, BnBwdOut out) {
+__global__ void __launch_bounds__(kFinBx* kFinBy)
+    batch_norm_bwd_reduce_finalize_kernel(const float* __restrict__ part, int gy, int64_t M, int64_t C,
+                                          const float* __restrict__ var, const float* __restrict__ weight, float eps,
+                                          bool train, BnBwdOut out) {
   __shared__ double s_a[kFinBy][kFinBx];
   __shared__ double s_b[kFinBy][kFinBx];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -332,20 +328,17 @@ __global__ void __launch_bounds__(kFinBx * kFinBy) batch_norm_bwd_reduce_finaliz
 }
 
 template <int V, bool kG, bool kX, BnActKind kAct>
-__global__ void __launch_bounds__(kThreads) batch_norm_bwd_kernel(const float* __restrict__ g,
-                                                                  const float* __restrict__ x, int64_t M, int64_t C,
-                                                                  const float* __restrict__ mc,
-                                                                  const float* __restrict__ k1,
-                                                                  const float* __restrict__ k2,
-                                                                  const float* __restrict__ k3,
-                                                                  float* __restrict__ dx, BnAct act) {
+__global__ void __launch_bounds__(kThreads)
+    batch_norm_bwd_kernel(const float* __restrict__ g, const float* __restrict__ x, int64_t M, int64_t C,
+                          const float* __restrict__ mc, const float* __restrict__ k1, const float* __restrict__ k2,
+                          const float* __restrict__ k3, float* __restrict__ dx, BnAct act) {
   constexpr bool kFused = kAct != BnActKind::None;
   static_assert(!kFused || kG, "the fused activation acts on g");
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float a[V], b[V], m[V], d[V];
   float zm[kFused ? V : 1], zs[kFused ? V : 1], zb[kFused ? V : 1];  // the activation's affine map
-ENGINE_UNROLL
+  ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
     a[v] = kG ? k1[c0 + v] : 0.f;
     b[v] = kX ? k2[c0 + v] : 0.f;
@@ -356,30 +349,29 @@ ENGINE_UNROLL
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     // dx = bn_dx_x(x, m, b, bn_dx_g(g, a, d)), the terms that exist, as the CPU kernel.
     float o[V], xv[V];
-ENGINE_UNROLL
+    ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
     if constexpr (kX || kFused) cuda::load_vec<V>(x + r * C + c0, xv);
     if constexpr (kG) {
       float gv[V];
       cuda::load_vec<V>(g + r * C + c0, gv);
-ENGINE_UNROLL
+      ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]), act.slope);
         o[v] = bn_dx_g(gv[v], a[v], o[v]);
       }
     }
     if constexpr (kX) {
-ENGINE_UNROLL
+      ENGINE_UNROLL
       for (int v = 0; v < V; ++v) o[v] = bn_dx_x(xv[v], m[v], b[v], o[v]);
     }
     cuda::store_vec<V>(dx + r * C + c0, o);
   }
 }
 
-__global__ void __launch_bounds__(kThreads) batch_norm_update_running_kernel(float* running_mean, float* running_var,
-                                                                             const float* __restrict__ mean,
-                                                                             const float* __restrict__ var, int64_t C,
-                                                                             float momentum) {
+__global__ void __launch_bounds__(kThreads)
+    batch_norm_update_running_kernel(float* running_mean, float* running_var, const float* __restrict__ mean,
+                                     const float* __restrict__ var, int64_t C, float momentum) {
   for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x) {
     if (running_mean) running_mean[c] = bn_running_update(running_mean[c], mean[c], momentum);
     if (running_var) running_var[c] = bn_running_update(running_var[c], var[c], momentum);
@@ -423,9 +415,9 @@ void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, con
     GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::Relu>)(g, x, M, C, mean, ws, act);
   else if (act.kind == BnActKind::LeakyRelu)
     GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::LeakyRelu>)
-    (g, x, M, C, mean, ws, act);
-  else
-    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None>)(g, x, M, C, mean, ws, act);
+  (g, x, M, C, mean, ws, act);
+  else GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None>)(g, x, M, C, mean, ws,
+                                                                                               act);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
   GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
   (ws, (int)t.gy, M, C, var, w, eps, train, out);
@@ -433,8 +425,8 @@ void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, con
 }
 
 template <int V, bool kG, bool kX, BnActKind kAct>
-void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
+void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1, const float* k2,
+                const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
   const Tile t = make_tile(M, C, V);
   GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kAct>)
   (g, x, M, C, m, k1, k2, k3, dx, act);
@@ -446,11 +438,15 @@ void dispatch_bwd(bool use_g, bool use_x, const float* g, const float* x, int64_
                   const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
   constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
   if (act.kind == kRelu) {  // use_g is checked by the caller
-    if (use_x) launch_bwd<V, true, true, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
-    else launch_bwd<V, true, false, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    if (use_x)
+      launch_bwd<V, true, true, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    else
+      launch_bwd<V, true, false, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (act.kind == kLeaky) {
-    if (use_x) launch_bwd<V, true, true, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
-    else launch_bwd<V, true, false, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    if (use_x)
+      launch_bwd<V, true, true, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    else
+      launch_bwd<V, true, false, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g && use_x) {
     launch_bwd<V, true, true, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g) {
@@ -472,25 +468,32 @@ int64_t batch_norm_workspace_floats_cuda(int64_t M, int64_t C) {
 void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
                            float* running_var, float momentum, float* workspace, cudaStream_t s) {
   if (M <= 0 || C <= 0) return;
-  if (vec_width(C, {x}) == 4) launch_stats<4>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
-  else launch_stats<1>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+  if (vec_width(C, {x}) == 4)
+    launch_stats<4>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+  else
+    launch_stats<1>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
 }
 
-void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
-                         const float* weight, const float* bias, float eps, float* y, cudaStream_t s, BnActKind act,
-                         float slope) {
+void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
+                         const float* bias, float eps, float* y, cudaStream_t s, BnActKind act, float slope) {
   if (M <= 0 || C <= 0) return;
   const bool v4 = vec_width(C, {x, y}) == 4;
   constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
   if (act == kRelu) {
-    if (v4) launch_fwd<4, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else launch_fwd<1, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    if (v4)
+      launch_fwd<4, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else
+      launch_fwd<1, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
   } else if (act == kLeaky) {
-    if (v4) launch_fwd<4, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else launch_fwd<1, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    if (v4)
+      launch_fwd<4, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else
+      launch_fwd<1, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
   } else {
-    if (v4) launch_fwd<4, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else launch_fwd<1, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    if (v4)
+      launch_fwd<4, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    else
+      launch_fwd<1, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
   }
 }
 

@@ -16,9 +16,9 @@ void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, fl
                            float* running_var, float momentum, float* workspace, cudaStream_t stream);
 // act, slope / BnAct: the fused activation (ReLU or LeakyReLU), as in the CPU kernels
 // (batch_norm_bwd_reduce_cuda requires act.mean == mean).
-void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var,
-                         const float* weight, const float* bias, float eps, float* y, cudaStream_t stream,
-                         BnActKind act = BnActKind::None, float slope = 0.f);
+void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
+                         const float* bias, float eps, float* y, cudaStream_t stream, BnActKind act = BnActKind::None,
+                         float slope = 0.f);
 void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
                                 const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
                                 float* workspace, cudaStream_t stream, const BnAct& act = {});

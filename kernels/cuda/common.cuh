@@ -80,8 +80,7 @@ __device__ __forceinline__ void store_vec(T* p, const T (&v)[V]) {
 // __CUDA_ARCH__ rather than __CUDACC__: the PTX exists only in the device pass.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {  // both 16-byte aligned
 #if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
-               "l"(gmem)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem)
                : "memory");
 #else
   std::memcpy(smem, gmem, 16);
@@ -89,8 +88,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {  // b
 }
 __device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {  // both 8-byte aligned
 #if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
-               "l"(gmem)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem)
                : "memory");
 #else
   std::memcpy(smem, gmem, 8);
@@ -98,8 +96,7 @@ __device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {  // bo
 }
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
 #if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)),
-               "l"(gmem)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem)
                : "memory");
 #else
   std::memcpy(smem, gmem, 4);
@@ -238,7 +235,8 @@ __device__ __forceinline__ void pipelined_tiles(int64_t ntiles, float* smem, int
 inline int sm_count() {
   static const int n = [] {
     int d = 0, v = 0;
-    if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) != cudaSuccess) {
+    if (cudaGetDevice(&d) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) != cudaSuccess) {
       (void)cudaGetLastError();
       v = 1;
     }

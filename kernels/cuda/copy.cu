@@ -4,9 +4,9 @@
 // Grid-stride loops, 256 threads. Same-dtype copies move raw elements (bit exact). The casts use
 // kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree.
 // Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
+#include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/copy_cuda.h"
-#include "base/cuda_context.h"
 
 namespace engine::kernels {
 namespace {
@@ -18,9 +18,9 @@ __global__ void __launch_bounds__(256) strided_copy_same_kernel(const T* __restr
     dst[dl.contiguous ? i + dl.offset : dl.offset_of(i)] = src[sl.contiguous ? i + sl.offset : sl.offset_of(i)];
 }
 
-__global__ void __launch_bounds__(256) strided_copy_cast_kernel(const void* __restrict__ src, DType sdt,
-                                                                StridedLayout sl, void* __restrict__ dst, DType ddt,
-                                                                StridedLayout dl, int64_t n) {
+__global__ void __launch_bounds__(256)
+    strided_copy_cast_kernel(const void* __restrict__ src, DType sdt, StridedLayout sl, void* __restrict__ dst,
+                             DType ddt, StridedLayout dl, int64_t n) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     store_from_float(dst, ddt, dl.contiguous ? i + dl.offset : dl.offset_of(i),
                      load_as_float(src, sdt, sl.contiguous ? i + sl.offset : sl.offset_of(i)));
@@ -51,10 +51,18 @@ void strided_copy_cuda(const void* src, DType sdt, const StridedLayout& l, void*
   }
   if (sdt == ddt) {
     switch (dtype_size(sdt)) {
-      case 1: launch_same<uint8_t>(src, l, dst, dl, n, stream); break;
-      case 2: launch_same<uint16_t>(src, l, dst, dl, n, stream); break;
-      case 4: launch_same<uint32_t>(src, l, dst, dl, n, stream); break;
-      default: launch_same<uint64_t>(src, l, dst, dl, n, stream); break;
+      case 1:
+        launch_same<uint8_t>(src, l, dst, dl, n, stream);
+        break;
+      case 2:
+        launch_same<uint16_t>(src, l, dst, dl, n, stream);
+        break;
+      case 4:
+        launch_same<uint32_t>(src, l, dst, dl, n, stream);
+        break;
+      default:
+        launch_same<uint64_t>(src, l, dst, dl, n, stream);
+        break;
     }
     CUDA_CHECK_LAUNCH("strided_copy_same_kernel");
     return;

@@ -48,18 +48,18 @@ __global__ void __launch_bounds__(kBlock) unary_fwd_strided_kernel(const float* 
 }
 
 template <UnaryOp op>
-__global__ void __launch_bounds__(kBlock) unary_bwd_kernel(const float* __restrict__ g, const float* __restrict__ x,
-                                                           const float* __restrict__ y, float* __restrict__ gx,
-                                                           int64_t n, float alpha) {
+__global__ void __launch_bounds__(kBlock)
+    unary_bwd_kernel(const float* __restrict__ g, const float* __restrict__ x, const float* __restrict__ y,
+                     float* __restrict__ gx, int64_t n, float alpha) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     gx[i] = unary_bwd<op>(g[i], x ? x[i] : 0.f, y ? y[i] : 0.f, alpha);
 }
 
 // ------------------------------------------------------------------------------------ binary
 template <BinaryOp op>
-__global__ void __launch_bounds__(kBlock) binary_fwd_contig_kernel(const float* __restrict__ a,
-                                                                   const float* __restrict__ b,
-                                                                   float* __restrict__ out, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    binary_fwd_contig_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+                             int64_t n) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   int64_t vec_end = 0;
@@ -86,10 +86,10 @@ __global__ void __launch_bounds__(kBlock) binary_fwd_strided_kernel(const float*
 }
 
 template <BinaryOp op>
-__global__ void __launch_bounds__(kBlock) binary_bwd_kernel(const float* __restrict__ g, const float* __restrict__ a,
-                                                            StridedLayout al, const float* __restrict__ b,
-                                                            StridedLayout bl, float* __restrict__ ga,
-                                                            float* __restrict__ gb, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    binary_bwd_kernel(const float* __restrict__ g, const float* __restrict__ a, StridedLayout al,
+                      const float* __restrict__ b, StridedLayout bl, float* __restrict__ ga, float* __restrict__ gb,
+                      int64_t n) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float da, db;
     binary_bwd<op>(g[i], a[al.contiguous ? i + al.offset : al.offset_of(i)],
@@ -103,7 +103,8 @@ __global__ void __launch_bounds__(kBlock) binary_bwd_kernel(const float* __restr
 template <UnaryOp op>
 void launch_unary_fwd(const float* x, const StridedLayout& xl, float* out, int64_t n, float alpha, cudaStream_t s) {
   if (xl.contiguous) {
-    GPU_LAUNCH(cuda::grid_for((n + 3) / 4, kBlock), kBlock, 0, s, unary_fwd_contig_kernel<op>)(x + xl.offset, out, n, alpha);
+    GPU_LAUNCH(cuda::grid_for((n + 3) / 4, kBlock), kBlock, 0, s, unary_fwd_contig_kernel<op>)
+    (x + xl.offset, out, n, alpha);
   } else {
     GPU_LAUNCH(cuda::grid_for(n, kBlock), kBlock, 0, s, unary_fwd_strided_kernel<op>)(x, xl, out, n, alpha);
   }
@@ -111,7 +112,8 @@ void launch_unary_fwd(const float* x, const StridedLayout& xl, float* out, int64
 }
 
 template <UnaryOp op>
-void launch_unary_bwd(const float* g, const float* x, const float* y, float* gx, int64_t n, float alpha, cudaStream_t s) {
+void launch_unary_bwd(const float* g, const float* x, const float* y, float* gx, int64_t n, float alpha,
+                      cudaStream_t s) {
   GPU_LAUNCH(cuda::grid_for(n, kBlock), kBlock, 0, s, unary_bwd_kernel<op>)(g, x, y, gx, n, alpha);
   CUDA_CHECK_LAUNCH("unary_bwd_kernel");
 }
@@ -137,17 +139,21 @@ void launch_binary_bwd(const float* g, const float* a, const StridedLayout& al, 
 
 }  // namespace
 
-#define UNARY_CASES(MACRO)                                                                              \
-  MACRO(Neg) MACRO(Exp) MACRO(Log) MACRO(Sqrt) MACRO(Relu) MACRO(LeakyRelu) MACRO(Sigmoid) MACRO(Tanh) \
-  MACRO(AddScalar) MACRO(MulScalar) MACRO(DivScalar) MACRO(MaxScalar) MACRO(RSubScalar) MACRO(RDivScalar)
+// clang-format off
+#define UNARY_CASES(MACRO)                                                                  \
+  MACRO(Neg) MACRO(Exp) MACRO(Log) MACRO(Sqrt) MACRO(Relu) MACRO(LeakyRelu) MACRO(Sigmoid) \
+  MACRO(Tanh) MACRO(AddScalar) MACRO(MulScalar) MACRO(DivScalar) MACRO(MaxScalar)          \
+  MACRO(RSubScalar) MACRO(RDivScalar)
+// clang-format on
 #define BINARY_CASES(MACRO) MACRO(Add) MACRO(Sub) MACRO(Mul) MACRO(Div) MACRO(Max)
 
 void unary_fwd_cuda(UnaryOp op, const float* x, const StridedLayout& xl, float* out, int64_t n, float alpha,
                     cudaStream_t s) {
   if (n == 0) return;
   switch (op) {
-#define CASE(O) \
-  case UnaryOp::O: return launch_unary_fwd<UnaryOp::O>(x, xl, out, n, alpha, s);
+#define CASE(O)    \
+  case UnaryOp::O: \
+    return launch_unary_fwd<UnaryOp::O>(x, xl, out, n, alpha, s);
     UNARY_CASES(CASE)
 #undef CASE
   }
@@ -157,8 +163,9 @@ void unary_bwd_cuda(UnaryOp op, const float* g, const float* x, const float* y, 
                     cudaStream_t s) {
   if (n == 0) return;
   switch (op) {
-#define CASE(O) \
-  case UnaryOp::O: return launch_unary_bwd<UnaryOp::O>(g, x, y, gx, n, alpha, s);
+#define CASE(O)    \
+  case UnaryOp::O: \
+    return launch_unary_bwd<UnaryOp::O>(g, x, y, gx, n, alpha, s);
     UNARY_CASES(CASE)
 #undef CASE
   }
@@ -168,8 +175,9 @@ void binary_fwd_cuda(BinaryOp op, const float* a, const StridedLayout& al, const
                      float* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
   switch (op) {
-#define CASE(O) \
-  case BinaryOp::O: return launch_binary_fwd<BinaryOp::O>(a, al, b, bl, out, n, s);
+#define CASE(O)     \
+  case BinaryOp::O: \
+    return launch_binary_fwd<BinaryOp::O>(a, al, b, bl, out, n, s);
     BINARY_CASES(CASE)
 #undef CASE
   }
@@ -179,8 +187,9 @@ void binary_bwd_cuda(BinaryOp op, const float* g, const float* a, const StridedL
                      const StridedLayout& bl, float* ga, float* gb, int64_t n, cudaStream_t s) {
   if (n == 0) return;
   switch (op) {
-#define CASE(O) \
-  case BinaryOp::O: return launch_binary_bwd<BinaryOp::O>(g, a, al, b, bl, ga, gb, n, s);
+#define CASE(O)     \
+  case BinaryOp::O: \
+    return launch_binary_bwd<BinaryOp::O>(g, a, al, b, bl, ga, gb, n, s);
     BINARY_CASES(CASE)
 #undef CASE
   }

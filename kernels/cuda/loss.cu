@@ -84,9 +84,9 @@ int ce_grid(int64_t P, int tile_rows) {
 // sums (double) go to part[2 * block], the OHEM count of p_gt < thresh to stats[kBelow].
 template <bool kOhem>
 __device__ __forceinline__ void ce_pixel(const float* row, int C, int64_t p, int64_t yp, const float* __restrict__ w,
-                                         int64_t ignore, float thresh, float* __restrict__ lse,
-                                         float* __restrict__ pgt, float* __restrict__ nll, ull* __restrict__ stats,
-                                         double& a1, double& a2, ull& below) {
+                                         int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
+                                         float* __restrict__ nll, ull* __restrict__ stats, double& a1, double& a2,
+                                         ull& below) {
   float m = -INFINITY;
   for (int c = 0; c < C; ++c) {
     const float v = row[c];
@@ -277,9 +277,8 @@ __global__ void __launch_bounds__(kBlock)
     if (sh[i]) atomicAdd(&hist[i], (ull)sh[i]);
 }
 
-__global__ void __launch_bounds__(32)
-    ohem_scan_kernel(ull* __restrict__ hist, ull* __restrict__ state, int shift, float thresh,
-                     float* __restrict__ thr_out) {
+__global__ void __launch_bounds__(32) ohem_scan_kernel(ull* __restrict__ hist, ull* __restrict__ state, int shift,
+                                                       float thresh, float* __restrict__ thr_out) {
   if (threadIdx.x != 0) return;
   ull k = state[2], cum = 0;
   int d = 0;
@@ -398,10 +397,10 @@ void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* 
   const int grid = ce_grid(P, kBlock);
   const bool staged = C <= kStageMaxC;
   const size_t smem = staged ? (size_t)kBlock * (size_t)C * sizeof(float) : 0;
-  if (staged)
-    GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<true>)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
-  else
-    GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<false>)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
+  if (staged) GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<true>)
+  (x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
+  else GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<false>)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore,
+                                                               g, inv, gx);
   CUDA_CHECK_LAUNCH("ce_bwd_kernel");
 }
 
@@ -433,9 +432,15 @@ void point_loss_fwd_cuda(PointLoss kind, const float* a, const float* b, const f
   const int grid = point_grid(n);
   ull* st = reinterpret_cast<ull*>(stats);
   switch (kind) {
-    case PointLoss::BceLogits: GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::BceLogits>)(a, b, w, n, part, st); break;
-    case PointLoss::Bce: GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::Bce>)(a, b, w, n, part, st); break;
-    case PointLoss::L1: GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::L1>)(a, b, w, n, part, st); break;
+    case PointLoss::BceLogits:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::BceLogits>)(a, b, w, n, part, st);
+      break;
+    case PointLoss::Bce:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::Bce>)(a, b, w, n, part, st);
+      break;
+    case PointLoss::L1:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_fwd_kernel<PointLoss::L1>)(a, b, w, n, part, st);
+      break;
   }
   CUDA_CHECK_LAUNCH("point_fwd_kernel");
   finalize(part, grid, (double)n, 0, stats, loss, nullptr, s);
@@ -445,9 +450,15 @@ void point_loss_bwd_cuda(PointLoss kind, const float* a, const float* b, const f
                          float scale, float* ga, cudaStream_t s) {
   const int grid = point_grid(n);
   switch (kind) {
-    case PointLoss::BceLogits: GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::BceLogits>)(a, b, w, n, g, scale, ga); break;
-    case PointLoss::Bce: GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::Bce>)(a, b, w, n, g, scale, ga); break;
-    case PointLoss::L1: GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::L1>)(a, b, w, n, g, scale, ga); break;
+    case PointLoss::BceLogits:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::BceLogits>)(a, b, w, n, g, scale, ga);
+      break;
+    case PointLoss::Bce:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::Bce>)(a, b, w, n, g, scale, ga);
+      break;
+    case PointLoss::L1:
+      GPU_LAUNCH(grid, kBlock, 0, s, point_bwd_kernel<PointLoss::L1>)(a, b, w, n, g, scale, ga);
+      break;
   }
   CUDA_CHECK_LAUNCH("point_bwd_kernel");
 }

@@ -12,11 +12,11 @@ namespace engine::kernels {
 // Layout of the i64 statistics buffer the CE forward fills (kCeStatsLen elements, device memory).
 // The op layer zero-fills it (and sets kFirstBad to INT64_MAX) before the launch and reads it back.
 enum CeStat : int {
-  kBadCount = 0,   // labels neither ignore_index nor in [0, C)
-  kFirstBad = 1,   // lowest pixel index with such a label (INT64_MAX if none)
-  kBelow = 2,      // valid pixels with p_gt < thresh (OHEM)
-  kSum1 = 3,       // double bits: sum_valid w[y] * nll      (OHEM sum pass: sum_kept nll)
-  kSum2 = 4,       // double bits: sum_valid w[y]             (OHEM sum pass: #kept)
+  kBadCount = 0,  // labels neither ignore_index nor in [0, C)
+  kFirstBad = 1,  // lowest pixel index with such a label (INT64_MAX if none)
+  kBelow = 2,     // valid pixels with p_gt < thresh (OHEM)
+  kSum1 = 3,      // double bits: sum_valid w[y] * nll      (OHEM sum pass: sum_kept nll)
+  kSum2 = 4,      // double bits: sum_valid w[y]             (OHEM sum pass: #kept)
   kCeStatsLen = 5
 };
 

@@ -55,8 +55,8 @@ void seg_area_counts_cuda(const int64_t* pred, const int64_t* label, int64_t n, 
                           int64_t* counts, int64_t* bad, cudaStream_t s) {
   const unsigned grid = cuda::grid_for(n, kBlock, 1024);
   const size_t smem = (size_t)(3 * C) * sizeof(unsigned);
-  GPU_LAUNCH(grid, kBlock, smem, s, seg_area_kernel)(pred, label, n, (int)C, ignore, reinterpret_cast<ull*>(counts),
-                                                     reinterpret_cast<ull*>(bad));
+  GPU_LAUNCH(grid, kBlock, smem, s, seg_area_kernel)
+  (pred, label, n, (int)C, ignore, reinterpret_cast<ull*>(counts), reinterpret_cast<ull*>(bad));
   CUDA_CHECK_LAUNCH("seg_area_kernel");
 }
 

@@ -21,15 +21,16 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__global__ void __launch_bounds__(kBlock)
-    sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count, int64_t nchunks, float lr, float mu,
-                            float wd) {
+__global__ void __launch_bounds__(kBlock) sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count,
+                                                                  int64_t nchunks, float lr, float mu, float wd) {
   for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
     int lo = 0, hi = count - 1;  // last row with chunk_begin <= chunk
     while (lo < hi) {
       const int mid = (lo + hi + 1) >> 1;
-      if (table[mid].chunk_begin <= chunk) lo = mid;
-      else hi = mid - 1;
+      if (table[mid].chunk_begin <= chunk)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     float* p = table[lo].p;
     const float* g = table[lo].g;

@@ -66,8 +66,8 @@ PixTile pix_tile(int64_t pixels, int64_t cv) {
 
 // ------------------------------------------------------------------------------------ forward
 template <int V>
-__global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                                                  Pool2dGeom g) {
+__global__ void __launch_bounds__(kThreads)
+    avg_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_kernel(const float* _
 }
 
 template <int V>
-__global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_window_kernel(const float* __restrict__ x,
-                                                                         float* __restrict__ y, Pool2dGeom g) {
+__global__ void __launch_bounds__(kThreads)
+    avg_pool2d_fwd_window_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dGeom g) {
   __shared__ float s_acc[kThreads * V];
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
   const int t = ty * bx + tx;
@@ -139,8 +139,8 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_fwd_window_kernel(const f
 }
 
 template <int V>
-__global__ void __launch_bounds__(kThreads) max_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                                                  int32_t* __restrict__ idx, Pool2dGeom g) {
+__global__ void __launch_bounds__(kThreads)
+    max_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int32_t* __restrict__ idx, Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -175,8 +175,8 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_fwd_kernel(const float* _
 
 // ----------------------------------------------------------------------------------- backward
 template <int V>
-__global__ void __launch_bounds__(kThreads) avg_pool2d_bwd_kernel(const float* __restrict__ gy,
-                                                                  float* __restrict__ gx, Pool2dGeom g) {
+__global__ void __launch_bounds__(kThreads)
+    avg_pool2d_bwd_kernel(const float* __restrict__ gy, float* __restrict__ gx, Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -209,9 +209,9 @@ __global__ void __launch_bounds__(kThreads) avg_pool2d_bwd_kernel(const float* _
 }
 
 template <int V>
-__global__ void __launch_bounds__(kThreads) max_pool2d_bwd_kernel(const float* __restrict__ gy,
-                                                                  const int32_t* __restrict__ idx,
-                                                                  float* __restrict__ gx, Pool2dGeom g) {
+__global__ void __launch_bounds__(kThreads)
+    max_pool2d_bwd_kernel(const float* __restrict__ gy, const int32_t* __restrict__ idx, float* __restrict__ gx,
+                          Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -226,17 +226,16 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_bwd_kernel(const float* _
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) acc[v] = 0.f;
     POOL_NO_UNROLL
-    for (int oh = ohl; oh <= ohh; ++oh)
-      POOL_NO_UNROLL
-      for (int ow = owl; ow <= owh; ++ow) {
-        const int64_t off = g.offset(n, oh, ow, g.oh, g.ow) + c0;
-        float gv[V];
-        int32_t iv[V];
-        cuda::load_vec<V>(gy + off, gv);
-        cuda::load_vec<V>(idx + off, iv);
-        ENGINE_UNROLL
-        for (int v = 0; v < V; ++v) acc[v] += iv[v] == pos ? gv[v] : 0.f;
-      }
+    for (int oh = ohl; oh <= ohh; ++oh) POOL_NO_UNROLL
+    for (int ow = owl; ow <= owh; ++ow) {
+      const int64_t off = g.offset(n, oh, ow, g.oh, g.ow) + c0;
+      float gv[V];
+      int32_t iv[V];
+      cuda::load_vec<V>(gy + off, gv);
+      cuda::load_vec<V>(idx + off, iv);
+      ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) acc[v] += iv[v] == pos ? gv[v] : 0.f;
+    }
     cuda::store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
   }
 }
@@ -273,8 +272,10 @@ void launch_avg_fwd(const float* x, float* y, const Pool2dGeom& g, cudaStream_t 
 
 void avg_pool2d_fwd_cuda(const float* x, float* y, const Pool2dGeom& g, cudaStream_t s) {
   if ((int64_t)g.n * g.oh * g.ow * g.c == 0) return;
-  if (vec_width(g.c, {x, y}) == 4) launch_avg_fwd<4>(x, y, g, s);
-  else launch_avg_fwd<1>(x, y, g, s);
+  if (vec_width(g.c, {x, y}) == 4)
+    launch_avg_fwd<4>(x, y, g, s);
+  else
+    launch_avg_fwd<1>(x, y, g, s);
 }
 
 void avg_pool2d_bwd_cuda(const float* gy, float* gx, const Pool2dGeom& g, cudaStream_t s) {

@@ -22,13 +22,13 @@
 // Constraints: f32 data, i64 indices, sizes > 0 (the op layer handles empty tensors).
 // Builds under nvcc (sm_80, sm_90; no spills) and the host compiler through kernels/emu/cuemu.h.
 // Tested by tests/test_reduce.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels (bench_reduce.cpp).
-#include "kernels/cuda/common.cuh"
-#include "kernels/cuda/reduce_cuda.h"
-#include "kernels/cpu/reduce_cpu.h"
-#include "base/cuda_context.h"
-
 #include <algorithm>
 #include <cstdint>
+
+#include "base/cuda_context.h"
+#include "kernels/cpu/reduce_cpu.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/reduce_cuda.h"
 
 namespace engine::kernels {
 namespace {
@@ -135,8 +135,8 @@ __device__ __forceinline__ void warp_merge(typename Op::Acc& a, int from) {
 // Task t = row * splits + s reduces elements [s * seg, min(len, (s + 1) * seg)) of row `row`.
 template <class Op>
 __global__ void __launch_bounds__(kThreads)
-    reduce_row_warp_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ xi, int64_t len,
-                               int64_t splits, int64_t seg, int64_t tasks, float scale, float* __restrict__ ov,
+    reduce_row_warp_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ xi, int64_t len, int64_t splits,
+                               int64_t seg, int64_t tasks, float scale, float* __restrict__ ov,
                                int64_t* __restrict__ oi) {
   const int warp = (int)threadIdx.x / kWarp, lane = (int)threadIdx.x % kWarp;
   for (int64_t t = (int64_t)blockIdx.x * kWarps + warp; t < tasks; t += (int64_t)gridDim.x * kWarps) {
@@ -207,8 +207,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads)
-    reduce_sum_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, int64_t n, int64_t reduce,
-                          int64_t inner, float scale) {
+    reduce_sum_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, int64_t n, int64_t reduce, int64_t inner,
+                          float scale) {
   const int64_t ri = reduce * inner;
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
     const int64_t o = e / ri, i = e % inner;
@@ -260,8 +260,8 @@ Plan make_plan(int64_t outer, int64_t reduce, int64_t inner) {
 unsigned grid_of(int64_t tasks, int64_t per_block) { return (unsigned)std::min(ceil_div(tasks, per_block), kMaxGrid); }
 
 template <class Op>
-void launch_rows(const float* x, const int64_t* xi, int64_t rows, int64_t len, int64_t splits, int64_t seg,
-                 float scale, float* ov, int64_t* oi, cudaStream_t stream) {
+void launch_rows(const float* x, const int64_t* xi, int64_t rows, int64_t len, int64_t splits, int64_t seg, float scale,
+                 float* ov, int64_t* oi, cudaStream_t stream) {
   const int64_t tasks = rows * splits;
   if (seg <= 256) {
     GPU_LAUNCH(grid_of(tasks, kWarps), kThreads, 0, stream, reduce_row_warp_fwd_kernel<Op>)

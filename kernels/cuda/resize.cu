@@ -39,93 +39,94 @@ namespace {
 constexpr int kBlock = 256;
 
 template <bool kNearest, int V>
-__global__ void __launch_bounds__(kBlock) resize_fwd_kernel(ResizeArgs a, const float* __restrict__ x,
-                                                            float* __restrict__ out) {
+__global__ void __launch_bounds__(kBlock)
+    resize_fwd_kernel(ResizeArgs a, const float* __restrict__ x, float* __restrict__ out) {
   const uint32_t CV = (uint32_t)(a.C / V), Wo = (uint32_t)a.w.out, Ho = (uint32_t)a.h.out;
   const uint32_t per_image = Ho * Wo * CV;  // < 2^31, checked by the launcher
   for (int64_t n = blockIdx.y; n < a.N; n += gridDim.y)
-  for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < per_image; j += gridDim.x * blockDim.x) {
-    const int64_t idx = n * per_image + j;
-    const uint32_t cv = j % CV, p = j / CV;
-    const uint32_t ow = p % Wo, oh = p / Wo;
-    float lx, ly;
-    const int64_t ih0 = a.h.lo(oh, &ly), iw0 = a.w.lo(ow, &lx);
-    const float* base = x + n * a.sn + cv * V * a.sc;
-    if constexpr (kNearest) {
-      const float* src = base + ih0 * a.sh + iw0 * a.sw;
-      if constexpr (V == 4) {
-        reinterpret_cast<float4*>(out)[idx] = __ldg(reinterpret_cast<const float4*>(src));
-      } else {
-        out[idx] = __ldg(src);
+    for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < per_image; j += gridDim.x * blockDim.x) {
+      const int64_t idx = n * per_image + j;
+      const uint32_t cv = j % CV, p = j / CV;
+      const uint32_t ow = p % Wo, oh = p / Wo;
+      float lx, ly;
+      const int64_t ih0 = a.h.lo(oh, &ly), iw0 = a.w.lo(ow, &lx);
+      const float* base = x + n * a.sn + cv * V * a.sc;
+      if constexpr (kNearest) {
+        const float* src = base + ih0 * a.sh + iw0 * a.sw;
+        if constexpr (V == 4) {
+          reinterpret_cast<float4*>(out)[idx] = __ldg(reinterpret_cast<const float4*>(src));
+        } else {
+          out[idx] = __ldg(src);
+        }
+        continue;
       }
-      continue;
+      const int64_t ih1 = a.h.hi(ih0), iw1 = a.w.hi(iw0);
+      const float* p00 = base + ih0 * a.sh + iw0 * a.sw;
+      const float* p01 = base + ih0 * a.sh + iw1 * a.sw;
+      const float* p10 = base + ih1 * a.sh + iw0 * a.sw;
+      const float* p11 = base + ih1 * a.sh + iw1 * a.sw;
+      if constexpr (V == 4) {
+        const float4 q00 = __ldg(reinterpret_cast<const float4*>(p00)),
+                     q01 = __ldg(reinterpret_cast<const float4*>(p01));
+        const float4 q10 = __ldg(reinterpret_cast<const float4*>(p10)),
+                     q11 = __ldg(reinterpret_cast<const float4*>(p11));
+        reinterpret_cast<float4*>(out)[idx] = make_float4(
+            bilinear_blend(q00.x, q01.x, q10.x, q11.x, lx, ly), bilinear_blend(q00.y, q01.y, q10.y, q11.y, lx, ly),
+            bilinear_blend(q00.z, q01.z, q10.z, q11.z, lx, ly), bilinear_blend(q00.w, q01.w, q10.w, q11.w, lx, ly));
+      } else {
+        out[idx] = bilinear_blend(__ldg(p00), __ldg(p01), __ldg(p10), __ldg(p11), lx, ly);
+      }
     }
-    const int64_t ih1 = a.h.hi(ih0), iw1 = a.w.hi(iw0);
-    const float* p00 = base + ih0 * a.sh + iw0 * a.sw;
-    const float* p01 = base + ih0 * a.sh + iw1 * a.sw;
-    const float* p10 = base + ih1 * a.sh + iw0 * a.sw;
-    const float* p11 = base + ih1 * a.sh + iw1 * a.sw;
-    if constexpr (V == 4) {
-      const float4 q00 = __ldg(reinterpret_cast<const float4*>(p00)), q01 = __ldg(reinterpret_cast<const float4*>(p01));
-      const float4 q10 = __ldg(reinterpret_cast<const float4*>(p10)), q11 = __ldg(reinterpret_cast<const float4*>(p11));
-      reinterpret_cast<float4*>(out)[idx] =
-          make_float4(bilinear_blend(q00.x, q01.x, q10.x, q11.x, lx, ly), bilinear_blend(q00.y, q01.y, q10.y, q11.y, lx, ly),
-                      bilinear_blend(q00.z, q01.z, q10.z, q11.z, lx, ly), bilinear_blend(q00.w, q01.w, q10.w, q11.w, lx, ly));
-    } else {
-      out[idx] = bilinear_blend(__ldg(p00), __ldg(p01), __ldg(p10), __ldg(p11), lx, ly);
-    }
-  }
 }
 
 template <int V>
-__global__ void __launch_bounds__(kBlock) resize_bwd_kernel(ResizeArgs a, const float* __restrict__ g,
-                                                            float* __restrict__ gx) {
+__global__ void __launch_bounds__(kBlock)
+    resize_bwd_kernel(ResizeArgs a, const float* __restrict__ g, float* __restrict__ gx) {
   const int64_t C = a.C, Wo = a.w.out, Ho = a.h.out;
   const uint32_t CV = (uint32_t)(a.C / V), Wi = (uint32_t)a.w.in, Hi = (uint32_t)a.h.in;
   const uint32_t per_image = Hi * Wi * CV;  // < 2^31, checked by the launcher
   for (int64_t n = blockIdx.y; n < a.N; n += gridDim.y)
-  for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < per_image; j += gridDim.x * blockDim.x) {
-    const int64_t idx = n * per_image + j;
-    const uint32_t cv = j % CV, p = j / CV;
-    const uint32_t iw = p % Wi, ih = p / Wi;
-    int64_t hb, he, wb, we;
-    a.h.dst_range(ih, &hb, &he);
-    a.w.dst_range(iw, &wb, &we);
-    float acc[V];
-    ENGINE_UNROLL
-    for (int v = 0; v < V; ++v) acc[v] = 0.f;
-    for (int64_t oh = hb; oh < he; ++oh) {
-      const float wh = a.h.weight(oh, ih);
-      if (wh == 0.f) continue;
-      const float* grow = g + (n * Ho + oh) * Wo * C + cv * V;
-      float col[V];  // sum over the row's ow range first: the CPU's pass 1, same order
+    for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < per_image; j += gridDim.x * blockDim.x) {
+      const int64_t idx = n * per_image + j;
+      const uint32_t cv = j % CV, p = j / CV;
+      const uint32_t iw = p % Wi, ih = p / Wi;
+      int64_t hb, he, wb, we;
+      a.h.dst_range(ih, &hb, &he);
+      a.w.dst_range(iw, &wb, &we);
+      float acc[V];
       ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) col[v] = 0.f;
-      for (int64_t ow = wb; ow < we; ++ow) {
-        const float ww = a.w.weight(ow, iw);
-        if (ww == 0.f) continue;
-        const float* pg = grow + ow * C;
-        if constexpr (V == 4) {
-          const float4 q = __ldg(reinterpret_cast<const float4*>(pg));
-          col[0] = fmaf(ww, q.x, col[0]);
-          col[1] = fmaf(ww, q.y, col[1]);
-          col[2] = fmaf(ww, q.z, col[2]);
-          col[3] = fmaf(ww, q.w, col[3]);
-        } else {
-          col[0] = fmaf(ww, __ldg(pg), col[0]);
+      for (int v = 0; v < V; ++v) acc[v] = 0.f;
+      for (int64_t oh = hb; oh < he; ++oh) {
+        const float wh = a.h.weight(oh, ih);
+        if (wh == 0.f) continue;
+        const float* grow = g + (n * Ho + oh) * Wo * C + cv * V;
+        float col[V];  // sum over the row's ow range first: the CPU's pass 1, same order
+        ENGINE_UNROLL
+        for (int v = 0; v < V; ++v) col[v] = 0.f;
+        for (int64_t ow = wb; ow < we; ++ow) {
+          const float ww = a.w.weight(ow, iw);
+          if (ww == 0.f) continue;
+          const float* pg = grow + ow * C;
+          if constexpr (V == 4) {
+            const float4 q = __ldg(reinterpret_cast<const float4*>(pg));
+            col[0] = fmaf(ww, q.x, col[0]);
+            col[1] = fmaf(ww, q.y, col[1]);
+            col[2] = fmaf(ww, q.z, col[2]);
+            col[3] = fmaf(ww, q.w, col[3]);
+          } else {
+            col[0] = fmaf(ww, __ldg(pg), col[0]);
+          }
         }
+        ENGINE_UNROLL
+        for (int v = 0; v < V; ++v) acc[v] = fmaf(wh, col[v], acc[v]);
       }
-      ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) acc[v] = fmaf(wh, col[v], acc[v]);
+      if constexpr (V == 4) {
+        reinterpret_cast<float4*>(gx)[idx] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      } else {
+        gx[idx] = acc[0];
+      }
     }
-    if constexpr (V == 4) {
-      reinterpret_cast<float4*>(gx)[idx] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-    } else {
-      gx[idx] = acc[0];
-    }
-  }
 }
-
 
 }  // namespace
 
@@ -133,8 +134,8 @@ void resize_fwd_cuda(const ResizeArgs& a, const float* x, float* out, cudaStream
   const int64_t pixels = a.N * a.h.out * a.w.out;
   if (pixels == 0 || a.C == 0) return;
   const bool nearest = a.h.mode == ResizeMode::Nearest;
-  const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 && cuda::is_aligned16(x) &&
-                   cuda::is_aligned16(out);
+  const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 &&
+                   cuda::is_aligned16(x) && cuda::is_aligned16(out);
   const int64_t per_image = a.h.out * a.w.out * (vec ? a.C / 4 : a.C);
   ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize: one output image of ", a.h.out, "x", a.w.out, "x", a.C,
                " elements is too large for the CUDA kernel (2^31 limit)");

@@ -97,10 +97,18 @@ void concat_any(void* const* pieces, const int64_t* col, const int64_t* width, i
     a.vrow = v;
     char* b = static_cast<char*>(big);
     switch (unit) {
-      case 16: launch_group<uint4, kBwd>(a, b, (uint64_t)outer, s); break;
-      case 4: launch_group<uint32_t, kBwd>(a, b, (uint64_t)outer, s); break;
-      case 2: launch_group<uint16_t, kBwd>(a, b, (uint64_t)outer, s); break;
-      default: launch_group<uint8_t, kBwd>(a, b, (uint64_t)outer, s); break;
+      case 16:
+        launch_group<uint4, kBwd>(a, b, (uint64_t)outer, s);
+        break;
+      case 4:
+        launch_group<uint32_t, kBwd>(a, b, (uint64_t)outer, s);
+        break;
+      case 2:
+        launch_group<uint16_t, kBwd>(a, b, (uint64_t)outer, s);
+        break;
+      default:
+        launch_group<uint8_t, kBwd>(a, b, (uint64_t)outer, s);
+        break;
     }
   }
 }

@@ -43,9 +43,9 @@ namespace engine::kernels {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr int kTileBlock = 128;   // threads of the row-tile kernels
-constexpr int kTileMaxL = 32;     // longer rows: a group of lanes per row
-constexpr int kTileFloats = 2048; // shared-memory budget per tile (8 KB; L = 19: 128 rows, 9.7 KB)
+constexpr int kTileBlock = 128;    // threads of the row-tile kernels
+constexpr int kTileMaxL = 32;      // longer rows: a group of lanes per row
+constexpr int kTileFloats = 2048;  // shared-memory budget per tile (8 KB; L = 19: 128 rows, 9.7 KB)
 constexpr int64_t kMaxTileBlocks = 1 << 20;
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -77,8 +77,8 @@ __device__ __forceinline__ float group_sum(float v) {
 }
 
 template <int G, bool kLog>
-__global__ void __launch_bounds__(kBlock) softmax_fwd_row_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                                                 int64_t rows, int64_t L) {
+__global__ void __launch_bounds__(kBlock)
+    softmax_fwd_row_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
     const float* xr = x + (valid ? r : 0) * L;
     float* yr = y + (valid ? r : 0) * L;
@@ -125,9 +125,9 @@ __global__ void __launch_bounds__(kBlock) softmax_fwd_col_kernel(const float* __
 }
 
 template <int G, bool kLog>
-__global__ void __launch_bounds__(kBlock) softmax_bwd_row_kernel(const float* __restrict__ g,
-                                                                 const float* __restrict__ y,
-                                                                 float* __restrict__ dx, int64_t rows, int64_t L) {
+__global__ void __launch_bounds__(kBlock)
+    softmax_bwd_row_kernel(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ dx,
+                           int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
     const int64_t off = (valid ? r : 0) * L;
     float s = 0.f;
@@ -143,10 +143,9 @@ __global__ void __launch_bounds__(kBlock) softmax_bwd_row_kernel(const float* __
 }
 
 template <bool kLog>
-__global__ void __launch_bounds__(kBlock) softmax_bwd_col_kernel(const float* __restrict__ g,
-                                                                 const float* __restrict__ y,
-                                                                 float* __restrict__ dx, int64_t outer, int64_t L,
-                                                                 int64_t inner) {
+__global__ void __launch_bounds__(kBlock)
+    softmax_bwd_col_kernel(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ dx,
+                           int64_t outer, int64_t L, int64_t inner) {
   const int64_t total = outer * inner;
   for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
@@ -166,8 +165,8 @@ __global__ void __launch_bounds__(kBlock) softmax_bwd_col_kernel(const float* __
 }
 
 template <int G>
-__global__ void __launch_bounds__(kBlock) argmax_row_kernel(const float* __restrict__ x, int64_t* __restrict__ idx,
-                                                            int64_t rows, int64_t L) {
+__global__ void __launch_bounds__(kBlock)
+    argmax_row_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
     const float* xr = x + (valid ? r : 0) * L;
     float bv = NAN;
@@ -194,8 +193,8 @@ __global__ void __launch_bounds__(kBlock) argmax_row_kernel(const float* __restr
   });
 }
 
-__global__ void __launch_bounds__(kBlock) argmax_col_kernel(const float* __restrict__ x, int64_t* __restrict__ idx,
-                                                            int64_t outer, int64_t L, int64_t inner) {
+__global__ void __launch_bounds__(kBlock)
+    argmax_col_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t outer, int64_t L, int64_t inner) {
   const int64_t total = outer * inner;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t o = t / inner, i = t - o * inner;
@@ -224,9 +223,8 @@ __device__ __forceinline__ int tile_count(int64_t t, int tile_rows, int64_t rows
 }
 
 template <bool kLog, bool kVec>
-__global__ void __launch_bounds__(kTileBlock) softmax_fwd_tile_kernel(const float* __restrict__ x,
-                                                                      float* __restrict__ y, int64_t rows, int L,
-                                                                      int tile_rows) {
+__global__ void __launch_bounds__(kTileBlock)
+    softmax_fwd_tile_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int L, int tile_rows) {
   const int lp = cuda::row_tile_stride(L);
   const int64_t ntiles = (rows + tile_rows - 1) / tile_rows;
   cuda::pipelined_tiles(
@@ -297,9 +295,8 @@ __global__ void __launch_bounds__(kTileBlock)
 // One thread per row scans it in index order with argmax_better (the CPU's order); i64 results are
 // written straight from the thread (consecutive threads, consecutive rows: coalesced).
 template <bool kVec>
-__global__ void __launch_bounds__(kTileBlock) argmax_tile_kernel(const float* __restrict__ x,
-                                                                 int64_t* __restrict__ idx, int64_t rows, int L,
-                                                                 int tile_rows) {
+__global__ void __launch_bounds__(kTileBlock)
+    argmax_tile_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int L, int tile_rows) {
   const int lp = cuda::row_tile_stride(L);
   const int64_t ntiles = (rows + tile_rows - 1) / tile_rows;
   cuda::pipelined_tiles(

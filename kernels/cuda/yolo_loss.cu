@@ -50,16 +50,16 @@ __global__ void __launch_bounds__(kBlock) yolo_fill_kernel(int32_t* __restrict__
 }
 
 // One thread per (image, gt): the prediction each gt is assigned to (independent of the others).
-__global__ void __launch_bounds__(kBlock) yolo_assign_kernel(const YoloGeom g, const float* __restrict__ box,
-                                                             const float* __restrict__ score,
-                                                             int32_t* __restrict__ gt_pred) {
+__global__ void __launch_bounds__(kBlock)
+    yolo_assign_kernel(const YoloGeom g, const float* __restrict__ box, const float* __restrict__ score,
+                       int32_t* __restrict__ gt_pred) {
   const int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (k < (int64_t)g.N * g.B) gt_pred[k] = (int32_t)yolo_assign_gt(g, box + k * 4, score[k]);
 }
 
 // One thread per image walks its gts in order: the last gt assigned to a prediction owns it.
-__global__ void __launch_bounds__(kBlock) yolo_owner_kernel(const YoloGeom g, const int32_t* __restrict__ gt_pred,
-                                                            int32_t* __restrict__ map) {
+__global__ void __launch_bounds__(kBlock)
+    yolo_owner_kernel(const YoloGeom g, const int32_t* __restrict__ gt_pred, int32_t* __restrict__ map) {
   const int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= g.N) return;
   for (int b = 0; b < g.B; ++b) {
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kBlock)
     }
     float l[4];
     yolo_pred_loss(g, s, a, i, j, p, x, m, sbox, sc, cl, gp, l);
-  ENGINE_UNROLL
+    ENGINE_UNROLL
     for (int t = 0; t < 4; ++t) acc[t] += (double)l[t];
   }
   const int64_t slot = ((n * g.S + s) * gridDim.x + blockIdx.x) * 4;
@@ -183,7 +183,8 @@ void yolo_loss_fwd_cuda(const YoloGeom& g, const float* const* heads, const floa
   GPU_LAUNCH(cuda::grid_for(nmap, kBlock, 4096), kBlock, 0, stream, yolo_fill_kernel)(map, nmap);
   CUDA_CHECK_LAUNCH("yolo_fill_kernel");
   if (g.B > 0) {
-    GPU_LAUNCH(cuda::grid_for((int64_t)g.N * g.B, kBlock), kBlock, 0, stream, yolo_assign_kernel)(g, box, score, gt_pred);
+    GPU_LAUNCH(cuda::grid_for((int64_t)g.N * g.B, kBlock), kBlock, 0, stream, yolo_assign_kernel)
+    (g, box, score, gt_pred);
     CUDA_CHECK_LAUNCH("yolo_assign_kernel");
     GPU_LAUNCH(cuda::grid_for(g.N, kBlock), kBlock, 0, stream, yolo_owner_kernel)(g, gt_pred, map);
     CUDA_CHECK_LAUNCH("yolo_owner_kernel");
@@ -193,8 +194,8 @@ void yolo_loss_fwd_cuda(const YoloGeom& g, const float* const* heads, const floa
   const size_t smem = (size_t)g.B * 4 * sizeof(float);
   GPU_LAUNCH(grid, kBlock, smem, stream, yolo_fwd_kernel)(g, h, box, score, cls, map, gt_pred, part);
   CUDA_CHECK_LAUNCH("yolo_fwd_kernel");
-  GPU_LAUNCH(1, kFinalBlock, 0, stream, yolo_finalize_kernel)(part, (int64_t)bx * g.N * g.S, 1.0 / (double)g.N, out[0],
-                                                              out[1], out[2], out[3], out[4]);
+  GPU_LAUNCH(1, kFinalBlock, 0, stream, yolo_finalize_kernel)
+  (part, (int64_t)bx * g.N * g.S, 1.0 / (double)g.N, out[0], out[1], out[2], out[3], out[4]);
   CUDA_CHECK_LAUNCH("yolo_finalize_kernel");
 }
 

@@ -70,12 +70,12 @@
 #include "base/cuda_context.h"
 #include "base/error.h"
 
-#define CUDNN_CHECK(expr)                                                                                       \
-  do {                                                                                                          \
-    const cudnnStatus_t st_ = (expr);                                                                           \
-    if (st_ != CUDNN_STATUS_SUCCESS)                                                                            \
+#define CUDNN_CHECK(expr)                                                                                    \
+  do {                                                                                                       \
+    const cudnnStatus_t st_ = (expr);                                                                        \
+    if (st_ != CUDNN_STATUS_SUCCESS)                                                                         \
       ::engine::fail("conv2d: cuDNN error ", cudnnGetErrorString(st_), " in ", #expr, " at ", __FILE__, ":", \
-                     __LINE__);                                                                                 \
+                     __LINE__);                                                                              \
   } while (0)
 
 namespace engine::kernels {
@@ -161,8 +161,10 @@ struct Descs {
 
 struct Entry {
   explicit Entry(const ConvParams& p)
-      : d(p, CUDNN_TENSOR_NHWC), dn(p, CUDNN_TENSOR_NCHW),
-        x_bytes((size_t)(p.n * p.h * p.w * p.cin) * 4), y_bytes((size_t)(p.n * p.ho * p.wo * p.cout) * 4),
+      : d(p, CUDNN_TENSOR_NHWC),
+        dn(p, CUDNN_TENSOR_NCHW),
+        x_bytes((size_t)(p.n * p.h * p.w * p.cin) * 4),
+        y_bytes((size_t)(p.n * p.ho * p.wo * p.cout) * 4),
         w_bytes((size_t)(p.cout * (p.cin / p.groups) * p.kh * p.kw) * 4) {}
   Descs d;   // NHWC: the engine's tensors as they are
   Descs dn;  // NCHW: temporary copies, when the layout choice picked it
@@ -174,8 +176,8 @@ struct Entry {
 
 using Key = std::array<int64_t, 17>;
 Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass, p.n, p.h, p.w, p.cin, p.cout, p.kh, p.kw, p.ho, p.wo, p.stride_h, p.stride_w,
-          p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
+  return {(int64_t)pass, p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,    p.ho,
+          p.wo,          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
 }
 
 // Guarded by handle_mutex().
@@ -267,9 +269,9 @@ void transform(cudnnHandle_t h, cudnnTensorDescriptor_t from_desc, const float* 
 // Settles the entry from the NHWC pick and the NCHW pick (see the file comment); `transform_ms` is
 // the measured cost of the NCHW path's layout transforms.
 void settle(Entry& e, const char* pass, const Pick& nhwc, const Pick& nchw, float transform_ms) {
-  const bool nchw_wins = nchw.algo >= 0 && nchw.deterministic && nchw.time >= 0 &&
-                         (nhwc.algo < 0 || !nhwc.deterministic ||
-                          (nhwc.time >= 0 && nchw.time + transform_ms < 0.9f * nhwc.time));
+  const bool nchw_wins =
+      nchw.algo >= 0 && nchw.deterministic && nchw.time >= 0 &&
+      (nhwc.algo < 0 || !nhwc.deterministic || (nhwc.time >= 0 && nchw.time + transform_ms < 0.9f * nhwc.time));
   const Pick& p = nchw_wins ? nchw : nhwc;
   if (p.algo < 0) fail("conv2d (cuDNN): no fp32 ", pass, " algorithm for this shape");
   if (!p.deterministic)
@@ -381,8 +383,8 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w,
   const float one = 1.f, zero = 0.f;
   if (!e.nchw) {
     CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, e.d.w, w, e.d.y, gy, e.d.conv,
-                                             (cudnnConvolutionBwdDataAlgo_t)e.algo, workspace_of(e, wsfn),
-                                             e.workspace, &zero, e.d.x, gx));
+                                             (cudnnConvolutionBwdDataAlgo_t)e.algo, workspace_of(e, wsfn), e.workspace,
+                                             &zero, e.d.x, gx));
     return;
   }
   float* gyn = static_cast<float*>(wsfn(e.y_bytes));

@@ -47,9 +47,10 @@ __device__ __forceinline__ T* dynamic_smem() {
   return reinterpret_cast<T*>(cuemu_dynamic_smem_);
 }
 #else  // ---------------------------------------------------------------------------- CPU emulation
-#include <cuda_runtime.h>  // the real types and prototypes; libcudart is NOT linked
-#include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>  // the real types and prototypes; libcudart is NOT linked
+
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -141,10 +142,10 @@ struct Launch {
   const char* name;  // kernel expression as written in GPU_LAUNCH
   const char* file;
   unsigned line;
-  const void* func;           // identity for cudaFuncSetAttribute
-  void (*body)(void*);        // runs the kernel once for the current thread
+  const void* func;     // identity for cudaFuncSetAttribute
+  void (*body)(void*);  // runs the kernel once for the current thread
   void* payload;
-  const void* const* ptrs;    // pointer arguments: their allocations' guards are checked afterwards
+  const void* const* ptrs;  // pointer arguments: their allocations' guards are checked afterwards
   size_t nptrs;
 };
 void launch(const Launch& l);
@@ -174,8 +175,11 @@ struct Launcher {
       Payload<void (*)(P...), Tup> pl{kernel, Tup(std::forward<decltype(a)>(a)...)};  // by value, like CUDA
       const void* ptrs[sizeof...(P) + 1] = {};
       size_t n = 0;
-      std::apply([&](const auto&... x) { ((std::is_pointer_v<std::decay_t<decltype(x)>> ? void(ptrs[n++] = ptr_of(x)) : void()), ...); },
-                 pl.args);
+      std::apply(
+          [&](const auto&... x) {
+            ((std::is_pointer_v<std::decay_t<decltype(x)>> ? void(ptrs[n++] = ptr_of(x)) : void()), ...);
+          },
+          pl.args);
       l.func = reinterpret_cast<const void*>(kernel);
       l.body = &decltype(pl)::run;
       l.payload = &pl;
@@ -186,15 +190,16 @@ struct Launcher {
   }
   template <class T>
   static const void* ptr_of(const T& x) {
-    if constexpr (std::is_pointer_v<T>) return const_cast<const void*>(reinterpret_cast<const volatile void*>(x));
-    else return nullptr;
+    if constexpr (std::is_pointer_v<T>)
+      return const_cast<const void*>(reinterpret_cast<const volatile void*>(x));
+    else
+      return nullptr;
   }
 };
 }  // namespace cuemu
 
-#define GPU_LAUNCH(grid, block, smem, stream, ...)                                                      \
-  ::cuemu::Launcher(dim3(grid), dim3(block), static_cast<size_t>(smem), stream, #__VA_ARGS__, __FILE__, \
-                    __LINE__)                                                                           \
+#define GPU_LAUNCH(grid, block, smem, stream, ...)                                                                \
+  ::cuemu::Launcher(dim3(grid), dim3(block), static_cast<size_t>(smem), stream, #__VA_ARGS__, __FILE__, __LINE__) \
       .bind(__VA_ARGS__)
 
 // ------------------------------------------------------------------- built-in variables (read-only)
@@ -210,9 +215,15 @@ inline T* dynamic_smem() {
 
 // ------------------------------------------------------------------- barriers and warp collectives
 inline void __syncthreads(const ::cuemu::Loc& loc = ::cuemu::Loc::current()) { ::cuemu::barrier(0, 0, loc); }
-inline int __syncthreads_count(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) { return ::cuemu::barrier(1, p, loc); }
-inline int __syncthreads_and(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) { return ::cuemu::barrier(2, p, loc); }
-inline int __syncthreads_or(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) { return ::cuemu::barrier(3, p, loc); }
+inline int __syncthreads_count(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) {
+  return ::cuemu::barrier(1, p, loc);
+}
+inline int __syncthreads_and(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) {
+  return ::cuemu::barrier(2, p, loc);
+}
+inline int __syncthreads_or(int p, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) {
+  return ::cuemu::barrier(3, p, loc);
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu, const ::cuemu::Loc& loc = ::cuemu::Loc::current()) {
   ::cuemu::warp_op(::cuemu::Op::Sync, mask, 0, 0, 32, loc);
 }
@@ -279,30 +290,49 @@ T cas_loop(T* p, F f) {
 }  // namespace cuemu
 template <class T>
 T atomicAdd(T* p, std::type_identity_t<T> v) {
-  if constexpr (std::is_integral_v<T>) return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
-  else if constexpr (std::is_floating_point_v<T>) return ::cuemu::cas_loop(p, [v](T o) { return o + v; });
-  else return ::cuemu::cas_loop(p, [v](T o) { return T(float(o) + float(v)); });  // __half, __nv_bfloat16
+  if constexpr (std::is_integral_v<T>)
+    return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+  else if constexpr (std::is_floating_point_v<T>)
+    return ::cuemu::cas_loop(p, [v](T o) { return o + v; });
+  else
+    return ::cuemu::cas_loop(p, [v](T o) { return T(float(o) + float(v)); });  // __half, __nv_bfloat16
 }
 template <class T>
-T atomicSub(T* p, std::type_identity_t<T> v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+T atomicSub(T* p, std::type_identity_t<T> v) {
+  return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED);
+}
 template <class T>
-T atomicExch(T* p, std::type_identity_t<T> v) { return ::cuemu::cas_loop(p, [v](T) { return v; }); }
+T atomicExch(T* p, std::type_identity_t<T> v) {
+  return ::cuemu::cas_loop(p, [v](T) { return v; });
+}
 template <class T>
-T atomicMin(T* p, std::type_identity_t<T> v) { return ::cuemu::cas_loop(p, [v](T o) { return v < o ? v : o; }); }
+T atomicMin(T* p, std::type_identity_t<T> v) {
+  return ::cuemu::cas_loop(p, [v](T o) { return v < o ? v : o; });
+}
 template <class T>
-T atomicMax(T* p, std::type_identity_t<T> v) { return ::cuemu::cas_loop(p, [v](T o) { return o < v ? v : o; }); }
+T atomicMax(T* p, std::type_identity_t<T> v) {
+  return ::cuemu::cas_loop(p, [v](T o) { return o < v ? v : o; });
+}
 template <class T>
-T atomicAnd(T* p, std::type_identity_t<T> v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }
+T atomicAnd(T* p, std::type_identity_t<T> v) {
+  return __atomic_fetch_and(p, v, __ATOMIC_RELAXED);
+}
 template <class T>
-T atomicOr(T* p, std::type_identity_t<T> v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }
+T atomicOr(T* p, std::type_identity_t<T> v) {
+  return __atomic_fetch_or(p, v, __ATOMIC_RELAXED);
+}
 template <class T>
-T atomicXor(T* p, std::type_identity_t<T> v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }
+T atomicXor(T* p, std::type_identity_t<T> v) {
+  return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED);
+}
 template <class T>
 T atomicCAS(T* p, std::type_identity_t<T> cmp, std::type_identity_t<T> v) {
   __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
   return cmp;  // holds the old value either way
 }
-inline unsigned atomicInc(unsigned* p, unsigned m) { return ::cuemu::cas_loop(p, [m](unsigned o) { return o >= m ? 0u : o + 1; }); }
+inline unsigned atomicInc(unsigned* p, unsigned m) {
+  return ::cuemu::cas_loop(p, [m](unsigned o) { return o >= m ? 0u : o + 1; });
+}
 inline unsigned atomicDec(unsigned* p, unsigned m) {
   return ::cuemu::cas_loop(p, [m](unsigned o) { return (o == 0 || o > m) ? m : o - 1; });
 }
@@ -312,14 +342,18 @@ inline unsigned atomicDec(unsigned* p, unsigned m) {
 template <class A, class B>
 inline std::common_type_t<A, B> min(A a, B b) {
   using C = std::common_type_t<A, B>;
-  if constexpr (std::is_floating_point_v<C>) return std::fmin(C(a), C(b));
-  else return C(b) < C(a) ? C(b) : C(a);
+  if constexpr (std::is_floating_point_v<C>)
+    return std::fmin(C(a), C(b));
+  else
+    return C(b) < C(a) ? C(b) : C(a);
 }
 template <class A, class B>
 inline std::common_type_t<A, B> max(A a, B b) {
   using C = std::common_type_t<A, B>;
-  if constexpr (std::is_floating_point_v<C>) return std::fmax(C(a), C(b));
-  else return C(a) < C(b) ? C(b) : C(a);
+  if constexpr (std::is_floating_point_v<C>)
+    return std::fmax(C(a), C(b));
+  else
+    return C(a) < C(b) ? C(b) : C(a);
 }
 inline float __expf(float x) { return std::exp(x); }
 inline float __exp10f(float x) { return std::pow(10.f, x); }
@@ -357,32 +391,59 @@ inline unsigned __umulhi(unsigned a, unsigned b) { return static_cast<unsigned>(
 inline int __mul24(int a, int b) { return a * b; }
 inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
 template <class T>
-inline T __ldg(const T* p) { return *p; }
-inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
-inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
-inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
-inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+inline T __ldg(const T* p) {
+  return *p;
+}
+inline int __float_as_int(float f) {
+  int i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline float __uint_as_float(unsigned i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline long long __double_as_longlong(double d) {
+  long long i;
+  std::memcpy(&i, &d, 8);
+  return i;
+}
+inline double __longlong_as_double(long long i) {
+  double d;
+  std::memcpy(&d, &i, 8);
+  return d;
+}
 
 // __half / __nv_bfloat16: the real headers give host conversions and operators; these are the
 // device-only functions they leave undeclared under g++, computed in float and rounded once.
-#define CUEMU_HALF_FN(T, to, from)                                                                   \
-  inline T __hfma(T a, T b, T c) { return to(std::fma(from(a), from(b), from(c))); }                \
+#define CUEMU_HALF_FN(T, to, from)                                                                        \
+  inline T __hfma(T a, T b, T c) { return to(std::fma(from(a), from(b), from(c))); }                      \
   inline T __hfma_relu(T a, T b, T c) { return to(std::fmax(0.f, std::fma(from(a), from(b), from(c)))); } \
-  inline T hexp(T a) { return to(std::exp(from(a))); }                                               \
-  inline T hlog(T a) { return to(std::log(from(a))); }                                               \
-  inline T hsqrt(T a) { return to(std::sqrt(from(a))); }                                             \
-  inline T hrsqrt(T a) { return to(1.f / std::sqrt(from(a))); }                                      \
-  inline T hrcp(T a) { return to(1.f / from(a)); }                                                   \
-  inline T htanh(T a) { return to(std::tanh(from(a))); }                                             \
-  inline T hsin(T a) { return to(std::sin(from(a))); }                                               \
+  inline T hexp(T a) { return to(std::exp(from(a))); }                                                    \
+  inline T hlog(T a) { return to(std::log(from(a))); }                                                    \
+  inline T hsqrt(T a) { return to(std::sqrt(from(a))); }                                                  \
+  inline T hrsqrt(T a) { return to(1.f / std::sqrt(from(a))); }                                           \
+  inline T hrcp(T a) { return to(1.f / from(a)); }                                                        \
+  inline T htanh(T a) { return to(std::tanh(from(a))); }                                                  \
+  inline T hsin(T a) { return to(std::sin(from(a))); }                                                    \
   inline T hcos(T a) { return to(std::cos(from(a))); }
 CUEMU_HALF_FN(__half, __float2half, __half2float)
 CUEMU_HALF_FN(__nv_bfloat16, __float2bfloat16, __bfloat162float)
 #undef CUEMU_HALF_FN
 inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
-  return __halves2half2(__hfma(__low2half(a), __low2half(b), __low2half(c)), __hfma(__high2half(a), __high2half(b), __high2half(c)));
+  return __halves2half2(__hfma(__low2half(a), __low2half(b), __low2half(c)),
+                        __hfma(__high2half(a), __high2half(b), __high2half(c)));
 }
 inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162 c) {
   return __halves2bfloat162(__hfma(__low2bfloat16(a), __low2bfloat16(b), __low2bfloat16(c)),

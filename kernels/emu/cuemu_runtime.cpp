@@ -12,8 +12,6 @@
 // Errors of API calls print "cuemu: ..." and are returned (and become the "last error");
 // CUEMU_ABORT_ON_ERROR=1 makes them fatal.  Misuse inside kernels is always fatal.
 // Env knobs: see cuemu.h.  Tests: tests/emu.
-#include "kernels/emu/cuemu.h"
-
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -31,6 +29,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "kernels/emu/cuemu.h"
 
 #if defined(__x86_64__) && !defined(CUEMU_BOOST_CONTEXT)
 #define CUEMU_ASM_SWITCH 1
@@ -91,7 +91,8 @@ bool same_site(const Loc& a, const Loc& b) {
     s += buf;
     if (const ThreadCtx* t = cur_thread) {
       const uint3 b = block_ctx.bid;
-      std::snprintf(buf, sizeof buf, ", block (%u,%u,%u) thread (%u,%u,%u)", b.x, b.y, b.z, t->tid.x, t->tid.y, t->tid.z);
+      std::snprintf(buf, sizeof buf, ", block (%u,%u,%u) thread (%u,%u,%u)", b.x, b.y, b.z, t->tid.x, t->tid.y,
+                    t->tid.z);
       s += buf;
     }
   }
@@ -123,7 +124,8 @@ void watchdog_loop() {
     {
       std::lock_guard g(print_mutex);
       const Launch* l = running_launch.load();
-      std::fprintf(stderr, "cuemu: watchdog: no progress for %ld ms in kernel %s launched at %s:%u "
+      std::fprintf(stderr,
+                   "cuemu: watchdog: no progress for %ld ms in kernel %s launched at %s:%u "
                    "(a thread spins, e.g. waiting for another block, or a deadlock)\n",
                    limit, l ? l->name : "?", l ? l->file : "?", l ? l->line : 0u);
       describe_stall();
@@ -162,11 +164,18 @@ void prepare_block(uint64_t b, size_t smem) {
 int shfl_src(Op op, int lane, int arg, int width) {
   const int base = lane & ~(width - 1), off = lane & (width - 1);
   switch (op) {
-    case Op::Idx: return base + (arg & (width - 1));
-    case Op::Up: return off - arg >= 0 ? lane - arg : lane;
-    case Op::Down: return off + arg < width ? lane + arg : lane;
-    case Op::Xor: { const int s = (lane ^ arg) & 31; return s >= base + width ? lane : s; }
-    default: return lane;
+    case Op::Idx:
+      return base + (arg & (width - 1));
+    case Op::Up:
+      return off - arg >= 0 ? lane - arg : lane;
+    case Op::Down:
+      return off + arg < width ? lane + arg : lane;
+    case Op::Xor: {
+      const int s = (lane ^ arg) & 31;
+      return s >= base + width ? lane : s;
+    }
+    default:
+      return lane;
   }
 }
 int barrier_init(int kind) { return kind == 2 ? 1 : 0; }
@@ -299,7 +308,8 @@ void resume(unsigned i) {
 
 void ensure_fibers(unsigned n) {
   static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  static const size_t stack = (static_cast<size_t>(std::max(16L, env_long("CUEMU_STACK_KB", 64))) * 1024 + page - 1) / page * page;
+  static const size_t stack =
+      (static_cast<size_t>(std::max(16L, env_long("CUEMU_STACK_KB", 64))) * 1024 + page - 1) / page * page;
   while (fibers.size() < n) {
     // One guard page below each stack turns a stack overflow into SIGSEGV instead of corruption.
     void* m = mmap(nullptr, stack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -347,10 +357,15 @@ bool resolve_warp(unsigned base, unsigned n) {
       if (!(m >> j & 1u)) continue;
       if (j >= n) fail_at(F, "warp collective: the mask names lanes that do not exist (block has fewer threads)");
       if (L[j].st == St::Exited)
-        fail_at(F, "warp collective: lane " + std::to_string(j) + " named in the mask has returned (full-mask shuffle after an early exit?)");
-      if (L[j].st != St::AtWarp) { ready = false; continue; }
+        fail_at(F, "warp collective: lane " + std::to_string(j) +
+                       " named in the mask has returned (full-mask shuffle after an early exit?)");
+      if (L[j].st != St::AtWarp) {
+        ready = false;
+        continue;
+      }
       if (L[j].mask != m || L[j].op != F.op || !same_site(L[j].site, F.site))
-        fail_at(L[j], "lanes of one warp are in different warp collectives (mask or call site differ; other lane at " + site_str(F.site) + ")");
+        fail_at(L[j], "lanes of one warp are in different warp collectives (mask or call site differ; other lane at " +
+                          site_str(F.site) + ")");
     }
     if (!ready) continue;
     any = true;
@@ -360,7 +375,8 @@ bool resolve_warp(unsigned base, unsigned n) {
     for (unsigned j = 0; j < n; ++j) {
       if (!(m >> j & 1u)) continue;
       FThread& X = L[j];
-      if (X.op == Op::Vote) X.out = ballot;
+      if (X.op == Op::Vote)
+        X.out = ballot;
       else if (X.op != Op::Sync) {
         const int src = shfl_src(X.op, static_cast<int>(j), X.arg, X.width);
         if (!(m >> src & 1u))
@@ -390,29 +406,38 @@ void run_block(unsigned nt, std::mt19937* rng, std::vector<unsigned>& order, boo
     const FThread* first = nullptr;
     for (unsigned t = 0; t < nt; ++t) {
       const FThread& F = th[t];
-      if (F.st == St::Exited) ++exited;
-      else if (F.st == St::AtWarp) ++at_warp;
-      else if (!first) first = &F;
+      if (F.st == St::Exited)
+        ++exited;
+      else if (F.st == St::AtWarp)
+        ++at_warp;
+      else if (!first)
+        first = &F;
       else if (!same_site(first->site, F.site) || first->kind != F.kind)
-        fail_at(F, "divergent __syncthreads: threads of one block wait at different barriers (others at " + site_str(first->site) + ")");
+        fail_at(F, "divergent __syncthreads: threads of one block wait at different barriers (others at " +
+                       site_str(first->site) + ")");
     }
     if (exited == nt) return;
     if (at_warp == 0) {  // every live thread waits at the same barrier: release it
       if (exited && strict)
-        fail_at(*first, std::to_string(exited) + " thread(s) of the block returned while others wait at __syncthreads "
-                "(early return or a barrier inside divergent code)");
+        fail_at(*first, std::to_string(exited) +
+                            " thread(s) of the block returned while others wait at __syncthreads "
+                            "(early return or a barrier inside divergent code)");
       int acc = barrier_init(first->kind);
       for (unsigned t = 0; t < nt; ++t)
         if (th[t].st == St::AtBarrier) acc = barrier_combine(first->kind, acc, static_cast<int>(th[t].in));
       for (unsigned t = 0; t < nt; ++t)
-        if (th[t].st == St::AtBarrier) { th[t].out = static_cast<uint64_t>(acc); th[t].st = St::Ready; }
+        if (th[t].st == St::AtBarrier) {
+          th[t].out = static_cast<uint64_t>(acc);
+          th[t].st = St::Ready;
+        }
       continue;
     }
     // Nothing can run and nothing can complete.
     for (unsigned t = 0; t < nt; ++t)
       if (th[t].st == St::AtWarp)
         fail_at(th[t], "deadlock: this warp collective can never complete (" + std::to_string(nt - exited - at_warp) +
-                " thread(s) wait at __syncthreads" + (first ? " at " + site_str(first->site) : std::string()) + ")");
+                           " thread(s) wait at __syncthreads" +
+                           (first ? " at " + site_str(first->site) : std::string()) + ")");
   }
 }
 
@@ -425,8 +450,7 @@ void run_grid(const Launch& l, unsigned nt, uint64_t nb, const std::vector<uint6
   ensure_fibers(nt);
   if (th.size() < nt) th.resize(nt);
   const dim3 b = l.block;
-  for (unsigned t = 0; t < nt; ++t)
-    th[t].ctx = ThreadCtx{make_uint3(t % b.x, t / b.x % b.y, t / (b.x * b.y)), t};
+  for (unsigned t = 0; t < nt; ++t) th[t].ctx = ThreadCtx{make_uint3(t % b.x, t / b.x % b.y, t / (b.x * b.y)), t};
   cur_launch = &l;
   n_threads = nt;
   const long seed = env_long("CUEMU_SCHED_SEED", 0);
@@ -495,15 +519,18 @@ class Barrier {  // __syncthreads: knows who is expected, checks call sites and 
     {
       std::lock_guard g(m_);
       if (exited_ && strict_mode)
-        fail(std::to_string(exited_) + " thread(s) of the block returned while others wait at __syncthreads "
-             "(early return or a barrier inside divergent code)", &loc);
+        fail(std::to_string(exited_) +
+                 " thread(s) of the block returned while others wait at __syncthreads "
+                 "(early return or a barrier inside divergent code)",
+             &loc);
       if (arrived_ == 0) {
         site_ = loc;
         kind_ = kind;
         acc_ = barrier_init(kind);
       } else if (!same_site(site_, loc) || kind_ != kind) {
         fail("divergent __syncthreads: threads of one block wait at different barriers (others at " +
-             std::string(site_.file_name()) + ":" + std::to_string(site_.line()) + ")", &loc);
+                 std::string(site_.file_name()) + ":" + std::to_string(site_.line()) + ")",
+             &loc);
       }
       acc_ = barrier_combine(kind, acc_, pred);
       my = gen_.load(std::memory_order_relaxed);
@@ -518,7 +545,8 @@ class Barrier {  // __syncthreads: knows who is expected, checks call sites and 
   void leave() {  // a thread finished the kernel
     std::lock_guard g(m_);
     if (arrived_ && strict_mode)
-      fail("a thread returned while others wait at __syncthreads (early return or a barrier inside divergent code)", &site_);
+      fail("a thread returned while others wait at __syncthreads (early return or a barrier inside divergent code)",
+           &site_);
     ++exited_;
     --expected_;
     progress.fetch_add(1, std::memory_order_relaxed);
@@ -527,7 +555,8 @@ class Barrier {  // __syncthreads: knows who is expected, checks call sites and 
   void describe(const char* what) {
     std::lock_guard g(m_);
     if (arrived_)
-      std::fprintf(stderr, "cuemu:   %s: %u of %u threads wait at %s:%u\n", what, arrived_, expected_, site_.file_name(), site_.line());
+      std::fprintf(stderr, "cuemu:   %s: %u of %u threads wait at %s:%u\n", what, arrived_, expected_,
+                   site_.file_name(), site_.line());
   }
 
  private:
@@ -563,12 +592,16 @@ struct Warp {
     {
       std::lock_guard g(m);
       if (mask & ~live)
-        fail("warp collective: a lane named in the mask has returned or does not exist (full-mask shuffle after an early exit?)", &loc);
+        fail(
+            "warp collective: a lane named in the mask has returned or does not exist (full-mask shuffle after an "
+            "early exit?)",
+            &loc);
       for (unsigned j = 0; j < 32; ++j) {
         if (!(pending >> j & 1u) || !((mask >> j & 1u) || (mask_of[j] >> lane & 1u))) continue;
         if (mask_of[j] != mask || op_of[j] != o || !same_site(site_of[j], loc))
           fail("lanes of one warp are in different warp collectives (mask or call site differ; other lane at " +
-               std::string(site_of[j].file_name()) + ":" + std::to_string(site_of[j].line()) + ")", &loc);
+                   std::string(site_of[j].file_name()) + ":" + std::to_string(site_of[j].line()) + ")",
+               &loc);
       }
       mask_of[lane] = mask;
       op_of[lane] = o;
@@ -592,7 +625,10 @@ struct Warp {
     std::lock_guard g(m);
     for (unsigned j = 0; j < 32; ++j)
       if ((pending >> j & 1u) && (mask_of[j] >> lane & 1u))
-        fail("warp collective: a lane named in the mask returned while its warp waits (full-mask shuffle after an early exit?)", &site_of[j]);
+        fail(
+            "warp collective: a lane named in the mask returned while its warp waits (full-mask shuffle after an early "
+            "exit?)",
+            &site_of[j]);
     live &= ~(1u << lane);
   }
 };
@@ -646,7 +682,8 @@ struct Pool {
     remaining.store(static_cast<unsigned>(threads.size()), std::memory_order_relaxed);
     gen.fetch_add(1, std::memory_order_release);
     gen.notify_all();
-    for (unsigned r; (r = remaining.load(std::memory_order_acquire)) != 0;) remaining.wait(r, std::memory_order_acquire);
+    for (unsigned r; (r = remaining.load(std::memory_order_acquire)) != 0;)
+      remaining.wait(r, std::memory_order_acquire);
   }
 };
 Pool* pool = new Pool;  // never destroyed: its threads sleep until the process exits
@@ -658,8 +695,8 @@ void describe_stall() {
     std::lock_guard g(W.m);
     for (unsigned j = 0; j < 32; ++j)
       if (W.pending >> j & 1u)
-        std::fprintf(stderr, "cuemu:   warp %u lane %u waits in a warp collective at %s:%u (mask %08x, live %08x)\n", w, j,
-                     W.site_of[j].file_name(), W.site_of[j].line(), W.mask_of[j], W.live);
+        std::fprintf(stderr, "cuemu:   warp %u lane %u waits in a warp collective at %s:%u (mask %08x, live %08x)\n", w,
+                     j, W.site_of[j].file_name(), W.site_of[j].line(), W.mask_of[j], W.live);
   }
 }
 
@@ -782,11 +819,16 @@ Where classify(const void* p, size_t n, uintptr_t* base = nullptr, size_t* size 
 
 const char* kind_name(cudaMemcpyKind k) {
   switch (k) {
-    case cudaMemcpyHostToHost: return "cudaMemcpyHostToHost";
-    case cudaMemcpyHostToDevice: return "cudaMemcpyHostToDevice";
-    case cudaMemcpyDeviceToHost: return "cudaMemcpyDeviceToHost";
-    case cudaMemcpyDeviceToDevice: return "cudaMemcpyDeviceToDevice";
-    default: return "cudaMemcpyDefault";
+    case cudaMemcpyHostToHost:
+      return "cudaMemcpyHostToHost";
+    case cudaMemcpyHostToDevice:
+      return "cudaMemcpyHostToDevice";
+    case cudaMemcpyDeviceToHost:
+      return "cudaMemcpyDeviceToHost";
+    case cudaMemcpyDeviceToDevice:
+      return "cudaMemcpyDeviceToDevice";
+    default:
+      return "cudaMemcpyDefault";
   }
 }
 
@@ -795,8 +837,9 @@ cudaError_t check_range(const char* api, const char* which, const void* p, size_
   size_t size = 0;
   *w = classify(p, n, &base, &size);
   if (*w == Past)
-    return api_error(cudaErrorInvalidValue, "%s past the end of a device allocation (%s %p + %zu bytes; allocation %p has %zu bytes)",
-                     api, which, p, n, reinterpret_cast<void*>(base), size);
+    return api_error(cudaErrorInvalidValue,
+                     "%s past the end of a device allocation (%s %p + %zu bytes; allocation %p has %zu bytes)", api,
+                     which, p, n, reinterpret_cast<void*>(base), size);
   return cudaSuccess;
 }
 
@@ -810,20 +853,23 @@ cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemc
                   (kind == cudaMemcpyDeviceToDevice && d == Inside && s == Inside) ||
                   (kind == cudaMemcpyHostToHost && d == Host && s == Host);
   if (!ok)
-    return api_error(cudaErrorInvalidValue, "%s with %s but dst is %s memory and src is %s memory", api, kind_name(kind),
-                     d == Host ? "host" : "device", s == Host ? "host" : "device");
+    return api_error(cudaErrorInvalidValue, "%s with %s but dst is %s memory and src is %s memory", api,
+                     kind_name(kind), d == Host ? "host" : "device", s == Host ? "host" : "device");
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
 
-cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, size_t spitch, size_t w, size_t h, cudaMemcpyKind k) {
+cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, size_t spitch, size_t w, size_t h,
+                   cudaMemcpyKind k) {
   if (w > dpitch || w > spitch) return api_error(cudaErrorInvalidPitchValue, "%s: width %zu exceeds a pitch", api, w);
   if (h == 0 || w == 0) return cudaSuccess;
   Where d, s;  // check the whole 2-D extent once, then copy row by row
   if (cudaError_t e = check_range(api, "dst", dst, dpitch * (h - 1) + w, &d)) return e;
   if (cudaError_t e = check_range(api, "src", src, spitch * (h - 1) + w, &s)) return e;
   for (size_t r = 0; r < h; ++r)
-    if (cudaError_t e = copy(api, static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, w, k)) return e;
+    if (cudaError_t e =
+            copy(api, static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, w, k))
+      return e;
   return cudaSuccess;
 }
 
@@ -848,9 +894,10 @@ std::mutex launch_mutex;  // kernels run one at a time
 void launch(const Launch& l) {
   const dim3 g = l.grid, b = l.block;
   const uint64_t nt = 1ull * b.x * b.y * b.z, nb = 1ull * g.x * g.y * g.z;
-  if (nt == 0 || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || nb == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) {
-    api_error(cudaErrorInvalidConfiguration, "invalid launch of %s at %s:%u: grid (%u,%u,%u) block (%u,%u,%u)", l.name, l.file,
-              l.line, g.x, g.y, g.z, b.x, b.y, b.z);
+  if (nt == 0 || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || nb == 0 || g.x > 0x7fffffffu || g.y > 65535 ||
+      g.z > 65535) {
+    api_error(cudaErrorInvalidConfiguration, "invalid launch of %s at %s:%u: grid (%u,%u,%u) block (%u,%u,%u)", l.name,
+              l.file, l.line, g.x, g.y, g.z, b.x, b.y, b.z);
     return;
   }
   int limit = kDefaultSmem;
@@ -859,8 +906,10 @@ void launch(const Launch& l) {
     if (auto it = max_dyn_smem.find(l.func); it != max_dyn_smem.end()) limit = it->second;
   }
   if (l.smem > static_cast<size_t>(limit)) {
-    api_error(cudaErrorInvalidValue, "launch of %s at %s:%u asks for %zu bytes of dynamic shared memory; the limit is %d "
-              "(raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))", l.name, l.file, l.line, l.smem, limit);
+    api_error(cudaErrorInvalidValue,
+              "launch of %s at %s:%u asks for %zu bytes of dynamic shared memory; the limit is %d "
+              "(raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))",
+              l.name, l.file, l.line, l.smem, limit);
     return;
   }
   std::lock_guard lock(launch_mutex);
@@ -903,7 +952,8 @@ void launch(const Launch& l) {
       if (it == device_allocs.end()) continue;
       if (const char* side = broken_guard(it->first, it->second); *side) {
         char msg[256];
-        std::snprintf(msg, sizeof msg, "kernel wrote outside a device allocation: base %p, size %zu, guard %s it overwritten",
+        std::snprintf(msg, sizeof msg,
+                      "kernel wrote outside a device allocation: base %p, size %zu, guard %s it overwritten",
                       reinterpret_cast<void*>(it->first), it->second.size, side);
         fail(msg, nullptr);
       }
@@ -923,8 +973,8 @@ int cuemuCheckGuards(void) {
   for (const auto& [base, a] : device_allocs) {
     if (!kGuard) break;
     if (const char* side = broken_guard(base, a); *side) {
-      std::fprintf(stderr, "cuemu: device allocation base %p, size %zu: guard %s it overwritten\n", reinterpret_cast<void*>(base),
-                   a.size, side);
+      std::fprintf(stderr, "cuemu: device allocation base %p, size %zu: guard %s it overwritten\n",
+                   reinterpret_cast<void*>(base), a.size, side);
       ++bad;
     }
   }
@@ -942,7 +992,8 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   // [256 bytes: unused + front guard][n bytes][back guard], the user block aligned to 256.
   const size_t front = kGuard ? 256 : 0;
   void* raw = nullptr;
-  if (posix_memalign(&raw, 256, front + n + kGuard) != 0) return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", n);
+  if (posix_memalign(&raw, 256, front + n + kGuard) != 0)
+    return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", n);
   auto* base = static_cast<unsigned char*>(raw) + front;
   if (kGuard) {
     fill_guard(base - kGuard, guard_word(base));
@@ -964,15 +1015,18 @@ cudaError_t cudaFree(void* p) {
     if (it != device_allocs.end()) {
       if (const char* side = broken_guard(it->first, it->second); *side) {
         char msg[256];
-        std::snprintf(msg, sizeof msg, "cudaFree: device allocation base %p, size %zu: guard %s it overwritten (a kernel wrote out of bounds)",
-                      p, it->second.size, side);
+        std::snprintf(
+            msg, sizeof msg,
+            "cudaFree: device allocation base %p, size %zu: guard %s it overwritten (a kernel wrote out of bounds)", p,
+            it->second.size, side);
         fail(msg, nullptr);
       }
       raw = it->second.raw;
       device_allocs.erase(it);
     }
   }
-  if (!raw) return api_error(cudaErrorInvalidDevicePointer, "cudaFree of %p, which is not the start of a device allocation", p);
+  if (!raw)
+    return api_error(cudaErrorInvalidDevicePointer, "cudaFree of %p, which is not the start of a device allocation", p);
   std::free(raw);
   return cudaSuccess;
 }
@@ -1004,11 +1058,13 @@ cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, 
 cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k) {
   return copy2d("cudaMemcpy2D", d, dp, s, sp, w, h, k);
 }
-cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k, cudaStream_t) {
+cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k,
+                              cudaStream_t) {
   return copy2d("cudaMemcpy2DAsync", d, dp, s, sp, w, h, k);
 }
 cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
-  return std::memcpy(static_cast<char*>(const_cast<void*>(sym)) + off, src, n), cudaSuccess;  // __constant__ is a plain global
+  return std::memcpy(static_cast<char*>(const_cast<void*>(sym)) + off, src, n),
+         cudaSuccess;  // __constant__ is a plain global
 }
 cudaError_t cudaMemcpyFromSymbol(void* dst, const void* sym, size_t n, size_t off, cudaMemcpyKind) {
   return std::memcpy(dst, static_cast<const char*>(sym) + off, n), cudaSuccess;
@@ -1108,8 +1164,10 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!ms || !x || !y) return api_error(cudaErrorInvalidValue, "cudaEventElapsedTime with a null argument");
   if ((x->flags | y->flags) & cudaEventDisableTiming)
-    return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
-  if (!x->recorded || !y->recorded) return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
+    return api_error(cudaErrorInvalidResourceHandle,
+                     "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
+  if (!x->recorded || !y->recorded)
+    return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
   *ms = std::chrono::duration<float, std::milli>(y->t - x->t).count();
   return cudaSuccess;
 }
@@ -1124,32 +1182,59 @@ cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
+// clang-format off
 #define CUEMU_E(x) case x: return #x;
-    CUEMU_E(cudaSuccess) CUEMU_E(cudaErrorInvalidValue) CUEMU_E(cudaErrorMemoryAllocation) CUEMU_E(cudaErrorInitializationError)
-    CUEMU_E(cudaErrorInvalidConfiguration) CUEMU_E(cudaErrorInvalidPitchValue) CUEMU_E(cudaErrorInvalidDevicePointer)
-    CUEMU_E(cudaErrorInvalidMemcpyDirection) CUEMU_E(cudaErrorInvalidDevice) CUEMU_E(cudaErrorNoDevice)
-    CUEMU_E(cudaErrorInvalidResourceHandle) CUEMU_E(cudaErrorNotReady) CUEMU_E(cudaErrorLaunchFailure)
-    CUEMU_E(cudaErrorInvalidDeviceFunction) CUEMU_E(cudaErrorNotSupported) CUEMU_E(cudaErrorInsufficientDriver)
+    CUEMU_E(cudaSuccess)
+    CUEMU_E(cudaErrorInvalidValue)
+    CUEMU_E(cudaErrorMemoryAllocation)
+    CUEMU_E(cudaErrorInitializationError)
+    CUEMU_E(cudaErrorInvalidConfiguration)
+    CUEMU_E(cudaErrorInvalidPitchValue)
+    CUEMU_E(cudaErrorInvalidDevicePointer)
+    CUEMU_E(cudaErrorInvalidMemcpyDirection)
+    CUEMU_E(cudaErrorInvalidDevice)
+    CUEMU_E(cudaErrorNoDevice)
+    CUEMU_E(cudaErrorInvalidResourceHandle)
+    CUEMU_E(cudaErrorNotReady)
+    CUEMU_E(cudaErrorLaunchFailure)
+    CUEMU_E(cudaErrorInvalidDeviceFunction)
+    CUEMU_E(cudaErrorNotSupported)
+    CUEMU_E(cudaErrorInsufficientDriver)
     CUEMU_E(cudaErrorUnknown)
 #undef CUEMU_E
-    default: return "cudaErrorUnrecognized";
+    // clang-format on
+    default:
+      return "cudaErrorUnrecognized";
   }
 }
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    case cudaErrorLaunchFailure: return "unspecified launch failure";
-    case cudaErrorNotSupported: return "operation not supported";
-    default: return "unrecognized error code";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidPitchValue:
+      return "invalid pitch argument";
+    case cudaErrorInvalidDevicePointer:
+      return "invalid device pointer";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorNoDevice:
+      return "no CUDA-capable device is detected";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorNotReady:
+      return "device not ready";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+    case cudaErrorNotSupported:
+      return "operation not supported";
+    default:
+      return "unrecognized error code";
   }
 }
 
@@ -1197,21 +1282,53 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
   if (!v) return api_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute with a null result pointer");
   if (d < 0 || d >= device_count()) return api_error(cudaErrorInvalidDevice, "cudaDeviceGetAttribute(device %d)", d);
   switch (a) {
-    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
-    case cudaDevAttrMaxBlockDimX: case cudaDevAttrMaxBlockDimY: *v = 1024; break;
-    case cudaDevAttrMaxBlockDimZ: *v = 64; break;
-    case cudaDevAttrMaxGridDimX: *v = 0x7fffffff; break;
-    case cudaDevAttrMaxGridDimY: case cudaDevAttrMaxGridDimZ: *v = 65535; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *v = kDefaultSmem; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = kOptinSmem; break;
-    case cudaDevAttrWarpSize: *v = 32; break;
-    case cudaDevAttrMultiProcessorCount: *v = 1; break;
-    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
-    case cudaDevAttrMaxThreadsPerMultiProcessor: *v = 2048; break;
-    case cudaDevAttrMaxRegistersPerBlock: *v = 65536; break;
-    case cudaDevAttrL2CacheSize: *v = 1 << 20; break;
-    default: return api_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute %d is not emulated", static_cast<int>(a));
+    case cudaDevAttrMaxThreadsPerBlock:
+      *v = 1024;
+      break;
+    case cudaDevAttrMaxBlockDimX:
+    case cudaDevAttrMaxBlockDimY:
+      *v = 1024;
+      break;
+    case cudaDevAttrMaxBlockDimZ:
+      *v = 64;
+      break;
+    case cudaDevAttrMaxGridDimX:
+      *v = 0x7fffffff;
+      break;
+    case cudaDevAttrMaxGridDimY:
+    case cudaDevAttrMaxGridDimZ:
+      *v = 65535;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *v = kDefaultSmem;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *v = kOptinSmem;
+      break;
+    case cudaDevAttrWarpSize:
+      *v = 32;
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *v = 1;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *v = 9;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *v = 0;
+      break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor:
+      *v = 2048;
+      break;
+    case cudaDevAttrMaxRegistersPerBlock:
+      *v = 65536;
+      break;
+    case cudaDevAttrL2CacheSize:
+      *v = 1 << 20;
+      break;
+    default:
+      return api_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute %d is not emulated",
+                       static_cast<int>(a));
   }
   return cudaSuccess;
 }
@@ -1219,7 +1336,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute a, int v) {
   if (!func) return api_error(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute of a null function");
   if (a == cudaFuncAttributeMaxDynamicSharedMemorySize) {
     if (v < 0 || v > kOptinSmem)
-      return api_error(cudaErrorInvalidValue, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize, %d): the device allows %d", v, kOptinSmem);
+      return api_error(cudaErrorInvalidValue,
+                       "cudaFuncSetAttribute(MaxDynamicSharedMemorySize, %d): the device allows %d", v, kOptinSmem);
     std::lock_guard g(attr_mutex);
     max_dyn_smem[func] = v;
   }

@@ -1,6 +1,6 @@
 // bug_kernels.cuh -- kernels with classic GPU bugs; bugs_test.cpp checks that cuemu catches each.
-// Plain CUDA (also compiled by nvcc in nvcc_check.cu).  Tests match the "file:line" of the bad
-// statement, so keep the BUG-LINE comments next to the statements they mark.
+// Plain CUDA (nvcc compiles it in nvcc_check.cu). Tests match "file:line" of each BUG-LINE: unformatted.
+// clang-format off
 #pragma once
 #include "kernels/emu/cuemu.h"
 
@@ -94,3 +94,4 @@ __global__ void partial_tile(const float* in, float* out, int n) {  // reads sha
   for (int k = 0; k < 64; ++k) acc += tile[k];  // all 64, but only n were written
   if (t == 0) *out = acc;
 }
+// clang-format on

@@ -32,8 +32,10 @@ struct ScopedEnv {
     setenv(n, v, 1);
   }
   ~ScopedEnv() {
-    if (had) setenv(name.c_str(), old.c_str(), 1);
-    else unsetenv(name.c_str());
+    if (had)
+      setenv(name.c_str(), old.c_str(), 1);
+    else
+      unsetenv(name.c_str());
   }
 };
 
@@ -101,8 +103,9 @@ TEST_F(EmuBugs, GlobalOutOfBoundsWrite) {
   if (kAsan)
     EXPECT_DEATH(GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64), "AddressSanitizer: heap-buffer-overflow");
   else
-    EXPECT_DEATH(GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64),
-                 "cuemu: kernel wrote outside a device allocation: base 0x[0-9a-f]+, size 256, guard after.*kernel global_oob");
+    EXPECT_DEATH(
+        GPU_LAUNCH(1, 80, 0, 0, global_oob)(in, out, 64),
+        "cuemu: kernel wrote outside a device allocation: base 0x[0-9a-f]+, size 256, guard after.*kernel global_oob");
   cudaFree(in);
   cudaFree(out);
 }
@@ -244,7 +247,8 @@ TEST_F(EmuBugs, MemcpyPastAllocation) {
   std::vector<float> h(256, 1.f);
   testing::internal::CaptureStderr();
   EXPECT_EQ(cudaMemcpy(d, h.data(), 256 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
-  EXPECT_NE(testing::internal::GetCapturedStderr().find("cuemu: cudaMemcpy past the end of a device allocation"), std::string::npos);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("cuemu: cudaMemcpy past the end of a device allocation"),
+            std::string::npos);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
   EXPECT_DEATH(
       {

@@ -35,8 +35,9 @@ __global__ void half_math(const __half* a, const __nv_bfloat16* b, float* out) {
   for (int i = 0; i < 2048; ++i) local[i] = static_cast<float>(i);
   const __half h = __hfma(a[t], a[t], __float2half(1.f));
   const __nv_bfloat16 g = __hfma(b[t], b[t], __float2bfloat16(1.f));
-  out[t] = __half2float(h) + __bfloat162float(g) + __half2float(hexp(__float2half(0.f))) + local[t] - static_cast<float>(t) +
-           static_cast<float>(min(-1, 2u) > 0u) + max(0.5f, 1) - 2.f + __shfl_xor_sync(0xffffffffu, 0.f, 1);
+  out[t] = __half2float(h) + __bfloat162float(g) + __half2float(hexp(__float2half(0.f))) + local[t] -
+           static_cast<float>(t) + static_cast<float>(min(-1, 2u) > 0u) + max(0.5f, 1) - 2.f +
+           __shfl_xor_sync(0xffffffffu, 0.f, 1);
 }
 
 TEST(EmuKernels, BlockSum) {
@@ -61,7 +62,8 @@ TEST(EmuKernels, TransposeRagged70x45) {
   for (int i = 0; i < R * C; ++i) a[i] = static_cast<float>(i);
   float* d_a = dev(a);
   float* d_t = dev(std::vector<float>(R * C, 0.f));
-  GPU_LAUNCH(dim3((C + kTile - 1) / kTile, (R + kTile - 1) / kTile), dim3(kTile, kTile), 0, 0, transpose)(d_a, d_t, R, C);
+  GPU_LAUNCH(dim3((C + kTile - 1) / kTile, (R + kTile - 1) / kTile), dim3(kTile, kTile), 0, 0, transpose)
+  (d_a, d_t, R, C);
   CK(cudaGetLastError());
   const auto t = host(d_t, R * C);
   for (int r = 0; r < R; ++r)
@@ -159,7 +161,8 @@ TEST(EmuKernels, DynamicSmemAbove48KiBNeedsOptIn) {
   // The opt-in is per kernel.
   GPU_LAUNCH(1, 256, n * sizeof(float), 0, block_sum)(d, d, 1);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
-  EXPECT_EQ(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaFuncSetAttribute(big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024),
+            cudaErrorInvalidValue);
   CK(cudaGetLastError() == cudaErrorInvalidValue ? cudaSuccess : cudaErrorUnknown);
   CK(cudaFree(d));
 }
@@ -216,7 +219,8 @@ TEST(EmuRuntime, MemoryChecks) {
   EXPECT_TRUE(std::isnan(v[0]));  // cudaMalloc memory is 0xff-filled, not zeroed
   testing::internal::CaptureStderr();
   EXPECT_EQ(cudaMemcpy(d, h.data(), 200 * sizeof(float), cudaMemcpyHostToDevice), cudaErrorInvalidValue);
-  EXPECT_NE(testing::internal::GetCapturedStderr().find("cuemu: cudaMemcpy past the end of a device allocation"), std::string::npos);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("cuemu: cudaMemcpy past the end of a device allocation"),
+            std::string::npos);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(h.data(), d + 50, 60 * sizeof(float), cudaMemcpyDeviceToHost), cudaErrorInvalidValue);
   EXPECT_EQ(cudaMemcpy(d, h.data(), 4, cudaMemcpyDeviceToHost), cudaErrorInvalidValue);  // wrong kind
@@ -228,8 +232,9 @@ TEST(EmuRuntime, MemoryChecks) {
   CK(cudaMalloc(&d2, 100 * sizeof(float)));
   CK(cudaMemcpy(d2, d, 100 * sizeof(float), cudaMemcpyDeviceToDevice));
   CK(cudaMemcpy2D(d2, 10 * sizeof(float), h.data(), 20 * sizeof(float), 5 * sizeof(float), 10, cudaMemcpyHostToDevice));
-  EXPECT_EQ(cudaMemcpy2D(d2, 20 * sizeof(float), h.data(), 20 * sizeof(float), 5 * sizeof(float), 10, cudaMemcpyHostToDevice),
-            cudaErrorInvalidValue);  // 2-D extent runs past the allocation
+  EXPECT_EQ(
+      cudaMemcpy2D(d2, 20 * sizeof(float), h.data(), 20 * sizeof(float), 5 * sizeof(float), 10, cudaMemcpyHostToDevice),
+      cudaErrorInvalidValue);  // 2-D extent runs past the allocation
   cudaPointerAttributes at{};
   CK(cudaPointerGetAttributes(&at, d + 3));
   EXPECT_EQ(at.type, cudaMemoryTypeDevice);
@@ -295,8 +300,10 @@ TEST(EmuRuntime, StreamsEventsDevices) {
   setenv("CUDA_VISIBLE_DEVICES", "0", 1);
   CK(cudaGetDeviceCount(&n));
   EXPECT_EQ(n, 1);
-  if (old) setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1);
-  else unsetenv("CUDA_VISIBLE_DEVICES");
+  if (old)
+    setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1);
+  else
+    unsetenv("CUDA_VISIBLE_DEVICES");
   (void)cudaGetLastError();
   CK(cudaGetDevice(&dev_id));
   EXPECT_EQ(dev_id, 0);

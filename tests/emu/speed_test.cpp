@@ -27,7 +27,8 @@ TEST(EmuSpeed, ElementwiseAndBarriers) {
   GPU_LAUNCH(n / 256, 256, 0, 0, scale)(a, b, n);  // warm-up: fiber stacks, pool
   const double one = seconds([&] { GPU_LAUNCH(n / 256, 256, 0, 0, scale)(a, b, n); });
   const double stride = seconds([&] { GPU_LAUNCH(n / 256, 256, 0, 0, scale_grid_stride)(a, b, n); });
-  std::printf("elementwise 1M floats, 4096 blocks x 256: one-per-thread %.1f ms, grid-stride %.1f ms\n", one * 1e3, stride * 1e3);
+  std::printf("elementwise 1M floats, 4096 blocks x 256: one-per-thread %.1f ms, grid-stride %.1f ms\n", one * 1e3,
+              stride * 1e3);
   for (int nt : {32, 256, 1024}) {
     const int k = 200;
     const double with = seconds([&] { GPU_LAUNCH(1, nt, 0, 0, many_barriers)(o, k); });

@@ -117,7 +117,8 @@ __global__ void big_smem(float* out, int n) {
 
 // Grid-stride elementwise kernel and a one-element-per-thread one (speed test).
 __global__ void scale_grid_stride(const float* a, float* b, int n) {
-  for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < n; i += static_cast<int>(blockDim.x * gridDim.x))
+  for (int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); i < n;
+       i += static_cast<int>(blockDim.x * gridDim.x))
     b[i] = 2.f * a[i];
 }
 __global__ void scale(const float* a, float* b, int n) {

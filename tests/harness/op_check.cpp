@@ -141,8 +141,9 @@ std::vector<double> to_double(const std::vector<float>& v) { return std::vector<
 void expect_bitwise(const RunResult& a, const RunResult& b, const std::string& what) {
   ASSERT_EQ(a.outputs.size(), b.outputs.size());
   for (size_t k = 0; k < a.outputs.size(); ++k) {
-    EXPECT_TRUE(a.outputs[k].size() == b.outputs[k].size() &&
-                (a.outputs[k].empty() || std::memcmp(a.outputs[k].data(), b.outputs[k].data(), a.outputs[k].size() * 4) == 0))
+    EXPECT_TRUE(
+        a.outputs[k].size() == b.outputs[k].size() &&
+        (a.outputs[k].empty() || std::memcmp(a.outputs[k].data(), b.outputs[k].data(), a.outputs[k].size() * 4) == 0))
         << what << ": output " << k << " differs between two identical runs";
     EXPECT_EQ(a.int_outputs[k], b.int_outputs[k]) << what << ": integer output " << k << " differs between runs";
   }
@@ -237,8 +238,7 @@ void check_op(const std::string& op, const std::vector<OpCase>& cases, const Eng
     expect_bitwise(cpu, run_once(fn, values, oc.shapes, diff, Device::cpu(), false, grad, seed), where + " cpu");
     if (opt.check_noncontiguous)
       compare_runs(run_once(fn, values, oc.shapes, diff, Device::cpu(), true, grad, seed), cpu, opt.device_atol,
-                   opt.device_rtol,
-                   where + ": cpu strided inputs vs contiguous");
+                   opt.device_rtol, where + ": cpu strided inputs vs contiguous");
 
     // 4. The CUDA device against the CPU device.
     if (have_cuda()) {

@@ -21,7 +21,8 @@ using RefInputs = std::vector<std::vector<double>>;
 // The engine side: builds outputs from inputs (all on one device).
 using EngineFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& inputs)>;
 // The reference: inputs (row-major, double) and their shapes -> outputs (row-major, double).
-using RefFn = std::function<std::vector<std::vector<double>>(const RefInputs& inputs, const std::vector<Shape>& shapes)>;
+using RefFn =
+    std::function<std::vector<std::vector<double>>(const RefInputs& inputs, const std::vector<Shape>& shapes)>;
 // Optional custom input values: (input index, shape, seed) -> row-major values.
 using InputGen = std::function<std::vector<float>(int input, const Shape& shape, uint64_t seed)>;
 
@@ -31,12 +32,12 @@ struct OpCase {
 };
 
 struct CheckOptions {
-  double fwd_atol = 1e-5, fwd_rtol = 1e-5;      // engine CPU vs reference
-  double grad_atol = 2e-3, grad_rtol = 2e-2;    // analytic vs finite differences
+  double fwd_atol = 1e-5, fwd_rtol = 1e-5;        // engine CPU vs reference
+  double grad_atol = 2e-3, grad_rtol = 2e-2;      // analytic vs finite differences
   double device_atol = 1e-5, device_rtol = 1e-5;  // CUDA device vs CPU device
   double fd_eps = 1e-3;
-  float lo = -2.f, hi = 2.f;  // default uniform input range
-  InputGen input_gen;         // overrides lo/hi
+  float lo = -2.f, hi = 2.f;         // default uniform input range
+  InputGen input_gen;                // overrides lo/hi
   std::vector<bool> differentiable;  // per input; default: all f32 inputs
   bool check_grad = true;
   bool check_noncontiguous = true;

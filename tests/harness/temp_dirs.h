@@ -1,8 +1,8 @@
 // Folders of a test program under the system temp directory that do not outlive it (checkpoints of
 // the training tests are hundreds of MB): fresh_test_dir() first removes the folders earlier tests
 // asked for (the tests of one program run one after another; a test's own folders stay while it runs),
-// and whatever is left is removed when the program exits; shared_test_dir() is for data every test of the program reads, removed at
-// exit only. Names carry the pid, so parallel test programs never share a folder.
+// and whatever is left is removed when the program exits; shared_test_dir() is for data every test of the program
+// reads, removed at exit only. Names carry the pid, so parallel test programs never share a folder.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
