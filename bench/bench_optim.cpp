@@ -3,7 +3,8 @@
 // pp_liteseg.py with backbones/stdcnet.py STDC2; the count models/ builds and tests/test_models.cpp
 // checks) split into ~300 tensors of realistic sizes: conv weights [O, I, k, k] of the STDC2 backbone
 // and the head, plus BN gamma/beta and conv-bias vectors. One call = one optimizer step (one CUDA
-// launch). Validated against a host computation of one step on sampled elements.
+// launch), and the loss scaler's unscale over the same gradients. Validated against a host computation of one step on
+// sampled elements.
 #include <cmath>
 #include <sstream>
 
@@ -81,5 +82,23 @@ BENCH_REGISTER(optim) {
           return std::string();
         },
         [&] { sgd_momentum_update(p, g, v, lr, mu, wd); });
+    // The loss scaler's unscale over the same gradients (8 B per element, read and written in place);
+    // a power-of-two scale and its inverse alternate, so the values stay where they are.
+    float inv = 0.5f;
+    runner.run(
+        "unscale_grads_check_finite", shape.str(), d, {8.0 * (double)total, 0},
+        [&] {
+          const auto g0 = g[7].to_vector();
+          if (unscale_grads_check_finite(g, 0.5f)) return std::string("finite gradients reported as non-finite");
+          const auto g1 = g[7].to_vector();
+          for (size_t j = 0; j < g0.size(); j += 11)
+            if (g1[j] != g0[j] * 0.5f) return "element " + std::to_string(j) + " was not halved";
+          unscale_grads_check_finite(g, 2.f);
+          return std::string();
+        },
+        [&] {
+          unscale_grads_check_finite(g, inv);
+          inv = inv == 0.5f ? 2.f : 0.5f;
+        });
   }
 }

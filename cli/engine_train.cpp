@@ -131,6 +131,11 @@ int main(int argc, char** argv) {
     if (s.best_iter >= 0)
       log << "; best " << s.best_metric_name << " " << std::fixed << std::setprecision(4) << s.best_metric << " at "
           << s.best_checkpoint;
+    if (s.loss_scaling > 0) {
+      char scale[32];
+      std::snprintf(scale, sizeof scale, "%g", s.loss_scaling);
+      log << "; fp16 loss scaling " << scale << ", " << s.skipped_steps << " optimizer steps skipped";
+    }
     log << "; outputs in " << o.save_dir << std::endl;
     return 0;
   } catch (const ConfigError& e) {

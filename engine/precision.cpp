@@ -44,19 +44,21 @@ const char* amp_level_name(AmpLevel l) { return l == AmpLevel::O1 ? "O1" : "O2";
 void check_precision_available(Precision p, AmpLevel level, Device device) {
   if (p == Precision::FP32) return;
   const std::string name = std::string("--precision ") + precision_name(p);
-  ENGINE_CHECK(p != Precision::FP16, name,
-               " is not available in this build (no fp16 kernels or loss scaling yet); use --precision bf16, which "
-               "needs no loss scaling");
   ENGINE_CHECK(p != Precision::TF32, name, " is not available in this build (cuDNN/cuBLAS TF32 math is not wired yet)",
                device.is_cpu() ? "; CPUs have no TF32 math, use fp32 or bf16" : "");
-  ENGINE_CHECK(level == AmpLevel::O1, name,
-               " --amp_level O2 (activations stored in bf16) is not available in this build; use --amp_level O1");
+  ENGINE_CHECK(level == AmpLevel::O1, name, " --amp_level O2 (activations stored in ", precision_name(p),
+               ") is not available in this build; use --amp_level O1");
+  // fp16 convolutions exist for the GPU's numerics (the emulated device runs them through the CPU
+  // kernel at f32 speed); on a CPU device they would be slower than fp32 for no gain.
+  ENGINE_CHECK(p != Precision::FP16 || !device.is_cpu(), name,
+               " is a GPU precision: the CPU has no faster fp16 convolution than fp32; on the CPU use --precision "
+               "bf16 (needs AVX512-BF16 or AMX-BF16) or fp32");
   const bool host_kernels = device.is_cpu() || cuda_is_emulated();
-  ENGINE_CHECK(host_kernels, name,
-               " on a GPU is not available in this build (bf16 cuDNN convolutions are not "
-               "wired yet); use --device cpu or --precision fp32");
-  ENGINE_CHECK(kernels::cpu_has_bf16(), name, " needs a CPU with AVX512-BF16 or AMX-BF16, which this CPU (",
-               kernels::cpu_model_name(), ") does not have; use --precision fp32");
+  ENGINE_CHECK(host_kernels, name, " on a GPU is not available in this build (", precision_name(p),
+               " cuDNN convolutions are not wired yet); use --device cpu or --precision fp32");
+  ENGINE_CHECK(p != Precision::BF16 || kernels::cpu_has_bf16(), name,
+               " needs a CPU with AVX512-BF16 or AMX-BF16, which this CPU (", kernels::cpu_model_name(),
+               ") does not have; use --precision fp32");
 }
 
 void set_autocast_precision(Precision p) { g_autocast.store(p); }

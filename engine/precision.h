@@ -1,12 +1,13 @@
 // Numeric precision of a run: PaddleSeg's `--precision` and `--amp_level` (docs/TRAINING.md "Mixed
-// precision"). The engine's autocast: while the precision is BF16 at level O1, conv2d multiplies in
-// bfloat16 (its inputs rounded to nearest even) and accumulates and returns f32; every other op,
-// the weights, the momentum and checkpoints stay f32, as in PaddleSeg's O1 (a white list of ops in
-// the low type, the rest in f32). The precision an op used is recorded with its backward, so a
-// backward pass uses the same precision as its forward.
-// What exists today: fp32 everywhere; bf16 O1 on CPUs with AVX512-BF16 or AMX-BF16 (and through the
-// CPU implementation in the emulated-CUDA build). tf32, fp16 and O2, and bf16 on a real GPU, are
-// refused by check_precision_available with a one-line error.
+// precision"). The engine's autocast: while the precision is BF16 or FP16 at level O1, conv2d
+// multiplies in that type (its inputs rounded to nearest even) and accumulates and returns f32; every
+// other op, the weights, the momentum and checkpoints stay f32, as in PaddleSeg's O1 (a white list of
+// ops in the low type, the rest in f32). The precision an op used is recorded with its backward, so a
+// backward pass uses the same precision as its forward. FP16 training scales the loss
+// (train/grad_scaler.h, Paddle's GradScaler).
+// What exists today: fp32 everywhere; bf16 O1 on CPUs with AVX512-BF16 or AMX-BF16; bf16 and fp16 O1
+// on the emulated-CUDA build's device (through the CPU kernel). tf32, O2, fp16 on a CPU device, and
+// bf16 / fp16 on a real GPU are refused by check_precision_available with a one-line error.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -146,4 +146,13 @@ ENGINE_HD void sgd_momentum_f(float& p, float g, float& v, float lr, float mu, f
   p = fmaf(-lr, vn, p);
 }
 
+// ------------------------------------------------------------------------------ loss-scaling unscale
+// Paddle's check_finite_and_unscale, one element: x = x * inv_scale; returns 1 when the input was inf
+// or nan (an all-ones exponent), else 0. Integer test, so it vectorises and ignores -ffast-math.
+ENGINE_HD uint32_t unscale_f(float& x, float inv_scale) {
+  const uint32_t nonfinite = (f2u(x) & 0x7f800000u) == 0x7f800000u ? 1u : 0u;
+  x *= inv_scale;
+  return nonfinite;
+}
+
 }  // namespace engine::kernels

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of the command-line programs (a CTest entry, `cli_checks`): a tiny synthetic data
 # set, a short engine-train run with evaluation, resume, engine-eval, engine-predict, bf16 training and
-# evaluation where the CPU has bf16 math (and the refusals of what is not available); then bad input,
+# evaluation where the CPU has bf16 math, fp16 training with loss scaling on the emulated GPU (and the
+# refusals of what is not available); then bad input,
 # each with its exit code and the words the one-line error must contain.
 # Usage: scripts/cli_checks.sh BUILD_DIR
 set -uo pipefail
@@ -78,7 +79,7 @@ expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_datase
 
 # mixed precision (engine/precision.h): bf16 O1 where the CPU multiplies bf16, and checkpoints that
 # move between precisions; what is not available is a one-line error (exit 2) that writes nothing
-expect 2 "--precision fp16 is not available" "$bin/engine-train" --config cfg.yml --precision fp16 --save_dir p16
+expect 2 "--precision fp16 is a GPU precision" "$bin/engine-train" --config cfg.yml --precision fp16 --save_dir p16
 expect 2 "--amp_level O2" "$bin/engine-train" --config cfg.yml --precision bf16 --amp_level O2 --save_dir pO2
 expect 2 "precision: expected fp32, tf32, bf16 or fp16, got 'half'" "$bin/engine-train" --config cfg.yml --opts precision=half --save_dir ph
 [ ! -e p16 ] && [ ! -e pO2 ] && [ ! -e ph ] || { echo "FAIL: a refused precision wrote a run folder"; fails=$((fails + 1)); }
@@ -88,6 +89,19 @@ if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --precision bf16
 else
   expect 2 "needs a CPU with AVX512-BF16 or AMX-BF16" "$bin/engine-train" --config cfg.yml --precision bf16 --save_dir pbf
+fi
+# fp16 with loss scaling on the emulated GPU (a build with -DENGINE_CUDA=EMU): a scale of 2^40 overflows
+# the fp16 gradients, so steps are skipped (WARNING lines) while the scale falls; the checkpoint
+# carries the scale into the resumed run; evaluation in fp16
+if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
+  expect 0 "fp16 loss scaling 2.68435e+08, 4 optimizer steps skipped" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+    --config cfg.yml --device gpu --precision fp16 --iters 4 --save_interval 2 --log_iters 1 --save_dir p16g \
+    --opts "loss_scaling={init_loss_scaling: 1099511627776.0, decr_ratio: 0.125}"
+  expect 0 "Loss scaling 1.71799e+10 restored from the checkpoint" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+    --config cfg.yml --device gpu --precision fp16 --iters 4 --resume_model p16g/iter_2 --save_dir p16r \
+    --opts "loss_scaling={init_loss_scaling: 1099511627776.0, decr_ratio: 0.125}"
+  expect 0 "[EVAL] #Images: 4 mIoU:" env -u CUDA_VISIBLE_DEVICES "$bin/engine-eval" --config cfg.yml --device gpu \
+    --model_path p16g/iter_4 --precision fp16
 fi
 
 # detection: engine-datagen --task det, a one-epoch PaddleX-style run with evaluation, resume, and its errors

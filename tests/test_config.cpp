@@ -467,6 +467,21 @@ TEST_F(ConfigFiles, OptsOverride) {
   const TrainConfig b = load_train_config(p, {"precision=bf16", "amp_level=O2"});
   EXPECT_EQ(b.precision, engine::Precision::BF16);
   EXPECT_EQ(b.amp_level, engine::AmpLevel::O2);
+  // loss_scaling: PaddleSeg's GradScaler values when absent; each of paddle.amp.GradScaler's arguments.
+  EXPECT_EQ(o.loss_scaling.init_loss_scaling, 1024.0);
+  EXPECT_EQ(o.loss_scaling.incr_every_n_steps, 2000);
+  EXPECT_EQ(o.loss_scaling.decr_every_n_nan_or_inf, 1);
+  const TrainConfig ls =
+      load_train_config(p, {"precision=fp16",
+                            "loss_scaling={init_loss_scaling: 65536.0, incr_ratio: 4.0, decr_ratio: 0.25, "
+                            "incr_every_n_steps: 100, decr_every_n_nan_or_inf: 2, use_dynamic_loss_scaling: False}"});
+  EXPECT_EQ(ls.precision, engine::Precision::FP16);
+  EXPECT_EQ(ls.loss_scaling.init_loss_scaling, 65536.0);
+  EXPECT_EQ(ls.loss_scaling.incr_ratio, 4.0);
+  EXPECT_EQ(ls.loss_scaling.decr_ratio, 0.25);
+  EXPECT_EQ(ls.loss_scaling.incr_every_n_steps, 100);
+  EXPECT_EQ(ls.loss_scaling.decr_every_n_nan_or_inf, 2);
+  EXPECT_FALSE(ls.loss_scaling.use_dynamic_loss_scaling);
 }
 
 TEST_F(ConfigFiles, BadOpts) {
@@ -513,6 +528,17 @@ const BadCase kBadCases[] = {
     {"unknown_top_key", "iter: 10\n", "iter", "unknown key (did you mean 'iters'?)"},
     {"bad_precision", "precision: half\n", "precision", "expected fp32, tf32, bf16 or fp16, got 'half'"},
     {"bad_amp_level", "amp_level: O3\n", "amp_level", "expected O1 or O2, got 'O3'"},
+    {"loss_scaling_scalar", "loss_scaling: 1024\n", "loss_scaling", "expected a mapping of paddle.amp.GradScaler"},
+    {"loss_scaling_key", "loss_scaling:\n  init_scale: 8\n", "loss_scaling.init_scale",
+     "unknown key; known keys: init_loss_scaling, incr_ratio"},
+    {"loss_scaling_small", "loss_scaling:\n  init_loss_scaling: 0.5\n", "loss_scaling.init_loss_scaling",
+     "expected a number in [1, 3.4e38], got 0.5"},
+    {"loss_scaling_incr", "loss_scaling:\n  incr_ratio: 1\n", "loss_scaling.incr_ratio",
+     "expected a number > 1, got 1"},
+    {"loss_scaling_decr", "loss_scaling:\n  decr_ratio: 1.5\n", "loss_scaling.decr_ratio",
+     "expected a number in (0, 1), got 1.5"},
+    {"loss_scaling_steps", "loss_scaling:\n  incr_every_n_steps: 0\n", "loss_scaling.incr_every_n_steps",
+     "expected a positive integer, got 0"},
     {"unknown_optimizer_key", "optimizer:\n  momentun: 0.9\n", "optimizer.momentun", "did you mean 'momentum'?"},
     {"unknown_model_key", "model:\n  arm_out_ch: [1, 2, 3]\n", "model.arm_out_ch", "did you mean 'arm_out_chs'?"},
     {"unknown_backbone_key", "model:\n  backbone:\n    layers: 3\n", "model.backbone.layers", "unknown key"},
@@ -1258,6 +1284,8 @@ class DetBadConfigs : public ConfigFiles, public ::testing::WithParamInterface<D
 const DetBadCase kDetBadCases[] = {
     {"unknown_top_key", "lr_decay_epoch: [10]\n", "lr_decay_epoch", "unknown key (did you mean 'lr_decay_epochs'?)"},
     {"bad_precision", "precision: bf32\n", "precision", "expected fp32, tf32, bf16 or fp16, got 'bf32'"},
+    {"loss_scaling_nan_steps", "loss_scaling:\n  decr_every_n_nan_or_inf: -1\n", "loss_scaling.decr_every_n_nan_or_inf",
+     "expected a positive integer, got -1"},
     {"seg_key_in_det", "iters: 10\n", "iters", "unknown key"},
     {"num_epochs_zero", "num_epochs: 0\n", "num_epochs", "expected a positive integer, got 0"},
     {"num_epochs_float", "num_epochs: 2.5\n", "num_epochs", "expected an integer, got 2.5"},

@@ -21,6 +21,7 @@
 #include "engine/precision.h"
 #include "kernels/cpu/conv_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/shared_math.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -284,8 +285,14 @@ double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
   return err / (1e-3 + max_abs);
 }
 
-void check_conv_bf16(const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
-  SCOPED_TRACE("bf16 conv x " + shape_str(xs) + " w " + shape_str(ws) + " on " + dev.str());
+float round_half(float v) { return kernels::half_bits_to_float(kernels::float_to_half_bits(v)); }
+
+// `prec` is BF16 or FP16; `round` rounds an f32 to that type. `min_diff` / `max_diff`: the band the
+// distance from the f32 convolution must fall in (the type's rounding error).
+void check_conv_low(Precision prec, float (*round)(float), double min_diff, double max_diff, const Shape& xs,
+                    const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+  SCOPED_TRACE(std::string(precision_name(prec)) + " conv x " + shape_str(xs) + " w " + shape_str(ws) + " on " +
+               dev.str());
   Tensor x = Tensor::uniform(xs, 11, -1, 1, dev).set_requires_grad(true);
   Tensor w = Tensor::uniform(ws, 12, -1, 1, dev).set_requires_grad(true);
   Tensor b = bias ? Tensor::uniform({ws[0]}, 13, -1, 1, dev).set_requires_grad(true) : Tensor();
@@ -296,13 +303,13 @@ void check_conv_bf16(const Shape& xs, const Shape& ws, bool bias, const Conv2dAr
   }
   Tensor y;
   {
-    AutocastGuard bf16(Precision::BF16);
+    AutocastGuard low(prec);
     y = conv2d(x, w, b, a);
   }
   const Tensor g = Tensor::uniform(y.shape(), 14, -1, 1, dev);
   sum(y * g).backward();  // after the guard: the backward keeps the forward's precision
-  auto rounded = [](std::vector<float> v) {
-    for (float& e : v) e = round_bf16(e);
+  auto rounded = [round](std::vector<float> v) {
+    for (float& e : v) e = round(e);
     return v;
   };
   const ConvRef ref = conv_ref(rounded(x.to_vector()), xs, rounded(w.to_vector()), ws,
@@ -310,14 +317,22 @@ void check_conv_bf16(const Shape& xs, const Shape& ws, bool bias, const Conv2dAr
   EXPECT_LT(rel_err(y.to_vector(), ref.y), 2e-6) << "forward";
   EXPECT_LT(rel_err(x.grad().to_vector(), ref.gx), 2e-6) << "backward-data";
   EXPECT_LT(rel_err(w.grad().to_vector(), ref.gw), 2e-6) << "backward-weights";
-  // The bias gradient is oneDNN's f32 sum of the bf16-rounded gy (as under PyTorch's autocast).
+  // The bias gradient is the f32 sum of the rounded gy (as under PyTorch's autocast).
   if (bias) {
     EXPECT_LT(rel_err(b.grad().to_vector(), ref.gb), 2e-6) << "bias gradient";
   }
-  // And it really is bf16: the f32 convolution differs from it by bf16 rounding error.
+  // And it really is the low type: the f32 convolution differs from it by that type's rounding error.
   const double d = rel_err(y32.to_vector(), std::vector<double>(ref.y.begin(), ref.y.end()));
-  EXPECT_GT(d, 1e-4) << "the bf16 result equals the f32 one";
-  EXPECT_LT(d, 2e-2) << "the bf16 result is further from f32 than bf16 rounding explains";
+  EXPECT_GT(d, min_diff) << "the low-precision result equals the f32 one";
+  EXPECT_LT(d, max_diff) << "the low-precision result is further from f32 than rounding explains";
+}
+
+void check_conv_bf16(const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+  check_conv_low(Precision::BF16, round_bf16, 1e-4, 2e-2, xs, ws, bias, a, dev);
+}
+
+void check_conv_fp16(const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+  check_conv_low(Precision::FP16, round_half, 1e-5, 3e-3, xs, ws, bias, a, dev);
 }
 
 }  // namespace
@@ -334,13 +349,52 @@ TEST(Conv2dBf16, MatchesRoundedReference) {
   }
 }
 
+// fp16 (the emulated GPU's stand-in for cuDNN's fp16 convolution; the op runs on the CPU device too,
+// and the programs refuse fp16 there). Runs on every CPU: no special instructions are needed.
+TEST(Conv2dFp16, MatchesRoundedReference) {
+  std::vector<Device> devices = {Device::cpu()};
+  if (have_cuda() && cuda_is_emulated()) devices.push_back(Device::cuda(0));
+  for (const Device dev : devices) {
+    check_conv_fp16({2, 9, 8, 19}, {21, 19, 3, 3}, true, args(1, 1), dev);
+    check_conv_fp16({2, 9, 7, 16}, {32, 16, 3, 3}, false, args(2, 1), dev);
+    check_conv_fp16({2, 6, 5, 24}, {8, 24, 1, 1}, true, args(1, 0), dev);
+    check_conv_fp16({1, 7, 6, 16}, {16, 1, 3, 3}, false, args(1, 1, 1, 16), dev);  // depthwise
+  }
+}
+
+// What loss scaling exists for: an output gradient beyond fp16's range (65504) becomes inf in the
+// backward (inf or nan once infs of both signs meet), and one below its smallest subnormal (2^-24)
+// becomes zero.
+TEST(Conv2dFp16, GradientOverflowAndUnderflow) {
+  for (const float gscale : {1e5f, 1e-9f}) {
+    SCOPED_TRACE("gy scale " + std::to_string(gscale));
+    Tensor x = Tensor::uniform({1, 5, 5, 4}, 21, -1, 1).set_requires_grad(true);
+    Tensor w = Tensor::uniform({6, 4, 3, 3}, 22, -1, 1).set_requires_grad(true);
+    Tensor y;
+    {
+      AutocastGuard fp16(Precision::FP16);
+      y = conv2d(x, w, Tensor(), args(1, 1));
+    }
+    sum(y * Tensor::full(y.shape(), gscale)).backward();
+    const std::vector<float> gx = x.grad().to_vector(), gw = w.grad().to_vector();
+    if (gscale > 1) {
+      EXPECT_TRUE(std::none_of(gx.begin(), gx.end(), [](float v) { return std::isfinite(v); }));
+      EXPECT_TRUE(std::none_of(gw.begin(), gw.end(), [](float v) { return std::isfinite(v); }));
+    } else {
+      EXPECT_TRUE(std::all_of(gx.begin(), gx.end(), [](float v) { return v == 0.f; }));
+      EXPECT_TRUE(std::all_of(gw.begin(), gw.end(), [](float v) { return v == 0.f; }));
+    }
+  }
+}
+
 TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
   EXPECT_EQ(parse_precision("bf16", "--precision"), Precision::BF16);
   EXPECT_EQ(parse_amp_level("O2", "--amp_level"), AmpLevel::O2);
   expect_error([] { parse_precision("half", "--precision"); },
                {"--precision", "expected fp32, tf32, bf16 or fp16", "'half'"});
   expect_error([] { check_precision_available(Precision::FP16, AmpLevel::O1, Device::cpu()); },
-               {"--precision fp16", "bf16"});
+               {"--precision fp16", "GPU precision", "bf16"});
+  if (have_cuda() && cuda_is_emulated()) check_precision_available(Precision::FP16, AmpLevel::O1, Device::cuda(0));
   expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu()); }, {"O2", "O1"});
   check_precision_available(Precision::FP32, AmpLevel::O1, Device::cpu());
   if (kernels::cpu_has_bf16()) {

@@ -103,3 +103,71 @@ TEST(Sgd, BadInputs) {
         Error);
   }
 }
+
+// unscale_grads_check_finite (the loss scaler's unscale): tensors crossing the CPU (32768) and CUDA
+// (8192) chunk sizes, a misaligned view (the CUDA scalar path) and an undefined gradient; the scale is
+// a power of two, so every result is exact. Then one inf, one nan, and a -inf in a vector tail (the
+// CUDA float4 loop's remainder), each alone: the flag is raised and every other element is still
+// scaled.
+TEST(Unscale, ScalesEveryGradientAndFlagsNonFinite) {
+  const std::vector<int64_t> sizes = {1, 3, 1027, 8197, 40001, 70001};
+  const float inv = 1.f / 1024.f;
+  struct Poison {
+    size_t tensor;
+    int64_t at;
+    float value;
+  };
+  const std::vector<Poison> cases = {{0, 0, 0.f}, {4, 33000, INFINITY}, {2, 5, NAN}, {3, 8196, -INFINITY}};
+  for (Device d : devices()) {
+    for (const Poison& pc : cases) {
+      const bool poisoned = pc.value != 0.f;
+      SCOPED_TRACE(d.str() + (poisoned ? " poisoned tensor " + std::to_string(pc.tensor) : std::string(" finite")));
+      std::vector<Tensor> grads;
+      std::vector<std::vector<float>> before;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        Tensor g = Tensor::uniform({sizes[i]}, 40 + i, -1e4f, 1e4f, d);
+        if (i == 2) g = Tensor::uniform({sizes[i] + 1}, 40 + i, -1e4f, 1e4f, d).slice(0, 1, sizes[i] + 1);
+        std::vector<float> v = g.to_vector();
+        if (poisoned && i == pc.tensor) {
+          v[(size_t)pc.at] = pc.value;
+          g.copy_(Tensor::from_vector(v, {sizes[i]}, d));
+        }
+        grads.push_back(g);
+        before.push_back(v);
+      }
+      grads.insert(grads.begin() + 1, Tensor());  // no gradient: skipped
+      EXPECT_EQ(unscale_grads_check_finite(grads, inv), poisoned);
+      grads.erase(grads.begin() + 1);
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const std::vector<float> after = grads[i].to_vector();
+        for (size_t j = 0; j < after.size(); ++j) {
+          if (poisoned && i == pc.tensor && (int64_t)j == pc.at) {
+            EXPECT_FALSE(std::isfinite(after[j]));
+            continue;
+          }
+          ASSERT_EQ(after[j], before[i][j] * inv) << "tensor " << i << " element " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(Unscale, BadInputs) {
+  for (Device d : devices()) {
+    Tensor g = Tensor::zeros({8}, DType::F32, d);
+    expect_one_line_error([&] { unscale_grads_check_finite({g.slice(0, 0, 8, 2)}, 0.5f); },
+                          {"unscale_grads_check_finite", "grads[0]", "contiguous"});
+    expect_one_line_error([&] { unscale_grads_check_finite({g.to(DType::F16)}, 0.5f); },
+                          {"unscale_grads_check_finite"});
+    expect_one_line_error([&] { unscale_grads_check_finite({g}, INFINITY); }, {"inv_scale", "finite"});
+    EXPECT_FALSE(unscale_grads_check_finite({}, 0.5f));
+  }
+  if (have_cuda()) {
+    expect_one_line_error(
+        [] {
+          unscale_grads_check_finite(
+              {Tensor::zeros({4}, DType::F32, Device::cpu()), Tensor::zeros({4}, DType::F32, Device::cuda(0))}, 0.5f);
+        },
+        {"grads[1]", "not on cpu"});
+  }
+}

@@ -4,7 +4,9 @@
 // damaged, mismatched and missing checkpoints give errors naming the file; a diverging run stops with
 // the iteration named (and, after a resume, the checkpoint resumed from); a stop request writes a
 // checkpoint that resumes bit-exactly; a resume with another batch size or train set is refused and
-// one with other optimizer settings warns; the emulated (or real) CUDA device gives the CPU's losses.
+// one with other optimizer settings warns; the emulated (or real) CUDA device gives the CPU's losses;
+// fp16 loss scaling skips the steps whose gradients overflow, moves its scale by Paddle's rule and
+// resumes with it.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -16,8 +18,10 @@
 
 #include "data/synthetic.h"
 #include "engine/device.h"
+#include "engine/precision.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/config.h"
+#include "train/grad_scaler.h"
 #include "train/jsonl.h"
 #include "train/safetensors.h"
 #include "train/seg_task.h"
@@ -385,6 +389,83 @@ TEST(Trainer, CudaDeviceGivesTheCpuLosses) {
   EXPECT_NEAR(a[0], b[0], 1e-4 * std::fabs(a[0]));
   for (size_t i = 1; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 5e-2 * std::fabs(a[i])) << "iteration " << i + 1;
   EXPECT_LT(b.back(), b.front());
+}
+
+// fp16 O1 with Paddle's dynamic loss scaling, on the CPU device (the conv kernel's fp16 path; the
+// programs only allow fp16 on a GPU, the loop does not care). A scale of 2^40 makes the fp16 output
+// gradients of the convolutions overflow, so the first steps are skipped and the scale falls by
+// decr_ratio each time until the gradients fit; every incr_every_n_steps good steps it grows again.
+TEST(Trainer, Fp16LossScalingSkipsOverflowingStepsAndResumes) {
+  const AutocastGuard fp16(Precision::FP16);
+  const fs::path dir = fresh_dir("fp16");
+  const std::string scaling =
+      "loss_scaling:\n  init_loss_scaling: 1099511627776.0\n  decr_ratio: 0.125\n  incr_every_n_steps: 3\n";
+  const TrainConfig cfg =
+      load_train_config(write_config(dir, 12, 0.01, scaling), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "full");
+  o.save_interval = 6;
+  std::ostringstream log;
+  const TrainSummary s = run_training(cfg, o, log);
+  // The skipped iterations, from the WARNING lines; the scale must follow Paddle's rule over them.
+  std::vector<bool> skipped(13, false);
+  std::istringstream lines(log.str());
+  for (std::string line; std::getline(lines, line);) {
+    const auto at = line.find("WARNING: iter ");
+    if (at == std::string::npos || line.find("inf or nan in the fp16 gradients") == std::string::npos) continue;
+    skipped.at(std::stoi(line.substr(at + 14))) = true;
+  }
+  int64_t nskipped = 0;
+  GradScaler replay(cfg.loss_scaling);
+  for (int it = 1; it <= 12; ++it) {
+    nskipped += skipped[it];
+    replay.update(skipped[it]);
+  }
+  EXPECT_TRUE(skipped[1]) << log.str();
+  EXPECT_GE(nskipped, 2) << log.str();
+  EXPECT_LT(nskipped, 12) << log.str();
+  EXPECT_EQ(s.skipped_steps, nskipped);
+  EXPECT_EQ(s.loss_scaling, replay.scale());
+  EXPECT_NE(log.str().find("WARNING: iter 1: inf or nan in the fp16 gradients at loss scaling 1.09951e+12; optimizer "
+                           "step skipped, loss scaling now 1.37439e+11"),
+            std::string::npos)
+      << log.str();
+  const auto losses = logged_losses(dir / "full");
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  // The checkpoint holds the scaler's state, and a run resumed from it ends bit-identical.
+  const LoadedTensors mid = load_safetensors((dir / "full/iter_6/optimizer.safetensors").string());
+  ASSERT_TRUE(GradScaler::has_state(mid.metadata));
+  TrainOptions r = options(dir / "resumed");
+  r.resume_model = (dir / "full/iter_6").string();
+  r.save_interval = 6;
+  run_training(cfg, r, log);
+  char restored[64];
+  std::snprintf(restored, sizeof restored, "Loss scaling %g restored from the checkpoint",
+                std::stod(mid.metadata.at("loss_scaling")));
+  EXPECT_NE(log.str().find(restored), std::string::npos) << log.str();
+  expect_same_tensors((dir / "full/iter_12/model.safetensors").string(),
+                      (dir / "resumed/iter_12/model.safetensors").string());
+  expect_same_tensors((dir / "full/iter_12/optimizer.safetensors").string(),
+                      (dir / "resumed/iter_12/optimizer.safetensors").string());
+  EXPECT_EQ(load_safetensors((dir / "resumed/iter_12/optimizer.safetensors").string()).metadata.at("loss_scaling"),
+            load_safetensors((dir / "full/iter_12/optimizer.safetensors").string()).metadata.at("loss_scaling"));
+}
+
+// A fixed scale that always overflows: every step is skipped, so the momentum never moves.
+TEST(Trainer, Fp16StaticLossScalingThatOverflowsNeverSteps) {
+  const AutocastGuard fp16(Precision::FP16);
+  const fs::path dir = fresh_dir("fp16_static");
+  const std::string scaling = "loss_scaling: {init_loss_scaling: 1.0e+30, use_dynamic_loss_scaling: false}\n";
+  const TrainConfig cfg =
+      load_train_config(write_config(dir, 3, 0.01, scaling), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "out");
+  o.save_interval = 3;
+  std::ostringstream log;
+  const TrainSummary s = run_training(cfg, o, log);
+  EXPECT_EQ(s.skipped_steps, 3);
+  EXPECT_EQ(s.loss_scaling, 1e30);
+  const LoadedTensors opt = load_safetensors((dir / "out/iter_3/optimizer.safetensors").string());
+  for (const auto& [name, v] : opt.tensors)
+    for (float x : v.to_vector()) ASSERT_EQ(x, 0.f) << name;
 }
 
 TEST(Trainer, PaddleXEpochParameters) {

@@ -44,7 +44,8 @@ inline std::string apply_precision(const std::string& precision_flag, const std:
   set_autocast_precision(p);
   if (p == Precision::FP32) return "";
   return std::string("precision ") + precision_name(p) + " (" + amp_level_name(l) + ": convolutions multiply in " +
-         precision_name(p) + " and accumulate in f32; weights, momentum, batch norm, losses and checkpoints f32)";
+         precision_name(p) + " and accumulate in f32; weights, momentum, batch norm, losses and checkpoints f32" +
+         (p == Precision::FP16 ? "; dynamic loss scaling in training)" : ")");
 }
 
 // Prints "<program>: <message>" to stderr once (messages from the flag parsers already start with

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "train/precision_config.h"
 #include "train/yaml_tree.h"
 
 namespace engine::train {
@@ -19,7 +20,7 @@ namespace {
 
 const std::vector<std::string> kTopKeys = {
     "batch_size", "iters",       "train_dataset", "val_dataset",        "optimizer", "lr_scheduler", "loss",
-    "model",      "test_config", "export",        "to_static_training", "precision", "amp_level"};
+    "model",      "test_config", "export",        "to_static_training", "precision", "amp_level",    "loss_scaling"};
 
 // Transforms whose argument names and shapes PaddleSeg's transforms.py defines (§4.4); other types
 // pass through and data/ accepts or rejects them.
@@ -412,15 +413,10 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   if (cfg.batch_size < 1) top.bad("batch_size", "expected a positive integer, got ", cfg.batch_size);
   cfg.iters = top.integer("iters").value_or(0);
   if (top.has("iters") && cfg.iters < 1) top.bad("iters", "expected a positive integer, got ", cfg.iters);
-  if (auto v = top.string("precision")) {
-    if (*v != "fp32" && *v != "tf32" && *v != "bf16" && *v != "fp16")
-      top.bad("precision", "expected fp32, tf32, bf16 or fp16, got '", *v, "'");
-    cfg.precision = parse_precision(*v, "precision");
-  }
-  if (auto v = top.string("amp_level")) {
-    if (*v != "O1" && *v != "O2") top.bad("amp_level", "expected O1 or O2, got '", *v, "'");
-    cfg.amp_level = parse_amp_level(*v, "amp_level");
-  }
+  const PrecisionKeys precision = parse_precision_keys(top);
+  cfg.precision = precision.precision;
+  cfg.amp_level = precision.amp_level;
+  cfg.loss_scaling = precision.loss_scaling;
 
   if (const ConfigValue* d = top.value("train_dataset")) {
     cfg.train_dataset = parse_dataset(*d, "train_dataset", "train");

@@ -25,6 +25,7 @@
 #include "data/data_spec.h"
 #include "engine/precision.h"
 #include "models/model_spec.h"
+#include "train/grad_scaler.h"
 #include "train/yaml_tree.h"  // ConfigError, did_you_mean and the YAML tree the schema reads
 
 namespace engine::train {
@@ -101,6 +102,7 @@ struct TrainConfig {
   // flags of the same names, as config keys; the flags override them (engine/precision.h).
   Precision precision = Precision::FP32;
   AmpLevel amp_level = AmpLevel::O1;
+  GradScalerConfig loss_scaling;  // `loss_scaling`: fp16's dynamic loss scaling (train/grad_scaler.h)
 };
 
 // Loads, merges, overrides and validates. `opts` are "key.sub=value" strings (--opts); the optional

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "train/precision_config.h"
 #include "train/yaml_tree.h"
 
 namespace engine::train {
@@ -335,15 +336,10 @@ DetTrainParams parse_params(const ConfigMap& top) {
       top.bad("metric", "expected VOC, COCO or auto, got '", metric, "'");
   }
 
-  if (auto v = top.string("precision")) {
-    if (*v != "fp32" && *v != "tf32" && *v != "bf16" && *v != "fp16")
-      top.bad("precision", "expected fp32, tf32, bf16 or fp16, got '", *v, "'");
-    p.precision = parse_precision(*v, "precision");
-  }
-  if (auto v = top.string("amp_level")) {
-    if (*v != "O1" && *v != "O2") top.bad("amp_level", "expected O1 or O2, got '", *v, "'");
-    p.amp_level = parse_amp_level(*v, "amp_level");
-  }
+  const PrecisionKeys precision = parse_precision_keys(top);
+  p.precision = precision.precision;
+  p.amp_level = precision.amp_level;
+  p.loss_scaling = precision.loss_scaling;
   p.save_dir = top.string("save_dir").value_or(p.save_dir);
   if (p.save_dir.empty()) top.bad("save_dir", "expected a folder, got ''");
   const int64_t workers = top.integer("num_workers").value_or(p.num_workers);
@@ -379,7 +375,8 @@ DetTrainConfig load_det_train_config(const std::string& path, const std::vector<
   cfg.merged_yaml = emit_yaml(root);
 
   const ConfigMap top(root, "");
-  std::vector<std::string> allowed = {"model", "train_dataset", "eval_dataset", "precision", "amp_level"};
+  std::vector<std::string> allowed = {"model", "train_dataset", "eval_dataset"};
+  allowed.insert(allowed.end(), precision_key_names().begin(), precision_key_names().end());
   allowed.insert(allowed.end(), keys.begin(), keys.end());
   top.check_keys(allowed);
 

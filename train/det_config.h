@@ -31,6 +31,7 @@
 #include "engine/precision.h"
 #include "models/det_model.h"
 #include "train/config.h"
+#include "train/grad_scaler.h"
 
 namespace engine::train {
 
@@ -84,6 +85,7 @@ struct DetTrainParams {
   // The engine's keys `precision` and `amp_level` (engine/precision.h); the flags override them.
   Precision precision = Precision::FP32;
   AmpLevel amp_level = AmpLevel::O1;
+  GradScalerConfig loss_scaling;  // `loss_scaling`: fp16's dynamic loss scaling (train/grad_scaler.h)
 };
 
 struct DetTrainConfig {

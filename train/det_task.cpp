@@ -10,6 +10,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/detection.h"
 #include "engine/ops/shape_ops.h"
+#include "engine/precision.h"
 #include "train/darknet_weights.h"
 #include "train/det_metrics.h"
 #include "train/download.h"
@@ -309,6 +310,7 @@ TrainSummary run_det_training(const DetTrainConfig& cfg, const TrainOptions& run
   spec.early_stop_patience = p.early_stop_patience;
   spec.resume_flag = "--resume_checkpoint";
   spec.fresh_start_hint = "--pretrain_weights ";
+  if (autocast_precision() == Precision::FP16) spec.loss_scaling = p.loss_scaling;
   log << log_prefix(LogStyle::PaddleX) << "num_steps_each_epoch " << steps << " (" << n << " samples // "
       << p.train_batch_size << "), " << spec.total_iters << " steps in " << p.num_epochs << " epochs; lr "
       << schedule.describe() << std::endl;

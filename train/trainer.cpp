@@ -22,7 +22,9 @@
 #include "data/loader.h"
 #include "engine/allocator.h"
 #include "engine/comm/communicator.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
+#include "engine/precision.h"
 #include "engine/profiler.h"
 #include "models/layers.h"
 #include "train/early_stop.h"
@@ -246,6 +248,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     decay.push_back(task.decays(name));
   }
   const bool all_decay = std::all_of(decay.begin(), decay.end(), [](bool d) { return d; });
+  // fp16: the loss scaler (restored from the checkpoint below when it holds one).
+  std::unique_ptr<GradScaler> scaler;
+  if (spec.loss_scaling) scaler = std::make_unique<GradScaler>(*spec.loss_scaling);
 
   // ---- data
   std::shared_ptr<const data::BatchSource> source = task.train_source();
@@ -357,6 +362,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     for (size_t i = 0; i < named.size(); ++i) expected_v.emplace_back(named[i].first + ".velocity", velocities[i]);
     check_tensors_match(ro, expected_v, of);
     for (size_t i = 0; i < named.size(); ++i) velocities[i].copy_(*ro.find(named[i].first + ".velocity"));
+    if (scaler && GradScaler::has_state(ro.metadata)) {
+      scaler->load_state(ro.metadata, of);
+      log << prefix() << "Loss scaling " << fmt("%g", scaler->scale()) << " restored from the checkpoint" << std::endl;
+    }
     start_iter = resume.iter;
     best_metric = meta_double(ro, "best_" + metric_key);
     best_iter = meta_int(ro, "best_iter");
@@ -513,6 +522,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     if (spec.by_epoch) opt_meta["epoch"] = std::to_string(iter / steps_per_epoch);
     opt_meta["world_size"] = std::to_string(world);
+    if (scaler)
+      for (const auto& [k, v] : scaler->state()) opt_meta[k] = v;
     // Rank 0 writes the checkpoint once every rank has finished the iteration, and every rank learns
     // whether it was written: a checkpoint is never completed by a partial job, nor silently missing.
     root_writes(comm, "checkpoint " + name, [&] {
@@ -593,7 +604,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       scalars_pending = comm.start_all_reduce(reduced_scalars, ReduceOp::Sum, "loss of iter " + std::to_string(iter));
     }
     if (buckets) buckets->begin_step();
-    lv.total.backward();
+    if (scaler)
+      (lv.total * (float)scaler->scale()).backward();
+    else
+      lv.total.backward();
     if (buckets) buckets->finish_step();
     if (scalars_pending) {
       scalars_pending->wait();
@@ -607,9 +621,22 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     for (size_t i = 0; i < params.size(); ++i)
       grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
     const double lr = schedule.lr_at(iter - 1);
-    if (all_decay) {
+    bool skip_step = false;
+    if (scaler) {
+      const double scale = scaler->scale();
+      skip_step = scaler->unscale(grads);
+      scaler->update(skip_step);
+      if (skip_step) {
+        summary.skipped_steps += 1;
+        log << prefix() << "WARNING: iter " << iter << ": inf or nan in the fp16 gradients at loss scaling "
+            << fmt("%g", scale) << "; optimizer step skipped, loss scaling now " << fmt("%g", scaler->scale())
+            << std::endl;
+      }
+    }
+    // A skipped step (Paddle's GradScaler) updates neither the weights nor the momentum.
+    if (!skip_step && all_decay) {
       sgd_momentum_update(params, grads, velocities, (float)lr, (float)spec.momentum, (float)spec.weight_decay);
-    } else {
+    } else if (!skip_step) {
       for (bool group : {true, false}) {  // parameters with and without L2 decay
         std::vector<Tensor> p, g, v;
         for (size_t i = 0; i < params.size(); ++i)
@@ -774,6 +801,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   summary.best_iter = best_iter;
   summary.best_checkpoint = best_iter >= 0 ? checkpoint_name(best_iter) : "";
   summary.last_checkpoint = last_good;
+  if (scaler) summary.loss_scaling = scaler->scale();
   return summary;
 }
 
@@ -801,6 +829,7 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   spec.fresh_start_hint = "--opts model.pretrained=";
   spec.early_stop = opt.early_stop;
   spec.early_stop_patience = opt.early_stop_patience;
+  if (autocast_precision() == Precision::FP16) spec.loss_scaling = cfg.loss_scaling;
   return run_task(task, spec, opt, seed, resume, log);
 }
 

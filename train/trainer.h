@@ -7,14 +7,16 @@
 //
 // Per iteration: wait for a batch (reader_cost) -> task loss (forward, named terms) -> backward ->
 // gradients through the Communicator -> fused SGD momentum with coupled L2 decay at lr_at(iter - 1)
-// (the task says which parameters decay) -> clear gradients. Log lines every log_every iterations
-// (averages over the window), in PaddleSeg's or PaddleX's format.
-// Checkpoints: iteration-based (PaddleSeg: every save_interval iterations and at the last, iter_N/)
-// or epoch-based (PaddleX: at the end of every save_interval-th epoch and of the last, epoch_N/).
-// At each checkpoint: evaluate (when the task can), best_model/ on a strictly higher key metric, then
-// the checkpoint folder (model.safetensors + optimizer.safetensors, written atomically), dropping the
-// oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop, train/early_stop.h).
-// A non-finite loss stops training with TrainingDiverged (exit code 3 in engine-train) before the
+// (the task says which parameters decay) -> clear gradients. fp16 (spec.loss_scaling): the backward
+// starts from loss * scale, the gradients are unscaled and checked, and a step whose gradients hold
+// an inf or nan is skipped with a WARNING line (Paddle's GradScaler, train/grad_scaler.h); with
+// several ranks the all-reduced gradients carry any rank's inf, so all ranks skip together. Log lines every log_every
+// iterations (averages over the window), in PaddleSeg's or PaddleX's format. Checkpoints: iteration-based (PaddleSeg:
+// every save_interval iterations and at the last, iter_N/) or epoch-based (PaddleX: at the end of every
+// save_interval-th epoch and of the last, epoch_N/). At each checkpoint: evaluate (when the task can), best_model/ on a
+// strictly higher key metric, then the checkpoint folder (model.safetensors + optimizer.safetensors, written
+// atomically), dropping the oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop,
+// train/early_stop.h). A non-finite loss stops training with TrainingDiverged (exit code 3 in engine-train) before the
 // optimizer step, so every checkpoint on disk is from a finite state; its message names the newest
 // complete checkpoint (of this run, or the one it resumed from).
 // The save_dir is locked for the run and never clobbered (train/run_dir.h). A resume checks the
@@ -27,12 +29,14 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/error.h"
 #include "engine/comm/communicator.h"
 #include "engine/device.h"
 #include "train/config.h"
+#include "train/grad_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/safetensors.h"
 #include "train/task.h"
@@ -86,6 +90,8 @@ struct TrainSummary {
   int stopped_by_signal = 0;             // the signal that stopped training early; 0 = ran to the end
   bool stop_checkpoint_written = false;  // iter_N/ written at the stop
   std::string last_checkpoint;           // the newest complete iter_N/ to resume from; empty = none
+  int64_t skipped_steps = 0;             // fp16: optimizer steps skipped for inf / nan gradients
+  double loss_scaling = 0;               // fp16: the loss scaling at the end (0 = no loss scaling)
 };
 
 // Segmentation: PaddleSeg's tools/train.py.
@@ -110,6 +116,8 @@ struct LoopSpec {
   int64_t early_stop_patience = 5;
   std::string resume_flag = "--resume_model";  // how users name the checkpoint to resume (messages)
   std::string fresh_start_hint;  // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
+  // fp16 training: Paddle's dynamic loss scaling (train/grad_scaler.h); absent = no scaling.
+  std::optional<GradScalerConfig> loss_scaling;
 };
 
 // The checkpoint named by --resume_model / resume_checkpoint, opened and checked for consistency.

@@ -14,10 +14,12 @@
 //                             CPU-vs-CUDA comparison of the op harness therefore exercises the dispatch,
 //                             the device allocations and the autograd plumbing, not cuDNN;
 //                             tests/test_conv_gpu.cpp compares cuDNN with the CPU on a real GPU.
-// Precision: under bf16 autocast (engine/precision.h) p.bf16: x is cast to bf16 once (the cast op,
-// round to nearest even) and that copy is what the backward keeps; gy is cast once for both backward
-// passes; the CPU kernel rounds w and multiplies in bf16 with f32 accumulation and f32 outputs. The
-// real-CUDA path refuses it.
+// Precision: under bf16 / fp16 autocast (engine/precision.h, p.input): x is cast to the low type once
+// (the cast op, round to nearest even) and that copy is what the backward keeps; gy is cast once for
+// both backward passes; the kernel rounds w and multiplies in the low type with f32 accumulation and
+// f32 outputs (kernels/cpu/conv_cpu.h). An fp16 gy that overflows (|gy| > 65504 after loss scaling)
+// becomes inf and so do the gradients: the loss scaler (train/grad_scaler.h) detects that and skips
+// the step. The real-CUDA path refuses both.
 // Workspaces (oneDNN's reordered weights + scratchpad, cuDNN's algorithm workspace) are Tensors
 // allocated here, so they come from the engine's allocators.
 // Backward: gx = conv_bwd_data(gy, w), (gw, gb) = conv_bwd_weights(x, gy); each only when that input
@@ -47,6 +49,7 @@ namespace engine {
 namespace {
 
 constexpr const char* kOp = "conv2d";
+using kernels::ConvInput;
 using kernels::ConvParams;
 using kernels::ConvPass;
 
@@ -92,13 +95,17 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
                "): ", shapes, ", ", args_str(a));
   p.ho = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
   p.wo = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
-  // Autocast (engine/precision.h): bf16 products, f32 accumulation and result. Recorded in p, so the
-  // backward runs at the forward's precision.
-  p.bf16 = autocast_precision() == Precision::BF16;
-  ENGINE_CHECK(!p.bf16 || x.device().is_cpu() || cuda_is_emulated(),
-               "conv2d: bf16 autocast on a GPU is not available in this build (", shapes, "); use fp32");
+  // Autocast (engine/precision.h): low-precision products, f32 accumulation and result. Recorded in
+  // p, so the backward runs at the forward's precision.
+  const Precision prec = autocast_precision();
+  p.input = prec == Precision::BF16 ? ConvInput::BF16 : prec == Precision::FP16 ? ConvInput::F16 : ConvInput::F32;
+  ENGINE_CHECK(p.input == ConvInput::F32 || x.device().is_cpu() || cuda_is_emulated(), "conv2d: ", precision_name(prec),
+               " autocast on a GPU is not available in this build (", shapes, "); use fp32");
   return p;
 }
+
+// The storage type of x and gy for the kernel under autocast.
+DType low_dtype(const ConvParams& p) { return p.input == ConvInput::BF16 ? DType::BF16 : DType::F16; }
 
 // A contiguous f32 version of t, not recorded (the op records itself against the original input).
 Tensor contiguous_nograd(const Tensor& t) {
@@ -246,8 +253,8 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
     if (need_b) gb = Tensor::zeros({p.cout}, DType::F32, gy.device());
     return {gx, gw, gb};
   }
-  // bf16: gy is cast once for both passes (xs was saved as bf16 by the forward).
-  const Tensor gyk = p.bf16 && (need_x || need_w) ? copy_contiguous(gy, DType::BF16) : gy;
+  // bf16 / fp16: gy is cast once for both passes (xs was saved in the low type by the forward).
+  const Tensor gyk = p.input != ConvInput::F32 && (need_x || need_w) ? copy_contiguous(gy, low_dtype(p)) : gy;
   if (need_x) gx = run_bwd_data(p, gyk, wk);
   if (need_w) {
     std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, need_b);
@@ -264,9 +271,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArg
   const Device dev = x.device();
   Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.cout}, DType::F32, dev);
   Tensor xc = contiguous_nograd(x);
-  if (p.bf16) {  // the kernel reads bf16 x, and the backward keeps this half-size copy instead of x
+  if (p.input != ConvInput::F32) {  // the kernel reads x in the low type; the backward keeps this half-size copy
     NoGradGuard no_grad;
-    xc = copy_contiguous(xc, DType::BF16);
+    xc = copy_contiguous(xc, low_dtype(p));
   }
   const Tensor wk = kernel_weight(w);
   const Tensor bc = b.defined() ? contiguous_nograd(b) : Tensor();

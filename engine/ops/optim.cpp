@@ -1,4 +1,5 @@
-// sgd_momentum_update: checks, the multi-tensor table, dispatch (semantics in engine/ops/optim.h).
+// sgd_momentum_update and unscale_grads_check_finite: checks, the multi-tensor tables, dispatch
+// (semantics in engine/ops/optim.h).
 #include "engine/ops/optim.h"
 
 #include <cmath>
@@ -72,6 +73,55 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
   };
 #endif
   ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+}
+
+bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale) {
+  const char* op = "unscale_grads_check_finite";
+  ENGINE_CHECK(std::isfinite(inv_scale) && inv_scale > 0, op, ": inv_scale must be finite and positive, got ",
+               inv_scale);
+  NoGradGuard ng;
+  std::vector<kernels::ScaleTensor> rows;
+  Device dev = Device::cpu();
+  bool have_dev = false;
+  int64_t chunks = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const Tensor& g = grads[i];
+    if (!g.defined()) continue;
+    const std::string name = "grads[" + std::to_string(i) + "]";
+    check_f32(op, name.c_str(), g);
+    if (!have_dev) dev = g.device(), have_dev = true;
+    ENGINE_CHECK(g.device() == dev, op, ": ", name, " ", g.describe(), " is not on ", dev.str(),
+                 " like the first gradient");
+    ENGINE_CHECK(g.is_contiguous(), op, ": ", name, " ", g.describe(), " must be contiguous (scaled in place)");
+    if (g.numel() == 0) continue;
+    kernels::ScaleTensor r{};
+    r.x = g.data<float>();
+    r.n = g.numel();
+    r.chunk_begin = chunks;
+    r.vec4 = (reinterpret_cast<uintptr_t>(r.x) & 15u) == 0;
+    rows.push_back(r);
+#if defined(ENGINE_WITH_CUDA)
+    chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
+#endif
+  }
+  if (rows.empty()) return false;
+  int found = 0;
+  auto on_cpu = [&] { found = kernels::unscale_check_finite_cpu(rows.data(), (int64_t)rows.size(), inv_scale); };
+#if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
+    ENGINE_CHECK(rows.size() < (size_t)1 << 31, op, ": too many tensors");
+    const size_t bytes = rows.size() * sizeof(kernels::ScaleTensor);
+    Tensor host = Tensor::empty({(int64_t)bytes}, DType::U8, Device::cpu());
+    std::memcpy(host.raw_data(), rows.data(), bytes);
+    const Tensor table = host.to(dev);
+    Tensor flag = Tensor::zeros({1}, DType::I32, dev);
+    kernels::unscale_check_finite_cuda(reinterpret_cast<const kernels::ScaleTensor*>(table.raw_data()),
+                                       (int64_t)rows.size(), chunks, inv_scale, flag.data<int32_t>(), compute_stream());
+    found = flag.to(Device::cpu()).data<int32_t>()[0];
+  };
+#endif
+  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  return found != 0;
 }
 
 }  // namespace engine

@@ -18,4 +18,12 @@ namespace engine {
 void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                          const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay);
 
+// unscale_grads_check_finite: Paddle's check_finite_and_unscale, the loss scaler's unscale_ step
+// (train/grad_scaler.h): every defined gradient is multiplied in place by inv_scale (1 / loss
+// scaling) and the result says whether any of them held an inf or nan before scaling. Every tensor
+// is scaled even when one is not finite (the step is then skipped, so it does not matter, but Paddle
+// does the same). Undefined tensors are skipped. grads: contiguous f32 on one device. CUDA: one
+// launch for all tensors, then a 4-byte read of the flag (the caller needs it to decide the step).
+bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale);
+
 }  // namespace engine

@@ -32,13 +32,17 @@
 // Algorithm: convolution_direct (the jit AVX-512 kernels; convolution_auto could pick Winograd,
 // whose numerics differ). Threads: oneDNN's own OpenMP (the Debian build), i.e. the engine's pool.
 //
-// bf16 (p.bf16, --precision bf16): the primitives are created with bf16 src / weights / diff_dst and
+// bf16 (p.input == BF16, --precision bf16): the primitives are created with bf16 src / weights / diff_dst and
 // f32 dst / diff_src / diff_weights / bias (oneDNN's avx512_core_bf16 or AMX kernels accumulate in
 // f32). x and gy arrive as bf16 (the op layer casts them once: x in forward, kept for backward;
 // gy once for both backward passes); the weight reorder into the blocked format converts the f32
 // weights at the same time. Measured (1 thread, 3x3
 // 128->128 at 64x64, batch 4, AMD EPYC Zen 4): 2.0x (forward), 2.1x (backward-data), 2.3x
 // (backward-weights) faster than f32 primitives.
+//
+// fp16 (p.input == F16): oneDNN 2.6 has no f16 convolution on these CPUs, so x / gy are widened and
+// w rounded to half and back, into f32 staging buffers at the end of the workspace, and the f32
+// primitives run on them (conv_cpu.h says why that is exact fp16-product arithmetic).
 //
 // Tested by tests/test_conv.cpp (naive double reference, finite differences, CPU vs the emulated
 // CUDA device which calls these functions, strided inputs, guards, determinism); benchmarked by
@@ -56,6 +60,7 @@
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/shared_math.h"
 
 namespace engine::kernels {
 namespace {
@@ -78,8 +83,8 @@ dnnl::stream& cpu_stream() {
 }
 
 // The descriptors shared by the three passes of one convolution. src / dst describe the f32 outputs
-// (y, gx); src_in / dst_in the inputs x and gy, bf16 when p.bf16. Weights: user OIHW f32; the primitive's are
-// bf16 for forward / backward-data when p.bf16, and the weight gradient is always f32.
+// (y, gx); src_in / dst_in the inputs x and gy, bf16 for BF16 input. Weights: user OIHW f32; the primitive's
+// are bf16 for forward / backward-data for BF16 input, and the weight gradient is always f32.
 struct Descs {
   memory::desc src, dst, src_in, dst_in, weights_any, diff_weights_any, weights_user, bias;
   memory::dims strides, dilates, pad_l, pad_r;
@@ -87,7 +92,7 @@ struct Descs {
 
 Descs make_descs(const ConvParams& p) {
   Descs d;
-  const dt in_type = p.bf16 ? dt::bf16 : dt::f32;
+  const dt in_type = p.input == ConvInput::BF16 ? dt::bf16 : dt::f32;
   const memory::dims src_dims = {p.n, p.cin, p.h, p.w}, dst_dims = {p.n, p.cout, p.ho, p.wo};
   d.src = memory::desc(src_dims, dt::f32, tag::nhwc);
   d.dst = memory::desc(dst_dims, dt::f32, tag::nhwc);
@@ -194,9 +199,25 @@ std::shared_ptr<Entry> build(ConvPass pass, const ConvParams& p) {
 using Key = std::array<int64_t, 19>;
 
 Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass,  p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,     p.ho,
-          p.wo,           p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups, (int64_t)p.bias,
-          (int64_t)p.bf16};
+  return {(int64_t)pass,
+          p.n,
+          p.h,
+          p.w,
+          p.cin,
+          p.cout,
+          p.kh,
+          p.kw,
+          p.ho,
+          p.wo,
+          p.stride_h,
+          p.stride_w,
+          p.pad_h,
+          p.pad_w,
+          p.dil_h,
+          p.dil_w,
+          p.groups,
+          (int64_t)p.bias,
+          (int64_t)p.input};
 }
 
 std::mutex& cache_mutex() {
@@ -214,7 +235,7 @@ const Entry& entry(ConvPass pass, const ConvParams& p) {
   auto& c = cache();
   auto it = c.find(k);
   if (it == c.end()) {
-    ENGINE_CHECK(!p.bf16 || cpu_has_bf16(),
+    ENGINE_CHECK(p.input != ConvInput::BF16 || cpu_has_bf16(),
                  "conv2d: bf16 convolutions on the CPU need AVX512-BF16 or AMX-BF16, which "
                  "this CPU (",
                  cpu_model_name(), ") does not have; train with --precision fp32 here");
@@ -255,9 +276,47 @@ void run(const char* what, const std::function<void()>& f) {
   }
 }
 
+// fp16 staging (p.input == F16): f32 copies of the half inputs and of the half-rounded weights,
+// placed after the entry's own workspace. Offsets are from the workspace start; bytes = 0 otherwise.
+struct F16Staging {
+  size_t x = 0, gy = 0, w = 0, bytes = 0;
+};
+
+F16Staging f16_staging(ConvPass pass, const ConvParams& p, size_t base) {
+  F16Staging st;
+  if (p.input != ConvInput::F16) return st;
+  size_t off = align_up(base);
+  auto take = [&](int64_t elems) {
+    const size_t at = off;
+    off += align_up((size_t)elems * sizeof(float));
+    return at;
+  };
+  if (pass != ConvPass::BwdData) st.x = take(p.n * p.h * p.w * p.cin);
+  if (pass != ConvPass::Fwd) st.gy = take(p.n * p.ho * p.wo * p.cout);
+  if (pass != ConvPass::BwdWeights) st.w = take(p.cout * (p.cin / p.groups) * p.kh * p.kw);
+  st.bytes = off - base;
+  return st;
+}
+
+float* staged(void* ws, size_t off) { return reinterpret_cast<float*>(static_cast<char*>(ws) + off); }
+
+void widen_half(const void* src, float* dst, int64_t n) {
+  const uint16_t* h = static_cast<const uint16_t*>(src);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_bits_to_float(h[i]);
+}
+
+void round_to_half(const float* src, float* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_bits_to_float(float_to_half_bits(src[i]));
+}
+
 }  // namespace
 
-size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) { return entry(pass, p).workspace; }
+size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) {
+  const size_t base = entry(pass, p).workspace;
+  return base + f16_staging(pass, p, base).bytes;
+}
 
 size_t conv2d_cpu_cache_size() {
   std::lock_guard<std::mutex> lock(cache_mutex());
@@ -267,6 +326,13 @@ size_t conv2d_cpu_cache_size() {
 void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, float* y, void* ws) {
   const Entry& e = entry(ConvPass::Fwd, p);
   const Descs d = make_descs(p);
+  if (p.input == ConvInput::F16) {
+    const F16Staging st = f16_staging(ConvPass::Fwd, p, e.workspace);
+    widen_half(x, staged(ws, st.x), p.n * p.h * p.w * p.cin);
+    round_to_half(w, staged(ws, st.w), p.cout * (p.cin / p.groups) * p.kh * p.kw);
+    x = staged(ws, st.x);
+    w = staged(ws, st.w);
+  }
   run("forward", [&] {
     dnnl::stream& s = cpu_stream();
     memory wm = mem(d.weights_user, w);
@@ -286,6 +352,13 @@ void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const fl
 void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* ws) {
   const Entry& e = entry(ConvPass::BwdData, p);
   const Descs d = make_descs(p);
+  if (p.input == ConvInput::F16) {
+    const F16Staging st = f16_staging(ConvPass::BwdData, p, e.workspace);
+    widen_half(gy, staged(ws, st.gy), p.n * p.ho * p.wo * p.cout);
+    round_to_half(w, staged(ws, st.w), p.cout * (p.cin / p.groups) * p.kh * p.kw);
+    gy = staged(ws, st.gy);
+    w = staged(ws, st.w);
+  }
   run("backward-data", [&] {
     dnnl::stream& s = cpu_stream();
     memory wm = mem(d.weights_user, w);
@@ -304,6 +377,13 @@ void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, fl
 void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* ws) {
   const Entry& e = entry(ConvPass::BwdWeights, p);
   const Descs d = make_descs(p);
+  if (p.input == ConvInput::F16) {
+    const F16Staging st = f16_staging(ConvPass::BwdWeights, p, e.workspace);
+    widen_half(x, staged(ws, st.x), p.n * p.h * p.w * p.cin);
+    widen_half(gy, staged(ws, st.gy), p.n * p.ho * p.wo * p.cout);
+    x = staged(ws, st.x);
+    gy = staged(ws, st.gy);
+  }
   run("backward-weights", [&] {
     dnnl::stream& s = cpu_stream();
     memory wu = mem(d.weights_user, gw);

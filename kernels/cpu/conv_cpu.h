@@ -17,16 +17,25 @@
 
 namespace engine::kernels {
 
+enum class ConvInput : uint8_t { F32, BF16, F16 };
+
 struct ConvParams {
   int64_t n = 0, h = 0, w = 0, cin = 0;  // input
   int64_t cout = 0, kh = 0, kw = 0;      // weights [cout, cin/groups, kh, kw]
   int64_t ho = 0, wo = 0;                // output
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
   bool bias = false;  // forward adds b / backward-weights also produces db
-  // bf16 products (mixed precision, --precision bf16): x and gy are given as bfloat16 bits, w (f32) is
-  // rounded to bf16 (nearest even) by the weight reorder; accumulation, y, gx, gw and gb are f32.
-  // Needs a CPU with AVX512-BF16 or AMX-BF16 (cpu_has_bf16 in kernels/cpu/cpu_isa.h), else an Error.
-  bool bf16 = false;
+  // The type of the products (mixed precision, --precision bf16 / fp16): x and gy are given as
+  // bfloat16 / IEEE half bits, w (f32) is rounded to that type (nearest even); accumulation, y, gx, gw
+  // and gb are f32 in every case.
+  //  - BF16: oneDNN's bf16 primitives. Needs a CPU with AVX512-BF16 or AMX-BF16 (cpu_has_bf16 in
+  //    kernels/cpu/cpu_isa.h), else an Error.
+  //  - F16: the half inputs are widened to f32 in the workspace and the f32 primitive runs on them.
+  //    The product of two halves is exact in f32, so this is the arithmetic of fp16 tensor cores
+  //    (half products, f32 accumulation) up to summation order, at f32 speed: it is the emulated
+  //    GPU's stand-in for cuDNN's fp16 convolution, not a fast CPU mode (the op layer refuses fp16 on
+  //    the CPU device).
+  ConvInput input = ConvInput::F32;
 };
 
 enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
@@ -35,7 +44,7 @@ enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p);
 
 // y = conv(x, w) (+ b when p.bias).
-// x and gy: f32, or bf16 bits (uint16) when p.bf16; everything else f32.
+// x and gy: f32, or bf16 / half bits (uint16) as p.input says; everything else f32.
 void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, float* y, void* workspace);
 // gx = d loss / d x from gy.
 void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* workspace);

@@ -16,4 +16,8 @@ void sgd_momentum_fwd_cpu(const SgdTensor* t, int64_t count, float lr, float mu,
   ENGINE_CPU_DISPATCH(sgd_momentum_fwd_cpu)(t, count, lr, mu, wd);
 }
 
+int unscale_check_finite_cpu(const ScaleTensor* t, int64_t count, float inv_scale) {
+  return ENGINE_CPU_DISPATCH(unscale_check_finite_cpu)(t, count, inv_scale);
+}
+
 }  // namespace engine::kernels

@@ -1,5 +1,7 @@
 // Optimizer family on CUDA: the fused SGD-momentum update (Paddle Momentum, coupled L2 decay) as a
-// multi-tensor apply: ONE launch updates every parameter tensor.
+// multi-tensor apply: ONE launch updates every parameter tensor. The loss scaler's unscale (Paddle's
+// check_finite_and_unscale) is the same multi-tensor apply over the gradients: x *= inv_scale, and a
+// block whose chunk held an inf or nan (__syncthreads_or) sets the flag with one atomicOr.
 // Math (kernels/loss_math.h sgd_momentum_f, shared with the CPU):
 //   g' = g + wd*p;  v = mu*v + g';  p = p - lr*v
 // Layout: the op layer builds a table of SgdTensor rows {p, g, v, n, chunk_begin, vec4} in a small
@@ -21,17 +23,24 @@ namespace {
 
 constexpr int kBlock = 256;
 
+// The table row owning `chunk`: the last row with chunk_begin <= chunk (binary search, global loads).
+template <typename Row>
+__device__ int chunk_owner(const Row* __restrict__ table, int count, int64_t chunk) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (table[mid].chunk_begin <= chunk)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
 __global__ void __launch_bounds__(kBlock) sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count,
                                                                   int64_t nchunks, float lr, float mu, float wd) {
   for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
-    int lo = 0, hi = count - 1;  // last row with chunk_begin <= chunk
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (table[mid].chunk_begin <= chunk)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
+    const int lo = chunk_owner(table, count, chunk);
     float* p = table[lo].p;
     const float* g = table[lo].g;
     float* v = table[lo].v;
@@ -70,7 +79,45 @@ __global__ void __launch_bounds__(kBlock) sgd_momentum_fwd_kernel(const SgdTenso
   }
 }
 
+__global__ void __launch_bounds__(kBlock) unscale_check_finite_kernel(const ScaleTensor* __restrict__ table, int count,
+                                                                      int64_t nchunks, float inv_scale, int* found) {
+  for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
+    const int row = chunk_owner(table, count, chunk);
+    float* x = table[row].x;
+    const int64_t n = table[row].n;
+    const int64_t b = (chunk - table[row].chunk_begin) * kSgdChunk;
+    const int64_t e = min(n, b + kSgdChunk);
+    uint32_t f = 0;
+    int64_t scalar_from = b;
+    if (table[row].vec4) {
+      const int64_t e4 = b + (e - b) / 4 * 4;  // b is a multiple of 4
+      float4* x4 = reinterpret_cast<float4*>(x);
+      for (int64_t i = b / 4 + threadIdx.x; i < e4 / 4; i += blockDim.x) {
+        float4 v = x4[i];
+        f |= unscale_f(v.x, inv_scale) | unscale_f(v.y, inv_scale) | unscale_f(v.z, inv_scale) |
+             unscale_f(v.w, inv_scale);
+        x4[i] = v;
+      }
+      scalar_from = e4;
+    }
+    for (int64_t i = scalar_from + threadIdx.x; i < e; i += blockDim.x) {
+      float v = x[i];
+      f |= unscale_f(v, inv_scale);
+      x[i] = v;
+    }
+    if (__syncthreads_or((int)f) && threadIdx.x == 0) atomicOr(found, 1);
+  }
+}
+
 }  // namespace
+
+void unscale_check_finite_cuda(const ScaleTensor* table, int64_t count, int64_t nchunks, float inv_scale, int* found,
+                               cudaStream_t s) {
+  if (count == 0 || nchunks == 0) return;
+  const unsigned grid = (unsigned)std::min<int64_t>(nchunks, 65535);
+  GPU_LAUNCH(grid, kBlock, 0, s, unscale_check_finite_kernel)(table, (int)count, nchunks, inv_scale, found);
+  CUDA_CHECK_LAUNCH("unscale_check_finite_kernel");
+}
 
 void sgd_momentum_fwd_cuda(const SgdTensor* table, int64_t count, int64_t nchunks, float lr, float mu, float wd,
                            cudaStream_t s) {

@@ -253,4 +253,15 @@ void check_op(const std::string& op, const std::vector<OpCase>& cases, const Eng
   set_guard_mode(false);
 }
 
+void expect_one_line_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "multi-line message: " << msg;
+    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
 }  // namespace engine::testing

@@ -55,4 +55,7 @@ int64_t ravel(const std::vector<int64_t>& coord, const Shape& shape);
 // True when the tests can use a CUDA device (emulated or real).
 bool have_cuda();
 
+// f must throw an engine Error whose message is one line and contains every part.
+void expect_one_line_error(const std::function<void()>& f, const std::vector<std::string>& parts);
+
 }  // namespace engine::testing
