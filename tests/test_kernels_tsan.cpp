@@ -501,6 +501,25 @@ TEST(KernelsTsan, SgdMomentumFused) {
       1e-6);
 }
 
+// optim.cu unscale_check_finite_kernel: one launch over an aligned tensor of 3 chunks (float4 body,
+// scalar tail) with an inf in chunk 0 and a nan in chunk 2, and an unaligned view (scalar loop): two
+// blocks raise the flag with atomicOr after __syncthreads_or. Exact (a power-of-two scale).
+TEST(KernelsTsan, UnscaleCheckFinite) {
+  expect_same_on_devices(
+      [](Device d) {
+        std::vector<float> v(20000);
+        for (size_t i = 0; i < v.size(); ++i) v[i] = (float)i - 7000.f;
+        v[17] = INFINITY;
+        v[19999] = NAN;
+        const Tensor g0 = Tensor::from_vector(v, {20000}, d);
+        const Tensor s1 = Tensor::uniform({301}, 262, -1, 1, d), g1 = s1.narrow(0, 1, 300);
+        const bool found = unscale_grads_check_finite({g0, g1}, 0.25f);
+        const Tensor flag = Tensor::full({1}, found ? 1.f : 0.f, DType::F32, d);
+        return std::vector<Tensor>{g0.narrow(0, 0, 17), g0.narrow(0, 18, 19981), s1, flag};
+      },
+      0.0);
+}
+
 // detection.cu yolo_box_kernel<uint32_t>: [2, 5, 6, 3 * (5 + 4)] -> 720 scores (3 blocks,
 // grid-stride) and 180 boxes, about half above the confidence threshold. Exact (the decode uses the
 // __f*_rn intrinsics shared with the CPU).
