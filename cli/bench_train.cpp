@@ -1,11 +1,13 @@
 // bench_train: the training-step benchmark of PP-LiteSeg (images/s of forward + 3 losses + backward
 // + fused SGD) and of YOLOv3 with a DarkNet53 or MobileNetV1 backbone (forward + yolov3_loss +
-// backward + fused SGD), with the per-op time breakdown (engine/profiler.h) so the next bottleneck is
+// backward + fused SGD; with --precision fp16 also the loss scaler's scaling, unscale and check, as
+// engine-train runs them), with the per-op time breakdown (engine/profiler.h) so the next bottleneck is
 // visible.
 // The batch is random data already on the device: this measures the engine, not JPEG decoding
 // (engine-train's log reports reader_cost separately).
 //   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
-//               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|bf16] [--no-profile]
+//               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|tf32|bf16|fp16]
+//               [--no-profile]
 //               [--json FILE]
 // Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
 // ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
@@ -41,6 +43,7 @@
 #include "models/module.h"
 #include "train/data_parallel.h"
 #include "train/grad_buckets.h"
+#include "train/grad_scaler.h"
 
 #if defined(ENGINE_WITH_CUDA)
 #include "base/cuda_context.h"
@@ -64,6 +67,7 @@ struct Step {
   Device device;
   std::function<Tensor()> loss;                 // forward + loss of the model
   std::unique_ptr<train::GradBuckets> buckets;  // data parallel only
+  std::unique_ptr<train::GradScaler> scaler;    // fp16 only (engine-train's loss scaling)
 
   void init_params(const std::vector<std::pair<std::string, Tensor>>& named) {
     for (const auto& [name, p] : named) {
@@ -73,11 +77,19 @@ struct Step {
   }
   void run() {
     if (buckets) buckets->begin_step();
-    loss().backward();
+    if (scaler)
+      (loss() * (float)scaler->scale()).backward();
+    else
+      loss().backward();
     if (buckets) buckets->finish_step();
     std::vector<Tensor> grads;
     for (const Tensor& p : params) grads.push_back(p.grad());
-    sgd_momentum_update(params, grads, velocities, 0.01f, 0.9f, 4e-5f);
+    bool skip = false;
+    if (scaler) {
+      skip = scaler->unscale(grads);
+      scaler->update(skip);
+    }
+    if (!skip) sgd_momentum_update(params, grads, velocities, 0.01f, 0.9f, 4e-5f);
     if (!buckets)
       for (Tensor& p : params) p.zero_grad();
     sync(device);
@@ -119,7 +131,7 @@ int main(int argc, char** argv) {
         std::printf(
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
             "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
-            "                   [--precision fp32|bf16] [--json FILE]\n"
+            "                   [--precision fp32|tf32|bf16|fp16] [--json FILE]\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
@@ -143,7 +155,7 @@ int main(int argc, char** argv) {
         device_name.find(':') != std::string::npos, /*timeout_seconds=*/600);
     const Device dev = dp.device;
     const int world = dp.comm->world_size();
-    // Autocast (engine/precision.h): bf16 convolutions, everything else f32.
+    // Autocast (engine/precision.h): low-precision convolutions, everything else f32.
     const Precision precision = parse_precision(precision_name_flag, "--precision");
     check_precision_available(precision, AmpLevel::O1, dev);
     set_autocast_precision(precision);
@@ -154,6 +166,7 @@ int main(int argc, char** argv) {
 
     Step st;
     st.device = dev;
+    if (precision == Precision::FP16) st.scaler = std::make_unique<train::GradScaler>(train::GradScalerConfig{});
     std::string model_name;
     const Tensor images = Tensor::uniform({batch, size, size, 3}, 11, -1.f, 1.f, dev);
     if (!yolo) {

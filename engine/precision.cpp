@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "base/cuda_context.h"
 #include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 
@@ -41,21 +42,40 @@ const char* precision_name(Precision p) {
 
 const char* amp_level_name(AmpLevel l) { return l == AmpLevel::O1 ? "O1" : "O2"; }
 
+#if defined(ENGINE_CUDA_REAL)
+namespace {
+// The compute capability major of a real GPU (8 = Ampere, 9 = Hopper).
+int compute_capability_major(Device device) {
+  int major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index));
+  return major;
+}
+}  // namespace
+#endif
+
 void check_precision_available(Precision p, AmpLevel level, Device device) {
   if (p == Precision::FP32) return;
   const std::string name = std::string("--precision ") + precision_name(p);
-  ENGINE_CHECK(p != Precision::TF32, name, " is not available in this build (cuDNN/cuBLAS TF32 math is not wired yet)",
-               device.is_cpu() ? "; CPUs have no TF32 math, use fp32 or bf16" : "");
   ENGINE_CHECK(level == AmpLevel::O1, name, " --amp_level O2 (activations stored in ", precision_name(p),
                ") is not available in this build; use --amp_level O1");
+  const bool real_gpu = device.is_cuda() && !cuda_is_emulated();
+  if (p == Precision::TF32) {
+    ENGINE_CHECK(!device.is_cpu(), name, " is a GPU tensor-core math mode; CPUs have no TF32, use fp32 or bf16");
+    ENGINE_CHECK(real_gpu, name, " needs a real GPU: the emulated device has no TF32 math; use fp32");
+  }
   // fp16 convolutions exist for the GPU's numerics (the emulated device runs them through the CPU
   // kernel at f32 speed); on a CPU device they would be slower than fp32 for no gain.
   ENGINE_CHECK(p != Precision::FP16 || !device.is_cpu(), name,
                " is a GPU precision: the CPU has no faster fp16 convolution than fp32; on the CPU use --precision "
                "bf16 (needs AVX512-BF16 or AMX-BF16) or fp32");
-  const bool host_kernels = device.is_cpu() || cuda_is_emulated();
-  ENGINE_CHECK(host_kernels, name, " on a GPU is not available in this build (", precision_name(p),
-               " cuDNN convolutions are not wired yet); use --device cpu or --precision fp32");
+  if (real_gpu) {
+#if defined(ENGINE_CUDA_REAL)
+    const int major = compute_capability_major(device);
+    ENGINE_CHECK(p == Precision::FP16 || major >= 8, name, " needs a GPU of compute capability 8.0 or newer (Ampere, ",
+                 "Hopper), this one is ", major, ".x; use --precision fp16 or fp32");
+#endif
+    return;
+  }
   ENGINE_CHECK(p != Precision::BF16 || kernels::cpu_has_bf16(), name,
                " needs a CPU with AVX512-BF16 or AMX-BF16, which this CPU (", kernels::cpu_model_name(),
                ") does not have; use --precision fp32");

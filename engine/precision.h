@@ -2,12 +2,17 @@
 // precision"). The engine's autocast: while the precision is BF16 or FP16 at level O1, conv2d
 // multiplies in that type (its inputs rounded to nearest even) and accumulates and returns f32; every
 // other op, the weights, the momentum and checkpoints stay f32, as in PaddleSeg's O1 (a white list of
-// ops in the low type, the rest in f32). The precision an op used is recorded with its backward, so a
+// ops in the low type, the rest in f32). TF32 keeps every tensor f32 and lets cuDNN / cuBLAS use
+// TF32 tensor-core math on a real GPU. The precision an op used is recorded with its backward, so a
 // backward pass uses the same precision as its forward. FP16 training scales the loss
 // (train/grad_scaler.h, Paddle's GradScaler).
-// What exists today: fp32 everywhere; bf16 O1 on CPUs with AVX512-BF16 or AMX-BF16; bf16 and fp16 O1
-// on the emulated-CUDA build's device (through the CPU kernel). tf32, O2, fp16 on a CPU device, and
-// bf16 / fp16 on a real GPU are refused by check_precision_available with a one-line error.
+// Where each runs (check_precision_available refuses the rest with a one-line error):
+//   bf16: CPUs with AVX512-BF16 or AMX-BF16 (oneDNN); the emulated GPU (through the CPU kernel);
+//         real GPUs of compute capability 8.0+ (cuDNN).
+//   fp16: the emulated GPU (through the CPU kernel's fp16 path); real GPUs (cuDNN). Not on a CPU
+//         device.
+//   tf32: real GPUs of compute capability 8.0+ only.
+//   O2 (activations stored in the low type): nowhere yet.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -81,8 +81,9 @@ expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_datase
 # move between precisions; what is not available is a one-line error (exit 2) that writes nothing
 expect 2 "--precision fp16 is a GPU precision" "$bin/engine-train" --config cfg.yml --precision fp16 --save_dir p16
 expect 2 "--amp_level O2" "$bin/engine-train" --config cfg.yml --precision bf16 --amp_level O2 --save_dir pO2
+expect 2 "--precision tf32 is a GPU tensor-core math mode" "$bin/engine-train" --config cfg.yml --precision tf32 --save_dir pt32
 expect 2 "precision: expected fp32, tf32, bf16 or fp16, got 'half'" "$bin/engine-train" --config cfg.yml --opts precision=half --save_dir ph
-[ ! -e p16 ] && [ ! -e pO2 ] && [ ! -e ph ] || { echo "FAIL: a refused precision wrote a run folder"; fails=$((fails + 1)); }
+[ ! -e p16 ] && [ ! -e pO2 ] && [ ! -e pt32 ] && [ ! -e ph ] || { echo "FAIL: a refused precision wrote a run folder"; fails=$((fails + 1)); }
 if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   expect 0 "precision bf16 (O1: convolutions multiply in bf16" "$bin/engine-train" --config cfg.yml --precision bf16 --iters 3 --save_interval 3 --save_dir pbf
   expect 0 "Resume model from pbf/iter_3" "$bin/engine-train" --config cfg.yml --resume_model pbf/iter_3 --save_dir pbf32

@@ -395,6 +395,21 @@ TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
   expect_error([] { check_precision_available(Precision::FP16, AmpLevel::O1, Device::cpu()); },
                {"--precision fp16", "GPU precision", "bf16"});
   if (have_cuda() && cuda_is_emulated()) check_precision_available(Precision::FP16, AmpLevel::O1, Device::cuda(0));
+  // TF32 is a tensor-core math mode: refused on the CPU and on the emulated GPU, by the programs' check
+  // and by the ops themselves.
+  expect_error([] { check_precision_available(Precision::TF32, AmpLevel::O1, Device::cpu()); },
+               {"--precision tf32", "CPUs have no TF32"});
+  if (have_cuda() && cuda_is_emulated())
+    expect_error([] { check_precision_available(Precision::TF32, AmpLevel::O1, Device::cuda(0)); },
+                 {"--precision tf32", "real GPU"});
+  {
+    const AutocastGuard tf32(Precision::TF32);
+    expect_error(
+        [] {
+          conv2d(Tensor::zeros({1, 4, 4, 2}), Tensor::zeros({3, 2, 3, 3}), Tensor(), args(1, 1));
+        },
+        {"conv2d", "tf32 autocast needs a real GPU"});
+  }
   expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu()); }, {"O2", "O1"});
   check_precision_available(Precision::FP32, AmpLevel::O1, Device::cpu());
   if (kernels::cpu_has_bf16()) {

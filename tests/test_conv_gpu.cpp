@@ -3,7 +3,10 @@
 // forward, and the gradients of x, w and b, for every flavour the models use (3x3 s1/s2, 1x1,
 // depthwise, grouped, dilated, odd sizes, channels not multiples of 8, with/without bias) at larger
 // shapes than the emulated tests can afford, plus two model layers; run-to-run determinism of the
-// GPU results (only deterministic cuDNN algorithms are chosen) and a non-contiguous input.
+// GPU results (only deterministic cuDNN algorithms are chosen) and a non-contiguous input. Mixed
+// precision (engine/precision.h): cuDNN's bf16 and fp16 convolutions against the CPU kernel at the
+// same precision (the same rounded inputs and f32 accumulation; the GPU also rounds its outputs to
+// the low type), and TF32 math against the CPU's fp32.
 // Without a real GPU (no device, CPU-only or emulated build) the program exits with 77 at once,
 // which CTest reports as skipped.
 #include <gtest/gtest.h>
@@ -16,7 +19,9 @@
 
 #include "engine/device.h"
 #include "engine/ops/conv.h"
+#include "engine/precision.h"
 #include "engine/tensor.h"
+#include "kernels/cpu/cpu_isa.h"
 
 #if defined(ENGINE_CUDA_REAL)
 namespace engine {
@@ -114,6 +119,61 @@ TEST(ConvGpu, CudnnMatchesCpu) {
       EXPECT_TRUE(gpu.t[i].size() == again.t[i].size() &&
                   std::memcmp(gpu.t[i].data(), again.t[i].data(), gpu.t[i].size() * sizeof(float)) == 0)
           << c.name << ": result " << i << " differs between two identical GPU runs";
+  }
+}
+
+// got vs want, element by element, within rel * (1e-3 + max |want|) of each tensor.
+void compare_rel(const Result& got, const Result& want, double rel, const std::string& what) {
+  const char* names[] = {"y", "gx", "gw", "gb"};
+  for (size_t i = 0; i < want.t.size(); ++i) {
+    ASSERT_EQ(got.t[i].size(), want.t[i].size()) << what << " " << names[i];
+    double scale = 0;
+    for (float v : want.t[i]) scale = std::max(scale, (double)std::fabs(v));
+    const double tol = rel * (1e-3 + scale);
+    int shown = 0;
+    for (size_t j = 0; j < want.t[i].size(); ++j)
+      if (!(std::fabs(got.t[i][j] - want.t[i][j]) <= tol)) {
+        ADD_FAILURE() << what << " " << names[i] << "[" << j << "]: gpu " << got.t[i][j] << " vs cpu " << want.t[i][j]
+                      << " (tol " << tol << ")";
+        if (++shown >= 5) break;
+      }
+  }
+}
+
+// Tolerances: the GPU rounds y, gx and gw to the low type (half an ulp: 2^-9 of the value for bf16,
+// 2^-12 for fp16) after an f32 accumulation in another order; 2x that of the largest value.
+TEST(ConvGpu, Bf16AndFp16MatchTheCpuKernelAtTheSamePrecision) {
+  for (const Precision prec : {Precision::BF16, Precision::FP16}) {
+    if (prec == Precision::BF16 && !kernels::cpu_has_bf16()) {
+      std::printf("bf16 skipped: this host CPU has no AVX512-BF16 / AMX-BF16 for the reference\n");
+      continue;
+    }
+    const double rel = prec == Precision::BF16 ? 2.0 / 512 : 2.0 / 4096;
+    const AutocastGuard low(prec);
+    for (const Case& c : cases()) {
+      SCOPED_TRACE(std::string(precision_name(prec)) + " " + c.name);
+      const Result cpu = run(c, Device::cpu(), false);
+      const Result gpu = run(c, Device::cuda(0), false);
+      compare_rel(gpu, cpu, rel, c.name + " cuda vs cpu");
+      const Result again = run(c, Device::cuda(0), false);
+      for (size_t i = 0; i < gpu.t.size(); ++i)
+        EXPECT_TRUE(std::memcmp(gpu.t[i].data(), again.t[i].data(), gpu.t[i].size() * sizeof(float)) == 0)
+            << c.name << ": result " << i << " differs between two identical GPU runs";
+    }
+  }
+}
+
+// TF32 products (10-bit mantissas) against the CPU's fp32: within 2^-10 of the largest value.
+TEST(ConvGpu, Tf32MatchesCpuFp32) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE("tf32 " + c.name);
+    const Result cpu = run(c, Device::cpu(), false);
+    Result gpu;
+    {
+      const AutocastGuard tf32(Precision::TF32);
+      gpu = run(c, Device::cuda(0), false);
+    }
+    compare_rel(gpu, cpu, 1.0 / 1024, c.name + " tf32 cuda vs fp32 cpu");
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/matmul.h"
+#include "engine/precision.h"
 #include "kernels/cpu/matmul_cpu.h"
 #include "tests/harness/op_check.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -238,6 +239,10 @@ TEST(Matmul, BadInputs) {
           matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4}, DType::F32, Device::cuda(0)));
         },
         {"matmul", "cpu", "cuda"});
+  {  // TF32 is a tensor-core math mode: only real GPUs have it (engine/precision.h)
+    const AutocastGuard tf32(Precision::TF32);
+    expect_error([] { matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4})); }, {"matmul", "tf32", "real GPU"});
+  }
 }
 
 // ------------------------------------------------------------------ the GEMM kernels directly

@@ -19,7 +19,9 @@
 // both backward passes; the kernel rounds w and multiplies in the low type with f32 accumulation and
 // f32 outputs (kernels/cpu/conv_cpu.h). An fp16 gy that overflows (|gy| > 65504 after loss scaling)
 // becomes inf and so do the gradients: the loss scaler (train/grad_scaler.h) detects that and skips
-// the step. The real-CUDA path refuses both.
+// the step. On a real GPU cuDNN computes in the low type end to end (the OHWI weight copy is made
+// in it too) and writes y, gx and gw in it; they are cast back to f32 here, and the bias gradient
+// sums the f32 gy. tf32 autocast (real GPU only) keeps f32 tensors and lets cuDNN use TF32 math.
 // Workspaces (oneDNN's reordered weights + scratchpad, cuDNN's algorithm workspace) are Tensors
 // allocated here, so they come from the engine's allocators.
 // Backward: gx = conv_bwd_data(gy, w), (gw, gb) = conv_bwd_weights(x, gy); each only when that input
@@ -99,8 +101,9 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
   // p, so the backward runs at the forward's precision.
   const Precision prec = autocast_precision();
   p.input = prec == Precision::BF16 ? ConvInput::BF16 : prec == Precision::FP16 ? ConvInput::F16 : ConvInput::F32;
-  ENGINE_CHECK(p.input == ConvInput::F32 || x.device().is_cpu() || cuda_is_emulated(), "conv2d: ", precision_name(prec),
-               " autocast on a GPU is not available in this build (", shapes, "); use fp32");
+  p.tf32 = prec == Precision::TF32;
+  ENGINE_CHECK(!p.tf32 || (x.device().is_cuda() && !cuda_is_emulated()),
+               "conv2d: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", shapes);
   return p;
 }
 
@@ -127,10 +130,14 @@ void sync_emulated() { CUDA_CHECK(cudaStreamSynchronize(compute_stream())); }
 #endif
 
 #if defined(ENGINE_CUDA_REAL)
-// cuDNN's filter layout for NHWC data: OIHW [Cout, Cin/g, kH, kW] -> OHWI [Cout, kH, kW, Cin/g].
-Tensor to_ohwi(const Tensor& w) {
+// The element type of cuDNN's tensors for p (conv_cudnn.cpp "Precision").
+DType cudnn_dtype(const ConvParams& p) { return p.input == ConvInput::F32 ? DType::F32 : low_dtype(p); }
+
+// cuDNN's filter layout for NHWC data: OIHW [Cout, Cin/g, kH, kW] -> OHWI [Cout, kH, kW, Cin/g], in
+// the precision's type.
+Tensor to_ohwi(const Tensor& w, const ConvParams& p) {
   NoGradGuard no_grad;
-  return copy_contiguous(w.permute({0, 2, 3, 1}), DType::F32);
+  return copy_contiguous(w.permute({0, 2, 3, 1}), cudnn_dtype(p));
 }
 // Workspace callback for the cuDNN wrapper: device Tensors kept alive in `keep` until the op returns
 // (stream-ordered reuse by the caching allocator makes freeing after the enqueue safe).
@@ -154,10 +161,10 @@ kernels::CudnnWorkspaceFn device_workspace(std::vector<Tensor>& keep, Device dev
 }
 #endif
 
-// The weight in the layout the device's kernel reads (see the file comment).
-Tensor kernel_weight(const Tensor& w) {
+// The weight in the layout (and, on a real GPU, the type) the device's kernel reads (see the file comment).
+Tensor kernel_weight(const Tensor& w, const ConvParams& p) {
 #if defined(ENGINE_CUDA_REAL)
-  if (w.device().is_cuda()) return to_ohwi(w);
+  if (w.device().is_cuda()) return to_ohwi(w, p);
 #endif
   return contiguous_nograd(w);
 }
@@ -173,8 +180,11 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
     const SearchCacheRelease release;
     {
       std::vector<Tensor> keep;
-      kernels::conv2d_fwd_cudnn(p, x.data<float>(), wk.data<float>(), y.data<float>(),
-                                device_workspace(keep, y.device()), compute_stream());
+      const bool low = p.input != ConvInput::F32;
+      const Tensor yk = low ? Tensor::empty(y.shape(), cudnn_dtype(p), y.device()) : y;
+      kernels::conv2d_fwd_cudnn(p, x.raw_data(), wk.raw_data(), yk.raw_data(), device_workspace(keep, y.device()),
+                                compute_stream());
+      if (low) copy_into(y, yk);  // the low-type result, widened
     }
     if (b.defined()) add_inplace(y, b);  // [N, Ho, Wo, Cout] += [Cout]
   };
@@ -197,8 +207,11 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
   auto cuda = [&] {
     const SearchCacheRelease release;
     std::vector<Tensor> keep;
-    kernels::conv2d_bwd_data_cudnn(p, gy.data<float>(), wk.data<float>(), gx.data<float>(),
-                                   device_workspace(keep, gx.device()), compute_stream());
+    const bool low = p.input != ConvInput::F32;
+    const Tensor gxk = low ? Tensor::empty(gx.shape(), cudnn_dtype(p), gx.device()) : gx;
+    kernels::conv2d_bwd_data_cudnn(p, gy.raw_data(), wk.raw_data(), gxk.raw_data(), device_workspace(keep, gx.device()),
+                                   compute_stream());
+    if (low) copy_into(gx, gxk);
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] {
@@ -211,7 +224,9 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
 }
 
 // dw (OIHW) and, when want_b, db.
-std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, bool want_b) {
+// gy: the output gradient in the kernel's type; gy32: the same in f32 (the real GPU's bias gradient).
+std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, const Tensor& gy32,
+                                          bool want_b) {
   const Device dev = gy.device();
   Tensor gw, gb;
   p.bias = want_b;
@@ -226,11 +241,11 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
   auto cuda = [&] {
     const SearchCacheRelease release;
     std::vector<Tensor> keep;
-    Tensor gw_ohwi = Tensor::empty({p.cout, p.kh, p.kw, p.cin / p.groups}, DType::F32, dev);
-    kernels::conv2d_bwd_weights_cudnn(p, x.data<float>(), gy.data<float>(), gw_ohwi.data<float>(),
-                                      device_workspace(keep, dev), compute_stream());
-    gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW
-    if (want_b) gb = sum(gy, {0, 1, 2});
+    Tensor gw_ohwi = Tensor::empty({p.cout, p.kh, p.kw, p.cin / p.groups}, cudnn_dtype(p), dev);
+    kernels::conv2d_bwd_weights_cudnn(p, x.raw_data(), gy.raw_data(), gw_ohwi.raw_data(), device_workspace(keep, dev),
+                                      compute_stream());
+    gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW (and widened)
+    if (want_b) gb = sum(gy32, {0, 1, 2});
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] {
@@ -257,7 +272,7 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
   const Tensor gyk = p.input != ConvInput::F32 && (need_x || need_w) ? copy_contiguous(gy, low_dtype(p)) : gy;
   if (need_x) gx = run_bwd_data(p, gyk, wk);
   if (need_w) {
-    std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, need_b);
+    std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, gy, need_b);
   } else if (need_b) {
     gb = sum(gy, {0, 1, 2});
   }
@@ -275,7 +290,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArg
     NoGradGuard no_grad;
     xc = copy_contiguous(xc, low_dtype(p));
   }
-  const Tensor wk = kernel_weight(w);
+  const Tensor wk = kernel_weight(w, p);
   const Tensor bc = b.defined() ? contiguous_nograd(b) : Tensor();
   if (p.n > 0) run_fwd(p, xc, wk, bc, y);
 

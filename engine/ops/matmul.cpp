@@ -14,6 +14,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
+#include "engine/precision.h"
 #include "kernels/cpu/matmul_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
 #include "kernels/cuda/matmul_cuda.h"
@@ -130,6 +131,10 @@ Tensor gemm(const Operand& x, const Operand& y, bool sum_batch, Device dev) {
   p.c = out.data<float>();
   p.ldc = n;
   p.stride_c = sum_batch ? 0 : m * n;
+  // tf32 autocast (engine/precision.h): cuBLAS may use TF32 tensor cores; only real GPUs have them.
+  p.tf32 = autocast_precision() == Precision::TF32;
+  ENGINE_CHECK(!p.tf32 || (dev.is_cuda() && !cuda_is_emulated()),
+               "matmul: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", dev.str());
   ENGINE_DISPATCH(kOp, dev, kernels::gemm_cpu(p), gemm_cuda(p));
   return out;
 }

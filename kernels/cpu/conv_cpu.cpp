@@ -235,6 +235,7 @@ const Entry& entry(ConvPass pass, const ConvParams& p) {
   auto& c = cache();
   auto it = c.find(k);
   if (it == c.end()) {
+    ENGINE_CHECK(!p.tf32, "conv2d: TF32 math is a GPU (tensor-core) mode; the CPU has none");
     ENGINE_CHECK(p.input != ConvInput::BF16 || cpu_has_bf16(),
                  "conv2d: bf16 convolutions on the CPU need AVX512-BF16 or AMX-BF16, which "
                  "this CPU (",

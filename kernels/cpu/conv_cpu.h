@@ -36,6 +36,9 @@ struct ConvParams {
   //    GPU's stand-in for cuDNN's fp16 convolution, not a fast CPU mode (the op layer refuses fp16 on
   //    the CPU device).
   ConvInput input = ConvInput::F32;
+  // fp32 data with TF32 tensor-core math (--precision tf32): the real-GPU (cuDNN) path only; the CPU
+  // kernel refuses it (CPUs have no TF32).
+  bool tf32 = false;
 };
 
 enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };

@@ -29,6 +29,9 @@ struct GemmParams {
   float* c = nullptr;
   int64_t ldc = 1, stride_c = 0;
   float alpha = 1.f, beta = 0.f;
+  // TF32 tensor-core math allowed (--precision tf32): used by cuBLAS on a real GPU only; the other
+  // backends compute in full fp32 (the op layer refuses tf32 on devices without it).
+  bool tf32 = false;
 
   bool sum_batches() const { return batch > 1 && stride_c == 0; }
 };

@@ -7,7 +7,8 @@
 // (stride_c == 0) is a sequence of GEMMs accumulating with beta = 1 after the first.
 // One handle per process, created on first use, bound to the caller's stream (the engine's
 // compute_stream()); calls are serialised by a mutex because a handle is not thread-safe.
-// Default math mode (full fp32, no TF32), so results stay comparable with the CPU backend.
+// Math mode per call: CUBLAS_DEFAULT_MATH (full fp32, no TF32, so results stay comparable with the
+// CPU backend), or CUBLAS_TF32_TENSOR_OP_MATH when p.tf32 (--precision tf32).
 // Tested by tests/test_gemm_gpu.cpp (real GPU); benchmarked by bench_kernels (matmul rows).
 #include "kernels/cublas/gemm_cublas.h"
 
@@ -89,6 +90,7 @@ void gemm_cublas(const GemmParams& in, cudaStream_t stream) {
   const cublasOperation_t opb = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   std::lock_guard<std::mutex> lock(handle_mutex());
   cublasHandle_t h = handle();
+  CUBLAS_CHECK(cublasSetMathMode(h, p.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   CUBLAS_CHECK(cublasSetStream(h, stream));
   if (p.batch == 1) {
     CUBLAS_CHECK(cublasSgemm(h, opb, opa, n, m, k, &p.alpha, p.b, ldb, p.a, lda, &p.beta, p.c, ldc));

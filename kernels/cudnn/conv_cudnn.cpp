@@ -24,6 +24,17 @@
 //    (10-bit mantissa products), which would break the engine's "fp32 matches the CPU to ~1e-5"
 //    contract (and test_conv_gpu); FMA_MATH restricts cuDNN to true fp32 FMA kernels. A later
 //    TF32/mixed-precision mode would switch this in one place.
+//  Precision (ConvParams.input / .tf32, engine/precision.h): the same descriptors with another data
+//  type and math type, chosen in one place (data_type / math_type below):
+//    fp32            FLOAT data, FMA math (above);
+//    tf32            FLOAT data, DEFAULT math: cuDNN may use TF32 tensor cores (10-bit mantissa
+//                    products, f32 accumulation) on sm_80 and newer;
+//    bf16 / fp16     BFLOAT16 / HALF data (x, w, y and their gradients), FLOAT compute, TENSOR_OP
+//                    math: tensor-core products with f32 accumulation, results rounded to the low
+//                    type (the op layer casts them back to f32).
+//  The algorithm filter follows: fp32 keeps FMA-only algorithms; tf32 accepts tensor-core ones but
+//  never TENSOR_OP_MATH_ALLOW_CONVERSION (which would round fp32 data to fp16); bf16 / fp16 accept
+//  every math type.
 //  The output size cuDNN computes (cudnnGetConvolution2dForwardOutputDim) is checked against ours.
 //
 // Algorithm choice (once per key): cudnnGet*Algorithm_v7 lists the candidates with their workspace
@@ -31,7 +42,7 @@
 // allocated and cudnnFind*AlgorithmEx times them on the caller's real buffers (it overwrites the
 // output, which the call then computes anyway). The fastest candidate that succeeded, is
 // CUDNN_DETERMINISTIC (the engine promises run-to-run identical results, so the atomics-based
-// backward algorithms are excluded) and does not use Tensor-Core math is cached. If the search
+// backward algorithms are excluded) and uses a math type the precision allows is cached. If the search
 // fails (e.g. out of memory) the first such heuristic candidate is used; only if cuDNN offers no
 // deterministic algorithm at all is a non-deterministic one taken, with a warning on stderr.
 // Layout choice (opt-in: ENGINE_CUDNN_NCHW=1; once per key, after the search above): the same
@@ -99,6 +110,33 @@ cudnnHandle_t handle() {
   return h;
 }
 
+// The data type of x, w, y (and their gradients) and the math type of the convolution descriptor.
+cudnnDataType_t data_type(const ConvParams& p) {
+  switch (p.input) {
+    case ConvInput::BF16:
+      return CUDNN_DATA_BFLOAT16;
+    case ConvInput::F16:
+      return CUDNN_DATA_HALF;
+    case ConvInput::F32:
+      break;
+  }
+  return CUDNN_DATA_FLOAT;
+}
+size_t elem_size(const ConvParams& p) { return p.input == ConvInput::F32 ? 4 : 2; }
+const char* type_name(const ConvParams& p) {
+  return p.input == ConvInput::BF16 ? "bf16" : p.input == ConvInput::F16 ? "fp16" : p.tf32 ? "tf32" : "fp32";
+}
+cudnnMathType_t math_type(const ConvParams& p) {
+  if (p.input != ConvInput::F32) return CUDNN_TENSOR_OP_MATH;
+  return p.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
+// Whether an algorithm of math type m computes at the precision p asks for (see the file comment).
+bool math_allowed(const ConvParams& p, cudnnMathType_t m) {
+  if (p.input != ConvInput::F32) return true;
+  if (p.tf32) return m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+  return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+}
+
 int to_int(const char* what, int64_t v) {
   ENGINE_CHECK(v >= 0 && v <= INT_MAX, "conv2d (cuDNN): ", what, " = ", v,
                " exceeds cuDNN's int range; split the batch");
@@ -122,27 +160,26 @@ struct Descs {
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
     // Input / input gradient: dims in N, C, H, W order; memory channels-last (NHWC, the engine's
     // layout) or NCHW (the temporary copies of the layout choice).
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, fmt, CUDNN_DATA_FLOAT, to_int("N", p.n), to_int("Cin", p.cin),
-                                           to_int("H", p.h), to_int("W", p.w)));
+    const cudnnDataType_t dt = data_type(p);
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, fmt, dt, to_int("N", p.n), to_int("Cin", p.cin), to_int("H", p.h),
+                                           to_int("W", p.w)));
     // Output / output gradient, likewise.
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, fmt, CUDNN_DATA_FLOAT, to_int("N", p.n), to_int("Cout", p.cout),
-                                           to_int("Ho", p.ho), to_int("Wo", p.wo)));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, fmt, dt, to_int("N", p.n), to_int("Cout", p.cout), to_int("Ho", p.ho),
+                                           to_int("Wo", p.wo)));
     // Filter / filter gradient: K = Cout, C = Cin per group; memory KRSC (= OHWI) for NHWC, KCRS
     // (= OIHW) for NCHW. `wt` describes the same memory as a tensor (N = K, C = Cin/groups).
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, fmt, to_int("Cout", p.cout),
-                                           to_int("Cin/groups", p.cin / p.groups), to_int("kH", p.kh),
-                                           to_int("kW", p.kw)));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(wt, fmt, CUDNN_DATA_FLOAT, to_int("Cout", p.cout),
-                                           to_int("Cin/groups", p.cin / p.groups), to_int("kH", p.kh),
-                                           to_int("kW", p.kw)));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, dt, fmt, to_int("Cout", p.cout), to_int("Cin/groups", p.cin / p.groups),
+                                           to_int("kH", p.kh), to_int("kW", p.kw)));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(wt, fmt, dt, to_int("Cout", p.cout), to_int("Cin/groups", p.cin / p.groups),
+                                           to_int("kH", p.kh), to_int("kW", p.kw)));
     // Convolution: symmetric zero padding, strides, dilations; cross-correlation (no kernel flip),
-    // fp32 accumulation; groups; FMA-only math (no TF32).
+    // fp32 accumulation; groups; the precision's math type.
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, to_int("pad_h", p.pad_h), to_int("pad_w", p.pad_w),
                                                 to_int("stride_h", p.stride_h), to_int("stride_w", p.stride_w),
                                                 to_int("dilation_h", p.dil_h), to_int("dilation_w", p.dil_w),
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, to_int("groups", p.groups)));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math_type(p)));
     int on = 0, oc = 0, oh = 0, ow = 0;
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv, x, w, &on, &oc, &oh, &ow));
     ENGINE_CHECK(on == p.n && oc == p.cout && oh == p.ho && ow == p.wo, "conv2d (cuDNN): output size [", on, ", ", oh,
@@ -163,21 +200,24 @@ struct Entry {
   explicit Entry(const ConvParams& p)
       : d(p, CUDNN_TENSOR_NHWC),
         dn(p, CUDNN_TENSOR_NCHW),
-        x_bytes((size_t)(p.n * p.h * p.w * p.cin) * 4),
-        y_bytes((size_t)(p.n * p.ho * p.wo * p.cout) * 4),
-        w_bytes((size_t)(p.cout * (p.cin / p.groups) * p.kh * p.kw) * 4) {}
+        x_bytes((size_t)(p.n * p.h * p.w * p.cin) * elem_size(p)),
+        y_bytes((size_t)(p.n * p.ho * p.wo * p.cout) * elem_size(p)),
+        w_bytes((size_t)(p.cout * (p.cin / p.groups) * p.kh * p.kw) * elem_size(p)),
+        params(p) {}
   Descs d;   // NHWC: the engine's tensors as they are
   Descs dn;  // NCHW: temporary copies, when the layout choice picked it
   size_t x_bytes, y_bytes, w_bytes;
+  ConvParams params;
   bool nchw = false;
   int algo = -1;
   size_t workspace = 0;
 };
 
-using Key = std::array<int64_t, 17>;
+using Key = std::array<int64_t, 19>;
 Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass, p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,    p.ho,
-          p.wo,          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups};
+  return {(int64_t)pass,  p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,     p.ho,
+          p.wo,           p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups, (int64_t)p.input,
+          (int64_t)p.tf32};
 }
 
 // Guarded by handle_mutex().
@@ -185,8 +225,6 @@ std::map<Key, std::unique_ptr<Entry>>& cache() {
   static std::map<Key, std::unique_ptr<Entry>> c;
   return c;
 }
-
-bool fp32_math(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
 
 // The best algorithm of one layout: Get_v7 candidates and a FindEx search (see the file comment).
 // `Perf` is one of the cudnnConvolution*AlgoPerf_t structs; get(n, &count, perf) and find(n, &count,
@@ -201,14 +239,15 @@ struct Pick {
 };
 
 template <class Perf, class Get, class Find>
-Pick search(int max_count, const Get& get, const Find& find, const CudnnWorkspaceFn& wsfn, bool allow_nondet) {
+Pick search(const ConvParams& p, int max_count, const Get& get, const Find& find, const CudnnWorkspaceFn& wsfn,
+            bool allow_nondet) {
   std::vector<Perf> cand((size_t)std::max(max_count, 1));
   int n = 0;
   CUDNN_CHECK(get(max_count, &n, cand.data()));
   cand.resize((size_t)n);
-  auto usable = [](const Perf& r, size_t limit, bool deterministic) {
+  auto usable = [&p](const Perf& r, size_t limit, bool deterministic) {
     return r.status == CUDNN_STATUS_SUCCESS && (!deterministic || r.determinism == CUDNN_DETERMINISTIC) &&
-           fp32_math(r.mathType) && r.memory <= limit;
+           math_allowed(p, r.mathType) && r.memory <= limit;
   };
   size_t search_ws = 0;
   for (const Perf& r : cand)
@@ -260,8 +299,8 @@ bool layout_search_enabled() {
 }
 
 // Layout conversion of one tensor (same dims, different formats) on the handle's stream.
-void transform(cudnnHandle_t h, cudnnTensorDescriptor_t from_desc, const float* from, cudnnTensorDescriptor_t to_desc,
-               float* to) {
+void transform(cudnnHandle_t h, cudnnTensorDescriptor_t from_desc, const void* from, cudnnTensorDescriptor_t to_desc,
+               void* to) {
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnTransformTensor(h, &one, from_desc, from, &zero, to_desc, to));
 }
@@ -273,10 +312,11 @@ void settle(Entry& e, const char* pass, const Pick& nhwc, const Pick& nchw, floa
       nchw.algo >= 0 && nchw.deterministic && nchw.time >= 0 &&
       (nhwc.algo < 0 || !nhwc.deterministic || (nhwc.time >= 0 && nchw.time + transform_ms < 0.9f * nhwc.time));
   const Pick& p = nchw_wins ? nchw : nhwc;
-  if (p.algo < 0) fail("conv2d (cuDNN): no fp32 ", pass, " algorithm for this shape");
+  if (p.algo < 0) fail("conv2d (cuDNN): no ", type_name(e.params), " ", pass, " algorithm for this shape");
   if (!p.deterministic)
-    std::fprintf(stderr, "engine: conv2d: cuDNN has no deterministic %s algorithm for this shape; using algorithm %d\n",
-                 pass, p.algo);
+    std::fprintf(stderr,
+                 "engine: conv2d: cuDNN has no deterministic %s %s algorithm for this shape; using algorithm %d\n",
+                 type_name(e.params), pass, p.algo);
   e.nchw = nchw_wins;
   e.algo = p.algo;
   e.workspace = p.memory;
@@ -301,16 +341,16 @@ void* workspace_of(const Entry& e, const CudnnWorkspaceFn& wsfn) { return e.work
 
 // Each pass: on first use of a shape, search NHWC on the caller's buffers, then NCHW on transformed
 // copies, and settle (see the file comment); then run in the chosen layout.
-void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w, float* y, const CudnnWorkspaceFn& wsfn,
+void conv2d_fwd_cudnn(const ConvParams& p, const void* x, const void* w, void* y, const CudnnWorkspaceFn& wsfn,
                       cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(handle_mutex());
   cudnnHandle_t h = handle();
   CUDNN_CHECK(cudnnSetStream(h, stream));
   int mx = 0;
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &mx));
-  auto find_in = [&](const Descs& d, const float* xx, const float* ww, float* yy, bool nondet) {
+  auto find_in = [&](const Descs& d, const void* xx, const void* ww, void* yy, bool nondet) {
     return search<cudnnConvolutionFwdAlgoPerf_t>(
-        mx,
+        p, mx,
         [&](int n, int* cnt, cudnnConvolutionFwdAlgoPerf_t* r) {
           return cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, cnt, r);
         },
@@ -322,9 +362,9 @@ void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w, float
   Entry& e = entry(ConvPass::Fwd, p, [&](Entry& en) {
     const Pick a = find_in(en.d, x, w, y, true);
     if (!layout_search_enabled()) return settle(en, "forward", a, Pick{}, 0.f);
-    float* xn = static_cast<float*>(wsfn(en.x_bytes));
-    float* wn = static_cast<float*>(wsfn(en.w_bytes));
-    float* yn = static_cast<float*>(wsfn(en.y_bytes));
+    void* xn = wsfn(en.x_bytes);
+    void* wn = wsfn(en.w_bytes);
+    void* yn = wsfn(en.y_bytes);
     const float t = time_on_stream(stream, [&] {
       transform(h, en.d.x, x, en.dn.x, xn);
       transform(h, en.d.wt, w, en.dn.wt, wn);
@@ -338,9 +378,9 @@ void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w, float
                                         workspace_of(e, wsfn), e.workspace, &zero, e.d.y, y));
     return;
   }
-  float* xn = static_cast<float*>(wsfn(e.x_bytes));
-  float* wn = static_cast<float*>(wsfn(e.w_bytes));
-  float* yn = static_cast<float*>(wsfn(e.y_bytes));
+  void* xn = wsfn(e.x_bytes);
+  void* wn = wsfn(e.w_bytes);
+  void* yn = wsfn(e.y_bytes);
   transform(h, e.d.x, x, e.dn.x, xn);
   transform(h, e.d.wt, w, e.dn.wt, wn);
   CUDNN_CHECK(cudnnConvolutionForward(h, &one, e.dn.x, xn, e.dn.w, wn, e.dn.conv, (cudnnConvolutionFwdAlgo_t)e.algo,
@@ -348,16 +388,16 @@ void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w, float
   transform(h, e.dn.y, yn, e.d.y, y);
 }
 
-void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w, float* gx,
-                           const CudnnWorkspaceFn& wsfn, cudaStream_t stream) {
+void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w, void* gx, const CudnnWorkspaceFn& wsfn,
+                           cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(handle_mutex());
   cudnnHandle_t h = handle();
   CUDNN_CHECK(cudnnSetStream(h, stream));
   int mx = 0;
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &mx));
-  auto find_in = [&](const Descs& d, const float* gyy, const float* ww, float* gxx, bool nondet) {
+  auto find_in = [&](const Descs& d, const void* gyy, const void* ww, void* gxx, bool nondet) {
     return search<cudnnConvolutionBwdDataAlgoPerf_t>(
-        mx,
+        p, mx,
         [&](int n, int* cnt, cudnnConvolutionBwdDataAlgoPerf_t* r) {
           return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, cnt, r);
         },
@@ -370,9 +410,9 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w,
   Entry& e = entry(ConvPass::BwdData, p, [&](Entry& en) {
     const Pick a = find_in(en.d, gy, w, gx, true);
     if (!layout_search_enabled()) return settle(en, "backward-data", a, Pick{}, 0.f);
-    float* gyn = static_cast<float*>(wsfn(en.y_bytes));
-    float* wn = static_cast<float*>(wsfn(en.w_bytes));
-    float* gxn = static_cast<float*>(wsfn(en.x_bytes));
+    void* gyn = wsfn(en.y_bytes);
+    void* wn = wsfn(en.w_bytes);
+    void* gxn = wsfn(en.x_bytes);
     const float t = time_on_stream(stream, [&] {
       transform(h, en.d.y, gy, en.dn.y, gyn);
       transform(h, en.d.wt, w, en.dn.wt, wn);
@@ -387,9 +427,9 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w,
                                              &zero, e.d.x, gx));
     return;
   }
-  float* gyn = static_cast<float*>(wsfn(e.y_bytes));
-  float* wn = static_cast<float*>(wsfn(e.w_bytes));
-  float* gxn = static_cast<float*>(wsfn(e.x_bytes));
+  void* gyn = wsfn(e.y_bytes);
+  void* wn = wsfn(e.w_bytes);
+  void* gxn = wsfn(e.x_bytes);
   transform(h, e.d.y, gy, e.dn.y, gyn);
   transform(h, e.d.wt, w, e.dn.wt, wn);
   CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, e.dn.w, wn, e.dn.y, gyn, e.dn.conv,
@@ -398,16 +438,16 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w,
   transform(h, e.dn.x, gxn, e.d.x, gx);
 }
 
-void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* gy, float* gw,
+void conv2d_bwd_weights_cudnn(const ConvParams& p, const void* x, const void* gy, void* gw,
                               const CudnnWorkspaceFn& wsfn, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(handle_mutex());
   cudnnHandle_t h = handle();
   CUDNN_CHECK(cudnnSetStream(h, stream));
   int mx = 0;
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &mx));
-  auto find_in = [&](const Descs& d, const float* xx, const float* gyy, float* gww, bool nondet) {
+  auto find_in = [&](const Descs& d, const void* xx, const void* gyy, void* gww, bool nondet) {
     return search<cudnnConvolutionBwdFilterAlgoPerf_t>(
-        mx,
+        p, mx,
         [&](int n, int* cnt, cudnnConvolutionBwdFilterAlgoPerf_t* r) {
           return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, cnt, r);
         },
@@ -420,9 +460,9 @@ void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* 
   Entry& e = entry(ConvPass::BwdWeights, p, [&](Entry& en) {
     const Pick a = find_in(en.d, x, gy, gw, true);
     if (!layout_search_enabled()) return settle(en, "backward-filter", a, Pick{}, 0.f);
-    float* xn = static_cast<float*>(wsfn(en.x_bytes));
-    float* gyn = static_cast<float*>(wsfn(en.y_bytes));
-    float* gwn = static_cast<float*>(wsfn(en.w_bytes));
+    void* xn = wsfn(en.x_bytes);
+    void* gyn = wsfn(en.y_bytes);
+    void* gwn = wsfn(en.w_bytes);
     const float t = time_on_stream(stream, [&] {
       transform(h, en.d.x, x, en.dn.x, xn);
       transform(h, en.d.y, gy, en.dn.y, gyn);
@@ -437,9 +477,9 @@ void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* 
                                                e.workspace, &zero, e.d.w, gw));
     return;
   }
-  float* xn = static_cast<float*>(wsfn(e.x_bytes));
-  float* gyn = static_cast<float*>(wsfn(e.y_bytes));
-  float* gwn = static_cast<float*>(wsfn(e.w_bytes));
+  void* xn = wsfn(e.x_bytes);
+  void* gyn = wsfn(e.y_bytes);
+  void* gwn = wsfn(e.w_bytes);
   transform(h, e.d.x, x, e.dn.x, xn);
   transform(h, e.d.y, gy, e.dn.y, gyn);
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, e.dn.x, xn, e.dn.y, gyn, e.dn.conv,

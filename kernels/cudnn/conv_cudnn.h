@@ -19,11 +19,13 @@ namespace engine::kernels {
 // layer allocates a Tensor from the caching allocator); may be called more than once per call.
 using CudnnWorkspaceFn = std::function<void*(size_t bytes)>;
 
-void conv2d_fwd_cudnn(const ConvParams& p, const float* x, const float* w_ohwi, float* y, const CudnnWorkspaceFn& ws,
+// Every tensor (x, w, y and the gradients) is in the precision's data type: f32, or bf16 / half bits
+// when p.input says so (conv_cudnn.cpp "Precision").
+void conv2d_fwd_cudnn(const ConvParams& p, const void* x, const void* w_ohwi, void* y, const CudnnWorkspaceFn& ws,
                       cudaStream_t stream);
-void conv2d_bwd_data_cudnn(const ConvParams& p, const float* gy, const float* w_ohwi, float* gx,
+void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w_ohwi, void* gx,
                            const CudnnWorkspaceFn& ws, cudaStream_t stream);
-void conv2d_bwd_weights_cudnn(const ConvParams& p, const float* x, const float* gy, float* gw_ohwi,
+void conv2d_bwd_weights_cudnn(const ConvParams& p, const void* x, const void* gy, void* gw_ohwi,
                               const CudnnWorkspaceFn& ws, cudaStream_t stream);
 
 // Number of (pass, shape) entries whose algorithm and layout have been chosen; it grows when a call
