@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The checks to run on a machine with a real NVIDIA GPU, in one go (docs/GPU.md records the results):
+# the GPU test programs and the CPU-vs-GPU model and trainer tests of a REAL build, then bench_train
+# in every precision (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608, batch 8).
+#   bash scripts/gpu_check.sh BUILD_DIR OUT_DIR
+# BUILD_DIR: a -DENGINE_CUDA=REAL build (scripts/build.sh cuda). Everything goes to OUT_DIR
+# (tests.log, bench.log, one JSON per bench_train run); the exit status is non-zero when a test fails.
+set -uo pipefail
+bin=$(cd "$1" && pwd)
+out=$2
+mkdir -p "$out"
+status=0
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  for t in test_conv_gpu test_gemm_gpu test_models test_trainer test_optim test_conv; do
+    echo "=== $t"
+    "$bin/tests/$t" 2>&1 | tail -25
+    rc=${PIPESTATUS[0]}
+    echo "=== $t exit $rc"
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 77 ] || status=1
+  done
+} > "$out/tests.log" 2>&1
+{
+  for p in fp32 tf32 bf16 fp16; do
+    for b in 4 16; do
+      "$bin/bench_train" --model B --batch "$b" --device gpu --precision "$p" --steps 10 --no-profile \
+        --json "$out/B_b${b}_$p.json" 2>&1 | tail -2
+    done
+    "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision "$p" --steps 5 \
+      --no-profile --json "$out/darknet53_608_b8_$p.json" 2>&1 | tail -2
+  done
+} > "$out/bench.log" 2>&1
+echo "gpu_check: tests $([ $status = 0 ] && echo passed || echo FAILED); results in $out"
+exit $status
