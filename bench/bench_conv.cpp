@@ -43,7 +43,12 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
+#include "engine/ops/copy.h"
 #include "engine/tensor.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#include "kernels/cuda/conv_direct_cuda.h"
+#endif
 
 namespace {
 
@@ -118,6 +123,16 @@ std::string name_of(const Layer& l, const Geo& g) {
                 (long long)g.h, (long long)g.w, (long long)g.n);
   return buf;
 }
+
+#if defined(ENGINE_WITH_CUDA)
+kernels::ConvParams params_of(const Geo& g) {
+  kernels::ConvParams p;
+  p.n = g.n, p.h = g.h, p.w = g.w, p.cin = g.cin, p.cout = g.cout, p.kh = p.kw = g.k, p.ho = g.ho, p.wo = g.wo;
+  p.stride_h = g.a.stride_h, p.stride_w = g.a.stride_w, p.pad_h = g.a.pad_h, p.pad_w = g.a.pad_w;
+  p.groups = g.a.groups;
+  return p;
+}
+#endif
 
 bench::Work work_of(const Geo& g) {
   bench::Work w;
@@ -357,6 +372,25 @@ BENCH_REGISTER(conv) {
       runner.run(
           "conv2d_bwd_weights (op)", shape, dev, work, [&] { return check_bwd_weights(g, h, bwd_w().to_vector()); },
           op_w.wrap([&] { bwd_w(); }));
+#if defined(ENGINE_WITH_CUDA)
+      // The hand-written backward-data (kernels/cuda/conv_direct.cu) that a real GPU's backward-data
+      // takes instead of cuDNN's where it measures faster; here alone, whatever the choice.
+      if (dev.is_cuda() && kernels::conv2d_bwd_data_direct_supported(params_of(g))) {
+        const Tensor w_ohwi = copy_contiguous(w.permute({0, 2, 3, 1}), DType::F32);
+        const Tensor gx_d = Tensor::empty({g.n, g.h, g.w, g.cin}, DType::F32, dev);
+        auto direct = [&] {
+          kernels::conv2d_bwd_data_direct_cuda(params_of(g), gy.data<float>(), w_ohwi.data<float>(), gx_d.data<float>(),
+                                               compute_stream());
+        };
+        runner.run(
+            "conv2d_bwd_data (direct kernel)", shape, dev, work,
+            [&] {
+              direct();
+              return check_bwd_data(g, h, gx_d.to_vector());
+            },
+            direct);
+      }
+#endif
       if (!dev.is_cpu()) continue;
 
       const Tensor y = Tensor::empty({g.n, g.ho, g.wo, g.cout}), gx = Tensor::empty({g.n, g.h, g.w, g.cin});

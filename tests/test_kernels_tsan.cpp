@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/batchnorm.h"
+#include "engine/ops/conv.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/detection.h"
 #include "engine/ops/elementwise.h"
@@ -30,6 +31,10 @@
 #include "engine/ops/softmax.h"
 #include "engine/ops/yolo_loss.h"
 #include "tests/harness/op_check.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#include "kernels/cuda/conv_direct_cuda.h"
+#endif
 
 using namespace engine;
 
@@ -519,6 +524,36 @@ TEST(KernelsTsan, UnscaleCheckFinite) {
       },
       0.0);
 }
+
+// conv_direct.cu conv_bwd_data_direct_kernel: 3x3 stride 2 on 9x9 (classes of 25, 20, 20 and 16
+// pixels, one, two or four taps), Cin 70 (two channel tiles, the second partial), Cout 20 (K slabs
+// cross taps): the CPU side is the conv op's backward-data (oneDNN), the CUDA side the kernel alone.
+#if defined(ENGINE_WITH_CUDA)
+TEST(KernelsTsan, ConvBackwardDataDirect) {
+  expect_same_on_devices(
+      [](Device d) {
+        const Tensor gy = Tensor::uniform({1, 5, 5, 20}, 270, -1, 1, d);
+        const Tensor w = Tensor::uniform({20, 70, 3, 3}, 271, -1, 1, d);
+        Conv2dArgs a;
+        a.stride_h = a.stride_w = 2;
+        a.pad_h = a.pad_w = 1;
+        if (d.is_cpu()) {
+          const Tensor x = Tensor::zeros({1, 9, 9, 70}, DType::F32, d).set_requires_grad(true);
+          conv2d(x, w, Tensor(), a).backward(gy);
+          return std::vector<Tensor>{x.grad()};
+        }
+        kernels::ConvParams p;
+        p.n = 1, p.h = p.w = 9, p.cin = 70, p.cout = 20, p.kh = p.kw = 3, p.ho = p.wo = 5;
+        p.stride_h = p.stride_w = 2, p.pad_h = p.pad_w = 1;
+        const Tensor w_ohwi = copy_contiguous(w.permute({0, 2, 3, 1}), DType::F32);
+        const Tensor gx = Tensor::empty({1, 9, 9, 70}, DType::F32, d);
+        kernels::conv2d_bwd_data_direct_cuda(p, gy.data<float>(), w_ohwi.data<float>(), gx.data<float>(),
+                                             compute_stream());
+        return std::vector<Tensor>{gx};
+      },
+      1e-5);
+}
+#endif
 
 // detection.cu yolo_box_kernel<uint32_t>: [2, 5, 6, 3 * (5 + 4)] -> 720 scores (3 blocks,
 // grid-stride) and 180 boxes, about half above the confidence threshold. Exact (the decode uses the

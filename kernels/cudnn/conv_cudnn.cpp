@@ -57,6 +57,9 @@
 // transforms is below 90 % of the NHWC time; such a call transforms its inputs into temporary NCHW
 // buffers (from the workspace callback), runs there and transforms the result back, on the caller's
 // stream.
+// Backward-data may instead run the hand-written kernel of kernels/cuda/conv_direct.cu (groups 1,
+// fp32 / tf32): timed once per shape after cuDNN's search and kept when it takes under 90 % of
+// cuDNN's best time; ENGINE_CONV_BWD_DATA=cudnn | direct forces either (direct_mode below).
 // Workspace: from the caller (the op layer allocates a Tensor on the caching allocator).
 // Handle: one per process, created on first use, bound with cudnnSetStream to the caller's stream
 // (the engine's compute_stream()) before every call; a mutex serialises use (handles are not
@@ -80,6 +83,7 @@
 
 #include "base/cuda_context.h"
 #include "base/error.h"
+#include "kernels/cuda/conv_direct_cuda.h"
 
 #define CUDNN_CHECK(expr)                                                                                    \
   do {                                                                                                       \
@@ -211,6 +215,8 @@ struct Entry {
   bool nchw = false;
   int algo = -1;
   size_t workspace = 0;
+  float time_ms = -1.f;  // cuDNN's measured time of the pick (with NCHW transforms); -1 = not timed
+  bool direct = false;   // backward-data: the hand-written kernel runs instead
 };
 
 using Key = std::array<int64_t, 19>;
@@ -236,6 +242,7 @@ struct Pick {
   size_t memory = 0;
   float time = -1.f;
   bool deterministic = true;
+  cudnnMathType_t math = CUDNN_FMA_MATH;  // the math type cuDNN reported for the algorithm
 };
 
 template <class Perf, class Get, class Find>
@@ -267,7 +274,7 @@ Pick search(const ConvParams& p, int max_count, const Get& get, const Find& find
         }
     for (size_t i = 0; i < cand.size() && !pick; ++i)  // heuristic order
       if (usable(cand[i], kMaxSearchWorkspace, det)) pick = &cand[i];
-    if (pick) return {(int)pick->algo, pick->memory, was_timed ? pick->time : -1.f, det};
+    if (pick) return {(int)pick->algo, pick->memory, was_timed ? pick->time : -1.f, det, pick->mathType};
   }
   return {};
 }
@@ -320,6 +327,27 @@ void settle(Entry& e, const char* pass, const Pick& nhwc, const Pick& nchw, floa
   e.nchw = nchw_wins;
   e.algo = p.algo;
   e.workspace = p.memory;
+  e.time_ms = p.time < 0 ? -1.f : p.time + (nchw_wins ? transform_ms : 0.f);
+  // Outside fp32 the algorithm runs with the math type cuDNN reported for it (a tensor-core
+  // algorithm listed for another descriptor setting would otherwise see a mismatched descriptor).
+  // fp32 keeps FMA math on the descriptor, so no TF32 can slip in.
+  if (e.params.input != ConvInput::F32 || e.params.tf32)
+    CUDNN_CHECK(cudnnSetConvolutionMathType(nchw_wins ? e.dn.conv : e.d.conv, p.math));
+}
+
+// Backward-data: the hand-written kernel (kernels/cuda/conv_direct.cu) instead of cuDNN's algorithm
+// for this shape? ENGINE_CONV_BWD_DATA=cudnn | direct forces one; by default (auto) the kernel is
+// timed once on the caller's buffers and taken when below 90 % of cuDNN's measured time.
+enum class DirectMode { Auto, Cudnn, Direct };
+DirectMode direct_mode() {
+  static const DirectMode m = [] {
+    const char* v = std::getenv("ENGINE_CONV_BWD_DATA");
+    if (!v || !*v || std::string(v) == "auto") return DirectMode::Auto;
+    if (std::string(v) == "cudnn") return DirectMode::Cudnn;
+    ENGINE_CHECK(std::string(v) == "direct", "ENGINE_CONV_BWD_DATA must be auto, cudnn or direct, got '", v, "'");
+    return DirectMode::Direct;
+  }();
+  return m;
 }
 
 // The cache entry for (pass, p), choosing its algorithm on first use with the given buffers.
@@ -407,19 +435,39 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w, v
         },
         wsfn, nondet);
   };
+  auto run_direct = [&] {
+    conv2d_bwd_data_direct_cuda(p, static_cast<const float*>(gy), static_cast<const float*>(w), static_cast<float*>(gx),
+                                stream);
+  };
   Entry& e = entry(ConvPass::BwdData, p, [&](Entry& en) {
     const Pick a = find_in(en.d, gy, w, gx, true);
-    if (!layout_search_enabled()) return settle(en, "backward-data", a, Pick{}, 0.f);
-    void* gyn = wsfn(en.y_bytes);
-    void* wn = wsfn(en.w_bytes);
-    void* gxn = wsfn(en.x_bytes);
-    const float t = time_on_stream(stream, [&] {
-      transform(h, en.d.y, gy, en.dn.y, gyn);
-      transform(h, en.d.wt, w, en.dn.wt, wn);
-      transform(h, en.d.x, gx, en.dn.x, gxn);  // stands in for the transform back (same bytes)
-    });
-    settle(en, "backward-data", a, find_in(en.dn, gyn, wn, gxn, false), t);
+    if (!layout_search_enabled()) {
+      settle(en, "backward-data", a, Pick{}, 0.f);
+    } else {
+      void* gyn = wsfn(en.y_bytes);
+      void* wn = wsfn(en.w_bytes);
+      void* gxn = wsfn(en.x_bytes);
+      const float t = time_on_stream(stream, [&] {
+        transform(h, en.d.y, gy, en.dn.y, gyn);
+        transform(h, en.d.wt, w, en.dn.wt, wn);
+        transform(h, en.d.x, gx, en.dn.x, gxn);  // stands in for the transform back (same bytes)
+      });
+      settle(en, "backward-data", a, find_in(en.dn, gyn, wn, gxn, false), t);
+    }
+    const DirectMode mode = direct_mode();
+    if (mode == DirectMode::Cudnn || !conv2d_bwd_data_direct_supported(p)) return;
+    if (mode == DirectMode::Direct) {
+      en.direct = true;
+      return;
+    }
+    run_direct();  // first launch (module load) outside the timing
+    const float direct_ms = time_on_stream(stream, run_direct);
+    en.direct = en.time_ms >= 0 && direct_ms < 0.9f * en.time_ms;
   });
+  if (e.direct) {
+    run_direct();
+    return;
+  }
   const float one = 1.f, zero = 0.f;
   if (!e.nchw) {
     CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, e.d.w, w, e.d.y, gy, e.d.conv,
