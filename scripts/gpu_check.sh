@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks to run on a machine with a real NVIDIA GPU, in one go (docs/GPU.md records the results):
 # the GPU test programs and the CPU-vs-GPU model and trainer tests of a REAL build, then bench_train
-# in every precision (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608, batch 8).
+# in every precision (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608, batch 8), and
+# the hand-written backward-data kernel against cuDNN's (kernel rows and the DarkNet53 step).
 #   bash scripts/gpu_check.sh BUILD_DIR OUT_DIR
 # BUILD_DIR: a -DENGINE_CUDA=REAL build (scripts/build.sh cuda). Everything goes to OUT_DIR
 # (tests.log, bench.log, one JSON per bench_train run); the exit status is non-zero when a test fails.
@@ -28,6 +29,14 @@ status=0
     done
     "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision "$p" --steps 5 \
       --no-profile --json "$out/darknet53_608_b8_$p.json" 2>&1 | tail -2
+  done
+  # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
+  # cuDNN forced and with the automatic choice.
+  ENGINE_BENCH_CONV_NET=DarkNet "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"
+  for mode in cudnn auto; do
+    echo "ENGINE_CONV_BWD_DATA=$mode"
+    ENGINE_CONV_BWD_DATA=$mode "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu \
+      --steps 5 --json "$out/darknet53_608_b8_fp32_bwd_data_$mode.json" 2>&1 | grep -E "median|conv2d_backward_data"
   done
 } > "$out/bench.log" 2>&1
 echo "gpu_check: tests $([ $status = 0 ] && echo passed || echo FAILED); results in $out"
