@@ -431,6 +431,16 @@ TEST(Trainer, Fp16LossScalingSkipsOverflowingStepsAndResumes) {
       << log.str();
   const auto losses = logged_losses(dir / "full");
   for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  // metrics.jsonl carries the scale and the skipped steps so far.
+  const auto records = read_jsonl((dir / "full/metrics.jsonl").string());
+  ASSERT_FALSE(records.empty());
+  const auto& last_train = [&]() -> const nlohmann::json& {
+    for (auto it = records.rbegin(); it != records.rend(); ++it)
+      if ((*it)["type"] == "train") return *it;
+    return records.front();
+  }();
+  EXPECT_EQ(last_train["loss_scaling"].get<double>(), replay.scale());
+  EXPECT_EQ(last_train["skipped_steps"].get<int64_t>(), nskipped);
   // The checkpoint holds the scaler's state, and a run resumed from it ends bit-identical.
   const LoadedTensors mid = load_safetensors((dir / "full/iter_6/optimizer.safetensors").string());
   ASSERT_TRUE(GradScaler::has_state(mid.metadata));

@@ -705,12 +705,17 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       rec["loss_terms"] = terms_avg;
       if (style == LogStyle::PaddleX)
         for (size_t i = 0; i < nterms; ++i) rec[term_names[i]] = terms_avg[i];
+      if (scaler) {  // fp16: the scale now and the steps skipped so far
+        rec["loss_scaling"] = scaler->scale();
+        rec["skipped_steps"] = summary.skipped_steps;
+      }
       if (jsonl) jsonl->write(rec);
       if (vdl) {
         vdl->add_scalar("Train/loss", avg_loss, iter);
         if (nterms > 1)
           for (size_t i = 0; i < nterms; ++i) vdl->add_scalar("Train/" + term_names[i], terms_avg[i], iter);
         vdl->add_scalar("Train/lr", lr, iter);
+        if (scaler) vdl->add_scalar("Train/loss_scaling", scaler->scale(), iter);
         vdl->add_scalar("Train/batch_cost", avg_batch, iter);
         vdl->add_scalar("Train/reader_cost", avg_reader, iter);
       }
