@@ -162,16 +162,7 @@ TEST(Conv2d, WeightUpdatedInPlaceIsSeen) {
 
 // ---------------------------------------------------------------------------------- errors
 namespace {
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "multi-line message: " << msg;
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
+constexpr auto expect_error = &engine::testing::expect_one_line_error;
 }  // namespace
 
 TEST(Conv2d, Errors) {

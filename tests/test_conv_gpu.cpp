@@ -11,9 +11,11 @@
 // which CTest reports as skipped.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -89,14 +91,15 @@ Result run(const Case& c, Device dev, bool strided_x) {
   return r;
 }
 
-void compare(const Result& got, const Result& want, double k_terms, const std::string& what) {
+// got vs want, element by element, within tol(max |want|) of each tensor.
+void compare_within(const Result& got, const Result& want, const std::function<double(double)>& tol_of_scale,
+                    const std::string& what) {
   const char* names[] = {"y", "gx", "gw", "gb"};
   for (size_t i = 0; i < want.t.size(); ++i) {
     ASSERT_EQ(got.t[i].size(), want.t[i].size()) << what << " " << names[i];
     double scale = 0;
     for (float v : want.t[i]) scale = std::max(scale, (double)std::fabs(v));
-    // fp32 sums of up to k_terms products in different orders (gw sums over N*Ho*Wo).
-    const double tol = 1e-6 * std::sqrt(k_terms) * 8 * (1 + scale);
+    const double tol = tol_of_scale(scale);
     int shown = 0;
     for (size_t j = 0; j < want.t[i].size(); ++j)
       if (!(std::fabs(got.t[i][j] - want.t[i][j]) <= tol)) {
@@ -105,6 +108,18 @@ void compare(const Result& got, const Result& want, double k_terms, const std::s
         if (++shown >= 5) break;
       }
   }
+}
+
+// fp32 sums of up to k_terms products in different orders (gw sums over N*Ho*Wo).
+void compare(const Result& got, const Result& want, double k_terms, const std::string& what) {
+  compare_within(
+      got, want, [k_terms](double scale) { return 1e-6 * std::sqrt(k_terms) * 8 * (1 + scale); }, what);
+}
+
+// Within rel * (1e-3 + max |want|).
+void compare_rel(const Result& got, const Result& want, double rel, const std::string& what) {
+  compare_within(
+      got, want, [rel](double scale) { return rel * (1e-3 + scale); }, what);
 }
 
 TEST(ConvGpu, CudnnMatchesCpu) {
@@ -119,24 +134,6 @@ TEST(ConvGpu, CudnnMatchesCpu) {
       EXPECT_TRUE(gpu.t[i].size() == again.t[i].size() &&
                   std::memcmp(gpu.t[i].data(), again.t[i].data(), gpu.t[i].size() * sizeof(float)) == 0)
           << c.name << ": result " << i << " differs between two identical GPU runs";
-  }
-}
-
-// got vs want, element by element, within rel * (1e-3 + max |want|) of each tensor.
-void compare_rel(const Result& got, const Result& want, double rel, const std::string& what) {
-  const char* names[] = {"y", "gx", "gw", "gb"};
-  for (size_t i = 0; i < want.t.size(); ++i) {
-    ASSERT_EQ(got.t[i].size(), want.t[i].size()) << what << " " << names[i];
-    double scale = 0;
-    for (float v : want.t[i]) scale = std::max(scale, (double)std::fabs(v));
-    const double tol = rel * (1e-3 + scale);
-    int shown = 0;
-    for (size_t j = 0; j < want.t[i].size(); ++j)
-      if (!(std::fabs(got.t[i][j] - want.t[i][j]) <= tol)) {
-        ADD_FAILURE() << what << " " << names[i] << "[" << j << "]: gpu " << got.t[i][j] << " vs cpu " << want.t[i][j]
-                      << " (tol " << tol << ")";
-        if (++shown >= 5) break;
-      }
   }
 }
 

@@ -202,17 +202,7 @@ TEST(Matmul, GradientOnlyForOneInput) {
   }
 }
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << msg << "' lacks '" << p << "'";
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "multi-line message: " << msg;
-  }
-}
+constexpr auto expect_error = &engine::testing::expect_one_line_error;
 
 TEST(Matmul, BadInputs) {
   expect_error([] { matmul(Tensor::zeros({3}), Tensor::zeros({3, 4})); }, {"matmul", "[3]", "[3, 4]"});
