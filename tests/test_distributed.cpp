@@ -7,7 +7,8 @@
 //   - SyncBN with uneven batches (1 + 3 rows) equals batch norm over the 4 rows (outputs, input
 //     gradients, summed parameter gradients, running statistics);
 //   - the loader's shards are disjoint and cover the data set;
-//   - the MPI communicator's collectives (mean, broadcast, gather of unequal sizes, barrier).
+//   - the MPI communicator's collectives (mean, broadcast, gather of unequal sizes, barrier);
+//   - fp16: an overflow in one rank's gradients makes every rank's loss-scaling check skip the step.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
 #include "engine/ops/reduce.h"
+#include "engine/precision.h"
 #include "models/layers.h"
 #include "models/module.h"
 #include "train/grad_buckets.h"
@@ -144,6 +146,38 @@ TEST_F(Distributed, TrainingStepOfTwoRanksEqualsOneProcessWithTheWholeBatch) {
     if (d > worst) worst = d, worst_name = dp_state[i].first;
   }
   EXPECT_LT(worst, 1e-3) << "after the step: " << worst_name;
+}
+
+// fp16 loss scaling with several ranks (train/trainer.cpp): the ranks do not agree on a flag; an
+// inf or nan in one rank's gradients reaches every rank through the all-reduce, so every rank's
+// unscale check finds it and all skip the step. First both ranks scale by 1 (finite everywhere),
+// then rank 0 alone by 2^40, which overflows its fp16 output gradients.
+TEST_F(Distributed, Fp16OverflowOnOneRankMakesEveryRankSkipTheStep) {
+  Communicator& c = world();
+  const int r = c.rank();
+  const AutocastGuard fp16(Precision::FP16);
+  auto dp = nn::build_seg_model(spec_t(7));
+  dp->train();
+  std::vector<Tensor> params;
+  for (auto& [n, p] : dp->named_parameters()) params.push_back(p);
+  train::GradBuckets buckets(params, c, /*bucket_bytes=*/512 << 10);
+  const Tensor x = Tensor::randn({2, 64, 64, 3}, 21 + (uint64_t)r);
+  std::vector<int64_t> lab(2 * 64 * 64);
+  for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i * 2654435761u >> 7) % 3);
+  const Tensor y = Tensor::from_vector_i64(lab, {2, 64, 64});
+  for (const bool overflow_on_rank0 : {false, true}) {
+    SCOPED_TRACE(overflow_on_rank0 ? "rank 0 overflows" : "no rank overflows");
+    const float scale = overflow_on_rank0 && r == 0 ? 1099511627776.f : 1.f;
+    buckets.begin_step();
+    mul(seg_loss(dp->forward(x), y), scale).backward();
+    buckets.finish_step();
+    std::vector<Tensor> grads;
+    for (size_t i = 0; i < params.size(); ++i) grads.push_back(buckets.has_grad(i) ? params[i].grad() : Tensor());
+    const bool found = unscale_grads_check_finite(grads, 1.f / scale);
+    EXPECT_EQ(found, overflow_on_rank0);
+    const auto flags = c.all_gather_bytes(found ? "skip" : "step", "unscale verdicts");
+    EXPECT_EQ(flags[0], flags[1]) << "the ranks disagree on skipping the step";
+  }
 }
 
 TEST_F(Distributed, SyncBatchNormWithUnevenBatchesEqualsBatchNormOverAllRows) {
