@@ -7,12 +7,16 @@
 // (engine-train's log reports reader_cost separately).
 //   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
 //               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|tf32|bf16|fp16]
-//               [--no-profile]
+//               [--no-profile] [--roofline]
 //               [--json FILE]
 // Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
 // ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
 // Prints one line per timed step, the median images/s, and the per-op table of a separate profiled
 // step (profiling synchronises a GPU after every op, so it is never part of the timed steps).
+// --roofline adds the step's roofline (engine/roofline.h): the device's peak arithmetic rate and
+// memory bandwidth are measured at the precision, each op of the profiled step gets its ideal time
+// (convolutions on a GPU: cuDNN's fastest algorithm for the problem), and measured against ideal is
+// printed per op family and for the step (the median step above against the summed ideal).
 // Data parallel: `mpirun -np N bench_train ...` runs N ranks of --batch images each, gradients in
 // 25 MB buckets all-reduced during backward (train/grad_buckets.h; MPI between CPU ranks, NCCL
 // between GPU ranks in the real CUDA build); images/s counts every rank's images, rank 0 prints.
@@ -38,6 +42,7 @@
 #include "engine/ops/yolo_loss.h"
 #include "engine/precision.h"
 #include "engine/profiler.h"
+#include "engine/roofline.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "models/det_model.h"
 #include "models/module.h"
@@ -101,7 +106,7 @@ struct Step {
 int main(int argc, char** argv) {
   std::string variant = "B", device_name, json_path, precision_name_flag = "fp32";
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
-  bool profile = true, size_given = false, batch_given = false, classes_given = false;
+  bool profile = true, roofline = false, size_given = false, batch_given = false, classes_given = false;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -127,10 +132,12 @@ int main(int argc, char** argv) {
         precision_name_flag = value();
       else if (a == "--no-profile")
         profile = false;
+      else if (a == "--roofline")
+        roofline = true;
       else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
-            "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile]\n"
+            "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--roofline]\n"
             "                   [--precision fp32|tf32|bf16|fp16] [--json FILE]\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
@@ -259,7 +266,20 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
     std::printf("median: %.2f images/s (%.3f s per step)\n", median, world * batch / median);
-    if (profile) {
+    const double step_seconds = world * batch / median;
+    double ideal_step_seconds = 0;
+    std::vector<roofline::FamilyRow> families;
+    if (profile || roofline) {
+      roofline::Machine machine;
+      if (roofline) {
+        machine = roofline::measure(dev, precision);
+        roofline::install(machine);
+        // A first profiled step measures each convolution problem's ideal once (outside the op
+        // timings but inside that step's wall time); the reported step is the second.
+        profiler::set_enabled(true);
+        st.run();
+        profiler::set_enabled(false);
+      }
       profiler::reset();
       profiler::set_enabled(true);
       const auto t0 = std::chrono::steady_clock::now();
@@ -267,6 +287,13 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       profiler::set_enabled(false);
       std::printf("\nper-op time of one profiled step (%.3f s):\n%s", s, profiler::report(s).c_str());
+      if (roofline) {
+        profiler::set_ideal_model({});
+        const auto entries = profiler::snapshot();
+        families = roofline::by_family(entries);
+        for (const auto& f : families) ideal_step_seconds += f.ideal_seconds;
+        std::printf("\n%s", roofline::report(machine, entries, step_seconds).c_str());
+      }
     }
     if (!json_path.empty()) {
       std::ofstream out(json_path);
@@ -274,7 +301,16 @@ int main(int argc, char** argv) {
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
           << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa()) << "\", \"precision\": \""
           << precision_name(precision) << "\", \"ranks\": " << world << ", \"median_images_per_s\": " << median
-          << "}\n";
+          << ", \"step_s\": " << step_seconds;
+      if (roofline) {
+        out << ", \"ideal_step_s\": " << ideal_step_seconds << ", \"families\": [";
+        for (size_t i = 0; i < families.size(); ++i)
+          out << (i ? ", " : "") << "{\"family\": \"" << families[i].family << "\", \"calls\": " << families[i].calls
+              << ", \"measured_s\": " << families[i].seconds << ", \"ideal_s\": " << families[i].ideal_seconds
+              << ", \"flops\": " << families[i].flops << ", \"bytes\": " << families[i].bytes << "}";
+        out << "]";
+      }
+      out << "}\n";
     }
     return 0;
   } catch (const Error& e) {

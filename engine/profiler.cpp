@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "base/error.h"
 #include "engine/ops/op_list.h"
@@ -23,6 +24,10 @@ std::map<std::string, Entry>& table() {
   return t;
 }
 thread_local int t_depth = 0;
+IdealModel& ideal_model() {
+  static IdealModel m;
+  return m;
+}
 
 void sync_if_cuda(Device d) {
 #if defined(ENGINE_WITH_CUDA)
@@ -34,6 +39,11 @@ void sync_if_cuda(Device d) {
 }  // namespace
 
 void set_enabled(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
+
+void set_ideal_model(IdealModel model) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  ideal_model() = std::move(model);
+}
 
 void reset() {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -56,11 +66,15 @@ std::string report(double wall_seconds) {
   for (const auto& e : entries) in_ops += e.seconds;
   std::string s;
   char line[256];
-  std::snprintf(line, sizeof line, "%-34s %8s %11s %7s\n", "op", "calls", "total ms", "% wall");
+  std::snprintf(line, sizeof line, "%-34s %8s %11s %7s %9s %9s\n", "op", "calls", "total ms", "% wall", "GB/s",
+                "GFLOP/s");
   s += line;
+  // The achieved rates of the Work each dispatch states (engine/profiler.h).
+  auto rate = [](double amount, double seconds) { return seconds > 0 ? amount / seconds / 1e9 : 0.0; };
   for (const auto& e : entries) {
-    std::snprintf(line, sizeof line, "%-34s %8lld %11.2f %6.1f%%\n", e.name.c_str(), (long long)e.calls,
-                  e.seconds * 1e3, wall_seconds > 0 ? 100.0 * e.seconds / wall_seconds : 0.0);
+    std::snprintf(line, sizeof line, "%-34s %8lld %11.2f %6.1f%% %9.1f %9.1f\n", e.name.c_str(), (long long)e.calls,
+                  e.seconds * 1e3, wall_seconds > 0 ? 100.0 * e.seconds / wall_seconds : 0.0, rate(e.bytes, e.seconds),
+                  rate(e.flops, e.seconds));
     s += line;
   }
   std::snprintf(line, sizeof line, "%-34s %8s %11.2f %6.1f%%\n", "(outside ops: autograd, allocation, glue)", "",
@@ -69,16 +83,28 @@ std::string report(double wall_seconds) {
   return s;
 }
 
-Scope::Scope(const char* name, Device d) : device_(d) {
+bool Scope::enter(const char* name) {
   // The one list of ops: a kernel is reached only under a listed name (tests/test_op_list.cpp
   // checks each entry's kernels, test and bench row).
   ENGINE_CHECK(is_listed_op(name), "op '", name, "' is dispatched but missing from engine/ops/op_list.inc ",
                "(add it with its CPU and CUDA kernels, its test and its bench_kernels row)");
-  if (!enabled()) return;
+  if (!enabled()) return false;
   counted_ = true;
-  if (t_depth++ > 0) return;  // nested in a timed op: counted there
-  sync_if_cuda(d);
+  if (t_depth++ > 0) return false;  // nested in a timed op: counted there
   name_ = name;
+  return true;
+}
+
+void Scope::start(const Work& work) {
+  work_ = work;
+  IdealModel model;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    model = ideal_model();
+  }
+  // Before the clock starts: a model may measure on the device the first time it sees a problem.
+  if (model) ideal_ = model(name_, device_, work_);
+  sync_if_cuda(device_);
   start_ = std::chrono::steady_clock::now();
 }
 
@@ -92,6 +118,9 @@ Scope::~Scope() {
   if (e.name.empty()) e.name = name_;
   e.calls += 1;
   e.seconds += sec;
+  e.flops += work_.flops;
+  e.bytes += work_.bytes;
+  e.ideal_seconds += ideal_;
 }
 
 }  // namespace engine::profiler

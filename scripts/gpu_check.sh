@@ -5,7 +5,7 @@
 # the hand-written backward-data kernel against cuDNN's (kernel rows and the DarkNet53 step).
 #   bash scripts/gpu_check.sh BUILD_DIR OUT_DIR
 # BUILD_DIR: a -DENGINE_CUDA=REAL build (scripts/build.sh cuda). Everything goes to OUT_DIR
-# (tests.log, bench.log, one JSON per bench_train run); the exit status is non-zero when a test fails.
+# (tests.log, bench.log, roofline.log, one JSON per bench_train run); the exit status is non-zero when a test fails.
 set -uo pipefail
 bin=$(cd "$1" && pwd)
 out=$2
@@ -39,5 +39,14 @@ status=0
       --steps 5 --json "$out/darknet53_608_b8_fp32_bwd_data_$mode.json" 2>&1 | grep -E "median|conv2d_backward_data"
   done
 } > "$out/bench.log" 2>&1
+{
+  for run in "B 4 fp32" "B 4 bf16" "B 16 bf16"; do
+    set -- $run
+    "$bin/bench_train" --model "$1" --batch "$2" --device gpu --precision "$3" --steps 5 --roofline \
+      --json "$out/roofline_$1_b$2_$3.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
+  done
+  "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision bf16 --steps 5 \
+    --roofline --json "$out/roofline_darknet53_608_b8_bf16.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
+} > "$out/roofline.log" 2>&1
 echo "gpu_check: tests $([ $status = 0 ] && echo passed || echo FAILED); results in $out"
 exit $status

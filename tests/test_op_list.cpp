@@ -113,13 +113,13 @@ TEST(OpList, AnUnlistedDispatchIsRefused) {
   Tensor t = Tensor::zeros({4}, DType::F32, Device::cpu());
   bool ran = false;
   try {
-    ENGINE_DISPATCH("not_a_listed_op", t.device(), ran = true, ran = true);
+    ENGINE_DISPATCH("not_a_listed_op", t.device(), traffic(t), ran = true, ran = true);
     FAIL() << "the dispatch was not refused";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("not_a_listed_op"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("op_list.inc"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(ran);
-  ENGINE_DISPATCH("fill", t.device(), ran = true, ran = true);  // a listed one runs
+  ENGINE_DISPATCH("fill", t.device(), traffic(t), ran = true, ran = true);  // a listed one runs
   EXPECT_TRUE(ran);
 }

@@ -60,7 +60,7 @@ Tensor cuda_workspace(int64_t M, int64_t C, Device d) {
 void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var, const Tensor& rm,
                const Tensor& rv, float momentum) {
   ENGINE_DISPATCH(
-      op, xc.device(),
+      op, xc.device(), traffic(xc, mean, var, rm, rv),
       kernels::batch_norm_stats_cpu(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum), {
         Tensor ws = cuda_workspace(g.M, g.C, xc.device());
         kernels::batch_norm_stats_cuda(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum,
@@ -83,7 +83,7 @@ void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean
              const Tensor& b, float eps, const Tensor& y, const BnActivation& act = {}) {
   const kernels::BnActKind k = act_kind(act);
   const float slope = act.negative_slope;
-  ENGINE_DISPATCH(op, xc.device(),
+  ENGINE_DISPATCH(op, xc.device(), traffic(xc, mean, var, w, b, y),
                   kernels::batch_norm_fwd_cpu(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
                                               y.data<float>(), k, slope),
                   kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
@@ -93,7 +93,7 @@ void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean
 void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& mean,
                     const Tensor& var, const Tensor& w, float eps, bool train, const kernels::BnBwdOut& o,
                     const kernels::BnAct& act) {
-  ENGINE_DISPATCH(op, xc.device(),
+  ENGINE_DISPATCH(op, xc.device(), traffic(gc, xc, mean, var, w),
                   kernels::batch_norm_bwd_reduce_cpu(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
                                                      cptr(var), cptr(w), eps, train, o, act),
                   {
@@ -108,7 +108,7 @@ void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Ge
 // activation's gradient unless act.kind is None.
 void run_bwd(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& m, const float* k1,
              const float* k2, const float* k3, const Tensor& dx, const kernels::BnAct& act = {}) {
-  ENGINE_DISPATCH(op, dx.device(),
+  ENGINE_DISPATCH(op, dx.device(), traffic(gc, xc, m, dx),
                   kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(), act),
                   kernels::batch_norm_bwd_cuda(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
                                                compute_stream(), act));
@@ -336,7 +336,7 @@ void batch_norm_update_running(const Tensor& running_mean, const Tensor& running
     check_same_device(op, mean, "mean", *r, r == &running_mean ? "running_mean" : "running_var");
   }
   const Tensor ms = plain(mean), vs = plain(var);
-  ENGINE_DISPATCH(op, mean.device(),
+  ENGINE_DISPATCH(op, mean.device(), traffic(running_mean, running_var, ms, vs, running_mean, running_var),
                   kernels::batch_norm_update_running_cpu(mptr(running_mean), mptr(running_var), ms.data<float>(),
                                                          vs.data<float>(), C, momentum),
                   kernels::batch_norm_update_running_cuda(mptr(running_mean), mptr(running_var), ms.data<float>(),

@@ -110,6 +110,23 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
 // The storage type of x and gy for the kernel under autocast.
 DType low_dtype(const ConvParams& p) { return p.input == ConvInput::BF16 ? DType::BF16 : DType::F16; }
 
+// A pass's arithmetic (2 per multiply-add, the same count for all three passes) and the traffic of
+// its three tensors (x, w, y or their gradients) in the kernel's data type; the roofline times the
+// best engine for the problem where it can (engine/roofline.h).
+profiler::Work conv_work(const ConvParams& p, ConvPass pass) {
+  profiler::Work w;
+  const double macs = (double)p.n * (double)p.ho * (double)p.wo * (double)p.cout * (double)(p.cin / p.groups) *
+                      (double)p.kh * (double)p.kw;
+  w.flops = 2.0 * macs;
+  const double elems = (double)(p.n * p.h * p.w * p.cin) + (double)(p.cout * (p.cin / p.groups) * p.kh * p.kw) +
+                       (double)(p.n * p.ho * p.wo * p.cout);
+  w.bytes = elems * (p.input == ConvInput::F32 ? 4.0 : 2.0);
+  w.is_conv = true;
+  w.conv = p;
+  w.conv_pass = pass;
+  return w;
+}
+
 // A contiguous f32 version of t, not recorded (the op records itself against the original input).
 Tensor contiguous_nograd(const Tensor& t) {
   if (t.is_contiguous()) return t;
@@ -194,7 +211,7 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
     cpu();
   };
 #endif
-  ENGINE_DISPATCH(kOp, y.device(), cpu(), cuda());
+  ENGINE_DISPATCH(kOp, y.device(), conv_work(p, ConvPass::Fwd), cpu(), cuda());
 }
 
 Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
@@ -219,7 +236,7 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
     cpu();
   };
 #endif
-  ENGINE_DISPATCH("conv2d_backward_data", gy.device(), cpu(), cuda());
+  ENGINE_DISPATCH("conv2d_backward_data", gy.device(), conv_work(p, ConvPass::BwdData), cpu(), cuda());
   return gx;
 }
 
@@ -253,7 +270,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     cpu();
   };
 #endif
-  ENGINE_DISPATCH("conv2d_backward_weights", dev, cpu(), cuda());
+  ENGINE_DISPATCH("conv2d_backward_weights", dev, conv_work(p, ConvPass::BwdWeights), cpu(), cuda());
   return {gw, gb};
 }
 

@@ -22,7 +22,7 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     return;
   }
   const kernels::StridedLayout sl = layout_of(src), dl = layout_of(dst);
-  ENGINE_DISPATCH("copy", dst.device(),
+  ENGINE_DISPATCH("copy", dst.device(), traffic(src, dst),
                   kernels::strided_copy_cpu(src.storage()->data, src.dtype(), sl, dst.storage()->data, dst.dtype(), dl,
                                             dst.numel()),
                   kernels::strided_copy_cuda(src.storage()->data, src.dtype(), sl, dst.storage()->data, dst.dtype(), dl,
@@ -38,7 +38,7 @@ Tensor copy_contiguous(const Tensor& src, DType dtype) {
 void fill_(const Tensor& t, float value) {
   check_defined("fill", "t", t);
   ENGINE_CHECK(t.is_contiguous(), "fill: tensor ", t.describe(), " must be contiguous");
-  ENGINE_DISPATCH("fill", t.device(), kernels::fill_cpu(t.raw_data(), t.dtype(), t.numel(), value),
+  ENGINE_DISPATCH("fill", t.device(), traffic(t), kernels::fill_cpu(t.raw_data(), t.dtype(), t.numel(), value),
                   kernels::fill_cuda(t.raw_data(), t.dtype(), t.numel(), value, compute_stream()));
 }
 

@@ -76,7 +76,7 @@ YoloBoxResult yolo_box(const Tensor& x, const Tensor& img_size, const YoloBoxArg
                            r.scores.data<float>(), compute_stream());
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(xc, img, r.boxes, r.scores), on_cpu(), on_cuda());
   return r;
 }
 
@@ -204,7 +204,8 @@ MultiClassNmsResult multiclass_nms(const Tensor& boxes, const Tensor& scores, co
     r.bbox_num = Tensor::from_vector_i64(num, {N}, dev);
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  // The kernel's traffic after the score threshold depends on the data; its inputs are the floor.
+  ENGINE_DISPATCH(op, dev, traffic(bc, sc), on_cpu(), on_cuda());
   return r;
 }
 

@@ -34,7 +34,7 @@ Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& x, const Ten
   const float* xp = xc.defined() ? xc.data<float>() : nullptr;
   const float* yp = yc.defined() ? yc.data<float>() : nullptr;
   ENGINE_DISPATCH(
-      "unary_backward", g.device(),
+      "unary_backward", g.device(), traffic(g, xc, yc, gx),
       kernels::unary_bwd_cpu(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha),
       kernels::unary_bwd_cuda(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha, compute_stream()));
   return gx;
@@ -46,7 +46,8 @@ Tensor unary(const char* name, UnaryOp op, const Tensor& x, float alpha = 0.f) {
   kernels::StridedLayout xl = layout_of(x);
   coalesce({&xl});
   const float* base = x.storage()->data ? static_cast<const float*>(x.storage()->data) : nullptr;
-  ENGINE_DISPATCH(name, x.device(), kernels::unary_fwd_cpu(op, base, xl, out.data<float>(), out.numel(), alpha),
+  ENGINE_DISPATCH(name, x.device(), traffic(x, out),
+                  kernels::unary_fwd_cpu(op, base, xl, out.data<float>(), out.numel(), alpha),
                   kernels::unary_fwd_cuda(op, base, xl, out.data<float>(), out.numel(), alpha, compute_stream()));
   if (needs_grad({&x})) {
     // Saved values are detached: saving `out` itself would make a cycle out -> node -> out.
@@ -76,7 +77,7 @@ std::vector<Tensor> binary_backward(BinaryOp op, const Tensor& g_in, const Tenso
     const float* ab = static_cast<const float*>(a.storage()->data);
     const float* bb = static_cast<const float*>(b.storage()->data);
     ENGINE_DISPATCH(
-        "binary_backward", g.device(),
+        "binary_backward", g.device(), traffic(g, a, b, ga, gb),
         kernels::binary_bwd_cpu(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel()),
         kernels::binary_bwd_cuda(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel(), compute_stream()));
   }
@@ -95,7 +96,8 @@ Tensor binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
   coalesce({&ol, &al, &bl});
   const float* ab = static_cast<const float*>(a.storage()->data);
   const float* bb = static_cast<const float*>(b.storage()->data);
-  ENGINE_DISPATCH(name, a.device(), kernels::binary_fwd_cpu(op, ab, al, bb, bl, out.data<float>(), out.numel()),
+  ENGINE_DISPATCH(name, a.device(), traffic(a, b, out),
+                  kernels::binary_fwd_cpu(op, ab, al, bb, bl, out.data<float>(), out.numel()),
                   kernels::binary_fwd_cuda(op, ab, al, bb, bl, out.data<float>(), out.numel(), compute_stream()));
   if (needs_grad({&a, &b})) {
     const bool need_a = a.requires_grad(), need_b = b.requires_grad();
@@ -152,7 +154,7 @@ void add_inplace(const Tensor& dst, const Tensor& src) {
   const float* db = static_cast<const float*>(dst.storage()->data);
   const float* sb = static_cast<const float*>(src.storage()->data);
   ENGINE_DISPATCH(
-      "add_inplace", dst.device(),
+      "add_inplace", dst.device(), traffic(dst, src, dst),
       kernels::binary_fwd_cpu(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel()),
       kernels::binary_fwd_cuda(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel(), compute_stream()));
 }

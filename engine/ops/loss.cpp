@@ -87,7 +87,7 @@ Tensor ce_backward(const Tensor& g, const Tensor& xc, const Tensor& yc, const Te
   const float* wp = w.defined() ? w.data<float>() : nullptr;
   const float* pp = pgt.defined() ? pgt.data<float>() : nullptr;
   ENGINE_DISPATCH(
-      "cross_entropy_backward", xc.device(),
+      "cross_entropy_backward", xc.device(), traffic(xc, yc, w, lse, pgt, gx),
       kernels::ce_bwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr_host, P, C, ignore,
                           g.item() * inv_host, gx.data<float>()),
       kernels::ce_bwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
@@ -139,7 +139,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
       fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(xc, yc, w, lse), on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
     const Shape shape = logits.shape();
     record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
@@ -220,7 +220,7 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     }
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(xc, yc, lse, pgt, nll), on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
     const Shape shape = logits.shape();
     const Tensor pg = mining ? pgt : Tensor();
@@ -272,7 +272,7 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
     if (kind == PointLoss::Bce) n_bad = stats.to_vector_i64()[kernels::kBadCount];
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(ac, bc, w), on_cpu(), on_cuda());
   ENGINE_CHECK(
       n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
       " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
@@ -285,7 +285,7 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
     record_lambda(op, inputs, out, [=](const std::vector<Tensor>& g) {
       Tensor ga = Tensor::empty(shape, DType::F32, ac.device());
       ENGINE_DISPATCH(
-          op, ac.device(),
+          op, ac.device(), traffic(ac, bc, w, ga),
           kernels::point_loss_bwd_cpu(kind, ac.data<float>(), bc.data<float>(), wp, n, g[0].item() * scale,
                                       ga.data<float>()),
           kernels::point_loss_bwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n, contig(g[0]).data<float>(),

@@ -102,6 +102,15 @@ void gemm_cuda(const kernels::GemmParams& p) {
 }
 #endif
 
+// 2mnk per batch; each operand read once (a broadcast operand once, not per batch), out written once.
+profiler::Work gemm_work(const Operand& x, const Operand& y, const Tensor& out, const kernels::GemmParams& p) {
+  profiler::Work w;
+  w.flops = 2.0 * (double)p.m * (double)p.n * (double)p.k * (double)p.batch;
+  const double xb = x.batched ? (double)p.batch : 1.0, yb = y.batched ? (double)p.batch : 1.0;
+  w.bytes = sizeof(float) * (xb * (double)p.m * (double)p.k + yb * (double)p.k * (double)p.n) + tensor_bytes(out);
+  return w;
+}
+
 // out = x * y (logical [rows, cols] matrices, batched). With sum_batch the products of all batches
 // are summed into one [m, n] result (the gradient of an operand broadcast over the batch).
 Tensor gemm(const Operand& x, const Operand& y, bool sum_batch, Device dev) {
@@ -135,7 +144,7 @@ Tensor gemm(const Operand& x, const Operand& y, bool sum_batch, Device dev) {
   p.tf32 = autocast_precision() == Precision::TF32;
   ENGINE_CHECK(!p.tf32 || (dev.is_cuda() && !cuda_is_emulated()),
                "matmul: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", dev.str());
-  ENGINE_DISPATCH(kOp, dev, kernels::gemm_cpu(p), gemm_cuda(p));
+  ENGINE_DISPATCH(kOp, dev, gemm_work(x, y, out, p), kernels::gemm_cpu(p), gemm_cuda(p));
   return out;
 }
 

@@ -50,7 +50,7 @@ SegAreas seg_area_counts(const Tensor& pred, const Tensor& label, int64_t num_cl
     first = b[1];
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(pc, lc), on_cpu(), on_cuda());
   if (nbad) {
     const int64_t pv = pc.reshape({n}).slice(0, first, first + 1).to_vector_i64()[0];
     const int64_t lv = lc.reshape({n}).slice(0, first, first + 1).to_vector_i64()[0];

@@ -31,32 +31,50 @@ void check_defined(const char* op, const char* arg, const Tensor& t);
 void check_f32(const char* op, const char* arg, const Tensor& t);
 void check_same_device(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn);
 
+// The Work (engine/profiler.h) of a dispatch whose cost is its memory traffic: the bytes of every
+// given tensor, each read or written once (undefined tensors count 0; a broadcast operand counts its
+// own elements, a strided view its elements, not its storage).
+inline double tensor_bytes(const Tensor& t) { return t.defined() ? (double)t.nbytes() : 0.0; }
+template <class... T>
+profiler::Work traffic(const T&... tensors) {
+  profiler::Work w;
+  w.bytes = (0.0 + ... + tensor_bytes(tensors));
+  return w;
+}
+inline profiler::Work traffic_bytes(double bytes) {
+  profiler::Work w;
+  w.bytes = bytes;
+  return w;
+}
+
 // The error for an op that has no kernel on a device (never a silent fallback).
 [[noreturn]] void no_kernel(const char* op, Device d);
 
 }  // namespace engine
 
-// Dispatch on a device: ENGINE_DISPATCH(op, device, cpu_stmt, cuda_stmt). In a build without CUDA
-// the CUDA branch is an error naming the op. The op name also keys the per-op profile
-// (engine/profiler.h), so each kernel pass should name itself distinctly.
+// Dispatch on a device: ENGINE_DISPATCH(op, device, work, cpu_stmt, cuda_stmt). In a build without
+// CUDA the CUDA branch is an error naming the op. The op name also keys the per-op profile
+// (engine/profiler.h), so each kernel pass should name itself distinctly. `work` is an expression
+// giving the dispatch's profiler::Work (usually traffic(inputs..., outputs...)); it is evaluated only
+// while profiling.
 #if defined(ENGINE_WITH_CUDA)
-#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)         \
-  do {                                                             \
-    const ::engine::profiler::Scope engine_profile_(op_name, dev); \
-    if ((dev).is_cpu()) {                                          \
-      cpu_stmt;                                                    \
-    } else {                                                       \
-      cuda_stmt;                                                   \
-    }                                                              \
+#define ENGINE_DISPATCH(op_name, dev, work, cpu_stmt, cuda_stmt)                           \
+  do {                                                                                     \
+    const ::engine::profiler::Scope engine_profile_(op_name, dev, [&] { return (work); }); \
+    if ((dev).is_cpu()) {                                                                  \
+      cpu_stmt;                                                                            \
+    } else {                                                                               \
+      cuda_stmt;                                                                           \
+    }                                                                                      \
   } while (0)
 #else
-#define ENGINE_DISPATCH(op_name, dev, cpu_stmt, cuda_stmt)         \
-  do {                                                             \
-    const ::engine::profiler::Scope engine_profile_(op_name, dev); \
-    if ((dev).is_cpu()) {                                          \
-      cpu_stmt;                                                    \
-    } else {                                                       \
-      ::engine::no_kernel(op_name, (dev));                         \
-    }                                                              \
+#define ENGINE_DISPATCH(op_name, dev, work, cpu_stmt, cuda_stmt)                           \
+  do {                                                                                     \
+    const ::engine::profiler::Scope engine_profile_(op_name, dev, [&] { return (work); }); \
+    if ((dev).is_cpu()) {                                                                  \
+      cpu_stmt;                                                                            \
+    } else {                                                                               \
+      ::engine::no_kernel(op_name, (dev));                                                 \
+    }                                                                                      \
   } while (0)
 #endif

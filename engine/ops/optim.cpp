@@ -27,7 +27,7 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
   std::vector<kernels::SgdTensor> rows;
   std::vector<Tensor> keep;  // contiguous copies of strided grads, alive until the update ran
   Device dev = params[0].device();
-  int64_t chunks = 0;
+  int64_t chunks = 0, total = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor &p = params[i], &g = grads[i], &v = velocities[i];
     const std::string idx = "[" + std::to_string(i) + "]";
@@ -54,6 +54,7 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
     auto al = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; };
     r.vec4 = al(r.p) && al(r.g) && al(r.v);
     rows.push_back(r);
+    total += r.n;
 #if defined(ENGINE_WITH_CUDA)
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
 #endif
@@ -72,7 +73,8 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
                                    chunks, lr, momentum, weight_decay, compute_stream());
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  // Per element: p, g and v read, p and v written.
+  ENGINE_DISPATCH(op, dev, traffic_bytes(5.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
 }
 
 bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale) {
@@ -83,7 +85,7 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
   std::vector<kernels::ScaleTensor> rows;
   Device dev = Device::cpu();
   bool have_dev = false;
-  int64_t chunks = 0;
+  int64_t chunks = 0, total = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
     if (!g.defined()) continue;
@@ -100,6 +102,7 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
     r.chunk_begin = chunks;
     r.vec4 = (reinterpret_cast<uintptr_t>(r.x) & 15u) == 0;
     rows.push_back(r);
+    total += r.n;
 #if defined(ENGINE_WITH_CUDA)
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
 #endif
@@ -120,7 +123,8 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
     found = flag.to(Device::cpu()).data<int32_t>()[0];
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  // Per element: read and written back scaled.
+  ENGINE_DISPATCH(op, dev, traffic_bytes(2.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
   return found != 0;
 }
 

@@ -70,13 +70,13 @@ Tensor plain(const Tensor& t) { return t.is_contiguous() ? t.detach() : t.detach
 Tensor avg_pool_impl(const char* op, const Tensor& x, const Pool2dGeom& g) {
   const Tensor xs = plain(x);
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::F32, x.device());
-  ENGINE_DISPATCH(op, x.device(), kernels::avg_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), g),
+  ENGINE_DISPATCH(op, x.device(), traffic(xs, y), kernels::avg_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), g),
                   kernels::avg_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), g, compute_stream()));
   const Shape xshape = x.shape();
   record_lambda(op, {x}, y, [g, xshape](const std::vector<Tensor>& grads) {
     const Tensor gy = plain(grads[0]);
     Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
-    ENGINE_DISPATCH("avg_pool2d_backward", gy.device(),
+    ENGINE_DISPATCH("avg_pool2d_backward", gy.device(), traffic(gy, gx),
                     kernels::avg_pool2d_bwd_cpu(gy.data<float>(), gx.data<float>(), g),
                     kernels::avg_pool2d_bwd_cuda(gy.data<float>(), gx.data<float>(), g, compute_stream()));
     return std::vector<Tensor>{gx};
@@ -101,7 +101,8 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::F32, d);
   Tensor idx = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::I32, d);
   ENGINE_DISPATCH(
-      op, d, kernels::max_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g),
+      op, d, traffic(xs, y, idx),
+      kernels::max_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g),
       kernels::max_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g, compute_stream()));
   const Shape xshape = x.shape();
   if (needs_grad({&x})) {
@@ -109,7 +110,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
       const Tensor gy = plain(grads[0]);
       Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
       ENGINE_DISPATCH(
-          "max_pool2d_backward", gy.device(),
+          "max_pool2d_backward", gy.device(), traffic(gy, idx, gx),
           kernels::max_pool2d_bwd_cpu(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g),
           kernels::max_pool2d_bwd_cuda(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g, compute_stream()));
       return std::vector<Tensor>{gx};

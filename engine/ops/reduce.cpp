@@ -130,7 +130,7 @@ void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, flo
       if (n > 0) ws = Tensor::empty({n}, DType::F32, dev);
     }
 #endif
-    ENGINE_DISPATCH(op, dev, kernels::reduce_sum_fwd_cpu(x, o, p.outer, p.reduce, p.inner, scale),
+    ENGINE_DISPATCH(op, dev, traffic(xc, out), kernels::reduce_sum_fwd_cpu(x, o, p.outer, p.reduce, p.inner, scale),
                     kernels::reduce_sum_fwd_cuda(x, o, p.outer, p.reduce, p.inner, scale,
                                                  ws.defined() ? ws.data<float>() : nullptr, compute_stream()));
   } else {
@@ -146,7 +146,7 @@ void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, flo
     }
 #endif
     ENGINE_DISPATCH(
-        op, dev, kernels::reduce_max_fwd_cpu(x, o, oi, p.outer, p.reduce, p.inner),
+        op, dev, traffic(xc, out, idx), kernels::reduce_max_fwd_cpu(x, o, oi, p.outer, p.reduce, p.inner),
         kernels::reduce_max_fwd_cuda(x, o, oi, p.outer, p.reduce, p.inner, wv.defined() ? wv.data<float>() : nullptr,
                                      wv.defined() ? wi.data<int64_t>() : nullptr, compute_stream()));
   }
@@ -167,11 +167,11 @@ Tensor run_backward_kernel(const char* op, Kind kind, const Plan& p, const Tenso
     const float* gp = g.data<float>();
     float* d = dx.data<float>();
     if (kind == Kind::Sum) {
-      ENGINE_DISPATCH(op, dev, kernels::reduce_sum_bwd_cpu(gp, d, p.outer, p.reduce, p.inner, scale),
+      ENGINE_DISPATCH(op, dev, traffic(g, dx), kernels::reduce_sum_bwd_cpu(gp, d, p.outer, p.reduce, p.inner, scale),
                       kernels::reduce_sum_bwd_cuda(gp, d, p.outer, p.reduce, p.inner, scale, compute_stream()));
     } else {
       const int64_t* ip = idx.data<int64_t>();
-      ENGINE_DISPATCH(op, dev, kernels::reduce_max_bwd_cpu(gp, ip, d, p.outer, p.reduce, p.inner),
+      ENGINE_DISPATCH(op, dev, traffic(g, idx, dx), kernels::reduce_max_bwd_cpu(gp, ip, d, p.outer, p.reduce, p.inner),
                       kernels::reduce_max_bwd_cuda(gp, ip, d, p.outer, p.reduce, p.inner, compute_stream()));
     }
   }

@@ -26,7 +26,8 @@ void check_input(const char* op, const Tensor& x) {
 Tensor resize_backward(const ResizeArgs& a, const Tensor& g_in) {
   const Tensor g = g_in.contiguous();
   Tensor gx = Tensor::empty({a.N, a.h.in, a.w.in, a.C}, DType::F32, g.device());
-  ENGINE_DISPATCH("resize_backward", g.device(), kernels::resize_bwd_cpu(a, g.data<float>(), gx.data<float>()),
+  ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx),
+                  kernels::resize_bwd_cpu(a, g.data<float>(), gx.data<float>()),
                   kernels::resize_bwd_cuda(a, g.data<float>(), gx.data<float>(), compute_stream()));
   return gx;
 }
@@ -45,7 +46,7 @@ Tensor resize_impl(const char* op, const Tensor& x, int64_t out_h, int64_t out_w
   a.sw = x.strides()[2];
   a.sc = x.strides()[3];
   Tensor out = Tensor::empty({a.N, out_h, out_w, a.C}, DType::F32, x.device());
-  ENGINE_DISPATCH(op, x.device(), kernels::resize_fwd_cpu(a, x.data<float>(), out.data<float>()),
+  ENGINE_DISPATCH(op, x.device(), traffic(x, out), kernels::resize_fwd_cpu(a, x.data<float>(), out.data<float>()),
                   kernels::resize_fwd_cuda(a, x.data<float>(), out.data<float>(), compute_stream()));
   record_lambda(op, {x}, out,
                 [a](const std::vector<Tensor>& g) { return std::vector<Tensor>{resize_backward(a, g[0])}; });

@@ -25,6 +25,12 @@ Geometry geometry(const Shape& s, int axis) {
 
 // Contiguous copies of g's slices [starts[j], starts[j] + sizes[j]) along `axis`, for the pieces
 // with want[j]; others are undefined. One kernel pass.
+double sum_of(const std::vector<int64_t>& v) {
+  double s = 0;
+  for (const int64_t x : v) s += (double)x;
+  return s;
+}
+
 std::vector<Tensor> split_copies(const Tensor& g_in, int axis, const std::vector<int64_t>& starts,
                                  const std::vector<int64_t>& sizes, const std::vector<bool>& want) {
   const Tensor g = g_in.contiguous();
@@ -49,7 +55,7 @@ std::vector<Tensor> split_copies(const Tensor& g_in, int axis, const std::vector
   if (!dst.empty()) {
     const int64_t row = g.size(axis) * geo.inner * es;
     ENGINE_DISPATCH(
-        "concat_backward", g.device(),
+        "concat_backward", g.device(), traffic_bytes(2.0 * (double)geo.outer * sum_of(width)),
         kernels::concat_bwd_cpu(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(), (int)dst.size()),
         kernels::concat_bwd_cuda(g.raw_data(), geo.outer, row, dst.data(), col.data(), width.data(), (int)dst.size(),
                                  compute_stream()));
@@ -101,7 +107,7 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
   if (!src.empty()) {
     const int64_t row = out_shape[(size_t)ax] * geo.inner * es;
     ENGINE_DISPATCH(
-        op, x0.device(),
+        op, x0.device(), traffic_bytes(2.0 * (double)geo.outer * sum_of(width)),
         kernels::concat_fwd_cpu(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(), geo.outer, row),
         kernels::concat_fwd_cuda(src.data(), col.data(), width.data(), (int)src.size(), out.raw_data(), geo.outer, row,
                                  compute_stream()));

@@ -30,7 +30,7 @@ Tensor softmax_backward(const Tensor& g_in, const Tensor& y, Geo geo, bool log_)
   const Tensor g = g_in.contiguous();
   Tensor dx = Tensor::empty(y.shape(), DType::F32, y.device());
   ENGINE_DISPATCH(
-      log_ ? "log_softmax_backward" : "softmax_backward", y.device(),
+      log_ ? "log_softmax_backward" : "softmax_backward", y.device(), traffic(g, y, dx),
       kernels::softmax_bwd_cpu(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_),
       kernels::softmax_bwd_cuda(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_,
                                 compute_stream()));
@@ -43,7 +43,7 @@ Tensor softmax_impl(const char* op, const Tensor& x, int axis, bool log_) {
   const Tensor xc = x.is_contiguous() ? x : x.detach().contiguous();
   Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
   if (y.numel() > 0) {
-    ENGINE_DISPATCH(op, x.device(),
+    ENGINE_DISPATCH(op, x.device(), traffic(xc, y),
                     kernels::softmax_fwd_cpu(xc.data<float>(), y.data<float>(), geo.outer, geo.L, geo.inner, log_),
                     kernels::softmax_fwd_cuda(xc.data<float>(), y.data<float>(), geo.outer, geo.L, geo.inner, log_,
                                               compute_stream()));
@@ -77,7 +77,8 @@ Tensor argmax(const Tensor& x, int axis, bool keepdim) {
   Tensor idx = Tensor::empty(s, DType::I64, x.device());
   if (idx.numel() > 0) {
     ENGINE_DISPATCH(
-        op, x.device(), kernels::argmax_cpu(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
+        op, x.device(), traffic(xc, idx),
+        kernels::argmax_cpu(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
         kernels::argmax_cuda(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner, compute_stream()));
   }
   return idx;

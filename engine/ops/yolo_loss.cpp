@@ -129,6 +129,14 @@ void check_classes(const char* op, const YoloGeom& g, const Tensor& box, const T
   }
 }
 
+// The heads read once (forward) or read and their gradients written (backward, passes = 2); the
+// gt tables are small next to them.
+profiler::Work heads_work(const std::vector<Tensor>& heads, int passes) {
+  double bytes = 0;
+  for (const Tensor& h : heads) bytes += tensor_bytes(h);
+  return traffic_bytes(passes * bytes);
+}
+
 }  // namespace
 
 YoloLossOutput yolov3_loss(const std::vector<Tensor>& heads, const Tensor& gt_box, const Tensor& gt_class,
@@ -173,7 +181,7 @@ YoloLossOutput yolov3_loss(const std::vector<Tensor>& heads, const Tensor& gt_bo
                                 reinterpret_cast<double*>(part.data<int64_t>()), op_, compute_stream());
   };
 #endif
-  ENGINE_DISPATCH(op, dev, on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, heads_work(hc, 1), on_cpu(), on_cuda());
   if (needs_grad(heads)) {
     const float inv_n = (float)(1.0 / (double)g.N);
     record_lambda(op, heads, out.loss, [=](const std::vector<Tensor>& gr) {
@@ -187,7 +195,7 @@ YoloLossOutput yolov3_loss(const std::vector<Tensor>& heads, const Tensor& gt_bo
       for (const Tensor& h : hc) xp.push_back(h.data<float>());
       const Device d = hc[0].device();
       ENGINE_DISPATCH(
-          "yolov3_loss_backward", d,
+          "yolov3_loss_backward", d, heads_work(hc, 2),
           kernels::yolo_loss_bwd_cpu(g, xp.data(), box.data<float>(), score.data<float>(), cls.data<int32_t>(),
                                      map.data<int32_t>(), gt_pred.data<int32_t>(), gr[0].item() * inv_n, gp.data()),
           kernels::yolo_loss_bwd_cuda(g, xp.data(), box.data<float>(), score.data<float>(), cls.data<int32_t>(),

@@ -536,6 +536,94 @@ void conv2d_bwd_weights_cudnn(const ConvParams& p, const void* x, const void* gy
   transform(h, e.dn.wt, gwn, e.d.wt, gw);
 }
 
+namespace {
+// The fastest measured time of any algorithm cuDNN runs for one layout's descriptors: Get_v7 lists
+// the candidates, FindEx times them in a workspace sized for the largest (capped at 1 GiB); every
+// successful result with a math type the precision allows counts, deterministic or not. -1 when
+// none ran.
+template <class Perf, class Get, class Find>
+float fastest_ms(const ConvParams& p, int max_count, const Get& get, const Find& find, const CudnnWorkspaceFn& wsfn) {
+  std::vector<Perf> cand((size_t)std::max(max_count, 1));
+  int n = 0;
+  CUDNN_CHECK(get(max_count, &n, cand.data()));
+  size_t ws_bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    const Perf& r = cand[(size_t)i];
+    if (r.status == CUDNN_STATUS_SUCCESS && math_allowed(p, r.mathType) && r.memory <= kMaxSearchWorkspace)
+      ws_bytes = std::max(ws_bytes, r.memory);
+  }
+  std::vector<Perf> timed((size_t)std::max(max_count, 1));
+  int m = 0;
+  if (find(max_count, &m, timed.data(), wsfn(ws_bytes), ws_bytes) != CUDNN_STATUS_SUCCESS) return -1.f;
+  float best = -1.f;
+  for (int i = 0; i < m; ++i) {
+    const Perf& r = timed[(size_t)i];
+    if (r.status != CUDNN_STATUS_SUCCESS || !math_allowed(p, r.mathType) || r.memory > ws_bytes || r.time < 0) continue;
+    best = best < 0 ? r.time : std::min(best, r.time);
+  }
+  return best;
+}
+}  // namespace
+
+float conv2d_best_ms_cudnn(ConvPass pass, const ConvParams& p, const CudnnWorkspaceFn& wsfn, cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(handle_mutex());
+  cudnnHandle_t h = handle();
+  CUDNN_CHECK(cudnnSetStream(h, stream));
+  const size_t es = elem_size(p);
+  const size_t xb = (size_t)(p.n * p.h * p.w * p.cin) * es, yb = (size_t)(p.n * p.ho * p.wo * p.cout) * es;
+  const size_t wb = (size_t)(p.cout * (p.cin / p.groups) * p.kh * p.kw) * es;
+  // Zeros: defined inputs (no NaN or denormal slow paths); the kernels' speed does not depend on values.
+  void* x = wsfn(xb);
+  void* w = wsfn(wb);
+  void* y = wsfn(yb);
+  CUDA_CHECK(cudaMemsetAsync(x, 0, xb, stream));
+  CUDA_CHECK(cudaMemsetAsync(w, 0, wb, stream));
+  CUDA_CHECK(cudaMemsetAsync(y, 0, yb, stream));
+  float best = -1.f;
+  for (const cudnnTensorFormat_t fmt : {CUDNN_TENSOR_NHWC, CUDNN_TENSOR_NCHW}) {
+    const Descs d(p, fmt);
+    int mx = 0;
+    float t = -1.f;
+    if (pass == ConvPass::Fwd) {
+      CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &mx));
+      t = fastest_ms<cudnnConvolutionFwdAlgoPerf_t>(
+          p, mx,
+          [&](int n, int* cnt, cudnnConvolutionFwdAlgoPerf_t* r) {
+            return cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, cnt, r);
+          },
+          [&](int n, int* cnt, cudnnConvolutionFwdAlgoPerf_t* r, void* ws, size_t bytes) {
+            return cudnnFindConvolutionForwardAlgorithmEx(h, d.x, x, d.w, w, d.conv, d.y, y, n, cnt, r, ws, bytes);
+          },
+          wsfn);
+    } else if (pass == ConvPass::BwdData) {
+      CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &mx));
+      t = fastest_ms<cudnnConvolutionBwdDataAlgoPerf_t>(
+          p, mx,
+          [&](int n, int* cnt, cudnnConvolutionBwdDataAlgoPerf_t* r) {
+            return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, cnt, r);
+          },
+          [&](int n, int* cnt, cudnnConvolutionBwdDataAlgoPerf_t* r, void* ws, size_t bytes) {
+            return cudnnFindConvolutionBackwardDataAlgorithmEx(h, d.w, w, d.y, y, d.conv, d.x, x, n, cnt, r, ws, bytes);
+          },
+          wsfn);
+    } else {
+      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &mx));
+      t = fastest_ms<cudnnConvolutionBwdFilterAlgoPerf_t>(
+          p, mx,
+          [&](int n, int* cnt, cudnnConvolutionBwdFilterAlgoPerf_t* r) {
+            return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, cnt, r);
+          },
+          [&](int n, int* cnt, cudnnConvolutionBwdFilterAlgoPerf_t* r, void* ws, size_t bytes) {
+            return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, d.x, x, d.y, y, d.conv, d.w, w, n, cnt, r, ws,
+                                                                 bytes);
+          },
+          wsfn);
+    }
+    if (t >= 0) best = best < 0 ? t : std::min(best, t);
+  }
+  return best;
+}
+
 size_t conv2d_cudnn_entries() {
   std::lock_guard<std::mutex> lock(handle_mutex());
   return cache().size();

@@ -28,6 +28,13 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w_oh
 void conv2d_bwd_weights_cudnn(const ConvParams& p, const void* x, const void* gy, void* gw_ohwi,
                               const CudnnWorkspaceFn& ws, cudaStream_t stream);
 
+// The roofline's ideal for a convolution (engine/roofline.h): the fastest time in milliseconds cuDNN
+// measures for this pass and problem over every algorithm in either layout (NHWC and NCHW
+// descriptors), deterministic or not, with any math type p's precision allows; -1 when no algorithm
+// ran. Its buffers (zero-filled) and workspace come from `ws`. Synchronises `stream` (cuDNN's search
+// does). Not cached: the caller measures each problem once.
+float conv2d_best_ms_cudnn(ConvPass pass, const ConvParams& p, const CudnnWorkspaceFn& ws, cudaStream_t stream);
+
 // Number of (pass, shape) entries whose algorithm and layout have been chosen; it grows when a call
 // ran the algorithm search (which asks the workspace callback for large one-off buffers).
 size_t conv2d_cudnn_entries();
