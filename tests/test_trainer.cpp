@@ -6,7 +6,7 @@
 // checkpoint that resumes bit-exactly; a resume with another batch size or train set is refused and
 // one with other optimizer settings warns; the emulated (or real) CUDA device gives the CPU's losses;
 // fp16 loss scaling skips the steps whose gradients overflow, moves its scale by Paddle's rule and
-// resumes with it.
+// resumes with it; under fp16 a non-finite loss is a skipped step until ten come in a row.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -254,6 +254,62 @@ TEST(Trainer, NonFiniteLossStopsWithTheIteration) {
   } catch (const TrainingDiverged& e) {
     EXPECT_NE(std::string(e.what()).find("at iter "), std::string::npos) << e.what();
   }
+}
+
+// Under fp16 loss scaling a non-finite loss skips the step (Paddle's GradScaler would) and backs the
+// scale off; ten in a row are divergence. A learning rate of 1e30 makes the weights after the first
+// applied step overflow fp16 (the first steps may be skipped for overflowing gradients), so every
+// later forward is non-finite: nine such iterations are skipped, the tenth stops training.
+TEST(Trainer, Fp16NonFiniteLossesAreSkippedUntilTenInARow) {
+  const AutocastGuard fp16(Precision::FP16);
+  const fs::path dir = fresh_dir("fp16_nan");
+  const TrainConfig cfg = load_train_config(write_config(dir, 30, 1e30), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "out");
+  std::ostringstream log;
+  std::string error;
+  try {
+    run_training(cfg, o, log);
+    FAIL() << "expected TrainingDiverged\n" << log.str();
+  } catch (const TrainingDiverged& e) {
+    error = e.what();
+  }
+  const std::string text = log.str();
+  const std::string marker = ": the fp16 loss is ";
+  const auto first = text.find(marker);
+  ASSERT_NE(first, std::string::npos) << text;
+  const int k = std::stoi(text.substr(text.rfind("WARNING: iter ", first) + 14));
+  double scale = std::stod(text.substr(text.find("at loss scaling ", first) + 16));
+  for (int n = 1; n <= 9; ++n) {  // iterations k .. k + 8, the n-th in a row each
+    const std::string head = "WARNING: iter " + std::to_string(k + n - 1) + marker;
+    const auto at = text.find(head);
+    ASSERT_NE(at, std::string::npos) << head << "\n" << text;
+    const double next = std::max(1.0, scale / 2);  // Paddle's rule: halve, never below 1
+    char tail[160];
+    std::snprintf(tail, sizeof tail, " at loss scaling %g; optimizer step skipped, loss scaling now %g (%d in a row;",
+                  scale, next, n);
+    const std::string line = text.substr(at, text.find('\n', at) - at);
+    EXPECT_NE(line.find(tail), std::string::npos) << tail << "\n" << text;
+    scale = next;
+  }
+  EXPECT_EQ(text.find("WARNING: iter " + std::to_string(k + 9) + ":"), std::string::npos) << text;
+  EXPECT_NE(error.find("at iter " + std::to_string(k + 9) + " (the 10th non-finite fp16 loss in a row)"),
+            std::string::npos)
+      << error << "\n"
+      << text;
+  // The logged loss of a window (2 iterations) averages its finite losses only: finite while the
+  // window holds an iteration before k, none (null) once every loss in it was skipped.
+  const auto records = read_jsonl((dir / "out/metrics.jsonl").string());
+  int windows = 0;
+  for (const auto& r : records) {
+    if (r["type"] != "train") continue;
+    const int64_t it = r["iter"].get<int64_t>();
+    if (it - 1 < k)
+      EXPECT_TRUE(r["loss"].is_number() && std::isfinite(r["loss"].get<double>())) << r.dump();
+    else
+      EXPECT_TRUE(r["loss"].is_null()) << r.dump();
+    ++windows;
+  }
+  EXPECT_GE(windows, 4);
 }
 
 // An ostream that raises a stop request (as SIGINT would) once a given text has been logged: the

@@ -46,6 +46,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// fp16: this many non-finite losses in a row stop training as divergence (fewer are skipped steps).
+// With PaddleSeg's initial loss scaling of 1024 and decr_ratio 0.5, ten skips also bring the scale to
+// its floor of 1, so by then loss scaling has had every chance.
+constexpr int64_t kMaxNonFiniteFp16Losses = 10;
+
 // --use_vdl: every scalar goes to TensorBoard's event file and to VisualDL's record file (PaddleSeg
 // documents `visualdl --logdir`), with one wall time.
 struct ScalarLogs {
@@ -477,7 +482,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   double win_loss = 0, win_batch = 0, win_reader = 0;
   std::vector<double> win_terms, epoch_terms;
   double epoch_loss = 0;
-  int64_t win_n = 0, epoch_n = 0;
+  int64_t win_n = 0;
+  int64_t win_loss_n = 0, epoch_loss_n = 0;  // iterations whose loss entered the sums (finite ones)
+  int64_t nonfinite_in_a_row = 0;            // fp16: skipped steps with a non-finite loss, consecutive
   int64_t next_epoch = 0, next_batch = 0, epoch = 0;
   int64_t last_saved_iter = start_iter;
   double last_eval_seconds = 0;
@@ -586,12 +593,26 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     // backward runs, together with the stop flag).
     std::vector<float> scalars{lv.total.item()};
     for (size_t i = 0; i < nterms; ++i) scalars.push_back(lv.terms[i].second.item());
+    // A non-finite loss stops training, except under fp16 loss scaling, where the step is skipped as
+    // Paddle's GradScaler skips it (an fp16 forward can overflow on one batch) until
+    // kMaxNonFiniteFp16Losses come in a row: then it is divergence, not one batch.
+    bool nonfinite_loss = false;
     auto check_finite = [&](double loss) {
-      if (!std::isfinite(loss))
-        throw TrainingDiverged("training diverged: the loss is " + fmt("%g", loss) + " at iter " +
-                               std::to_string(iter) + "; stopped before the optimizer step. Last good checkpoint: " +
-                               (last_good.empty() ? std::string("none was saved") : last_good) +
-                               ". Lower the learning rate or check the labels.");
+      if (std::isfinite(loss)) {
+        nonfinite_in_a_row = 0;
+        return;
+      }
+      if (scaler && ++nonfinite_in_a_row < kMaxNonFiniteFp16Losses) {
+        nonfinite_loss = true;
+        return;
+      }
+      throw TrainingDiverged("training diverged: the loss is " + fmt("%g", loss) + " at iter " + std::to_string(iter) +
+                             (scaler
+                                  ? " (the " + std::to_string(nonfinite_in_a_row) + "th non-finite fp16 loss in a row)"
+                                  : std::string()) +
+                             "; stopped before the optimizer step. Last good checkpoint: " +
+                             (last_good.empty() ? std::string("none was saved") : last_good) +
+                             ". Lower the learning rate or check the labels.");
     };
     Tensor reduced_scalars;
     std::unique_ptr<PendingCollective> scalars_pending;
@@ -604,10 +625,12 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       scalars_pending = comm.start_all_reduce(reduced_scalars, ReduceOp::Sum, "loss of iter " + std::to_string(iter));
     }
     if (buckets) buckets->begin_step();
-    if (scaler)
-      (lv.total * (float)scaler->scale()).backward();
-    else
-      lv.total.backward();
+    if (!nonfinite_loss) {  // (one rank, fp16: a skipped step, whose gradients would be inf or nan)
+      if (scaler)
+        (lv.total * (float)scaler->scale()).backward();
+      else
+        lv.total.backward();
+    }
     if (buckets) buckets->finish_step();
     if (scalars_pending) {
       scalars_pending->wait();
@@ -622,7 +645,16 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
     const double lr = schedule.lr_at(iter - 1);
     bool skip_step = false;
-    if (scaler) {
+    if (scaler && nonfinite_loss) {
+      const double scale = scaler->scale();
+      skip_step = true;
+      scaler->update(true);
+      summary.skipped_steps += 1;
+      log << prefix() << "WARNING: iter " << iter << ": the fp16 loss is " << fmt("%g", total_loss)
+          << " at loss scaling " << fmt("%g", scale) << "; optimizer step skipped, loss scaling now "
+          << fmt("%g", scaler->scale()) << " (" << nonfinite_in_a_row << " in a row; training stops at "
+          << kMaxNonFiniteFp16Losses << ")" << std::endl;
+    } else if (scaler) {
       const double scale = scaler->scale();
       skip_step = scaler->unscale(grads);
       scaler->update(skip_step);
@@ -650,13 +682,16 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
 
     std::vector<double> term_values(nterms);
     for (size_t i = 0; i < nterms; ++i) term_values[i] = scalars[1 + i];
-    win_loss += total_loss;
-    epoch_loss += total_loss;
-    for (size_t i = 0; i < nterms; ++i) win_terms[i] += term_values[i], epoch_terms[i] += term_values[i];
+    if (!nonfinite_loss) {  // a skipped non-finite loss is logged above, not averaged
+      win_loss += total_loss;
+      epoch_loss += total_loss;
+      for (size_t i = 0; i < nterms; ++i) win_terms[i] += term_values[i], epoch_terms[i] += term_values[i];
+      win_loss_n += 1;
+      epoch_loss_n += 1;
+    }
     win_reader += reader_cost;
     win_batch += seconds_since(batch_start);
     win_n += 1;
-    epoch_n += 1;
     summary.iters_done = iter;
     const bool epoch_end = iter % steps_per_epoch == 0;
     const bool checkpoint_now =
@@ -664,7 +699,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
                       : (iter % spec.save_interval == 0 || iter == total);
 
     if (iter % spec.log_every == 0 || iter == total) {
-      const double avg_loss = win_loss / (double)win_n, avg_batch = win_batch / (double)win_n;
+      const double avg_loss = win_loss / (double)win_loss_n, avg_batch = win_batch / (double)win_n;
       const double avg_reader = win_reader / (double)win_n;
       const double ips = (double)spec.batch_size * (double)win_n / win_batch;
       if (style == LogStyle::PaddleSeg) {
@@ -701,7 +736,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
                             {"loss", avg_loss},          {"lr", lr},     {"batch_cost", avg_batch},
                             {"reader_cost", avg_reader}, {"ips", ips}};
       std::vector<double> terms_avg;
-      for (double t : win_terms) terms_avg.push_back(t / (double)win_n);
+      for (double t : win_terms) terms_avg.push_back(t / (double)win_loss_n);
       rec["loss_terms"] = terms_avg;
       if (style == LogStyle::PaddleX)
         for (size_t i = 0; i < nterms; ++i) rec[term_names[i]] = terms_avg[i];
@@ -726,16 +761,16 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       }
       win_loss = win_batch = win_reader = 0;
       std::fill(win_terms.begin(), win_terms.end(), 0.0);
-      win_n = 0;
+      win_n = win_loss_n = 0;
     }
     if (epoch_end && style == LogStyle::PaddleX) {
       log << prefix() << "[TRAIN] Epoch " << epoch + 1 << " finished, "
-          << terms_line(epoch_terms, epoch_loss, (double)epoch_n) << " ." << std::endl;
+          << terms_line(epoch_terms, epoch_loss, (double)epoch_loss_n) << " ." << std::endl;
     }
     if (epoch_end) {
       epoch_loss = 0;
       std::fill(epoch_terms.begin(), epoch_terms.end(), 0.0);
-      epoch_n = 0;
+      epoch_loss_n = 0;
     }
 
     if (checkpoint_now) {

@@ -18,7 +18,8 @@
 // atomically), dropping the oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop,
 // train/early_stop.h). A non-finite loss stops training with TrainingDiverged (exit code 3 in engine-train) before the
 // optimizer step, so every checkpoint on disk is from a finite state; its message names the newest
-// complete checkpoint (of this run, or the one it resumed from).
+// complete checkpoint (of this run, or the one it resumed from). Under fp16 loss scaling a non-finite
+// loss is a skipped step instead, until ten come in a row.
 // The save_dir is locked for the run and never clobbered (train/run_dir.h). A resume checks the
 // checkpoint's batch_size, train set size and data position against this run (refused when they
 // differ) and warns when the optimizer settings or the learning-rate schedule differ. A stop
