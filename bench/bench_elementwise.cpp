@@ -126,6 +126,37 @@ BENCH_REGISTER(elementwise) {
           [&] { return check(mul(x, alpha), [&](size_t i) { return xv[i] * av[i / (size_t)s[3]]; }); },
           [&] { mul(x, alpha); });
     }
+    // bf16 storage (mixed precision): half the bytes of the f32 rows above, f32 math. Checked against
+    // the f32 op on the same (widened) values within bf16's rounding.
+    {
+      const Shape s = scaled({4, 128, 128, 64}, q);
+      const Tensor a = Tensor::uniform(s, 4, -1.f, 1.f, d).to(DType::BF16);
+      const Tensor b = Tensor::uniform(s, 5, -1.f, 1.f, d).to(DType::BF16);
+      const auto av = a.to_vector(), bv = b.to_vector();
+      runner.run(
+          "relu_fwd_bf16", shape_name(s), d, {2.0 * 2 * (double)a.numel(), 0},
+          [&] { return check(relu(a), [&](size_t i) { return av[i] > 0 ? av[i] : 0.f; }); }, [&] { relu(a); });
+      runner.run(
+          "add_fwd_bf16", shape_name(s) + " + same", d, {3.0 * 2 * (double)a.numel(), 0},
+          [&] {
+            return check(
+                add(a, b), [&](size_t i) { return av[i] + bv[i]; }, 1.f / 256);
+          },
+          [&] { add(a, b); });
+      const Shape s2 = scaled({4, 64, 64, 128}, q);
+      Shape s1 = s2;
+      s1[3] = 1;
+      const Tensor x = Tensor::uniform(s2, 7, -1.f, 1.f, d).to(DType::BF16);
+      const Tensor alpha = Tensor::uniform(s1, 8, 0.f, 1.f, d).to(DType::BF16);
+      const auto xv = x.to_vector(), alv = alpha.to_vector();
+      runner.run(
+          "mul_fwd_bf16", shape_name(s2) + " * " + shape_name(s1), d, {2.0 * 2 * (double)x.numel(), 0},
+          [&] {
+            return check(
+                mul(x, alpha), [&](size_t i) { return xv[i] * alv[i / (size_t)s2[3]]; }, 1.f / 256);
+          },
+          [&] { mul(x, alpha); });
+    }
     // Copy family: NCHW -> NHWC style permute (a real transpose), and the f32 -> bf16 cast.
     {
       const Shape s = scaled({4, 64, 128, 128}, q);  // viewed as [N, C, H, W]

@@ -91,6 +91,9 @@ bool sole_owner(const Tensor& g) {
 // is adopted when nobody else holds it and copied otherwise; later ones are added into that buffer in
 // place (add_inplace computes grad + g element by element, the same bits as add(grad, g)).
 void accumulate_leaf(TensorImpl& leaf, Tensor g) {
+  // A leaf's gradient is f32 whatever the leaf's storage type (mixed precision: bf16 / f16 gradients
+  // of a low-precision leaf are summed in f32, the master copy).
+  if (g.dtype() != DType::F32 && leaf.grad) g = copy_contiguous(g, DType::F32);
   if (!leaf.grad) {
     if (!sole_owner(g)) g = copy_contiguous(g, DType::F32);
     leaf.grad = g.impl_ptr();

@@ -272,7 +272,16 @@ Tensor Tensor::to(Device d) const {
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
-  return copy_contiguous(*this, t);  // casts are not differentiable (only f32 carries gradients)
+  Tensor out = copy_contiguous(*this, t);
+  // Casts between the float types carry gradients (mixed precision), cast back to the source type;
+  // casts to or from integer types do not.
+  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
+  if (is_float(dtype()) && is_float(t)) {
+    const DType src = dtype();
+    record_lambda("CastBackward", {*this}, out,
+                  [src](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].to(src)}; });
+  }
+  return out;
 }
 
 Tensor Tensor::clone() const {

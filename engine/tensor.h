@@ -102,7 +102,7 @@ class Tensor {
 
   // ---- copies
   Tensor to(Device d) const;             // differentiable
-  Tensor to(DType t) const;              // cast; differentiable only f32 -> f32
+  Tensor to(DType t) const;              // cast; differentiable between f32, bf16 and f16
   Tensor clone() const;                  // differentiable
   Tensor detach() const;                 // shares storage, no autograd history
   void copy_(const Tensor& src);         // in place, no autograd; src may be on another device / dtype

@@ -127,10 +127,12 @@ ENGINE_HD float bits_float(uint32_t u) {
   return f;
 }
 
+// Written with a select, not a branch, so CPU loops that store bf16 vectorise.
 ENGINE_HD uint16_t float_to_bf16_bits(float f) {
   const uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  // quiet NaN
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 ENGINE_HD float bf16_bits_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
 
@@ -161,6 +163,30 @@ ENGINE_HD float half_bits_to_float(uint16_t h) {
   if (exp == 31) return bits_float(sign | 0x7f800000u | (mant << 13));
   return bits_float(sign | ((exp - 15u + 127u) << 23) | (mant << 13));
 }
+
+// Storage of activations (mixed precision): f32, or bf16 / f16 bits. Kernels that take a storage type
+// compute in f32: they widen on load and round once, to nearest even, on store (the bits of the cast
+// kernels above), so a low-precision result is the f32 result of the widened inputs, rounded.
+template <DType D>
+struct Storage;
+template <>
+struct Storage<DType::F32> {
+  using T = float;
+  static ENGINE_HD float load(float v) { return v; }
+  static ENGINE_HD float store(float v) { return v; }
+};
+template <>
+struct Storage<DType::BF16> {
+  using T = uint16_t;
+  static ENGINE_HD float load(uint16_t b) { return bf16_bits_to_float(b); }
+  static ENGINE_HD uint16_t store(float v) { return float_to_bf16_bits(v); }
+};
+template <>
+struct Storage<DType::F16> {
+  using T = uint16_t;
+  static ENGINE_HD float load(uint16_t h) { return half_bits_to_float(h); }
+  static ENGINE_HD uint16_t store(float v) { return float_to_half_bits(v); }
+};
 
 // Load element i of a buffer of any storage type as f32, and store f32 into any storage type.
 // Integer stores truncate toward zero and saturate at the type's range; NaN stores 0 (documented in

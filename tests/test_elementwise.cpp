@@ -265,3 +265,160 @@ TEST(Elementwise, ExpAndSigmoidAtTheExtremes) {
     EXPECT_EQ(s[5], 0.5f);
   }
 }
+
+// ---- bf16 / f16 storage (mixed precision): the kernels compute in f32 and round once, so a
+// low-precision result is the f32 op's result on the widened inputs, rounded to the type: compared
+// bit for bit (NaN matching NaN), forward and, for ops whose derivative does not read the rounded
+// output, backward. Derivatives that read the output (exp, sqrt, sigmoid, tanh, rdiv) see the rounded
+// output, so they are compared with a tolerance: 2 ulps of the type relative to |gx| + |g| max(1, |y|).
+// Shapes: odd lengths (vector body and scalar tail), a misaligned view (scalar path only), a
+// transposed view (strided kernels) and a broadcast operand (backward through sum_to_shape).
+namespace {
+
+std::vector<Device> low_devices() {
+  std::vector<Device> d = {Device::cpu()};
+  if (have_cuda()) d.push_back(Device::cuda(0));
+  return d;
+}
+
+// v rounded to dt and widened back (the cast kernels' bits).
+std::vector<float> rounded(const std::vector<float>& v, DType dt, Device d) {
+  return Tensor::from_vector(v, {(int64_t)v.size()}, d).to(dt).to_vector();
+}
+
+double ulp_of(DType dt) { return dt == DType::BF16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10); }
+
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      ASSERT_TRUE(std::isnan(got[i])) << what << " element " << i << ": " << got[i] << " vs NaN";
+      continue;
+    }
+    ASSERT_EQ(got[i], want[i]) << what << " element " << i;
+  }
+}
+
+// A leaf f32 tensor whose values are exact in dt, in [lo, hi).
+Tensor exact_leaf(const Shape& shape, uint64_t seed, float lo, float hi, DType dt, Device d) {
+  Tensor t = Tensor::uniform(shape, seed, lo, hi, d).to(dt).to(DType::F32).detach();
+  t.set_requires_grad(true);
+  return t;
+}
+
+struct LowUnary {
+  const char* name;
+  std::function<Tensor(const Tensor&)> fn;
+  float lo, hi;
+  bool reads_output;  // the derivative reads the (rounded) output
+};
+
+std::vector<LowUnary> low_unary_ops() {
+  return {{"neg", [](const Tensor& x) { return neg(x); }, -3.f, 3.f, false},
+          {"exp", [](const Tensor& x) { return exp(x); }, -3.f, 3.f, true},
+          {"log", [](const Tensor& x) { return log(x); }, 0.1f, 4.f, false},
+          {"sqrt", [](const Tensor& x) { return sqrt(x); }, 0.1f, 4.f, true},
+          {"relu", [](const Tensor& x) { return relu(x); }, -3.f, 3.f, false},
+          {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1f); }, -3.f, 3.f, false},
+          {"sigmoid", [](const Tensor& x) { return sigmoid(x); }, -6.f, 6.f, true},
+          {"tanh", [](const Tensor& x) { return tanh(x); }, -3.f, 3.f, true},
+          {"add_scalar", [](const Tensor& x) { return add(x, 0.37f); }, -3.f, 3.f, false},
+          {"mul_scalar", [](const Tensor& x) { return mul(x, -1.7f); }, -3.f, 3.f, false},
+          {"div_scalar", [](const Tensor& x) { return div(x, 3.f); }, -3.f, 3.f, false},
+          {"maximum_scalar", [](const Tensor& x) { return maximum(x, 0.25f); }, -3.f, 3.f, false},
+          {"rsub_scalar", [](const Tensor& x) { return rsub(2.f, x); }, -3.f, 3.f, false},
+          {"rdiv_scalar", [](const Tensor& x) { return rdiv(2.f, x); }, 0.2f, 4.f, true}};
+}
+
+// The input views of one case: the tensor itself, a misaligned slice or a transpose of it.
+Tensor view_of(const Tensor& base, int kind) {
+  if (kind == 1) return base.reshape({base.numel()}).slice(0, 1, base.numel());
+  if (kind == 2) return base.permute({1, 0});
+  return base;
+}
+
+}  // namespace
+
+TEST(ElementwiseLowPrecision, UnaryIsTheF32ResultRoundedOnce) {
+  for (Device d : low_devices())
+    for (DType dt : {DType::BF16, DType::F16})
+      for (const LowUnary& op : low_unary_ops())
+        for (int kind : {0, 1, 2}) {
+          const std::string what =
+              std::string(op.name) + " " + dtype_name(dt) + " on " + d.str() + " view " + std::to_string(kind);
+          SCOPED_TRACE(what);
+          const Shape shape = kind == 2 ? Shape{33, 31} : Shape{1027};
+          const Tensor base = exact_leaf(kind == 1 ? Shape{1028} : shape, 5, op.lo, op.hi, dt, d);
+          const Tensor x32 = view_of(base, kind);
+          // Low precision: the cast is differentiable, so the gradient reaches the f32 leaf (widened).
+          const Tensor y = op.fn(x32.to(dt));
+          ASSERT_EQ(y.dtype(), dt);
+          const Tensor g = Tensor::uniform(y.shape(), 9, -1.f, 1.f, d).to(dt);
+          y.backward(g);
+          // Reference: the f32 op on the same (exact) values, then rounded.
+          Tensor ref_leaf = base.detach().clone().detach();
+          ref_leaf.set_requires_grad(true);
+          const Tensor y32 = op.fn(view_of(ref_leaf, kind));
+          y32.backward(g.to(DType::F32));
+          expect_same_bits(y.to_vector(), rounded(y32.to_vector(), dt, d), what + " forward");
+          const std::vector<float> gx = base.grad().to_vector(), gx32 = ref_leaf.grad().to_vector();
+          if (!op.reads_output) {
+            expect_same_bits(gx, rounded(gx32, dt, d), what + " backward");
+            continue;
+          }
+          // |g| <= 1, so |g| max(1, |y|) <= max(1, max |y|).
+          double ymax = 1.0;
+          for (float v : y32.to_vector()) ymax = std::max(ymax, (double)std::fabs(v));
+          for (size_t i = 0; i < gx.size(); ++i)
+            ASSERT_LE(std::fabs((double)gx[i] - gx32[i]), 2 * ulp_of(dt) * (std::fabs(gx32[i]) + ymax))
+                << what << " backward element " << i << ": " << gx[i] << " vs " << gx32[i];
+        }
+}
+
+TEST(ElementwiseLowPrecision, BinaryIsTheF32ResultRoundedOnce) {
+  using BinaryFn = Tensor (*)(const Tensor&, const Tensor&);
+  const std::vector<std::pair<const char*, BinaryFn>> ops = {
+      {"add", &add}, {"sub", &sub}, {"mul", &mul}, {"div", &div}, {"maximum", &maximum}};
+  for (Device d : low_devices())
+    for (DType dt : {DType::BF16, DType::F16})
+      for (const auto& [name, fn] : ops)
+        for (bool broadcast : {false, true}) {
+          const std::string what =
+              std::string(name) + " " + dtype_name(dt) + " on " + d.str() + (broadcast ? " broadcast" : " same shape");
+          SCOPED_TRACE(what);
+          const Shape as = {2, 5, 7, 3}, bs = broadcast ? Shape{3} : as;
+          const Tensor a = exact_leaf(as, 1, -3.f, 3.f, dt, d), b = exact_leaf(bs, 2, 0.5f, 3.f, dt, d);
+          const Tensor y = fn(a.to(dt), b.to(dt));
+          ASSERT_EQ(y.dtype(), dt);
+          const Tensor g = Tensor::uniform(y.shape(), 9, -1.f, 1.f, d).to(dt);
+          y.backward(g);
+          Tensor a32 = a.detach().clone().detach(), b32 = b.detach().clone().detach();
+          a32.set_requires_grad(true);
+          b32.set_requires_grad(true);
+          const Tensor y32 = fn(a32, b32);
+          y32.backward(g.to(DType::F32));
+          expect_same_bits(y.to_vector(), rounded(y32.to_vector(), dt, d), what + " forward");
+          // Full-shape gradients are rounded once; a broadcast operand's is then summed in f32 and
+          // rounded again, exact for add / sub (the summands are exact) and within the summands'
+          // rounding (half an ulp each) otherwise.
+          expect_same_bits(a.grad().to_vector(), rounded(a32.grad().to_vector(), dt, d), what + " grad a");
+          const std::vector<float> gb = b.grad().to_vector(), gb32 = b32.grad().to_vector();
+          if (!broadcast || std::string(name) == "add" || std::string(name) == "sub") {
+            expect_same_bits(gb, rounded(gb32, dt, d), what + " grad b");
+          } else {
+            const double terms = (double)(as[0] * as[1] * as[2]);  // summands per element of b
+            for (size_t i = 0; i < gb.size(); ++i)
+              ASSERT_LE(std::fabs((double)gb[i] - gb32[i]), ulp_of(dt) * (std::fabs(gb32[i]) + terms * 9.0))
+                  << what << " grad b element " << i << ": " << gb[i] << " vs " << gb32[i];
+          }
+        }
+}
+
+TEST(ElementwiseLowPrecision, MixedTypesAndIntegerTensorsAreRefused) {
+  const Tensor a = Tensor::uniform({4}, 1, -1.f, 1.f, Device::cpu());
+  expect_one_line_error([&] { add(a, a.to(DType::BF16)); }, {"add", "different float types", "bf16"});
+  expect_one_line_error([&] { relu(a.to(DType::I32)); }, {"relu", "f32, bf16 or f16"});
+  Tensor acc = Tensor::zeros({4}, DType::F16, Device::cpu());
+  add_inplace(acc, a.to(DType::F16));
+  expect_same_bits(acc.to_vector(), rounded(a.to_vector(), DType::F16, Device::cpu()), "add_inplace f16");
+}

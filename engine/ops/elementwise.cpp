@@ -1,8 +1,11 @@
 // Elementwise ops: argument checks, output allocation, dispatch to one kernel per device, and the
 // backward formulas (kernels/elementwise_math.h holds the per-element math of both directions).
+// Storage types (mixed precision): the operands of one op are all f32, all bf16 or all f16; the
+// result and the gradients have that type and the kernels compute in f32 (engine/ops/elementwise.h).
 #include "engine/ops/elementwise.h"
 
 #include "engine/autograd.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cpu/elementwise_cpu.h"
@@ -26,35 +29,46 @@ bool bwd_needs_y(UnaryOp op) {
          op == UnaryOp::RDivScalar;
 }
 
-Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& x, const Tensor& y, float alpha) {
-  const Tensor g = g_in.contiguous();
+// A gradient in the storage type of the tensor it belongs to (a gradient may arrive in another float
+// type, e.g. f32 from a loss for a bf16 activation); contiguous.
+Tensor grad_as(const Tensor& g, DType dt) {
+  if (g.dtype() == dt) return g.contiguous();
+  NoGradGuard no_grad;
+  return copy_contiguous(g, dt);
+}
+
+const void* data_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+Tensor unary_backward(UnaryOp op, const Tensor& g_in, const Tensor& x, const Tensor& y, float alpha, DType dt) {
+  const Tensor g = grad_as(g_in, dt);
   const Tensor xc = x.defined() ? x.contiguous() : x;
   const Tensor yc = y.defined() ? y.contiguous() : y;
-  Tensor gx = Tensor::empty(g.shape(), DType::F32, g.device());
-  const float* xp = xc.defined() ? xc.data<float>() : nullptr;
-  const float* yp = yc.defined() ? yc.data<float>() : nullptr;
+  Tensor gx = Tensor::empty(g.shape(), dt, g.device());
+  const void* xp = data_or_null(xc);
+  const void* yp = data_or_null(yc);
   ENGINE_DISPATCH(
       "unary_backward", g.device(), traffic(g, xc, yc, gx),
-      kernels::unary_bwd_cpu(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha),
-      kernels::unary_bwd_cuda(op, g.data<float>(), xp, yp, gx.data<float>(), g.numel(), alpha, compute_stream()));
+      kernels::unary_bwd_cpu(op, dt, g.raw_data(), xp, yp, gx.raw_data(), g.numel(), alpha),
+      kernels::unary_bwd_cuda(op, dt, g.raw_data(), xp, yp, gx.raw_data(), g.numel(), alpha, compute_stream()));
   return gx;
 }
 
 Tensor unary(const char* name, UnaryOp op, const Tensor& x, float alpha = 0.f) {
-  check_f32(name, "x", x);
-  Tensor out = Tensor::empty(x.shape(), DType::F32, x.device());
+  check_float_storage(name, "x", x);
+  const DType dt = x.dtype();
+  Tensor out = Tensor::empty(x.shape(), dt, x.device());
   kernels::StridedLayout xl = layout_of(x);
   coalesce({&xl});
-  const float* base = x.storage()->data ? static_cast<const float*>(x.storage()->data) : nullptr;
+  const void* base = x.storage()->data;
   ENGINE_DISPATCH(name, x.device(), traffic(x, out),
-                  kernels::unary_fwd_cpu(op, base, xl, out.data<float>(), out.numel(), alpha),
-                  kernels::unary_fwd_cuda(op, base, xl, out.data<float>(), out.numel(), alpha, compute_stream()));
+                  kernels::unary_fwd_cpu(op, dt, base, xl, out.raw_data(), out.numel(), alpha),
+                  kernels::unary_fwd_cuda(op, dt, base, xl, out.raw_data(), out.numel(), alpha, compute_stream()));
   if (needs_grad({&x})) {
     // Saved values are detached: saving `out` itself would make a cycle out -> node -> out.
     const Tensor xs = bwd_needs_x(op) ? x.detach() : Tensor();
     const Tensor ys = bwd_needs_y(op) ? out.detach() : Tensor();
-    record_lambda(name, {x}, out, [op, xs, ys, alpha](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{unary_backward(op, g[0], xs, ys, alpha)};
+    record_lambda(name, {x}, out, [op, xs, ys, alpha, dt](const std::vector<Tensor>& g) {
+      return std::vector<Tensor>{unary_backward(op, g[0], xs, ys, alpha, dt)};
     });
   }
   return out;
@@ -63,42 +77,51 @@ Tensor unary(const char* name, UnaryOp op, const Tensor& x, float alpha = 0.f) {
 // Full-shape gradients of mul/div/maximum, then summed over each operand's broadcast dims.
 std::vector<Tensor> binary_backward(BinaryOp op, const Tensor& g_in, const Tensor& a, const Tensor& b, bool need_a,
                                     bool need_b) {
-  const Tensor g = g_in.contiguous();
+  const DType dt = a.dtype();
+  const Tensor g = grad_as(g_in, dt);
   Tensor ga, gb;
   {
     const Shape& shape = g.shape();
     kernels::StridedLayout al = broadcast_layout(a, shape), bl = broadcast_layout(b, shape);
     kernels::StridedLayout gl = layout_of(g);
     coalesce({&gl, &al, &bl});
-    if (need_a) ga = Tensor::empty(shape, DType::F32, g.device());
-    if (need_b) gb = Tensor::empty(shape, DType::F32, g.device());
-    float* gap = need_a ? ga.data<float>() : nullptr;
-    float* gbp = need_b ? gb.data<float>() : nullptr;
-    const float* ab = static_cast<const float*>(a.storage()->data);
-    const float* bb = static_cast<const float*>(b.storage()->data);
+    if (need_a) ga = Tensor::empty(shape, dt, g.device());
+    if (need_b) gb = Tensor::empty(shape, dt, g.device());
+    void* gap = need_a ? ga.raw_data() : nullptr;
+    void* gbp = need_b ? gb.raw_data() : nullptr;
+    const void* ab = a.storage()->data;
+    const void* bb = b.storage()->data;
     ENGINE_DISPATCH(
         "binary_backward", g.device(), traffic(g, a, b, ga, gb),
-        kernels::binary_bwd_cpu(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel()),
-        kernels::binary_bwd_cuda(op, g.data<float>(), ab, al, bb, bl, gap, gbp, g.numel(), compute_stream()));
+        kernels::binary_bwd_cpu(op, dt, g.raw_data(), ab, al, bb, bl, gap, gbp, g.numel()),
+        kernels::binary_bwd_cuda(op, dt, g.raw_data(), ab, al, bb, bl, gap, gbp, g.numel(), compute_stream()));
   }
   if (ga.defined() && ga.shape() != a.shape()) ga = sum_to_shape(ga, a.shape());
   if (gb.defined() && gb.shape() != b.shape()) gb = sum_to_shape(gb, b.shape());
   return {ga, gb};
 }
 
+// The one storage type of a binary op's operands, or an Error naming both.
+DType common_storage(const char* name, const Tensor& a, const char* an, const Tensor& b, const char* bn) {
+  check_float_storage(name, an, a);
+  check_float_storage(name, bn, b);
+  ENGINE_CHECK(a.dtype() == b.dtype(), name, ": ", an, " ", a.describe(), " and ", bn, " ", b.describe(),
+               " have different float types; cast one (.to(DType)) so both are f32, bf16 or f16");
+  return a.dtype();
+}
+
 Tensor binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
-  check_f32(name, "a", a);
-  check_f32(name, "b", b);
+  const DType dt = common_storage(name, a, "a", b, "b");
   check_same_device(name, a, "a", b, "b");
   const Shape shape = broadcast_shapes(name, a.shape(), b.shape());
-  Tensor out = Tensor::empty(shape, DType::F32, a.device());
+  Tensor out = Tensor::empty(shape, dt, a.device());
   kernels::StridedLayout ol = layout_of(out), al = broadcast_layout(a, shape), bl = broadcast_layout(b, shape);
   coalesce({&ol, &al, &bl});
-  const float* ab = static_cast<const float*>(a.storage()->data);
-  const float* bb = static_cast<const float*>(b.storage()->data);
+  const void* ab = a.storage()->data;
+  const void* bb = b.storage()->data;
   ENGINE_DISPATCH(name, a.device(), traffic(a, b, out),
-                  kernels::binary_fwd_cpu(op, ab, al, bb, bl, out.data<float>(), out.numel()),
-                  kernels::binary_fwd_cuda(op, ab, al, bb, bl, out.data<float>(), out.numel(), compute_stream()));
+                  kernels::binary_fwd_cpu(op, dt, ab, al, bb, bl, out.raw_data(), out.numel()),
+                  kernels::binary_fwd_cuda(op, dt, ab, al, bb, bl, out.raw_data(), out.numel(), compute_stream()));
   if (needs_grad({&a, &b})) {
     const bool need_a = a.requires_grad(), need_b = b.requires_grad();
     const bool save = op != BinaryOp::Add && op != BinaryOp::Sub;
@@ -106,7 +129,8 @@ Tensor binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
     const Shape a_shape = a.shape(), b_shape = b.shape();
     record_lambda(name, {a, b}, out, [=](const std::vector<Tensor>& g) {
       if (!save) {  // add/sub only need the shapes
-        Tensor ga = need_a ? g[0] : Tensor(), gb = need_b ? (op == BinaryOp::Add ? g[0] : neg(g[0])) : Tensor();
+        const Tensor gd = grad_as(g[0], dt);
+        Tensor ga = need_a ? gd : Tensor(), gb = need_b ? (op == BinaryOp::Add ? gd : neg(gd)) : Tensor();
         if (ga.defined() && ga.shape() != a_shape) ga = sum_to_shape(ga, a_shape);
         if (gb.defined() && gb.shape() != b_shape) gb = sum_to_shape(gb, b_shape);
         return std::vector<Tensor>{ga, gb};
@@ -143,20 +167,19 @@ Tensor rsub(float s, const Tensor& a) { return unary("rsub_scalar", UnaryOp::RSu
 Tensor rdiv(float s, const Tensor& a) { return unary("rdiv_scalar", UnaryOp::RDivScalar, a, s); }
 
 void add_inplace(const Tensor& dst, const Tensor& src) {
-  check_f32("add_inplace", "dst", dst);
-  check_f32("add_inplace", "src", src);
+  const DType dt = common_storage("add_inplace", dst, "dst", src, "src");
   check_same_device("add_inplace", dst, "dst", src, "src");
   ENGINE_CHECK(dst.is_contiguous(), "add_inplace: destination ", dst.describe(), " must be contiguous");
   const Shape shape = broadcast_shapes("add_inplace", dst.shape(), src.shape());
   ENGINE_CHECK(shape == dst.shape(), "add_inplace: ", src.describe(), " does not broadcast to ", dst.describe());
   kernels::StridedLayout dl = layout_of(dst), sl = broadcast_layout(src, shape);
   coalesce({&dl, &sl});
-  const float* db = static_cast<const float*>(dst.storage()->data);
-  const float* sb = static_cast<const float*>(src.storage()->data);
+  const void* db = dst.storage()->data;
+  const void* sb = src.storage()->data;
   ENGINE_DISPATCH(
       "add_inplace", dst.device(), traffic(dst, src, dst),
-      kernels::binary_fwd_cpu(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel()),
-      kernels::binary_fwd_cuda(BinaryOp::Add, db, dl, sb, sl, dst.data<float>(), dst.numel(), compute_stream()));
+      kernels::binary_fwd_cpu(BinaryOp::Add, dt, db, dl, sb, sl, dst.raw_data(), dst.numel()),
+      kernels::binary_fwd_cuda(BinaryOp::Add, dt, db, dl, sb, sl, dst.raw_data(), dst.numel(), compute_stream()));
 }
 
 }  // namespace engine

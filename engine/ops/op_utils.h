@@ -29,6 +29,8 @@ int normalize_axis(const char* op, int d, int ndim);
 
 void check_defined(const char* op, const char* arg, const Tensor& t);
 void check_f32(const char* op, const char* arg, const Tensor& t);
+// f32, bf16 or f16: the storage types of activations (ops with low-precision kernels, mixed precision).
+void check_float_storage(const char* op, const char* arg, const Tensor& t);
 void check_same_device(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn);
 
 // The Work (engine/profiler.h) of a dispatch whose cost is its memory traffic: the bytes of every

@@ -231,7 +231,12 @@ MaxResult max(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
 }
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
-  check_f32("sum_to_shape", "g", g);
+  check_float_storage("sum_to_shape", "g", g);
+  if (g.dtype() != DType::F32) {
+    // A bf16 / f16 gradient of a broadcast operand (mixed precision): summed in f32 by the f32
+    // reduction, the result rounded once to g's type (the reduce kernels have no low-precision variant).
+    return sum_to_shape(g.to(DType::F32), shape).to(g.dtype());
+  }
   const int n = g.dim(), m = (int)shape.size();
   ENGINE_CHECK(m <= n, "sum_to_shape: cannot sum ", g.describe(), " to shape ", shape_str(shape),
                ", which has more dimensions");

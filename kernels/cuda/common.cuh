@@ -71,6 +71,38 @@ __device__ __forceinline__ void store_vec(T* p, const T (&v)[V]) {
   }
 }
 
+// Four consecutive elements of storage type D (f32, bf16, f16; Storage<D> in shared_math.h) as one
+// access, widened to / rounded from f32: 16 bytes for f32, 8 bytes for the 16-bit types (element 0 in
+// the low half of the first word). p must be aligned to that size (vec4_aligned<D>).
+template <DType D>
+ENGINE_HD bool vec4_aligned(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & (D == DType::F32 ? 15u : 7u)) == 0;
+}
+template <DType D>
+__device__ __forceinline__ void load4(const typename Storage<D>::T* p, float (&v)[4]) {
+  if constexpr (D == DType::F32) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  } else {
+    const uint2 a = __ldg(reinterpret_cast<const uint2*>(p));
+    v[0] = Storage<D>::load((uint16_t)(a.x & 0xffffu));
+    v[1] = Storage<D>::load((uint16_t)(a.x >> 16));
+    v[2] = Storage<D>::load((uint16_t)(a.y & 0xffffu));
+    v[3] = Storage<D>::load((uint16_t)(a.y >> 16));
+  }
+}
+template <DType D>
+__device__ __forceinline__ void store4(typename Storage<D>::T* p, const float (&v)[4]) {
+  if constexpr (D == DType::F32) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    uint2 a;
+    a.x = (uint32_t)Storage<D>::store(v[0]) | ((uint32_t)Storage<D>::store(v[1]) << 16);
+    a.y = (uint32_t)Storage<D>::store(v[2]) | ((uint32_t)Storage<D>::store(v[3]) << 16);
+    *reinterpret_cast<uint2*>(p) = a;
+  }
+}
+
 // ---------------------------------------------------------------- asynchronous copies
 // cp.async (sm_80+): a global -> shared copy that does not pass through registers and completes
 // later, so a block can request its next tile while it computes on the current one. Copies are
