@@ -14,6 +14,8 @@
 //    ran before (+8 B per element forward: relu reads y, writes out; +12 B backward: relu reads g
 //    and its input, writes the masked g), so the saving is read off the table. Elements whose
 //    pre-activation is within 1e-4 of 0 are not validated (rounding decides their side).
+//  batch_norm_relu_train_fwd_bf16 / _bwd_bf16 ([4,128,128,64]): the fused ReLU pair on bf16
+//    activations, 6 / 10 B per element.
 //  batch_norm_leaky_relu_train_fwd / _bwd and leaky_relu_after_batch_norm_train_fwd / _bwd (the
 //    DarkNet53 shape [4,104,104,128], slope 0.1 as DarkNet53/YOLOv3's ConvBNLayer): the same pair
 //    for the fused LeakyReLU.
@@ -129,6 +131,24 @@ BENCH_REGISTER(batch_norm) {
             "batch_norm_relu_train_bwd", shape_name(s), d, {20.0 * n, 0},
             [&] { return compare_except(rnode->apply({g})[0].to_vector(), rr.dx, kink, 1e-3); },
             [&] { rnode->apply({g}); });
+        if (full == shapes[0]) {
+          // bf16 activations (mixed precision): half the bytes, f32 statistics and math. The
+          // reference runs on the rounded inputs; the results carry bf16's rounding (2^-9 relative).
+          const Tensor xb = x.to(DType::BF16), gb = g.to(DType::BF16);
+          std::vector<size_t> kb;
+          const Ref rb = reference(xb.to_vector(), gb.to_vector(), wv, bv, C, 1e-5, BnActivation::relu(), &kb);
+          runner.run(
+              "batch_norm_relu_train_fwd_bf16", shape_name(s), d, {6.0 * n, 0},
+              [&] { return compare_except(batch_norm(xb, w, b, rm, rv, ra).to_vector(), rb.y, kb, 1e-2); },
+              [&] { batch_norm(xb, w, b, rm, rv, ra); });
+          const Tensor xbg = x.detach().set_requires_grad(true);
+          const Tensor ybr = batch_norm(xbg.to(DType::BF16), w, b, rm, rv, ra);
+          const auto bnode = ybr.grad_fn();
+          runner.run(
+              "batch_norm_relu_train_bwd_bf16", shape_name(s), d, {10.0 * n, 0},
+              [&] { return compare_except(bnode->apply({gb})[0].to_vector(), rb.dx, kb, 1e-2); },
+              [&] { bnode->apply({gb}); });
+        }
         runner.run(
             "relu_after_batch_norm_train_fwd", shape_name(s), d, {20.0 * n, 0},
             [&] { return compare_except(relu(batch_norm(x, w, b, rm, rv, {})).to_vector(), rr.y, kink, 1e-4); },

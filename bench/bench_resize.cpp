@@ -66,10 +66,13 @@ BENCH_REGISTER(resize) {
     Shape in;
     int64_t oh, ow;
     bool nearest, backward;
+    DType dt = DType::F32;  // bf16: the activations in bf16 (mixed precision), half the bytes
   };
   const std::vector<Row> rows = {
       {"resize_bilinear_fwd", {4, 64, 64, 19}, 512, 512, false, false},
       {"resize_bilinear_bwd", {4, 64, 64, 19}, 512, 512, false, true},
+      {"resize_bilinear_fwd_bf16", {4, 64, 64, 19}, 512, 512, false, false, DType::BF16},
+      {"resize_bilinear_bwd_bf16", {4, 64, 64, 19}, 512, 512, false, true, DType::BF16},
       {"resize_bilinear_fwd", {4, 16, 16, 128}, 32, 32, false, false},
       {"resize_bilinear_fwd", {4, 32, 32, 96}, 64, 64, false, false},
       {"resize_nearest_fwd", {4, 13, 13, 256}, 26, 26, true, false},
@@ -84,10 +87,14 @@ BENCH_REGISTER(resize) {
         oh = std::max<int64_t>(1, oh / 8);
         ow = std::max<int64_t>(1, ow / 8);
       }
-      const Tensor x = Tensor::uniform(s, 11, -3.f, 3.f, d).set_requires_grad(r.backward);
+      const bool low = r.dt != DType::F32;
+      const Tensor x32 = Tensor::uniform(s, 11, -3.f, 3.f, d).set_requires_grad(r.backward);
+      const Tensor x = low ? x32.to(r.dt) : x32;
       auto op = [&] { return r.nearest ? resize_nearest(x, (int)oh, (int)ow) : resize_bilinear(x, (int)oh, (int)ow); };
       const Shape os = {s[0], oh, ow, s[3]};
-      const double in_bytes = 4.0 * (double)x.numel(), out_bytes = 4.0 * (double)shape_numel(os);
+      const double es = low ? 2.0 : 4.0;
+      const double in_bytes = es * (double)x.numel(), out_bytes = es * (double)shape_numel(os);
+      const double tol = low ? 1.0 / 128 : 1e-5;  // bf16 keeps 8 significant bits
       const std::string shape = shape_name(s) + " -> " + std::to_string(oh) + "x" + std::to_string(ow);
       const auto xv = x.to_vector();
       if (!r.backward) {
@@ -97,13 +104,13 @@ BENCH_REGISTER(resize) {
               std::vector<double> want((size_t)shape_numel(os), 0.0);
               for_each_tap(s, oh, ow, r.nearest,
                            [&](int64_t o, int64_t i, double w) { want[(size_t)o] += w * xv[(size_t)i]; });
-              return compare(op().to_vector(), want, 1e-5);
+              return compare(op().to_vector(), want, tol);
             },
             [&] { op(); });
       } else {
         const Tensor y = op();
         const auto node = y.grad_fn();
-        const Tensor g = Tensor::uniform(os, 12, -1.f, 1.f, d);
+        const Tensor g = Tensor::uniform(os, 12, -1.f, 1.f, d).to(r.dt);
         const auto gv = g.to_vector();
         runner.run(
             r.name, shape, d, {in_bytes + out_bytes, 8.0 * (double)shape_numel(os)},
@@ -111,7 +118,7 @@ BENCH_REGISTER(resize) {
               std::vector<double> want((size_t)x.numel(), 0.0);
               for_each_tap(s, oh, ow, r.nearest,
                            [&](int64_t o, int64_t i, double w) { want[(size_t)i] += w * gv[(size_t)o]; });
-              return compare(node->apply({g})[0].to_vector(), want, 1e-4);
+              return compare(node->apply({g})[0].to_vector(), want, low ? tol : 1e-4);
             },
             [&] { node->apply({g}); });
       }

@@ -160,8 +160,8 @@ double gpu_copy_bandwidth(Device dev) {
 
 // Measured once per (pass, problem).
 std::mutex g_conv_mutex;
-std::map<std::array<int64_t, 19>, double>& conv_cache() {
-  static std::map<std::array<int64_t, 19>, double> c;
+std::map<kernels::ConvKey, double>& conv_cache() {
+  static std::map<kernels::ConvKey, double> c;
   return c;
 }
 #endif
@@ -208,25 +208,7 @@ double ideal_seconds(const Machine& m, const profiler::Work& w) {
 #if defined(ENGINE_CUDA_REAL)
   if (w.is_conv && m.cudnn_convs) {
     const ConvParams& p = w.conv;
-    const std::array<int64_t, 19> key = {(int64_t)w.conv_pass,
-                                         p.n,
-                                         p.h,
-                                         p.w,
-                                         p.cin,
-                                         p.cout,
-                                         p.kh,
-                                         p.kw,
-                                         p.ho,
-                                         p.wo,
-                                         p.stride_h,
-                                         p.stride_w,
-                                         p.pad_h,
-                                         p.pad_w,
-                                         p.dil_h,
-                                         p.dil_w,
-                                         p.groups,
-                                         (int64_t)p.input,
-                                         (int64_t)p.tf32};
+    const kernels::ConvKey key = kernels::conv_key(w.conv_pass, p);
     std::lock_guard<std::mutex> lock(g_conv_mutex);
     auto it = conv_cache().find(key);
     if (it == conv_cache().end()) it = conv_cache().emplace(key, gpu_conv_seconds(w.conv_pass, p, m.device)).first;

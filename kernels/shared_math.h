@@ -6,8 +6,10 @@
 #include <cstring>
 
 #include "base/dtype.h"
+#include "base/error.h"
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define ENGINE_HD __host__ __device__ __forceinline__
 #define ENGINE_UNROLL _Pragma("unroll")
 #else
@@ -116,15 +118,25 @@ namespace engine::kernels {
 
 // ---- storage-type conversions (bit exact, round to nearest even), used by the cast kernels of
 // both backends so that f16/bf16 tensors hold identical bits whichever device wrote them.
+// On the device the intrinsics (a register move): a memcpy through a local can cost stack space in
+// register-heavy kernels.
 ENGINE_HD uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
   uint32_t u;
   memcpy(&u, &f, 4);
   return u;
+#endif
 }
 ENGINE_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
   float f;
   memcpy(&f, &u, 4);
   return f;
+#endif
 }
 
 // Written with a select, not a branch, so CPU loops that store bf16 vectorise.
@@ -137,6 +149,12 @@ ENGINE_HD uint16_t float_to_bf16_bits(float f) {
 ENGINE_HD float bf16_bits_to_float(uint16_t b) { return bits_float((uint32_t)b << 16); }
 
 ENGINE_HD uint16_t float_to_half_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  // The hardware conversion (round to nearest even, subnormals, overflow to inf: the same bits as
+  // below); a NaN becomes the host version's quiet NaN.
+  const uint16_t hw = __half_as_ushort(__float2half_rn(f));
+  return f != f ? (uint16_t)(((float_bits(f) >> 16) & 0x8000u) | 0x7e00u) : hw;
+#else
   const uint32_t x = float_bits(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t absx = x & 0x7fffffffu;
@@ -152,8 +170,15 @@ ENGINE_HD uint16_t float_to_half_bits(float f) {
   const uint32_t rem = mant & 0x1fffu;
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h += 1u;  // a carry rolls into the exponent
   return (uint16_t)(sign | h);
+#endif
 }
 ENGINE_HD float half_bits_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  // The hardware conversion (exact); a NaN keeps its payload as in the host version.
+  const bool nan = (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0;
+  const uint32_t nan_bits = ((uint32_t)(h & 0x8000u) << 16) | 0x7f800000u | ((uint32_t)(h & 0x3ffu) << 13);
+  return nan ? bits_float(nan_bits) : __half2float(__ushort_as_half(h));
+#else
   const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
   if (exp == 0) {
@@ -162,6 +187,7 @@ ENGINE_HD float half_bits_to_float(uint16_t h) {
   }
   if (exp == 31) return bits_float(sign | 0x7f800000u | (mant << 13));
   return bits_float(sign | ((exp - 15u + 127u) << 23) | (mant << 13));
+#endif
 }
 
 // Storage of activations (mixed precision): f32, or bf16 / f16 bits. Kernels that take a storage type
@@ -187,6 +213,23 @@ struct Storage<DType::F16> {
   static ENGINE_HD float load(uint16_t h) { return half_bits_to_float(h); }
   static ENGINE_HD uint16_t store(float v) { return float_to_half_bits(v); }
 };
+
+// Runs f.template operator()<D>() with D the float storage type dt (f32, bf16 or f16), so one
+// templated kernel serves the three; any other type is an Error naming `kernel`. Host code (the
+// launchers and the CPU kernels' entry points).
+template <class F>
+void with_storage(DType dt, const char* kernel, const F& f) {
+  switch (dt) {
+    case DType::F32:
+      return f.template operator()<DType::F32>();
+    case DType::BF16:
+      return f.template operator()<DType::BF16>();
+    case DType::F16:
+      return f.template operator()<DType::F16>();
+    default:
+      fail(kernel, ": storage type ", dtype_name(dt), " is not f32, bf16 or f16");
+  }
+}
 
 // Load element i of a buffer of any storage type as f32, and store f32 into any storage type.
 // Integer stores truncate toward zero and saturate at the type's range; NaN stores 0 (documented in

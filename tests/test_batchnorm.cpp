@@ -702,7 +702,7 @@ TEST(BatchNorm, BwdKernelOperandCombinations) {
       const bool use_g = combo & 1, use_x = combo & 2;
       const std::string where = "C " + std::to_string(C) + (use_g ? " g" : "") + (use_x ? " x" : "");
       std::vector<float> dx((size_t)(M * C), NAN);
-      kernels::batch_norm_bwd_cpu(use_g ? g.data() : nullptr, use_x ? x.data() : nullptr, M, C, m.data(),
+      kernels::batch_norm_bwd_cpu(DType::F32, use_g ? g.data() : nullptr, use_x ? x.data() : nullptr, M, C, m.data(),
                                   use_g ? k1.data() : nullptr, use_x ? k2.data() : nullptr, k3.data(), dx.data());
       for (int64_t r = 0; r < M; ++r)
         for (int64_t c = 0; c < C; ++c) {
@@ -719,8 +719,8 @@ TEST(BatchNorm, BwdKernelOperandCombinations) {
       const Tensor tm = Tensor::from_vector(m, {C}, dev), tk1 = Tensor::from_vector(k1, {C}, dev);
       const Tensor tk2 = Tensor::from_vector(k2, {C}, dev), tk3 = Tensor::from_vector(k3, {C}, dev);
       const Tensor tdx = Tensor::from_vector(std::vector<float>((size_t)(M * C), NAN), {M, C}, dev);
-      kernels::batch_norm_bwd_cuda(use_g ? tg.data<float>() : nullptr, use_x ? tx.data<float>() : nullptr, M, C,
-                                   tm.data<float>(), use_g ? tk1.data<float>() : nullptr,
+      kernels::batch_norm_bwd_cuda(DType::F32, use_g ? tg.data<float>() : nullptr, use_x ? tx.data<float>() : nullptr,
+                                   M, C, tm.data<float>(), use_g ? tk1.data<float>() : nullptr,
                                    use_x ? tk2.data<float>() : nullptr, tk3.data<float>(), tdx.data<float>(),
                                    compute_stream(), kernels::BnAct{});
       CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
@@ -728,5 +728,76 @@ TEST(BatchNorm, BwdKernelOperandCombinations) {
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], dx[i], 1e-6) << where << " CUDA at " << i;
 #endif
     }
+  }
+}
+
+// bf16 / f16 activations (mixed precision): statistics, parameters and math stay f32 and the
+// activations are widened on load and rounded once on store, so with inputs exact in the low type
+// every result equals the f32 op's on the same values: y and dx rounded once, the batch statistics,
+// running statistics and parameter gradients identical. Compared bit for bit, training and eval,
+// with and without the fused activation, channel counts on the vector (64) and scalar (3) paths, CPU
+// and CUDA; also batch_norm_local_stats + batch_norm_apply (the sync-BN pair).
+TEST(BatchNorm, LowPrecisionActivationsAreTheF32ResultRoundedOnce) {
+  const std::vector<Device> devices = test_devices();
+  for (Device d : devices)
+    for (DType dt : {DType::BF16, DType::F16})
+      for (int64_t C : {64, 3})
+        for (int act = 0; act < 3; ++act)
+          for (bool training : {true, false}) {
+            const std::string what = std::string(dtype_name(dt)) + " on " + d.str() + " C " + std::to_string(C) +
+                                     " act " + std::to_string(act) + (training ? " train" : " eval");
+            SCOPED_TRACE(what);
+            BatchNormArgs a;
+            a.training = training;
+            a.act = act == 0 ? BnActivation::none() : act == 1 ? BnActivation::relu() : BnActivation::leaky_relu(0.1f);
+            auto rounded = [&](const Tensor& t) { return t.to(dt).to(DType::F32).to_vector(); };
+            // Two identical sets of f32 leaves; x's values are exact in dt.
+            auto leaves = [&] {
+              std::vector<Tensor> v = {Tensor::uniform({2, 5, 7, C}, 1, -2.f, 3.f, d).to(dt).to(DType::F32).detach(),
+                                       Tensor::uniform({C}, 2, 0.5f, 1.5f, d), Tensor::uniform({C}, 3, -0.5f, 0.5f, d)};
+              for (Tensor& t : v) t.set_requires_grad(true);
+              v.push_back(Tensor::uniform({C}, 4, -0.2f, 0.2f, d));  // running mean
+              v.push_back(Tensor::uniform({C}, 5, 0.5f, 2.f, d));    // running var
+              return v;
+            };
+            std::vector<Tensor> lo = leaves(), hi = leaves();
+            const Tensor y = batch_norm(lo[0].to(dt), lo[1], lo[2], lo[3], lo[4], a);
+            ASSERT_EQ(y.dtype(), dt);
+            const Tensor g = Tensor::uniform(y.shape(), 6, -1.f, 1.f, d).to(dt);
+            y.backward(g);
+            const Tensor y32 = batch_norm(hi[0], hi[1], hi[2], hi[3], hi[4], a);
+            y32.backward(g.to(DType::F32));
+            expect_same_bits(y.to_vector(), rounded(y32), what + " y");
+            expect_same_bits(lo[3].to_vector(), hi[3].to_vector(), what + " running mean");
+            expect_same_bits(lo[4].to_vector(), hi[4].to_vector(), what + " running var");
+            expect_same_bits(lo[0].grad().to_vector(), rounded(hi[0].grad()), what + " dx");
+            expect_same_bits(lo[1].grad().to_vector(), hi[1].grad().to_vector(), what + " dweight");
+            expect_same_bits(lo[2].grad().to_vector(), hi[2].grad().to_vector(), what + " dbias");
+          }
+  // The sync-BN pair on bf16 activations.
+  for (Device d : devices) {
+    SCOPED_TRACE(d.str());
+    Tensor x = Tensor::uniform({3, 4, 5, 16}, 7, -1.f, 2.f, d).to(DType::BF16).to(DType::F32).detach();
+    Tensor x32 = x.clone().detach();
+    x.set_requires_grad(true);
+    x32.set_requires_grad(true);
+    const Tensor shift = Tensor::uniform({16}, 8, -0.1f, 0.1f, d);
+    const BatchNormStats s = batch_norm_local_stats(x.to(DType::BF16), shift), s32 = batch_norm_local_stats(x32, shift);
+    expect_same_bits(s.sum.to_vector(), s32.sum.to_vector(), "local sum");
+    expect_same_bits(s.sum_sq.to_vector(), s32.sum_sq.to_vector(), "local sum_sq");
+    const BatchNormMoments m = batch_norm_moments(s.sum, s.sum_sq, s.count, shift),
+                           m32 = batch_norm_moments(s32.sum, s32.sum_sq, s32.count, shift);
+    const Tensor y = batch_norm_apply(x.to(DType::BF16), m.mean, m.var, Tensor(), Tensor(), 1e-5f);
+    const Tensor y32 = batch_norm_apply(x32, m32.mean, m32.var, Tensor(), Tensor(), 1e-5f);
+    ASSERT_EQ(y.dtype(), DType::BF16);
+    expect_same_bits(y.to_vector(), y32.to(DType::BF16).to(DType::F32).to_vector(), "apply y");
+    const Tensor g = Tensor::uniform(y.shape(), 9, -1.f, 1.f, d).to(DType::BF16);
+    y.backward(g);
+    y32.backward(g.to(DType::F32));
+    // dx sums the apply path and the statistics path, each rounded to bf16 once: within a bf16
+    // rounding of each, relative to the larger.
+    const auto dx = x.grad().to_vector(), dx32 = x32.grad().to_vector();
+    for (size_t i = 0; i < dx.size(); ++i)
+      ASSERT_NEAR(dx[i], dx32[i], std::ldexp(1.0, -7) * (std::fabs(dx32[i]) + 1.0)) << "sync dx element " << i;
   }
 }

@@ -275,29 +275,12 @@ TEST(Elementwise, ExpAndSigmoidAtTheExtremes) {
 // transposed view (strided kernels) and a broadcast operand (backward through sum_to_shape).
 namespace {
 
-std::vector<Device> low_devices() {
-  std::vector<Device> d = {Device::cpu()};
-  if (have_cuda()) d.push_back(Device::cuda(0));
-  return d;
-}
-
 // v rounded to dt and widened back (the cast kernels' bits).
 std::vector<float> rounded(const std::vector<float>& v, DType dt, Device d) {
   return Tensor::from_vector(v, {(int64_t)v.size()}, d).to(dt).to_vector();
 }
 
 double ulp_of(DType dt) { return dt == DType::BF16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10); }
-
-void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(want[i])) {
-      ASSERT_TRUE(std::isnan(got[i])) << what << " element " << i << ": " << got[i] << " vs NaN";
-      continue;
-    }
-    ASSERT_EQ(got[i], want[i]) << what << " element " << i;
-  }
-}
 
 // A leaf f32 tensor whose values are exact in dt, in [lo, hi).
 Tensor exact_leaf(const Shape& shape, uint64_t seed, float lo, float hi, DType dt, Device d) {
@@ -340,7 +323,7 @@ Tensor view_of(const Tensor& base, int kind) {
 }  // namespace
 
 TEST(ElementwiseLowPrecision, UnaryIsTheF32ResultRoundedOnce) {
-  for (Device d : low_devices())
+  for (Device d : test_devices())
     for (DType dt : {DType::BF16, DType::F16})
       for (const LowUnary& op : low_unary_ops())
         for (int kind : {0, 1, 2}) {
@@ -379,7 +362,7 @@ TEST(ElementwiseLowPrecision, BinaryIsTheF32ResultRoundedOnce) {
   using BinaryFn = Tensor (*)(const Tensor&, const Tensor&);
   const std::vector<std::pair<const char*, BinaryFn>> ops = {
       {"add", &add}, {"sub", &sub}, {"mul", &mul}, {"div", &div}, {"maximum", &maximum}};
-  for (Device d : low_devices())
+  for (Device d : test_devices())
     for (DType dt : {DType::BF16, DType::F16})
       for (const auto& [name, fn] : ops)
         for (bool broadcast : {false, true}) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -280,4 +281,40 @@ TEST(Pool, LargerTensorsCpuVsCuda) {
       ASSERT_NEAR(grads[0][i], grads.back()[i], 1e-5) << r.name << " dx[" << i << "]";
     }
   }
+}
+
+// bf16 / f16 storage (mixed precision): sums and comparisons are f32 and stores round once, so with
+// inputs exact in the low type the outputs and input gradients equal the f32 op's rounded once, bit
+// for bit: average (exclusive, inclusive, adaptive, global), max; channel counts on the vector (8)
+// and scalar (3) paths; CPU and CUDA.
+TEST(Pool, LowPrecisionIsTheF32ResultRoundedOnce) {
+  const std::vector<Device> devices = test_devices();
+  using Fn = std::function<Tensor(const Tensor&)>;
+  const std::vector<std::pair<std::string, Fn>> ops = {
+      {"avg 3x3 s2 p1 exclusive", [](const Tensor& x) { return avg_pool2d(x, 3, 2, 1, true); }},
+      {"avg 3x3 s2 p1 inclusive", [](const Tensor& x) { return avg_pool2d(x, 3, 2, 1, false); }},
+      {"adaptive 3x2", [](const Tensor& x) { return adaptive_avg_pool2d(x, 3, 2); }},
+      {"global", [](const Tensor& x) { return global_avg_pool2d(x); }},
+      {"max 3x3 s2 p1", [](const Tensor& x) { return max_pool2d(x, 3, 2, 1); }}};
+  for (Device d : devices)
+    for (DType dt : {DType::BF16, DType::F16})
+      for (int64_t C : {8, 3})
+        for (const auto& [name, fn] : ops) {
+          const std::string what = name + " " + dtype_name(dt) + " on " + d.str() + " C " + std::to_string(C);
+          SCOPED_TRACE(what);
+          auto leaf = [&] {
+            Tensor t = Tensor::uniform({2, 7, 9, C}, 1, -2.f, 2.f, d).to(dt).to(DType::F32).detach();
+            t.set_requires_grad(true);
+            return t;
+          };
+          const Tensor lo = leaf(), hi = leaf();
+          const Tensor y = fn(lo.to(dt));
+          ASSERT_EQ(y.dtype(), dt);
+          const Tensor g = Tensor::uniform(y.shape(), 2, -1.f, 1.f, d).to(dt);
+          y.backward(g);
+          const Tensor y32 = fn(hi);
+          y32.backward(g.to(DType::F32));
+          expect_same_bits(y.to_vector(), y32.to(dt).to(DType::F32).to_vector(), what + " forward");
+          expect_same_bits(lo.grad().to_vector(), hi.grad().to(dt).to(DType::F32).to_vector(), what + " backward");
+        }
 }

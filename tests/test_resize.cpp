@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "engine/ops/resize.h"
 #include "tests/harness/op_check.h"
@@ -228,4 +229,46 @@ TEST(Resize, BadInputErrors) {
         resize_bilinear_scale(Tensor::zeros({1, 2, 2, 1}), 0.25f, 1.f);
       },
       "resize_bilinear_scale: scale_h 0.25 gives output size 0.5");
+}
+
+// bf16 / f16 storage (mixed precision): blends and sums are f32 and stores round once, so with inputs
+// exact in the low type the output and the input gradient equal the f32 op's rounded once, bit for
+// bit (nearest copies the stored bits). Upsampling and downsampling, half-pixel and align-corners,
+// channel counts on the vector (8) and scalar (3) paths, a channel-strided input view, CPU and CUDA.
+TEST(Resize, LowPrecisionIsTheF32ResultRoundedOnce) {
+  const std::vector<Device> devices = test_devices();
+  using Fn = std::function<Tensor(const Tensor&)>;
+  const std::vector<std::pair<std::string, Fn>> ops = {
+      {"bilinear up", [](const Tensor& x) { return resize_bilinear(x, 13, 17); }},
+      {"bilinear down align_corners", [](const Tensor& x) { return resize_bilinear(x, 3, 4, true); }},
+      {"bilinear x8", [](const Tensor& x) { return resize_bilinear_scale(x, 8.f, 8.f); }},
+      {"nearest up", [](const Tensor& x) { return resize_nearest(x, 11, 9); }}};
+  for (Device d : devices)
+    for (DType dt : {DType::BF16, DType::F16})
+      for (int64_t C : {8, 3})
+        for (bool strided : {false, true})
+          for (const auto& [name, fn] : ops) {
+            const std::string what = name + " " + dtype_name(dt) + " on " + d.str() + " C " + std::to_string(C) +
+                                     (strided ? " strided" : "");
+            SCOPED_TRACE(what);
+            auto leaf = [&] {
+              // Strided: a [2, 5, C, 6] tensor seen as [2, 5, 6, C] (channel stride 6).
+              Tensor t = Tensor::uniform(strided ? Shape{2, 5, C, 6} : Shape{2, 5, 6, C}, 1, -2.f, 2.f, d)
+                             .to(dt)
+                             .to(DType::F32)
+                             .detach();
+              t.set_requires_grad(true);
+              return t;
+            };
+            auto view = [&](const Tensor& t) { return strided ? t.permute({0, 1, 3, 2}) : t; };
+            const Tensor lo = leaf(), hi = leaf();
+            const Tensor y = fn(view(lo.to(dt)));
+            ASSERT_EQ(y.dtype(), dt);
+            const Tensor g = Tensor::uniform(y.shape(), 2, -1.f, 1.f, d).to(dt);
+            y.backward(g);
+            const Tensor y32 = fn(view(hi));
+            y32.backward(g.to(DType::F32));
+            expect_same_bits(y.to_vector(), y32.to(dt).to(DType::F32).to_vector(), what + " forward");
+            expect_same_bits(lo.grad().to_vector(), hi.grad().to(dt).to(DType::F32).to_vector(), what + " backward");
+          }
 }

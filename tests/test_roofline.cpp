@@ -39,19 +39,13 @@ std::map<std::string, profiler::Entry> profile(const F& f) {
   return out;
 }
 
-std::vector<Device> devices() {
-  std::vector<Device> d = {Device::cpu()};
-  if (have_cuda()) d.push_back(Device::cuda(0));
-  return d;
-}
-
 }  // namespace
 
 TEST(RooflineWork, ConvolutionCountsItsMultiplyAddsAndThreeTensors) {
   // Grouped, strided, padded: x [2, 9, 9, 6], w [8, 3, 3, 3], groups 2, stride 2, padding 1 -> y [2, 5, 5, 8].
   const double flops = 2.0 * 2 * 5 * 5 * 8 * 3 * 3 * 3;  // N Ho Wo Cout Cin/groups kH kW, 2 per multiply-add
   const double bytes = 4.0 * (2 * 9 * 9 * 6 + 8 * 3 * 3 * 3 + 2 * 5 * 5 * 8);
-  for (Device d : devices()) {
+  for (Device d : test_devices()) {
     SCOPED_TRACE(d.str());
     Tensor x = Tensor::uniform({2, 9, 9, 6}, 1, -1.f, 1.f, d);
     Tensor w = Tensor::uniform({8, 3, 3, 3}, 2, -1.f, 1.f, d);
@@ -73,7 +67,7 @@ TEST(RooflineWork, ConvolutionCountsItsMultiplyAddsAndThreeTensors) {
 }
 
 TEST(RooflineWork, ElementwiseCountsEachOperandOnce) {
-  for (Device d : devices()) {
+  for (Device d : test_devices()) {
     SCOPED_TRACE(d.str());
     const Tensor a = Tensor::uniform({4, 5}, 1, -1.f, 1.f, d), b = Tensor::uniform({5}, 2, -1.f, 1.f, d);
     const auto prof = profile([&] { add(a, b); });

@@ -1,11 +1,15 @@
 // Batch normalisation: argument checks, output allocation, dispatch to one kernel per device, and the
 // backward formulas (per-channel math: kernels/cpu/batchnorm_cpu.h, shared with the CUDA kernels).
 // Kernels see x as a contiguous [M, C] matrix (M = N*H*W); non-contiguous inputs are copied first.
+// Storage (mixed precision): x may be f32, bf16 or f16; y and dx have x's type (an incoming gradient
+// of another float type is cast to it); statistics, parameters and their gradients are f32, and the
+// kernels compute in f32.
 #include "engine/ops/batchnorm.h"
 
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/batchnorm_cpu.h"
@@ -21,7 +25,7 @@ struct Geom {
 };
 
 Geom check_x(const char* op, const Tensor& x) {
-  check_f32(op, "x", x);
+  check_float_storage(op, "x", x);
   ENGINE_CHECK(x.dim() == 4 || x.dim() == 2, op, ": x must be [N, H, W, C] or [N, C], got ", x.describe());
   ENGINE_CHECK(x.numel() > 0, op, ": x ", x.describe(), " is empty");
   Geom g;
@@ -50,6 +54,14 @@ Tensor plain(const Tensor& t) {
 
 const float* cptr(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 float* mptr(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
+const void* act_ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+// A gradient in the activations' storage type dt, contiguous, without history.
+Tensor grad_as(const Tensor& g, DType dt) {
+  if (g.dtype() == dt) return plain(g);
+  NoGradGuard no_grad;
+  return copy_contiguous(g, dt);
+}
 
 #if defined(ENGINE_WITH_CUDA)
 Tensor cuda_workspace(int64_t M, int64_t C, Device d) {
@@ -59,13 +71,14 @@ Tensor cuda_workspace(int64_t M, int64_t C, Device d) {
 
 void run_stats(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean, const Tensor& var, const Tensor& rm,
                const Tensor& rv, float momentum) {
-  ENGINE_DISPATCH(
-      op, xc.device(), traffic(xc, mean, var, rm, rv),
-      kernels::batch_norm_stats_cpu(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum), {
-        Tensor ws = cuda_workspace(g.M, g.C, xc.device());
-        kernels::batch_norm_stats_cuda(xc.data<float>(), g.M, g.C, mptr(mean), mptr(var), mptr(rm), mptr(rv), momentum,
-                                       ws.data<float>(), compute_stream());
-      });
+  ENGINE_DISPATCH(op, xc.device(), traffic(xc, mean, var, rm, rv),
+                  kernels::batch_norm_stats_cpu(xc.dtype(), xc.raw_data(), g.M, g.C, mptr(mean), mptr(var), mptr(rm),
+                                                mptr(rv), momentum),
+                  {
+                    Tensor ws = cuda_workspace(g.M, g.C, xc.device());
+                    kernels::batch_norm_stats_cuda(xc.dtype(), xc.raw_data(), g.M, g.C, mptr(mean), mptr(var), mptr(rm),
+                                                   mptr(rv), momentum, ws.data<float>(), compute_stream());
+                  });
 }
 
 kernels::BnActKind act_kind(const BnActivation& a) {
@@ -84,21 +97,21 @@ void run_fwd(const char* op, const Tensor& xc, const Geom& g, const Tensor& mean
   const kernels::BnActKind k = act_kind(act);
   const float slope = act.negative_slope;
   ENGINE_DISPATCH(op, xc.device(), traffic(xc, mean, var, w, b, y),
-                  kernels::batch_norm_fwd_cpu(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
-                                              y.data<float>(), k, slope),
-                  kernels::batch_norm_fwd_cuda(xc.data<float>(), g.M, g.C, cptr(mean), cptr(var), cptr(w), cptr(b), eps,
-                                               y.data<float>(), compute_stream(), k, slope));
+                  kernels::batch_norm_fwd_cpu(xc.dtype(), xc.raw_data(), g.M, g.C, cptr(mean), cptr(var), cptr(w),
+                                              cptr(b), eps, y.raw_data(), k, slope),
+                  kernels::batch_norm_fwd_cuda(xc.dtype(), xc.raw_data(), g.M, g.C, cptr(mean), cptr(var), cptr(w),
+                                               cptr(b), eps, y.raw_data(), compute_stream(), k, slope));
 }
 
 void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& mean,
                     const Tensor& var, const Tensor& w, float eps, bool train, const kernels::BnBwdOut& o,
                     const kernels::BnAct& act) {
   ENGINE_DISPATCH(op, xc.device(), traffic(gc, xc, mean, var, w),
-                  kernels::batch_norm_bwd_reduce_cpu(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
+                  kernels::batch_norm_bwd_reduce_cpu(xc.dtype(), gc.raw_data(), xc.raw_data(), g.M, g.C, cptr(mean),
                                                      cptr(var), cptr(w), eps, train, o, act),
                   {
                     Tensor ws = cuda_workspace(g.M, g.C, xc.device());
-                    kernels::batch_norm_bwd_reduce_cuda(gc.data<float>(), xc.data<float>(), g.M, g.C, cptr(mean),
+                    kernels::batch_norm_bwd_reduce_cuda(xc.dtype(), gc.raw_data(), xc.raw_data(), g.M, g.C, cptr(mean),
                                                         cptr(var), cptr(w), eps, train, o, ws.data<float>(),
                                                         compute_stream(), act);
                   });
@@ -109,9 +122,10 @@ void run_bwd_reduce(const char* op, const Tensor& gc, const Tensor& xc, const Ge
 void run_bwd(const char* op, const Tensor& gc, const Tensor& xc, const Geom& g, const Tensor& m, const float* k1,
              const float* k2, const float* k3, const Tensor& dx, const kernels::BnAct& act = {}) {
   ENGINE_DISPATCH(op, dx.device(), traffic(gc, xc, m, dx),
-                  kernels::batch_norm_bwd_cpu(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(), act),
-                  kernels::batch_norm_bwd_cuda(cptr(gc), cptr(xc), g.M, g.C, cptr(m), k1, k2, k3, dx.data<float>(),
-                                               compute_stream(), act));
+                  kernels::batch_norm_bwd_cpu(dx.dtype(), act_ptr(gc), act_ptr(xc), g.M, g.C, cptr(m), k1, k2, k3,
+                                              dx.raw_data(), act),
+                  kernels::batch_norm_bwd_cuda(dx.dtype(), act_ptr(gc), act_ptr(xc), g.M, g.C, cptr(m), k1, k2, k3,
+                                               dx.raw_data(), compute_stream(), act));
 }
 
 // Gradients of y = (x - mean) * w * invstd + b w.r.t. (x, mean, var, w, b), for the statistics
@@ -123,7 +137,7 @@ std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor
                                 const Tensor& mean, const Tensor& var, const Tensor& w, float eps, bool train,
                                 bool need_x, bool need_mean, bool need_var, bool need_w, bool need_b,
                                 const BnActivation& act = {}, const Tensor& b = Tensor()) {
-  const Tensor gc = plain(g_in);
+  const Tensor gc = grad_as(g_in, xs.dtype());
   const Device d = gc.device();
   Tensor dx, dmean, dvar, dw, db;
   Tensor coef = Tensor::empty({3, geo.C}, DType::F32, d);
@@ -153,7 +167,7 @@ std::vector<Tensor> bn_backward(const char* op, const Tensor& g_in, const Tensor
   }
   run_bwd_reduce(op, gc, xs, geo, mean, var, w, eps, train, o, r);
   if (need_x) {
-    dx = Tensor::empty(xs.shape(), DType::F32, d);
+    dx = Tensor::empty(xs.shape(), xs.dtype(), d);
     if (train) {
       run_bwd(op, gc, xs, geo, mean, o.k1, o.k2, o.k3, dx, r);
     } else {
@@ -189,7 +203,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
 
   const Tensor xs = plain(x), ws = plain(weight), bs = plain(bias);
   const Device d = x.device();
-  Tensor y = Tensor::empty(x.shape(), DType::F32, d);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), d);
   Tensor mean, var;
   if (a.training) {
     mean = Tensor::empty({geo.C}, DType::F32, d);
@@ -242,7 +256,7 @@ BatchNormStats batch_norm_local_stats(const Tensor& x, const Tensor& shift) {
     // d sum / dx = 1, d sum_sq / dx = 2 (x - shift):  dx = g_sum + 2 * g_sum_sq * (x - shift).
     auto node = std::make_shared<LambdaNode>(op, [xs, sh, geo](const std::vector<Tensor>& g) {
       const Tensor gs = plain(g[0]), gq2 = mul(plain(g[1]), 2.f);
-      Tensor dx = Tensor::empty(xs.shape(), DType::F32, xs.device());
+      Tensor dx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
       run_bwd("batch_norm_local_stats_backward", Tensor(), xs, geo, sh, nullptr, gq2.data<float>(), gs.data<float>(),
               dx);
       return std::vector<Tensor>{dx};
@@ -306,7 +320,7 @@ Tensor batch_norm_apply(const Tensor& x, const Tensor& mean, const Tensor& var, 
   check_channel(op, "bias", bias, x, geo.C, false);
   ENGINE_CHECK(std::isfinite(eps) && eps >= 0.f, op, ": eps must be finite and >= 0, got ", eps);
   const Tensor xs = plain(x), ms = plain(mean), vs = plain(var), ws = plain(weight), bs = plain(bias);
-  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   run_fwd(op, xs, geo, ms, vs, ws, bs, eps, y);
   if (needs_grad({&x, &mean, &var, &weight, &bias})) {
     auto rg = [](const Tensor& t) { return t.defined() && t.requires_grad(); };

@@ -1,10 +1,12 @@
 // Pooling ops: argument checks, output allocation, dispatch to one kernel per device, and backward
-// (window math: kernels/cpu/pool_cpu.h, shared with the CUDA kernels).
+// (window math: kernels/cpu/pool_cpu.h, shared with the CUDA kernels). Storage: x may be f32, bf16
+// or f16 (mixed precision); y and dx have x's type and the kernels sum and compare in f32.
 #include "engine/ops/pool.h"
 
 #include <limits>
 
 #include "engine/autograd.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/pool_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -20,7 +22,7 @@ using kernels::PoolMode;
 constexpr int64_t kMaxPixels = int64_t(1) << 30;  // 32-bit pixel math in the kernels (with headroom)
 
 Pool2dGeom input_geom(const char* op, const Tensor& x) {
-  check_f32(op, "x", x);
+  check_float_storage(op, "x", x);
   ENGINE_CHECK(x.dim() == 4, op, ": x must be a 4-D [N, H, W, C] tensor, got ", x.describe());
   ENGINE_CHECK(x.size(1) >= 1 && x.size(2) >= 1, op, ": x ", x.describe(), " has an empty spatial dimension");
   ENGINE_CHECK(x.size(0) * x.size(1) * x.size(2) < kMaxPixels && x.size(3) < kMaxPixels, op, ": x ", x.describe(),
@@ -67,18 +69,26 @@ Pool2dGeom adaptive_geom(const char* op, const Tensor& x, int out_h, int out_w) 
 
 Tensor plain(const Tensor& t) { return t.is_contiguous() ? t.detach() : t.detach().contiguous(); }
 
+// A gradient in the storage type dt of the pooled tensor, contiguous (another float type is cast).
+Tensor grad_as(const Tensor& g, DType dt) {
+  if (g.dtype() == dt) return plain(g);
+  NoGradGuard no_grad;
+  return copy_contiguous(g, dt);
+}
+
 Tensor avg_pool_impl(const char* op, const Tensor& x, const Pool2dGeom& g) {
   const Tensor xs = plain(x);
-  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::F32, x.device());
-  ENGINE_DISPATCH(op, x.device(), traffic(xs, y), kernels::avg_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), g),
-                  kernels::avg_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), g, compute_stream()));
+  const DType dt = x.dtype();
+  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, dt, x.device());
+  ENGINE_DISPATCH(op, x.device(), traffic(xs, y), kernels::avg_pool2d_fwd_cpu(dt, xs.raw_data(), y.raw_data(), g),
+                  kernels::avg_pool2d_fwd_cuda(dt, xs.raw_data(), y.raw_data(), g, compute_stream()));
   const Shape xshape = x.shape();
-  record_lambda(op, {x}, y, [g, xshape](const std::vector<Tensor>& grads) {
-    const Tensor gy = plain(grads[0]);
-    Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
+  record_lambda(op, {x}, y, [g, xshape, dt](const std::vector<Tensor>& grads) {
+    const Tensor gy = grad_as(grads[0], dt);
+    Tensor gx = Tensor::empty(xshape, dt, gy.device());
     ENGINE_DISPATCH("avg_pool2d_backward", gy.device(), traffic(gy, gx),
-                    kernels::avg_pool2d_bwd_cpu(gy.data<float>(), gx.data<float>(), g),
-                    kernels::avg_pool2d_bwd_cuda(gy.data<float>(), gx.data<float>(), g, compute_stream()));
+                    kernels::avg_pool2d_bwd_cpu(dt, gy.raw_data(), gx.raw_data(), g),
+                    kernels::avg_pool2d_bwd_cuda(dt, gy.raw_data(), gx.raw_data(), g, compute_stream()));
     return std::vector<Tensor>{gx};
   });
   return y;
@@ -98,21 +108,21 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding) {
   const Pool2dGeom g = window_geom(op, x, kernel, stride, padding, PoolMode::Max);
   const Tensor xs = plain(x);
   const Device d = x.device();
-  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::F32, d);
+  const DType dt = x.dtype();
+  Tensor y = Tensor::empty({g.n, g.oh, g.ow, g.c}, dt, d);
   Tensor idx = Tensor::empty({g.n, g.oh, g.ow, g.c}, DType::I32, d);
   ENGINE_DISPATCH(
-      op, d, traffic(xs, y, idx),
-      kernels::max_pool2d_fwd_cpu(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g),
-      kernels::max_pool2d_fwd_cuda(xs.data<float>(), y.data<float>(), idx.data<int32_t>(), g, compute_stream()));
+      op, d, traffic(xs, y, idx), kernels::max_pool2d_fwd_cpu(dt, xs.raw_data(), y.raw_data(), idx.data<int32_t>(), g),
+      kernels::max_pool2d_fwd_cuda(dt, xs.raw_data(), y.raw_data(), idx.data<int32_t>(), g, compute_stream()));
   const Shape xshape = x.shape();
   if (needs_grad({&x})) {
-    record_lambda(op, {x}, y, [g, xshape, idx](const std::vector<Tensor>& grads) {
-      const Tensor gy = plain(grads[0]);
-      Tensor gx = Tensor::empty(xshape, DType::F32, gy.device());
+    record_lambda(op, {x}, y, [g, xshape, idx, dt](const std::vector<Tensor>& grads) {
+      const Tensor gy = grad_as(grads[0], dt);
+      Tensor gx = Tensor::empty(xshape, dt, gy.device());
       ENGINE_DISPATCH(
           "max_pool2d_backward", gy.device(), traffic(gy, idx, gx),
-          kernels::max_pool2d_bwd_cpu(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g),
-          kernels::max_pool2d_bwd_cuda(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), g, compute_stream()));
+          kernels::max_pool2d_bwd_cpu(dt, gy.raw_data(), idx.data<int32_t>(), gx.raw_data(), g),
+          kernels::max_pool2d_bwd_cuda(dt, gy.raw_data(), idx.data<int32_t>(), gx.raw_data(), g, compute_stream()));
       return std::vector<Tensor>{gx};
     });
   }

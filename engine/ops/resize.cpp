@@ -1,10 +1,13 @@
 // Resize ops: argument checks, output allocation, dispatch, and the backward (a gather kernel per
-// device). Math: kernels/resize_math.h.
+// device). Math: kernels/resize_math.h. Storage: x may be f32, bf16 or f16 (mixed precision); the
+// output and the input gradient have x's type (an incoming gradient of another float type is cast
+// to it) and the kernels blend and sum in f32.
 #include "engine/ops/resize.h"
 
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/resize_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -18,17 +21,17 @@ using kernels::ResizeArgs;
 using kernels::ResizeMode;
 
 void check_input(const char* op, const Tensor& x) {
-  check_f32(op, "x", x);
+  check_float_storage(op, "x", x);
   ENGINE_CHECK(x.dim() == 4, op, ": x must be a 4-D [N, H, W, C] tensor, got ", x.describe());
   ENGINE_CHECK(x.numel() > 0, op, ": x ", x.describe(), " is empty");
 }
 
-Tensor resize_backward(const ResizeArgs& a, const Tensor& g_in) {
-  const Tensor g = g_in.contiguous();
-  Tensor gx = Tensor::empty({a.N, a.h.in, a.w.in, a.C}, DType::F32, g.device());
+Tensor resize_backward(const ResizeArgs& a, const Tensor& g_in, DType dt) {
+  const Tensor g = g_in.dtype() == dt ? g_in.contiguous() : copy_contiguous(g_in, dt);
+  Tensor gx = Tensor::empty({a.N, a.h.in, a.w.in, a.C}, dt, g.device());
   ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx),
-                  kernels::resize_bwd_cpu(a, g.data<float>(), gx.data<float>()),
-                  kernels::resize_bwd_cuda(a, g.data<float>(), gx.data<float>(), compute_stream()));
+                  kernels::resize_bwd_cpu(a, dt, g.raw_data(), gx.raw_data()),
+                  kernels::resize_bwd_cuda(a, dt, g.raw_data(), gx.raw_data(), compute_stream()));
   return gx;
 }
 
@@ -45,11 +48,12 @@ Tensor resize_impl(const char* op, const Tensor& x, int64_t out_h, int64_t out_w
   a.sh = x.strides()[1];
   a.sw = x.strides()[2];
   a.sc = x.strides()[3];
-  Tensor out = Tensor::empty({a.N, out_h, out_w, a.C}, DType::F32, x.device());
-  ENGINE_DISPATCH(op, x.device(), traffic(x, out), kernels::resize_fwd_cpu(a, x.data<float>(), out.data<float>()),
-                  kernels::resize_fwd_cuda(a, x.data<float>(), out.data<float>(), compute_stream()));
+  const DType dt = x.dtype();
+  Tensor out = Tensor::empty({a.N, out_h, out_w, a.C}, dt, x.device());
+  ENGINE_DISPATCH(op, x.device(), traffic(x, out), kernels::resize_fwd_cpu(a, dt, x.raw_data(), out.raw_data()),
+                  kernels::resize_fwd_cuda(a, dt, x.raw_data(), out.raw_data(), compute_stream()));
   record_lambda(op, {x}, out,
-                [a](const std::vector<Tensor>& g) { return std::vector<Tensor>{resize_backward(a, g[0])}; });
+                [a, dt](const std::vector<Tensor>& g) { return std::vector<Tensor>{resize_backward(a, g[0], dt)}; });
   return out;
 }
 

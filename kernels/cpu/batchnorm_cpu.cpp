@@ -16,25 +16,25 @@
 
 namespace engine::kernels {
 
-void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
+void batch_norm_stats_cpu(DType dt, const void* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
                           float* running_var, float momentum) {
-  ENGINE_CPU_DISPATCH(batch_norm_stats_cpu)(x, M, C, mean, var, running_mean, running_var, momentum);
+  ENGINE_CPU_DISPATCH(batch_norm_stats_cpu)(dt, x, M, C, mean, var, running_mean, running_var, momentum);
 }
 
-void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y, BnActKind act, float slope) {
-  ENGINE_CPU_DISPATCH(batch_norm_fwd_cpu)(x, M, C, mean, var, weight, bias, eps, y, act, slope);
+void batch_norm_fwd_cpu(DType dt, const void* x, int64_t M, int64_t C, const float* mean, const float* var,
+                        const float* weight, const float* bias, float eps, void* y, BnActKind act, float slope) {
+  ENGINE_CPU_DISPATCH(batch_norm_fwd_cpu)(dt, x, M, C, mean, var, weight, bias, eps, y, act, slope);
 }
 
-void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
+void batch_norm_bwd_reduce_cpu(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* mean,
                                const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
                                const BnAct& act) {
-  ENGINE_CPU_DISPATCH(batch_norm_bwd_reduce_cpu)(g, x, M, C, mean, var, weight, eps, train, out, act);
+  ENGINE_CPU_DISPATCH(batch_norm_bwd_reduce_cpu)(dt, g, x, M, C, mean, var, weight, eps, train, out, act);
 }
 
-void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx, const BnAct& act) {
-  ENGINE_CPU_DISPATCH(batch_norm_bwd_cpu)(g, x, M, C, m, k1, k2, k3, dx, act);
+void batch_norm_bwd_cpu(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* m, const float* k1,
+                        const float* k2, const float* k3, void* dx, const BnAct& act) {
+  ENGINE_CPU_DISPATCH(batch_norm_bwd_cpu)(dt, g, x, M, C, m, k1, k2, k3, dx, act);
 }
 
 void batch_norm_update_running_cpu(float* running_mean, float* running_var, const float* mean, const float* var,

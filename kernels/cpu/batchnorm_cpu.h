@@ -135,22 +135,25 @@ ENGINE_HD void bn_bwd_finalize_channel(const BnBwdOut& o, int64_t c, double sg, 
 }
 
 // ---------------------------------------------------------------------------- CPU kernels
+// Storage: the activations of a call (x, y, g, dx) are all of type dt: f32, bf16 or f16 (mixed
+// precision); statistics, parameters and coefficients are f32, and so is the math.
 // Per-channel batch mean and biased variance of x [M, C] (M >= 1). Numerically stable: two passes
 // over each cache-resident chunk of rows, chunks merged in double with Chan's formula, per-thread
 // partials merged in thread order (deterministic). When running_mean/running_var are non-null they
 // are updated in place with bn_running_update (variance: the biased batch variance, as Paddle's CUDA
 // kernel; see engine/ops/batchnorm.h).
-void batch_norm_stats_cpu(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
+void batch_norm_stats_cpu(DType dt, const void* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
                           float* running_var, float momentum);
 
 // y[r, c] = (x[r, c] - mean[c]) * weight[c] / sqrt(var[c] + eps) + bias[c]   (weight/bias may be null = 1/0)
 // act: y = bn_act<act>(that, slope) (ReLU or LeakyReLU), in the same pass.
-void batch_norm_fwd_cpu(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                        const float* bias, float eps, float* y, BnActKind act = BnActKind::None, float slope = 0.f);
+void batch_norm_fwd_cpu(DType dt, const void* x, int64_t M, int64_t C, const float* mean, const float* var,
+                        const float* weight, const float* bias, float eps, void* y, BnActKind act = BnActKind::None,
+                        float slope = 0.f);
 
 // The backward reduction (sg, sgx, see BnBwdOut) followed by the per-channel finalisation. With a
 // fused activation, g is first replaced by its gradient at the recomputed pre-activation (BnAct).
-void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
+void batch_norm_bwd_reduce_cpu(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* mean,
                                const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
                                const BnAct& act = {});
 
@@ -158,8 +161,8 @@ void batch_norm_bwd_reduce_cpu(const float* g, const float* x, int64_t M, int64_
 // may be null (term dropped); m may be null (= 0); k3 may be null (= 0). With a fused activation, g
 // is first replaced by its gradient at the recomputed pre-activation (BnAct); then g, k1 and x are
 // required.
-void batch_norm_bwd_cpu(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                        const float* k2, const float* k3, float* dx, const BnAct& act = {});
+void batch_norm_bwd_cpu(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* m, const float* k1,
+                        const float* k2, const float* k3, void* dx, const BnAct& act = {});
 
 // running = bn_running_update(running, batch, momentum) for mean and variance, C channels.
 void batch_norm_update_running_cpu(float* running_mean, float* running_var, const float* mean, const float* var,

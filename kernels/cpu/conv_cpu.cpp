@@ -196,29 +196,7 @@ std::shared_ptr<Entry> build(ConvPass pass, const ConvParams& p) {
   return e;
 }
 
-using Key = std::array<int64_t, 19>;
-
-Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass,
-          p.n,
-          p.h,
-          p.w,
-          p.cin,
-          p.cout,
-          p.kh,
-          p.kw,
-          p.ho,
-          p.wo,
-          p.stride_h,
-          p.stride_w,
-          p.pad_h,
-          p.pad_w,
-          p.dil_h,
-          p.dil_w,
-          p.groups,
-          (int64_t)p.bias,
-          (int64_t)p.input};
-}
+using Key = ConvKey;
 
 std::mutex& cache_mutex() {
   static std::mutex m;
@@ -230,7 +208,7 @@ std::map<Key, std::shared_ptr<Entry>>& cache() {
 }
 
 const Entry& entry(ConvPass pass, const ConvParams& p) {
-  const Key k = key_of(pass, p);
+  const Key k = conv_key(pass, p);
   std::lock_guard<std::mutex> lock(cache_mutex());
   auto& c = cache();
   auto it = c.find(k);

@@ -12,6 +12,7 @@
 // the primitive's blocked format and the primitive's scratchpad. Calls are synchronous and
 // deterministic for a given thread count (oneDNN's reductions are statically partitioned).
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -42,6 +43,32 @@ struct ConvParams {
 };
 
 enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
+
+// Everything that identifies a convolution pass: the key of the per-shape caches (oneDNN
+// primitives, cuDNN algorithm choices, the roofline's measured ideals).
+using ConvKey = std::array<int64_t, 20>;
+inline ConvKey conv_key(ConvPass pass, const ConvParams& p) {
+  return {(int64_t)pass,
+          p.n,
+          p.h,
+          p.w,
+          p.cin,
+          p.cout,
+          p.kh,
+          p.kw,
+          p.ho,
+          p.wo,
+          p.stride_h,
+          p.stride_w,
+          p.pad_h,
+          p.pad_w,
+          p.dil_h,
+          p.dil_w,
+          p.groups,
+          (int64_t)p.bias,
+          (int64_t)p.input,
+          (int64_t)p.tf32};
+}
 
 // Bytes of workspace the pass needs (weights reorder buffer + scratchpads), 0 when none.
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p);

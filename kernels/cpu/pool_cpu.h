@@ -88,13 +88,15 @@ struct Pool2dGeom {
 ENGINE_HD bool pool_max_better(float v, float best) { return v > best || (v != v && best == best); }
 
 // ---------------------------------------------------------------------------- CPU kernels
+// dt: the storage type of x, y, gy, gx (f32, bf16 or f16; mixed precision); sums and comparisons are
+// f32 and stores round once (Storage<D>); max indices are int32.
 // Average pooling (AvgExclusive, AvgInclusive, Adaptive): y = sum over the window / divisor.
-void avg_pool2d_fwd_cpu(const float* x, float* y, const Pool2dGeom& g);
+void avg_pool2d_fwd_cpu(DType dt, const void* x, void* y, const Pool2dGeom& g);
 // dx[n,h,w,c] = sum over the outputs covering (h, w) of gy * scale(output). Gather form, deterministic.
-void avg_pool2d_bwd_cpu(const float* gy, float* gx, const Pool2dGeom& g);
+void avg_pool2d_bwd_cpu(DType dt, const void* gy, void* gx, const Pool2dGeom& g);
 // Max pooling: y = max over the window, idx = h*W + w of the chosen cell (int32, [N, Ho, Wo, C]).
-void max_pool2d_fwd_cpu(const float* x, float* y, int32_t* idx, const Pool2dGeom& g);
+void max_pool2d_fwd_cpu(DType dt, const void* x, void* y, int32_t* idx, const Pool2dGeom& g);
 // dx[n,h,w,c] = sum over the outputs covering (h, w) whose idx is h*W + w of gy.
-void max_pool2d_bwd_cpu(const float* gy, const int32_t* idx, float* gx, const Pool2dGeom& g);
+void max_pool2d_bwd_cpu(DType dt, const void* gy, const int32_t* idx, void* gx, const Pool2dGeom& g);
 
 }  // namespace engine::kernels

@@ -8,14 +8,20 @@
 #include <cstring>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/shared_math.h"
 #define ENGINE_CPU_KERNELS "kernels/cpu/resize_cpu.inc"
 #include "kernels/cpu/isa_variants.inc"
 
 namespace engine::kernels {
 
-void resize_fwd_cpu(const ResizeArgs& a, const float* x, float* out) { ENGINE_CPU_DISPATCH(resize_fwd_cpu)(a, x, out); }
+void resize_fwd_cpu(const ResizeArgs& a, DType dt, const void* x, void* out) {
+  ENGINE_CPU_DISPATCH(resize_fwd_cpu)(a, dt, x, out);
+}
 
-void resize_bwd_cpu(const ResizeArgs& a, const float* g, float* gx) { ENGINE_CPU_DISPATCH(resize_bwd_cpu)(a, g, gx); }
+void resize_bwd_cpu(const ResizeArgs& a, DType dt, const void* g, void* gx) {
+  ENGINE_CPU_DISPATCH(resize_bwd_cpu)(a, dt, g, gx);
+}
 
 }  // namespace engine::kernels

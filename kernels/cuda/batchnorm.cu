@@ -29,6 +29,10 @@
 //     (fp32 per thread and block tree, double across blocks), then bn_bwd_finalize_channel.
 //   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist (and
 //     on the fused activation, which reads x for z even when the x term is absent: eval mode).
+// Storage (template parameter D: f32, bf16 or f16, mixed precision): the activations x, y, g, dx are
+// read as f32 (V = 4: one 16-byte access in f32, one 8-byte access in bf16 / f16) and outputs
+// rounded once on store (Storage<D>, kernels/shared_math.h); statistics, parameters and all math are
+// f32, the same bits as the CPU kernels. bf16 / f16 halve the bytes of the rooflines below.
 // Deterministic: no atomics; every sum has an order fixed by the shape. No dynamic shared memory;
 // static shared memory 9 KiB (stats) / 8 KiB (backward reduction) / 4 KiB (finalize, double).
 // Roofline (H100 SXM, ~3.35 TB/s; all kernels memory bound, < 10 flops per element):
@@ -75,9 +79,12 @@ Tile make_tile(int64_t M, int64_t C, int V) {
 }
 
 // ------------------------------------------------------------------------------- statistics
-template <int V>
-__global__ void __launch_bounds__(kThreads)
-    batch_norm_stats_partial_kernel(const float* __restrict__ x, int64_t M, int64_t C, float* __restrict__ part) {
+// (kThreads, 1): without the minimum-blocks hint ptxas spilled the bf16 V = 4 variant at 40
+// registers; with it the variant takes 46 and spills nothing (occupancy is unchanged).
+template <int V, DType D>
+__global__ void __launch_bounds__(kThreads, 1)
+    batch_norm_stats_partial_kernel(const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
+                                    float* __restrict__ part) {
   __shared__ float s_mean[kThreads * V];
   __shared__ float s_m2[kThreads * V];
   __shared__ float s_n[kThreads];
@@ -92,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
       float xv[V];
-      cuda::load_vec<V>(x + r * C + c0, xv);
+      cuda::load_vec_as<V, D>(x + r * C + c0, xv);
       n += 1.f;
       const float inv = __frcp_rn(n);
       ENGINE_UNROLL
@@ -212,28 +219,30 @@ __device__ __forceinline__ void load_affine(int64_t c0, const float* __restrict_
   }
 }
 
-template <int V, BnActKind kAct>
+template <int V, BnActKind kAct, DType D>
 __global__ void __launch_bounds__(kThreads)
-    batch_norm_fwd_kernel(const float* __restrict__ x, int64_t M, int64_t C, const float* __restrict__ mean,
-                          const float* __restrict__ var, const float* __restrict__ weight,
-                          const float* __restrict__ bias, float eps, float slope, float* __restrict__ y) {
+    batch_norm_fwd_kernel(const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
+                          const float* __restrict__ mean, const float* __restrict__ var,
+                          const float* __restrict__ weight, const float* __restrict__ bias, float eps, float slope,
+                          typename Storage<D>::T* __restrict__ y) {
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (c0 >= C) return;
   float m[V], s[V], b[V];
   load_affine<V>(c0, mean, var, weight, bias, eps, m, s, b);
   for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
     float xv[V];
-    cuda::load_vec<V>(x + r * C + c0, xv);
+    cuda::load_vec_as<V, D>(x + r * C + c0, xv);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) xv[v] = bn_act<kAct>(bn_z(xv[v], m[v], s[v], b[v]), slope);
-    cuda::store_vec<V>(y + r * C + c0, xv);
+    cuda::store_vec_as<V, D>(y + r * C + c0, xv);
   }
 }
 
 // -------------------------------------------------------------------------------- backward
-template <int V, BnActKind kAct>
+template <int V, BnActKind kAct, DType D>
 __global__ void __launch_bounds__(kThreads)
-    batch_norm_bwd_reduce_partial_kernel(const float* __restrict__ g, const float* __restrict__ x, int64_t M, int64_t C,
+    batch_norm_bwd_reduce_partial_kernel(const typename Storage<D>::T* __restrict__ g,
+                                         const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
                                          const float* __restrict__ mean, float* __restrict__ part, BnAct act) {
   __shared__ float s_g[kThreads * V];
   __shared__ float s_gx[kThreads * V];
@@ -260,8 +269,8 @@ __global__ void __launch_bounds__(kThreads)
   if (active) {
     for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
       float gv[V], xv[V];
-      cuda::load_vec<V>(g + r * C + c0, gv);
-      cuda::load_vec<V>(x + r * C + c0, xv);
+      cuda::load_vec_as<V, D>(g + r * C + c0, gv);
+      cuda::load_vec_as<V, D>(x + r * C + c0, xv);
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]), act.slope);
@@ -327,11 +336,12 @@ __global__ void __launch_bounds__(kFinBx* kFinBy)
   if (ty == 0 && active) bn_bwd_finalize_channel(out, c, s_a[0][tx], s_b[0][tx], M, var[c], weight, eps, train);
 }
 
-template <int V, bool kG, bool kX, BnActKind kAct>
+template <int V, bool kG, bool kX, BnActKind kAct, DType D>
 __global__ void __launch_bounds__(kThreads)
-    batch_norm_bwd_kernel(const float* __restrict__ g, const float* __restrict__ x, int64_t M, int64_t C,
-                          const float* __restrict__ mc, const float* __restrict__ k1, const float* __restrict__ k2,
-                          const float* __restrict__ k3, float* __restrict__ dx, BnAct act) {
+    batch_norm_bwd_kernel(const typename Storage<D>::T* __restrict__ g, const typename Storage<D>::T* __restrict__ x,
+                          int64_t M, int64_t C, const float* __restrict__ mc, const float* __restrict__ k1,
+                          const float* __restrict__ k2, const float* __restrict__ k3,
+                          typename Storage<D>::T* __restrict__ dx, BnAct act) {
   constexpr bool kFused = kAct != BnActKind::None;
   static_assert(!kFused || kG, "the fused activation acts on g");
   const int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
@@ -351,10 +361,10 @@ __global__ void __launch_bounds__(kThreads)
     float o[V], xv[V];
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) o[v] = d[v];
-    if constexpr (kX || kFused) cuda::load_vec<V>(x + r * C + c0, xv);
+    if constexpr (kX || kFused) cuda::load_vec_as<V, D>(x + r * C + c0, xv);
     if constexpr (kG) {
       float gv[V];
-      cuda::load_vec<V>(g + r * C + c0, gv);
+      cuda::load_vec_as<V, D>(g + r * C + c0, gv);
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) {
         if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]), act.slope);
@@ -365,7 +375,7 @@ __global__ void __launch_bounds__(kThreads)
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) o[v] = bn_dx_x(xv[v], m[v], b[v], o[v]);
     }
-    cuda::store_vec<V>(dx + r * C + c0, o);
+    cuda::store_vec_as<V, D>(dx + r * C + c0, o);
   }
 }
 
@@ -378,83 +388,90 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <DType D>
 int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
   if (C % 4 != 0) return 1;
   for (const void* p : ptrs)
-    if (!(p == nullptr || cuda::is_aligned16(p))) return 1;
+    if (!(p == nullptr || cuda::vec4_aligned<D>(p))) return 1;
   return 4;
 }
 
-template <int V>
-void launch_stats(const float* x, int64_t M, int64_t C, float* mean, float* var, float* rm, float* rv, float momentum,
+template <DType D>
+using Act = typename Storage<D>::T;
+
+template <int V, DType D>
+void launch_stats(const void* x, int64_t M, int64_t C, float* mean, float* var, float* rm, float* rv, float momentum,
                   float* ws, cudaStream_t s) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_stats_partial_kernel<V>)(x, M, C, ws);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_stats_partial_kernel<V, D>)
+  (static_cast<const Act<D>*>(x), M, C, ws);
   CUDA_CHECK_LAUNCH("batch_norm_stats_partial_kernel");
   GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_stats_finalize_kernel)
   (ws, (int)t.gy, C, mean, var, rm, rv, momentum);
   CUDA_CHECK_LAUNCH("batch_norm_stats_finalize_kernel");
 }
 
-template <int V, BnActKind kAct>
-void launch_fwd(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* w,
-                const float* b, float eps, float slope, float* y, cudaStream_t s) {
+template <int V, BnActKind kAct, DType D>
+void launch_fwd(const void* x, int64_t M, int64_t C, const float* mean, const float* var, const float* w,
+                const float* b, float eps, float slope, void* y, cudaStream_t s) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V, kAct>)
-  (x, M, C, mean, var, w, b, eps, slope, y);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_fwd_kernel<V, kAct, D>)
+  (static_cast<const Act<D>*>(x), M, C, mean, var, w, b, eps, slope, static_cast<Act<D>*>(y));
   CUDA_CHECK_LAUNCH("batch_norm_fwd_kernel");
 }
 
-template <int V>
-void launch_bwd_reduce(const float* g, const float* x, int64_t M, int64_t C, const float* mean, const float* var,
+template <int V, DType D>
+void launch_bwd_reduce(const void* gv, const void* xv, int64_t M, int64_t C, const float* mean, const float* var,
                        const float* w, float eps, bool train, const BnBwdOut& out, float* ws, cudaStream_t s,
                        const BnAct& act) {
   const Tile t = make_tile(M, C, V);
   const dim3 grid(t.gx, t.gy), block(t.bx, t.by);
+  const Act<D>* g = static_cast<const Act<D>*>(gv);
+  const Act<D>* x = static_cast<const Act<D>*>(xv);
   if (act.kind == BnActKind::Relu)
-    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::Relu>)(g, x, M, C, mean, ws, act);
-  else if (act.kind == BnActKind::LeakyRelu)
-    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::LeakyRelu>)
+    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::Relu, D>)
   (g, x, M, C, mean, ws, act);
-  else GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None>)(g, x, M, C, mean, ws,
-                                                                                               act);
+  else if (act.kind == BnActKind::LeakyRelu) GPU_LAUNCH(
+      grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::LeakyRelu, D>)(g, x, M, C, mean, ws, act);
+  else GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None, D>)(g, x, M, C, mean, ws,
+                                                                                                  act);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
   GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
   (ws, (int)t.gy, M, C, var, w, eps, train, out);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_finalize_kernel");
 }
 
-template <int V, bool kG, bool kX, BnActKind kAct>
-void launch_bwd(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1, const float* k2,
-                const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
+template <int V, bool kG, bool kX, BnActKind kAct, DType D>
+void launch_bwd(const void* g, const void* x, int64_t M, int64_t C, const float* m, const float* k1, const float* k2,
+                const float* k3, void* dx, cudaStream_t s, const BnAct& act) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kAct>)
-  (g, x, M, C, m, k1, k2, k3, dx, act);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_bwd_kernel<V, kG, kX, kAct, D>)
+  (static_cast<const Act<D>*>(g), static_cast<const Act<D>*>(x), M, C, m, k1, k2, k3, static_cast<Act<D>*>(dx), act);
   CUDA_CHECK_LAUNCH("batch_norm_bwd_kernel");
 }
 
-template <int V>
-void dispatch_bwd(bool use_g, bool use_x, const float* g, const float* x, int64_t M, int64_t C, const float* m,
-                  const float* k1, const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
+template <int V, DType D>
+void dispatch_bwd(bool use_g, bool use_x, const void* g, const void* x, int64_t M, int64_t C, const float* m,
+                  const float* k1, const float* k2, const float* k3, void* dx, cudaStream_t s, const BnAct& act) {
   constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
   if (act.kind == kRelu) {  // use_g is checked by the caller
     if (use_x)
-      launch_bwd<V, true, true, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+      launch_bwd<V, true, true, kRelu, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
     else
-      launch_bwd<V, true, false, kRelu>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+      launch_bwd<V, true, false, kRelu, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (act.kind == kLeaky) {
     if (use_x)
-      launch_bwd<V, true, true, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+      launch_bwd<V, true, true, kLeaky, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
     else
-      launch_bwd<V, true, false, kLeaky>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+      launch_bwd<V, true, false, kLeaky, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g && use_x) {
-    launch_bwd<V, true, true, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    launch_bwd<V, true, true, kNone, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_g) {
-    launch_bwd<V, true, false, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    launch_bwd<V, true, false, kNone, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else if (use_x) {
-    launch_bwd<V, false, true, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    launch_bwd<V, false, true, kNone, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   } else {
-    launch_bwd<V, false, false, kNone>(g, x, M, C, m, k1, k2, k3, dx, s, act);
+    launch_bwd<V, false, false, kNone, D>(g, x, M, C, m, k1, k2, k3, dx, s, act);
   }
 }
 
@@ -465,60 +482,69 @@ int64_t batch_norm_workspace_floats_cuda(int64_t M, int64_t C) {
   return 3 * gy * C;
 }
 
-void batch_norm_stats_cuda(const float* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
+void batch_norm_stats_cuda(DType dt, const void* x, int64_t M, int64_t C, float* mean, float* var, float* running_mean,
                            float* running_var, float momentum, float* workspace, cudaStream_t s) {
   if (M <= 0 || C <= 0) return;
-  if (vec_width(C, {x}) == 4)
-    launch_stats<4>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
-  else
-    launch_stats<1>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+  with_storage(dt, "batch_norm kernel", [&]<DType D>() {
+    if (vec_width<D>(C, {x}) == 4)
+      launch_stats<4, D>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+    else
+      launch_stats<1, D>(x, M, C, mean, var, running_mean, running_var, momentum, workspace, s);
+  });
 }
 
-void batch_norm_fwd_cuda(const float* x, int64_t M, int64_t C, const float* mean, const float* var, const float* weight,
-                         const float* bias, float eps, float* y, cudaStream_t s, BnActKind act, float slope) {
+void batch_norm_fwd_cuda(DType dt, const void* x, int64_t M, int64_t C, const float* mean, const float* var,
+                         const float* weight, const float* bias, float eps, void* y, cudaStream_t s, BnActKind act,
+                         float slope) {
   if (M <= 0 || C <= 0) return;
-  const bool v4 = vec_width(C, {x, y}) == 4;
-  constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
-  if (act == kRelu) {
-    if (v4)
-      launch_fwd<4, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else
-      launch_fwd<1, kRelu>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-  } else if (act == kLeaky) {
-    if (v4)
-      launch_fwd<4, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else
-      launch_fwd<1, kLeaky>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-  } else {
-    if (v4)
-      launch_fwd<4, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-    else
-      launch_fwd<1, kNone>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
-  }
+  with_storage(dt, "batch_norm kernel", [&]<DType D>() {
+    const bool v4 = vec_width<D>(C, {x, y}) == 4;
+    constexpr BnActKind kNone = BnActKind::None, kRelu = BnActKind::Relu, kLeaky = BnActKind::LeakyRelu;
+    if (act == kRelu) {
+      if (v4)
+        launch_fwd<4, kRelu, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+      else
+        launch_fwd<1, kRelu, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    } else if (act == kLeaky) {
+      if (v4)
+        launch_fwd<4, kLeaky, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+      else
+        launch_fwd<1, kLeaky, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    } else {
+      if (v4)
+        launch_fwd<4, kNone, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+      else
+        launch_fwd<1, kNone, D>(x, M, C, mean, var, weight, bias, eps, slope, y, s);
+    }
+  });
 }
 
-void batch_norm_bwd_reduce_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* mean,
+void batch_norm_bwd_reduce_cuda(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* mean,
                                 const float* var, const float* weight, float eps, bool train, const BnBwdOut& out,
                                 float* workspace, cudaStream_t s, const BnAct& act) {
   if (M <= 0 || C <= 0) return;
   ENGINE_CHECK(act.kind == BnActKind::None || act.mean == mean,
                "batch_norm_bwd_reduce_cuda: the fused activation's mean must be `mean`");
-  if (vec_width(C, {g, x}) == 4)
-    launch_bwd_reduce<4>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
-  else
-    launch_bwd_reduce<1>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
+  with_storage(dt, "batch_norm kernel", [&]<DType D>() {
+    if (vec_width<D>(C, {g, x}) == 4)
+      launch_bwd_reduce<4, D>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
+    else
+      launch_bwd_reduce<1, D>(g, x, M, C, mean, var, weight, eps, train, out, workspace, s, act);
+  });
 }
 
-void batch_norm_bwd_cuda(const float* g, const float* x, int64_t M, int64_t C, const float* m, const float* k1,
-                         const float* k2, const float* k3, float* dx, cudaStream_t s, const BnAct& act) {
+void batch_norm_bwd_cuda(DType dt, const void* g, const void* x, int64_t M, int64_t C, const float* m, const float* k1,
+                         const float* k2, const float* k3, void* dx, cudaStream_t s, const BnAct& act) {
   if (M <= 0 || C <= 0) return;
   const bool use_g = g && k1, use_x = x && k2, fused = act.kind != BnActKind::None;
   ENGINE_CHECK(!fused || (use_g && x), "batch_norm_bwd_cuda: the fused activation needs g, k1 and x");
   const bool read_x = use_x || fused;
-  if (vec_width(C, {use_g ? g : nullptr, read_x ? x : nullptr, dx}) == 4)
-    dispatch_bwd<4>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
-  else
-    dispatch_bwd<1>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
+  with_storage(dt, "batch_norm kernel", [&]<DType D>() {
+    if (vec_width<D>(C, {use_g ? g : nullptr, read_x ? x : nullptr, dx}) == 4)
+      dispatch_bwd<4, D>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
+    else
+      dispatch_bwd<1, D>(use_g, use_x, g, x, M, C, m, k1, k2, k3, dx, s, act);
+  });
 }
 
 void batch_norm_update_running_cuda(float* running_mean, float* running_var, const float* mean, const float* var,

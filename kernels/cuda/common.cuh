@@ -103,6 +103,40 @@ __device__ __forceinline__ void store4(typename Storage<D>::T* p, const float (&
   }
 }
 
+// V = 4 (load4 / store4 above) or V = 1 elements of storage type D, as f32.
+// Plain loads (no __ldg), as load_vec: the batch-norm kernels that use them sit at their register
+// budget.
+template <int V, DType D>
+__device__ __forceinline__ void load_vec_as(const typename Storage<D>::T* p, float (&v)[V]) {
+  if constexpr (D == DType::F32) {
+    load_vec<V>(p, v);
+  } else if constexpr (V == 4 && D == DType::BF16) {
+    // bf16 is the high half of an f32: two masks and two shifts unpack four.
+    const uint2 a = *reinterpret_cast<const uint2*>(p);
+    v[0] = bits_float(a.x << 16);
+    v[1] = bits_float(a.x & 0xffff0000u);
+    v[2] = bits_float(a.y << 16);
+    v[3] = bits_float(a.y & 0xffff0000u);
+  } else if constexpr (V == 4) {
+    const ushort4 a = *reinterpret_cast<const ushort4*>(p);
+    v[0] = Storage<D>::load(a.x);
+    v[1] = Storage<D>::load(a.y);
+    v[2] = Storage<D>::load(a.z);
+    v[3] = Storage<D>::load(a.w);
+  } else {
+    v[0] = Storage<D>::load(*p);
+  }
+}
+template <int V, DType D>
+__device__ __forceinline__ void store_vec_as(typename Storage<D>::T* p, const float (&v)[V]) {
+  if constexpr (D == DType::F32)
+    store_vec<V>(p, v);
+  else if constexpr (V == 4)
+    store4<D>(p, v);
+  else
+    *p = Storage<D>::store(v[0]);
+}
+
 // ---------------------------------------------------------------- asynchronous copies
 // cp.async (sm_80+): a global -> shared copy that does not pass through registers and completes
 // later, so a block can request its next tile while it computes on the current one. Copies are

@@ -166,21 +166,6 @@ void launch_binary_bwd(const void* g, const void* a, const StridedLayout& al, co
   CUDA_CHECK_LAUNCH("binary_bwd_kernel");
 }
 
-// Runs f.template operator()<D>() for the storage type dt (f32, bf16 or f16).
-template <class F>
-void with_storage(DType dt, const F& f) {
-  switch (dt) {
-    case DType::F32:
-      return f.template operator()<DType::F32>();
-    case DType::BF16:
-      return f.template operator()<DType::BF16>();
-    case DType::F16:
-      return f.template operator()<DType::F16>();
-    default:
-      fail("elementwise kernel: storage type ", dtype_name(dt), " is not a float type");
-  }
-}
-
 }  // namespace
 
 // clang-format off
@@ -194,7 +179,7 @@ void with_storage(DType dt, const F& f) {
 void unary_fwd_cuda(UnaryOp op, DType dt, const void* x, const StridedLayout& xl, void* out, int64_t n, float alpha,
                     cudaStream_t s) {
   if (n == 0) return;
-  with_storage(dt, [&]<DType D>() {
+  with_storage(dt, "elementwise kernel", [&]<DType D>() {
     switch (op) {
 #define CASE(O)    \
   case UnaryOp::O: \
@@ -208,7 +193,7 @@ void unary_fwd_cuda(UnaryOp op, DType dt, const void* x, const StridedLayout& xl
 void unary_bwd_cuda(UnaryOp op, DType dt, const void* g, const void* x, const void* y, void* gx, int64_t n, float alpha,
                     cudaStream_t s) {
   if (n == 0) return;
-  with_storage(dt, [&]<DType D>() {
+  with_storage(dt, "elementwise kernel", [&]<DType D>() {
     switch (op) {
 #define CASE(O)    \
   case UnaryOp::O: \
@@ -222,7 +207,7 @@ void unary_bwd_cuda(UnaryOp op, DType dt, const void* g, const void* x, const vo
 void binary_fwd_cuda(BinaryOp op, DType dt, const void* a, const StridedLayout& al, const void* b,
                      const StridedLayout& bl, void* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  with_storage(dt, [&]<DType D>() {
+  with_storage(dt, "elementwise kernel", [&]<DType D>() {
     switch (op) {
 #define CASE(O)     \
   case BinaryOp::O: \
@@ -236,7 +221,7 @@ void binary_fwd_cuda(BinaryOp op, DType dt, const void* a, const StridedLayout& 
 void binary_bwd_cuda(BinaryOp op, DType dt, const void* g, const void* a, const StridedLayout& al, const void* b,
                      const StridedLayout& bl, void* ga, void* gb, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  with_storage(dt, [&]<DType D>() {
+  with_storage(dt, "elementwise kernel", [&]<DType D>() {
     switch (op) {
 #define CASE(O)     \
   case BinaryOp::O: \

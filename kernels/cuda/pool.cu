@@ -24,11 +24,15 @@
 // and writes y (8.4 MB): ~42 MB -> ~13 us; max 3x3 s2 on [4,128,128,64] reads 16.8 MB, writes y +
 // idx 8.4 MB -> ~7.5 us; adaptive/global on [4,16,16,1024] reads 4.2 MB -> ~1.3 us (launch bound).
 // Backward: avg reads gy, writes dx (~1.25x forward bytes); max also reads idx.
+// Storage (template parameter D: f32, bf16 or f16, mixed precision): x, y, gy, gx are loaded as f32
+// (V = 4: one 16-byte access in f32, 8 bytes in bf16 / f16), sums and comparisons are f32, stores
+// round once (Storage<D>); max indices stay int32.
 // Tested by tests/test_pool.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels (bench_pool.cpp).
 #include <algorithm>
 #include <initializer_list>
 
 #include "base/cuda_context.h"
+#include "base/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/pool_cuda.h"
 
@@ -45,6 +49,9 @@ constexpr int kThreads = 256;
 #define POOL_NO_UNROLL
 #endif
 constexpr int64_t kWindowBlockMin = 32;  // window cells from which the block-per-output kernel is used
+
+template <DType D>
+using Elem = typename Storage<D>::T;
 
 // Thread layout of the per-pixel kernels: blockDim = (bx, by), threadIdx.x = channel vector within
 // the tile blockIdx.y, threadIdx.y + blockIdx.x * by = pixel (grid-stride). Pixel indices fit in
@@ -65,9 +72,9 @@ PixTile pix_tile(int64_t pixels, int64_t cv) {
 }
 
 // ------------------------------------------------------------------------------------ forward
-template <int V>
+template <int V, DType D>
 __global__ void __launch_bounds__(kThreads)
-    avg_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dGeom g) {
+    avg_pool2d_fwd_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -83,20 +90,20 @@ __global__ void __launch_bounds__(kThreads)
     for (int h = hb; h < he; ++h)
       for (int w = wb; w < we; ++w) {
         float xv[V];
-        cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+        cuda::load_vec_as<V, D>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] += xv[v];
       }
     const float s = g.avg_scale(hb, he, wb, we);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) acc[v] *= s;
-    cuda::store_vec<V>(y + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec_as<V, D>(y + (int64_t)p * g.c + c0, acc);
   }
 }
 
-template <int V>
+template <int V, DType D>
 __global__ void __launch_bounds__(kThreads)
-    avg_pool2d_fwd_window_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dGeom g) {
+    avg_pool2d_fwd_window_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, Pool2dGeom g) {
   __shared__ float s_acc[kThreads * V];
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
   const int t = ty * bx + tx;
@@ -115,7 +122,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = ty; k < cells; k += by) {
       const int h = hb + k / ww, w = wb + k % ww;
       float xv[V];
-      cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+      cuda::load_vec_as<V, D>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) acc[v] += xv[v];
     }
@@ -134,13 +141,14 @@ __global__ void __launch_bounds__(kThreads)
     const float sc = g.avg_scale(hb, he, wb, we);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) acc[v] = s_acc[t * V + v] * sc;
-    cuda::store_vec<V>(y + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec_as<V, D>(y + (int64_t)p * g.c + c0, acc);
   }
 }
 
-template <int V>
+template <int V, DType D>
 __global__ void __launch_bounds__(kThreads)
-    max_pool2d_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int32_t* __restrict__ idx, Pool2dGeom g) {
+    max_pool2d_fwd_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, int32_t* __restrict__ idx,
+                          Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -152,13 +160,13 @@ __global__ void __launch_bounds__(kThreads)
     g.window_w(ow, wb, we);
     float best[V];
     int32_t bi[V];
-    cuda::load_vec<V>(x + g.offset(n, hb, wb, g.h, g.w) + c0, best);
+    cuda::load_vec_as<V, D>(x + g.offset(n, hb, wb, g.h, g.w) + c0, best);
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) bi[v] = hb * g.w + wb;
     for (int h = hb; h < he; ++h)
       for (int w = (h == hb ? wb + 1 : wb); w < we; ++w) {
         float xv[V];
-        cuda::load_vec<V>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
+        cuda::load_vec_as<V, D>(x + g.offset(n, h, w, g.h, g.w) + c0, xv);
         const int32_t pos = h * g.w + w;
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) {
@@ -168,15 +176,15 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     const int64_t off = (int64_t)p * g.c + c0;
-    cuda::store_vec<V>(y + off, best);
+    cuda::store_vec_as<V, D>(y + off, best);
     cuda::store_vec<V>(idx + off, bi);
   }
 }
 
 // ----------------------------------------------------------------------------------- backward
-template <int V>
+template <int V, DType D>
 __global__ void __launch_bounds__(kThreads)
-    avg_pool2d_bwd_kernel(const float* __restrict__ gy, float* __restrict__ gx, Pool2dGeom g) {
+    avg_pool2d_bwd_kernel(const Elem<D>* __restrict__ gy, Elem<D>* __restrict__ gx, Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
   const int c0 = cvi * V;
@@ -199,18 +207,18 @@ __global__ void __launch_bounds__(kThreads)
         g.window_w(ow, wb, we);
         const float s = g.avg_scale(hb, he, wb, we);
         float gv[V];
-        cuda::load_vec<V>(gy + g.offset(n, oh, ow, g.oh, g.ow) + c0, gv);
+        cuda::load_vec_as<V, D>(gy + g.offset(n, oh, ow, g.oh, g.ow) + c0, gv);
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] += gv[v] * s;
       }
     }
-    cuda::store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec_as<V, D>(gx + (int64_t)p * g.c + c0, acc);
   }
 }
 
-template <int V>
+template <int V, DType D>
 __global__ void __launch_bounds__(kThreads)
-    max_pool2d_bwd_kernel(const float* __restrict__ gy, const int32_t* __restrict__ idx, float* __restrict__ gx,
+    max_pool2d_bwd_kernel(const Elem<D>* __restrict__ gy, const int32_t* __restrict__ idx, Elem<D>* __restrict__ gx,
                           Pool2dGeom g) {
   const int cvi = blockIdx.y * blockDim.x + threadIdx.x;
   if (cvi * V >= g.c) return;
@@ -231,25 +239,28 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t off = g.offset(n, oh, ow, g.oh, g.ow) + c0;
       float gv[V];
       int32_t iv[V];
-      cuda::load_vec<V>(gy + off, gv);
+      cuda::load_vec_as<V, D>(gy + off, gv);
       cuda::load_vec<V>(idx + off, iv);
       ENGINE_UNROLL
       for (int v = 0; v < V; ++v) acc[v] += iv[v] == pos ? gv[v] : 0.f;
     }
-    cuda::store_vec<V>(gx + (int64_t)p * g.c + c0, acc);
+    cuda::store_vec_as<V, D>(gx + (int64_t)p * g.c + c0, acc);
   }
 }
 
 // ---------------------------------------------------------------------------------- launchers
-int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
-  if (C % 4 != 0) return 1;
+// 4 when C % 4 == 0 and the data pointers (storage D) and the index pointer (int32, may be null)
+// allow 4-element accesses.
+template <DType D>
+int vec_width(int64_t C, std::initializer_list<const void*> ptrs, const int32_t* idx = nullptr) {
+  if (C % 4 != 0 || (idx && !cuda::is_aligned16(idx))) return 1;
   for (const void* p : ptrs)
-    if (!cuda::is_aligned16(p)) return 1;
+    if (!cuda::vec4_aligned<D>(p)) return 1;
   return 4;
 }
 
-template <int V>
-void launch_avg_fwd(const float* x, float* y, const Pool2dGeom& g, cudaStream_t s) {
+template <int V, DType D>
+void launch_avg_fwd(const Elem<D>* x, Elem<D>* y, const Pool2dGeom& g, cudaStream_t s) {
   // Largest window: adaptive bins are at most ceil(L/out) + 1 cells long; regular windows kh x kw.
   const int64_t wh = g.mode == PoolMode::Adaptive ? (g.h + g.oh - 1) / g.oh + 1 : g.kh;
   const int64_t wwid = g.mode == PoolMode::Adaptive ? (g.w + g.ow - 1) / g.ow + 1 : g.kw;
@@ -259,62 +270,79 @@ void launch_avg_fwd(const float* x, float* y, const Pool2dGeom& g, cudaStream_t 
     while (bx < cv && bx < 32) bx <<= 1;
     const int by = kThreads / bx;
     const int64_t gy = (cv + bx - 1) / bx;
-    GPU_LAUNCH(dim3((unsigned)pixels, (unsigned)gy), dim3(bx, by), 0, s, avg_pool2d_fwd_window_kernel<V>)(x, y, g);
+    GPU_LAUNCH(dim3((unsigned)pixels, (unsigned)gy), dim3(bx, by), 0, s, avg_pool2d_fwd_window_kernel<V, D>)(x, y, g);
     CUDA_CHECK_LAUNCH("avg_pool2d_fwd_window_kernel");
     return;
   }
   const PixTile t = pix_tile(pixels, cv);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_fwd_kernel<V>)(x, y, g);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_fwd_kernel<V, D>)(x, y, g);
   CUDA_CHECK_LAUNCH("avg_pool2d_fwd_kernel");
 }
 
 }  // namespace
 
-void avg_pool2d_fwd_cuda(const float* x, float* y, const Pool2dGeom& g, cudaStream_t s) {
+void avg_pool2d_fwd_cuda(DType dt, const void* xv, void* yv, const Pool2dGeom& g, cudaStream_t s) {
   if ((int64_t)g.n * g.oh * g.ow * g.c == 0) return;
-  if (vec_width(g.c, {x, y}) == 4)
-    launch_avg_fwd<4>(x, y, g, s);
-  else
-    launch_avg_fwd<1>(x, y, g, s);
+  with_storage(dt, "pool kernel", [&]<DType D>() {
+    const Elem<D>* x = static_cast<const Elem<D>*>(xv);
+    Elem<D>* y = static_cast<Elem<D>*>(yv);
+    if (vec_width<D>(g.c, {x, y}) == 4)
+      launch_avg_fwd<4, D>(x, y, g, s);
+    else
+      launch_avg_fwd<1, D>(x, y, g, s);
+  });
 }
 
-void avg_pool2d_bwd_cuda(const float* gy, float* gx, const Pool2dGeom& g, cudaStream_t s) {
+void avg_pool2d_bwd_cuda(DType dt, const void* gyv, void* gxv, const Pool2dGeom& g, cudaStream_t s) {
   const int64_t pixels = (int64_t)g.n * g.h * g.w;
   if (pixels * g.c == 0) return;
-  if (vec_width(g.c, {gy, gx}) == 4) {
-    const PixTile t = pix_tile(pixels, g.c / 4);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_bwd_kernel<4>)(gy, gx, g);
-  } else {
-    const PixTile t = pix_tile(pixels, g.c);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_bwd_kernel<1>)(gy, gx, g);
-  }
-  CUDA_CHECK_LAUNCH("avg_pool2d_bwd_kernel");
+  with_storage(dt, "pool kernel", [&]<DType D>() {
+    const Elem<D>* gy = static_cast<const Elem<D>*>(gyv);
+    Elem<D>* gx = static_cast<Elem<D>*>(gxv);
+    if (vec_width<D>(g.c, {gy, gx}) == 4) {
+      const PixTile t = pix_tile(pixels, g.c / 4);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_bwd_kernel<4, D>)(gy, gx, g);
+    } else {
+      const PixTile t = pix_tile(pixels, g.c);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, avg_pool2d_bwd_kernel<1, D>)(gy, gx, g);
+    }
+    CUDA_CHECK_LAUNCH("avg_pool2d_bwd_kernel");
+  });
 }
 
-void max_pool2d_fwd_cuda(const float* x, float* y, int32_t* idx, const Pool2dGeom& g, cudaStream_t s) {
+void max_pool2d_fwd_cuda(DType dt, const void* xv, void* yv, int32_t* idx, const Pool2dGeom& g, cudaStream_t s) {
   const int64_t pixels = (int64_t)g.n * g.oh * g.ow;
   if (pixels * g.c == 0) return;
-  if (vec_width(g.c, {x, y, idx}) == 4) {
-    const PixTile t = pix_tile(pixels, g.c / 4);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_fwd_kernel<4>)(x, y, idx, g);
-  } else {
-    const PixTile t = pix_tile(pixels, g.c);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_fwd_kernel<1>)(x, y, idx, g);
-  }
-  CUDA_CHECK_LAUNCH("max_pool2d_fwd_kernel");
+  with_storage(dt, "pool kernel", [&]<DType D>() {
+    const Elem<D>* x = static_cast<const Elem<D>*>(xv);
+    Elem<D>* y = static_cast<Elem<D>*>(yv);
+    if (vec_width<D>(g.c, {x, y}, idx) == 4) {
+      const PixTile t = pix_tile(pixels, g.c / 4);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_fwd_kernel<4, D>)(x, y, idx, g);
+    } else {
+      const PixTile t = pix_tile(pixels, g.c);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_fwd_kernel<1, D>)(x, y, idx, g);
+    }
+    CUDA_CHECK_LAUNCH("max_pool2d_fwd_kernel");
+  });
 }
 
-void max_pool2d_bwd_cuda(const float* gy, const int32_t* idx, float* gx, const Pool2dGeom& g, cudaStream_t s) {
+void max_pool2d_bwd_cuda(DType dt, const void* gyv, const int32_t* idx, void* gxv, const Pool2dGeom& g,
+                         cudaStream_t s) {
   const int64_t pixels = (int64_t)g.n * g.h * g.w;
   if (pixels * g.c == 0) return;
-  if (vec_width(g.c, {gy, idx, gx}) == 4) {
-    const PixTile t = pix_tile(pixels, g.c / 4);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_bwd_kernel<4>)(gy, idx, gx, g);
-  } else {
-    const PixTile t = pix_tile(pixels, g.c);
-    GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_bwd_kernel<1>)(gy, idx, gx, g);
-  }
-  CUDA_CHECK_LAUNCH("max_pool2d_bwd_kernel");
+  with_storage(dt, "pool kernel", [&]<DType D>() {
+    const Elem<D>* gy = static_cast<const Elem<D>*>(gyv);
+    Elem<D>* gx = static_cast<Elem<D>*>(gxv);
+    if (vec_width<D>(g.c, {gy, gx}, idx) == 4) {
+      const PixTile t = pix_tile(pixels, g.c / 4);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_bwd_kernel<4, D>)(gy, idx, gx, g);
+    } else {
+      const PixTile t = pix_tile(pixels, g.c);
+      GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, max_pool2d_bwd_kernel<1, D>)(gy, idx, gx, g);
+    }
+    CUDA_CHECK_LAUNCH("max_pool2d_bwd_kernel");
+  });
 }
 
 }  // namespace engine::kernels

@@ -7,9 +7,11 @@
 
 namespace engine::kernels {
 
-void avg_pool2d_fwd_cuda(const float* x, float* y, const Pool2dGeom& g, cudaStream_t stream);
-void avg_pool2d_bwd_cuda(const float* gy, float* gx, const Pool2dGeom& g, cudaStream_t stream);
-void max_pool2d_fwd_cuda(const float* x, float* y, int32_t* idx, const Pool2dGeom& g, cudaStream_t stream);
-void max_pool2d_bwd_cuda(const float* gy, const int32_t* idx, float* gx, const Pool2dGeom& g, cudaStream_t stream);
+// dt: the storage type of x, y, gy, gx (f32, bf16 or f16), as the CPU kernels.
+void avg_pool2d_fwd_cuda(DType dt, const void* x, void* y, const Pool2dGeom& g, cudaStream_t stream);
+void avg_pool2d_bwd_cuda(DType dt, const void* gy, void* gx, const Pool2dGeom& g, cudaStream_t stream);
+void max_pool2d_fwd_cuda(DType dt, const void* x, void* y, int32_t* idx, const Pool2dGeom& g, cudaStream_t stream);
+void max_pool2d_bwd_cuda(DType dt, const void* gy, const int32_t* idx, void* gx, const Pool2dGeom& g,
+                         cudaStream_t stream);
 
 }  // namespace engine::kernels

@@ -24,6 +24,9 @@
 //     1.2 MB => ~24 us ideal, expected 30-50 us.
 //   UAFM [4,16,16,128] -> 32x32: 2.1 MB + 0.5 MB => ~1 us (launch bound, ~3 us);
 //   [4,32,32,96] -> 64x64: 6.3 MB + 1.6 MB => ~2.4 us.  YOLOv3 nearest 2x [4,13,13,256]: 2.8 MB => ~1 us.
+// Storage (template parameter D: f32, bf16 or f16, mixed precision): loads widen to f32 (V = 4: one
+// 16-byte access in f32, 8 bytes in bf16 / f16), blends and sums are f32, stores round once
+// (Storage<D>); nearest copies the stored bits. bf16 / f16 halve the bytes above.
 // Tested by tests/test_resize.cpp (CPU vs emulated CUDA, bitwise determinism); benchmarked by
 // bench_kernels --filter resize.
 #include <algorithm>
@@ -38,9 +41,24 @@ namespace {
 
 constexpr int kBlock = 256;
 
-template <bool kNearest, int V>
+template <DType D>
+using Elem = typename Storage<D>::T;
+
+// Copies V stored elements unchanged (nearest): one 16- (f32) or 8-byte (bf16 / f16) access for V = 4.
+template <int V, DType D>
+__device__ __forceinline__ void copy_vec(const Elem<D>* src, Elem<D>* dst) {
+  if constexpr (V == 1) {
+    *dst = __ldg(src);
+  } else if constexpr (D == DType::F32) {
+    *reinterpret_cast<float4*>(dst) = __ldg(reinterpret_cast<const float4*>(src));
+  } else {
+    *reinterpret_cast<uint2*>(dst) = __ldg(reinterpret_cast<const uint2*>(src));
+  }
+}
+
+template <bool kNearest, int V, DType D>
 __global__ void __launch_bounds__(kBlock)
-    resize_fwd_kernel(ResizeArgs a, const float* __restrict__ x, float* __restrict__ out) {
+    resize_fwd_kernel(ResizeArgs a, const Elem<D>* __restrict__ x, Elem<D>* __restrict__ out) {
   const uint32_t CV = (uint32_t)(a.C / V), Wo = (uint32_t)a.w.out, Ho = (uint32_t)a.h.out;
   const uint32_t per_image = Ho * Wo * CV;  // < 2^31, checked by the launcher
   for (int64_t n = blockIdx.y; n < a.N; n += gridDim.y)
@@ -50,38 +68,28 @@ __global__ void __launch_bounds__(kBlock)
       const uint32_t ow = p % Wo, oh = p / Wo;
       float lx, ly;
       const int64_t ih0 = a.h.lo(oh, &ly), iw0 = a.w.lo(ow, &lx);
-      const float* base = x + n * a.sn + cv * V * a.sc;
+      const Elem<D>* base = x + n * a.sn + cv * V * a.sc;
       if constexpr (kNearest) {
-        const float* src = base + ih0 * a.sh + iw0 * a.sw;
-        if constexpr (V == 4) {
-          reinterpret_cast<float4*>(out)[idx] = __ldg(reinterpret_cast<const float4*>(src));
-        } else {
-          out[idx] = __ldg(src);
-        }
+        copy_vec<V, D>(base + ih0 * a.sh + iw0 * a.sw, out + idx * V);
         continue;
       }
       const int64_t ih1 = a.h.hi(ih0), iw1 = a.w.hi(iw0);
-      const float* p00 = base + ih0 * a.sh + iw0 * a.sw;
-      const float* p01 = base + ih0 * a.sh + iw1 * a.sw;
-      const float* p10 = base + ih1 * a.sh + iw0 * a.sw;
-      const float* p11 = base + ih1 * a.sh + iw1 * a.sw;
-      if constexpr (V == 4) {
-        const float4 q00 = __ldg(reinterpret_cast<const float4*>(p00)),
-                     q01 = __ldg(reinterpret_cast<const float4*>(p01));
-        const float4 q10 = __ldg(reinterpret_cast<const float4*>(p10)),
-                     q11 = __ldg(reinterpret_cast<const float4*>(p11));
-        reinterpret_cast<float4*>(out)[idx] = make_float4(
-            bilinear_blend(q00.x, q01.x, q10.x, q11.x, lx, ly), bilinear_blend(q00.y, q01.y, q10.y, q11.y, lx, ly),
-            bilinear_blend(q00.z, q01.z, q10.z, q11.z, lx, ly), bilinear_blend(q00.w, q01.w, q10.w, q11.w, lx, ly));
-      } else {
-        out[idx] = bilinear_blend(__ldg(p00), __ldg(p01), __ldg(p10), __ldg(p11), lx, ly);
-      }
+      float q00[V], q01[V], q10[V], q11[V];
+      cuda::load_vec_as<V, D>(base + ih0 * a.sh + iw0 * a.sw, q00);
+      cuda::load_vec_as<V, D>(base + ih0 * a.sh + iw1 * a.sw, q01);
+      cuda::load_vec_as<V, D>(base + ih1 * a.sh + iw0 * a.sw, q10);
+      cuda::load_vec_as<V, D>(base + ih1 * a.sh + iw1 * a.sw, q11);
+      ENGINE_UNROLL
+      for (int v = 0; v < V; ++v) q00[v] = bilinear_blend(q00[v], q01[v], q10[v], q11[v], lx, ly);
+      cuda::store_vec_as<V, D>(out + idx * V, q00);
     }
 }
 
-template <int V>
-__global__ void __launch_bounds__(kBlock)
-    resize_bwd_kernel(ResizeArgs a, const float* __restrict__ g, float* __restrict__ gx) {
+// (kBlock, 1): without the minimum-blocks hint ptxas spilled the f16 V = 1 variant; with it nothing
+// spills (occupancy is set by the registers either way).
+template <int V, DType D>
+__global__ void __launch_bounds__(kBlock, 1)
+    resize_bwd_kernel(ResizeArgs a, const Elem<D>* __restrict__ g, Elem<D>* __restrict__ gx) {
   const int64_t C = a.C, Wo = a.w.out, Ho = a.h.out;
   const uint32_t CV = (uint32_t)(a.C / V), Wi = (uint32_t)a.w.in, Hi = (uint32_t)a.h.in;
   const uint32_t per_image = Hi * Wi * CV;  // < 2^31, checked by the launcher
@@ -99,73 +107,71 @@ __global__ void __launch_bounds__(kBlock)
       for (int64_t oh = hb; oh < he; ++oh) {
         const float wh = a.h.weight(oh, ih);
         if (wh == 0.f) continue;
-        const float* grow = g + (n * Ho + oh) * Wo * C + cv * V;
+        const Elem<D>* grow = g + (n * Ho + oh) * Wo * C + cv * V;
         float col[V];  // sum over the row's ow range first: the CPU's pass 1, same order
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) col[v] = 0.f;
         for (int64_t ow = wb; ow < we; ++ow) {
           const float ww = a.w.weight(ow, iw);
           if (ww == 0.f) continue;
-          const float* pg = grow + ow * C;
-          if constexpr (V == 4) {
-            const float4 q = __ldg(reinterpret_cast<const float4*>(pg));
-            col[0] = fmaf(ww, q.x, col[0]);
-            col[1] = fmaf(ww, q.y, col[1]);
-            col[2] = fmaf(ww, q.z, col[2]);
-            col[3] = fmaf(ww, q.w, col[3]);
-          } else {
-            col[0] = fmaf(ww, __ldg(pg), col[0]);
-          }
+          float q[V];
+          cuda::load_vec_as<V, D>(grow + ow * C, q);
+          ENGINE_UNROLL
+          for (int v = 0; v < V; ++v) col[v] = fmaf(ww, q[v], col[v]);
         }
         ENGINE_UNROLL
         for (int v = 0; v < V; ++v) acc[v] = fmaf(wh, col[v], acc[v]);
       }
-      if constexpr (V == 4) {
-        reinterpret_cast<float4*>(gx)[idx] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-      } else {
-        gx[idx] = acc[0];
-      }
+      cuda::store_vec_as<V, D>(gx + idx * V, acc);
     }
 }
 
 }  // namespace
 
-void resize_fwd_cuda(const ResizeArgs& a, const float* x, float* out, cudaStream_t s) {
+void resize_fwd_cuda(const ResizeArgs& a, DType dt, const void* x, void* out, cudaStream_t s) {
   const int64_t pixels = a.N * a.h.out * a.w.out;
   if (pixels == 0 || a.C == 0) return;
   const bool nearest = a.h.mode == ResizeMode::Nearest;
-  const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 &&
-                   cuda::is_aligned16(x) && cuda::is_aligned16(out);
-  const int64_t per_image = a.h.out * a.w.out * (vec ? a.C / 4 : a.C);
-  ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize: one output image of ", a.h.out, "x", a.w.out, "x", a.C,
-               " elements is too large for the CUDA kernel (2^31 limit)");
-  const dim3 grid(cuda::grid_for(per_image, kBlock, 65535), (unsigned)std::min<int64_t>(a.N, 65535));
-  if (nearest && vec) {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<true, 4>)(a, x, out);
-  } else if (nearest) {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<true, 1>)(a, x, out);
-  } else if (vec) {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<false, 4>)(a, x, out);
-  } else {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<false, 1>)(a, x, out);
-  }
-  CUDA_CHECK_LAUNCH("resize_fwd_kernel");
+  with_storage(dt, "resize kernel", [&]<DType D>() {
+    const bool vec = a.sc == 1 && a.C % 4 == 0 && a.sn % 4 == 0 && a.sh % 4 == 0 && a.sw % 4 == 0 &&
+                     cuda::vec4_aligned<D>(x) && cuda::vec4_aligned<D>(out);
+    const int64_t per_image = a.h.out * a.w.out * (vec ? a.C / 4 : a.C);
+    ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize: one output image of ", a.h.out, "x", a.w.out, "x", a.C,
+                 " elements is too large for the CUDA kernel (2^31 limit)");
+    const dim3 grid(cuda::grid_for(per_image, kBlock, 65535), (unsigned)std::min<int64_t>(a.N, 65535));
+    const Elem<D>* xp = static_cast<const Elem<D>*>(x);
+    Elem<D>* op = static_cast<Elem<D>*>(out);
+    if (nearest && vec) {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<true, 4, D>)(a, xp, op);
+    } else if (nearest) {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<true, 1, D>)(a, xp, op);
+    } else if (vec) {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<false, 4, D>)(a, xp, op);
+    } else {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_fwd_kernel<false, 1, D>)(a, xp, op);
+    }
+    CUDA_CHECK_LAUNCH("resize_fwd_kernel");
+  });
 }
 
-void resize_bwd_cuda(const ResizeArgs& a, const float* g, float* gx, cudaStream_t s) {
+void resize_bwd_cuda(const ResizeArgs& a, DType dt, const void* g, void* gx, cudaStream_t s) {
   const int64_t pixels = a.N * a.h.in * a.w.in;
   if (pixels == 0 || a.C == 0) return;
-  const bool vec = a.C % 4 == 0 && cuda::is_aligned16(g) && cuda::is_aligned16(gx);
-  const int64_t per_image = a.h.in * a.w.in * (vec ? a.C / 4 : a.C);
-  ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize backward: one input image of ", a.h.in, "x", a.w.in, "x", a.C,
-               " elements is too large for the CUDA kernel (2^31 limit)");
-  const dim3 grid(cuda::grid_for(per_image, kBlock, 65535), (unsigned)std::min<int64_t>(a.N, 65535));
-  if (vec) {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_bwd_kernel<4>)(a, g, gx);
-  } else {
-    GPU_LAUNCH(grid, kBlock, 0, s, resize_bwd_kernel<1>)(a, g, gx);
-  }
-  CUDA_CHECK_LAUNCH("resize_bwd_kernel");
+  with_storage(dt, "resize kernel", [&]<DType D>() {
+    const bool vec = a.C % 4 == 0 && cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<D>(gx);
+    const int64_t per_image = a.h.in * a.w.in * (vec ? a.C / 4 : a.C);
+    ENGINE_CHECK(per_image < (int64_t(1) << 31), "resize backward: one input image of ", a.h.in, "x", a.w.in, "x", a.C,
+                 " elements is too large for the CUDA kernel (2^31 limit)");
+    const dim3 grid(cuda::grid_for(per_image, kBlock, 65535), (unsigned)std::min<int64_t>(a.N, 65535));
+    const Elem<D>* gp = static_cast<const Elem<D>*>(g);
+    Elem<D>* gxp = static_cast<Elem<D>*>(gx);
+    if (vec) {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_bwd_kernel<4, D>)(a, gp, gxp);
+    } else {
+      GPU_LAUNCH(grid, kBlock, 0, s, resize_bwd_kernel<1, D>)(a, gp, gxp);
+    }
+    CUDA_CHECK_LAUNCH("resize_bwd_kernel");
+  });
 }
 
 }  // namespace engine::kernels

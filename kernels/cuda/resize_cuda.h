@@ -7,7 +7,8 @@
 
 namespace engine::kernels {
 
-void resize_fwd_cuda(const ResizeArgs& a, const float* x, float* out, cudaStream_t stream);
-void resize_bwd_cuda(const ResizeArgs& a, const float* g, float* gx, cudaStream_t stream);
+// dt: the storage type of x, out, g and gx (f32, bf16 or f16), as the CPU kernels.
+void resize_fwd_cuda(const ResizeArgs& a, DType dt, const void* x, void* out, cudaStream_t stream);
+void resize_bwd_cuda(const ResizeArgs& a, DType dt, const void* g, void* gx, cudaStream_t stream);
 
 }  // namespace engine::kernels

@@ -219,12 +219,7 @@ struct Entry {
   bool direct = false;   // backward-data: the hand-written kernel runs instead
 };
 
-using Key = std::array<int64_t, 19>;
-Key key_of(ConvPass pass, const ConvParams& p) {
-  return {(int64_t)pass,  p.n,        p.h,        p.w,     p.cin,   p.cout,  p.kh,    p.kw,     p.ho,
-          p.wo,           p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dil_h, p.dil_w, p.groups, (int64_t)p.input,
-          (int64_t)p.tf32};
-}
+using Key = ConvKey;
 
 // Guarded by handle_mutex().
 std::map<Key, std::unique_ptr<Entry>>& cache() {
@@ -355,7 +350,7 @@ DirectMode direct_mode() {
 template <class Choose>
 Entry& entry(ConvPass pass, const ConvParams& p, const Choose& choose_fn) {
   auto& c = cache();
-  const Key k = key_of(pass, p);
+  const Key k = conv_key(pass, p);
   auto it = c.find(k);
   if (it != c.end()) return *it->second;
   auto e = std::make_unique<Entry>(p);

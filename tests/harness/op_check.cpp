@@ -13,6 +13,23 @@ namespace engine::testing {
 
 bool have_cuda() { return cuda_available(); }
 
+std::vector<Device> test_devices() {
+  std::vector<Device> d = {Device::cpu()};
+  if (have_cuda()) d.push_back(Device::cuda(0));
+  return d;
+}
+
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      ASSERT_TRUE(std::isnan(got[i])) << what << " element " << i << ": " << got[i] << " vs NaN";
+      continue;
+    }
+    ASSERT_EQ(got[i], want[i]) << what << " element " << i;
+  }
+}
+
 std::vector<int64_t> unravel(int64_t idx, const Shape& shape) {
   std::vector<int64_t> c(shape.size());
   for (int d = (int)shape.size() - 1; d >= 0; --d) {

@@ -54,6 +54,11 @@ int64_t ravel(const std::vector<int64_t>& coord, const Shape& shape);
 
 // True when the tests can use a CUDA device (emulated or real).
 bool have_cuda();
+// The devices a test runs on: the CPU, and the (real or emulated) GPU when there is one.
+std::vector<Device> test_devices();
+// got equals want element for element, bit for bit as floats (a NaN matches a NaN); `what` names the
+// comparison in the failure.
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what);
 
 // f must throw an engine Error whose message is one line and contains every part.
 void expect_one_line_error(const std::function<void()>& f, const std::vector<std::string>& parts);
