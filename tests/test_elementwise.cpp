@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "engine/ops/elementwise.h"
+#include "engine/ops/op_utils.h"
+#include "kernels/cpu/elementwise_cpu.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -401,6 +403,12 @@ TEST(ElementwiseLowPrecision, MixedTypesAndIntegerTensorsAreRefused) {
   const Tensor a = Tensor::uniform({4}, 1, -1.f, 1.f, Device::cpu());
   expect_one_line_error([&] { add(a, a.to(DType::BF16)); }, {"add", "different float types", "bf16"});
   expect_one_line_error([&] { relu(a.to(DType::I32)); }, {"relu", "f32, bf16 or f16"});
+  // The kernels' own guard (the ops check first): a storage type that is not a float type.
+  std::vector<int32_t> ints(4, 1), out(4, 0);
+  kernels::StridedLayout l = layout_of(Tensor::zeros({4}, DType::I32, Device::cpu()));
+  expect_one_line_error(
+      [&] { kernels::unary_fwd_cpu(kernels::UnaryOp::Relu, DType::I32, ints.data(), l, out.data(), 4, 0.f); },
+      {"elementwise kernel", "i32", "is not f32, bf16 or f16"});
   Tensor acc = Tensor::zeros({4}, DType::F16, Device::cpu());
   add_inplace(acc, a.to(DType::F16));
   expect_same_bits(acc.to_vector(), rounded(a.to_vector(), DType::F16, Device::cpu()), "add_inplace f16");
