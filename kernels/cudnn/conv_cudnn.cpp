@@ -350,7 +350,10 @@ DirectMode direct_mode() {
 template <class Choose>
 Entry& entry(ConvPass pass, const ConvParams& p, const Choose& choose_fn) {
   auto& c = cache();
-  const Key k = conv_key(pass, p);
+  // The bias is added by the op layer, not here: one entry serves a shape with and without it.
+  ConvParams shape = p;
+  shape.bias = false;
+  const Key k = conv_key(pass, shape);
   auto it = c.find(k);
   if (it != c.end()) return *it->second;
   auto e = std::make_unique<Entry>(p);
