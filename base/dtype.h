@@ -27,6 +27,9 @@ constexpr size_t dtype_size(DType t) {
   return 0;
 }
 
+// The float storage types (f32 and the 16-bit ones the mixed-precision kernels read and write).
+constexpr bool is_float_storage(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+
 constexpr const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32:

@@ -104,7 +104,7 @@ struct Step {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string variant = "B", device_name, json_path, precision_name_flag = "fp32";
+  std::string variant = "B", device_name, json_path, precision_name_flag = "fp32", amp_level_flag = "O1";
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
   bool profile = true, roofline = false, size_given = false, batch_given = false, classes_given = false;
   try {
@@ -130,6 +130,8 @@ int main(int argc, char** argv) {
         json_path = value();
       else if (a == "--precision")
         precision_name_flag = value();
+      else if (a == "--amp_level")
+        amp_level_flag = value();
       else if (a == "--no-profile")
         profile = false;
       else if (a == "--roofline")
@@ -138,7 +140,7 @@ int main(int argc, char** argv) {
         std::printf(
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
             "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--roofline]\n"
-            "                   [--precision fp32|tf32|bf16|fp16] [--json FILE]\n"
+            "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--json FILE]\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
@@ -162,10 +164,12 @@ int main(int argc, char** argv) {
         device_name.find(':') != std::string::npos, /*timeout_seconds=*/600);
     const Device dev = dp.device;
     const int world = dp.comm->world_size();
-    // Autocast (engine/precision.h): low-precision convolutions, everything else f32.
+    // Autocast (engine/precision.h): low-precision convolutions (O1), and low-precision activations (O2).
     const Precision precision = parse_precision(precision_name_flag, "--precision");
-    check_precision_available(precision, AmpLevel::O1, dev);
+    const AmpLevel level = parse_amp_level(amp_level_flag, "--amp_level");
+    check_precision_available(precision, level, dev);
     set_autocast_precision(precision);
+    set_amp_level(level);
     if (!dp.comm->is_root()) {
       if (!std::freopen("/dev/null", "w", stdout)) fail("cannot silence rank ", dp.comm->rank());
       json_path.clear();
@@ -236,8 +240,8 @@ int main(int argc, char** argv) {
     }
 
     if (world > 1) st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm);
-    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s, device %s\n", model_name.c_str(), classes, batch,
-                size, size, precision_name(precision), dev.str().c_str());
+    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s %s, device %s\n", model_name.c_str(), classes,
+                batch, size, size, precision_name(precision), amp_level_name(level), dev.str().c_str());
     if (world > 1) {
       std::string sizes;
       int64_t total = 0;
@@ -300,8 +304,8 @@ int main(int argc, char** argv) {
       out << "{\"model\": \"" << model_name << "\", \"size\": " << size << ", \"batch\": " << batch
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
           << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa()) << "\", \"precision\": \""
-          << precision_name(precision) << "\", \"ranks\": " << world << ", \"median_images_per_s\": " << median
-          << ", \"step_s\": " << step_seconds;
+          << precision_name(precision) << "\", \"amp_level\": \"" << amp_level_name(level) << "\", \"ranks\": " << world
+          << ", \"median_images_per_s\": " << median << ", \"step_s\": " << step_seconds;
       if (roofline) {
         out << ", \"ideal_step_s\": " << ideal_step_seconds << ", \"families\": [";
         for (size_t i = 0; i < families.size(); ++i)

@@ -10,6 +10,7 @@ namespace engine {
 
 namespace {
 std::atomic<Precision> g_autocast{Precision::FP32};
+std::atomic<AmpLevel> g_amp_level{AmpLevel::O1};
 }  // namespace
 
 Precision parse_precision(const std::string& s, const std::string& what) {
@@ -56,8 +57,9 @@ int compute_capability_major(Device device) {
 void check_precision_available(Precision p, AmpLevel level, Device device) {
   if (p == Precision::FP32) return;
   const std::string name = std::string("--precision ") + precision_name(p);
-  ENGINE_CHECK(level == AmpLevel::O1, name, " --amp_level O2 (activations stored in ", precision_name(p),
-               ") is not available in this build; use --amp_level O1");
+  ENGINE_CHECK(level == AmpLevel::O1 || p != Precision::TF32, name,
+               " keeps every tensor f32, so --amp_level O2 (activations stored in bf16 or fp16) does not apply; use "
+               "--amp_level O1, or --precision bf16 / fp16 with O2");
   const bool real_gpu = device.is_cuda() && !cuda_is_emulated();
   if (p == Precision::TF32) {
     ENGINE_CHECK(!device.is_cpu(), name, " is a GPU tensor-core math mode; CPUs have no TF32, use fp32 or bf16");
@@ -83,5 +85,19 @@ void check_precision_available(Precision p, AmpLevel level, Device device) {
 
 void set_autocast_precision(Precision p) { g_autocast.store(p); }
 Precision autocast_precision() { return g_autocast.load(); }
+void set_amp_level(AmpLevel l) { g_amp_level.store(l); }
+AmpLevel amp_level() { return g_amp_level.load(); }
+
+DType activation_dtype() {
+  if (amp_level() != AmpLevel::O2) return DType::F32;
+  switch (autocast_precision()) {
+    case Precision::BF16:
+      return DType::BF16;
+    case Precision::FP16:
+      return DType::F16;
+    default:
+      return DType::F32;
+  }
+}
 
 }  // namespace engine

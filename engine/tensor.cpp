@@ -275,8 +275,7 @@ Tensor Tensor::to(DType t) const {
   Tensor out = copy_contiguous(*this, t);
   // Casts between the float types carry gradients (mixed precision), cast back to the source type;
   // casts to or from integer types do not.
-  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
-  if (is_float(dtype()) && is_float(t)) {
+  if (is_float_storage(dtype()) && is_float_storage(t)) {
     const DType src = dtype();
     record_lambda("CastBackward", {*this}, out,
                   [src](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].to(src)}; });

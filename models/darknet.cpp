@@ -67,8 +67,9 @@ DarkNet53::DarkNet53() : DetBackbone("DarkNet") {
 }
 
 std::vector<Tensor> DarkNet53::forward(const Tensor& images) {
-  ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && images.dtype() == DType::F32,
-               "DarkNet.forward: images must be f32 [N, H, W, 3] (channels last), got ", images.describe());
+  ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && is_float_storage(images.dtype()),
+               "DarkNet.forward: images must be [N, H, W, 3] (channels last) in f32, or bf16 / f16 at O2, got ",
+               images.describe());
   Tensor out = downsample0_->forward(conv0_->forward(images));
   std::vector<Tensor> feats;
   for (size_t i = 0; i < stages_.size(); ++i) {

@@ -63,7 +63,7 @@ Tensor BatchNorm2d::forward(const Tensor& x, const BnActivation& act) {
   if (training() && values_per_channel == 1) {
     // One value per channel: mean = x, biased variance 0 (see layers.h). batch_norm_apply with
     // mean = x itself gives y = bias and a gradient to x that cancels exactly, as the BN formula does.
-    const Tensor m = x.reshape({x.size(-1)});
+    const Tensor m = x.reshape({x.size(-1)}).to(DType::F32);  // statistics are f32 at O2 too
     const Tensor v = Tensor::zeros({x.size(-1)}, DType::F32, x.device());
     const Tensor y = batch_norm_apply(x, m, v, weight_, bias_, eps_);
     batch_norm_update_running(mean_, var_, m.detach(), v, momentum_);

@@ -45,8 +45,9 @@ MobileNetV1::MobileNetV1() : DetBackbone("MobileNet") {
 }
 
 std::vector<Tensor> MobileNetV1::forward(const Tensor& images) {
-  ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && images.dtype() == DType::F32,
-               "MobileNet.forward: images must be f32 [N, H, W, 3] (channels last), got ", images.describe());
+  ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && is_float_storage(images.dtype()),
+               "MobileNet.forward: images must be [N, H, W, 3] (channels last) in f32, or bf16 / f16 at O2, got ",
+               images.describe());
   Tensor y = conv1_->forward(images);
   std::vector<Tensor> outs;
   for (size_t i = 0; i < blocks_.size(); ++i) {

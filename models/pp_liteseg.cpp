@@ -8,6 +8,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/ops/resize.h"
 #include "engine/ops/shape_ops.h"
+#include "engine/precision.h"
 
 namespace engine::nn {
 
@@ -67,7 +68,7 @@ Tensor UafmSpAtten::forward(const Tensor& low, const Tensor& high) {
       concat({mean(x, {3}, true), max(x, {3}, true).values, mean(y, {3}, true), max(y, {3}, true).values}, 3);
   const Tensor alpha = sigmoid(conv_xy_atten_->forward(atten));  // [N, H, W, 1]
   // Paddle's form x*alpha + y*(scale - alpha), kept as is (scale is 1 but stays in the formula).
-  const Tensor fused = add(mul(x, alpha), mul(y, sub(scale_, alpha)));
+  const Tensor fused = add(mul(x, alpha), mul(y, sub(scale_.to(alpha.dtype()), alpha)));
   return conv_out_->forward(fused);
 }
 
@@ -120,14 +121,17 @@ std::vector<Tensor> PPLiteSeg::forward(const Tensor& images) {
   ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && images.dtype() == DType::F32,
                "PPLiteSeg.forward: images must be f32 [N, H, W, 3] (channels last), got ", images.describe());
   const int64_t h = images.size(1), w = images.size(2);
-  const std::vector<Tensor> maps = backbone_->forward(images);
+  // O2 (engine/precision.h): the activations are stored in the low type from here on, and the
+  // logits come back to f32 before the full-size resize (losses and metrics read f32).
+  const std::vector<Tensor> maps = backbone_->forward(images.to(activation_dtype()));
   std::vector<Tensor> feats;
   for (int i : backbone_indices_) feats.push_back(maps[i]);
   const std::vector<Tensor> fused = head_->forward(feats);
   // Eval needs only the main (x8) head; training returns every head, main first.
   const size_t heads = training() ? fused.size() : 1;
   std::vector<Tensor> logits;
-  for (size_t i = 0; i < heads; ++i) logits.push_back(resize_to((*seg_heads_)[i].forward(fused[i]), h, w, "bilinear"));
+  for (size_t i = 0; i < heads; ++i)
+    logits.push_back(resize_to((*seg_heads_)[i].forward(fused[i]).to(DType::F32), h, w, "bilinear"));
   return logits;
 }
 

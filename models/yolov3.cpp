@@ -8,6 +8,7 @@
 
 #include "engine/ops/resize.h"
 #include "engine/ops/shape_ops.h"
+#include "engine/precision.h"
 #include "models/mobilenet_v1.h"
 
 namespace engine::nn {
@@ -124,7 +125,11 @@ std::vector<Tensor> YOLOv3::forward(const Tensor& images) {
                "YOLOv3.forward: images must be f32 [N, H, W, 3] (channels last), got ", images.describe());
   ENGINE_CHECK(images.size(1) % 32 == 0 && images.size(2) % 32 == 0,
                "YOLOv3.forward: the input height and width must be multiples of 32, got ", images.describe());
-  return head_->forward(neck_->forward(backbone_->forward(images)));
+  // O2 (engine/precision.h): activations in the low type, the head's outputs back in f32 for the
+  // loss and the box decoding.
+  std::vector<Tensor> out = head_->forward(neck_->forward(backbone_->forward(images.to(activation_dtype()))));
+  for (Tensor& t : out) t = t.to(DType::F32);
+  return out;
 }
 
 // ------------------------------------------------------------------ registry

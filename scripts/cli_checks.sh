@@ -80,7 +80,7 @@ expect 1 "bad_list.txt" "$bin/engine-train" --config cfg.yml --opts train_datase
 # mixed precision (engine/precision.h): bf16 O1 where the CPU multiplies bf16, and checkpoints that
 # move between precisions; what is not available is a one-line error (exit 2) that writes nothing
 expect 2 "--precision fp16 is a GPU precision" "$bin/engine-train" --config cfg.yml --precision fp16 --save_dir p16
-expect 2 "--amp_level O2" "$bin/engine-train" --config cfg.yml --precision bf16 --amp_level O2 --save_dir pO2
+expect 2 "--amp_level O2 (activations stored in bf16 or fp16) does not apply" "$bin/engine-train" --config cfg.yml --precision tf32 --amp_level O2 --save_dir pO2
 expect 2 "--precision tf32 is a GPU tensor-core math mode" "$bin/engine-train" --config cfg.yml --precision tf32 --save_dir pt32
 expect 2 "precision: expected fp32, tf32, bf16 or fp16, got 'half'" "$bin/engine-train" --config cfg.yml --opts precision=half --save_dir ph
 [ ! -e p16 ] && [ ! -e pO2 ] && [ ! -e pt32 ] && [ ! -e ph ] || { echo "FAIL: a refused precision wrote a run folder"; fails=$((fails + 1)); }
@@ -88,6 +88,10 @@ if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   expect 0 "precision bf16 (O1: convolutions multiply in bf16" "$bin/engine-train" --config cfg.yml --precision bf16 --iters 3 --save_interval 3 --save_dir pbf
   expect 0 "Resume model from pbf/iter_3" "$bin/engine-train" --config cfg.yml --resume_model pbf/iter_3 --save_dir pbf32
   expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --precision bf16
+  # O2: activations in bf16; its checkpoint resumes at O1 and evaluates at O2
+  expect 0 "precision bf16 (O2: activations stored in bf16" "$bin/engine-train" --config cfg.yml --precision bf16 --amp_level O2 --iters 3 --save_interval 3 --save_dir pO2b
+  expect 0 "Resume model from pO2b/iter_3" "$bin/engine-train" --config cfg.yml --resume_model pO2b/iter_3 --precision bf16 --save_dir pO2r
+  expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path pO2b/iter_3 --precision bf16 --amp_level O2
 else
   expect 2 "needs a CPU with AVX512-BF16 or AMX-BF16" "$bin/engine-train" --config cfg.yml --precision bf16 --save_dir pbf
 fi
@@ -103,6 +107,8 @@ if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
     --opts "loss_scaling={init_loss_scaling: 1099511627776.0, decr_ratio: 0.125}"
   expect 0 "[EVAL] #Images: 4 mIoU:" env -u CUDA_VISIBLE_DEVICES "$bin/engine-eval" --config cfg.yml --device gpu \
     --model_path p16g/iter_4 --precision fp16
+  expect 0 "precision fp16 (O2: activations stored in fp16" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+    --config cfg.yml --device gpu --precision fp16 --amp_level O2 --iters 2 --save_interval 2 --save_dir p16o2
 fi
 
 # detection: engine-datagen --task det, a one-epoch PaddleX-style run with evaluation, resume, and its errors
@@ -133,6 +139,9 @@ expect 0 "[TRAIN] Epoch=1/2, Step=2/2, loss_xy=" "$bin/engine-train" det.yml --n
 expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_b
 [ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] || { echo "FAIL: detection checkpoints missing"; fails=$((fails + 1)); }
 expect 0 "Resume model from dout/epoch_1" "$bin/engine-train" det.yml --num_epochs 2 --resume_checkpoint dout/epoch_1 --save_dir dout2
+if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then  # YOLOv3 with bf16 activations, evaluated at O2 as well
+  expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --precision bf16 --amp_level O2 --save_dir dout_o2
+fi
 # pretrain_weights as a URL, served on the loopback address: downloaded into the cache, then loaded
 # (a Paddle .pdparams file from the test fixtures; its few tensors fit no parameter of this model)
 python3 -m http.server 0 --bind 127.0.0.1 --directory "$root/tests/golden/pdparams" >http.log 2>&1 &

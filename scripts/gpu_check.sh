@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks to run on a machine with a real NVIDIA GPU, in one go (docs/GPU.md records the results):
 # the GPU test programs and the CPU-vs-GPU model and trainer tests of a REAL build, then bench_train
-# in every precision (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608, batch 8), and
+# in every precision and AMP level (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608,
+# batch 8), the step's roofline, and
 # the hand-written backward-data kernel against cuDNN's (kernel rows and the DarkNet53 step).
 #   bash scripts/gpu_check.sh BUILD_DIR OUT_DIR
 # BUILD_DIR: a -DENGINE_CUDA=REAL build (scripts/build.sh cuda). Everything goes to OUT_DIR
@@ -13,7 +14,7 @@ mkdir -p "$out"
 status=0
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  for t in test_conv_gpu test_gemm_gpu test_models test_trainer test_optim test_conv; do
+  for t in test_conv_gpu test_gemm_gpu test_models test_det_models test_trainer test_optim test_conv; do
     echo "=== $t"
     "$bin/tests/$t" 2>&1 | tail -25
     rc=${PIPESTATUS[0]}
@@ -22,13 +23,14 @@ status=0
   done
 } > "$out/tests.log" 2>&1
 {
-  for p in fp32 tf32 bf16 fp16; do
+  for mode in fp32-O1 tf32-O1 bf16-O1 bf16-O2 fp16-O1 fp16-O2; do
+    p=${mode%-*} l=${mode#*-}
     for b in 4 16; do
-      "$bin/bench_train" --model B --batch "$b" --device gpu --precision "$p" --steps 10 --no-profile \
-        --json "$out/B_b${b}_$p.json" 2>&1 | tail -2
+      "$bin/bench_train" --model B --batch "$b" --device gpu --precision "$p" --amp_level "$l" --steps 10 \
+        --no-profile --json "$out/B_b${b}_$mode.json" 2>&1 | tail -2
     done
-    "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision "$p" --steps 5 \
-      --no-profile --json "$out/darknet53_608_b8_$p.json" 2>&1 | tail -2
+    "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision "$p" --amp_level "$l" \
+      --steps 5 --no-profile --json "$out/darknet53_608_b8_$mode.json" 2>&1 | tail -2
   done
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
   # cuDNN forced and with the automatic choice.
@@ -40,13 +42,13 @@ status=0
   done
 } > "$out/bench.log" 2>&1
 {
-  for run in "B 4 fp32" "B 4 bf16" "B 16 bf16"; do
+  for run in "B 4 fp32 O1" "B 4 bf16 O1" "B 4 bf16 O2" "B 16 bf16 O2"; do
     set -- $run
-    "$bin/bench_train" --model "$1" --batch "$2" --device gpu --precision "$3" --steps 5 --roofline \
-      --json "$out/roofline_$1_b$2_$3.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
+    "$bin/bench_train" --model "$1" --batch "$2" --device gpu --precision "$3" --amp_level "$4" --steps 5 --roofline \
+      --json "$out/roofline_$1_b$2_$3_$4.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
   done
-  "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision bf16 --steps 5 \
-    --roofline --json "$out/roofline_darknet53_608_b8_bf16.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
+  "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision bf16 --amp_level O2 \
+    --steps 5 --roofline --json "$out/roofline_darknet53_608_b8_bf16_O2.json" 2>&1 | sed -n '/^median/p;/^roofline on/,$p'
 } > "$out/roofline.log" 2>&1
 echo "gpu_check: tests $([ $status = 0 ] && echo passed || echo FAILED); results in $out"
 exit $status

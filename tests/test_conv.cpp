@@ -199,7 +199,8 @@ TEST(Conv2d, Errors) {
       {"conv2d", "larger than the padded input", "[2, 5, 5, 6]", "[4, 6, 7, 7]"});
   expect_error([&] { conv2d(x, w, b, args(1, 0, 3)); }, {"conv2d", "7 x 7 after dilation", "5 x 5"});
   // non-f32
-  expect_error([&] { conv2d(x.to(DType::BF16), w, b, args(1, 1)); }, {"conv2d", "f32", "bf16"});
+  expect_error([&] { conv2d(x, w.to(DType::BF16), b, args(1, 1)); }, {"conv2d", "w and b f32", "bf16"});
+  expect_error([&] { conv2d(x.to(DType::I32), w, b, args(1, 1)); }, {"conv2d", "x must be f32, bf16 or f16", "i32"});
   expect_error([&] { conv2d(x, w, b.to(DType::I32), args(1, 1)); }, {"conv2d", "f32"});
   // bad stride / padding / dilation
   expect_error([&] { conv2d(x, w, b, args(0, 1)); }, {"conv2d", "stride (0, 0)"});
@@ -401,12 +402,86 @@ TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
         },
         {"conv2d", "tf32 autocast needs a real GPU"});
   }
-  expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu()); }, {"O2", "O1"});
+  expect_error([] { check_precision_available(Precision::TF32, AmpLevel::O2, Device::cpu()); },
+               {"--precision tf32", "--amp_level O2", "does not apply"});
   check_precision_available(Precision::FP32, AmpLevel::O1, Device::cpu());
+  check_precision_available(Precision::FP32, AmpLevel::O2, Device::cpu());  // Paddle: O2 has no effect on fp32
   if (kernels::cpu_has_bf16()) {
     check_precision_available(Precision::BF16, AmpLevel::O1, Device::cpu());
+    check_precision_available(Precision::BF16, AmpLevel::O2, Device::cpu());
   } else {
     expect_error([] { check_precision_available(Precision::BF16, AmpLevel::O1, Device::cpu()); },
                  {"AVX512-BF16", "--precision fp32"});
+  }
+}
+
+// ---- O2: a bf16 / f16 x is multiplied in its own type, and y and gx are stored in it too (rounded
+// once from the f32 accumulator, bias included); gw and gb stay f32. Against the O1 convolution of
+// the same (exactly representable) values: y and gx are its f32 results rounded once, gw and gb are
+// its results, bit for bit.
+namespace {
+
+void check_conv_o2(DType low, const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+  SCOPED_TRACE(std::string(dtype_name(low)) + " O2 conv x " + shape_str(xs) + " w " + shape_str(ws) + " on " +
+               dev.str());
+  const Precision prec = low == DType::BF16 ? Precision::BF16 : Precision::FP16;
+  // Leaves are f32: x_leaf's gradient is the conv's low gx, widened by the cast's backward.
+  const Tensor x_leaf = Tensor::uniform(xs, 31, -1, 1, dev).to(low).to(DType::F32).set_requires_grad(true);
+  const Tensor x_low = x_leaf.to(low);
+  const Tensor x_o1 = x_leaf.detach().clone().set_requires_grad(true);
+  const Tensor w = Tensor::uniform(ws, 32, -1, 1, dev).set_requires_grad(true);
+  const Tensor w_o1 = w.detach().clone().set_requires_grad(true);
+  const Tensor b = bias ? Tensor::uniform({ws[0]}, 33, -1, 1, dev).set_requires_grad(true) : Tensor();
+  const Tensor b_o1 = bias ? b.detach().clone().set_requires_grad(true) : Tensor();
+  Tensor y, y_o1;
+  {
+    AutocastGuard guard(prec, AmpLevel::O2);
+    y = conv2d(x_low, w, b, a);
+    y_o1 = conv2d(x_o1, w_o1, b_o1, a);
+  }
+  ASSERT_EQ(y.dtype(), low);
+  ASSERT_EQ(y_o1.dtype(), DType::F32);
+  const Tensor g_low = Tensor::uniform(y.shape(), 34, -1, 1, dev).to(low);
+  sum(mul(y, g_low)).backward();  // the gradient reaching y is g_low itself
+  sum(mul(y_o1, g_low.to(DType::F32))).backward();
+  expect_same_bits(y.to(DType::F32).to_vector(), y_o1.to(low).to(DType::F32).to_vector(), "y");
+  expect_same_bits(x_leaf.grad().to_vector(), x_o1.grad().to(low).to(DType::F32).to_vector(), "gx");
+  expect_same_bits(w.grad().to_vector(), w_o1.grad().to_vector(), "gw");
+  if (bias) expect_same_bits(b.grad().to_vector(), b_o1.grad().to_vector(), "gb");
+}
+
+}  // namespace
+
+TEST(Conv2dO2, LowActivationsInAndOut) {
+  for (const Device dev : test_devices()) {
+    for (const DType low : {DType::BF16, DType::F16}) {
+      if (low == DType::BF16 && !kernels::cpu_has_bf16()) continue;  // oneDNN's bf16 kernels (also the emulated GPU's)
+      check_conv_o2(low, {2, 9, 8, 19}, {21, 19, 3, 3}, true, args(1, 1), dev);
+      check_conv_o2(low, {2, 9, 7, 16}, {32, 16, 3, 3}, false, args(2, 1), dev);
+      check_conv_o2(low, {2, 6, 5, 24}, {8, 24, 1, 1}, true, args(1, 0), dev);
+      check_conv_o2(low, {1, 7, 6, 16}, {16, 1, 3, 3}, false, args(1, 1, 1, 16), dev);  // depthwise
+    }
+  }
+}
+
+// An empty batch gives empty results in the right types; a non-contiguous low x is read as it is.
+TEST(Conv2dO2, EmptyBatchAndStridedInput) {
+  const AutocastGuard guard(Precision::FP16, AmpLevel::O2);
+  for (const Device dev : test_devices()) {
+    const Tensor x = Tensor::zeros({0, 5, 5, 4}, DType::F32, dev).set_requires_grad(true);
+    const Tensor w = Tensor::uniform({3, 4, 3, 3}, 1, -1, 1, dev).set_requires_grad(true);
+    const Tensor y = conv2d(x.to(DType::F16), w, Tensor(), args(1, 1));
+    EXPECT_EQ(y.dtype(), DType::F16);
+    EXPECT_EQ(y.shape(), (Shape{0, 5, 5, 3}));
+    sum(y).backward();
+    EXPECT_EQ(x.grad().shape(), (Shape{0, 5, 5, 4}));
+    EXPECT_EQ(w.grad().dtype(), DType::F32);
+
+    const Tensor wide = Tensor::uniform({1, 5, 5, 8}, 2, -1, 1, dev).to(DType::F16);
+    const Tensor strided = wide.narrow(3, 2, 4);  // every pixel's channels 2..5
+    ASSERT_FALSE(strided.is_contiguous());
+    NoGradGuard no_grad;
+    expect_same_bits(conv2d(strided, w, Tensor(), args(1, 1)).to(DType::F32).to_vector(),
+                     conv2d(strided.contiguous(), w, Tensor(), args(1, 1)).to(DType::F32).to_vector(), "strided x");
   }
 }

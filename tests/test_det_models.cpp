@@ -28,6 +28,7 @@
 #include "models/det_model.h"
 #include "models/mobilenet_v1.h"
 #include "models/yolov3.h"
+#include "tests/harness/mixed_step.h"
 
 using namespace engine;
 using namespace engine::nn;
@@ -651,5 +652,23 @@ TEST(DetModels, ForwardBackwardAgreeOnCpuAndCudaDevices) {
     auto sc = by_name(*cpu), sg = by_name(*gpu);
     for (const char* rv : {"neck.yolo_block.2.tip.batch_norm._variance", "neck.yolo_block.0.tip.batch_norm._mean"})
       EXPECT_LE(l2_diff(sc[rv], sg[rv]), 1e-2) << rv;
+  }
+}
+
+// ------------------------------------------------------------------ mixed precision O2
+// YOLOv3 (MobileNetV1 and DarkNet53 backbones) with activations in the low type: the forward keeps
+// about half the bytes, the head's outputs come back in f32, and outputs and gradients stay close
+// to the f32 model's (tests/harness/mixed_step.h).
+TEST(DetModels, O2StoresActivationsInTheLowTypeAndStaysCloseToF32) {
+  const Tensor x = Tensor::randn({2, 64, 64, 3}, 6);
+  for (const std::string backbone : {"MobileNetV1", "DarkNet53"}) {
+    SCOPED_TRACE(backbone);
+    auto step = [&](Precision prec, AmpLevel level) {
+      auto model = build_det_model(spec(backbone, 4, 3));
+      return engine::testing::mixed_precision_step(
+          *model, prec, level, x, [](const std::vector<Tensor>& outs) { return weighted_loss(outs, 21); },
+          [](const std::string&) { return true; });
+    };
+    engine::testing::expect_o2_close_to_f32(step, {5e-3, 5e-2, 2e-2, 1e-1}, 2.0);
   }
 }

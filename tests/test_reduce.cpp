@@ -349,3 +349,45 @@ TEST(Reduce, CpuDeterministicAcrossThreadCounts) {
 
 }  // namespace
 }  // namespace engine
+
+// bf16 / f16 x (O2 activations): reduced in f32, the result stored in x's type, rounded once; the
+// gradient reaches x in its type. Bit for bit against the f32 reduction of the same values.
+namespace engine {
+using testing::expect_same_bits;
+using testing::test_devices;
+
+TEST(Reduce, LowPrecisionIsTheF32ResultRoundedOnce) {
+  using Fn = std::function<Tensor(const Tensor&)>;
+  const std::vector<std::pair<std::string, Fn>> ops = {
+      {"channel mean (UAFM)", [](const Tensor& x) { return mean(x, {3}, true); }},
+      {"channel max (UAFM)", [](const Tensor& x) { return max(x, {3}, true).values; }},
+      {"sum over N, H, W",
+       [](const Tensor& x) {
+         return sum(x, {0, 1, 2});
+       }},
+      {"mean over H and C (permuted)", [](const Tensor& x) {
+         return mean(x, {1, 3});
+       }}};
+  for (Device d : test_devices())
+    for (DType dt : {DType::BF16, DType::F16})
+      for (const auto& [name, fn] : ops) {
+        const std::string what = name + " " + dtype_name(dt) + " on " + d.str();
+        SCOPED_TRACE(what);
+        auto leaf = [&] {
+          Tensor t = Tensor::uniform({2, 5, 7, 24}, 3, -2.f, 2.f, d).to(dt).to(DType::F32).detach();
+          t.set_requires_grad(true);
+          return t;
+        };
+        const Tensor lo = leaf(), hi = leaf();
+        const Tensor y = fn(lo.to(dt));
+        ASSERT_EQ(y.dtype(), dt);
+        const Tensor g = Tensor::uniform(y.shape(), 4, -1.f, 1.f, d).to(dt);
+        y.backward(g);
+        const Tensor y32 = fn(hi);
+        y32.backward(g.to(DType::F32));
+        expect_same_bits(y.to(DType::F32).to_vector(), y32.to(dt).to(DType::F32).to_vector(), what + " forward");
+        expect_same_bits(lo.grad().to_vector(), hi.grad().to(dt).to(DType::F32).to_vector(), what + " backward");
+      }
+}
+
+}  // namespace engine

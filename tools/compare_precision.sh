@@ -6,7 +6,8 @@
 # (configs/yolov3_mobilenetv1_synthetic.yml) with seed 7. The loss curves of the seed-7 runs are drawn
 # in docs/precision_curves.svg (tools/plot_loss_curves.py).
 #   bash tools/compare_precision.sh [BUILD_DIR] [OUT_DIR]     (default build/release, output/precision)
-# PRECISIONS (default "fp32 bf16 fp16") picks the runs. fp32 and bf16 train on the CPU (bf16 needs a
+# PRECISIONS (default "fp32 bf16 fp16") picks the runs; AMP_LEVEL (default O1) is the --amp_level of
+# the bf16 / fp16 runs, whose folders and curve names get "-O2" at O2. fp32 and bf16 train on the CPU (bf16 needs a
 # CPU with AVX512-BF16 or AMX-BF16); fp16 is a GPU precision, so it trains on the emulated GPU of the
 # build in EMU_BUILD (default build/emu, a -DENGINE_CUDA=EMU build): the GPU kernels' numerics with
 # fp16 convolutions and loss scaling, at emulation speed (about 3x slower than the CPU device).
@@ -23,34 +24,42 @@ mkdir -p "$out"
 [ -f datasets/synthetic_det/train_list.txt ] ||
   "$build/engine-datagen" --task det --out datasets/synthetic_det --train 200 --val 40 --size 256 --seed 1
 precisions=${PRECISIONS:-fp32 bf16 fp16}
+level=${AMP_LEVEL:-O1}
+# name PRECISION: the run's name (fp32, bf16, bf16-O2, ...)
+name() { if [ "$1" != fp32 ] && [ "$level" = O2 ]; then echo "$1-O2"; else echo "$1"; fi; }
 emu=${EMU_BUILD:-$root/build/emu}
 # train PRECISION ARGS...: engine-train at that precision, on the emulated GPU for fp16.
 train() {
   local p=$1; shift
   if [ "$p" = fp16 ]; then
-    env -u CUDA_VISIBLE_DEVICES "$emu/engine-train" "$@" --device gpu --precision fp16
+    env -u CUDA_VISIBLE_DEVICES "$emu/engine-train" "$@" --device gpu --precision fp16 --amp_level "$level"
+  elif [ "$p" = fp32 ]; then
+    "$build/engine-train" "$@" --device cpu --precision fp32
   else
-    "$build/engine-train" "$@" --device cpu --precision "$p"
+    "$build/engine-train" "$@" --device cpu --precision "$p" --amp_level "$level"
   fi
 }
 runs=()
 for seed in $seeds; do
   for p in $precisions; do
+    n=$(name "$p")
     train "$p" --config configs/pp_liteseg_synthetic_256x256.yml --do_eval --save_interval 100 \
-      --log_iters 10 --num_workers 1 --seed "$seed" --overwrite --save_dir "$out/seg_${p}_s$seed"
-    runs+=("PP-LiteSeg-T-seed$seed $p=$out/seg_${p}_s$seed/metrics.jsonl")
+      --log_iters 10 --num_workers 1 --seed "$seed" --overwrite --save_dir "$out/seg_${n}_s$seed"
+    runs+=("PP-LiteSeg-T-seed$seed $n=$out/seg_${n}_s$seed/metrics.jsonl")
   done
 done
 for p in $precisions; do
-  train "$p" --config configs/yolov3_mobilenetv1_synthetic.yml --seed 7 --overwrite --save_dir "$out/det_${p}_s7"
-  runs+=("YOLOv3-MobileNetV1-seed7 $p=$out/det_${p}_s7/metrics.jsonl")
+  n=$(name "$p")
+  train "$p" --config configs/yolov3_mobilenetv1_synthetic.yml --seed 7 --overwrite --save_dir "$out/det_${n}_s7"
+  runs+=("YOLOv3-MobileNetV1-seed7 $n=$out/det_${n}_s7/metrics.jsonl")
 done
 python3 "$root/tools/plot_loss_curves.py" "${runs[@]}"
+# The plot takes every seed-7 run found in OUT_DIR, earlier invocations' included (e.g. O1 and O2).
 curves=()
 for task in seg det; do
-  for p in $precisions; do
-    name=$([ $task = seg ] && echo PP-LiteSeg-T || echo YOLOv3-MobileNetV1)
-    [ -f "$out/${task}_${p}_s7/metrics.jsonl" ] && curves+=("$name $p=$out/${task}_${p}_s7/metrics.jsonl")
+  for n in fp32 bf16 bf16-O2 fp16 fp16-O2; do
+    title=$([ $task = seg ] && echo PP-LiteSeg-T || echo YOLOv3-MobileNetV1)
+    [ -f "$out/${task}_${n}_s7/metrics.jsonl" ] && curves+=("$title $n=$out/${task}_${n}_s7/metrics.jsonl")
   done
 done
 python3 "$root/tools/plot_loss_curves.py" --svg "$root/docs/precision_curves.svg" "${curves[@]}" > /dev/null

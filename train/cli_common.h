@@ -42,9 +42,16 @@ inline std::string apply_precision(const std::string& precision_flag, const std:
     throw ConfigError(e.what());
   }
   set_autocast_precision(p);
+  set_amp_level(l);
   if (p == Precision::FP32) return "";
-  return std::string("precision ") + precision_name(p) + " (" + amp_level_name(l) + ": convolutions multiply in " +
-         precision_name(p) + " and accumulate in f32; weights, momentum, batch norm, losses and checkpoints f32" +
+  if (p == Precision::TF32) return "precision tf32 (O1: f32 tensors, TF32 tensor-core math in cuDNN and cuBLAS)";
+  const std::string what = l == AmpLevel::O1 ? "convolutions multiply in " + std::string(precision_name(p)) +
+                                                   " and accumulate in f32; activations, weights, momentum, batch "
+                                                   "norm, losses and checkpoints f32"
+                                             : "activations stored in " + std::string(precision_name(p)) +
+                                                   ", computed in f32; weights, momentum, batch-norm statistics, "
+                                                   "losses and checkpoints f32";
+  return std::string("precision ") + precision_name(p) + " (" + amp_level_name(l) + ": " + what +
          (p == Precision::FP16 ? "; dynamic loss scaling in training)" : ")");
 }
 

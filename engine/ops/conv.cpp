@@ -22,6 +22,10 @@
 // the step. On a real GPU cuDNN computes in the low type end to end (the OHWI weight copy is made
 // in it too) and writes y, gx and gw in it; they are cast back to f32 here, and the bias gradient
 // sums the f32 gy. tf32 autocast (real GPU only) keeps f32 tensors and lets cuDNN use TF32 math.
+// O2 (x itself bf16 / f16, the models' activations at --amp_level O2): the kernel multiplies in x's
+// type whatever the autocast precision, and y and gx are stored in it (ConvParams::low_out: the CPU
+// rounds the f32 accumulator plus bias once; cuDNN's low-type y and gx are kept, and its bias is
+// rounded to y's type and added by add_inplace). gy arrives in the low type; gw and gb stay f32.
 // Workspaces (oneDNN's reordered weights + scratchpad, cuDNN's algorithm workspace) are Tensors
 // allocated here, so they come from the engine's allocators.
 // Backward: gx = conv_bwd_data(gy, w), (gw, gb) = conv_bwd_weights(x, gy); each only when that input
@@ -67,8 +71,8 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
   check_defined(kOp, "x", x);
   check_defined(kOp, "w", w);
   const std::string shapes = "x " + x.describe() + ", w " + w.describe() + (b.defined() ? ", b " + b.describe() : "");
-  ENGINE_CHECK(x.dtype() == DType::F32 && w.dtype() == DType::F32 && (!b.defined() || b.dtype() == DType::F32),
-               "conv2d: x, w and b must be f32, got ", shapes, " (cast storage types with .to(DType::F32))");
+  ENGINE_CHECK(is_float_storage(x.dtype()) && w.dtype() == DType::F32 && (!b.defined() || b.dtype() == DType::F32),
+               "conv2d: x must be f32, bf16 or f16 and w and b f32 (the master weights), got ", shapes);
   check_same_device(kOp, x, "x", w, "w");
   if (b.defined()) check_same_device(kOp, x, "x", b, "b");
   ENGINE_CHECK(x.dim() == 4, "conv2d: x must be 4-D [N, H, W, Cin] (channels last), got ", shapes);
@@ -97,11 +101,17 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
                "): ", shapes, ", ", args_str(a));
   p.ho = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
   p.wo = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
-  // Autocast (engine/precision.h): low-precision products, f32 accumulation and result. Recorded in
-  // p, so the backward runs at the forward's precision.
+  // Autocast (engine/precision.h), recorded in p so the backward runs at the forward's precision. A
+  // bf16 / f16 x (O2) multiplies in its own type and the output is stored in it too; an f32 x (O1)
+  // multiplies at the autocast precision and the output is f32.
   const Precision prec = autocast_precision();
-  p.input = prec == Precision::BF16 ? ConvInput::BF16 : prec == Precision::FP16 ? ConvInput::F16 : ConvInput::F32;
-  p.tf32 = prec == Precision::TF32;
+  if (x.dtype() != DType::F32) {
+    p.input = x.dtype() == DType::BF16 ? ConvInput::BF16 : ConvInput::F16;
+    p.low_out = true;
+  } else {
+    p.input = prec == Precision::BF16 ? ConvInput::BF16 : prec == Precision::FP16 ? ConvInput::F16 : ConvInput::F32;
+  }
+  p.tf32 = prec == Precision::TF32 && p.input == ConvInput::F32;
   ENGINE_CHECK(!p.tf32 || (x.device().is_cuda() && !cuda_is_emulated()),
                "conv2d: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", shapes);
   return p;
@@ -109,6 +119,8 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
 
 // The storage type of x and gy for the kernel under autocast.
 DType low_dtype(const ConvParams& p) { return p.input == ConvInput::BF16 ? DType::BF16 : DType::F16; }
+// The storage type of y and gx: x's.
+DType out_dtype(const ConvParams& p) { return p.low_out ? low_dtype(p) : DType::F32; }
 
 // A pass's arithmetic (2 per multiply-add, the same count for all three passes) and the traffic of
 // its three tensors (x, w, y or their gradients) in the kernel's data type; the roofline times the
@@ -118,21 +130,27 @@ profiler::Work conv_work(const ConvParams& p, ConvPass pass) {
   const double macs = (double)p.n * (double)p.ho * (double)p.wo * (double)p.cout * (double)(p.cin / p.groups) *
                       (double)p.kh * (double)p.kw;
   w.flops = 2.0 * macs;
-  const double elems = (double)(p.n * p.h * p.w * p.cin) + (double)(p.cout * (p.cin / p.groups) * p.kh * p.kw) +
-                       (double)(p.n * p.ho * p.wo * p.cout);
-  w.bytes = elems * (p.input == ConvInput::F32 ? 4.0 : 2.0);
+  const double x_elems = (double)(p.n * p.h * p.w * p.cin), y_elems = (double)(p.n * p.ho * p.wo * p.cout);
+  const double w_elems = (double)(p.cout * (p.cin / p.groups) * p.kh * p.kw);
+  const double in = p.input == ConvInput::F32 ? 4.0 : 2.0, out = p.low_out ? 2.0 : 4.0;
+  // The two inputs in the product type, the output in its storage type (the weight gradient f32).
+  if (pass == ConvPass::Fwd) w.bytes = (x_elems + w_elems) * in + y_elems * out;
+  if (pass == ConvPass::BwdData) w.bytes = (y_elems + w_elems) * in + x_elems * out;
+  if (pass == ConvPass::BwdWeights) w.bytes = (x_elems + y_elems) * in + w_elems * 4.0;
   w.is_conv = true;
   w.conv = p;
   w.conv_pass = pass;
   return w;
 }
 
-// A contiguous f32 version of t, not recorded (the op records itself against the original input).
-Tensor contiguous_nograd(const Tensor& t) {
-  if (t.is_contiguous()) return t;
+// A contiguous version of t in `dt` (default: its own type), not recorded (the op records itself
+// against the original input).
+Tensor contiguous_nograd(const Tensor& t, DType dt) {
+  if (t.is_contiguous() && t.dtype() == dt) return t;
   NoGradGuard no_grad;
-  return copy_contiguous(t, DType::F32);
+  return copy_contiguous(t, dt);
 }
+Tensor contiguous_nograd(const Tensor& t) { return contiguous_nograd(t, t.dtype()); }
 
 // A host buffer of at least `bytes` (64-byte aligned by the CPU allocator), or undefined for 0.
 Tensor host_workspace(size_t bytes) {
@@ -190,20 +208,22 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
   const float* bp = b.defined() ? b.data<float>() : nullptr;
   auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::Fwd, p));
-    kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), bp, y.data<float>(), ptr(ws));
+    kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), bp, y.raw_data(), ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
     const SearchCacheRelease release;
     {
       std::vector<Tensor> keep;
-      const bool low = p.input != ConvInput::F32;
-      const Tensor yk = low ? Tensor::empty(y.shape(), cudnn_dtype(p), y.device()) : y;
+      const bool widen = p.input != ConvInput::F32 && !p.low_out;  // O1: cuDNN's low-type y, widened
+      const Tensor yk = widen ? Tensor::empty(y.shape(), cudnn_dtype(p), y.device()) : y;
       kernels::conv2d_fwd_cudnn(p, x.raw_data(), wk.raw_data(), yk.raw_data(), device_workspace(keep, y.device()),
                                 compute_stream());
-      if (low) copy_into(y, yk);  // the low-type result, widened
+      if (widen) copy_into(y, yk);
     }
-    if (b.defined()) add_inplace(y, b);  // [N, Ho, Wo, Cout] += [Cout]
+    // [N, Ho, Wo, Cout] += [Cout]; at O2 the bias is rounded to y's type first (cuDNN's y is already
+    // rounded, so the sum rounds twice; the CPU adds the bias before its one rounding).
+    if (b.defined()) add_inplace(y, p.low_out ? contiguous_nograd(b, y.dtype()) : b);
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] {
@@ -215,20 +235,20 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
 }
 
 Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
-  Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, DType::F32, gy.device());
+  Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, out_dtype(p), gy.device());
   auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdData, p));
-    kernels::conv2d_bwd_data_cpu(p, gy.raw_data(), wk.data<float>(), gx.data<float>(), ptr(ws));
+    kernels::conv2d_bwd_data_cpu(p, gy.raw_data(), wk.data<float>(), gx.raw_data(), ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
     const SearchCacheRelease release;
     std::vector<Tensor> keep;
-    const bool low = p.input != ConvInput::F32;
-    const Tensor gxk = low ? Tensor::empty(gx.shape(), cudnn_dtype(p), gx.device()) : gx;
+    const bool widen = p.input != ConvInput::F32 && !p.low_out;
+    const Tensor gxk = widen ? Tensor::empty(gx.shape(), cudnn_dtype(p), gx.device()) : gx;
     kernels::conv2d_bwd_data_cudnn(p, gy.raw_data(), wk.raw_data(), gxk.raw_data(), device_workspace(keep, gx.device()),
                                    compute_stream());
-    if (low) copy_into(gx, gxk);
+    if (widen) copy_into(gx, gxk);
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] {
@@ -241,8 +261,9 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
 }
 
 // dw (OIHW) and, when want_b, db.
-// gy: the output gradient in the kernel's type; gy32: the same in f32 (the real GPU's bias gradient).
-std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, const Tensor& gy32,
+// gy: the output gradient in the kernel's type; gy_in: as it arrived (the real GPU's bias gradient,
+// summed in f32 whatever its storage type).
+std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, const Tensor& gy_in,
                                           bool want_b) {
   const Device dev = gy.device();
   Tensor gw, gb;
@@ -262,7 +283,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     kernels::conv2d_bwd_weights_cudnn(p, x.raw_data(), gy.raw_data(), gw_ohwi.raw_data(), device_workspace(keep, dev),
                                       compute_stream());
     gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW (and widened)
-    if (want_b) gb = sum(gy32, {0, 1, 2});
+    if (want_b) gb = sum(gy_in, {0, 1, 2});
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] {
@@ -280,13 +301,14 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
   const Tensor gy = contiguous_nograd(g_in);
   Tensor gx, gw, gb;
   if (p.n == 0) {  // empty batch: nothing flows back
-    if (need_x) gx = Tensor::zeros({p.n, p.h, p.w, p.cin}, DType::F32, gy.device());
+    if (need_x) gx = Tensor::zeros({p.n, p.h, p.w, p.cin}, out_dtype(p), gy.device());
     if (need_w) gw = Tensor::zeros({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, gy.device());
     if (need_b) gb = Tensor::zeros({p.cout}, DType::F32, gy.device());
     return {gx, gw, gb};
   }
-  // bf16 / fp16: gy is cast once for both passes (xs was saved in the low type by the forward).
-  const Tensor gyk = p.input != ConvInput::F32 && (need_x || need_w) ? copy_contiguous(gy, low_dtype(p)) : gy;
+  // bf16 / fp16: gy is cast once for both passes at O1 and arrives in the low type at O2 (xs was
+  // saved in the low type by the forward).
+  const Tensor gyk = p.input != ConvInput::F32 && (need_x || need_w) ? contiguous_nograd(gy, low_dtype(p)) : gy;
   if (need_x) gx = run_bwd_data(p, gyk, wk);
   if (need_w) {
     std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, gy, need_b);
@@ -301,12 +323,9 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dArgs& a) {
   const ConvParams p = check_and_params(x, w, b, a);
   const Device dev = x.device();
-  Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.cout}, DType::F32, dev);
-  Tensor xc = contiguous_nograd(x);
-  if (p.input != ConvInput::F32) {  // the kernel reads x in the low type; the backward keeps this half-size copy
-    NoGradGuard no_grad;
-    xc = copy_contiguous(xc, low_dtype(p));
-  }
+  Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.cout}, out_dtype(p), dev);
+  // The kernel reads x in the product type; at O1 the backward keeps this half-size copy.
+  const Tensor xc = contiguous_nograd(x, p.input == ConvInput::F32 ? DType::F32 : low_dtype(p));
   const Tensor wk = kernel_weight(w, p);
   const Tensor bc = b.defined() ? contiguous_nograd(b) : Tensor();
   if (p.n > 0) run_fwd(p, xc, wk, bc, y);

@@ -97,8 +97,8 @@ void check_f32(const char* op, const char* arg, const Tensor& t) {
 
 void check_float_storage(const char* op, const char* arg, const Tensor& t) {
   check_defined(op, arg, t);
-  ENGINE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, op, ": argument '", arg,
-               "' must be f32, bf16 or f16, got ", t.describe(), " (cast storage types with .to(DType::F32))");
+  ENGINE_CHECK(is_float_storage(t.dtype()), op, ": argument '", arg, "' must be f32, bf16 or f16, got ", t.describe(),
+               " (cast storage types with .to(DType::F32))");
 }
 
 void check_same_device(const char* op, const Tensor& a, const char* an, const Tensor& b, const char* bn) {

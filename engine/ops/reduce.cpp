@@ -200,20 +200,30 @@ Tensor sum_impl(const char* op, const char* node_name, const Tensor& x, const st
 
 }  // namespace
 
+// A bf16 / f16 x (O2 activations, e.g. UAFM's channel mean and max): the reduction kernels are f32
+// only, so x is widened by a recorded cast (its gradient is rounded back to x's type), reduced in f32
+// and the result rounded once to x's type. The widened copy costs one extra pass over x.
 Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
-  check_f32("sum", "x", x);
+  check_float_storage("sum", "x", x);
+  if (x.dtype() != DType::F32) return sum(x.to(DType::F32), axes, keepdim).to(x.dtype());
   const auto mask = reduced_mask("sum", x, axes);
   return sum_impl("sum", "SumBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), false);
 }
 
 Tensor mean(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
-  check_f32("mean", "x", x);
+  check_float_storage("mean", "x", x);
+  if (x.dtype() != DType::F32) return mean(x.to(DType::F32), axes, keepdim).to(x.dtype());
   const auto mask = reduced_mask("mean", x, axes);
   return sum_impl("mean", "MeanBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), true);
 }
 
 MaxResult max(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
-  check_f32("max", "x", x);
+  check_float_storage("max", "x", x);
+  if (x.dtype() != DType::F32) {  // the maximum of the widened values is one of them: rounding back is exact
+    MaxResult r = max(x.to(DType::F32), axes, keepdim);
+    r.values = r.values.to(x.dtype());
+    return r;
+  }
   const auto mask = reduced_mask("max", x, axes);
   const Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
   const Plan p = make_plan(x, mask, out_shape);
@@ -232,11 +242,7 @@ MaxResult max(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   check_float_storage("sum_to_shape", "g", g);
-  if (g.dtype() != DType::F32) {
-    // A bf16 / f16 gradient of a broadcast operand (mixed precision): summed in f32 by the f32
-    // reduction, the result rounded once to g's type (the reduce kernels have no low-precision variant).
-    return sum_to_shape(g.to(DType::F32), shape).to(g.dtype());
-  }
+  if (g.dtype() != DType::F32) return sum_to_shape(g.to(DType::F32), shape).to(g.dtype());  // as sum() above
   const int n = g.dim(), m = (int)shape.size();
   ENGINE_CHECK(m <= n, "sum_to_shape: cannot sum ", g.describe(), " to shape ", shape_str(shape),
                ", which has more dimensions");

@@ -42,7 +42,11 @@
 //
 // fp16 (p.input == F16): oneDNN 2.6 has no f16 convolution on these CPUs, so x / gy are widened and
 // w rounded to half and back, into f32 staging buffers at the end of the workspace, and the f32
-// primitives run on them (conv_cpu.h says why that is exact fp16-product arithmetic).
+// primitives run on them (conv_cpu.h says why that is exact fp16-product arithmetic); with low_out
+// (O2) y / gx are written to an f32 staging buffer and rounded to half from there.
+//
+// O2 (p.low_out with BF16): dst and diff_src are bf16 too; oneDNN adds the f32 bias to the f32
+// accumulator and rounds the sum once to nearest even.
 //
 // Tested by tests/test_conv.cpp (naive double reference, finite differences, CPU vs the emulated
 // CUDA device which calls these functions, strided inputs, guards, determinism); benchmarked by
@@ -82,9 +86,10 @@ dnnl::stream& cpu_stream() {
   return s;
 }
 
-// The descriptors shared by the three passes of one convolution. src / dst describe the f32 outputs
-// (y, gx); src_in / dst_in the inputs x and gy, bf16 for BF16 input. Weights: user OIHW f32; the primitive's
-// are bf16 for forward / backward-data for BF16 input, and the weight gradient is always f32.
+// The descriptors shared by the three passes of one convolution. src / dst describe the outputs
+// (gx, y): f32, or bf16 for BF16 input with low_out; src_in / dst_in the inputs x and gy, bf16 for
+// BF16 input. Weights: user OIHW f32; the primitive's are bf16 for forward / backward-data for BF16
+// input, and the weight gradient is always f32. (F16 runs the f32 primitives on staged copies.)
 struct Descs {
   memory::desc src, dst, src_in, dst_in, weights_any, diff_weights_any, weights_user, bias;
   memory::dims strides, dilates, pad_l, pad_r;
@@ -93,9 +98,10 @@ struct Descs {
 Descs make_descs(const ConvParams& p) {
   Descs d;
   const dt in_type = p.input == ConvInput::BF16 ? dt::bf16 : dt::f32;
+  const dt out_type = p.low_out ? in_type : dt::f32;
   const memory::dims src_dims = {p.n, p.cin, p.h, p.w}, dst_dims = {p.n, p.cout, p.ho, p.wo};
-  d.src = memory::desc(src_dims, dt::f32, tag::nhwc);
-  d.dst = memory::desc(dst_dims, dt::f32, tag::nhwc);
+  d.src = memory::desc(src_dims, out_type, tag::nhwc);
+  d.dst = memory::desc(dst_dims, out_type, tag::nhwc);
   d.src_in = memory::desc(src_dims, in_type, tag::nhwc);
   d.dst_in = memory::desc(dst_dims, in_type, tag::nhwc);
   const memory::dims wd = p.groups == 1 ? memory::dims{p.cout, p.cin, p.kh, p.kw}
@@ -258,7 +264,7 @@ void run(const char* what, const std::function<void()>& f) {
 // fp16 staging (p.input == F16): f32 copies of the half inputs and of the half-rounded weights,
 // placed after the entry's own workspace. Offsets are from the workspace start; bytes = 0 otherwise.
 struct F16Staging {
-  size_t x = 0, gy = 0, w = 0, bytes = 0;
+  size_t x = 0, gy = 0, w = 0, out = 0, bytes = 0;  // out: f32 y / gx, rounded to half after (low_out)
 };
 
 F16Staging f16_staging(ConvPass pass, const ConvParams& p, size_t base) {
@@ -273,6 +279,8 @@ F16Staging f16_staging(ConvPass pass, const ConvParams& p, size_t base) {
   if (pass != ConvPass::BwdData) st.x = take(p.n * p.h * p.w * p.cin);
   if (pass != ConvPass::Fwd) st.gy = take(p.n * p.ho * p.wo * p.cout);
   if (pass != ConvPass::BwdWeights) st.w = take(p.cout * (p.cin / p.groups) * p.kh * p.kw);
+  if (p.low_out && pass == ConvPass::Fwd) st.out = take(p.n * p.ho * p.wo * p.cout);
+  if (p.low_out && pass == ConvPass::BwdData) st.out = take(p.n * p.h * p.w * p.cin);
   st.bytes = off - base;
   return st;
 }
@@ -290,6 +298,12 @@ void round_to_half(const float* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_bits_to_float(float_to_half_bits(src[i]));
 }
 
+void narrow_to_half(const float* src, void* dst, int64_t n) {
+  uint16_t* h = static_cast<uint16_t*>(dst);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) h[i] = float_to_half_bits(src[i]);
+}
+
 }  // namespace
 
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) {
@@ -302,15 +316,18 @@ size_t conv2d_cpu_cache_size() {
   return cache().size();
 }
 
-void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, float* y, void* ws) {
+void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, void* y_out, void* ws) {
+  ENGINE_CHECK(!p.low_out || p.input != ConvInput::F32, "conv2d: a low-precision output needs a bf16 / f16 input");
   const Entry& e = entry(ConvPass::Fwd, p);
   const Descs d = make_descs(p);
+  void* y = y_out;
+  const F16Staging st = f16_staging(ConvPass::Fwd, p, e.workspace);
   if (p.input == ConvInput::F16) {
-    const F16Staging st = f16_staging(ConvPass::Fwd, p, e.workspace);
     widen_half(x, staged(ws, st.x), p.n * p.h * p.w * p.cin);
     round_to_half(w, staged(ws, st.w), p.cout * (p.cin / p.groups) * p.kh * p.kw);
     x = staged(ws, st.x);
     w = staged(ws, st.w);
+    if (p.low_out) y = staged(ws, st.out);
   }
   run("forward", [&] {
     dnnl::stream& s = cpu_stream();
@@ -326,17 +343,21 @@ void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const fl
     e.prim.execute(s, args);
     s.wait();
   });
+  if (p.input == ConvInput::F16 && p.low_out) narrow_to_half(staged(ws, st.out), y_out, p.n * p.ho * p.wo * p.cout);
 }
 
-void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* ws) {
+void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, void* gx_out, void* ws) {
+  ENGINE_CHECK(!p.low_out || p.input != ConvInput::F32, "conv2d: a low-precision output needs a bf16 / f16 input");
   const Entry& e = entry(ConvPass::BwdData, p);
   const Descs d = make_descs(p);
+  void* gx = gx_out;
+  const F16Staging st = f16_staging(ConvPass::BwdData, p, e.workspace);
   if (p.input == ConvInput::F16) {
-    const F16Staging st = f16_staging(ConvPass::BwdData, p, e.workspace);
     widen_half(gy, staged(ws, st.gy), p.n * p.ho * p.wo * p.cout);
     round_to_half(w, staged(ws, st.w), p.cout * (p.cin / p.groups) * p.kh * p.kw);
     gy = staged(ws, st.gy);
     w = staged(ws, st.w);
+    if (p.low_out) gx = staged(ws, st.out);
   }
   run("backward-data", [&] {
     dnnl::stream& s = cpu_stream();
@@ -351,6 +372,7 @@ void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, fl
     e.prim.execute(s, args);
     s.wait();
   });
+  if (p.input == ConvInput::F16 && p.low_out) narrow_to_half(staged(ws, st.out), gx_out, p.n * p.h * p.w * p.cin);
 }
 
 void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* ws) {

@@ -27,8 +27,8 @@ struct ConvParams {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
   bool bias = false;  // forward adds b / backward-weights also produces db
   // The type of the products (mixed precision, --precision bf16 / fp16): x and gy are given as
-  // bfloat16 / IEEE half bits, w (f32) is rounded to that type (nearest even); accumulation, y, gx, gw
-  // and gb are f32 in every case.
+  // bfloat16 / IEEE half bits, w (f32) is rounded to that type (nearest even); accumulation, gw
+  // and gb are f32 in every case, y and gx unless low_out.
   //  - BF16: oneDNN's bf16 primitives. Needs a CPU with AVX512-BF16 or AMX-BF16 (cpu_has_bf16 in
   //    kernels/cpu/cpu_isa.h), else an Error.
   //  - F16: the half inputs are widened to f32 in the workspace and the f32 primitive runs on them.
@@ -37,6 +37,9 @@ struct ConvParams {
   //    GPU's stand-in for cuDNN's fp16 convolution, not a fast CPU mode (the op layer refuses fp16 on
   //    the CPU device).
   ConvInput input = ConvInput::F32;
+  // O2 (activations stored in the low type): y and gx are written in the input type too (rounded once
+  // from the f32 accumulator, bias included); gw and gb stay f32. Only with a BF16 / F16 input.
+  bool low_out = false;
   // fp32 data with TF32 tensor-core math (--precision tf32): the real-GPU (cuDNN) path only; the CPU
   // kernel refuses it (CPUs have no TF32).
   bool tf32 = false;
@@ -46,7 +49,7 @@ enum class ConvPass : uint8_t { Fwd, BwdData, BwdWeights };
 
 // Everything that identifies a convolution pass: the key of the per-shape caches (oneDNN
 // primitives, cuDNN algorithm choices, the roofline's measured ideals).
-using ConvKey = std::array<int64_t, 20>;
+using ConvKey = std::array<int64_t, 21>;
 inline ConvKey conv_key(ConvPass pass, const ConvParams& p) {
   return {(int64_t)pass,
           p.n,
@@ -67,6 +70,7 @@ inline ConvKey conv_key(ConvPass pass, const ConvParams& p) {
           p.groups,
           (int64_t)p.bias,
           (int64_t)p.input,
+          (int64_t)p.low_out,
           (int64_t)p.tf32};
 }
 
@@ -74,10 +78,11 @@ inline ConvKey conv_key(ConvPass pass, const ConvParams& p) {
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p);
 
 // y = conv(x, w) (+ b when p.bias).
-// x and gy: f32, or bf16 / half bits (uint16) as p.input says; everything else f32.
-void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, float* y, void* workspace);
+// x and gy: f32, or bf16 / half bits (uint16) as p.input says; y and gx likewise when p.low_out (else
+// f32); w, b, gw and gb f32.
+void conv2d_fwd_cpu(const ConvParams& p, const void* x, const float* w, const float* b, void* y, void* workspace);
 // gx = d loss / d x from gy.
-void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, float* gx, void* workspace);
+void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, void* gx, void* workspace);
 // gw = d loss / d w (OIHW) and, when p.bias, gb = sum of gy over N, Ho, Wo.
 void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* workspace);
 

@@ -350,9 +350,11 @@ DirectMode direct_mode() {
 template <class Choose>
 Entry& entry(ConvPass pass, const ConvParams& p, const Choose& choose_fn) {
   auto& c = cache();
-  // The bias is added by the op layer, not here: one entry serves a shape with and without it.
+  // The bias is added by the op layer, not here, and cuDNN's tensors are in the low type at O1 and
+  // O2 alike (the op layer widens at O1): one entry serves a shape with and without either.
   ConvParams shape = p;
   shape.bias = false;
+  shape.low_out = false;
   const Key k = conv_key(pass, shape);
   auto it = c.find(k);
   if (it != c.end()) return *it->second;

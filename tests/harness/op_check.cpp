@@ -30,6 +30,16 @@ void expect_same_bits(const std::vector<float>& got, const std::vector<float>& w
   }
 }
 
+double relative_l2_distance(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double d = 0, n = 0;
+  for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+    d += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+    n += (double)want[i] * want[i];
+  }
+  return std::sqrt(d / n);
+}
+
 std::vector<int64_t> unravel(int64_t idx, const Shape& shape) {
   std::vector<int64_t> c(shape.size());
   for (int d = (int)shape.size() - 1; d >= 0; --d) {

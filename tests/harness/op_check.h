@@ -60,6 +60,10 @@ std::vector<Device> test_devices();
 // comparison in the failure.
 void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what);
 
+// |got - want| / |want| in the 2-norm over the whole vector (the distance of a mixed-precision
+// result from the f32 one).
+double relative_l2_distance(const std::vector<float>& got, const std::vector<float>& want);
+
 // f must throw an engine Error whose message is one line and contains every part.
 void expect_one_line_error(const std::function<void()>& f, const std::vector<std::string>& parts);
 
