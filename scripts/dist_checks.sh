@@ -110,6 +110,14 @@ grep -qF "epoch 1 continues after 4 of the 6 samples already trained on" <<<"$la
   ok "data position mapped by samples (4 of 6)" || fail "the mapped data position is not in the warning"
 expect 2 "start them with mpirun" env RANK=0 WORLD_SIZE=2 "${train[@]}" --save_dir nompi
 [ -e nompi ] && fail "a refused run wrote nompi/" || ok "nothing written by the refused run"
+# 2a. Two ranks at bf16 O2 (activations in bf16; the all-reduced gradients stay f32), resumed on one.
+if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+  expect 0 "engine-train: finished 6 iterations" "${mpi[@]}" -np 2 "${train[@]}" --precision bf16 --amp_level O2 \
+    --save_interval 3 --save_dir o2x2
+  grep -qF "precision bf16 (O2" <<<"$last_out" && ok "two ranks trained at bf16 O2" || fail "the O2 line is missing"
+  expect 0 "engine-train: finished 6 iterations" "${train[@]}" --precision bf16 --amp_level O2 --resume_model o2x2/iter_3 \
+    --save_dir o2x1
+fi
 
 # 2b. Detection (PaddleX's train_batch_size is the total: 4 = 2 per rank), evaluation on rank 0.
 "$bin/engine-datagen" --task det --out det --train 10 --val 3 --size 64 >/dev/null || fail "engine-datagen --task det"
