@@ -1,5 +1,7 @@
-// 2-D convolution (f32), differentiable in x, w and b, on CPU (oneDNN) and CUDA (cuDNN in the real
-// build; the CPU implementation on the device's host memory in the emulated build).
+// 2-D convolution, differentiable in x, w and b, on CPU (oneDNN) and CUDA (cuDNN in the real
+// build; the CPU implementation on the device's host memory in the emulated build). w and b are
+// f32; x is f32 (y f32; bf16 / fp16 products under autocast, engine/precision.h) or bf16 / f16 (O2:
+// products in x's type, y and x's gradient stored in it, w's and b's gradients f32).
 //
 //   y = conv2d(x [N, H, W, Cin], w [Cout, Cin/groups, kH, kW], b [Cout] or undefined, args)
 //     -> [N, Ho, Wo, Cout],  Ho = (H + 2*pad_h - dilation_h*(kH-1) - 1) / stride_h + 1 (floor), Wo likewise.
@@ -11,7 +13,7 @@
 // (weight [C, 1, kH, kW]).
 // Paddle vs PyTorch: the same math. Paddle's padding can also be 'SAME'/'VALID' strings or asymmetric
 // lists; here padding is symmetric per axis (what PP-LiteSeg and YOLOv3 use: k//2).
-// Errors (engine::Error naming conv2d and the shapes): ranks other than 4, non-f32, tensors on
+// Errors (engine::Error naming conv2d and the shapes): ranks other than 4, other types, tensors on
 // different devices, Cin != w.shape[1] * groups, groups not dividing Cin or Cout, bias not [Cout],
 // stride/dilation < 1, padding < 0, an (effective, dilated) kernel larger than the padded input,
 // empty channel or spatial dims. An empty batch (N == 0) gives an empty output and zero gradients.
