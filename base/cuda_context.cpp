@@ -62,7 +62,10 @@ void cuda_after_launch(const char* kernel, const char* file, int line) {
     const char* v = std::getenv("ENGINE_SYNC_DEBUG");
     return v && v[0] == '1';
   }();
-  if (sync_debug) cuda_check(cudaStreamSynchronize(compute_stream()), kernel, file, line);
+  if (!sync_debug) return;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;  // a captured launch runs later, at replay
+  cuda_check(cudaStreamIsCapturing(compute_stream(), &capturing), kernel, file, line);
+  if (capturing == cudaStreamCaptureStatusNone) cuda_check(cudaStreamSynchronize(compute_stream()), kernel, file, line);
 }
 #endif
 

@@ -7,7 +7,7 @@
 // (engine-train's log reports reader_cost separately).
 //   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
 //               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|tf32|bf16|fp16]
-//               [--no-profile] [--roofline]
+//               [--no-profile] [--roofline] [--cuda_graph]
 //               [--json FILE]
 // Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
 // ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
@@ -17,6 +17,8 @@
 // memory bandwidth are measured at the precision, each op of the profiled step gets its ideal time
 // (convolutions on a GPU: cuDNN's fastest algorithm for the problem), and measured against ideal is
 // printed per op family and for the step (the median step above against the summed ideal).
+// --cuda_graph replays forward + backward as one CUDA graph in the timed steps (engine/cuda_graph.h),
+// captured after the warm-up steps; the optimizer step stays eager, as in engine-train.
 // Data parallel: `mpirun -np N bench_train ...` runs N ranks of --batch images each, gradients in
 // 25 MB buckets all-reduced during backward (train/grad_buckets.h; MPI between CPU ranks, NCCL
 // between GPU ranks in the real CUDA build); images/s counts every rank's images, rank 0 prints.
@@ -35,6 +37,7 @@
 
 #include "base/error.h"
 #include "cli/bench_args.h"
+#include "engine/cuda_graph.h"
 #include "engine/device.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
@@ -80,15 +83,41 @@ struct Step {
       velocities.push_back(Tensor::zeros(p.shape(), DType::F32, device));
     }
   }
-  void run() {
-    if (buckets) buckets->begin_step();
+  // --cuda_graph: forward and backward captured once (again when the fp16 loss scale changes) and
+  // replayed; the optimizer step runs eagerly, as in engine-train (train/step_graphs.h).
+  bool use_graph = false;
+  std::shared_ptr<GraphPool> pool = std::make_shared<GraphPool>();
+  std::unique_ptr<CudaGraph> graph;
+  float graph_scale = 0;
+  std::vector<Tensor> graph_grads;
+
+  void forward_backward() {
     if (scaler)
       (loss() * (float)scaler->scale()).backward();
     else
       loss().backward();
-    if (buckets) buckets->finish_step();
+  }
+  void run() {
     std::vector<Tensor> grads;
-    for (const Tensor& p : params) grads.push_back(p.grad());
+    if (use_graph) {
+      const float scale = scaler ? (float)scaler->scale() : 1.f;
+      if (!graph || graph_scale != scale) {
+        graph.reset();
+        graph_grads.clear();
+        for (Tensor& p : params) p.zero_grad();
+        graph = std::make_unique<CudaGraph>(pool);
+        graph->capture([this] { forward_backward(); });
+        for (Tensor& p : params) graph_grads.push_back(p.grad()), p.zero_grad();
+        graph_scale = scale;
+      }
+      graph->replay();
+      grads = graph_grads;
+    } else {
+      if (buckets) buckets->begin_step();
+      forward_backward();
+      if (buckets) buckets->finish_step();
+      for (const Tensor& p : params) grads.push_back(p.grad());
+    }
     bool skip = false;
     if (scaler) {
       skip = scaler->unscale(grads);
@@ -106,7 +135,8 @@ struct Step {
 int main(int argc, char** argv) {
   std::string variant = "B", device_name, json_path, precision_name_flag = "fp32", amp_level_flag = "O1";
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
-  bool profile = true, roofline = false, size_given = false, batch_given = false, classes_given = false;
+  bool profile = true, roofline = false, cuda_graph = false, size_given = false, batch_given = false,
+       classes_given = false;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -136,11 +166,15 @@ int main(int argc, char** argv) {
         profile = false;
       else if (a == "--roofline")
         roofline = true;
+      else if (a == "--cuda_graph")
+        cuda_graph = true;
       else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
             "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--roofline]\n"
-            "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--json FILE]\n"
+            "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--cuda_graph] [--json FILE]\n"
+            "--cuda_graph: the timed steps replay a CUDA graph of forward + backward (GPU, one rank); the\n"
+            "per-op profile and the roofline steps run eagerly\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
@@ -240,8 +274,9 @@ int main(int argc, char** argv) {
     }
 
     if (world > 1) st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm);
-    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s %s, device %s\n", model_name.c_str(), classes,
-                batch, size, size, precision_name(precision), amp_level_name(level), dev.str().c_str());
+    std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s %s, device %s%s\n", model_name.c_str(), classes,
+                batch, size, size, precision_name(precision), amp_level_name(level), dev.str().c_str(),
+                cuda_graph ? ", CUDA graph" : "");
     if (world > 1) {
       std::string sizes;
       int64_t total = 0;
@@ -257,7 +292,14 @@ int main(int argc, char** argv) {
           world, dp.comm->name().c_str(), batch, total / 1e6, st.buckets->num_buckets(), sizes.c_str());
     }
     std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
+    if (cuda_graph && (!dev.is_cuda() || world > 1))
+      fail("--cuda_graph needs a GPU device and one rank (device ", dev.str(), ", ", world, " ranks)");
     for (int i = 0; i < warmup; ++i) st.run();
+    if (cuda_graph) {  // captured after the eager warm-up steps (cuDNN's algorithm search is not capturable)
+      st.use_graph = true;
+      st.run();
+      std::printf("CUDA graph: %zu nodes\n", st.graph->nodes());
+    }
     std::vector<double> ips;
     for (int i = 0; i < steps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -274,6 +316,7 @@ int main(int argc, char** argv) {
     double ideal_step_seconds = 0;
     std::vector<roofline::FamilyRow> families;
     if (profile || roofline) {
+      st.use_graph = false;  // per-op times need eager launches
       roofline::Machine machine;
       if (roofline) {
         machine = roofline::measure(dev, precision);
@@ -305,7 +348,8 @@ int main(int argc, char** argv) {
           << ", \"device\": \"" << dev.str() << "\", \"cpu\": \"" << kernels::cpu_model_name()
           << "\", \"cpu_kernels\": \"" << kernels::cpu_isa_name(kernels::cpu_isa()) << "\", \"precision\": \""
           << precision_name(precision) << "\", \"amp_level\": \"" << amp_level_name(level) << "\", \"ranks\": " << world
-          << ", \"median_images_per_s\": " << median << ", \"step_s\": " << step_seconds;
+          << ", \"cuda_graph\": " << (cuda_graph ? "true" : "false") << ", \"median_images_per_s\": " << median
+          << ", \"step_s\": " << step_seconds;
       if (roofline) {
         out << ", \"ideal_step_s\": " << ideal_step_seconds << ", \"families\": [";
         for (size_t i = 0; i < families.size(); ++i)

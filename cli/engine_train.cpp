@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
     o.sync_bn = a.sync_bn == "on" ? TrainOptions::SyncBn::On
                                   : (a.sync_bn == "off" ? TrainOptions::SyncBn::Off : TrainOptions::SyncBn::Auto);
     o.profile = a.profile;
+    o.cuda_graph = a.cuda_graph;
     o.overwrite = a.overwrite;
     o.save_on_stop = a.save_on_stop;
     o.stop_request = &stop_request();

@@ -8,6 +8,7 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -59,6 +60,7 @@ class BlockCache {
 
   void* allocate(size_t bytes, const void* stream, bool exact) {
     std::lock_guard g(m_);
+    if (capture_) stream = capture_, exact = false;  // a capture takes and returns blocks of its pool only
     const bool cache = !exact && bytes >= min_cached_;
     const size_t size = cache ? round_size(bytes) : std::max<size_t>(bytes, 1);
     if (cache) {
@@ -76,7 +78,7 @@ class BlockCache {
       }
     }
     void* p = sys_alloc_(size);
-    if (!p) {
+    if (!p && !capture_) {  // (a capture cannot free memory: cudaFree would end it)
       release_locked();
       p = sys_alloc_(size);
     }
@@ -92,9 +94,12 @@ class BlockCache {
     std::lock_guard g(m_);
     auto it = live_.find(p);
     if (it == live_.end()) fail("free of a pointer the caching allocator does not own");
-    const Block b = it->second;
+    Block b = it->second;
     live_.erase(it);
     stats_.allocated_current -= b.size;
+    // A block freed during a capture may still be read by the captured work at every replay: it joins
+    // the capture's pool, whatever its origin, so no work outside the graphs can be handed it.
+    if (capture_) b.stream = capture_, b.cached = true;
     if (b.cached) {
       free_[b.stream].emplace(b.size, p);
     } else {
@@ -106,6 +111,36 @@ class BlockCache {
   void release() {
     std::lock_guard g(m_);
     release_locked();
+  }
+
+  // CUDA graphs: blocks of `pool` serve the capture alone until end_capture; the pool is kept (never
+  // released by empty_cache or an out-of-memory retry) until release_pool.
+  void begin_capture(const void* pool) {
+    std::lock_guard g(m_);
+    ENGINE_CHECK(!capture_, "a CUDA graph capture is already running");
+    capture_ = pool;
+    pools_.insert(pool);
+  }
+  void end_capture() {
+    std::lock_guard g(m_);
+    capture_ = nullptr;
+  }
+  // Once no graph that used `pool` remains: its cached blocks go back to the system allocator, and its
+  // live blocks (a graph's outputs still held) return to `stream`'s list when freed (or, `exact`, to
+  // the system allocator).
+  void release_pool(const void* pool, const void* stream, bool exact) {
+    std::lock_guard g(m_);
+    ENGINE_CHECK(capture_ != pool, "release of a capture pool while its capture runs");
+    pools_.erase(pool);
+    if (auto it = free_.find(pool); it != free_.end()) {
+      for (auto& [size, p] : it->second) {
+        stats_.reserved_current -= size;
+        sys_free_(p);
+      }
+      free_.erase(it);
+    }
+    for (auto& [p, b] : live_)
+      if (b.stream == pool) b.stream = stream, b.cached = !exact;
   }
 
   MemoryStats stats() {
@@ -120,7 +155,9 @@ class BlockCache {
 
  private:
   void release_locked() {
+    if (capture_) return;  // cudaFree would end the capture
     for (auto& [stream, fl] : free_) {
+      if (pools_.count(stream)) continue;  // graphs' memory (their replays write it)
       for (auto& [size, p] : fl) {
         stats_.reserved_current -= size;
         sys_free_(p);
@@ -141,6 +178,8 @@ class BlockCache {
   };
   std::map<const void*, std::multimap<size_t, void*>> free_;  // stream -> class size -> blocks
   std::unordered_map<void*, Block> live_;
+  const void* capture_ = nullptr;  // the pool of the capture running now
+  std::set<const void*> pools_;    // pools of live graphs
 };
 
 // ----------------------------------------------------------------------------- CPU
@@ -199,7 +238,13 @@ void cpu_free(void* p) {
 // ----------------------------------------------------------------------------- CUDA
 void* cuda_sys_alloc(size_t n) {
   void* p = nullptr;
-  if (cudaMalloc(&p, n) != cudaSuccess) {
+  // During a CUDA graph capture cudaMalloc is a "potentially unsafe" call: allowed for this thread in
+  // relaxed mode. The capture does not record it; the block belongs to the graph's pool.
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  const cudaError_t e = cudaMalloc(&p, n);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  if (e != cudaSuccess) {
     cudaGetLastError();  // clear the error; the cache retries after releasing its blocks
     return nullptr;
   }
@@ -256,6 +301,12 @@ void reset_peak_memory_stats(Device d) {
   cuda_cache().reset_peak();
 #endif
 }
+
+#if defined(ENGINE_WITH_CUDA)
+void begin_capture_pool(const void* pool) { cuda_cache().begin_capture(pool); }
+void end_capture_pool() { cuda_cache().end_capture(); }
+void release_capture_pool(const void* pool) { cuda_cache().release_pool(pool, compute_stream(), g_guard_mode.load()); }
+#endif
 
 void empty_cache() {
   cpu_cache().release();

@@ -31,6 +31,17 @@ void reset_peak_memory_stats(Device d);
 // Returns cached CUDA blocks to the driver.
 void empty_cache();
 
+#if defined(ENGINE_WITH_CUDA)
+// CUDA graphs (engine/cuda_graph.h): between begin_capture_pool and end_capture_pool every CUDA block
+// is taken from and returned to the pool `pool` (an opaque key), including blocks allocated before
+// the capture and freed during it, since the captured work reads them again at every replay. The
+// pool's blocks are used by captures alone and kept until release_capture_pool (after the last
+// graph that used it is destroyed): empty_cache() and out-of-memory retries leave them.
+void begin_capture_pool(const void* pool);
+void end_capture_pool();
+void release_capture_pool(const void* pool);
+#endif
+
 // Guard mode: set before allocating the tensors to check (tests). check_guards() returns the number
 // of live blocks whose guard bytes were overwritten (CPU) plus the emulation layer's count (CUDA).
 void set_guard_mode(bool on);

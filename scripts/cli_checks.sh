@@ -109,6 +109,16 @@ if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
     --model_path p16g/iter_4 --precision fp16
   expect 0 "precision fp16 (O2: activations stored in fp16" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
     --config cfg.yml --device gpu --precision fp16 --amp_level O2 --iters 2 --save_interval 2 --save_dir p16o2
+  # CUDA graphs (train/step_graphs.h): steps replayed from a graph train to the same weights, bit for
+  # bit, as eager steps
+  expect 0 "CUDA graphs: 3 of 4 steps replayed from 1 capture(s)" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+    --config cfg.yml --device gpu --iters 4 --save_interval 4 --save_dir gon
+  expect 0 "CUDA graphs: switched off" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" --config cfg.yml --device gpu \
+    --iters 4 --save_interval 4 --save_dir goff --cuda_graph off
+  cmp -s gon/iter_4/model.safetensors goff/iter_4/model.safetensors && \
+    cmp -s gon/iter_4/optimizer.safetensors goff/iter_4/optimizer.safetensors || {
+    echo "FAIL: PP-LiteSeg weights after 4 steps differ between --cuda_graph on and off"; fails=$((fails + 1)); }
+  expect 2 "--cuda_graph: expected on or off, got 'yes'" "$bin/engine-train" --config cfg.yml --cuda_graph yes
 fi
 
 # detection: engine-datagen --task det, a one-epoch PaddleX-style run with evaluation, resume, and its errors
@@ -138,6 +148,17 @@ YML
 expect 0 "[TRAIN] Epoch=1/2, Step=2/2, loss_xy=" "$bin/engine-train" det.yml --num_epochs 2 --save_dir dout
 expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_b
 [ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] || { echo "FAIL: detection checkpoints missing"; fails=$((fails + 1)); }
+# Detection on the emulated GPU with CUDA graphs: several batch shapes (BatchRandomResize), each its
+# own graph; the same weights as eager steps, bit for bit
+if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
+  sed 's/target_sizes: \[64\]/target_sizes: [64, 96]/' det.yml > det_ms.yml
+  expect 0 "steps replayed from 2 capture(s)" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" det_ms.yml \
+    --num_epochs 3 --save_dir dgon --device gpu
+  expect 0 "CUDA graphs: switched off" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" det_ms.yml --num_epochs 3 \
+    --save_dir dgoff --device gpu --cuda_graph off
+  cmp -s dgon/epoch_3/model.safetensors dgoff/epoch_3/model.safetensors || {
+    echo "FAIL: YOLOv3 weights after 3 epochs differ between --cuda_graph on and off"; fails=$((fails + 1)); }
+fi
 expect 0 "Resume model from dout/epoch_1" "$bin/engine-train" det.yml --num_epochs 2 --resume_checkpoint dout/epoch_1 --save_dir dout2
 if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then  # YOLOv3 with bf16 activations, evaluated at O2 as well
   expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --precision bf16 --amp_level O2 --save_dir dout_o2

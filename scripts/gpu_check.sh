@@ -2,7 +2,7 @@
 # The checks to run on a machine with a real NVIDIA GPU, in one go (docs/GPU.md records the results):
 # the GPU test programs and the CPU-vs-GPU model and trainer tests of a REAL build, then bench_train
 # in every precision and AMP level (PP-LiteSeg-B at 512x512, batch 4 and 16; YOLOv3-DarkNet53 at 608,
-# batch 8), the step's roofline, and
+# batch 8), with CUDA graphs against eager launches, the step's roofline, and
 # the hand-written backward-data kernel against cuDNN's (kernel rows and the DarkNet53 step).
 #   bash scripts/gpu_check.sh BUILD_DIR OUT_DIR
 # BUILD_DIR: a -DENGINE_CUDA=REAL build (scripts/build.sh cuda). Everything goes to OUT_DIR
@@ -14,7 +14,7 @@ mkdir -p "$out"
 status=0
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  for t in test_conv_gpu test_gemm_gpu test_models test_det_models test_trainer test_optim test_conv; do
+  for t in test_conv_gpu test_gemm_gpu test_cuda_graph test_models test_det_models test_trainer test_optim test_conv; do
     echo "=== $t"
     "$bin/tests/$t" 2>&1 | tail -25
     rc=${PIPESTATUS[0]}
@@ -32,6 +32,13 @@ status=0
     "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision "$p" --amp_level "$l" \
       --steps 5 --no-profile --json "$out/darknet53_608_b8_$mode.json" 2>&1 | tail -2
   done
+  # CUDA graph against eager launches (the same step, bf16 O2, the two batch sizes)
+  for b in 4 16; do
+    "$bin/bench_train" --model B --batch "$b" --device gpu --precision bf16 --amp_level O2 --steps 10 --no-profile \
+      --cuda_graph --json "$out/B_b${b}_bf16-O2_graph.json" 2>&1 | tail -2
+  done
+  "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 --device gpu --precision bf16 --amp_level O2 \
+    --steps 5 --no-profile --cuda_graph --json "$out/darknet53_608_b8_bf16-O2_graph.json" 2>&1 | tail -2
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
   # cuDNN forced and with the automatic choice.
   ENGINE_BENCH_CONV_NET=DarkNet "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"

@@ -267,11 +267,12 @@ TEST(KernelsTsan, CrossEntropyTilesAndRows) {
 
 // loss.cu OHEM: C = 19, P = 677 (about 1 in 11 ignored), thresh 0.02 and min_kept 400: fewer than 400
 // valid pixels have p_gt < 0.02 (checked below on the CPU), so the threshold is raised by
-// ohem_select_cuda: 4 rounds of ohem_hist_kernel (3 blocks of 256, shared-memory histogram with
-// integer atomics, a barrier before and after) and ohem_scan_kernel; then ohem_sum_kernel,
-// loss_finalize_kernel, and ce_bwd_kernel<true> with the p_gt mask. The forward is the OHEM tile
-// kernel <true, true> (6 tiles on 2 blocks). Two more cases with thresh 0.7 and min_kept 50 (enough
-// pixels below thresh: no select, ohem_sum with the host threshold): C = 8 runs the even-C OHEM tile
+// ohem_mine_cuda's select: 4 rounds of ohem_hist_kernel (3 blocks of 256, shared-memory histogram with
+// integer atomics, a barrier before and after) and ohem_scan_kernel; then ohem_gate_kernel,
+// ohem_sum_kernel, loss_finalize_kernel, and ce_bwd_kernel<true> with the p_gt mask. The forward is
+// the OHEM tile kernel <true, true> (6 tiles on 2 blocks). Two more cases with thresh 0.7 and
+// min_kept 50 (enough pixels below thresh: the select's k-th value is below thresh, so the threshold
+// stays thresh): C = 8 runs the even-C OHEM tile
 // kernel <true, false>, C = 45 ce_fwd_row_kernel<true> and ce_bwd_kernel<false>. Tolerance 1e-5 (p_gt and the selection
 // are bit-exact; sums in another order).
 TEST(KernelsTsan, OhemCrossEntropyRadixSelect) {

@@ -212,6 +212,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
       p.fail_flag("--sync_bn", "expected auto, on or off, got '", v[0], "'");
     a.sync_bn = v[0];
   });
+  p.flag("--cuda_graph", Arity::One, [&](Vals v) {
+    if (v[0] != "on" && v[0] != "off") p.fail_flag("--cuda_graph", "expected on or off, got '", v[0], "'");
+    a.cuda_graph = v[0] == "on";
+  });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
   p.flag("--keep_checkpoint_max", Arity::One,
@@ -359,6 +363,8 @@ std::string train_usage() {
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
          "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
          "  --no_save_on_stop       on SIGINT/SIGTERM stop without writing a final iter_N/ checkpoint\n"
+         "  --cuda_graph on|off     on (default): on a GPU with one rank, each batch shape's forward and\n"
+         "                          backward is captured once as a CUDA graph and replayed (docs/TRAINING.md)\n"
          "Data parallel (one process per device, started by mpirun, srun or engine-launch; docs/DISTRIBUTED.md):\n"
          "  --sync_bn auto|on|off   synchronised batch norm; auto = on for GPU ranks, off for CPU ranks\n"
          "  --dist_timeout S        seconds a collective may wait for the other ranks before the job is\n"

@@ -36,6 +36,7 @@
 #include "train/run_dir.h"
 #include "train/safetensors.h"
 #include "train/seg_task.h"
+#include "train/step_graphs.h"
 #include "train/stop_signal.h"
 #include "train/vdl_writer.h"
 
@@ -558,6 +559,23 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   // Data parallel: gradients in buckets all-reduced during backward (train/grad_buckets.h).
   std::unique_ptr<GradBuckets> buckets;
   if (world > 1) buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes);
+  // CUDA graphs of the step (train/step_graphs.h): on a GPU with one rank, unless switched off or
+  // profiling (the per-op times need eager launches).
+  std::unique_ptr<StepGraphs> graphs;
+  if (dev.is_cuda()) {
+    const char* why_not = !opt.cuda_graph ? "switched off (--cuda_graph off)"
+                          : world > 1     ? "not with several ranks yet (the gradient all-reduce runs eagerly)"
+                          : opt.profile   ? "not while profiling (the per-op times need eager launches)"
+                                          : nullptr;
+    if (!why_not)
+      graphs = std::make_unique<StepGraphs>(task, params, dev,
+                                            [&](const std::string& line) { log << prefix() << line << std::endl; });
+    log << prefix() << "CUDA graphs: "
+        << (why_not ? std::string(why_not)
+                    : "on (one per batch shape: its first batch runs eagerly, the second is captured, later ones "
+                      "replay it)")
+        << std::endl;
+  }
   // A stop request reaches the ranks at different moments: with several ranks it is agreed on in
   // each iteration's all-reduce and acted on by all of them before the next iteration.
   int agreed_stop = 0;
@@ -582,7 +600,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     const double reader_cost = seconds_since(batch_start);
 
-    const TaskLoss lv = task.loss(batch, dev);
+    // Forward and backward: through the batch shape's CUDA graph, or eagerly.
+    std::optional<StepGraphs::Result> graphed;
+    if (graphs) graphed = graphs->forward_backward(batch, scaler ? (float)scaler->scale() : 1.f);
+    const TaskLoss lv = graphed ? graphed->loss : task.loss(batch, dev);
     if (term_names.empty() && !lv.terms.empty()) {
       for (const auto& [n, t] : lv.terms) term_names.push_back(n);
       nterms = term_names.size();
@@ -625,7 +646,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       scalars_pending = comm.start_all_reduce(reduced_scalars, ReduceOp::Sum, "loss of iter " + std::to_string(iter));
     }
     if (buckets) buckets->begin_step();
-    if (!nonfinite_loss) {  // (one rank, fp16: a skipped step, whose gradients would be inf or nan)
+    if (!nonfinite_loss && !graphed) {  // (one rank, fp16: a skipped step, whose gradients would be inf or nan)
       if (scaler)
         (lv.total * (float)scaler->scale()).backward();
       else
@@ -642,7 +663,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     const double total_loss = scalars[0];
     std::vector<Tensor> grads;
     for (size_t i = 0; i < params.size(); ++i)
-      grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
+      grads.push_back(graphed ? graphed->grads[i] : buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
     const double lr = schedule.lr_at(iter - 1);
     bool skip_step = false;
     if (scaler && nonfinite_loss) {
@@ -837,6 +858,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     if (win_n == 0) window_start = batch_start;
   }
   if (opt.profile) profiler::set_enabled(false);
+  if (graphs)
+    log << prefix() << "CUDA graphs: " << graphs->replays() << " of " << summary.iters_done - start_iter
+        << " steps replayed from " << graphs->captures() << " capture(s)" << std::endl;
   summary.best_metric = best_metric;
   summary.best_iter = best_iter;
   summary.best_checkpoint = best_iter >= 0 ? checkpoint_name(best_iter) : "";

@@ -41,6 +41,7 @@
 
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/op_utils.h"
@@ -159,11 +160,6 @@ Tensor host_workspace(size_t bytes) {
 }
 void* ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
-#if defined(ENGINE_CUDA_EMULATED)
-// Device memory is host memory: finish the (emulated) kernels that produce our inputs first.
-void sync_emulated() { CUDA_CHECK(cudaStreamSynchronize(compute_stream())); }
-#endif
-
 #if defined(ENGINE_CUDA_REAL)
 // The element type of cuDNN's tensors for p (conv_cudnn.cpp "Precision").
 DType cudnn_dtype(const ConvParams& p) { return p.input == ConvInput::F32 ? DType::F32 : low_dtype(p); }
@@ -205,10 +201,12 @@ Tensor kernel_weight(const Tensor& w, const ConvParams& p) {
 }
 
 void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tensor& b, const Tensor& y) {
-  const float* bp = b.defined() ? b.data<float>() : nullptr;
-  auto cpu = [&] {
+  // The CPU kernel holds its tensors by value: the emulated GPU may run it later, as a host node of a
+  // CUDA graph (engine/cuda_graph.h run_in_stream_order).
+  auto cpu = [p, x, wk, b, y] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::Fwd, p));
-    kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), bp, y.raw_data(), ptr(ws));
+    kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), b.defined() ? b.data<float>() : nullptr, y.raw_data(),
+                            ptr(ws));
   };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
@@ -226,17 +224,14 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
     if (b.defined()) add_inplace(y, p.low_out ? contiguous_nograd(b, y.dtype()) : b);
   };
 #elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] {
-    sync_emulated();
-    cpu();
-  };
+  auto cuda = [&] { run_in_stream_order(cpu); };
 #endif
   ENGINE_DISPATCH(kOp, y.device(), conv_work(p, ConvPass::Fwd), cpu(), cuda());
 }
 
 Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
   Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, out_dtype(p), gy.device());
-  auto cpu = [&] {
+  auto cpu = [p, gy, wk, gx] {  // by value, as in run_fwd
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdData, p));
     kernels::conv2d_bwd_data_cpu(p, gy.raw_data(), wk.data<float>(), gx.raw_data(), ptr(ws));
   };
@@ -251,10 +246,7 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
     if (widen) copy_into(gx, gxk);
   };
 #elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] {
-    sync_emulated();
-    cpu();
-  };
+  auto cuda = [&] { run_in_stream_order(cpu); };
 #endif
   ENGINE_DISPATCH("conv2d_backward_data", gy.device(), conv_work(p, ConvPass::BwdData), cpu(), cuda());
   return gx;
@@ -268,13 +260,17 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
   const Device dev = gy.device();
   Tensor gw, gb;
   p.bias = want_b;
-  auto cpu = [&] {
+  // The outputs, then the CPU kernel holding its tensors by value (as in run_fwd).
+  auto cpu_kernel = [&] {
     gw = Tensor::empty({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, dev);
     if (want_b) gb = Tensor::empty({p.cout}, DType::F32, dev);
-    const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
-    kernels::conv2d_bwd_weights_cpu(p, x.raw_data(), gy.raw_data(), gw.data<float>(),
-                                    want_b ? gb.data<float>() : nullptr, ptr(ws));
+    return [p, x, gy, gw, gb] {
+      const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
+      kernels::conv2d_bwd_weights_cpu(p, x.raw_data(), gy.raw_data(), gw.data<float>(),
+                                      gb.defined() ? gb.data<float>() : nullptr, ptr(ws));
+    };
   };
+  auto cpu = [&] { cpu_kernel()(); };
 #if defined(ENGINE_CUDA_REAL)
   auto cuda = [&] {
     const SearchCacheRelease release;
@@ -286,10 +282,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     if (want_b) gb = sum(gy_in, {0, 1, 2});
   };
 #elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] {
-    sync_emulated();
-    cpu();
-  };
+  auto cuda = [&] { run_in_stream_order(cpu_kernel()); };
 #endif
   ENGINE_DISPATCH("conv2d_backward_weights", dev, conv_work(p, ConvPass::BwdWeights), cpu(), cuda());
   return {gw, gb};

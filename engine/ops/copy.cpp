@@ -1,5 +1,6 @@
 #include "engine/ops/copy.h"
 
+#include "engine/cuda_graph.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/copy_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -49,6 +50,10 @@ Tensor copy_to_device(const Tensor& src, Device d) {
   Tensor out = Tensor::empty(c.shape(), c.dtype(), d);
   if (c.nbytes() == 0) return out;
 #if defined(ENGINE_WITH_CUDA)
+  if (capturing_cuda_graph() && d.is_cuda() && c.device().is_cpu()) {  // a constant of the captured step
+    capture_host_to_device(out.raw_data(), c.raw_data(), c.nbytes());
+    return out;
+  }
   const cudaMemcpyKind kind =
       d.is_cuda() ? (c.device().is_cuda() ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice) : cudaMemcpyDeviceToHost;
   CUDA_CHECK(cudaMemcpyAsync(out.raw_data(), c.raw_data(), c.nbytes(), kind, compute_stream()));

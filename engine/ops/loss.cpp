@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/op_utils.h"
@@ -72,11 +73,6 @@ CeGeom check_ce_inputs(const char* op, const Tensor& logits, const Tensor& label
 Tensor new_stats(Device d) {
   return Tensor::from_vector_i64({0, std::numeric_limits<int64_t>::max(), 0, 0, 0}, {kernels::kCeStatsLen}, d);
 }
-double stat_double(const std::vector<int64_t>& st, int i) {
-  double v;
-  std::memcpy(&v, &st[(size_t)i], 8);
-  return v;
-}
 #endif
 
 // Backward of CE / OHEM: gx = g * inv * coef_p * (softmax - onehot).
@@ -134,9 +130,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
     kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(), nullptr,
                          nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
                          kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
-    const auto st = stats.to_vector_i64();
-    if (st[kernels::kBadCount])
-      fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    check_on_host([=] {
+      const auto st = stats.to_vector_i64();
+      if (st[kernels::kBadCount])
+        fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    });
   };
 #endif
   ENGINE_DISPATCH(op, dev, traffic(xc, yc, w, lse), on_cpu(), on_cuda());
@@ -199,24 +197,21 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
                          pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(), denom_add,
                          out.data<float>(), inv_dev.data<float>(), compute_stream());
-    const auto st = stats.to_vector_i64();  // the one synchronisation: label check and num_valid
-    if (st[kernels::kBadCount])
-      fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
-    const int64_t num_valid = (int64_t)stat_double(st, kernels::kSum2);
-    mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
-    if (mining) {
-      thr_host = thresh;
-      if (min_kept > 0 && st[kernels::kBelow] < min_kept) {
-        thr_dev = Tensor::empty({1}, DType::F32, dev);
-        Tensor ws = Tensor::empty({4 + 256}, DType::I64, dev);
-        uint64_t* wsp = reinterpret_cast<uint64_t*>(ws.data<int64_t>());
-        kernels::ohem_select_cuda(pgt.data<float>(), P, min_kept, thresh, wsp, wsp + 4, thr_dev.data<float>(),
-                                  compute_stream());
-      }
-      kernels::ohem_sum_cuda(pgt.data<float>(), nll.data<float>(), yc.data<int64_t>(), P, C, ignore_index,
-                             thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, partp,
-                             stats.data<int64_t>(), denom_add, out.data<float>(), inv_dev.data<float>(),
-                             compute_stream());
+    check_on_host([=] {
+      const auto st = stats.to_vector_i64();
+      if (st[kernels::kBadCount])
+        fail_bad_labels(op, yc, C, ignore_index, st[kernels::kBadCount], st[kernels::kFirstBad]);
+    });
+    // Whether to mine is decided on the device (no host read: a CUDA graph can capture the step); when
+    // it does not mine, the threshold is +inf and the backward's keep test passes every valid pixel.
+    if (min_kept > 0) {
+      mining = true;
+      thr_dev = Tensor::empty({1}, DType::F32, dev);
+      Tensor ws = Tensor::empty({4 + 256}, DType::I64, dev);
+      uint64_t* wsp = reinterpret_cast<uint64_t*>(ws.data<int64_t>());
+      kernels::ohem_mine_cuda(pgt.data<float>(), nll.data<float>(), yc.data<int64_t>(), P, C, ignore_index, min_kept,
+                              thresh, wsp, wsp + 4, partp, stats.data<int64_t>(), denom_add, out.data<float>(),
+                              inv_dev.data<float>(), thr_dev.data<float>(), compute_stream());
     }
   };
 #endif
@@ -234,6 +229,12 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
 
 // ------------------------------------------------------------------------------ pointwise losses
 namespace {
+
+void check_probs(const char* op, const Tensor& probs, int64_t n_bad) {
+  ENGINE_CHECK(
+      n_bad == 0, op, ": probs ", probs.describe(), " hold ", n_bad,
+      " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
+}
 
 Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor& b, const Tensor& weight, bool grad_b) {
   const char* an = kind == PointLoss::L1 ? "a" : (kind == PointLoss::Bce ? "probs" : "logits");
@@ -269,13 +270,11 @@ Tensor point_loss(const char* op, PointLoss kind, const Tensor& a, const Tensor&
     kernels::point_loss_fwd_cuda(kind, ac.data<float>(), bc.data<float>(), wp, n,
                                  reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
                                  out.data<float>(), compute_stream());
-    if (kind == PointLoss::Bce) n_bad = stats.to_vector_i64()[kernels::kBadCount];
+    if (kind == PointLoss::Bce) check_on_host([=] { check_probs(op, a, stats.to_vector_i64()[kernels::kBadCount]); });
   };
 #endif
   ENGINE_DISPATCH(op, dev, traffic(ac, bc, w), on_cpu(), on_cuda());
-  ENGINE_CHECK(
-      n_bad == 0, op, ": probs ", a.describe(), " hold ", n_bad,
-      " value(s) outside [0, 1] or NaN; binary_cross_entropy takes probabilities (use bce_with_logits on logits)");
+  check_probs(op, a, n_bad);
   const bool need_a = needs_grad({&a}), need_b = grad_b && needs_grad({&b});
   if (need_a || need_b) {
     const float scale = (float)(1.0 / (double)n);

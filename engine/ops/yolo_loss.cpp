@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_graph.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/yolo_loss_cpu.h"
@@ -152,7 +153,8 @@ YoloLossOutput yolov3_loss(const std::vector<Tensor>& heads, const Tensor& gt_bo
     NoGradGuard ng;
     cls = copy_contiguous(gt_class.detach(), DType::I32);
   }
-  check_classes(op, g, box, cls, score);
+  // (In a CUDA graph the check follows each replay; the kernels compare class ids, never index by them.)
+  check_on_host([=] { check_classes(op, g, box, cls, score); });
   std::vector<Tensor> hc;
   std::vector<const float*> hp;
   for (const Tensor& h : heads) {

@@ -17,6 +17,9 @@
 // Reductions: per-thread double accumulators, warp shuffles, one double pair per block, then
 //   loss_finalize_kernel (one block; loads batched, adds in a fixed order) sums the block partials:
 //   deterministic, no float atomics. Label errors and OHEM counts use integer atomics only (deterministic).
+// OHEM (ohem_mine_cuda) never reads device memory on the host, so a CUDA graph can capture it: the
+//   selection, a one-thread gate that decides on the device whether to mine, the sum pass and a
+//   finalize that the gate turns off when there is nothing to mine.
 // OHEM selection (ohem_hist_kernel + ohem_scan_kernel, 4 passes): the k-th smallest p_gt by an
 //   8-bit radix select over the f32 bit patterns (non-negative floats order like their bits): each
 //   pass histograms the values matching the prefix found so far (shared-memory histogram, integer
@@ -180,8 +183,10 @@ __global__ void __launch_bounds__(kBlock)
 // One block: adds the block partials in a fixed order; loss = S1 / (use_s2 * S2 + denom_add).
 __global__ void __launch_bounds__(kFinalBlock)
     loss_finalize_kernel(const double* __restrict__ part, int nparts, double denom_add, int use_s2,
-                         ull* __restrict__ stats, float* __restrict__ loss, float* __restrict__ inv) {
+                         ull* __restrict__ stats, float* __restrict__ loss, float* __restrict__ inv,
+                         const ull* __restrict__ gate) {
   __shared__ double red[32];
+  if (gate && gate[0] == 0ull) return;  // OHEM without mining: the CE forward's results stand
   // Partials are loaded kFinalBatch at a time (independent loads in flight) but added in the
   // same order as a plain strided loop: i = tid, tid + blockDim, ...
   constexpr int kFinalBatch = 8;
@@ -260,10 +265,23 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // ------------------------------------------------------------------------------ OHEM selection
-// state: [0] prefix bits, [1] mask bits, [2] remaining rank k (1-based).
+// Decided on the device from the CE forward's statistics (PaddleSeg: mine when 0 < min_kept <
+// #valid; the threshold is raised above thresh only when fewer than min_kept valid pixels lie below
+// it, stats[kBelow]).
+__device__ __forceinline__ bool ohem_mines(const ull* stats, int64_t min_kept) {
+  const int64_t num_valid = (int64_t)__longlong_as_double((long long)stats[kSum2]);
+  return min_kept > 0 && min_kept < num_valid && num_valid > 0;
+}
+__device__ __forceinline__ bool ohem_selects(const ull* stats, int64_t min_kept) {
+  return ohem_mines(stats, min_kept) && stats[kBelow] < (ull)min_kept;
+}
+
+// state: [0] prefix bits, [1] mask bits, [2] remaining rank k (1-based), [3] mining flag (gate).
+// Both kernels return at once when there is nothing to select.
 __global__ void __launch_bounds__(kBlock)
     ohem_hist_kernel(const float* __restrict__ v, int64_t n, const ull* __restrict__ state, ull* __restrict__ hist,
-                     int shift) {
+                     int shift, const ull* __restrict__ stats, int64_t min_kept) {
+  if (!ohem_selects(stats, min_kept)) return;
   __shared__ unsigned int sh[256];
   for (int i = threadIdx.x; i < 256; i += blockDim.x) sh[i] = 0u;
   __syncthreads();
@@ -277,10 +295,12 @@ __global__ void __launch_bounds__(kBlock)
     if (sh[i]) atomicAdd(&hist[i], (ull)sh[i]);
 }
 
-__global__ void __launch_bounds__(32) ohem_scan_kernel(ull* __restrict__ hist, ull* __restrict__ state, int shift,
-                                                       float thresh, float* __restrict__ thr_out) {
-  if (threadIdx.x != 0) return;
-  ull k = state[2], cum = 0;
+__global__ void __launch_bounds__(32)
+    ohem_scan_kernel(ull* __restrict__ hist, ull* __restrict__ state, int shift, const ull* __restrict__ stats,
+                     int64_t min_kept, float thresh, float* __restrict__ thr_out) {
+  if (threadIdx.x != 0 || !ohem_selects(stats, min_kept)) return;
+  const ull k_first = (ull)min_kept;
+  ull k = shift == 24 ? k_first : state[2], cum = 0;
   int d = 0;
   for (; d < 255; ++d) {
     if (cum + hist[d] >= k) break;
@@ -294,6 +314,20 @@ __global__ void __launch_bounds__(32) ohem_scan_kernel(ull* __restrict__ hist, u
     const float pk = __uint_as_float((unsigned)state[0]);
     thr_out[0] = pk > thresh ? pk : thresh;
   }
+}
+
+// The threshold when the select did not run: thresh when mining, +inf otherwise (the sum pass and
+// the backward then keep every valid pixel, and the finalize gate, state[3] = 0, keeps the CE
+// forward's loss).
+__global__ void __launch_bounds__(32) ohem_gate_kernel(const ull* __restrict__ stats, int64_t min_kept, float thresh,
+                                                       ull* __restrict__ state, float* __restrict__ thr) {
+  if (threadIdx.x != 0) return;
+  const bool mining = ohem_mines(stats, min_kept);
+  state[3] = mining ? 1ull : 0ull;
+  if (!mining)
+    thr[0] = __int_as_float(0x7f800000);  // +inf
+  else if (!ohem_selects(stats, min_kept))
+    thr[0] = thresh;  // at least min_kept valid pixels below thresh: the k-th smallest is below it
 }
 
 // ------------------------------------------------------------------------------ OHEM sum pass
@@ -356,8 +390,8 @@ __global__ void __launch_bounds__(kBlock)
 int point_grid(int64_t n) { return (int)cuda::grid_for(n, kBlock, kMaxPointBlocks); }
 
 void finalize(const double* part, int nparts, double denom_add, int use_s2, int64_t* stats, float* loss, float* inv,
-              cudaStream_t s) {
-  GPU_LAUNCH(1, kFinalBlock, 0, s, loss_finalize_kernel)(part, nparts, denom_add, use_s2, (ull*)stats, loss, inv);
+              cudaStream_t s, const ull* gate = nullptr) {
+  GPU_LAUNCH(1, kFinalBlock, 0, s, loss_finalize_kernel)(part, nparts, denom_add, use_s2, (ull*)stats, loss, inv, gate);
   CUDA_CHECK_LAUNCH("loss_finalize_kernel");
 }
 
@@ -404,27 +438,26 @@ void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* 
   CUDA_CHECK_LAUNCH("ce_bwd_kernel");
 }
 
-void ohem_select_cuda(const float* pgt, int64_t P, int64_t k, float thresh, uint64_t* state, uint64_t* hist,
-                      float* thr_out, cudaStream_t s) {
-  const ull init[4] = {0ull, 0ull, (ull)k, 0ull};
-  CUDA_CHECK(cudaMemcpyAsync(state, init, sizeof init, cudaMemcpyHostToDevice, s));
+void ohem_mine_cuda(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore,
+                    int64_t min_kept, float thresh, uint64_t* state, uint64_t* hist, double* part, int64_t* stats,
+                    double denom_add, float* loss, float* inv, float* thr, cudaStream_t s) {
+  ull* st = reinterpret_cast<ull*>(state);
+  CUDA_CHECK(cudaMemsetAsync(st, 0, 4 * sizeof(ull), s));
   CUDA_CHECK(cudaMemsetAsync(hist, 0, 256 * sizeof(ull), s));
   const int grid = (int)cuda::grid_for(P, kBlock, 1024);
   for (int shift = 24; shift >= 0; shift -= 8) {
-    GPU_LAUNCH(grid, kBlock, 0, s, ohem_hist_kernel)(pgt, P, (const ull*)state, (ull*)hist, shift);
+    GPU_LAUNCH(grid, kBlock, 0, s, ohem_hist_kernel)
+    (pgt, P, (const ull*)st, (ull*)hist, shift, (const ull*)stats, min_kept);
     CUDA_CHECK_LAUNCH("ohem_hist_kernel");
-    GPU_LAUNCH(1, 32, 0, s, ohem_scan_kernel)((ull*)hist, (ull*)state, shift, thresh, thr_out);
+    GPU_LAUNCH(1, 32, 0, s, ohem_scan_kernel)((ull*)hist, st, shift, (const ull*)stats, min_kept, thresh, thr);
     CUDA_CHECK_LAUNCH("ohem_scan_kernel");
   }
-}
-
-void ohem_sum_cuda(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore,
-                   const float* thr_dev, float thr_host, double* part, int64_t* stats, double denom_add, float* loss,
-                   float* inv, cudaStream_t s) {
-  const int grid = (int)cuda::grid_for(P, kBlock, kMaxPointBlocks);
-  GPU_LAUNCH(grid, kBlock, 0, s, ohem_sum_kernel)(pgt, nll, y, P, (int)C, ignore, thr_dev, thr_host, part);
+  GPU_LAUNCH(1, 32, 0, s, ohem_gate_kernel)((const ull*)stats, min_kept, thresh, st, thr);
+  CUDA_CHECK_LAUNCH("ohem_gate_kernel");
+  const int sgrid = (int)cuda::grid_for(P, kBlock, kMaxPointBlocks);
+  GPU_LAUNCH(sgrid, kBlock, 0, s, ohem_sum_kernel)(pgt, nll, y, P, (int)C, ignore, thr, 0.f, part);
   CUDA_CHECK_LAUNCH("ohem_sum_kernel");
-  finalize(part, grid, denom_add, 1, stats, loss, inv, s);
+  finalize(part, sgrid, denom_add, 1, stats, loss, inv, s, st + 3);
 }
 
 void point_loss_fwd_cuda(PointLoss kind, const float* a, const float* b, const float* w, int64_t n, double* part,

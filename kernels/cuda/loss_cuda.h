@@ -36,18 +36,18 @@ void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* 
                  const float* thr_dev, float thr_host, int64_t P, int64_t C, int64_t ignore, const float* g,
                  const float* inv, float* gx, cudaStream_t stream);
 
-// OHEM threshold by radix select (4 passes of 8 bits over the f32 bits of pgt, no sort):
-// *thr_out = max(thresh, k-th smallest of pgt[0..P)) (k 1-based). Ignored pixels hold 2.0 and so
-// rank after every valid one; the caller guarantees k <= #valid. `state` is 4 u64 of workspace,
-// `hist` 256 u64 of workspace.
-void ohem_select_cuda(const float* pgt, int64_t P, int64_t k, float thresh, uint64_t* state, uint64_t* hist,
-                      float* thr_out, cudaStream_t stream);
-
-// OHEM loss over kept pixels (valid and !(pgt >= thr)): fills stats[kSum1], stats[kSum2] and writes
-// loss[0] = S1 / (S2 + denom_add), inv[0] = 1 / (S2 + denom_add).
-void ohem_sum_cuda(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore,
-                   const float* thr_dev, float thr_host, double* part, int64_t* stats, double denom_add, float* loss,
-                   float* inv, cudaStream_t stream);
+// OHEM after ce_fwd_cuda (with pgt and nll), decided on the device, without a host read:
+//  - mining (PaddleSeg: 0 < min_kept < #valid, #valid from stats[kSum2]): *thr = max(thresh, the
+//    min_kept-th smallest pgt), by radix select (4 passes of 8 bits over the f32 bits; ignored pixels
+//    hold 2.0 and rank last) when fewer than min_kept valid pixels lie below thresh (stats[kBelow];
+//    otherwise the select's kernels return at once and *thr = thresh), then loss[0] = S1 / (S2 + denom_add) and inv[0]
+//    = 1 / (S2 + denom_add) over the kept pixels (valid and !(pgt >= thr)), filling stats[kSum1], stats[kSum2];
+//  - otherwise *thr = +inf (the backward keeps every valid pixel) and loss, inv and stats keep the
+//    CE forward's values.
+// `state` is 4 u64 of workspace, `hist` 256 u64, `part` ce_part_doubles(P) doubles.
+void ohem_mine_cuda(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore,
+                    int64_t min_kept, float thresh, uint64_t* state, uint64_t* hist, double* part, int64_t* stats,
+                    double denom_add, float* loss, float* inv, float* thr, cudaStream_t stream);
 
 // Mean pointwise loss: loss[0] = sum_i point_loss(a[i], b[i]) * (w ? w[i] : 1) / n; for Bce counts
 // probabilities outside [0, 1] into stats[kBadCount] (the op zero-fills stats).

@@ -56,6 +56,8 @@ __device__ __forceinline__ T* dynamic_smem() {
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <source_location>
 #include <tuple>
 #include <type_traits>
@@ -149,6 +151,11 @@ struct Launch {
   size_t nptrs;
 };
 void launch(const Launch& l);
+// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture): while stream s is captured, the
+// work enqueued on it (kernels, async copies and memsets, host functions) is recorded into the graph
+// instead of run, and runs at every cudaGraphLaunch of it, as on a GPU.
+bool capturing(cudaStream_t s);
+void record(cudaStream_t s, std::function<void()> work);
 enum class Op : unsigned char { Idx, Up, Down, Xor, Vote, Sync };
 uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc);
 int barrier(int kind, int pred, const Loc& loc);  // kind 0 plain, 1 count, 2 and, 3 or
@@ -170,23 +177,32 @@ struct Launcher {
       : l{g, b, smem, s, name, file, line, nullptr, nullptr, nullptr, nullptr, 0} {}
   template <class... P>
   auto bind(void (*kernel)(P...)) const {
-    return [l = l, kernel](auto&&... a) mutable {
+    return [l = l, kernel](auto&&... a) {
       using Tup = std::tuple<std::decay_t<P>...>;
-      Payload<void (*)(P...), Tup> pl{kernel, Tup(std::forward<decltype(a)>(a)...)};  // by value, like CUDA
-      const void* ptrs[sizeof...(P) + 1] = {};
-      size_t n = 0;
-      std::apply(
-          [&](const auto&... x) {
-            ((std::is_pointer_v<std::decay_t<decltype(x)>> ? void(ptrs[n++] = ptr_of(x)) : void()), ...);
-          },
-          pl.args);
-      l.func = reinterpret_cast<const void*>(kernel);
-      l.body = &decltype(pl)::run;
-      l.payload = &pl;
-      l.ptrs = ptrs;
-      l.nptrs = n;
-      launch(l);
+      using Pl = Payload<void (*)(P...), Tup>;
+      Pl pl{kernel, Tup(std::forward<decltype(a)>(a)...)};  // by value, like CUDA
+      if (capturing(l.stream)) {                            // the arguments are kept with the graph, as CUDA keeps them
+        record(l.stream, [l, shared = std::make_shared<Pl>(std::move(pl))] { run(l, *shared); });
+        return;
+      }
+      run(l, pl);
     };
+  }
+  template <class Pl>
+  static void run(Launch l, Pl& pl) {
+    const void* ptrs[std::tuple_size_v<decltype(pl.args)> + 1] = {};
+    size_t n = 0;
+    std::apply(
+        [&](const auto&... x) {
+          ((std::is_pointer_v<std::decay_t<decltype(x)>> ? void(ptrs[n++] = ptr_of(x)) : void()), ...);
+        },
+        pl.args);
+    l.func = reinterpret_cast<const void*>(pl.kernel);
+    l.body = &Pl::run;
+    l.payload = &pl;
+    l.ptrs = ptrs;
+    l.nptrs = n;
+    launch(l);
   }
   template <class T>
   static const void* ptr_of(const T& x) {

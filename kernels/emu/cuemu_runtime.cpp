@@ -9,6 +9,12 @@
 // right after the launch (for allocations passed as pointer arguments), by cudaFree and by
 // cuemuCheckGuards().  Under ASan the guards are dropped: allocations are exact-size, so ASan's own
 // redzones report the first bad access with a stack trace.
+// Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, one capture at a time): the work
+// enqueued on the capturing stream is recorded, not run, and runs in order at every cudaGraphLaunch;
+// the calls the runtime refuses during a capture (synchronisations, and unless the thread's capture
+// mode is relaxed, cudaMalloc, cudaFree, cudaMemcpy, cudaMemset; copies between device and pageable
+// host memory on the capturing stream) fail and invalidate it, as on a GPU, so a step that reads
+// device memory on the host while it is captured is caught here.
 // Errors of API calls print "cuemu: ..." and are returned (and become the "last error");
 // CUEMU_ABORT_ON_ERROR=1 makes them fatal.  Misuse inside kernels is always fatal.
 // Env knobs: see cuemu.h.  Tests: tests/emu.
@@ -873,6 +879,38 @@ cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, s
   return cudaSuccess;
 }
 
+// ------------------------------------------------------------------ stream capture
+struct Capture {
+  bool active = false;
+  cudaStream_t stream = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  std::vector<std::function<void()>> work;
+  std::string invalid;  // why the capture was invalidated; "" while valid
+};
+Capture capture;  // launches are serialised, so one global capture (one at a time)
+thread_local cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
+
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+
+// A call the runtime refuses during a capture: invalidates the capture and returns `e`.
+cudaError_t refuse_in_capture(cudaError_t e, const char* api) {
+  if (capture.invalid.empty()) capture.invalid = api;
+  return api_error(e, "%s during stream capture (the capture is invalidated)", api);
+}
+// cudaMalloc, cudaFree, cudaMemcpy, cudaMemset...: "potentially unsafe" while a capture runs, unless the
+// capture or this thread's mode (cudaThreadExchangeStreamCaptureMode) is relaxed.
+bool unsafe_call_refused() {
+  return capture.active && capture.mode != cudaStreamCaptureModeRelaxed &&
+         thread_capture_mode != cudaStreamCaptureModeRelaxed;
+}
+bool pinned_host(const void* p) {
+  std::lock_guard g(mem_mutex);
+  auto it = host_allocs.upper_bound(reinterpret_cast<uintptr_t>(p));
+  return it != host_allocs.begin() && reinterpret_cast<uintptr_t>(p) < std::prev(it)->first + std::prev(it)->second;
+}
+
 size_t total_memory() {
   return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
@@ -961,6 +999,10 @@ void launch(const Launch& l) {
   }
   running_launch.store(nullptr);
 }
+bool capturing(cudaStream_t s) { return capture.active && capture.stream == s; }
+void record(cudaStream_t, std::function<void()> work) {
+  if (capture.invalid.empty()) capture.work.push_back(std::move(work));
+}
 }  // namespace cuemu
 
 // ================================================================== CUDA runtime API subset
@@ -987,6 +1029,7 @@ size_t cuemuLiveAllocations(void) {
 
 cudaError_t cudaMalloc(void** p, size_t n) {
   if (!p) return api_error(cudaErrorInvalidValue, "cudaMalloc with a null result pointer");
+  if (unsafe_call_refused()) return *p = nullptr, refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMalloc");
   *p = nullptr;
   if (n == 0) return cudaSuccess;
   // [256 bytes: unused + front guard][n bytes][back guard], the user block aligned to 256.
@@ -1008,6 +1051,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaFree");
   void* raw = nullptr;
   {
     std::lock_guard g(mem_mutex);
@@ -1033,6 +1077,7 @@ cudaError_t cudaFree(void* p) {
 
 cudaError_t cudaMallocHost(void** p, size_t n) {
   if (!p) return api_error(cudaErrorInvalidValue, "cudaMallocHost with a null result pointer");
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMallocHost");
   *p = std::malloc(n ? n : 1);
   if (!*p) return api_error(cudaErrorMemoryAllocation, "cudaMallocHost(%zu)", n);
   std::lock_guard g(mem_mutex);
@@ -1051,15 +1096,31 @@ cudaError_t cudaFreeHost(void* p) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return copy("cudaMemcpy", d, s, n, k); }
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureImplicit, "cudaMemcpy");
+  return copy("cudaMemcpy", d, s, n, k);
+}
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+  if (capturing(st)) {
+    // Recorded: checked now (as the runtime checks it), copied at every launch of the graph. A copy
+    // to or from pageable host memory cannot be a graph node.
+    Where dw, sw;
+    if (cudaError_t e = check_range("cudaMemcpyAsync", "dst", d, n, &dw)) return e;
+    if (cudaError_t e = check_range("cudaMemcpyAsync", "src", s, n, &sw)) return e;
+    if ((dw == Host && !pinned_host(d)) || (sw == Host && !pinned_host(s)))
+      return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMemcpyAsync to or from pageable host memory");
+    record(st, [=] { copy("cudaMemcpyAsync", d, s, n, k); });
+    return cudaSuccess;
+  }
   return copy("cudaMemcpyAsync", d, s, n, k);
 }
 cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k) {
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureImplicit, "cudaMemcpy2D");
   return copy2d("cudaMemcpy2D", d, dp, s, sp, w, h, k);
 }
 cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k,
-                              cudaStream_t) {
+                              cudaStream_t st) {
+  if (capturing(st)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMemcpy2DAsync (not emulated)");
   return copy2d("cudaMemcpy2DAsync", d, dp, s, sp, w, h, k);
 }
 cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
@@ -1070,6 +1131,7 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const void* sym, size_t n, size_t of
   return std::memcpy(dst, static_cast<const char*>(sym) + off, n), cudaSuccess;
 }
 cudaError_t cudaMemset(void* d, int v, size_t n) {
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureImplicit, "cudaMemset");
   if (n == 0) return cudaSuccess;
   Where w;
   if (cudaError_t e = check_range("cudaMemset", "dst", d, n, &w)) return e;
@@ -1077,7 +1139,15 @@ cudaError_t cudaMemset(void* d, int v, size_t n) {
   std::memset(d, v, n);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { return cudaMemset(d, v, n); }
+cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st) {
+  if (n == 0) return cudaSuccess;
+  Where w;
+  if (cudaError_t e = check_range("cudaMemsetAsync", "dst", d, n, &w)) return e;
+  if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemsetAsync of %p, which is not device memory", d);
+  if (capturing(st)) return record(st, [=] { std::memset(d, v, n); }), cudaSuccess;
+  std::memset(d, v, n);
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   size_t used = 0;
   {
@@ -1110,7 +1180,10 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  if (capture.active) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaDeviceSynchronize");
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory is released
   std::lock_guard g(mem_mutex);
   for (auto& kv : device_allocs) std::free(kv.second.raw);
@@ -1141,8 +1214,14 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete reinterpret_cast<Stream*>(s);
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamQuery");
+  return cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
@@ -1151,14 +1230,21 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return api_error(cudaErrorInvalidResourceHandle, "cudaEventRecord of a null event");
   auto* ev = reinterpret_cast<Event*>(e);
+  if (capturing(s)) {  // an event node: stamped when the graph reaches it
+    record(s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; });
+    return cudaSuccess;
+  }
   ev->t = std::chrono::steady_clock::now();
   ev->recorded = true;
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  if (capture.active) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
+  return cudaSuccess;
+}
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
@@ -1172,6 +1258,64 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { return delete reinterpret_cast<Event*>(e), cudaSuccess; }
+
+cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data) {
+  if (!fn) return api_error(cudaErrorInvalidValue, "cudaLaunchHostFunc with a null function");
+  if (capturing(s)) return record(s, [fn, data] { fn(data); }), cudaSuccess;
+  fn(data);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  if (!s) return api_error(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture on the legacy default stream");
+  if (capture.active)
+    return api_error(cudaErrorIllegalState,
+                     "cudaStreamBeginCapture while another capture runs (emulated: one at a time)");
+  capture = Capture{true, s, mode, {}, {}};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
+  if (!g) return api_error(cudaErrorInvalidValue, "cudaStreamEndCapture with a null result pointer");
+  *g = nullptr;
+  if (!capturing(s)) return api_error(cudaErrorIllegalState, "cudaStreamEndCapture on a stream that is not capturing");
+  Capture done = std::move(capture);
+  capture = Capture{};
+  if (!done.invalid.empty())
+    return api_error(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated by %s",
+                     done.invalid.c_str());
+  *g = reinterpret_cast<cudaGraph_t>(new Graph{std::move(done.work)});
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (!status) return api_error(cudaErrorInvalidValue, "cudaStreamIsCapturing with a null result pointer");
+  *status = !capturing(s)             ? cudaStreamCaptureStatusNone
+            : capture.invalid.empty() ? cudaStreamCaptureStatusActive
+                                      : cudaStreamCaptureStatusInvalidated;
+  return cudaSuccess;
+}
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
+  if (!mode) return api_error(cudaErrorInvalidValue, "cudaThreadExchangeStreamCaptureMode with a null pointer");
+  std::swap(*mode, thread_capture_mode);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) {
+  if (!g || !n) return api_error(cudaErrorInvalidValue, "cudaGraphGetNodes with a null graph or count");
+  if (nodes) return api_error(cudaErrorNotSupported, "cudaGraphGetNodes: node handles are not emulated (count only)");
+  *n = reinterpret_cast<Graph*>(g)->work.size();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
+  if (!exec || !g) return api_error(cudaErrorInvalidValue, "cudaGraphInstantiate with a null graph or result");
+  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*reinterpret_cast<Graph*>(g)));
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (!exec) return api_error(cudaErrorInvalidValue, "cudaGraphLaunch of a null graph");
+  if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaGraphLaunch (not emulated)");
+  for (auto& w : reinterpret_cast<Graph*>(exec)->work) w();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return delete reinterpret_cast<Graph*>(exec), cudaSuccess; }
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { return delete reinterpret_cast<Graph*>(g), cudaSuccess; }
 
 cudaError_t cudaGetLastError(void) {
   const cudaError_t e = last_error;
@@ -1201,6 +1345,10 @@ const char* cudaGetErrorName(cudaError_t e) {
     CUEMU_E(cudaErrorNotSupported)
     CUEMU_E(cudaErrorInsufficientDriver)
     CUEMU_E(cudaErrorUnknown)
+    CUEMU_E(cudaErrorIllegalState)
+    CUEMU_E(cudaErrorStreamCaptureUnsupported)
+    CUEMU_E(cudaErrorStreamCaptureInvalidated)
+    CUEMU_E(cudaErrorStreamCaptureImplicit)
 #undef CUEMU_E
     // clang-format on
     default:
@@ -1233,6 +1381,14 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "unspecified launch failure";
     case cudaErrorNotSupported:
       return "operation not supported";
+    case cudaErrorIllegalState:
+      return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
     default:
       return "unrecognized error code";
   }

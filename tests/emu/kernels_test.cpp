@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -322,6 +323,90 @@ TEST(EmuRuntime, StreamsEventsDevices) {
   EXPECT_STREQ(cudaGetErrorString(cudaErrorInvalidValue), "invalid argument");
   EXPECT_STREQ(cudaGetErrorString(static_cast<cudaError_t>(12345)), "unrecognized error code");
   (void)cudaGetLastError();
+}
+
+// Stream capture: the captured work does not run at capture time, runs in order at every launch of
+// the graph (reading the memory as it is then), and the calls a GPU refuses during a capture fail and
+// invalidate it.
+TEST(EmuRuntime, StreamCaptureRecordsAndReplays) {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  float* a = dev(std::vector<float>(256, 1.f));
+  float* b = dev(std::vector<float>(256, 0.f));
+  float* pinned = nullptr;
+  CK(cudaMallocHost(reinterpret_cast<void**>(&pinned), 256 * sizeof(float)));
+  int host_calls = 0;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cudaStreamCaptureStatus st;
+  CK(cudaStreamIsCapturing(s, &st));
+  EXPECT_EQ(st, cudaStreamCaptureStatusActive);
+  GPU_LAUNCH(1, 256, 0, s, scale)(a, b, 256);                                   // b = 2a
+  CK(cudaMemcpyAsync(a, b, 256 * sizeof(float), cudaMemcpyDeviceToDevice, s));  // a = b
+  CK(cudaMemcpyAsync(pinned, a, 256 * sizeof(float), cudaMemcpyDeviceToHost, s));
+  CK(cudaLaunchHostFunc(
+      s, [](void* n) { ++*static_cast<int*>(n); }, &host_calls));
+  CK(cudaMemsetAsync(b, 0, 4, s));
+  cudaGraph_t g = nullptr;
+  CK(cudaStreamEndCapture(s, &g));
+  EXPECT_EQ(host(a, 256)[7], 1.f);  // nothing ran yet
+  EXPECT_EQ(host_calls, 0);
+  size_t nodes = 0;
+  CK(cudaGraphGetNodes(g, nullptr, &nodes));
+  EXPECT_EQ(nodes, 5u);
+  cudaGraphExec_t exec = nullptr;
+  CK(cudaGraphInstantiate(&exec, g, 0));
+  CK(cudaGraphLaunch(exec, s));
+  EXPECT_EQ(host(a, 256)[7], 2.f);
+  EXPECT_EQ(pinned[7], 2.f);
+  EXPECT_EQ(host(b, 256)[0], 0.f);
+  CK(cudaGraphLaunch(exec, s));  // reads a as it is now: 2 -> 4
+  EXPECT_EQ(host(a, 256)[255], 4.f);
+  EXPECT_EQ(pinned[255], 4.f);
+  EXPECT_EQ(host_calls, 2);
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(g));
+
+  // Refused during a capture: a synchronisation, a synchronous copy, cudaMalloc (unless relaxed), a
+  // copy to pageable memory. Each invalidates the capture; cudaStreamEndCapture then reports it.
+  std::vector<float> pageable(256);
+  auto refused = [&](const std::function<cudaError_t()>& call, cudaError_t expected) {
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    EXPECT_EQ(call(), expected);
+    CK(cudaStreamIsCapturing(s, &st));
+    EXPECT_EQ(st, cudaStreamCaptureStatusInvalidated);
+    cudaGraph_t bad = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(s, &bad), cudaErrorStreamCaptureInvalidated);
+    EXPECT_EQ(bad, nullptr);
+    (void)cudaGetLastError();
+  };
+  refused([&] { return cudaStreamSynchronize(s); }, cudaErrorStreamCaptureUnsupported);
+  refused([&] { return cudaMemcpy(pageable.data(), a, 16, cudaMemcpyDeviceToHost); }, cudaErrorStreamCaptureImplicit);
+  refused([&] { return cudaMemcpyAsync(pageable.data(), a, 16, cudaMemcpyDeviceToHost, s); },
+          cudaErrorStreamCaptureUnsupported);
+  refused(
+      [&] {
+        void* p = nullptr;
+        return cudaMalloc(&p, 64);
+      },
+      cudaErrorStreamCaptureUnsupported);
+  // cudaMalloc is allowed once the thread's capture mode is relaxed (the caching allocator's way).
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  CK(cudaThreadExchangeStreamCaptureMode(&mode));
+  void* p = nullptr;
+  CK(cudaMalloc(&p, 64));
+  CK(cudaThreadExchangeStreamCaptureMode(&mode));
+  EXPECT_EQ(mode, cudaStreamCaptureModeRelaxed);
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphDestroy(g));
+  CK(cudaFree(p));
+  // Outside a capture everything runs at once again.
+  GPU_LAUNCH(1, 256, 0, s, scale)(a, b, 256);
+  EXPECT_EQ(host(b, 256)[3], 8.f);
+  CK(cudaFreeHost(pinned));
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  CK(cudaStreamDestroy(s));
 }
 
 }  // namespace

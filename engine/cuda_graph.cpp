@@ -1,0 +1,173 @@
+#include "engine/cuda_graph.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+
+#include "engine/allocator.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#endif
+
+namespace engine {
+namespace {
+CudaGraph* g_capturing = nullptr;  // the graph being captured (captures run on the training thread)
+
+#if defined(ENGINE_WITH_CUDA)
+// A host node's body. CUDA gives a host function no way to report an error, and the step cannot go
+// on after one: say what it was and stop.
+void CUDART_CB run_host_work(void* work) {
+  try {
+    (*static_cast<std::function<void()>*>(work))();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine: host work of a CUDA graph failed: %s\n", e.what());
+    std::abort();
+  }
+}
+#endif
+}  // namespace
+
+bool capturing_cuda_graph() { return g_capturing != nullptr; }
+
+void check_on_host(std::function<void()> check) {
+  if (g_capturing) {
+    g_capturing->checks_.push_back(std::move(check));
+    return;
+  }
+  check();
+}
+
+void run_in_stream_order(std::function<void()> work) {
+#if defined(ENGINE_WITH_CUDA)
+  if (g_capturing) {
+    g_capturing->host_work_.push_back(std::move(work));
+    CUDA_CHECK(cudaLaunchHostFunc(compute_stream(), run_host_work, &g_capturing->host_work_.back()));
+    return;
+  }
+  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+#endif
+  work();
+}
+
+void capture_host_to_device(void* dst, const void* src, size_t bytes) {
+  ENGINE_CHECK(g_capturing, "capture_host_to_device outside a CUDA graph capture");
+#if defined(ENGINE_WITH_CUDA)
+  void* staged = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;  // (allocating is not captured work)
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  const cudaError_t e = cudaMallocHost(&staged, bytes);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  CUDA_CHECK(e);
+  g_capturing->pinned_.push_back(staged);
+  std::memcpy(staged, src, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, compute_stream()));
+#else
+  (void)dst, (void)src, (void)bytes;
+#endif
+}
+
+GraphPool::~GraphPool() {
+#if defined(ENGINE_WITH_CUDA)
+  release_capture_pool(key());
+#endif
+}
+
+CudaGraph::~CudaGraph() {
+#if defined(ENGINE_WITH_CUDA)
+  if (exec_) cudaStreamSynchronize(compute_stream());  // its host nodes and memory may still be in use
+#endif
+  reset();
+}
+
+void CudaGraph::reset() {
+#if defined(ENGINE_WITH_CUDA)
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+#endif
+  exec_ = nullptr;
+  nodes_ = 0;
+  checks_.clear();
+  host_work_.clear();
+  release_pinned();
+}
+
+void CudaGraph::release_pinned() {
+#if defined(ENGINE_WITH_CUDA)
+  for (void* p : pinned_) cudaFreeHost(p);
+#endif
+  pinned_.clear();
+}
+
+void CudaGraph::capture(const std::function<void()>& ops) {
+#if defined(ENGINE_WITH_CUDA)
+  ENGINE_CHECK(!g_capturing, "a CUDA graph capture is already running");
+  if (exec_) {
+    CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+    reset();
+  }
+  const cudaStream_t stream = compute_stream();
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // the work enqueued before is not part of the graph
+  begin_capture_pool(pool_->key());
+  if (const cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal); e != cudaSuccess) {
+    end_capture_pool();
+    cudaGetLastError();
+    throw CaptureFailed(std::string("CUDA graph capture refused: ") + cudaGetErrorString(e));
+  }
+  g_capturing = this;
+  std::exception_ptr thrown;
+  std::string what;
+  try {
+    ops();
+  } catch (const std::exception& e) {
+    thrown = std::current_exception();
+    what = e.what();
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  g_capturing = nullptr;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  end_capture_pool();
+  if (ended != cudaSuccess || thrown) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // the capture's errors are not sticky; clear them for the eager work that follows
+    checks_.clear();
+    host_work_.clear();
+    release_pinned();
+    // An op that CUDA refused during the capture throws a CUDA error: that is a failed capture, not a
+    // failed op. Anything else (a shape error) is the op's own error.
+    if (ended == cudaErrorStreamCaptureInvalidated || (thrown && what.find("StreamCapture") != std::string::npos))
+      throw CaptureFailed("CUDA graph capture failed: " +
+                          (what.empty() ? std::string(cudaGetErrorString(ended)) : what));
+    if (thrown) std::rethrow_exception(thrown);
+    CUDA_CHECK(ended);
+  }
+  size_t n = 0;
+  cudaGraphGetNodes(graph, nullptr, &n);
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (inst != cudaSuccess) {
+    cudaGetLastError();
+    checks_.clear();
+    host_work_.clear();
+    release_pinned();
+    throw CaptureFailed(std::string("CUDA graph instantiation failed: ") + cudaGetErrorString(inst));
+  }
+  exec_ = exec;
+  nodes_ = n;
+#else
+  (void)ops;
+  throw CaptureFailed("CUDA graphs need a CUDA build (this one is CPU only)");
+#endif
+}
+
+void CudaGraph::replay() {
+  ENGINE_CHECK(exec_, "replay of a CUDA graph that holds no capture");
+#if defined(ENGINE_WITH_CUDA)
+  CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), compute_stream()));
+#endif
+  for (const auto& check : checks_) check();  // (its first device-to-host copy waits for the graph)
+}
+
+}  // namespace engine

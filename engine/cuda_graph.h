@@ -1,0 +1,98 @@
+// CUDA graphs: a sequence of ops captured once on the compute stream and replayed with one launch
+// (cudaGraphLaunch), so the host's per-kernel launch cost disappears from a training step whose
+// shapes repeat. Design and limits: docs/ARCHITECTURE.md "CUDA graphs".
+//
+// What capture requires of the ops it records:
+//  - no host read of device memory (it would synchronise, which a capture refuses): an op that
+//    validates a device result on the host (a label outside [0, C)) hands the check to
+//    check_on_host, which runs it at once outside a capture and after every replay inside one;
+//  - no host work between kernels: host work that must run in stream order (the emulated build's
+//    CPU stand-in for cuDNN) goes through run_in_stream_order, a host node in the graph;
+//  - device memory from the graph's pool (engine/allocator.h): addresses are baked into the graph,
+//    so the pool's blocks stay the graph's until it is destroyed.
+// Replaying reruns the captured kernels on whatever the captured tensors hold at that moment: the
+// caller copies new inputs into the tensors the capture read, and reads the results from the tensors
+// it wrote.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/tensor.h"
+
+namespace engine {
+
+// A capture that CUDA refused (an op synchronised, or a call is not capturable): the graph is empty
+// and none of the captured work ran; the caller runs the work without a graph instead.
+class CaptureFailed : public Error {
+ public:
+  using Error::Error;
+};
+
+// True while a CudaGraph capture runs (on this process's compute stream).
+bool capturing_cuda_graph();
+
+// Runs `check`, which reads device tensors on the host and throws what is wrong with them: at once,
+// or while a capture runs, after every replay of the graph (CudaGraph::replay throws what it
+// throws). It must hold the tensors it reads by value.
+void check_on_host(std::function<void()> check);
+
+// Host work in the compute stream's order: after the work enqueued before it, before the work
+// enqueued after it. Outside a capture it runs at once (after synchronising); inside one it becomes
+// a host node that runs at every replay, so it must capture by value what it uses.
+void run_in_stream_order(std::function<void()> work);
+
+// A host-to-device copy while a capture runs: the bytes are staged in pinned memory the graph keeps,
+// and every replay copies them again. For values that stay the same between replays: constants the
+// host computes from shapes and settings (a captured step's batch is on the device already).
+void capture_host_to_device(void* dst, const void* src, size_t bytes);
+
+// Device memory of step graphs: the graphs of one GraphPool share its blocks. Sharing is safe when
+// the graphs are replayed one at a time and each replay's outputs are consumed (read, copied or
+// dropped) before the next replay of any graph of the pool: a graph's temporaries may occupy
+// another's output blocks.
+class GraphPool {
+ public:
+  GraphPool() = default;
+  ~GraphPool();
+  GraphPool(const GraphPool&) = delete;
+  GraphPool& operator=(const GraphPool&) = delete;
+  const void* key() const { return this; }
+};
+
+class CudaGraph {
+ public:
+  explicit CudaGraph(std::shared_ptr<GraphPool> pool) : pool_(std::move(pool)) {}
+  ~CudaGraph();
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  // Captures what `ops` enqueues on the compute stream; none of it runs now. Throws CaptureFailed
+  // when CUDA refused the capture (the message names the call), and rethrows what `ops` throws;
+  // either way the graph stays empty.
+  void capture(const std::function<void()>& ops);
+  // Launches the captured work, waits for it and runs the checks handed to check_on_host.
+  void replay();
+  bool captured() const { return exec_ != nullptr; }
+  size_t nodes() const { return nodes_; }
+
+ private:
+  void reset();
+  void release_pinned();
+  friend void check_on_host(std::function<void()>);
+  friend void run_in_stream_order(std::function<void()>);
+  friend void capture_host_to_device(void*, const void*, size_t);
+
+  std::shared_ptr<GraphPool> pool_;
+  void* exec_ = nullptr;  // cudaGraphExec_t
+  size_t nodes_ = 0;
+  std::vector<std::function<void()>> checks_;
+  std::list<std::function<void()>> host_work_;  // stable addresses: the host nodes point at them
+  std::vector<void*> pinned_;                   // staged constants of capture_host_to_device
+};
+
+}  // namespace engine

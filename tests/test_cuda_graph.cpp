@@ -1,0 +1,271 @@
+// labels: kernel sanitize
+// CUDA graphs (engine/cuda_graph.h) on the (emulated) GPU: a captured sequence of ops does not run at
+// capture time and reruns on the tensors' contents at every replay; memory the graph uses is never
+// handed to work outside it; a host read of device memory during a capture fails the capture
+// (CaptureFailed) and leaves the engine usable; checks handed to check_on_host run after every
+// replay; and the training steps of PP-LiteSeg-T and YOLOv3 replayed from a graph give the eager
+// step's loss and gradients bit for bit, also for a new batch copied into the captured inputs.
+// Under the emulator the captured work is recorded and rerun on the host exactly as a GPU reruns
+// it, so these checks run in CI; on a real GPU the same tests run against CUDA itself.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/allocator.h"
+#include "engine/autograd.h"
+#include "engine/cuda_graph.h"
+#include "engine/ops/copy.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/loss.h"
+#include "engine/ops/yolo_loss.h"
+#include "models/det_model.h"
+#include "models/pp_liteseg.h"
+
+using namespace engine;
+
+namespace {
+
+#define REQUIRE_CUDA() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (real or emulated)"
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+  const Tensor ha = a.to(Device::cpu()).contiguous(), hb = b.to(Device::cpu()).contiguous();
+  return std::memcmp(ha.raw_data(), hb.raw_data(), ha.nbytes()) == 0;
+}
+
+TEST(CudaGraph, ReplaysOnTheCurrentInputsAndDoesNotRunAtCapture) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor x = Tensor::from_vector({1, -2, 3, -4}, {4}, d);
+  Tensor y;
+  CudaGraph g(std::make_shared<GraphPool>());
+  g.capture([&] { y = relu(add(mul(x, x), x)); });  // x^2 + x, then relu
+  ASSERT_TRUE(g.captured());
+  EXPECT_GT(g.nodes(), 2u);
+  g.replay();
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{2, 2, 12, 12}));
+  copy_into(x, Tensor::from_vector({-1, 0.5f, 2, 10}, {4}));
+  g.replay();
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{0, 0.75f, 6, 110}));
+}
+
+TEST(CudaGraph, ItsMemoryIsNotHandedToWorkOutsideIt) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor x = Tensor::full({1000}, 2.f, DType::F32, d);
+  Tensor y;
+  CudaGraph g(std::make_shared<GraphPool>());
+  // The temporaries (x * 3, + 1) are freed during the capture and rewritten at every replay.
+  g.capture([&] { y = mul(add(mul(x, 3.f), 1.f), 2.f); });
+  std::vector<Tensor> outside;
+  for (int i = 0; i < 8; ++i) outside.push_back(Tensor::full({1000}, 100.f + (float)i, DType::F32, d));
+  g.replay();
+  EXPECT_EQ(y.to_vector()[999], 14.f);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(outside[(size_t)i].to_vector()[0], 100.f + (float)i) << i;
+  empty_cache();  // keeps the graph's pool
+  g.replay();
+  EXPECT_EQ(y.to_vector()[0], 14.f);
+}
+
+TEST(CudaGraph, AHostReadDuringCaptureFailsTheCaptureAndTheEngineGoesOn) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor x = Tensor::full({16}, 3.f, DType::F32, d);
+  CudaGraph g(std::make_shared<GraphPool>());
+  try {
+    g.capture([&] { (void)mul(x, 2.f).to_vector(); });
+    FAIL() << "expected CaptureFailed";
+  } catch (const CaptureFailed& e) {
+    EXPECT_NE(std::string(e.what()).find("StreamCapture"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(g.captured());
+  EXPECT_FALSE(capturing_cuda_graph());
+  EXPECT_EQ(mul(x, 2.f).to_vector()[5], 6.f);  // eager work after the failed capture
+  // An op's own error inside a capture is rethrown as itself.
+  EXPECT_THROW(g.capture([&] { (void)add(x, Tensor::full({3}, 1.f, DType::F32, d)); }), Error);
+  EXPECT_FALSE(g.captured());
+  // Constants uploaded during the capture are copied again at every replay.
+  Tensor c;
+  g.capture([&] { c = add(x, Tensor::from_vector({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {16}, d)); });
+  g.replay();
+  EXPECT_EQ(c.to_vector()[15], 19.f);
+}
+
+TEST(CudaGraph, HostChecksRunAfterEveryReplay) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor logits = Tensor::uniform({6, 3}, 1, -1.f, 1.f, d);
+  const Tensor labels = Tensor::from_vector_i64({0, 1, 2, 0, 1, 2}, {6}, d);
+  Tensor loss;
+  CudaGraph g(std::make_shared<GraphPool>());
+  g.capture([&] { loss = cross_entropy(logits, labels); });
+  g.replay();
+  const float good = loss.item();
+  EXPECT_TRUE(std::isfinite(good));
+  copy_into(labels, Tensor::from_vector_i64({0, 1, 7, 0, 1, 2}, {6}));
+  try {
+    g.replay();
+    FAIL() << "expected the label error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside [0, 3)"), std::string::npos) << e.what();
+  }
+  copy_into(labels, Tensor::from_vector_i64({0, 1, 2, 0, 1, 2}, {6}));
+  g.replay();
+  EXPECT_EQ(loss.item(), good);
+}
+
+// OHEM decides on the device whether to mine, so it captures; replays with labels that make it mine
+// and not mine give the eager loss and gradient bit for bit.
+TEST(CudaGraph, OhemCapturesAndDecidesOnTheDevice) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const int64_t P = 64, C = 4;
+  Tensor logits = Tensor::uniform({P, C}, 4, -2.f, 2.f, d);
+  logits.set_requires_grad(true);
+  const Tensor labels = Tensor::empty({P}, DType::I64, d);
+  std::vector<int64_t> many(P), few(P, 255);  // 64 valid pixels (mines 20), or 8 (fewer than min_kept)
+  for (int64_t i = 0; i < P; ++i) many[(size_t)i] = i % C;
+  for (int64_t i = 0; i < 8; ++i) few[(size_t)i] = i % C;
+  auto step = [&] {
+    logits.zero_grad();
+    Tensor loss = ohem_cross_entropy(logits, labels, 0.7f, 20, 255);
+    loss.backward();
+    return loss;
+  };
+  std::vector<Tensor> want_loss, want_grad;
+  for (const auto* lab : {&many, &few}) {
+    copy_into(labels, Tensor::from_vector_i64(*lab, {P}));
+    want_loss.push_back(step());
+    want_grad.push_back(logits.grad());
+  }
+  Tensor loss;
+  logits.zero_grad();
+  CudaGraph g(std::make_shared<GraphPool>());
+  g.capture([&] { loss = step(); });
+  const Tensor grad = logits.grad();
+  for (int i : {0, 1, 0}) {
+    copy_into(labels, Tensor::from_vector_i64(i == 0 ? many : few, {P}));
+    g.replay();
+    EXPECT_TRUE(same_bits(loss, want_loss[(size_t)i]))
+        << i << ": " << loss.item() << " vs " << want_loss[(size_t)i].item();
+    EXPECT_TRUE(same_bits(grad, want_grad[(size_t)i])) << i;
+  }
+  EXPECT_NE(want_loss[0].item(), want_loss[1].item());
+}
+
+// One training step's forward and backward, eager and replayed from a graph: the same loss and
+// gradients bit for bit, for the batch it was captured with and for another one copied in.
+void expect_replay_matches_eager(nn::Module& model, const std::vector<Tensor>& inputs,
+                                 const std::vector<std::vector<Tensor>>& batches,
+                                 const std::function<Tensor()>& forward_loss) {
+  std::vector<Tensor> params;
+  for (auto& [n, p] : model.named_parameters()) params.push_back(p);
+  auto load = [&](size_t b) {
+    for (size_t i = 0; i < inputs.size(); ++i) copy_into(inputs[i], batches[b][i]);
+  };
+  auto eager = [&](size_t b, Tensor& loss, std::vector<Tensor>& grads) {
+    load(b);
+    for (Tensor& p : params) p.zero_grad();
+    loss = forward_loss();
+    loss.backward();
+    grads.clear();
+    for (Tensor& p : params) grads.push_back(p.grad());
+  };
+  Tensor l0, l1;
+  std::vector<Tensor> g0, g1;
+  eager(0, l0, g0);  // (also the warm-up the capture needs)
+  eager(1, l1, g1);
+  Tensor loss;
+  std::vector<Tensor> grads;
+  for (Tensor& p : params) p.zero_grad();
+  CudaGraph graph(std::make_shared<GraphPool>());
+  graph.capture([&] {
+    loss = forward_loss();
+    loss.backward();
+  });
+  for (Tensor& p : params) grads.push_back(p.grad()), p.zero_grad();
+  for (size_t b : {0, 1, 0}) {
+    load(b);
+    graph.replay();
+    const Tensor& want = b == 0 ? l0 : l1;
+    const std::vector<Tensor>& want_g = b == 0 ? g0 : g1;
+    EXPECT_TRUE(same_bits(loss, want)) << "batch " << b << ": " << loss.item() << " vs " << want.item();
+    size_t differing = 0;
+    for (size_t i = 0; i < params.size(); ++i) differing += same_bits(grads[i], want_g[i]) ? 0 : 1;
+    EXPECT_EQ(differing, 0u) << "batch " << b << ": gradients of " << differing << " of " << params.size()
+                             << " parameters differ";
+  }
+}
+
+TEST(CudaGraph, PPLiteSegTrainingStepReplaysBitExact) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  nn::SegModelSpec spec;
+  spec.backbone = "STDC1";
+  spec.num_classes = 3;
+  spec.arm_out_chs = {32, 64, 128};
+  spec.seg_head_inter_chs = {32, 64, 64};
+  spec.seed = 2;
+  auto model = nn::build_seg_model(spec);
+  model->to(d);
+  model->train();
+  const Tensor images = Tensor::empty({2, 64, 64, 3}, DType::F32, d);
+  const Tensor labels = Tensor::empty({2, 64, 64}, DType::I64, d);
+  std::vector<std::vector<Tensor>> batches;
+  for (uint64_t s : {5, 6}) {
+    std::vector<int64_t> lab(2 * 64 * 64);
+    for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i / 61 + s * i % 7) % 3);
+    batches.push_back({Tensor::uniform({2, 64, 64, 3}, s, -1.f, 1.f), Tensor::from_vector_i64(lab, {2, 64, 64})});
+  }
+  expect_replay_matches_eager(*model, {images, labels}, batches, [&] {
+    Tensor loss;
+    for (const Tensor& l : model->forward(images)) {
+      const Tensor li = cross_entropy(l, labels);
+      loss = loss.defined() ? add(loss, li) : li;
+    }
+    return loss;
+  });
+}
+
+TEST(CudaGraph, YoloV3TrainingStepReplaysBitExact) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  nn::DetModelSpec spec;
+  spec.backbone = "MobileNetV1";
+  spec.num_classes = 4;
+  spec.seed = 3;
+  auto model = nn::build_det_model(spec);
+  model->to(d);
+  model->train();
+  const int64_t n = 1, rows = 6, size = 96;
+  const Tensor images = Tensor::empty({n, size, size, 3}, DType::F32, d);
+  const Tensor box = Tensor::empty({n, rows, 4}, DType::F32, d), score = Tensor::empty({n, rows}, DType::F32, d);
+  const Tensor cls = Tensor::empty({n, rows}, DType::I64, d);
+  std::vector<std::vector<Tensor>> batches;
+  for (uint64_t s : {8, 9}) {
+    std::vector<float> bx((size_t)(n * rows * 4), 0.f), sc((size_t)(n * rows), 0.f);
+    std::vector<int64_t> cl((size_t)(n * rows), 0);
+    for (int64_t b = 0; b < 3; ++b) {  // 3 real boxes, 3 padding rows
+      const size_t r = (size_t)b;
+      bx[4 * r] = 0.2f + 0.2f * (float)b + 0.01f * (float)s;
+      bx[4 * r + 1] = 0.3f + 0.15f * (float)b;
+      bx[4 * r + 2] = 0.1f + 0.2f * (float)b;
+      bx[4 * r + 3] = 0.2f + 0.1f * (float)s / 9.f;
+      sc[r] = 1.f;
+      cl[r] = (int64_t)((b + s) % 4);
+    }
+    batches.push_back({Tensor::uniform({n, size, size, 3}, s, -1.f, 1.f), Tensor::from_vector(bx, {n, rows, 4}),
+                       Tensor::from_vector(sc, {n, rows}), Tensor::from_vector_i64(cl, {n, rows})});
+  }
+  YoloLossArgs args;
+  args.num_classes = 4;
+  expect_replay_matches_eager(*model, {images, box, score, cls}, batches,
+                              [&] { return yolov3_loss(model->forward(images), box, cls, score, args).loss; });
+}
+
+}  // namespace
