@@ -69,7 +69,12 @@ void capture_host_to_device(void* dst, const void* src, size_t bytes) {
 
 GraphPool::~GraphPool() {
 #if defined(ENGINE_WITH_CUDA)
-  release_capture_pool(key());
+  if (!used_) return;  // (never touches CUDA: a pool made on a machine without a GPU stays unused)
+  try {
+    release_capture_pool(key());
+  } catch (const std::exception& e) {  // a destructor must not throw; the blocks stay cached
+    std::fprintf(stderr, "engine: releasing a CUDA graph memory pool failed: %s\n", e.what());
+  }
 #endif
 }
 
@@ -107,6 +112,7 @@ void CudaGraph::capture(const std::function<void()>& ops) {
   }
   const cudaStream_t stream = compute_stream();
   CUDA_CHECK(cudaStreamSynchronize(stream));  // the work enqueued before is not part of the graph
+  pool_->used_ = true;
   begin_capture_pool(pool_->key());
   if (const cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal); e != cudaSuccess) {
     end_capture_pool();

@@ -62,6 +62,10 @@ class GraphPool {
   GraphPool(const GraphPool&) = delete;
   GraphPool& operator=(const GraphPool&) = delete;
   const void* key() const { return this; }
+
+ private:
+  friend class CudaGraph;
+  bool used_ = false;  // a capture took blocks from it (a pool never used owns nothing to release)
 };
 
 class CudaGraph {

@@ -38,6 +38,15 @@ bool same_bits(const Tensor& a, const Tensor& b) {
   return std::memcmp(ha.raw_data(), hb.raw_data(), ha.nbytes()) == 0;
 }
 
+// Programs make a pool and a graph before they know the device (bench_train's step); on a machine
+// without a GPU, where any CUDA call fails, making and dropping them must not touch CUDA.
+TEST(CudaGraph, AnUnusedPoolAndGraphTouchNoDevice) {
+  auto pool = std::make_shared<GraphPool>();
+  { CudaGraph g(pool); }
+  pool.reset();
+  EXPECT_FALSE(capturing_cuda_graph());
+}
+
 TEST(CudaGraph, ReplaysOnTheCurrentInputsAndDoesNotRunAtCapture) {
   REQUIRE_CUDA();
   const Device d = Device::cuda();

@@ -2,11 +2,11 @@
 // batch shape: the first batch of a shape runs eagerly (warm-up: cuDNN's algorithm search and
 // every lazy initialisation happen outside the graph), the second is captured, and every later one
 // is a replay, so a step costs a few launches instead of one per kernel. The graphs share one memory
-// pool, sized by the largest step. What runs outside the graphs: copying the batch into the tensors
-// the graph reads, reading the loss, and the optimizer step, which waits for the host's decision on
-// the loss (a non-finite loss stops training before it; fp16 skips it).
-// A step whose ops cannot be captured (an op that reads device memory on the host) fails its
-// capture: a WARNING names the call CUDA refused, and that shape runs eagerly from then on.
+// pool (a capture reuses the blocks earlier captures freed). What runs outside the graphs: copying the batch into the
+// tensors the graph reads, reading the loss, and the optimizer step, which waits for the host's decision on the loss (a
+// non-finite loss stops training before it; fp16 skips it). A step whose ops cannot be captured (an op that reads
+// device memory on the host) fails its capture: a WARNING names the call CUDA refused, and that shape runs eagerly from
+// then on.
 #pragma once
 #include <cstdint>
 #include <functional>

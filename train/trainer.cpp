@@ -21,9 +21,11 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "engine/allocator.h"
+#include "engine/autograd.h"
 #include "engine/comm/communicator.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
+#include "engine/ops/shape_ops.h"
 #include "engine/precision.h"
 #include "engine/profiler.h"
 #include "models/layers.h"
@@ -107,6 +109,15 @@ void root_writes(Communicator& comm, const std::string& what, const std::functio
   const std::string verdict = comm.all_gather_bytes(error, what + ": written")[0];
   if (!verdict.empty()) throw Error(verdict);
 }
+// The loss and its terms on the host, in one device-to-host copy (on a GPU each item() would wait for
+// the device once more).
+std::vector<float> host_scalars(const TaskLoss& lv) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> parts{lv.total.detach().reshape({1})};
+  for (const auto& [name, t] : lv.terms) parts.push_back(t.detach().reshape({1}));
+  return parts.size() == 1 ? parts[0].to_vector() : concat(parts, 0).to_vector();
+}
+
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string eta_string(double seconds) {
@@ -612,8 +623,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     // The loss and its terms: this rank's, or with several ranks their mean (all-reduced while
     // backward runs, together with the stop flag).
-    std::vector<float> scalars{lv.total.item()};
-    for (size_t i = 0; i < nterms; ++i) scalars.push_back(lv.terms[i].second.item());
+    std::vector<float> scalars = host_scalars(lv);
     // A non-finite loss stops training, except under fp16 loss scaling, where the step is skipped as
     // Paddle's GradScaler skips it (an fp16 forward can overflow on one batch) until
     // kMaxNonFiniteFp16Losses come in a row: then it is divergence, not one batch.
