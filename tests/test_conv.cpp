@@ -340,7 +340,15 @@ TEST(Conv2dBf16, MatchesRoundedReference) {
     check_conv_bf16({2, 9, 7, 16}, {32, 16, 3, 3}, false, args(2, 1), dev);
     check_conv_bf16({2, 6, 5, 24}, {8, 24, 1, 1}, true, args(1, 0), dev);
     check_conv_bf16({1, 7, 6, 16}, {16, 1, 3, 3}, false, args(1, 1, 1, 16), dev);  // depthwise
+    // 1x1 without bias: the weight gradient is a matmul gy^T x (conv_cpu.cpp), cout != cin.
+    check_conv_bf16({2, 6, 5, 24}, {40, 24, 1, 1}, false, args(1, 0), dev);
   }
+}
+
+// A 1x1 layer of STDC's size class (P = 8192 pixels per weight gradient) through the same matmul.
+TEST(Conv2dBf16, PointwiseLayerWeightGradient) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  check_conv_bf16({2, 64, 64, 48}, {96, 48, 1, 1}, false, args(1, 0), Device::cpu(), 2e-5);
 }
 
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16

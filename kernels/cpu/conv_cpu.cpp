@@ -141,6 +141,7 @@ dnnl::convolution_forward::primitive_desc fwd_pd(const ConvParams& p, const Desc
 // that and the user's OIHW weights (null when the formats coincide).
 struct Entry {
   dnnl::primitive prim;
+  bool is_matmul = false;     // a bf16 1x1 backward-weights run as a matmul (see pointwise_bwd_weights)
   memory::desc prim_weights;  // the primitive's (diff_)weights format
   size_t prim_scratch = 0;
   dnnl::primitive reorder;  // fwd/bwd_data: OIHW -> prim_weights; bwd_weights: prim_weights -> OIHW
@@ -167,7 +168,45 @@ void finish_entry(Entry& e, const memory::desc& user_weights, bool user_to_prim)
   if (e.workspace == 0) e.off_scratch = e.off_reorder_scratch = 0;
 }
 
+// oneDNN 2.6 has no 1x1-specialised bf16 backward-weights on AMX: its generic
+// jit:avx512_core_amx_bf16 kernel reached 190-560 GFLOP/s on STDC's 1x1 layers (batch 4, Intel Xeon
+// with AMX, 2 threads), against 1300-1500 for its brgemm matmul on the same products. A 1x1
+// stride-1 unpadded convolution's weight gradient is the matmul gw[cout, cin] = gy^T x over the
+// P = N*H*W pixels: gy and x are NHWC, i.e. row-major [P, cout] and [P, cin], so gy^T is a strided
+// view and gw comes out in OIHW order with no reorder. Measured per layer (ms, bf16, same machine):
+// 64->128 @128 5.64 -> 1.70, 256->256 @64 5.13 -> 1.58, 512->512 @32 3.87 -> 1.45. f32 keeps the
+// convolution (its jit_1x1 kernel is as fast as the f32 matmul), and so does a layer with a bias
+// gradient (only the seg heads' last, tiny layers).
+bool pointwise_bwd_weights(ConvPass pass, const ConvParams& p) {
+  return pass == ConvPass::BwdWeights && p.input == ConvInput::BF16 && p.kh == 1 && p.kw == 1 && p.stride_h == 1 &&
+         p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && p.groups == 1 && !p.bias;
+}
+
+// The matmul's operands: src gy^T [cout, P] (strides 1, cout), weights x [P, cin], dst gw [cout, cin].
+struct PointwiseDescs {
+  memory::desc gy_t, x, gw;
+};
+PointwiseDescs pointwise_descs(const ConvParams& p) {
+  const int64_t pixels = p.n * p.h * p.w;
+  return {memory::desc({p.cout, pixels}, dt::bf16, memory::dims{1, p.cout}),
+          memory::desc({pixels, p.cin}, dt::bf16, memory::dims{p.cin, 1}),
+          memory::desc({p.cout, p.cin}, dt::f32, memory::dims{p.cin, 1})};
+}
+
+std::shared_ptr<Entry> build_pointwise_bwd_weights(const ConvParams& p) {
+  auto e = std::make_shared<Entry>();
+  const PointwiseDescs m = pointwise_descs(p);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(m.gy_t, m.x, m.gw), user_scratchpad(), cpu_engine());
+  e->prim = dnnl::matmul(pd);
+  e->is_matmul = true;
+  e->prim_scratch = pd.scratchpad_desc().get_size();
+  e->prim_weights = make_descs(p).weights_user;
+  finish_entry(*e, e->prim_weights, false);
+  return e;
+}
+
 std::shared_ptr<Entry> build(ConvPass pass, const ConvParams& p) {
+  if (pointwise_bwd_weights(pass, p)) return build_pointwise_bwd_weights(p);
   const Descs d = make_descs(p);
   auto e = std::make_shared<Entry>();
   const auto fpd = fwd_pd(p, d);
@@ -414,6 +453,14 @@ void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, 
   }
   run("backward-weights", [&] {
     dnnl::stream& s = cpu_stream();
+    if (e.is_matmul) {
+      const PointwiseDescs m = pointwise_descs(p);
+      Args args = {{DNNL_ARG_SRC, mem(m.gy_t, gy)}, {DNNL_ARG_WEIGHTS, mem(m.x, x)}, {DNNL_ARG_DST, mem(m.gw, gw)}};
+      add_scratch(args, e.prim_scratch, ws, e.off_scratch);
+      e.prim.execute(s, args);
+      s.wait();
+      return;
+    }
     memory wu = mem(d.weights_user, gw);
     memory wm = e.needs_reorder ? mem(e.prim_weights, ws) : wu;
     Args args = {{DNNL_ARG_SRC, mem(d.src_in, x)}, {DNNL_ARG_DIFF_DST, mem(d.dst_in, gy)}, {DNNL_ARG_DIFF_WEIGHTS, wm}};
