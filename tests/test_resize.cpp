@@ -184,6 +184,31 @@ TEST(Resize, BackwardSumsToOutputGradient) {
   }
 }
 
+TEST(Resize, ForwardBitIdenticalAcrossDevices) {
+  // The CPU forward is separable for few channels or large upsampling factors and one-pass otherwise
+  // (resize_cpu.inc); CUDA is one-pass. All give bilinear_blend's bits.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    Shape xs;
+    int oh, ow;
+  };
+  const std::vector<Case> cases = {{{2, 5, 7, 6}, 13, 10},   // separable (C < 32)
+                                   {{1, 6, 5, 40}, 11, 9},   // one pass (C >= 32, under x4)
+                                   {{1, 3, 4, 40}, 24, 32},  // separable (x8)
+                                   {{2, 9, 8, 33}, 4, 3}};   // one pass, downsampling
+  for (const Case& c : cases)
+    for (bool ac : {false, true})
+      for (DType dt : {DType::F32, DType::BF16}) {
+        SCOPED_TRACE(shape_str(c.xs) + " -> " + std::to_string(c.oh) + "x" + std::to_string(c.ow) +
+                     (ac ? " align_corners " : " ") + dtype_name(dt));
+        std::vector<float> ys[2];
+        int k = 0;
+        for (Device d : {Device::cpu(), Device::cuda(0)})
+          ys[k++] = resize_bilinear(Tensor::uniform(c.xs, 6, -2, 2, d).to(dt), c.oh, c.ow, ac).to_vector();
+        expect_same_bits(ys[0], ys[1], "forward");
+      }
+}
+
 TEST(Resize, BackwardBitIdenticalAcrossDevices) {
   // The CPU's two separable passes and the CUDA one-pass gather use the same arithmetic order.
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
@@ -234,7 +259,8 @@ TEST(Resize, BadInputErrors) {
 // bf16 / f16 storage (mixed precision): blends and sums are f32 and stores round once, so with inputs
 // exact in the low type the output and the input gradient equal the f32 op's rounded once, bit for
 // bit (nearest copies the stored bits). Upsampling and downsampling, half-pixel and align-corners,
-// channel counts on the vector (8) and scalar (3) paths, a channel-strided input view, CPU and CUDA.
+// channel counts on the vector (8) and scalar (3) paths and on the CPU forward's one-pass path (40
+// channels at less than x4), a channel-strided input view, CPU and CUDA.
 TEST(Resize, LowPrecisionIsTheF32ResultRoundedOnce) {
   const std::vector<Device> devices = test_devices();
   using Fn = std::function<Tensor(const Tensor&)>;
@@ -245,7 +271,7 @@ TEST(Resize, LowPrecisionIsTheF32ResultRoundedOnce) {
       {"nearest up", [](const Tensor& x) { return resize_nearest(x, 11, 9); }}};
   for (Device d : devices)
     for (DType dt : {DType::BF16, DType::F16})
-      for (int64_t C : {8, 3})
+      for (int64_t C : {8, 3, 40})
         for (bool strided : {false, true})
           for (const auto& [name, fn] : ops) {
             const std::string what = name + " " + dtype_name(dt) + " on " + d.str() + " C " + std::to_string(C) +
