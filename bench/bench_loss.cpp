@@ -1,6 +1,7 @@
 // bench_kernels rows for the loss and metrics families at the models' shapes:
 //  - cross_entropy fwd / bwd at the quick start [4,512,512,2] and Cityscapes [4,512,1024,19]
-//    (PP-LiteSeg evaluates it on 3 full-resolution logits per step);
+//    (PP-LiteSeg evaluates it on 3 full-resolution logits per step), and with bf16 logits at
+//    bench_train's [4,512,512,19] (mixed precision O2);
 //  - ohem_cross_entropy fwd / bwd at [4,512,1024,19], min_kept 130000 (the Cityscapes configs), and
 //    a row where the threshold must be raised to the k-th probability (the selection path);
 //  - bce_with_logits fwd / bwd at the YOLOv3 stride-8 head [8,52,52,255] (416 input, batch 8);
@@ -60,16 +61,26 @@ BENCH_REGISTER(loss) {
   const bool q = runner.quick();
   for (Device d : runner.devices()) {
     // ------------------------------------------------------------------ cross entropy
-    for (const Shape& s0 : {Shape{4, 512, 512, 2}, Shape{4, 512, 1024, 19}}) {
-      const Shape s = scaled(s0, q);
+    // bf16: PP-LiteSeg's O2 logits (the kernels widen them; f32 math).
+    struct CeRow {
+      Shape shape;
+      DType dt;
+    };
+    for (const CeRow& row : {CeRow{{4, 512, 512, 2}, DType::F32}, CeRow{{4, 512, 1024, 19}, DType::F32},
+                             CeRow{{4, 512, 512, 19}, DType::BF16}}) {
+      const Shape s = scaled(row.shape, q);
       const int64_t C = s[3], P = s[0] * s[1] * s[2];
-      const Tensor x = Tensor::uniform(s, 11, -3.f, 3.f, d).set_requires_grad(true);
+      const bool low = row.dt != DType::F32;
+      const double es = low ? 2.0 : 4.0;  // bytes per logit
+      const std::string sfx = low ? "_bf16" : "";
+      const Tensor x32 = Tensor::uniform(s, 11, -3.f, 3.f, d).set_requires_grad(true);
+      const Tensor x = low ? x32.to(row.dt) : x32;
       const auto yv = make_labels(P, C);
       const Tensor y = Tensor::from_vector_i64(yv, {s[0], s[1], s[2]}, d);
       const auto xv = x.to_vector();
       const double want = ce_ref(xv, yv, C);
       runner.run(
-          "cross_entropy_fwd", shape_name(s), d, {(double)P * (4.0 * C + 12), 0},
+          "cross_entropy_fwd" + sfx, shape_name(s), d, {(double)P * (es * C + 12), 0},
           [&] { return near(cross_entropy(x, y).item(), want, 1e-5, "loss"); },
           [&] {
             NoGradGuard ng;
@@ -79,7 +90,7 @@ BENCH_REGISTER(loss) {
       const auto node = loss.grad_fn();
       const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
       runner.run(
-          "cross_entropy_bwd", shape_name(s), d, {(double)P * (8.0 * C + 12), 0},
+          "cross_entropy_bwd" + sfx, shape_name(s), d, {(double)P * (2 * es * C + 12), 0},
           [&] {
             // Gradient rows sum to zero; check pixel 0 against softmax - onehot.
             const auto gx = node->apply({g})[0].to_vector();
@@ -90,8 +101,9 @@ BENCH_REGISTER(loss) {
             std::string err;
             for (int64_t c = 0; c < C && err.empty(); ++c) {
               const double sm = std::exp(xv[c] - m) / e;
-              const double w = yv[0] == 255 ? 0 : (sm - (c == yv[0])) / (nv + 1e-8 * (double)P);
-              err = near(gx[c], w, 1e-4, "gradient of pixel 0");
+              // Compared times the denominator (the gradient is of order 1 / P): relative error.
+              const double denom = nv + 1e-8 * (double)P, w = yv[0] == 255 ? 0 : sm - (c == yv[0]);
+              err = near(gx[c] * denom, w, low ? 1.0 / 128 : 1e-4, "gradient of pixel 0 (times the denominator)");
             }
             return err;
           },

@@ -205,7 +205,7 @@ TEST(CrossEntropy, BadInputs) {
     }
     EXPECT_THROW(ohem_cross_entropy(x, y_bad, 0.7f, 1), Error);
     EXPECT_THROW(cross_entropy(x, y_ok.to(DType::F32)), Error);                          // labels dtype
-    EXPECT_THROW(cross_entropy(x.to(DType::BF16), y_ok), Error);                         // logits dtype
+    EXPECT_THROW(cross_entropy(x.to(DType::I32), y_ok), Error);                          // logits dtype
     EXPECT_THROW(cross_entropy(x, Tensor::from_vector_i64({0, 1}, {1, 2}, d)), Error);   // shape
     EXPECT_THROW(cross_entropy(x, y_ok, Tensor::full({3}, 1.f, DType::F32, d)), Error);  // weight shape
     EXPECT_THROW(cross_entropy(Tensor::empty({0, 4}, DType::F32, d), Tensor::empty({0}, DType::I64, d)), Error);
@@ -362,6 +362,55 @@ TEST(Ohem, MatchesCeWhenEverythingKept) {
     const std::vector<float> xv = x.to_vector();
     const std::vector<double> xd(xv.begin(), xv.end()), yd(lab.begin(), lab.end());
     EXPECT_NEAR(ohem_cross_entropy(x, y, 1.5f, 2).item(), ohem_ref(xd, yd, 6, 1.5, 2, 255), 1e-5);
+  }
+}
+
+// ---------------------------------------------------------------------------- 16-bit logits
+// bf16 / f16 logits (O2): the loss is the f32 op's on the widened values, bit for bit, and the
+// gradient is the f32 op's gradient rounded once to the logits' type. Shapes: 2 classes (the C == 2
+// path), 19 over 3 full 16-pixel tiles plus a partial one, 300 classes (one pixel at a time); CE with
+// and without class weights, and OHEM with the threshold raised to the k-th probability.
+TEST(CrossEntropy, LowPrecisionLogitsMatchWidenedF32) {
+  struct Case {
+    Shape xs;
+    bool ohem, weighted;
+  };
+  const std::vector<Case> cases = {{{2, 5, 7, 2}, false, false},   {{1, 7, 9, 19}, false, false},
+                                   {{1, 7, 9, 19}, false, true},   {{1, 7, 9, 19}, true, false},
+                                   {{1, 2, 3, 300}, false, false}, {{1, 2, 3, 300}, true, false}};
+  for (Device d : devices()) {
+    for (const DType low : {DType::BF16, DType::F16}) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(dtype_name(low)) + " logits " + shape_str(c.xs) + (c.ohem ? " ohem" : " ce") +
+                     (c.weighted ? " weighted" : "") + " on " + d.str());
+        const int64_t C = c.xs.back(), P = shape_numel(c.xs) / C;
+        const auto lab = make_labels(P, C, 0.1, 5);
+        const Tensor y = Tensor::from_vector_i64(std::vector<int64_t>(lab.begin(), lab.end()),
+                                                 Shape(c.xs.begin(), c.xs.end() - 1), d);
+        const Tensor w = c.weighted ? Tensor::uniform({C}, 6, 0.5f, 2.f, d) : Tensor();
+        const Tensor x32 = Tensor::uniform(c.xs, 7, -4.f, 4.f, d);
+        // Two f32 leaves holding the low type's values: one reaches the loss through a cast to the
+        // low type (whose backward widens the low gradient exactly), the other directly.
+        Tensor xa = x32.to(low).to(DType::F32).set_requires_grad(true);
+        Tensor xb = xa.detach().clone().set_requires_grad(true);
+        auto loss = [&](const Tensor& x) {
+          return c.ohem ? ohem_cross_entropy(x, y, 0.05f, P / 2, 255) : cross_entropy(x, y, w, 255);
+        };
+        const Tensor xl = xa.to(low);
+        ASSERT_EQ(xl.dtype(), low);
+        Tensor ll = loss(xl), lw = loss(xb);
+        EXPECT_EQ(ll.dtype(), DType::F32);
+        EXPECT_EQ(ll.item(), lw.item());
+        ll.backward();
+        lw.backward();
+        const std::vector<float> got = xa.grad().to_vector(), want = xb.grad().to(low).to_vector();
+        size_t differ = 0;
+        for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
+        EXPECT_EQ(differ, 0u) << "gradient elements that are not the f32 gradient rounded once";
+        EXPECT_GT(std::count_if(got.begin(), got.end(), [](float v) { return v != 0.f; }), (long)P)
+            << "the gradient is mostly zero";
+      }
+    }
   }
 }
 

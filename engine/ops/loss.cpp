@@ -38,7 +38,7 @@ struct CeGeom {
 };
 
 CeGeom check_ce_inputs(const char* op, const Tensor& logits, const Tensor& labels) {
-  check_f32(op, "logits", logits);
+  check_float_storage(op, "logits", logits);
   check_defined(op, "labels", labels);
   ENGINE_CHECK(labels.dtype() == DType::I64, op, ": labels must be i64, got ", labels.describe());
   check_same_device(op, logits, "logits", labels, "labels");
@@ -79,16 +79,16 @@ Tensor new_stats(Device d) {
 Tensor ce_backward(const Tensor& g, const Tensor& xc, const Tensor& yc, const Tensor& w, const Tensor& lse,
                    const Tensor& pgt, float thr_host, const Tensor& thr_dev, float inv_host, const Tensor& inv_dev,
                    const Shape& shape, int64_t P, int64_t C, int64_t ignore) {
-  Tensor gx = Tensor::empty(shape, DType::F32, xc.device());
+  Tensor gx = Tensor::empty(shape, xc.dtype(), xc.device());  // the logits' storage type
   const float* wp = w.defined() ? w.data<float>() : nullptr;
   const float* pp = pgt.defined() ? pgt.data<float>() : nullptr;
   ENGINE_DISPATCH(
       "cross_entropy_backward", xc.device(), traffic(xc, yc, w, lse, pgt, gx),
-      kernels::ce_bwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr_host, P, C, ignore,
-                          g.item() * inv_host, gx.data<float>()),
-      kernels::ce_bwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
+      kernels::ce_bwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr_host, P, C,
+                          ignore, g.item() * inv_host, gx.raw_data()),
+      kernels::ce_bwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
                            thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
-                           contig(g).data<float>(), inv_dev.data<float>(), gx.data<float>(), compute_stream()));
+                           contig(g).data<float>(), inv_dev.data<float>(), gx.raw_data(), compute_stream()));
   return gx;
 }
 
@@ -115,8 +115,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   Tensor inv_dev;
   auto on_cpu = [&] {
     kernels::CeFwdStats st;
-    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(), nullptr,
-                        nullptr, &st);
+    kernels::ce_fwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
+                        nullptr, nullptr, &st);
     if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
     const double denom = st.sum_w + kCeEps * (double)P;
     out.data<float>()[0] = (float)(st.sum_loss / denom);
@@ -127,8 +127,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(), nullptr,
-                         nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
+    kernels::ce_fwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
+                         nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
                          kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
     check_on_host([=] {
       const auto st = stats.to_vector_i64();
@@ -167,8 +167,8 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
   Tensor thr_dev, inv_dev;
   auto on_cpu = [&] {
     kernels::CeFwdStats st;
-    kernels::ce_fwd_cpu(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
-                        pgt.data<float>(), nll.data<float>(), &st);
+    kernels::ce_fwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
+                        lse.data<float>(), pgt.data<float>(), nll.data<float>(), &st);
     if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
     const int64_t num_valid = (int64_t)st.sum_w;
     mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
@@ -194,9 +194,9 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     double* partp = reinterpret_cast<double*>(part.data<int64_t>());
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(xc.data<float>(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh, lse.data<float>(),
-                         pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(), denom_add,
-                         out.data<float>(), inv_dev.data<float>(), compute_stream());
+    kernels::ce_fwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
+                         lse.data<float>(), pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(),
+                         denom_add, out.data<float>(), inv_dev.data<float>(), compute_stream());
     check_on_host([=] {
       const auto st = stats.to_vector_i64();
       if (st[kernels::kBadCount])

@@ -1,4 +1,4 @@
-// Losses (f32, CPU and CUDA). Every loss returns a scalar tensor of shape {} (one element) and is
+// Losses (CPU and CUDA). Every loss returns a scalar tensor of shape {} (one element) and is
 // differentiable w.r.t. its first argument (logits / probabilities / a); labels, targets and weights
 // get no gradient (l1_loss also differentiates b). Deterministic on both devices (fixed-order
 // reductions in double; integer atomics only).
@@ -23,8 +23,12 @@
 //   PyTorch both clamp the logs at -100. Gradient (p - t) / max(p(1-p), 1e-12) as both frameworks.
 //   Probabilities outside [0, 1] (or NaN) are an Error (Paddle raises too).
 // l1_loss: mean |a - b|; d/da = sign(a - b) with sign(0) = 0.
-// Errors (engine::Error, one line naming op, tensor and shapes): wrong dtype (logits f32, labels
-//   i64), shape mismatch, empty inputs, devices differ, labels outside [0, C) other than
+// Storage: cross_entropy's and ohem_cross_entropy's logits may be f32, bf16 or f16 (mixed precision
+//   O2 stores PP-LiteSeg's full-size logits in the low type); the math is f32 on the widened values
+//   (Paddle's O2 casts them to f32 before softmax_with_cross_entropy, the same numbers), the loss is
+//   f32, and the logits' gradient has their storage type, rounded once from f32. Everything else is f32.
+// Errors (engine::Error, one line naming op, tensor and shapes): wrong dtype (logits f32 / bf16 / f16,
+//   labels i64, the others f32), shape mismatch, empty inputs, devices differ, labels outside [0, C) other than
 //   ignore_index (with the count, the first position and its value; checked on both devices).
 #pragma once
 #include <cstdint>

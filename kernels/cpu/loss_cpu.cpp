@@ -19,14 +19,14 @@
 
 namespace engine::kernels {
 
-void ce_fwd_cpu(const float* x, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore, float thresh,
-                float* lse, float* pgt, float* nll, CeFwdStats* stats) {
-  ENGINE_CPU_DISPATCH(ce_fwd_cpu)(x, y, w, P, C, ignore, thresh, lse, pgt, nll, stats);
+void ce_fwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
+                float thresh, float* lse, float* pgt, float* nll, CeFwdStats* stats) {
+  ENGINE_CPU_DISPATCH(ce_fwd_cpu)(x, xt, y, w, P, C, ignore, thresh, lse, pgt, nll, stats);
 }
 
-void ce_bwd_cpu(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt, float thr,
-                int64_t P, int64_t C, int64_t ignore, float scale, float* gx) {
-  ENGINE_CPU_DISPATCH(ce_bwd_cpu)(x, y, w, lse, pgt, thr, P, C, ignore, scale, gx);
+void ce_bwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
+                float thr, int64_t P, int64_t C, int64_t ignore, float scale, void* gx) {
+  ENGINE_CPU_DISPATCH(ce_bwd_cpu)(x, xt, y, w, lse, pgt, thr, P, C, ignore, scale, gx);
 }
 
 float ohem_select_cpu(const float* pgt, const int64_t* y, int64_t P, int64_t C, int64_t ignore, float thresh,

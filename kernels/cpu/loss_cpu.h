@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "base/dtype.h"
 #include "kernels/loss_math.h"
 
 namespace engine::kernels {
@@ -17,16 +18,18 @@ struct CeFwdStats {
   int64_t n_below = 0;     // valid pixels whose p_gt < thresh (only when pgt is requested)
 };
 
-// x: logits [P, C] contiguous; y: labels [P]; w: class weights [C] or null.
+// x: logits [P, C] contiguous, of storage type xt (f32, bf16 or f16: the math is f32 on the widened
+// values); y: labels [P]; w: class weights [C] or null.
 // Writes lse[P] (log-sum-exp of each pixel). With pgt non-null also p_gt[P] (softmax probability of
 // the label, 2.0 for ignored pixels) and nll[P] (lse - x_y, 0 for ignored pixels).
-void ce_fwd_cpu(const float* x, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore, float thresh,
-                float* lse, float* pgt, float* nll, CeFwdStats* stats);
+void ce_fwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
+                float thresh, float* lse, float* pgt, float* nll, CeFwdStats* stats);
 
 // gx[p, c] = coef_p * (exp(x[p, c] - lse[p]) - [c == y_p]) with coef_p = scale * w[y_p] for valid
 // pixels (times the OHEM keep test !(pgt[p] >= thr) when pgt is non-null), 0 for ignored pixels.
-void ce_bwd_cpu(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt, float thr,
-                int64_t P, int64_t C, int64_t ignore, float scale, float* gx);
+// gx has x's storage type xt (computed in f32, rounded once).
+void ce_bwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
+                float thr, int64_t P, int64_t C, int64_t ignore, float scale, void* gx);
 
 // The k-th smallest (1-based) p_gt among valid pixels whose p_gt >= thresh (a radix select on the
 // bits). Requires pgt and nll as ce_fwd_cpu wrote them (ignored pixels: p_gt = 2.0, nll = 0; the

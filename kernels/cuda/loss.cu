@@ -11,6 +11,11 @@
 //   streams in while this one is computed. Larger C (ce_fwd_row_kernel): each thread reads its row
 //   from global memory (a warp's rows are one contiguous span, so L1 serves the later passes).
 //   Forward writes lse[p] (and for OHEM p_gt[p], nll[p]).
+// 16-bit logits (bf16 / f16, O2's full-size logits): the forward runs ce_fwd_row_kernel on them
+//   (each thread widens its row's values as it reads them; the staged tiles' asynchronous copies are
+//   f32-only), the backward stages the widened tile and rounds the gradient once on store. The math
+//   is the f32 math of the widened values, so a 16-bit input gives the f32 results of those values
+//   (bit for bit against the CPU).
 // CE backward (ce_bwd_kernel): tiles of kBlock pixels; for C <= kStageMaxC the tile's logits are
 //   staged through shared memory with coalesced loads and the gradient stored back coalesced; it
 //   recomputes softmax from x and lse in one pass: gx = coef * (exp(x - lse) - onehot).
@@ -85,18 +90,19 @@ int ce_grid(int64_t P, int tile_rows) {
 // One thread per pixel; the per-pixel arithmetic (sequential max, sum of exp_neg_f, log_f,
 // ohem_prob_f) is the CPU's, so lse / p_gt / nll match it bit for bit. Block partials of the loss
 // sums (double) go to part[2 * block], the OHEM count of p_gt < thresh to stats[kBelow].
-template <bool kOhem>
-__device__ __forceinline__ void ce_pixel(const float* row, int C, int64_t p, int64_t yp, const float* __restrict__ w,
-                                         int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
-                                         float* __restrict__ nll, ull* __restrict__ stats, double& a1, double& a2,
-                                         ull& below) {
+template <bool kOhem, DType D = DType::F32>
+__device__ __forceinline__ void ce_pixel(const typename Storage<D>::T* row, int C, int64_t p, int64_t yp,
+                                         const float* __restrict__ w, int64_t ignore, float thresh,
+                                         float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
+                                         ull* __restrict__ stats, double& a1, double& a2, ull& below) {
+  using S = Storage<D>;
   float m = -INFINITY;
   for (int c = 0; c < C; ++c) {
-    const float v = row[c];
+    const float v = S::load(row[c]);
     m = v > m ? v : m;
   }
   float s = 0.f;
-  for (int c = 0; c < C; ++c) s += exp_neg_f(row[c] - m);
+  for (int c = 0; c < C; ++c) s += exp_neg_f(S::load(row[c]) - m);
   const float l = m + log_f(s);
   lse[p] = l;
   const bool valid = yp != ignore && yp >= 0 && yp < C;
@@ -104,7 +110,7 @@ __device__ __forceinline__ void ce_pixel(const float* row, int C, int64_t p, int
     atomicAdd(&stats[kBadCount], 1ull);
     atomicMin(&stats[kFirstBad], (ull)p);
   }
-  const float xy = valid ? row[yp] : 0.f;
+  const float xy = valid ? S::load(row[yp]) : 0.f;
   const float wv = valid ? (w ? w[yp] : 1.f) : 0.f;
   const float nl = valid ? l - xy : 0.f;
   a1 += (double)(wv * nl);
@@ -166,17 +172,18 @@ __global__ void __launch_bounds__(kCeTileBlock)
   ce_block_partials<kOhem>(a1, a2, below, part, stats);
 }
 
-// Larger C: each thread reads its row from global memory (a warp's rows are one contiguous span,
-// so L1 serves the later passes over the row).
-template <bool kOhem>
+// Larger C, and 16-bit logits: each thread reads its row from global memory (a warp's rows are one
+// contiguous span, so L1 serves the later passes over the row).
+template <bool kOhem, DType D>
 __global__ void __launch_bounds__(kBlock)
-    ce_fwd_row_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w,
-                      int64_t P, int C, int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
-                      float* __restrict__ nll, double* __restrict__ part, ull* __restrict__ stats) {
+    ce_fwd_row_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
+                      const float* __restrict__ w, int64_t P, int C, int64_t ignore, float thresh,
+                      float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
+                      double* __restrict__ part, ull* __restrict__ stats) {
   double a1 = 0.0, a2 = 0.0;
   ull below = 0;
   for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += (int64_t)gridDim.x * blockDim.x)
-    ce_pixel<kOhem>(x + p * C, C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+    ce_pixel<kOhem, D>(x + p * C, C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
   ce_block_partials<kOhem>(a1, a2, below, part, stats);
 }
 
@@ -219,12 +226,14 @@ __global__ void __launch_bounds__(kFinalBlock)
 }
 
 // ------------------------------------------------------------------------------ CE backward
-template <bool kStaged>
+template <bool kStaged, DType D>
 __global__ void __launch_bounds__(kBlock)
-    ce_bwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w,
-                  const float* __restrict__ lse, const float* __restrict__ pgt, const float* __restrict__ thr_dev,
-                  float thr_host, int64_t P, int C, int64_t ignore, const float* __restrict__ g,
-                  const float* __restrict__ inv, float* __restrict__ gx) {
+    ce_bwd_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
+                  const float* __restrict__ w, const float* __restrict__ lse, const float* __restrict__ pgt,
+                  const float* __restrict__ thr_dev, float thr_host, int64_t P, int C, int64_t ignore,
+                  const float* __restrict__ g, const float* __restrict__ inv, typename Storage<D>::T* __restrict__ gx) {
+  using S = Storage<D>;
+  using T = typename S::T;
   float* tile = dynamic_smem<float>();
   const float gs = g[0] * inv[0];
   const float thr = thr_dev ? thr_dev[0] : thr_host;
@@ -234,8 +243,8 @@ __global__ void __launch_bounds__(kBlock)
     const int np = (int)min((int64_t)kBlock, P - p0);
     const int ne = np * C;
     if (kStaged) {
-      const float* src = x + p0 * C;
-      for (int e = threadIdx.x; e < ne; e += kBlock) tile[e] = __ldg(&src[e]);
+      const T* src = x + p0 * C;
+      for (int e = threadIdx.x; e < ne; e += kBlock) tile[e] = S::load(__ldg(&src[e]));
       __syncthreads();
     }
     if ((int)threadIdx.x < np) {
@@ -250,15 +259,15 @@ __global__ void __launch_bounds__(kBlock)
         float* r = tile + threadIdx.x * C;
         for (int c = 0; c < C; ++c) r[c] = coef * (exp_neg_f(r[c] - l) - (c == yi ? 1.f : 0.f));
       } else {
-        const float* xr = x + p * C;
-        float* r = gx + p * C;
-        for (int c = 0; c < C; ++c) r[c] = coef * (exp_neg_f(xr[c] - l) - (c == yi ? 1.f : 0.f));
+        const T* xr = x + p * C;
+        T* r = gx + p * C;
+        for (int c = 0; c < C; ++c) r[c] = S::store(coef * (exp_neg_f(S::load(xr[c]) - l) - (c == yi ? 1.f : 0.f)));
       }
     }
     if (kStaged) {
       __syncthreads();
-      float* dst = gx + p0 * C;
-      for (int e = threadIdx.x; e < ne; e += kBlock) dst[e] = tile[e];
+      T* dst = gx + p0 * C;
+      for (int e = threadIdx.x; e < ne; e += kBlock) dst[e] = S::store(tile[e]);
       __syncthreads();
     }
   }
@@ -402,13 +411,21 @@ int64_t ce_part_doubles(int64_t P) {
   return 2 * (int64_t)std::max(ce_grid(P, kCeTileBlock), (int)cuda::grid_for(P, kBlock, kMaxPointBlocks));
 }
 
-void ce_fwd_cuda(const float* x, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore, float thresh,
-                 float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add, float* loss,
-                 float* inv, cudaStream_t s) {
+void ce_fwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
+                 float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add,
+                 float* loss, float* inv, cudaStream_t s) {
   ull* st = reinterpret_cast<ull*>(stats);
   const int c = (int)C;
   int grid;
-  if (C <= kStageMaxC) {
+  if (xt != DType::F32) {
+    grid = ce_grid(P, kBlock);
+    with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
+      using T = typename Storage<D>::T;
+      auto* k = pgt ? ce_fwd_row_kernel<true, D> : ce_fwd_row_kernel<false, D>;
+      GPU_LAUNCH(grid, kBlock, 0, s, k)(static_cast<const T*>(xv), y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
+    });
+  } else if (C <= kStageMaxC) {
+    const float* x = static_cast<const float*>(xv);
     const int rows = ce_tile_rows(C);
     const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
     const bool vec = cuda::row_tile_vec_ok(C, x);
@@ -418,23 +435,27 @@ void ce_fwd_cuda(const float* x, const int64_t* y, const float* w, int64_t P, in
     GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
   } else {
     grid = ce_grid(P, kBlock);
-    auto* k = pgt ? ce_fwd_row_kernel<true> : ce_fwd_row_kernel<false>;
-    GPU_LAUNCH(grid, kBlock, 0, s, k)(x, y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
+    auto* k = pgt ? ce_fwd_row_kernel<true, DType::F32> : ce_fwd_row_kernel<false, DType::F32>;
+    GPU_LAUNCH(grid, kBlock, 0, s, k)
+    (static_cast<const float*>(xv), y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
   }
   CUDA_CHECK_LAUNCH("ce_fwd_kernel");
   finalize(part, grid, denom_add, 1, stats, loss, inv, s);
 }
 
-void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt,
+void ce_bwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
                  const float* thr_dev, float thr_host, int64_t P, int64_t C, int64_t ignore, const float* g,
-                 const float* inv, float* gx, cudaStream_t s) {
+                 const float* inv, void* gxv, cudaStream_t s) {
   const int grid = ce_grid(P, kBlock);
   const bool staged = C <= kStageMaxC;
   const size_t smem = staged ? (size_t)kBlock * (size_t)C * sizeof(float) : 0;
-  if (staged) GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<true>)
-  (x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
-  else GPU_LAUNCH(grid, kBlock, smem, s, ce_bwd_kernel<false>)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore,
-                                                               g, inv, gx);
+  with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
+    using T = typename Storage<D>::T;
+    const T* x = static_cast<const T*>(xv);
+    T* gx = static_cast<T*>(gxv);
+    auto* k = staged ? ce_bwd_kernel<true, D> : ce_bwd_kernel<false, D>;
+    GPU_LAUNCH(grid, kBlock, smem, s, k)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
+  });
   CUDA_CHECK_LAUNCH("ce_bwd_kernel");
 }
 

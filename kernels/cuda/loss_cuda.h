@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "base/dtype.h"
 #include "kernels/loss_math.h"
 
 namespace engine::kernels {
@@ -20,21 +21,22 @@ enum CeStat : int {
   kCeStatsLen = 5
 };
 
-// Softmax-CE forward over x [P, C] (contiguous), labels y [P], class weights w [C] or null.
+// Softmax-CE forward over x [P, C] (contiguous; f32, bf16 or f16 as xt says, the math f32 on the
+// widened values), labels y [P], class weights w [C] or null.
 // Writes lse [P]; with pgt non-null (OHEM) also pgt [P] (2.0 for ignored pixels) and nll [P].
 // Fills stats (see CeStat) and writes loss[0] = S1 / (S2 + denom_add) and inv[0] = 1 / (S2 +
 // denom_add) (the backward scale). `part` is workspace of ce_part_doubles(P) doubles.
 int64_t ce_part_doubles(int64_t P);
-void ce_fwd_cuda(const float* x, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore, float thresh,
-                 float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add, float* loss,
-                 float* inv, cudaStream_t stream);
+void ce_fwd_cuda(const void* x, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
+                 float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add,
+                 float* loss, float* inv, cudaStream_t stream);
 
 // gx[p, c] = g[0] * inv[0] * coef_p * (exp(x[p,c] - lse[p]) - [c == y_p]); coef_p = w[y_p] for
 // valid pixels and, with pgt non-null, the OHEM keep test !(pgt[p] >= thr) where
-// thr = thr_dev ? *thr_dev : thr_host.
-void ce_bwd_cuda(const float* x, const int64_t* y, const float* w, const float* lse, const float* pgt,
+// thr = thr_dev ? *thr_dev : thr_host. gx has x's storage type xt (rounded once from f32).
+void ce_bwd_cuda(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
                  const float* thr_dev, float thr_host, int64_t P, int64_t C, int64_t ignore, const float* g,
-                 const float* inv, float* gx, cudaStream_t stream);
+                 const float* inv, void* gx, cudaStream_t stream);
 
 // OHEM after ce_fwd_cuda (with pgt and nll), decided on the device, without a host read:
 //  - mining (PaddleSeg: 0 < min_kept < #valid, #valid from stats[kSum2]): *thr = max(thresh, the
