@@ -121,8 +121,11 @@ std::vector<Tensor> PPLiteSeg::forward(const Tensor& images) {
   ENGINE_CHECK(images.dim() == 4 && images.size(3) == 3 && images.dtype() == DType::F32,
                "PPLiteSeg.forward: images must be f32 [N, H, W, 3] (channels last), got ", images.describe());
   const int64_t h = images.size(1), w = images.size(2);
-  // O2 (engine/precision.h): the activations are stored in the low type from here on, and the
-  // logits come back to f32 before the full-size resize (losses and metrics read f32).
+  // O2 (engine/precision.h): the activations are stored in the low type from here on. In training
+  // the full-size logits stay in it too (as Paddle's O2, whose interpolate runs in the low type):
+  // the losses read 16-bit logits with f32 math, and their gradient is 16-bit, which halves the
+  // bytes of the largest tensors of the step. Evaluation widens the logits before the resize, so
+  // metrics and predictions are those of f32 logits.
   const std::vector<Tensor> maps = backbone_->forward(images.to(activation_dtype()));
   std::vector<Tensor> feats;
   for (int i : backbone_indices_) feats.push_back(maps[i]);
@@ -130,8 +133,10 @@ std::vector<Tensor> PPLiteSeg::forward(const Tensor& images) {
   // Eval needs only the main (x8) head; training returns every head, main first.
   const size_t heads = training() ? fused.size() : 1;
   std::vector<Tensor> logits;
-  for (size_t i = 0; i < heads; ++i)
-    logits.push_back(resize_to((*seg_heads_)[i].forward(fused[i]).to(DType::F32), h, w, "bilinear"));
+  for (size_t i = 0; i < heads; ++i) {
+    const Tensor small = (*seg_heads_)[i].forward(fused[i]);
+    logits.push_back(resize_to(training() ? small : small.to(DType::F32), h, w, "bilinear"));
+  }
   return logits;
 }
 

@@ -21,6 +21,7 @@
 #include "engine/ops/conv.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/loss.h"
 #include "engine/ops/pool.h"
 #include "engine/ops/reduce.h"
 #include "engine/ops/resize.h"
@@ -340,7 +341,7 @@ TEST(Models, BackwardGivesFiniteGradientsForEveryParameter) {
 
 // ------------------------------------------------------------------ mixed precision O2
 // At O2 (engine/precision.h) the model stores its activations in the low type: the forward keeps
-// about half the bytes, the logits come back in f32, every parameter gets a finite f32 gradient,
+// about half the bytes, the eval-mode logits come back in f32, every parameter gets a finite f32 gradient,
 // and logits and gradients stay close to the f32 model's (the low type's rounding; an error in a
 // kernel would decorrelate them).
 TEST(Models, O2StoresActivationsInTheLowTypeAndStaysCloseToF32) {
@@ -357,6 +358,45 @@ TEST(Models, O2StoresActivationsInTheLowTypeAndStaysCloseToF32) {
   // rounding the stored pre-activations flips ReLU masks (a chain of convolutions alone gives the
   // same result at O1 and O2).
   engine::testing::expect_o2_close_to_f32(step, {5e-3, 5e-2, 2e-2, 1e-1}, 2.0);
+}
+
+// In training at O2 the full-size logits stay in the low type (the losses read them with f32
+// math, engine/ops/loss.h); evaluation widens them before the resize. fp16 runs on the CPU at the op
+// level, so this runs on every CPU.
+TEST(Models, O2TrainingLogitsStayInTheLowTypeEvalLogitsAreF32) {
+  auto model = build_seg_model(spec_t(3, 2));
+  const Tensor x = Tensor::randn({2, 64, 48, 3}, 4);
+  std::vector<int64_t> lab(2 * 64 * 48);
+  for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)(i * 7 % 3);
+  const Tensor labels = Tensor::from_vector_i64(lab, {2, 64, 48});
+  model->train();
+  {
+    const AutocastGuard fp16(Precision::FP16, AmpLevel::O2);
+    const std::vector<Tensor> logits = model->forward(x);
+    ASSERT_EQ(logits.size(), 3u);
+    Tensor loss;
+    for (const Tensor& l : logits) {
+      EXPECT_EQ(l.dtype(), DType::F16);
+      EXPECT_EQ(l.shape(), (Shape{2, 64, 48, 3}));
+      loss = loss.defined() ? add(loss, ohem_cross_entropy(l, labels, 0.7f, 1000)) : cross_entropy(l, labels);
+    }
+    EXPECT_TRUE(std::isfinite(loss.item()));
+    loss.backward();
+  }
+  size_t with_grad = 0;
+  for (auto& [n, t] : model->named_parameters()) {
+    if (!t.grad().defined()) continue;
+    ++with_grad;
+    EXPECT_EQ(t.grad().dtype(), DType::F32) << n;
+    const std::vector<float> v = t.grad().to_vector();
+    EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](float e) { return std::isfinite(e); })) << n;
+  }
+  EXPECT_GT(with_grad, 100u);
+  model->eval();
+  const AutocastGuard fp16(Precision::FP16, AmpLevel::O2);
+  const std::vector<Tensor> eval_logits = model->forward(x);
+  ASSERT_EQ(eval_logits.size(), 1u);
+  EXPECT_EQ(eval_logits[0].dtype(), DType::F32);
 }
 
 // ------------------------------------------------------------------ BatchNorm modes
