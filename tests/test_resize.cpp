@@ -211,18 +211,22 @@ TEST(Resize, ForwardBitIdenticalAcrossDevices) {
 
 TEST(Resize, BackwardBitIdenticalAcrossDevices) {
   // The CPU's two separable passes and the CUDA one-pass gather use the same arithmetic order.
+  // Channel counts: 6 (the CPU column buffer holds C lanes), 19 and 40 (rounded up to 32 and 48
+  // lanes, resize_bwd_column_lanes; the last tap of the tensor takes the C-lane path).
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
-  for (bool ac : {false, true}) {
-    std::vector<float> grads[2];
-    int k = 0;
-    for (Device d : {Device::cpu(), Device::cuda(0)}) {
-      Tensor x = Tensor::uniform({2, 5, 7, 6}, 4, -1, 1, d).set_requires_grad(true);
-      Tensor y = resize_bilinear(x, 13, 10, ac);
-      y.backward(Tensor::uniform(y.shape(), 5, -1, 1, d));
-      grads[k++] = x.grad().to_vector();
+  for (int64_t C : {6, 19, 40})
+    for (bool ac : {false, true}) {
+      SCOPED_TRACE("C " + std::to_string(C) + (ac ? " align_corners" : ""));
+      std::vector<float> grads[2];
+      int k = 0;
+      for (Device d : {Device::cpu(), Device::cuda(0)}) {
+        Tensor x = Tensor::uniform({2, 5, 7, C}, 4, -1, 1, d).set_requires_grad(true);
+        Tensor y = resize_bilinear(x, 13, 10, ac);
+        y.backward(Tensor::uniform(y.shape(), 5, -1, 1, d));
+        grads[k++] = x.grad().to_vector();
+      }
+      EXPECT_EQ(grads[0], grads[1]);
     }
-    EXPECT_EQ(grads[0], grads[1]);
-  }
 }
 
 TEST(Resize, BadInputErrors) {

@@ -29,8 +29,11 @@ void check_input(const char* op, const Tensor& x) {
 Tensor resize_backward(const ResizeArgs& a, const Tensor& g_in, DType dt) {
   const Tensor g = g_in.dtype() == dt ? g_in.contiguous() : copy_contiguous(g_in, dt);
   Tensor gx = Tensor::empty({a.N, a.h.in, a.w.in, a.C}, dt, g.device());
-  ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx),
-                  kernels::resize_bwd_cpu(a, dt, g.raw_data(), gx.raw_data()),
+  auto on_cpu = [&] {
+    Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cpu(a)}, DType::F32, g.device());
+    kernels::resize_bwd_cpu(a, dt, g.raw_data(), gx.raw_data(), ws.data<float>());
+  };
+  ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx), on_cpu(),
                   kernels::resize_bwd_cuda(a, dt, g.raw_data(), gx.raw_data(), compute_stream()));
   return gx;
 }

@@ -20,8 +20,8 @@ void resize_fwd_cpu(const ResizeArgs& a, DType dt, const void* x, void* out) {
   ENGINE_CPU_DISPATCH(resize_fwd_cpu)(a, dt, x, out);
 }
 
-void resize_bwd_cpu(const ResizeArgs& a, DType dt, const void* g, void* gx) {
-  ENGINE_CPU_DISPATCH(resize_bwd_cpu)(a, dt, g, gx);
+void resize_bwd_cpu(const ResizeArgs& a, DType dt, const void* g, void* gx, float* ws) {
+  ENGINE_CPU_DISPATCH(resize_bwd_cpu)(a, dt, g, gx, ws);
 }
 
 }  // namespace engine::kernels
