@@ -1,7 +1,7 @@
 // bench_kernels rows for the softmax family and for concat, at the models' shapes:
 //  - softmax / log_softmax over 19 classes of full-resolution logits [4,512,512,19] (inference
 //    softmax output, the losses' log-softmax), the softmax backward, and argmax at the same shape
-//    (eval / export);
+//    (eval / export); softmax forward and backward on bf16 logits (mixed precision);
 //  - family "concat": STDC CatBottleneck channel concat [4,64,64,128] + [4,64,64,64] + [4,64,64,32]
 //    + [4,64,64,32] -> [4,64,64,256] (one kernel pass), and its backward (the split copy).
 // Quick mode divides the spatial dims by 8. Every row is validated against a naive host loop
@@ -84,6 +84,33 @@ BENCH_REGISTER(softmax) {
           return std::string();
         },
         [&] { argmax(x); });
+    // bf16 logits (mixed precision): half the bytes; validated against the double softmax of the
+    // bf16 values, within bf16's rounding of results <= 1.
+    const Tensor xb = x.to(DType::BF16);
+    const auto xbv = xb.to(DType::F32).to_vector();
+    runner.run(
+        "softmax_fwd_bf16", shape_name(s) + " axis -1", d, {4.0 * n, 20.0 * n},
+        [&] { return compare(softmax(xb).to(DType::F32).to_vector(), ref_rows(xbv, L, false), 4e-3); },
+        [&] { softmax(xb); });
+    {
+      const Tensor xl = x.detach().set_requires_grad(true);  // (leaves are f32; the cast makes the bf16 input)
+      const Tensor yb = softmax(xl.to(DType::BF16));
+      const auto node = yb.grad_fn();
+      const Tensor gb = Tensor::uniform(s, 23, -1.f, 1.f, d).to(DType::BF16);
+      const auto gv = gb.to(DType::F32).to_vector(), yv = yb.to(DType::F32).to_vector();
+      runner.run(
+          "softmax_bwd_bf16", shape_name(s) + " axis -1", d, {6.0 * n, 4.0 * n},
+          [&] {
+            std::vector<double> want(gv.size());
+            for (size_t r = 0; r < gv.size() / (size_t)L; ++r) {
+              double dot = 0;
+              for (int64_t c = 0; c < L; ++c) dot += (double)gv[r * L + c] * yv[r * L + c];
+              for (int64_t c = 0; c < L; ++c) want[r * L + c] = yv[r * L + c] * (gv[r * L + c] - dot);
+            }
+            return compare(node->apply({gb})[0].to(DType::F32).to_vector(), want, 8e-3);
+          },
+          [&] { node->apply({gb}); });
+    }
   }
 }
 

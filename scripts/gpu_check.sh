@@ -15,7 +15,7 @@ status=0
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   for t in test_conv_gpu test_gemm_gpu test_cuda_graph test_models test_det_models test_trainer test_optim test_conv \
-    test_loss test_resize; do
+    test_loss test_resize test_softmax; do
     echo "=== $t"
     "$bin/tests/$t" 2>&1 | tail -25
     rc=${PIPESTATUS[0]}
@@ -42,6 +42,7 @@ status=0
     --steps 5 --no-profile --cuda_graph --json "$out/darknet53_608_b8_bf16-O2_graph.json" 2>&1 | tail -2
   # Cross entropy on f32 and on bf16 logits (O2's full-size logits: the row kernel, not the staged tiles)
   "$bin/bench_kernels" --device gpu --filter cross_entropy 2>&1 | grep -E "cross_entropy|failed"
+  "$bin/bench_kernels" --device gpu --filter softmax 2>&1 | grep -E "softmax|argmax|failed"
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
   # cuDNN forced and with the automatic choice.
   ENGINE_BENCH_CONV_NET=DarkNet "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"

@@ -1,14 +1,23 @@
 // labels: kernel
 // softmax / log_softmax / argmax over the last and a middle axis: naive double references, finite
 // differences, CPU vs CUDA device, strided inputs, guards, determinism (the harness); large logits
-// (+-100, where a naive exp overflows); argmax ties and NaN; the exp/log approximations; errors.
+// (+-100, where a naive exp overflows); argmax ties and NaN; the exp/log approximations; bf16 / f16
+// storage (the f32 results rounded once, bit for bit); errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
 #include "engine/ops/softmax.h"
 #include "kernels/cpu/softmax_cpu.h"
 #include "tests/harness/op_check.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#include "kernels/cuda/softmax_cuda.h"
+#endif
 
 using namespace engine;
 using namespace engine::testing;
@@ -208,7 +217,81 @@ TEST(Softmax, BadInputErrors) {
     }
   };
   expect_error([] { softmax(Tensor::zeros({2, 3}), 2); }, "softmax: axis 2 is out of range for a 2-D tensor");
-  expect_error([] { log_softmax(Tensor::zeros({2, 3}, DType::I64)); }, "log_softmax: argument 'x' must be f32");
+  expect_error(
+      [] {
+        log_softmax(Tensor::zeros({2, 3}, DType::I64));
+      },
+      "log_softmax: argument 'x' must be f32, bf16 or f16, got i64[2, 3]");
   expect_error([] { argmax(Tensor::zeros({2, 0}), -1); }, "argmax: axis -1 of x f32[2, 0]");
   expect_error([] { softmax(Tensor::zeros({})); }, "softmax: x f32[] on cpu is 0-D");
+}
+
+namespace {
+
+// The backward kernel of `d` in f32 on (g, y), as the reference of the 16-bit backward: the same
+// device's arithmetic on the widened values.
+Tensor softmax_bwd_f32_on(const Tensor& g, const Tensor& y, const Geo& gm, bool log_) {
+  const Tensor gw = g.to(DType::F32), yw = y.to(DType::F32);
+  Tensor dx = Tensor::empty(y.shape(), DType::F32, y.device());
+  if (y.device().is_cpu()) {
+    kernels::softmax_bwd_cpu(DType::F32, gw.raw_data(), yw.raw_data(), dx.raw_data(), gm.outer, gm.L, gm.inner, log_);
+  } else {
+#if defined(ENGINE_WITH_CUDA)
+    kernels::softmax_bwd_cuda(DType::F32, gw.raw_data(), yw.raw_data(), dx.raw_data(), gm.outer, gm.L, gm.inner, log_,
+                              compute_stream());
+    CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+#endif
+  }
+  return dx;
+}
+
+size_t bits_differ(const std::vector<float>& a, const std::vector<float>& b) {
+  size_t n = a.size() == b.size() ? 0 : std::max(a.size(), b.size());
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return n;
+}
+
+}  // namespace
+
+// bf16 / f16 x (mixed precision): y has x's type and is the f32 op's result on the widened x rounded
+// once; the gradient (through autograd: the cast's backward rounds the incoming f32 gradient to the
+// low type) is the f32 backward kernel of the same device on the widened (g, y), rounded once;
+// argmax equals the f32 argmax of the widened values. Bit for bit, over every kernel shape of both
+// devices: row tiles (L = 2, 19, 33 on the CPU's tile and the GPU's row path, several tiles per
+// block), long rows (L = 100), middle and first axes (column kernels).
+TEST(Softmax, LowPrecisionIsTheF32ResultRoundedOnce) {
+  for (Device d : test_devices()) {
+    for (const DType low : {DType::BF16, DType::F16}) {
+      for (const AxisCase& c : axis_cases()) {
+        for (const bool log_ : {false, true}) {
+          SCOPED_TRACE(std::string(dtype_name(low)) + (log_ ? " log_softmax/" : " softmax/") + c.name + " on " +
+                       d.str());
+          const Geo gm = geo(c.shape, c.axis);
+          const Tensor xw = Tensor::uniform(c.shape, 11, -6.f, 6.f, d).to(low).to(DType::F32);
+          Tensor xa = xw.clone().set_requires_grad(true);
+          const Tensor yl = log_ ? log_softmax(xa.to(low), c.axis) : softmax(xa.to(low), c.axis);
+          ASSERT_EQ(yl.dtype(), low);
+          const Tensor y32 = log_ ? log_softmax(xw, c.axis) : softmax(xw, c.axis);
+          EXPECT_EQ(bits_differ(yl.to(DType::F32).to_vector(), y32.to(low).to(DType::F32).to_vector()), 0u)
+              << "forward elements that are not the f32 result rounded once";
+
+          const Tensor r = Tensor::uniform(c.shape, 12, -1.f, 1.f, d);
+          sum(yl.to(DType::F32) * r).backward();
+          const Tensor want = softmax_bwd_f32_on(r.to(low), yl, gm, log_).to(low).to(DType::F32);
+          const std::vector<float> got = xa.grad().to_vector();
+          EXPECT_EQ(bits_differ(got, want.to_vector()), 0u)
+              << "gradient elements that are not the f32 backward rounded once";
+          if (gm.L > 1) {
+            EXPECT_GT(std::count_if(got.begin(), got.end(), [](float v) { return v != 0.f; }), (long)got.size() / 2)
+                << "the gradient is mostly zero";
+          }
+
+          if (!log_) {
+            const std::vector<float> il = argmax(xa.detach().to(low), c.axis).to(DType::F32).to_vector();
+            EXPECT_EQ(il, argmax(xw, c.axis).to(DType::F32).to_vector());
+          }
+        }
+      }
+    }
+  }
 }

@@ -2,6 +2,7 @@
 #include "engine/ops/softmax.h"
 
 #include "engine/autograd.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/softmax_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -16,7 +17,7 @@ struct Geo {
 };
 
 Geo check_and_geometry(const char* op, const Tensor& x, int axis, int* ax_out) {
-  check_f32(op, "x", x);
+  check_float_storage(op, "x", x);
   ENGINE_CHECK(x.dim() >= 1, op, ": x ", x.describe(), " is 0-D; it needs an axis to run over");
   const int ax = normalize_axis(op, axis, x.dim());
   ENGINE_CHECK(x.size(ax) > 0, op, ": axis ", axis, " of x ", x.describe(), " is empty");
@@ -26,13 +27,14 @@ Geo check_and_geometry(const char* op, const Tensor& x, int axis, int* ax_out) {
   return g;
 }
 
+// dx has y's storage type; an incoming gradient of another float type is cast to it first.
 Tensor softmax_backward(const Tensor& g_in, const Tensor& y, Geo geo, bool log_) {
-  const Tensor g = g_in.contiguous();
-  Tensor dx = Tensor::empty(y.shape(), DType::F32, y.device());
+  const Tensor g = g_in.dtype() == y.dtype() ? g_in.contiguous() : copy_contiguous(g_in, y.dtype());
+  Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
   ENGINE_DISPATCH(
       log_ ? "log_softmax_backward" : "softmax_backward", y.device(), traffic(g, y, dx),
-      kernels::softmax_bwd_cpu(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_),
-      kernels::softmax_bwd_cuda(g.data<float>(), y.data<float>(), dx.data<float>(), geo.outer, geo.L, geo.inner, log_,
+      kernels::softmax_bwd_cpu(y.dtype(), g.raw_data(), y.raw_data(), dx.raw_data(), geo.outer, geo.L, geo.inner, log_),
+      kernels::softmax_bwd_cuda(y.dtype(), g.raw_data(), y.raw_data(), dx.raw_data(), geo.outer, geo.L, geo.inner, log_,
                                 compute_stream()));
   return dx;
 }
@@ -41,11 +43,11 @@ Tensor softmax_impl(const char* op, const Tensor& x, int axis, bool log_) {
   int ax;
   const Geo geo = check_and_geometry(op, x, axis, &ax);
   const Tensor xc = x.is_contiguous() ? x : x.detach().contiguous();
-  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (y.numel() > 0) {
     ENGINE_DISPATCH(op, x.device(), traffic(xc, y),
-                    kernels::softmax_fwd_cpu(xc.data<float>(), y.data<float>(), geo.outer, geo.L, geo.inner, log_),
-                    kernels::softmax_fwd_cuda(xc.data<float>(), y.data<float>(), geo.outer, geo.L, geo.inner, log_,
+                    kernels::softmax_fwd_cpu(x.dtype(), xc.raw_data(), y.raw_data(), geo.outer, geo.L, geo.inner, log_),
+                    kernels::softmax_fwd_cuda(x.dtype(), xc.raw_data(), y.raw_data(), geo.outer, geo.L, geo.inner, log_,
                                               compute_stream()));
   }
   if (needs_grad({&x})) {
@@ -76,10 +78,10 @@ Tensor argmax(const Tensor& x, int axis, bool keepdim) {
   }
   Tensor idx = Tensor::empty(s, DType::I64, x.device());
   if (idx.numel() > 0) {
-    ENGINE_DISPATCH(
-        op, x.device(), traffic(xc, idx),
-        kernels::argmax_cpu(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
-        kernels::argmax_cuda(xc.data<float>(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner, compute_stream()));
+    ENGINE_DISPATCH(op, x.device(), traffic(xc, idx),
+                    kernels::argmax_cpu(x.dtype(), xc.raw_data(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner),
+                    kernels::argmax_cuda(x.dtype(), xc.raw_data(), idx.data<int64_t>(), geo.outer, geo.L, geo.inner,
+                                         compute_stream()));
   }
   return idx;
 }

@@ -1,5 +1,8 @@
-// softmax / log_softmax / argmax over one axis (default -1 = the NHWC channel axis), f32, on CPU
-// and CUDA. softmax and log_softmax are differentiable; argmax is not (i64 indices).
+// softmax / log_softmax / argmax over one axis (default -1 = the NHWC channel axis), on CPU and
+// CUDA. softmax and log_softmax are differentiable; argmax is not (i64 indices).
+// Types: x is f32, bf16 or f16 (mixed precision). y and the gradient have x's type; the math is f32
+// on the widened values and a 16-bit result is the f32 result rounded once (Paddle / PyTorch keep a
+// 16-bit softmax's output in the input's type and accumulate in f32 too).
 //
 // softmax(x, axis):     y = exp(x - max) / sum(exp(x - max)) — numerically stable for any finite
 //                       logits (e.g. +-100, where a naive exp overflows).
@@ -12,7 +15,7 @@
 // argmax(x, axis, keepdim=false): i64 index of the maximum along `axis`; ties pick the FIRST index
 //   (as Paddle, PyTorch and numpy); a NaN counts as the maximum (the first NaN wins), like max() in
 //   engine/ops/reduce.h. keepdim keeps the reduced axis with size 1.
-// Errors: undefined / non-f32 x, 0-D x, axis out of range, an empty reduced axis (argmax/softmax
+// Errors: undefined x or not of a float storage type, 0-D x, axis out of range, an empty reduced axis (argmax/softmax
 // of nothing), i.e. one-line messages naming the op, x and the axis.
 #pragma once
 #include "engine/tensor.h"

@@ -20,6 +20,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/shared_math.h"  // Storage<D>, used by the helpers of kernels/cpu/isa_helpers.inc
+
 namespace engine::kernels::row_tile {
 
 constexpr int kRows = 16;   // rows per tile: one AVX-512 register of floats

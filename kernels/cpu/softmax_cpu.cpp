@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/row_tile_cpu.h"
@@ -17,16 +18,17 @@
 
 namespace engine::kernels {
 
-void softmax_fwd_cpu(const float* x, float* y, int64_t outer, int64_t L, int64_t inner, bool log_) {
-  ENGINE_CPU_DISPATCH(softmax_fwd_cpu)(x, y, outer, L, inner, log_);
+void softmax_fwd_cpu(DType dt, const void* x, void* y, int64_t outer, int64_t L, int64_t inner, bool log_) {
+  ENGINE_CPU_DISPATCH(softmax_fwd_cpu)(dt, x, y, outer, L, inner, log_);
 }
 
-void softmax_bwd_cpu(const float* g, const float* y, float* dx, int64_t outer, int64_t L, int64_t inner, bool log_) {
-  ENGINE_CPU_DISPATCH(softmax_bwd_cpu)(g, y, dx, outer, L, inner, log_);
+void softmax_bwd_cpu(DType dt, const void* g, const void* y, void* dx, int64_t outer, int64_t L, int64_t inner,
+                     bool log_) {
+  ENGINE_CPU_DISPATCH(softmax_bwd_cpu)(dt, g, y, dx, outer, L, inner, log_);
 }
 
-void argmax_cpu(const float* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner) {
-  ENGINE_CPU_DISPATCH(argmax_cpu)(x, idx, outer, L, inner);
+void argmax_cpu(DType dt, const void* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner) {
+  ENGINE_CPU_DISPATCH(argmax_cpu)(dt, x, idx, outer, L, inner);
 }
 
 }  // namespace engine::kernels

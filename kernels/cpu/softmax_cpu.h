@@ -38,11 +38,16 @@ ENGINE_HD bool argmax_better(float best_v, int64_t best_i, float v, int64_t i) {
   return v > best_v || (v == best_v && i < best_i);
 }
 
+// Storage: x, y, g and dx of a call are all of type dt (f32, bf16 or f16); the math is f32 on the
+// widened values and a 16-bit output is the f32 result rounded once (the same bits as the f32 op on
+// the widened input, then a cast).
 // y = softmax(x) (log_ = false) or log_softmax(x) over L; numerically stable (max subtracted).
-void softmax_fwd_cpu(const float* x, float* y, int64_t outer, int64_t L, int64_t inner, bool log_);
+void softmax_fwd_cpu(DType dt, const void* x, void* y, int64_t outer, int64_t L, int64_t inner, bool log_);
 // softmax: dx = y * (g - sum_L(g * y)); log_softmax: dx = g - exp(y) * sum_L(g). All contiguous.
-void softmax_bwd_cpu(const float* g, const float* y, float* dx, int64_t outer, int64_t L, int64_t inner, bool log_);
-// idx[o, i] = argmax over L of x[o, :, i] (argmax_better order).
-void argmax_cpu(const float* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner);
+void softmax_bwd_cpu(DType dt, const void* g, const void* y, void* dx, int64_t outer, int64_t L, int64_t inner,
+                     bool log_);
+// idx[o, i] = argmax over L of x[o, :, i] (argmax_better order; widening is exact, so a 16-bit x
+// gives the f32 answer for its values).
+void argmax_cpu(DType dt, const void* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner);
 
 }  // namespace engine::kernels

@@ -49,6 +49,18 @@ constexpr int kTileFloats = 2048;  // shared-memory budget per tile (8 KB; L = 1
 constexpr int64_t kMaxTileBlocks = 1 << 20;
 constexpr unsigned kFull = 0xffffffffu;
 
+// Storage (f32, bf16, f16; Storage<D>, kernels/shared_math.h): loads widen to f32, stores round once.
+template <DType D>
+using Elem = typename Storage<D>::T;
+template <DType D>
+__device__ __forceinline__ float ld(const Elem<D>* p) {
+  return Storage<D>::load(__ldg(p));
+}
+template <DType D>
+__device__ __forceinline__ Elem<D> st(float v) {
+  return Storage<D>::store(v);
+}
+
 // Warp-uniform iteration over row groups: calls body(row, lane_in_group, valid) for every group of
 // 32 / G rows assigned to this warp.
 template <int G, class Body>
@@ -76,75 +88,75 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
-template <int G, bool kLog>
+template <int G, bool kLog, DType D>
 __global__ void __launch_bounds__(kBlock)
-    softmax_fwd_row_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t L) {
+    softmax_fwd_row_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
-    const float* xr = x + (valid ? r : 0) * L;
-    float* yr = y + (valid ? r : 0) * L;
+    const Elem<D>* xr = x + (valid ? r : 0) * L;
+    Elem<D>* yr = y + (valid ? r : 0) * L;
     float m = -INFINITY;
     if (valid)
-      for (int64_t c = gl; c < L; c += G) m = softmax_max_f(m, __ldg(xr + c));
+      for (int64_t c = gl; c < L; c += G) m = softmax_max_f(m, ld<D>(xr + c));
     m = group_max<G>(m);
     float s = 0.f;
     if (valid)
-      for (int64_t c = gl; c < L; c += G) s += softmax_exp_f(__ldg(xr + c) - m);
+      for (int64_t c = gl; c < L; c += G) s += softmax_exp_f(ld<D>(xr + c) - m);
     s = group_sum<G>(s);
     if (!valid) return;
     if constexpr (kLog) {
       const float ls = softmax_log_f(s);
-      for (int64_t c = gl; c < L; c += G) yr[c] = (__ldg(xr + c) - m) - ls;
+      for (int64_t c = gl; c < L; c += G) yr[c] = st<D>((ld<D>(xr + c) - m) - ls);
     } else {
       const float inv = 1.f / s;
-      for (int64_t c = gl; c < L; c += G) yr[c] = softmax_exp_f(__ldg(xr + c) - m) * inv;
+      for (int64_t c = gl; c < L; c += G) yr[c] = st<D>(softmax_exp_f(ld<D>(xr + c) - m) * inv);
     }
   });
 }
 
-template <bool kLog>
-__global__ void __launch_bounds__(kBlock) softmax_fwd_col_kernel(const float* __restrict__ x, float* __restrict__ y,
+template <bool kLog, DType D>
+__global__ void __launch_bounds__(kBlock) softmax_fwd_col_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y,
                                                                  int64_t outer, int64_t L, int64_t inner) {
   const int64_t total = outer * inner;
   for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
     const int64_t o = idx / inner, i = idx - o * inner;
-    const float* xc = x + o * L * inner + i;
-    float* yc = y + o * L * inner + i;
+    const Elem<D>* xc = x + o * L * inner + i;
+    Elem<D>* yc = y + o * L * inner + i;
     float m = -INFINITY;
-    for (int64_t l = 0; l < L; ++l) m = softmax_max_f(m, __ldg(xc + l * inner));
+    for (int64_t l = 0; l < L; ++l) m = softmax_max_f(m, ld<D>(xc + l * inner));
     float s = 0.f;
-    for (int64_t l = 0; l < L; ++l) s += softmax_exp_f(__ldg(xc + l * inner) - m);
+    for (int64_t l = 0; l < L; ++l) s += softmax_exp_f(ld<D>(xc + l * inner) - m);
     if constexpr (kLog) {
       const float ls = softmax_log_f(s);
-      for (int64_t l = 0; l < L; ++l) yc[l * inner] = (__ldg(xc + l * inner) - m) - ls;
+      for (int64_t l = 0; l < L; ++l) yc[l * inner] = st<D>((ld<D>(xc + l * inner) - m) - ls);
     } else {
       const float inv = 1.f / s;
-      for (int64_t l = 0; l < L; ++l) yc[l * inner] = softmax_exp_f(__ldg(xc + l * inner) - m) * inv;
+      for (int64_t l = 0; l < L; ++l) yc[l * inner] = st<D>(softmax_exp_f(ld<D>(xc + l * inner) - m) * inv);
     }
   }
 }
 
-template <int G, bool kLog>
+template <int G, bool kLog, DType D>
 __global__ void __launch_bounds__(kBlock)
-    softmax_bwd_row_kernel(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ dx,
+    softmax_bwd_row_kernel(const Elem<D>* __restrict__ g, const Elem<D>* __restrict__ y, Elem<D>* __restrict__ dx,
                            int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
     const int64_t off = (valid ? r : 0) * L;
     float s = 0.f;
     if (valid)
-      for (int64_t c = gl; c < L; c += G) s += kLog ? __ldg(g + off + c) : __ldg(g + off + c) * __ldg(y + off + c);
+      for (int64_t c = gl; c < L; c += G) s += kLog ? ld<D>(g + off + c) : ld<D>(g + off + c) * ld<D>(y + off + c);
     s = group_sum<G>(s);
     if (!valid) return;
     for (int64_t c = gl; c < L; c += G) {
-      const float gv = __ldg(g + off + c), yv = __ldg(y + off + c);
-      dx[off + c] = kLog ? gv - softmax_exp_f(yv) * s : yv * (gv - s);
+      const float gv = ld<D>(g + off + c), yv = ld<D>(y + off + c);
+      dx[off + c] = st<D>(kLog ? gv - softmax_exp_f(yv) * s : yv * (gv - s));
     }
   });
 }
 
-template <bool kLog>
+template <bool kLog, DType D>
 __global__ void __launch_bounds__(kBlock)
-    softmax_bwd_col_kernel(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ dx,
+    softmax_bwd_col_kernel(const Elem<D>* __restrict__ g, const Elem<D>* __restrict__ y, Elem<D>* __restrict__ dx,
                            int64_t outer, int64_t L, int64_t inner) {
   const int64_t total = outer * inner;
   for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
@@ -154,26 +166,26 @@ __global__ void __launch_bounds__(kBlock)
     float s = 0.f;
     for (int64_t l = 0; l < L; ++l) {
       const int64_t k = base + l * inner;
-      s += kLog ? __ldg(g + k) : __ldg(g + k) * __ldg(y + k);
+      s += kLog ? ld<D>(g + k) : ld<D>(g + k) * ld<D>(y + k);
     }
     for (int64_t l = 0; l < L; ++l) {
       const int64_t k = base + l * inner;
-      const float gv = __ldg(g + k), yv = __ldg(y + k);
-      dx[k] = kLog ? gv - softmax_exp_f(yv) * s : yv * (gv - s);
+      const float gv = ld<D>(g + k), yv = ld<D>(y + k);
+      dx[k] = st<D>(kLog ? gv - softmax_exp_f(yv) * s : yv * (gv - s));
     }
   }
 }
 
-template <int G>
+template <int G, DType D>
 __global__ void __launch_bounds__(kBlock)
-    argmax_row_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int64_t L) {
+    argmax_row_kernel(const Elem<D>* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int64_t L) {
   for_each_row_group<G>(rows, [&](int64_t r, int gl, bool valid) {
-    const float* xr = x + (valid ? r : 0) * L;
+    const Elem<D>* xr = x + (valid ? r : 0) * L;
     float bv = NAN;
     int64_t bi = -1;  // "no candidate yet": loses to any real candidate (see the merge below)
     if (valid) {
       for (int64_t c = gl; c < L; c += G) {
-        const float v = __ldg(xr + c);
+        const float v = ld<D>(xr + c);
         if (bi < 0 || argmax_better(bv, bi, v, c)) {
           bv = v;
           bi = c;
@@ -193,16 +205,17 @@ __global__ void __launch_bounds__(kBlock)
   });
 }
 
-__global__ void __launch_bounds__(kBlock)
-    argmax_col_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t outer, int64_t L, int64_t inner) {
+template <DType D>
+__global__ void __launch_bounds__(kBlock) argmax_col_kernel(const Elem<D>* __restrict__ x, int64_t* __restrict__ idx,
+                                                            int64_t outer, int64_t L, int64_t inner) {
   const int64_t total = outer * inner;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t o = t / inner, i = t - o * inner;
-    const float* xc = x + o * L * inner + i;
-    float bv = __ldg(xc);
+    const Elem<D>* xc = x + o * L * inner + i;
+    float bv = ld<D>(xc);
     int64_t bi = 0;
     for (int64_t l = 1; l < L; ++l) {
-      const float v = __ldg(xc + l * inner);
+      const float v = ld<D>(xc + l * inner);
       if (argmax_better(bv, bi, v, l)) {
         bv = v;
         bi = l;
@@ -222,15 +235,58 @@ __device__ __forceinline__ int tile_count(int64_t t, int tile_rows, int64_t rows
   return (int)min((int64_t)tile_rows, rows - t * tile_rows);
 }
 
-template <bool kLog, bool kVec>
+// Tile moves for any storage type: f32 tiles use common.cuh's asynchronous copies; a 16-bit tile is
+// widened by plain loads (cp.async copies bytes, it cannot convert) and rounded once on the store.
+// Both keep the tile layout (row j at j * row_tile_stride(L)) and coalesced global accesses.
+template <DType D, bool kVec>
+__device__ __forceinline__ void tile_fetch(const Elem<D>* __restrict__ src, float* tile, int n, int L) {
+  if constexpr (D == DType::F32) {
+    cuda::row_tile_fetch<kVec>(src, tile, n, L);
+  } else {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = cuda::row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e = tid; e < n; e += nt) {
+      tile[q * lp + r] = ld<D>(src + e);
+      q += dq;
+      r += dr;
+      if (r >= L) {
+        r -= L;
+        ++q;
+      }
+    }
+  }
+}
+template <DType D, bool kVec>
+__device__ __forceinline__ void tile_store(const float* tile, Elem<D>* __restrict__ dst, int n, int L) {
+  if constexpr (D == DType::F32) {
+    cuda::row_tile_store<kVec>(tile, dst, n, L);
+  } else {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = cuda::row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e = tid; e < n; e += nt) {
+      dst[e] = st<D>(tile[q * lp + r]);
+      q += dq;
+      r += dr;
+      if (r >= L) {
+        r -= L;
+        ++q;
+      }
+    }
+  }
+}
+
+template <bool kLog, bool kVec, DType D>
 __global__ void __launch_bounds__(kTileBlock)
-    softmax_fwd_tile_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int L, int tile_rows) {
+    softmax_fwd_tile_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, int64_t rows, int L,
+                            int tile_rows) {
   const int lp = cuda::row_tile_stride(L);
   const int64_t ntiles = (rows + tile_rows - 1) / tile_rows;
   cuda::pipelined_tiles(
       ntiles, dynamic_smem<float>(), tile_rows * lp,
       [&](int64_t t, float* buf) {
-        cuda::row_tile_fetch<kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
+        tile_fetch<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
       },
       [&](int64_t t, float* tile) {
         const int nr = tile_count(t, tile_rows, rows);
@@ -254,15 +310,15 @@ __global__ void __launch_bounds__(kTileBlock)
           }
         }
         __syncthreads();
-        cuda::row_tile_store<kVec>(tile, y + t * tile_rows * L, nr * L, L);
+        tile_store<D, kVec>(tile, y + t * tile_rows * L, nr * L, L);
       });
 }
 
 // Two tiles (g and y) fetched together; dx is written over the g tile and stored from there.
 // Single-buffered (four tiles of L = 32 would not fit 48 KB); it is the least compute-bound kernel.
-template <bool kLog, bool kVec>
+template <bool kLog, bool kVec, DType D>
 __global__ void __launch_bounds__(kTileBlock)
-    softmax_bwd_tile_kernel(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ dx,
+    softmax_bwd_tile_kernel(const Elem<D>* __restrict__ g, const Elem<D>* __restrict__ y, Elem<D>* __restrict__ dx,
                             int64_t rows, int L, int tile_rows) {
   const int lp = cuda::row_tile_stride(L);
   float* tg = dynamic_smem<float>();
@@ -271,8 +327,8 @@ __global__ void __launch_bounds__(kTileBlock)
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     const int64_t r0 = t * tile_rows;
     const int nr = tile_count(t, tile_rows, rows);
-    cuda::row_tile_fetch<kVec>(g + r0 * L, tg, nr * L, L);
-    cuda::row_tile_fetch<kVec>(y + r0 * L, ty, nr * L, L);
+    tile_fetch<D, kVec>(g + r0 * L, tg, nr * L, L);
+    tile_fetch<D, kVec>(y + r0 * L, ty, nr * L, L);
     cuda::cp_async_commit();
     cuda::cp_async_wait<0>();
     __syncthreads();
@@ -287,22 +343,22 @@ __global__ void __launch_bounds__(kTileBlock)
       }
     }
     __syncthreads();
-    cuda::row_tile_store<kVec>(tg, dx + r0 * L, nr * L, L);
+    tile_store<D, kVec>(tg, dx + r0 * L, nr * L, L);
     __syncthreads();
   }
 }
 
 // One thread per row scans it in index order with argmax_better (the CPU's order); i64 results are
 // written straight from the thread (consecutive threads, consecutive rows: coalesced).
-template <bool kVec>
+template <bool kVec, DType D>
 __global__ void __launch_bounds__(kTileBlock)
-    argmax_tile_kernel(const float* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int L, int tile_rows) {
+    argmax_tile_kernel(const Elem<D>* __restrict__ x, int64_t* __restrict__ idx, int64_t rows, int L, int tile_rows) {
   const int lp = cuda::row_tile_stride(L);
   const int64_t ntiles = (rows + tile_rows - 1) / tile_rows;
   cuda::pipelined_tiles(
       ntiles, dynamic_smem<float>(), tile_rows * lp,
       [&](int64_t t, float* buf) {
-        cuda::row_tile_fetch<kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
+        tile_fetch<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
       },
       [&](int64_t t, float* tile) {
         const int nr = tile_count(t, tile_rows, rows);
@@ -340,85 +396,79 @@ unsigned row_grid(int64_t rows, int G) {
   return cuda::grid_for(threads, kBlock);
 }
 
-template <int G>
-void launch_fwd_rows(const float* x, float* y, int64_t rows, int64_t L, bool log_, cudaStream_t s) {
-  if (log_)
-    GPU_LAUNCH(row_grid(rows, G), kBlock, 0, s, softmax_fwd_row_kernel<G, true>)(x, y, rows, L);
-  else
-    GPU_LAUNCH(row_grid(rows, G), kBlock, 0, s, softmax_fwd_row_kernel<G, false>)(x, y, rows, L);
-}
-
-template <int G>
-void launch_bwd_rows(const float* g, const float* y, float* dx, int64_t rows, int64_t L, bool log_, cudaStream_t s) {
-  if (log_)
-    GPU_LAUNCH(row_grid(rows, G), kBlock, 0, s, softmax_bwd_row_kernel<G, true>)(g, y, dx, rows, L);
-  else
-    GPU_LAUNCH(row_grid(rows, G), kBlock, 0, s, softmax_bwd_row_kernel<G, false>)(g, y, dx, rows, L);
-}
-
-template <int G>
-void launch_argmax_rows(const float* x, int64_t* idx, int64_t rows, int64_t L, cudaStream_t s) {
-  GPU_LAUNCH(row_grid(rows, G), kBlock, 0, s, argmax_row_kernel<G>)(x, idx, rows, L);
+// kVec only for f32 (the 16-bit tile moves are element-wise; see tile_fetch).
+template <DType D>
+bool tile_vec(int64_t L, const void* p) {
+  return D == DType::F32 && cuda::row_tile_vec_ok(L, p);
 }
 
 }  // namespace
 
-void softmax_fwd_cuda(const float* x, float* y, int64_t outer, int64_t L, int64_t inner, bool log_, cudaStream_t s) {
+void softmax_fwd_cuda(DType dt, const void* xv, void* yv, int64_t outer, int64_t L, int64_t inner, bool log_,
+                      cudaStream_t s) {
   if (outer * L * inner == 0) return;
-  if (inner == 1 && L <= kTileMaxL) {
-    const TileShape t = tile_shape((int)L, 2);
-    const bool vec = cuda::row_tile_vec_ok(L, x) && cuda::row_tile_vec_ok(L, y);
-    auto* k = log_ ? (vec ? softmax_fwd_tile_kernel<true, true> : softmax_fwd_tile_kernel<true, false>)
-                   : (vec ? softmax_fwd_tile_kernel<false, true> : softmax_fwd_tile_kernel<false, false>);
-    const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
-    GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(x, y, outer, (int)L, t.rows);
-  } else if (inner == 1) {
-    launch_fwd_rows<32>(x, y, outer, L, log_, s);  // L > kTileMaxL: a warp per row
-  } else {
-    const unsigned grid = cuda::grid_for(outer * inner, kBlock);
-    if (log_)
-      GPU_LAUNCH(grid, kBlock, 0, s, softmax_fwd_col_kernel<true>)(x, y, outer, L, inner);
-    else
-      GPU_LAUNCH(grid, kBlock, 0, s, softmax_fwd_col_kernel<false>)(x, y, outer, L, inner);
-  }
+  with_storage(dt, "softmax kernel", [&]<DType D>() {
+    const Elem<D>* x = static_cast<const Elem<D>*>(xv);
+    Elem<D>* y = static_cast<Elem<D>*>(yv);
+    if (inner == 1 && L <= kTileMaxL) {
+      const TileShape t = tile_shape((int)L, 2);
+      const bool vec = tile_vec<D>(L, x) && tile_vec<D>(L, y);
+      auto* k = log_ ? (vec ? softmax_fwd_tile_kernel<true, true, D> : softmax_fwd_tile_kernel<true, false, D>)
+                     : (vec ? softmax_fwd_tile_kernel<false, true, D> : softmax_fwd_tile_kernel<false, false, D>);
+      const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
+      GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(x, y, outer, (int)L, t.rows);
+    } else if (inner == 1) {  // L > kTileMaxL: a warp per row
+      auto* k = log_ ? softmax_fwd_row_kernel<32, true, D> : softmax_fwd_row_kernel<32, false, D>;
+      GPU_LAUNCH(row_grid(outer, 32), kBlock, 0, s, k)(x, y, outer, L);
+    } else {
+      auto* k = log_ ? softmax_fwd_col_kernel<true, D> : softmax_fwd_col_kernel<false, D>;
+      GPU_LAUNCH(cuda::grid_for(outer * inner, kBlock), kBlock, 0, s, k)(x, y, outer, L, inner);
+    }
+  });
   CUDA_CHECK_LAUNCH("softmax_fwd_kernel");
 }
 
-void softmax_bwd_cuda(const float* g, const float* y, float* dx, int64_t outer, int64_t L, int64_t inner, bool log_,
-                      cudaStream_t s) {
+void softmax_bwd_cuda(DType dt, const void* gv, const void* yv, void* dxv, int64_t outer, int64_t L, int64_t inner,
+                      bool log_, cudaStream_t s) {
   if (outer * L * inner == 0) return;
-  if (inner == 1 && L <= kTileMaxL) {
-    // One tile per block (not resident-grid): single-buffered, so blocks overlap each other.
-    const TileShape t = tile_shape((int)L, 2);
-    const bool vec = cuda::row_tile_vec_ok(L, g) && cuda::row_tile_vec_ok(L, y) && cuda::row_tile_vec_ok(L, dx);
-    auto* k = log_ ? (vec ? softmax_bwd_tile_kernel<true, true> : softmax_bwd_tile_kernel<true, false>)
-                   : (vec ? softmax_bwd_tile_kernel<false, true> : softmax_bwd_tile_kernel<false, false>);
-    const unsigned grid = (unsigned)std::min<int64_t>(tile_count_host(outer, t), kMaxTileBlocks);
-    GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(g, y, dx, outer, (int)L, t.rows);
-  } else if (inner == 1) {
-    launch_bwd_rows<32>(g, y, dx, outer, L, log_, s);  // L > kTileMaxL: a warp per row
-  } else {
-    const unsigned grid = cuda::grid_for(outer * inner, kBlock);
-    if (log_)
-      GPU_LAUNCH(grid, kBlock, 0, s, softmax_bwd_col_kernel<true>)(g, y, dx, outer, L, inner);
-    else
-      GPU_LAUNCH(grid, kBlock, 0, s, softmax_bwd_col_kernel<false>)(g, y, dx, outer, L, inner);
-  }
+  with_storage(dt, "softmax kernel", [&]<DType D>() {
+    const Elem<D>* g = static_cast<const Elem<D>*>(gv);
+    const Elem<D>* y = static_cast<const Elem<D>*>(yv);
+    Elem<D>* dx = static_cast<Elem<D>*>(dxv);
+    if (inner == 1 && L <= kTileMaxL) {
+      // One tile per block (not resident-grid): single-buffered, so blocks overlap each other.
+      const TileShape t = tile_shape((int)L, 2);
+      const bool vec = tile_vec<D>(L, g) && tile_vec<D>(L, y) && tile_vec<D>(L, dx);
+      auto* k = log_ ? (vec ? softmax_bwd_tile_kernel<true, true, D> : softmax_bwd_tile_kernel<true, false, D>)
+                     : (vec ? softmax_bwd_tile_kernel<false, true, D> : softmax_bwd_tile_kernel<false, false, D>);
+      const unsigned grid = (unsigned)std::min<int64_t>(tile_count_host(outer, t), kMaxTileBlocks);
+      GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(g, y, dx, outer, (int)L, t.rows);
+    } else if (inner == 1) {  // L > kTileMaxL: a warp per row
+      auto* k = log_ ? softmax_bwd_row_kernel<32, true, D> : softmax_bwd_row_kernel<32, false, D>;
+      GPU_LAUNCH(row_grid(outer, 32), kBlock, 0, s, k)(g, y, dx, outer, L);
+    } else {
+      auto* k = log_ ? softmax_bwd_col_kernel<true, D> : softmax_bwd_col_kernel<false, D>;
+      GPU_LAUNCH(cuda::grid_for(outer * inner, kBlock), kBlock, 0, s, k)(g, y, dx, outer, L, inner);
+    }
+  });
   CUDA_CHECK_LAUNCH("softmax_bwd_kernel");
 }
 
-void argmax_cuda(const float* x, int64_t* idx, int64_t outer, int64_t L, int64_t inner, cudaStream_t s) {
+void argmax_cuda(DType dt, const void* xv, int64_t* idx, int64_t outer, int64_t L, int64_t inner, cudaStream_t s) {
   if (outer * L * inner == 0) return;
-  if (inner == 1 && L <= kTileMaxL) {
-    const TileShape t = tile_shape((int)L, 2);
-    auto* k = cuda::row_tile_vec_ok(L, x) ? argmax_tile_kernel<true> : argmax_tile_kernel<false>;
-    const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
-    GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(x, idx, outer, (int)L, t.rows);
-  } else if (inner == 1) {
-    launch_argmax_rows<32>(x, idx, outer, L, s);  // L > kTileMaxL: a warp per row
-  } else {
-    GPU_LAUNCH(cuda::grid_for(outer * inner, kBlock), kBlock, 0, s, argmax_col_kernel)(x, idx, outer, L, inner);
-  }
+  with_storage(dt, "argmax kernel", [&]<DType D>() {
+    const Elem<D>* x = static_cast<const Elem<D>*>(xv);
+    if (inner == 1 && L <= kTileMaxL) {
+      const TileShape t = tile_shape((int)L, 2);
+      auto* k = tile_vec<D>(L, x) ? argmax_tile_kernel<true, D> : argmax_tile_kernel<false, D>;
+      const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
+      GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(x, idx, outer, (int)L, t.rows);
+    } else if (inner == 1) {  // L > kTileMaxL: a warp per row
+      GPU_LAUNCH(row_grid(outer, 32), kBlock, 0, s, argmax_row_kernel<32, D>)(x, idx, outer, L);
+    } else {
+      GPU_LAUNCH(cuda::grid_for(outer * inner, kBlock), kBlock, 0, s, argmax_col_kernel<D>)(x, idx, outer, L, inner);
+    }
+  });
   CUDA_CHECK_LAUNCH("argmax_kernel");
 }
 
