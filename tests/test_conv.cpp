@@ -351,6 +351,15 @@ TEST(Conv2dBf16, PointwiseLayerWeightGradient) {
   check_conv_bf16({2, 64, 64, 48}, {96, 48, 1, 1}, false, args(1, 0), Device::cpu(), 2e-5);
 }
 
+// Depthwise layers at full size (their bf16 backward-weights runs in f32 from the bf16 values,
+// conv_cpu.cpp): STDC's stride-2 "avd" layer of stage 3 and a MobileNetV1 stride-1 layer. Each
+// weight gradient sums up to 8192 products in f32.
+TEST(Conv2dBf16, DepthwiseLayersAtFullSize) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  check_conv_bf16({2, 128, 128, 128}, {128, 1, 3, 3}, false, args(2, 1, 1, 128), Device::cpu(), 2e-5);
+  check_conv_bf16({2, 52, 52, 256}, {256, 1, 3, 3}, false, args(1, 1, 1, 256), Device::cpu(), 2e-5);
+}
+
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16
 // backward-weights on AMX returned a weight gradient with relative error 1.55 for it (and crashed in
 // the whole model); conv_cpu.cpp runs it in f32 from the bf16 values. Each weight gradient sums
