@@ -375,9 +375,14 @@ TEST(CrossEntropy, LowPrecisionLogitsMatchWidenedF32) {
     Shape xs;
     bool ohem, weighted;
   };
-  const std::vector<Case> cases = {{{2, 5, 7, 2}, false, false},   {{1, 7, 9, 19}, false, false},
-                                   {{1, 7, 9, 19}, false, true},   {{1, 7, 9, 19}, true, false},
-                                   {{1, 2, 3, 300}, false, false}, {{1, 2, 3, 300}, true, false}};
+  const std::vector<Case> cases = {{{2, 5, 7, 2}, false, false},
+                                   {{1, 7, 9, 19}, false, false},
+                                   {{1, 7, 9, 19}, false, true},
+                                   {{1, 7, 9, 19}, true, false},
+                                   {{1, 2, 3, 300}, false, false},
+                                   {{1, 2, 3, 300}, true, false},
+                                   // 850 pixels: 7 staged tiles, several per block on the emulated GPU
+                                   {{2, 25, 17, 19}, true, false}};
   for (Device d : devices()) {
     for (const DType low : {DType::BF16, DType::F16}) {
       for (const Case& c : cases) {

@@ -277,6 +277,51 @@ __device__ __forceinline__ void row_tile_store(const float* tile, float* __restr
   }
 }
 
+// The row-tile moves for a storage type D (f32, bf16, f16; Storage<D>): f32 tiles move with the
+// asynchronous copies above; a 16-bit tile is widened to f32 by plain loads (cp.async copies bytes,
+// it cannot convert: completion is the __syncthreads that follows) and rounded once on the store.
+// The tile layout and the coalescing of the global accesses are the same. kVec is used for f32 only.
+template <DType D, bool kVec>
+__device__ __forceinline__ void row_tile_fetch_as(const typename Storage<D>::T* __restrict__ src, float* tile, int n,
+                                                  int L) {
+  if constexpr (D == DType::F32) {
+    row_tile_fetch<kVec>(src, tile, n, L);
+  } else {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e = tid; e < n; e += nt) {
+      tile[q * lp + r] = Storage<D>::load(__ldg(src + e));
+      q += dq;
+      r += dr;
+      if (r >= L) {
+        r -= L;
+        ++q;
+      }
+    }
+  }
+}
+template <DType D, bool kVec>
+__device__ __forceinline__ void row_tile_store_as(const float* tile, typename Storage<D>::T* __restrict__ dst, int n,
+                                                  int L) {
+  if constexpr (D == DType::F32) {
+    row_tile_store<kVec>(tile, dst, n, L);
+  } else {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
+    const int dq = nt / L, dr = nt - dq * L;
+    int q = tid / L, r = tid - (tid / L) * L;
+    for (int e = tid; e < n; e += nt) {
+      dst[e] = Storage<D>::store(tile[q * lp + r]);
+      q += dq;
+      r += dr;
+      if (r >= L) {
+        r -= L;
+        ++q;
+      }
+    }
+  }
+}
+
 // Double-buffered loop over this block's tiles (grid-stride over ntiles): the copies of the next
 // tile are issued before the current one is processed, so loads stream while the block computes.
 // fetch(t, buf) issues the async copies of tile t into buf; process(t, buf) uses the landed tile

@@ -11,11 +11,12 @@
 //   streams in while this one is computed. Larger C (ce_fwd_row_kernel): each thread reads its row
 //   from global memory (a warp's rows are one contiguous span, so L1 serves the later passes).
 //   Forward writes lse[p] (and for OHEM p_gt[p], nll[p]).
-// 16-bit logits (bf16 / f16, O2's full-size logits): the forward runs ce_fwd_row_kernel on them
-//   (each thread widens its row's values as it reads them; the staged tiles' asynchronous copies are
-//   f32-only), the backward stages the widened tile and rounds the gradient once on store. The math
-//   is the f32 math of the widened values, so a 16-bit input gives the f32 results of those values
-//   (bit for bit against the CPU).
+// 16-bit logits (bf16 / f16, O2's full-size logits): the same kernels with the tile widened as it is
+//   fetched (plain coalesced loads instead of cp.async, which cannot convert; common.cuh
+//   row_tile_fetch_as; larger C: each thread widens its row's values as it reads them); the backward
+//   stages the widened tile and rounds the gradient once on store. The math is the f32 math of the
+//   widened values, so a 16-bit input gives the f32 results of those values (bit for bit against
+//   the CPU).
 // CE backward (ce_bwd_kernel): tiles of kBlock pixels; for C <= kStageMaxC the tile's logits are
 //   staged through shared memory with coalesced loads and the gradient stored back coalesced; it
 //   recomputes softmax from x and lse in one pass: gx = coef * (exp(x - lse) - onehot).
@@ -142,12 +143,12 @@ __device__ __forceinline__ void ce_block_partials(double a1, double a2, ull belo
 // bank conflicts), fetched with asynchronous coalesced copies together with the tile's labels,
 // double-buffered on a resident grid (the next tile streams in while this one is computed).
 // Buffer layout: tile_rows * row_tile_stride(C) floats of logits, then tile_rows i64 labels.
-template <bool kOhem, bool kVec>
+template <bool kOhem, bool kVec, DType D>
 __global__ void __launch_bounds__(kCeTileBlock)
-    ce_fwd_tile_kernel(const float* __restrict__ x, const int64_t* __restrict__ y, const float* __restrict__ w,
-                       int64_t P, int C, int tile_rows, int64_t ignore, float thresh, float* __restrict__ lse,
-                       float* __restrict__ pgt, float* __restrict__ nll, double* __restrict__ part,
-                       ull* __restrict__ stats) {
+    ce_fwd_tile_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
+                       const float* __restrict__ w, int64_t P, int C, int tile_rows, int64_t ignore, float thresh,
+                       float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
+                       double* __restrict__ part, ull* __restrict__ stats) {
   const int lp = cuda::row_tile_stride(C);
   const int label_off = tile_rows * lp;  // floats; a multiple of 4 (tile_rows is)
   double a1 = 0.0, a2 = 0.0;
@@ -158,7 +159,7 @@ __global__ void __launch_bounds__(kCeTileBlock)
       [&](int64_t t, float* buf) {
         const int64_t p0 = t * tile_rows;
         const int np = (int)min((int64_t)tile_rows, P - p0);
-        cuda::row_tile_fetch<kVec>(x + p0 * C, buf, np * C, C);
+        cuda::row_tile_fetch_as<D, kVec>(x + p0 * C, buf, np * C, C);
         int64_t* lab = reinterpret_cast<int64_t*>(buf + label_off);
         for (int j = threadIdx.x; j < np; j += blockDim.x) cuda::cp_async8(lab + j, y + p0 + j);
       },
@@ -172,8 +173,8 @@ __global__ void __launch_bounds__(kCeTileBlock)
   ce_block_partials<kOhem>(a1, a2, below, part, stats);
 }
 
-// Larger C, and 16-bit logits: each thread reads its row from global memory (a warp's rows are one
-// contiguous span, so L1 serves the later passes over the row).
+// Larger C: each thread reads its row from global memory (a warp's rows are one contiguous span, so
+// L1 serves the later passes over the row).
 template <bool kOhem, DType D>
 __global__ void __launch_bounds__(kBlock)
     ce_fwd_row_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
@@ -416,29 +417,24 @@ void ce_fwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, int
                  float* loss, float* inv, cudaStream_t s) {
   ull* st = reinterpret_cast<ull*>(stats);
   const int c = (int)C;
-  int grid;
-  if (xt != DType::F32) {
-    grid = ce_grid(P, kBlock);
-    with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
-      using T = typename Storage<D>::T;
+  int grid = 0;
+  with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
+    using T = typename Storage<D>::T;
+    const T* x = static_cast<const T*>(xv);
+    if (C <= kStageMaxC) {
+      const int rows = ce_tile_rows(C);
+      const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
+      const bool vec = D == DType::F32 && cuda::row_tile_vec_ok(C, x);  // 16-bit tiles move element-wise
+      auto* k = pgt ? (vec ? ce_fwd_tile_kernel<true, true, D> : ce_fwd_tile_kernel<true, false, D>)
+                    : (vec ? ce_fwd_tile_kernel<false, true, D> : ce_fwd_tile_kernel<false, false, D>);
+      grid = (int)cuda::resident_grid(k, kCeTileBlock, smem, (P + rows - 1) / rows, kMaxCeBlocks);
+      GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
+    } else {
+      grid = ce_grid(P, kBlock);
       auto* k = pgt ? ce_fwd_row_kernel<true, D> : ce_fwd_row_kernel<false, D>;
-      GPU_LAUNCH(grid, kBlock, 0, s, k)(static_cast<const T*>(xv), y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
-    });
-  } else if (C <= kStageMaxC) {
-    const float* x = static_cast<const float*>(xv);
-    const int rows = ce_tile_rows(C);
-    const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
-    const bool vec = cuda::row_tile_vec_ok(C, x);
-    auto* k = pgt ? (vec ? ce_fwd_tile_kernel<true, true> : ce_fwd_tile_kernel<true, false>)
-                  : (vec ? ce_fwd_tile_kernel<false, true> : ce_fwd_tile_kernel<false, false>);
-    grid = (int)cuda::resident_grid(k, kCeTileBlock, smem, (P + rows - 1) / rows, kMaxCeBlocks);
-    GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
-  } else {
-    grid = ce_grid(P, kBlock);
-    auto* k = pgt ? ce_fwd_row_kernel<true, DType::F32> : ce_fwd_row_kernel<false, DType::F32>;
-    GPU_LAUNCH(grid, kBlock, 0, s, k)
-    (static_cast<const float*>(xv), y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
-  }
+      GPU_LAUNCH(grid, kBlock, 0, s, k)(x, y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
+    }
+  });
   CUDA_CHECK_LAUNCH("ce_fwd_kernel");
   finalize(part, grid, denom_add, 1, stats, loss, inv, s);
 }

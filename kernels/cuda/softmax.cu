@@ -235,48 +235,6 @@ __device__ __forceinline__ int tile_count(int64_t t, int tile_rows, int64_t rows
   return (int)min((int64_t)tile_rows, rows - t * tile_rows);
 }
 
-// Tile moves for any storage type: f32 tiles use common.cuh's asynchronous copies; a 16-bit tile is
-// widened by plain loads (cp.async copies bytes, it cannot convert) and rounded once on the store.
-// Both keep the tile layout (row j at j * row_tile_stride(L)) and coalesced global accesses.
-template <DType D, bool kVec>
-__device__ __forceinline__ void tile_fetch(const Elem<D>* __restrict__ src, float* tile, int n, int L) {
-  if constexpr (D == DType::F32) {
-    cuda::row_tile_fetch<kVec>(src, tile, n, L);
-  } else {
-    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = cuda::row_tile_stride(L);
-    const int dq = nt / L, dr = nt - dq * L;
-    int q = tid / L, r = tid - (tid / L) * L;
-    for (int e = tid; e < n; e += nt) {
-      tile[q * lp + r] = ld<D>(src + e);
-      q += dq;
-      r += dr;
-      if (r >= L) {
-        r -= L;
-        ++q;
-      }
-    }
-  }
-}
-template <DType D, bool kVec>
-__device__ __forceinline__ void tile_store(const float* tile, Elem<D>* __restrict__ dst, int n, int L) {
-  if constexpr (D == DType::F32) {
-    cuda::row_tile_store<kVec>(tile, dst, n, L);
-  } else {
-    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = cuda::row_tile_stride(L);
-    const int dq = nt / L, dr = nt - dq * L;
-    int q = tid / L, r = tid - (tid / L) * L;
-    for (int e = tid; e < n; e += nt) {
-      dst[e] = st<D>(tile[q * lp + r]);
-      q += dq;
-      r += dr;
-      if (r >= L) {
-        r -= L;
-        ++q;
-      }
-    }
-  }
-}
-
 template <bool kLog, bool kVec, DType D>
 __global__ void __launch_bounds__(kTileBlock)
     softmax_fwd_tile_kernel(const Elem<D>* __restrict__ x, Elem<D>* __restrict__ y, int64_t rows, int L,
@@ -286,7 +244,7 @@ __global__ void __launch_bounds__(kTileBlock)
   cuda::pipelined_tiles(
       ntiles, dynamic_smem<float>(), tile_rows * lp,
       [&](int64_t t, float* buf) {
-        tile_fetch<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
+        cuda::row_tile_fetch_as<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
       },
       [&](int64_t t, float* tile) {
         const int nr = tile_count(t, tile_rows, rows);
@@ -310,7 +268,7 @@ __global__ void __launch_bounds__(kTileBlock)
           }
         }
         __syncthreads();
-        tile_store<D, kVec>(tile, y + t * tile_rows * L, nr * L, L);
+        cuda::row_tile_store_as<D, kVec>(tile, y + t * tile_rows * L, nr * L, L);
       });
 }
 
@@ -327,8 +285,8 @@ __global__ void __launch_bounds__(kTileBlock)
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     const int64_t r0 = t * tile_rows;
     const int nr = tile_count(t, tile_rows, rows);
-    tile_fetch<D, kVec>(g + r0 * L, tg, nr * L, L);
-    tile_fetch<D, kVec>(y + r0 * L, ty, nr * L, L);
+    cuda::row_tile_fetch_as<D, kVec>(g + r0 * L, tg, nr * L, L);
+    cuda::row_tile_fetch_as<D, kVec>(y + r0 * L, ty, nr * L, L);
     cuda::cp_async_commit();
     cuda::cp_async_wait<0>();
     __syncthreads();
@@ -343,7 +301,7 @@ __global__ void __launch_bounds__(kTileBlock)
       }
     }
     __syncthreads();
-    tile_store<D, kVec>(tg, dx + r0 * L, nr * L, L);
+    cuda::row_tile_store_as<D, kVec>(tg, dx + r0 * L, nr * L, L);
     __syncthreads();
   }
 }
@@ -358,7 +316,7 @@ __global__ void __launch_bounds__(kTileBlock)
   cuda::pipelined_tiles(
       ntiles, dynamic_smem<float>(), tile_rows * lp,
       [&](int64_t t, float* buf) {
-        tile_fetch<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
+        cuda::row_tile_fetch_as<D, kVec>(x + t * tile_rows * L, buf, tile_count(t, tile_rows, rows) * L, L);
       },
       [&](int64_t t, float* tile) {
         const int nr = tile_count(t, tile_rows, rows);
@@ -396,7 +354,7 @@ unsigned row_grid(int64_t rows, int G) {
   return cuda::grid_for(threads, kBlock);
 }
 
-// kVec only for f32 (the 16-bit tile moves are element-wise; see tile_fetch).
+// kVec only for f32 (the 16-bit tile moves are element-wise; common.cuh row_tile_fetch_as).
 template <DType D>
 bool tile_vec(int64_t L, const void* p) {
   return D == DType::F32 && cuda::row_tile_vec_ok(L, p);
