@@ -280,12 +280,27 @@ __device__ __forceinline__ void row_tile_store(const float* tile, float* __restr
 // The row-tile moves for a storage type D (f32, bf16, f16; Storage<D>): f32 tiles move with the
 // asynchronous copies above; a 16-bit tile is widened to f32 by plain loads (cp.async copies bytes,
 // it cannot convert: completion is the __syncthreads that follows) and rounded once on the store.
-// The tile layout and the coalescing of the global accesses are the same. kVec is used for f32 only.
+// The tile layout and the coalescing of the global accesses are the same. kVec: the caller checked
+// row_tile_vec_ok_as<D> (odd L, so the tile is a plain copy, and 4-element aligned pointers; every
+// tile starts a multiple of 4 rows in): 16-bit values then move 4 at a time (8-byte accesses).
+template <DType D>
+inline bool row_tile_vec_ok_as(int64_t L, const void* p) {
+  return (L & 1) != 0 && vec4_aligned<D>(p);
+}
 template <DType D, bool kVec>
 __device__ __forceinline__ void row_tile_fetch_as(const typename Storage<D>::T* __restrict__ src, float* tile, int n,
                                                   int L) {
   if constexpr (D == DType::F32) {
     row_tile_fetch<kVec>(src, tile, n, L);
+  } else if constexpr (kVec) {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, n4 = n >> 2;
+    for (int i = tid; i < n4; i += nt) {
+      float v[4];
+      load4<D>(src + 4 * i, v);
+      ENGINE_UNROLL
+      for (int k = 0; k < 4; ++k) tile[4 * i + k] = v[k];
+    }
+    for (int e = (n4 << 2) + tid; e < n; e += nt) tile[e] = Storage<D>::load(__ldg(src + e));
   } else {
     const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
     const int dq = nt / L, dr = nt - dq * L;
@@ -306,6 +321,13 @@ __device__ __forceinline__ void row_tile_store_as(const float* tile, typename St
                                                   int L) {
   if constexpr (D == DType::F32) {
     row_tile_store<kVec>(tile, dst, n, L);
+  } else if constexpr (kVec) {
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, n4 = n >> 2;
+    for (int i = tid; i < n4; i += nt) {
+      const float v[4] = {tile[4 * i], tile[4 * i + 1], tile[4 * i + 2], tile[4 * i + 3]};
+      store4<D>(dst + 4 * i, v);
+    }
+    for (int e = (n4 << 2) + tid; e < n; e += nt) dst[e] = Storage<D>::store(tile[e]);
   } else {
     const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
     const int dq = nt / L, dr = nt - dq * L;

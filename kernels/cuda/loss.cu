@@ -424,7 +424,7 @@ void ce_fwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, int
     if (C <= kStageMaxC) {
       const int rows = ce_tile_rows(C);
       const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
-      const bool vec = D == DType::F32 && cuda::row_tile_vec_ok(C, x);  // 16-bit tiles move element-wise
+      const bool vec = cuda::row_tile_vec_ok_as<D>(C, x);
       auto* k = pgt ? (vec ? ce_fwd_tile_kernel<true, true, D> : ce_fwd_tile_kernel<true, false, D>)
                     : (vec ? ce_fwd_tile_kernel<false, true, D> : ce_fwd_tile_kernel<false, false, D>);
       grid = (int)cuda::resident_grid(k, kCeTileBlock, smem, (P + rows - 1) / rows, kMaxCeBlocks);

@@ -354,12 +354,6 @@ unsigned row_grid(int64_t rows, int G) {
   return cuda::grid_for(threads, kBlock);
 }
 
-// kVec only for f32 (the 16-bit tile moves are element-wise; common.cuh row_tile_fetch_as).
-template <DType D>
-bool tile_vec(int64_t L, const void* p) {
-  return D == DType::F32 && cuda::row_tile_vec_ok(L, p);
-}
-
 }  // namespace
 
 void softmax_fwd_cuda(DType dt, const void* xv, void* yv, int64_t outer, int64_t L, int64_t inner, bool log_,
@@ -370,7 +364,7 @@ void softmax_fwd_cuda(DType dt, const void* xv, void* yv, int64_t outer, int64_t
     Elem<D>* y = static_cast<Elem<D>*>(yv);
     if (inner == 1 && L <= kTileMaxL) {
       const TileShape t = tile_shape((int)L, 2);
-      const bool vec = tile_vec<D>(L, x) && tile_vec<D>(L, y);
+      const bool vec = cuda::row_tile_vec_ok_as<D>(L, x) && cuda::row_tile_vec_ok_as<D>(L, y);
       auto* k = log_ ? (vec ? softmax_fwd_tile_kernel<true, true, D> : softmax_fwd_tile_kernel<true, false, D>)
                      : (vec ? softmax_fwd_tile_kernel<false, true, D> : softmax_fwd_tile_kernel<false, false, D>);
       const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
@@ -396,7 +390,8 @@ void softmax_bwd_cuda(DType dt, const void* gv, const void* yv, void* dxv, int64
     if (inner == 1 && L <= kTileMaxL) {
       // One tile per block (not resident-grid): single-buffered, so blocks overlap each other.
       const TileShape t = tile_shape((int)L, 2);
-      const bool vec = tile_vec<D>(L, g) && tile_vec<D>(L, y) && tile_vec<D>(L, dx);
+      const bool vec =
+          cuda::row_tile_vec_ok_as<D>(L, g) && cuda::row_tile_vec_ok_as<D>(L, y) && cuda::row_tile_vec_ok_as<D>(L, dx);
       auto* k = log_ ? (vec ? softmax_bwd_tile_kernel<true, true, D> : softmax_bwd_tile_kernel<true, false, D>)
                      : (vec ? softmax_bwd_tile_kernel<false, true, D> : softmax_bwd_tile_kernel<false, false, D>);
       const unsigned grid = (unsigned)std::min<int64_t>(tile_count_host(outer, t), kMaxTileBlocks);
@@ -418,7 +413,7 @@ void argmax_cuda(DType dt, const void* xv, int64_t* idx, int64_t outer, int64_t 
     const Elem<D>* x = static_cast<const Elem<D>*>(xv);
     if (inner == 1 && L <= kTileMaxL) {
       const TileShape t = tile_shape((int)L, 2);
-      auto* k = tile_vec<D>(L, x) ? argmax_tile_kernel<true, D> : argmax_tile_kernel<false, D>;
+      auto* k = cuda::row_tile_vec_ok_as<D>(L, x) ? argmax_tile_kernel<true, D> : argmax_tile_kernel<false, D>;
       const unsigned grid = cuda::resident_grid(k, kTileBlock, t.smem, tile_count_host(outer, t), kMaxTileBlocks);
       GPU_LAUNCH(grid, kTileBlock, t.smem, s, k)(x, idx, outer, (int)L, t.rows);
     } else if (inner == 1) {  // L > kTileMaxL: a warp per row
