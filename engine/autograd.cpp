@@ -164,7 +164,8 @@ void run_backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) 
     buffers.erase(node.get());
     grads.resize(node->out_shapes.size());
     for (size_t i = 0; i < grads.size(); ++i)
-      if (!grads[i].defined()) grads[i] = Tensor::zeros(node->out_shapes[i], DType::F32, node->out_device);
+      if (!grads[i].defined())  // in the output's type: a 16-bit output's gradient is 16-bit too
+        grads[i] = Tensor::zeros(node->out_shapes[i], node->out_dtypes[i], node->out_device);
 
     std::vector<Tensor> in_grads = node->apply(grads);
     grads.clear();  // a gradient passed on unchanged is then held by in_grads alone (see sole_owner)

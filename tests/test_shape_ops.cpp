@@ -156,6 +156,23 @@ TEST(ShapeOps, SplitReturnsViews) {
   EXPECT_EQ(xr.grad().to_vector(), (std::vector<float>{0, 0, 0, 1, 1, 0, 0, 0, 1, 1}));
 }
 
+// A split of a bf16 / f16 tensor (mixed precision) of which only some pieces reach the loss: the
+// unused pieces' gradients are zero-filled in the pieces' type, so the backward's concat sees one
+// type, and the used piece's gradient arrives unchanged.
+TEST(ShapeOps, SplitOfLowPrecisionWithUnusedPieces) {
+  for (Device d : test_devices()) {
+    for (const DType low : {DType::BF16, DType::F16}) {
+      SCOPED_TRACE(std::string(dtype_name(low)) + " on " + d.str());
+      Tensor x = Tensor::uniform({2, 3, 4}, 5, -1.f, 1.f, d).set_requires_grad(true);
+      const auto parts = split(x.to(low), {1, 2, 1}, 2);
+      ASSERT_EQ(parts[1].dtype(), low);
+      parts[1].to(DType::F32).backward(Tensor::full({2, 3, 2}, 3.f, DType::F32, d));
+      const std::vector<float> g = x.grad().to_vector();
+      for (size_t i = 0; i < g.size(); ++i) EXPECT_EQ(g[i], i % 4 == 1 || i % 4 == 2 ? 3.f : 0.f) << i;
+    }
+  }
+}
+
 TEST(ShapeOps, BadInputErrors) {
   auto expect_error = [](const std::function<void()>& f, const std::string& what) {
     try {
