@@ -35,6 +35,17 @@ std::vector<double> ref_rows(const std::vector<float>& x, int64_t L, bool log_) 
   return y;
 }
 
+// The softmax backward y * (g - sum g * y) over rows of L, in double.
+std::vector<double> ref_softmax_bwd_rows(const std::vector<float>& g, const std::vector<float>& y, int64_t L) {
+  std::vector<double> want(g.size());
+  for (size_t r = 0; r < g.size() / (size_t)L; ++r) {
+    double dot = 0;
+    for (int64_t c = 0; c < L; ++c) dot += (double)g[r * L + c] * y[r * L + c];
+    for (int64_t c = 0; c < L; ++c) want[r * L + c] = y[r * L + c] * (g[r * L + c] - dot);
+  }
+  return want;
+}
+
 }  // namespace
 
 BENCH_REGISTER(softmax) {
@@ -59,15 +70,7 @@ BENCH_REGISTER(softmax) {
       const auto gv = g.to_vector(), yv = y.to_vector();
       runner.run(
           "softmax_bwd", shape_name(s) + " axis -1", d, {12.0 * n, 4.0 * n},
-          [&] {
-            std::vector<double> want(gv.size());
-            for (size_t r = 0; r < gv.size() / (size_t)L; ++r) {
-              double dot = 0;
-              for (int64_t c = 0; c < L; ++c) dot += (double)gv[r * L + c] * yv[r * L + c];
-              for (int64_t c = 0; c < L; ++c) want[r * L + c] = yv[r * L + c] * (gv[r * L + c] - dot);
-            }
-            return compare(node->apply({g})[0].to_vector(), want, 1e-5);
-          },
+          [&] { return compare(node->apply({g})[0].to_vector(), ref_softmax_bwd_rows(gv, yv, L), 1e-5); },
           [&] { node->apply({g}); });
     }
     runner.run(
@@ -101,13 +104,7 @@ BENCH_REGISTER(softmax) {
       runner.run(
           "softmax_bwd_bf16", shape_name(s) + " axis -1", d, {6.0 * n, 4.0 * n},
           [&] {
-            std::vector<double> want(gv.size());
-            for (size_t r = 0; r < gv.size() / (size_t)L; ++r) {
-              double dot = 0;
-              for (int64_t c = 0; c < L; ++c) dot += (double)gv[r * L + c] * yv[r * L + c];
-              for (int64_t c = 0; c < L; ++c) want[r * L + c] = yv[r * L + c] * (gv[r * L + c] - dot);
-            }
-            return compare(node->apply({gb})[0].to(DType::F32).to_vector(), want, 8e-3);
+            return compare(node->apply({gb})[0].to(DType::F32).to_vector(), ref_softmax_bwd_rows(gv, yv, L), 8e-3);
           },
           [&] { node->apply({gb}); });
     }

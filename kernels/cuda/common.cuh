@@ -202,31 +202,38 @@ inline int row_tile_rows(int L, int block, int budget_floats) {
 // copy of the contiguous rows) and a 16-byte aligned global pointer (the tile always is).
 inline bool row_tile_vec_ok(int64_t L, const void* p) { return (L & 1) != 0 && is_aligned16(p); }
 
+// Calls f(e, k) for the elements e = tid, tid + nt, ... < n of n contiguous values in rows of L, with
+// k = e's place in a row tile (row e / L at stride row_tile_stride(L)); (e / L, e % L) advance
+// incrementally, without a division per element.
+template <class F>
+__device__ __forceinline__ void for_each_tile_element(int n, int L, const F& f) {
+  const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
+  const int dq = nt / L, dr = nt - dq * L;
+  int q = tid / L, r = tid - (tid / L) * L;
+  for (int e = tid; e < n; e += nt) {
+    f(e, q * lp + r);
+    q += dq;
+    r += dr;
+    if (r >= L) {
+      r -= L;
+      ++q;
+    }
+  }
+}
+
 // Issues the asynchronous copies of n contiguous floats (rows of L) from global src into a row tile
 // (every thread of the block calls it; completion: cp_async_commit / cp_async_wait + __syncthreads).
-// kVec: the caller checked row_tile_vec_ok. Otherwise element e goes to (e / L) * lp + e % L, with
-// (q, r) = divmod(e, L) advanced incrementally (no division per element); consecutive threads take
-// consecutive elements, so the global reads stay coalesced.
+// kVec: the caller checked row_tile_vec_ok. Otherwise element e goes to (e / L) * lp + e % L
+// (for_each_tile_element); consecutive threads take consecutive elements, so the global reads stay
+// coalesced.
 template <bool kVec>
 __device__ __forceinline__ void row_tile_fetch(const float* __restrict__ src, float* tile, int n, int L) {
-  const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
   if constexpr (kVec) {
-    const int n4 = n >> 2;
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, n4 = n >> 2;
     for (int i = tid; i < n4; i += nt) cp_async16(tile + 4 * i, src + 4 * i);
     for (int e = (n4 << 2) + tid; e < n; e += nt) cp_async4(tile + e, src + e);
   } else {
-    const int lp = row_tile_stride(L);
-    const int dq = nt / L, dr = nt - dq * L;
-    int q = tid / L, r = tid - (tid / L) * L;
-    for (int e = tid; e < n; e += nt) {
-      cp_async4(tile + q * lp + r, src + e);
-      q += dq;
-      r += dr;
-      if (r >= L) {
-        r -= L;
-        ++q;
-      }
-    }
+    for_each_tile_element(n, L, [&](int e, int k) { cp_async4(tile + k, src + e); });
   }
 }
 
@@ -302,18 +309,7 @@ __device__ __forceinline__ void row_tile_fetch_as(const typename Storage<D>::T* 
     }
     for (int e = (n4 << 2) + tid; e < n; e += nt) tile[e] = Storage<D>::load(__ldg(src + e));
   } else {
-    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
-    const int dq = nt / L, dr = nt - dq * L;
-    int q = tid / L, r = tid - (tid / L) * L;
-    for (int e = tid; e < n; e += nt) {
-      tile[q * lp + r] = Storage<D>::load(__ldg(src + e));
-      q += dq;
-      r += dr;
-      if (r >= L) {
-        r -= L;
-        ++q;
-      }
-    }
+    for_each_tile_element(n, L, [&](int e, int k) { tile[k] = Storage<D>::load(__ldg(src + e)); });
   }
 }
 template <DType D, bool kVec>
@@ -329,18 +325,7 @@ __device__ __forceinline__ void row_tile_store_as(const float* tile, typename St
     }
     for (int e = (n4 << 2) + tid; e < n; e += nt) dst[e] = Storage<D>::store(tile[e]);
   } else {
-    const int nt = (int)blockDim.x, tid = (int)threadIdx.x, lp = row_tile_stride(L);
-    const int dq = nt / L, dr = nt - dq * L;
-    int q = tid / L, r = tid - (tid / L) * L;
-    for (int e = tid; e < n; e += nt) {
-      dst[e] = Storage<D>::store(tile[q * lp + r]);
-      q += dq;
-      r += dr;
-      if (r >= L) {
-        r -= L;
-        ++q;
-      }
-    }
+    for_each_tile_element(n, L, [&](int e, int k) { dst[e] = Storage<D>::store(tile[k]); });
   }
 }
 
