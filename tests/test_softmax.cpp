@@ -59,6 +59,7 @@ const std::vector<AxisCase>& axis_cases() {
       {"nhwc_c19", {2, 3, 5, 19}, -1},
       {"c2", {3, 4, 2}, -1},
       {"c5", {7, 5}, -1},
+      {"c10", {3, 7, 10}, -1},  // even L that does not divide the block: the tile walk wraps rows
       {"c1", {2, 3, 1}, -1},
       {"c33", {3, 33}, -1},
       {"c100", {2, 100}, 1},
