@@ -6,6 +6,9 @@
 // guard bytes and determinism, via the op harness. Shapes: batch 2, odd spatial sizes, channels that
 // are not multiples of 8 (or of oneDNN's 16-wide blocks), size-1 dims. Plus the error messages.
 #include <gtest/gtest.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -359,6 +362,67 @@ TEST(Conv2dBf16, DepthwiseLayersAtFullSize) {
   check_conv_bf16({2, 128, 128, 128}, {128, 1, 3, 3}, false, args(2, 1, 1, 128), Device::cpu(), 2e-5);
   check_conv_bf16({2, 52, 52, 256}, {256, 1, 3, 3}, false, args(1, 1, 1, 256), Device::cpu(), 2e-5);
 }
+
+// The depthwise weight gradient's own kernel (kernels/cpu/conv_dw_cpu.inc, bf16 / fp16): 3x3 layers
+// of whole 32-channel blocks take the register kernel (bf16 in interleaved lanes), a last block of
+// fewer channels and other kernel sizes the plain loop, and the columns whose taps leave the image
+// are the checked ones. Each case against the double reference, and its weight gradient the same
+// bits with one thread as with all (row blocks fixed by the shape).
+namespace {
+void check_dw_paths(Precision prec) {
+  struct Case {
+    Shape xs;
+    int64_t k;
+    bool bias;
+    Conv2dArgs a;
+    double tol;
+  };
+  const std::vector<Case> cases = {
+      {{2, 9, 11, 40}, 3, true, args(1, 1, 1, 40), 2e-6},    // a 32-channel block and an 8-channel tail
+      {{2, 13, 12, 64}, 3, false, args(2, 2, 2, 64), 2e-6},  // stride 2, dilation 2, padding 2
+      {{1, 3, 3, 32}, 3, true, args(1, 1, 1, 32), 2e-6},     // one unchecked column
+      {{2, 2, 2, 32}, 3, false, args(1, 1, 1, 32), 2e-6},    // every column checked
+      {{2, 8, 9, 32}, 5, false, args(1, 2, 1, 32), 2e-6},    // 5x5: the plain loop
+      {{1, 6, 7, 96}, 3, true, args(1, 0, 1, 96), 2e-6},     // no padding
+      {{2, 40, 40, 64}, 3, false, args(1, 1, 1, 64), 2e-5},  // several row blocks
+  };
+  float (*round)(float) = prec == Precision::BF16 ? round_bf16 : round_half;
+  for (const Case& c : cases) {
+    const Shape ws = {c.xs[3], 1, c.k, c.k};
+    if (prec == Precision::BF16)
+      check_conv_low(prec, round, 1e-4, 2e-2, c.xs, ws, c.bias, c.a, Device::cpu(), c.tol);
+    else
+      check_conv_low(prec, round, 1e-5, 3e-3, c.xs, ws, c.bias, c.a, Device::cpu(), c.tol);
+#if defined(_OPENMP)
+    auto weight_grad = [&] {
+      Tensor x = Tensor::uniform(c.xs, 21, -1, 1);
+      Tensor w = Tensor::uniform(ws, 22, -1, 1).set_requires_grad(true);
+      Tensor y;
+      {
+        AutocastGuard low(prec);
+        y = conv2d(x, w, Tensor(), c.a);
+      }
+      sum(y * Tensor::uniform(y.shape(), 23, -1, 1)).backward();
+      return w.grad().to_vector();
+    };
+    const std::vector<float> all = weight_grad();
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const std::vector<float> one = weight_grad();
+    omp_set_num_threads(prev);
+    ASSERT_EQ(all.size(), one.size());
+    EXPECT_EQ(0, std::memcmp(all.data(), one.data(), all.size() * 4)) << "x " << shape_str(c.xs) << ": threads";
+#endif
+  }
+}
+}  // namespace
+
+TEST(Conv2dBf16, DepthwiseWeightGradientPaths) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  check_dw_paths(Precision::BF16);
+}
+
+TEST(Conv2dFp16, DepthwiseWeightGradientPaths) { check_dw_paths(Precision::FP16); }
 
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16
 // backward-weights on AMX returned a weight gradient with relative error 1.55 for it (and crashed in

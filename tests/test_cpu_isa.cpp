@@ -16,6 +16,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/batchnorm.h"
+#include "engine/ops/conv.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
@@ -24,6 +25,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/ops/resize.h"
 #include "engine/ops/softmax.h"
+#include "engine/precision.h"
 #include "kernels/cpu/cpu_isa.h"
 
 using namespace engine;
@@ -112,6 +114,19 @@ Results run_all() {
                    return std::vector<Tensor>{batch_norm(x[0], x[1], x[2], rm, rv, a), rm.clone(), rv.clone()};
                  });
       }
+  }
+  // the depthwise weight gradient of 16-bit convolutions (kernels/cpu/conv_dw_cpu.inc): two
+  // 32-channel blocks and an 8-channel tail, several row blocks; bf16 where the CPU has it
+  for (const Precision prec : {Precision::FP16, Precision::BF16}) {
+    if (prec == Precision::BF16 && !kernels::cpu_has_bf16()) continue;
+    run_case(r, std::string("depthwise conv2d ") + precision_name(prec),
+             {leaf({2, 40, 23, 72}, 31), leaf({72, 1, 3, 3}, 32)}, [prec](const std::vector<Tensor>& x) {
+               AutocastGuard low(prec);
+               Conv2dArgs a;
+               a.pad_h = a.pad_w = 1;
+               a.groups = 72;
+               return std::vector<Tensor>{conv2d(x[0], x[1], Tensor(), a)};
+             });
   }
   // softmax family: row tiles (L = 19, 2), rows longer than a tile (L = 100), a middle axis
   for (const Shape& s : {Shape{3, 29, 31, 19}, Shape{2, 41, 37, 2}, Shape{37, 100}})

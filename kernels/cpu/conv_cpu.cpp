@@ -65,6 +65,7 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "kernels/cpu/conv_dw_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/shared_math.h"
 
@@ -314,12 +315,17 @@ struct F16Staging {
 // first layer at 416, and crashed reading before its workspace in the full model. Such a layer's
 // backward-weights widens the bf16 x and gy to f32 (staged as for fp16) and runs the f32 primitive:
 // the products of bf16 values are exact in f32, so this is the same arithmetic, and the layer is a
-// small part of the step. Depthwise layers (one channel per group) take this path too: oneDNN's bf16
+// small part of the step.
+// Depthwise layers (one channel per group) take neither oneDNN path in bf16 / fp16: its bf16
 // depthwise backward-weights (jit_dw:avx512_core_bf16) is correct but slower than its f32 kernel
-// (STDC's 128-channel stride-2 layer: 4.4-4.8 ms against 2.6 on a 2-core Xeon), which left the
-// bf16 PP-LiteSeg-B and YOLOv3-MobileNetV1 steps no faster without the widening.
+// (STDC's 128-channel stride-2 layer: 4.4-4.8 ms against 2.6 on a 2-core Xeon), and the f32 kernel
+// needs x and gy widened first; conv2d_dw_bwd_weights_cpu (conv_dw_cpu.h) reads them as they are.
+bool direct_depthwise(ConvPass pass, const ConvParams& p) {
+  return pass == ConvPass::BwdWeights && p.input != ConvInput::F32 && conv2d_is_depthwise(p);
+}
 bool bwd_weights_in_f32(ConvPass pass, const ConvParams& p) {
-  return pass == ConvPass::BwdWeights && p.input == ConvInput::BF16 && p.cin / p.groups < 4;
+  return pass == ConvPass::BwdWeights && p.input == ConvInput::BF16 && p.cin / p.groups < 4 &&
+         !direct_depthwise(pass, p);
 }
 ConvParams as_f32(ConvParams p) {
   p.input = ConvInput::F32;
@@ -373,6 +379,7 @@ void narrow_to_half(const float* src, void* dst, int64_t n) {
 }  // namespace
 
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) {
+  if (direct_depthwise(pass, p)) return 0;
   const size_t base = entry(pass, bwd_weights_in_f32(pass, p) ? as_f32(p) : p).workspace;
   return base + f16_staging(pass, p, base).bytes;
 }
@@ -442,6 +449,11 @@ void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, vo
 }
 
 void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* ws) {
+  if (direct_depthwise(ConvPass::BwdWeights, p)) {
+    conv2d_dw_bwd_weights_cpu(p.input == ConvInput::BF16 ? DType::BF16 : DType::F16, p, x, gy, gw,
+                              p.bias ? gb : nullptr);
+    return;
+  }
   const bool in_f32 = bwd_weights_in_f32(ConvPass::BwdWeights, p);  // (see bwd_weights_in_f32)
   const ConvParams q = in_f32 ? as_f32(p) : p;
   const Entry& e = entry(ConvPass::BwdWeights, q);

@@ -1,0 +1,29 @@
+// The weight gradient of a depthwise convolution on the CPU (one input and one output channel per
+// group, cin == cout == groups), computed directly from x and gy in their storage type. It is what
+// kernels/cpu/conv_cpu.cpp runs for such a layer's backward-weights in bf16 and fp16: oneDNN 2.6's
+// bf16 depthwise backward-weights is slower than its f32 one, and the f32 one needs x and gy widened
+// into a staging copy first (docs/BENCHMARKS.md has the numbers).
+//
+// Math (ConvParams and layouts as in conv_cpu.h; gw is OIHW = [C, 1, kh, kw]):
+//   gw[c, 0, r, s] = sum_{n, i, j} gy[n, i, j, c] * x[n, i*sh - ph + r*dh, j*sw - pw + s*dw, c]
+//   gb[c]          = sum_{n, i, j} gy[n, i, j, c]                       (when gb is not null)
+// over the taps inside the image. Products and sums in f32: the product of two bf16 / f16 values is
+// exact in f32, so only the order of the sums differs from the f32 primitive on widened values.
+// The order is fixed by the shape alone (row blocks of the output merged in block order), so the
+// result is the same bits for every thread count and on every instruction set.
+#pragma once
+#include <cstdint>
+
+#include "base/dtype.h"
+#include "kernels/cpu/conv_cpu.h"
+
+namespace engine::kernels {
+
+// True for the layers conv2d_dw_bwd_weights_cpu computes: groups == cin == cout.
+inline bool conv2d_is_depthwise(const ConvParams& p) { return p.groups > 1 && p.groups == p.cin && p.cout == p.cin; }
+
+// gw (and gb when not null) of a depthwise layer; x, gy of storage type dt (f32, bf16 or f16).
+// Needs no workspace.
+void conv2d_dw_bwd_weights_cpu(DType dt, const ConvParams& p, const void* x, const void* gy, float* gw, float* gb);
+
+}  // namespace engine::kernels
