@@ -553,6 +553,9 @@ TEST(Conv2dO2, LowActivationsInAndOut) {
       check_conv_o2(low, {2, 9, 7, 16}, {32, 16, 3, 3}, false, args(2, 1), dev);
       check_conv_o2(low, {2, 6, 5, 24}, {8, 24, 1, 1}, true, args(1, 0), dev);
       check_conv_o2(low, {1, 7, 6, 16}, {16, 1, 3, 3}, false, args(1, 1, 1, 16), dev);  // depthwise
+      // depthwise with more than 32 channels, stride 1 with a bias and stride 2
+      check_conv_o2(low, {2, 9, 8, 40}, {40, 1, 3, 3}, true, args(1, 1, 1, 40), dev);
+      check_conv_o2(low, {1, 11, 10, 64}, {64, 1, 3, 3}, false, args(2, 1, 1, 64), dev);
     }
   }
 }
