@@ -23,6 +23,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/precision.h"
 #include "kernels/cpu/conv_cpu.h"
+#include "kernels/cpu/conv_dw_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/shared_math.h"
 #include "tests/harness/op_check.h"
@@ -423,6 +424,30 @@ TEST(Conv2dBf16, DepthwiseWeightGradientPaths) {
 }
 
 TEST(Conv2dFp16, DepthwiseWeightGradientPaths) { check_dw_paths(Precision::FP16); }
+
+// The depthwise weight-gradient kernel also takes f32 x and gy (the convolution op gives f32
+// layers to oneDNN; this calls the kernel itself): a 32-channel block and a tail, with the bias.
+TEST(Conv2dDepthwiseKernel, F32WeightGradientMatchesReference) {
+  const Shape xs = {2, 9, 11, 40}, ws = {40, 1, 3, 3};
+  const Conv2dArgs a = args(1, 1, 1, 40);
+  kernels::ConvParams p;
+  p.n = xs[0], p.h = xs[1], p.w = xs[2], p.cin = p.cout = p.groups = xs[3];
+  p.kh = p.kw = 3;
+  p.ho = out_size(p.h, 3, 1, 1, 1), p.wo = out_size(p.w, 3, 1, 1, 1);
+  p.pad_h = p.pad_w = 1;
+  p.bias = true;
+  const std::vector<float> x = Tensor::uniform(xs, 41, -1, 1).to_vector();
+  const std::vector<float> g = Tensor::uniform({p.n, p.ho, p.wo, p.cout}, 42, -1, 1).to_vector();
+  const std::vector<float> w(40 * 9, 0.f), b(40, 0.f);
+  std::vector<float> gw(40 * 9), gb(40);
+  kernels::conv2d_dw_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), gb.data());
+  const ConvRef ref = conv_ref(x, xs, w, ws, b, g, a);
+  EXPECT_LT(rel_err(gw, ref.gw), 2e-6);
+  EXPECT_LT(rel_err(gb, ref.gb), 2e-6);
+  p.groups = 20;  // not depthwise: refused
+  expect_error([&] { kernels::conv2d_dw_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), nullptr); },
+               {"conv2d_dw_bwd_weights_cpu", "not a depthwise layer"});
+}
 
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16
 // backward-weights on AMX returned a weight gradient with relative error 1.55 for it (and crashed in
