@@ -23,7 +23,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/precision.h"
 #include "kernels/cpu/conv_cpu.h"
-#include "kernels/cpu/conv_dw_cpu.h"
+#include "kernels/cpu/conv_wgrad_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/shared_math.h"
 #include "tests/harness/op_check.h"
@@ -364,47 +364,46 @@ TEST(Conv2dBf16, DepthwiseLayersAtFullSize) {
   check_conv_bf16({2, 52, 52, 256}, {256, 1, 3, 3}, false, args(1, 1, 1, 256), Device::cpu(), 2e-5);
 }
 
-// The depthwise weight gradient's own kernel (kernels/cpu/conv_dw_cpu.inc, bf16 / fp16): 3x3 layers
-// of whole 32-channel blocks take the register kernel (bf16 in interleaved lanes), a last block of
-// fewer channels and other kernel sizes the plain loop, and the columns whose taps leave the image
-// are the checked ones. Each case against the double reference, and its weight gradient the same
-// bits with one thread as with all (row blocks fixed by the shape).
+// The direct weight-gradient kernels (kernels/cpu/conv_wgrad_cpu.inc, bf16 / fp16).
+// Depthwise: 3x3 layers of whole 32-channel blocks take the register kernel (bf16 in interleaved
+// lanes), a last block of fewer channels and other kernel sizes the plain loop, and the columns
+// whose taps leave the image are the checked ones.
+// Thin input (groups 1, cin < 4): 3x3 layers of 3 input channels and whole 32-output-channel blocks
+// take the register kernel, the rest the plain loop.
+// Each case against the double reference, and its weight gradient the same bits with one thread as
+// with all (row blocks fixed by the shape).
 namespace {
-void check_dw_paths(Precision prec) {
-  struct Case {
-    Shape xs;
-    int64_t k;
-    bool bias;
-    Conv2dArgs a;
-    double tol;
-  };
-  const std::vector<Case> cases = {
-      {{2, 9, 11, 40}, 3, true, args(1, 1, 1, 40), 2e-6},    // a 32-channel block and an 8-channel tail
-      {{2, 13, 12, 64}, 3, false, args(2, 2, 2, 64), 2e-6},  // stride 2, dilation 2, padding 2
-      {{1, 3, 3, 32}, 3, true, args(1, 1, 1, 32), 2e-6},     // one unchecked column
-      {{2, 2, 2, 32}, 3, false, args(1, 1, 1, 32), 2e-6},    // every column checked
-      {{2, 8, 9, 32}, 5, false, args(1, 2, 1, 32), 2e-6},    // 5x5: the plain loop
-      {{1, 6, 7, 96}, 3, true, args(1, 0, 1, 96), 2e-6},     // no padding
-      {{2, 40, 40, 64}, 3, false, args(1, 1, 1, 64), 2e-5},  // several row blocks
-  };
+struct WgradCase {
+  Shape xs, ws;
+  bool bias;
+  Conv2dArgs a;
+  double tol;
+};
+
+void check_wgrad_paths(Precision prec, const std::vector<WgradCase>& cases) {
   float (*round)(float) = prec == Precision::BF16 ? round_bf16 : round_half;
-  for (const Case& c : cases) {
-    const Shape ws = {c.xs[3], 1, c.k, c.k};
+  for (const WgradCase& c : cases) {
     if (prec == Precision::BF16)
-      check_conv_low(prec, round, 1e-4, 2e-2, c.xs, ws, c.bias, c.a, Device::cpu(), c.tol);
+      check_conv_low(prec, round, 1e-4, 2e-2, c.xs, c.ws, c.bias, c.a, Device::cpu(), c.tol);
     else
-      check_conv_low(prec, round, 1e-5, 3e-3, c.xs, ws, c.bias, c.a, Device::cpu(), c.tol);
+      check_conv_low(prec, round, 1e-5, 3e-3, c.xs, c.ws, c.bias, c.a, Device::cpu(), c.tol);
 #if defined(_OPENMP)
     auto weight_grad = [&] {
       Tensor x = Tensor::uniform(c.xs, 21, -1, 1);
-      Tensor w = Tensor::uniform(ws, 22, -1, 1).set_requires_grad(true);
+      Tensor w = Tensor::uniform(c.ws, 22, -1, 1).set_requires_grad(true);
+      Tensor b = c.bias ? Tensor::uniform({c.ws[0]}, 24, -1, 1).set_requires_grad(true) : Tensor();
       Tensor y;
       {
         AutocastGuard low(prec);
-        y = conv2d(x, w, Tensor(), c.a);
+        y = conv2d(x, w, b, c.a);
       }
       sum(y * Tensor::uniform(y.shape(), 23, -1, 1)).backward();
-      return w.grad().to_vector();
+      std::vector<float> out = w.grad().to_vector();
+      if (c.bias) {
+        const std::vector<float> gb = b.grad().to_vector();
+        out.insert(out.end(), gb.begin(), gb.end());
+      }
+      return out;
     };
     const std::vector<float> all = weight_grad();
     const int prev = omp_get_max_threads();
@@ -416,14 +415,46 @@ void check_dw_paths(Precision prec) {
 #endif
   }
 }
+
+std::vector<WgradCase> depthwise_cases() {
+  return {
+      {{2, 9, 11, 40}, {40, 1, 3, 3}, true, args(1, 1, 1, 40), 2e-6},    // a 32-channel block and an 8-channel tail
+      {{2, 13, 12, 64}, {64, 1, 3, 3}, false, args(2, 2, 2, 64), 2e-6},  // stride 2, dilation 2, padding 2
+      {{1, 3, 3, 32}, {32, 1, 3, 3}, true, args(1, 1, 1, 32), 2e-6},     // one unchecked column
+      {{2, 2, 2, 32}, {32, 1, 3, 3}, false, args(1, 1, 1, 32), 2e-6},    // every column checked
+      {{2, 8, 9, 32}, {32, 1, 5, 5}, false, args(1, 2, 1, 32), 2e-6},    // 5x5: the plain loop
+      {{1, 6, 7, 96}, {96, 1, 3, 3}, true, args(1, 0, 1, 96), 2e-6},     // no padding
+      {{2, 40, 40, 64}, {64, 1, 3, 3}, false, args(1, 1, 1, 64), 2e-5},  // several row blocks
+  };
+}
+
+std::vector<WgradCase> thin_input_cases() {
+  return {
+      {{2, 17, 19, 3}, {32, 3, 3, 3}, true, args(1, 1), 2e-6},     // the register kernel, stride 1
+      {{2, 18, 21, 3}, {64, 3, 3, 3}, false, args(2, 1), 2e-6},    // stride 2, two output blocks
+      {{1, 13, 12, 3}, {40, 3, 3, 3}, true, args(2, 2, 2), 2e-6},  // dilation 2; a block and an 8-channel tail
+      {{2, 2, 2, 3}, {32, 3, 3, 3}, false, args(1, 1), 2e-6},      // every column checked
+      {{1, 7, 8, 3}, {32, 3, 3, 3}, true, args(1, 0), 2e-6},       // no padding
+      {{2, 9, 10, 2}, {4, 2, 3, 3}, true, args(1, 1), 2e-6},       // 2 input channels: the plain loop
+      {{2, 8, 9, 1}, {33, 1, 5, 5}, false, args(1, 2), 2e-6},      // 5x5, 1 input channel
+      {{2, 64, 64, 3}, {32, 3, 3, 3}, false, args(1, 1), 2e-5},    // several row blocks
+  };
+}
 }  // namespace
 
 TEST(Conv2dBf16, DepthwiseWeightGradientPaths) {
   if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
-  check_dw_paths(Precision::BF16);
+  check_wgrad_paths(Precision::BF16, depthwise_cases());
 }
 
-TEST(Conv2dFp16, DepthwiseWeightGradientPaths) { check_dw_paths(Precision::FP16); }
+TEST(Conv2dFp16, DepthwiseWeightGradientPaths) { check_wgrad_paths(Precision::FP16, depthwise_cases()); }
+
+TEST(Conv2dBf16, ThinInputWeightGradientPaths) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  check_wgrad_paths(Precision::BF16, thin_input_cases());
+}
+
+TEST(Conv2dFp16, ThinInputWeightGradientPaths) { check_wgrad_paths(Precision::FP16, thin_input_cases()); }
 
 // The depthwise weight-gradient kernel also takes f32 x and gy (the convolution op gives f32
 // layers to oneDNN; this calls the kernel itself): a 32-channel block and a tail, with the bias.
@@ -449,9 +480,34 @@ TEST(Conv2dDepthwiseKernel, F32WeightGradientMatchesReference) {
                {"conv2d_dw_bwd_weights_cpu", "not a depthwise layer"});
 }
 
+// The thin-input kernel also takes f32 x and gy (called directly): the register kernel's shape
+// with a tail block, and the bias.
+TEST(Conv2dThinInputKernel, F32WeightGradientMatchesReference) {
+  const Shape xs = {2, 11, 13, 3}, ws = {40, 3, 3, 3};
+  const Conv2dArgs a = args(2, 1);
+  kernels::ConvParams p;
+  p.n = xs[0], p.h = xs[1], p.w = xs[2], p.cin = 3, p.cout = 40, p.groups = 1;
+  p.kh = p.kw = 3;
+  p.stride_h = p.stride_w = 2;
+  p.ho = out_size(p.h, 3, 2, 1, 1), p.wo = out_size(p.w, 3, 2, 1, 1);
+  p.pad_h = p.pad_w = 1;
+  p.bias = true;
+  const std::vector<float> x = Tensor::uniform(xs, 43, -1, 1).to_vector();
+  const std::vector<float> g = Tensor::uniform({p.n, p.ho, p.wo, p.cout}, 44, -1, 1).to_vector();
+  const std::vector<float> w(40 * 27, 0.f), b(40, 0.f);
+  std::vector<float> gw(40 * 27), gb(40);
+  kernels::conv2d_thin_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), gb.data());
+  const ConvRef ref = conv_ref(x, xs, w, ws, b, g, a);
+  EXPECT_LT(rel_err(gw, ref.gw), 2e-6);
+  EXPECT_LT(rel_err(gb, ref.gb), 2e-6);
+  p.cin = 4;  // not thin: refused
+  expect_error([&] { kernels::conv2d_thin_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), nullptr); },
+               {"conv2d_thin_bwd_weights_cpu", "not a thin-input layer"});
+}
+
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16
 // backward-weights on AMX returned a weight gradient with relative error 1.55 for it (and crashed in
-// the whole model); conv_cpu.cpp runs it in f32 from the bf16 values. Each weight gradient sums
+// the whole model); conv_cpu.cpp runs its weight gradient in the thin-input kernel instead. Each weight gradient sums
 // 346112 products in f32, hence the wider tolerance.
 TEST(Conv2dBf16, ThreeChannelInputLayerAtFullSize) {
   if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";

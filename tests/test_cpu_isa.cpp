@@ -115,7 +115,7 @@ Results run_all() {
                  });
       }
   }
-  // the depthwise weight gradient of 16-bit convolutions (kernels/cpu/conv_dw_cpu.inc): two
+  // the depthwise weight gradient of 16-bit convolutions (kernels/cpu/conv_wgrad_cpu.inc): two
   // 32-channel blocks and an 8-channel tail, several row blocks; bf16 where the CPU has it
   for (const Precision prec : {Precision::FP16, Precision::BF16}) {
     if (prec == Precision::BF16 && !kernels::cpu_has_bf16()) continue;
@@ -126,6 +126,19 @@ Results run_all() {
                a.pad_h = a.pad_w = 1;
                a.groups = 72;
                return std::vector<Tensor>{conv2d(x[0], x[1], Tensor(), a)};
+             });
+  }
+  // the thin-input weight gradient (kernels/cpu/conv_wgrad_cpu.inc): a 3-channel image layer of 40
+  // output channels (a 32-channel block and a tail), stride 2, several row blocks
+  for (const Precision prec : {Precision::FP16, Precision::BF16}) {
+    if (prec == Precision::BF16 && !kernels::cpu_has_bf16()) continue;
+    run_case(r, std::string("thin-input conv2d ") + precision_name(prec),
+             {leaf({2, 70, 66, 3}, 33), leaf({40, 3, 3, 3}, 34), leaf({40}, 35)}, [prec](const std::vector<Tensor>& x) {
+               AutocastGuard low(prec);
+               Conv2dArgs a;
+               a.stride_h = a.stride_w = 2;
+               a.pad_h = a.pad_w = 1;
+               return std::vector<Tensor>{conv2d(x[0], x[1], x[2], a)};
              });
   }
   // softmax family: row tiles (L = 19, 2), rows longer than a tile (L = 100), a middle axis

@@ -65,7 +65,7 @@
 #include <unordered_map>
 
 #include "base/error.h"
-#include "kernels/cpu/conv_dw_cpu.h"
+#include "kernels/cpu/conv_wgrad_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/shared_math.h"
 
@@ -312,20 +312,23 @@ struct F16Staging {
 // oneDNN 2.6's bf16 backward-weights is wrong for inputs of fewer than 4 channels per group (an
 // image input layer): on an Intel Xeon with AMX its only bf16 implementation (jit:avx512_core_amx_bf16)
 // returned a weight gradient with relative error 1.55 for YOLOv3-DarkNet53's 3->32 3x3 stride-1
-// first layer at 416, and crashed reading before its workspace in the full model. Such a layer's
-// backward-weights widens the bf16 x and gy to f32 (staged as for fp16) and runs the f32 primitive:
-// the products of bf16 values are exact in f32, so this is the same arithmetic, and the layer is a
-// small part of the step.
-// Depthwise layers (one channel per group) take neither oneDNN path in bf16 / fp16: its bf16
-// depthwise backward-weights (jit_dw:avx512_core_bf16) is correct but slower than its f32 kernel
-// (STDC's 128-channel stride-2 layer: 4.4-4.8 ms against 2.6 on a 2-core Xeon), and the f32 kernel
-// needs x and gy widened first; conv2d_dw_bwd_weights_cpu (conv_dw_cpu.h) reads them as they are.
-bool direct_depthwise(ConvPass pass, const ConvParams& p) {
-  return pass == ConvPass::BwdWeights && p.input != ConvInput::F32 && conv2d_is_depthwise(p);
+// first layer at 416, and crashed reading before its workspace in the full model.
+// Two kinds of layer therefore take neither oneDNN path for their bf16 / fp16 weight gradient but a
+// direct kernel that reads x and gy as they are (conv_wgrad_cpu.h):
+//  - depthwise layers (one channel per group): oneDNN's bf16 depthwise backward-weights
+//    (jit_dw:avx512_core_bf16) is correct but slower than its f32 kernel (STDC's 128-channel
+//    stride-2 layer: 4.4-4.8 ms against 2.6 on a 2-core Xeon), which needs x and gy widened first;
+//  - thin-input layers (groups 1, fewer than 4 input channels): widening the full-size gy for the
+//    f32 kernel cost more than the layer (PP-LiteSeg's 3->32 stride-2 layer at 512: 8.4 ms).
+// Any other layer with fewer than 4 input channels per group (grouped, not depthwise) widens the bf16
+// x and gy to f32 (staged as for fp16) and runs the f32 primitive: the products of bf16 values are
+// exact in f32, so this is the same arithmetic.
+bool direct_wgrad(ConvPass pass, const ConvParams& p) {
+  return pass == ConvPass::BwdWeights && p.input != ConvInput::F32 &&
+         (conv2d_is_depthwise(p) || conv2d_is_thin_input(p));
 }
 bool bwd_weights_in_f32(ConvPass pass, const ConvParams& p) {
-  return pass == ConvPass::BwdWeights && p.input == ConvInput::BF16 && p.cin / p.groups < 4 &&
-         !direct_depthwise(pass, p);
+  return pass == ConvPass::BwdWeights && p.input == ConvInput::BF16 && p.cin / p.groups < 4 && !direct_wgrad(pass, p);
 }
 ConvParams as_f32(ConvParams p) {
   p.input = ConvInput::F32;
@@ -379,7 +382,7 @@ void narrow_to_half(const float* src, void* dst, int64_t n) {
 }  // namespace
 
 size_t conv2d_workspace_cpu(ConvPass pass, const ConvParams& p) {
-  if (direct_depthwise(pass, p)) return 0;
+  if (direct_wgrad(pass, p)) return 0;
   const size_t base = entry(pass, bwd_weights_in_f32(pass, p) ? as_f32(p) : p).workspace;
   return base + f16_staging(pass, p, base).bytes;
 }
@@ -449,9 +452,12 @@ void conv2d_bwd_data_cpu(const ConvParams& p, const void* gy, const float* w, vo
 }
 
 void conv2d_bwd_weights_cpu(const ConvParams& p, const void* x, const void* gy, float* gw, float* gb, void* ws) {
-  if (direct_depthwise(ConvPass::BwdWeights, p)) {
-    conv2d_dw_bwd_weights_cpu(p.input == ConvInput::BF16 ? DType::BF16 : DType::F16, p, x, gy, gw,
-                              p.bias ? gb : nullptr);
+  if (direct_wgrad(ConvPass::BwdWeights, p)) {
+    const DType dt = p.input == ConvInput::BF16 ? DType::BF16 : DType::F16;
+    if (conv2d_is_depthwise(p))
+      conv2d_dw_bwd_weights_cpu(dt, p, x, gy, gw, p.bias ? gb : nullptr);
+    else
+      conv2d_thin_bwd_weights_cpu(dt, p, x, gy, gw, p.bias ? gb : nullptr);
     return;
   }
   const bool in_f32 = bwd_weights_in_f32(ConvPass::BwdWeights, p);  // (see bwd_weights_in_f32)
