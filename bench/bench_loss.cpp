@@ -2,6 +2,8 @@
 //  - cross_entropy fwd / bwd at the quick start [4,512,512,2] and Cityscapes [4,512,1024,19]
 //    (PP-LiteSeg evaluates it on 3 full-resolution logits per step), and with bf16 logits at
 //    bench_train's [4,512,512,19] (mixed precision O2);
+//  - upsampled_cross_entropy fwd / bwd: [4,64,64,19] logits upsampled x8 to 512x512 inside the
+//    loss, f32 and bf16 (PP-LiteSeg's training heads);
 //  - ohem_cross_entropy fwd / bwd at [4,512,1024,19], min_kept 130000 (the Cityscapes configs), and
 //    a row where the threshold must be raised to the k-th probability (the selection path);
 //  - bce_with_logits fwd / bwd at the YOLOv3 stride-8 head [8,52,52,255] (416 input, batch 8);
@@ -15,6 +17,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/metrics.h"
+#include "engine/ops/resize.h"
 
 namespace {
 
@@ -106,6 +109,43 @@ BENCH_REGISTER(loss) {
               err = near(gx[c] * denom, w, low ? 1.0 / 128 : 1e-4, "gradient of pixel 0 (times the denominator)");
             }
             return err;
+          },
+          [&] { node->apply({g}); });
+    }
+    // ------------------------------------------------------------------ upsampled cross entropy
+    // PP-LiteSeg's x8 logits [4,64,64,19] upsampled to 512x512 inside the loss (the training step's
+    // three heads), f32 and bf16 (O2); against the resize + cross_entropy rows above it saves the
+    // full-size logits and their gradient. Validated against the unfused ops (the same bits).
+    for (const DType dt : {DType::F32, DType::BF16}) {
+      const Shape s = scaled({4, 64, 64, 19}, q);
+      const int64_t H = s[1] * 8, W = s[2] * 8, C = s[3], P = s[0] * H * W;
+      const double es = dt == DType::F32 ? 4.0 : 2.0;
+      const std::string sfx = dt == DType::F32 ? "" : "_bf16";
+      const std::string tag = shape_name(s) + " to " + std::to_string(H) + "x" + std::to_string(W);
+      const Tensor x32 = Tensor::uniform(s, 14, -3.f, 3.f, d).set_requires_grad(true);
+      const Tensor x = dt == DType::F32 ? x32 : x32.to(dt);
+      const Tensor y = Tensor::from_vector_i64(make_labels(P, C), {s[0], H, W}, d);
+      const Tensor unfused = cross_entropy(resize_bilinear(x.detach(), (int)H, (int)W, false), y);
+      runner.run(
+          "upsampled_cross_entropy_fwd" + sfx, tag, d, {(double)s[0] * s[1] * s[2] * C * es + P * 12.0, 0},
+          [&] { return near(upsampled_cross_entropy(x, y).item(), unfused.item(), 0, "loss"); },
+          [&] {
+            NoGradGuard ng;
+            upsampled_cross_entropy(x, y);
+          });
+      const auto node = upsampled_cross_entropy(x, y).grad_fn();
+      const Tensor g = Tensor::full({}, 1.f, DType::F32, d);
+      runner.run(
+          "upsampled_cross_entropy_bwd" + sfx, tag, d, {(double)s[0] * s[1] * s[2] * C * es * 2 + P * 12.0, 0},
+          [&] {
+            Tensor xr = x32.detach().set_requires_grad(true);  // an f32 leaf cast to x's type: its gradient is x's
+            cross_entropy(resize_bilinear(dt == DType::F32 ? xr : xr.to(dt), (int)H, (int)W, false), y).backward();
+            const auto want = xr.grad().to_vector(), got = node->apply({g})[0].to_vector();
+            for (size_t i = 0; i < want.size(); i += 97) {
+              const std::string e = near(got[i], want[i], 0, "gradient");
+              if (!e.empty()) return e;
+            }
+            return std::string();
           },
           [&] { node->apply({g}); });
     }

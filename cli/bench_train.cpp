@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
       std::shared_ptr<nn::SegModel> model = nn::build_seg_model(spec);
       model->to(dev);
       model->train();
+      model->set_loss_upsamples(true);  // as the trainer: the loss upsamples the logits itself
       st.init_params(model->named_parameters());
       std::vector<int64_t> lab((size_t)batch * size * size);
       for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i / 97 + i % 13) % (size_t)classes);
@@ -233,7 +234,7 @@ int main(int argc, char** argv) {
       st.loss = [model, images, labels] {
         Tensor loss;
         for (const Tensor& l : model->forward(images)) {
-          Tensor li = cross_entropy(l, labels);
+          Tensor li = upsampled_cross_entropy(l, labels);
           loss = loss.defined() ? add(loss, li) : li;
         }
         return loss;

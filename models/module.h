@@ -150,6 +150,15 @@ class SegModel : public Module {
   using Module::Module;
   virtual std::vector<Tensor> forward(const Tensor& images) = 0;
   virtual int64_t num_classes() const = 0;
+  // With this on, training mode returns each head's logits at the head's own size instead of
+  // upsampled to the input size, for a loss that upsamples them itself (bilinear, half-pixel:
+  // upsampled_cross_entropy, engine/ops/loss.h), the same numbers without the full-size logits and
+  // their gradient in memory. Off by default; the segmentation trainer and bench_train turn it on.
+  void set_loss_upsamples(bool on) { loss_upsamples_ = on; }
+  bool loss_upsamples() const { return loss_upsamples_; }
+
+ protected:
+  bool loss_upsamples_ = false;
 };
 
 // Builds and initialises (from spec.seed) the network a YAML `model:` block describes. Types:

@@ -135,7 +135,10 @@ std::vector<Tensor> PPLiteSeg::forward(const Tensor& images) {
   std::vector<Tensor> logits;
   for (size_t i = 0; i < heads; ++i) {
     const Tensor small = (*seg_heads_)[i].forward(fused[i]);
-    logits.push_back(resize_to(training() ? small : small.to(DType::F32), h, w, "bilinear"));
+    if (training() && loss_upsamples_)
+      logits.push_back(small);  // the loss upsamples it (SegModel::set_loss_upsamples)
+    else
+      logits.push_back(resize_to(training() ? small : small.to(DType::F32), h, w, "bilinear"));
   }
   return logits;
 }

@@ -456,53 +456,46 @@ TEST(Conv2dBf16, ThinInputWeightGradientPaths) {
 
 TEST(Conv2dFp16, ThinInputWeightGradientPaths) { check_wgrad_paths(Precision::FP16, thin_input_cases()); }
 
-// The depthwise weight-gradient kernel also takes f32 x and gy (the convolution op gives f32
-// layers to oneDNN; this calls the kernel itself): a 32-channel block and a tail, with the bias.
-TEST(Conv2dDepthwiseKernel, F32WeightGradientMatchesReference) {
-  const Shape xs = {2, 9, 11, 40}, ws = {40, 1, 3, 3};
-  const Conv2dArgs a = args(1, 1, 1, 40);
+// The direct weight-gradient kernels also take f32 x and gy (the convolution op gives f32 layers
+// to oneDNN; these call the kernels themselves): 3x3 layers with a 32-channel block and a tail, and
+// the bias, against the double reference; a layer of the other kind is refused.
+namespace {
+using WgradKernel = void (*)(DType, const kernels::ConvParams&, const void*, const void*, float*, float*);
+void check_f32_wgrad(WgradKernel kernel, const Shape& xs, const Shape& ws, int stride, int groups,
+                     kernels::ConvParams refused, const std::vector<std::string>& refusal) {
+  const Conv2dArgs a = args(stride, 1, 1, groups);
   kernels::ConvParams p;
-  p.n = xs[0], p.h = xs[1], p.w = xs[2], p.cin = p.cout = p.groups = xs[3];
+  p.n = xs[0], p.h = xs[1], p.w = xs[2], p.cin = xs[3], p.cout = ws[0], p.groups = groups;
   p.kh = p.kw = 3;
-  p.ho = out_size(p.h, 3, 1, 1, 1), p.wo = out_size(p.w, 3, 1, 1, 1);
+  p.stride_h = p.stride_w = stride;
+  p.ho = out_size(p.h, 3, stride, 1, 1), p.wo = out_size(p.w, 3, stride, 1, 1);
   p.pad_h = p.pad_w = 1;
   p.bias = true;
   const std::vector<float> x = Tensor::uniform(xs, 41, -1, 1).to_vector();
   const std::vector<float> g = Tensor::uniform({p.n, p.ho, p.wo, p.cout}, 42, -1, 1).to_vector();
-  const std::vector<float> w(40 * 9, 0.f), b(40, 0.f);
-  std::vector<float> gw(40 * 9), gb(40);
-  kernels::conv2d_dw_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), gb.data());
+  const size_t wn = (size_t)shape_numel(ws);
+  const std::vector<float> w(wn, 0.f), b((size_t)p.cout, 0.f);
+  std::vector<float> gw(wn), gb((size_t)p.cout);
+  kernel(DType::F32, p, x.data(), g.data(), gw.data(), gb.data());
   const ConvRef ref = conv_ref(x, xs, w, ws, b, g, a);
   EXPECT_LT(rel_err(gw, ref.gw), 2e-6);
   EXPECT_LT(rel_err(gb, ref.gb), 2e-6);
-  p.groups = 20;  // not depthwise: refused
-  expect_error([&] { kernels::conv2d_dw_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), nullptr); },
-               {"conv2d_dw_bwd_weights_cpu", "not a depthwise layer"});
+  expect_error([&] { kernel(DType::F32, refused, x.data(), g.data(), gw.data(), nullptr); }, refusal);
+}
+}  // namespace
+
+TEST(Conv2dDepthwiseKernel, F32WeightGradientMatchesReference) {
+  kernels::ConvParams grouped;
+  grouped.cin = grouped.cout = 40, grouped.groups = 20;
+  check_f32_wgrad(kernels::conv2d_dw_bwd_weights_cpu, {2, 9, 11, 40}, {40, 1, 3, 3}, 1, 40, grouped,
+                  {"conv2d_dw_bwd_weights_cpu", "not a depthwise layer"});
 }
 
-// The thin-input kernel also takes f32 x and gy (called directly): the register kernel's shape
-// with a tail block, and the bias.
 TEST(Conv2dThinInputKernel, F32WeightGradientMatchesReference) {
-  const Shape xs = {2, 11, 13, 3}, ws = {40, 3, 3, 3};
-  const Conv2dArgs a = args(2, 1);
-  kernels::ConvParams p;
-  p.n = xs[0], p.h = xs[1], p.w = xs[2], p.cin = 3, p.cout = 40, p.groups = 1;
-  p.kh = p.kw = 3;
-  p.stride_h = p.stride_w = 2;
-  p.ho = out_size(p.h, 3, 2, 1, 1), p.wo = out_size(p.w, 3, 2, 1, 1);
-  p.pad_h = p.pad_w = 1;
-  p.bias = true;
-  const std::vector<float> x = Tensor::uniform(xs, 43, -1, 1).to_vector();
-  const std::vector<float> g = Tensor::uniform({p.n, p.ho, p.wo, p.cout}, 44, -1, 1).to_vector();
-  const std::vector<float> w(40 * 27, 0.f), b(40, 0.f);
-  std::vector<float> gw(40 * 27), gb(40);
-  kernels::conv2d_thin_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), gb.data());
-  const ConvRef ref = conv_ref(x, xs, w, ws, b, g, a);
-  EXPECT_LT(rel_err(gw, ref.gw), 2e-6);
-  EXPECT_LT(rel_err(gb, ref.gb), 2e-6);
-  p.cin = 4;  // not thin: refused
-  expect_error([&] { kernels::conv2d_thin_bwd_weights_cpu(DType::F32, p, x.data(), g.data(), gw.data(), nullptr); },
-               {"conv2d_thin_bwd_weights_cpu", "not a thin-input layer"});
+  kernels::ConvParams four;
+  four.cin = 4, four.cout = 40, four.groups = 1;
+  check_f32_wgrad(kernels::conv2d_thin_bwd_weights_cpu, {2, 11, 13, 3}, {40, 3, 3, 3}, 2, 1, four,
+                  {"conv2d_thin_bwd_weights_cpu", "not a thin-input layer"});
 }
 
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16

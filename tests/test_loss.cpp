@@ -8,10 +8,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "engine/autograd.h"
 #include "engine/ops/loss.h"
+#include "engine/ops/resize.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -417,6 +420,89 @@ TEST(CrossEntropy, LowPrecisionLogitsMatchWidenedF32) {
       }
     }
   }
+}
+
+// upsampled_cross_entropy / upsampled_ohem_cross_entropy: the loss and the small logits' gradient
+// are the bits of the unfused resize_bilinear + loss in every storage type, on each device. Cases:
+// PP-LiteSeg's x8 (C = 19), several 4096-pixel chunks whose boundaries cut output rows (odd sizes,
+// non-integer ratios), C = 2 (its own tile path), C = 300 (one pixel at a time), a downsampling,
+// class weights and OHEM with mining.
+TEST(UpsampledCrossEntropy, MatchesResizeThenLossBitForBit) {
+  struct Case {
+    Shape xs;
+    int64_t H, W;
+    bool ohem, weighted;
+  };
+  const std::vector<Case> cases = {{{1, 8, 8, 19}, 64, 64, false, false}, {{2, 9, 11, 19}, 70, 83, false, true},
+                                   {{2, 9, 11, 19}, 70, 83, true, false}, {{2, 5, 7, 2}, 37, 29, false, false},
+                                   {{1, 2, 3, 300}, 5, 7, true, false},   {{1, 9, 10, 4}, 4, 5, false, false},
+                                   {{2, 4, 4, 19}, 32, 32, true, false}};
+  for (Device d : devices()) {
+    for (const DType dt : {DType::F32, DType::BF16, DType::F16}) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " logits " + shape_str(c.xs) + " to " + std::to_string(c.H) + "x" +
+                     std::to_string(c.W) + (c.ohem ? " ohem" : " ce") + (c.weighted ? " weighted" : "") + " on " +
+                     d.str());
+        const int64_t N = c.xs[0], C = c.xs[3], P = N * c.H * c.W;
+        const auto lab = make_labels(P, C, 0.1, 11);
+        const Tensor y = Tensor::from_vector_i64(std::vector<int64_t>(lab.begin(), lab.end()), {N, c.H, c.W}, d);
+        const Tensor w = c.weighted ? Tensor::uniform({C}, 12, 0.5f, 2.f, d) : Tensor();
+        const Tensor x0 = Tensor::uniform(c.xs, 13, -4.f, 4.f, d).to(dt).to(DType::F32);
+        Tensor xa = x0.clone().set_requires_grad(true), xb = x0.clone().set_requires_grad(true);
+        Tensor fused, unfused;
+        if (c.ohem) {
+          fused = upsampled_ohem_cross_entropy(xa.to(dt), y, 0.05f, P / 2, 255);
+          unfused = ohem_cross_entropy(resize_bilinear(xb.to(dt), (int)c.H, (int)c.W, false), y, 0.05f, P / 2, 255);
+        } else {
+          fused = upsampled_cross_entropy(xa.to(dt), y, w, 255);
+          unfused = cross_entropy(resize_bilinear(xb.to(dt), (int)c.H, (int)c.W, false), y, w, 255);
+        }
+        const float lf = fused.item(), lu = unfused.item();
+        EXPECT_EQ(0, std::memcmp(&lf, &lu, 4)) << "loss " << lf << " against " << lu;
+        fused.backward();
+        unfused.backward();
+        const std::vector<float> ga = xa.grad().to_vector(), gb = xb.grad().to_vector();
+        ASSERT_EQ(ga.size(), gb.size());
+        size_t differ = 0;
+        for (size_t i = 0; i < ga.size(); ++i) differ += std::memcmp(&ga[i], &gb[i], 4) != 0;
+        EXPECT_EQ(differ, 0u) << "gradient elements differ";
+        EXPECT_GT(std::count_if(ga.begin(), ga.end(), [](float v) { return v != 0.f; }), (long)(ga.size() / 2))
+            << "the gradient is mostly zero";
+      }
+    }
+  }
+}
+
+TEST(UpsampledCrossEntropy, BadInputs) {
+  auto expect_msg = [](const std::function<void()>& f, const std::vector<std::string>& parts) {
+    try {
+      f();
+      ADD_FAILURE() << "expected an error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      for (const std::string& p : parts) EXPECT_NE(m.find(p), std::string::npos) << m;
+    }
+  };
+  const Tensor x = Tensor::uniform({2, 4, 4, 3}, 1, -1.f, 1.f);
+  auto labels = [](const Shape& s) { return Tensor::zeros(s, DType::I64); };
+  expect_msg([&] { upsampled_cross_entropy(x, labels({2, 16})); }, {"upsampled_cross_entropy", "labels"});
+  expect_msg(
+      [&] {
+        upsampled_cross_entropy(x, labels({3, 16, 16}));
+      },
+      {"upsampled_cross_entropy", "labels", "N of logits"});
+  expect_msg(
+      [&] {
+        upsampled_ohem_cross_entropy(Tensor::uniform({2, 4, 3}, 1, -1.f, 1.f), labels({2, 16, 16}));
+      },
+      {"upsampled_ohem_cross_entropy", "logits must be [N, h, w, C]"});
+  std::vector<int64_t> lab(2 * 16 * 16, 1);
+  lab[37] = 7;
+  expect_msg(
+      [&] {
+        upsampled_cross_entropy(x, Tensor::from_vector_i64(lab, {2, 16, 16}));
+      },
+      {"upsampled_cross_entropy", "outside [0, 3)", "the first is 7"});
 }
 
 // ---------------------------------------------------------------------------- pointwise losses

@@ -30,14 +30,18 @@ SegLoss::SegLoss(const LossSpec& spec, int64_t num_classes, Device device) : spe
   }
 }
 
-SegLossValues SegLoss::operator()(const std::vector<Tensor>& logits, const Tensor& labels) const {
+SegLossValues SegLoss::operator()(const std::vector<Tensor>& logits, const Tensor& labels, bool upsample) const {
   ENGINE_CHECK(logits.size() == spec_.terms.size(), "loss: the model returned ", logits.size(),
                " logits but the config has ", spec_.terms.size(), " loss terms (loss.types / loss.coef)");
   SegLossValues out;
   for (size_t i = 0; i < logits.size(); ++i) {
     const LossTermSpec& t = spec_.terms[i];
-    Tensor li = t.type == "CrossEntropyLoss"
-                    ? cross_entropy(logits[i], labels, class_weights_[i], t.ignore_index)
+    Tensor li;
+    if (t.type == "CrossEntropyLoss")
+      li = upsample ? upsampled_cross_entropy(logits[i], labels, class_weights_[i], t.ignore_index)
+                    : cross_entropy(logits[i], labels, class_weights_[i], t.ignore_index);
+    else
+      li = upsample ? upsampled_ohem_cross_entropy(logits[i], labels, (float)t.thresh, t.min_kept, t.ignore_index)
                     : ohem_cross_entropy(logits[i], labels, (float)t.thresh, t.min_kept, t.ignore_index);
     Tensor term = spec_.coef[i] == 1.0 ? li : mul(li, (float)spec_.coef[i]);
     out.total = out.total.defined() ? add(out.total, term) : term;

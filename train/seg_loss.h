@@ -23,7 +23,10 @@ struct SegLossValues {
 class SegLoss {
  public:
   SegLoss(const LossSpec& spec, int64_t num_classes, Device device);
-  SegLossValues operator()(const std::vector<Tensor>& logits, const Tensor& labels) const;
+  // upsample: the logits are at their heads' sizes and each loss upsamples them to the labels' size
+  // (bilinear, half-pixel: upsampled_cross_entropy; SegModel::set_loss_upsamples); otherwise they
+  // are at the labels' size already.
+  SegLossValues operator()(const std::vector<Tensor>& logits, const Tensor& labels, bool upsample = false) const;
   size_t num_terms() const { return spec_.terms.size(); }
 
  private:

@@ -49,6 +49,7 @@ SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device d
   load_pretrained(*model_, mspec.pretrained, mspec.where + ".pretrained", "", log);
   model_->to(device);
   model_->train();
+  model_->set_loss_upsamples(true);  // the loss upsamples the logits (SegLoss)
   train_set_ = data::make_dataset(cfg.train_dataset);
   if (with_eval) {
     if (cfg.has_val_dataset)
@@ -69,7 +70,7 @@ std::string SegTask::describe() const {
 TaskLoss SegTask::loss(const data::Batch& batch, Device device) {
   const Tensor images = batch.at("images").to(device), labels = batch.at("labels").to(device);
   const std::vector<Tensor> logits = model_->forward(images);
-  SegLossValues lv = (*loss_fn_)(logits, labels);
+  SegLossValues lv = (*loss_fn_)(logits, labels, model_->loss_upsamples());
   TaskLoss out;
   out.total = lv.total;
   for (size_t i = 0; i < lv.terms.size(); ++i) out.terms.emplace_back("loss_" + std::to_string(i), lv.terms[i]);

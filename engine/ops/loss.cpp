@@ -14,8 +14,10 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/op_utils.h"
 #include "kernels/cpu/loss_cpu.h"
+#include "kernels/cpu/resize_cpu.h"
 #if defined(ENGINE_WITH_CUDA)
 #include "kernels/cuda/loss_cuda.h"
+#include "kernels/cuda/resize_cuda.h"
 #endif
 
 namespace engine {
@@ -75,29 +77,107 @@ Tensor new_stats(Device d) {
 }
 #endif
 
-// Backward of CE / OHEM: gx = g * inv * coef_p * (softmax - onehot).
-Tensor ce_backward(const Tensor& g, const Tensor& xc, const Tensor& yc, const Tensor& w, const Tensor& lse,
+// The logits a cross entropy reads: the tensor itself, or (upsampled) the bilinear half-pixel
+// resize of a smaller one to the labels' size. The CPU kernels make the upsampled values as they go
+// (kernels/cpu/loss_cpu.h resize_ce_*); the CUDA path resizes into a temporary and runs the plain
+// kernels on it, the same numbers.
+struct CeLogits {
+  Tensor x;  // contiguous and detached: the logits, or the small logits when upsampled
+  bool upsampled = false;
+  kernels::ResizeArgs ra;                           // upsampled: x [N, h, w, C] -> [N, H, W, C]
+  const char* bwd_name = "cross_entropy_backward";  // the backward's dispatch (the forward's is the op's name)
+#if defined(ENGINE_WITH_CUDA)
+  // The logits the loss sees, on the GPU: x, or its resize in a temporary.
+  Tensor full_on_cuda() const {
+    if (!upsampled) return x;
+    Tensor full = Tensor::empty({ra.N, ra.h.out, ra.w.out, ra.C}, x.dtype(), x.device());
+    kernels::resize_fwd_cuda(ra, x.dtype(), x.raw_data(), full.raw_data(), compute_stream());
+    return full;
+  }
+#endif
+};
+
+CeLogits plain_logits(const Tensor& logits) {
+  CeLogits src;
+  src.x = contig(logits);
+  return src;
+}
+
+// logits [N, h, w, C] upsampled to the labels' [N, H, W].
+CeLogits upsampled_logits(const char* op, const Tensor& logits, const Tensor& labels) {
+  check_float_storage(op, "logits", logits);
+  check_defined(op, "labels", labels);
+  ENGINE_CHECK(logits.dim() == 4, op, ": logits must be [N, h, w, C] (channels last), got ", logits.describe());
+  ENGINE_CHECK(labels.dim() == 3 && labels.size(0) == logits.size(0), op, ": labels ", labels.describe(),
+               " must be [N, H, W] with the N of logits ", logits.describe());
+  ENGINE_CHECK(logits.numel() > 0 && labels.numel() > 0, op, ": empty input: logits ", logits.describe(), ", labels ",
+               labels.describe());
+  CeLogits src;
+  src.x = contig(logits);
+  src.upsampled = true;
+  kernels::ResizeArgs& a = src.ra;
+  a.N = logits.size(0);
+  a.C = logits.size(3);
+  a.h = kernels::make_resize1d(logits.size(1), labels.size(1), kernels::ResizeMode::BilinearHalfPixel, 0.f);
+  a.w = kernels::make_resize1d(logits.size(2), labels.size(2), kernels::ResizeMode::BilinearHalfPixel, 0.f);
+  a.sn = src.x.strides()[0];
+  a.sh = src.x.strides()[1];
+  a.sw = src.x.strides()[2];
+  a.sc = src.x.strides()[3];
+  src.bwd_name = "upsampled_cross_entropy_backward";
+  return src;
+}
+
+// CE / OHEM forward on the CPU (pgt, nll null for CE).
+kernels::CeFwdStats ce_fwd_on_cpu(const CeLogits& src, const Tensor& yc, const float* wp, int64_t P, int64_t C,
+                                  int64_t ignore, float thresh, Tensor& lse, float* pgt, float* nll) {
+  kernels::CeFwdStats st;
+  if (src.upsampled)
+    kernels::resize_ce_fwd_cpu(src.ra, src.x.dtype(), src.x.raw_data(), yc.data<int64_t>(), wp, ignore, thresh,
+                               lse.data<float>(), pgt, nll, &st);
+  else
+    kernels::ce_fwd_cpu(src.x.raw_data(), src.x.dtype(), yc.data<int64_t>(), wp, P, C, ignore, thresh,
+                        lse.data<float>(), pgt, nll, &st);
+  return st;
+}
+
+// Backward of CE / OHEM: gx = g * inv * coef_p * (softmax - onehot), for src.x (the small logits'
+// gradient when upsampled: the resize's backward of the full-size one).
+Tensor ce_backward(const Tensor& g, const CeLogits& src, const Tensor& yc, const Tensor& w, const Tensor& lse,
                    const Tensor& pgt, float thr_host, const Tensor& thr_dev, float inv_host, const Tensor& inv_dev,
-                   const Shape& shape, int64_t P, int64_t C, int64_t ignore) {
-  Tensor gx = Tensor::empty(shape, xc.dtype(), xc.device());  // the logits' storage type
+                   int64_t P, int64_t C, int64_t ignore) {
+  const Tensor& xc = src.x;
+  Tensor gx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());  // the logits' storage type
   const float* wp = w.defined() ? w.data<float>() : nullptr;
   const float* pp = pgt.defined() ? pgt.data<float>() : nullptr;
-  ENGINE_DISPATCH(
-      "cross_entropy_backward", xc.device(), traffic(xc, yc, w, lse, pgt, gx),
+  auto on_cpu = [&] {
+    const float scale = g.item() * inv_host;
+    if (src.upsampled) {
+      Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cpu(src.ra)}, DType::F32, xc.device());
+      kernels::resize_ce_bwd_cpu(src.ra, xc.dtype(), xc.raw_data(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
+                                 thr_host, ignore, scale, gx.raw_data(), ws.data<float>());
+    } else {
       kernels::ce_bwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr_host, P, C,
-                          ignore, g.item() * inv_host, gx.raw_data()),
-      kernels::ce_bwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
-                           thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
-                           contig(g).data<float>(), inv_dev.data<float>(), gx.raw_data(), compute_stream()));
+                          ignore, scale, gx.raw_data());
+    }
+  };
+#if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
+    const Tensor full = src.full_on_cuda();
+    Tensor gfull = src.upsampled ? Tensor::empty(full.shape(), full.dtype(), full.device()) : gx;
+    kernels::ce_bwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
+                         thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
+                         contig(g).data<float>(), inv_dev.data<float>(), gfull.raw_data(), compute_stream());
+    if (src.upsampled)
+      kernels::resize_bwd_cuda(src.ra, full.dtype(), gfull.raw_data(), gx.raw_data(), compute_stream());
+  };
+#endif
+  ENGINE_DISPATCH(src.bwd_name, xc.device(), traffic(xc, yc, w, lse, pgt, gx), on_cpu(), on_cuda());
   return gx;
 }
 
-}  // namespace
-
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& class_weight, int64_t ignore_index) {
-  const char* op = "cross_entropy";
-  const CeGeom geo = check_ce_inputs(op, logits, labels);
-  const int64_t P = geo.P, C = geo.C;
+Tensor cross_entropy_impl(const char* op, const Tensor& logits, const CeLogits& src, const Tensor& labels, int64_t P,
+                          int64_t C, const Tensor& class_weight, int64_t ignore_index) {
   Tensor w;
   if (class_weight.defined()) {
     check_f32(op, "class_weight", class_weight);
@@ -106,7 +186,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
                  C, "] for logits ", logits.describe());
     w = contig(class_weight);
   }
-  const Tensor xc = contig(logits), yc = contig(labels);
+  const Tensor yc = contig(labels);
   const Device dev = logits.device();
   Tensor lse = Tensor::empty({P}, DType::F32, dev);
   Tensor out = Tensor::empty({}, DType::F32, dev);
@@ -114,9 +194,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   float inv_host = 0.f;
   Tensor inv_dev;
   auto on_cpu = [&] {
-    kernels::CeFwdStats st;
-    kernels::ce_fwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
-                        nullptr, nullptr, &st);
+    const kernels::CeFwdStats st = ce_fwd_on_cpu(src, yc, wp, P, C, ignore_index, 0.f, lse, nullptr, nullptr);
     if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
     const double denom = st.sum_w + kCeEps * (double)P;
     out.data<float>()[0] = (float)(st.sum_loss / denom);
@@ -124,12 +202,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
   };
 #if defined(ENGINE_WITH_CUDA)
   auto on_cuda = [&] {
+    const Tensor full = src.full_on_cuda();
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f, lse.data<float>(),
-                         nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()), stats.data<int64_t>(),
-                         kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(), compute_stream());
+    kernels::ce_fwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f,
+                         lse.data<float>(), nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()),
+                         stats.data<int64_t>(), kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(),
+                         compute_stream());
     check_on_host([=] {
       const auto st = stats.to_vector_i64();
       if (st[kernels::kBadCount])
@@ -137,25 +217,21 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
     });
   };
 #endif
-  ENGINE_DISPATCH(op, dev, traffic(xc, yc, w, lse), on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(src.x, yc, w, lse), on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
-    const Shape shape = logits.shape();
     record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
       return std::vector<Tensor>{
-          ce_backward(g[0], xc, yc, w, lse, Tensor(), 0.f, Tensor(), inv_host, inv_dev, shape, P, C, ignore_index)};
+          ce_backward(g[0], src, yc, w, lse, Tensor(), 0.f, Tensor(), inv_host, inv_dev, P, C, ignore_index)};
     });
   }
   return out;
 }
 
-Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh, int64_t min_kept,
-                          int64_t ignore_index) {
-  const char* op = "ohem_cross_entropy";
-  const CeGeom geo = check_ce_inputs(op, logits, labels);
+Tensor ohem_cross_entropy_impl(const char* op, const Tensor& logits, const CeLogits& src, const Tensor& labels,
+                               int64_t P, int64_t C, float thresh, int64_t min_kept, int64_t ignore_index) {
   ENGINE_CHECK(std::isfinite(thresh), op, ": thresh must be finite, got ", thresh);
   ENGINE_CHECK(min_kept >= 0, op, ": min_kept must be >= 0, got ", min_kept);
-  const int64_t P = geo.P, C = geo.C;
-  const Tensor xc = contig(logits), yc = contig(labels);
+  const Tensor yc = contig(labels);
   const Device dev = logits.device();
   Tensor lse = Tensor::empty({P}, DType::F32, dev);
   Tensor pgt = Tensor::empty({P}, DType::F32, dev);
@@ -166,9 +242,8 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
   float thr_host = 0.f, inv_host = 0.f;
   Tensor thr_dev, inv_dev;
   auto on_cpu = [&] {
-    kernels::CeFwdStats st;
-    kernels::ce_fwd_cpu(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
-                        lse.data<float>(), pgt.data<float>(), nll.data<float>(), &st);
+    const kernels::CeFwdStats st =
+        ce_fwd_on_cpu(src, yc, nullptr, P, C, ignore_index, thresh, lse, pgt.data<float>(), nll.data<float>());
     if (st.n_bad) fail_bad_labels(op, yc, C, ignore_index, st.n_bad, st.first_bad);
     const int64_t num_valid = (int64_t)st.sum_w;
     mining = min_kept > 0 && min_kept < num_valid && num_valid > 0;  // PaddleSeg masks only when min_kept > 0
@@ -194,7 +269,8 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     double* partp = reinterpret_cast<double*>(part.data<int64_t>());
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
+    const Tensor full = src.full_on_cuda();
+    kernels::ce_fwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
                          lse.data<float>(), pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(),
                          denom_add, out.data<float>(), inv_dev.data<float>(), compute_stream());
     check_on_host([=] {
@@ -215,16 +291,45 @@ Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thre
     }
   };
 #endif
-  ENGINE_DISPATCH(op, dev, traffic(xc, yc, lse, pgt, nll), on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic(src.x, yc, lse, pgt, nll), on_cpu(), on_cuda());
   if (needs_grad({&logits})) {
-    const Shape shape = logits.shape();
     const Tensor pg = mining ? pgt : Tensor();
     record_lambda(op, {logits}, out, [=](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{ce_backward(g[0], xc, yc, Tensor(), lse, pg, thr_host, thr_dev, inv_host, inv_dev,
-                                             shape, P, C, ignore_index)};
+      return std::vector<Tensor>{
+          ce_backward(g[0], src, yc, Tensor(), lse, pg, thr_host, thr_dev, inv_host, inv_dev, P, C, ignore_index)};
     });
   }
   return out;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& class_weight, int64_t ignore_index) {
+  const CeGeom geo = check_ce_inputs("cross_entropy", logits, labels);
+  return cross_entropy_impl("cross_entropy", logits, plain_logits(logits), labels, geo.P, geo.C, class_weight,
+                            ignore_index);
+}
+
+Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh, int64_t min_kept,
+                          int64_t ignore_index) {
+  const CeGeom geo = check_ce_inputs("ohem_cross_entropy", logits, labels);
+  return ohem_cross_entropy_impl("ohem_cross_entropy", logits, plain_logits(logits), labels, geo.P, geo.C, thresh,
+                                 min_kept, ignore_index);
+}
+
+Tensor upsampled_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& class_weight,
+                               int64_t ignore_index) {
+  const char* op = "upsampled_cross_entropy";
+  const CeLogits src = upsampled_logits(op, logits, labels);
+  return cross_entropy_impl(op, logits, src, labels, labels.numel(), logits.size(3), class_weight, ignore_index);
+}
+
+Tensor upsampled_ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh, int64_t min_kept,
+                                    int64_t ignore_index) {
+  const char* op = "upsampled_ohem_cross_entropy";
+  const CeLogits src = upsampled_logits(op, logits, labels);
+  return ohem_cross_entropy_impl(op, logits, src, labels, labels.numel(), logits.size(3), thresh, min_kept,
+                                 ignore_index);
 }
 
 // ------------------------------------------------------------------------------ pointwise losses

@@ -18,6 +18,13 @@
 //   PaddleSeg applies no mask at all (its kept-mask sits inside `if min_kept > 0`): plain CE over the
 //   valid pixels, whatever thresh is; reproduced here (the reference fact sheet reads otherwise).
 //     loss = sum_kept nll / (#kept + 1e-5*P).   The selection gets no gradient.
+// upsampled_cross_entropy / upsampled_ohem_cross_entropy: the same losses on the bilinear upsampling
+//   of logits [N, h, w, C] to the labels' [N, H, W], half-pixel (Paddle's F.interpolate(...,
+//   mode='bilinear', align_corners=False), as PaddleSeg's models upsample their logits), in the
+//   logits' storage type: exactly cross_entropy(resize_bilinear(logits, H, W, false), labels, ...),
+//   loss and gradient the same bits, the gradient flowing to the small logits. On the CPU the
+//   full-size logits and their gradient are never stored (made and consumed per row block); on a GPU
+//   they are, in temporaries.
 // bce_with_logits: mean_i w_i * (max(x,0) - x*t + log(1 + exp(-|x|)))  (weight same shape or undefined).
 // binary_cross_entropy: mean_i w_i * -(t*max(log p, -100) + (1-t)*max(log(1-p), -100)); Paddle and
 //   PyTorch both clamp the logs at -100. Gradient (p - t) / max(p(1-p), 1e-12) as both frameworks.
@@ -41,6 +48,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& c
                      int64_t ignore_index = 255);
 Tensor ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh = 0.7f, int64_t min_kept = 10000,
                           int64_t ignore_index = 255);
+Tensor upsampled_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& class_weight = Tensor(),
+                               int64_t ignore_index = 255);
+Tensor upsampled_ohem_cross_entropy(const Tensor& logits, const Tensor& labels, float thresh = 0.7f,
+                                    int64_t min_kept = 10000, int64_t ignore_index = 255);
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets, const Tensor& weight = Tensor());
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& targets, const Tensor& weight = Tensor());
 Tensor l1_loss(const Tensor& a, const Tensor& b);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
@@ -27,6 +28,16 @@ void ce_fwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, int64
 void ce_bwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
                 float thr, int64_t P, int64_t C, int64_t ignore, float scale, void* gx) {
   ENGINE_CPU_DISPATCH(ce_bwd_cpu)(x, xt, y, w, lse, pgt, thr, P, C, ignore, scale, gx);
+}
+
+void resize_ce_fwd_cpu(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, int64_t ignore,
+                       float thresh, float* lse, float* pgt, float* nll, CeFwdStats* stats) {
+  ENGINE_CPU_DISPATCH(resize_ce_fwd_cpu)(a, xt, x, y, w, ignore, thresh, lse, pgt, nll, stats);
+}
+
+void resize_ce_bwd_cpu(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, const float* lse,
+                       const float* pgt, float thr, int64_t ignore, float scale, void* gx, float* ws) {
+  ENGINE_CPU_DISPATCH(resize_ce_bwd_cpu)(a, xt, x, y, w, lse, pgt, thr, ignore, scale, gx, ws);
 }
 
 float ohem_select_cpu(const float* pgt, const int64_t* y, int64_t P, int64_t C, int64_t ignore, float thresh,

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "base/dtype.h"
+#include "kernels/cpu/resize_cpu.h"
 #include "kernels/loss_math.h"
 
 namespace engine::kernels {
@@ -30,6 +31,18 @@ void ce_fwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, int64
 // gx has x's storage type xt (computed in f32, rounded once).
 void ce_bwd_cpu(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
                 float thr, int64_t P, int64_t C, int64_t ignore, float scale, void* gx);
+
+// The same two passes on the bilinear upsampling of smaller logits: x is [N, a.h.in, a.w.in, C]
+// contiguous (a.C = C; a's strides those of a contiguous x; a.h / a.w bilinear), the logits the
+// loss sees are its resize to [N, a.h.out, a.w.out, C] in x's storage type, P = N * a.h.out * a.w.out,
+// and y, lse, pgt, nll are per output pixel. Results are the bits of ce_fwd_cpu / ce_bwd_cpu on
+// resize_fwd_cpu's output followed (backward) by resize_bwd_cpu, without the full-size logits or
+// their gradient in memory. The backward writes the gradient of x (x's type, [N, a.h.in, a.w.in, C])
+// and needs ws: resize_bwd_workspace_cpu(a) floats.
+void resize_ce_fwd_cpu(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, int64_t ignore,
+                       float thresh, float* lse, float* pgt, float* nll, CeFwdStats* stats);
+void resize_ce_bwd_cpu(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, const float* lse,
+                       const float* pgt, float thr, int64_t ignore, float scale, void* gx, float* ws);
 
 // The k-th smallest (1-based) p_gt among valid pixels whose p_gt >= thresh (a radix select on the
 // bits). Requires pgt and nll as ce_fwd_cpu wrote them (ignored pixels: p_gt = 2.0, nll = 0; the
