@@ -17,6 +17,7 @@
 #include "kernels/cpu/row_tile_cpu.h"
 
 #define ENGINE_CPU_KERNELS "kernels/cpu/loss_cpu.inc"
+#define ENGINE_CPU_KERNEL_PART "kernels/cpu/resize_rows_cpu.inc"  // shared by the resize and loss kernels
 #include "kernels/cpu/isa_variants.inc"
 
 namespace engine::kernels {

@@ -6,12 +6,14 @@
 #include <omp.h>
 
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/shared_math.h"
 #define ENGINE_CPU_KERNELS "kernels/cpu/resize_cpu.inc"
+#define ENGINE_CPU_KERNEL_PART "kernels/cpu/resize_rows_cpu.inc"  // shared by the resize and loss kernels
 #include "kernels/cpu/isa_variants.inc"
 
 namespace engine::kernels {
