@@ -498,6 +498,14 @@ TEST(Conv2dThinInputKernel, F32WeightGradientMatchesReference) {
                   {"conv2d_thin_bwd_weights_cpu", "not a thin-input layer"});
 }
 
+// A grouped layer with fewer than 4 input channels per group that is neither depthwise nor thin
+// (groups 2 of 2 channels): its bf16 weight gradient widens x and gy for oneDNN's f32 kernel
+// (conv_cpu.cpp bwd_weights_in_f32).
+TEST(Conv2dBf16, GroupedLayerWithFewChannelsPerGroup) {
+  if (!kernels::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16 / AMX-BF16";
+  check_conv_bf16({2, 9, 10, 4}, {8, 2, 3, 3}, true, args(1, 1, 1, 2), Device::cpu());
+}
+
 // An image input layer (3 channels) at full size, as YOLOv3-DarkNet53's first layer: oneDNN's bf16
 // backward-weights on AMX returned a weight gradient with relative error 1.55 for it (and crashed in
 // the whole model); conv_cpu.cpp runs its weight gradient in the thin-input kernel instead. Each weight gradient sums
