@@ -488,6 +488,11 @@ TEST(UpsampledCrossEntropy, BadInputs) {
   expect_msg([&] { upsampled_cross_entropy(x, labels({2, 16})); }, {"upsampled_cross_entropy", "labels"});
   expect_msg(
       [&] {
+        upsampled_cross_entropy(x, Tensor::zeros({2, 16, 16}));
+      },
+      {"upsampled_cross_entropy", "labels must be i64"});
+  expect_msg(
+      [&] {
         upsampled_cross_entropy(x, labels({3, 16, 16}));
       },
       {"upsampled_cross_entropy", "labels", "N of logits"});

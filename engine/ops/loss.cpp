@@ -107,6 +107,8 @@ CeLogits plain_logits(const Tensor& logits) {
 CeLogits upsampled_logits(const char* op, const Tensor& logits, const Tensor& labels) {
   check_float_storage(op, "logits", logits);
   check_defined(op, "labels", labels);
+  ENGINE_CHECK(labels.dtype() == DType::I64, op, ": labels must be i64, got ", labels.describe());
+  check_same_device(op, logits, "logits", labels, "labels");
   ENGINE_CHECK(logits.dim() == 4, op, ": logits must be [N, h, w, C] (channels last), got ", logits.describe());
   ENGINE_CHECK(labels.dim() == 3 && labels.size(0) == logits.size(0), op, ": labels ", labels.describe(),
                " must be [N, H, W] with the N of logits ", logits.describe());
