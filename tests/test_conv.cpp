@@ -6,6 +6,8 @@
 // guard bytes and determinism, via the op harness. Shapes: batch 2, odd spatial sizes, channels that
 // are not multiples of 8 (or of oneDNN's 16-wide blocks), size-1 dims. Plus the error messages.
 #include <gtest/gtest.h>
+
+#include <dnnl.hpp>
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -25,6 +27,7 @@
 #include "kernels/cpu/conv_cpu.h"
 #include "kernels/cpu/conv_wgrad_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/weight_reorder_cpu.h"
 #include "kernels/shared_math.h"
 #include "tests/harness/op_check.h"
 
@@ -662,4 +665,89 @@ TEST(Conv2dO2, EmptyBatchAndStridedInput) {
     expect_same_bits(conv2d(strided, w, Tensor(), args(1, 1)).to(DType::F32).to_vector(),
                      conv2d(strided.contiguous(), w, Tensor(), args(1, 1)).to(DType::F32).to_vector(), "strided x");
   }
+}
+
+// The engine's reorder of a blocked weight gradient into OIHW (kernels/cpu/weight_reorder_cpu.h)
+// against oneDNN's own reorder, bit for bit: the layouts oneDNN's backward-weights picks on this CPU
+// (f32 and, where the CPU has it, bf16 primitives; full and partial blocks, 1x1 and 3x3), and named
+// blocked layouts with partial blocks in O and I.
+namespace {
+
+// Reorders md (a blocked f32 weight layout) to OIHW both ways and compares; counts the layouts the
+// engine's kernel takes (conv_cpu.cpp keeps oneDNN's reorder for the others).
+void check_gradient_reorder(const dnnl::memory::desc& md, const std::string& what, int& checked) {
+  using namespace engine::kernels;
+  BlockedWeights b;
+  if (!blocked_weights_of(md.data, b)) return;
+  ++checked;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const dnnl_dims_t& d = md.data.dims;
+  const dnnl::memory::desc plain({d[0], d[1], d[2], d[3]}, dnnl::memory::data_type::f32,
+                                 dnnl::memory::format_tag::oihw);
+  std::vector<float> src(md.get_size() / sizeof(float)), want(plain.get_size() / sizeof(float), -1.f),
+      got(want.size(), -2.f);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = (float)((i * 2654435761u) % 1000003u) * 1e-3f - 500.f;
+  dnnl::memory from(md, eng, src.data()), to(plain, eng, want.data());
+  dnnl::reorder(from, to).execute(s, from, to);
+  s.wait();
+  weights_from_blocked_cpu(src.data(), b, got.data());
+  size_t bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) bad += std::memcmp(&want[i], &got[i], sizeof(float)) != 0;
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << want.size() << " elements differ";
+}
+
+}  // namespace
+
+TEST(WeightGradientReorder, MatchesOneDnnBitForBit) {
+  using dnnl::memory;
+  using tag = memory::format_tag;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  int checked = 0;
+  struct Shape {
+    int64_t cout, cin, k, stride, hw;
+  };
+  const Shape shapes[] = {{64, 32, 3, 2, 32}, {32, 64, 3, 1, 16},   {19, 64, 1, 1, 8},
+                          {96, 256, 3, 1, 8}, {128, 1024, 1, 1, 4}, {512, 512, 3, 1, 4},
+                          {24, 40, 3, 1, 8},  {1000, 17, 1, 1, 2},  {48, 80, 3, 2, 9}};
+  for (const Shape& sh : shapes)
+    for (memory::data_type in : {memory::data_type::f32, memory::data_type::bf16}) {
+      const std::string what = "gradient of " + std::to_string(sh.cout) + "x" + std::to_string(sh.cin) + "x" +
+                               std::to_string(sh.k) + "x" + std::to_string(sh.k) +
+                               (in == memory::data_type::bf16 ? " (bf16 primitive)" : " (f32 primitive)");
+      const int64_t pad = sh.k / 2, ho = (sh.hw + 2 * pad - sh.k) / sh.stride + 1;
+      const memory::desc src({2, sh.cin, sh.hw, sh.hw}, in, tag::nhwc), dst({2, sh.cout, ho, ho}, in, tag::nhwc);
+      const memory::desc w_any({sh.cout, sh.cin, sh.k, sh.k}, in, tag::any);
+      const memory::desc dw_any({sh.cout, sh.cin, sh.k, sh.k}, memory::data_type::f32, tag::any);
+      const memory::dims strides = {sh.stride, sh.stride}, pads = {pad, pad};
+      try {
+        dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+                                           w_any, dst, strides, pads, pads);
+        dnnl::convolution_forward::primitive_desc fpd(fd, eng);
+        dnnl::convolution_backward_weights::desc bd(dnnl::algorithm::convolution_direct, src, dw_any, dst, strides,
+                                                    pads, pads);
+        dnnl::convolution_backward_weights::primitive_desc bpd(bd, eng, fpd);
+        check_gradient_reorder(bpd.diff_weights_desc(), what, checked);
+      } catch (const dnnl::error&) {
+        // No bf16 convolution on this CPU: nothing of this precision to check here.
+        EXPECT_EQ(in, memory::data_type::bf16) << what << ": oneDNN has no f32 backward-weights";
+      }
+    }
+  for (tag t : {tag::OIhw16i16o, tag::OIhw16o16i, tag::Ohwi16o, tag::OIhw8i8o, tag::OIhw4i16o4i, tag::OIhw8i16o2i})
+    for (const memory::dims& dims :
+         {memory::dims{19, 21, 3, 3}, memory::dims{32, 48, 1, 1}, memory::dims{5, 3, 3, 3}}) {
+      const int before = checked;
+      check_gradient_reorder(memory::desc(dims, memory::data_type::f32, t),
+                             "named layout " + std::to_string((int)t) + " of " + std::to_string(dims[0]) + "x" +
+                                 std::to_string(dims[1]) + "x" + std::to_string(dims[2]) + "x" +
+                                 std::to_string(dims[3]),
+                             checked);
+      EXPECT_EQ(checked, before + 1) << "the engine's reorder refused named layout " << (int)t;
+    }
+  // Layouts it refuses: plain ones, and bf16 data.
+  engine::kernels::BlockedWeights b;
+  EXPECT_FALSE(
+      engine::kernels::blocked_weights_of(memory::desc({8, 8, 3, 3}, memory::data_type::f32, tag::oihw).data, b));
+  EXPECT_FALSE(engine::kernels::blocked_weights_of(
+      memory::desc({32, 32, 3, 3}, memory::data_type::bf16, tag::OIhw16i16o).data, b));
 }

@@ -5,7 +5,8 @@
 // place, never copied. The weights are OIHW (goihw for groups > 1, the same bytes); each primitive
 // is created with format_tag::any for them and picks its blocked format (e.g. OIhw16i16o on AVX-512),
 // so the OIHW weights are reordered into the workspace before forward / backward-data, and the
-// blocked weight gradient is reordered back into the caller's OIHW buffer after backward-weights.
+// blocked weight gradient is reordered back into the caller's OIHW buffer after backward-weights
+// (by the engine's kernel where it takes the layout: kernels/cpu/weight_reorder_cpu.h).
 // These reorders are part of the op's time (bench_kernels reports op vs raw primitive).
 //
 // Plain weight formats are no alternative: with oihw/ohwi weights oneDNN 2.6 falls back to
@@ -67,6 +68,7 @@
 #include "base/error.h"
 #include "kernels/cpu/conv_wgrad_cpu.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/weight_reorder_cpu.h"
 #include "kernels/shared_math.h"
 
 namespace engine::kernels {
@@ -148,6 +150,10 @@ struct Entry {
   dnnl::primitive reorder;  // fwd/bwd_data: OIHW -> prim_weights; bwd_weights: prim_weights -> OIHW
   size_t reorder_scratch = 0;
   bool needs_reorder = false;
+  // bwd_weights: the engine's reorder of the gradient (kernels/cpu/weight_reorder_cpu.h) instead of
+  // `reorder`, when it takes prim_weights' layout.
+  bool own_reorder = false;
+  BlockedWeights blocked;
   // Workspace layout: [weights buffer | primitive scratchpad | reorder scratchpad], each 64-aligned.
   size_t off_scratch = 0, off_reorder_scratch = 0, workspace = 0;
 };
@@ -156,6 +162,7 @@ void finish_entry(Entry& e, const memory::desc& user_weights, bool user_to_prim)
   e.needs_reorder = e.prim_weights != user_weights;
   size_t wbytes = 0;
   if (e.needs_reorder) {
+    e.own_reorder = !user_to_prim && user_weights.data.ndims == 4 && blocked_weights_of(e.prim_weights.data, e.blocked);
     const memory::desc& from = user_to_prim ? user_weights : e.prim_weights;
     const memory::desc& to = user_to_prim ? e.prim_weights : user_weights;
     dnnl::reorder::primitive_desc rpd(cpu_engine(), from, cpu_engine(), to, user_scratchpad());
@@ -288,8 +295,14 @@ void add_scratch(Args& args, size_t bytes, void* ws, size_t off) {
   args.emplace(DNNL_ARG_SCRATCHPAD, mem(memory::desc({(int64_t)bytes}, dt::u8, tag::x), static_cast<char*>(ws) + off));
 }
 
-// OIHW <-> primitive format through e.reorder.
+// OIHW <-> primitive format through e.reorder, or the engine's reorder of a weight gradient.
 void reorder_weights(const Entry& e, dnnl::stream& s, const memory& from, const memory& to, void* ws) {
+  if (e.own_reorder) {
+    s.wait();  // the backward-weights primitive wrote `from`
+    weights_from_blocked_cpu(static_cast<const float*>(from.get_data_handle()), e.blocked,
+                             static_cast<float*>(to.get_data_handle()));
+    return;
+  }
   Args args = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
   add_scratch(args, e.reorder_scratch, ws, e.off_reorder_scratch);
   e.reorder.execute(s, args);
