@@ -13,8 +13,14 @@
 #include <string>
 
 #include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "kernels/cpu/reduce_cpu.h"
 #include "tests/harness/op_check.h"
+#if defined(ENGINE_WITH_CUDA)
+#include "base/cuda_context.h"
+#include "kernels/cuda/reduce_cuda.h"
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -365,28 +371,85 @@ TEST(Reduce, LowPrecisionIsTheF32ResultRoundedOnce) {
        [](const Tensor& x) {
          return sum(x, {0, 1, 2});
        }},
-      {"mean over H and C (permuted)", [](const Tensor& x) {
+      {"mean over H and C (permuted)",
+       [](const Tensor& x) {
          return mean(x, {1, 3});
-       }}};
+       }},
+      {"sum of everything", [](const Tensor& x) { return sum(x, {}); }}};
+  // Channel counts below one vector, with vector bodies and tails (161: rows that start at every
+  // offset modulo 4, as the GPU's aligned loads see them), and a whole-tensor sum long enough for the
+  // GPU to split it.
+  const std::vector<Shape> shapes = {{2, 5, 7, 24}, {2, 3, 4, 161}, {1, 4, 40, 50}};
   for (Device d : test_devices())
     for (DType dt : {DType::BF16, DType::F16})
-      for (const auto& [name, fn] : ops) {
-        const std::string what = name + " " + dtype_name(dt) + " on " + d.str();
-        SCOPED_TRACE(what);
-        auto leaf = [&] {
-          Tensor t = Tensor::uniform({2, 5, 7, 24}, 3, -2.f, 2.f, d).to(dt).to(DType::F32).detach();
-          t.set_requires_grad(true);
-          return t;
-        };
-        const Tensor lo = leaf(), hi = leaf();
-        const Tensor y = fn(lo.to(dt));
-        ASSERT_EQ(y.dtype(), dt);
-        const Tensor g = Tensor::uniform(y.shape(), 4, -1.f, 1.f, d).to(dt);
-        y.backward(g);
-        const Tensor y32 = fn(hi);
-        y32.backward(g.to(DType::F32));
-        expect_same_bits(y.to(DType::F32).to_vector(), y32.to(dt).to(DType::F32).to_vector(), what + " forward");
-        expect_same_bits(lo.grad().to_vector(), hi.grad().to(dt).to(DType::F32).to_vector(), what + " backward");
+      for (const Shape& shape : shapes)
+        for (const auto& [name, fn] : ops) {
+          const std::string what = name + " " + dtype_name(dt) + " " + shape_str(shape) + " on " + d.str();
+          SCOPED_TRACE(what);
+          auto leaf = [&] {
+            // Magnitudes from e^-10 to e^10, so that sums of the 16-bit values need more bits than f32
+            // has and the order of the additions shows.
+            NoGradGuard no_grad;
+            const Tensor mag = exp(Tensor::uniform(shape, 5, -10.f, 10.f, d));
+            Tensor t = mul(Tensor::uniform(shape, 3, -2.f, 2.f, d), mag).to(dt).to(DType::F32).detach();
+            t.set_requires_grad(true);
+            return t;
+          };
+          const Tensor lo = leaf(), hi = leaf();
+          const Tensor y = fn(lo.to(dt));
+          ASSERT_EQ(y.dtype(), dt);
+          const Tensor g = Tensor::uniform(y.shape(), 4, -1.f, 1.f, d).to(dt);
+          y.backward(g);
+          const Tensor y32 = fn(hi);
+          y32.backward(g.to(DType::F32));
+          expect_same_bits(y.to(DType::F32).to_vector(), y32.to(dt).to(DType::F32).to_vector(), what + " forward");
+          expect_same_bits(lo.grad().to_vector(), hi.grad().to(dt).to(DType::F32).to_vector(), what + " backward");
+        }
+}
+
+}  // namespace engine
+
+namespace engine {
+
+// The sum kernels read a 16-bit x in place of a widened f32 copy: the same additions in the same
+// order, so the f32 sums (before the op rounds them) are the same bits. At kernel level, because the
+// op's rounding to 16 bits would hide an order difference. Rows of 161 start at every offset
+// modulo 4 (the GPU's aligned 4-element loads), long rows are split into chunks / segments, and
+// columns cover vector bodies and tails.
+TEST(Reduce, SixteenBitSumKernelsAddInTheOrderOfAWidenedCopy) {
+  struct Geometry {
+    int64_t outer, reduce, inner;
+  };
+  const Geometry geometries[] = {{24, 161, 1}, {1, 40000, 1}, {3, 40, 161}, {1, 9000, 24}, {2, 33, 70}};
+  for (Device d : test_devices())
+    for (DType dt : {DType::BF16, DType::F16})
+      for (const Geometry& g : geometries) {
+        const std::string what = std::string(dtype_name(dt)) + " [" + std::to_string(g.outer) + ", " +
+                                 std::to_string(g.reduce) + ", " + std::to_string(g.inner) + "] on " + d.str();
+        NoGradGuard no_grad;
+        const int64_t n = g.outer * g.reduce * g.inner;
+        const Tensor mag = exp(Tensor::uniform({n}, 5, -10.f, 10.f, d));
+        const Tensor x16 = mul(Tensor::uniform({n}, 3, -2.f, 2.f, d), mag).to(dt);
+        const Tensor x32 = x16.to(DType::F32);
+        const Tensor out16 = Tensor::empty({g.outer * g.inner}, DType::F32, d);
+        const Tensor out32 = Tensor::empty({g.outer * g.inner}, DType::F32, d);
+        const float scale = 0.75f;
+        if (d.is_cpu()) {
+          kernels::reduce_sum_fwd_cpu(dt, x16.raw_data(), out16.data<float>(), g.outer, g.reduce, g.inner, scale);
+          kernels::reduce_sum_fwd_cpu(DType::F32, x32.raw_data(), out32.data<float>(), g.outer, g.reduce, g.inner,
+                                      scale);
+        } else {
+#if defined(ENGINE_WITH_CUDA)
+          const int64_t wn = kernels::reduce_workspace_cuda(g.outer, g.reduce, g.inner);
+          const Tensor ws = Tensor::empty({std::max<int64_t>(wn, 1)}, DType::F32, d);
+          kernels::reduce_sum_fwd_cuda(dt, x16.raw_data(), out16.data<float>(), g.outer, g.reduce, g.inner, scale,
+                                       ws.data<float>(), compute_stream());
+          kernels::reduce_sum_fwd_cuda(DType::F32, x32.raw_data(), out32.data<float>(), g.outer, g.reduce, g.inner,
+                                       scale, ws.data<float>(), compute_stream());
+          CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+#endif
+        }
+        expect_same_bits(out16.to_vector(), out32.to_vector(), what);
       }
 }
 

@@ -28,7 +28,8 @@ enum class Kind { Sum, Max };
 
 struct Plan {
   Shape in_shape;
-  Shape out_shape;  // keepdim or not, as asked
+  Shape out_shape;           // keepdim or not, as asked
+  DType dtype = DType::F32;  // x's storage type (f32, bf16 or f16); the kernels' outputs are f32
   std::vector<bool> reduced;
   int64_t count = 1;  // elements reduced into each output
   bool block = true;
@@ -42,6 +43,7 @@ std::string axes_str(const std::vector<int>& axes) { return shape_str(axes); }
 Plan make_plan(const Tensor& x, const std::vector<bool>& reduced, const Shape& out_shape) {
   Plan p;
   p.in_shape = x.shape();
+  p.dtype = x.dtype();
   p.out_shape = out_shape;
   p.reduced = reduced;
   const int n = x.dim();
@@ -120,7 +122,8 @@ Tensor coalesced_input(const Tensor& x, const Plan& p) {
 void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, float scale, const Tensor& out,
                  const Tensor& idx) {
   const Device dev = xc.device();
-  const float* x = xc.data<float>();
+  const DType xt = xc.dtype();
+  const void* x = xc.raw_data();
   float* o = out.data<float>();
   if (kind == Kind::Sum) {
 #if defined(ENGINE_WITH_CUDA)
@@ -130,8 +133,8 @@ void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, flo
       if (n > 0) ws = Tensor::empty({n}, DType::F32, dev);
     }
 #endif
-    ENGINE_DISPATCH(op, dev, traffic(xc, out), kernels::reduce_sum_fwd_cpu(x, o, p.outer, p.reduce, p.inner, scale),
-                    kernels::reduce_sum_fwd_cuda(x, o, p.outer, p.reduce, p.inner, scale,
+    ENGINE_DISPATCH(op, dev, traffic(xc, out), kernels::reduce_sum_fwd_cpu(xt, x, o, p.outer, p.reduce, p.inner, scale),
+                    kernels::reduce_sum_fwd_cuda(xt, x, o, p.outer, p.reduce, p.inner, scale,
                                                  ws.defined() ? ws.data<float>() : nullptr, compute_stream()));
   } else {
     int64_t* oi = idx.data<int64_t>();
@@ -145,38 +148,41 @@ void run_forward(const char* op, Kind kind, const Tensor& xc, const Plan& p, flo
       }
     }
 #endif
-    ENGINE_DISPATCH(
-        op, dev, traffic(xc, out, idx), kernels::reduce_max_fwd_cpu(x, o, oi, p.outer, p.reduce, p.inner),
-        kernels::reduce_max_fwd_cuda(x, o, oi, p.outer, p.reduce, p.inner, wv.defined() ? wv.data<float>() : nullptr,
-                                     wv.defined() ? wi.data<int64_t>() : nullptr, compute_stream()));
+    ENGINE_DISPATCH(op, dev, traffic(xc, out, idx),
+                    kernels::reduce_max_fwd_cpu(xt, x, o, oi, p.outer, p.reduce, p.inner),
+                    kernels::reduce_max_fwd_cuda(xt, x, o, oi, p.outer, p.reduce, p.inner,
+                                                 wv.defined() ? wv.data<float>() : nullptr,
+                                                 wv.defined() ? wi.data<int64_t>() : nullptr, compute_stream()));
   }
 }
 
-// dx (shape p.in_shape, contiguous) from the output gradient g (p.outer * p.inner elements in output
-// order) and, for max, the indices.
+// dx (shape p.in_shape, contiguous, in x's storage type p.dtype) from the output gradient g
+// (p.outer * p.inner elements in output order, f32) and, for max, the indices.
 Tensor run_backward_kernel(const char* op, Kind kind, const Plan& p, const Tensor& g_in, const Tensor& idx,
                            float scale) {
   NoGradGuard no_grad;
-  const Tensor g = g_in.is_contiguous() ? g_in : copy_contiguous(g_in, DType::F32);
+  const Tensor g = g_in.is_contiguous() && g_in.dtype() == DType::F32 ? g_in : copy_contiguous(g_in, DType::F32);
   const Device dev = g.device();
   Shape work_shape = p.in_shape;
   if (!p.block)
     for (size_t i = 0; i < p.perm.size(); ++i) work_shape[i] = p.in_shape[p.perm[i]];
-  Tensor dx = Tensor::empty(work_shape, DType::F32, dev);
+  Tensor dx = Tensor::empty(work_shape, p.dtype, dev);
   if (dx.numel() > 0) {
     const float* gp = g.data<float>();
-    float* d = dx.data<float>();
+    void* d = dx.raw_data();
     if (kind == Kind::Sum) {
-      ENGINE_DISPATCH(op, dev, traffic(g, dx), kernels::reduce_sum_bwd_cpu(gp, d, p.outer, p.reduce, p.inner, scale),
-                      kernels::reduce_sum_bwd_cuda(gp, d, p.outer, p.reduce, p.inner, scale, compute_stream()));
+      ENGINE_DISPATCH(
+          op, dev, traffic(g, dx), kernels::reduce_sum_bwd_cpu(gp, p.dtype, d, p.outer, p.reduce, p.inner, scale),
+          kernels::reduce_sum_bwd_cuda(gp, p.dtype, d, p.outer, p.reduce, p.inner, scale, compute_stream()));
     } else {
       const int64_t* ip = idx.data<int64_t>();
-      ENGINE_DISPATCH(op, dev, traffic(g, idx, dx), kernels::reduce_max_bwd_cpu(gp, ip, d, p.outer, p.reduce, p.inner),
-                      kernels::reduce_max_bwd_cuda(gp, ip, d, p.outer, p.reduce, p.inner, compute_stream()));
+      ENGINE_DISPATCH(op, dev, traffic(g, idx, dx),
+                      kernels::reduce_max_bwd_cpu(gp, ip, p.dtype, d, p.outer, p.reduce, p.inner),
+                      kernels::reduce_max_bwd_cuda(gp, ip, p.dtype, d, p.outer, p.reduce, p.inner, compute_stream()));
     }
   }
   if (p.block) return dx;
-  return copy_contiguous(dx.permute(p.inverse), DType::F32);
+  return copy_contiguous(dx.permute(p.inverse), p.dtype);
 }
 
 // Sum (scale = 1) or mean (scale = 1/count) of x over the mask, into a tensor of out_shape.
@@ -200,30 +206,25 @@ Tensor sum_impl(const char* op, const char* node_name, const Tensor& x, const st
 
 }  // namespace
 
-// A bf16 / f16 x (O2 activations, e.g. UAFM's channel mean and max): the reduction kernels are f32
-// only, so x is widened by a recorded cast (its gradient is rounded back to x's type), reduced in f32
-// and the result rounded once to x's type. The widened copy costs one extra pass over x.
+// A bf16 / f16 x (O2 activations, e.g. UAFM's channel mean and max): the kernels widen x as they
+// read it and reduce in f32 (the sums of a widened f32 copy, in the same order); the f32 result is
+// rounded once to x's type by a recorded cast, and x's gradient is written in x's type, rounded once.
 Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   check_float_storage("sum", "x", x);
-  if (x.dtype() != DType::F32) return sum(x.to(DType::F32), axes, keepdim).to(x.dtype());
   const auto mask = reduced_mask("sum", x, axes);
-  return sum_impl("sum", "SumBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), false);
+  const Tensor r = sum_impl("sum", "SumBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), false);
+  return x.dtype() == DType::F32 ? r : r.to(x.dtype());
 }
 
 Tensor mean(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   check_float_storage("mean", "x", x);
-  if (x.dtype() != DType::F32) return mean(x.to(DType::F32), axes, keepdim).to(x.dtype());
   const auto mask = reduced_mask("mean", x, axes);
-  return sum_impl("mean", "MeanBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), true);
+  const Tensor r = sum_impl("mean", "MeanBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), true);
+  return x.dtype() == DType::F32 ? r : r.to(x.dtype());
 }
 
 MaxResult max(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   check_float_storage("max", "x", x);
-  if (x.dtype() != DType::F32) {  // the maximum of the widened values is one of them: rounding back is exact
-    MaxResult r = max(x.to(DType::F32), axes, keepdim);
-    r.values = r.values.to(x.dtype());
-    return r;
-  }
   const auto mask = reduced_mask("max", x, axes);
   const Shape out_shape = reduced_shape(x.shape(), mask, keepdim);
   const Plan p = make_plan(x, mask, out_shape);
@@ -237,12 +238,13 @@ MaxResult max(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   record_lambda("MaxBackward", {x}, r.values, [p, idx](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{run_backward_kernel("max", Kind::Max, p, g[0], idx, 1.f)};
   });
+  // The maximum of the widened values is one of them: rounding it back is exact.
+  if (x.dtype() != DType::F32) r.values = r.values.to(x.dtype());
   return r;
 }
 
 Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   check_float_storage("sum_to_shape", "g", g);
-  if (g.dtype() != DType::F32) return sum_to_shape(g.to(DType::F32), shape).to(g.dtype());  // as sum() above
   const int n = g.dim(), m = (int)shape.size();
   ENGINE_CHECK(m <= n, "sum_to_shape: cannot sum ", g.describe(), " to shape ", shape_str(shape),
                ", which has more dimensions");
@@ -262,8 +264,10 @@ Tensor sum_to_shape(const Tensor& g, const Shape& shape) {
   }
   if (!any && lead == 0) return g;
   // The kept dims are in order and every reduced dim is 1 (or absent) in `shape`, so the output of
-  // the reduction is `shape` as it stands. Backward: the gradient expanded back to g's shape.
-  return sum_impl("sum_to_shape", "SumToShapeBackward", g, mask, shape, false);
+  // the reduction is `shape` as it stands. Backward: the gradient expanded back to g's shape. A
+  // 16-bit g is reduced as sum() does.
+  const Tensor r = sum_impl("sum_to_shape", "SumToShapeBackward", g, mask, shape, false);
+  return g.dtype() == DType::F32 ? r : r.to(g.dtype());
 }
 
 }  // namespace engine

@@ -18,13 +18,17 @@ ENGINE_HD bool reduce_max_better(float best_v, int64_t best_i, float v, int64_t 
   return v > best_v || (v == best_v && i < best_i);
 }
 
-// out[o, i] = scale * sum_r x[o, r, i]. x contiguous, all sizes > 0.
-void reduce_sum_fwd_cpu(const float* x, float* out, int64_t outer, int64_t reduce, int64_t inner, float scale);
-// vals[o, i] = max_r x[o, r, i], idx[o, i] = its r (first on ties, first NaN if any). Sizes > 0.
-void reduce_max_fwd_cpu(const float* x, float* vals, int64_t* idx, int64_t outer, int64_t reduce, int64_t inner);
+// x (forward) / dx (backward): storage type xt / dxt (f32, bf16 or f16), contiguous; x is widened on
+// load and dx rounded once on store. out, vals and g are f32. All sizes > 0.
+// out[o, i] = scale * sum_r x[o, r, i].
+void reduce_sum_fwd_cpu(DType xt, const void* x, float* out, int64_t outer, int64_t reduce, int64_t inner, float scale);
+// vals[o, i] = max_r x[o, r, i], idx[o, i] = its r (first on ties, first NaN if any).
+void reduce_max_fwd_cpu(DType xt, const void* x, float* vals, int64_t* idx, int64_t outer, int64_t reduce,
+                        int64_t inner);
 // dx[o, r, i] = scale * g[o, i]   (backward of sum / mean: a broadcast). g, dx contiguous.
-void reduce_sum_bwd_cpu(const float* g, float* dx, int64_t outer, int64_t reduce, int64_t inner, float scale);
+void reduce_sum_bwd_cpu(const float* g, DType dxt, void* dx, int64_t outer, int64_t reduce, int64_t inner, float scale);
 // dx[o, r, i] = (idx[o, i] == r) ? g[o, i] : 0   (backward of max: a scatter to the argmax).
-void reduce_max_bwd_cpu(const float* g, const int64_t* idx, float* dx, int64_t outer, int64_t reduce, int64_t inner);
+void reduce_max_bwd_cpu(const float* g, const int64_t* idx, DType dxt, void* dx, int64_t outer, int64_t reduce,
+                        int64_t inner);
 
 }  // namespace engine::kernels

@@ -19,7 +19,9 @@
 //   by the op layer), pass 2 reduces the partials with the same kernels. No atomics: every sum is
 //   evaluated in an order fixed by the shape, so results are bit-identical run to run.
 //   reduce_sum_bwd_kernel / reduce_max_bwd_kernel: one thread per dx element (broadcast / scatter).
-// Constraints: f32 data, i64 indices, sizes > 0 (the op layer handles empty tensors).
+// Storage: x (forward) and dx (backward) are f32, bf16 or f16 (Storage<D>, kernels/shared_math.h):
+// x widened on load, dx rounded once on store; values, g and partials f32, indices i64. Sizes > 0
+// (the op layer handles empty tensors).
 // Builds under nvcc (sm_80, sm_90; no spills) and the host compiler through kernels/emu/cuemu.h.
 // Tested by tests/test_reduce.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels (bench_reduce.cpp).
 #include <algorithm>
@@ -29,6 +31,7 @@
 #include "kernels/cpu/reduce_cpu.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/reduce_cuda.h"
+#include "kernels/shared_math.h"
 
 namespace engine::kernels {
 namespace {
@@ -98,31 +101,42 @@ struct MaxOp {
 // This thread's share (lane, lane + nlanes, ...) of elements [b, e) of row `row` (rows of `len`).
 // Plain input (xi == null): element j has index j, and 16-byte aligned float4 loads are used for the
 // body. Partial input (pass 2 of max): indices come from xi.
-template <class Op>
-__device__ __forceinline__ typename Op::Acc row_segment(const float* __restrict__ x, const int64_t* __restrict__ xi,
-                                                        int64_t row, int64_t len, int64_t b, int64_t e, int lane,
-                                                        int nlanes) {
+template <class Op, DType D>
+__device__ __forceinline__ typename Op::Acc row_segment(const typename Storage<D>::T* __restrict__ x,
+                                                        const int64_t* __restrict__ xi, int64_t row, int64_t len,
+                                                        int64_t b, int64_t e, int lane, int nlanes) {
+  using S = Storage<D>;
   typename Op::Acc acc = Op::init();
-  const float* p = x + row * len;
+  const typename S::T* p = x + row * len;
   if (xi != nullptr) {
     const int64_t* pi = xi + row * len;
-    for (int64_t j = b + lane; j < e; j += nlanes) Op::step(acc, p[j], pi[j]);
+    for (int64_t j = b + lane; j < e; j += nlanes) Op::step(acc, S::load(p[j]), pi[j]);
     return acc;
   }
-  const int64_t mis = (int64_t)(reinterpret_cast<uintptr_t>(p + b) & 15u) / 4;  // floats past a 16-byte boundary
+  // f32: floats past a 16-byte boundary. 16-bit x takes the same partition as a widened f32 copy of
+  // it would (allocations are 256-byte aligned), so it sums in the same order, to the same bits.
+  int64_t mis;
+  if constexpr (D == DType::F32)
+    mis = (int64_t)(reinterpret_cast<uintptr_t>(p + b) & 15u) / 4;
+  else
+    mis = (row * len + b) & 3;
   const int64_t head = min64((4 - mis) & 3, e - b);
-  for (int64_t j = b + lane; j < b + head; j += nlanes) Op::step(acc, p[j], j);
+  for (int64_t j = b + lane; j < b + head; j += nlanes) Op::step(acc, S::load(p[j]), j);
   const int64_t vb = b + head, nv = (e - vb) / 4;
-  const float4* p4 = reinterpret_cast<const float4*>(p + vb);
   for (int64_t k = lane; k < nv; k += nlanes) {
-    const float4 v = p4[k];
     const int64_t j = vb + 4 * k;
+    float4 v;
+    if constexpr (D == DType::F32) {
+      v = reinterpret_cast<const float4*>(p + vb)[k];
+    } else {
+      v = make_float4(S::load(p[j]), S::load(p[j + 1]), S::load(p[j + 2]), S::load(p[j + 3]));
+    }
     Op::step(acc, v.x, j);
     Op::step(acc, v.y, j + 1);
     Op::step(acc, v.z, j + 2);
     Op::step(acc, v.w, j + 3);
   }
-  for (int64_t j = vb + 4 * nv + lane; j < e; j += nlanes) Op::step(acc, p[j], j);
+  for (int64_t j = vb + 4 * nv + lane; j < e; j += nlanes) Op::step(acc, S::load(p[j]), j);
   return acc;
 }
 
@@ -133,32 +147,32 @@ __device__ __forceinline__ void warp_merge(typename Op::Acc& a, int from) {
 }
 
 // Task t = row * splits + s reduces elements [s * seg, min(len, (s + 1) * seg)) of row `row`.
-template <class Op>
+template <class Op, DType D>
 __global__ void __launch_bounds__(kThreads)
-    reduce_row_warp_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ xi, int64_t len, int64_t splits,
-                               int64_t seg, int64_t tasks, float scale, float* __restrict__ ov,
-                               int64_t* __restrict__ oi) {
+    reduce_row_warp_fwd_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ xi,
+                               int64_t len, int64_t splits, int64_t seg, int64_t tasks, float scale,
+                               float* __restrict__ ov, int64_t* __restrict__ oi) {
   const int warp = (int)threadIdx.x / kWarp, lane = (int)threadIdx.x % kWarp;
   for (int64_t t = (int64_t)blockIdx.x * kWarps + warp; t < tasks; t += (int64_t)gridDim.x * kWarps) {
     const int64_t row = t / splits, s = t % splits;
     const int64_t b = s * seg, e = min64(len, b + seg);
-    typename Op::Acc acc = row_segment<Op>(x, xi, row, len, b, e, lane, kWarp);
+    typename Op::Acc acc = row_segment<Op, D>(x, xi, row, len, b, e, lane, kWarp);
     warp_merge<Op>(acc, 1);
     if (lane == 0) Op::store(acc, scale, ov, oi, t);
   }
 }
 
-template <class Op>
+template <class Op, DType D>
 __global__ void __launch_bounds__(kThreads)
-    reduce_row_block_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ xi, int64_t len,
-                                int64_t splits, int64_t seg, int64_t tasks, float scale, float* __restrict__ ov,
-                                int64_t* __restrict__ oi) {
+    reduce_row_block_fwd_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ xi,
+                                int64_t len, int64_t splits, int64_t seg, int64_t tasks, float scale,
+                                float* __restrict__ ov, int64_t* __restrict__ oi) {
   __shared__ typename Op::Acc sm[kWarps];
   const int warp = (int)threadIdx.x / kWarp, lane = (int)threadIdx.x % kWarp;
   for (int64_t t = blockIdx.x; t < tasks; t += gridDim.x) {
     const int64_t row = t / splits, s = t % splits;
     const int64_t b = s * seg, e = min64(len, b + seg);
-    typename Op::Acc acc = row_segment<Op>(x, xi, row, len, b, e, (int)threadIdx.x, kThreads);
+    typename Op::Acc acc = row_segment<Op, D>(x, xi, row, len, b, e, (int)threadIdx.x, kThreads);
     warp_merge<Op>(acc, 1);
     if (lane == 0) sm[warp] = acc;
     __syncthreads();
@@ -173,11 +187,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // Task t = (o * splits + s) * tiles + tile: columns [tile * bx, tile * bx + bx) of outer slice o, rows
 // [s * seg, min(reduce, (s + 1) * seg)). Output at (o * splits + s) * inner + i.
-template <class Op>
+template <class Op, DType D>
 __global__ void __launch_bounds__(kThreads)
-    reduce_col_fwd_kernel(const float* __restrict__ x, const int64_t* __restrict__ xi, int64_t reduce, int64_t inner,
-                          int64_t splits, int64_t seg, int64_t tiles, int64_t tasks, int bx_log2, float scale,
-                          float* __restrict__ ov, int64_t* __restrict__ oi) {
+    reduce_col_fwd_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ xi, int64_t reduce,
+                          int64_t inner, int64_t splits, int64_t seg, int64_t tiles, int64_t tasks, int bx_log2,
+                          float scale, float* __restrict__ ov, int64_t* __restrict__ oi) {
   __shared__ typename Op::Acc sm[kWarps][kWarp];
   const int bx = 1 << bx_log2, by = kThreads >> bx_log2;
   const int tx = (int)threadIdx.x & (bx - 1), ty = (int)threadIdx.x >> bx_log2;
@@ -191,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t base = o * reduce * inner + i;
       for (int64_t r = b + ty; r < e; r += by) {
         const int64_t p = base + r * inner;
-        Op::step(acc, x[p], xi != nullptr ? xi[p] : r);
+        Op::step(acc, Storage<D>::load(x[p]), xi != nullptr ? xi[p] : r);
       }
     }
     warp_merge<Op>(acc, bx);  // lanes of one column inside the warp
@@ -206,23 +220,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <DType D>
 __global__ void __launch_bounds__(kThreads)
-    reduce_sum_bwd_kernel(const float* __restrict__ g, float* __restrict__ dx, int64_t n, int64_t reduce, int64_t inner,
-                          float scale) {
+    reduce_sum_bwd_kernel(const float* __restrict__ g, typename Storage<D>::T* __restrict__ dx, int64_t n,
+                          int64_t reduce, int64_t inner, float scale) {
   const int64_t ri = reduce * inner;
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
     const int64_t o = e / ri, i = e % inner;
-    dx[e] = g[o * inner + i] * scale;
+    dx[e] = Storage<D>::store(g[o * inner + i] * scale);
   }
 }
 
+template <DType D>
 __global__ void __launch_bounds__(kThreads)
-    reduce_max_bwd_kernel(const float* __restrict__ g, const int64_t* __restrict__ idx, float* __restrict__ dx,
-                          int64_t n, int64_t reduce, int64_t inner) {
+    reduce_max_bwd_kernel(const float* __restrict__ g, const int64_t* __restrict__ idx,
+                          typename Storage<D>::T* __restrict__ dx, int64_t n, int64_t reduce, int64_t inner) {
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
     const int64_t i = e % inner, q = e / inner;
     const int64_t r = q % reduce, k = (q / reduce) * inner + i;
-    dx[e] = idx[k] == r ? g[k] : 0.f;
+    dx[e] = Storage<D>::store(idx[k] == r ? g[k] : 0.f);
   }
 }
 
@@ -259,43 +275,44 @@ Plan make_plan(int64_t outer, int64_t reduce, int64_t inner) {
 
 unsigned grid_of(int64_t tasks, int64_t per_block) { return (unsigned)std::min(ceil_div(tasks, per_block), kMaxGrid); }
 
-template <class Op>
-void launch_rows(const float* x, const int64_t* xi, int64_t rows, int64_t len, int64_t splits, int64_t seg, float scale,
-                 float* ov, int64_t* oi, cudaStream_t stream) {
+template <class Op, DType D>
+void launch_rows(const typename Storage<D>::T* x, const int64_t* xi, int64_t rows, int64_t len, int64_t splits,
+                 int64_t seg, float scale, float* ov, int64_t* oi, cudaStream_t stream) {
   const int64_t tasks = rows * splits;
   if (seg <= 256) {
-    GPU_LAUNCH(grid_of(tasks, kWarps), kThreads, 0, stream, reduce_row_warp_fwd_kernel<Op>)
+    GPU_LAUNCH(grid_of(tasks, kWarps), kThreads, 0, stream, reduce_row_warp_fwd_kernel<Op, D>)
     (x, xi, len, splits, seg, tasks, scale, ov, oi);
     CUDA_CHECK_LAUNCH("reduce_row_warp_fwd_kernel");
   } else {
-    GPU_LAUNCH(grid_of(tasks, 1), kThreads, 0, stream, reduce_row_block_fwd_kernel<Op>)
+    GPU_LAUNCH(grid_of(tasks, 1), kThreads, 0, stream, reduce_row_block_fwd_kernel<Op, D>)
     (x, xi, len, splits, seg, tasks, scale, ov, oi);
     CUDA_CHECK_LAUNCH("reduce_row_block_fwd_kernel");
   }
 }
 
-template <class Op>
-void launch_cols(const float* x, const int64_t* xi, int64_t outer, int64_t reduce, int64_t inner, int64_t splits,
-                 int64_t seg, const Plan& p, float scale, float* ov, int64_t* oi, cudaStream_t stream) {
+template <class Op, DType D>
+void launch_cols(const typename Storage<D>::T* x, const int64_t* xi, int64_t outer, int64_t reduce, int64_t inner,
+                 int64_t splits, int64_t seg, const Plan& p, float scale, float* ov, int64_t* oi, cudaStream_t stream) {
   const int64_t tasks = outer * splits * p.tiles;
-  GPU_LAUNCH(grid_of(tasks, 1), kThreads, 0, stream, reduce_col_fwd_kernel<Op>)
+  GPU_LAUNCH(grid_of(tasks, 1), kThreads, 0, stream, reduce_col_fwd_kernel<Op, D>)
   (x, xi, reduce, inner, splits, seg, p.tiles, tasks, p.bx_log2, scale, ov, oi);
   CUDA_CHECK_LAUNCH("reduce_col_fwd_kernel");
 }
 
-template <class Op>
-void reduce_fwd(const float* x, float* ov, int64_t* oi, int64_t outer, int64_t reduce, int64_t inner, float scale,
-                float* wv, int64_t* wi, cudaStream_t stream) {
+// Pass 1 reads x in its storage type D; pass 2 (split reductions) reads the f32 partials.
+template <class Op, DType D>
+void reduce_fwd(const typename Storage<D>::T* x, float* ov, int64_t* oi, int64_t outer, int64_t reduce, int64_t inner,
+                float scale, float* wv, int64_t* wi, cudaStream_t stream) {
   if (outer <= 0 || reduce <= 0 || inner <= 0) return;
   const Plan p = make_plan(outer, reduce, inner);
   if (p.rows) {
-    if (p.splits == 1) return launch_rows<Op>(x, nullptr, outer, reduce, 1, reduce, scale, ov, oi, stream);
-    launch_rows<Op>(x, nullptr, outer, reduce, p.splits, p.seg, 1.f, wv, wi, stream);
-    return launch_rows<Op>(wv, wi, outer, p.splits, 1, p.splits, scale, ov, oi, stream);
+    if (p.splits == 1) return launch_rows<Op, D>(x, nullptr, outer, reduce, 1, reduce, scale, ov, oi, stream);
+    launch_rows<Op, D>(x, nullptr, outer, reduce, p.splits, p.seg, 1.f, wv, wi, stream);
+    return launch_rows<Op, DType::F32>(wv, wi, outer, p.splits, 1, p.splits, scale, ov, oi, stream);
   }
-  if (p.splits == 1) return launch_cols<Op>(x, nullptr, outer, reduce, inner, 1, reduce, p, scale, ov, oi, stream);
-  launch_cols<Op>(x, nullptr, outer, reduce, inner, p.splits, p.seg, p, 1.f, wv, wi, stream);
-  launch_cols<Op>(wv, wi, outer, p.splits, inner, 1, p.splits, p, scale, ov, oi, stream);
+  if (p.splits == 1) return launch_cols<Op, D>(x, nullptr, outer, reduce, inner, 1, reduce, p, scale, ov, oi, stream);
+  launch_cols<Op, D>(x, nullptr, outer, reduce, inner, p.splits, p.seg, p, 1.f, wv, wi, stream);
+  launch_cols<Op, DType::F32>(wv, wi, outer, p.splits, inner, 1, p.splits, p, scale, ov, oi, stream);
 }
 
 }  // namespace
@@ -306,30 +323,42 @@ int64_t reduce_workspace_cuda(int64_t outer, int64_t reduce, int64_t inner) {
   return p.splits > 1 ? outer * p.splits * inner : 0;
 }
 
-void reduce_sum_fwd_cuda(const float* x, float* out, int64_t outer, int64_t reduce, int64_t inner, float scale,
+void reduce_sum_fwd_cuda(DType xt, const void* x, float* out, int64_t outer, int64_t reduce, int64_t inner, float scale,
                          float* ws, cudaStream_t stream) {
-  reduce_fwd<SumOp>(x, out, nullptr, outer, reduce, inner, scale, ws, nullptr, stream);
+  with_storage(xt, "reduce_sum_fwd_cuda", [&]<DType D>() {
+    reduce_fwd<SumOp, D>(static_cast<const typename Storage<D>::T*>(x), out, nullptr, outer, reduce, inner, scale, ws,
+                         nullptr, stream);
+  });
 }
 
-void reduce_max_fwd_cuda(const float* x, float* vals, int64_t* idx, int64_t outer, int64_t reduce, int64_t inner,
-                         float* ws_v, int64_t* ws_i, cudaStream_t stream) {
-  reduce_fwd<MaxOp>(x, vals, idx, outer, reduce, inner, 1.f, ws_v, ws_i, stream);
+void reduce_max_fwd_cuda(DType xt, const void* x, float* vals, int64_t* idx, int64_t outer, int64_t reduce,
+                         int64_t inner, float* ws_v, int64_t* ws_i, cudaStream_t stream) {
+  with_storage(xt, "reduce_max_fwd_cuda", [&]<DType D>() {
+    reduce_fwd<MaxOp, D>(static_cast<const typename Storage<D>::T*>(x), vals, idx, outer, reduce, inner, 1.f, ws_v,
+                         ws_i, stream);
+  });
 }
 
-void reduce_sum_bwd_cuda(const float* g, float* dx, int64_t outer, int64_t reduce, int64_t inner, float scale,
+void reduce_sum_bwd_cuda(const float* g, DType dxt, void* dx, int64_t outer, int64_t reduce, int64_t inner, float scale,
                          cudaStream_t stream) {
   const int64_t n = outer * reduce * inner;
   if (n <= 0) return;
-  GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_sum_bwd_kernel)(g, dx, n, reduce, inner, scale);
-  CUDA_CHECK_LAUNCH("reduce_sum_bwd_kernel");
+  with_storage(dxt, "reduce_sum_bwd_cuda", [&]<DType D>() {
+    GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_sum_bwd_kernel<D>)
+    (g, static_cast<typename Storage<D>::T*>(dx), n, reduce, inner, scale);
+    CUDA_CHECK_LAUNCH("reduce_sum_bwd_kernel");
+  });
 }
 
-void reduce_max_bwd_cuda(const float* g, const int64_t* idx, float* dx, int64_t outer, int64_t reduce, int64_t inner,
-                         cudaStream_t stream) {
+void reduce_max_bwd_cuda(const float* g, const int64_t* idx, DType dxt, void* dx, int64_t outer, int64_t reduce,
+                         int64_t inner, cudaStream_t stream) {
   const int64_t n = outer * reduce * inner;
   if (n <= 0) return;
-  GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_max_bwd_kernel)(g, idx, dx, n, reduce, inner);
-  CUDA_CHECK_LAUNCH("reduce_max_bwd_kernel");
+  with_storage(dxt, "reduce_max_bwd_cuda", [&]<DType D>() {
+    GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_max_bwd_kernel<D>)
+    (g, idx, static_cast<typename Storage<D>::T*>(dx), n, reduce, inner);
+    CUDA_CHECK_LAUNCH("reduce_max_bwd_kernel");
+  });
 }
 
 }  // namespace engine::kernels
