@@ -5,7 +5,8 @@
 //       flat index within the reduced axes. Ties pick the first (lowest) index, as PyTorch/numpy.
 //       NaN propagates: a NaN in a slice makes the max NaN and its index the first NaN.
 //  The gradient of max flows only to the argmax element.
-//  A bf16 / f16 x is reduced in f32 (a widened copy) and the result is stored in x's type.
+//  A bf16 / f16 x is read by the kernels as it is and reduced in f32 (the sums of a widened copy);
+//  the result is stored in x's type, rounded once, and x's gradient is written in x's type.
 #pragma once
 #include <vector>
 
