@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "base/error.h"
 #include "kernels/cpu/cpu_isa.h"
 
 #define ENGINE_CPU_KERNELS "kernels/cpu/weight_reorder_cpu.inc"
