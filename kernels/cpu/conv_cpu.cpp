@@ -163,11 +163,13 @@ void finish_entry(Entry& e, const memory::desc& user_weights, bool user_to_prim)
   size_t wbytes = 0;
   if (e.needs_reorder) {
     e.own_reorder = !user_to_prim && user_weights.data.ndims == 4 && blocked_weights_of(e.prim_weights.data, e.blocked);
-    const memory::desc& from = user_to_prim ? user_weights : e.prim_weights;
-    const memory::desc& to = user_to_prim ? e.prim_weights : user_weights;
-    dnnl::reorder::primitive_desc rpd(cpu_engine(), from, cpu_engine(), to, user_scratchpad());
-    e.reorder = dnnl::reorder(rpd);
-    e.reorder_scratch = rpd.scratchpad_desc().get_size();
+    if (!e.own_reorder) {  // oneDNN's reorder, created only where it runs
+      const memory::desc& from = user_to_prim ? user_weights : e.prim_weights;
+      const memory::desc& to = user_to_prim ? e.prim_weights : user_weights;
+      dnnl::reorder::primitive_desc rpd(cpu_engine(), from, cpu_engine(), to, user_scratchpad());
+      e.reorder = dnnl::reorder(rpd);
+      e.reorder_scratch = rpd.scratchpad_desc().get_size();
+    }
     wbytes = e.prim_weights.get_size();
   }
   e.off_scratch = align_up(wbytes);
