@@ -17,8 +17,9 @@
 // memory bandwidth are measured at the precision, each op of the profiled step gets its ideal time
 // (convolutions on a GPU: cuDNN's fastest algorithm for the problem), and measured against ideal is
 // printed per op family and for the step (the median step above against the summed ideal).
-// --cuda_graph replays forward + backward as one CUDA graph in the timed steps (engine/cuda_graph.h),
-// captured after the warm-up steps; the optimizer step stays eager, as in engine-train.
+// --cuda_graph replays the whole step (forward, backward, the fp16 unscale and the update) as one
+// CUDA graph in the timed steps (engine/cuda_graph.h), captured after the warm-up steps, as
+// engine-train does (train/step_graphs.h).
 // Data parallel: `mpirun -np N bench_train ...` runs N ranks of --batch images each, gradients in
 // 25 MB buckets all-reduced during backward (train/grad_buckets.h; MPI between CPU ranks, NCCL
 // between GPU ranks in the real CUDA build); images/s counts every rank's images, rank 0 prints.
@@ -39,6 +40,7 @@
 #include "cli/bench_args.h"
 #include "engine/cuda_graph.h"
 #include "engine/device.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 #include "engine/ops/optim.h"
@@ -69,6 +71,8 @@ void sync(Device d) {
 #endif
 }
 
+constexpr float kLr = 0.01f, kMomentum = 0.9f, kDecay = 4e-5f;
+
 // One training step on a fixed batch already on the device.
 struct Step {
   std::vector<Tensor> params, velocities;
@@ -83,13 +87,15 @@ struct Step {
       velocities.push_back(Tensor::zeros(p.shape(), DType::F32, device));
     }
   }
-  // --cuda_graph: forward and backward captured once (again when the fp16 loss scale changes) and
-  // replayed; the optimizer step runs eagerly, as in engine-train (train/step_graphs.h).
+  // --cuda_graph: the whole step (forward, backward, the fp16 unscale and the update) captured once
+  // and replayed, as engine-train's (train/step_graphs.h): the loss scale and its inverse are read
+  // from device memory when the step runs, and the update does nothing after an inf or nan.
   bool use_graph = false;
   std::shared_ptr<GraphPool> pool = std::make_shared<GraphPool>();
   std::unique_ptr<CudaGraph> graph;
-  float graph_scale = 0;
+  Tensor graph_loss, graph_found;  // (kept with the graph, which writes them)
   std::vector<Tensor> graph_grads;
+  Tensor lr_at_run, scale_at_run, inv_scale_at_run;
 
   void forward_backward() {
     if (scaler)
@@ -97,33 +103,47 @@ struct Step {
     else
       loss().backward();
   }
+  void capture_step() {
+    lr_at_run = Tensor::full({1}, kLr, DType::F32, device);
+    if (scaler) {
+      scale_at_run = Tensor::zeros({}, DType::F32, device);
+      inv_scale_at_run = Tensor::zeros({1}, DType::F32, device);
+    }
+    for (Tensor& p : params) p.zero_grad();
+    graph = std::make_unique<CudaGraph>(pool);
+    graph->capture([this] {
+      graph_loss = loss();
+      (scaler ? graph_loss * scale_at_run : graph_loss).backward();
+      for (Tensor& p : params) graph_grads.push_back(p.grad());
+      graph_found = scaler ? unscale_grads_check_finite(graph_grads, inv_scale_at_run) : Tensor();
+      sgd_momentum_update(params, graph_grads, velocities, 0.f, kMomentum, kDecay,
+                          UpdateAtRun{lr_at_run, graph_loss, graph_found});
+    });
+    for (Tensor& p : params) p.zero_grad();
+  }
   void run() {
     std::vector<Tensor> grads;
     if (use_graph) {
-      const float scale = scaler ? (float)scaler->scale() : 1.f;
-      if (!graph || graph_scale != scale) {
-        graph.reset();
-        graph_grads.clear();
-        for (Tensor& p : params) p.zero_grad();
-        graph = std::make_unique<CudaGraph>(pool);
-        graph->capture([this] { forward_backward(); });
-        for (Tensor& p : params) graph_grads.push_back(p.grad()), p.zero_grad();
-        graph_scale = scale;
+      if (!graph) capture_step();
+      if (scaler) {
+        fill_(scale_at_run, (float)scaler->scale());
+        fill_(inv_scale_at_run, (float)(1.0 / scaler->scale()));
       }
       graph->replay();
-      grads = graph_grads;
-    } else {
-      if (buckets) buckets->begin_step();
-      forward_backward();
-      if (buckets) buckets->finish_step();
-      for (const Tensor& p : params) grads.push_back(p.grad());
+      if (scaler) scaler->update(graph_found.to_vector_i64()[0] != 0);
+      sync(device);
+      return;
     }
+    if (buckets) buckets->begin_step();
+    forward_backward();
+    if (buckets) buckets->finish_step();
+    for (const Tensor& p : params) grads.push_back(p.grad());
     bool skip = false;
     if (scaler) {
       skip = scaler->unscale(grads);
       scaler->update(skip);
     }
-    if (!skip) sgd_momentum_update(params, grads, velocities, 0.01f, 0.9f, 4e-5f);
+    if (!skip) sgd_momentum_update(params, grads, velocities, kLr, kMomentum, kDecay);
     if (!buckets)
       for (Tensor& p : params) p.zero_grad();
     sync(device);
@@ -173,7 +193,7 @@ int main(int argc, char** argv) {
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
             "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--roofline]\n"
             "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--cuda_graph] [--json FILE]\n"
-            "--cuda_graph: the timed steps replay a CUDA graph of forward + backward (GPU, one rank); the\n"
+            "--cuda_graph: the timed steps replay a CUDA graph of the whole step (GPU, one rank); the\n"
             "per-op profile and the roofline steps run eagerly\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;

@@ -146,6 +146,20 @@ ENGINE_HD void sgd_momentum_f(float& p, float g, float& v, float lr, float mu, f
   p = fmaf(-lr, vn, p);
 }
 
+// Operands an update reads from memory when it runs, instead of values taken when it is enqueued: a
+// step held in a CUDA graph is replayed with the ones of the moment. Each pointer may be null (not
+// used); they point into the memory of the updated tensors' device.
+struct UpdateGate {
+  const float* lr;           // the learning rate (replaces the lr argument)
+  const float* loss;         // the update does nothing when the loss is not finite
+  const int32_t* found_inf;  // the update does nothing when this is nonzero (the loss scaler's flag)
+};
+ENGINE_HD bool update_gated_off(const UpdateGate& g) {
+  if (g.found_inf != nullptr && *g.found_inf != 0) return true;
+  return g.loss != nullptr && (f2u(*g.loss) & 0x7f800000u) == 0x7f800000u;
+}
+ENGINE_HD float update_lr(const UpdateGate& g, float lr) { return g.lr != nullptr ? *g.lr : lr; }
+
 // ------------------------------------------------------------------------------ loss-scaling unscale
 // Paddle's check_finite_and_unscale, one element: x = x * inv_scale; returns 1 when the input was inf
 // or nan (an all-ones exponent), else 0. Integer test, so it vectorises and ignores -ffast-math.

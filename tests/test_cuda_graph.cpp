@@ -3,7 +3,8 @@
 // capture time and reruns on the tensors' contents at every replay; memory the graph uses is never
 // handed to work outside it; a host read of device memory during a capture fails the capture
 // (CaptureFailed) and leaves the engine usable; checks handed to check_on_host run after every
-// replay; and the training steps of PP-LiteSeg-T and YOLOv3 replayed from a graph give the eager
+// replay; a step's update held in the graph reads its learning rate, loss scale and skip decision
+// when it runs; and the training steps of PP-LiteSeg-T and YOLOv3 replayed from a graph give the eager
 // step's loss and gradients bit for bit, also for a new batch copied into the captured inputs.
 // Under the emulator the captured work is recorded and rerun on the host exactly as a GPU reruns
 // it, so these checks run in CI; on a real GPU the same tests run against CUDA itself.
@@ -21,6 +22,8 @@
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
+#include "engine/ops/optim.h"
+#include "engine/ops/reduce.h"
 #include "engine/ops/yolo_loss.h"
 #include "models/det_model.h"
 #include "models/pp_liteseg.h"
@@ -126,6 +129,64 @@ TEST(CudaGraph, HostChecksRunAfterEveryReplay) {
   copy_into(labels, Tensor::from_vector_i64({0, 1, 2, 0, 1, 2}, {6}));
   g.replay();
   EXPECT_EQ(loss.item(), good);
+}
+
+// A whole training step's tail held in a graph (train/step_graphs.h): the loss times a scale read
+// from device memory, backward, the unscale and the gated update, all reading their scalars when they
+// run. Replays with a new learning rate and scale give the eager step's weights and momentum bit for
+// bit; a replay whose loss is nan leaves them untouched, and so does one whose gradients overflow.
+TEST(CudaGraph, AStepWithItsUpdateReplaysWithTheScalarsOfTheMoment) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor x = Tensor::uniform({64}, 7, -1.f, 1.f, d);
+  auto fresh_weights = [&] {
+    Tensor w = Tensor::uniform({64}, 8, -1.f, 1.f, d);
+    w.set_requires_grad(true);
+    return w;
+  };
+  // loss = sum(w * x) * k: k = nan poisons it, a huge k overflows the scaled gradient
+  const Tensor k = Tensor::full({}, 1.f, DType::F32, d);
+  const Tensor lr = Tensor::zeros({1}, DType::F32, d), scale = Tensor::zeros({}, DType::F32, d),
+               inv = Tensor::zeros({1}, DType::F32, d);
+  Tensor w = fresh_weights(), v = Tensor::zeros({64}, DType::F32, d);
+  Tensor loss, found;
+  std::vector<Tensor> grads;
+  CudaGraph g(std::make_shared<GraphPool>());
+  g.capture([&] {
+    loss = mul(sum(mul(w, x), {0}), k);
+    mul(loss, scale).backward();
+    grads = {w.grad()};
+    found = unscale_grads_check_finite(grads, inv);
+    sgd_momentum_update({w}, grads, {v}, 0.f, 0.9f, 1e-3f, UpdateAtRun{lr, loss, found});
+  });
+  w.zero_grad();
+  // The eager reference: the same ops with the scalars as arguments, the skip decided on the host.
+  Tensor we = fresh_weights(), ve = Tensor::zeros({64}, DType::F32, d);
+  auto eager_step = [&](float k_value, float lr_value, float scale_value) {
+    const Tensor l = mul(sum(mul(we, x), {0}), Tensor::full({}, k_value, DType::F32, d));
+    (l * scale_value).backward();
+    const bool overflow = unscale_grads_check_finite({we.grad()}, (float)(1.0 / scale_value));
+    if (std::isfinite(l.item()) && !overflow) sgd_momentum_update({we}, {we.grad()}, {ve}, lr_value, 0.9f, 1e-3f);
+    we.zero_grad();
+  };
+  struct Step {
+    float k, lr, scale;
+    bool updates;
+  };
+  for (const Step& st : {Step{1.f, 0.1f, 1024.f, true}, Step{1.f, 0.05f, 8.f, true}, Step{NAN, 0.05f, 8.f, false},
+                         Step{1e30f, 0.05f, 1e10f, false}, Step{2.f, 0.01f, 4096.f, true}}) {
+    SCOPED_TRACE("k " + std::to_string(st.k) + " lr " + std::to_string(st.lr));
+    const Tensor w0 = w.detach().clone();
+    fill_(k, st.k);
+    fill_(lr, st.lr);
+    fill_(scale, st.scale);
+    fill_(inv, (float)(1.0 / st.scale));
+    g.replay();
+    eager_step(st.k, st.lr, st.scale);
+    EXPECT_EQ(same_bits(w, w0), !st.updates);
+    EXPECT_TRUE(same_bits(w, we));
+    EXPECT_TRUE(same_bits(v, ve));
+  }
 }
 
 // OHEM decides on the device whether to mine, so it captures; replays with labels that make it mine

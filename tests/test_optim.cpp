@@ -1,10 +1,13 @@
 // labels: kernel
 // sgd_momentum_update: three steps over several tensors of odd sizes (crossing the CPU and CUDA
 // chunk sizes, a misaligned view for the scalar CUDA path, a strided gradient, a parameter without
-// gradient) against a hand computation in double, CPU vs CUDA, and bad inputs.
+// gradient) against a hand computation in double, CPU vs CUDA, and bad inputs; the operands read when
+// the update runs (learning rate, loss, scaler flag: UpdateAtRun); the loss scaler's unscale in both
+// forms.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "engine/ops/optim.h"
 #include "tests/harness/op_check.h"
@@ -104,6 +107,74 @@ TEST(Sgd, BadInputs) {
   }
 }
 
+// The operands an update reads when it runs (UpdateAtRun, what a CUDA graph of the whole step uses):
+// the learning rate from a tensor replaces the argument, bit for bit; a loss of nan, +inf or -inf and a
+// nonzero scaler flag each leave weights and momentum untouched; a finite loss and a zero flag update.
+TEST(Sgd, OperandsReadWhenItRuns) {
+  const std::vector<int64_t> sizes = {3, 8197, 40001};
+  const float mu = 0.9f, wd = 5e-4f;
+  for (Device d : devices()) {
+    SCOPED_TRACE(d.str());
+    auto make = [&](std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& v) {
+      p.clear(), g.clear(), v.clear();
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        p.push_back(Tensor::uniform({sizes[i]}, 70 + i, -1.f, 1.f, d));
+        g.push_back(Tensor::uniform({sizes[i]}, 80 + i, -1.f, 1.f, d));
+        v.push_back(Tensor::uniform({sizes[i]}, 90 + i, -1.f, 1.f, d));
+      }
+    };
+    auto values = [](const std::vector<Tensor>& ts) {
+      std::vector<std::vector<float>> out;
+      for (const Tensor& t : ts) out.push_back(t.to_vector());
+      return out;
+    };
+    std::vector<Tensor> p, g, v, pr, gr, vr;
+    make(pr, gr, vr);
+    sgd_momentum_update(pr, gr, vr, 0.02f, mu, wd);  // the reference: lr as the argument
+    make(p, g, v);
+    const Tensor lr = Tensor::full({1}, 0.02f, DType::F32, d);
+    sgd_momentum_update(p, g, v, 99.f, mu, wd, UpdateAtRun{lr, Tensor(), Tensor()});
+    EXPECT_EQ(values(p), values(pr));
+    EXPECT_EQ(values(v), values(vr));
+
+    const Tensor zero_flag = Tensor::zeros({1}, DType::I32, d), one_flag = Tensor::full({1}, 1.f, DType::I32, d);
+    struct Gate {
+      float loss;
+      bool flag;
+      bool updates;
+    };
+    for (const Gate& c : {Gate{NAN, false, false}, Gate{INFINITY, false, false}, Gate{-INFINITY, false, false},
+                          Gate{1.5f, true, false}, Gate{1.5f, false, true}}) {
+      SCOPED_TRACE("loss " + std::to_string(c.loss) + (c.flag ? ", flag set" : ", flag clear"));
+      make(p, g, v);
+      const auto p0 = values(p), v0 = values(v);
+      const Tensor loss = Tensor::full({}, c.loss, DType::F32, d);
+      sgd_momentum_update(p, g, v, 0.02f, mu, wd, UpdateAtRun{Tensor(), loss, c.flag ? one_flag : zero_flag});
+      EXPECT_EQ(values(p), c.updates ? values(pr) : p0);
+      EXPECT_EQ(values(v), c.updates ? values(vr) : v0);
+    }
+    expect_one_line_error(
+        [&] {
+          sgd_momentum_update(p, g, v, 0.02f, mu, wd, UpdateAtRun{Tensor::zeros({2}, DType::F32, d), {}, {}});
+        },
+        {"sgd_momentum_update", "at_run.lr", "one f32 element"});
+    expect_one_line_error(
+        [&] {
+          sgd_momentum_update(p, g, v, 0.02f, mu, wd, UpdateAtRun{{}, {}, Tensor::zeros({1}, DType::F32, d)});
+        },
+        {"at_run.found_inf", "one i32 element"});
+  }
+  if (have_cuda()) {
+    Tensor p = Tensor::zeros({4}, DType::F32, Device::cuda(0));
+    expect_one_line_error(
+        [&] {
+          sgd_momentum_update({p}, {p.clone()}, {p.clone()}, 0.1f, 0.9f, 0.f,
+                              UpdateAtRun{{}, Tensor::zeros({}, DType::F32, Device::cpu()), {}});
+        },
+        {"at_run.loss", "cuda"});
+  }
+}
+
 // unscale_grads_check_finite (the loss scaler's unscale): tensors crossing the CPU (32768) and CUDA
 // (8192) chunk sizes, a misaligned view (the CUDA scalar path) and an undefined gradient; the scale is
 // a power of two, so every result is exact. Then one inf, one nan, and a -inf in a vector tail (the
@@ -149,6 +220,37 @@ TEST(Unscale, ScalesEveryGradientAndFlagsNonFinite) {
         }
       }
     }
+  }
+}
+
+// The form with no host read: the factor read from a tensor when it runs, the flag left in a tensor;
+// the same scaled gradients and the same answer as the host form.
+TEST(Unscale, FactorReadWhenItRunsFlagLeftOnTheDevice) {
+  const std::vector<int64_t> sizes = {1, 1027, 40001};
+  for (Device d : devices()) {
+    for (bool poisoned : {false, true}) {
+      SCOPED_TRACE(d.str() + (poisoned ? " poisoned" : " finite"));
+      std::vector<Tensor> host_form, device_form;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        std::vector<float> v = Tensor::uniform({sizes[i]}, 50 + i, -1e4f, 1e4f).to_vector();
+        if (poisoned && i == 1) v[700] = NAN;
+        host_form.push_back(Tensor::from_vector(v, {sizes[i]}, d));
+        device_form.push_back(Tensor::from_vector(v, {sizes[i]}, d));
+      }
+      const float inv = 1.f / 3000.f;  // not a power of two: the factor's bits matter
+      EXPECT_EQ(unscale_grads_check_finite(host_form, inv), poisoned);
+      const Tensor flag = unscale_grads_check_finite(device_form, Tensor::full({1}, inv, DType::F32, d));
+      EXPECT_EQ(flag.dtype(), DType::I32);
+      EXPECT_EQ(flag.device(), d);
+      EXPECT_EQ(flag.to_vector_i64(), std::vector<int64_t>{poisoned ? 1 : 0});
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const std::vector<float> a = host_form[i].to_vector(), b = device_form[i].to_vector();
+        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "tensor " << i;
+      }
+    }
+    expect_one_line_error(
+        [&] { unscale_grads_check_finite({Tensor::zeros({4}, DType::F32, d)}, Tensor::zeros({2}, DType::F32, d)); },
+        {"unscale_grads_check_finite", "inv_scale", "one f32 element"});
   }
 }
 

@@ -16,11 +16,13 @@ std::string shape_key(const data::Batch& b) {
 
 }  // namespace
 
-StepGraphs::StepGraphs(Task& task, std::vector<Tensor> params, Device device,
+StepGraphs::StepGraphs(Task& task, std::vector<Tensor> params, Device device, StepScalars scalars, EnqueueUpdate update,
                        std::function<void(const std::string&)> log_line)
     : task_(task),
       params_(std::move(params)),
       device_(device),
+      scalars_(std::move(scalars)),
+      update_(std::move(update)),
       log_line_(std::move(log_line)),
       pool_(std::make_shared<GraphPool>()) {}
 
@@ -29,7 +31,7 @@ StepGraphs::~StepGraphs() {
   pool_.reset();
 }
 
-std::optional<StepGraphs::Result> StepGraphs::forward_backward(const data::Batch& batch, float loss_scale) {
+std::optional<StepGraphs::Result> StepGraphs::step(const data::Batch& batch) {
   const std::string key = shape_key(batch);
   Entry& e = entries_[key];
   if (e.failed) return std::nullopt;
@@ -37,10 +39,7 @@ std::optional<StepGraphs::Result> StepGraphs::forward_backward(const data::Batch
     e.warm = true;
     return std::nullopt;
   }
-  if (!e.graph || e.scale != loss_scale) {
-    e.graph.reset();
-    e.loss = TaskLoss();
-    e.grads.clear();
+  if (!e.graph) {
     e.inputs = batch;
     for (auto& [name, t] : e.inputs.tensors) t = t.to(device_);
     for (Tensor& p : params_) p.zero_grad();  // the captured backward writes them afresh, not into old ones
@@ -48,7 +47,9 @@ std::optional<StepGraphs::Result> StepGraphs::forward_backward(const data::Batch
     try {
       graph->capture([&] {
         TaskLoss lv = task_.loss(e.inputs, device_);
-        (loss_scale != 1.f ? lv.total * loss_scale : lv.total).backward();
+        (scalars_.loss_scale.defined() ? lv.total * scalars_.loss_scale : lv.total).backward();
+        for (Tensor& p : params_) e.grads.push_back(p.grad());
+        e.found_inf = update_(lv, e.grads);
         e.loss = std::move(lv);
       });
     } catch (const CaptureFailed& err) {
@@ -59,9 +60,7 @@ std::optional<StepGraphs::Result> StepGraphs::forward_backward(const data::Batch
                 "); steps of this batch shape run without one");
       return std::nullopt;
     }
-    for (Tensor& p : params_) e.grads.push_back(p.grad());
     for (Tensor& p : params_) p.zero_grad();
-    e.scale = loss_scale;
     e.graph = std::move(graph);
     ++captures_;
     empty_cache();  // the warm-up step's blocks: the graph has its own pool now
@@ -70,7 +69,7 @@ std::optional<StepGraphs::Result> StepGraphs::forward_backward(const data::Batch
   }
   e.graph->replay();
   ++replays_;
-  return Result{e.loss, e.grads};
+  return Result{e.loss, e.found_inf};
 }
 
 }  // namespace engine::train

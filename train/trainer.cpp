@@ -23,6 +23,7 @@
 #include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/comm/communicator.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
 #include "engine/ops/shape_ops.h"
@@ -570,17 +571,47 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   // Data parallel: gradients in buckets all-reduced during backward (train/grad_buckets.h).
   std::unique_ptr<GradBuckets> buckets;
   if (world > 1) buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes);
-  // CUDA graphs of the step (train/step_graphs.h): on a GPU with one rank, unless switched off or
-  // profiling (the per-op times need eager launches).
+  // The optimizer update (Paddle's Momentum): one fused launch when every parameter decays, else one
+  // per group (with and without L2 decay). at_run: operands read when it runs (a CUDA graph's step).
+  auto apply_update = [&](const std::vector<Tensor>& grads, float lr, const UpdateAtRun& at_run) {
+    if (all_decay) {
+      sgd_momentum_update(params, grads, velocities, lr, (float)spec.momentum, (float)spec.weight_decay, at_run);
+      return;
+    }
+    for (bool group : {true, false}) {
+      std::vector<Tensor> p, g, v;
+      for (size_t i = 0; i < params.size(); ++i)
+        if (decay[i] == group) p.push_back(params[i]), g.push_back(grads[i]), v.push_back(velocities[i]);
+      if (!p.empty())
+        sgd_momentum_update(p, g, v, lr, (float)spec.momentum, group ? (float)spec.weight_decay : 0.f, at_run);
+    }
+  };
+  // CUDA graphs of the whole step (train/step_graphs.h): on a GPU with one rank, unless switched off
+  // or profiling (the per-op times need eager launches). The scalars the graphs read are written
+  // before every step.
   std::unique_ptr<StepGraphs> graphs;
+  StepScalars step_scalars;
   if (dev.is_cuda()) {
     const char* why_not = !opt.cuda_graph ? "switched off (--cuda_graph off)"
                           : world > 1     ? "not with several ranks yet (the gradient all-reduce runs eagerly)"
                           : opt.profile   ? "not while profiling (the per-op times need eager launches)"
                                           : nullptr;
-    if (!why_not)
-      graphs = std::make_unique<StepGraphs>(task, params, dev,
+    if (!why_not) {
+      step_scalars.lr = Tensor::zeros({1}, DType::F32, dev);
+      if (scaler) {
+        step_scalars.loss_scale = Tensor::zeros({}, DType::F32, dev);
+        step_scalars.inv_scale = Tensor::zeros({1}, DType::F32, dev);
+      }
+      // The captured update: the scaler's unscale (fp16), then the update, which does nothing when the
+      // loss is not finite or a gradient held an inf or nan (the eager step skips it on the host).
+      auto enqueue_update = [&, s = step_scalars](const TaskLoss& lv, const std::vector<Tensor>& grads) {
+        const Tensor found = s.inv_scale.defined() ? unscale_grads_check_finite(grads, s.inv_scale) : Tensor();
+        apply_update(grads, 0.f, UpdateAtRun{s.lr, lv.total, found});
+        return found;
+      };
+      graphs = std::make_unique<StepGraphs>(task, params, dev, step_scalars, enqueue_update,
                                             [&](const std::string& line) { log << prefix() << line << std::endl; });
+    }
     log << prefix() << "CUDA graphs: "
         << (why_not ? std::string(why_not)
                     : "on (one per batch shape: its first batch runs eagerly, the second is captured, later ones "
@@ -611,9 +642,18 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     const double reader_cost = seconds_since(batch_start);
 
-    // Forward and backward: through the batch shape's CUDA graph, or eagerly.
+    // The whole step through the batch shape's CUDA graph (forward, backward and update: only the
+    // host's reading of the loss and the scaler's flag below remains), or forward and backward eagerly.
+    const double lr = schedule.lr_at(iter - 1);
     std::optional<StepGraphs::Result> graphed;
-    if (graphs) graphed = graphs->forward_backward(batch, scaler ? (float)scaler->scale() : 1.f);
+    if (graphs) {
+      fill_(step_scalars.lr, (float)lr);  // (a fill kernel in stream order: no host wait)
+      if (scaler) {
+        fill_(step_scalars.loss_scale, (float)scaler->scale());
+        fill_(step_scalars.inv_scale, (float)(1.0 / scaler->scale()));  // as GradScaler::unscale
+      }
+      graphed = graphs->step(batch);
+    }
     const TaskLoss lv = graphed ? graphed->loss : task.loss(batch, dev);
     if (term_names.empty() && !lv.terms.empty()) {
       for (const auto& [n, t] : lv.terms) term_names.push_back(n);
@@ -672,9 +712,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     const double total_loss = scalars[0];
     std::vector<Tensor> grads;
-    for (size_t i = 0; i < params.size(); ++i)
-      grads.push_back(graphed ? graphed->grads[i] : buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
-    const double lr = schedule.lr_at(iter - 1);
+    if (!graphed)
+      for (size_t i = 0; i < params.size(); ++i)
+        grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
     bool skip_step = false;
     if (scaler && nonfinite_loss) {
       const double scale = scaler->scale();
@@ -687,7 +727,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           << kMaxNonFiniteFp16Losses << ")" << std::endl;
     } else if (scaler) {
       const double scale = scaler->scale();
-      skip_step = scaler->unscale(grads);
+      // (A graph's step unscaled on the device and left the flag there.)
+      skip_step = graphed ? graphed->found_inf.to_vector_i64()[0] != 0 : scaler->unscale(grads);
       scaler->update(skip_step);
       if (skip_step) {
         summary.skipped_steps += 1;
@@ -696,18 +737,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
             << std::endl;
       }
     }
-    // A skipped step (Paddle's GradScaler) updates neither the weights nor the momentum.
-    if (!skip_step && all_decay) {
-      sgd_momentum_update(params, grads, velocities, (float)lr, (float)spec.momentum, (float)spec.weight_decay);
-    } else if (!skip_step) {
-      for (bool group : {true, false}) {  // parameters with and without L2 decay
-        std::vector<Tensor> p, g, v;
-        for (size_t i = 0; i < params.size(); ++i)
-          if (decay[i] == group) p.push_back(params[i]), g.push_back(grads[i]), v.push_back(velocities[i]);
-        if (!p.empty())
-          sgd_momentum_update(p, g, v, (float)lr, (float)spec.momentum, group ? (float)spec.weight_decay : 0.f);
-      }
-    }
+    // A skipped step (Paddle's GradScaler) updates neither the weights nor the momentum. (A graph's
+    // step made its update, or skipped it, on the device.)
+    if (!skip_step && !graphed) apply_update(grads, (float)lr, UpdateAtRun{});
     if (!buckets)
       for (Tensor& p : params) p.zero_grad();  // (the buckets are zeroed by the next begin_step)
 

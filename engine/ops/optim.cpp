@@ -14,9 +14,22 @@
 #endif
 
 namespace engine {
+namespace {
+
+// A one-element operand read when the kernel runs: its address, or null when it is undefined.
+template <class T>
+const T* at_run_ptr(const char* op, const char* name, const Tensor& t, DType dtype, const Device& dev) {
+  if (!t.defined()) return nullptr;
+  ENGINE_CHECK(t.dtype() == dtype && t.numel() == 1 && t.device() == dev, op, ": ", name, " ", t.describe(),
+               " must be one ", dtype_name(dtype), " element on ", dev.str());
+  return static_cast<const T*>(t.raw_data());
+}
+
+}  // namespace
 
 void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                         const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay) {
+                         const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay,
+                         const UpdateAtRun& at_run) {
   const char* op = "sgd_momentum_update";
   ENGINE_CHECK(params.size() == grads.size() && params.size() == velocities.size(), op, ": got ", params.size(),
                " params, ", grads.size(), " grads and ", velocities.size(), " velocities; the counts must match");
@@ -60,7 +73,12 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
 #endif
   }
   if (rows.empty()) return;
-  auto on_cpu = [&] { kernels::sgd_momentum_fwd_cpu(rows.data(), (int64_t)rows.size(), lr, momentum, weight_decay); };
+  const kernels::UpdateGate gate{at_run_ptr<float>(op, "at_run.lr", at_run.lr, DType::F32, dev),
+                                 at_run_ptr<float>(op, "at_run.loss", at_run.loss, DType::F32, dev),
+                                 at_run_ptr<int32_t>(op, "at_run.found_inf", at_run.found_inf, DType::I32, dev)};
+  auto on_cpu = [&] {
+    kernels::sgd_momentum_fwd_cpu(rows.data(), (int64_t)rows.size(), lr, momentum, weight_decay, gate);
+  };
 #if defined(ENGINE_WITH_CUDA)
   auto on_cuda = [&] {
     ENGINE_CHECK(rows.size() < (size_t)1 << 31, op, ": too many tensors");
@@ -70,30 +88,30 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
     std::memcpy(host.raw_data(), rows.data(), bytes);
     const Tensor table = host.to(dev);
     kernels::sgd_momentum_fwd_cuda(reinterpret_cast<const kernels::SgdTensor*>(table.raw_data()), (int64_t)rows.size(),
-                                   chunks, lr, momentum, weight_decay, compute_stream());
+                                   chunks, lr, momentum, weight_decay, gate, compute_stream());
   };
 #endif
   // Per element: p, g and v read, p and v written.
   ENGINE_DISPATCH(op, dev, traffic_bytes(5.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
 }
 
-bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale) {
+namespace {
+
+// Both forms of the unscale: the factor given (inv_scale) or read when the kernel runs (inv_dev); the
+// flag is left in a one-element i32 tensor on `flag_dev` (the gradients' device).
+Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, const Tensor& inv_dev, Device flag_dev) {
   const char* op = "unscale_grads_check_finite";
-  ENGINE_CHECK(std::isfinite(inv_scale) && inv_scale > 0, op, ": inv_scale must be finite and positive, got ",
-               inv_scale);
   NoGradGuard ng;
   std::vector<kernels::ScaleTensor> rows;
-  Device dev = Device::cpu();
-  bool have_dev = false;
+  Device dev = flag_dev;
   int64_t chunks = 0, total = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
     if (!g.defined()) continue;
     const std::string name = "grads[" + std::to_string(i) + "]";
     check_f32(op, name.c_str(), g);
-    if (!have_dev) dev = g.device(), have_dev = true;
     ENGINE_CHECK(g.device() == dev, op, ": ", name, " ", g.describe(), " is not on ", dev.str(),
-                 " like the first gradient");
+                 inv_dev.defined() ? " like inv_scale" : " like the first gradient");
     ENGINE_CHECK(g.is_contiguous(), op, ": ", name, " ", g.describe(), " must be contiguous (scaled in place)");
     if (g.numel() == 0) continue;
     kernels::ScaleTensor r{};
@@ -107,9 +125,13 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
 #endif
   }
-  if (rows.empty()) return false;
-  int found = 0;
-  auto on_cpu = [&] { found = kernels::unscale_check_finite_cpu(rows.data(), (int64_t)rows.size(), inv_scale); };
+  Tensor flag = Tensor::zeros({1}, DType::I32, dev);
+  if (rows.empty()) return flag;
+  const float* inv_at_run = at_run_ptr<float>(op, "inv_scale", inv_dev, DType::F32, dev);
+  auto on_cpu = [&] {
+    flag.data<int32_t>()[0] =
+        kernels::unscale_check_finite_cpu(rows.data(), (int64_t)rows.size(), inv_scale, inv_at_run);
+  };
 #if defined(ENGINE_WITH_CUDA)
   auto on_cuda = [&] {
     ENGINE_CHECK(rows.size() < (size_t)1 << 31, op, ": too many tensors");
@@ -117,15 +139,33 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
     Tensor host = Tensor::empty({(int64_t)bytes}, DType::U8, Device::cpu());
     std::memcpy(host.raw_data(), rows.data(), bytes);
     const Tensor table = host.to(dev);
-    Tensor flag = Tensor::zeros({1}, DType::I32, dev);
     kernels::unscale_check_finite_cuda(reinterpret_cast<const kernels::ScaleTensor*>(table.raw_data()),
-                                       (int64_t)rows.size(), chunks, inv_scale, flag.data<int32_t>(), compute_stream());
-    found = flag.to(Device::cpu()).data<int32_t>()[0];
+                                       (int64_t)rows.size(), chunks, inv_scale, inv_at_run, flag.data<int32_t>(),
+                                       compute_stream());
   };
 #endif
   // Per element: read and written back scaled.
   ENGINE_DISPATCH(op, dev, traffic_bytes(2.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
-  return found != 0;
+  return flag;
+}
+
+}  // namespace
+
+bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale) {
+  ENGINE_CHECK(std::isfinite(inv_scale) && inv_scale > 0,
+               "unscale_grads_check_finite: inv_scale must be finite and positive, got ", inv_scale);
+  Device dev = Device::cpu();
+  for (const Tensor& g : grads)
+    if (g.defined()) {
+      dev = g.device();
+      break;
+    }
+  return unscale_into_flag(grads, inv_scale, Tensor(), dev).to_vector_i64()[0] != 0;
+}
+
+Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale) {
+  ENGINE_CHECK(inv_scale.defined(), "unscale_grads_check_finite: inv_scale is undefined");
+  return unscale_into_flag(grads, 0.f, inv_scale, inv_scale.device());
 }
 
 }  // namespace engine

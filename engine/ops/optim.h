@@ -15,8 +15,19 @@
 
 namespace engine {
 
+// Operands of an update that it reads when it runs rather than when it is called: what a CUDA graph
+// holding the whole training step needs (train/step_graphs.h), since a replay reruns the captured
+// kernels with their captured arguments. Each is a one-element tensor on the parameters' device, or
+// undefined (not used).
+struct UpdateAtRun {
+  Tensor lr;         // f32: the learning rate (replaces the lr argument)
+  Tensor loss;       // f32: the update does nothing (weights and momentum unchanged) when it is not finite
+  Tensor found_inf;  // i32: the update does nothing when it is nonzero (unscale_grads_check_finite's flag)
+};
+
 void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                         const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay);
+                         const std::vector<Tensor>& velocities, float lr, float momentum, float weight_decay,
+                         const UpdateAtRun& at_run = {});
 
 // unscale_grads_check_finite: Paddle's check_finite_and_unscale, the loss scaler's unscale_ step
 // (train/grad_scaler.h): every defined gradient is multiplied in place by inv_scale (1 / loss
@@ -25,5 +36,9 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
 // does the same). Undefined tensors are skipped. grads: contiguous f32 on one device. CUDA: one
 // launch for all tensors, then a 4-byte read of the flag (the caller needs it to decide the step).
 bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale);
+// The same with no host read: the factor is read when it runs from inv_scale (f32, one element, on
+// the gradients' device) and the result is a one-element i32 tensor there, 1 when a gradient held an
+// inf or nan, else 0 (for UpdateAtRun::found_inf).
+Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale);
 
 }  // namespace engine

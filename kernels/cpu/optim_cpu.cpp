@@ -12,12 +12,12 @@
 
 namespace engine::kernels {
 
-void sgd_momentum_fwd_cpu(const SgdTensor* t, int64_t count, float lr, float mu, float wd) {
-  ENGINE_CPU_DISPATCH(sgd_momentum_fwd_cpu)(t, count, lr, mu, wd);
+void sgd_momentum_fwd_cpu(const SgdTensor* t, int64_t count, float lr, float mu, float wd, const UpdateGate& gate) {
+  ENGINE_CPU_DISPATCH(sgd_momentum_fwd_cpu)(t, count, lr, mu, wd, gate);
 }
 
-int unscale_check_finite_cpu(const ScaleTensor* t, int64_t count, float inv_scale) {
-  return ENGINE_CPU_DISPATCH(unscale_check_finite_cpu)(t, count, inv_scale);
+int unscale_check_finite_cpu(const ScaleTensor* t, int64_t count, float inv_scale, const float* inv_scale_at_run) {
+  return ENGINE_CPU_DISPATCH(unscale_check_finite_cpu)(t, count, inv_scale, inv_scale_at_run);
 }
 
 }  // namespace engine::kernels

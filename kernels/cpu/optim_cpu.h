@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/loss_math.h"  // UpdateGate
+
 namespace engine::kernels {
 
 // One tensor of a multi-tensor update (also the row of the CUDA kernel's device table).
@@ -15,8 +17,10 @@ struct SgdTensor {
   int32_t pad;
 };
 
-// Paddle Momentum with coupled L2 decay over every tensor of the table, in place.
-void sgd_momentum_fwd_cpu(const SgdTensor* tensors, int64_t count, float lr, float mu, float wd);
+// Paddle Momentum with coupled L2 decay over every tensor of the table, in place; nothing when the
+// gate says so, at the gate's learning rate when it holds one.
+void sgd_momentum_fwd_cpu(const SgdTensor* tensors, int64_t count, float lr, float mu, float wd,
+                          const UpdateGate& gate);
 
 // One tensor of a multi-tensor in-place scale (also the row of the CUDA kernel's device table).
 struct ScaleTensor {
@@ -29,6 +33,7 @@ struct ScaleTensor {
 
 // The loss scaler's unscale (Paddle's check_finite_and_unscale): x *= inv_scale over every tensor of
 // the table, in place; returns 1 when any element was inf or nan before scaling, else 0.
-int unscale_check_finite_cpu(const ScaleTensor* tensors, int64_t count, float inv_scale);
+// inv_scale_at_run: when not null, the factor is read from there (replaces inv_scale).
+int unscale_check_finite_cpu(const ScaleTensor* tensors, int64_t count, float inv_scale, const float* inv_scale_at_run);
 
 }  // namespace engine::kernels

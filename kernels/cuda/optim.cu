@@ -10,6 +10,9 @@
 //   (global loads, no local memory), and updates its kSgdChunk elements with float4 loads/stores
 //   when p, g and v are all 16-byte aligned (vec4), else scalar. Updates are elementwise: no
 //   reductions, no atomics, deterministic.
+// Gate (UpdateGate): the learning rate, the loss and the scaler's flag can be read from device memory
+//   when the kernel runs (each block reads them first and returns when the step is skipped), so a
+//   training step captured in a CUDA graph holds its update and is replayed with the current values.
 // Roofline (H100, ~3.35 TB/s): 12.4M parameters (PP-LiteSeg-B) move 20 B each = 248 MB: ~74 us.
 // Tested by tests/test_optim.cpp (CPU vs emulated CUDA, hand computation); benchmarked by
 // bench_kernels --filter optim (bench/bench_optim.cpp).
@@ -37,8 +40,11 @@ __device__ int chunk_owner(const Row* __restrict__ table, int count, int64_t chu
   return lo;
 }
 
-__global__ void __launch_bounds__(kBlock) sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count,
-                                                                  int64_t nchunks, float lr, float mu, float wd) {
+__global__ void __launch_bounds__(kBlock)
+    sgd_momentum_fwd_kernel(const SgdTensor* __restrict__ table, int count, int64_t nchunks, float lr_arg, float mu,
+                            float wd, UpdateGate gate) {
+  if (update_gated_off(gate)) return;
+  const float lr = update_lr(gate, lr_arg);
   for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
     const int lo = chunk_owner(table, count, chunk);
     float* p = table[lo].p;
@@ -79,8 +85,10 @@ __global__ void __launch_bounds__(kBlock) sgd_momentum_fwd_kernel(const SgdTenso
   }
 }
 
-__global__ void __launch_bounds__(kBlock) unscale_check_finite_kernel(const ScaleTensor* __restrict__ table, int count,
-                                                                      int64_t nchunks, float inv_scale, int* found) {
+__global__ void __launch_bounds__(kBlock)
+    unscale_check_finite_kernel(const ScaleTensor* __restrict__ table, int count, int64_t nchunks, float inv_scale_arg,
+                                const float* inv_scale_at_run, int* found) {
+  const float inv_scale = inv_scale_at_run != nullptr ? *inv_scale_at_run : inv_scale_arg;
   for (int64_t chunk = blockIdx.x; chunk < nchunks; chunk += gridDim.x) {
     const int row = chunk_owner(table, count, chunk);
     float* x = table[row].x;
@@ -111,19 +119,20 @@ __global__ void __launch_bounds__(kBlock) unscale_check_finite_kernel(const Scal
 
 }  // namespace
 
-void unscale_check_finite_cuda(const ScaleTensor* table, int64_t count, int64_t nchunks, float inv_scale, int* found,
-                               cudaStream_t s) {
+void unscale_check_finite_cuda(const ScaleTensor* table, int64_t count, int64_t nchunks, float inv_scale,
+                               const float* inv_scale_at_run, int* found, cudaStream_t s) {
   if (count == 0 || nchunks == 0) return;
   const unsigned grid = (unsigned)std::min<int64_t>(nchunks, 65535);
-  GPU_LAUNCH(grid, kBlock, 0, s, unscale_check_finite_kernel)(table, (int)count, nchunks, inv_scale, found);
+  GPU_LAUNCH(grid, kBlock, 0, s, unscale_check_finite_kernel)
+  (table, (int)count, nchunks, inv_scale, inv_scale_at_run, found);
   CUDA_CHECK_LAUNCH("unscale_check_finite_kernel");
 }
 
 void sgd_momentum_fwd_cuda(const SgdTensor* table, int64_t count, int64_t nchunks, float lr, float mu, float wd,
-                           cudaStream_t s) {
+                           const UpdateGate& gate, cudaStream_t s) {
   if (count == 0 || nchunks == 0) return;
   const unsigned grid = (unsigned)std::min<int64_t>(nchunks, 65535);
-  GPU_LAUNCH(grid, kBlock, 0, s, sgd_momentum_fwd_kernel)(table, (int)count, nchunks, lr, mu, wd);
+  GPU_LAUNCH(grid, kBlock, 0, s, sgd_momentum_fwd_kernel)(table, (int)count, nchunks, lr, mu, wd, gate);
   CUDA_CHECK_LAUNCH("sgd_momentum_fwd_kernel");
 }
 
