@@ -426,7 +426,8 @@ TEST(CrossEntropy, LowPrecisionLogitsMatchWidenedF32) {
 // are the bits of the unfused resize_bilinear + loss in every storage type, on each device. Cases:
 // PP-LiteSeg's x8 (C = 19), several 4096-pixel chunks whose boundaries cut output rows (odd sizes,
 // non-integer ratios), C = 2 (its own tile path), C = 300 (one pixel at a time), a downsampling,
-// class weights and OHEM with mining.
+// class weights and OHEM with mining; output widths that are multiples of 16 (the CPU forward's rows
+// kept in the lanes view) and others, for CE, weighted CE, OHEM and C = 2.
 TEST(UpsampledCrossEntropy, MatchesResizeThenLossBitForBit) {
   struct Case {
     Shape xs;
@@ -436,7 +437,9 @@ TEST(UpsampledCrossEntropy, MatchesResizeThenLossBitForBit) {
   const std::vector<Case> cases = {{{1, 8, 8, 19}, 64, 64, false, false}, {{2, 9, 11, 19}, 70, 83, false, true},
                                    {{2, 9, 11, 19}, 70, 83, true, false}, {{2, 5, 7, 2}, 37, 29, false, false},
                                    {{1, 2, 3, 300}, 5, 7, true, false},   {{1, 9, 10, 4}, 4, 5, false, false},
-                                   {{2, 4, 4, 19}, 32, 32, true, false}};
+                                   {{2, 4, 4, 19}, 32, 32, true, false},  {{2, 9, 11, 19}, 70, 80, false, true},
+                                   {{2, 9, 11, 19}, 70, 80, true, false}, {{2, 6, 6, 2}, 70, 96, false, false},
+                                   {{1, 5, 6, 5}, 33, 48, false, false}};
   for (Device d : devices()) {
     for (const DType dt : {DType::F32, DType::BF16, DType::F16}) {
       for (const Case& c : cases) {
