@@ -3,11 +3,11 @@
 // capture time and reruns on the tensors' contents at every replay; memory the graph uses is never
 // handed to work outside it; a host read of device memory during a capture fails the capture
 // (CaptureFailed) and leaves the engine usable; checks handed to check_on_host run after every
-// replay; a step's update held in the graph reads its learning rate, loss scale and skip decision
-// when it runs; and the training steps of PP-LiteSeg-T and YOLOv3 replayed from a graph give the eager
-// step's loss and gradients bit for bit, also for a new batch copied into the captured inputs.
-// Under the emulator the captured work is recorded and rerun on the host exactly as a GPU reruns
-// it, so these checks run in CI; on a real GPU the same tests run against CUDA itself.
+// replay, and a bad batch's nan loss keeps a captured update from running; a step's update held in the graph reads its
+// learning rate, loss scale and skip decision when it runs; and the training steps of PP-LiteSeg-T and YOLOv3 replayed
+// from a graph give the eager step's loss and gradients bit for bit, also for a new batch copied into the captured
+// inputs. Under the emulator the captured work is recorded and rerun on the host exactly as a GPU reruns it, so these
+// checks run in CI; on a real GPU the same tests run against CUDA itself.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -126,9 +126,113 @@ TEST(CudaGraph, HostChecksRunAfterEveryReplay) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("outside [0, 3)"), std::string::npos) << e.what();
   }
+  EXPECT_TRUE(std::isnan(loss.item()));  // what a step's update reads: it does nothing on a nan loss
   copy_into(labels, Tensor::from_vector_i64({0, 1, 2, 0, 1, 2}, {6}));
   g.replay();
   EXPECT_EQ(loss.item(), good);
+}
+
+// A bad batch in a captured step with its update. The host check of the batch runs after the replay,
+// so the loss is made nan on the device (a label outside the classes, a probability outside [0, 1],
+// a gt class out of range) and the update, which reads the loss when it runs, does nothing: the
+// replay reports the error by name and leaves the weights and momentum of the step before. A good
+// batch afterwards updates again.
+void expect_a_bad_batch_leaves_the_weights(Tensor w, const std::function<Tensor()>& loss_of,
+                                           const std::function<void(bool bad)>& set_batch, const std::string& error) {
+  const Device d = w.device();
+  const Tensor lr = Tensor::full({1}, 0.1f, DType::F32, d);
+  const Tensor v = Tensor::zeros(w.shape(), DType::F32, d);
+  Tensor loss;
+  set_batch(false);
+  CudaGraph g(std::make_shared<GraphPool>());
+  g.capture([&] {
+    loss = loss_of();
+    loss.backward();
+    sgd_momentum_update({w}, {w.grad()}, {v}, 0.f, 0.9f, 0.f, UpdateAtRun{lr, loss, Tensor()});
+  });
+  w.zero_grad();
+  Tensor w0 = w.detach().clone();
+  g.replay();
+  ASSERT_TRUE(std::isfinite(loss.item()));
+  EXPECT_FALSE(same_bits(w, w0));  // a good batch updates
+  w0 = w.detach().clone();
+  const Tensor v0 = v.clone();
+  set_batch(true);
+  try {
+    g.replay();
+    FAIL() << "expected: " << error;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(error), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::isnan(loss.item()));
+  EXPECT_TRUE(same_bits(w, w0));
+  EXPECT_TRUE(same_bits(v, v0));
+  set_batch(false);
+  g.replay();
+  EXPECT_TRUE(std::isfinite(loss.item()));
+  EXPECT_FALSE(same_bits(w, w0));
+}
+
+TEST(CudaGraph, ABadLabelInACapturedStepLeavesTheWeights) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  Tensor w = Tensor::uniform({8, 3}, 5, -1.f, 1.f, d);
+  w.set_requires_grad(true);
+  const Tensor x = Tensor::uniform({8, 3}, 6, -2.f, 2.f, d);
+  const Tensor labels = Tensor::empty({8}, DType::I64, d);
+  auto set_labels = [&](bool bad) {
+    copy_into(labels, Tensor::from_vector_i64({0, 1, 2, 255, 1, 2, 0, bad ? 3 : 1}, {8}));
+  };
+  expect_a_bad_batch_leaves_the_weights(
+      w, [&] { return cross_entropy(mul(w, x), labels); }, set_labels, "outside [0, 3)");
+  // OHEM shares the cross entropy's forward; when it mines, its own finalize writes the loss.
+  expect_a_bad_batch_leaves_the_weights(
+      w, [&] { return ohem_cross_entropy(mul(w, x), labels, 0.9f, 4); }, set_labels, "outside [0, 3)");
+}
+
+TEST(CudaGraph, AProbabilityOutOfRangeInACapturedStepLeavesTheWeights) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  Tensor w = Tensor::uniform({16}, 5, 0.2f, 0.8f, d);
+  w.set_requires_grad(true);
+  const Tensor x = Tensor::empty({16}, DType::F32, d);
+  const Tensor target = Tensor::uniform({16}, 6, 0.f, 1.f, d);
+  auto set_x = [&](bool bad) {
+    std::vector<float> v(16, 0.5f);
+    if (bad) v[11] = 3.f;  // w * 3 > 1
+    copy_into(x, Tensor::from_vector(v, {16}));
+  };
+  expect_a_bad_batch_leaves_the_weights(
+      w, [&] { return binary_cross_entropy(mul(w, x), target); }, set_x, "binary_cross_entropy");
+}
+
+TEST(CudaGraph, AGtClassOutOfRangeInACapturedStepLeavesTheWeights) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  // Heads of a 64x64 input at strides 32, 16, 8 with 3 anchors each and 2 classes: 3 * (5 + 2) channels.
+  YoloLossArgs args;
+  args.num_classes = 2;
+  Tensor w = Tensor::uniform({21}, 5, -0.5f, 0.5f, d);
+  w.set_requires_grad(true);
+  std::vector<Tensor> features;
+  for (int64_t side : {2, 4, 8}) features.push_back(Tensor::uniform({2, side, side, 21}, 7 + side, -1.f, 1.f, d));
+  const Tensor box = Tensor::from_vector({0.3f, 0.4f, 0.2f, 0.3f, 0.6f, 0.5f, 0.5f, 0.4f, 0.f, 0.f, 0.f, 0.f,
+                                          0.5f, 0.5f, 0.9f, 0.8f, 0.2f, 0.7f, 0.1f, 0.1f, 0.f, 0.f, 0.f, 0.f},
+                                         {2, 3, 4}, d);
+  const Tensor score = Tensor::from_vector({1.f, 1.f, 0.f, 1.f, 1.f, 0.f}, {2, 3}, d);
+  const Tensor cls = Tensor::empty({2, 3}, DType::I64, d);
+  auto set_classes = [&](bool bad) {
+    // (the padding rows' classes are never checked: their w, h and score are 0)
+    copy_into(cls, Tensor::from_vector_i64({0, 1, 9, 1, bad ? 2 : 0, -4}, {2, 3}));
+  };
+  expect_a_bad_batch_leaves_the_weights(
+      w,
+      [&] {
+        std::vector<Tensor> heads;
+        for (const Tensor& f : features) heads.push_back(mul(f, w));
+        return yolov3_loss(heads, box, cls, score, args).loss;
+      },
+      set_classes, "gt_class[1, 1] = 2 is outside [0, 2)");
 }
 
 // A whole training step's tail held in a graph (train/step_graphs.h): the loss times a scale read

@@ -12,10 +12,10 @@
 // non-finite loss, updates the loss scale, logs a skipped step); the weights are those the eager step
 // would leave, bit for bit. What runs outside the graphs: copying the batch into the tensors the
 // graph reads, and writing those scalars. A host check of the batch (a label outside the classes) runs
-// after the replay, so it stops training after that step's update ran on the device (in memory only:
-// the run ends with the error and writes nothing). A step whose ops cannot be captured (an op that
-// reads device memory on the host) fails its capture: a WARNING names the call CUDA refused, and that
-// shape runs eagerly from then on.
+// after the replay; the loss kernels make such a batch's loss nan on the device, so its update did
+// nothing, and the check's error ends the run with the weights of the step before. A step whose ops cannot be captured
+// (an op that reads device memory on the host) fails its capture: a WARNING names the call CUDA refused, and that shape
+// runs eagerly from then on.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -22,7 +22,8 @@
 //   recomputes softmax from x and lse in one pass: gx = coef * (exp(x - lse) - onehot).
 // Reductions: per-thread double accumulators, warp shuffles, one double pair per block, then
 //   loss_finalize_kernel (one block; loads batched, adds in a fixed order) sums the block partials:
-//   deterministic, no float atomics. Label errors and OHEM counts use integer atomics only (deterministic).
+//   deterministic, no float atomics. Label errors and OHEM counts use integer atomics only (deterministic);
+//   the finalize writes a nan loss when there was a label error (the host check names it).
 // OHEM (ohem_mine_cuda) never reads device memory on the host, so a CUDA graph can capture it: the
 //   selection, a one-thread gate that decides on the device whether to mine, the sum pass and a
 //   finalize that the gate turns off when there is nothing to mine.
@@ -221,7 +222,10 @@ __global__ void __launch_bounds__(kFinalBlock)
     stats[kSum1] = (ull)__double_as_longlong(s1);
     stats[kSum2] = (ull)__double_as_longlong(s2);
     const double denom = (use_s2 ? s2 : 0.0) + denom_add;
-    loss[0] = (float)(s1 / denom);
+    // A bad input (a label outside the classes, a probability outside [0, 1]) makes the loss nan: in
+    // a CUDA graph the host check runs after the replay, and the step's update, which reads this
+    // loss when it runs, does nothing on a nan (engine/ops/optim.h UpdateAtRun).
+    loss[0] = stats[kBadCount] ? __int_as_float(0x7fc00000) : (float)(s1 / denom);
     if (inv) inv[0] = (float)(1.0 / denom);
   }
 }

@@ -15,8 +15,9 @@
 //                       the B gts (ignore mark -2 in the map), and adds its terms to per-thread
 //                       double sums; a warp-shuffle block reduction writes 4 doubles per block.
 //   yolo_finalize_kernel one block adds the block partials in a fixed order (strided per thread,
-//                       then the block tree) and writes the five scalars. Deterministic: no float
-//                       atomics anywhere.
+//                       then the block tree) and writes the five scalars (the class and total
+//                       losses nan when a valid gt's class is out of range). Deterministic: no
+//                       float atomics anywhere.
 // Backward (yolo_bwd_kernel): grid (blocks, 1, S), one thread per output element (coalesced
 //   stores); negatives cost one map read (and a sigmoid for the objectness channel); positive
 //   predictions recompute their targets from the owning gt.
@@ -117,9 +118,17 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 __global__ void __launch_bounds__(kFinalBlock)
-    yolo_finalize_kernel(const double* __restrict__ part, int64_t nparts, double inv_n, float* o0, float* o1, float* o2,
-                         float* o3, float* o4) {
+    yolo_finalize_kernel(const double* __restrict__ part, int64_t nparts, double inv_n, const float* __restrict__ box,
+                         const float* __restrict__ score, const int32_t* __restrict__ cls, int64_t ngts,
+                         int num_classes, float* o0, float* o1, float* o2, float* o3, float* o4) {
   __shared__ double red[32];
+  // A valid gt whose class is outside [0, C) makes the class and total losses nan: in a CUDA graph
+  // the host check (engine/ops/yolo_loss.cpp check_classes) runs after the replay, and the step's
+  // update, which reads the total when it runs, does nothing on a nan.
+  int bad = 0;
+  for (int64_t k = threadIdx.x; k < ngts; k += blockDim.x)
+    bad |= yolo_gt_valid(box + k * 4, score[k]) && (cls[k] < 0 || cls[k] >= num_classes);
+  bad = __syncthreads_or(bad);
   double tot[4];
   ENGINE_UNROLL
   for (int t = 0; t < 4; ++t) {
@@ -131,8 +140,9 @@ __global__ void __launch_bounds__(kFinalBlock)
     *o0 = (float)tot[0];
     *o1 = (float)tot[1];
     *o2 = (float)tot[2];
-    *o3 = (float)tot[3];
-    *o4 = (float)(tot[0] + tot[1] + tot[2] + tot[3]);
+    const float nan = __int_as_float(0x7fc00000);
+    *o3 = bad ? nan : (float)tot[3];
+    *o4 = bad ? nan : (float)(tot[0] + tot[1] + tot[2] + tot[3]);
   }
 }
 
@@ -195,7 +205,8 @@ void yolo_loss_fwd_cuda(const YoloGeom& g, const float* const* heads, const floa
   GPU_LAUNCH(grid, kBlock, smem, stream, yolo_fwd_kernel)(g, h, box, score, cls, map, gt_pred, part);
   CUDA_CHECK_LAUNCH("yolo_fwd_kernel");
   GPU_LAUNCH(1, kFinalBlock, 0, stream, yolo_finalize_kernel)
-  (part, (int64_t)bx * g.N * g.S, 1.0 / (double)g.N, out[0], out[1], out[2], out[3], out[4]);
+  (part, (int64_t)bx * g.N * g.S, 1.0 / (double)g.N, box, score, cls, (int64_t)g.N * g.B, g.C, out[0], out[1], out[2],
+   out[3], out[4]);
   CUDA_CHECK_LAUNCH("yolo_finalize_kernel");
 }
 
