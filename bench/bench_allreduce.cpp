@@ -1,9 +1,9 @@
 // All-reduce (mean, in place) between the ranks of an MPI launch: `mpirun -np N bench_kernels
 // --filter allreduce` (CPU ranks through MPI; GPU ranks through NCCL in the real CUDA build, the
 // unique id sent over MPI). Sizes: 1 MB, one 25 MB gradient bucket, and the 100 MB of a few
-// buckets. GB/s is the bus bandwidth of nccl-tests (bytes * 2 (n - 1) / n per second: what each
-// rank sends and receives in a ring), so it compares across world sizes. Started without an MPI
-// launcher there is nobody to reduce with and the family prints nothing.
+// buckets, as f32 and as the bf16 buckets of data-parallel O2. GB/s is the bus bandwidth of nccl-tests (bytes * 2 (n -
+// 1) / n per second: what each rank sends and receives in a ring), so it compares across world sizes. Started without
+// an MPI launcher there is nobody to reduce with and the family prints nothing.
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -43,27 +43,31 @@ BENCH_REGISTER(allreduce) {
     if (d.is_cuda() && cuda_is_emulated()) continue;  // no NCCL in the emulated build
     std::unique_ptr<Communicator> own = communicator_for(d);
     Communicator& comm = own ? *own : mpi;
-    for (const int64_t mb : {1, 25, 100}) {
-      const int64_t numel = (runner.quick() ? mb / 25 + 1 : mb) * (int64_t(1) << 20) / 4;
-      Tensor t = Tensor::full({numel}, (float)(comm.rank() + 1), DType::F32, d);
-      const double bytes = (double)numel * 4.0;
-      runner.run(
-          "all_reduce_mean",
-          std::to_string(numel * 4 >> 20) + " MB x " + std::to_string(n) + " ranks (" + comm.name() + ")", d,
-          {bytes * 2.0 * (n - 1) / n, 0},
-          [&] {
-            t.copy_(Tensor::full({numel}, (float)(comm.rank() + 1), DType::F32, d));
-            comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce");
-            const std::vector<float> v = t.to_vector();
-            const float want = (float)(n + 1) / 2.f;
-            for (int64_t i = 0; i < numel; i += 4099)
-              if (v[(size_t)i] != want)
-                return "element " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", expected " +
-                       std::to_string(want);
-            return std::string();
-          },
-          [&] { comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce"); });
-    }
+    // f32, and bf16 (data-parallel O2's gradient buckets: the same gradients in half the bytes); the
+    // row's size is that of the f32 gradients, its GB/s counts the bytes that travel.
+    for (const DType dt : {DType::F32, DType::BF16})
+      for (const int64_t mb : {1, 25, 100}) {
+        const int64_t numel = (runner.quick() ? mb / 25 + 1 : mb) * (int64_t(1) << 20) / 4;
+        Tensor t = Tensor::full({numel}, (float)(comm.rank() + 1), dt, d);
+        const double bytes = (double)numel * (double)dtype_size(dt);
+        runner.run(
+            dt == DType::F32 ? "all_reduce_mean" : "all_reduce_mean_bf16",
+            std::to_string(numel * 4 >> 20) + " MB of f32 gradients x " + std::to_string(n) + " ranks (" + comm.name() +
+                ")",
+            d, {bytes * 2.0 * (n - 1) / n, 0},
+            [&] {
+              t.copy_(Tensor::full({numel}, (float)(comm.rank() + 1), dt, d));
+              comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce");
+              const std::vector<float> v = t.to(DType::F32).to_vector();
+              const float want = (float)(n + 1) / 2.f;  // (exact in bf16 for small n)
+              for (int64_t i = 0; i < numel; i += 4099)
+                if (v[(size_t)i] != want)
+                  return "element " + std::to_string(i) + " is " + std::to_string(v[(size_t)i]) + ", expected " +
+                         std::to_string(want);
+              return std::string();
+            },
+            [&] { comm.all_reduce({t}, ReduceOp::Mean, "bench all-reduce"); });
+      }
   }
 }
 

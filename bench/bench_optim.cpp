@@ -3,8 +3,9 @@
 // pp_liteseg.py with backbones/stdcnet.py STDC2; the count models/ builds and tests/test_models.cpp
 // checks) split into ~300 tensors of realistic sizes: conv weights [O, I, k, k] of the STDC2 backbone
 // and the head, plus BN gamma/beta and conv-bias vectors. One call = one optimizer step (one CUDA
-// launch), and the loss scaler's unscale over the same gradients. Validated against a host computation of one step on
-// sampled elements.
+// launch), and the loss scaler's unscale over the same gradients; then the same with bf16 gradients
+// (data-parallel O2) and the unscale from f16 into f32. Validated against a host computation of one
+// step on sampled elements, the 16-bit rows against the update of the widened gradients.
 #include <cmath>
 #include <sstream>
 
@@ -100,5 +101,32 @@ BENCH_REGISTER(optim) {
           unscale_grads_check_finite(g, inv);
           inv = inv == 0.5f ? 2.f : 0.5f;
         });
+    // Data-parallel O2's reduced 16-bit gradients: the update reading bf16 ones (18 B per element),
+    // and the fp16 loss scaler's unscale from f16 into the f32 buffers (6 B per element).
+    std::vector<Tensor> g16, h16;
+    for (const Tensor& t : g) g16.push_back(t.to(DType::BF16)), h16.push_back(t.to(DType::F16));
+    runner.run(
+        "sgd_momentum_update_bf16_grads", shape.str(), d, {18.0 * (double)total, 0},
+        [&] {
+          for (size_t i = 0; i < sizes.size(); i += 37) {
+            const Tensor p0 = p[i].clone(), v0 = v[i].clone();
+            sgd_momentum_update({p[i]}, {g16[i]}, {v[i]}, lr, mu, wd);
+            sgd_momentum_update({p0}, {g16[i].to(DType::F32)}, {v0}, lr, mu, wd);  // the f32 widening: same bits
+            if (p[i].to_vector() != p0.to_vector() || v[i].to_vector() != v0.to_vector())
+              return "tensor " + std::to_string(i) + " differs from the update of its widened gradient";
+          }
+          return std::string();
+        },
+        [&] { sgd_momentum_update(p, g16, v, lr, mu, wd); });
+    runner.run(
+        "unscale_grads_f16_into_f32", shape.str(), d, {6.0 * (double)total, 0},
+        [&] {
+          if (unscale_grads_check_finite(h16, 0.5f, g)) return std::string("finite gradients reported as non-finite");
+          const auto want = h16[7].to(DType::F32).to_vector(), got = g[7].to_vector();
+          for (size_t j = 0; j < want.size(); j += 11)
+            if (got[j] != want[j] * 0.5f) return "element " + std::to_string(j) + " is not half the f16 gradient";
+          return std::string();
+        },
+        [&] { unscale_grads_check_finite(h16, 0.5f, g); });
   }
 }

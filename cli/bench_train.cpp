@@ -8,7 +8,7 @@
 //   bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N] [--steps 5]
 //               [--warmup 2] [--classes N] [--device cpu|gpu] [--precision fp32|tf32|bf16|fp16]
 //               [--no-profile] [--roofline] [--cuda_graph]
-//               [--json FILE]
+//               [--json FILE] [--allreduce_dtype auto|fp32|bf16|fp16]
 // Defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes with 8
 // ground-truth boxes per image (padded to 50 rows, as PaddleX's batches are).
 // Prints one line per timed step, the median images/s, and the per-op table of a separate profiled
@@ -22,7 +22,8 @@
 // engine-train does (train/step_graphs.h).
 // Data parallel: `mpirun -np N bench_train ...` runs N ranks of --batch images each, gradients in
 // 25 MB buckets all-reduced during backward (train/grad_buckets.h; MPI between CPU ranks, NCCL
-// between GPU ranks in the real CUDA build); images/s counts every rank's images, rank 0 prints.
+// between GPU ranks in the real CUDA build; in the type of --allreduce_dtype, by default as
+// engine-train's); images/s counts every rank's images, rank 0 prints.
 #include <omp.h>
 
 #include <algorithm>
@@ -137,10 +138,13 @@ struct Step {
     if (buckets) buckets->begin_step();
     forward_backward();
     if (buckets) buckets->finish_step();
-    for (const Tensor& p : params) grads.push_back(p.grad());
+    if (buckets)
+      grads = buckets->grads_for_update();
+    else
+      for (const Tensor& p : params) grads.push_back(p.grad());
     bool skip = false;
     if (scaler) {
-      skip = scaler->unscale(grads);
+      skip = buckets ? buckets->unscale(*scaler, grads) : scaler->unscale(grads);
       scaler->update(skip);
     }
     if (!skip) sgd_momentum_update(params, grads, velocities, kLr, kMomentum, kDecay);
@@ -157,6 +161,7 @@ int main(int argc, char** argv) {
   int size = 512, batch = 4, steps = 5, warmup = 2, classes = 19;
   bool profile = true, roofline = false, cuda_graph = false, size_given = false, batch_given = false,
        classes_given = false;
+  std::optional<DType> allreduce_dtype_flag;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -188,11 +193,15 @@ int main(int argc, char** argv) {
         roofline = true;
       else if (a == "--cuda_graph")
         cuda_graph = true;
+      else if (a == "--allreduce_dtype")
+        allreduce_dtype_flag = train::parse_allreduce_dtype(value(), "--allreduce_dtype");
       else if (a == "--help" || a == "-h") {
         std::printf(
             "usage: bench_train [--model B|T|yolov3_darknet53|yolov3_mobilenetv1] [--size N] [--batch N]\n"
             "                   [--steps 5] [--warmup 2] [--classes N] [--device cpu|gpu] [--no-profile] [--roofline]\n"
             "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--cuda_graph] [--json FILE]\n"
+            "                   [--allreduce_dtype auto|fp32|bf16|fp16]\n"
+            "--allreduce_dtype: the gradients' type in a data-parallel run's all-reduce (as engine-train's)\n"
             "--cuda_graph: the timed steps replay a CUDA graph of the whole step (GPU, one rank); the\n"
             "per-op profile and the roofline steps run eagerly\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
@@ -294,7 +303,9 @@ int main(int argc, char** argv) {
       model_name = "YOLOv3 (" + spec.backbone + ")";
     }
 
-    if (world > 1) st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm);
+    if (world > 1)
+      st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm, train::GradBuckets::kDefaultBucketBytes,
+                                                        train::allreduce_dtype(allreduce_dtype_flag, dev));
     std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s %s, device %s%s\n", model_name.c_str(), classes,
                 batch, size, size, precision_name(precision), amp_level_name(level), dev.str().c_str(),
                 cuda_graph ? ", CUDA graph" : "");
@@ -303,14 +314,16 @@ int main(int argc, char** argv) {
       int64_t total = 0;
       for (size_t b = 0; b < st.buckets->num_buckets(); ++b) {
         char mb[32];
-        std::snprintf(mb, sizeof mb, "%s%.1f", b ? " + " : "", st.buckets->bucket_numel(b) * 4.0 / 1e6);
+        const double bytes = (double)st.buckets->bucket_numel(b) * (double)dtype_size(st.buckets->wire_dtype());
+        std::snprintf(mb, sizeof mb, "%s%.1f", b ? " + " : "", bytes / 1e6);
         sizes += mb;
-        total += st.buckets->bucket_numel(b) * 4;
+        total += (int64_t)bytes;
       }
       std::printf(
-          "data parallel: %d ranks (%s), batch %d per rank; gradients all-reduced per step: %.1f MB in %zu "
+          "data parallel: %d ranks (%s), batch %d per rank; gradients all-reduced per step: %.1f MB of %s in %zu "
           "buckets (%s MB, in the order backward fills them); images/s counts all ranks\n",
-          world, dp.comm->name().c_str(), batch, total / 1e6, st.buckets->num_buckets(), sizes.c_str());
+          world, dp.comm->name().c_str(), batch, total / 1e6, dtype_name(st.buckets->wire_dtype()),
+          st.buckets->num_buckets(), sizes.c_str());
     }
     std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
     if (cuda_graph && (!dev.is_cuda() || world > 1))

@@ -22,6 +22,7 @@
 #include "train/det_config.h"
 #include "train/det_task.h"
 #include "train/dist_env.h"
+#include "train/grad_buckets.h"
 #include "train/seg_task.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
                                   : (a.sync_bn == "off" ? TrainOptions::SyncBn::Off : TrainOptions::SyncBn::Auto);
     o.profile = a.profile;
     o.cuda_graph = a.cuda_graph;
+    o.allreduce_dtype = parse_allreduce_dtype(a.allreduce_dtype, "--allreduce_dtype");
     o.overwrite = a.overwrite;
     o.save_on_stop = a.save_on_stop;
     o.stop_request = &stop_request();

@@ -110,11 +110,18 @@ grep -qF "epoch 1 continues after 4 of the 6 samples already trained on" <<<"$la
   ok "data position mapped by samples (4 of 6)" || fail "the mapped data position is not in the warning"
 expect 2 "start them with mpirun" env RANK=0 WORLD_SIZE=2 "${train[@]}" --save_dir nompi
 [ -e nompi ] && fail "a refused run wrote nompi/" || ok "nothing written by the refused run"
-# 2a. Two ranks at bf16 O2 (activations in bf16; the all-reduced gradients stay f32), resumed on one.
+# 2a. Two ranks at bf16 O2 (activations in bf16; CPU ranks all-reduce f32 gradients by default),
+# resumed on one; the same with the gradients all-reduced in bf16 (--allreduce_dtype bf16).
 if grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
   expect 0 "engine-train: finished 6 iterations" "${mpi[@]}" -np 2 "${train[@]}" --precision bf16 --amp_level O2 \
     --save_interval 3 --save_dir o2x2
   grep -qF "precision bf16 (O2" <<<"$last_out" && ok "two ranks trained at bf16 O2" || fail "the O2 line is missing"
+  grep -qE "Gradient all-reduce: 2 ranks, [0-9]+ buckets in f32" <<<"$last_out" &&
+    ok "f32 gradient buckets on CPU ranks by default" || fail "the default gradient buckets of CPU ranks are not f32"
+  expect 0 "engine-train: finished 6 iterations" "${mpi[@]}" -np 2 "${train[@]}" --precision bf16 --amp_level O2 \
+    --allreduce_dtype bf16 --save_interval 6 --save_dir o2bf16
+  grep -qE "Gradient all-reduce: 2 ranks, [0-9]+ buckets in bf16" <<<"$last_out" &&
+    ok "--allreduce_dtype bf16 all-reduces bf16 gradient buckets" || fail "--allreduce_dtype bf16 was not applied"
   expect 0 "engine-train: finished 6 iterations" "${train[@]}" --precision bf16 --amp_level O2 --resume_model o2x2/iter_3 \
     --save_dir o2x1
 fi

@@ -895,6 +895,12 @@ TEST(TrainArgsTest, Errors) {
                train_args({"--config", "c", "--dist_timeout", "0"});
              }),
              "--dist_timeout: expected seconds > 0, got '0'");
+  EXPECT_EQ(train_args({"--config", "c"}).allreduce_dtype, "auto");
+  EXPECT_EQ(train_args({"--config", "c", "--allreduce_dtype", "fp16"}).allreduce_dtype, "fp16");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--allreduce_dtype", "f32"});
+             }),
+             "--allreduce_dtype: expected auto, fp32, bf16 or fp16, got 'f32'");
   EXPECT_HAS(error_of([] {
                train_args({"--config", "c", "--opts", "nokey"});
              }),

@@ -8,7 +8,9 @@
 //     gradients, summed parameter gradients, running statistics);
 //   - the loader's shards are disjoint and cover the data set;
 //   - the MPI communicator's collectives (mean, broadcast, gather of unequal sizes, barrier);
-//   - fp16: an overflow in one rank's gradients makes every rank's loss-scaling check skip the step.
+//   - fp16: an overflow in one rank's gradients makes every rank's loss-scaling check skip the step;
+//   - O2's 16-bit gradient buckets (bf16, f16 on the wire): the rounded mean on both ranks, bit for
+//     bit, read by the update as they are.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include "engine/ops/optim.h"
 #include "engine/ops/reduce.h"
 #include "engine/precision.h"
+#include "kernels/shared_math.h"
 #include "models/layers.h"
 #include "models/module.h"
 #include "train/grad_buckets.h"
@@ -180,6 +183,72 @@ TEST_F(Distributed, Fp16OverflowOnOneRankMakesEveryRankSkipTheStep) {
   }
 }
 
+// Data-parallel O2's 16-bit gradient buckets (bf16 and f16 on the wire): each rank's reduced
+// gradient is the mean of the two ranks' f32 gradients rounded to the type (each rounded, their sum
+// rounded, the halving rounded), bit for bit, and the same on both ranks; the f32 buffers keep the
+// rank's own gradient; an update reading the 16-bit gradients leaves the same weights on both ranks.
+TEST_F(Distributed, SixteenBitGradientBucketsHoldTheRoundedMeanOnEveryRank) {
+  Communicator& c = world();
+  const int r = c.rank();
+  for (DType wire : {DType::BF16, DType::F16}) {
+    SCOPED_TRACE(dtype_name(wire));
+    auto dp = nn::build_seg_model(spec_t(7));
+    dp->train();
+    std::vector<Tensor> params;
+    for (auto& [n, p] : dp->named_parameters()) params.push_back(p);
+    train::GradBuckets buckets(params, c, /*bucket_bytes=*/512 << 10, wire);
+    ASSERT_EQ(buckets.wire_dtype(), wire);
+    const Tensor x = Tensor::randn({1, 64, 64, 3}, 31 + (uint64_t)r);
+    std::vector<int64_t> lab(64 * 64);
+    for (size_t i = 0; i < lab.size(); ++i) lab[i] = (int64_t)((i * 2654435761u >> 9) % 3);
+    buckets.begin_step();
+    seg_loss(dp->forward(x), Tensor::from_vector_i64(lab, {1, 64, 64})).backward();
+    buckets.finish_step();
+    // Every rank's own f32 gradients, in parameter order.
+    std::string mine;
+    std::vector<Tensor> reduced;
+    for (size_t i = 0; i < params.size(); ++i) {
+      ASSERT_TRUE(buckets.has_grad(i)) << i;
+      mine += bytes_of(params[i].grad());
+      reduced.push_back(buckets.reduced_grad(i));
+      ASSERT_EQ(reduced.back().dtype(), wire);
+      ASSERT_EQ(reduced.back().shape(), params[i].shape());
+    }
+    const auto all = c.all_gather_bytes(mine, "local gradients");
+    ASSERT_EQ(all[0].size(), all[1].size());
+    const float* g0 = reinterpret_cast<const float*>(all[0].data());
+    const float* g1 = reinterpret_cast<const float*>(all[1].data());
+    size_t at = 0, rounded_differently = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const Tensor got = reduced[i].contiguous();
+      const uint16_t* bits = static_cast<const uint16_t*>(got.raw_data());
+      for (int64_t j = 0; j < got.numel(); ++j, ++at) {
+        uint16_t want = 0;
+        kernels::with_storage(wire, "test", [&]<DType D>() {
+          using S = kernels::Storage<D>;
+          const float sum = S::load(S::store(S::load(S::store(g0[at])) + S::load(S::store(g1[at]))));
+          want = S::store(sum * 0.5f);
+          if (want != S::store((g0[at] + g1[at]) * 0.5f)) ++rounded_differently;
+        });
+        ASSERT_EQ(bits[j], want) << "parameter " << i << " element " << j;
+      }
+    }
+    EXPECT_EQ(at * sizeof(float), all[0].size());
+    // (Most elements round the same either way; some do not, so the test sees the order of roundings.)
+    EXPECT_GT(rounded_differently, 0u);
+    // The f32 buffers still hold this rank's gradients.
+    const float* own = reinterpret_cast<const float*>(all[(size_t)r].data());
+    EXPECT_EQ(0, std::memcmp(own, mine.data(), mine.size()));
+    std::vector<Tensor> velocities;
+    for (const Tensor& p : params) velocities.push_back(Tensor::zeros(p.shape(), DType::F32));
+    sgd_momentum_update(params, reduced, velocities, 0.01f, 0.9f, 5e-4f);
+    std::string weights;
+    for (const Tensor& p : params) weights += bytes_of(p);
+    const auto both = c.all_gather_bytes(weights, "weights after the update");
+    EXPECT_TRUE(both[0] == both[1]) << "the ranks' weights differ after the update";
+  }
+}
+
 TEST_F(Distributed, SyncBatchNormWithUnevenBatchesEqualsBatchNormOverAllRows) {
   Communicator& c = world();
   const int r = c.rank();
@@ -290,6 +359,6 @@ TEST_F(Distributed, CollectivesOfTheMpiCommunicator) {
     c.all_reduce({i64}, ReduceOp::Sum, "an i64 tensor");
     ADD_FAILURE() << "an i64 tensor was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("dense f32 CPU tensors"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dense f32, bf16 or f16 CPU tensors"), std::string::npos) << e.what();
   }
 }

@@ -3,16 +3,19 @@
 // parameter larger than a bucket alone in its own), gradients as views into the buckets (backward adds
 // into them in place, so no two parameters share storage), buckets started in index order as their
 // last gradient completes during backward, parameters without a gradient, zeroing between steps, and
-// hooks that do nothing once the buckets are gone. Across real MPI ranks: tests/test_distributed.cpp.
+// hooks that do nothing once the buckets are gone; a 16-bit wire (a rounded twin of each bucket is
+// reduced). Across real MPI ranks: tests/test_distributed.cpp.
 #include <gtest/gtest.h>
 
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/comm/communicator.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "engine/precision.h"
 #include "models/layers.h"
 #include "models/module.h"
 #include "train/grad_buckets.h"
@@ -120,6 +123,64 @@ TEST(GradBuckets, GradientsAreViewsReducedOnceAndStartedInOrderDuringBackward) {
       ASSERT_FLOAT_EQ(rb[i], 2 * gb[i]) << "step " << step << " element " << i;
       ASSERT_FLOAT_EQ(rc[i], 2 * gc[i]) << "step " << step << " element " << i;
     }
+  }
+}
+
+// A 16-bit wire: each bucket is rounded once into its 16-bit twin when it starts, the twin is what is
+// reduced, and reduced_grad() views it; backward's f32 buffers keep the rank's own gradients.
+TEST(GradBuckets, SixteenBitWireReducesARoundedTwin) {
+  for (DType wire : {DType::BF16, DType::F16}) {
+    SCOPED_TRACE(dtype_name(wire));
+    RecordingCommunicator comm;
+    Tensor a = param({64}, 1), b2 = param({48}, 2);
+    const Tensor x = Tensor::randn({64}, 4);
+    train::GradBuckets buckets({a, b2}, comm, 64 * 4, wire);
+    EXPECT_EQ(buckets.wire_dtype(), wire);
+    sum(mul(x, a)).backward();
+    sum(mul(b2, b2)).backward();
+    const Tensor ga = a.grad().clone(), gb = b2.grad().clone();
+    for (Tensor t : {a, b2}) t.zero_grad();
+    buckets.begin_step();
+    sum(mul(x, a)).backward();
+    sum(mul(b2, b2)).backward();
+    buckets.finish_step();
+    ASSERT_EQ(comm.started.size(), 2u);
+    for (auto [p, g, i] : {std::tuple{a, ga, size_t(0)}, std::tuple{b2, gb, size_t(1)}}) {
+      const Tensor r = buckets.reduced_grad(i);
+      ASSERT_EQ(r.dtype(), wire);
+      ASSERT_EQ(r.shape(), p.shape());
+      // The fake reduction doubles, exactly in any type: 2 * the gradient rounded to the wire's type.
+      const std::vector<float> got = r.to(DType::F32).to_vector(), want = g.to(wire).to(DType::F32).to_vector();
+      for (size_t j = 0; j < got.size(); ++j) ASSERT_EQ(got[j], 2 * want[j]) << "parameter " << i << " element " << j;
+      EXPECT_EQ(p.grad().to_vector(), g.to_vector()) << "the f32 buffer of parameter " << i << " was changed";
+    }
+  }
+  RecordingCommunicator comm;
+  try {
+    train::GradBuckets bad({param({4}, 1)}, comm, 1024, DType::I32);
+    ADD_FAILURE() << "an i32 wire was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("wire type must be f32, bf16 or f16"), std::string::npos) << e.what();
+  }
+}
+
+// --allreduce_dtype: auto is the low type at O2 on GPU ranks, f32 on CPU ranks and below O2; an
+// explicit type wins.
+TEST(GradBuckets, AllreduceDtypeRule) {
+  EXPECT_EQ(train::parse_allreduce_dtype("auto", "--allreduce_dtype"), std::nullopt);
+  EXPECT_EQ(train::parse_allreduce_dtype("bf16", "--allreduce_dtype"), DType::BF16);
+  EXPECT_THROW(train::parse_allreduce_dtype("half", "--allreduce_dtype"), Error);
+  for (Precision p : {Precision::BF16, Precision::FP16}) {
+    const DType low = p == Precision::BF16 ? DType::BF16 : DType::F16;
+    {
+      const AutocastGuard o2(p, AmpLevel::O2);
+      EXPECT_EQ(train::allreduce_dtype(std::nullopt, Device::cuda(0)), low);
+      EXPECT_EQ(train::allreduce_dtype(std::nullopt, Device::cpu()), DType::F32);
+      EXPECT_EQ(train::allreduce_dtype(DType::F32, Device::cuda(0)), DType::F32);
+      EXPECT_EQ(train::allreduce_dtype(DType::BF16, Device::cpu()), DType::BF16);
+    }
+    const AutocastGuard o1(p, AmpLevel::O1);
+    EXPECT_EQ(train::allreduce_dtype(std::nullopt, Device::cuda(0)), DType::F32);
   }
 }
 

@@ -2,13 +2,14 @@
 // sgd_momentum_update: three steps over several tensors of odd sizes (crossing the CPU and CUDA
 // chunk sizes, a misaligned view for the scalar CUDA path, a strided gradient, a parameter without
 // gradient) against a hand computation in double, CPU vs CUDA, and bad inputs; the operands read when
-// the update runs (learning rate, loss, scaler flag: UpdateAtRun); the loss scaler's unscale in both
-// forms.
+// the update runs (learning rate, loss, scaler flag: UpdateAtRun); bf16 and f16 gradients read by
+// the update; the loss scaler's unscale in both forms, in place and from 16-bit gradients into f32.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 
+#include "engine/ops/copy.h"
 #include "engine/ops/optim.h"
 #include "tests/harness/op_check.h"
 
@@ -16,6 +17,12 @@ using namespace engine;
 using namespace engine::testing;
 
 namespace {
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+  const Tensor ha = a.to(Device::cpu()).contiguous(), hb = b.to(Device::cpu()).contiguous();
+  return std::memcmp(ha.raw_data(), hb.raw_data(), ha.nbytes()) == 0;
+}
+
 std::vector<Device> devices() {
   std::vector<Device> d = {Device::cpu()};
   if (have_cuda()) d.push_back(Device::cuda(0));
@@ -110,6 +117,51 @@ TEST(Sgd, BadInputs) {
 // The operands an update reads when it runs (UpdateAtRun, what a CUDA graph of the whole step uses):
 // the learning rate from a tensor replaces the argument, bit for bit; a loss of nan, +inf or -inf and a
 // nonzero scaler flag each leave weights and momentum untouched; a finite loss and a zero flag update.
+// 16-bit gradients (data-parallel O2's reduced ones) are widened as the update reads them: the same
+// weights and momentum, bit for bit, as the update given their f32 widening. Sizes cross the chunks;
+// a view at an odd element offset takes the CUDA kernel's scalar path, a strided one is copied.
+TEST(Sgd, ReadsBf16AndF16Gradients) {
+  const std::vector<int64_t> sizes = {1, 3, 1027, 8197, 40001};
+  for (Device d : devices()) {
+    for (DType t : {DType::BF16, DType::F16}) {
+      SCOPED_TRACE(d.str() + " " + dtype_name(t));
+      std::vector<Tensor> p16, v16, p32, v32, g16, g32;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const Tensor p = Tensor::uniform({sizes[i]}, 60 + i, -1.f, 1.f, d);
+        p16.push_back(p.clone()), p32.push_back(p.clone());
+        const Tensor v = Tensor::uniform({sizes[i]}, 70 + i, -0.1f, 0.1f, d);
+        v16.push_back(v.clone()), v32.push_back(v.clone());
+        Tensor g = copy_contiguous(Tensor::uniform({sizes[i] + 1}, 80 + i, -2.f, 2.f, d), t);
+        if (i == 2)
+          g = g.slice(0, 1, sizes[i] + 1);  // 2-byte offset: not 8-byte aligned
+        else if (i == 3)
+          g = copy_contiguous(Tensor::uniform({2 * sizes[i]}, 80 + i, -2.f, 2.f, d), t).slice(0, 0, 2 * sizes[i], 2);
+        else
+          g = g.slice(0, 0, sizes[i]);
+        g16.push_back(g);
+        g32.push_back(copy_contiguous(g, DType::F32));
+      }
+      for (int step = 0; step < 2; ++step) {
+        sgd_momentum_update(p16, g16, v16, 0.01f, 0.9f, 5e-4f);
+        sgd_momentum_update(p32, g32, v32, 0.01f, 0.9f, 5e-4f);
+      }
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const std::vector<float> a = p16[i].to_vector(), b = p32[i].to_vector();
+        const std::vector<float> va = v16[i].to_vector(), vb = v32[i].to_vector();
+        ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "params " << i;
+        ASSERT_EQ(0, std::memcmp(va.data(), vb.data(), va.size() * sizeof(float))) << "velocities " << i;
+      }
+      EXPECT_FALSE(same_bits(p16[4], Tensor::uniform({sizes[4]}, 64, -1.f, 1.f, d)));  // it did update
+    }
+    expect_one_line_error(
+        [&] {
+          sgd_momentum_update({Tensor::zeros({4}, DType::F32, d)}, {Tensor::zeros({4}, DType::I32, d)},
+                              {Tensor::zeros({4}, DType::F32, d)}, 0.1f, 0.9f, 0.f);
+        },
+        {"sgd_momentum_update", "grads[0]", "f32, bf16 or f16"});
+  }
+}
+
 TEST(Sgd, OperandsReadWhenItRuns) {
   const std::vector<int64_t> sizes = {3, 8197, 40001};
   const float mu = 0.9f, wd = 5e-4f;
@@ -251,6 +303,61 @@ TEST(Unscale, FactorReadWhenItRunsFlagLeftOnTheDevice) {
     expect_one_line_error(
         [&] { unscale_grads_check_finite({Tensor::zeros({4}, DType::F32, d)}, Tensor::zeros({2}, DType::F32, d)); },
         {"unscale_grads_check_finite", "inv_scale", "one f32 element"});
+  }
+}
+
+// A 16-bit gradient unscaled into an f32 destination (data-parallel fp16 O2): the f32 result of the
+// widened value times the factor, the source untouched, the flag set by an inf or nan in it; both
+// forms. Bad destinations get one-line errors.
+TEST(Unscale, SixteenBitGradientsIntoF32) {
+  const std::vector<int64_t> sizes = {1, 1027, 8197, 40001};
+  const float inv = 1.f / 3000.f;
+  for (Device d : devices()) {
+    for (DType t : {DType::BF16, DType::F16}) {
+      for (bool poisoned : {false, true}) {
+        SCOPED_TRACE(d.str() + " " + dtype_name(t) + (poisoned ? " poisoned" : " finite"));
+        std::vector<Tensor> src, into, into_dev, expected;
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          std::vector<float> v = Tensor::uniform({sizes[i] + 1}, 90 + i, -6e4f, 6e4f).to_vector();
+          if (poisoned && i == 2) v[8000] = INFINITY;
+          Tensor g = copy_contiguous(Tensor::from_vector(v, {sizes[i] + 1}, d), t);
+          g = i == 1 ? g.slice(0, 1, sizes[i] + 1) : g.slice(0, 0, sizes[i]);  // (i == 1: not 8-byte aligned)
+          src.push_back(g);
+          Tensor e = copy_contiguous(g, DType::F32);
+          expected.push_back(e);
+          into.push_back(Tensor::full({sizes[i]}, 7.f, DType::F32, d));
+          into_dev.push_back(Tensor::full({sizes[i]}, 7.f, DType::F32, d));
+        }
+        const std::vector<Tensor> src_before = {src[0].clone(), src[1].clone(), src[2].clone(), src[3].clone()};
+        EXPECT_EQ(unscale_grads_check_finite(expected, inv), poisoned);  // the f32 reference, in place
+        EXPECT_EQ(unscale_grads_check_finite(src, inv, into), poisoned);
+        EXPECT_EQ(unscale_grads_check_finite(src, Tensor::full({1}, inv, DType::F32, d), into_dev).to_vector_i64(),
+                  std::vector<int64_t>{poisoned ? 1 : 0});
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          const std::vector<float> a = into[i].to_vector(), b = into_dev[i].to_vector(), e = expected[i].to_vector();
+          ASSERT_EQ(0, std::memcmp(a.data(), e.data(), a.size() * sizeof(float))) << "tensor " << i;
+          ASSERT_EQ(0, std::memcmp(b.data(), e.data(), b.size() * sizeof(float))) << "tensor " << i;
+          EXPECT_TRUE(same_bits(src[i], src_before[i])) << "source " << i << " was written";
+        }
+      }
+    }
+    const Tensor g = Tensor::zeros({8}, DType::BF16, d);
+    expect_one_line_error([&] { unscale_grads_check_finite({g}, 0.5f); },
+                          {"unscale_grads_check_finite", "grads[0]", "f32"});
+    expect_one_line_error(
+        [&] {
+          unscale_grads_check_finite({g, g}, 0.5f, {Tensor::zeros({8}, DType::F32, d)});
+        },
+        {"unscale_grads_check_finite", "counts must match"});
+    expect_one_line_error([&] { unscale_grads_check_finite({g}, 0.5f, {Tensor::zeros({8}, DType::BF16, d)}); },
+                          {"unscale_grads_check_finite", "into[0]"});
+    expect_one_line_error([&] { unscale_grads_check_finite({g}, 0.5f, {Tensor::zeros({4}, DType::F32, d)}); },
+                          {"unscale_grads_check_finite", "into[0]", "one shape"});
+    expect_one_line_error([&] { unscale_grads_check_finite({g}, 0.5f, {Tensor()}); },
+                          {"unscale_grads_check_finite", "into[0] is undefined"});
+    const Tensor f = Tensor::zeros({16}, DType::F32, d);
+    expect_one_line_error([&] { unscale_grads_check_finite({f.slice(0, 0, 8)}, 0.5f, {f.slice(0, 4, 12)}); },
+                          {"unscale_grads_check_finite", "into[0]", "overlaps grads[0]"});
   }
 }
 

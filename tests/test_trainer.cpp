@@ -9,6 +9,7 @@
 // resumes with it; under fp16 a non-finite loss is a skipped step until ten come in a row.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -17,7 +18,10 @@
 #include <sstream>
 
 #include "data/synthetic.h"
+#include "engine/comm/communicator.h"
 #include "engine/device.h"
+#include "engine/ops/copy.h"
+#include "engine/ops/elementwise.h"
 #include "engine/precision.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/config.h"
@@ -116,6 +120,26 @@ std::string error_of(F&& f) {
   }
   return "(no error)";
 }
+
+// Rank 0 of a world of two identical ranks: every collective returns what this rank gave (the mean
+// of two equal gradients is the gradient), so the data-parallel code paths run in one process.
+class MirrorCommunicator final : public Communicator {
+ public:
+  std::vector<DType> all_reduced;  // the type of every all-reduced tensor
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  std::string name() const override { return "mirror"; }
+  std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string&) override {
+    all_reduced.push_back(t.dtype());
+    if (op == ReduceOp::Sum) copy_into(t, mul(t, 2.f));  // (two ranks' equal values; exact in every float type)
+    return make_local_communicator()->start_all_reduce(t, op, "");
+  }
+  void broadcast(const Tensor&, int, const std::string&) override {}
+  void barrier(const std::string&) override {}
+  std::vector<std::string> all_gather_bytes(const std::string& mine, const std::string&) override {
+    return {mine, mine};
+  }
+};
 
 }  // namespace
 
@@ -445,6 +469,57 @@ TEST(Trainer, CudaDeviceGivesTheCpuLosses) {
   EXPECT_NEAR(a[0], b[0], 1e-4 * std::fabs(a[0]));
   for (size_t i = 1; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 5e-2 * std::fabs(a[i])) << "iteration " << i + 1;
   EXPECT_LT(b.back(), b.front());
+}
+
+// Data parallel at O2 (two mirrored CPU ranks): --allreduce_dtype bf16 / fp16 all-reduce the
+// gradients in 16 bits, and the update reads them as they are (bf16), or after the scaler unscaled
+// the fp16 ones into the f32 buckets (fp16, at a scale of 2^20 whose scaled gradients overflow fp16
+// on the wire first: those steps are skipped until the scale has fallen far enough); auto keeps f32
+// on CPU ranks (train/grad_buckets.h allreduce_dtype).
+TEST(Trainer, O2DataParallelAllReducesSixteenBitGradients) {
+  struct Case {
+    Precision prec;
+    std::optional<DType> requested;
+    DType wire;
+  };
+  for (const Case& c : {Case{Precision::BF16, DType::BF16, DType::BF16}, Case{Precision::FP16, DType::F16, DType::F16},
+                        Case{Precision::BF16, std::nullopt, DType::F32}}) {
+    const bool fp16 = c.prec == Precision::FP16;
+    SCOPED_TRACE(std::string(precision_name(c.prec)) + " wire " + dtype_name(c.wire));
+    const AutocastGuard o2(c.prec, AmpLevel::O2);
+    const fs::path dir = fresh_dir(std::string("o2_dp_") + dtype_name(c.wire));
+    const std::string scaling =
+        fp16 ? "loss_scaling:\n  init_loss_scaling: 1048576.0\n  decr_ratio: 0.125\n  incr_every_n_steps: 3\n" : "";
+    const TrainConfig cfg =
+        load_train_config(write_config(dir, 8, 0.01, scaling), {}, std::nullopt, std::nullopt, std::nullopt);
+    MirrorCommunicator comm;
+    TrainOptions o = options(dir / "run");
+    o.comm = &comm;
+    o.save_interval = 8;
+    o.allreduce_dtype = c.requested;
+    std::ostringstream log;
+    const TrainSummary s = run_training(cfg, o, log);
+    EXPECT_EQ(s.iters_done, 8);
+    EXPECT_NE(log.str().find(std::string("Gradient all-reduce: 2 ranks, ")), std::string::npos) << log.str();
+    EXPECT_NE(log.str().find(std::string(" buckets in ") + dtype_name(c.wire)), std::string::npos) << log.str();
+    // The gradient buckets went in the wire's type (the losses and the stop flag in f32).
+    EXPECT_GT(std::count(comm.all_reduced.begin(), comm.all_reduced.end(), c.wire), 0);
+    EXPECT_EQ(std::count(comm.all_reduced.begin(), comm.all_reduced.end(), fp16 ? DType::BF16 : DType::F16), 0);
+    for (double l : logged_losses(dir / "run")) EXPECT_TRUE(std::isfinite(l));
+    if (fp16) {
+      EXPECT_GE(s.skipped_steps, 1) << log.str();
+      EXPECT_LT(s.skipped_steps, 8) << log.str();
+    }
+    // Updates ran (a skipped step leaves the momentum alone; it starts at zero) and stayed finite.
+    const LoadedTensors opt_state = load_safetensors((dir / "run/iter_8/optimizer.safetensors").string());
+    int64_t nonzero = 0;
+    for (const auto& [name, t] : opt_state.tensors)
+      for (float v : t.to_vector()) {
+        ASSERT_TRUE(std::isfinite(v)) << name;
+        nonzero += v != 0.f;
+      }
+    EXPECT_GT(nonzero, 1000);
+  }
 }
 
 // fp16 O1 with Paddle's dynamic loss scaling, on the CPU device (the conv kernel's fp16 path; the

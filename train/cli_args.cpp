@@ -212,6 +212,11 @@ TrainArgs parse_train_args(int argc, char** argv) {
       p.fail_flag("--sync_bn", "expected auto, on or off, got '", v[0], "'");
     a.sync_bn = v[0];
   });
+  p.flag("--allreduce_dtype", Arity::One, [&](Vals v) {
+    if (v[0] != "auto" && v[0] != "fp32" && v[0] != "bf16" && v[0] != "fp16")
+      p.fail_flag("--allreduce_dtype", "expected auto, fp32, bf16 or fp16, got '", v[0], "'");
+    a.allreduce_dtype = v[0];
+  });
   p.flag("--cuda_graph", Arity::One, [&](Vals v) {
     if (v[0] != "on" && v[0] != "off") p.fail_flag("--cuda_graph", "expected on or off, got '", v[0], "'");
     a.cuda_graph = v[0] == "on";
@@ -369,6 +374,9 @@ std::string train_usage() {
          "  --sync_bn auto|on|off   synchronised batch norm; auto = on for GPU ranks, off for CPU ranks\n"
          "  --dist_timeout S        seconds a collective may wait for the other ranks before the job is\n"
          "                          ended with exit code 4 (default 1800)\n"
+         "  --allreduce_dtype auto|fp32|bf16|fp16\n"
+         "                          the gradients' type in the all-reduce; auto (default): GPU ranks at O2\n"
+         "                          use the low type (half the bytes, as Paddle's O2), otherwise fp32\n"
          "  --help                  print this help\n"
          "Detection (PaddleX train() parameters; each overrides the config key of the same name, after --opts):\n"
          "  --num_epochs N                  epochs to train (default 270)\n"

@@ -30,16 +30,17 @@ struct TrainArgs {
   std::string resume_model;     // a checkpoint directory such as output/iter_500
   int keep_checkpoint_max = 5;  // <= 0 keeps every checkpoint (PaddleSeg)
   std::optional<uint64_t> seed;
-  std::string device;             // "cpu" | "gpu" | "gpu:N" | "" (= the engine's default device)
-  std::vector<std::string> opts;  // "key.sub=value"
-  std::string precision;          // "" = the config's `precision` key (default fp32)
-  std::string amp_level;          // "" = the config's `amp_level` key (default O1)
-  bool profile = false;           // engine's own flag: per-op time breakdown with each log line
-  bool overwrite = false;         // engine's own flag: replace an earlier run's results in save_dir
-  bool save_on_stop = true;       // engine's own flag --no_save_on_stop turns it off
-  double dist_timeout = 1800;     // engine's own flag: seconds a collective may take before the job is ended
-  bool cuda_graph = true;         // engine's own flag: --cuda_graph on|off (TrainOptions::cuda_graph)
-  std::string sync_bn = "auto";   // engine's own flag: auto | on | off (train/trainer.h TrainOptions::sync_bn)
+  std::string device;                    // "cpu" | "gpu" | "gpu:N" | "" (= the engine's default device)
+  std::vector<std::string> opts;         // "key.sub=value"
+  std::string precision;                 // "" = the config's `precision` key (default fp32)
+  std::string amp_level;                 // "" = the config's `amp_level` key (default O1)
+  bool profile = false;                  // engine's own flag: per-op time breakdown with each log line
+  bool overwrite = false;                // engine's own flag: replace an earlier run's results in save_dir
+  bool save_on_stop = true;              // engine's own flag --no_save_on_stop turns it off
+  double dist_timeout = 1800;            // engine's own flag: seconds a collective may take before the job is ended
+  bool cuda_graph = true;                // engine's own flag: --cuda_graph on|off (TrainOptions::cuda_graph)
+  std::string sync_bn = "auto";          // engine's own flag: auto | on | off (train/trainer.h TrainOptions::sync_bn)
+  std::string allreduce_dtype = "auto";  // engine's own flag: auto | fp32 | bf16 | fp16 (TrainOptions::allreduce_dtype)
   // Detection configs: every PaddleX train() parameter given as a flag (--num_epochs 20 ...), in the
   // order given, as written. --learning_rate, --save_dir, --num_workers, --seed and --use_vdl are
   // shared with the PaddleSeg flags above: they set those fields and are also listed here.

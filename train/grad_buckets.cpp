@@ -2,13 +2,15 @@
 
 #include "base/error.h"
 #include "engine/ops/copy.h"
+#include "engine/precision.h"
 
 namespace engine::train {
 
 struct GradBuckets::State {
   Communicator* comm = nullptr;
   std::vector<Tensor> params;
-  std::vector<Tensor> buffers;            // one per bucket
+  std::vector<Tensor> buffers;            // one per bucket (f32: backward accumulates into them)
+  std::vector<Tensor> wire;               // 16-bit wire: one per bucket, what is all-reduced
   std::vector<size_t> bucket_of;          // parameter -> bucket
   std::vector<int64_t> offset_in_bucket;  // parameter -> element offset in its bucket
   std::vector<int> params_in_bucket;
@@ -21,8 +23,10 @@ struct GradBuckets::State {
 
   void start_ready_buckets() {
     while (next_to_start < buffers.size() && waiting[next_to_start] == 0) {
-      pending[next_to_start] = comm->start_all_reduce(buffers[next_to_start], ReduceOp::Mean,
-                                                      "gradient bucket " + std::to_string(next_to_start));
+      const size_t b = next_to_start;
+      if (!wire.empty()) copy_into(wire[b], buffers[b]);  // rounded once to the wire's type
+      pending[b] = comm->start_all_reduce(wire.empty() ? buffers[b] : wire[b], ReduceOp::Mean,
+                                          "gradient bucket " + std::to_string(b));
       ++next_to_start;
     }
   }
@@ -38,9 +42,24 @@ struct GradBuckets::State {
   }
 };
 
-GradBuckets::GradBuckets(const std::vector<Tensor>& params, Communicator& comm, int64_t bucket_bytes)
+std::optional<DType> parse_allreduce_dtype(const std::string& s, const std::string& what) {
+  if (s == "auto") return std::nullopt;
+  if (s == "fp32") return DType::F32;
+  if (s == "bf16") return DType::BF16;
+  if (s == "fp16") return DType::F16;
+  fail(what, ": expected auto, fp32, bf16 or fp16, got '", s, "'");
+}
+
+DType allreduce_dtype(std::optional<DType> requested, Device device) {
+  if (requested) return *requested;
+  return device.is_cuda() ? activation_dtype() : DType::F32;
+}
+
+GradBuckets::GradBuckets(const std::vector<Tensor>& params, Communicator& comm, int64_t bucket_bytes, DType wire)
     : state_(std::make_shared<State>()) {
   ENGINE_CHECK(bucket_bytes > 0, "gradient buckets: bucket_bytes must be positive, got ", bucket_bytes);
+  ENGINE_CHECK(is_float_storage(wire), "gradient buckets: the wire type must be f32, bf16 or f16, got ",
+               dtype_name(wire));
   State& s = *state_;
   s.comm = &comm;
   s.params = params;
@@ -68,6 +87,8 @@ GradBuckets::GradBuckets(const std::vector<Tensor>& params, Communicator& comm, 
     sizes.back() = fill;
   }
   for (int64_t sz : sizes) s.buffers.push_back(Tensor::zeros({sz}, DType::F32, dev));
+  if (wire != DType::F32)
+    for (int64_t sz : sizes) s.wire.push_back(Tensor::zeros({sz}, wire, dev));
   s.params_in_bucket.assign(sizes.size(), 0);
   for (size_t i = 0; i < n; ++i) s.params_in_bucket[s.bucket_of[i]]++;
   s.waiting = s.params_in_bucket;
@@ -119,6 +140,32 @@ void GradBuckets::finish_step() {
 }
 
 bool GradBuckets::has_grad(size_t i) const { return state_->ready.at(i); }
+
+Tensor GradBuckets::reduced_grad(size_t i) const {
+  const State& s = *state_;
+  const Tensor& p = s.params.at(i);
+  if (s.wire.empty()) return p.grad();
+  const Tensor& w = s.wire[s.bucket_of[i]];
+  return make_view(w, p.shape(), contiguous_strides(p.shape()), w.offset() + s.offset_in_bucket[i]);
+}
+
+std::vector<Tensor> GradBuckets::grads_for_update() const {
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < state_->params.size(); ++i) grads.push_back(has_grad(i) ? reduced_grad(i) : Tensor());
+  return grads;
+}
+
+bool GradBuckets::unscale(const GradScaler& scaler, std::vector<Tensor>& grads) const {
+  const State& s = *state_;
+  if (s.wire.empty()) return scaler.unscale(grads);
+  std::vector<Tensor> into;
+  for (size_t i = 0; i < grads.size(); ++i) into.push_back(grads[i].defined() ? s.params.at(i).grad() : Tensor());
+  const bool found = scaler.unscale(grads, into);
+  grads = std::move(into);
+  return found;
+}
+
+DType GradBuckets::wire_dtype() const { return state_->wire.empty() ? DType::F32 : state_->wire[0].dtype(); }
 size_t GradBuckets::num_buckets() const { return state_->buffers.size(); }
 int64_t GradBuckets::bucket_numel(size_t b) const { return state_->buffers.at(b).numel(); }
 size_t GradBuckets::bucket_of(size_t i) const { return state_->bucket_of.at(i); }

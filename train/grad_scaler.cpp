@@ -19,8 +19,8 @@ constexpr const char* kBad = "loss_scaling_bad_steps";
 
 GradScaler::GradScaler(const GradScalerConfig& cfg) : cfg_(cfg), scale_(cfg.init_loss_scaling) {}
 
-bool GradScaler::unscale(const std::vector<Tensor>& grads) const {
-  return unscale_grads_check_finite(grads, (float)(1.0 / scale_));
+bool GradScaler::unscale(const std::vector<Tensor>& grads, const std::vector<Tensor>& into) const {
+  return unscale_grads_check_finite(grads, (float)(1.0 / scale_), into);
 }
 
 void GradScaler::update(bool found_inf) {

@@ -43,8 +43,9 @@ class GradScaler {
   int64_t good_steps() const { return good_; }
   int64_t bad_steps() const { return bad_; }
 
-  // Step 2: unscales the gradients in place; true when one held an inf or nan (skip the step).
-  bool unscale(const std::vector<Tensor>& grads) const;
+  // Step 2: unscales the gradients in place, or into `into` (f32, one per gradient: 16-bit reduced
+  // gradients of data-parallel fp16 O2); true when one held an inf or nan (skip the step).
+  bool unscale(const std::vector<Tensor>& grads, const std::vector<Tensor>& into = {}) const;
   // Step 4, after the step was taken or skipped.
   void update(bool found_inf);
 

@@ -568,9 +568,15 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     return line + "loss=" + fmt("%.6f", loss / n);
   };
 
-  // Data parallel: gradients in buckets all-reduced during backward (train/grad_buckets.h).
+  // Data parallel: gradients in buckets all-reduced during backward (train/grad_buckets.h), in the
+  // type --allreduce_dtype gives (by default 16-bit at O2 on GPU ranks); the update reads 16-bit ones
+  // as they are, or after the fp16 loss scaler unscaled them into the f32 buffers.
   std::unique_ptr<GradBuckets> buckets;
-  if (world > 1) buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes);
+  if (world > 1) {
+    buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes, allreduce_dtype(opt.allreduce_dtype, dev));
+    log << prefix() << "Gradient all-reduce: " << world << " ranks, " << buckets->num_buckets() << " buckets in "
+        << dtype_name(buckets->wire_dtype()) << std::endl;
+  }
   // The optimizer update (Paddle's Momentum): one fused launch when every parameter decays, else one
   // per group (with and without L2 decay). at_run: operands read when it runs (a CUDA graph's step).
   auto apply_update = [&](const std::vector<Tensor>& grads, float lr, const UpdateAtRun& at_run) {
@@ -711,10 +717,12 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       check_finite(scalars[0]);
     }
     const double total_loss = scalars[0];
+    // The gradients the update reads (with several ranks: averaged, in the buckets' wire type).
     std::vector<Tensor> grads;
-    if (!graphed)
-      for (size_t i = 0; i < params.size(); ++i)
-        grads.push_back(buckets && !buckets->has_grad(i) ? Tensor() : params[i].grad());
+    if (buckets)
+      grads = buckets->grads_for_update();
+    else if (!graphed)
+      for (const Tensor& p : params) grads.push_back(p.grad());
     bool skip_step = false;
     if (scaler && nonfinite_loss) {
       const double scale = scaler->scale();
@@ -728,7 +736,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     } else if (scaler) {
       const double scale = scaler->scale();
       // (A graph's step unscaled on the device and left the flag there.)
-      skip_step = graphed ? graphed->found_inf.to_vector_i64()[0] != 0 : scaler->unscale(grads);
+      skip_step = graphed   ? graphed->found_inf.to_vector_i64()[0] != 0
+                  : buckets ? buckets->unscale(*scaler, grads)
+                            : scaler->unscale(grads);
       scaler->update(skip_step);
       if (skip_step) {
         summary.skipped_steps += 1;

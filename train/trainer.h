@@ -73,6 +73,9 @@ struct TrainOptions {
   // rule), off on CPU ranks; On / Off force it (--sync_bn on|off).
   enum class SyncBn { Auto, On, Off } sync_bn = SyncBn::Auto;
   int64_t bucket_bytes = int64_t(25) << 20;  // gradient bucket size of data-parallel training
+  // The gradients' type in the all-reduce (--allreduce_dtype): nullopt = auto (train/grad_buckets.h
+  // allreduce_dtype: the low type at O2 on GPU ranks, else f32).
+  std::optional<DType> allreduce_dtype;
   // CUDA graphs of the training step on a GPU with one rank (train/step_graphs.h); --cuda_graph off
   // launches every kernel eagerly.
   bool cuda_graph = true;

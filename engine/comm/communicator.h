@@ -12,7 +12,10 @@
 //   - A collective that does not complete within timeout_seconds (another rank crashed, hangs or
 //     left) ends the whole job: one line "rank R of W: <what> did not complete within T s ..." on
 //     stderr, the communicator aborted, exit code kCollectiveTimeoutExit. Never a silent hang.
-//   - Tensors are dense f32 on the communicator's device; results are written in place.
+//   - Tensors are dense f32 on the communicator's device; results are written in place. An all-reduce
+//     also takes bf16 and f16 (data-parallel O2's gradient buckets): partial sums are rounded to the
+//     type (MPI: each addition in f32, then the mean's division in f32, each rounded once; NCCL:
+//     ncclAvg on ncclBfloat16 / ncclFloat16).
 #pragma once
 #include <memory>
 #include <string>

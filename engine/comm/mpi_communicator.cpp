@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "kernels/shared_math.h"
 
 namespace engine {
 
@@ -52,6 +53,32 @@ void check_mpi(int rc, const char* call, const std::string& what) {
   int len = 0;
   MPI_Error_string(rc, msg, &len);
   throw Error(std::string(call) + " (" + what + "): " + std::string(msg, (size_t)len));
+}
+
+// Sums of 16-bit floats (data-parallel O2's gradient buckets): MPI has no bf16 or f16 type, so such
+// a tensor travels as MPI_UINT16_T with these user ops, each addition made in f32 and rounded once
+// to the type.
+template <DType D>
+void sum_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
+  using S = kernels::Storage<D>;
+  const uint16_t* __restrict__ a = static_cast<const uint16_t*>(in);
+  uint16_t* __restrict__ b = static_cast<uint16_t*>(inout);
+  const int n = *len;
+#pragma omp simd
+  for (int i = 0; i < n; ++i) b[i] = S::store(S::load(a[i]) + S::load(b[i]));
+}
+
+MPI_Op make_sum_op(MPI_User_function* f) {
+  MPI_Op op = MPI_OP_NULL;
+  check_mpi(MPI_Op_create(f, /*commute=*/1, &op), "MPI_Op_create", "16-bit sum");
+  return op;
+}
+
+// (Created once per process, after MPI_Init; MPI frees them at MPI_Finalize.)
+MPI_Op sum_op_16bit(DType t) {
+  static const MPI_Op bf16 = make_sum_op(sum_16bit<DType::BF16>);
+  static const MPI_Op f16 = make_sum_op(sum_16bit<DType::F16>);
+  return t == DType::BF16 ? bf16 : f16;
 }
 
 class MpiCommunicator;
@@ -106,24 +133,36 @@ class MpiCommunicator final : public Communicator {
   std::string name() const override { return "mpi"; }
 
   std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string& what) override {
-    check_tensor(t, what);
-    float* data = t.data<float>();
+    ENGINE_CHECK(t.device().is_cpu() && is_float_storage(t.dtype()) && t.is_contiguous(), what,
+                 ": the MPI communicator all-reduces dense f32, bf16 or f16 CPU tensors, got ", t.describe());
+    const DType dt = t.dtype();
+    void* data = t.raw_data();
     const int64_t n = t.numel();
     const int world = world_;
     return std::make_unique<MpiPending>(
         this,
         submit(
-            [this, data, n, op, world, what] {
+            [this, dt, data, n, op, world, what] {
+              const bool f32 = dt == DType::F32;
+              const MPI_Datatype type = f32 ? MPI_FLOAT : MPI_UINT16_T;
+              const MPI_Op sum = f32 ? MPI_SUM : sum_op_16bit(dt);
+              const size_t elem = f32 ? sizeof(float) : sizeof(uint16_t);
               // MPI counts are int: large tensors go in chunks.
               constexpr int64_t kChunk = int64_t(1) << 30;
               for (int64_t off = 0; off < n; off += kChunk) {
                 const int count = (int)std::min(kChunk, n - off);
-                check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce",
-                          what);
+                check_mpi(
+                    MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + (size_t)off * elem, count, type, sum, comm_),
+                    "MPI_Allreduce", what);
               }
               if (op == ReduceOp::Mean) {
                 const float inv = 1.f / (float)world;
-                for (int64_t i = 0; i < n; ++i) data[i] *= inv;
+                kernels::with_storage(dt, "MPI all-reduce mean", [&]<DType D>() {
+                  using S = kernels::Storage<D>;
+                  auto* __restrict__ x = static_cast<typename S::T*>(data);
+#pragma omp simd
+                  for (int64_t i = 0; i < n; ++i) x[i] = S::store(S::load(x[i]) * inv);
+                });
               }
             },
             what),

@@ -199,12 +199,16 @@ class NcclCommunicator final : public Communicator {
   std::string name() const override { return "nccl"; }
 
   std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string& what) override {
-    check_tensor(t, "all-reduce", what);
+    check_tensor(t, "all-reduce", what, /*any_float=*/true);
     if (t.numel() == 0) return std::make_unique<NcclPending>(nullptr, t);  // the same on every rank
-    float* p = t.data<float>();
+    void* p = t.raw_data();
+    // 16-bit: data-parallel O2's gradient buckets (half the bytes on the wire)
+    const ncclDataType_t type = t.dtype() == DType::BF16  ? ncclBfloat16
+                                : t.dtype() == DType::F16 ? ncclFloat16
+                                                          : ncclFloat32;
     Event done = enqueue(what, [&] {
-      NCCL_CHECK(ncclAllReduce(p, p, (size_t)t.numel(), ncclFloat32, op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_,
-                               stream_));
+      NCCL_CHECK(
+          ncclAllReduce(p, p, (size_t)t.numel(), type, op == ReduceOp::Mean ? ncclAvg : ncclSum, comm_, stream_));
     });
     return std::make_unique<NcclPending>(std::move(done), t);
   }
@@ -255,11 +259,12 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  void check_tensor(const Tensor& t, const char* op, const std::string& what) const {
+  void check_tensor(const Tensor& t, const char* op, const std::string& what, bool any_float = false) const {
     ENGINE_CHECK(t.defined(), "NCCL ", op, " '", what, "': undefined tensor");
-    ENGINE_CHECK(t.dtype() == DType::F32 && t.device() == Device::cuda(device_) && t.is_contiguous(), "NCCL ", op, " '",
-                 what, "': the tensor must be dense f32 on cuda:", device_, ", got ", t.describe(),
-                 t.is_contiguous() ? "" : " (not contiguous)");
+    const bool type_ok = any_float ? is_float_storage(t.dtype()) : t.dtype() == DType::F32;
+    ENGINE_CHECK(type_ok && t.device() == Device::cuda(device_) && t.is_contiguous(), "NCCL ", op, " '", what,
+                 "': the tensor must be dense ", any_float ? "f32, bf16 or f16" : "f32", " on cuda:", device_, ", got ",
+                 t.describe(), t.is_contiguous() ? "" : " (not contiguous)");
   }
 
   // Issues `issue` (NCCL calls) on the communication stream after the work queued so far on the

@@ -25,6 +25,16 @@ const T* at_run_ptr(const char* op, const char* name, const Tensor& t, DType dty
   return static_cast<const T*>(t.raw_data());
 }
 
+// A gradient the kernels read: f32, bf16 or f16.
+void check_grad_type(const char* op, const std::string& name, const Tensor& g) {
+  ENGINE_CHECK(is_float_storage(g.dtype()), op, ": ", name, " ", g.describe(), " must be f32, bf16 or f16");
+}
+
+// 4-element accesses of the CUDA kernels: 16 bytes of f32, 8 bytes of a 16-bit type.
+bool vec4_aligned(const void* q, DType t) {
+  return (reinterpret_cast<uintptr_t>(q) & (t == DType::F32 ? 15u : 7u)) == 0;
+}
+
 }  // namespace
 
 void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -41,12 +51,13 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
   std::vector<Tensor> keep;  // contiguous copies of strided grads, alive until the update ran
   Device dev = params[0].device();
   int64_t chunks = 0, total = 0;
+  double grad_bytes = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor &p = params[i], &g = grads[i], &v = velocities[i];
     const std::string idx = "[" + std::to_string(i) + "]";
     check_f32(op, ("params" + idx).c_str(), p);
     if (!g.defined()) continue;  // no gradient: not updated (Paddle semantics)
-    check_f32(op, ("grads" + idx).c_str(), g);
+    check_grad_type(op, "grads" + idx, g);
     check_f32(op, ("velocities" + idx).c_str(), v);
     ENGINE_CHECK(p.device() == dev && g.device() == dev && v.device() == dev, op, ": params", idx, " ", p.describe(),
                  ", grads", idx, " ", g.describe(), " and velocities", idx, " ", v.describe(), " must all be on ",
@@ -56,18 +67,19 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
     ENGINE_CHECK(p.is_contiguous() && v.is_contiguous(), op, ": params", idx, " ", p.describe(), " and velocities", idx,
                  " must be contiguous (they are updated in place)");
     if (p.numel() == 0) continue;
-    const Tensor gc = g.is_contiguous() ? g.detach() : copy_contiguous(g.detach(), DType::F32);
+    const Tensor gc = g.is_contiguous() ? g.detach() : copy_contiguous(g.detach(), g.dtype());
     keep.push_back(gc);
     kernels::SgdTensor r{};
     r.p = p.data<float>();
-    r.g = gc.data<float>();
+    r.g = gc.raw_data();
     r.v = v.data<float>();
     r.n = p.numel();
     r.chunk_begin = chunks;
-    auto al = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15u) == 0; };
-    r.vec4 = al(r.p) && al(r.g) && al(r.v);
+    r.vec4 = vec4_aligned(r.p, DType::F32) && vec4_aligned(r.g, gc.dtype()) && vec4_aligned(r.v, DType::F32);
+    r.g_type = (int32_t)gc.dtype();
     rows.push_back(r);
     total += r.n;
+    grad_bytes += (double)gc.nbytes();
 #if defined(ENGINE_WITH_CUDA)
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
 #endif
@@ -92,35 +104,58 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
   };
 #endif
   // Per element: p, g and v read, p and v written.
-  ENGINE_DISPATCH(op, dev, traffic_bytes(5.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
+  ENGINE_DISPATCH(op, dev, traffic_bytes(4.0 * sizeof(float) * (double)total + grad_bytes), on_cpu(), on_cuda());
 }
 
 namespace {
 
 // Both forms of the unscale: the factor given (inv_scale) or read when the kernel runs (inv_dev); the
-// flag is left in a one-element i32 tensor on `flag_dev` (the gradients' device).
-Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, const Tensor& inv_dev, Device flag_dev) {
+// flag is left in a one-element i32 tensor on `flag_dev` (the gradients' device). `into` empty: the
+// gradients (f32) are scaled in place; else into[i] (f32) = grads[i] (f32, bf16 or f16) * factor.
+Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, const Tensor& inv_dev, Device flag_dev,
+                         const std::vector<Tensor>& into) {
   const char* op = "unscale_grads_check_finite";
   NoGradGuard ng;
+  ENGINE_CHECK(into.empty() || into.size() == grads.size(), op, ": got ", grads.size(), " grads and ", into.size(),
+               " destinations (into); the counts must match");
   std::vector<kernels::ScaleTensor> rows;
   Device dev = flag_dev;
   int64_t chunks = 0, total = 0;
+  double bytes_moved = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
     if (!g.defined()) continue;
     const std::string name = "grads[" + std::to_string(i) + "]";
-    check_f32(op, name.c_str(), g);
     ENGINE_CHECK(g.device() == dev, op, ": ", name, " ", g.describe(), " is not on ", dev.str(),
                  inv_dev.defined() ? " like inv_scale" : " like the first gradient");
-    ENGINE_CHECK(g.is_contiguous(), op, ": ", name, " ", g.describe(), " must be contiguous (scaled in place)");
+    Tensor dst = g;
+    if (into.empty()) {
+      check_f32(op, name.c_str(), g);
+      ENGINE_CHECK(g.is_contiguous(), op, ": ", name, " ", g.describe(), " must be contiguous (scaled in place)");
+    } else {
+      check_grad_type(op, name, g);
+      dst = into[i];
+      const std::string dname = "into[" + std::to_string(i) + "]";
+      ENGINE_CHECK(dst.defined(), op, ": ", dname, " is undefined while ", name, " is ", g.describe());
+      check_f32(op, dname.c_str(), dst);
+      ENGINE_CHECK(dst.device() == dev && dst.shape() == g.shape() && dst.is_contiguous() && g.is_contiguous(), op,
+                   ": ", name, " ", g.describe(), " and ", dname, " ", dst.describe(),
+                   " must be contiguous, of one shape, on ", dev.str());
+      ENGINE_CHECK(dst.storage() != g.storage() || (dst.raw_data() == g.raw_data() && g.dtype() == DType::F32), op,
+                   ": ", dname, " ", dst.describe(), " overlaps ", name,
+                   " (only an f32 gradient itself may be its destination)");
+    }
     if (g.numel() == 0) continue;
     kernels::ScaleTensor r{};
-    r.x = g.data<float>();
+    r.src = g.raw_data();
+    r.dst = dst.data<float>();
     r.n = g.numel();
     r.chunk_begin = chunks;
-    r.vec4 = (reinterpret_cast<uintptr_t>(r.x) & 15u) == 0;
+    r.vec4 = vec4_aligned(r.src, g.dtype()) && vec4_aligned(r.dst, DType::F32);
+    r.src_type = (int32_t)g.dtype();
     rows.push_back(r);
     total += r.n;
+    bytes_moved += (double)g.nbytes() + (double)dst.nbytes();
 #if defined(ENGINE_WITH_CUDA)
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
 #endif
@@ -144,14 +179,14 @@ Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, cons
                                        compute_stream());
   };
 #endif
-  // Per element: read and written back scaled.
-  ENGINE_DISPATCH(op, dev, traffic_bytes(2.0 * sizeof(float) * (double)total), on_cpu(), on_cuda());
+  // Per element: read, and written scaled (in place or into f32).
+  ENGINE_DISPATCH(op, dev, traffic_bytes(bytes_moved), on_cpu(), on_cuda());
   return flag;
 }
 
 }  // namespace
 
-bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale) {
+bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale, const std::vector<Tensor>& into) {
   ENGINE_CHECK(std::isfinite(inv_scale) && inv_scale > 0,
                "unscale_grads_check_finite: inv_scale must be finite and positive, got ", inv_scale);
   Device dev = Device::cpu();
@@ -160,12 +195,13 @@ bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scal
       dev = g.device();
       break;
     }
-  return unscale_into_flag(grads, inv_scale, Tensor(), dev).to_vector_i64()[0] != 0;
+  return unscale_into_flag(grads, inv_scale, Tensor(), dev, into).to_vector_i64()[0] != 0;
 }
 
-Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale) {
+Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale,
+                                  const std::vector<Tensor>& into) {
   ENGINE_CHECK(inv_scale.defined(), "unscale_grads_check_finite: inv_scale is undefined");
-  return unscale_into_flag(grads, 0.f, inv_scale, inv_scale.device());
+  return unscale_into_flag(grads, 0.f, inv_scale, inv_scale.device(), into);
 }
 
 }  // namespace engine

@@ -6,8 +6,9 @@
 // (= PyTorch SGD(momentum, dampening=0, weight_decay) with its buffer initialised to zero: Paddle's
 // first step also starts from v = 0, so no first-step special case). A parameter whose gradient is
 // undefined is skipped entirely (Paddle only updates parameters that have a gradient; e.g. a fixed
-// scale with stop_gradient). params and velocities must be contiguous f32; grads f32 of the same
-// shape (any strides). All tensors on one device. CUDA: one kernel launch for all tensors.
+// scale with stop_gradient). params and velocities must be contiguous f32; grads f32, bf16 or f16
+// of the same shape (any strides), widened as the update reads them (data-parallel O2 hands it the
+// reduced 16-bit gradients). All tensors on one device. CUDA: one kernel launch for all tensors.
 #pragma once
 #include <vector>
 
@@ -35,10 +36,16 @@ void sgd_momentum_update(const std::vector<Tensor>& params, const std::vector<Te
 // is scaled even when one is not finite (the step is then skipped, so it does not matter, but Paddle
 // does the same). Undefined tensors are skipped. grads: contiguous f32 on one device. CUDA: one
 // launch for all tensors, then a 4-byte read of the flag (the caller needs it to decide the step).
-bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale);
+// With `into` (one per gradient): the gradients (contiguous f32, bf16 or f16) are read, not written,
+// and into[i] (contiguous f32, the same shape) receives grads[i] * inv_scale, so 16-bit gradients
+// (data-parallel fp16 O2's reduced ones) are unscaled into f32 without an fp16 rounding of the small
+// unscaled values.
+bool unscale_grads_check_finite(const std::vector<Tensor>& grads, float inv_scale,
+                                const std::vector<Tensor>& into = {});
 // The same with no host read: the factor is read when it runs from inv_scale (f32, one element, on
 // the gradients' device) and the result is a one-element i32 tensor there, 1 when a gradient held an
 // inf or nan, else 0 (for UpdateAtRun::found_inf).
-Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale);
+Tensor unscale_grads_check_finite(const std::vector<Tensor>& grads, const Tensor& inv_scale,
+                                  const std::vector<Tensor>& into = {});
 
 }  // namespace engine

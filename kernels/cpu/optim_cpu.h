@@ -6,15 +6,17 @@
 
 namespace engine::kernels {
 
-// One tensor of a multi-tensor update (also the row of the CUDA kernel's device table).
+// One tensor of a multi-tensor update (also the row of the CUDA kernel's device table). The gradient
+// is f32, bf16 or f16 (g_type, a DType; widened as it is read: data-parallel O2's reduced 16-bit
+// gradients); parameter and momentum are f32.
 struct SgdTensor {
   float* p;
-  const float* g;
+  const void* g;
   float* v;
   int64_t n;            // elements
   int64_t chunk_begin;  // index of this tensor's first chunk in the launch (CUDA)
-  int32_t vec4;         // p, g, v all 16-byte aligned (CUDA float4 path)
-  int32_t pad;
+  int32_t vec4;         // p and v 16-byte aligned, g aligned for 4-element accesses (CUDA vector path)
+  int32_t g_type;       // DType of g
 };
 
 // Paddle Momentum with coupled L2 decay over every tensor of the table, in place; nothing when the
@@ -22,17 +24,20 @@ struct SgdTensor {
 void sgd_momentum_fwd_cpu(const SgdTensor* tensors, int64_t count, float lr, float mu, float wd,
                           const UpdateGate& gate);
 
-// One tensor of a multi-tensor in-place scale (also the row of the CUDA kernel's device table).
+// One tensor of a multi-tensor scale (also the row of the CUDA kernel's device table):
+// dst = src * inv_scale, with src f32, bf16 or f16 (src_type, a DType) and dst f32; in place when
+// src == dst (f32).
 struct ScaleTensor {
-  float* x;
+  const void* src;
+  float* dst;
   int64_t n;            // elements
   int64_t chunk_begin;  // index of this tensor's first chunk in the launch (CUDA)
-  int32_t vec4;         // x 16-byte aligned (CUDA float4 path)
-  int32_t pad;
+  int32_t vec4;         // src and dst aligned for 4-element accesses (CUDA vector path)
+  int32_t src_type;     // DType of src
 };
 
-// The loss scaler's unscale (Paddle's check_finite_and_unscale): x *= inv_scale over every tensor of
-// the table, in place; returns 1 when any element was inf or nan before scaling, else 0.
+// The loss scaler's unscale (Paddle's check_finite_and_unscale): dst = src * inv_scale over every
+// tensor of the table; returns 1 when any element of src was inf or nan, else 0.
 // inv_scale_at_run: when not null, the factor is read from there (replaces inv_scale).
 int unscale_check_finite_cpu(const ScaleTensor* tensors, int64_t count, float inv_scale, const float* inv_scale_at_run);
 

@@ -18,8 +18,8 @@ constexpr int64_t kSgdChunk = 8192;
 void sgd_momentum_fwd_cuda(const SgdTensor* table, int64_t count, int64_t nchunks, float lr, float mu, float wd,
                            const UpdateGate& gate, cudaStream_t stream);
 
-// One launch: x *= inv_scale over every tensor of `table` (ScaleTensor rows, chunked as above);
-// *found (a device int the caller zeroed) becomes 1 when any element was inf or nan.
+// One launch: dst = src * inv_scale over every tensor of `table` (ScaleTensor rows, chunked as above);
+// *found (a device int the caller zeroed) becomes 1 when any element of src was inf or nan.
 // inv_scale_at_run: when not null, a device float the kernel reads the factor from (replaces inv_scale).
 void unscale_check_finite_cuda(const ScaleTensor* table, int64_t count, int64_t nchunks, float inv_scale,
                                const float* inv_scale_at_run, int* found, cudaStream_t stream);
