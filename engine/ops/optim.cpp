@@ -120,7 +120,7 @@ Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, cons
                " destinations (into); the counts must match");
   std::vector<kernels::ScaleTensor> rows;
   Device dev = flag_dev;
-  int64_t chunks = 0, total = 0;
+  int64_t chunks = 0;
   double bytes_moved = 0;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
@@ -154,7 +154,6 @@ Tensor unscale_into_flag(const std::vector<Tensor>& grads, float inv_scale, cons
     r.vec4 = vec4_aligned(r.src, g.dtype()) && vec4_aligned(r.dst, DType::F32);
     r.src_type = (int32_t)g.dtype();
     rows.push_back(r);
-    total += r.n;
     bytes_moved += (double)g.nbytes() + (double)dst.nbytes();
 #if defined(ENGINE_WITH_CUDA)
     chunks += (r.n + kernels::kSgdChunk - 1) / kernels::kSgdChunk;
