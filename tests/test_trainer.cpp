@@ -522,6 +522,23 @@ TEST(Trainer, O2DataParallelAllReducesSixteenBitGradients) {
   }
 }
 
+// On one rank there is nothing to all-reduce: an explicit --allreduce_dtype says so in the log
+// instead of being ignored in silence, and auto says nothing.
+TEST(Trainer, AllreduceDtypeOnOneRankIsNamedAsWithoutEffect) {
+  const fs::path dir = fresh_dir("allreduce_one_rank");
+  const TrainConfig cfg = load_train_config(write_config(dir, 2, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  for (const std::optional<DType> requested : {std::optional<DType>(DType::BF16), std::optional<DType>()}) {
+    TrainOptions o = options(dir / (requested ? "run_bf16" : "run_auto"));
+    o.allreduce_dtype = requested;
+    std::ostringstream log;
+    EXPECT_EQ(run_training(cfg, o, log).iters_done, 2);
+    const bool named =
+        log.str().find("--allreduce_dtype bf16: one rank, so there is no gradient all-reduce") != std::string::npos;
+    EXPECT_EQ(named, requested.has_value()) << log.str();
+    EXPECT_EQ(log.str().find("Gradient all-reduce"), std::string::npos) << log.str();
+  }
+}
+
 // fp16 O1 with Paddle's dynamic loss scaling, on the CPU device (the conv kernel's fp16 path; the
 // programs only allow fp16 on a GPU, the loop does not care). A scale of 2^40 makes the fp16 output
 // gradients of the convolutions overflow, so the first steps are skipped and the scale falls by

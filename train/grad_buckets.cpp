@@ -50,6 +50,19 @@ std::optional<DType> parse_allreduce_dtype(const std::string& s, const std::stri
   fail(what, ": expected auto, fp32, bf16 or fp16, got '", s, "'");
 }
 
+std::string allreduce_dtype_name(DType wire) {
+  switch (wire) {
+    case DType::F32:
+      return "fp32";
+    case DType::BF16:
+      return "bf16";
+    case DType::F16:
+      return "fp16";
+    default:
+      fail("--allreduce_dtype: no wire type ", dtype_name(wire));
+  }
+}
+
 DType allreduce_dtype(std::optional<DType> requested, Device device) {
   if (requested) return *requested;
   return device.is_cuda() ? activation_dtype() : DType::F32;

@@ -33,6 +33,8 @@ namespace engine::train {
 // --allreduce_dtype: "auto" (nullopt), "fp32", "bf16" or "fp16"; anything else is an Error naming
 // `what` (the flag).
 std::optional<DType> parse_allreduce_dtype(const std::string& s, const std::string& what);
+// The flag's spelling of a wire type: "fp32", "bf16", "fp16".
+std::string allreduce_dtype_name(DType wire);
 // The wire type of a data-parallel run: the one asked for, or by default (auto) the activations'
 // 16-bit type at O2 on GPU ranks (NCCL reduces bf16 / f16 natively: half the bytes, as Paddle's O2
 // all-reduces its 16-bit gradients) and f32 otherwise (CPU ranks: MPI has no 16-bit sum, and the

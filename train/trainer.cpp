@@ -576,6 +576,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     buckets = std::make_unique<GradBuckets>(params, comm, opt.bucket_bytes, allreduce_dtype(opt.allreduce_dtype, dev));
     log << prefix() << "Gradient all-reduce: " << world << " ranks, " << buckets->num_buckets() << " buckets in "
         << dtype_name(buckets->wire_dtype()) << std::endl;
+  } else if (opt.allreduce_dtype) {
+    log << prefix() << "--allreduce_dtype " << allreduce_dtype_name(*opt.allreduce_dtype)
+        << ": one rank, so there is no gradient all-reduce (the flag sets data-parallel runs' wire type)" << std::endl;
   }
   // The optimizer update (Paddle's Momentum): one fused launch when every parameter decays, else one
   // per group (with and without L2 decay). at_run: operands read when it runs (a CUDA graph's step).

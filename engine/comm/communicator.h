@@ -15,7 +15,8 @@
 //   - Tensors are dense f32 on the communicator's device; results are written in place. An all-reduce
 //     also takes bf16 and f16 (data-parallel O2's gradient buckets): partial sums are rounded to the
 //     type (MPI: each addition in f32, then the mean's division in f32, each rounded once; NCCL:
-//     ncclAvg on ncclBfloat16 / ncclFloat16).
+//     ncclAvg on ncclBfloat16 / ncclFloat16, which multiplies each rank's values by 1/nranks rounded
+//     to the type before summing).
 #pragma once
 #include <memory>
 #include <string>
