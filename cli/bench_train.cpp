@@ -19,7 +19,8 @@
 // printed per op family and for the step (the median step above against the summed ideal).
 // --cuda_graph replays the whole step (forward, backward, the fp16 unscale and the update) as one
 // CUDA graph in the timed steps (engine/cuda_graph.h), captured after the warm-up steps, as
-// engine-train does (train/step_graphs.h).
+// engine-train does (train/step_graphs.h); with several GPU ranks the buckets' all-reduces are part of
+// it, as under engine-train --cuda_graph on.
 // Data parallel: `mpirun -np N bench_train ...` runs N ranks of --batch images each, gradients in
 // 25 MB buckets all-reduced during backward (train/grad_buckets.h; MPI between CPU ranks, NCCL
 // between GPU ranks in the real CUDA build; in the type of --allreduce_dtype, by default as
@@ -80,6 +81,7 @@ struct Step {
   Device device;
   std::function<Tensor()> loss;                 // forward + loss of the model
   std::unique_ptr<train::GradBuckets> buckets;  // data parallel only
+  Communicator* comm = nullptr;                 // data parallel only (follows each graph replay)
   std::unique_ptr<train::GradScaler> scaler;    // fp16 only (engine-train's loss scaling)
 
   void init_params(const std::vector<std::pair<std::string, Tensor>>& named) {
@@ -114,9 +116,17 @@ struct Step {
     graph = std::make_unique<CudaGraph>(pool);
     graph->capture([this] {
       graph_loss = loss();
+      if (buckets) buckets->begin_step();
       (scaler ? graph_loss * scale_at_run : graph_loss).backward();
-      for (Tensor& p : params) graph_grads.push_back(p.grad());
-      graph_found = scaler ? unscale_grads_check_finite(graph_grads, inv_scale_at_run) : Tensor();
+      if (buckets) {
+        buckets->finish_step();
+        graph_grads = buckets->grads_for_update();
+      } else {
+        for (Tensor& p : params) graph_grads.push_back(p.grad());
+      }
+      if (scaler)
+        graph_found = buckets ? buckets->unscale(inv_scale_at_run, graph_grads)
+                              : unscale_grads_check_finite(graph_grads, inv_scale_at_run);
       sgd_momentum_update(params, graph_grads, velocities, 0.f, kMomentum, kDecay,
                           UpdateAtRun{lr_at_run, graph_loss, graph_found});
     });
@@ -130,7 +140,9 @@ struct Step {
         fill_(scale_at_run, (float)scaler->scale());
         fill_(inv_scale_at_run, (float)(1.0 / scaler->scale()));
       }
-      graph->replay();
+      graph->replay([this] {
+        if (comm) comm->follow_enqueued_work("a bench_train step (a CUDA graph replay)");
+      });
       if (scaler) scaler->update(graph_found.to_vector_i64()[0] != 0);
       sync(device);
       return;
@@ -202,8 +214,8 @@ int main(int argc, char** argv) {
             "                   [--precision fp32|tf32|bf16|fp16] [--amp_level O1|O2] [--cuda_graph] [--json FILE]\n"
             "                   [--allreduce_dtype auto|fp32|bf16|fp16]\n"
             "--allreduce_dtype: the gradients' type in a data-parallel run's all-reduce (as engine-train's)\n"
-            "--cuda_graph: the timed steps replay a CUDA graph of the whole step (GPU, one rank); the\n"
-            "per-op profile and the roofline steps run eagerly\n"
+            "--cuda_graph: the timed steps replay a CUDA graph of the whole step (GPU; with several ranks\n"
+            "the gradient all-reduces too); the per-op profile and the roofline steps run eagerly\n"
             "defaults: PP-LiteSeg 512x512, batch 4, 19 classes; YOLOv3 416x416, batch 8, 80 classes\n");
         return 0;
       } else {
@@ -303,9 +315,11 @@ int main(int argc, char** argv) {
       model_name = "YOLOv3 (" + spec.backbone + ")";
     }
 
-    if (world > 1)
+    if (world > 1) {
       st.buckets = std::make_unique<train::GradBuckets>(st.params, *dp.comm, train::GradBuckets::kDefaultBucketBytes,
                                                         train::allreduce_dtype(allreduce_dtype_flag, dev));
+      st.comm = dp.comm.get();
+    }
     std::printf("bench_train: %s, %d classes, batch %d at %dx%d, %s %s, device %s%s\n", model_name.c_str(), classes,
                 batch, size, size, precision_name(precision), amp_level_name(level), dev.str().c_str(),
                 cuda_graph ? ", CUDA graph" : "");
@@ -326,8 +340,7 @@ int main(int argc, char** argv) {
           st.buckets->num_buckets(), sizes.c_str());
     }
     std::printf("cpu: %s, %d OpenMP threads\n", kernels::cpu_description().c_str(), omp_get_max_threads());
-    if (cuda_graph && (!dev.is_cuda() || world > 1))
-      fail("--cuda_graph needs a GPU device and one rank (device ", dev.str(), ", ", world, " ranks)");
+    if (cuda_graph && !dev.is_cuda()) fail("--cuda_graph needs a GPU device (device ", dev.str(), ")");
     for (int i = 0; i < warmup; ++i) st.run();
     if (cuda_graph) {  // captured after the eager warm-up steps (cuDNN's algorithm search is not capturable)
       st.use_graph = true;

@@ -80,7 +80,9 @@ int main(int argc, char** argv) {
     o.sync_bn = a.sync_bn == "on" ? TrainOptions::SyncBn::On
                                   : (a.sync_bn == "off" ? TrainOptions::SyncBn::Off : TrainOptions::SyncBn::Auto);
     o.profile = a.profile;
-    o.cuda_graph = a.cuda_graph;
+    o.cuda_graph = a.cuda_graph == "on"    ? TrainOptions::CudaGraph::On
+                   : a.cuda_graph == "off" ? TrainOptions::CudaGraph::Off
+                                           : TrainOptions::CudaGraph::Auto;
     o.allreduce_dtype = parse_allreduce_dtype(a.allreduce_dtype, "--allreduce_dtype");
     o.overwrite = a.overwrite;
     o.save_on_stop = a.save_on_stop;

@@ -168,11 +168,12 @@ void CudaGraph::capture(const std::function<void()>& ops) {
 #endif
 }
 
-void CudaGraph::replay() {
+void CudaGraph::replay(const std::function<void()>& launched) {
   ENGINE_CHECK(exec_, "replay of a CUDA graph that holds no capture");
 #if defined(ENGINE_WITH_CUDA)
   CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), compute_stream()));
 #endif
+  if (launched) launched();
   for (const auto& check : checks_) check();  // (its first device-to-host copy waits for the graph)
 }
 

@@ -80,7 +80,9 @@ class CudaGraph {
   // either way the graph stays empty.
   void capture(const std::function<void()>& ops);
   // Launches the captured work, waits for it and runs the checks handed to check_on_host.
-  void replay();
+  // `launched` runs between the launch and the wait (a communicator's watchdog starts following the
+  // replay: engine/comm/communicator.h follow_enqueued_work).
+  void replay(const std::function<void()>& launched = nullptr);
   bool captured() const { return exec_ != nullptr; }
   size_t nodes() const { return nodes_; }
 

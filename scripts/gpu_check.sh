@@ -57,7 +57,7 @@ stage_targets() {
 
 stage_tests() {
   for t in test_conv_gpu test_gemm_gpu test_cuda_graph test_optim test_loss test_resize test_softmax test_conv \
-    test_models test_det_models test_trainer; do
+    test_models test_det_models test_trainer test_nccl_gpu; do
     echo "=== $t"
     timeout "$limit" "$bin/tests/$t" 2>&1 | tail -25
     local rc=${PIPESTATUS[0]}

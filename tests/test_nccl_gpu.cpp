@@ -3,7 +3,9 @@
 // the real collectives (mean, sum, broadcast, gather of bytes, barrier) on its own stream, ordered after
 // the compute stream's work and before the compute stream's next ops by events; and one PP-LiteSeg-T
 // training step with gradient buckets all-reduced during backward, compared with the same step without
-// buckets (world size 1: the mean is the identity, so the gradients must agree).
+// buckets (world size 1: the mean is the identity, so the gradients must agree); and both again
+// captured in a CUDA graph (data-parallel step graphs) and replayed, with the watchdog following each
+// replay.
 // Without a real GPU (no device, CPU-only or emulated build) the program exits with 77 at once.
 #include <gtest/gtest.h>
 
@@ -18,6 +20,8 @@
 
 #if defined(ENGINE_CUDA_REAL)
 #include "engine/comm/nccl_communicator.h"
+#include "engine/cuda_graph.h"
+#include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
 #include "models/module.h"
@@ -52,7 +56,36 @@ TEST(NcclGpu, CollectivesOfOneRank) {
   EXPECT_EQ(all[0], std::string("a\0bc", 4));
 }
 
-TEST(NcclGpu, BucketedStepEqualsThePlainStep) {
+// A collective captured in a graph runs at every replay, after the captured work before it and
+// before the captured work after it, on the values the inputs hold at that replay.
+TEST(NcclGpu, CapturedCollectivesRunAtEveryReplay) {
+  auto comm = one_rank();
+  const Device d = Device::cuda(selected_cuda_device());
+  Tensor x = Tensor::zeros({1 << 20}, DType::F32, d);
+  Tensor z;
+  CudaGraph graph(std::make_shared<GraphPool>());
+  graph.capture([&] {
+    Tensor y = mul(x, 3.f);
+    comm->start_all_reduce(y, ReduceOp::Mean, "captured mean")->wait();
+    z = add(y, 1.f);
+  });
+  for (uint64_t seed : {5, 6}) {
+    const Tensor fresh = Tensor::randn({1 << 20}, seed, 1.f, d);
+    copy_into(x, fresh);
+    graph.replay([&] { comm->follow_enqueued_work("replay of seed " + std::to_string(seed)); });
+    const std::vector<float> vx = fresh.to_vector(), vz = z.to_vector();
+    for (size_t i = 0; i < vx.size(); i += 997) ASSERT_FLOAT_EQ(vz[i], vx[i] * 3.f + 1.f) << seed << " " << i;
+  }
+  // Eager collectives go on after the graph's, under the watchdog.
+  Tensor s = Tensor::full({7}, 2.f, DType::F32, d);
+  comm->all_reduce({s}, ReduceOp::Sum, "sum after the replays");
+  for (float v : s.to_vector()) ASSERT_EQ(v, 2.f);
+}
+
+// One training step with gradient buckets against the plain step; `captured`: the bucketed step
+// (begin_step, backward with the buckets' all-reduces, finish_step) runs once eagerly (cuDNN's
+// algorithm search), then is captured and replayed twice (the zeroing of the buckets is part of it).
+void bucketed_step_equals_plain_step(bool captured) {
   auto comm = one_rank();
   const Device d = Device::cuda(selected_cuda_device());
   nn::SegModelSpec spec;
@@ -80,9 +113,17 @@ TEST(NcclGpu, BucketedStepEqualsThePlainStep) {
   std::vector<Tensor> params;
   for (auto& [n, p] : bucketed->named_parameters()) params.push_back(p);
   train::GradBuckets buckets(params, *comm, 256 << 10);
-  buckets.begin_step();
-  loss(*bucketed).backward();
-  buckets.finish_step();
+  auto step = [&] {
+    buckets.begin_step();
+    loss(*bucketed).backward();
+    buckets.finish_step();
+  };
+  step();
+  if (captured) {
+    CudaGraph graph(std::make_shared<GraphPool>());
+    graph.capture(step);
+    for (int r = 0; r < 2; ++r) graph.replay([&] { comm->follow_enqueued_work("bucketed step replay"); });
+  }
   EXPECT_GT(buckets.num_buckets(), 3u);
   const auto a = plain->named_parameters(), b = bucketed->named_parameters();
   for (size_t i = 0; i < a.size(); ++i) {
@@ -97,6 +138,9 @@ TEST(NcclGpu, BucketedStepEqualsThePlainStep) {
     for (size_t k = 0; k < ga.size(); ++k) ASSERT_NEAR(gb[k], ga[k], 1e-5f * scale) << b[i].first << " element " << k;
   }
 }
+
+TEST(NcclGpu, BucketedStepEqualsThePlainStep) { bucketed_step_equals_plain_step(false); }
+TEST(NcclGpu, CapturedBucketedStepEqualsThePlainStep) { bucketed_step_equals_plain_step(true); }
 
 }  // namespace
 }  // namespace engine

@@ -123,17 +123,27 @@ std::string error_of(F&& f) {
 
 // Rank 0 of a world of two identical ranks: every collective returns what this rank gave (the mean
 // of two equal gradients is the gradient), so the data-parallel code paths run in one process.
+// Its collectives are device ops on a (emulated) GPU's tensors, so a CUDA graph can capture them.
+// peer_stop, when set (one f32 element on the tensors' device, read when the sum runs): the other
+// rank's stop request, added to the stop flag of the loss all-reduce.
 class MirrorCommunicator final : public Communicator {
  public:
   std::vector<DType> all_reduced;  // the type of every all-reduced tensor
+  int followed = 0;                // follow_enqueued_work calls
+  Tensor peer_stop;
   int rank() const override { return 0; }
   int world_size() const override { return 2; }
   std::string name() const override { return "mirror"; }
-  std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string&) override {
+  std::unique_ptr<PendingCollective> start_all_reduce(const Tensor& t, ReduceOp op, const std::string& what) override {
     all_reduced.push_back(t.dtype());
     if (op == ReduceOp::Sum) copy_into(t, mul(t, 2.f));  // (two ranks' equal values; exact in every float type)
+    if (peer_stop.defined() && what.rfind("loss of ", 0) == 0) {
+      const Tensor flag = t.narrow(0, t.numel() - 1, 1);
+      copy_into(flag, add(mul(flag, 0.5f), peer_stop));  // (the doubled flag is this rank's alone)
+    }
     return make_local_communicator()->start_all_reduce(t, op, "");
   }
+  void follow_enqueued_work(const std::string&) override { ++followed; }
   void broadcast(const Tensor&, int, const std::string&) override {}
   void barrier(const std::string&) override {}
   std::vector<std::string> all_gather_bytes(const std::string& mine, const std::string&) override {
@@ -674,4 +684,102 @@ TEST(Trainer, PaddleXEpochParameters) {
               apply_paddlex_params(c2, o2, {{"lr_decay_epochs", "3,2"}}, 16, {});
             }).find("increasing"),
             std::string::npos);
+}
+
+// Data parallel with CUDA graphs (--cuda_graph on, two mirrored ranks on the (emulated) GPU): the
+// captured step holds the synchronised batch norms', the gradient buckets' and the loss's
+// all-reduces; its replays train to the eager run's weights and momentum bit for bit, at fp32 and at
+// fp16 O2 with fp16 buckets unscaled on the device (a scale of 2^20 overflows the first steps, which
+// both skip alike), and the communicator follows every replay. Auto leaves several ranks eager.
+TEST(Trainer, DataParallelStepsReplayedFromCudaGraphsGiveTheEagerWeights) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  for (const bool fp16 : {false, true}) {
+    SCOPED_TRACE(fp16 ? "fp16 O2" : "fp32");
+    const AutocastGuard o2(fp16 ? Precision::FP16 : Precision::FP32, fp16 ? AmpLevel::O2 : AmpLevel::O1);
+    const fs::path dir = fresh_dir(fp16 ? "dp_graph_fp16" : "dp_graph_fp32");
+    const std::string scaling =
+        fp16 ? "loss_scaling:\n  init_loss_scaling: 1048576.0\n  decr_ratio: 0.125\n  incr_every_n_steps: 3\n" : "";
+    const TrainConfig cfg =
+        load_train_config(write_config(dir, 6, 0.01, scaling), {}, std::nullopt, std::nullopt, std::nullopt);
+    TrainSummary summary[2];
+    std::string logs[2];
+    for (const bool graph : {false, true}) {
+      MirrorCommunicator comm;
+      TrainOptions o = options(dir / (graph ? "graph" : "eager"), Device::cuda(0));
+      o.comm = &comm;
+      o.log_iters = 1;
+      o.save_interval = 6;
+      o.cuda_graph = graph ? TrainOptions::CudaGraph::On : TrainOptions::CudaGraph::Off;
+      std::ostringstream log;
+      summary[graph] = run_training(cfg, o, log);
+      logs[graph] = log.str();
+      EXPECT_EQ(summary[graph].iters_done, 6) << log.str();
+      EXPECT_NE(log.str().find("Convert bn to sync_bn"), std::string::npos) << log.str();
+      if (fp16) {
+        EXPECT_NE(log.str().find(" buckets in f16"), std::string::npos) << log.str();
+      }
+      EXPECT_EQ(comm.followed, graph ? 5 : 0);
+    }
+    EXPECT_NE(logs[1].find("CUDA graphs: 5 of 6 steps replayed from 1 capture(s)"), std::string::npos) << logs[1];
+    EXPECT_EQ(logs[1].find("WARNING: this step cannot be a CUDA graph"), std::string::npos) << logs[1];
+    EXPECT_EQ(logged_losses(dir / "eager"), logged_losses(dir / "graph"));
+    EXPECT_EQ(summary[0].skipped_steps, summary[1].skipped_steps);
+    if (fp16) {
+      EXPECT_GE(summary[1].skipped_steps, 2) << logs[1];  // one of them replayed from the graph
+      EXPECT_LT(summary[1].skipped_steps, 6) << logs[1];
+    }
+    expect_same_tensors((dir / "eager/iter_6/model.safetensors").string(),
+                        (dir / "graph/iter_6/model.safetensors").string());
+    expect_same_tensors((dir / "eager/iter_6/optimizer.safetensors").string(),
+                        (dir / "graph/iter_6/optimizer.safetensors").string());
+  }
+  const fs::path dir = fresh_dir("dp_graph_auto");
+  const TrainConfig cfg = load_train_config(write_config(dir, 2, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  MirrorCommunicator comm;
+  TrainOptions o = options(dir / "run", Device::cuda(0));
+  o.comm = &comm;
+  std::ostringstream log;
+  run_training(cfg, o, log);
+  EXPECT_NE(log.str().find("CUDA graphs: not by default with several ranks"), std::string::npos) << log.str();
+  EXPECT_EQ(comm.followed, 0);
+}
+
+// The other rank's stop request reaches this one through the loss all-reduce, on the device in a
+// replayed step as in an eager one: both stop after the same iteration with the same checkpoint.
+TEST(Trainer, APeersStopRequestStopsAReplayedStepAsAnEagerOne) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  const fs::path dir = fresh_dir("dp_graph_stop");
+  const TrainConfig cfg = load_train_config(write_config(dir, 8, 0.01), {}, std::nullopt, std::nullopt, std::nullopt);
+  // Sets the peer's flag once iteration 4 is logged: the peer then asks to stop during iteration 5.
+  class PeerStopsWhenLogged : public std::stringbuf {
+   public:
+    explicit PeerStopsWhenLogged(Tensor flag) : flag_(std::move(flag)) {}
+    int sync() override {
+      if (str().find("iter: 4/8") != std::string::npos) fill_(flag_, 1.f);
+      return 0;
+    }
+
+   private:
+    Tensor flag_;
+  };
+  for (const bool graph : {false, true}) {
+    SCOPED_TRACE(graph ? "graph" : "eager");
+    MirrorCommunicator comm;
+    comm.peer_stop = Tensor::zeros({1}, DType::F32, Device::cuda(0));
+    PeerStopsWhenLogged buf(comm.peer_stop);
+    std::ostream log(&buf);
+    TrainOptions o = options(dir / (graph ? "graph" : "eager"), Device::cuda(0));
+    o.comm = &comm;
+    o.log_iters = 1;
+    o.cuda_graph = graph ? TrainOptions::CudaGraph::On : TrainOptions::CudaGraph::Off;
+    const TrainSummary s = run_training(cfg, o, log);
+    EXPECT_EQ(s.stopped_by_signal, SIGTERM) << buf.str();
+    EXPECT_EQ(s.iters_done, 5) << buf.str();
+    EXPECT_EQ(s.last_checkpoint, (dir / (graph ? "graph/iter_5" : "eager/iter_5")).string());
+    if (graph) {
+      EXPECT_NE(buf.str().find("CUDA graphs: 4 of 5 steps replayed"), std::string::npos) << buf.str();
+    }
+  }
+  expect_same_tensors((dir / "eager/iter_5/model.safetensors").string(),
+                      (dir / "graph/iter_5/model.safetensors").string());
 }

@@ -218,8 +218,9 @@ TrainArgs parse_train_args(int argc, char** argv) {
     a.allreduce_dtype = v[0];
   });
   p.flag("--cuda_graph", Arity::One, [&](Vals v) {
-    if (v[0] != "on" && v[0] != "off") p.fail_flag("--cuda_graph", "expected on or off, got '", v[0], "'");
-    a.cuda_graph = v[0] == "on";
+    if (v[0] != "auto" && v[0] != "on" && v[0] != "off")
+      p.fail_flag("--cuda_graph", "expected auto, on or off, got '", v[0], "'");
+    a.cuda_graph = v[0];
   });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
@@ -368,8 +369,10 @@ std::string train_usage() {
          "  --profile               print the per-op time breakdown with each log line (engine-train only)\n"
          "  --overwrite             delete the results of an earlier run in --save_dir before training\n"
          "  --no_save_on_stop       on SIGINT/SIGTERM stop without writing a final iter_N/ checkpoint\n"
-         "  --cuda_graph on|off     on (default): on a GPU with one rank, each batch shape's forward and\n"
-         "                          backward is captured once as a CUDA graph and replayed (docs/TRAINING.md)\n"
+         "  --cuda_graph auto|on|off\n"
+         "                          each batch shape's whole step (forward, backward, update) is captured\n"
+         "                          once as a CUDA graph and replayed on a GPU; auto (default): with one rank,\n"
+         "                          on: with several ranks too, all-reduces included (docs/TRAINING.md)\n"
          "Data parallel (one process per device, started by mpirun, srun or engine-launch; docs/DISTRIBUTED.md):\n"
          "  --sync_bn auto|on|off   synchronised batch norm; auto = on for GPU ranks, off for CPU ranks\n"
          "  --dist_timeout S        seconds a collective may wait for the other ranks before the job is\n"

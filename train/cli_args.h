@@ -38,7 +38,7 @@ struct TrainArgs {
   bool overwrite = false;                // engine's own flag: replace an earlier run's results in save_dir
   bool save_on_stop = true;              // engine's own flag --no_save_on_stop turns it off
   double dist_timeout = 1800;            // engine's own flag: seconds a collective may take before the job is ended
-  bool cuda_graph = true;                // engine's own flag: --cuda_graph on|off (TrainOptions::cuda_graph)
+  std::string cuda_graph = "auto";       // engine's own flag: auto | on | off (TrainOptions::cuda_graph)
   std::string sync_bn = "auto";          // engine's own flag: auto | on | off (train/trainer.h TrainOptions::sync_bn)
   std::string allreduce_dtype = "auto";  // engine's own flag: auto | fp32 | bf16 | fp16 (TrainOptions::allreduce_dtype)
   // Detection configs: every PaddleX train() parameter given as a flag (--num_epochs 20 ...), in the

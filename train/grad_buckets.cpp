@@ -2,6 +2,7 @@
 
 #include "base/error.h"
 #include "engine/ops/copy.h"
+#include "engine/ops/optim.h"
 #include "engine/precision.h"
 
 namespace engine::train {
@@ -168,13 +169,30 @@ std::vector<Tensor> GradBuckets::grads_for_update() const {
   return grads;
 }
 
+namespace {
+// The f32 buffers a 16-bit wire's reduced gradients are unscaled into; empty with an f32 wire (in place).
+std::vector<Tensor> unscale_targets(const std::vector<Tensor>& params, bool wire_16bit,
+                                    const std::vector<Tensor>& grads) {
+  std::vector<Tensor> into;
+  if (!wire_16bit) return into;
+  for (size_t i = 0; i < grads.size(); ++i) into.push_back(grads[i].defined() ? params.at(i).grad() : Tensor());
+  return into;
+}
+}  // namespace
+
 bool GradBuckets::unscale(const GradScaler& scaler, std::vector<Tensor>& grads) const {
   const State& s = *state_;
-  if (s.wire.empty()) return scaler.unscale(grads);
-  std::vector<Tensor> into;
-  for (size_t i = 0; i < grads.size(); ++i) into.push_back(grads[i].defined() ? s.params.at(i).grad() : Tensor());
+  std::vector<Tensor> into = unscale_targets(s.params, !s.wire.empty(), grads);
   const bool found = scaler.unscale(grads, into);
-  grads = std::move(into);
+  if (!into.empty()) grads = std::move(into);
+  return found;
+}
+
+Tensor GradBuckets::unscale(const Tensor& inv_scale, std::vector<Tensor>& grads) const {
+  const State& s = *state_;
+  std::vector<Tensor> into = unscale_targets(s.params, !s.wire.empty(), grads);
+  Tensor found = unscale_grads_check_finite(grads, inv_scale, into);
+  if (!into.empty()) grads = std::move(into);
   return found;
 }
 

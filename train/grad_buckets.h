@@ -65,6 +65,9 @@ class GradBuckets {
   // into the f32 buffers, which `grads` then holds (no fp16 rounding of the small unscaled values).
   // True when one held an inf or nan (the step is skipped).
   bool unscale(const GradScaler& scaler, std::vector<Tensor>& grads) const;
+  // The same with no host read (a CUDA graph's step): the factor is read from inv_scale (f32, one
+  // element) when it runs, and the flag is returned as a one-element i32 tensor, 1 for an inf or nan.
+  Tensor unscale(const Tensor& inv_scale, std::vector<Tensor>& grads) const;
 
   size_t num_buckets() const;
   int64_t bucket_numel(size_t bucket) const;

@@ -2,7 +2,6 @@
 
 #include "engine/allocator.h"
 #include "engine/ops/copy.h"
-#include "engine/ops/elementwise.h"
 
 namespace engine::train {
 namespace {
@@ -16,13 +15,12 @@ std::string shape_key(const data::Batch& b) {
 
 }  // namespace
 
-StepGraphs::StepGraphs(Task& task, std::vector<Tensor> params, Device device, StepScalars scalars, EnqueueUpdate update,
+StepGraphs::StepGraphs(std::vector<Tensor> params, Device device, EnqueueStep step, std::function<void()> launched,
                        std::function<void(const std::string&)> log_line)
-    : task_(task),
-      params_(std::move(params)),
+    : params_(std::move(params)),
       device_(device),
-      scalars_(std::move(scalars)),
-      update_(std::move(update)),
+      enqueue_step_(std::move(step)),
+      launched_(std::move(launched)),
       log_line_(std::move(log_line)),
       pool_(std::make_shared<GraphPool>()) {}
 
@@ -31,7 +29,7 @@ StepGraphs::~StepGraphs() {
   pool_.reset();
 }
 
-std::optional<StepGraphs::Result> StepGraphs::step(const data::Batch& batch) {
+std::optional<StepOutputs> StepGraphs::step(const data::Batch& batch) {
   const std::string key = shape_key(batch);
   Entry& e = entries_[key];
   if (e.failed) return std::nullopt;
@@ -45,13 +43,7 @@ std::optional<StepGraphs::Result> StepGraphs::step(const data::Batch& batch) {
     for (Tensor& p : params_) p.zero_grad();  // the captured backward writes them afresh, not into old ones
     auto graph = std::make_unique<CudaGraph>(pool_);
     try {
-      graph->capture([&] {
-        TaskLoss lv = task_.loss(e.inputs, device_);
-        (scalars_.loss_scale.defined() ? lv.total * scalars_.loss_scale : lv.total).backward();
-        for (Tensor& p : params_) e.grads.push_back(p.grad());
-        e.found_inf = update_(lv, e.grads);
-        e.loss = std::move(lv);
-      });
+      graph->capture([&] { e.outputs = enqueue_step_(e.inputs); });
     } catch (const CaptureFailed& err) {
       for (Tensor& p : params_) p.zero_grad();
       e = Entry();
@@ -67,9 +59,9 @@ std::optional<StepGraphs::Result> StepGraphs::step(const data::Batch& batch) {
   } else {
     for (auto& [name, t] : batch.tensors) copy_into(e.inputs.tensors.at(name), t);
   }
-  e.graph->replay();
+  e.graph->replay(launched_);
   ++replays_;
-  return Result{e.loss, e.found_inf};
+  return e.outputs;
 }
 
 }  // namespace engine::train

@@ -110,14 +110,19 @@ void root_writes(Communicator& comm, const std::string& what, const std::functio
   const std::string verdict = comm.all_gather_bytes(error, what + ": written")[0];
   if (!verdict.empty()) throw Error(verdict);
 }
-// The loss and its terms on the host, in one device-to-host copy (on a GPU each item() would wait for
-// the device once more).
-std::vector<float> host_scalars(const TaskLoss& lv) {
+// The loss and its terms as one f32 vector on the loss's device, followed by `stop` (one element)
+// when it is given: a new tensor then, which an all-reduce may overwrite.
+Tensor loss_vector(const TaskLoss& lv, const Tensor& stop = Tensor()) {
   NoGradGuard no_grad;
   std::vector<Tensor> parts{lv.total.detach().reshape({1})};
   for (const auto& [name, t] : lv.terms) parts.push_back(t.detach().reshape({1}));
-  return parts.size() == 1 ? parts[0].to_vector() : concat(parts, 0).to_vector();
+  if (stop.defined()) parts.push_back(stop.reshape({1}));
+  return parts.size() == 1 ? parts[0] : concat(parts, 0);
 }
+
+// The loss and its terms on the host, in one device-to-host copy (on a GPU each item() would wait for
+// the device once more).
+std::vector<float> host_scalars(const TaskLoss& lv) { return loss_vector(lv).to_vector(); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -595,31 +600,62 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
         sgd_momentum_update(p, g, v, lr, (float)spec.momentum, group ? (float)spec.weight_decay : 0.f, at_run);
     }
   };
-  // CUDA graphs of the whole step (train/step_graphs.h): on a GPU with one rank, unless switched off
-  // or profiling (the per-op times need eager launches). The scalars the graphs read are written
-  // before every step.
+  // CUDA graphs of the whole step (train/step_graphs.h) on a GPU, unless switched off or profiling
+  // (the per-op times need eager launches). With several ranks the graph holds the gradient buckets',
+  // the loss's and the synchronised batch norms' all-reduces too; that takes --cuda_graph on, as NCCL
+  // inside graphs is not yet proven on a multi-GPU machine (docs/TRAINING.md). The scalars the graphs
+  // read are written before every step.
+  using GraphMode = TrainOptions::CudaGraph;
   std::unique_ptr<StepGraphs> graphs;
   StepScalars step_scalars;
+  int64_t replay_iter = 0;  // the iteration a replay runs (named by the watchdog's timeout line)
   if (dev.is_cuda()) {
-    const char* why_not = !opt.cuda_graph ? "switched off (--cuda_graph off)"
-                          : world > 1     ? "not with several ranks yet (the gradient all-reduce runs eagerly)"
-                          : opt.profile   ? "not while profiling (the per-op times need eager launches)"
-                                          : nullptr;
+    const char* why_not = opt.cuda_graph == GraphMode::Off ? "switched off (--cuda_graph off)"
+                          : world > 1 && opt.cuda_graph == GraphMode::Auto
+                              ? "not by default with several ranks (--cuda_graph on captures the all-reduces too)"
+                          : opt.profile ? "not while profiling (the per-op times need eager launches)"
+                                        : nullptr;
     if (!why_not) {
       step_scalars.lr = Tensor::zeros({1}, DType::F32, dev);
       if (scaler) {
         step_scalars.loss_scale = Tensor::zeros({}, DType::F32, dev);
         step_scalars.inv_scale = Tensor::zeros({1}, DType::F32, dev);
       }
-      // The captured update: the scaler's unscale (fp16), then the update, which does nothing when the
-      // loss is not finite or a gradient held an inf or nan (the eager step skips it on the host).
-      auto enqueue_update = [&, s = step_scalars](const TaskLoss& lv, const std::vector<Tensor>& grads) {
-        const Tensor found = s.inv_scale.defined() ? unscale_grads_check_finite(grads, s.inv_scale) : Tensor();
-        apply_update(grads, 0.f, UpdateAtRun{s.lr, lv.total, found});
-        return found;
+      if (world > 1) step_scalars.stop = Tensor::zeros({1}, DType::F32, dev);
+      // The eager step below without its host reads: the loss (with several ranks summed over them,
+      // with the stop requests, while backward runs) stays on the device, the scaler unscales there,
+      // and the update does nothing when the loss is not finite or a gradient held an inf or nan.
+      // With several ranks the summed loss decides, so every rank's update does the same.
+      auto enqueue_step = [&, s = step_scalars](const data::Batch& inputs) {
+        StepOutputs out;
+        out.loss = task.loss(inputs, dev);
+        const TaskLoss& lv = out.loss;
+        std::unique_ptr<PendingCollective> sums_pending;
+        if (world > 1) {
+          out.rank_sums = loss_vector(lv, s.stop);
+          sums_pending = comm.start_all_reduce(out.rank_sums, ReduceOp::Sum, "loss of a CUDA graph step");
+        }
+        if (buckets) buckets->begin_step();
+        (s.loss_scale.defined() ? lv.total * s.loss_scale : lv.total).backward();
+        if (buckets) buckets->finish_step();
+        if (sums_pending) sums_pending->wait();
+        std::vector<Tensor> grads;
+        if (buckets)
+          grads = buckets->grads_for_update();
+        else
+          for (const Tensor& p : params) grads.push_back(p.grad());
+        if (s.inv_scale.defined())
+          out.found_inf =
+              buckets ? buckets->unscale(s.inv_scale, grads) : unscale_grads_check_finite(grads, s.inv_scale);
+        const Tensor loss = world > 1 ? out.rank_sums.narrow(0, 0, 1) : lv.total;
+        apply_update(grads, 0.f, UpdateAtRun{s.lr, loss, out.found_inf});
+        out.keep = std::move(grads);
+        return out;
       };
-      graphs = std::make_unique<StepGraphs>(task, params, dev, step_scalars, enqueue_update,
-                                            [&](const std::string& line) { log << prefix() << line << std::endl; });
+      graphs = std::make_unique<StepGraphs>(
+          params, dev, enqueue_step,
+          [&] { comm.follow_enqueued_work("step of iter " + std::to_string(replay_iter) + " (a CUDA graph replay)"); },
+          [&](const std::string& line) { log << prefix() << line << std::endl; });
     }
     log << prefix() << "CUDA graphs: "
         << (why_not ? std::string(why_not)
@@ -654,13 +690,16 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     // The whole step through the batch shape's CUDA graph (forward, backward and update: only the
     // host's reading of the loss and the scaler's flag below remains), or forward and backward eagerly.
     const double lr = schedule.lr_at(iter - 1);
-    std::optional<StepGraphs::Result> graphed;
+    const int local_stop = world > 1 ? stop_signal() : 0;
+    std::optional<StepOutputs> graphed;
     if (graphs) {
       fill_(step_scalars.lr, (float)lr);  // (a fill kernel in stream order: no host wait)
       if (scaler) {
         fill_(step_scalars.loss_scale, (float)scaler->scale());
         fill_(step_scalars.inv_scale, (float)(1.0 / scaler->scale()));  // as GradScaler::unscale
       }
+      if (world > 1) fill_(step_scalars.stop, local_stop != 0 ? 1.f : 0.f);
+      replay_iter = iter;
       graphed = graphs->step(batch);
     }
     const TaskLoss lv = graphed ? graphed->loss : task.loss(batch, dev);
@@ -671,8 +710,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       epoch_terms.assign(nterms, 0.0);
     }
     // The loss and its terms: this rank's, or with several ranks their mean (all-reduced while
-    // backward runs, together with the stop flag).
-    std::vector<float> scalars = host_scalars(lv);
+    // backward runs, together with the stop flag; a graph's step did that on the device).
+    std::vector<float> scalars = graphed && world > 1 ? graphed->rank_sums.to_vector() : host_scalars(lv);
     // A non-finite loss stops training, except under fp16 loss scaling, where the step is skipped as
     // Paddle's GradScaler skips it (an fp16 forward can overflow on one batch) until
     // kMaxNonFiniteFp16Losses come in a row: then it is divergence, not one batch.
@@ -694,38 +733,48 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
                              (last_good.empty() ? std::string("none was saved") : last_good) +
                              ". Lower the learning rate or check the labels.");
     };
+    // With several ranks: the sums over the ranks of the loss, its terms and the stop requests.
+    auto take_rank_sums = [&](const std::vector<float> sums) {  // (a copy: it may be `scalars` itself)
+      scalars.assign(sums.begin(), sums.end() - 1);
+      for (float& v : scalars) v /= (float)world;
+      agreed_stop = local_stop != 0 ? local_stop : (sums.back() > 0 ? SIGTERM : 0);
+      check_finite(scalars[0]);
+    };
     Tensor reduced_scalars;
     std::unique_ptr<PendingCollective> scalars_pending;
-    const int local_stop = world > 1 ? stop_signal() : 0;
     if (world == 1) {
       check_finite(scalars[0]);
+    } else if (graphed) {
+      take_rank_sums(scalars);
     } else {
       scalars.push_back(local_stop != 0 ? 1.f : 0.f);
       reduced_scalars = Tensor::from_vector(scalars, {(int64_t)scalars.size()}, dev);
       scalars_pending = comm.start_all_reduce(reduced_scalars, ReduceOp::Sum, "loss of iter " + std::to_string(iter));
     }
-    if (buckets) buckets->begin_step();
-    if (!nonfinite_loss && !graphed) {  // (one rank, fp16: a skipped step, whose gradients would be inf or nan)
-      if (scaler)
-        (lv.total * (float)scaler->scale()).backward();
-      else
-        lv.total.backward();
+    if (!graphed) {
+      if (buckets) buckets->begin_step();
+      if (!nonfinite_loss) {  // (one rank, fp16: a skipped step, whose gradients would be inf or nan)
+        if (scaler)
+          (lv.total * (float)scaler->scale()).backward();
+        else
+          lv.total.backward();
+      }
+      if (buckets) buckets->finish_step();
     }
-    if (buckets) buckets->finish_step();
     if (scalars_pending) {
       scalars_pending->wait();
-      const std::vector<float> sums = reduced_scalars.to_vector();
-      for (size_t i = 0; i + 1 < sums.size(); ++i) scalars[i] = sums[i] / (float)world;
-      agreed_stop = local_stop != 0 ? local_stop : (sums.back() > 0 ? SIGTERM : 0);
-      check_finite(scalars[0]);
+      take_rank_sums(reduced_scalars.to_vector());
     }
     const double total_loss = scalars[0];
     // The gradients the update reads (with several ranks: averaged, in the buckets' wire type).
     std::vector<Tensor> grads;
-    if (buckets)
+    if (graphed) {
+      // (the graph's step made its update, or skipped it, on the device)
+    } else if (buckets) {
       grads = buckets->grads_for_update();
-    else if (!graphed)
+    } else {
       for (const Tensor& p : params) grads.push_back(p.grad());
+    }
     bool skip_step = false;
     if (scaler && nonfinite_loss) {
       const double scale = scaler->scale();

@@ -76,9 +76,10 @@ struct TrainOptions {
   // The gradients' type in the all-reduce (--allreduce_dtype): nullopt = auto (train/grad_buckets.h
   // allreduce_dtype: the low type at O2 on GPU ranks, else f32).
   std::optional<DType> allreduce_dtype;
-  // CUDA graphs of the training step on a GPU with one rank (train/step_graphs.h); --cuda_graph off
+  // CUDA graphs of the training step on a GPU (train/step_graphs.h). Auto: with one rank; with
+  // several ranks only On captures the step with its all-reduces (docs/TRAINING.md says why); Off
   // launches every kernel eagerly.
-  bool cuda_graph = true;
+  enum class CudaGraph { Auto, On, Off } cuda_graph = CudaGraph::Auto;
 };
 
 class TrainingDiverged : public Error {

@@ -17,6 +17,9 @@
 //     type (MPI: each addition in f32, then the mean's division in f32, each rounded once; NCCL:
 //     ncclAvg on ncclBfloat16 / ncclFloat16, which multiplies each rank's values by 1/nranks rounded
 //     to the type before summing).
+//   - Collectives on device tensors may be started while a CUDA graph is captured (engine/cuda_graph.h):
+//     the graph then holds them, and every replay runs them. The communicator cannot follow those at
+//     capture, so the replay's owner calls follow_enqueued_work after each launch (train/step_graphs.h).
 #pragma once
 #include <memory>
 #include <string>
@@ -56,6 +59,11 @@ class Communicator {
   virtual void barrier(const std::string& what) = 0;
   // Every rank's bytes, in rank order (host data: evaluation results, agreement checks).
   virtual std::vector<std::string> all_gather_bytes(const std::string& mine, const std::string& what) = 0;
+  // The work enqueued on the compute stream so far (a CUDA graph's replay, with the collectives it
+  // captured) must complete within the collective timeout, or the job ends as on a late collective.
+  // NCCL: its watchdog follows an event recorded now. Communicators whose collectives run on the host
+  // (local, MPI) never have collectives in a graph, so there is nothing to follow.
+  virtual void follow_enqueued_work(const std::string& what) { (void)what; }
 
   // Blocking conveniences built on start_all_reduce.
   void all_reduce(const std::vector<Tensor>& tensors, ReduceOp op, const std::string& what);

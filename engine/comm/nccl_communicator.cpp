@@ -18,6 +18,7 @@
 
 #include "base/cuda_context.h"
 #include "base/error.h"
+#include "engine/cuda_graph.h"
 #include "engine/device.h"
 
 namespace engine {
@@ -229,6 +230,16 @@ class NcclCommunicator final : public Communicator {
     host_wait(enqueue(what, [&] { NCCL_CHECK(ncclAllReduce(p, p, 1, ncclFloat32, ncclSum, comm_, stream_)); }));
   }
 
+  void follow_enqueued_work(const std::string& what) override {
+    Event done = pool_->get();
+    CUDA_CHECK(cudaEventRecord(done.get(), compute_stream()));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inflight_.push_back(InFlight{std::move(done), what, Clock::now()});
+    }
+    cv_.notify_one();
+  }
+
   std::vector<std::string> all_gather_bytes(const std::string& mine, const std::string& what) override {
     const Device dev = Device::cuda(device_);
     // The sizes first, so every rank knows the padded slot size.
@@ -270,9 +281,21 @@ class NcclCommunicator final : public Communicator {
   // Issues `issue` (NCCL calls) on the communication stream after the work queued so far on the
   // compute stream, under the watchdog from before the call on; returns the event of its end.
   // Serialised, so every rank issues its collectives in its program order.
+  // While a CUDA graph is captured the same calls fork the capture onto the communication stream
+  // and back (NCCL captures its kernels), and nothing runs: the watchdog must not see those events
+  // (querying an event recorded in a capture is an error), so the graph's owner follows each replay
+  // instead (follow_enqueued_work).
   template <class F>
   Event enqueue(const std::string& what, const F& issue) {
     std::lock_guard<std::mutex> order(enqueue_mu_);
+    if (capturing_cuda_graph()) {
+      CUDA_CHECK(cudaEventRecord(ready_, compute_stream()));
+      CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
+      issue();
+      Event done = pool_->get();
+      CUDA_CHECK(cudaEventRecord(done.get(), stream_));
+      return done;
+    }
     InFlight* op = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);

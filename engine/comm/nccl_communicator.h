@@ -11,6 +11,9 @@
 //     error, ends the process: one line on stderr (collective_timeout_message), ncclCommAbort, exit
 //     code kCollectiveTimeoutExit. Communicator initialisation is held to the same limit.
 //   - barrier and all_gather_bytes wait on the host, by polling under the same watchdog.
+//   - All-reduces started while a CUDA graph is captured (data-parallel step graphs) are captured
+//     with the same stream fork and join; NCCL supports capture from 2.9.6 on. The watchdog follows
+//     each replay as a whole (follow_enqueued_work) instead of the collectives inside it.
 #pragma once
 #include <functional>
 #include <memory>
