@@ -108,6 +108,24 @@ BENCH_REGISTER(elementwise) {
       runner.run(
           "add_fwd", shape_name(s) + " + same", d, {3.0 * 4 * (double)a.numel(), 0},
           [&] { return check(add(a, b), [&](size_t i) { return av[i] + bv[i]; }); }, [&] { add(a, b); });
+      // In place, as autograd accumulates a gradient (into a data-parallel bucket, for one), and the
+      // fill that zeroes such a bucket.
+      const Tensor acc = a.clone();
+      runner.run(
+          "add_inplace", shape_name(s) + " += same", d, {3.0 * 4 * (double)a.numel(), 0},
+          [&] {
+            copy_into(acc, a);
+            add_inplace(acc, b);
+            return check(acc, [&](size_t i) { return av[i] + bv[i]; });
+          },
+          [&] { add_inplace(acc, b); });
+      runner.run(
+          "fill", shape_name(s), d, {4.0 * (double)a.numel(), 0},
+          [&] {
+            fill_(acc, 0.5f);
+            return check(acc, [](size_t) { return 0.5f; });
+          },
+          [&] { fill_(acc, 0.f); });
       const Tensor bias = Tensor::uniform({s[3]}, 6, -1.f, 1.f, d);
       const auto cv = bias.to_vector();
       runner.run(

@@ -76,3 +76,29 @@ TEST(Copy, ToDeviceRoundTrip) {
       },
       [](const RefInputs& in, const std::vector<Shape>&) { return std::vector<std::vector<double>>{in[0]}; });
 }
+
+// fill on the (emulated) GPU: every storage type, lengths around the 16-byte stores, views starting
+// off a 16-byte boundary (head, body and tail); the CPU's values, integers saturated alike, and the
+// elements around the view untouched.
+TEST(Copy, FillEveryTypeAtEveryAlignment) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8})
+    for (float value : {-3.7f, 1e6f, 0.1f})
+      for (int64_t n : {1, 2, 5, 16, 17, 33, 1000, 4099})
+        for (int64_t offset : {0, 1, 3, 8}) {
+          const std::string what = std::string(dtype_name(dt)) + " value " + std::to_string(value) + " n " +
+                                   std::to_string(n) + " offset " + std::to_string(offset);
+          std::vector<float> got[2];
+          for (const Device d : {Device::cpu(), Device::cuda(0)}) {
+            const Tensor base = Tensor::full({n + 16}, 7.f, dt, d);
+            fill_(base.narrow(0, offset, n), value);
+            got[d.is_cuda()] = base.to_vector();
+          }
+          ASSERT_EQ(got[1], got[0]) << what;
+          ASSERT_EQ(got[1][(size_t)offset], Tensor::full({1}, value, dt).to_vector()[0]) << what;
+          for (int64_t i = 0; i < n + 16; ++i)
+            if (i < offset || i >= offset + n) {
+              ASSERT_EQ(got[1][(size_t)i], 7.f) << what << " at " << i;
+            }
+        }
+}

@@ -218,6 +218,37 @@ TEST(Elementwise, AddInplaceAccumulates) {
   }
 }
 
+// add_inplace into contiguous destinations (a gradient, a bucket view): on the (emulated) GPU the
+// in-place kernel's vector body and scalar tail, and its scalar path for a misaligned view, give the
+// CPU's bits in every float type; the elements around the view are untouched; a tensor added into
+// itself doubles.
+TEST(Elementwise, AddInplaceIntoContiguousViewsMatchesTheCpu) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  for (DType dt : {DType::F32, DType::BF16, DType::F16})
+    for (int64_t n : {1, 3, 4, 7, 1027, 4100})
+      for (int64_t offset : {0, 1, 4}) {
+        const std::string what =
+            std::string(dtype_name(dt)) + " n " + std::to_string(n) + " offset " + std::to_string(offset);
+        std::vector<float> got[2];
+        for (const Device d : {Device::cpu(), Device::cuda(0)}) {
+          const Tensor base = Tensor::uniform({n + 8}, 11, -2.f, 2.f, d).to(dt);
+          const Tensor src = Tensor::uniform({n + 8}, 12, -2.f, 2.f, d).to(dt).narrow(0, 8 - offset, n);
+          add_inplace(base.narrow(0, offset, n), src);
+          got[d.is_cuda()] = base.to_vector();
+        }
+        expect_same_bits(got[1], got[0], what);
+        const auto before = Tensor::uniform({n + 8}, 11, -2.f, 2.f).to(dt).to_vector();
+        for (int64_t i = 0; i < n + 8; ++i)
+          if (i < offset || i >= offset + n) {
+            ASSERT_EQ(got[1][(size_t)i], before[(size_t)i]) << what << " at " << i;
+          }
+      }
+  const Tensor x = Tensor::uniform({1029}, 13, -1.f, 1.f, Device::cuda(0));
+  const auto twice = mul(x, 2.f).to_vector();
+  add_inplace(x, x);
+  expect_same_bits(x.to_vector(), twice, "x += x");
+}
+
 TEST(Elementwise, BadInputErrors) {
   const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 3});
   try {

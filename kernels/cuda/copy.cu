@@ -2,8 +2,11 @@
 // Math: dst[dl(i)] = cast(src[sl(i)]) row-major over the common shape; fill: dst[i] = value.
 // Layout: any strides (broadcast = stride 0), up to kMaxDims dims; 64-bit indices throughout.
 // Grid-stride loops, 256 threads. Same-dtype copies move raw elements (bit exact). The casts use
-// kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree.
+// kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree. fill converts
+// the value once on the host and writes its bits 16 bytes per store.
 // Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
+#include <cstring>
+
 #include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/copy_cuda.h"
@@ -26,9 +29,35 @@ __global__ void __launch_bounds__(256)
                      load_as_float(src, sdt, sl.contiguous ? i + sl.offset : sl.offset_of(i)));
 }
 
-__global__ void __launch_bounds__(256) fill_kernel(void* __restrict__ dst, DType dt, int64_t n, float value) {
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    store_from_float(dst, dt, i, value);
+// T: an unsigned integer of the element's size; `value` holds the element's bits and `pattern` the
+// same bits repeated over 16 bytes. The head up to the first 16-byte boundary and the tail are
+// element stores, the rest 16-byte stores: a boundary is a whole number of elements past `dst`
+// (elements are 1, 2, 4 or 8 bytes and `dst` is aligned to its element), so the pattern is in phase.
+template <class T>
+__global__ void __launch_bounds__(256) fill_kernel(T* __restrict__ dst, int64_t n, T value, uint4 pattern) {
+  constexpr int64_t kPerVector = 16 / sizeof(T);
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t misalign = (int64_t)(reinterpret_cast<uintptr_t>(dst) & 15u) / (int64_t)sizeof(T);
+  const int64_t head = misalign == 0 ? 0 : (kPerVector - misalign < n ? kPerVector - misalign : n);
+  const int64_t vectors = (n - head) / kPerVector;
+  if (tid < head) dst[tid] = value;
+  uint4* body = reinterpret_cast<uint4*>(dst + head);
+  for (int64_t v = tid; v < vectors; v += stride) body[v] = pattern;
+  for (int64_t i = head + vectors * kPerVector + tid; i < n; i += stride) dst[i] = value;
+}
+
+template <class T>
+void launch_fill(void* dst, int64_t n, const unsigned char* element, cudaStream_t stream) {
+  T value;
+  std::memcpy(&value, element, sizeof(T));
+  unsigned char bytes[16];
+  for (size_t k = 0; k < sizeof(bytes); k += sizeof(T)) std::memcpy(bytes + k, &value, sizeof(T));
+  uint4 pattern;
+  std::memcpy(&pattern, bytes, sizeof(pattern));
+  GPU_LAUNCH(cuda::grid_for((n + 16 / (int64_t)sizeof(T) - 1) / (16 / (int64_t)sizeof(T)), 256), 256, 0, stream,
+             fill_kernel<T>)
+  (static_cast<T*>(dst), n, value, pattern);
 }
 
 template <class T>
@@ -73,7 +102,22 @@ void strided_copy_cuda(const void* src, DType sdt, const StridedLayout& l, void*
 
 void fill_cuda(void* dst, DType dt, int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
-  GPU_LAUNCH(cuda::grid_for(n, 256), 256, 0, stream, fill_kernel)(dst, dt, n, value);
+  alignas(8) unsigned char element[8];
+  store_from_float(element, dt, 0, value);  // the element's bits, converted once (saturating for integers)
+  switch (dtype_size(dt)) {
+    case 1:
+      launch_fill<uint8_t>(dst, n, element, stream);
+      break;
+    case 2:
+      launch_fill<uint16_t>(dst, n, element, stream);
+      break;
+    case 4:
+      launch_fill<uint32_t>(dst, n, element, stream);
+      break;
+    default:
+      launch_fill<uint64_t>(dst, n, element, stream);
+      break;
+  }
   CUDA_CHECK_LAUNCH("fill_kernel");
 }
 

@@ -4,7 +4,8 @@
 // Layout: operands are StridedLayouts broadcast to the output shape and coalesced by the op layer;
 // outputs and gradients are contiguous. Two paths per kernel:
 //  - contiguous operands: 4-element loads/stores (16 bytes in f32, 8 in bf16 / f16) when every
-//    pointer is aligned to that size (a scalar tail covers n % 4), grid-stride over vectors;
+//    pointer is aligned to that size (a scalar tail covers n % 4), grid-stride over vectors; binary
+//    ops also in place (out == a, add_inplace);
 //  - general: 64-bit index unravelling through StridedLayout::offset_of (<= kMaxDims dims).
 // Storage (DType D, a template parameter of every kernel): all operands and results of one call are
 // f32, bf16 or f16 (mixed precision); the math is f32: loads widen, stores round once to nearest
@@ -92,6 +93,32 @@ __global__ void __launch_bounds__(kBlock)
   for (int64_t i = vec_end + tid; i < n; i += stride) out[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i])));
 }
 
+// In place (out is a: add_inplace's accumulation into a gradient or a bucket): the contiguous
+// kernel's vector path without __restrict__, since every element is read and then written by one
+// thread. b may be a as well.
+template <BinaryOp op, DType D>
+__global__ void __launch_bounds__(kBlock)
+    binary_fwd_inplace_contig_kernel(typename Storage<D>::T* a, const typename Storage<D>::T* b, int64_t n) {
+  using S = Storage<D>;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  int64_t vec_end = 0;
+  if (cuda::vec4_aligned<D>(a) && cuda::vec4_aligned<D>(b)) {
+    vec_end = n / 4 * 4;
+    for (int64_t v = tid; v < n / 4; v += stride) {
+      float p[4], q[4];
+      cuda::load_vec_as<4, D>(a + 4 * v, p);
+      cuda::load_vec_as<4, D>(b + 4 * v, q);
+      p[0] = binary_fwd<op>(p[0], q[0]);
+      p[1] = binary_fwd<op>(p[1], q[1]);
+      p[2] = binary_fwd<op>(p[2], q[2]);
+      p[3] = binary_fwd<op>(p[3], q[3]);
+      cuda::store4<D>(a + 4 * v, p);
+    }
+  }
+  for (int64_t i = vec_end + tid; i < n; i += stride) a[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i])));
+}
+
 template <BinaryOp op, DType D>
 __global__ void __launch_bounds__(kBlock)
     binary_fwd_strided_kernel(const typename Storage<D>::T* a, StridedLayout al, const typename Storage<D>::T* b,
@@ -147,9 +174,12 @@ void launch_binary_fwd(const void* av, const StridedLayout& al, const void* bv, 
   const T* a = static_cast<const T*>(av);
   const T* b = static_cast<const T*>(bv);
   T* out = static_cast<T*>(outv);
-  if (al.contiguous && bl.contiguous && (a + al.offset != out)) {
+  if (al.contiguous && bl.contiguous && a + al.offset != out) {
     GPU_LAUNCH(cuda::grid_for((n + 3) / 4, kBlock), kBlock, 0, s, binary_fwd_contig_kernel<op, D>)
     (a + al.offset, b + bl.offset, out, n);
+  } else if (al.contiguous && bl.contiguous) {
+    GPU_LAUNCH(cuda::grid_for((n + 3) / 4, kBlock), kBlock, 0, s, binary_fwd_inplace_contig_kernel<op, D>)
+    (out, b + bl.offset, n);
   } else {
     GPU_LAUNCH(cuda::grid_for(n, kBlock), kBlock, 0, s, binary_fwd_strided_kernel<op, D>)(a, al, b, bl, out, n);
   }
