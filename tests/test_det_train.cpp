@@ -5,8 +5,9 @@
 // PaddleX's message before anything is written), PaddleX's EarlyStop, the detection batch collate,
 // a resumed run (from epoch_N/ and from a mid-epoch stop) bit-identical to an uninterrupted one,
 // early stop ending a run, COCO data and the COCO metric (bbox_mmap with pycocotools' summary), and
-// the emulated (or real) CUDA device giving the CPU's losses. The
-// learning run (bbox_map rising above a threshold) is the ctest `det_learns` (scripts/det_learning_check.sh).
+// the emulated (or real) CUDA device giving the CPU's losses, and data-parallel steps of two input
+// sizes replayed from CUDA graphs giving the eager weights. The learning run (bbox_map rising above a threshold) is the
+// ctest `det_learns` (scripts/det_learning_check.sh).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include "data/det_loader.h"
 #include "data/det_synthetic.h"
 #include "engine/device.h"
+#include "tests/harness/mirror_communicator.h"
 #include "tests/harness/temp_dirs.h"
 #include "train/det_config.h"
 #include "train/det_task.h"
@@ -343,6 +345,46 @@ TEST(DetTrain, CudaDeviceGivesTheCpuLosses) {
   }
   for (size_t i = 2; i < a.size(); ++i)
     EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 5e-2 * a[i]["loss"].get<double>()) << i;
+}
+
+// Two mirrored ranks (tests/harness/mirror_communicator.h) on the emulated (or real) GPU, batches
+// of two input sizes (BatchRandomResize [64, 96]): --cuda_graph on captures a step of each size, with
+// the synchronised batch norms', the gradient buckets' and the loss terms' all-reduces inside, and
+// trains to the eager run's weights and momentum, bit for bit, with the same logged loss terms.
+TEST(DetTrain, DataParallelStepsOfEachInputSizeReplayedFromCudaGraphsGiveTheEagerWeights) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  const fs::path dir = fresh_dir("dp_graph");
+  const std::string cfg_path = write_config(dir, 1);
+  std::string logs[2];
+  for (const bool graph : {false, true}) {
+    engine::testing::MirrorCommunicator comm;
+    TrainOptions o = run_options(Device::cuda(0));
+    o.comm = &comm;
+    o.cuda_graph = graph ? TrainOptions::CudaGraph::On : TrainOptions::CudaGraph::Off;
+    std::ostringstream log;
+    const TrainSummary s = run_det_training(load(cfg_path, {{"save_dir", (dir / (graph ? "graph" : "eager")).string()},
+                                                            {"train_batch_size", "2"},
+                                                            {"lr_decay_epochs", "[]"}}),
+                                            o, log);
+    logs[graph] = log.str();
+    EXPECT_EQ(s.iters_done, 9) << log.str();  // (18 images as 2 ranks x 9, one per rank and step)
+    EXPECT_NE(log.str().find("Convert bn to sync_bn"), std::string::npos) << log.str();
+    // A size's first step runs eagerly, its second is captured and run from the graph, later ones
+    // replay it: 7 of 9 run from a graph, each followed by the communicator.
+    EXPECT_EQ(comm.followed, graph ? 7 : 0) << log.str();
+  }
+  EXPECT_NE(logs[1].find("CUDA graphs: 7 of 9 steps replayed from 2 capture(s)"), std::string::npos) << logs[1];
+  EXPECT_EQ(logs[1].find("WARNING: this step cannot be a CUDA graph"), std::string::npos) << logs[1];
+  const auto a = records(dir / "eager", "train"), b = records(dir / "graph", "train");
+  ASSERT_EQ(a.size(), 9u);
+  ASSERT_EQ(b.size(), 9u);
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* term : {"loss", "loss_xy", "loss_wh", "loss_obj", "loss_cls"})
+      EXPECT_EQ(a[i][term].get<double>(), b[i][term].get<double>()) << "step " << i + 1 << " " << term;
+  expect_same_tensors((dir / "eager/epoch_1/model.safetensors").string(),
+                      (dir / "graph/epoch_1/model.safetensors").string());
+  expect_same_tensors((dir / "eager/epoch_1/optimizer.safetensors").string(),
+                      (dir / "graph/epoch_1/optimizer.safetensors").string());
 }
 
 TEST(DetTrain, CocoDataAndTheCocoMetric) {
