@@ -78,6 +78,11 @@ stage_more() {
   # Cross entropy on f32 and on bf16 logits (O2's full-size logits, widened as the staged tiles are fetched)
   timeout "$limit" "$bin/bench_kernels" --device gpu --filter cross_entropy 2>&1 | grep -E "cross_entropy|failed"
   timeout "$limit" "$bin/bench_kernels" --device gpu --filter softmax 2>&1 | grep -E "softmax|argmax|failed"
+  # Rewritten without a GPU after the last measurements: resize (row grids, two-pass backward),
+  # fill, add_inplace
+  for f in resize fill add_inplace; do
+    timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"
+  done
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
   # cuDNN forced and with the automatic choice.
   ENGINE_BENCH_CONV_NET=DarkNet timeout "$limit" "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"

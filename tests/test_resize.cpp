@@ -210,7 +210,7 @@ TEST(Resize, ForwardBitIdenticalAcrossDevices) {
 }
 
 TEST(Resize, BackwardBitIdenticalAcrossDevices) {
-  // The CPU's two separable passes and the CUDA one-pass gather use the same arithmetic order.
+  // The CPU and CUDA backward run the same two separable passes (columns, then rows) in the same order.
   // Channel counts: 6 (the CPU column buffer holds C lanes), 19 and 40 (rounded up to 32 and 48
   // lanes, resize_bwd_column_lanes; the last tap of the tensor takes the C-lane path).
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
@@ -227,6 +227,27 @@ TEST(Resize, BackwardBitIdenticalAcrossDevices) {
       }
       EXPECT_EQ(grads[0], grads[1]);
     }
+}
+
+// The CUDA kernels take one image row per grid.y index, at most 65535 of them, and stride past that:
+// 70000 output rows (forward, backward's column pass) and as many input rows (its row pass) give
+// the CPU's bits.
+TEST(Resize, MoreRowsThanOneGridGiveTheCpuBits) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
+  for (const bool up : {true, false}) {
+    SCOPED_TRACE(up ? "70000 output rows" : "70000 input rows");
+    std::vector<float> ys[2], grads[2];
+    int k = 0;
+    for (Device d : {Device::cpu(), Device::cuda(0)}) {
+      Tensor x = Tensor::uniform(up ? Shape{2, 3, 2, 1} : Shape{2, 35000, 1, 2}, 8, -1, 1, d).set_requires_grad(true);
+      Tensor y = up ? resize_bilinear(x, 35000, 1) : resize_bilinear(x, 3, 2);
+      y.backward(Tensor::uniform(y.shape(), 9, -1, 1, d));
+      ys[k] = y.to_vector();
+      grads[k++] = x.grad().to_vector();
+    }
+    expect_same_bits(ys[0], ys[1], "forward");
+    expect_same_bits(grads[0], grads[1], "backward");
+  }
 }
 
 TEST(Resize, BadInputErrors) {

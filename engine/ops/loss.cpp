@@ -170,8 +170,11 @@ Tensor ce_backward(const Tensor& g, const CeLogits& src, const Tensor& yc, const
     kernels::ce_bwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
                          thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
                          contig(g).data<float>(), inv_dev.data<float>(), gfull.raw_data(), compute_stream());
-    if (src.upsampled)
-      kernels::resize_bwd_cuda(src.ra, full.dtype(), gfull.raw_data(), gx.raw_data(), compute_stream());
+    if (src.upsampled) {
+      Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cuda(src.ra)}, DType::F32, xc.device());
+      kernels::resize_bwd_cuda(src.ra, full.dtype(), gfull.raw_data(), gx.raw_data(), ws.data<float>(),
+                               compute_stream());
+    }
   };
 #endif
   ENGINE_DISPATCH(src.bwd_name, xc.device(), traffic(xc, yc, w, lse, pgt, gx), on_cpu(), on_cuda());

@@ -33,8 +33,13 @@ Tensor resize_backward(const ResizeArgs& a, const Tensor& g_in, DType dt) {
     Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cpu(a)}, DType::F32, g.device());
     kernels::resize_bwd_cpu(a, dt, g.raw_data(), gx.raw_data(), ws.data<float>());
   };
-  ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx), on_cpu(),
-                  kernels::resize_bwd_cuda(a, dt, g.raw_data(), gx.raw_data(), compute_stream()));
+#if defined(ENGINE_WITH_CUDA)
+  auto on_cuda = [&] {
+    Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cuda(a)}, DType::F32, g.device());
+    kernels::resize_bwd_cuda(a, dt, g.raw_data(), gx.raw_data(), ws.data<float>(), compute_stream());
+  };
+#endif
+  ENGINE_DISPATCH("resize_backward", g.device(), traffic(g, gx), on_cpu(), on_cuda());
   return gx;
 }
 

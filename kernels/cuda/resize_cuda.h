@@ -9,6 +9,8 @@ namespace engine::kernels {
 
 // dt: the storage type of x, out, g and gx (f32, bf16 or f16), as the CPU kernels.
 void resize_fwd_cuda(const ResizeArgs& a, DType dt, const void* x, void* out, cudaStream_t stream);
-void resize_bwd_cuda(const ResizeArgs& a, DType dt, const void* g, void* gx, cudaStream_t stream);
+// ws: resize_bwd_workspace_cuda(a) floats of device memory (the column pass's buffer).
+void resize_bwd_cuda(const ResizeArgs& a, DType dt, const void* g, void* gx, float* ws, cudaStream_t stream);
+inline int64_t resize_bwd_workspace_cuda(const ResizeArgs& a) { return a.N * a.h.out * a.w.in * a.C; }
 
 }  // namespace engine::kernels
