@@ -3,8 +3,11 @@
 // cross-device transfers, with gradients.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
+#include "kernels/kernel_types.h"
 #include "tests/harness/op_check.h"
 
 using namespace engine;
@@ -101,4 +104,70 @@ TEST(Copy, FillEveryTypeAtEveryAlignment) {
               ASSERT_EQ(got[1][(size_t)i], 7.f) << what << " at " << i;
             }
         }
+}
+
+// The CUDA strided kernels unravel indices with 32-bit arithmetic below 2^32 elements
+// (StridedLayout::offset_of32): the same offsets as the 64-bit offset_of, for every index of random
+// layouts (broadcast and negative-free strides, size-1 dims, an offset) and for the last indices of
+// a layout just under 2^32 elements.
+TEST(Copy, StridedOffsetsIn32BitArithmeticEqualThe64BitOnes) {
+  uint64_t state = 12345;
+  auto next = [&](int64_t bound) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return (int64_t)((state >> 33) % (uint64_t)bound);
+  };
+  for (int trial = 0; trial < 200; ++trial) {
+    kernels::StridedLayout l;
+    l.ndim = 1 + (int)next(kernels::kMaxDims);
+    int64_t n = 1;
+    for (int d = 0; d < l.ndim; ++d) {
+      l.shape[d] = 1 + next(7);
+      l.stride[d] = next(3) == 0 ? 0 : next(1000);
+      n *= l.shape[d];
+    }
+    l.offset = next(50);
+    ASSERT_TRUE(kernels::fits_index32(n));
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(l.offset_at(i, true), l.offset_of(i)) << "trial " << trial << " i " << i;
+  }
+  kernels::StridedLayout big;
+  big.ndim = 3;
+  const int64_t shape[3] = {3, 65519, 21845}, stride[3] = {1, 3 * 21845, 3};  // 4293787665 elements, permuted
+  for (int d = 0; d < 3; ++d) big.shape[d] = shape[d], big.stride[d] = stride[d];
+  const int64_t n = shape[0] * shape[1] * shape[2];
+  ASSERT_TRUE(kernels::fits_index32(n));
+  ASSERT_FALSE(kernels::fits_index32(n + 1179631));
+  for (int64_t i : {int64_t(0), n / 2 + 7, n - 21846, n - 2, n - 1})
+    EXPECT_EQ(big.offset_of32((uint32_t)i), big.offset_of(i)) << i;
+}
+
+// Contiguous conversions between float types on the (emulated) GPU (four elements per access where
+// both ends are aligned, else one): the CPU's bits for every pair, for arbitrary bit patterns (NaN,
+// infinities, subnormals, values that overflow f16), lengths around the vector width and views
+// starting off the alignment.
+TEST(Copy, FloatCastsAtEveryAlignmentGiveTheCpuBits) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  std::vector<float> bits;
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 1040; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    const uint32_t u = (uint32_t)(state >> 32) >> (i % 3 == 0 ? 3 : 0);  // some with smaller exponents
+    float f;
+    std::memcpy(&f, &u, 4);
+    bits.push_back(f);
+  }
+  for (DType from : {DType::F32, DType::BF16, DType::F16})
+    for (DType to : {DType::F32, DType::BF16, DType::F16}) {
+      if (from == to) continue;
+      for (int64_t n : {1, 3, 4, 5, 1027})
+        for (int64_t offset : {0, 1, 2, 4}) {
+          const std::string what = std::string(dtype_name(from)) + " -> " + dtype_name(to) + " n " + std::to_string(n) +
+                                   " offset " + std::to_string(offset);
+          std::vector<float> got[2];
+          for (const Device d : {Device::cpu(), Device::cuda(0)}) {
+            const Tensor src = Tensor::from_vector(bits, {(int64_t)bits.size()}, d).to(from).narrow(0, offset, n);
+            got[d.is_cuda()] = src.to(to).to(DType::F32).to_vector();
+          }
+          expect_same_bits(got[1], got[0], what);
+        }
+    }
 }

@@ -1,9 +1,11 @@
 // Copy family on CUDA: strided gather with dtype conversion, and fill.
 // Math: dst[dl(i)] = cast(src[sl(i)]) row-major over the common shape; fill: dst[i] = value.
-// Layout: any strides (broadcast = stride 0), up to kMaxDims dims; 64-bit indices throughout.
+// Layout: any strides (broadcast = stride 0), up to kMaxDims dims; 64-bit offsets, indices unravelled
+// in 32-bit arithmetic below 2^32 elements (StridedLayout::offset_of32).
 // Grid-stride loops, 256 threads. Same-dtype copies move raw elements (bit exact). The casts use
-// kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree. fill converts
-// the value once on the host and writes its bits 16 bytes per store.
+// kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree; a contiguous
+// conversion between float types moves four elements per access. fill converts the value once on
+// the host and writes its bits 16 bytes per store.
 // Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
 #include <cstring>
 
@@ -17,16 +19,40 @@ namespace {
 template <class T>
 __global__ void __launch_bounds__(256) strided_copy_same_kernel(const T* __restrict__ src, StridedLayout sl,
                                                                 T* __restrict__ dst, StridedLayout dl, int64_t n) {
+  const bool idx32 = fits_index32(n);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    dst[dl.contiguous ? i + dl.offset : dl.offset_of(i)] = src[sl.contiguous ? i + sl.offset : sl.offset_of(i)];
+    dst[dl.contiguous ? i + dl.offset : dl.offset_at(i, idx32)] =
+        src[sl.contiguous ? i + sl.offset : sl.offset_at(i, idx32)];
 }
 
 __global__ void __launch_bounds__(256)
     strided_copy_cast_kernel(const void* __restrict__ src, DType sdt, StridedLayout sl, void* __restrict__ dst,
                              DType ddt, StridedLayout dl, int64_t n) {
+  const bool idx32 = fits_index32(n);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    store_from_float(dst, ddt, dl.contiguous ? i + dl.offset : dl.offset_of(i),
-                     load_as_float(src, sdt, sl.contiguous ? i + sl.offset : sl.offset_of(i)));
+    store_from_float(dst, ddt, dl.contiguous ? i + dl.offset : dl.offset_at(i, idx32),
+                     load_as_float(src, sdt, sl.contiguous ? i + sl.offset : sl.offset_at(i, idx32)));
+}
+
+// A contiguous conversion between float storage types (mixed precision's casts of activations and
+// weights): four elements per 16-byte (f32) or 8-byte (bf16 / f16) access where both ends are
+// aligned, else one; the conversions of Storage<S> / Storage<D>, the same bits as store_from_float
+// (load_as_float(...)) in the strided kernel, without its per-element type switch.
+template <DType S, DType D>
+__global__ void __launch_bounds__(256) cast_contig_kernel(const typename Storage<S>::T* __restrict__ src,
+                                                          typename Storage<D>::T* __restrict__ dst, int64_t n) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  int64_t vec_end = 0;
+  if (cuda::vec4_aligned<S>(src) && cuda::vec4_aligned<D>(dst)) {
+    vec_end = n / 4 * 4;
+    for (int64_t v = tid; v < n / 4; v += stride) {
+      float f[4];
+      cuda::load4<S>(src + 4 * v, f);
+      cuda::store4<D>(dst + 4 * v, f);
+    }
+  }
+  for (int64_t i = vec_end + tid; i < n; i += stride) dst[i] = Storage<D>::store(Storage<S>::load(src[i]));
 }
 
 // T: an unsigned integer of the element's size; `value` holds the element's bits and `pattern` the
@@ -94,6 +120,17 @@ void strided_copy_cuda(const void* src, DType sdt, const StridedLayout& l, void*
         break;
     }
     CUDA_CHECK_LAUNCH("strided_copy_same_kernel");
+    return;
+  }
+  if (l.contiguous && dl.contiguous && is_float_storage(sdt) && is_float_storage(ddt)) {
+    with_storage(sdt, "cast kernel", [&]<DType S>() {
+      with_storage(ddt, "cast kernel", [&]<DType D>() {
+        GPU_LAUNCH(cuda::grid_for((n + 3) / 4, 256), 256, 0, stream, cast_contig_kernel<S, D>)
+        (static_cast<const typename Storage<S>::T*>(src) + l.offset,
+         static_cast<typename Storage<D>::T*>(dst) + dl.offset, n);
+      });
+    });
+    CUDA_CHECK_LAUNCH("cast_contig_kernel");
     return;
   }
   GPU_LAUNCH(cuda::grid_for(n, 256), 256, 0, stream, strided_copy_cast_kernel)(src, sdt, l, dst, ddt, dl, n);

@@ -6,7 +6,8 @@
 //  - contiguous operands: 4-element loads/stores (16 bytes in f32, 8 in bf16 / f16) when every
 //    pointer is aligned to that size (a scalar tail covers n % 4), grid-stride over vectors; binary
 //    ops also in place (out == a, add_inplace);
-//  - general: 64-bit index unravelling through StridedLayout::offset_of (<= kMaxDims dims).
+//  - general: index unravelling through StridedLayout::offset_at (<= kMaxDims dims), in 32-bit
+//    arithmetic below 2^32 elements (offset_of32; 64-bit division is a long called routine on a GPU).
 // Storage (DType D, a template parameter of every kernel): all operands and results of one call are
 // f32, bf16 or f16 (mixed precision); the math is f32: loads widen, stores round once to nearest
 // even (Storage<D>, kernels/shared_math.h), the same bits as the CPU kernels.
@@ -54,8 +55,9 @@ __global__ void __launch_bounds__(kBlock)
     unary_fwd_strided_kernel(const typename Storage<D>::T* __restrict__ x, StridedLayout xl,
                              typename Storage<D>::T* __restrict__ out, int64_t n, float alpha) {
   using S = Storage<D>;
+  const bool idx32 = fits_index32(n);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = S::store(unary_fwd<op>(S::load(x[xl.offset_of(i)]), alpha));
+    out[i] = S::store(unary_fwd<op>(S::load(x[xl.offset_at(i, idx32)]), alpha));
 }
 
 template <UnaryOp op, DType D>
@@ -125,8 +127,9 @@ __global__ void __launch_bounds__(kBlock)
                               StridedLayout bl, typename Storage<D>::T* out, int64_t n) {
   // `out` may alias `a` (in-place accumulation), so no __restrict__ here.
   using S = Storage<D>;
+  const bool idx32 = fits_index32(n);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    out[i] = S::store(binary_fwd<op>(S::load(a[al.offset_of(i)]), S::load(b[bl.offset_of(i)])));
+    out[i] = S::store(binary_fwd<op>(S::load(a[al.offset_at(i, idx32)]), S::load(b[bl.offset_at(i, idx32)])));
 }
 
 template <BinaryOp op, DType D>
@@ -135,10 +138,11 @@ __global__ void __launch_bounds__(kBlock)
                       StridedLayout al, const typename Storage<D>::T* __restrict__ b, StridedLayout bl,
                       typename Storage<D>::T* __restrict__ ga, typename Storage<D>::T* __restrict__ gb, int64_t n) {
   using S = Storage<D>;
+  const bool idx32 = fits_index32(n);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float da, db;
-    binary_bwd<op>(S::load(g[i]), S::load(a[al.contiguous ? i + al.offset : al.offset_of(i)]),
-                   S::load(b[bl.contiguous ? i + bl.offset : bl.offset_of(i)]), &da, &db);
+    binary_bwd<op>(S::load(g[i]), S::load(a[al.contiguous ? i + al.offset : al.offset_at(i, idx32)]),
+                   S::load(b[bl.contiguous ? i + bl.offset : bl.offset_at(i, idx32)]), &da, &db);
     if (ga) ga[i] = S::store(da);
     if (gb) gb[i] = S::store(db);
   }
