@@ -225,8 +225,16 @@ __global__ void __launch_bounds__(kThreads)
     reduce_sum_bwd_kernel(const float* __restrict__ g, typename Storage<D>::T* __restrict__ dx, int64_t n,
                           int64_t reduce, int64_t inner, float scale) {
   const int64_t ri = reduce * inner;
+  const bool idx32 = fits_index32(n);  // 32-bit division inline; 64-bit is a called routine
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t o = e / ri, i = e % inner;
+    int64_t o, i;
+    if (idx32) {
+      o = (uint32_t)e / (uint32_t)ri;
+      i = (uint32_t)e % (uint32_t)inner;
+    } else {
+      o = e / ri;
+      i = e % inner;
+    }
     dx[e] = Storage<D>::store(g[o * inner + i] * scale);
   }
 }
@@ -235,9 +243,19 @@ template <DType D>
 __global__ void __launch_bounds__(kThreads)
     reduce_max_bwd_kernel(const float* __restrict__ g, const int64_t* __restrict__ idx,
                           typename Storage<D>::T* __restrict__ dx, int64_t n, int64_t reduce, int64_t inner) {
+  const bool idx32 = fits_index32(n);
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t i = e % inner, q = e / inner;
-    const int64_t r = q % reduce, k = (q / reduce) * inner + i;
+    int64_t r, k;
+    if (idx32) {
+      const uint32_t q = (uint32_t)e / (uint32_t)inner, i = (uint32_t)e - q * (uint32_t)inner;
+      const uint32_t o = q / (uint32_t)reduce;
+      r = q - o * (uint32_t)reduce;
+      k = (int64_t)o * inner + i;
+    } else {
+      const int64_t i = e % inner, q = e / inner;
+      r = q % reduce;
+      k = (q / reduce) * inner + i;
+    }
     dx[e] = Storage<D>::store(idx[k] == r ? g[k] : 0.f);
   }
 }
