@@ -80,8 +80,8 @@ stage_more() {
   timeout "$limit" "$bin/bench_kernels" --device gpu --filter softmax 2>&1 | grep -E "softmax|argmax|failed"
   # Rewritten without a GPU after the last measurements: resize (row grids, two-pass backward),
   # fill, add_inplace, the strided kernels' 32-bit index unravelling (broadcast add / mul, permute),
-  # the vectorised float casts
-  for f in resize fill add_inplace add_fwd mul_fwd permute_contiguous cast_f32; do
+  # the vectorised float casts and unary backward kernels
+  for f in resize elementwise; do
     timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"
   done
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with

@@ -5,7 +5,7 @@
 // outputs and gradients are contiguous. Two paths per kernel:
 //  - contiguous operands: 4-element loads/stores (16 bytes in f32, 8 in bf16 / f16) when every
 //    pointer is aligned to that size (a scalar tail covers n % 4), grid-stride over vectors; binary
-//    ops also in place (out == a, add_inplace);
+//    ops also in place (out == a, add_inplace); the unary backward (always contiguous) too;
 //  - general: index unravelling through StridedLayout::offset_at (<= kMaxDims dims), in 32-bit
 //    arithmetic below 2^32 elements (offset_of32; 64-bit division is a long called routine on a GPU).
 // Storage (DType D, a template parameter of every kernel): all operands and results of one call are
@@ -60,13 +60,30 @@ __global__ void __launch_bounds__(kBlock)
     out[i] = S::store(unary_fwd<op>(S::load(x[xl.offset_at(i, idx32)]), alpha));
 }
 
+// No __restrict__ (as the forward), and (kBlock, 1): without the minimum-blocks hint ptxas (sm_80)
+// spilled log's f32 backward around the division's slow-path call.
 template <UnaryOp op, DType D>
-__global__ void __launch_bounds__(kBlock)
-    unary_bwd_kernel(const typename Storage<D>::T* __restrict__ g, const typename Storage<D>::T* __restrict__ x,
-                     const typename Storage<D>::T* __restrict__ y, typename Storage<D>::T* __restrict__ gx, int64_t n,
-                     float alpha) {
+__global__ void __launch_bounds__(kBlock, 1)
+    unary_bwd_kernel(const typename Storage<D>::T* g, const typename Storage<D>::T* x, const typename Storage<D>::T* y,
+                     typename Storage<D>::T* gx, int64_t n, float alpha) {
   using S = Storage<D>;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  int64_t vec_end = 0;
+  if (cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<D>(gx) && (!x || cuda::vec4_aligned<D>(x)) &&
+      (!y || cuda::vec4_aligned<D>(y))) {
+    vec_end = n / 4 * 4;
+    for (int64_t v = tid; v < n / 4; v += stride) {
+      float q[4], xv[4] = {0.f, 0.f, 0.f, 0.f}, yv[4] = {0.f, 0.f, 0.f, 0.f};
+      cuda::load4<D>(g + 4 * v, q);
+      if (x) cuda::load4<D>(x + 4 * v, xv);
+      if (y) cuda::load4<D>(y + 4 * v, yv);
+      ENGINE_UNROLL
+      for (int k = 0; k < 4; ++k) q[k] = unary_bwd<op>(q[k], xv[k], yv[k], alpha);
+      cuda::store4<D>(gx + 4 * v, q);
+    }
+  }
+  for (int64_t i = vec_end + tid; i < n; i += stride)
     gx[i] = S::store(unary_bwd<op>(S::load(g[i]), x ? S::load(x[i]) : 0.f, y ? S::load(y[i]) : 0.f, alpha));
 }
 
@@ -166,7 +183,7 @@ void launch_unary_fwd(const void* xv, const StridedLayout& xl, void* outv, int64
 template <UnaryOp op, DType D>
 void launch_unary_bwd(const void* g, const void* x, const void* y, void* gx, int64_t n, float alpha, cudaStream_t s) {
   using T = typename Storage<D>::T;
-  GPU_LAUNCH(cuda::grid_for(n, kBlock), kBlock, 0, s, unary_bwd_kernel<op, D>)
+  GPU_LAUNCH(cuda::grid_for((n + 3) / 4, kBlock), kBlock, 0, s, unary_bwd_kernel<op, D>)
   (static_cast<const T*>(g), static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(gx), n, alpha);
   CUDA_CHECK_LAUNCH("unary_bwd_kernel");
 }
