@@ -71,6 +71,18 @@ __device__ __forceinline__ void store_vec(T* p, const T (&v)[V]) {
   }
 }
 
+// The grid-stride loop of the contiguous elementwise kernels: four(i) for i = 0, 4, 8, ... below
+// n / 4 * 4 when `vectorised` (every operand aligned for 4-element accesses), then one(i) for each
+// remaining element (all of them when not vectorised). Launch with grid_for((n + 3) / 4, block).
+template <class Four, class One>
+__device__ __forceinline__ void grid_stride_by4(int64_t n, bool vectorised, const Four& four, const One& one) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t vec_end = vectorised ? n / 4 * 4 : 0;
+  for (int64_t v = tid; v < vec_end / 4; v += stride) four(4 * v);
+  for (int64_t i = vec_end + tid; i < n; i += stride) one(i);
+}
+
 // Four consecutive elements of storage type D (f32, bf16, f16; Storage<D> in shared_math.h) as one
 // access, widened to / rounded from f32: 16 bytes for f32, 8 bytes for the 16-bit types (element 0 in
 // the low half of the first word). p must be aligned to that size (vec4_aligned<D>).

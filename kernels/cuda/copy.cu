@@ -41,18 +41,14 @@ __global__ void __launch_bounds__(256)
 template <DType S, DType D>
 __global__ void __launch_bounds__(256) cast_contig_kernel(const typename Storage<S>::T* __restrict__ src,
                                                           typename Storage<D>::T* __restrict__ dst, int64_t n) {
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  int64_t vec_end = 0;
-  if (cuda::vec4_aligned<S>(src) && cuda::vec4_aligned<D>(dst)) {
-    vec_end = n / 4 * 4;
-    for (int64_t v = tid; v < n / 4; v += stride) {
-      float f[4];
-      cuda::load4<S>(src + 4 * v, f);
-      cuda::store4<D>(dst + 4 * v, f);
-    }
-  }
-  for (int64_t i = vec_end + tid; i < n; i += stride) dst[i] = Storage<D>::store(Storage<S>::load(src[i]));
+  cuda::grid_stride_by4(
+      n, cuda::vec4_aligned<S>(src) && cuda::vec4_aligned<D>(dst),
+      [&](int64_t i) {
+        float f[4];
+        cuda::load4<S>(src + i, f);
+        cuda::store4<D>(dst + i, f);
+      },
+      [&](int64_t i) { dst[i] = Storage<D>::store(Storage<S>::load(src[i])); });
 }
 
 // T: an unsigned integer of the element's size; `value` holds the element's bits and `pattern` the

@@ -32,22 +32,16 @@ template <UnaryOp op, DType D>
 __global__ void __launch_bounds__(kBlock)
     unary_fwd_contig_kernel(const typename Storage<D>::T* x, typename Storage<D>::T* out, int64_t n, float alpha) {
   using S = Storage<D>;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  int64_t vec_end = 0;
-  if (cuda::vec4_aligned<D>(x) && cuda::vec4_aligned<D>(out)) {
-    vec_end = n / 4 * 4;
-    for (int64_t v = tid; v < n / 4; v += stride) {
-      float f[4];
-      cuda::load4<D>(x + 4 * v, f);
-      f[0] = unary_fwd<op>(f[0], alpha);
-      f[1] = unary_fwd<op>(f[1], alpha);
-      f[2] = unary_fwd<op>(f[2], alpha);
-      f[3] = unary_fwd<op>(f[3], alpha);
-      cuda::store4<D>(out + 4 * v, f);
-    }
-  }
-  for (int64_t i = vec_end + tid; i < n; i += stride) out[i] = S::store(unary_fwd<op>(S::load(__ldg(&x[i])), alpha));
+  cuda::grid_stride_by4(
+      n, cuda::vec4_aligned<D>(x) && cuda::vec4_aligned<D>(out),
+      [&](int64_t i) {
+        float f[4];
+        cuda::load4<D>(x + i, f);
+        ENGINE_UNROLL
+        for (int k = 0; k < 4; ++k) f[k] = unary_fwd<op>(f[k], alpha);
+        cuda::store4<D>(out + i, f);
+      },
+      [&](int64_t i) { out[i] = S::store(unary_fwd<op>(S::load(__ldg(&x[i])), alpha)); });
 }
 
 template <UnaryOp op, DType D>
@@ -67,24 +61,22 @@ __global__ void __launch_bounds__(kBlock, 1)
     unary_bwd_kernel(const typename Storage<D>::T* g, const typename Storage<D>::T* x, const typename Storage<D>::T* y,
                      typename Storage<D>::T* gx, int64_t n, float alpha) {
   using S = Storage<D>;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  int64_t vec_end = 0;
-  if (cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<D>(gx) && (!x || cuda::vec4_aligned<D>(x)) &&
-      (!y || cuda::vec4_aligned<D>(y))) {
-    vec_end = n / 4 * 4;
-    for (int64_t v = tid; v < n / 4; v += stride) {
-      float q[4], xv[4] = {0.f, 0.f, 0.f, 0.f}, yv[4] = {0.f, 0.f, 0.f, 0.f};
-      cuda::load4<D>(g + 4 * v, q);
-      if (x) cuda::load4<D>(x + 4 * v, xv);
-      if (y) cuda::load4<D>(y + 4 * v, yv);
-      ENGINE_UNROLL
-      for (int k = 0; k < 4; ++k) q[k] = unary_bwd<op>(q[k], xv[k], yv[k], alpha);
-      cuda::store4<D>(gx + 4 * v, q);
-    }
-  }
-  for (int64_t i = vec_end + tid; i < n; i += stride)
-    gx[i] = S::store(unary_bwd<op>(S::load(g[i]), x ? S::load(x[i]) : 0.f, y ? S::load(y[i]) : 0.f, alpha));
+  cuda::grid_stride_by4(
+      n,
+      cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<D>(gx) && (!x || cuda::vec4_aligned<D>(x)) &&
+          (!y || cuda::vec4_aligned<D>(y)),
+      [&](int64_t i) {
+        float q[4], xv[4] = {0.f, 0.f, 0.f, 0.f}, yv[4] = {0.f, 0.f, 0.f, 0.f};
+        cuda::load4<D>(g + i, q);
+        if (x) cuda::load4<D>(x + i, xv);
+        if (y) cuda::load4<D>(y + i, yv);
+        ENGINE_UNROLL
+        for (int k = 0; k < 4; ++k) q[k] = unary_bwd<op>(q[k], xv[k], yv[k], alpha);
+        cuda::store4<D>(gx + i, q);
+      },
+      [&](int64_t i) {
+        gx[i] = S::store(unary_bwd<op>(S::load(g[i]), x ? S::load(x[i]) : 0.f, y ? S::load(y[i]) : 0.f, alpha));
+      });
 }
 
 // ------------------------------------------------------------------------------------ binary
@@ -93,23 +85,17 @@ __global__ void __launch_bounds__(kBlock)
     binary_fwd_contig_kernel(const typename Storage<D>::T* __restrict__ a, const typename Storage<D>::T* __restrict__ b,
                              typename Storage<D>::T* __restrict__ out, int64_t n) {
   using S = Storage<D>;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  int64_t vec_end = 0;
-  if (cuda::vec4_aligned<D>(a) && cuda::vec4_aligned<D>(b) && cuda::vec4_aligned<D>(out)) {
-    vec_end = n / 4 * 4;
-    for (int64_t v = tid; v < n / 4; v += stride) {
-      float p[4], q[4];
-      cuda::load4<D>(a + 4 * v, p);
-      cuda::load4<D>(b + 4 * v, q);
-      p[0] = binary_fwd<op>(p[0], q[0]);
-      p[1] = binary_fwd<op>(p[1], q[1]);
-      p[2] = binary_fwd<op>(p[2], q[2]);
-      p[3] = binary_fwd<op>(p[3], q[3]);
-      cuda::store4<D>(out + 4 * v, p);
-    }
-  }
-  for (int64_t i = vec_end + tid; i < n; i += stride) out[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i])));
+  cuda::grid_stride_by4(
+      n, cuda::vec4_aligned<D>(a) && cuda::vec4_aligned<D>(b) && cuda::vec4_aligned<D>(out),
+      [&](int64_t i) {
+        float p[4], q[4];
+        cuda::load4<D>(a + i, p);
+        cuda::load4<D>(b + i, q);
+        ENGINE_UNROLL
+        for (int k = 0; k < 4; ++k) p[k] = binary_fwd<op>(p[k], q[k]);
+        cuda::store4<D>(out + i, p);
+      },
+      [&](int64_t i) { out[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i]))); });
 }
 
 // In place (out is a: add_inplace's accumulation into a gradient or a bucket): the contiguous
@@ -119,23 +105,17 @@ template <BinaryOp op, DType D>
 __global__ void __launch_bounds__(kBlock)
     binary_fwd_inplace_contig_kernel(typename Storage<D>::T* a, const typename Storage<D>::T* b, int64_t n) {
   using S = Storage<D>;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  int64_t vec_end = 0;
-  if (cuda::vec4_aligned<D>(a) && cuda::vec4_aligned<D>(b)) {
-    vec_end = n / 4 * 4;
-    for (int64_t v = tid; v < n / 4; v += stride) {
-      float p[4], q[4];
-      cuda::load_vec_as<4, D>(a + 4 * v, p);
-      cuda::load_vec_as<4, D>(b + 4 * v, q);
-      p[0] = binary_fwd<op>(p[0], q[0]);
-      p[1] = binary_fwd<op>(p[1], q[1]);
-      p[2] = binary_fwd<op>(p[2], q[2]);
-      p[3] = binary_fwd<op>(p[3], q[3]);
-      cuda::store4<D>(a + 4 * v, p);
-    }
-  }
-  for (int64_t i = vec_end + tid; i < n; i += stride) a[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i])));
+  cuda::grid_stride_by4(
+      n, cuda::vec4_aligned<D>(a) && cuda::vec4_aligned<D>(b),
+      [&](int64_t i) {
+        float p[4], q[4];
+        cuda::load_vec_as<4, D>(a + i, p);
+        cuda::load_vec_as<4, D>(b + i, q);
+        ENGINE_UNROLL
+        for (int k = 0; k < 4; ++k) p[k] = binary_fwd<op>(p[k], q[k]);
+        cuda::store4<D>(a + i, p);
+      },
+      [&](int64_t i) { a[i] = S::store(binary_fwd<op>(S::load(a[i]), S::load(b[i]))); });
 }
 
 template <BinaryOp op, DType D>
