@@ -220,44 +220,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The backward kernels view x as [outer, reduce, inner]: for element (o, r, i), the layout `reduced`
+// gives g's (and the max's indices') offset o * inner + i, and `along` gives r.
+// StridedLayout::offset_at unravels in 32-bit arithmetic below 2^32 elements (64-bit division is a
+// called routine on a GPU).
 template <DType D>
 __global__ void __launch_bounds__(kThreads)
     reduce_sum_bwd_kernel(const float* __restrict__ g, typename Storage<D>::T* __restrict__ dx, int64_t n,
-                          int64_t reduce, int64_t inner, float scale) {
-  const int64_t ri = reduce * inner;
-  const bool idx32 = fits_index32(n);  // 32-bit division inline; 64-bit is a called routine
-  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
-    int64_t o, i;
-    if (idx32) {
-      o = (uint32_t)e / (uint32_t)ri;
-      i = (uint32_t)e % (uint32_t)inner;
-    } else {
-      o = e / ri;
-      i = e % inner;
-    }
-    dx[e] = Storage<D>::store(g[o * inner + i] * scale);
-  }
+                          StridedLayout reduced, float scale) {
+  const bool idx32 = fits_index32(n);
+  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x)
+    dx[e] = Storage<D>::store(g[reduced.offset_at(e, idx32)] * scale);
 }
 
 template <DType D>
 __global__ void __launch_bounds__(kThreads)
     reduce_max_bwd_kernel(const float* __restrict__ g, const int64_t* __restrict__ idx,
-                          typename Storage<D>::T* __restrict__ dx, int64_t n, int64_t reduce, int64_t inner) {
+                          typename Storage<D>::T* __restrict__ dx, int64_t n, StridedLayout reduced,
+                          StridedLayout along) {
   const bool idx32 = fits_index32(n);
   for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r, k;
-    if (idx32) {
-      const uint32_t q = (uint32_t)e / (uint32_t)inner, i = (uint32_t)e - q * (uint32_t)inner;
-      const uint32_t o = q / (uint32_t)reduce;
-      r = q - o * (uint32_t)reduce;
-      k = (int64_t)o * inner + i;
-    } else {
-      const int64_t i = e % inner, q = e / inner;
-      r = q % reduce;
-      k = (q / reduce) * inner + i;
-    }
-    dx[e] = Storage<D>::store(idx[k] == r ? g[k] : 0.f);
+    const int64_t k = reduced.offset_at(e, idx32);
+    dx[e] = Storage<D>::store(idx[k] == along.offset_at(e, idx32) ? g[k] : 0.f);
   }
+}
+
+// [outer, reduce, inner] with the given strides (elements).
+StridedLayout reduce_bwd_layout(int64_t outer, int64_t reduce, int64_t inner, int64_t s_outer, int64_t s_reduce,
+                                int64_t s_inner) {
+  StridedLayout l;
+  l.ndim = 3;
+  l.shape[0] = outer, l.shape[1] = reduce, l.shape[2] = inner;
+  l.stride[0] = s_outer, l.stride[1] = s_reduce, l.stride[2] = s_inner;
+  return l;
 }
 
 // ---------------------------------------------------------------- host side
@@ -363,7 +358,7 @@ void reduce_sum_bwd_cuda(const float* g, DType dxt, void* dx, int64_t outer, int
   if (n <= 0) return;
   with_storage(dxt, "reduce_sum_bwd_cuda", [&]<DType D>() {
     GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_sum_bwd_kernel<D>)
-    (g, static_cast<typename Storage<D>::T*>(dx), n, reduce, inner, scale);
+    (g, static_cast<typename Storage<D>::T*>(dx), n, reduce_bwd_layout(outer, reduce, inner, inner, 0, 1), scale);
     CUDA_CHECK_LAUNCH("reduce_sum_bwd_kernel");
   });
 }
@@ -374,7 +369,8 @@ void reduce_max_bwd_cuda(const float* g, const int64_t* idx, DType dxt, void* dx
   if (n <= 0) return;
   with_storage(dxt, "reduce_max_bwd_cuda", [&]<DType D>() {
     GPU_LAUNCH(cuda::grid_for(n, kThreads), kThreads, 0, stream, reduce_max_bwd_kernel<D>)
-    (g, idx, static_cast<typename Storage<D>::T*>(dx), n, reduce, inner);
+    (g, idx, static_cast<typename Storage<D>::T*>(dx), n, reduce_bwd_layout(outer, reduce, inner, inner, 0, 1),
+     reduce_bwd_layout(outer, reduce, inner, 0, 1, 0));
     CUDA_CHECK_LAUNCH("reduce_max_bwd_kernel");
   });
 }
