@@ -427,7 +427,8 @@ TEST(CrossEntropy, LowPrecisionLogitsMatchWidenedF32) {
 // PP-LiteSeg's x8 (C = 19), several 4096-pixel chunks whose boundaries cut output rows (odd sizes,
 // non-integer ratios), C = 2 (its own tile path), C = 300 (one pixel at a time), a downsampling,
 // class weights and OHEM with mining; output widths that are multiples of 16 (the CPU forward's rows
-// kept in the lanes view) and others, for CE, weighted CE, OHEM and C = 2.
+// kept in the lanes view) and others, for CE, weighted CE, OHEM and C = 2; 2 x 32800 output rows (more
+// than one CUDA grid's 65535 rows).
 TEST(UpsampledCrossEntropy, MatchesResizeThenLossBitForBit) {
   struct Case {
     Shape xs;
@@ -439,7 +440,7 @@ TEST(UpsampledCrossEntropy, MatchesResizeThenLossBitForBit) {
                                    {{1, 2, 3, 300}, 5, 7, true, false},   {{1, 9, 10, 4}, 4, 5, false, false},
                                    {{2, 4, 4, 19}, 32, 32, true, false},  {{2, 9, 11, 19}, 70, 80, false, true},
                                    {{2, 9, 11, 19}, 70, 80, true, false}, {{2, 6, 6, 2}, 70, 96, false, false},
-                                   {{1, 5, 6, 5}, 33, 48, false, false}};
+                                   {{1, 5, 6, 5}, 33, 48, false, false},  {{2, 3, 1, 3}, 32800, 1, true, false}};
   for (Device d : devices()) {
     for (const DType dt : {DType::F32, DType::BF16, DType::F16}) {
       for (const Case& c : cases) {

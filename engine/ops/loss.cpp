@@ -78,23 +78,14 @@ Tensor new_stats(Device d) {
 #endif
 
 // The logits a cross entropy reads: the tensor itself, or (upsampled) the bilinear half-pixel
-// resize of a smaller one to the labels' size. The CPU kernels make the upsampled values as they go
-// (kernels/cpu/loss_cpu.h resize_ce_*); the CUDA path resizes into a temporary and runs the plain
-// kernels on it, the same numbers.
+// resize of a smaller one to the labels' size. The kernels of both devices make the upsampled values
+// as they go (kernels/cpu/loss_cpu.h resize_ce_*, kernels/cuda/loss_cuda.h resize_ce_*): the
+// numbers of the resize followed by the plain loss, without the full-size logits in memory.
 struct CeLogits {
   Tensor x;  // contiguous and detached: the logits, or the small logits when upsampled
   bool upsampled = false;
   kernels::ResizeArgs ra;                           // upsampled: x [N, h, w, C] -> [N, H, W, C]
   const char* bwd_name = "cross_entropy_backward";  // the backward's dispatch (the forward's is the op's name)
-#if defined(ENGINE_WITH_CUDA)
-  // The logits the loss sees, on the GPU: x, or its resize in a temporary.
-  Tensor full_on_cuda() const {
-    if (!upsampled) return x;
-    Tensor full = Tensor::empty({ra.N, ra.h.out, ra.w.out, ra.C}, x.dtype(), x.device());
-    kernels::resize_fwd_cuda(ra, x.dtype(), x.raw_data(), full.raw_data(), compute_stream());
-    return full;
-  }
-#endif
 };
 
 CeLogits plain_logits(const Tensor& logits) {
@@ -143,6 +134,23 @@ kernels::CeFwdStats ce_fwd_on_cpu(const CeLogits& src, const Tensor& yc, const f
   return st;
 }
 
+#if defined(ENGINE_WITH_CUDA)
+// CE / OHEM forward on the GPU (pgt, nll null for CE): lse and the statistics, loss and inv on the
+// device (kernels/cuda/loss_cuda.h ce_fwd_cuda).
+void ce_fwd_on_cuda(const CeLogits& src, const Tensor& yc, const float* wp, int64_t P, int64_t C, int64_t ignore,
+                    float thresh, Tensor& lse, float* pgt, float* nll, double* part, const Tensor& stats,
+                    double denom_add, Tensor& out, Tensor& inv) {
+  if (src.upsampled)
+    kernels::resize_ce_fwd_cuda(src.ra, src.x.dtype(), src.x.raw_data(), yc.data<int64_t>(), wp, ignore, thresh,
+                                lse.data<float>(), pgt, nll, part, stats.data<int64_t>(), denom_add, out.data<float>(),
+                                inv.data<float>(), compute_stream());
+  else
+    kernels::ce_fwd_cuda(src.x.raw_data(), src.x.dtype(), yc.data<int64_t>(), wp, P, C, ignore, thresh,
+                         lse.data<float>(), pgt, nll, part, stats.data<int64_t>(), denom_add, out.data<float>(),
+                         inv.data<float>(), compute_stream());
+}
+#endif
+
 // Backward of CE / OHEM: gx = g * inv * coef_p * (softmax - onehot), for src.x (the small logits'
 // gradient when upsampled: the resize's backward of the full-size one).
 Tensor ce_backward(const Tensor& g, const CeLogits& src, const Tensor& yc, const Tensor& w, const Tensor& lse,
@@ -165,15 +173,16 @@ Tensor ce_backward(const Tensor& g, const CeLogits& src, const Tensor& yc, const
   };
 #if defined(ENGINE_WITH_CUDA)
   auto on_cuda = [&] {
-    const Tensor full = src.full_on_cuda();
-    Tensor gfull = src.upsampled ? Tensor::empty(full.shape(), full.dtype(), full.device()) : gx;
-    kernels::ce_bwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp,
-                         thr_dev.defined() ? thr_dev.data<float>() : nullptr, thr_host, P, C, ignore,
-                         contig(g).data<float>(), inv_dev.data<float>(), gfull.raw_data(), compute_stream());
+    const float* thr = thr_dev.defined() ? thr_dev.data<float>() : nullptr;
+    const Tensor gc = contig(g);
     if (src.upsampled) {
       Tensor ws = Tensor::empty({kernels::resize_bwd_workspace_cuda(src.ra)}, DType::F32, xc.device());
-      kernels::resize_bwd_cuda(src.ra, full.dtype(), gfull.raw_data(), gx.raw_data(), ws.data<float>(),
-                               compute_stream());
+      kernels::resize_ce_bwd_cuda(src.ra, xc.dtype(), xc.raw_data(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr,
+                                  thr_host, ignore, gc.data<float>(), inv_dev.data<float>(), gx.raw_data(),
+                                  ws.data<float>(), compute_stream());
+    } else {
+      kernels::ce_bwd_cuda(xc.raw_data(), xc.dtype(), yc.data<int64_t>(), wp, lse.data<float>(), pp, thr, thr_host, P,
+                           C, ignore, gc.data<float>(), inv_dev.data<float>(), gx.raw_data(), compute_stream());
     }
   };
 #endif
@@ -207,14 +216,11 @@ Tensor cross_entropy_impl(const char* op, const Tensor& logits, const CeLogits& 
   };
 #if defined(ENGINE_WITH_CUDA)
   auto on_cuda = [&] {
-    const Tensor full = src.full_on_cuda();
     Tensor stats = new_stats(dev);
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    kernels::ce_fwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), wp, P, C, ignore_index, 0.f,
-                         lse.data<float>(), nullptr, nullptr, reinterpret_cast<double*>(part.data<int64_t>()),
-                         stats.data<int64_t>(), kCeEps * (double)P, out.data<float>(), inv_dev.data<float>(),
-                         compute_stream());
+    ce_fwd_on_cuda(src, yc, wp, P, C, ignore_index, 0.f, lse, nullptr, nullptr,
+                   reinterpret_cast<double*>(part.data<int64_t>()), stats, kCeEps * (double)P, out, inv_dev);
     check_on_host([=] {
       const auto st = stats.to_vector_i64();
       if (st[kernels::kBadCount])
@@ -274,10 +280,8 @@ Tensor ohem_cross_entropy_impl(const char* op, const Tensor& logits, const CeLog
     Tensor part = Tensor::empty({kernels::ce_part_doubles(P)}, DType::I64, dev);
     double* partp = reinterpret_cast<double*>(part.data<int64_t>());
     inv_dev = Tensor::empty({1}, DType::F32, dev);
-    const Tensor full = src.full_on_cuda();
-    kernels::ce_fwd_cuda(full.raw_data(), full.dtype(), yc.data<int64_t>(), nullptr, P, C, ignore_index, thresh,
-                         lse.data<float>(), pgt.data<float>(), nll.data<float>(), partp, stats.data<int64_t>(),
-                         denom_add, out.data<float>(), inv_dev.data<float>(), compute_stream());
+    ce_fwd_on_cuda(src, yc, nullptr, P, C, ignore_index, thresh, lse, pgt.data<float>(), nll.data<float>(), partp,
+                   stats, denom_add, out, inv_dev);
     check_on_host([=] {
       const auto st = stats.to_vector_i64();
       if (st[kernels::kBadCount])

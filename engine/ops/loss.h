@@ -22,9 +22,9 @@
 //   of logits [N, h, w, C] to the labels' [N, H, W], half-pixel (Paddle's F.interpolate(...,
 //   mode='bilinear', align_corners=False), as PaddleSeg's models upsample their logits), in the
 //   logits' storage type: exactly cross_entropy(resize_bilinear(logits, H, W, false), labels, ...),
-//   loss and gradient the same bits, the gradient flowing to the small logits. On the CPU the
-//   full-size logits and their gradient are never stored (made and consumed per row block); on a GPU
-//   they are, in temporaries.
+//   loss and gradient the same bits, the gradient flowing to the small logits. The full-size logits
+//   and their gradient are never stored: the CPU makes and consumes them per row block, the CUDA
+//   kernels per tile of pixels (forward) and inside the resize backward's column pass (backward).
 // bce_with_logits: mean_i w_i * (max(x,0) - x*t + log(1 + exp(-|x|)))  (weight same shape or undefined).
 // binary_cross_entropy: mean_i w_i * -(t*max(log p, -100) + (1-t)*max(log(1-p), -100)); Paddle and
 //   PyTorch both clamp the logs at -100. Gradient (p - t) / max(p(1-p), 1e-12) as both frameworks.

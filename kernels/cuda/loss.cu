@@ -44,11 +44,26 @@
 //   OHEM adds 8 B/px of p_gt and nll writes, and when the threshold must be raised 4 select passes
 //     of 4 B/px (~34 MB, ~8 us) plus a 16 B/px sum pass.
 //   BCE with logits fwd [8,52,52,255] (5.5M elements): 44 MB, ~10 us; bwd 66 MB, ~16 us.
+// Upsampled CE / OHEM (resize_ce_fwd_cuda / resize_ce_bwd_cuda: logits [N, h, w, C] bilinearly
+//   upsampled to the labels' [N, H, W] inside the loss, PP-LiteSeg's training loss). Forward: the
+//   same kernels and grid with the tile made by blending (one thread per pixel from the 4 taps,
+//   rounded to the storage type as resize_fwd_kernel stores it), so the same threads add the same
+//   values: the bits of the resize followed by the plain forward. Backward: the resize backward's
+//   column pass with each full-size gradient element made where it is read (blend, exp, rounded as
+//   ce_bwd_kernel stores it), then resize.cu's row pass. Neither the full-size logits nor their
+//   gradient exists in memory. Roofline for PP-LiteSeg's [4,64,64,19] -> 512x512 f32: the forward
+//   reads 1.2 MB of logits (L2 resident) + 8 B label and writes 4 B lse per pixel: 13 MB, ~3 us of
+//   traffic, so it is bound by the ~30-instruction exp per logit like the plain forward (~0.04 ms
+//   at the plain forward's measured 0.078 ms for twice the pixels); the backward reads 12 B per
+//   pixel and writes and rereads the 10 MB column buffer: ~45 MB, ~11 us, but makes each gradient
+//   element ~2 times (a blend and an exp each): ~0.08 ms if the exps bound it as in the forward.
+//   The unfused path it replaces moved ~560 MB per call (~0.13 ms at the copy rate).
 // Tested by tests/test_loss.cpp (CPU vs emulated CUDA, naive double references); benchmarked by
 // bench_kernels --filter loss (bench/bench_loss.cpp).
 #include "base/cuda_context.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/loss_cuda.h"
+#include "kernels/cuda/resize_cuda.h"
 
 namespace engine::kernels {
 namespace {
@@ -90,21 +105,21 @@ int ce_grid(int64_t P, int tile_rows) {
 
 // ------------------------------------------------------------------------------ CE forward
 // One thread per pixel; the per-pixel arithmetic (sequential max, sum of exp_neg_f, log_f,
-// ohem_prob_f) is the CPU's, so lse / p_gt / nll match it bit for bit. Block partials of the loss
-// sums (double) go to part[2 * block], the OHEM count of p_gt < thresh to stats[kBelow].
-template <bool kOhem, DType D = DType::F32>
-__device__ __forceinline__ void ce_pixel(const typename Storage<D>::T* row, int C, int64_t p, int64_t yp,
-                                         const float* __restrict__ w, int64_t ignore, float thresh,
-                                         float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
-                                         ull* __restrict__ stats, double& a1, double& a2, ull& below) {
-  using S = Storage<D>;
+// ohem_prob_f) is the CPU's, so lse / p_gt / nll match it bit for bit. logit(c) gives class c's
+// logit as an f32 (a staged tile, a widened global row, or an upsampled pixel). Block partials of
+// the loss sums (double) go to part[2 * block], the OHEM count of p_gt < thresh to stats[kBelow].
+template <bool kOhem, class Logit>
+__device__ __forceinline__ void ce_pixel(const Logit& logit, int C, int64_t p, int64_t yp, const float* __restrict__ w,
+                                         int64_t ignore, float thresh, float* __restrict__ lse, float* __restrict__ pgt,
+                                         float* __restrict__ nll, ull* __restrict__ stats, double& a1, double& a2,
+                                         ull& below) {
   float m = -INFINITY;
   for (int c = 0; c < C; ++c) {
-    const float v = S::load(row[c]);
+    const float v = logit(c);
     m = v > m ? v : m;
   }
   float s = 0.f;
-  for (int c = 0; c < C; ++c) s += exp_neg_f(S::load(row[c]) - m);
+  for (int c = 0; c < C; ++c) s += exp_neg_f(logit(c) - m);
   const float l = m + log_f(s);
   lse[p] = l;
   const bool valid = yp != ignore && yp >= 0 && yp < C;
@@ -112,7 +127,7 @@ __device__ __forceinline__ void ce_pixel(const typename Storage<D>::T* row, int 
     atomicAdd(&stats[kBadCount], 1ull);
     atomicMin(&stats[kFirstBad], (ull)p);
   }
-  const float xy = valid ? S::load(row[yp]) : 0.f;
+  const float xy = valid ? logit((int)yp) : 0.f;
   const float wv = valid ? (w ? w[yp] : 1.f) : 0.f;
   const float nl = valid ? l - xy : 0.f;
   a1 += (double)(wv * nl);
@@ -123,6 +138,60 @@ __device__ __forceinline__ void ce_pixel(const typename Storage<D>::T* row, int 
     nll[p] = nl;
     below += (valid && pr < thresh) ? 1ull : 0ull;
   }
+}
+
+// ------------------------------------------------------------------------------ upsampled logits
+// The logits of one output pixel of the bilinear resize of x (ResizeArgs up: x [N, h, w, C] ->
+// [N, H, W, C]), made as resize_fwd_kernel makes and stores them: the 4 taps widened, blended in f32
+// (bilinear_blend), rounded to D and widened back. So the upsampled losses read the bits that the
+// resize would have written, without the full-size tensor in memory.
+template <DType D>
+struct UpsampledPixel {
+  using S = Storage<D>;
+  using T = typename S::T;
+  const T *q00, *q01, *q10, *q11;
+  int64_t sc;
+  float lx, ly;
+
+  // The pixel at column ow of the output row whose source rows are row0 / row1 (vertical weight ly).
+  __device__ __forceinline__ UpsampledPixel(const ResizeArgs& up, const T* row0, const T* row1, float ly_, int64_t ow)
+      : sc(up.sc), ly(ly_) {
+    const int64_t iw0 = up.w.lo(ow, &lx), iw1 = up.w.hi(iw0);
+    q00 = row0 + iw0 * up.sw;
+    q01 = row0 + iw1 * up.sw;
+    q10 = row1 + iw0 * up.sw;
+    q11 = row1 + iw1 * up.sw;
+  }
+  __device__ __forceinline__ float operator()(int c) const {
+    const int64_t o = c * sc;
+    return S::load(
+        S::store(bilinear_blend(S::load(q00[o]), S::load(q01[o]), S::load(q10[o]), S::load(q11[o]), lx, ly)));
+  }
+};
+
+// The source rows of output row r = n * H + oh (n and oh split off r in 32-bit arithmetic: the
+// launchers require fewer than 2^32 output pixels, and a 64-bit division, a called routine, made
+// the forward spill).
+template <DType D>
+struct UpsampledRow {
+  using T = typename Storage<D>::T;
+  const T *row0, *row1;
+  float ly;
+  __device__ __forceinline__ UpsampledRow(const ResizeArgs& up, const T* x, uint32_t r) {
+    const uint32_t n = r / (uint32_t)up.h.out, oh = r - n * (uint32_t)up.h.out;
+    const int64_t ih0 = up.h.lo(oh, &ly), ih1 = up.h.hi(ih0);
+    row0 = x + n * up.sn + ih0 * up.sh;
+    row1 = x + n * up.sn + ih1 * up.sh;
+  }
+};
+
+// Output pixel p (< 2^32) of the upsampled logits.
+template <DType D>
+__device__ __forceinline__ UpsampledPixel<D> upsampled_pixel(const ResizeArgs& up, const typename Storage<D>::T* x,
+                                                             int64_t p) {
+  const uint32_t r = (uint32_t)p / (uint32_t)up.w.out, ow = (uint32_t)p - r * (uint32_t)up.w.out;
+  const UpsampledRow<D> row(up, x, r);
+  return UpsampledPixel<D>(up, row.row0, row.row1, row.ly, ow);
 }
 
 template <bool kOhem>
@@ -143,10 +212,13 @@ __device__ __forceinline__ void ce_block_partials(double a1, double a2, ull belo
 // C <= kStageMaxC: a shared-memory row tile per tile_rows pixels (common.cuh: odd row stride, no
 // bank conflicts), fetched with asynchronous coalesced copies together with the tile's labels,
 // double-buffered on a resident grid (the next tile streams in while this one is computed).
+// kUp: the tile holds the upsampled logits of its pixels instead (one thread blends one pixel's
+// row; x is the small logits, L1 / L2 resident), with the same tiles, threads and sums, so the loss
+// has the bits of this kernel on the stored resize.
 // Buffer layout: tile_rows * row_tile_stride(C) floats of logits, then tile_rows i64 labels.
-template <bool kOhem, bool kVec, DType D>
+template <bool kOhem, bool kVec, DType D, bool kUp>
 __global__ void __launch_bounds__(kCeTileBlock)
-    ce_fwd_tile_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
+    ce_fwd_tile_kernel(const typename Storage<D>::T* __restrict__ x, ResizeArgs up, const int64_t* __restrict__ y,
                        const float* __restrict__ w, int64_t P, int C, int tile_rows, int64_t ignore, float thresh,
                        float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
                        double* __restrict__ part, ull* __restrict__ stats) {
@@ -160,7 +232,15 @@ __global__ void __launch_bounds__(kCeTileBlock)
       [&](int64_t t, float* buf) {
         const int64_t p0 = t * tile_rows;
         const int np = (int)min((int64_t)tile_rows, P - p0);
-        cuda::row_tile_fetch_as<D, kVec>(x + p0 * C, buf, np * C, C);
+        if constexpr (kUp) {
+          for (int j = threadIdx.x; j < np; j += blockDim.x) {
+            const UpsampledPixel<D> px = upsampled_pixel<D>(up, x, p0 + j);
+            float* row = buf + j * lp;
+            for (int c = 0; c < C; ++c) row[c] = px(c);
+          }
+        } else {
+          cuda::row_tile_fetch_as<D, kVec>(x + p0 * C, buf, np * C, C);
+        }
         int64_t* lab = reinterpret_cast<int64_t*>(buf + label_off);
         for (int j = threadIdx.x; j < np; j += blockDim.x) cuda::cp_async8(lab + j, y + p0 + j);
       },
@@ -168,24 +248,36 @@ __global__ void __launch_bounds__(kCeTileBlock)
         const int64_t p0 = t * tile_rows;
         const int np = (int)min((int64_t)tile_rows, P - p0);
         const int64_t* lab = reinterpret_cast<const int64_t*>(buf + label_off);
-        for (int j = threadIdx.x; j < np; j += blockDim.x)
-          ce_pixel<kOhem>(buf + j * lp, C, p0 + j, lab[j], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+        for (int j = threadIdx.x; j < np; j += blockDim.x) {
+          const float* row = buf + j * lp;
+          ce_pixel<kOhem>([row](int c) { return row[c]; }, C, p0 + j, lab[j], w, ignore, thresh, lse, pgt, nll, stats,
+                          a1, a2, below);
+        }
       });
   ce_block_partials<kOhem>(a1, a2, below, part, stats);
 }
 
 // Larger C: each thread reads its row from global memory (a warp's rows are one contiguous span, so
-// L1 serves the later passes over the row).
-template <bool kOhem, DType D>
+// L1 serves the later passes over the row); kUp: each pass blends the pixel's logits again from the
+// small logits (the same values each time).
+template <bool kOhem, DType D, bool kUp>
 __global__ void __launch_bounds__(kBlock)
-    ce_fwd_row_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
+    ce_fwd_row_kernel(const typename Storage<D>::T* __restrict__ x, ResizeArgs up, const int64_t* __restrict__ y,
                       const float* __restrict__ w, int64_t P, int C, int64_t ignore, float thresh,
                       float* __restrict__ lse, float* __restrict__ pgt, float* __restrict__ nll,
                       double* __restrict__ part, ull* __restrict__ stats) {
+  using S = Storage<D>;
   double a1 = 0.0, a2 = 0.0;
   ull below = 0;
-  for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += (int64_t)gridDim.x * blockDim.x)
-    ce_pixel<kOhem, D>(x + p * C, C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+  for (int64_t p = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; p < P; p += (int64_t)gridDim.x * blockDim.x) {
+    if constexpr (kUp) {
+      ce_pixel<kOhem>(upsampled_pixel<D>(up, x, p), C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1, a2, below);
+    } else {
+      const typename S::T* row = x + p * C;
+      ce_pixel<kOhem>([row](int c) { return S::load(row[c]); }, C, p, y[p], w, ignore, thresh, lse, pgt, nll, stats, a1,
+                      a2, below);
+    }
+  }
   ce_block_partials<kOhem>(a1, a2, below, part, stats);
 }
 
@@ -274,6 +366,56 @@ __global__ void __launch_bounds__(kBlock)
       T* dst = gx + p0 * C;
       for (int e = threadIdx.x; e < ne; e += kBlock) dst[e] = S::store(tile[e]);
       __syncthreads();
+    }
+  }
+}
+
+// Upsampled CE backward, the resize backward's column pass fed by the loss gradient of the
+// full-size logits as it is made (never stored). One output row r = (n, oh) per grid.y index, one
+// thread per (iw, c) of it:
+//   col[n, oh, iw, c] = sum over ow in R_w(iw), ascending, of w_w(ow, iw) * G[n, oh, ow, c]
+// with G = D-rounded ce_bwd_kernel's gradient of the UpsampledPixel logit, both computed with that
+// kernel's and resize_bwd_columns_kernel's arithmetic (fmaf from 0, zero weights skipped), so col
+// holds the bits of the unfused column pass. The row pass (resize_bwd_rows_cuda) finishes gx.
+// Each G element is made by the ~2 threads whose columns it feeds (a blend and an exp each), in
+// place of writing the full-size gradient and reading it back, and of the forward's resize rerun.
+template <DType D>
+__global__ void __launch_bounds__(kBlock)
+    resize_ce_bwd_columns_kernel(ResizeArgs up, const typename Storage<D>::T* __restrict__ x,
+                                 const int64_t* __restrict__ y, const float* __restrict__ w,
+                                 const float* __restrict__ lse, const float* __restrict__ pgt,
+                                 const float* __restrict__ thr_dev, float thr_host, int64_t ignore,
+                                 const float* __restrict__ g, const float* __restrict__ inv, float* __restrict__ col) {
+  using S = Storage<D>;
+  const float gs = g[0] * inv[0];
+  const float thr = thr_dev ? thr_dev[0] : thr_host;
+  const int C = (int)up.C;
+  const uint32_t per_row = (uint32_t)up.w.in * (uint32_t)C;  // < 2^31, checked by the launcher
+  const int64_t rows = up.N * up.h.out;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const UpsampledRow<D> src(up, x, (uint32_t)r);
+    const int64_t p_row = r * up.w.out;  // the row's first output pixel
+    float* crow = col + r * up.w.in * C;
+    for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < per_row; j += gridDim.x * blockDim.x) {
+      const uint32_t iw = j / (uint32_t)C;
+      const int c = (int)(j - iw * (uint32_t)C);
+      int64_t wb, we;
+      up.w.dst_range(iw, &wb, &we);
+      float acc = 0.f;
+      for (int64_t ow = wb; ow < we; ++ow) {
+        const float ww = up.w.weight(ow, iw);
+        if (ww == 0.f) continue;
+        const int64_t p = p_row + ow;
+        const int64_t yp = y[p];
+        const bool valid = yp != ignore && yp >= 0 && yp < C;
+        const bool keep = valid && (pgt == nullptr || !(pgt[p] >= thr));
+        const float coef = keep ? gs * (w ? w[yp] : 1.f) : 0.f;
+        const int yi = valid ? (int)yp : -1;
+        const float z = UpsampledPixel<D>(up, src.row0, src.row1, src.ly, ow)(c);
+        const float gz = S::load(S::store(coef * (exp_neg_f(z - lse[p]) - (c == yi ? 1.f : 0.f))));
+        acc = fmaf(ww, gz, acc);
+      }
+      crow[j] = acc;
     }
   }
 }
@@ -416,11 +558,17 @@ int64_t ce_part_doubles(int64_t P) {
   return 2 * (int64_t)std::max(ce_grid(P, kCeTileBlock), (int)cuda::grid_for(P, kBlock, kMaxPointBlocks));
 }
 
-void ce_fwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
-                 float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add,
-                 float* loss, float* inv, cudaStream_t s) {
+namespace {
+
+// The CE forward of the logits x [P, C], or (up non-null) of the bilinear resize *up of x. The grid
+// is a function of P, C, D and OHEM alone (the occupancy of the plain staged kernel), so the fused
+// and the unfused forward give the same tiles to the same threads: the same sums, bit for bit.
+void ce_fwd_launch(const void* xv, DType xt, const ResizeArgs* up, const int64_t* y, const float* w, int64_t P,
+                   int64_t C, int64_t ignore, float thresh, float* lse, float* pgt, float* nll, double* part,
+                   int64_t* stats, double denom_add, float* loss, float* inv, cudaStream_t s) {
   ull* st = reinterpret_cast<ull*>(stats);
   const int c = (int)C;
+  const ResizeArgs ra = up ? *up : ResizeArgs();
   int grid = 0;
   with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
     using T = typename Storage<D>::T;
@@ -428,19 +576,40 @@ void ce_fwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, int
     if (C <= kStageMaxC) {
       const int rows = ce_tile_rows(C);
       const size_t smem = 2 * ((size_t)rows * (size_t)cuda::row_tile_stride(c) + 2 * (size_t)rows) * sizeof(float);
-      const bool vec = cuda::row_tile_vec_ok_as<D>(C, x);
-      auto* k = pgt ? (vec ? ce_fwd_tile_kernel<true, true, D> : ce_fwd_tile_kernel<true, false, D>)
-                    : (vec ? ce_fwd_tile_kernel<false, true, D> : ce_fwd_tile_kernel<false, false, D>);
-      grid = (int)cuda::resident_grid(k, kCeTileBlock, smem, (P + rows - 1) / rows, kMaxCeBlocks);
-      GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
+      const bool vec = !up && cuda::row_tile_vec_ok_as<D>(C, x);
+      grid = (int)cuda::resident_grid(
+          pgt ? ce_fwd_tile_kernel<true, false, D, false> : ce_fwd_tile_kernel<false, false, D, false>, kCeTileBlock,
+          smem, (P + rows - 1) / rows, kMaxCeBlocks);
+      auto* k = up    ? (pgt ? ce_fwd_tile_kernel<true, false, D, true> : ce_fwd_tile_kernel<false, false, D, true>)
+                : pgt ? (vec ? ce_fwd_tile_kernel<true, true, D, false> : ce_fwd_tile_kernel<true, false, D, false>)
+                      : (vec ? ce_fwd_tile_kernel<false, true, D, false> : ce_fwd_tile_kernel<false, false, D, false>);
+      GPU_LAUNCH(grid, kCeTileBlock, smem, s, k)(x, ra, y, w, P, c, rows, ignore, thresh, lse, pgt, nll, part, st);
     } else {
       grid = ce_grid(P, kBlock);
-      auto* k = pgt ? ce_fwd_row_kernel<true, D> : ce_fwd_row_kernel<false, D>;
-      GPU_LAUNCH(grid, kBlock, 0, s, k)(x, y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
+      auto* k = up ? (pgt ? ce_fwd_row_kernel<true, D, true> : ce_fwd_row_kernel<false, D, true>)
+                   : (pgt ? ce_fwd_row_kernel<true, D, false> : ce_fwd_row_kernel<false, D, false>);
+      GPU_LAUNCH(grid, kBlock, 0, s, k)(x, ra, y, w, P, c, ignore, thresh, lse, pgt, nll, part, st);
     }
   });
   CUDA_CHECK_LAUNCH("ce_fwd_kernel");
   finalize(part, grid, denom_add, 1, stats, loss, inv, s);
+}
+
+}  // namespace
+
+void ce_fwd_cuda(const void* x, DType xt, const int64_t* y, const float* w, int64_t P, int64_t C, int64_t ignore,
+                 float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats, double denom_add,
+                 float* loss, float* inv, cudaStream_t s) {
+  ce_fwd_launch(x, xt, nullptr, y, w, P, C, ignore, thresh, lse, pgt, nll, part, stats, denom_add, loss, inv, s);
+}
+
+void resize_ce_fwd_cuda(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, int64_t ignore,
+                        float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats,
+                        double denom_add, float* loss, float* inv, cudaStream_t s) {
+  const int64_t P = a.N * a.h.out * a.w.out;
+  ENGINE_CHECK(P <= (int64_t)UINT32_MAX, "upsampled_cross_entropy: ", P,
+               " output pixels are too many for the CUDA kernels (2^32 limit)");
+  ce_fwd_launch(x, xt, &a, y, w, P, a.C, ignore, thresh, lse, pgt, nll, part, stats, denom_add, loss, inv, s);
 }
 
 void ce_bwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
@@ -457,6 +626,25 @@ void ce_bwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, con
     GPU_LAUNCH(grid, kBlock, smem, s, k)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
   });
   CUDA_CHECK_LAUNCH("ce_bwd_kernel");
+}
+
+void resize_ce_bwd_cuda(const ResizeArgs& a, DType xt, const void* xv, const int64_t* y, const float* w,
+                        const float* lse, const float* pgt, const float* thr_dev, float thr_host, int64_t ignore,
+                        const float* g, const float* inv, void* gx, float* ws, cudaStream_t s) {
+  const int64_t per_row = a.w.in * a.C;
+  ENGINE_CHECK(a.N * a.h.out * a.w.out <= (int64_t)UINT32_MAX,
+               "upsampled_cross_entropy backward: ", a.N * a.h.out * a.w.out,
+               " output pixels are too many for the CUDA kernels (2^32 limit)");
+  ENGINE_CHECK(per_row < (int64_t(1) << 31), "upsampled_cross_entropy backward: one input row of ", a.w.in, "x", a.C,
+               " elements is too large for the CUDA kernel (2^31 limit)");
+  const int64_t rows = a.N * a.h.out;
+  const dim3 grid(cuda::grid_for(per_row, kBlock, 65535), (unsigned)std::min<int64_t>(rows, 65535));
+  with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
+    GPU_LAUNCH(grid, kBlock, 0, s, resize_ce_bwd_columns_kernel<D>)
+    (a, static_cast<const typename Storage<D>::T*>(xv), y, w, lse, pgt, thr_dev, thr_host, ignore, g, inv, ws);
+  });
+  CUDA_CHECK_LAUNCH("resize_ce_bwd_columns_kernel");
+  resize_bwd_rows_cuda(a, xt, ws, gx, s);
 }
 
 void ohem_mine_cuda(const float* pgt, const float* nll, const int64_t* y, int64_t P, int64_t C, int64_t ignore,

@@ -7,6 +7,7 @@
 
 #include "base/dtype.h"
 #include "kernels/loss_math.h"
+#include "kernels/resize_math.h"
 
 namespace engine::kernels {
 
@@ -37,6 +38,21 @@ void ce_fwd_cuda(const void* x, DType xt, const int64_t* y, const float* w, int6
 void ce_bwd_cuda(const void* x, DType xt, const int64_t* y, const float* w, const float* lse, const float* pgt,
                  const float* thr_dev, float thr_host, int64_t P, int64_t C, int64_t ignore, const float* g,
                  const float* inv, void* gx, cudaStream_t stream);
+
+// The same two passes on the bilinear upsampling of smaller logits, as resize_ce_fwd_cpu /
+// resize_ce_bwd_cpu: x [N, a.h.in, a.w.in, C] contiguous (a.C = C, a's strides x's, a.h / a.w
+// bilinear) of storage type xt; the logits the loss sees are its resize to [N, a.h.out, a.w.out, C]
+// rounded to xt; y, lse, pgt, nll are per output pixel (P = N * a.h.out * a.w.out). The results are
+// the bits of ce_fwd_cuda / ce_bwd_cuda on resize_fwd_cuda's output followed (backward) by
+// resize_bwd_cuda, and so the CPU's, without the full-size logits or their gradient in memory. The
+// backward writes gx, the gradient of x (xt, x's shape), and needs ws: resize_bwd_workspace_cuda(a)
+// floats.
+void resize_ce_fwd_cuda(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w, int64_t ignore,
+                        float thresh, float* lse, float* pgt, float* nll, double* part, int64_t* stats,
+                        double denom_add, float* loss, float* inv, cudaStream_t stream);
+void resize_ce_bwd_cuda(const ResizeArgs& a, DType xt, const void* x, const int64_t* y, const float* w,
+                        const float* lse, const float* pgt, const float* thr_dev, float thr_host, int64_t ignore,
+                        const float* g, const float* inv, void* gx, float* ws, cudaStream_t stream);
 
 // OHEM after ce_fwd_cuda (with pgt and nll), decided on the device, without a host read:
 //  - mining (PaddleSeg: 0 < min_kept < #valid, #valid from stats[kSum2]): *thr = max(thresh, the

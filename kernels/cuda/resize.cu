@@ -198,21 +198,35 @@ void resize_bwd_cuda(const ResizeArgs& a, DType dt, const void* g, void* gx, flo
   const int64_t pixels = a.N * a.h.in * a.w.in;
   if (pixels == 0 || a.C == 0) return;
   with_storage(dt, "resize kernel", [&]<DType D>() {
-    const bool vec =
-        a.C % 4 == 0 && cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<D>(gx) && cuda::vec4_aligned<DType::F32>(ws);
+    const bool vec = a.C % 4 == 0 && cuda::vec4_aligned<D>(g) && cuda::vec4_aligned<DType::F32>(ws);
     const int64_t per_row = a.w.in * (vec ? a.C / 4 : a.C);
     ENGINE_CHECK(per_row < (int64_t(1) << 31), "resize backward: one input row of ", a.w.in, "x", a.C,
                  " elements is too large for the CUDA kernel (2^31 limit)");
     const Elem<D>* gp = static_cast<const Elem<D>*>(g);
-    Elem<D>* gxp = static_cast<Elem<D>*>(gx);
-    const dim3 columns = row_grid(a.N * a.h.out, per_row), rows = row_grid(a.N * a.h.in, per_row);
+    const dim3 columns = row_grid(a.N * a.h.out, per_row);
     if (vec) {
       GPU_LAUNCH(columns, kBlock, 0, s, resize_bwd_columns_kernel<4, D>)(a, gp, ws);
-      CUDA_CHECK_LAUNCH("resize_bwd_columns_kernel");
-      GPU_LAUNCH(rows, kBlock, 0, s, resize_bwd_rows_kernel<4, D>)(a, ws, gxp);
     } else {
       GPU_LAUNCH(columns, kBlock, 0, s, resize_bwd_columns_kernel<1, D>)(a, gp, ws);
-      CUDA_CHECK_LAUNCH("resize_bwd_columns_kernel");
+    }
+    CUDA_CHECK_LAUNCH("resize_bwd_columns_kernel");
+  });
+  resize_bwd_rows_cuda(a, dt, ws, gx, s);
+}
+
+void resize_bwd_rows_cuda(const ResizeArgs& a, DType dt, const float* ws, void* gx, cudaStream_t s) {
+  const int64_t pixels = a.N * a.h.in * a.w.in;
+  if (pixels == 0 || a.C == 0) return;
+  with_storage(dt, "resize kernel", [&]<DType D>() {
+    const bool vec = a.C % 4 == 0 && cuda::vec4_aligned<D>(gx) && cuda::vec4_aligned<DType::F32>(ws);
+    const int64_t per_row = a.w.in * (vec ? a.C / 4 : a.C);
+    ENGINE_CHECK(per_row < (int64_t(1) << 31), "resize backward: one input row of ", a.w.in, "x", a.C,
+                 " elements is too large for the CUDA kernel (2^31 limit)");
+    Elem<D>* gxp = static_cast<Elem<D>*>(gx);
+    const dim3 rows = row_grid(a.N * a.h.in, per_row);
+    if (vec) {
+      GPU_LAUNCH(rows, kBlock, 0, s, resize_bwd_rows_kernel<4, D>)(a, ws, gxp);
+    } else {
       GPU_LAUNCH(rows, kBlock, 0, s, resize_bwd_rows_kernel<1, D>)(a, ws, gxp);
     }
     CUDA_CHECK_LAUNCH("resize_bwd_rows_kernel");
