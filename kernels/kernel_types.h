@@ -1,5 +1,6 @@
-// Plain-data types shared by the op layer (engine/ops) and the kernels of both backends.
-// Everything here is trivially copyable so it can be passed by value to a CUDA kernel.
+// Plain-data types shared by the op layer (engine/ops) and the kernels of both backends (everything
+// here is trivially copyable so it can be passed by value to a CUDA kernel), and host / device
+// index and loop helpers.
 #pragma once
 #include <cstdint>
 
@@ -57,5 +58,26 @@ struct StridedLayout {
 
 // True when a kernel over n elements may index them with 32-bit arithmetic (StridedLayout::offset_of32).
 ENGINE_HD bool fits_index32(int64_t n) { return n <= (int64_t)0xffffffffu; }
+
+// The loop `for (i = first; i < n; i += stride) use(i)`, with the loads of kBatch iterations issued
+// before any of them is used: load(i, k) reads iteration i's operands into the caller's slot k,
+// use(i, k) consumes them, in the plain loop's order (so sums keep their bits). A thread that waits
+// for each load before the next (a short row loop, a loop over a few hundred partials) keeps one
+// access in flight and runs at the memory latency, not its bandwidth. Host and device (the host
+// side is what tests/test_batchnorm.cpp checks the order on).
+template <int kBatch, class Load, class Use>
+ENGINE_HD void batched_strided_loop(int64_t first, int64_t stride, int64_t n, const Load& load, const Use& use) {
+  int64_t i = first;
+  for (; i + (kBatch - 1) * stride < n; i += kBatch * stride) {
+    ENGINE_UNROLL
+    for (int k = 0; k < kBatch; ++k) load(i + k * stride, k);
+    ENGINE_UNROLL
+    for (int k = 0; k < kBatch; ++k) use(i + k * stride, k);
+  }
+  for (; i < n; i += stride) {
+    load(i, 0);
+    use(i, 0);
+  }
+}
 
 }  // namespace engine::kernels

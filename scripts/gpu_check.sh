@@ -80,8 +80,9 @@ stage_more() {
   timeout "$limit" "$bin/bench_kernels" --device gpu --filter softmax 2>&1 | grep -E "softmax|argmax|failed"
   # Rewritten without a GPU after the last measurements: resize (row grids, two-pass backward),
   # fill, add_inplace, the strided kernels' 32-bit index unravelling (broadcast add / mul, permute),
-  # the vectorised float casts and unary backward kernels
-  for f in resize elementwise; do
+  # the vectorised float casts and unary backward kernels, batch norm's batched loads (the
+  # upsampled cross entropy's fused kernels are in the cross_entropy rows above)
+  for f in resize elementwise batch_norm; do
     timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"
   done
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with

@@ -20,6 +20,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cpu/batchnorm_cpu.h"
+#include "kernels/kernel_types.h"
 #include "models/layers.h"
 #include "tests/harness/op_check.h"
 #if defined(ENGINE_WITH_CUDA)
@@ -689,6 +690,43 @@ TEST(BatchNorm, LeakySlopeMustBeFinite) {
 // x/k2 each present or dropped. The ops always pass g, so "no g" and "neither g nor x" (dx = k3, a
 // per-channel broadcast) are reached only here. CPU against the formula in double, the CUDA device
 // against the CPU, for the float4 (C = 8) and the scalar (C = 7) paths.
+// The CUDA batch-norm kernels read their rows (and the finalize kernels their partials) through
+// kernels::batched_strided_loop: every iteration of the plain grid-strided loop used exactly once,
+// in the plain loop's order (the Welford updates and sums keep their bits), each with the operands
+// loaded for it, and the loads of a whole batch issued before its first use. Counts around the
+// batch boundaries, strides 1 and 3, starts 0 and 2.
+TEST(BatchNorm, BatchedRowLoopUsesRowsInThePlainLoopOrder) {
+  constexpr int kBatch = 4;
+  for (int64_t first : {0, 2}) {
+    for (int64_t stride : {1, 3}) {
+      for (int64_t n = 0; n < 40; ++n) {
+        std::vector<int64_t> plain, used;
+        for (int64_t i = first; i < n; i += stride) plain.push_back(i);
+        int64_t slot[kBatch];
+        int pending = 0, max_pending = 0;
+        bool ok = true;
+        kernels::batched_strided_loop<kBatch>(
+            first, stride, n,
+            [&](int64_t i, int k) {
+              slot[k] = i;
+              max_pending = std::max(max_pending, ++pending);
+            },
+            [&](int64_t i, int k) {
+              ok = ok && slot[k] == i;
+              --pending;
+              used.push_back(i);
+            });
+        SCOPED_TRACE("first " + std::to_string(first) + " stride " + std::to_string(stride) + " n " +
+                     std::to_string(n));
+        EXPECT_TRUE(ok) << "an iteration used operands loaded for another";
+        EXPECT_EQ(used, plain);
+        EXPECT_EQ(pending, 0);
+        EXPECT_EQ(max_pending, plain.size() >= (size_t)kBatch ? kBatch : (plain.empty() ? 0 : 1));
+      }
+    }
+  }
+}
+
 TEST(BatchNorm, BwdKernelOperandCombinations) {
   const int64_t M = 37;
   for (const int64_t C : {int64_t{8}, int64_t{7}}) {

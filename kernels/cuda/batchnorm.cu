@@ -16,7 +16,12 @@
 // else V = 1), threadIdx.y walks rows. bx = min(32, pow2ceil(C / V)), so a warp reads whole 128-512
 // byte runs of one row, or (small C) several consecutive rows, which are adjacent in memory: always
 // coalesced. blockIdx.x tiles the channels, blockIdx.y (gy blocks) splits the rows; each thread
-// grid-strides over rows, so any M works with 64-bit row offsets.
+// grid-strides over rows, so any M works with 64-bit row offsets, issuing kRowBatch rows' loads
+// before using them (kernel_types.h batched_strided_loop; the rows are used in the plain loop's order,
+// so every sum keeps its bits). Measured on an H200 before that change (bench_kernels, L2 flushed):
+// the training forward at 17-38 % of the copy rate, the backward at 30-61 %; [4,128,128,64]'s
+// forward took 43.6 us where its normalise pass alone (the eval forward) takes 14.3 us: ~29 us for
+// reading x once and a finalize looping over 512 partials per channel on 2 blocks.
 //   batch_norm_stats_partial_kernel: per-thread Welford (count, mean, M2) in fp32, merged over the
 //     block's rows with Chan's formula in a shared-memory tree (fixed order), one partial per
 //     (blockIdx.y, channel) written to the workspace [3, gy, C].
@@ -49,6 +54,7 @@
 #include "base/error.h"
 #include "kernels/cuda/batchnorm_cuda.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/kernel_types.h"
 
 namespace engine::kernels {
 namespace {
@@ -56,6 +62,12 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kTargetBlocks = 1024;  // ~8 resident 256-thread blocks per SM on a 132-SM H100
 constexpr int64_t kMinRowsPerThread = 8;
+// Rows whose loads a thread issues before using them (kernel_types.h batched_strided_loop), and the
+// finalize kernels' partials likewise: a loop that waits for each access before the next runs at
+// the memory latency, which the finalize of a narrow layer cannot hide with other blocks
+// (PP-LiteSeg's [4,128,128,64]: 512 partials per channel on 2 blocks).
+constexpr int kRowBatch = 4;
+constexpr int kFinBatch = 8;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -97,18 +109,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   ENGINE_UNROLL
   for (int v = 0; v < V; ++v) mean[v] = m2[v] = 0.f;
   if (active) {
-    for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
-      float xv[V];
-      cuda::load_vec_as<V, D>(x + r * C + c0, xv);
-      n += 1.f;
-      const float inv = __frcp_rn(n);
-      ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) {
-        const float d = xv[v] - mean[v];
-        mean[v] += d * inv;
-        m2[v] += d * (xv[v] - mean[v]);
-      }
-    }
+    float xb[kRowBatch][V];
+    batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * by + ty, (int64_t)gridDim.y * by, M,
+                                    [&](int64_t r, int k) { cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]); },
+                                    [&](int64_t, int k) {
+                                      n += 1.f;
+                                      const float inv = __frcp_rn(n);
+                                      ENGINE_UNROLL
+                                      for (int v = 0; v < V; ++v) {
+                                        const float d = xb[k][v] - mean[v];
+                                        mean[v] += d * inv;
+                                        m2[v] += d * (xb[k][v] - mean[v]);
+                                      }
+                                    });
   }
   s_n[t] = n;
   ENGINE_UNROLL
@@ -162,12 +175,19 @@ __global__ void __launch_bounds__(kFinBx* kFinBy)
   const bool active = c < C;
   const int64_t plane = (int64_t)gy * C;
   double sn = 0, sm = 0;
+  float pn[kFinBatch], pm[kFinBatch], pq[kFinBatch];
   if (active) {
-    for (int j = ty; j < gy; j += kFinBy) {
-      const double n = (double)part[2 * plane + (int64_t)j * C + c];
-      sn += n;
-      sm += n * (double)part[(int64_t)j * C + c];
-    }
+    batched_strided_loop<kFinBatch>(
+        ty, kFinBy, gy,
+        [&](int64_t j, int k) {
+          pn[k] = part[2 * plane + j * C + c];
+          pm[k] = part[j * C + c];
+        },
+        [&](int64_t, int k) {
+          const double n = (double)pn[k];
+          sn += n;
+          sm += n * (double)pm[k];
+        });
   }
   s_a[ty][tx] = sn;
   s_b[ty][tx] = sm;
@@ -184,11 +204,17 @@ __global__ void __launch_bounds__(kFinBx* kFinBy)
   __syncthreads();  // everyone has read s_a[0] / s_b[0] before they are reused
   double sq = 0;
   if (active) {
-    for (int j = ty; j < gy; j += kFinBy) {
-      const int64_t i = (int64_t)j * C + c;
-      const double d = (double)part[i] - mu;
-      sq += (double)part[i + plane] + (double)part[i + 2 * plane] * d * d;
-    }
+    batched_strided_loop<kFinBatch>(
+        ty, kFinBy, gy,
+        [&](int64_t j, int k) {
+          pm[k] = part[j * C + c];
+          pq[k] = part[plane + j * C + c];
+          pn[k] = part[2 * plane + j * C + c];
+        },
+        [&](int64_t, int k) {
+          const double d = (double)pm[k] - mu;
+          sq += (double)pq[k] + (double)pn[k] * d * d;
+        });
   }
   s_a[ty][tx] = sq;
   __syncthreads();
@@ -229,18 +255,22 @@ __global__ void __launch_bounds__(kThreads)
   if (c0 >= C) return;
   float m[V], s[V], b[V];
   load_affine<V>(c0, mean, var, weight, bias, eps, m, s, b);
-  for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
-    float xv[V];
-    cuda::load_vec_as<V, D>(x + r * C + c0, xv);
-    ENGINE_UNROLL
-    for (int v = 0; v < V; ++v) xv[v] = bn_act<kAct>(bn_z(xv[v], m[v], s[v], b[v]), slope);
-    cuda::store_vec_as<V, D>(y + r * C + c0, xv);
-  }
+  float xb[kRowBatch][V];
+  batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * blockDim.y + threadIdx.y, (int64_t)gridDim.y * blockDim.y, M,
+                                  [&](int64_t r, int k) { cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]); },
+                                  [&](int64_t r, int k) {
+                                    ENGINE_UNROLL
+                                    for (int v = 0; v < V; ++v)
+                                      xb[k][v] = bn_act<kAct>(bn_z(xb[k][v], m[v], s[v], b[v]), slope);
+                                    cuda::store_vec_as<V, D>(y + r * C + c0, xb[k]);
+                                  });
 }
 
 // -------------------------------------------------------------------------------- backward
+// (kThreads, 1) here and on batch_norm_bwd_kernel: with the batched row loads ptxas spilled 8 bytes
+// of a V = 4 variant on sm_80 at the 40 registers it picked without the hint.
 template <int V, BnActKind kAct, DType D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     batch_norm_bwd_reduce_partial_kernel(const typename Storage<D>::T* __restrict__ g,
                                          const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
                                          const float* __restrict__ mean, float* __restrict__ part, BnAct act) {
@@ -252,7 +282,8 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = c0 < C;
   float sg[V], sgx[V], m[V];
   // The activation's affine map z = bn_z(x, ...); its mean is m (act.mean == mean, checked by the
-  // launcher), which keeps the V = 4 kernel at <= 64 registers (4 blocks per SM).
+  // launcher), which saves the registers of a second mean (the V = 4 variants take 70-84 registers
+  // with kRowBatch rows of g and x in flight: 3 blocks per SM, each thread 4 rows' loads ahead).
   constexpr bool kFused = kAct != BnActKind::None;
   float zs[kFused ? V : 1], zb[kFused ? V : 1];
   ENGINE_UNROLL
@@ -267,16 +298,21 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (active) {
-    for (int64_t r = (int64_t)blockIdx.y * by + ty; r < M; r += (int64_t)gridDim.y * by) {
-      float gv[V], xv[V];
-      cuda::load_vec_as<V, D>(g + r * C + c0, gv);
-      cuda::load_vec_as<V, D>(x + r * C + c0, xv);
-      ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) {
-        if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], m[v], zs[v], zb[v]), act.slope);
-        bn_bwd_accumulate(gv[v], xv[v], m[v], sg[v], sgx[v]);
-      }
-    }
+    float gb[kRowBatch][V], xb[kRowBatch][V];
+    batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * by + ty, (int64_t)gridDim.y * by, M,
+                                    [&](int64_t r, int k) {
+                                      cuda::load_vec_as<V, D>(g + r * C + c0, gb[k]);
+                                      cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]);
+                                    },
+                                    [&](int64_t, int k) {
+                                      ENGINE_UNROLL
+                                      for (int v = 0; v < V; ++v) {
+                                        float gv = gb[k][v];
+                                        if constexpr (kFused)
+                                          gv = bn_act_grad<kAct>(gv, bn_z(xb[k][v], m[v], zs[v], zb[v]), act.slope);
+                                        bn_bwd_accumulate(gv, xb[k][v], m[v], sg[v], sgx[v]);
+                                      }
+                                    });
   }
   ENGINE_UNROLL
   for (int v = 0; v < V; ++v) {
@@ -318,10 +354,17 @@ __global__ void __launch_bounds__(kFinBx* kFinBy)
   const int64_t plane = (int64_t)gy * C;
   double sg = 0, sgx = 0;
   if (active) {
-    for (int j = ty; j < gy; j += kFinBy) {
-      sg += (double)part[(int64_t)j * C + c];
-      sgx += (double)part[plane + (int64_t)j * C + c];
-    }
+    float pg[kFinBatch], pgx[kFinBatch];
+    batched_strided_loop<kFinBatch>(
+        ty, kFinBy, gy,
+        [&](int64_t j, int k) {
+          pg[k] = part[j * C + c];
+          pgx[k] = part[plane + j * C + c];
+        },
+        [&](int64_t, int k) {
+          sg += (double)pg[k];
+          sgx += (double)pgx[k];
+        });
   }
   s_a[ty][tx] = sg;
   s_b[ty][tx] = sgx;
@@ -337,7 +380,7 @@ __global__ void __launch_bounds__(kFinBx* kFinBy)
 }
 
 template <int V, bool kG, bool kX, BnActKind kAct, DType D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     batch_norm_bwd_kernel(const typename Storage<D>::T* __restrict__ g, const typename Storage<D>::T* __restrict__ x,
                           int64_t M, int64_t C, const float* __restrict__ mc, const float* __restrict__ k1,
                           const float* __restrict__ k2, const float* __restrict__ k3,
@@ -356,27 +399,33 @@ __global__ void __launch_bounds__(kThreads)
     d[v] = k3 ? k3[c0 + v] : 0.f;
   }
   if constexpr (kFused) load_affine<V>(c0, act.mean, act.var, act.weight, act.bias, act.eps, zm, zs, zb);
-  for (int64_t r = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; r < M; r += (int64_t)gridDim.y * blockDim.y) {
-    // dx = bn_dx_x(x, m, b, bn_dx_g(g, a, d)), the terms that exist, as the CPU kernel.
-    float o[V], xv[V];
-    ENGINE_UNROLL
-    for (int v = 0; v < V; ++v) o[v] = d[v];
-    if constexpr (kX || kFused) cuda::load_vec_as<V, D>(x + r * C + c0, xv);
-    if constexpr (kG) {
-      float gv[V];
-      cuda::load_vec_as<V, D>(g + r * C + c0, gv);
-      ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) {
-        if constexpr (kFused) gv[v] = bn_act_grad<kAct>(gv[v], bn_z(xv[v], zm[v], zs[v], zb[v]), act.slope);
-        o[v] = bn_dx_g(gv[v], a[v], o[v]);
-      }
-    }
-    if constexpr (kX) {
-      ENGINE_UNROLL
-      for (int v = 0; v < V; ++v) o[v] = bn_dx_x(xv[v], m[v], b[v], o[v]);
-    }
-    cuda::store_vec_as<V, D>(dx + r * C + c0, o);
-  }
+  constexpr bool kReadX = kX || kFused;
+  float xb[kReadX ? kRowBatch : 1][V], gb[kG ? kRowBatch : 1][V];
+  batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * blockDim.y + threadIdx.y, (int64_t)gridDim.y * blockDim.y, M,
+                                  [&](int64_t r, int k) {
+                                    if constexpr (kReadX) cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]);
+                                    if constexpr (kG) cuda::load_vec_as<V, D>(g + r * C + c0, gb[k]);
+                                  },
+                                  [&](int64_t r, int k) {
+                                    // dx = bn_dx_x(x, m, b, bn_dx_g(g, a, d)), the terms that exist, as the CPU kernel.
+                                    float o[V];
+                                    ENGINE_UNROLL
+                                    for (int v = 0; v < V; ++v) o[v] = d[v];
+                                    if constexpr (kG) {
+                                      ENGINE_UNROLL
+                                      for (int v = 0; v < V; ++v) {
+                                        float gv = gb[k][v];
+                                        if constexpr (kFused)
+                                          gv = bn_act_grad<kAct>(gv, bn_z(xb[k][v], zm[v], zs[v], zb[v]), act.slope);
+                                        o[v] = bn_dx_g(gv, a[v], o[v]);
+                                      }
+                                    }
+                                    if constexpr (kX) {
+                                      ENGINE_UNROLL
+                                      for (int v = 0; v < V; ++v) o[v] = bn_dx_x(xb[k][v], m[v], b[v], o[v]);
+                                    }
+                                    cuda::store_vec_as<V, D>(dx + r * C + c0, o);
+                                  });
 }
 
 __global__ void __launch_bounds__(kThreads)
