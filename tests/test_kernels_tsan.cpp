@@ -322,11 +322,12 @@ TEST(KernelsTsan, PointwiseLosses) {
 
 // batchnorm.cu, training with running statistics and the backward through the batch statistics:
 //  - C = 36 (C % 4 == 0: V = 4, tile bx 16 x by 16), M = 4 * 15 * 19 = 1140 rows: gy = 9 row blocks,
-//    so batch_norm_stats_partial_kernel's shared-memory Welford tree runs in 9 blocks and
-//    batch_norm_stats_finalize_kernel's 8 partial slices stride twice (j = ty, ty + 8); the same for
-//    batch_norm_bwd_reduce_partial/_finalize_kernel; batch_norm_fwd_kernel<4>, batch_norm_bwd_kernel<4>.
-//  - C = 37 (V = 1, bx 32 x by 8, 2 channel blocks: the second one mostly inactive threads that still
-//    join the trees), M = 84: gy = 2.
+//    so batch_norm_stats_kernel's shared-memory Welford tree runs in 9 blocks, which count their
+//    arrival, and the last of them merges the 9 partials (16 slices, most of them empty) in its
+//    double trees; the same for batch_norm_bwd_reduce_kernel; batch_norm_fwd_kernel<4>,
+//    batch_norm_bwd_kernel<4>.
+//  - C = 37 (V = 1, bx 32 x by 8, 2 channel tiles with a counter each: the second one mostly
+//    inactive threads that still join the trees), M = 84: gy = 2.
 //  - eval mode with the fused ReLU (bwd kernel <kG, !kX, Relu>) and training with LeakyReLU fused
 //    and no affine / running statistics; batch_norm_update_running_kernel (the sync-BN update).
 // Tolerance 1e-4 (Welford merges in another order than the CPU).

@@ -144,12 +144,12 @@ TEST(Softmax, ExpLogApproximations) {
   for (double v = -87.0; v <= 88.0; v += 0.0137) {
     const float f = (float)v;
     const double want = std::exp((double)f);
-    worst_exp = std::max(worst_exp, std::fabs(kernels::softmax_exp_f(f) - want) / want);
+    worst_exp = worse_of(worst_exp, std::fabs(kernels::softmax_exp_f(f) - want) / want);
   }
   for (double v = 1e-30; v < 1e30; v *= 1.37) {
     const float f = (float)v;
     const double want = std::log((double)f);
-    worst_log = std::max(worst_log, std::fabs(kernels::softmax_log_f(f) - want) / std::max(1.0, std::fabs(want)));
+    worst_log = worse_of(worst_log, std::fabs(kernels::softmax_log_f(f) - want) / std::max(1.0, std::fabs(want)));
   }
   EXPECT_LT(worst_exp, 3e-7);
   EXPECT_LT(worst_log, 3e-7);

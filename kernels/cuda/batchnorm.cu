@@ -22,33 +22,40 @@
 // the training forward at 17-38 % of the copy rate, the backward at 30-61 %; [4,128,128,64]'s
 // forward took 43.6 us where its normalise pass alone (the eval forward) takes 14.3 us: ~29 us for
 // reading x once and a finalize looping over 512 partials per channel on 2 blocks.
-//   batch_norm_stats_partial_kernel: per-thread Welford (count, mean, M2) in fp32, merged over the
-//     block's rows with Chan's formula in a shared-memory tree (fixed order), one partial per
-//     (blockIdx.y, channel) written to the workspace [3, gy, C].
-//   batch_norm_stats_finalize_kernel: 32 channels x 8 partial slices per block merge the gy
-//     partials in double (N, sum n*mean -> mean; then sum M2_j + n_j*(mean_j - mean)^2), combining the
-//     slices with a fixed-order shared-memory tree; writes mean and biased var and updates the running
-//     statistics in place.
+//   batch_norm_stats_kernel: per-thread Welford (count, mean, M2) in fp32, merged over the block's
+//     rows with Chan's formula in a shared-memory tree (fixed order), one partial per (blockIdx.y,
+//     channel) written to the workspace [3, gy, C]; then the last block of each channel tile to
+//     finish (an integer arrival counter per tile: last_block_of_tile) merges the tile's gy
+//     partials in double (N, sum n*mean -> mean; then sum M2_j + n_j*(mean_j - mean)^2), each thread
+//     a strided slice of them for its V channels, the slices combined by a fixed-order tree; writes
+//     mean and biased var and updates the running statistics in place. One launch: a separate
+//     finalize kernel cost a launch and its dependency gap per call, which on the models' small
+//     tensors is a sizeable part of the op (PP-LiteSeg-B: 144 batch-norm forwards and 144 backwards
+//     per step).
 //   batch_norm_fwd_kernel: per-thread coefficients (mean, w*invstd, b) then a row loop.
-//   batch_norm_bwd_reduce_partial_kernel / _finalize_kernel: as the statistics, with plain sums
-//     (fp32 per thread and block tree, double across blocks), then bn_bwd_finalize_channel.
+//   batch_norm_bwd_reduce_kernel: as the statistics, with plain sums (fp32 per thread and block
+//     tree, double across blocks in the finalizing block), then bn_bwd_finalize_channel.
 //   batch_norm_bwd_kernel: dx = k1*g + k2*(x - m) + k3, specialised on which terms exist (and
 //     on the fused activation, which reads x for z even when the x term is absent: eval mode).
 // Storage (template parameter D: f32, bf16 or f16, mixed precision): the activations x, y, g, dx are
 // read as f32 (V = 4: one 16-byte access in f32, one 8-byte access in bf16 / f16) and outputs
 // rounded once on store (Storage<D>, kernels/shared_math.h); statistics, parameters and all math are
 // f32, the same bits as the CPU kernels. bf16 / f16 halve the bytes of the rooflines below.
-// Deterministic: no atomics; every sum has an order fixed by the shape. No dynamic shared memory;
-// static shared memory 9 KiB (stats) / 8 KiB (backward reduction) / 4 KiB (finalize, double).
+// Deterministic: every sum has an order fixed by the shape, whichever block finalizes (the only
+// atomics count arrivals). No dynamic shared memory; static shared memory with V = 4: 13 KiB
+// (statistics) / 12 KiB (backward reduction), of which 4 KiB are the finalize's double trees.
 // Roofline (H100 SXM, ~3.35 TB/s; all kernels memory bound, < 10 flops per element):
 //   training forward = stats (read x, 4 B/elem) + normalise (read x, write y, 8 B/elem) = 12 B/elem;
 //   [4,128,128,64] (4.2 M elem, 16.8 MB): 50 MB -> ~15 us (less when the second read of x hits the
 //   50 MB L2). Backward = reduce (read g, x: 8 B) + dx (read g, x, write dx: 12 B) = 20 B/elem,
-//   84 MB -> ~25 us. Finalize kernels touch O(gy*C) floats (<= 1024 blocks' partials).
+//   84 MB -> ~25 us. The finalizes touch O(gy*C) floats (<= 1024 blocks' partials).
 // Tested by tests/test_batchnorm.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels
 // (bench/bench_batchnorm.cpp).
 #include <algorithm>
 #include <initializer_list>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "base/cuda_context.h"
 #include "base/error.h"
@@ -62,10 +69,17 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kTargetBlocks = 1024;  // ~8 resident 256-thread blocks per SM on a 132-SM H100
 constexpr int64_t kMinRowsPerThread = 8;
+// At most this many row blocks per channel tile: each is one partial row that the tile's finalizing
+// block merges in two passes, at kFinBatch floats per thread per round trip. A narrow layer would
+// otherwise take 512 row blocks ([4,128,128,64]: 16 finalize round trips per pass, where 256 row
+// blocks take 8 and each thread of the partial pass reads 16 rows instead of 8, in 4 batched rounds
+// instead of 2). Wide layers reach kTargetBlocks first.
+constexpr int64_t kMaxRowBlocks = 256;
 // Rows whose loads a thread issues before using them (kernel_types.h batched_strided_loop), and the
-// finalize kernels' partials likewise: a loop that waits for each access before the next runs at
-// the memory latency, which the finalize of a narrow layer cannot hide with other blocks
-// (PP-LiteSeg's [4,128,128,64]: 512 partials per channel on 2 blocks).
+// finalize's partials likewise (kFinBatch partials of the thread's channel): a loop that waits for
+// each access before the next runs at the memory latency, which the finalize of a narrow layer
+// cannot hide with other blocks (PP-LiteSeg's [4,128,128,64]: 256 partials per channel, merged by
+// one block).
 constexpr int kRowBatch = 4;
 constexpr int kFinBatch = 8;
 
@@ -84,50 +98,114 @@ Tile make_tile(int64_t M, int64_t C, int V) {
   t.by = kThreads / t.bx;
   t.gx = (unsigned)ceil_div(cv, t.bx);
   int64_t gy = ceil_div(M, (int64_t)t.by * kMinRowsPerThread);
-  const int64_t cap = std::max<int64_t>(1, kTargetBlocks / (int64_t)t.gx);
+  const int64_t cap = std::max<int64_t>(1, std::min(kMaxRowBlocks, kTargetBlocks / (int64_t)t.gx));
   gy = std::max<int64_t>(1, std::min(gy, cap));
   t.gy = (unsigned)gy;
   return t;
 }
 
+// ------------------------------------------------------------------------ last-block finalize
+// Whether this block is the last of its channel tile (blockIdx.x) to finish its partials: every
+// thread makes its partial stores visible device-wide (__threadfence) before thread 0 counts the
+// block in; the block that counts gridDim.y then finalizes the tile and resets the counter, so every
+// launch leaves the counters zeroed for the next (no memset per call; a CUDA graph's replays find
+// them as its capture did). The CUDA programming guide's __threadfence example (an array summed in
+// one launch) uses the same pattern. `s_last` is a __shared__ flag of the calling kernel.
+__device__ __forceinline__ bool last_block_of_tile(unsigned* arrivals, bool& s_last) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+    s_last = atomicAdd(&arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+    if (s_last) atomicExch(&arrivals[blockIdx.x], 0u);  // every other block of the tile has arrived
+  }
+  __syncthreads();
+  return s_last;
+}
+
+// The finalize loads the partials with __ldcg (through L2 only): other blocks of the launch stored
+// them, so no load may be served by a non-coherent cache.
+
+// The finalizing block's view of itself: one channel per thread. The tile's tc = bx * V channels
+// lie along a row, kThreads / tc slices down; slice k merges partial rows k, k + slices, ... of its
+// channel, so consecutive threads load consecutive channels of a partial row.
+struct FinalizeLane {
+  int tc, slices, t, slice;
+  int64_t c;  // the channel
+  bool active;
+};
+__device__ __forceinline__ FinalizeLane finalize_lane(int V, int64_t C) {
+  FinalizeLane l;
+  l.tc = (int)blockDim.x * V;
+  l.slices = kThreads / l.tc;
+  l.t = (int)(threadIdx.y * blockDim.x + threadIdx.x);
+  l.slice = l.t / l.tc;
+  l.c = (int64_t)blockIdx.x * l.tc + l.t % l.tc;
+  l.active = l.c < C;
+  return l;
+}
+
+// Adds the slices of the shared arrays a[slices][tc] (and b, when not null) into slice 0 with a
+// fixed-order tree (slices is a power of two). Call after a __syncthreads that follows the stores;
+// ends with one.
+__device__ __forceinline__ void sum_slices_into_first(const FinalizeLane& l, double* a, double* b) {
+  for (int h = l.slices / 2; h > 0; h >>= 1) {
+    if (l.slice < h) {
+      a[l.t] += a[l.t + h * l.tc];
+      if (b) b[l.t] += b[l.t + h * l.tc];
+    }
+    __syncthreads();
+  }
+}
+
 // ------------------------------------------------------------------------------- statistics
 // (kThreads, 1): without the minimum-blocks hint ptxas spilled the bf16 V = 4 variant at 40
 // registers; with it the variant takes 46 and spills nothing (occupancy is unchanged).
+// Partials per block, then the last block of each channel tile finalizes the tile's channels: N =
+// sum n_j, mean = sum n_j*mean_j / N, then M2 = sum (M2_j + n_j*(mean_j - mean)^2), in double, two
+// passes over the partials (no division per partial); thread (tx, ty) takes partial rows ty, ty +
+// by, ... of its V channels, and a fixed-order tree combines the by slices.
 template <int V, DType D>
 __global__ void __launch_bounds__(kThreads, 1)
-    batch_norm_stats_partial_kernel(const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
-                                    float* __restrict__ part) {
+    batch_norm_stats_kernel(const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
+                            float* __restrict__ part, unsigned* __restrict__ arrivals, float* __restrict__ mean,
+                            float* __restrict__ var, float* running_mean, float* running_var, float momentum) {
   __shared__ float s_mean[kThreads * V];
   __shared__ float s_m2[kThreads * V];
   __shared__ float s_n[kThreads];
+  __shared__ double s_fa[kThreads];
+  __shared__ double s_fb[kThreads];
+  __shared__ bool s_last;
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
   const int t = ty * bx + tx;
   const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
   const bool active = c0 < C;
-  float mean[V], m2[V];
-  float n = 0.f;
-  ENGINE_UNROLL
-  for (int v = 0; v < V; ++v) mean[v] = m2[v] = 0.f;
-  if (active) {
-    float xb[kRowBatch][V];
-    batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * by + ty, (int64_t)gridDim.y * by, M,
-                                    [&](int64_t r, int k) { cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]); },
-                                    [&](int64_t, int k) {
-                                      n += 1.f;
-                                      const float inv = __frcp_rn(n);
-                                      ENGINE_UNROLL
-                                      for (int v = 0; v < V; ++v) {
-                                        const float d = xb[k][v] - mean[v];
-                                        mean[v] += d * inv;
-                                        m2[v] += d * (xb[k][v] - mean[v]);
-                                      }
-                                    });
-  }
-  s_n[t] = n;
-  ENGINE_UNROLL
-  for (int v = 0; v < V; ++v) {
-    s_mean[t * V + v] = mean[v];
-    s_m2[t * V + v] = m2[v];
+  const int64_t plane = (int64_t)gridDim.y * C;
+  {
+    float wmean[V], wm2[V];  // this thread's Welford state
+    float n = 0.f;
+    ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) wmean[v] = wm2[v] = 0.f;
+    if (active) {
+      float xb[kRowBatch][V];
+      batched_strided_loop<kRowBatch>((int64_t)blockIdx.y * by + ty, (int64_t)gridDim.y * by, M,
+                                      [&](int64_t r, int k) { cuda::load_vec_as<V, D>(x + r * C + c0, xb[k]); },
+                                      [&](int64_t, int k) {
+                                        n += 1.f;
+                                        const float inv = __frcp_rn(n);
+                                        ENGINE_UNROLL
+                                        for (int v = 0; v < V; ++v) {
+                                          const float d = xb[k][v] - wmean[v];
+                                          wmean[v] += d * inv;
+                                          wm2[v] += d * (xb[k][v] - wmean[v]);
+                                        }
+                                      });
+    }
+    s_n[t] = n;
+    ENGINE_UNROLL
+    for (int v = 0; v < V; ++v) {
+      s_mean[t * V + v] = wmean[v];
+      s_m2[t * V + v] = wm2[v];
+    }
   }
   __syncthreads();
   for (int s = by / 2; s > 0; s >>= 1) {
@@ -148,7 +226,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
   }
   if (ty == 0 && active) {
-    const int64_t plane = (int64_t)gridDim.y * C;
     float* p = part + (int64_t)blockIdx.y * C + c0;
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) {
@@ -157,77 +234,57 @@ __global__ void __launch_bounds__(kThreads, 1)
       p[2 * plane + v] = s_n[t];
     }
   }
-}
+  if (!last_block_of_tile(arrivals, s_last)) return;
 
-// Finalisation over the gy partials of each channel: a 32 x 8 block covers 32 channels, threadIdx.y
-// strides the partials, shared-memory trees (fixed order) combine the 8 slices. Statistics merge
-// in two passes in double: N = sum n_j, mean = sum n_j*mean_j / N, then
-// M2 = sum (M2_j + n_j*(mean_j - mean)^2); no division per partial.
-constexpr int kFinBx = 32, kFinBy = 8;
-
-__global__ void __launch_bounds__(kFinBx* kFinBy)
-    batch_norm_stats_finalize_kernel(const float* __restrict__ part, int gy, int64_t C, float* __restrict__ mean,
-                                     float* __restrict__ var, float* running_mean, float* running_var, float momentum) {
-  __shared__ double s_a[kFinBy][kFinBx];
-  __shared__ double s_b[kFinBy][kFinBx];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = (int64_t)blockIdx.x * kFinBx + tx;
-  const bool active = c < C;
-  const int64_t plane = (int64_t)gy * C;
+  // The finalize (this tile's channels), kFinBatch partials' loads in flight per thread.
+  const FinalizeLane l = finalize_lane(V, C);
+  const int64_t gy = gridDim.y;
   double sn = 0, sm = 0;
-  float pn[kFinBatch], pm[kFinBatch], pq[kFinBatch];
-  if (active) {
+  if (l.active) {
+    float pn[kFinBatch], pm[kFinBatch];
     batched_strided_loop<kFinBatch>(
-        ty, kFinBy, gy,
+        l.slice, l.slices, gy,
         [&](int64_t j, int k) {
-          pn[k] = part[2 * plane + j * C + c];
-          pm[k] = part[j * C + c];
+          pn[k] = __ldcg(part + 2 * plane + j * C + l.c);
+          pm[k] = __ldcg(part + j * C + l.c);
         },
         [&](int64_t, int k) {
-          const double n = (double)pn[k];
-          sn += n;
-          sm += n * (double)pm[k];
+          const double nj = (double)pn[k];
+          sn += nj;
+          sm += nj * (double)pm[k];
         });
   }
-  s_a[ty][tx] = sn;
-  s_b[ty][tx] = sm;
+  s_fa[l.t] = sn;
+  s_fb[l.t] = sm;
   __syncthreads();
-  for (int s = kFinBy / 2; s > 0; s >>= 1) {
-    if (ty < s) {
-      s_a[ty][tx] += s_a[ty + s][tx];
-      s_b[ty][tx] += s_b[ty + s][tx];
-    }
-    __syncthreads();
-  }
-  const double n_tot = s_a[0][tx];
-  const double mu = n_tot > 0 ? s_b[0][tx] / n_tot : 0.0;
-  __syncthreads();  // everyone has read s_a[0] / s_b[0] before they are reused
+  sum_slices_into_first(l, s_fa, s_fb);
+  const double n_tot = s_fa[l.t % l.tc];
+  const double mu = n_tot > 0 ? s_fb[l.t % l.tc] / n_tot : 0.0;
+  __syncthreads();  // everyone has read slice 0 before it is reused
   double sq = 0;
-  if (active) {
+  if (l.active) {
+    float pn[kFinBatch], pm[kFinBatch], pq[kFinBatch];
     batched_strided_loop<kFinBatch>(
-        ty, kFinBy, gy,
+        l.slice, l.slices, gy,
         [&](int64_t j, int k) {
-          pm[k] = part[j * C + c];
-          pq[k] = part[plane + j * C + c];
-          pn[k] = part[2 * plane + j * C + c];
+          pm[k] = __ldcg(part + j * C + l.c);
+          pq[k] = __ldcg(part + plane + j * C + l.c);
+          pn[k] = __ldcg(part + 2 * plane + j * C + l.c);
         },
         [&](int64_t, int k) {
           const double d = (double)pm[k] - mu;
           sq += (double)pq[k] + (double)pn[k] * d * d;
         });
   }
-  s_a[ty][tx] = sq;
+  s_fa[l.t] = sq;
   __syncthreads();
-  for (int s = kFinBy / 2; s > 0; s >>= 1) {
-    if (ty < s) s_a[ty][tx] += s_a[ty + s][tx];
-    __syncthreads();
-  }
-  if (ty == 0 && active) {
-    const float mf = (float)mu, vf = (float)(s_a[0][tx] / n_tot);
-    mean[c] = mf;
-    var[c] = vf;
-    if (running_mean) running_mean[c] = bn_running_update(running_mean[c], mf, momentum);
-    if (running_var) running_var[c] = bn_running_update(running_var[c], vf, momentum);
+  sum_slices_into_first(l, s_fa, nullptr);
+  if (l.slice == 0 && l.active) {
+    const float mf = (float)mu, vf = (float)(s_fa[l.t] / n_tot);
+    mean[l.c] = mf;
+    var[l.c] = vf;
+    if (running_mean) running_mean[l.c] = bn_running_update(running_mean[l.c], mf, momentum);
+    if (running_var) running_var[l.c] = bn_running_update(running_var[l.c], vf, momentum);
   }
 }
 
@@ -271,11 +328,16 @@ __global__ void __launch_bounds__(kThreads)
 // of a V = 4 variant on sm_80 at the 40 registers it picked without the hint.
 template <int V, BnActKind kAct, DType D>
 __global__ void __launch_bounds__(kThreads, 1)
-    batch_norm_bwd_reduce_partial_kernel(const typename Storage<D>::T* __restrict__ g,
-                                         const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
-                                         const float* __restrict__ mean, float* __restrict__ part, BnAct act) {
+    batch_norm_bwd_reduce_kernel(const typename Storage<D>::T* __restrict__ g,
+                                 const typename Storage<D>::T* __restrict__ x, int64_t M, int64_t C,
+                                 const float* __restrict__ mean, float* __restrict__ part,
+                                 unsigned* __restrict__ arrivals, const float* __restrict__ var,
+                                 const float* __restrict__ weight, float eps, bool train, BnBwdOut out, BnAct act) {
   __shared__ float s_g[kThreads * V];
   __shared__ float s_gx[kThreads * V];
+  __shared__ double s_fa[kThreads];
+  __shared__ double s_fb[kThreads];
+  __shared__ bool s_last;
   const int tx = threadIdx.x, ty = threadIdx.y, bx = blockDim.x, by = blockDim.y;
   const int t = ty * bx + tx;
   const int64_t c0 = ((int64_t)blockIdx.x * bx + tx) * V;
@@ -331,8 +393,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
   }
+  const int64_t plane = (int64_t)gridDim.y * C;
   if (ty == 0 && active) {
-    const int64_t plane = (int64_t)gridDim.y * C;
     float* p = part + (int64_t)blockIdx.y * C + c0;
     ENGINE_UNROLL
     for (int v = 0; v < V; ++v) {
@@ -340,43 +402,31 @@ __global__ void __launch_bounds__(kThreads, 1)
       p[plane + v] = s_gx[t * V + v];
     }
   }
-}
+  if (!last_block_of_tile(arrivals, s_last)) return;
 
-__global__ void __launch_bounds__(kFinBx* kFinBy)
-    batch_norm_bwd_reduce_finalize_kernel(const float* __restrict__ part, int gy, int64_t M, int64_t C,
-                                          const float* __restrict__ var, const float* __restrict__ weight, float eps,
-                                          bool train, BnBwdOut out) {
-  __shared__ double s_a[kFinBy][kFinBx];
-  __shared__ double s_b[kFinBy][kFinBx];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t c = (int64_t)blockIdx.x * kFinBx + tx;
-  const bool active = c < C;
-  const int64_t plane = (int64_t)gy * C;
-  double sg = 0, sgx = 0;
-  if (active) {
+  // The finalize (this tile's channels): the partials summed in double, laid out as the statistics'
+  // finalize, then bn_bwd_finalize_channel.
+  const FinalizeLane l = finalize_lane(V, C);
+  double dg = 0, dgx = 0;
+  if (l.active) {
     float pg[kFinBatch], pgx[kFinBatch];
     batched_strided_loop<kFinBatch>(
-        ty, kFinBy, gy,
+        l.slice, l.slices, (int64_t)gridDim.y,
         [&](int64_t j, int k) {
-          pg[k] = part[j * C + c];
-          pgx[k] = part[plane + j * C + c];
+          pg[k] = __ldcg(part + j * C + l.c);
+          pgx[k] = __ldcg(part + plane + j * C + l.c);
         },
         [&](int64_t, int k) {
-          sg += (double)pg[k];
-          sgx += (double)pgx[k];
+          dg += (double)pg[k];
+          dgx += (double)pgx[k];
         });
   }
-  s_a[ty][tx] = sg;
-  s_b[ty][tx] = sgx;
+  s_fa[l.t] = dg;
+  s_fb[l.t] = dgx;
   __syncthreads();
-  for (int s = kFinBy / 2; s > 0; s >>= 1) {
-    if (ty < s) {
-      s_a[ty][tx] += s_a[ty + s][tx];
-      s_b[ty][tx] += s_b[ty + s][tx];
-    }
-    __syncthreads();
-  }
-  if (ty == 0 && active) bn_bwd_finalize_channel(out, c, s_a[0][tx], s_b[0][tx], M, var[c], weight, eps, train);
+  sum_slices_into_first(l, s_fa, s_fb);
+  if (l.slice == 0 && l.active)
+    bn_bwd_finalize_channel(out, l.c, s_fa[l.t], s_fb[l.t], M, var[l.c], weight, eps, train);
 }
 
 template <int V, bool kG, bool kX, BnActKind kAct, DType D>
@@ -448,16 +498,45 @@ int vec_width(int64_t C, std::initializer_list<const void*> ptrs) {
 template <DType D>
 using Act = typename Storage<D>::T;
 
+// Arrival counters (last_block_of_tile) for launches on stream `s`, at least `tiles` of them: zeroed
+// device memory that every launch leaves zeroed. One buffer per (device, stream), so launches that
+// can overlap (on other streams) never share a counter. 4096 counters cover 131072 channels; a wider
+// layer gets a larger buffer, allocated outside a stream capture only (a shape's first, eager step
+// precedes its capture). A smaller buffer it replaces stays allocated: a CUDA graph captured earlier
+// may still use it (each replay leaves it zeroed too).
+unsigned* arrival_counters(unsigned tiles, cudaStream_t s) {
+  struct Buffer {
+    unsigned* counters = nullptr;
+    unsigned capacity = 0;
+  };
+  static std::mutex mutex;
+  static std::map<std::pair<int, cudaStream_t>, Buffer> buffers;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  Buffer& b = buffers[{device, s}];
+  if (b.capacity >= tiles) return b.counters;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
+  ENGINE_CHECK(capture == cudaStreamCaptureStatusNone, "batch_norm (CUDA): a launch of ", tiles,
+               " channel tiles needs a larger counter buffer, which cannot be allocated during a stream capture; "
+               "run this shape once outside the capture");
+  const unsigned n = std::max(tiles, 4096u);
+  unsigned* counters = nullptr;
+  CUDA_CHECK(cudaMalloc(&counters, n * sizeof(unsigned)));
+  CUDA_CHECK(cudaMemsetAsync(counters, 0, n * sizeof(unsigned), s));
+  b = {counters, n};
+  return counters;
+}
+
 template <int V, DType D>
 void launch_stats(const void* x, int64_t M, int64_t C, float* mean, float* var, float* rm, float* rv, float momentum,
                   float* ws, cudaStream_t s) {
   const Tile t = make_tile(M, C, V);
-  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_stats_partial_kernel<V, D>)
-  (static_cast<const Act<D>*>(x), M, C, ws);
-  CUDA_CHECK_LAUNCH("batch_norm_stats_partial_kernel");
-  GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_stats_finalize_kernel)
-  (ws, (int)t.gy, C, mean, var, rm, rv, momentum);
-  CUDA_CHECK_LAUNCH("batch_norm_stats_finalize_kernel");
+  unsigned* arrivals = arrival_counters(t.gx, s);
+  GPU_LAUNCH(dim3(t.gx, t.gy), dim3(t.bx, t.by), 0, s, batch_norm_stats_kernel<V, D>)
+  (static_cast<const Act<D>*>(x), M, C, ws, arrivals, mean, var, rm, rv, momentum);
+  CUDA_CHECK_LAUNCH("batch_norm_stats_kernel");
 }
 
 template <int V, BnActKind kAct, DType D>
@@ -477,17 +556,15 @@ void launch_bwd_reduce(const void* gv, const void* xv, int64_t M, int64_t C, con
   const dim3 grid(t.gx, t.gy), block(t.bx, t.by);
   const Act<D>* g = static_cast<const Act<D>*>(gv);
   const Act<D>* x = static_cast<const Act<D>*>(xv);
-  if (act.kind == BnActKind::Relu)
-    GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::Relu, D>)
-  (g, x, M, C, mean, ws, act);
-  else if (act.kind == BnActKind::LeakyRelu) GPU_LAUNCH(
-      grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::LeakyRelu, D>)(g, x, M, C, mean, ws, act);
-  else GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_partial_kernel<V, BnActKind::None, D>)(g, x, M, C, mean, ws,
-                                                                                                  act);
-  CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_partial_kernel");
-  GPU_LAUNCH((unsigned)ceil_div(C, kFinBx), dim3(kFinBx, kFinBy), 0, s, batch_norm_bwd_reduce_finalize_kernel)
-  (ws, (int)t.gy, M, C, var, w, eps, train, out);
-  CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_finalize_kernel");
+  unsigned* arrivals = arrival_counters(t.gx, s);
+  if (act.kind == BnActKind::Relu) GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_kernel<V, BnActKind::Relu, D>)
+  (g, x, M, C, mean, ws, arrivals, var, w, eps, train, out, act);
+  else if (act.kind == BnActKind::LeakyRelu)
+      GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_kernel<V, BnActKind::LeakyRelu, D>)(
+          g, x, M, C, mean, ws, arrivals, var, w, eps, train, out, act);
+  else GPU_LAUNCH(grid, block, 0, s, batch_norm_bwd_reduce_kernel<V, BnActKind::None, D>)(
+      g, x, M, C, mean, ws, arrivals, var, w, eps, train, out, act);
+  CUDA_CHECK_LAUNCH("batch_norm_bwd_reduce_kernel");
 }
 
 template <int V, bool kG, bool kX, BnActKind kAct, DType D>

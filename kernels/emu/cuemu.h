@@ -244,9 +244,16 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, const ::cuemu::Loc& loc = ::
   ::cuemu::warp_op(::cuemu::Op::Sync, mask, 0, 0, 32, loc);
 }
 inline unsigned __activemask() { return ::cuemu::active_mask(); }
-// The CPU is at least as strongly ordered as these fences require.
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// The fences as a read-modify-write of one shared word (acquire + release): every fence is ordered
+// after the ones before it, so the writes a thread made before its fence happen before what another
+// thread does after a later fence, as CUDA's fences order them (and stronger). Not
+// std::atomic_thread_fence: ThreadSanitizer does not model stand-alone fences (GCC refuses them
+// under -fsanitize=thread), and the THREADS mode exists for it.
+namespace cuemu {
+inline std::atomic<unsigned> fence_word{0};
+}
+inline void __threadfence() { ::cuemu::fence_word.fetch_add(0u, std::memory_order_acq_rel); }
+inline void __threadfence_block() { ::cuemu::fence_word.fetch_add(0u, std::memory_order_acq_rel); }
 
 namespace cuemu {
 template <class T>
@@ -408,6 +415,10 @@ inline int __mul24(int a, int b) { return a * b; }
 inline unsigned __umul24(unsigned a, unsigned b) { return a * b; }
 template <class T>
 inline T __ldg(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldcg(const T* p) {  // a load through L2 only: one memory here
   return *p;
 }
 inline int __float_as_int(float f) {

@@ -9,6 +9,7 @@
 //  6. run-to-run determinism: two runs on one device give bit-identical outputs and gradients.
 // Integer outputs (e.g. argmax indices) are compared exactly.
 #pragma once
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -16,6 +17,10 @@
 #include "engine/tensor.h"
 
 namespace engine::testing {
+
+// The larger of a running worst difference and a new one, where a NaN wins (std::max(worst, NaN)
+// returns worst, which would let a NaN result pass the bound checked afterwards).
+inline double worse_of(double worst, double d) { return std::isnan(worst) || d <= worst ? worst : d; }
 
 using RefInputs = std::vector<std::vector<double>>;
 // The engine side: builds outputs from inputs (all on one device).
