@@ -45,9 +45,9 @@ std::vector<OpCase> train_cases() {
           {"nc_6x5", {{6, 5}, {5}, {5}}},
           {"nc_2x12", {{2, 12}, {12}, {12}}},
           // Several row blocks per channel tile and several tiles (the CUDA kernels' last-block
-          // finalize): 4-channel vectors in 2 tiles of 13 row blocks, single channels in 3 tiles of 6.
-          {"c160_20x20", {{2, 20, 20, 160}, {160}, {160}}},
-          {"c67_16x12", {{2, 16, 12, 67}, {67}, {67}}}};
+          // finalize): 4-channel vectors in 2 tiles of 4 row blocks, single channels in 3 tiles of 2.
+          {"c160_10x10", {{2, 10, 10, 160}, {160}, {160}}},
+          {"c67_8x8", {{2, 8, 8, 67}, {67}, {67}}}};
 }
 
 // Per-channel mean and biased variance of x viewed as [M, C], in double.

@@ -510,7 +510,9 @@ unsigned* arrival_counters(unsigned tiles, cudaStream_t s) {
     unsigned capacity = 0;
   };
   static std::mutex mutex;
-  static std::map<std::pair<int, cudaStream_t>, Buffer> buffers;
+  // Never destroyed: the buffers live as long as the process (a leak checker that runs after static
+  // destructors would otherwise see them lost).
+  static auto& buffers = *new std::map<std::pair<int, cudaStream_t>, Buffer>;
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   std::lock_guard<std::mutex> lock(mutex);
