@@ -26,8 +26,8 @@
 //     rows with Chan's formula in a shared-memory tree (fixed order), one partial per (blockIdx.y,
 //     channel) written to the workspace [3, gy, C]; then the last block of each channel tile to
 //     finish (an integer arrival counter per tile: last_block_of_tile) merges the tile's gy
-//     partials in double (N, sum n*mean -> mean; then sum M2_j + n_j*(mean_j - mean)^2), each thread
-//     a strided slice of them for its V channels, the slices combined by a fixed-order tree; writes
+//     partials in double (N, sum n*mean -> mean; then sum M2_j + n_j*(mean_j - mean)^2), one channel
+//     per thread and a strided slice of the partials, the slices combined by a fixed-order tree; writes
 //     mean and biased var and updates the running statistics in place. One launch: a separate
 //     finalize kernel cost a launch and its dependency gap per call, which on the models' small
 //     tensors is a sizeable part of the op (PP-LiteSeg-B: 144 batch-norm forwards and 144 backwards
@@ -122,12 +122,11 @@ __device__ __forceinline__ bool last_block_of_tile(unsigned* arrivals, bool& s_l
   return s_last;
 }
 
-// The finalize loads the partials with __ldcg (through L2 only): other blocks of the launch stored
-// them, so no load may be served by a non-coherent cache.
-
 // The finalizing block's view of itself: one channel per thread. The tile's tc = bx * V channels
 // lie along a row, kThreads / tc slices down; slice k merges partial rows k, k + slices, ... of its
-// channel, so consecutive threads load consecutive channels of a partial row.
+// channel, so consecutive threads load consecutive channels of a partial row. The loads are __ldcg
+// (through L2 only): other blocks of the launch stored the partials, so no load may be served by a
+// non-coherent cache.
 struct FinalizeLane {
   int tc, slices, t, slice;
   int64_t c;  // the channel
