@@ -599,16 +599,19 @@ TEST(Conv2dBf16, PrecisionNamesAndAvailability) {
 // its results, bit for bit.
 namespace {
 
-void check_conv_o2(DType low, const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev) {
+// train_w false: a frozen weight, so the bias gradient is the op's sum of gy alone (no weight-gradient
+// kernel), which must stay f32 as well.
+void check_conv_o2(DType low, const Shape& xs, const Shape& ws, bool bias, const Conv2dArgs& a, Device dev,
+                   bool train_w = true) {
   SCOPED_TRACE(std::string(dtype_name(low)) + " O2 conv x " + shape_str(xs) + " w " + shape_str(ws) + " on " +
-               dev.str());
+               dev.str() + (train_w ? "" : ", frozen weight"));
   const Precision prec = low == DType::BF16 ? Precision::BF16 : Precision::FP16;
   // Leaves are f32: x_leaf's gradient is the conv's low gx, widened by the cast's backward.
   const Tensor x_leaf = Tensor::uniform(xs, 31, -1, 1, dev).to(low).to(DType::F32).set_requires_grad(true);
   const Tensor x_low = x_leaf.to(low);
   const Tensor x_o1 = x_leaf.detach().clone().set_requires_grad(true);
-  const Tensor w = Tensor::uniform(ws, 32, -1, 1, dev).set_requires_grad(true);
-  const Tensor w_o1 = w.detach().clone().set_requires_grad(true);
+  const Tensor w = Tensor::uniform(ws, 32, -1, 1, dev).set_requires_grad(train_w);
+  const Tensor w_o1 = w.detach().clone().set_requires_grad(train_w);
   const Tensor b = bias ? Tensor::uniform({ws[0]}, 33, -1, 1, dev).set_requires_grad(true) : Tensor();
   const Tensor b_o1 = bias ? b.detach().clone().set_requires_grad(true) : Tensor();
   Tensor y, y_o1;
@@ -624,8 +627,11 @@ void check_conv_o2(DType low, const Shape& xs, const Shape& ws, bool bias, const
   sum(mul(y_o1, g_low.to(DType::F32))).backward();
   expect_same_bits(y.to(DType::F32).to_vector(), y_o1.to(low).to(DType::F32).to_vector(), "y");
   expect_same_bits(x_leaf.grad().to_vector(), x_o1.grad().to(low).to(DType::F32).to_vector(), "gx");
-  expect_same_bits(w.grad().to_vector(), w_o1.grad().to_vector(), "gw");
-  if (bias) expect_same_bits(b.grad().to_vector(), b_o1.grad().to_vector(), "gb");
+  if (train_w) expect_same_bits(w.grad().to_vector(), w_o1.grad().to_vector(), "gw");
+  if (bias) {
+    ASSERT_EQ(b.grad().dtype(), DType::F32);
+    expect_same_bits(b.grad().to_vector(), b_o1.grad().to_vector(), "gb");
+  }
 }
 
 }  // namespace
@@ -641,6 +647,7 @@ TEST(Conv2dO2, LowActivationsInAndOut) {
       // depthwise with more than 32 channels, stride 1 with a bias and stride 2
       check_conv_o2(low, {2, 9, 8, 40}, {40, 1, 3, 3}, true, args(1, 1, 1, 40), dev);
       check_conv_o2(low, {1, 11, 10, 64}, {64, 1, 3, 3}, false, args(2, 1, 1, 64), dev);
+      check_conv_o2(low, {2, 9, 8, 19}, {21, 19, 3, 3}, true, args(1, 1), dev, false);
     }
   }
 }

@@ -407,6 +407,31 @@ TEST(Reduce, LowPrecisionIsTheF32ResultRoundedOnce) {
         }
 }
 
+// sum_f32: the f32 sum of a 16-bit x, not rounded back to x's type (a bias gradient of O2
+// activations); an f16 sum beyond f16's range stays finite. The gradient reaches x in its type.
+TEST(Reduce, SumF32KeepsTheSumOfSixteenBitValuesInF32) {
+  for (Device d : test_devices())
+    for (DType dt : {DType::BF16, DType::F16}) {
+      const std::string what = std::string(dtype_name(dt)) + " on " + d.str();
+      SCOPED_TRACE(what);
+      // [2, 3, 4, 5]: 24 values of 4000 + i per channel sum to about 96000 > 65504 (f16's largest).
+      std::vector<float> v(120);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = 4000.f + (float)(i % 7) * 0.5f - (float)(i % 5);
+      Tensor x32 = Tensor::from_vector(v, {2, 3, 4, 5}, d).to(dt).to(DType::F32).detach();
+      x32.set_requires_grad(true);
+      const Tensor x = x32.to(dt);
+      const Tensor s = sum_f32(x, {0, 1, 2});
+      ASSERT_EQ(s.dtype(), DType::F32);
+      expect_same_bits(s.to_vector(), sum(x32.detach(), {0, 1, 2}).to_vector(), what + " forward");
+      for (float f : s.to_vector()) EXPECT_GT(f, 65504.f);
+      if (dt == DType::F16) {  // what sum() gives: the sum rounded to f16 overflows
+        EXPECT_TRUE(std::isinf(sum(x.detach(), {0, 1, 2}).to(DType::F32).to_vector()[0]));
+      }
+      s.backward(Tensor::full({5}, 1.5f, DType::F32, d));
+      for (float g : x32.grad().to_vector()) EXPECT_EQ(g, 1.5f);
+    }
+}
+
 }  // namespace engine
 
 namespace engine {

@@ -279,7 +279,7 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     kernels::conv2d_bwd_weights_cudnn(p, x.raw_data(), gy.raw_data(), gw_ohwi.raw_data(), device_workspace(keep, dev),
                                       compute_stream());
     gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW (and widened)
-    if (want_b) gb = sum(gy_in, {0, 1, 2});
+    if (want_b) gb = sum_f32(gy_in, {0, 1, 2});
   };
 #elif defined(ENGINE_CUDA_EMULATED)
   auto cuda = [&] { run_in_stream_order(cpu_kernel()); };
@@ -306,7 +306,7 @@ std::vector<Tensor> conv2d_backward(const ConvParams& p, const Tensor& g_in, con
   if (need_w) {
     std::tie(gw, gb) = run_bwd_weights(p, xs, gyk, gy, need_b);
   } else if (need_b) {
-    gb = sum(gy, {0, 1, 2});
+    gb = sum_f32(gy, {0, 1, 2});
   }
   return {gx, gw, gb};
 }

@@ -216,6 +216,12 @@ Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   return x.dtype() == DType::F32 ? r : r.to(x.dtype());
 }
 
+Tensor sum_f32(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
+  check_float_storage("sum_f32", "x", x);
+  const auto mask = reduced_mask("sum_f32", x, axes);
+  return sum_impl("sum_f32", "SumBackward", x, mask, reduced_shape(x.shape(), mask, keepdim), false);
+}
+
 Tensor mean(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   check_float_storage("mean", "x", x);
   const auto mask = reduced_mask("mean", x, axes);

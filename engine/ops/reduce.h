@@ -15,6 +15,9 @@
 namespace engine {
 
 Tensor sum(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
+// The f32 sum whatever x's storage type: a bf16 / f16 x's sum is not rounded back to x's type (a
+// bias gradient of 16-bit activations, which stays f32 and must not overflow f16's range).
+Tensor sum_f32(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int>& axes = {}, bool keepdim = false);
 
 struct MaxResult {
