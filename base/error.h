@@ -20,6 +20,22 @@ template <class... A>
   throw Error(s.str());
 }
 
+// A CUDA graph capture that cannot complete (engine/cuda_graph.h): CUDA refused a call, or the engine
+// refused work it cannot do inside a capture (a first-use algorithm search, memory it cannot get
+// while capturing). The graph stays empty, none of the captured work ran, and the caller runs the
+// work without a graph instead. Here so that kernels and allocators below the engine can throw it.
+class CaptureFailed : public Error {
+ public:
+  using Error::Error;
+};
+
+template <class... A>
+[[noreturn]] void fail_capture(const A&... parts) {
+  std::ostringstream s;
+  (s << ... << parts);
+  throw CaptureFailed(s.str());
+}
+
 // "[2, 3, 4]" for messages.
 template <class T>
 std::string shape_str(const std::vector<T>& v) {

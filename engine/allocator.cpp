@@ -53,6 +53,8 @@ size_t round_size(size_t bytes) {
 // most recently freed first.
 // When the system allocator fails, the cache is returned to it and the request retried.
 class BlockCache {
+  static constexpr size_t kPoolFitRatio = 4;
+
  public:
   using SysAlloc = void* (*)(size_t);
   using SysFree = void (*)(void*);
@@ -76,12 +78,29 @@ class BlockCache {
         add_alloc(stats_, size);
         return p;
       }
+      // A capture's pool also hands out the smallest free block up to kPoolFitRatio times the
+      // request: graphs of other batch shapes (PaddleX's BatchRandomResize: 10 input sizes) then
+      // reuse each other's blocks instead of each adding its own set of every size.
+      if (capture_) {
+        it = fl.lower_bound(size);
+        if (it != fl.end() && it->first <= size * kPoolFitRatio) {
+          const size_t have = it->first;
+          void* p = it->second;
+          fl.erase(it);
+          live_[p] = {have, stream, true};
+          add_alloc(stats_, have);
+          return p;
+        }
+      }
     }
     void* p = sys_alloc_(size);
     if (!p && !capture_) {  // (a capture cannot free memory: cudaFree would end it)
       release_locked();
       p = sys_alloc_(size);
     }
+    if (!p && capture_)  // the step runs without a graph, in the memory eager steps fit in
+      fail_capture("out of memory allocating ", bytes, " bytes during a CUDA graph capture (", stats_.allocated_current,
+                   " allocated, ", stats_.reserved_current, " reserved)");
     ENGINE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes (", stats_.allocated_current, " allocated, ",
                  stats_.reserved_current, " reserved)");
     live_[p] = {size, stream, cache};

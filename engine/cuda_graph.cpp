@@ -112,6 +112,9 @@ void CudaGraph::capture(const std::function<void()>& ops) {
   }
   const cudaStream_t stream = compute_stream();
   CUDA_CHECK(cudaStreamSynchronize(stream));  // the work enqueued before is not part of the graph
+  // The capture cannot free memory (cudaFree would end it), so blocks cached for eager work are
+  // returned to the device first: the capture's own allocations get the room they would have had.
+  empty_cache();
   pool_->used_ = true;
   begin_capture_pool(pool_->key());
   if (const cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal); e != cudaSuccess) {
@@ -140,9 +143,12 @@ void CudaGraph::capture(const std::function<void()>& ops) {
     checks_.clear();
     host_work_.clear();
     release_pinned();
-    // An op that CUDA refused during the capture throws a CUDA error: that is a failed capture, not a
-    // failed op. Anything else (a shape error) is the op's own error.
-    if (ended == cudaErrorStreamCaptureInvalidated || (thrown && what.find("StreamCapture") != std::string::npos))
+    // An op that CUDA refused during the capture throws a CUDA error (cudaErrorStreamCapture*, or
+    // cudaErrorCapturedEvent for an event recorded in the capture): that is a failed capture, not a
+    // failed op, as is the engine's own refusal (a CaptureFailed, rethrown below as it is). Anything
+    // else (a shape error) is the op's own error.
+    if (ended == cudaErrorStreamCaptureInvalidated || (thrown && (what.find("StreamCapture") != std::string::npos ||
+                                                                  what.find("CapturedEvent") != std::string::npos)))
       throw CaptureFailed("CUDA graph capture failed: " +
                           (what.empty() ? std::string(cudaGetErrorString(ended)) : what));
     if (thrown) std::rethrow_exception(thrown);
@@ -174,7 +180,12 @@ void CudaGraph::replay(const std::function<void()>& launched) {
   CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), compute_stream()));
 #endif
   if (launched) launched();
-  for (const auto& check : checks_) check();  // (its first device-to-host copy waits for the graph)
+#if defined(ENGINE_WITH_CUDA)
+  // Waits here, so that a fault inside the graph is reported as the graph's.
+  if (const cudaError_t e = cudaStreamSynchronize(compute_stream()); e != cudaSuccess)
+    fail("CUDA graph replay (", nodes_, " nodes) failed: ", cudaGetErrorName(e), ": ", cudaGetErrorString(e));
+#endif
+  for (const auto& check : checks_) check();
 }
 
 }  // namespace engine

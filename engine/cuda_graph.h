@@ -26,12 +26,7 @@
 
 namespace engine {
 
-// A capture that CUDA refused (an op synchronised, or a call is not capturable): the graph is empty
-// and none of the captured work ran; the caller runs the work without a graph instead.
-class CaptureFailed : public Error {
- public:
-  using Error::Error;
-};
+// CaptureFailed (base/error.h): a capture that CUDA or the engine refused.
 
 // True while a CudaGraph capture runs (on this process's compute stream).
 bool capturing_cuda_graph();

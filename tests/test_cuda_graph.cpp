@@ -27,6 +27,7 @@
 #include "engine/ops/yolo_loss.h"
 #include "models/det_model.h"
 #include "models/pp_liteseg.h"
+#include "train/step_graphs.h"
 
 using namespace engine;
 
@@ -233,6 +234,152 @@ TEST(CudaGraph, AGtClassOutOfRangeInACapturedStepLeavesTheWeights) {
         return yolov3_loss(heads, box, cls, score, args).loss;
       },
       set_classes, "gt_class[1, 1] = 2 is outside [0, 2)");
+}
+
+// Graphs of one pool reuse each other's freed blocks across size classes (the smallest free block up
+// to 4x the request): a second graph of a smaller batch shape takes the first one's temporaries'
+// blocks instead of new ones, and both replay correctly.
+TEST(CudaGraph, GraphsOfAPoolShareBlocksOfOtherSizes) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor big = Tensor::full({3 << 20}, 1.f, DType::F32, d);    // 12 MiB
+  const Tensor small = Tensor::full({3 << 19}, 2.f, DType::F32, d);  // 6 MiB
+  auto pool = std::make_shared<GraphPool>();
+  CudaGraph g1(pool), g2(pool);
+  Tensor y1, y2;
+  g1.capture([&] { y1 = max(add(big, 1.f), {0}).values; });  // its 12 MiB temporary returns to the pool
+  const size_t reserved = memory_stats(d).reserved_current;
+  g2.capture([&] { y2 = max(add(small, 3.f), {0}).values; });  // a 6 MiB temporary
+  EXPECT_LT(memory_stats(d).reserved_current, reserved + (1u << 20));
+  for (int i = 0; i < 2; ++i) {
+    g1.replay();
+    EXPECT_EQ(y1.item(), 2.f);
+    g2.replay();
+    EXPECT_EQ(y2.item(), 5.f);
+  }
+}
+
+// A capture that runs out of device memory fails as a capture (the caller goes on eagerly), not as
+// the op's error, and eager work fits again afterwards. The device's size is the emulator's
+// CUEMU_DEVICE_MEMORY_MB; a real GPU's is not made smaller for a test.
+TEST(CudaGraph, OutOfMemoryDuringACaptureFailsTheCapture) {
+  REQUIRE_CUDA();
+  if (!cuda_is_emulated()) GTEST_SKIP() << "needs the emulator's CUEMU_DEVICE_MEMORY_MB";
+  const Device d = Device::cuda();
+  const Tensor big = Tensor::full({1 << 20}, 1.f, DType::F32, d);  // 4 MiB
+  empty_cache();
+  // Room for 6-7 MiB more (the tensors held, rounded up, plus the few device buffers the allocator
+  // does not hold): one 4 MiB temporary fits, three live at once do not.
+  const size_t used_mb = (memory_stats(d).reserved_current >> 20) + 1;
+  struct SmallDevice {  // (unset however the test ends)
+    explicit SmallDevice(size_t mb) { setenv("CUEMU_DEVICE_MEMORY_MB", std::to_string(mb).c_str(), 1); }
+    ~SmallDevice() { unsetenv("CUEMU_DEVICE_MEMORY_MB"); }
+  } small(used_mb + 6);
+  EXPECT_EQ(add(big, 1.f).to_vector()[7], 2.f);  // eager, one temporary at a time
+  auto three_at_once = [&] {
+    const Tensor a = add(big, 1.f), b = add(big, 2.f), c = add(big, 3.f);
+    return add(add(a, b), c);
+  };
+  {
+    CudaGraph g(std::make_shared<GraphPool>());
+    try {
+      g.capture([&] { (void)three_at_once(); });
+      ADD_FAILURE() << "expected CaptureFailed";
+    } catch (const CaptureFailed& e) {
+      EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("CUDA graph capture"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(g.captured());
+  }  // (the graph's pool holds the blocks the failed capture took until the graph is gone)
+  EXPECT_EQ(add(big, 3.f).to_vector()[0], 4.f);  // eager work goes on
+
+  // Through StepGraphs: the failed capture's memory is freed (no graph holds its pool), so the step
+  // that failed to capture runs eagerly in the memory it had, here one temporary at a time.
+  const Tensor w = Tensor::full({1}, 1.f, DType::F32, d).set_requires_grad(true);
+  train::StepGraphs graphs(
+      {w}, d,
+      [&](const data::Batch&) {
+        train::StepOutputs out;
+        out.loss.total = sum(three_at_once());
+        return out;
+      },
+      nullptr, [](const std::string&) {});
+  data::Batch batch;
+  batch.tensors["x"] = Tensor::full({1}, 1.f);
+  const size_t reserved = memory_stats(d).reserved_current;
+  EXPECT_FALSE(graphs.step(batch).has_value());  // warm-up
+  EXPECT_FALSE(graphs.step(batch).has_value());  // the capture fails
+  EXPECT_FALSE(graphs.step(batch).has_value());  // eager from now on
+  EXPECT_EQ(graphs.captures(), 0);
+  EXPECT_LE(memory_stats(d).reserved_current, reserved);
+  EXPECT_EQ(add(big, 3.f).to_vector()[1], 4.f);
+}
+
+// A shape whose eager warm-up step skipped its backward (fp16's non-finite loss) is not captured on
+// its next step: that step runs eagerly again, and the one after is captured.
+TEST(CudaGraph, AWarmUpStepWithoutItsBackwardDoesNotCount) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor w = Tensor::full({8}, 0.5f, DType::F32, d).set_requires_grad(true);
+  int enqueued = 0;
+  train::StepGraphs graphs(
+      {w}, d,
+      [&](const data::Batch& in) {
+        ++enqueued;
+        train::StepOutputs out;
+        out.loss.total = sum(mul(in.tensors.at("x"), w));
+        out.loss.total.backward();
+        return out;
+      },
+      nullptr, [](const std::string&) {});
+  data::Batch batch;
+  batch.tensors["x"] = Tensor::full({8}, 2.f);
+  EXPECT_FALSE(graphs.step(batch).has_value());  // warm-up, run eagerly by the caller
+  graphs.not_warmed(batch);                      // ... which skipped its backward
+  EXPECT_FALSE(graphs.step(batch).has_value());  // eager again
+  EXPECT_EQ(graphs.captures(), 0);
+  const auto replayed = graphs.step(batch);
+  ASSERT_TRUE(replayed.has_value());
+  EXPECT_EQ(graphs.captures(), 1);
+  EXPECT_EQ(enqueued, 1);
+  EXPECT_EQ(replayed->loss.total.item(), 8.f);
+}
+
+// With several ranks a failed capture ends the run (NCCL needs the ranks to capture alike); with one
+// the shape runs eagerly.
+TEST(CudaGraph, AFailedCaptureIsAnErrorWithSeveralRanks) {
+  REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  const Tensor w = Tensor::full({4}, 1.f, DType::F32, d).set_requires_grad(true);
+  auto host_read = [&](const data::Batch& in) {
+    train::StepOutputs out;
+    out.loss.total = sum(mul(in.tensors.at("x"), w));
+    (void)out.loss.total.item();  // refused during a capture
+    return out;
+  };
+  data::Batch batch;
+  batch.tensors["x"] = Tensor::full({4}, 2.f);
+  for (const bool several : {false, true}) {
+    SCOPED_TRACE(several ? "several ranks" : "one rank");
+    std::vector<std::string> lines;
+    train::StepGraphs graphs(
+        {w}, d, host_read, nullptr, [&](const std::string& l) { lines.push_back(l); }, several);
+    EXPECT_FALSE(graphs.step(batch).has_value());  // warm-up
+    if (several) {
+      try {
+        (void)graphs.step(batch);
+        ADD_FAILURE() << "expected an error";
+      } catch (const CaptureFailed&) {
+        ADD_FAILURE() << "expected the run's error, not CaptureFailed";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("--cuda_graph off"), std::string::npos) << e.what();
+      }
+    } else {
+      EXPECT_FALSE(graphs.step(batch).has_value());
+      ASSERT_EQ(lines.size(), 1u);
+      EXPECT_NE(lines[0].find("WARNING"), std::string::npos) << lines[0];
+    }
+  }
 }
 
 // A whole training step's tail held in a graph (train/step_graphs.h): the loss times a scale read

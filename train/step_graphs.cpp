@@ -16,12 +16,13 @@ std::string shape_key(const data::Batch& b) {
 }  // namespace
 
 StepGraphs::StepGraphs(std::vector<Tensor> params, Device device, EnqueueStep step, std::function<void()> launched,
-                       std::function<void(const std::string&)> log_line)
+                       std::function<void(const std::string&)> log_line, bool several_ranks)
     : params_(std::move(params)),
       device_(device),
       enqueue_step_(std::move(step)),
       launched_(std::move(launched)),
       log_line_(std::move(log_line)),
+      several_ranks_(several_ranks),
       pool_(std::make_shared<GraphPool>()) {}
 
 StepGraphs::~StepGraphs() {
@@ -45,8 +46,16 @@ std::optional<StepOutputs> StepGraphs::step(const data::Batch& batch) {
     try {
       graph->capture([&] { e.outputs = enqueue_step_(e.inputs); });
     } catch (const CaptureFailed& err) {
+      if (several_ranks_)
+        fail("this step cannot be a CUDA graph (", err.what(),
+             "); with several ranks every rank must capture its steps alike (NCCL), so the run stops: rerun with "
+             "--cuda_graph off");
       for (Tensor& p : params_) p.zero_grad();
       e = Entry();
+      // The failed capture's blocks stay in the pool, which eager steps cannot use. While no graph
+      // holds the pool, a fresh one replaces it, and the old one's memory is freed with this graph
+      // (an out-of-memory capture then leaves eager steps the memory they had).
+      if (captures_ == 0) pool_ = std::make_shared<GraphPool>();
       e.warm = e.failed = true;
       log_line_("WARNING: this step cannot be a CUDA graph (" + std::string(err.what()) +
                 "); steps of this batch shape run without one");
@@ -62,6 +71,11 @@ std::optional<StepOutputs> StepGraphs::step(const data::Batch& batch) {
   e.graph->replay(launched_);
   ++replays_;
   return e.outputs;
+}
+
+void StepGraphs::not_warmed(const data::Batch& batch) {
+  const auto it = entries_.find(shape_key(batch));
+  if (it != entries_.end() && !it->second.graph && !it->second.failed) it->second.warm = false;
 }
 
 }  // namespace engine::train

@@ -3,7 +3,8 @@
 // scale, fp16), with several ranks the gradient buckets' and the loss's all-reduces and the
 // synchronised batch norms' ones, the loss scaler's unscale and the optimizer update. The first
 // batch of a shape runs eagerly (warm-up: cuDNN's algorithm search, every lazy initialisation and
-// NCCL's connections happen outside the graph), the second is captured, and every later one is a
+// NCCL's connections happen outside the graph; a warm-up that skipped its backward does not count),
+// the second is captured, and every later one is a
 // replay, so a step costs a few launches instead of one per kernel. The graphs share one memory pool
 // (a capture reuses the blocks earlier captures freed).
 // What a replay cannot take as captured arguments it reads from device memory when it runs: the
@@ -17,10 +18,11 @@
 // tensors the graph reads, and writing those scalars. A host check of the batch (a label outside the
 // classes) runs after the replay; the loss kernels make such a batch's loss nan on the device, so its
 // update did nothing, and the check's error ends the run with the weights of the step before. A step
-// whose ops cannot be captured (an op that reads device memory on the host) fails its capture: a
-// WARNING names the call CUDA refused, and that shape runs eagerly from then on. Every rank issues
-// the same collectives in the same order whether its step is eager, captured or replayed, so ranks
-// whose graphs differ (a capture that failed on one of them) still agree.
+// whose ops cannot be captured (an op that reads device memory on the host, memory the capture
+// cannot get) fails its capture: a WARNING names the call CUDA refused, and that shape runs eagerly
+// from then on. With several ranks a failed capture ends the run instead (an error naming it):
+// NCCL needs every rank's collectives captured alike or issued eagerly alike, and a rank cannot
+// know that another one's capture failed without a collective of its own.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -61,15 +63,19 @@ class StepGraphs {
  public:
   // `params`: their gradients are cleared around a capture. `launched`: runs after each replay's
   // launch (the communicator's follow_enqueued_work). `log_line` writes one log line (the loop's
-  // prefix added).
+  // prefix added). `several_ranks`: a failed capture throws (see above) instead of falling back.
   StepGraphs(std::vector<Tensor> params, Device device, EnqueueStep step, std::function<void()> launched,
-             std::function<void(const std::string&)> log_line);
+             std::function<void(const std::string&)> log_line, bool several_ranks = false);
   ~StepGraphs();
 
   // The whole step of `batch` (its tensors on the CPU) through its shape's graph. nullopt: nothing
   // ran; run this step eagerly (the shape's warm-up step, or a shape whose capture failed). The
   // tensors returned are valid until the next call.
   std::optional<StepOutputs> step(const data::Batch& batch);
+  // The eager step of `batch` that step() asked for did not run the whole step (one rank, fp16: a
+  // non-finite loss skips the backward): its shape is not warm yet, so it is not captured next time,
+  // when the backward's first uses (cuDNN's algorithm choice) would fall inside the capture.
+  void not_warmed(const data::Batch& batch);
 
   int64_t captures() const { return captures_; }
   int64_t replays() const { return replays_; }
@@ -87,6 +93,7 @@ class StepGraphs {
   EnqueueStep enqueue_step_;
   std::function<void()> launched_;
   std::function<void(const std::string&)> log_line_;
+  bool several_ranks_;
   std::shared_ptr<GraphPool> pool_;
   std::map<std::string, Entry> entries_;  // by batch shape
   int64_t captures_ = 0, replays_ = 0;

@@ -655,7 +655,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       graphs = std::make_unique<StepGraphs>(
           params, dev, enqueue_step,
           [&] { comm.follow_enqueued_work("step of iter " + std::to_string(replay_iter) + " (a CUDA graph replay)"); },
-          [&](const std::string& line) { log << prefix() << line << std::endl; });
+          [&](const std::string& line) { log << prefix() << line << std::endl; }, world > 1);
     }
     log << prefix() << "CUDA graphs: "
         << (why_not ? std::string(why_not)
@@ -760,6 +760,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           lv.total.backward();
       }
       if (buckets) buckets->finish_step();
+      if (graphs && nonfinite_loss) graphs->not_warmed(batch);
     }
     if (scalars_pending) {
       scalars_pending->wait();

@@ -110,13 +110,19 @@ Tile make_tile(int64_t M, int64_t C, int V) {
 // block in; the block that counts gridDim.y then finalizes the tile and resets the counter, so every
 // launch leaves the counters zeroed for the next (no memset per call; a CUDA graph's replays find
 // them as its capture did). The CUDA programming guide's __threadfence example (an array summed in
-// one launch) uses the same pattern. `s_last` is a __shared__ flag of the calling kernel.
+// one launch) uses the same pattern. The last block fences again after its atomic (the acquire
+// side: under the PTX memory model observing a relaxed atomic does not by itself order the loads
+// that follow it), before the barrier that releases its threads to read the partials. `s_last` is
+// a __shared__ flag of the calling kernel.
 __device__ __forceinline__ bool last_block_of_tile(unsigned* arrivals, bool& s_last) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0 && threadIdx.y == 0) {
     s_last = atomicAdd(&arrivals[blockIdx.x], 1u) == gridDim.y - 1;
-    if (s_last) atomicExch(&arrivals[blockIdx.x], 0u);  // every other block of the tile has arrived
+    if (s_last) {
+      __threadfence();
+      atomicExch(&arrivals[blockIdx.x], 0u);  // every other block of the tile has arrived
+    }
   }
   __syncthreads();
   return s_last;
@@ -519,9 +525,10 @@ unsigned* arrival_counters(unsigned tiles, cudaStream_t s) {
   if (b.capacity >= tiles) return b.counters;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
-  ENGINE_CHECK(capture == cudaStreamCaptureStatusNone, "batch_norm (CUDA): a launch of ", tiles,
-               " channel tiles needs a larger counter buffer, which cannot be allocated during a stream capture; "
-               "run this shape once outside the capture");
+  if (capture != cudaStreamCaptureStatusNone)
+    fail_capture("batch_norm (CUDA): a launch of ", tiles,
+                 " channel tiles needs a larger counter buffer, which cannot be allocated during a stream capture; "
+                 "run this shape once outside the capture");
   const unsigned n = std::max(tiles, 4096u);
   unsigned* counters = nullptr;
   CUDA_CHECK(cudaMalloc(&counters, n * sizeof(unsigned)));

@@ -26,6 +26,8 @@
 //   CUEMU_SMEM_FILL=b       byte that static and dynamic shared memory is filled with before every block
 //                           (default 0xff, so unwritten floats read as NaN; -1 = do not fill)
 //   CUEMU_ALLOC_FILL=b      byte that cudaMalloc fills new memory with (default 0xff)
+//   CUEMU_DEVICE_MEMORY_MB=n the device's memory (default: the host's): cudaMalloc beyond it fails with
+//                           cudaErrorMemoryAllocation, and cudaMemGetInfo reports it
 //   CUEMU_ABORT_ON_ERROR=1  every runtime API error is fatal (default 0: print "cuemu: ..." and return it)
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation) is always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().

@@ -780,6 +780,7 @@ struct Alloc {
 };
 std::mutex mem_mutex;
 std::map<uintptr_t, Alloc> device_allocs;  // user base -> allocation
+size_t device_used = 0;                    // the sum of their sizes
 std::map<uintptr_t, size_t> host_allocs;   // cudaMallocHost / cudaHostAlloc
 #if defined(CUEMU_ASAN)
 constexpr size_t kGuard = 0;
@@ -911,7 +912,9 @@ bool pinned_host(const void* p) {
   return it != host_allocs.begin() && reinterpret_cast<uintptr_t>(p) < std::prev(it)->first + std::prev(it)->second;
 }
 
+// The device's memory: the host's, or CUEMU_DEVICE_MEMORY_MB (a smaller GPU, for out-of-memory tests).
 size_t total_memory() {
+  if (const long mb = env_long("CUEMU_DEVICE_MEMORY_MB", 0); mb > 0) return static_cast<size_t>(mb) << 20;
   return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 int device_count() {  // like the real runtime: "" or a list starting with -1 hides every device
@@ -1032,11 +1035,21 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   if (unsafe_call_refused()) return *p = nullptr, refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMalloc");
   *p = nullptr;
   if (n == 0) return cudaSuccess;
+  {
+    std::lock_guard g(mem_mutex);
+    if (device_used + n > total_memory())
+      return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu): out of memory (%zu of %zu bytes in use)", n,
+                       device_used, total_memory());
+    device_used += n;  // counted at once, so concurrent calls cannot both pass the check
+  }
   // [256 bytes: unused + front guard][n bytes][back guard], the user block aligned to 256.
   const size_t front = kGuard ? 256 : 0;
   void* raw = nullptr;
-  if (posix_memalign(&raw, 256, front + n + kGuard) != 0)
+  if (posix_memalign(&raw, 256, front + n + kGuard) != 0) {
+    std::lock_guard g(mem_mutex);
+    device_used -= n;
     return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", n);
+  }
   auto* base = static_cast<unsigned char*>(raw) + front;
   if (kGuard) {
     fill_guard(base - kGuard, guard_word(base));
@@ -1066,6 +1079,7 @@ cudaError_t cudaFree(void* p) {
         fail(msg, nullptr);
       }
       raw = it->second.raw;
+      device_used -= it->second.size;
       device_allocs.erase(it);
     }
   }
@@ -1152,7 +1166,7 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   size_t used = 0;
   {
     std::lock_guard g(mem_mutex);
-    for (const auto& kv : device_allocs) used += kv.second.size;
+    used = device_used;
   }
   const size_t total = total_memory();
   if (free_b) *free_b = used < total ? total - used : 0;
