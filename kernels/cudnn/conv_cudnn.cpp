@@ -42,9 +42,15 @@
 // allocated and cudnnFind*AlgorithmEx times them on the caller's real buffers (it overwrites the
 // output, which the call then computes anyway). The fastest candidate that succeeded, is
 // CUDNN_DETERMINISTIC (the engine promises run-to-run identical results, so the atomics-based
-// backward algorithms are excluded) and uses a math type the precision allows is cached. If the search
-// fails (e.g. out of memory) the first such heuristic candidate is used; only if cuDNN offers no
+// backward algorithms are excluded) and uses a math type the precision allows is cached. Without
+// memory for the search workspace the search times the candidates that need none; if the search
+// fails, the first such heuristic candidate that it did not see fail is used; only if cuDNN offers no
 // deterministic algorithm at all is a non-deterministic one taken, with a warning on stderr.
+// Timing makes the choice stable within a process, not across processes: on a near tie two runs may
+// pick different algorithms, which round differently. ENGINE_CONV_ALGO=heuristic skips the timing
+// (the first usable deterministic candidate in cuDNN's heuristic order, cuDNN's backward-data, no
+// layout search), so the choice depends only on the shape, the GPU and the cuDNN version and runs
+// repeat bit for bit across processes (a resumed run continues as the uninterrupted one would).
 // Layout choice (opt-in: ENGINE_CUDNN_NCHW=1; once per key, after the search above): the same
 // convolution is also searched with NCHW descriptors (x/y NCHW, filter NCHW = OIHW) on NCHW copies of
 // the inputs made with cudnnTransformTensor. On an H200 with cuDNN 9.19, fp32 FMA, cuDNN's
@@ -138,7 +144,9 @@ cudnnMathType_t math_type(const ConvParams& p) {
 bool math_allowed(const ConvParams& p, cudnnMathType_t m) {
   if (p.input != ConvInput::F32) return true;
   if (p.tf32) return m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-  return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+  // fp32 runs every algorithm under the FMA descriptor (settle), so only FMA results were timed as
+  // they will run.
+  return m == CUDNN_FMA_MATH;
 }
 
 int to_int(const char* what, int64_t v) {
@@ -240,6 +248,18 @@ struct Pick {
   cudnnMathType_t math = CUDNN_FMA_MATH;  // the math type cuDNN reported for the algorithm
 };
 
+// ENGINE_CONV_ALGO=heuristic: choices without timing (see the file comment); search (the default)
+// times them.
+bool heuristic_choice() {
+  static const bool h = [] {
+    const char* v = std::getenv("ENGINE_CONV_ALGO");
+    if (!v || !*v || std::string(v) == "search") return false;
+    ENGINE_CHECK(std::string(v) == "heuristic", "ENGINE_CONV_ALGO must be search or heuristic, got '", v, "'");
+    return true;
+  }();
+  return h;
+}
+
 template <class Perf, class Get, class Find>
 Pick search(const ConvParams& p, int max_count, const Get& get, const Find& find, const CudnnWorkspaceFn& wsfn,
             bool allow_nondet) {
@@ -256,7 +276,26 @@ Pick search(const ConvParams& p, int max_count, const Get& get, const Find& find
     if (usable(r, kMaxSearchWorkspace, false)) search_ws = std::max(search_ws, r.memory);
   std::vector<Perf> timed((size_t)std::max(max_count, 1));
   int m = 0;
-  const cudnnStatus_t st = find(max_count, &m, timed.data(), wsfn(search_ws), search_ws);
+  cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;  // (heuristic mode: no search)
+  if (!heuristic_choice()) {
+    // No memory for the largest candidate's workspace: search among those that need none.
+    void* ws = nullptr;
+    try {
+      ws = wsfn(search_ws);
+    } catch (const CaptureFailed&) {
+      throw;
+    } catch (const Error&) {
+      search_ws = 0;
+    }
+    st = find(max_count, &m, timed.data(), ws, search_ws);
+  }
+  // An algorithm the search ran and saw fail is not taken from the heuristic list either.
+  auto failed_in_search = [&](const Perf& r) {
+    if (st != CUDNN_STATUS_SUCCESS) return false;
+    for (int i = 0; i < m; ++i)
+      if (timed[(size_t)i].algo == r.algo && timed[(size_t)i].status != CUDNN_STATUS_SUCCESS) return true;
+    return false;
+  };
   for (const bool det : {true, false}) {
     if (!det && !allow_nondet) break;
     const Perf* pick = nullptr;
@@ -268,34 +307,38 @@ Pick search(const ConvParams& p, int max_count, const Get& get, const Find& find
           was_timed = true;
         }
     for (size_t i = 0; i < cand.size() && !pick; ++i)  // heuristic order
-      if (usable(cand[i], kMaxSearchWorkspace, det)) pick = &cand[i];
+      if (usable(cand[i], kMaxSearchWorkspace, det) && !failed_in_search(cand[i])) pick = &cand[i];
     if (pick) return {(int)pick->algo, pick->memory, was_timed ? pick->time : -1.f, det, pick->mathType};
   }
   return {};
 }
 
 // Elapsed milliseconds of f() on `stream` (CUDA events).
+struct Event {  // destroyed on every path out, errors included
+  cudaEvent_t e = nullptr;
+  Event() { CUDA_CHECK(cudaEventCreate(&e)); }
+  ~Event() { cudaEventDestroy(e); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
 template <class F>
 float time_on_stream(cudaStream_t stream, const F& f) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  CUDA_CHECK(cudaEventRecord(a, stream));
+  const Event a, b;
+  CUDA_CHECK(cudaEventRecord(a.e, stream));
   f();
-  CUDA_CHECK(cudaEventRecord(b, stream));
-  CUDA_CHECK(cudaEventSynchronize(b));
+  CUDA_CHECK(cudaEventRecord(b.e, stream));
+  CUDA_CHECK(cudaEventSynchronize(b.e));
   float ms = 0.f;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a.e, b.e));
   return ms;
 }
 
-// ENGINE_CUDNN_NCHW=1 turns the layout choice on (see the file comment).
+// ENGINE_CUDNN_NCHW=1 turns the layout choice on (see the file comment); it is a choice by timing,
+// so ENGINE_CONV_ALGO=heuristic turns it off.
 bool layout_search_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("ENGINE_CUDNN_NCHW");
-    return v && std::string(v) == "1";
+    return v && std::string(v) == "1" && !heuristic_choice();
   }();
   return on;
 }
@@ -346,9 +389,11 @@ DirectMode direct_mode() {
 }
 
 // The cache entry for (pass, p), choosing its algorithm on first use with the given buffers.
-// Called with handle_mutex() held and the handle bound to the stream.
+// Called with handle_mutex() held and the handle bound to the stream. The choice runs and times
+// algorithms and waits for them, which a stream capture refuses: a shape's first use during one
+// fails the capture (the step then runs eagerly and makes the choice).
 template <class Choose>
-Entry& entry(ConvPass pass, const ConvParams& p, const Choose& choose_fn) {
+Entry& entry(ConvPass pass, const ConvParams& p, cudaStream_t stream, const Choose& choose_fn) {
   auto& c = cache();
   // The bias is added by the op layer, not here, and cuDNN's tensors are in the low type at O1 and
   // O2 alike (the op layer widens at O1): one entry serves a shape with and without either.
@@ -358,6 +403,14 @@ Entry& entry(ConvPass pass, const ConvParams& p, const Choose& choose_fn) {
   const Key k = conv_key(pass, shape);
   auto it = c.find(k);
   if (it != c.end()) return *it->second;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone)
+    fail_capture("conv2d (cuDNN): the first ", type_name(p), " ",
+                 pass == ConvPass::Fwd       ? "forward"
+                 : pass == ConvPass::BwdData ? "backward-data"
+                                             : "backward-weights",
+                 " of a shape during a CUDA graph capture; its algorithm is chosen outside captures");
   auto e = std::make_unique<Entry>(p);
   choose_fn(*e);
   return *c.emplace(k, std::move(e)).first->second;
@@ -387,7 +440,7 @@ void conv2d_fwd_cudnn(const ConvParams& p, const void* x, const void* w, void* y
         },
         wsfn, nondet);
   };
-  Entry& e = entry(ConvPass::Fwd, p, [&](Entry& en) {
+  Entry& e = entry(ConvPass::Fwd, p, stream, [&](Entry& en) {
     const Pick a = find_in(en.d, x, w, y, true);
     if (!layout_search_enabled()) return settle(en, "forward", a, Pick{}, 0.f);
     void* xn = wsfn(en.x_bytes);
@@ -439,7 +492,7 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w, v
     conv2d_bwd_data_direct_cuda(p, static_cast<const float*>(gy), static_cast<const float*>(w), static_cast<float*>(gx),
                                 stream);
   };
-  Entry& e = entry(ConvPass::BwdData, p, [&](Entry& en) {
+  Entry& e = entry(ConvPass::BwdData, p, stream, [&](Entry& en) {
     const Pick a = find_in(en.d, gy, w, gx, true);
     if (!layout_search_enabled()) {
       settle(en, "backward-data", a, Pick{}, 0.f);
@@ -456,6 +509,7 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w, v
     }
     const DirectMode mode = direct_mode();
     if (mode == DirectMode::Cudnn || !conv2d_bwd_data_direct_supported(p)) return;
+    if (mode == DirectMode::Auto && heuristic_choice()) return;  // a choice by timing
     if (mode == DirectMode::Direct) {
       en.direct = true;
       return;
@@ -505,7 +559,7 @@ void conv2d_bwd_weights_cudnn(const ConvParams& p, const void* x, const void* gy
         },
         wsfn, nondet);
   };
-  Entry& e = entry(ConvPass::BwdWeights, p, [&](Entry& en) {
+  Entry& e = entry(ConvPass::BwdWeights, p, stream, [&](Entry& en) {
     const Pick a = find_in(en.d, x, gy, gw, true);
     if (!layout_search_enabled()) return settle(en, "backward-filter", a, Pick{}, 0.f);
     void* xn = wsfn(en.x_bytes);
