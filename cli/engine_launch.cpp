@@ -208,7 +208,9 @@ std::string resolve_program(const std::string& prog, int* err) {
 std::vector<std::string> worker_env(int rank, int n, const Args& a, const std::string& rendezvous_file, bool omp_set,
                                     int cores) {
   // Removed: dist_env.h prefers these launchers' variables over RANK/WORLD_SIZE, so values leaking in from an
-  // outer mpirun, Paddle job or Slurm allocation would override this launcher's.
+  // outer mpirun, Paddle job or Slurm allocation would override this launcher's; and an MPI launcher's
+  // (OMPI_*, PMIX_*, PMI_*: srun's PMIx plugin sets PMIX_RANK), which would make every worker take the
+  // MPI path (mpi_communicator.h started_by_mpi_launcher) as a world of one instead of this rendezvous.
   auto dropped = [](const std::string& kv) {
     const std::string name = kv.substr(0, kv.find('='));
     static const std::set<std::string> names = {"PADDLE_TRAINER_ID",    "PADDLE_TRAINERS_NUM",
@@ -217,7 +219,9 @@ std::vector<std::string> worker_env(int rank, int n, const Args& a, const std::s
                                                 "WORLD_SIZE",           "LOCAL_RANK",
                                                 "LOCAL_WORLD_SIZE",     "ENGINE_RENDEZVOUS_FILE",
                                                 "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"};
-    return name.rfind("OMPI_COMM_WORLD_", 0) == 0 || names.count(name) > 0;
+    for (const char* prefix : {"OMPI_", "PMIX_", "PMI_"})
+      if (name.rfind(prefix, 0) == 0) return true;
+    return names.count(name) > 0;
   };
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {

@@ -32,15 +32,26 @@ namespace {
 // while a collective may still wait for the other ranks.
 std::unique_ptr<engine::Communicator> g_comm;
 
+// The job's world size, known from the launcher's variables before the communicator exists.
+int g_world_size = 1;
+
+// A normal end: the communicator is destroyed before main returns, since its destructor makes CUDA
+// and NCCL calls, which must not run during the CUDA runtime's own teardown at exit.
+int done(int code) {
+  g_comm.reset();
+  return code;
+}
+
 // A rank that fails in a multi-rank job ends its process at once (no MPI_Finalize, which would wait
-// for the others): the launcher sees the exit code and stops every rank.
+// for the others), also when it fails while the communicator is being set up: the launcher sees the
+// exit code and stops every rank.
 int finish(int code) {
-  if (g_comm && g_comm->world_size() > 1 && code != 0) {
+  if (g_world_size > 1 && code != 0) {
     std::fflush(stdout);
     std::fflush(stderr);
     std::_Exit(code);
   }
-  return code;
+  return done(code);
 }
 }  // namespace
 
@@ -62,6 +73,7 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {  // a bad launcher variable is a setup problem: exit code 2
       throw ConfigError(e.what());
     }
+    g_world_size = dist.world_size;
     const std::string task = config_task(a.config);
     check_train_args_for_task(a, task);
     // One process per device: the communicator and this rank's device (train/data_parallel.h).
@@ -118,7 +130,7 @@ int main(int argc, char** argv) {
       s = run_training(cfg, o, log);
       resume_hint = "--resume_model ";
     }
-    if (s.stopped_by_signal && !g_comm->is_root()) return 128 + s.stopped_by_signal;
+    if (s.stopped_by_signal && !g_comm->is_root()) return done(128 + s.stopped_by_signal);
     if (s.stopped_by_signal) {
       std::cout << std::flush;
       if (s.last_checkpoint.empty())
@@ -129,7 +141,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "engine-train: stopped by %s after iter %lld; resume with %s%s --save_dir %s\n",
                      signal_name(s.stopped_by_signal), (long long)s.iters_done, resume_hint.c_str(),
                      s.last_checkpoint.c_str(), o.save_dir.c_str());
-      return 128 + s.stopped_by_signal;
+      return done(128 + s.stopped_by_signal);
     }
     log << "engine-train: finished " << s.iters_done << " iterations";
     if (s.early_stopped) log << " (early stop)";
@@ -142,7 +154,7 @@ int main(int argc, char** argv) {
       log << "; fp16 loss scaling " << scale << ", " << s.skipped_steps << " optimizer steps skipped";
     }
     log << "; outputs in " << o.save_dir << std::endl;
-    return 0;
+    return done(0);
   } catch (const ConfigError& e) {
     report_error("engine-train", e);
     return finish(2);

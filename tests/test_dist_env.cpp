@@ -241,7 +241,11 @@ TEST(DeviceForLocalRank, CudaVisibleDevicesRenumbers) {
   EXPECT_EQ(device_for_local_rank(1, "4, 5", 2), 1);
   expect_error([] { device_for_local_rank(3, "0,1,3", 3); },
                {"CUDA_VISIBLE_DEVICES=0,1,3 lists 3 devices but the local rank is 3"});
-  expect_error([] { device_for_local_rank(1, "2", 1); }, {"CUDA_VISIBLE_DEVICES=2 lists 1 device but", "is 1"});
+  // One listed device: the launcher bound it to this process (Slurm --gpus-per-task=1), any local rank.
+  EXPECT_EQ(device_for_local_rank(1, "2", 1), 0);
+  EXPECT_EQ(device_for_local_rank(3, "GPU-8e2b1f3c-aaaa-bbbb-cccc-000000000003", 1), 0);
+  expect_error([] { device_for_local_rank(1, "2", 0); }, {"CUDA_VISIBLE_DEVICES=2 lists 1 device", "sees none"});
+  expect_error([] { device_for_local_rank(2, "0,1", 2); }, {"CUDA_VISIBLE_DEVICES=0,1 lists 2 devices but", "is 2"});
   // Empty: no device (CPU only).
   expect_error([] { device_for_local_rank(0, "", 0); }, {"CUDA_VISIBLE_DEVICES=''", "no device"});
   // More listed than the runtime can use (an invalid entry hides the rest).

@@ -14,10 +14,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <set>
+#include <stdexcept>
+#include <thread>
 
 #include "data/loader.h"
 #include "engine/comm/mpi_communicator.h"
@@ -47,6 +52,27 @@ class Distributed : public ::testing::Test {
     ASSERT_EQ(world().world_size(), 2) << "run with mpirun -np 2";
   }
 };
+
+// The bounded wait of a call that may never return (the NCCL communicator's abort on the way out):
+// a call that returns is waited for, one that blocks is left behind after the deadline.
+TEST(RunWithDeadline, WaitsForAReturningCallAndLeavesABlockedOne) {
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  EXPECT_TRUE(run_with_deadline(
+      [finished] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        finished->store(true);
+      },
+      30));
+  EXPECT_TRUE(finished->load());
+  auto release = std::make_shared<std::promise<void>>();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(run_with_deadline([f = release->get_future().share()] { f.wait(); }, 0.2));
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(waited, 0.19);
+  EXPECT_LT(waited, 20.0);
+  release->set_value();  // (lets the thread left behind end)
+  EXPECT_TRUE(run_with_deadline([] { throw std::runtime_error("a throwing call still finishes"); }, 30));
+}
 
 nn::SegModelSpec spec_t(uint64_t seed) {  // PP-LiteSeg-T, 3 classes
   nn::SegModelSpec s;

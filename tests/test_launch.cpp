@@ -180,7 +180,10 @@ TEST(Launch, EveryRankGetsItsOwnTorchrunStyleEnvironment) {
                      {"SLURM_PROCID", "3"},
                      {"SLURM_NTASKS", "4"},
                      {"RANK", "7"},
-                     {"WORLD_SIZE", "9"}};
+                     {"WORLD_SIZE", "9"},
+                     {"PMIX_RANK", "2"},
+                     {"PMI_RANK", "2"},
+                     {"OMPI_MCA_orte_ess_num_procs", "8"}};
   const std::string script =
       std::string("[ -d \"$(dirname \"$ENGINE_RENDEZVOUS_FILE\")\" ] && export RDV_DIR=yes; ") + kDumpEnv;
   const Result r = launch(dir, {"--nproc_per_node", "3", "sh", "-c", script}, outer);
@@ -198,7 +201,7 @@ TEST(Launch, EveryRankGetsItsOwnTorchrunStyleEnvironment) {
     EXPECT_EQ(env.count("CUDA_VISIBLE_DEVICES"), 0u) << "--nproc_per_node assigns no GPU";
     EXPECT_EQ(env.at("OMP_NUM_THREADS"), std::to_string(std::max(1, usable_cores() / 3)));
     for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PADDLE_TRAINER_ID", "PADDLE_TRAINERS_NUM",
-                          "SLURM_PROCID", "SLURM_NTASKS"})
+                          "SLURM_PROCID", "SLURM_NTASKS", "PMIX_RANK", "PMI_RANK", "OMPI_MCA_orte_ess_num_procs"})
       EXPECT_EQ(env.count(v), 0u) << v;
     const fs::path rdv = env.at("ENGINE_RENDEZVOUS_FILE");
     EXPECT_EQ(rdv.filename(), "nccl_id");

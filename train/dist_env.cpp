@@ -154,6 +154,11 @@ int device_for_local_rank(int local_rank, const char* cuda_visible_devices, int 
   }
   ENGINE_CHECK(listed > 0, "CUDA_VISIBLE_DEVICES='", value, "' lists no device (CPU only) but the local rank ",
                local_rank, " needs one");
+  if (listed == 1) {  // bound per process by the launcher (see the header)
+    ENGINE_CHECK(device_count >= 1, "CUDA_VISIBLE_DEVICES=", value,
+                 " lists 1 device but the CUDA runtime sees none (an entry it cannot use hides itself)");
+    return 0;
+  }
   ENGINE_CHECK(local_rank < listed, "CUDA_VISIBLE_DEVICES=", value, " lists ", listed, " device",
                listed == 1 ? "" : "s", " but the local rank is ", local_rank,
                " (one device per process: list one per process of the node)");

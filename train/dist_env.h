@@ -57,7 +57,10 @@ std::string describe(const DistEnv& env);
 // listed devices renumbered 0..n-1, so the index is local_rank and must be below the number of listed
 // entries (an empty value lists none: CPU only); unset, it must be below device_count. In both cases
 // it must also be below device_count, the number the CUDA runtime reports (an entry CUDA cannot use
-// hides itself and every later one). Errors name CUDA_VISIBLE_DEVICES and its value where it is set.
+// hides itself and every later one). One listed device is the process's own whatever its local
+// rank: a launcher that binds a device per task (Slurm's --gpus-per-task=1) gives each process a
+// different single entry (ranks given the same one are refused by NCCL as a duplicate GPU).
+// Errors name CUDA_VISIBLE_DEVICES and its value where it is set.
 int device_for_local_rank(int local_rank, const char* cuda_visible_devices, int device_count);
 
 }  // namespace engine::train

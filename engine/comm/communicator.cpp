@@ -1,6 +1,10 @@
 #include "engine/comm/communicator.h"
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 
 #include "base/error.h"
 
@@ -22,6 +26,26 @@ void Communicator::all_reduce(const std::vector<Tensor>& tensors, ReduceOp op, c
   pending.reserve(tensors.size());
   for (const Tensor& t : tensors) pending.push_back(start_all_reduce(t, op, what));
   for (auto& p : pending) p->wait();
+}
+
+bool run_with_deadline(std::function<void()> work, double seconds) {
+  struct State {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto state = std::make_shared<State>();
+  std::thread([state, work = std::move(work)] {
+    try {
+      work();
+    } catch (...) {  // (finished all the same; a detached thread must not throw)
+    }
+    std::lock_guard<std::mutex> lock(state->m);
+    state->done = true;
+    state->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(state->m);
+  return state->cv.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return state->done; });
 }
 
 std::string collective_timeout_message(int rank, int world_size, const std::string& what, double timeout_seconds,

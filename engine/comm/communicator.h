@@ -21,6 +21,7 @@
 //     the graph then holds them, and every replay runs them. The communicator cannot follow those at
 //     capture, so the replay's owner calls follow_enqueued_work after each launch (train/step_graphs.h).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,11 @@ class LocalCommunicator final : public Communicator {
 };
 
 inline std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+// Runs `work` on a thread of its own and waits at most `seconds` for it: true when it finished. For a
+// call that may never return on the way to ending the process (ncclCommAbort while a CUDA graph with
+// captured collectives is still alive); `work` must own what it uses, since it may outlive the call.
+bool run_with_deadline(std::function<void()> work, double seconds);
 
 // The one line of a collective timeout (shared by the implementations and their tests).
 std::string collective_timeout_message(int rank, int world_size, const std::string& what, double timeout_seconds,

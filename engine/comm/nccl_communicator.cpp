@@ -40,10 +40,17 @@ Clock::duration as_duration(double s) {
 
 // Ends the job from any thread: the one line, the communicator aborted (so peers blocked on this rank
 // fail instead of hanging), then exit without unwinding: other threads may be blocked in CUDA or NCCL.
+// The abort gets kAbortSeconds: NCCL's abort waits until every CUDA graph holding a captured
+// collective of the communicator is destroyed (NCCL 2.28 commDestroySync), and a graph whose replay
+// hangs stays alive, held by the thread that waits for it.
+constexpr double kAbortSeconds = 10;
 [[noreturn]] void end_job(const std::string& line, ncclComm_t comm) {
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
-  if (comm) ncclCommAbort(comm);
+  if (comm && !run_with_deadline([comm] { ncclCommAbort(comm); }, kAbortSeconds)) {
+    std::fprintf(stderr, "(ncclCommAbort did not return within %g s; exiting without it)\n", kAbortSeconds);
+    std::fflush(stderr);
+  }
   std::_Exit(kCollectiveTimeoutExit);
 }
 
@@ -143,6 +150,16 @@ class NcclCommunicator final : public Communicator {
                  ": device cuda:", device_index, " is not this process's device cuda:", selected_cuda_device(),
                  " (call select_cuda_device first; one process per device)");
     (void)compute_stream();  // this thread on the process's device, where the communicator is created
+    // The library found at run time (the cluster's may be older than the one built against):
+    // ncclAvg and ncclBfloat16 came in NCCL 2.10.
+    int version = 0;  // X * 10000 + Y * 100 + Z from 2.9 on, X * 1000 + Y * 100 + Z before (nccl.h)
+    NCCL_CHECK(ncclGetVersion(&version));
+    const bool old_code = version < 10000;
+    ENGINE_CHECK(version >= 21000, "NCCL communicator: the NCCL library loaded is version ",
+                 old_code ? version / 1000 : version / 10000, ".", old_code ? version / 100 % 10 : version / 100 % 100,
+                 ".", version % 100,
+                 "; the engine needs 2.10 or newer (ncclAvg, ncclBfloat16): put a newer libnccl first on the "
+                 "library path");
 
     ncclUniqueId id{};
     std::string mine;
