@@ -67,7 +67,10 @@ void launch_group(const CatLaunch& a, char* big, uint64_t outer, cudaStream_t s)
   const uint64_t total = outer * a.vrow;
   if (total == 0) return;
   const unsigned grid = cuda::grid_for((int64_t)total, kBlock);
-  if (total < (1ull << 32)) {
+  // 32-bit indices when neither the loop index (up to total + one grid stride) nor an address in the
+  // big rows (up to outer * row, which a launch of some of the pieces does not cover) can wrap.
+  const uint64_t stride = (uint64_t)grid * kBlock;
+  if (total + stride < (1ull << 32) && outer * a.row < (1ull << 32)) {
     GPU_LAUNCH(grid, kBlock, 0, s, concat_kernel<U, uint32_t, kBwd>)(a, big, (uint32_t)total);
   } else {
     GPU_LAUNCH(grid, kBlock, 0, s, concat_kernel<U, uint64_t, kBwd>)(a, big, total);
