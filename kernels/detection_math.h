@@ -4,10 +4,8 @@
 // NMS decisions.
 //
 // Every float operation that nvcc could fuse into an FMA (a product followed by an add) goes through
-// add_rn / sub_rn / mul_rn / div_rn: on the device they are the __f*_rn intrinsics, which nvcc never
-// contracts; on the host they are the plain operators (the project compiles C++ with
-// -ffp-contract=off). The IoU comparison decides which boxes survive NMS, so one contracted
-// a1 + a2 - inter would change results.
+// add_rn / sub_rn / mul_rn / div_rn (kernels/shared_math.h). The IoU comparison decides which boxes
+// survive NMS, so one contracted a1 + a2 - inter would change results.
 //
 // The expressions follow Paddle's CPU kernels operation by operation (left to right, in float):
 //   paddle/phi/kernels/funcs/yolo_box_util.h           GetYoloBox, CalcDetectionBox, CalcLabelScore
@@ -21,35 +19,6 @@
 #include "kernels/shared_math.h"
 
 namespace engine::kernels {
-
-ENGINE_HD float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-ENGINE_HD float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-ENGINE_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-ENGINE_HD float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
 
 // std::max / std::min exactly (first argument on ties and on NaN), unlike fmaxf / fminf.
 ENGINE_HD float std_max_f(float a, float b) { return a < b ? b : a; }

@@ -79,7 +79,7 @@ ENGINE_HD float unary_bwd(float g, float x, float y, float alpha) {
     case UnaryOp::Sigmoid:
       return g * y * (1.f - y);
     case UnaryOp::Tanh:
-      return g * (1.f - y * y);
+      return g * sub_rn(1.f, mul_rn(y, y));
     case UnaryOp::AddScalar:
       return g;
     case UnaryOp::MulScalar:

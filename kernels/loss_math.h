@@ -4,9 +4,10 @@
 //
 // log_f / log1p_f (and exp_neg_f, in shared_math.h) are branch-free polynomial versions (selects only) so that the CPU
 // loops over pixels vectorise with AVX-512 (glibc's vector expf/logf need -ffast-math, which the
-// engine does not use). Every multiply-add is an explicit fmaf, so gcc (ISO mode: no contraction)
-// and nvcc (contracts by default) evaluate the same rounding sequence: the OHEM probabilities, and
-// with them the mined pixel set, come out bit-identical on both devices.
+// engine does not use). Every multiply-add is an explicit fmaf or goes through mul_rn / add_rn /
+// sub_rn (shared_math.h), so gcc (-ffp-contract=off) and nvcc (contracts by default) evaluate the
+// same rounding sequence: the OHEM probabilities, and with them the mined pixel set, come out
+// bit-identical on both devices.
 #pragma once
 #include <cstdint>
 
@@ -52,7 +53,7 @@ enum class PointLoss : uint8_t { BceLogits, Bce, L1 };
 // BCE with logits, stable form: max(x,0) - x*t + log(1 + exp(-|x|)).
 ENGINE_HD float bce_logits_f(float x, float t) {
   const float ax = x < 0.f ? -x : x;
-  return (x > 0.f ? x : 0.f) - x * t + log1p_f(exp_neg_f(-ax));
+  return add_rn(sub_rn(x > 0.f ? x : 0.f, mul_rn(x, t)), log1p_f(exp_neg_f(-ax)));
 }
 // log(1 + exp(-a)) for a >= 0 (or NaN), with one division: e = exp(-a) in (0, 1], s = e / (2 + e)
 // in (0, 1/3], log(1 + e) = 2 atanh(s) = 2 (s + s^3/3 + ... + s^17/17) (truncation < 1e-10
@@ -76,7 +77,7 @@ ENGINE_HD float softplus_neg_f(float a) {
 // bce_logits_f on softplus_neg_f (CPU forward; within ~2 ulp of bce_logits_f, not bit-identical).
 ENGINE_HD float bce_logits_fast_f(float x, float t) {
   const float ax = x < 0.f ? -x : x;
-  return (x > 0.f ? x : 0.f) - x * t + softplus_neg_f(ax);
+  return add_rn(sub_rn(x > 0.f ? x : 0.f, mul_rn(x, t)), softplus_neg_f(ax));
 }
 // d/dx: sigmoid(x) - t.
 ENGINE_HD float bce_logits_grad_f(float x, float t) {
@@ -99,7 +100,7 @@ ENGINE_HD float clamped_log_f(float x) {
 ENGINE_HD float bce_prob_f(float p, float t) {
   const float lp = clamped_log_f(p);
   const float lq = clamped_log_f(1.f - p);
-  return -(t * lp + (1.f - t) * lq);
+  return -add_rn(mul_rn(t, lp), mul_rn(1.f - t, lq));
 }
 // d/dp: (p - t) / max(p*(1-p), 1e-12) (Paddle bce_loss_grad and PyTorch use this eps).
 ENGINE_HD float bce_prob_grad_f(float p, float t) {

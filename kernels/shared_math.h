@@ -112,6 +112,80 @@ ENGINE_HD float sqrt_f(float x) {
 
 ENGINE_HD float leaky_relu_f(float x, float slope) { return x > 0.f ? x : x * slope; }
 
+// Operations nvcc never contracts. nvcc fuses a product followed by an add into one FMA by default
+// (--fmad=true), even across statements, and the host compiler does not (-ffp-contract=off): an
+// expression both devices must round alike, where a product feeds an add, is written with these
+// (or with an explicit fmaf). On the device they are the __f*_rn / __d*_rn intrinsics, on the host
+// the plain operators; the emulated kernels, which the host compiler contracts as nvcc does
+// (ENGINE_EMU_FP_CONTRACT, CMakeLists.txt), pass their operands through an empty asm statement that
+// the compiler cannot see through, so no product is fused across one.
+#if defined(ENGINE_EMU_FP_CONTRACT) && !defined(__CUDA_ARCH__)
+#define ENGINE_RN_OPAQUE(v) asm("" : "+g"(v))
+#else
+#define ENGINE_RN_OPAQUE(v) (void)0
+#endif
+ENGINE_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  ENGINE_RN_OPAQUE(a);
+  ENGINE_RN_OPAQUE(b);
+  return a + b;
+#endif
+}
+ENGINE_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  ENGINE_RN_OPAQUE(a);
+  ENGINE_RN_OPAQUE(b);
+  return a - b;
+#endif
+}
+ENGINE_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  float r = a * b;
+  ENGINE_RN_OPAQUE(r);
+  return r;
+#endif
+}
+ENGINE_HD float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+ENGINE_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  ENGINE_RN_OPAQUE(a);
+  ENGINE_RN_OPAQUE(b);
+  return a + b;
+#endif
+}
+ENGINE_HD double sub_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(a, b);
+#else
+  ENGINE_RN_OPAQUE(a);
+  ENGINE_RN_OPAQUE(b);
+  return a - b;
+#endif
+}
+ENGINE_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  double r = a * b;
+  ENGINE_RN_OPAQUE(r);
+  return r;
+#endif
+}
+
 }  // namespace engine::kernels
 
 namespace engine::kernels {

@@ -1,7 +1,8 @@
 // Per-prediction math of the YOLOv3 loss (engine/ops/yolo_loss.h has the semantics), shared by
 // the CPU kernel (kernels/cpu/yolo_loss_cpu.cpp) and the CUDA kernels (kernels/cuda/yolo_loss.cu)
 // so both devices evaluate the same expressions with the same polynomial exp/log (shared_math.h,
-// loss_math.h) and the same rounding sequence.
+// loss_math.h) and the same rounding sequence: every product that feeds an add goes through
+// mul_rn / add_rn / sub_rn (shared_math.h), which nvcc does not fuse into an FMA.
 //
 // Layout: head s is NHWC [N, gh_s, gw_s, na_s * (5 + C)]; prediction (j, i, a) of image n has its
 // 5 + C channels contiguous at ((n * gh + j) * gw + i) * na * (5 + C) + a * (5 + C). Predictions of
@@ -48,7 +49,7 @@ ENGINE_HD int yolo_best_anchor(const YoloGeom& g, float w, float h) {
     const double gw = (double)w, gh = (double)h;
     const double iw = gw < aw ? gw : aw, ih = gh < ah ? gh : ah;
     const double inter = iw * ih;
-    const double iou = inter / (gw * gh + aw * ah - inter);
+    const double iou = inter / sub_rn(add_rn(mul_rn(gw, gh), mul_rn(aw, ah)), inter);
     if (iou > best) {
       best = iou;
       idx = k;
@@ -90,11 +91,11 @@ struct YoloTarget {
 ENGINE_HD YoloTarget yolo_target(const YoloGeom& g, int s, int a, int i, int j, const float* box, float score) {
   YoloTarget t;
   const int k = g.mask[s][a];
-  t.tx = box[0] * (float)g.gw[s] - (float)i;
-  t.ty = box[1] * (float)g.gh[s] - (float)j;
+  t.tx = sub_rn(mul_rn(box[0], (float)g.gw[s]), (float)i);
+  t.ty = sub_rn(mul_rn(box[1], (float)g.gh[s]), (float)j);
   t.tw = log_f(box[2] * (float)g.in_w / g.anchor_w[k]);
   t.th = log_f(box[3] * (float)g.in_h / g.anchor_h[k]);
-  t.tscale = 2.f - box[2] * box[3];
+  t.tscale = sub_rn(2.f, mul_rn(box[2], box[3]));
   t.tobj = score;
   return t;
 }
@@ -117,7 +118,7 @@ ENGINE_HD float yolo_clamped_log(float v) {
 
 // F.binary_cross_entropy(p, t) on a float probability.
 ENGINE_HD float yolo_bce_prob(float p, float t) {
-  return -(t * yolo_clamped_log(p) + (1.f - t) * yolo_clamped_log(1.f - p));
+  return -add_rn(mul_rn(t, yolo_clamped_log(p)), mul_rn(1.f - t, yolo_clamped_log(1.f - p)));
 }
 // d/dx of yolo_bce_prob(sigmoid(x), t) as Paddle's two backward kernels chain it:
 // (p - t) / max(p(1-p), 1e-12) * p(1-p).
@@ -126,32 +127,37 @@ ENGINE_HD float yolo_bce_prob_grad(float p, float t) {
   return (p - t) / (d > 1e-12f ? d : 1e-12f) * d;
 }
 ENGINE_HD float yolo_sign(float v) { return v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f); }
+// scale_xy * sigmoid - 0.5 * (scale_xy - 1): the offset of a cell's centre.
+ENGINE_HD float yolo_scaled_xy(const YoloGeom& g, float sig) {
+  return sub_rn(mul_rn(g.scale_xy, sig), mul_rn(0.5f, g.scale_xy - 1.f));
+}
 
 // Decoded box of a prediction (normalized xyxy) and its largest IoU with the image's gts
 // (iou_similarity: union + 1e-9; padded gts give 0). True when the prediction is ignored.
 ENGINE_HD bool yolo_ignored(const YoloGeom& g, int s, int a, int i, int j, const float* x, const float* box) {
   const int k = g.mask[s][a];
-  const float sx = g.scale_xy * sigmoid_f(x[0]) - 0.5f * (g.scale_xy - 1.f);
-  const float sy = g.scale_xy * sigmoid_f(x[1]) - 0.5f * (g.scale_xy - 1.f);
+  const float sx = yolo_scaled_xy(g, sigmoid_f(x[0]));
+  const float sy = yolo_scaled_xy(g, sigmoid_f(x[1]));
   const float cx = (sx + (float)i) / (float)g.gw[s];
   const float cy = (sy + (float)j) / (float)g.gh[s];
   const float w = exp_f(x[2]) * g.anchor_w[k] / (float)(g.ds[s] * g.gw[s]);
   const float h = exp_f(x[3]) * g.anchor_h[k] / (float)(g.ds[s] * g.gh[s]);
-  const float px1 = cx - w * 0.5f, py1 = cy - h * 0.5f, px2 = cx + w * 0.5f, py2 = cy + h * 0.5f;
+  const float px1 = sub_rn(cx, mul_rn(w, 0.5f)), py1 = sub_rn(cy, mul_rn(h, 0.5f));
+  const float px2 = add_rn(cx, mul_rn(w, 0.5f)), py2 = add_rn(cy, mul_rn(h, 0.5f));
   const float pw = px2 - px1 > 0.f ? px2 - px1 : 0.f, ph = py2 - py1 > 0.f ? py2 - py1 : 0.f;
   const float a1 = pw * ph;
   float best = 0.f;
   for (int b = 0; b < g.B; ++b) {
     const float* q = box + 4 * b;
     if (!(q[2] > 0.f && q[3] > 0.f)) continue;  // padding: IoU 0 (or NaN), which never raises best
-    const float gx1 = q[0] - q[2] * 0.5f, gy1 = q[1] - q[3] * 0.5f;
-    const float gx2 = q[0] + q[2] * 0.5f, gy2 = q[1] + q[3] * 0.5f;
+    const float gx1 = sub_rn(q[0], mul_rn(q[2], 0.5f)), gy1 = sub_rn(q[1], mul_rn(q[3], 0.5f));
+    const float gx2 = add_rn(q[0], mul_rn(q[2], 0.5f)), gy2 = add_rn(q[1], mul_rn(q[3], 0.5f));
     const float ix1 = px1 > gx1 ? px1 : gx1, iy1 = py1 > gy1 ? py1 : gy1;
     const float ix2 = px2 < gx2 ? px2 : gx2, iy2 = py2 < gy2 ? py2 : gy2;
     const float iw = ix2 - ix1 > 0.f ? ix2 - ix1 : 0.f, ih = iy2 - iy1 > 0.f ? iy2 - iy1 : 0.f;
     const float ov = iw * ih;
     const float gwc = gx2 - gx1 > 0.f ? gx2 - gx1 : 0.f, ghc = gy2 - gy1 > 0.f ? gy2 - gy1 : 0.f;
-    const float iou = ov / (a1 + gwc * ghc - ov + 1e-9f);
+    const float iou = ov / add_rn(sub_rn(add_rn(a1, mul_rn(gwc, ghc)), ov), 1e-9f);
     best = iou > best ? iou : best;
   }
   return !(best <= g.ignore_thresh);
@@ -175,7 +181,7 @@ ENGINE_HD void yolo_pred_loss(const YoloGeom& g, int s, int a, int i, int j, int
     lx = yolo_bce_prob(px, t.tx);
     ly = yolo_bce_prob(py, t.ty);
   } else {
-    const float sx = g.scale_xy * px - 0.5f * (g.scale_xy - 1.f), sy = g.scale_xy * py - 0.5f * (g.scale_xy - 1.f);
+    const float sx = yolo_scaled_xy(g, px), sy = yolo_scaled_xy(g, py);
     lx = fabsf(sx - t.tx);
     ly = fabsf(sy - t.ty);
   }
@@ -201,7 +207,7 @@ ENGINE_HD float yolo_channel_grad(const YoloGeom& g, int s, int a, int i, int j,
   if (k >= 2) return wts * yolo_sign(x[k] - (k == 2 ? t.tw : t.th));
   const float pr = sigmoid_f(x[k]), tt = k == 0 ? t.tx : t.ty;
   if (g.xy_bce) return wts * yolo_bce_prob_grad(pr, tt);
-  const float sv = g.scale_xy * pr - 0.5f * (g.scale_xy - 1.f);
+  const float sv = yolo_scaled_xy(g, pr);
   return wts * yolo_sign(sv - tt) * g.scale_xy * (pr * (1.f - pr));
 }
 

@@ -103,12 +103,13 @@ if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
     --config cfg.yml --device gpu --precision fp16 --iters 4 --save_interval 2 --log_iters 1 --save_dir p16g \
     --opts "loss_scaling={init_loss_scaling: 1099511627776.0, decr_ratio: 0.125}"
   # fp16 at PaddleSeg's scaling (1024, halved after an overflow) with and without CUDA graphs: the
-  # first three steps overflow and are skipped (the first eager, the second captured, the third
-  # replayed), three replayed steps update. The graphs unscale and skip on the device, eager steps on
+  # first four steps overflow and are skipped (the first eager, the second captured, the third and
+  # fourth replayed; the count depends on the emulated kernels' rounding, which contracts
+  # multiply-adds as nvcc does), two replayed steps update. The graphs unscale and skip on the device, eager steps on
   # the host; the weights, the momentum and the scale come out the same, bit for bit.
-  expect 0 "fp16 loss scaling 128, 3 optimizer steps skipped" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+  expect 0 "fp16 loss scaling 64, 4 optimizer steps skipped" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
     --config cfg.yml --device gpu --precision fp16 --iters 6 --save_interval 6 --save_dir p16gon
-  expect 0 "fp16 loss scaling 128, 3 optimizer steps skipped" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
+  expect 0 "fp16 loss scaling 64, 4 optimizer steps skipped" env -u CUDA_VISIBLE_DEVICES "$bin/engine-train" \
     --config cfg.yml --device gpu --precision fp16 --iters 6 --save_interval 6 --save_dir p16goff --cuda_graph off
   cmp -s p16gon/iter_6/model.safetensors p16goff/iter_6/model.safetensors && \
     cmp -s p16gon/iter_6/optimizer.safetensors p16goff/iter_6/optimizer.safetensors || {
