@@ -124,29 +124,42 @@ ENGINE_HD float leaky_relu_f(float x, float slope) { return x > 0.f ? x : x * sl
 #else
 #define ENGINE_RN_OPAQUE(v) (void)0
 #endif
-ENGINE_HD float add_rn(float a, float b) {
+// T: float or double.
+template <class T>
+ENGINE_HD T add_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
+  if constexpr (sizeof(T) == 8)
+    return __dadd_rn(a, b);
+  else
+    return __fadd_rn(a, b);
 #else
   ENGINE_RN_OPAQUE(a);
   ENGINE_RN_OPAQUE(b);
   return a + b;
 #endif
 }
-ENGINE_HD float sub_rn(float a, float b) {
+template <class T>
+ENGINE_HD T sub_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
+  if constexpr (sizeof(T) == 8)
+    return __dsub_rn(a, b);
+  else
+    return __fsub_rn(a, b);
 #else
   ENGINE_RN_OPAQUE(a);
   ENGINE_RN_OPAQUE(b);
   return a - b;
 #endif
 }
-ENGINE_HD float mul_rn(float a, float b) {
+template <class T>
+ENGINE_HD T mul_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
+  if constexpr (sizeof(T) == 8)
+    return __dmul_rn(a, b);
+  else
+    return __fmul_rn(a, b);
 #else
-  float r = a * b;
+  T r = a * b;
   ENGINE_RN_OPAQUE(r);
   return r;
 #endif
@@ -156,33 +169,6 @@ ENGINE_HD float div_rn(float a, float b) {
   return __fdiv_rn(a, b);
 #else
   return a / b;
-#endif
-}
-ENGINE_HD double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  ENGINE_RN_OPAQUE(a);
-  ENGINE_RN_OPAQUE(b);
-  return a + b;
-#endif
-}
-ENGINE_HD double sub_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dsub_rn(a, b);
-#else
-  ENGINE_RN_OPAQUE(a);
-  ENGINE_RN_OPAQUE(b);
-  return a - b;
-#endif
-}
-ENGINE_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  double r = a * b;
-  ENGINE_RN_OPAQUE(r);
-  return r;
 #endif
 }
 
