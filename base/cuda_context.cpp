@@ -20,7 +20,7 @@ void set_cuda_context_device(int index) {
   ENGINE_CHECK(created < 0 || created == index, "device cuda:", index,
                ": the engine's CUDA state (stream, allocator, handles) already exists on cuda:", created,
                "; select the device once at startup, before any CUDA work");
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   CUDA_CHECK(cudaSetDevice(index));
 #endif
   g_context_device.store(index);
@@ -30,7 +30,7 @@ int cuda_context_device() { return g_context_device.load(); }
 
 #if defined(ENGINE_WITH_CUDA)
 cudaStream_t compute_stream() {
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   // The current device is per host thread: bind every thread that issues engine work (loader
   // threads, OpenMP workers) to the process's device before it touches the stream or the allocator.
   thread_local bool bound = false;

@@ -23,7 +23,7 @@ Communicator& mpi_world() {
 std::unique_ptr<Communicator> communicator_for(Device d) {
   Communicator& mpi = mpi_world();
   if (d.is_cpu()) return nullptr;  // the MPI world itself
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   return make_nccl_communicator(
       mpi.rank(), mpi.world_size(), d.index,
       [&mpi](const std::string& root_bytes) { return mpi.all_gather_bytes(root_bytes, "NCCL unique id")[0]; }, 300);

@@ -14,18 +14,6 @@ namespace engine {
 namespace {
 CudaGraph* g_capturing = nullptr;  // the graph being captured (captures run on the training thread)
 
-#if defined(ENGINE_WITH_CUDA)
-// A host node's body. CUDA gives a host function no way to report an error, and the step cannot go
-// on after one: say what it was and stop.
-void CUDART_CB run_host_work(void* work) {
-  try {
-    (*static_cast<std::function<void()>*>(work))();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "engine: host work of a CUDA graph failed: %s\n", e.what());
-    std::abort();
-  }
-}
-#endif
 }  // namespace
 
 bool capturing_cuda_graph() { return g_capturing != nullptr; }
@@ -36,18 +24,6 @@ void check_on_host(std::function<void()> check) {
     return;
   }
   check();
-}
-
-void run_in_stream_order(std::function<void()> work) {
-#if defined(ENGINE_WITH_CUDA)
-  if (g_capturing) {
-    g_capturing->host_work_.push_back(std::move(work));
-    CUDA_CHECK(cudaLaunchHostFunc(compute_stream(), run_host_work, &g_capturing->host_work_.back()));
-    return;
-  }
-  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
-#endif
-  work();
 }
 
 void capture_host_to_device(void* dst, const void* src, size_t bytes) {
@@ -92,7 +68,6 @@ void CudaGraph::reset() {
   exec_ = nullptr;
   nodes_ = 0;
   checks_.clear();
-  host_work_.clear();
   release_pinned();
 }
 
@@ -141,7 +116,6 @@ void CudaGraph::capture(const std::function<void()>& ops) {
     if (graph) cudaGraphDestroy(graph);
     cudaGetLastError();  // the capture's errors are not sticky; clear them for the eager work that follows
     checks_.clear();
-    host_work_.clear();
     release_pinned();
     // An op that CUDA refused during the capture throws a CUDA error (cudaErrorStreamCapture*, or
     // cudaErrorCapturedEvent for an event recorded in the capture): that is a failed capture, not a
@@ -162,7 +136,6 @@ void CudaGraph::capture(const std::function<void()>& ops) {
   if (inst != cudaSuccess) {
     cudaGetLastError();
     checks_.clear();
-    host_work_.clear();
     release_pinned();
     throw CaptureFailed(std::string("CUDA graph instantiation failed: ") + cudaGetErrorString(inst));
   }

@@ -6,8 +6,7 @@
 //  - no host read of device memory (it would synchronise, which a capture refuses): an op that
 //    validates a device result on the host (a label outside [0, C)) hands the check to
 //    check_on_host, which runs it at once outside a capture and after every replay inside one;
-//  - no host work between kernels: host work that must run in stream order (the emulated build's
-//    CPU stand-in for cuDNN) goes through run_in_stream_order, a host node in the graph;
+//  - no host work between kernels (every op enqueues its work on the compute stream);
 //  - device memory from the graph's pool (engine/allocator.h): addresses are baked into the graph,
 //    so the pool's blocks stay the graph's until it is destroyed.
 // Replaying reruns the captured kernels on whatever the captured tensors hold at that moment: the
@@ -16,7 +15,6 @@
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,11 +33,6 @@ bool capturing_cuda_graph();
 // or while a capture runs, after every replay of the graph (CudaGraph::replay throws what it
 // throws). It must hold the tensors it reads by value.
 void check_on_host(std::function<void()> check);
-
-// Host work in the compute stream's order: after the work enqueued before it, before the work
-// enqueued after it. Outside a capture it runs at once (after synchronising); inside one it becomes
-// a host node that runs at every replay, so it must capture by value what it uses.
-void run_in_stream_order(std::function<void()> work);
 
 // A host-to-device copy while a capture runs: the bytes are staged in pinned memory the graph keeps,
 // and every replay copies them again. For values that stay the same between replays: constants the
@@ -85,15 +78,13 @@ class CudaGraph {
   void reset();
   void release_pinned();
   friend void check_on_host(std::function<void()>);
-  friend void run_in_stream_order(std::function<void()>);
   friend void capture_host_to_device(void*, const void*, size_t);
 
   std::shared_ptr<GraphPool> pool_;
   void* exec_ = nullptr;  // cudaGraphExec_t
   size_t nodes_ = 0;
   std::vector<std::function<void()>> checks_;
-  std::list<std::function<void()>> host_work_;  // stable addresses: the host nodes point at them
-  std::vector<void*> pinned_;                   // staged constants of capture_host_to_device
+  std::vector<void*> pinned_;  // staged constants of capture_host_to_device
 };
 
 }  // namespace engine

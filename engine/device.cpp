@@ -64,14 +64,13 @@ Device parse_device(const std::string& s) {
 Device default_device() { return cuda_available() ? Device::cuda(0) : Device::cpu(); }
 
 void select_cuda_device(int index) {
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
+  // (The emulated build shows CUEMU_DEVICE_COUNT devices, each the host, kernels/emu/cuemu.h.)
   const int n = cuda_device_count();
   ENGINE_CHECK(index >= 0 && index < n, "device cuda:", index, ": only ", n,
                " CUDA device(s) visible (CUDA_VISIBLE_DEVICES and the launcher's local rank must agree)");
 #else
-  // CPU-only and emulated builds: one device index (the emulated GPU is the host).
-  ENGINE_CHECK(index == 0, "device cuda:", index, ": only 1 device in this build (",
-               cuda_is_emulated() ? "emulated CUDA" : "no CUDA backend", ")");
+  ENGINE_CHECK(index == 0, "device cuda:", index, ": only 1 device in this build (no CUDA backend)");
 #endif
   set_cuda_context_device(index);
 }

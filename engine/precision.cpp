@@ -60,17 +60,16 @@ void check_precision_available(Precision p, AmpLevel level, Device device) {
   ENGINE_CHECK(level == AmpLevel::O1 || p != Precision::TF32, name,
                " keeps every tensor f32, so --amp_level O2 (activations stored in bf16 or fp16) does not apply; use "
                "--amp_level O1, or --precision bf16 / fp16 with O2");
-  const bool real_gpu = device.is_cuda() && !cuda_is_emulated();
-  if (p == Precision::TF32) {
-    ENGINE_CHECK(!device.is_cpu(), name, " is a GPU tensor-core math mode; CPUs have no TF32, use fp32 or bf16");
-    ENGINE_CHECK(real_gpu, name, " needs a real GPU: the emulated device has no TF32 math; use fp32");
-  }
-  // fp16 convolutions exist for the GPU's numerics (the emulated device runs them through the CPU
-  // kernel at f32 speed); on a CPU device they would be slower than fp32 for no gain.
+  ENGINE_CHECK(p != Precision::TF32 || !device.is_cpu(), name,
+               " is a GPU tensor-core math mode; CPUs have no TF32, use fp32 or bf16");
+  // fp16 convolutions exist for the GPU's numerics; on a CPU device they would be slower than fp32
+  // for no gain.
   ENGINE_CHECK(p != Precision::FP16 || !device.is_cpu(), name,
                " is a GPU precision: the CPU has no faster fp16 convolution than fp32; on the CPU use --precision "
                "bf16 (needs AVX512-BF16 or AMX-BF16) or fp32");
-  if (real_gpu) {
+  // The emulated GPU computes every precision on any CPU (its cuDNN widens the low types to f32,
+  // kernels/emu/cudnn_emu.cpp).
+  if (device.is_cuda()) {
 #if defined(ENGINE_CUDA_REAL)
     const int major = compute_capability_major(device);
     ENGINE_CHECK(p == Precision::FP16 || major >= 8, name, " needs a GPU of compute capability 8.0 or newer (Ampere, ",

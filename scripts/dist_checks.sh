@@ -48,12 +48,34 @@ complete_checkpoints() {
   if find "$dir" -mindepth 1 -maxdepth 1 -name '*tmp*' | grep -q .; then fail "temporary folders left in $dir"; return; fi
   ok "every checkpoint in $dir is complete: $(cd "$dir" && ls -d iter_* 2>/dev/null | tr '\n' ' ')"
 }
-# The pid of rank R of a running job, from the ranks' OpenMPI environment.
+# The pid of rank R of a running job, from the ranks' environment: OpenMPI's rank variable, or VAR.
 rank_pid() {
-  local r=$1 p
+  local r=$1 var=${2:-OMPI_COMM_WORLD_RANK} p
   for p in $(pgrep -f "$bin/engine-train"); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$r"; then echo "$p"; return; fi
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "$var=$r"; then echo "$p"; return; fi
   done
+}
+# hang_check LOG VAR PATTERN WHAT command...: starts the job, stops rank 1 (SIGSTOP) once it logged
+# iter 3, and expects exit code 4 within 20 s with PATTERN (a grep regex) in LOG.
+hang_check() {
+  local log=$1 var=$2 pattern=$3 what=$4 start rc took hung_pid; shift 4
+  "$@" >"$log" 2>&1 &
+  job=$!
+  if wait_for "$log" "iter: 3/100000"; then
+    start=$(date +%s)
+    hung_pid=$(rank_pid 1 "$var")
+    kill -STOP "$hung_pid"
+    wait "$job"; rc=$?; job=
+    took=$(( $(date +%s) - start ))
+    kill -9 "$hung_pid" 2>/dev/null
+    if [ "$rc" -eq 4 ] && [ "$took" -le 20 ] && grep -q "$pattern" "$log"; then
+      ok "$what: exit 4 after ${took} s: $(grep -m1 'did not complete' "$log" | cut -c1-140)"
+    else
+      fail "$what: exit $rc after ${took} s"; tail -5 "$log"
+    fi
+  else
+    fail "the run of '$what' did not start"; tail -5 "$log"
+  fi
 }
 # Waits (up to 60 s) until FILE contains WORDS.
 wait_for() {
@@ -189,22 +211,38 @@ else
 fi
 
 # 5. A hung rank (stopped with SIGSTOP): rank 0's collective times out, the job exits with code 4.
-"${mpi[@]}" -np 2 "${train[@]}" --opts iters=100000 --log_iters 1 --save_interval 100000 --dist_timeout 4 --save_dir hung >hung.log 2>&1 &
-job=$!
-if wait_for hung.log "iter: 3/100000"; then
-  start=$(date +%s)
-  hung_pid=$(rank_pid 1)
-  kill -STOP "$hung_pid"
-  wait "$job"; rc=$?; job=
-  took=$(( $(date +%s) - start ))
-  kill -9 "$hung_pid" 2>/dev/null
-  if [ "$rc" -eq 4 ] && [ "$took" -le 20 ] && grep -q "rank 0 of 2: .* did not complete within 4 s" hung.log; then
-    ok "hung rank 1: exit 4 after ${took} s: $(grep -m1 'did not complete' hung.log | cut -c1-140)"
-  else
-    fail "hung rank 1: exit $rc after ${took} s"; tail -5 hung.log
-  fi
-else
-  fail "the hang run did not start"; tail -5 hung.log
+hang_check hung.log OMPI_COMM_WORLD_RANK "rank 0 of 2: .* did not complete within 4 s" "hung rank 1" \
+  "${mpi[@]}" -np 2 "${train[@]}" --opts iters=100000 --log_iters 1 --save_interval 100000 --dist_timeout 4 --save_dir hung
+
+# 6. GPU ranks on the emulated GPU (a build with -DENGINE_CUDA=EMU): two processes under engine-launch,
+#    one emulated device each, the production NCCL communicator over the emulated NCCL
+#    (kernels/emu/nccl_emu.cpp). With and without CUDA graphs of the data-parallel step (captured
+#    collectives) the checkpoints are the same bytes, in fp32 and at fp16 O2 (fp16 buckets); a hung
+#    GPU rank is caught by the NCCL watchdog (exit code 4).
+if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
+  launch=(env ENGINE_CONV_ALGO=heuristic "$bin/engine-launch" --gpus 0,1)
+  gpu_run=("$bin/engine-train" --config "$work/cfg.yml" --device gpu --log_iters 1)
+  gpu_train=("${gpu_run[@]}" --iters 4 --save_interval 4)
+  expect 0 "CUDA graphs: 3 of 4 steps replayed" "${launch[@]}" "${gpu_train[@]}" --save_dir g_on --cuda_graph on
+  grep -qF "Gradient all-reduce: 2 ranks" <<<"$last_out" && ok "two NCCL ranks (emulated)" || fail "no 2-rank all-reduce line"
+  expect 0 "CUDA graphs: switched off" "${launch[@]}" "${gpu_train[@]}" --save_dir g_off --cuda_graph off
+  cmp -s g_on/iter_4/model.safetensors g_off/iter_4/model.safetensors &&
+    cmp -s g_on/iter_4/optimizer.safetensors g_off/iter_4/optimizer.safetensors &&
+    ok "2 GPU ranks: the same checkpoint with and without CUDA graphs" || fail "2 GPU ranks: graph and eager checkpoints differ"
+  expect 0 "CUDA graphs: 3 of 4 steps replayed" "${launch[@]}" "${gpu_train[@]}" --precision fp16 --amp_level O2 \
+    --save_dir g16_on --cuda_graph on
+  grep -qE "Gradient all-reduce: 2 ranks, [0-9]+ buckets in f16" <<<"$last_out" && ok "fp16 gradient buckets" ||
+    fail "the fp16 O2 run's buckets are not fp16"
+  expect 0 "CUDA graphs: switched off" "${launch[@]}" "${gpu_train[@]}" --precision fp16 --amp_level O2 \
+    --save_dir g16_off --cuda_graph off
+  cmp -s g16_on/iter_4/model.safetensors g16_off/iter_4/model.safetensors &&
+    cmp -s g16_on/iter_4/optimizer.safetensors g16_off/iter_4/optimizer.safetensors &&
+    ok "2 GPU ranks at fp16 O2: the same checkpoint with and without CUDA graphs" ||
+    fail "2 GPU ranks at fp16 O2: graph and eager checkpoints differ"
+  # A hung GPU rank (SIGSTOP): the other's collective times out under the NCCL watchdog.
+  hang_check ghung.log RANK "rank 0 of 2: .*(nccl) did not complete within 4 s" "hung GPU rank 1" \
+    env ENGINE_CONV_ALGO=heuristic "$bin/engine-launch" --gpus 0,1 --grace_seconds 2 \
+    "${gpu_run[@]}" --iters 100000 --save_interval 100000 --dist_timeout 4 --save_dir ghung
 fi
 
 if [ "$fails" -ne 0 ]; then echo "dist_checks: $fails check(s) FAILED"; exit 1; fi

@@ -6,20 +6,25 @@
 // buckets (world size 1: the mean is the identity, so the gradients must agree); and both again
 // captured in a CUDA graph (data-parallel step graphs) and replayed, with the watchdog following each
 // replay.
-// Without a real GPU (no device, CPU-only or emulated build) the program exits with 77 at once.
+// On the emulated GPU the same runs against the emulated NCCL (kernels/emu/nccl_emu.cpp). Without a
+// GPU (no device, or a CPU-only build) the program exits with 77 at once.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "engine/device.h"
 #include "engine/tensor.h"
 
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
 #include "engine/comm/nccl_communicator.h"
+#include "engine/comm/rendezvous.h"
 #include "engine/cuda_graph.h"
 #include "engine/ops/copy.h"
 #include "engine/ops/elementwise.h"
@@ -142,19 +147,124 @@ void bucketed_step_equals_plain_step(bool captured) {
 TEST(NcclGpu, BucketedStepEqualsThePlainStep) { bucketed_step_equals_plain_step(false); }
 TEST(NcclGpu, CapturedBucketedStepEqualsThePlainStep) { bucketed_step_equals_plain_step(true); }
 
+// ---- Two ranks: this program started twice more as workers (`--two-rank-worker R PATH`), each on
+// device R, the unique id through a rendezvous file. With two ranks every expected value is exact:
+// NCCL's mean multiplies each rank's values by 1/2 (exact) and a sum of two rounds once, whatever
+// the order. Each worker checks its own results and exits 0, or prints what differs and exits 1.
+int g_worker_failures = 0;
+#define WORKER_CHECK(cond, ...)                                                   \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      std::fprintf(stderr, "rank %d: ", rank), std::fprintf(stderr, __VA_ARGS__); \
+      std::fprintf(stderr, "\n");                                                 \
+      ++g_worker_failures;                                                        \
+    }                                                                             \
+  } while (0)
+
+int two_rank_worker(int rank, const std::string& path) {
+  select_cuda_device(rank);
+  const Device d = Device::cuda(rank);
+  auto comm = make_nccl_communicator(
+      rank, 2, rank, [&](const std::string& id) { return exchange_root_bytes_via_file(path, rank, 2, id, 60); }, 60);
+  const int n = 3 << 18;  // above one round of the emulated NCCL's 1 MiB slots
+  const Tensor x0 = Tensor::randn({n}, 40, 1.f), x1 = Tensor::randn({n}, 41, 1.f);
+  const std::vector<float> v0 = x0.to_vector(), v1 = x1.to_vector();
+  // f32 mean and sum, after work queued on the compute stream
+  Tensor m = mul((rank == 0 ? x0 : x1).to(d), 1.f);
+  comm->all_reduce({m}, ReduceOp::Mean, "f32 mean");
+  Tensor s = (rank == 0 ? x0 : x1).to(d);
+  comm->all_reduce({s}, ReduceOp::Sum, "f32 sum");
+  const std::vector<float> vm = m.to_vector(), vs = s.to_vector();
+  for (int i = 0; i < n; ++i) {
+    WORKER_CHECK(vm[i] == v0[i] * 0.5f + v1[i] * 0.5f, "f32 mean [%d]: %g", i, vm[i]);
+    WORKER_CHECK(vs[i] == v0[i] + v1[i], "f32 sum [%d]: %g", i, vs[i]);
+    if (g_worker_failures) break;
+  }
+  // bf16 and fp16 means (data-parallel O2's buckets): the f32 mean of the rounded values, rounded
+  for (const DType low : {DType::BF16, DType::F16}) {
+    Tensor t = (rank == 0 ? x0 : x1).to(low).to(d);
+    comm->all_reduce({t}, ReduceOp::Mean, "low mean");
+    const std::vector<float> r0 = x0.to(low).to(DType::F32).to_vector(), r1 = x1.to(low).to(DType::F32).to_vector();
+    std::vector<float> want(n);
+    for (int i = 0; i < n; ++i) want[i] = r0[i] * 0.5f + r1[i] * 0.5f;
+    const std::vector<float> got = t.to(DType::F32).to_vector(),
+                             exp = Tensor::from_vector(want, {n}).to(low).to(DType::F32).to_vector();
+    for (int i = 0; i < n && !g_worker_failures; ++i)
+      WORKER_CHECK(got[i] == exp[i], "%s mean [%d]: %g, want %g", dtype_name(low), i, got[i], exp[i]);
+  }
+  // broadcast from rank 1, a barrier, and every rank's bytes
+  Tensor b = Tensor::full({1000}, (float)(rank + 7), DType::F32, d);
+  comm->broadcast(b, 1, "broadcast");
+  for (float v : b.to_vector()) WORKER_CHECK(v == 8.f, "broadcast: %g", v);
+  comm->barrier("barrier");
+  const auto all = comm->all_gather_bytes(std::string(rank == 0 ? 3 : 1500000, char('a' + rank)), "gather");
+  WORKER_CHECK(all.size() == 2 && all[0] == std::string(3, 'a') && all[1] == std::string(1500000, 'b'),
+               "all_gather_bytes");
+  // captured in a graph and replayed with new inputs: the mean of the two ranks' values at that replay
+  Tensor in = Tensor::zeros({n}, DType::F32, d), out;
+  CudaGraph graph(std::make_shared<GraphPool>());
+  graph.capture([&] {
+    Tensor y = mul(in, 2.f);
+    comm->start_all_reduce(y, ReduceOp::Mean, "captured mean")->wait();
+    out = add(y, 1.f);
+  });
+  for (const float base : {3.f, 5.f}) {
+    copy_into(in, Tensor::full({n}, base + (float)rank, DType::F32, d));
+    graph.replay([&] { comm->follow_enqueued_work("two-rank replay"); });
+    const float want = (2.f * base + 2.f * (base + 1.f)) * 0.5f + 1.f;
+    const std::vector<float> vo = out.to_vector();
+    for (int i = 0; i < n && !g_worker_failures; i += 4099)
+      WORKER_CHECK(vo[i] == want, "replay: %g, want %g", vo[i], want);
+  }
+  comm->barrier("end");
+  return g_worker_failures ? 1 : 0;
+}
+
+TEST(NcclGpu, TwoRanksReduceBroadcastGatherAndReplay) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "one GPU: two NCCL ranks need two devices";
+  char dir_template[] = "/tmp/test_nccl_gpu.XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string path = std::string(dir_template) + "/rendezvous";
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // a fresh process image: CUDA does not survive a fork
+      const std::string rank = std::to_string(r);
+      execl("/proc/self/exe", "test_nccl_gpu", "--two-rank-worker", rank.c_str(), path.c_str(), (char*)nullptr);
+      std::_Exit(127);
+    }
+    pids.push_back(pid);
+  }
+  for (size_t r = 0; r < pids.size(); ++r) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pids[r], &status, 0), pids[r]);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker " << r << " ended with status " << status;
+  }
+  rmdir(dir_template);
+}
+
 }  // namespace
 }  // namespace engine
 #endif
 
 int main(int argc, char** argv) {
-#if defined(ENGINE_CUDA_REAL)
-  if (engine::cuda_available() && !engine::cuda_is_emulated()) {
+#if defined(ENGINE_WITH_CUDA)
+  if (argc == 4 && std::string(argv[1]) == "--two-rank-worker") {
+    try {
+      return engine::two_rank_worker(std::atoi(argv[2]), argv[3]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank %s: %s\n", argv[2], e.what());
+      return 1;
+    }
+  }
+  if (engine::cuda_available()) {
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
   }
 #endif
   (void)argc;
   (void)argv;
-  std::printf("test_nccl_gpu: no real GPU in this build/machine; skipped\n");
+  std::printf("test_nccl_gpu: no GPU (real or emulated) in this build/machine; skipped\n");
   return 77;
 }

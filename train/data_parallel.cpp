@@ -40,7 +40,7 @@ DataParallelSetup setup_data_parallel(const DistEnv& env, Device requested, bool
     s.device = requested;
     return s;
   }
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   if (device_given)
     throw ConfigError("engine-train: --device " + requested.str() + " with " + describe(env) +
                       ": each rank trains on its local rank's device among CUDA_VISIBLE_DEVICES; pass --device gpu");
@@ -71,7 +71,7 @@ DataParallelSetup setup_data_parallel(const DistEnv& env, Device requested, bool
 #else
   (void)device_given;
   throw ConfigError("engine-train: started as " + describe(env) + " on " + requested.str() +
-                    ": this build has no NCCL (multi-GPU training needs the real CUDA build); "
+                    ": this build has no CUDA backend (multi-GPU training needs the CUDA build); "
                     "train CPU ranks with --device cpu under mpirun");
 #endif
 }

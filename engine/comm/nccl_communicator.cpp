@@ -1,4 +1,4 @@
-// NCCL communicator (real CUDA builds only; see nccl_communicator.h for how it runs).
+// NCCL communicator (CUDA builds; see nccl_communicator.h for how it runs).
 #include "engine/comm/nccl_communicator.h"
 
 #include <cuda_runtime.h>

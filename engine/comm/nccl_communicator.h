@@ -1,6 +1,6 @@
 // NCCL communicator: GPU ranks, one process per device (select_cuda_device in engine/device.h).
-// Declared in every build; defined only in the real CUDA build (engine/comm/nccl_communicator.cpp),
-// so callers guard their use with ENGINE_CUDA_REAL.
+// Declared in every build; defined in the CUDA builds (engine/comm/nccl_communicator.cpp; the
+// emulated build's NCCL is kernels/emu/nccl_emu.cpp), so callers guard their use with ENGINE_WITH_CUDA.
 //
 // How it runs:
 //   - Collectives run on a dedicated communication stream. Each one first waits (on the device) for

@@ -2,18 +2,14 @@
 //   CPU                    -> kernels::conv2d_*_cpu (oneDNN, kernels/cpu/conv_cpu.cpp): x/y NHWC in place,
 //                             OIHW weights reordered inside; bias added and its gradient computed by
 //                             oneDNN (db alone, without dw, is sum(gy) over N, H, W).
-//   CUDA, real build       -> kernels::conv2d_*_cudnn (cuDNN 9, kernels/cudnn/conv_cudnn.cpp): x/y NHWC in
+//   CUDA                   -> kernels::conv2d_*_cudnn (cuDNN 9, kernels/cudnn/conv_cudnn.cpp): x/y NHWC in
 //                             place; the weight is transposed OIHW -> OHWI (cuDNN's NHWC filter layout,
 //                             "KRSC") by the copy op, and dw back OHWI -> OIHW; bias added by add_inplace
-//                             and db = sum(gy, {0, 1, 2}) (the engine's deterministic reduction).
-//   CUDA, emulated build   -> the CPU oneDNN implementation called directly on the CUDA tensors'
-//                             pointers: in the emulated build device memory IS host memory (cudaMalloc of
-//                             kernels/emu), and cuDNN does not exist, so this is the "cuDNN replaced by the
-//                             CPU implementation" rule (docs/ARCHITECTURE.md). The compute stream is synchronised
-//                             first so earlier (emulated) kernels have finished writing the inputs. The
-//                             CPU-vs-CUDA comparison of the op harness therefore exercises the dispatch,
-//                             the device allocations and the autograd plumbing, not cuDNN;
-//                             tests/test_conv_gpu.cpp compares cuDNN with the CPU on a real GPU.
+//                             and db = sum_f32(gy, {0, 1, 2}) (the engine's deterministic reduction).
+//                             The emulated build runs this same path against the emulated cuDNN
+//                             (kernels/emu/cudnn_emu.cpp: the CPU kernel behind cuDNN's API), so the
+//                             op harness's CPU-vs-CUDA comparison covers the cuDNN host code;
+//                             tests/test_conv_gpu.cpp compares cuDNN with the CPU on a real GPU too.
 // Precision: under bf16 / fp16 autocast (engine/precision.h, p.input): x is cast to the low type once
 // (the cast op, round to nearest even) and that copy is what the backward keeps; gy is cast once for
 // both backward passes; the kernel rounds w and multiplies in the low type with f32 accumulation and
@@ -48,7 +44,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/precision.h"
 #include "kernels/cpu/conv_cpu.h"
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
 #include "kernels/cudnn/conv_cudnn.h"
 #endif
 
@@ -113,8 +109,8 @@ ConvParams check_and_params(const Tensor& x, const Tensor& w, const Tensor& b, c
     p.input = prec == Precision::BF16 ? ConvInput::BF16 : prec == Precision::FP16 ? ConvInput::F16 : ConvInput::F32;
   }
   p.tf32 = prec == Precision::TF32 && p.input == ConvInput::F32;
-  ENGINE_CHECK(!p.tf32 || (x.device().is_cuda() && !cuda_is_emulated()),
-               "conv2d: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", shapes);
+  ENGINE_CHECK(!p.tf32 || x.device().is_cuda(),
+               "conv2d: tf32 autocast needs a GPU (TF32 is a tensor-core math mode), got ", shapes);
   return p;
 }
 
@@ -160,7 +156,7 @@ Tensor host_workspace(size_t bytes) {
 }
 void* ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
 // The element type of cuDNN's tensors for p (conv_cudnn.cpp "Precision").
 DType cudnn_dtype(const ConvParams& p) { return p.input == ConvInput::F32 ? DType::F32 : low_dtype(p); }
 
@@ -194,21 +190,19 @@ kernels::CudnnWorkspaceFn device_workspace(std::vector<Tensor>& keep, Device dev
 
 // The weight in the layout (and, on a real GPU, the type) the device's kernel reads (see the file comment).
 Tensor kernel_weight(const Tensor& w, const ConvParams& p) {
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   if (w.device().is_cuda()) return to_ohwi(w, p);
 #endif
   return contiguous_nograd(w);
 }
 
 void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tensor& b, const Tensor& y) {
-  // The CPU kernel holds its tensors by value: the emulated GPU may run it later, as a host node of a
-  // CUDA graph (engine/cuda_graph.h run_in_stream_order).
-  auto cpu = [p, x, wk, b, y] {
+  auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::Fwd, p));
     kernels::conv2d_fwd_cpu(p, x.raw_data(), wk.data<float>(), b.defined() ? b.data<float>() : nullptr, y.raw_data(),
                             ptr(ws));
   };
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   auto cuda = [&] {
     const SearchCacheRelease release;
     {
@@ -223,19 +217,17 @@ void run_fwd(const ConvParams& p, const Tensor& x, const Tensor& wk, const Tenso
     // rounded, so the sum rounds twice; the CPU adds the bias before its one rounding).
     if (b.defined()) add_inplace(y, p.low_out ? contiguous_nograd(b, y.dtype()) : b);
   };
-#elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] { run_in_stream_order(cpu); };
 #endif
   ENGINE_DISPATCH(kOp, y.device(), conv_work(p, ConvPass::Fwd), cpu(), cuda());
 }
 
 Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
   Tensor gx = Tensor::empty({p.n, p.h, p.w, p.cin}, out_dtype(p), gy.device());
-  auto cpu = [p, gy, wk, gx] {  // by value, as in run_fwd
+  auto cpu = [&] {
     const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdData, p));
     kernels::conv2d_bwd_data_cpu(p, gy.raw_data(), wk.data<float>(), gx.raw_data(), ptr(ws));
   };
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   auto cuda = [&] {
     const SearchCacheRelease release;
     std::vector<Tensor> keep;
@@ -245,33 +237,27 @@ Tensor run_bwd_data(const ConvParams& p, const Tensor& gy, const Tensor& wk) {
                                    compute_stream());
     if (widen) copy_into(gx, gxk);
   };
-#elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] { run_in_stream_order(cpu); };
 #endif
   ENGINE_DISPATCH("conv2d_backward_data", gy.device(), conv_work(p, ConvPass::BwdData), cpu(), cuda());
   return gx;
 }
 
 // dw (OIHW) and, when want_b, db.
-// gy: the output gradient in the kernel's type; gy_in: as it arrived (the real GPU's bias gradient,
+// gy: the output gradient in the kernel's type; gy_in: as it arrived (the GPU's bias gradient,
 // summed in f32 whatever its storage type).
 std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const Tensor& gy, const Tensor& gy_in,
                                           bool want_b) {
   const Device dev = gy.device();
   Tensor gw, gb;
   p.bias = want_b;
-  // The outputs, then the CPU kernel holding its tensors by value (as in run_fwd).
-  auto cpu_kernel = [&] {
+  auto cpu = [&] {
     gw = Tensor::empty({p.cout, p.cin / p.groups, p.kh, p.kw}, DType::F32, dev);
     if (want_b) gb = Tensor::empty({p.cout}, DType::F32, dev);
-    return [p, x, gy, gw, gb] {
-      const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
-      kernels::conv2d_bwd_weights_cpu(p, x.raw_data(), gy.raw_data(), gw.data<float>(),
-                                      gb.defined() ? gb.data<float>() : nullptr, ptr(ws));
-    };
+    const Tensor ws = host_workspace(kernels::conv2d_workspace_cpu(ConvPass::BwdWeights, p));
+    kernels::conv2d_bwd_weights_cpu(p, x.raw_data(), gy.raw_data(), gw.data<float>(),
+                                    gb.defined() ? gb.data<float>() : nullptr, ptr(ws));
   };
-  auto cpu = [&] { cpu_kernel()(); };
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
   auto cuda = [&] {
     const SearchCacheRelease release;
     std::vector<Tensor> keep;
@@ -281,8 +267,6 @@ std::pair<Tensor, Tensor> run_bwd_weights(ConvParams p, const Tensor& x, const T
     gw = copy_contiguous(gw_ohwi.permute({0, 3, 1, 2}), DType::F32);  // OHWI -> OIHW (and widened)
     if (want_b) gb = sum_f32(gy_in, {0, 1, 2});
   };
-#elif defined(ENGINE_CUDA_EMULATED)
-  auto cuda = [&] { run_in_stream_order(cpu_kernel()); };
 #endif
   ENGINE_DISPATCH("conv2d_backward_weights", dev, conv_work(p, ConvPass::BwdWeights), cpu(), cuda());
   return {gw, gb};

@@ -33,9 +33,8 @@ struct ConvParams {
   //    kernels/cpu/cpu_isa.h), else an Error.
   //  - F16: the half inputs are widened to f32 in the workspace and the f32 primitive runs on them.
   //    The product of two halves is exact in f32, so this is the arithmetic of fp16 tensor cores
-  //    (half products, f32 accumulation) up to summation order, at f32 speed: it is the emulated
-  //    GPU's stand-in for cuDNN's fp16 convolution, not a fast CPU mode (the op layer refuses fp16 on
-  //    the CPU device).
+  //    (half products, f32 accumulation) up to summation order, at f32 speed: conv2d on CPU tensors
+  //    under fp16 autocast, not a fast CPU mode (engine-train refuses fp16 on the CPU device).
   ConvInput input = ConvInput::F32;
   // O2 (activations stored in the low type): y and gx are written in the input type too (rounded once
   // from the f32 accumulator, bias included); gw and gb stay f32. Only with a BF16 / F16 input.

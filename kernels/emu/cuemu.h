@@ -28,6 +28,9 @@
 //   CUEMU_ALLOC_FILL=b      byte that cudaMalloc fills new memory with (default 0xff)
 //   CUEMU_DEVICE_MEMORY_MB=n the device's memory (default: the host's): cudaMalloc beyond it fails with
 //                           cudaErrorMemoryAllocation, and cudaMemGetInfo reports it
+//   CUEMU_DEVICE_COUNT=n    devices shown without CUDA_VISIBLE_DEVICES (default 1; a list of N entries
+//                           in CUDA_VISIBLE_DEVICES shows N): all the same host, for one process per
+//                           device (the engine's data-parallel ranks)
 //   CUEMU_ABORT_ON_ERROR=1  every runtime API error is fatal (default 0: print "cuemu: ..." and return it)
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation) is always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
@@ -158,6 +161,13 @@ void launch(const Launch& l);
 // instead of run, and runs at every cudaGraphLaunch of it, as on a GPU.
 bool capturing(cudaStream_t s);
 void record(cudaStream_t s, std::function<void()> work);
+// Host work of an emulated library call (kernels/emu/cudnn_emu.cpp, nccl_emu.cpp) in stream order:
+// run now (emulated streams are synchronous), or recorded into the stream's capture and run at every
+// replay (so `work` holds by value what it uses).
+inline void run_or_record(cudaStream_t s, std::function<void()> work) {
+  if (capturing(s)) return record(s, std::move(work));
+  work();
+}
 enum class Op : unsigned char { Idx, Up, Down, Xor, Vote, Sync };
 uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc);
 int barrier(int kind, int pred, const Loc& loc);  // kind 0 plain, 1 count, 2 and, 3 or

@@ -14,7 +14,11 @@
 // the calls the runtime refuses during a capture (synchronisations, and unless the thread's capture
 // mode is relaxed, cudaMalloc, cudaFree, cudaMemcpy, cudaMemset; copies between device and pageable
 // host memory on the capturing stream) fail and invalidate it, as on a GPU, so a step that reads
-// device memory on the host while it is captured is caught here.
+// device memory on the host while it is captured is caught here. Another stream joins the capture by
+// waiting on an event recorded in it (a fork) and must be joined back (the origin waiting on an event
+// recorded after its last captured work) before the capture ends, or the end fails with
+// cudaErrorStreamCaptureUnjoined; querying an event recorded in the running capture fails with
+// cudaErrorCapturedEvent.
 // Errors of API calls print "cuemu: ..." and are returned (and become the "last error");
 // CUEMU_ABORT_ON_ERROR=1 makes them fatal.  Misuse inside kernels is always fatal.
 // Env knobs: see cuemu.h.  Tests: tests/emu.
@@ -883,12 +887,20 @@ cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, s
 // ------------------------------------------------------------------ stream capture
 struct Capture {
   bool active = false;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;  // the origin: where it began and must end
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
-  std::vector<std::function<void()>> work;
-  std::string invalid;  // why the capture was invalidated; "" while valid
+  std::vector<std::function<void()>> work;  // in program order, which respects every stream's order
+  std::string invalid;                      // why the capture was invalidated; "" while valid
+  uint64_t id = 0;                          // events remember the capture they were recorded in
+  // Streams that joined the capture by waiting on an event recorded in it (a fork): how much work
+  // each recorded, and how much of it the origin has waited for through later events (the join).
+  struct Side {
+    uint64_t ops = 0, joined = 0;
+  };
+  std::map<cudaStream_t, Side> sides;
 };
 Capture capture;  // launches are serialised, so one global capture (one at a time)
+uint64_t captures_begun = 0;
 thread_local cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
 
 struct Graph {
@@ -917,11 +929,16 @@ size_t total_memory() {
   if (const long mb = env_long("CUEMU_DEVICE_MEMORY_MB", 0); mb > 0) return static_cast<size_t>(mb) << 20;
   return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
-int device_count() {  // like the real runtime: "" or a list starting with -1 hides every device
+// Like the real runtime: "" or a list starting with -1 hides every device; a list of N entries shows
+// N devices. Without CUDA_VISIBLE_DEVICES: CUEMU_DEVICE_COUNT (default 1). Every device is the same
+// host (one process per device, as the engine's data-parallel ranks use them).
+int device_count() {
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
-  if (!v) return 1;
-  return (*v == 0 || std::strncmp(v, "-1", 2) == 0) ? 0 : 1;
+  if (!v) return static_cast<int>(std::max(1L, env_long("CUEMU_DEVICE_COUNT", 1)));
+  if (*v == 0 || std::strncmp(v, "-1", 2) == 0) return 0;
+  return 1 + static_cast<int>(std::count(v, v + std::strlen(v), ','));
 }
+thread_local int current_device = 0;  // cudaSetDevice is per thread
 
 // Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize.
 std::mutex attr_mutex;
@@ -1002,8 +1019,9 @@ void launch(const Launch& l) {
   }
   running_launch.store(nullptr);
 }
-bool capturing(cudaStream_t s) { return capture.active && capture.stream == s; }
-void record(cudaStream_t, std::function<void()> work) {
+bool capturing(cudaStream_t s) { return capture.active && (capture.stream == s || capture.sides.count(s)); }
+void record(cudaStream_t s, std::function<void()> work) {
+  if (auto side = capture.sides.find(s); side != capture.sides.end()) ++side->second.ops;
   if (capture.invalid.empty()) capture.work.push_back(std::move(work));
 }
 }  // namespace cuemu
@@ -1215,6 +1233,10 @@ struct Event {
   std::chrono::steady_clock::time_point t;
   bool recorded;
   unsigned flags;
+  // Last recorded in a capture: its id, the stream, and that stream's captured work at the time.
+  uint64_t capture_id = 0;
+  cudaStream_t stream = nullptr;
+  uint64_t ops = 0;
 };
 }  // namespace
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
@@ -1236,11 +1258,23 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
   if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamQuery");
   return cudaSuccess;
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+// Streams are synchronous, so a wait orders nothing; during a capture it forks and joins: a stream
+// that waits on an event recorded in the capture joins it (its work is captured from then on), and
+// the origin waiting on an event recorded on a joined stream joins that stream's work up to it.
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  auto* ev = reinterpret_cast<Event*>(e);
+  if (!ev) return api_error(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent on a null event");
+  if (!capture.active || ev->capture_id != capture.id) return cudaSuccess;
+  if (!capturing(s)) capture.sides[s] = {};
+  if (s == capture.stream)
+    if (auto side = capture.sides.find(ev->stream); side != capture.sides.end())
+      side->second.joined = std::max(side->second.joined, ev->ops);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return api_error(cudaErrorInvalidValue, "cudaEventCreate with a null result pointer");
-  *e = reinterpret_cast<cudaEvent_t>(new Event{{}, false, flags});
+  *e = reinterpret_cast<cudaEvent_t>(new Event{{}, false, flags, 0, nullptr, 0});
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
@@ -1249,8 +1283,11 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   auto* ev = reinterpret_cast<Event*>(e);
   if (capturing(s)) {  // an event node: stamped when the graph reaches it
     record(s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; });
+    auto side = capture.sides.find(s);
+    ev->capture_id = capture.id, ev->stream = s, ev->ops = side == capture.sides.end() ? 0 : side->second.ops;
     return cudaSuccess;
   }
+  ev->capture_id = 0;
   ev->t = std::chrono::steady_clock::now();
   ev->recorded = true;
   return cudaSuccess;
@@ -1259,7 +1296,12 @@ cudaError_t cudaEventSynchronize(cudaEvent_t) {
   if (capture.active) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  const auto* ev = reinterpret_cast<const Event*>(e);
+  if (ev && capture.active && ev->capture_id == capture.id)
+    return api_error(cudaErrorCapturedEvent, "cudaEventQuery of an event recorded in the running capture");
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!ms || !x || !y) return api_error(cudaErrorInvalidValue, "cudaEventElapsedTime with a null argument");
@@ -1284,18 +1326,26 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   if (capture.active)
     return api_error(cudaErrorIllegalState,
                      "cudaStreamBeginCapture while another capture runs (emulated: one at a time)");
-  capture = Capture{true, s, mode, {}, {}};
+  capture = Capture{true, s, mode, {}, {}, ++captures_begun, {}};
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   if (!g) return api_error(cudaErrorInvalidValue, "cudaStreamEndCapture with a null result pointer");
   *g = nullptr;
-  if (!capturing(s)) return api_error(cudaErrorIllegalState, "cudaStreamEndCapture on a stream that is not capturing");
+  if (!capture.active || capture.stream != s)
+    return api_error(cudaErrorIllegalState, "cudaStreamEndCapture on a stream that did not begin a capture");
   Capture done = std::move(capture);
   capture = Capture{};
   if (!done.invalid.empty())
     return api_error(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated by %s",
                      done.invalid.c_str());
+  for (const auto& [stream, side] : done.sides)
+    if (side.ops > side.joined)
+      return api_error(cudaErrorStreamCaptureUnjoined,
+                       "cudaStreamEndCapture: a stream that joined the capture has work the origin stream never "
+                       "waited for (%llu of %llu operations)",
+                       static_cast<unsigned long long>(side.ops - side.joined),
+                       static_cast<unsigned long long>(side.ops));
   *g = reinterpret_cast<cudaGraph_t>(new Graph{std::move(done.work)});
   return cudaSuccess;
 }
@@ -1363,6 +1413,8 @@ const char* cudaGetErrorName(cudaError_t e) {
     CUEMU_E(cudaErrorStreamCaptureUnsupported)
     CUEMU_E(cudaErrorStreamCaptureInvalidated)
     CUEMU_E(cudaErrorStreamCaptureImplicit)
+    CUEMU_E(cudaErrorStreamCaptureUnjoined)
+    CUEMU_E(cudaErrorCapturedEvent)
 #undef CUEMU_E
     // clang-format on
     default:
@@ -1403,6 +1455,10 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit:
       return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureUnjoined:
+      return "capture was not joined";
+    case cudaErrorCapturedEvent:
+      return "operation not permitted on an event last recorded in a capturing stream";
     default:
       return "unrecognized error code";
   }
@@ -1419,10 +1475,11 @@ cudaError_t cudaGetDeviceCount(int* n) {
 }
 cudaError_t cudaGetDevice(int* d) {
   if (!d) return api_error(cudaErrorInvalidValue, "cudaGetDevice with a null result pointer");
-  return *d = 0, cudaSuccess;
+  return *d = current_device, cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
   if (d < 0 || d >= device_count()) return api_error(cudaErrorInvalidDevice, "cudaSetDevice(%d)", d);
+  current_device = d;
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {

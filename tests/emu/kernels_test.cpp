@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/emu/test_kernels.cuh"
@@ -407,6 +408,108 @@ TEST(EmuRuntime, StreamCaptureRecordsAndReplays) {
   CK(cudaFree(a));
   CK(cudaFree(b));
   CK(cudaStreamDestroy(s));
+}
+
+// A second stream joins a capture by waiting on an event recorded in it (the fork of the NCCL
+// communicator's collectives); its work is captured, not run, and replays in order; the capture may
+// end only once the origin has waited for that work (the join). Querying an event recorded in the
+// running capture is an error.
+TEST(EmuRuntime, StreamsForkAndJoinACapture) {
+  cudaStream_t s, side, other;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+  cudaEvent_t fork, join;
+  CK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  float* a = dev(std::vector<float>(64, 1.f));
+  float* b = dev(std::vector<float>(64, 0.f));
+  cudaStreamCaptureStatus st;
+
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  GPU_LAUNCH(1, 64, 0, s, scale)(a, b, 64);  // b = 2a
+  CK(cudaEventRecord(fork, s));
+  EXPECT_EQ(cudaEventQuery(fork), cudaErrorCapturedEvent);
+  (void)cudaGetLastError();
+  CK(cudaStreamIsCapturing(side, &st));
+  EXPECT_EQ(st, cudaStreamCaptureStatusNone);
+  CK(cudaStreamWaitEvent(side, fork, 0));  // the fork
+  CK(cudaStreamIsCapturing(side, &st));
+  EXPECT_EQ(st, cudaStreamCaptureStatusActive);
+  CK(cudaStreamIsCapturing(other, &st));
+  EXPECT_EQ(st, cudaStreamCaptureStatusNone);
+  GPU_LAUNCH(1, 64, 0, side, scale)(b, a, 64);  // a = 2b, on the side stream: captured
+  CK(cudaEventRecord(join, side));
+  CK(cudaStreamWaitEvent(s, join, 0));  // the join
+  cudaGraph_t g = nullptr;
+  CK(cudaStreamEndCapture(s, &g));
+  EXPECT_EQ(host(a, 64)[5], 1.f);  // nothing ran
+  CK(cudaStreamIsCapturing(side, &st));
+  EXPECT_EQ(st, cudaStreamCaptureStatusNone);
+  size_t nodes = 0;
+  CK(cudaGraphGetNodes(g, nullptr, &nodes));
+  EXPECT_EQ(nodes, 4u);  // two kernels, two event records
+  cudaGraphExec_t exec = nullptr;
+  CK(cudaGraphInstantiate(&exec, g, 0));
+  CK(cudaGraphLaunch(exec, s));
+  EXPECT_EQ(host(a, 64)[5], 4.f);
+  CK(cudaGraphLaunch(exec, s));
+  EXPECT_EQ(host(a, 64)[63], 16.f);
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(g));
+
+  // Work on the side stream after its last join: the capture cannot end.
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CK(cudaEventRecord(fork, s));
+  CK(cudaStreamWaitEvent(side, fork, 0));
+  CK(cudaEventRecord(join, side));
+  CK(cudaStreamWaitEvent(s, join, 0));
+  GPU_LAUNCH(1, 64, 0, side, scale)(a, b, 64);  // never joined
+  EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureUnjoined);
+  EXPECT_EQ(g, nullptr);
+  (void)cudaGetLastError();
+  EXPECT_EQ(host(b, 64)[0], 8.f);  // b = 2a from the last replay (a = 4); the unjoined kernel never ran
+  // After the capture the side stream runs its work at once again.
+  GPU_LAUNCH(1, 64, 0, side, scale)(a, b, 64);
+  EXPECT_EQ(host(b, 64)[0], 32.f);
+  CK(cudaEventDestroy(fork));
+  CK(cudaEventDestroy(join));
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  CK(cudaStreamDestroy(s));
+  CK(cudaStreamDestroy(side));
+  CK(cudaStreamDestroy(other));
+}
+
+// Devices: CUDA_VISIBLE_DEVICES's entries, or CUEMU_DEVICE_COUNT without it; the current device is
+// per thread.
+TEST(EmuRuntime, DeviceCountAndCurrentDevice) {
+  const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string keep = saved ? saved : "";
+  int n = 0;
+  setenv("CUDA_VISIBLE_DEVICES", "0,1,3", 1);
+  CK(cudaGetDeviceCount(&n));
+  EXPECT_EQ(n, 3);
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  setenv("CUEMU_DEVICE_COUNT", "2", 1);
+  CK(cudaGetDeviceCount(&n));
+  EXPECT_EQ(n, 2);
+  CK(cudaSetDevice(1));
+  int d = -1;
+  CK(cudaGetDevice(&d));
+  EXPECT_EQ(d, 1);
+  std::thread([] {
+    int other = -1;
+    CK(cudaGetDevice(&other));
+    EXPECT_EQ(other, 0);
+  }).join();
+  EXPECT_EQ(cudaSetDevice(2), cudaErrorInvalidDevice);
+  (void)cudaGetLastError();
+  CK(cudaSetDevice(0));
+  unsetenv("CUEMU_DEVICE_COUNT");
+  CK(cudaGetDeviceCount(&n));
+  EXPECT_EQ(n, 1);
+  if (saved) setenv("CUDA_VISIBLE_DEVICES", keep.c_str(), 1);
 }
 
 }  // namespace
