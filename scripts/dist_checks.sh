@@ -217,9 +217,11 @@ hang_check hung.log OMPI_COMM_WORLD_RANK "rank 0 of 2: .* did not complete withi
 # 6. GPU ranks on the emulated GPU (a build with -DENGINE_CUDA=EMU): two processes under engine-launch,
 #    one emulated device each, the production NCCL communicator over the emulated NCCL
 #    (kernels/emu/nccl_emu.cpp). With and without CUDA graphs of the data-parallel step (captured
-#    collectives) the checkpoints are the same bytes, in fp32 and at fp16 O2 (fp16 buckets); a hung
-#    GPU rank is caught by the NCCL watchdog (exit code 4).
+#    collectives) the checkpoints are the same bytes, in fp32 and at fp16 O2 (fp16 buckets); GPU ranks
+#    under mpirun (the unique id over MPI); two ranks on one GPU are refused; a hung GPU rank is
+#    caught by the NCCL watchdog (exit 4).
 if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
+  export CUEMU_DEVICE_COUNT=2  # the emulated machine's GPUs
   launch=(env ENGINE_CONV_ALGO=heuristic "$bin/engine-launch" --gpus 0,1)
   gpu_run=("$bin/engine-train" --config "$work/cfg.yml" --device gpu --log_iters 1)
   gpu_train=("${gpu_run[@]}" --iters 4 --save_interval 4)
@@ -239,6 +241,15 @@ if grep -q "^ENGINE_CUDA:STRING=EMU" "$bin/CMakeCache.txt" 2>/dev/null; then
     cmp -s g16_on/iter_4/optimizer.safetensors g16_off/iter_4/optimizer.safetensors &&
     ok "2 GPU ranks at fp16 O2: the same checkpoint with and without CUDA graphs" ||
     fail "2 GPU ranks at fp16 O2: graph and eager checkpoints differ"
+  # Under mpirun the NCCL unique id travels over MPI instead of a rendezvous file; each rank takes the
+  # device of its local rank.
+  expect 0 "engine-train: finished 2 iterations" env -u CUDA_VISIBLE_DEVICES ENGINE_CONV_ALGO=heuristic \
+    "${mpi[@]}" -np 2 "${gpu_run[@]}" --iters 2 --save_interval 2 --save_dir gmpi
+  grep -qF "nccl, device cuda:0" <<<"$last_out" && ok "GPU ranks under mpirun: NCCL, the id over MPI" ||
+    fail "GPU ranks under mpirun did not use NCCL"
+  # Two ranks on one GPU (each rank sees only device 0): NCCL refuses them, the job ends non-zero.
+  expect 1 "Duplicate GPU detected" env CUDA_VISIBLE_DEVICES=0 "${mpi[@]}" -np 2 "${gpu_run[@]}" --iters 2 --save_dir gdup
+  [ -e gdup ] && fail "the refused job wrote gdup/" || ok "nothing written by the refused job"
   # A hung GPU rank (SIGSTOP): the other's collective times out under the NCCL watchdog.
   hang_check ghung.log RANK "rank 0 of 2: .*(nccl) did not complete within 4 s" "hung GPU rank 1" \
     env ENGINE_CONV_ALGO=heuristic "$bin/engine-launch" --gpus 0,1 --grace_seconds 2 \

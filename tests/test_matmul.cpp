@@ -229,9 +229,9 @@ TEST(Matmul, BadInputs) {
           matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4}, DType::F32, Device::cuda(0)));
         },
         {"matmul", "cpu", "cuda"});
-  {  // TF32 is a tensor-core math mode: only real GPUs have it (engine/precision.h)
+  {  // TF32 is a tensor-core math mode: only GPUs have it (engine/precision.h)
     const AutocastGuard tf32(Precision::TF32);
-    expect_error([] { matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4})); }, {"matmul", "tf32", "real GPU"});
+    expect_error([] { matmul(Tensor::zeros({2, 3}), Tensor::zeros({3, 4})); }, {"matmul", "tf32", "needs a GPU"});
   }
 }
 

@@ -87,6 +87,23 @@ TEST(NcclGpu, CapturedCollectivesRunAtEveryReplay) {
   for (float v : s.to_vector()) ASSERT_EQ(v, 2.f);
 }
 
+// NCCL's destroy waits until no graph holds a captured collective of the communicator (NCCL 2.28), so
+// a communicator destroyed before such a graph hangs on a GPU; the emulated NCCL reports it.
+TEST(NcclGpu, DestroyingTheCommunicatorBeforeItsGraphsIsReported) {
+  if (!cuda_is_emulated()) GTEST_SKIP() << "with NCCL itself this hangs";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto comm = one_rank();
+        const Device d = Device::cuda(selected_cuda_device());
+        Tensor x = Tensor::zeros({64}, DType::F32, d);
+        CudaGraph graph(std::make_shared<GraphPool>());
+        graph.capture([&] { comm->start_all_reduce(x, ReduceOp::Sum, "captured sum")->wait(); });
+        comm.reset();
+      },
+      "hold captured collectives of the communicator");
+}
+
 // One training step with gradient buckets against the plain step; `captured`: the bucketed step
 // (begin_step, backward with the buckets' all-reduces, finish_step) runs once eagerly (cuDNN's
 // algorithm search), then is captured and replayed twice (the zeroing of the buckets is part of it).

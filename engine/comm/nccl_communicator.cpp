@@ -38,8 +38,9 @@ Clock::duration as_duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(std::min(s, 1e8)));
 }
 
-// Ends the job from any thread: the one line, the communicator aborted (so peers blocked on this rank
-// fail instead of hanging), then exit without unwinding: other threads may be blocked in CUDA or NCCL.
+// Ends the job from any thread: the one line, the communicator aborted (its work on this GPU stopped;
+// peers on a network transport see the connection drop, peers on the same node wait for their own
+// timeout or the launcher), then exit without unwinding: other threads may be blocked in CUDA or NCCL.
 // The abort gets kAbortSeconds: NCCL's abort waits until every CUDA graph holding a captured
 // collective of the communicator is destroyed (NCCL 2.28 commDestroySync), and a graph whose replay
 // hangs stays alive, held by the thread that waits for it.

@@ -1,8 +1,9 @@
 // matmul: validation, operand layouts (transposed views become GEMM transpose flags), autograd,
 // and dispatch to one GEMM per device:
 //   CPU                    -> kernels::gemm_cpu (OpenBLAS)
-//   CUDA, real build       -> kernels::gemm_cublas, or kernels::gemm_tiled_cuda with ENGINE_GEMM=tiled
-//   CUDA, emulated build   -> kernels::gemm_tiled_cuda (the hand-written kernel run by the emulator)
+//   CUDA                   -> kernels::gemm_cublas, or kernels::gemm_tiled_cuda with ENGINE_GEMM=tiled
+//                             (the emulated build's cuBLAS is kernels/emu/cublas_emu.cpp, OpenBLAS
+//                             behind cuBLAS's API; test_matmul also runs the tiled kernel directly)
 // Backward: dA = dC B^T, dB = A^T dC through the same GEMM entry with flipped transpose flags; for a
 // 2-D operand broadcast over the batch its gradient is the GEMM "sum over the batch" mode.
 #include "engine/ops/matmul.h"
@@ -19,7 +20,7 @@
 #if defined(ENGINE_WITH_CUDA)
 #include "kernels/cuda/matmul_cuda.h"
 #endif
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
 #include "kernels/cublas/gemm_cublas.h"
 #endif
 
@@ -78,7 +79,7 @@ Operand transposed(Operand o) {
   return o;
 }
 
-#if defined(ENGINE_CUDA_REAL)
+#if defined(ENGINE_WITH_CUDA)
 bool use_tiled_gemm() {
   static const bool tiled = [] {
     const char* v = std::getenv("ENGINE_GEMM");
@@ -92,12 +93,10 @@ bool use_tiled_gemm() {
 
 #if defined(ENGINE_WITH_CUDA)
 void gemm_cuda(const kernels::GemmParams& p) {
-#if defined(ENGINE_CUDA_REAL)
   if (!use_tiled_gemm()) {
     kernels::gemm_cublas(p, compute_stream());
     return;
   }
-#endif
   kernels::gemm_tiled_cuda(p, compute_stream());
 }
 #endif
@@ -140,10 +139,11 @@ Tensor gemm(const Operand& x, const Operand& y, bool sum_batch, Device dev) {
   p.c = out.data<float>();
   p.ldc = n;
   p.stride_c = sum_batch ? 0 : m * n;
-  // tf32 autocast (engine/precision.h): cuBLAS may use TF32 tensor cores; only real GPUs have them.
+  // tf32 autocast (engine/precision.h): cuBLAS may use TF32 tensor cores (the hand-written kernel,
+  // ENGINE_GEMM=tiled, computes in fp32, which TF32's permission allows); CPUs have none.
   p.tf32 = autocast_precision() == Precision::TF32;
-  ENGINE_CHECK(!p.tf32 || (dev.is_cuda() && !cuda_is_emulated()),
-               "matmul: tf32 autocast needs a real GPU (TF32 is a tensor-core math mode), got ", dev.str());
+  ENGINE_CHECK(!p.tf32 || dev.is_cuda(), "matmul: tf32 autocast needs a GPU (TF32 is a tensor-core math mode), got ",
+               dev.str());
   ENGINE_DISPATCH(kOp, dev, gemm_work(x, y, out, p), kernels::gemm_cpu(p), gemm_cuda(p));
   return out;
 }

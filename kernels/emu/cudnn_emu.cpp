@@ -10,7 +10,8 @@
 // not read when beta is 0), rounded to nearest even. So a bf16 / fp16 convolution has exact products
 // and f32 accumulation with its output rounded to the low type, as on tensor cores. f32 data under a
 // math type other than CUDNN_FMA_MATH rounds the inputs to TF32 (10-bit mantissa, nearest, ties away
-// from zero, as cvt.rna.tf32.f32) first: the worst case cuDNN allows there.
+// from zero, as cvt.rna.tf32.f32) first, as if cuDNN always took a TF32 algorithm there (tensor cores
+// fed f32 directly may truncate instead).
 //
 // What it models of cuDNN's behaviour, so the engine's choices are exercised:
 //  - descriptors are validated (positive sizes, matching types and channel counts, the output size
@@ -22,8 +23,9 @@
 //    call, so a run that used one is not repeatable;
 //  - Get*_v7 lists the table in its (synthetic) speed order, FindEx "times" it: the reported times
 //    are a fixed function of the problem, so choices repeat across processes;
-//  - a workspace smaller than the algorithm needs is refused, and the whole workspace passed is
-//    written, so a buffer shorter than the size claimed trips the emulator's guards (or ASan);
+//  - a workspace smaller than the algorithm needs is refused (a null pointer counts as 0 bytes), and
+//    the whole workspace passed is written, so a buffer shorter than the size claimed trips the
+//    emulator's guards (or ASan); FindEx leaves NaNs in its output (cuDNN: arbitrary values);
 //  - calls run in stream order on the handle's stream: recorded into a capture (cuemu::record) and
 //    run at every replay; FindEx synchronises the stream, which fails and invalidates a capture, as
 //    cuDNN's search does on a GPU.
@@ -99,14 +101,6 @@ void store(cudnnDataType_t t, void* base, int64_t i, float v, bool flip) {
       t == CUDNN_DATA_HALF ? engine::kernels::float_to_half_bits(v) : engine::kernels::float_to_bf16_bits(v);
   static_cast<uint16_t*>(base)[i] = uint16_t(bits ^ uint16_t(flip));
 }
-float to_tf32(float f) {  // cvt.rna.tf32.f32: 10 mantissa bits, nearest, ties away from zero
-  if (!std::isfinite(f)) return f;
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u = (u + 0x1000u) & ~0x1fffu;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 int64_t offset(const cudnnTensorStruct& d, int64_t n, int64_t c, int64_t h, int64_t w) {
   return n * d.strides[0] + c * d.strides[1] + h * d.strides[2] + w * d.strides[3];
@@ -121,7 +115,7 @@ std::vector<float> gather(const cudnnTensorStruct& d, const void* p, bool tf32) 
       for (int w = 0; w < W; ++w)
         for (int c = 0; c < C; ++c) {
           const float v = load(d.type, p, offset(d, n, c, h, w));
-          out[i++] = tf32 ? to_tf32(v) : v;
+          out[i++] = tf32 ? cuemu::round_to_tf32(v) : v;
         }
   return out;
 }
@@ -139,7 +133,7 @@ std::vector<float> gather_filter(const cudnnFilterStruct& f, const void* p, bool
       for (int r = 0; r < f.h; ++r)
         for (int s = 0; s < f.w; ++s) {
           const float v = load(f.type, p, filter_offset(f, k, c, flip ? f.h - 1 - r : r, flip ? f.w - 1 - s : s));
-          out[i++] = tf32 ? to_tf32(v) : v;
+          out[i++] = tf32 ? cuemu::round_to_tf32(v) : v;
         }
   return out;
 }
@@ -355,7 +349,8 @@ cudnnStatus_t run(cudnnHandle_t h, ConvPass pass, const Problem& pr, int algo, c
   if (const cudnnStatus_t st = check(pr); st != CUDNN_STATUS_SUCCESS) return st;
   const Algo* a = find_algo(pass, algo);
   if (!a || !algo_supports(*a, pr)) return CUDNN_STATUS_NOT_SUPPORTED;
-  if (workspace_bytes < algo_workspace(*a, pr) || (workspace_bytes && !workspace)) return CUDNN_STATUS_BAD_PARAM;
+  if (!workspace) workspace_bytes = 0;  // cuDNN: "a nil pointer is considered a workSpace of 0 bytes"
+  if (workspace_bytes < algo_workspace(*a, pr)) return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const Noise noise{!a->deterministic, 0};
   cuemu::run_or_record(h->stream, [pass, pr, buf, workspace, workspace_bytes, al, be, noise] {
@@ -367,18 +362,27 @@ cudnnStatus_t run(cudnnHandle_t h, ConvPass pass, const Problem& pr, int algo, c
   return CUDNN_STATUS_SUCCESS;
 }
 
-// FindEx: synchronises the stream (refused during a capture, which it invalidates), runs the pass
-// once into the output (as cuDNN's search overwrites it) and reports the table.
+// FindEx: synchronises the stream (refused during a capture, which it invalidates), overwrites the
+// output (as cuDNN's search does) and reports the table.
 template <class Perf, class AlgoT>
 cudnnStatus_t find(cudnnHandle_t h, ConvPass pass, const Problem& pr, const Buffers& buf, int requested, int* returned,
                    Perf* out, void* workspace, size_t workspace_bytes) {
   if (!h || !returned || !out || requested < 1 || !buf.a || !buf.b || !buf.out) return CUDNN_STATUS_BAD_PARAM;
   if (const cudnnStatus_t st = check(pr); st != CUDNN_STATUS_SUCCESS) return st;
   if (cudaStreamSynchronize(h->stream) != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED_CUDART;
-  if (workspace_bytes && !workspace) return CUDNN_STATUS_BAD_PARAM;
+  if (!workspace) workspace_bytes = 0;
   const std::vector<Perf> rows = list<Perf, AlgoT>(pass, pr, workspace_bytes, true);
   if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);
-  compute(pass, pr, buf, 1.f, 0.f, Noise{});
+  // cuDNN documents the output as overwritten with arbitrary values: NaNs here, so a caller that kept
+  // the search's output instead of running the convolution fails.
+  if (pass == ConvPass::BwdWeights)
+    scatter_filter(pr.w, buf.out, std::vector<float>((size_t)pr.w.k * pr.w.c * pr.w.h * pr.w.w, NAN), false, 1.f, 0.f,
+                   Noise{});
+  else {
+    const cudnnTensorStruct& d = pass == ConvPass::Fwd ? pr.y : pr.x;
+    scatter(d, buf.out, std::vector<float>((size_t)d.dims[0] * d.dims[1] * d.dims[2] * d.dims[3], NAN), 1.f, 0.f,
+            Noise{});
+  }
   copy_out(rows, requested, returned, out);
   return CUDNN_STATUS_SUCCESS;
 }

@@ -28,9 +28,10 @@
 //   CUEMU_ALLOC_FILL=b      byte that cudaMalloc fills new memory with (default 0xff)
 //   CUEMU_DEVICE_MEMORY_MB=n the device's memory (default: the host's): cudaMalloc beyond it fails with
 //                           cudaErrorMemoryAllocation, and cudaMemGetInfo reports it
-//   CUEMU_DEVICE_COUNT=n    devices shown without CUDA_VISIBLE_DEVICES (default 1; a list of N entries
-//                           in CUDA_VISIBLE_DEVICES shows N): all the same host, for one process per
-//                           device (the engine's data-parallel ranks)
+//   CUEMU_DEVICE_COUNT=n    the machine's devices (default 1), all the same host, for one process per
+//                           device (the engine's data-parallel ranks); CUDA_VISIBLE_DEVICES selects
+//                           among them with the driver's rules (an invalid entry hides the rest, a
+//                           repeated one hides all)
 //   CUEMU_ABORT_ON_ERROR=1  every runtime API error is fatal (default 0: print "cuemu: ..." and return it)
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation) is always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
@@ -161,6 +162,19 @@ void launch(const Launch& l);
 // instead of run, and runs at every cudaGraphLaunch of it, as on a GPU.
 bool capturing(cudaStream_t s);
 void record(cudaStream_t s, std::function<void()> work);
+// cvt.rna.tf32.f32, the rounding of TF32 tensor-core inputs (the emulated cuDNN and cuBLAS under
+// TF32 math): 10 mantissa bits, to nearest, ties away from zero; inf and NaN unchanged.
+inline float round_to_tf32(float f) {
+  if (!std::isfinite(f)) return f;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x1000u) & ~0x1fffu;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// The machine ordinal behind visible device `ordinal` (its CUDA_VISIBLE_DEVICES entry), -1 if none:
+// what the emulated NCCL compares to refuse two ranks on one device.
+int machine_device(int ordinal);
 // Host work of an emulated library call (kernels/emu/cudnn_emu.cpp, nccl_emu.cpp) in stream order:
 // run now (emulated streams are synchronous), or recorded into the stream's capture and run at every
 // replay (so `work` holds by value what it uses).

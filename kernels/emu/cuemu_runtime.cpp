@@ -901,6 +901,13 @@ struct Capture {
 };
 Capture capture;  // launches are serialised, so one global capture (one at a time)
 uint64_t captures_begun = 0;
+// What other threads read while a capture runs (an NCCL watchdog querying events, a loader thread
+// allocating): the running capture's id (0: none), its mode and thread. Set before and cleared after
+// `capture`.
+std::atomic<uint64_t> live_capture{0};
+std::atomic<int> live_capture_mode{cudaStreamCaptureModeGlobal};
+std::atomic<std::thread::id> live_capture_thread{};
+std::mutex invalid_mutex;  // capture.invalid: another thread's refused call invalidates the capture too
 thread_local cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
 
 struct Graph {
@@ -909,14 +916,22 @@ struct Graph {
 
 // A call the runtime refuses during a capture: invalidates the capture and returns `e`.
 cudaError_t refuse_in_capture(cudaError_t e, const char* api) {
-  if (capture.invalid.empty()) capture.invalid = api;
+  {
+    std::lock_guard g(invalid_mutex);
+    if (capture.invalid.empty()) capture.invalid = api;
+  }
   return api_error(e, "%s during stream capture (the capture is invalidated)", api);
 }
-// cudaMalloc, cudaFree, cudaMemcpy, cudaMemset...: "potentially unsafe" while a capture runs, unless the
-// capture or this thread's mode (cudaThreadExchangeStreamCaptureMode) is relaxed.
+// cudaMalloc, cudaFree, cudaMemcpy, cudaMemset...: "potentially unsafe" while a capture runs, with
+// CUDA's rules (cudaThreadExchangeStreamCaptureMode): refused in the capturing thread unless the
+// capture is relaxed; in another thread only when both the capture and that thread's mode are
+// global; never in a thread whose mode is relaxed.
 bool unsafe_call_refused() {
-  return capture.active && capture.mode != cudaStreamCaptureModeRelaxed &&
-         thread_capture_mode != cudaStreamCaptureModeRelaxed;
+  if (live_capture.load(std::memory_order_acquire) == 0 || thread_capture_mode == cudaStreamCaptureModeRelaxed)
+    return false;
+  const int mode = live_capture_mode.load();
+  if (live_capture_thread.load() == std::this_thread::get_id()) return mode != cudaStreamCaptureModeRelaxed;
+  return mode == cudaStreamCaptureModeGlobal && thread_capture_mode == cudaStreamCaptureModeGlobal;
 }
 bool pinned_host(const void* p) {
   std::lock_guard g(mem_mutex);
@@ -929,15 +944,34 @@ size_t total_memory() {
   if (const long mb = env_long("CUEMU_DEVICE_MEMORY_MB", 0); mb > 0) return static_cast<size_t>(mb) << 20;
   return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
-// Like the real runtime: "" or a list starting with -1 hides every device; a list of N entries shows
-// N devices. Without CUDA_VISIBLE_DEVICES: CUEMU_DEVICE_COUNT (default 1). Every device is the same
-// host (one process per device, as the engine's data-parallel ranks use them).
-int device_count() {
+// The machine's devices: CUEMU_DEVICE_COUNT (default 1), every one the same host (one process per
+// device, as the engine's data-parallel ranks use them). CUDA_VISIBLE_DEVICES selects among them as
+// the driver does: entries in order, the first that is not a device ordinal of the machine (not a
+// number, negative, or too large) hides itself and every later one, and a repeated ordinal hides all.
+std::vector<int> visible_devices() {  // the machine ordinal of each visible device
+  const int machine = static_cast<int>(std::max(1L, env_long("CUEMU_DEVICE_COUNT", 1)));
+  std::vector<int> shown;
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
-  if (!v) return static_cast<int>(std::max(1L, env_long("CUEMU_DEVICE_COUNT", 1)));
-  if (*v == 0 || std::strncmp(v, "-1", 2) == 0) return 0;
-  return 1 + static_cast<int>(std::count(v, v + std::strlen(v), ','));
+  if (!v) {
+    for (int d = 0; d < machine; ++d) shown.push_back(d);
+    return shown;
+  }
+  for (const char* p = v; *p;) {
+    const char* end = std::strchr(p, ',');
+    std::string entry(p, end ? end : p + std::strlen(p));
+    entry.erase(0, entry.find_first_not_of(" \t"));
+    entry.erase(entry.find_last_not_of(" \t") + 1);
+    char* stop = nullptr;
+    const long ordinal = entry.empty() ? -1 : std::strtol(entry.c_str(), &stop, 10);
+    if (entry.empty() || *stop != 0 || ordinal < 0 || ordinal >= machine) break;
+    if (std::find(shown.begin(), shown.end(), (int)ordinal) != shown.end()) return {};
+    shown.push_back((int)ordinal);
+    if (!end) break;
+    p = end + 1;
+  }
+  return shown;
 }
+int device_count() { return static_cast<int>(visible_devices().size()); }
 thread_local int current_device = 0;  // cudaSetDevice is per thread
 
 // Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize.
@@ -1020,8 +1054,13 @@ void launch(const Launch& l) {
   running_launch.store(nullptr);
 }
 bool capturing(cudaStream_t s) { return capture.active && (capture.stream == s || capture.sides.count(s)); }
+int machine_device(int ordinal) {
+  const std::vector<int> shown = visible_devices();
+  return ordinal >= 0 && ordinal < (int)shown.size() ? shown[(size_t)ordinal] : -1;
+}
 void record(cudaStream_t s, std::function<void()> work) {
   if (auto side = capture.sides.find(s); side != capture.sides.end()) ++side->second.ops;
+  std::lock_guard g(invalid_mutex);
   if (capture.invalid.empty()) capture.work.push_back(std::move(work));
 }
 }  // namespace cuemu
@@ -1180,6 +1219,21 @@ cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st) {
   std::memset(d, v, n);
   return cudaSuccess;
 }
+// `height` rows of `width` bytes, `pitch` bytes apart.
+cudaError_t cudaMemset2DAsync(void* d, size_t pitch, int v, size_t width, size_t height, cudaStream_t st) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (pitch < width)
+    return api_error(cudaErrorInvalidPitchValue, "cudaMemset2DAsync: pitch %zu < width %zu", pitch, width);
+  Where w;
+  if (cudaError_t e = check_range("cudaMemset2DAsync", "dst", d, pitch * (height - 1) + width, &w)) return e;
+  if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemset2DAsync of %p, which is not device memory", d);
+  auto work = [=] {
+    for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(d) + r * pitch, v, width);
+  };
+  if (capturing(st)) return record(st, work), cudaSuccess;
+  work();
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   size_t used = 0;
   {
@@ -1213,7 +1267,7 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
-  if (capture.active) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaDeviceSynchronize");
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaDeviceSynchronize");
   return cudaSuccess;
 }
 cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory is released
@@ -1233,11 +1287,17 @@ struct Event {
   std::chrono::steady_clock::time_point t;
   bool recorded;
   unsigned flags;
-  // Last recorded in a capture: its id, the stream, and that stream's captured work at the time.
-  uint64_t capture_id = 0;
+  // Last recorded in a capture: its id (read by other threads' queries), the stream, and that
+  // stream's captured work at the time.
+  std::atomic<uint64_t> capture_id{0};
   cudaStream_t stream = nullptr;
   uint64_t ops = 0;
 };
+// Whether e was last recorded in the capture that is running now.
+bool in_running_capture(const Event* e) {
+  const uint64_t id = e->capture_id.load();
+  return id != 0 && id == live_capture.load(std::memory_order_acquire);
+}
 }  // namespace
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   if (!s) return api_error(cudaErrorInvalidValue, "cudaStreamCreate with a null result pointer");
@@ -1260,11 +1320,16 @@ cudaError_t cudaStreamQuery(cudaStream_t s) {
 }
 // Streams are synchronous, so a wait orders nothing; during a capture it forks and joins: a stream
 // that waits on an event recorded in the capture joins it (its work is captured from then on), and
-// the origin waiting on an event recorded on a joined stream joins that stream's work up to it.
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+// the origin waiting on an event recorded on a joined stream joins that stream's work up to it. A
+// capturing stream may not wait on an event recorded outside the capture (CUDA's
+// cudaEventWaitExternal flag aside): that fails and invalidates the capture.
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
   auto* ev = reinterpret_cast<Event*>(e);
   if (!ev) return api_error(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent on a null event");
-  if (!capture.active || ev->capture_id != capture.id) return cudaSuccess;
+  if (capturing(s) && !in_running_capture(ev) && !(flags & cudaEventWaitExternal))
+    return refuse_in_capture(cudaErrorStreamCaptureIsolation,
+                             "cudaStreamWaitEvent of a capturing stream on an event recorded outside the capture");
+  if (!in_running_capture(ev)) return cudaSuccess;
   if (!capturing(s)) capture.sides[s] = {};
   if (s == capture.stream)
     if (auto side = capture.sides.find(ev->stream); side != capture.sides.end())
@@ -1274,7 +1339,10 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return api_error(cudaErrorInvalidValue, "cudaEventCreate with a null result pointer");
-  *e = reinterpret_cast<cudaEvent_t>(new Event{{}, false, flags, 0, nullptr, 0});
+  auto* ev = new Event;
+  ev->recorded = false;
+  ev->flags = flags;
+  *e = reinterpret_cast<cudaEvent_t>(ev);
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
@@ -1292,14 +1360,18 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   ev->recorded = true;
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) {
-  if (capture.active) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  const auto* ev = reinterpret_cast<const Event*>(e);
+  if (ev && in_running_capture(ev))
+    return refuse_in_capture(cudaErrorCapturedEvent,
+                             "cudaEventSynchronize of an event recorded in the running capture");
+  if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   const auto* ev = reinterpret_cast<const Event*>(e);
-  if (ev && capture.active && ev->capture_id == capture.id)
-    return api_error(cudaErrorCapturedEvent, "cudaEventQuery of an event recorded in the running capture");
+  if (ev && in_running_capture(ev))
+    return refuse_in_capture(cudaErrorCapturedEvent, "cudaEventQuery of an event recorded in the running capture");
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
@@ -1308,6 +1380,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if ((x->flags | y->flags) & cudaEventDisableTiming)
     return api_error(cudaErrorInvalidResourceHandle,
                      "cudaEventElapsedTime on an event created with cudaEventDisableTiming");
+  if (in_running_capture(x) || in_running_capture(y))
+    return refuse_in_capture(cudaErrorCapturedEvent,
+                             "cudaEventElapsedTime of an event recorded in the running capture");
   if (!x->recorded || !y->recorded)
     return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
   *ms = std::chrono::duration<float, std::milli>(y->t - x->t).count();
@@ -1327,6 +1402,9 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     return api_error(cudaErrorIllegalState,
                      "cudaStreamBeginCapture while another capture runs (emulated: one at a time)");
   capture = Capture{true, s, mode, {}, {}, ++captures_begun, {}};
+  live_capture_mode.store(mode);
+  live_capture_thread.store(std::this_thread::get_id());
+  live_capture.store(capture.id, std::memory_order_release);
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
@@ -1334,8 +1412,13 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   *g = nullptr;
   if (!capture.active || capture.stream != s)
     return api_error(cudaErrorIllegalState, "cudaStreamEndCapture on a stream that did not begin a capture");
-  Capture done = std::move(capture);
-  capture = Capture{};
+  live_capture.store(0, std::memory_order_release);
+  Capture done;
+  {
+    std::lock_guard lock(invalid_mutex);
+    done = std::move(capture);
+    capture = Capture{};
+  }
   if (!done.invalid.empty())
     return api_error(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated by %s",
                      done.invalid.c_str());
@@ -1351,6 +1434,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
   if (!status) return api_error(cudaErrorInvalidValue, "cudaStreamIsCapturing with a null result pointer");
+  std::lock_guard g(invalid_mutex);
   *status = !capturing(s)             ? cudaStreamCaptureStatusNone
             : capture.invalid.empty() ? cudaStreamCaptureStatusActive
                                       : cudaStreamCaptureStatusInvalidated;
@@ -1414,6 +1498,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     CUEMU_E(cudaErrorStreamCaptureInvalidated)
     CUEMU_E(cudaErrorStreamCaptureImplicit)
     CUEMU_E(cudaErrorStreamCaptureUnjoined)
+    CUEMU_E(cudaErrorStreamCaptureIsolation)
     CUEMU_E(cudaErrorCapturedEvent)
 #undef CUEMU_E
     // clang-format on
@@ -1457,6 +1542,8 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorStreamCaptureUnjoined:
       return "capture was not joined";
+    case cudaErrorStreamCaptureIsolation:
+      return "operation would have resulted in a merge of independent capture sequences";
     case cudaErrorCapturedEvent:
       return "operation not permitted on an event last recorded in a capturing stream";
     default:

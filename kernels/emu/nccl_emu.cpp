@@ -15,11 +15,15 @@
 // first, as NCCL's PreMulSum does for floating types.
 // Streams: a call runs when it is made (emulated streams are synchronous) on the calling thread, or,
 // while its stream is captured, is recorded into the graph and runs at every replay (cuemu::record).
-// Failures: ncclCommAbort marks the segment aborted; a rank waiting in a collective then stops
-// waiting, leaves its output as it was and reports ncclRemoteError through ncclCommGetAsyncError, as
-// NCCL reports a peer that left. A rank that dies without aborting leaves the others waiting, and the
-// communicator's own timeout ends them.
-// Not modelled: NCCL's speed and its ring order of summation.
+// As NCCL on one node: ranks must be on different devices (ncclCommInitRank fails with
+// ncclInvalidUsage for a duplicate GPU, by the machine ordinal behind CUDA_VISIBLE_DEVICES);
+// ncclCommAbort affects its own rank only (a thread of it waiting in a collective stops waiting and
+// leaves the output as it was), so a rank whose peer aborted, died or hangs waits until its own
+// timeout ends it; ncclCommDestroy and ncclCommAbort wait until no CUDA graph holds a captured
+// collective of the communicator (NCCL 2.28's commDestroySync), where a destroy that would wait
+// forever is reported and aborts the process instead of hanging.
+// Not modelled: NCCL's speed, its ring order of summation (whether its premultiply and add fuse into
+// one rounding), and error reporting over network transports (ncclRemoteError).
 // Tested by test_nccl_gpu (one rank) and scripts/dist_checks.sh (two ranks under engine-launch on the
 // emulated GPU).
 #include <fcntl.h>
@@ -32,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -50,7 +55,7 @@ constexpr uint32_t kMagic = 0x6e63636cu;  // "nccl"
 struct Segment {
   std::atomic<uint32_t> magic;
   std::atomic<int> attached;
-  std::atomic<int> aborted;
+  std::atomic<int> device[kMaxRanks];  // each rank's machine device ordinal
   std::atomic<uint64_t> progress[kMaxRanks];
   alignas(64) unsigned char slots[kMaxRanks][kSlotBytes];
 };
@@ -111,19 +116,18 @@ struct ncclComm {
   Segment* seg = nullptr;
   std::string name;
   int rank = 0, nranks = 1;
-  uint64_t phase = 0;                            // this rank's progress counter
-  std::atomic<ncclResult_t> async{ncclSuccess};  // ncclRemoteError once a peer aborted
-  std::atomic<bool> aborted{false};
+  uint64_t phase = 0;                // this rank's progress counter
+  std::atomic<bool> aborted{false};  // ncclCommAbort of this rank
+  std::atomic<int> graph_refs{0};    // copies of captured collectives held by CUDA graphs
 
-  // Waits until every rank's counter reaches `target`; false when the job was aborted meanwhile.
+  // Waits until every rank's counter reaches `target`; false when this rank was aborted meanwhile.
   bool wait_all(uint64_t target) {
     for (int spins = 0;; ++spins) {
       bool all = true;
       for (int r = 0; r < nranks && all; ++r) all = seg->progress[r].load(std::memory_order_acquire) >= target;
       if (all) return true;
-      if (seg->aborted.load(std::memory_order_acquire) || aborted.load()) {
-        async.store(ncclRemoteError);
-        set_last_error("a peer aborted the communicator");
+      if (aborted.load()) {
+        set_last_error("the communicator was aborted");
         return false;
       }
       if (spins < 64)
@@ -152,6 +156,26 @@ ncclResult_t check_comm(ncclComm_t c) {
   return ncclSuccess;
 }
 
+// A captured collective's hold on its communicator: one per copy of the recorded work, so the count
+// is how many graphs (cudaGraph_t and cudaGraphExec_t alike) contain it.
+struct GraphRef {
+  ncclComm_t c;
+  explicit GraphRef(ncclComm_t comm) : c(comm) { ++c->graph_refs; }
+  GraphRef(const GraphRef& o) : c(o.c) { ++c->graph_refs; }
+  GraphRef(GraphRef&& o) noexcept : c(o.c) { ++c->graph_refs; }
+  GraphRef& operator=(const GraphRef&) = delete;
+  ~GraphRef() { --c->graph_refs; }
+};
+// The work of a collective in stream order; a captured one holds the communicator (GraphRef).
+void enqueue(ncclComm_t c, cudaStream_t stream, std::function<void()> work) {
+  if (cuemu::capturing(stream)) return cuemu::record(stream, [ref = GraphRef(c), work = std::move(work)] { work(); });
+  work();
+}
+// Waits, as NCCL's destroy and abort do, until no graph holds a captured collective of c.
+void wait_for_graphs(ncclComm_t c) {
+  while (c->graph_refs.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 // Element-wise reduction of `count` elements over the ranks' slots into out, in rank order.
 template <class T, class Load, class Store>
 void reduce_slots(ncclComm_t c, size_t count, ncclRedOp_t op, void* out, const Load& load, const Store& store) {
@@ -166,12 +190,26 @@ void reduce_slots(ncclComm_t c, size_t count, ncclRedOp_t op, void* out, const L
     static_cast<T*>(out)[i] = store(acc);
   }
 }
+// Integers: exact sums (wrapping), ncclAvg divides the sum (NCCL's SumPostDiv for integer types).
 template <class T>
-void reduce_slots_exact(ncclComm_t c, size_t count, ncclRedOp_t op, void* out) {
+void reduce_slots_int(ncclComm_t c, size_t count, ncclRedOp_t op, void* out) {
   for (size_t i = 0; i < count; ++i) {
     T acc = 0;
     for (int r = 0; r < c->nranks; ++r) acc = T(acc + reinterpret_cast<const T*>(c->seg->slots[r])[i]);
     static_cast<T*>(out)[i] = op == ncclAvg ? T(acc / T(c->nranks)) : acc;
+  }
+}
+// f64: premultiplied by 1/nranks for ncclAvg, as the other floating types.
+void reduce_slots_f64(ncclComm_t c, size_t count, ncclRedOp_t op, void* out) {
+  const double scale = 1.0 / c->nranks;
+  for (size_t i = 0; i < count; ++i) {
+    double acc = 0;
+    for (int r = 0; r < c->nranks; ++r) {
+      double v = reinterpret_cast<const double*>(c->seg->slots[r])[i];
+      if (op == ncclAvg) v *= scale;
+      acc = r == 0 ? v : acc + v;
+    }
+    static_cast<double*>(out)[i] = acc;
   }
 }
 void reduce_chunk(ncclComm_t c, ncclDataType_t t, size_t count, ncclRedOp_t op, void* out) {
@@ -185,13 +223,19 @@ void reduce_chunk(ncclComm_t c, ncclDataType_t t, size_t count, ncclRedOp_t op, 
     case ncclBfloat16:
       return reduce_slots<uint16_t>(c, count, op, out, bf16_bits_to_float, float_to_bf16_bits);
     case ncclFloat64:
-      return reduce_slots_exact<double>(c, count, op, out);
+      return reduce_slots_f64(c, count, op, out);
+    case ncclInt8:
+      return reduce_slots_int<int8_t>(c, count, op, out);
     case ncclInt32:
-      return reduce_slots_exact<int32_t>(c, count, op, out);
+      return reduce_slots_int<int32_t>(c, count, op, out);
+    case ncclUint32:
+      return reduce_slots_int<uint32_t>(c, count, op, out);
     case ncclInt64:
-      return reduce_slots_exact<int64_t>(c, count, op, out);
+      return reduce_slots_int<int64_t>(c, count, op, out);
+    case ncclUint64:
+      return reduce_slots_int<uint64_t>(c, count, op, out);
     default:
-      return reduce_slots_exact<uint8_t>(c, count, op, out);
+      return reduce_slots_int<uint8_t>(c, count, op, out);
   }
 }
 
@@ -254,7 +298,7 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   Segment* seg = map_segment(name, true);
   if (!seg) return error(ncclSystemError, "cannot create the shared-memory segment " + name);
   seg->attached.store(0);
-  seg->aborted.store(0);
+  for (auto& d : seg->device) d.store(-1);
   for (auto& p : seg->progress) p.store(0);
   seg->magic.store(kMagic, std::memory_order_release);
   munmap(seg, kSegmentBytes);
@@ -275,43 +319,60 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
     if (seg) munmap(seg, kSegmentBytes);
     return error(ncclInvalidArgument, "no communicator for this unique id (" + name + ")");
   }
-  auto* c = new ncclComm;
-  c->seg = seg, c->name = name, c->rank = rank, c->nranks = nranks;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    munmap(seg, kSegmentBytes);
+    return error(ncclUnhandledCudaError, "cudaGetDevice failed");
+  }
+  seg->device[rank].store(cuemu::machine_device(device));
   if (seg->attached.fetch_add(1) + 1 == nranks) shm_unlink(name.c_str());  // every rank has it mapped
   // Like NCCL's, initialisation returns once every rank has joined.
-  while (seg->attached.load(std::memory_order_acquire) < nranks) {
-    if (seg->aborted.load()) {
-      munmap(seg, kSegmentBytes);
-      delete c;
-      return error(ncclRemoteError, "a peer aborted during initialisation");
-    }
+  while (seg->attached.load(std::memory_order_acquire) < nranks)
     std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  for (int r = 0; r < nranks; ++r)
+    if (r != rank && seg->device[r].load() == seg->device[rank].load()) {
+      const int d = seg->device[r].load();
+      munmap(seg, kSegmentBytes);
+      return error(ncclInvalidUsage, "Duplicate GPU detected: rank " + std::to_string(rank) + " and rank " +
+                                         std::to_string(r) + " both on machine device " + std::to_string(d));
+    }
+  auto* c = new ncclComm;
+  c->seg = seg, c->name = name, c->rank = rank, c->nranks = nranks;
   *comm = c;
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return error(ncclInvalidArgument, "ncclCommDestroy of a null communicator");
+  if (const int refs = comm->graph_refs.load(); refs > 0) {
+    // NCCL would wait for those graphs' destruction, which the caller (holding them) never reaches.
+    std::fprintf(stderr,
+                 "emulated NCCL: ncclCommDestroy while %d CUDA graph(s) hold captured collectives of the "
+                 "communicator: NCCL waits until they are destroyed, so this would hang; destroy the graphs "
+                 "first\n",
+                 refs);
+    std::abort();
+  }
   if (comm->seg) munmap(comm->seg, kSegmentBytes);
   shm_unlink(comm->name.c_str());  // (already gone unless a peer never joined)
   delete comm;
   return ncclSuccess;
 }
 
-// Another thread may still be waiting in a collective of this communicator (the communicator's
-// watchdog aborts while the training thread waits): the mapping stays, so that wait ends safely.
+// This rank only. Another thread may still be waiting in a collective of this communicator (the
+// communicator's watchdog aborts while the training thread waits): the mapping stays, so that wait
+// ends safely. Like NCCL's, it returns once no CUDA graph holds a captured collective.
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (!comm) return error(ncclInvalidArgument, "ncclCommAbort of a null communicator");
   comm->aborted.store(true);
-  if (comm->seg) comm->seg->aborted.store(1, std::memory_order_release);
   shm_unlink(comm->name.c_str());
+  wait_for_graphs(comm);
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async) {
   if (!comm || !async) return error(ncclInvalidArgument, "ncclCommGetAsyncError with a null argument");
-  *async = comm->async.load();
+  *async = ncclSuccess;  // errors of a network transport are not modelled
   return ncclSuccess;
 }
 
@@ -321,7 +382,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || (op != ncclSum && op != ncclAvg) || (count && (!send || !recv)))
     return error(ncclInvalidArgument, "ncclAllReduce: unsupported type or operation, or a null buffer");
-  cuemu::run_or_record(stream, [=] {
+  enqueue(comm, stream, [=] {
     in_rounds(count, kSlotBytes / es, [&](size_t done, size_t n) {  // in elements
       const auto* src = static_cast<const unsigned char*>(send) + done * es;
       auto* dst = static_cast<unsigned char*>(recv) + done * es;
@@ -338,7 +399,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || root < 0 || root >= comm->nranks || (count && !recv) || (count && comm->rank == root && !send))
     return error(ncclInvalidArgument, "ncclBroadcast: unsupported type, bad root or a null buffer");
-  cuemu::run_or_record(stream, [=] {
+  enqueue(comm, stream, [=] {
     in_rounds(count * es, kSlotBytes, [&](size_t done, size_t n) {
       return comm->round(
           [&](unsigned char* slot) {
@@ -356,7 +417,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || (count && (!send || !recv)))
     return error(ncclInvalidArgument, "ncclAllGather: unsupported type or a null buffer");
-  cuemu::run_or_record(stream, [=] {
+  enqueue(comm, stream, [=] {
     const size_t bytes = count * es;
     in_rounds(bytes, kSlotBytes, [&](size_t done, size_t n) {
       return comm->round(

@@ -429,8 +429,6 @@ TEST(EmuRuntime, StreamsForkAndJoinACapture) {
   CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
   GPU_LAUNCH(1, 64, 0, s, scale)(a, b, 64);  // b = 2a
   CK(cudaEventRecord(fork, s));
-  EXPECT_EQ(cudaEventQuery(fork), cudaErrorCapturedEvent);
-  (void)cudaGetLastError();
   CK(cudaStreamIsCapturing(side, &st));
   EXPECT_EQ(st, cudaStreamCaptureStatusNone);
   CK(cudaStreamWaitEvent(side, fork, 0));  // the fork
@@ -472,6 +470,26 @@ TEST(EmuRuntime, StreamsForkAndJoinACapture) {
   // After the capture the side stream runs its work at once again.
   GPU_LAUNCH(1, 64, 0, side, scale)(a, b, 64);
   EXPECT_EQ(host(b, 64)[0], 32.f);
+
+  // Invalid during a capture, which is lost: querying an event recorded in it, and a capturing
+  // stream waiting on an event recorded outside it (unless the wait is marked external).
+  cudaEvent_t outside;
+  CK(cudaEventCreateWithFlags(&outside, cudaEventDisableTiming));
+  CK(cudaEventRecord(outside, other));
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CK(cudaEventRecord(fork, s));
+  EXPECT_EQ(cudaEventQuery(fork), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  EXPECT_EQ(cudaStreamWaitEvent(s, outside, 0), cudaErrorStreamCaptureIsolation);
+  EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CK(cudaStreamWaitEvent(s, outside, cudaEventWaitExternal));
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphDestroy(g));
+  CK(cudaEventDestroy(outside));
   CK(cudaEventDestroy(fork));
   CK(cudaEventDestroy(join));
   CK(cudaFree(a));
@@ -481,19 +499,66 @@ TEST(EmuRuntime, StreamsForkAndJoinACapture) {
   CK(cudaStreamDestroy(other));
 }
 
-// Devices: CUDA_VISIBLE_DEVICES's entries, or CUEMU_DEVICE_COUNT without it; the current device is
-// per thread.
+// Potentially unsafe calls (cudaMalloc) from another thread during a capture: ignored by a
+// thread-local capture, refused (and the capture lost) by a global one; never refused in a thread
+// whose own mode is relaxed.
+TEST(EmuRuntime, CaptureModesAndOtherThreads) {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  auto malloc_in_other_thread = [](bool relaxed) {
+    cudaError_t e = cudaSuccess;
+    std::thread([&] {
+      if (relaxed) {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        CK(cudaThreadExchangeStreamCaptureMode(&mode));
+      }
+      void* p = nullptr;
+      e = cudaMalloc(&p, 64);
+      if (e == cudaSuccess) CK(cudaFree(p));
+    }).join();
+    (void)cudaGetLastError();
+    return e;
+  };
+  cudaGraph_t g = nullptr;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  EXPECT_EQ(malloc_in_other_thread(false), cudaSuccess);
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphDestroy(g));
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  EXPECT_EQ(malloc_in_other_thread(true), cudaSuccess);
+  EXPECT_EQ(malloc_in_other_thread(false), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  CK(cudaStreamDestroy(s));
+}
+
+// Devices: the machine's CUEMU_DEVICE_COUNT, selected by CUDA_VISIBLE_DEVICES with the driver's
+// rules; the current device is per thread.
 TEST(EmuRuntime, DeviceCountAndCurrentDevice) {
   const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::string keep = saved ? saved : "";
-  int n = 0;
-  setenv("CUDA_VISIBLE_DEVICES", "0,1,3", 1);
-  CK(cudaGetDeviceCount(&n));
-  EXPECT_EQ(n, 3);
-  unsetenv("CUDA_VISIBLE_DEVICES");
+  auto count = [](const char* visible) {
+    if (visible)
+      setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+    else
+      unsetenv("CUDA_VISIBLE_DEVICES");
+    int n = -1;
+    (void)cudaGetDeviceCount(&n);
+    (void)cudaGetLastError();
+    return n;
+  };
+  setenv("CUEMU_DEVICE_COUNT", "4", 1);
+  EXPECT_EQ(count(nullptr), 4);
+  EXPECT_EQ(count("0,1,3"), 3);
+  EXPECT_EQ(count(" 2 , 0"), 2);
+  EXPECT_EQ(count("1,0,5,2"), 2);  // 5 is not a device of the machine: it and what follows are hidden
+  EXPECT_EQ(count("0,-1,1"), 1);
+  EXPECT_EQ(count("0,x,1"), 1);
+  EXPECT_EQ(count("0,1,0"), 0);  // a repeated ordinal hides every device
+  EXPECT_EQ(count(""), 0);
+  EXPECT_EQ(count("-1"), 0);
+  count(nullptr);
   setenv("CUEMU_DEVICE_COUNT", "2", 1);
-  CK(cudaGetDeviceCount(&n));
-  EXPECT_EQ(n, 2);
   CK(cudaSetDevice(1));
   int d = -1;
   CK(cudaGetDevice(&d));
@@ -507,8 +572,7 @@ TEST(EmuRuntime, DeviceCountAndCurrentDevice) {
   (void)cudaGetLastError();
   CK(cudaSetDevice(0));
   unsetenv("CUEMU_DEVICE_COUNT");
-  CK(cudaGetDeviceCount(&n));
-  EXPECT_EQ(n, 1);
+  EXPECT_EQ(count(nullptr), 1);
   if (saved) setenv("CUDA_VISIBLE_DEVICES", keep.c_str(), 1);
 }
 
