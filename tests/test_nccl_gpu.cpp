@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -239,9 +240,9 @@ int two_rank_worker(int rank, const std::string& path) {
 
 TEST(NcclGpu, TwoRanksReduceBroadcastGatherAndReplay) {
   if (cuda_device_count() < 2) GTEST_SKIP() << "one GPU: two NCCL ranks need two devices";
-  char dir_template[] = "/tmp/test_nccl_gpu.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  const std::string path = std::string(dir_template) + "/rendezvous";
+  std::string dir = (std::filesystem::temp_directory_path() / "test_nccl_gpu.XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  const std::string path = dir + "/rendezvous";
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     const pid_t pid = fork();
@@ -258,7 +259,7 @@ TEST(NcclGpu, TwoRanksReduceBroadcastGatherAndReplay) {
     ASSERT_EQ(waitpid(pids[r], &status, 0), pids[r]);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker " << r << " ended with status " << status;
   }
-  rmdir(dir_template);
+  rmdir(dir.c_str());
 }
 
 }  // namespace

@@ -15,9 +15,9 @@
 // both backward passes; the kernel rounds w and multiplies in the low type with f32 accumulation and
 // f32 outputs (kernels/cpu/conv_cpu.h). An fp16 gy that overflows (|gy| > 65504 after loss scaling)
 // becomes inf and so do the gradients: the loss scaler (train/grad_scaler.h) detects that and skips
-// the step. On a real GPU cuDNN computes in the low type end to end (the OHWI weight copy is made
+// the step. On a GPU cuDNN computes in the low type end to end (the OHWI weight copy is made
 // in it too) and writes y, gx and gw in it; they are cast back to f32 here, and the bias gradient
-// sums the f32 gy. tf32 autocast (real GPU only) keeps f32 tensors and lets cuDNN use TF32 math.
+// sums the f32 gy. tf32 autocast (GPUs only) keeps f32 tensors and lets cuDNN use TF32 math.
 // O2 (x itself bf16 / f16, the models' activations at --amp_level O2): the kernel multiplies in x's
 // type whatever the autocast precision, and y and gx are stored in it (ConvParams::low_out: the CPU
 // rounds the f32 accumulator plus bias once; cuDNN's low-type y and gx are kept, and its bias is
@@ -188,7 +188,7 @@ kernels::CudnnWorkspaceFn device_workspace(std::vector<Tensor>& keep, Device dev
 }
 #endif
 
-// The weight in the layout (and, on a real GPU, the type) the device's kernel reads (see the file comment).
+// The weight in the layout (and, on a GPU, the type) the device's kernel reads (see the file comment).
 Tensor kernel_weight(const Tensor& w, const ConvParams& p) {
 #if defined(ENGINE_WITH_CUDA)
   if (w.device().is_cuda()) return to_ohwi(w, p);
