@@ -171,3 +171,46 @@ TEST(Copy, FloatCastsAtEveryAlignmentGiveTheCpuBits) {
         }
     }
 }
+
+// The bytes of t, copied to the host.
+std::vector<unsigned char> host_bytes(const Tensor& t) {
+  const Tensor h = t.to(Device::cpu()).contiguous();
+  const auto* p = static_cast<const unsigned char*>(h.raw_data());
+  return std::vector<unsigned char>(p, p + h.nbytes());
+}
+
+// A conv weight's layout changes, OIHW -> OHWI and back (coalesced, a batched transpose with the
+// short kH*kW on either side: on a GPU the rows kernel, threads along the longer dim), and one whose
+// kH*kW is too long for it (the strided kernel): the CPU's bytes on the (emulated) GPU for every
+// storage type and the float casts, from a view starting at an offset.
+TEST(Copy, WeightLayoutChangesGiveTheCpuBytes) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device (real or emulated)";
+  const std::vector<Shape> shapes = {{5, 7, 3, 3}, {4, 12, 3, 3}, {3, 70, 9, 9}, {2, 3, 1, 5}};
+  for (const Shape& oihw : shapes) {
+    Shape padded = oihw;
+    padded[0] += 1;  // the view starts one filter in
+    std::vector<float> values((size_t)shape_numel(padded));
+    uint64_t state = 0x2545F4914F6CDD1Dull;
+    for (float& v : values) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      v = (float)(int64_t)(state >> 40) / 4096.f - 2000.f;  // exact in f32, rounds in bf16 / f16
+    }
+    for (DType from : {DType::F32, DType::BF16, DType::F16, DType::I64, DType::I32, DType::U8})
+      for (DType to : {DType::F32, DType::BF16, DType::F16, DType::I64, DType::I32, DType::U8}) {
+        const bool both_float = is_float_storage(from) && is_float_storage(to);
+        if (from != to && !both_float) continue;
+        for (const auto& perm : {std::vector<int>{0, 2, 3, 1}, std::vector<int>{0, 3, 1, 2}}) {
+          const std::string what = shape_str(oihw) + " permute " + std::to_string(perm[1]) + std::to_string(perm[2]) +
+                                   std::to_string(perm[3]) + " " + dtype_name(from) + " -> " + dtype_name(to);
+          std::vector<unsigned char> got[2];
+          for (const Device d : {Device::cpu(), Device::cuda(0)}) {
+            const Tensor base = Tensor::from_vector(values, padded, d).to(from);
+            const Tensor view = base.narrow(0, 1, oihw[0]).permute(perm);
+            got[d.is_cuda()] = host_bytes(copy_contiguous(view, to));
+          }
+          ASSERT_EQ(got[1].size(), got[0].size()) << what;
+          EXPECT_TRUE(got[1] == got[0]) << what;
+        }
+      }
+  }
+}

@@ -22,7 +22,10 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     copy_into(dst, staged);
     return;
   }
-  const kernels::StridedLayout sl = layout_of(src), dl = layout_of(dst);
+  // Coalesced, so a transpose or slice of a higher-rank tensor costs the kernels' index arithmetic of
+  // the few dims it really has (a conv weight's OIHW -> OHWI permute is [O, HW, I] from [O, I, HW]).
+  kernels::StridedLayout sl = layout_of(src), dl = layout_of(dst);
+  coalesce({&sl, &dl});
   ENGINE_DISPATCH("copy", dst.device(), traffic(src, dst),
                   kernels::strided_copy_cpu(src.storage()->data, src.dtype(), sl, dst.storage()->data, dst.dtype(), dl,
                                             dst.numel()),

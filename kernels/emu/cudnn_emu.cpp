@@ -83,59 +83,95 @@ using engine::kernels::ConvPass;
 bool supported_type(cudnnDataType_t t) {
   return t == CUDNN_DATA_FLOAT || t == CUDNN_DATA_HALF || t == CUDNN_DATA_BFLOAT16;
 }
-float load(cudnnDataType_t t, const void* base, int64_t i) {
-  if (t == CUDNN_DATA_FLOAT) return static_cast<const float*>(base)[i];
-  const uint16_t bits = static_cast<const uint16_t*>(base)[i];
-  return t == CUDNN_DATA_HALF ? engine::kernels::half_bits_to_float(bits) : engine::kernels::bf16_bits_to_float(bits);
+// Calls visit(i, o) for the tensor's elements in [N, H, W, C] order (the CPU kernel's activation
+// layout): i counts them, o is the element's offset.
+template <class Visit>
+void for_each_nhwc(const cudnnTensorStruct& d, const Visit& visit) {
+  const int N = d.dims[0], C = d.dims[1], H = d.dims[2], W = d.dims[3];
+  size_t i = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t base = n * d.strides[0] + h * d.strides[2] + w * d.strides[3];
+        for (int64_t c = 0; c < C; ++c) visit(i++, base + c * d.strides[1]);
+      }
 }
-// Stores v; `flip` toggles the lowest bit of the stored value (a non-deterministic algorithm).
-void store(cudnnDataType_t t, void* base, int64_t i, float v, bool flip) {
-  if (t == CUDNN_DATA_FLOAT) {
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    u ^= uint32_t(flip);
-    std::memcpy(static_cast<float*>(base) + i, &u, 4);
-    return;
-  }
-  const uint16_t bits =
-      t == CUDNN_DATA_HALF ? engine::kernels::float_to_half_bits(v) : engine::kernels::float_to_bf16_bits(v);
-  static_cast<uint16_t*>(base)[i] = uint16_t(bits ^ uint16_t(flip));
+// The same for a filter's elements in OIHW order (the CPU kernel's weight layout) in the
+// descriptor's memory layout, KRSC or KCRS; CUDNN_CONVOLUTION mode flips the filter (reverses its
+// kH*kW positions).
+template <class Visit>
+void for_each_oihw(const cudnnFilterStruct& f, bool flip, const Visit& visit) {
+  const int64_t K = f.k, C = f.c, HW = (int64_t)f.h * f.w;
+  const bool krsc = f.format == CUDNN_TENSOR_NHWC;
+  const int64_t sk = C * HW, sc = krsc ? 1 : HW, sm = krsc ? C : 1;  // strides of k, c, and position m
+  const int64_t step = flip ? -sm : sm;
+  size_t i = 0;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t first = k * sk + c * sc + (flip ? (HW - 1) * sm : 0);
+      for (int64_t rs = 0; rs < HW; ++rs) visit(i++, first + rs * step);
+    }
 }
 
-int64_t offset(const cudnnTensorStruct& d, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return n * d.strides[0] + c * d.strides[1] + h * d.strides[2] + w * d.strides[3];
+// Each data type's storage: T the stored element (float, or the bits of half / bfloat16), load /
+// store converting to and from f32, bits / from_bits its raw bits (the noise toggles the lowest).
+struct F32Io {
+  using T = float;
+  static float load(float v) { return v; }
+  static float store(float v) { return v; }
+  static uint32_t bits(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    return u;
+  }
+  static float from_bits(uint32_t u) {
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+  }
+};
+struct HalfIo {
+  using T = uint16_t;
+  static float load(uint16_t b) { return engine::kernels::half_bits_to_float(b); }
+  static uint16_t store(float v) { return engine::kernels::float_to_half_bits(v); }
+  static uint32_t bits(uint16_t b) { return b; }
+  static uint16_t from_bits(uint32_t u) { return (uint16_t)u; }
+};
+struct Bf16Io {
+  using T = uint16_t;
+  static float load(uint16_t b) { return engine::kernels::bf16_bits_to_float(b); }
+  static uint16_t store(float v) { return engine::kernels::float_to_bf16_bits(v); }
+  static uint32_t bits(uint16_t b) { return b; }
+  static uint16_t from_bits(uint32_t u) { return (uint16_t)u; }
+};
+// Calls f(Io{}) with Io the storage of t, so the loops below switch on the type once per call.
+template <class F>
+void with_io(cudnnDataType_t t, const F& f) {
+  if (t == CUDNN_DATA_FLOAT) return f(F32Io{});
+  if (t == CUDNN_DATA_HALF) return f(HalfIo{});
+  return f(Bf16Io{});
 }
-// The tensor as f32 [N, H, W, C] (the CPU kernel's activation layout).
+
+// The elements for_each visits in p, in its order, as f32 (rounded to TF32 when tf32).
+template <class ForEach>
+std::vector<float> gather_each(cudnnDataType_t t, const void* p, size_t count, bool tf32, const ForEach& for_each) {
+  std::vector<float> out(count);
+  with_io(t, [&]<class Io>(Io) {
+    const auto* src = static_cast<const typename Io::T*>(p);
+    for_each([&](size_t i, int64_t o) {
+      const float v = Io::load(src[o]);
+      out[i] = tf32 ? cuemu::round_to_tf32(v) : v;
+    });
+  });
+  return out;
+}
+size_t element_count(const cudnnTensorStruct& d) { return (size_t)d.dims[0] * d.dims[1] * d.dims[2] * d.dims[3]; }
+size_t element_count(const cudnnFilterStruct& f) { return (size_t)f.k * f.c * f.h * f.w; }
 std::vector<float> gather(const cudnnTensorStruct& d, const void* p, bool tf32) {
-  const int N = d.dims[0], C = d.dims[1], H = d.dims[2], W = d.dims[3];
-  std::vector<float> out((size_t)N * H * W * C);
-  size_t i = 0;
-  for (int n = 0; n < N; ++n)
-    for (int h = 0; h < H; ++h)
-      for (int w = 0; w < W; ++w)
-        for (int c = 0; c < C; ++c) {
-          const float v = load(d.type, p, offset(d, n, c, h, w));
-          out[i++] = tf32 ? cuemu::round_to_tf32(v) : v;
-        }
-  return out;
+  return gather_each(d.type, p, element_count(d), tf32, [&](const auto& visit) { for_each_nhwc(d, visit); });
 }
-// The offset of filter element (k, c, r, s) in the descriptor's memory layout.
-int64_t filter_offset(const cudnnFilterStruct& f, int64_t k, int64_t c, int64_t r, int64_t s) {
-  if (f.format == CUDNN_TENSOR_NHWC) return ((k * f.h + r) * f.w + s) * f.c + c;  // KRSC
-  return ((k * f.c + c) * f.h + r) * f.w + s;                                     // KCRS
-}
-// The filter as f32 OIHW (the CPU kernel's weight layout); CUDNN_CONVOLUTION mode flips it.
 std::vector<float> gather_filter(const cudnnFilterStruct& f, const void* p, bool flip, bool tf32) {
-  std::vector<float> out((size_t)f.k * f.c * f.h * f.w);
-  size_t i = 0;
-  for (int k = 0; k < f.k; ++k)
-    for (int c = 0; c < f.c; ++c)
-      for (int r = 0; r < f.h; ++r)
-        for (int s = 0; s < f.w; ++s) {
-          const float v = load(f.type, p, filter_offset(f, k, c, flip ? f.h - 1 - r : r, flip ? f.w - 1 - s : s));
-          out[i++] = tf32 ? cuemu::round_to_tf32(v) : v;
-        }
-  return out;
+  return gather_each(f.type, p, element_count(f), tf32, [&](const auto& visit) { for_each_oihw(f, flip, visit); });
 }
 
 // Which outputs a non-deterministic algorithm perturbs: a different eighth on every call.
@@ -151,32 +187,28 @@ struct Noise {
     return ((z >> 29) & 7) == 0;
   }
 };
-// dst = alpha * v + beta * dst in dst's layout and type; v is [N, H, W, C].
+// For the elements for_each visits, dst = alpha * v[i] + beta * dst in dst's type (dst not read when
+// beta is 0); a flipped element (noise) has the lowest bit of its stored value toggled.
+template <class ForEach>
+void scatter_each(cudnnDataType_t t, void* p, const std::vector<float>& v, float alpha, float beta, const Noise& noise,
+                  const ForEach& for_each) {
+  with_io(t, [&]<class Io>(Io) {
+    auto* dst = static_cast<typename Io::T*>(p);
+    for_each([&](size_t i, int64_t o) {
+      const float r = beta == 0.f ? alpha * v[i] : alpha * v[i] + beta * Io::load(dst[o]);
+      dst[o] = noise.flip(i) ? Io::from_bits(Io::bits(Io::store(r)) ^ 1u) : Io::store(r);
+    });
+  });
+}
+// v in [N, H, W, C] order.
 void scatter(const cudnnTensorStruct& d, void* p, const std::vector<float>& v, float alpha, float beta,
              const Noise& noise) {
-  const int N = d.dims[0], C = d.dims[1], H = d.dims[2], W = d.dims[3];
-  size_t i = 0;
-  for (int n = 0; n < N; ++n)
-    for (int h = 0; h < H; ++h)
-      for (int w = 0; w < W; ++w)
-        for (int c = 0; c < C; ++c, ++i) {
-          const int64_t o = offset(d, n, c, h, w);
-          const float r = beta == 0.f ? alpha * v[i] : alpha * v[i] + beta * load(d.type, p, o);
-          store(d.type, p, o, r, noise.flip(i));
-        }
+  scatter_each(d.type, p, v, alpha, beta, noise, [&](const auto& visit) { for_each_nhwc(d, visit); });
 }
-// The same for a filter, v in OIHW.
+// v in OIHW order.
 void scatter_filter(const cudnnFilterStruct& f, void* p, const std::vector<float>& v, bool flip, float alpha,
                     float beta, const Noise& noise) {
-  size_t i = 0;
-  for (int k = 0; k < f.k; ++k)
-    for (int c = 0; c < f.c; ++c)
-      for (int r = 0; r < f.h; ++r)
-        for (int s = 0; s < f.w; ++s, ++i) {
-          const int64_t o = filter_offset(f, k, c, flip ? f.h - 1 - r : r, flip ? f.w - 1 - s : s);
-          const float x = beta == 0.f ? alpha * v[i] : alpha * v[i] + beta * load(f.type, p, o);
-          store(f.type, p, o, x, noise.flip(i));
-        }
+  scatter_each(f.type, p, v, alpha, beta, noise, [&](const auto& visit) { for_each_oihw(f, flip, visit); });
 }
 
 // ------------------------------------------------------------------ problems and algorithms
