@@ -201,5 +201,33 @@ BENCH_REGISTER(elementwise) {
           },
           [&] { x.to(DType::BF16); });
     }
+    // The conv op's weight layout changes on a GPU (engine/ops/conv.cpp): OIHW -> OHWI before cuDNN,
+    // also cast to bf16 at O1 / O2, and the OHWI weight gradient back, on DarkNet53's largest 3x3
+    // layer (a batched transpose with kH*kW = 9 on one side).
+    {
+      const Shape s = q ? Shape{256, 128, 3, 3} : Shape{1024, 512, 3, 3};  // OIHW
+      const Tensor w = Tensor::uniform(s, 10, -1.f, 1.f, d);
+      const auto wv = w.to_vector();
+      const Tensor ohwi_view = w.permute({0, 2, 3, 1});
+      // element i of the OHWI copy: [o, h, w, i] <- OIHW [o, i, h, w]
+      auto ohwi_ref = [&](size_t i) {
+        const int64_t ci = (int64_t)i % s[1], kw = (int64_t)i / s[1] % s[3], kh = (int64_t)i / (s[1] * s[3]) % s[2],
+                      o = (int64_t)i / (s[1] * s[3] * s[2]);
+        return wv[(size_t)(((o * s[1] + ci) * s[2] + kh) * s[3] + kw)];
+      };
+      runner.run(
+          "permute_contiguous", shape_name(s) + " OIHW -> OHWI", d, {2.0 * 4 * (double)w.numel(), 0},
+          [&] { return check(ohwi_view.contiguous(), ohwi_ref); }, [&] { ohwi_view.contiguous(); });
+      runner.run(
+          "permute_cast_bf16", shape_name(s) + " OIHW -> OHWI", d, {6.0 * (double)w.numel(), 0},
+          [&] { return check(copy_contiguous(ohwi_view, DType::BF16).to(DType::F32), ohwi_ref, 1e-2f); },
+          [&] { copy_contiguous(ohwi_view, DType::BF16); });
+      const Tensor ohwi = ohwi_view.contiguous();
+      const Tensor back_view = ohwi.permute({0, 3, 1, 2});
+      runner.run(
+          "permute_contiguous", shape_name(s) + " OHWI -> OIHW", d, {2.0 * 4 * (double)w.numel(), 0},
+          [&] { return check(back_view.contiguous(), [&](size_t i) { return wv[i]; }); },
+          [&] { back_view.contiguous(); });
+    }
   }
 }

@@ -80,7 +80,8 @@ stage_more() {
   timeout "$limit" "$bin/bench_kernels" --device gpu --filter softmax 2>&1 | grep -E "softmax|argmax|failed"
   # Rewritten without a GPU after the last measurements: resize (row grids, two-pass backward),
   # fill, add_inplace, the strided kernels' 32-bit index unravelling (broadcast add / mul, permute),
-  # the vectorised float casts and unary backward kernels, batch norm's batched loads (the
+  # the vectorised float casts and unary backward kernels, the conv weights' OIHW <-> OHWI copies
+  # (copy_rows_kernel: the permute rows named OIHW / OHWI), batch norm's batched loads (the
   # upsampled cross entropy's fused kernels are in the cross_entropy rows above)
   for f in resize elementwise batch_norm; do
     timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"

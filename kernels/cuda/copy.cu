@@ -3,11 +3,11 @@
 // Layout: any strides (broadcast = stride 0), up to kMaxDims dims; 64-bit offsets, indices unravelled
 // in 32-bit arithmetic below 2^32 elements (StridedLayout::offset_of32).
 // Grid-stride loops, 256 threads. A transpose of two dims, one of them short (conv weights' layout
-// changes), runs as rows of that dim (copy_rows_kernel). Same-dtype copies move raw elements (bit exact). The casts use
-// kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16 bits agree; a contiguous
-// conversion between float types moves four elements per access. fill converts the value once on
-// the host and writes its bits 16 bytes per store.
-// Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked by bench_kernels.
+// changes), runs as rows of that dim (copy_rows_kernel). Same-dtype copies move raw elements (bit
+// exact). The casts use kernels/shared_math.h, the same functions as the CPU kernel, so f16/bf16
+// bits agree; a contiguous conversion between float types moves four elements per access. fill converts the value once
+// on the host and writes its bits 16 bytes per store. Tested by tests/test_copy.cpp (CPU vs emulated CUDA); benchmarked
+// by bench_kernels.
 #include <cstring>
 
 #include "base/cuda_context.h"
@@ -36,8 +36,8 @@ __global__ void __launch_bounds__(256)
 }
 
 // A copy over an index space [B, L, S] where S is short (transpose_walks: the op's coalesced
-// transposes, e.g. a conv weight's OIHW -> OHWI, [O, kH*kW, I] from [O, I, kH*kW], S = kH*kW): one thread
-// per (b, l) row walks its S elements, consecutive threads take consecutive l. L is the dim one
+// transposes, e.g. a conv weight's OIHW -> OHWI, [O, kH*kW, I] from [O, I, kH*kW], S = kH*kW): one
+// thread per (b, l) row walks its S elements, consecutive threads take consecutive l. L is the dim one
 // operand holds at unit stride, so that side is coalesced across the warp; the other side's runs of
 // S are strided per thread and their cache sectors serve the next iterations. One division per row,
 // none per element (the generic strided kernel unravels every element in every dim).
