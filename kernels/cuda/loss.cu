@@ -18,7 +18,8 @@
 //   widened values, so a 16-bit input gives the f32 results of those values (bit for bit against
 //   the CPU).
 // CE backward (ce_bwd_kernel): tiles of kBlock pixels; for C <= kStageMaxC the tile's logits are
-//   staged through shared memory with coalesced loads and the gradient stored back coalesced; it
+//   staged through a shared-memory row tile (coalesced, 16-byte for odd C when aligned, odd row
+//   stride) and the gradient stored back the same way; it
 //   recomputes softmax from x and lse in one pass: gx = coef * (exp(x - lse) - onehot).
 // Reductions: per-thread double accumulators, warp shuffles, one double pair per block, then
 //   loss_finalize_kernel (one block; loads batched, adds in a fixed order) sums the block partials:
@@ -323,7 +324,10 @@ __global__ void __launch_bounds__(kFinalBlock)
 }
 
 // ------------------------------------------------------------------------------ CE backward
-template <bool kStaged, DType D>
+// kStaged (C <= kStageMaxC): the tile's logits move through a shared-memory row tile (common.cuh:
+// coalesced global accesses, 16-byte ones when kVec, rows at an odd stride so each thread's row
+// sits in its own banks: an even C at stride C would have 2..32 threads of a warp on one bank).
+template <bool kStaged, bool kVec, DType D>
 __global__ void __launch_bounds__(kBlock)
     ce_bwd_kernel(const typename Storage<D>::T* __restrict__ x, const int64_t* __restrict__ y,
                   const float* __restrict__ w, const float* __restrict__ lse, const float* __restrict__ pgt,
@@ -332,6 +336,7 @@ __global__ void __launch_bounds__(kBlock)
   using S = Storage<D>;
   using T = typename S::T;
   float* tile = dynamic_smem<float>();
+  const int lp = cuda::row_tile_stride(C);
   const float gs = g[0] * inv[0];
   const float thr = thr_dev ? thr_dev[0] : thr_host;
   const int64_t ntiles = (P + kBlock - 1) / kBlock;
@@ -340,8 +345,9 @@ __global__ void __launch_bounds__(kBlock)
     const int np = (int)min((int64_t)kBlock, P - p0);
     const int ne = np * C;
     if (kStaged) {
-      const T* src = x + p0 * C;
-      for (int e = threadIdx.x; e < ne; e += kBlock) tile[e] = S::load(__ldg(&src[e]));
+      cuda::row_tile_fetch_as<D, kVec>(x + p0 * C, tile, ne, C);
+      cuda::cp_async_commit();
+      cuda::cp_async_wait<0>();
       __syncthreads();
     }
     if ((int)threadIdx.x < np) {
@@ -353,7 +359,7 @@ __global__ void __launch_bounds__(kBlock)
       const int yi = valid ? (int)yp : -1;
       const float l = lse[p];
       if (kStaged) {
-        float* r = tile + threadIdx.x * C;
+        float* r = tile + threadIdx.x * lp;
         for (int c = 0; c < C; ++c) r[c] = coef * (exp_neg_f(r[c] - l) - (c == yi ? 1.f : 0.f));
       } else {
         const T* xr = x + p * C;
@@ -363,8 +369,7 @@ __global__ void __launch_bounds__(kBlock)
     }
     if (kStaged) {
       __syncthreads();
-      T* dst = gx + p0 * C;
-      for (int e = threadIdx.x; e < ne; e += kBlock) dst[e] = S::store(tile[e]);
+      cuda::row_tile_store_as<D, kVec>(tile, gx + p0 * C, ne, C);
       __syncthreads();
     }
   }
@@ -617,12 +622,15 @@ void ce_bwd_cuda(const void* xv, DType xt, const int64_t* y, const float* w, con
                  const float* inv, void* gxv, cudaStream_t s) {
   const int grid = ce_grid(P, kBlock);
   const bool staged = C <= kStageMaxC;
-  const size_t smem = staged ? (size_t)kBlock * (size_t)C * sizeof(float) : 0;
+  const size_t smem = staged ? (size_t)kBlock * (size_t)cuda::row_tile_stride((int)C) * sizeof(float) : 0;
   with_storage(xt, "cross_entropy kernel", [&]<DType D>() {
     using T = typename Storage<D>::T;
     const T* x = static_cast<const T*>(xv);
     T* gx = static_cast<T*>(gxv);
-    auto* k = staged ? ce_bwd_kernel<true, D> : ce_bwd_kernel<false, D>;
+    const bool vec = cuda::row_tile_vec_ok_as<D>(C, x) && cuda::row_tile_vec_ok_as<D>(C, gx);
+    auto* k = !staged ? ce_bwd_kernel<false, false, D>
+              : vec   ? ce_bwd_kernel<true, true, D>
+                      : ce_bwd_kernel<true, false, D>;
     GPU_LAUNCH(grid, kBlock, smem, s, k)(x, y, w, lse, pgt, thr_dev, thr_host, P, (int)C, ignore, g, inv, gx);
   });
   CUDA_CHECK_LAUNCH("ce_bwd_kernel");
