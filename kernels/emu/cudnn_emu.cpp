@@ -113,53 +113,34 @@ void for_each_oihw(const cudnnFilterStruct& f, bool flip, const Visit& visit) {
     }
 }
 
-// Each data type's storage: T the stored element (float, or the bits of half / bfloat16), load /
-// store converting to and from f32, bits / from_bits its raw bits (the noise toggles the lowest).
-struct F32Io {
-  using T = float;
-  static float load(float v) { return v; }
-  static float store(float v) { return v; }
-  static uint32_t bits(float v) {
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return u;
-  }
-  static float from_bits(uint32_t u) {
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-  }
-};
-struct HalfIo {
-  using T = uint16_t;
-  static float load(uint16_t b) { return engine::kernels::half_bits_to_float(b); }
-  static uint16_t store(float v) { return engine::kernels::float_to_half_bits(v); }
-  static uint32_t bits(uint16_t b) { return b; }
-  static uint16_t from_bits(uint32_t u) { return (uint16_t)u; }
-};
-struct Bf16Io {
-  using T = uint16_t;
-  static float load(uint16_t b) { return engine::kernels::bf16_bits_to_float(b); }
-  static uint16_t store(float v) { return engine::kernels::float_to_bf16_bits(v); }
-  static uint32_t bits(uint16_t b) { return b; }
-  static uint16_t from_bits(uint32_t u) { return (uint16_t)u; }
-};
-// Calls f(Io{}) with Io the storage of t, so the loops below switch on the type once per call.
+// Calls f.template operator()<D>() with D the engine storage type of t, whose Storage<D>
+// (kernels/shared_math.h) converts as the kernels do, so the loops below switch on the type once.
 template <class F>
-void with_io(cudnnDataType_t t, const F& f) {
-  if (t == CUDNN_DATA_FLOAT) return f(F32Io{});
-  if (t == CUDNN_DATA_HALF) return f(HalfIo{});
-  return f(Bf16Io{});
+void with_storage_of(cudnnDataType_t t, const F& f) {
+  using engine::DType;
+  if (t == CUDNN_DATA_FLOAT) return f.template operator()<DType::F32>();
+  if (t == CUDNN_DATA_HALF) return f.template operator()<DType::F16>();
+  return f.template operator()<DType::BF16>();
 }
+// A stored value with its lowest bit toggled (a non-deterministic algorithm's noise).
+float flip_low_bit(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u ^= 1u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+uint16_t flip_low_bit(uint16_t v) { return (uint16_t)(v ^ 1u); }
 
 // The elements for_each visits in p, in its order, as f32 (rounded to TF32 when tf32).
 template <class ForEach>
 std::vector<float> gather_each(cudnnDataType_t t, const void* p, size_t count, bool tf32, const ForEach& for_each) {
   std::vector<float> out(count);
-  with_io(t, [&]<class Io>(Io) {
-    const auto* src = static_cast<const typename Io::T*>(p);
+  with_storage_of(t, [&]<engine::DType D>() {
+    using S = engine::kernels::Storage<D>;
+    const auto* src = static_cast<const typename S::T*>(p);
     for_each([&](size_t i, int64_t o) {
-      const float v = Io::load(src[o]);
+      const float v = S::load(src[o]);
       out[i] = tf32 ? cuemu::round_to_tf32(v) : v;
     });
   });
@@ -192,11 +173,12 @@ struct Noise {
 template <class ForEach>
 void scatter_each(cudnnDataType_t t, void* p, const std::vector<float>& v, float alpha, float beta, const Noise& noise,
                   const ForEach& for_each) {
-  with_io(t, [&]<class Io>(Io) {
-    auto* dst = static_cast<typename Io::T*>(p);
+  with_storage_of(t, [&]<engine::DType D>() {
+    using S = engine::kernels::Storage<D>;
+    auto* dst = static_cast<typename S::T*>(p);
     for_each([&](size_t i, int64_t o) {
-      const float r = beta == 0.f ? alpha * v[i] : alpha * v[i] + beta * Io::load(dst[o]);
-      dst[o] = noise.flip(i) ? Io::from_bits(Io::bits(Io::store(r)) ^ 1u) : Io::store(r);
+      const float r = beta == 0.f ? alpha * v[i] : alpha * v[i] + beta * S::load(dst[o]);
+      dst[o] = noise.flip(i) ? flip_low_bit(S::store(r)) : S::store(r);
     });
   });
 }
