@@ -65,7 +65,8 @@
 // stream.
 // Backward-data may instead run the hand-written kernel of kernels/cuda/conv_direct.cu (groups 1,
 // fp32 / tf32): timed once per shape after cuDNN's search and kept when it takes under 90 % of
-// cuDNN's best time; ENGINE_CONV_BWD_DATA=cudnn | direct forces either (direct_mode below).
+// cuDNN's best time (not under the emulator, whose cuDNN times are synthetic: cuDNN is kept);
+// ENGINE_CONV_BWD_DATA=cudnn | direct forces either (direct_mode below).
 // Workspace: from the caller (the op layer allocates a Tensor on the caching allocator).
 // Handle: one per process, created on first use, bound with cudnnSetStream to the caller's stream
 // (the engine's compute_stream()) before every call; a mutex serialises use (handles are not
