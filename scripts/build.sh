@@ -10,5 +10,6 @@ while [ $# -gt 0 ]; do
   opts+=("$1"); shift
 done
 dir="$root/build/$name"
+mkdir -p "$root/build"
 cmake -S "$root" -B "$dir" -G Ninja "${opts[@]}" > "$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; exit 1; }
 ninja -C "$dir" -j "$(nproc)" "${targets[@]}"

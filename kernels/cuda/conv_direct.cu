@@ -11,10 +11,12 @@
 // of the nine. For ih = ph + stride_h*a: oh = a + (ph + pad_h - r*dil_h) / stride_h (exact). So each
 // class is a dense GEMM: M = N * Ha * Wb pixels, N = Cin, K = taps * Cout, A[m, k] = gy at the tap's
 // (oh, ow) (zero outside), B[k, ci] = w[co, r, s, ci].
-// Grid: x = 64-pixel tiles (of the largest class; blocks past their class's end return), y = 64-channel
-// tiles of Cin, z = the stride_h * stride_w classes. Block: 256 threads, a 64 x 64 output tile, 4 x 4
-// per thread; K in slabs of 16 through shared memory (A stored k-major with 4 floats of padding so
-// the k-strided stores spread over the banks; both read as float4). Every gx element is written by
+// Grid: x = pixel tiles (of the largest class; blocks past their class's end return), y = channel
+// tiles of Cin, z = the stride_h * stride_w classes. Block: 256 threads, a 64 x 64 output tile (64
+// pixels x 64 channels), or 128 x 32 where Cin <= 32 (a 64-channel tile would leave half its threads
+// computing zeros there: DarkNet53's 32 -> 64 layer, the slowest in cuDNN); 4 x 4 per thread; K in
+// slabs of 16 through shared memory (A stored k-major with 4 floats of padding so the k-strided
+// stores spread over the banks; both read as float4). Every gx element is written by
 // exactly one thread of one class (zero where no tap reaches it), summed in a fixed order:
 // deterministic, no atomics.
 // Tested by tests/test_conv_direct.cpp (against the CPU's oneDNN backward-data, under the emulator
@@ -27,7 +29,7 @@
 namespace engine::kernels {
 namespace {
 
-constexpr int kBM = 64, kBN = 64, kBK = 16, kThreads = 256, kMaxTaps = 64;
+constexpr int kBK = 16, kThreads = 256, kMaxTaps = 64;
 constexpr int kPadA = 4;
 
 struct DirectArgs {
@@ -35,6 +37,8 @@ struct DirectArgs {
   int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 };
 
+// kBM pixels x kBN channels per block; 256 threads of 4 x 4 each.
+template <int kBM, int kBN>
 __global__ void __launch_bounds__(kThreads)
     conv_bwd_data_direct_kernel(DirectArgs a, const float* __restrict__ gy, const float* __restrict__ w,
                                 float* __restrict__ gx) {
@@ -72,34 +76,44 @@ __global__ void __launch_bounds__(kThreads)
   const int k_total = s_ntaps * a.cout;
   const int tid = threadIdx.x;
 
-  // A loads: this thread's k column within the slab and its 4 pixels (rows m_row + 16 * i).
-  const int a_k = tid % kBK, a_row = tid / kBK;
+  static_assert(kBM * kBN == 16 * kThreads && kBN % 4 == 0 && (kBK * kBN) % kThreads == 0, "4 x 4 per thread");
+  // A loads: 4 pixels per thread (rows a_row + kARowStep * i) and kACols k columns (a_k + kAColStep *
+  // j), so a taller tile loads more k columns, not more pixels: the pixels' coordinates stay 4 sets of
+  // registers whatever the tile.
+  constexpr int kACols = kBM * kBK / (kThreads * 4);
+  constexpr int kAColStep = kBK / kACols, kARowStep = kThreads / kAColStep;
+  static_assert(kACols >= 1 && kARowStep * 4 == kBM, "A tile");
+  constexpr int kBRows = kBN * kBK / kThreads;  // B elements each thread loads per slab
+  constexpr int kBRowStep = kThreads / kBN;
+
+  const int a_k = tid % kAColStep, a_row = tid / kAColStep;
   int pix_n[4], pix_a[4], pix_b[4];
   bool pix_ok[4];
   ENGINE_UNROLL
   for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + a_row + 16 * i;
+    const int64_t m = m0 + a_row + kARowStep * i;
     pix_ok[i] = m < m_total;
     const int64_t mm = pix_ok[i] ? m : 0;
     pix_b[i] = (int)(mm % wb);
     pix_a[i] = (int)((mm / wb) % ha);
     pix_n[i] = (int)(mm / ((int64_t)wb * ha));
   }
-  // B loads: this thread's channel and its 4 k rows (b_row + 4 * i).
+  // B loads: this thread's channel and its kBRows k rows (b_row + kBRowStep * i).
   const int b_c = tid % kBN, b_row = tid / kBN;
   const int ci_load = ci0 + b_c;
   const int64_t w_row = (int64_t)a.kh * a.kw * a.cin;  // elements per output channel of w
 
   // Compute: a 4 x 4 block of (pixel, channel) at (ty * 4, tx * 4).
-  const int tx = tid % 16, ty = tid / 16;
+  const int tx = tid % (kBN / 4), ty = tid / (kBN / 4);
   float acc[4][4];
   ENGINE_UNROLL
   for (int i = 0; i < 4; ++i) ENGINE_UNROLL
   for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
 
   for (int k0 = 0; k0 < k_total; k0 += kBK) {
-    {
-      const int k = k0 + a_k;
+    ENGINE_UNROLL
+    for (int j = 0; j < kACols; ++j) {
+      const int kc = a_k + kAColStep * j, k = k0 + kc;
       const int tap = k < k_total ? k / a.cout : 0;
       const int co = k - tap * a.cout;
       const int doh = s_tap_oh[tap], dow = s_tap_ow[tap];
@@ -109,18 +123,18 @@ __global__ void __launch_bounds__(kThreads)
         float v = 0.f;
         if (k < k_total && pix_ok[i] && oh >= 0 && oh < a.ho && ow >= 0 && ow < a.wo)
           v = gy[(((int64_t)pix_n[i] * a.ho + oh) * a.wo + ow) * a.cout + co];
-        s_a[a_k][a_row + 16 * i] = v;
+        s_a[kc][a_row + kARowStep * i] = v;
       }
     }
     ENGINE_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      const int k = k0 + b_row + 4 * i;
+    for (int i = 0; i < kBRows; ++i) {
+      const int k = k0 + b_row + kBRowStep * i;
       float v = 0.f;
       if (k < k_total && ci_load < a.cin) {
         const int tap = k / a.cout, co = k - tap * a.cout;
         v = w[(int64_t)co * w_row + (int64_t)s_tap_w[tap] * a.cin + ci_load];
       }
-      s_b[b_row + 4 * i][b_c] = v;
+      s_b[b_row + kBRowStep * i][b_c] = v;
     }
     __syncthreads();
     ENGINE_UNROLL
@@ -152,6 +166,14 @@ __global__ void __launch_bounds__(kThreads)
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT32_MAX; }
 
+template <int kBM, int kBN>
+void launch_direct(const DirectArgs& a, int64_t m_max, int64_t cin, int64_t classes, const float* gy,
+                   const float* w_ohwi, float* gx, cudaStream_t stream) {
+  const dim3 grid((unsigned)((m_max + kBM - 1) / kBM), (unsigned)((cin + kBN - 1) / kBN), (unsigned)classes);
+  GPU_LAUNCH(grid, kThreads, 0, stream, conv_bwd_data_direct_kernel<kBM, kBN>)(a, gy, w_ohwi, gx);
+  CUDA_CHECK_LAUNCH("conv_bwd_data_direct_kernel");
+}
+
 }  // namespace
 
 bool conv2d_bwd_data_direct_supported(const ConvParams& p) {
@@ -170,10 +192,11 @@ void conv2d_bwd_data_direct_cuda(const ConvParams& p, const float* gy, const flo
                (int)p.stride_w, (int)p.pad_h, (int)p.pad_w, (int)p.dil_h, (int)p.dil_w};
   // Class (0, 0) has the most pixels.
   const int64_t m_max = p.n * ((p.h + p.stride_h - 1) / p.stride_h) * ((p.w + p.stride_w - 1) / p.stride_w);
-  const dim3 grid((unsigned)((m_max + kBM - 1) / kBM), (unsigned)((p.cin + kBN - 1) / kBN),
-                  (unsigned)(p.stride_h * p.stride_w));
-  GPU_LAUNCH(grid, kThreads, 0, stream, conv_bwd_data_direct_kernel)(a, gy, w_ohwi, gx);
-  CUDA_CHECK_LAUNCH("conv_bwd_data_direct_kernel");
+  const int64_t classes = p.stride_h * p.stride_w;
+  if (p.cin <= 32)
+    launch_direct<128, 32>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
+  else
+    launch_direct<64, 64>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
 }
 
 }  // namespace engine::kernels
