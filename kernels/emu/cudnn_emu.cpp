@@ -386,6 +386,7 @@ cudnnStatus_t find(cudnnHandle_t h, ConvPass pass, const Problem& pr, const Buff
   if (cudaStreamSynchronize(h->stream) != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED_CUDART;
   if (!workspace) workspace_bytes = 0;
   const std::vector<Perf> rows = list<Perf, AlgoT>(pass, pr, workspace_bytes, true);
+  cuemu::DeviceAccess open;  // the search's writes below are device work
   if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);
   // cuDNN documents the output as overwritten with arbitrary values: NaNs here, so a caller that kept
   // the search's output instead of running the convolution fails.

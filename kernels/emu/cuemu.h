@@ -33,8 +33,16 @@
 //                           among them with the driver's rules (an invalid entry hides the rest, a
 //                           repeated one hides all)
 //   CUEMU_ABORT_ON_ERROR=1  every runtime API error is fatal (default 0: print "cuemu: ..." and return it)
+//   CUEMU_PROTECT_DEVICE=0  let host code read and write device memory (default 1: device memory is
+//                           PROT_NONE to host code and opens only while the runtime or an emulated
+//                           library works on it: a kernel, a copy or memset, a cuDNN / cuBLAS / NCCL
+//                           call, a graph's device work; so host code that dereferences a device
+//                           pointer, which a GPU build cannot do, is reported as "cuemu: host code
+//                           touched device memory ..." instead of working here). Read once, at the
+//                           first cudaMalloc; off under ASan and TSan
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
-// device allocation) is always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
+// device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost) is
+// always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
 //
 // Measured (g++ 12 -O2, this 2-vCPU VM, tests/emu/speed_test.cpp, emu_speed):
 //   fibers : elementwise 1M floats as 4096 blocks x 256 threads: 33 ms (one element per thread or
@@ -153,7 +161,8 @@ struct Launch {
   const void* func;     // identity for cudaFuncSetAttribute
   void (*body)(void*);  // runs the kernel once for the current thread
   void* payload;
-  const void* const* ptrs;  // pointer arguments: their allocations' guards are checked afterwards
+  const void* const* ptrs;  // the arguments' pointer values in order (null for a non-pointer): each must be
+                            // device or pinned host memory, and its allocation's guards are checked afterwards
   size_t nptrs;
 };
 void launch(const Launch& l);
@@ -161,7 +170,9 @@ void launch(const Launch& l);
 // work enqueued on it (kernels, async copies and memsets, host functions) is recorded into the graph
 // instead of run, and runs at every cudaGraphLaunch of it, as on a GPU.
 bool capturing(cudaStream_t s);
-void record(cudaStream_t s, std::function<void()> work);
+// device_work: the work reads or writes device memory (everything but host functions and event stamps),
+// so it runs inside a DeviceAccess.
+void record(cudaStream_t s, std::function<void()> work, bool device_work = true);
 // cvt.rna.tf32.f32, the rounding of TF32 tensor-core inputs (the emulated cuDNN and cuBLAS under
 // TF32 math): 10 mantissa bits, to nearest, ties away from zero; inf and NaN unchanged.
 inline float round_to_tf32(float f) {
@@ -178,8 +189,21 @@ int machine_device(int ordinal);
 // Host work of an emulated library call (kernels/emu/cudnn_emu.cpp, nccl_emu.cpp) in stream order:
 // run now (emulated streams are synchronous), or recorded into the stream's capture and run at every
 // replay (so `work` holds by value what it uses).
+// While alive, device memory is open to the host (CUEMU_PROTECT_DEVICE); nests, and any thread may
+// hold one. The runtime's device work takes one itself; an emulated library's host code that reads
+// or writes device memory outside run_or_record takes its own.
+struct DeviceAccess {
+  DeviceAccess();
+  ~DeviceAccess();
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+ private:
+  bool counted_;  // protection was on when this one opened
+};
 inline void run_or_record(cudaStream_t s, std::function<void()> work) {
   if (capturing(s)) return record(s, std::move(work));
+  DeviceAccess open;
   work();
 }
 enum class Op : unsigned char { Idx, Up, Down, Xor, Vote, Sync };
@@ -216,13 +240,9 @@ struct Launcher {
   }
   template <class Pl>
   static void run(Launch l, Pl& pl) {
-    const void* ptrs[std::tuple_size_v<decltype(pl.args)> + 1] = {};
+    const void* ptrs[std::tuple_size_v<decltype(pl.args)> + 1] = {};  // one per argument, null if no pointer
     size_t n = 0;
-    std::apply(
-        [&](const auto&... x) {
-          ((std::is_pointer_v<std::decay_t<decltype(x)>> ? void(ptrs[n++] = ptr_of(x)) : void()), ...);
-        },
-        pl.args);
+    std::apply([&](const auto&... x) { ((ptrs[n++] = ptr_of(x)), ...); }, pl.args);
     l.func = reinterpret_cast<const void*>(pl.kernel);
     l.body = &Pl::run;
     l.payload = &pl;

@@ -8,7 +8,10 @@
 // (0x7fc0xxxx), so a kernel reading past an allocation sees NaN; a kernel writing past it is reported
 // right after the launch (for allocations passed as pointer arguments), by cudaFree and by
 // cuemuCheckGuards().  Under ASan the guards are dropped: allocations are exact-size, so ASan's own
-// redzones report the first bad access with a stack trace.
+// redzones report the first bad access with a stack trace.  A GPU cannot address the host's memory,
+// so a kernel given a pointer that is neither device memory nor pinned host memory is refused, and
+// (CUEMU_PROTECT_DEVICE, on by default) device memory is closed to host code between the runtime's
+// device work, so a host dereference of a device pointer faults and is named.
 // Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture, one capture at a time): the work
 // enqueued on the capturing stream is recorded, not run, and runs in order at every cudaGraphLaunch;
 // the calls the runtime refuses during a capture (synchronisations, and unless the thread's capture
@@ -27,6 +30,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +38,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -781,6 +786,7 @@ namespace {
 struct Alloc {
   size_t size;
   void* raw;
+  size_t mapped = 0;  // CUEMU_PROTECT_DEVICE: raw is a mapping of this many bytes (else from posix_memalign)
 };
 std::mutex mem_mutex;
 std::map<uintptr_t, Alloc> device_allocs;  // user base -> allocation
@@ -810,6 +816,110 @@ const char* broken_guard(uintptr_t base, const Alloc& a) {
   const bool before = !guard_ok(p - kGuard, guard_word(p)), after = !guard_ok(p + a.size, guard_word(p));
   return before && after ? "before and after" : before ? "before" : after ? "after" : "";
 }
+// ------------------------------------------------------------ host access to device memory
+// CUEMU_PROTECT_DEVICE=1 (the default): every allocation is a mapping of its own, kept PROT_NONE. While a
+// DeviceAccess is alive in any thread (the runtime's device work), a fault in an allocation opens it
+// (the SIGSEGV handler makes it read-write and lists it), and the last DeviceAccess to end closes
+// what was opened. A fault while none is alive is host code dereferencing device memory: the handler
+// names it and the process ends as on any SIGSEGV. The cost is a fault and two mprotect calls per
+// allocation a call touches (closing everything at every call instead spent most of a training
+// test's time changing page tables).
+// The handler's table has a spin lock of its own: the handler may interrupt a thread that holds
+// mem_mutex (a guard check), so it cannot take that one. No code touches device memory while holding
+// it, and the handler gives up after a bounded wait rather than deadlock.
+struct Mapping {
+  size_t bytes;
+  uintptr_t user;
+  size_t user_bytes;
+  bool open;
+};
+std::map<uintptr_t, Mapping> mappings;  // raw -> its mapping
+std::vector<uintptr_t> opened;          // opened since the last close; capacity kept >= mappings.size()
+std::atomic_flag map_lock = ATOMIC_FLAG_INIT;
+std::atomic<int> open_count{0};       // DeviceAccess objects alive, all threads
+std::atomic<bool> protecting{false};  // set at the first protected cudaMalloc
+struct sigaction previous_segv {};
+
+bool try_map_lock(long spins) {
+  for (long i = 0; i < spins; ++i)
+    if (!map_lock.test_and_set(std::memory_order_acquire)) return true;
+  return false;
+}
+struct MapLock {
+  MapLock() {
+    while (!try_map_lock(1 << 20)) std::this_thread::yield();
+  }
+  ~MapLock() { map_lock.clear(std::memory_order_release); }
+};
+
+bool protect_mode() {
+#if defined(CUEMU_ASAN) || defined(__SANITIZE_THREAD__)
+  return false;  // the sanitizers track malloc'd memory and intercept signals
+#else
+  static const bool on = env_long("CUEMU_PROTECT_DEVICE", 1) != 0;
+  return on;
+#endif
+}
+void on_segv(int, siginfo_t* info, void*) {
+  const auto a = reinterpret_cast<uintptr_t>(info->si_addr);
+  char msg[400];
+  int n = 0;
+  if (try_map_lock(1 << 26)) {
+    auto it = mappings.upper_bound(a);
+    if (it != mappings.begin() && a < std::prev(it)->first + std::prev(it)->second.bytes) {
+      --it;
+      Mapping& m = it->second;
+      if (open_count.load() > 0) {  // device work: open this allocation until the work ends
+        if (!m.open && mprotect(reinterpret_cast<void*>(it->first), m.bytes, PROT_READ | PROT_WRITE) == 0) {
+          m.open = true;
+          opened.push_back(it->first);  // within its reserved capacity: no allocation here
+        }
+        map_lock.clear(std::memory_order_release);
+        return;  // the access runs again, now allowed
+      }
+      n = std::snprintf(msg, sizeof msg,
+                        "cuemu: host code touched device memory at %p (allocation %p of %zu bytes) outside a kernel, "
+                        "copy or library call: a GPU build cannot dereference a device pointer on the host (copy it "
+                        "with cudaMemcpy) [CUEMU_PROTECT_DEVICE]\n",
+                        info->si_addr, reinterpret_cast<void*>(m.user), m.user_bytes);
+    }
+    map_lock.clear(std::memory_order_release);
+  }
+  if (n > 0) (void)!write(2, msg, std::min<size_t>((size_t)n, sizeof msg - 1));
+  sigaction(SIGSEGV, &previous_segv, nullptr);  // the access faults again and ends the process as before
+}
+void start_protecting() {
+  struct sigaction sa {};
+  sa.sa_sigaction = on_segv;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &previous_segv);
+  protecting.store(true);
+}
+// A new protected allocation: listed, then closed.
+void add_mapping(void* raw, size_t bytes, const void* user, size_t user_bytes) {
+  MapLock l;
+  mappings[reinterpret_cast<uintptr_t>(raw)] = Mapping{bytes, reinterpret_cast<uintptr_t>(user), user_bytes, false};
+  opened.reserve(mappings.size());
+  if (mprotect(raw, bytes, PROT_NONE) != 0) fail("mprotect of device memory failed", nullptr);
+}
+// An allocation leaving the table (cudaFree, cudaDeviceReset): open for the caller's last reads.
+void remove_mapping(void* raw, size_t bytes) {
+  MapLock l;
+  const auto r = reinterpret_cast<uintptr_t>(raw);
+  mappings.erase(r);
+  opened.erase(std::remove(opened.begin(), opened.end(), r), opened.end());
+  mprotect(raw, bytes, PROT_READ | PROT_WRITE);
+}
+void release(const Alloc& a) {
+  if (a.mapped) {
+    remove_mapping(a.raw, a.mapped);
+    munmap(a.raw, a.mapped);
+  } else {
+    std::free(a.raw);
+  }
+}
+
 // The device allocation holding p, or end().  Caller holds mem_mutex.
 std::map<uintptr_t, Alloc>::iterator find_alloc(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -817,6 +927,15 @@ std::map<uintptr_t, Alloc>::iterator find_alloc(const void* p) {
   if (it == device_allocs.begin()) return device_allocs.end();
   --it;
   return a < it->first + it->second.size ? it : device_allocs.end();
+}
+// Whether a kernel on a GPU could be given p: device memory (its end included, the pointer of an empty
+// range there) or pinned host memory, which unified addressing maps. Caller holds mem_mutex.
+bool gpu_addressable(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (auto it = device_allocs.upper_bound(a); it != device_allocs.begin() && a <= (--it)->first + it->second.size)
+    return true;
+  auto h = host_allocs.upper_bound(a);
+  return h != host_allocs.begin() && a <= (--h)->first + h->second;
 }
 enum Where { Host, Inside, Past };
 Where classify(const void* p, size_t n, uintptr_t* base = nullptr, size_t* size = nullptr) {
@@ -866,6 +985,7 @@ cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemc
   if (!ok)
     return api_error(cudaErrorInvalidValue, "%s with %s but dst is %s memory and src is %s memory", api,
                      kind_name(kind), d == Host ? "host" : "device", s == Host ? "host" : "device");
+  DeviceAccess open;
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -1004,6 +1124,21 @@ void launch(const Launch& l) {
               l.name, l.file, l.line, l.smem, limit);
     return;
   }
+  // A pointer a GPU cannot address (a host stack or heap address: a missing upload) faults there; the
+  // emulator's kernels could read it, so it is refused here.
+  {
+    std::lock_guard g2(mem_mutex);
+    for (size_t i = 0; i < l.nptrs; ++i)
+      if (l.ptrs[i] && !gpu_addressable(l.ptrs[i])) {
+        char msg[512];
+        std::snprintf(msg, sizeof msg,
+                      "launch of %s at %s:%u: argument %zu is %p, which is neither device memory (cudaMalloc) nor "
+                      "pinned host memory (cudaMallocHost): a GPU faults on it",
+                      l.name, l.file, l.line, i + 1, l.ptrs[i]);
+        fail(msg, nullptr);
+      }
+  }
+  DeviceAccess open;
   std::lock_guard lock(launch_mutex);
   static std::once_flag watchdog_once;
   std::call_once(watchdog_once, [] { std::thread(watchdog_loop).detach(); });
@@ -1058,7 +1193,26 @@ int machine_device(int ordinal) {
   const std::vector<int> shown = visible_devices();
   return ordinal >= 0 && ordinal < (int)shown.size() ? shown[(size_t)ordinal] : -1;
 }
-void record(cudaStream_t s, std::function<void()> work) {
+DeviceAccess::DeviceAccess() : counted_(protecting.load()) {
+  if (counted_) open_count.fetch_add(1);
+}
+DeviceAccess::~DeviceAccess() {
+  if (!counted_ || open_count.fetch_sub(1) != 1) return;
+  MapLock l;
+  if (open_count.load() != 0) return;  // another call began meanwhile and may be using what is open
+  for (const uintptr_t r : opened)
+    if (auto it = mappings.find(r); it != mappings.end() && it->second.open) {
+      mprotect(reinterpret_cast<void*>(r), it->second.bytes, PROT_NONE);
+      it->second.open = false;
+    }
+  opened.clear();
+}
+void record(cudaStream_t s, std::function<void()> work, bool device_work) {
+  if (device_work)
+    work = [w = std::move(work)] {
+      DeviceAccess open;
+      w();
+    };
   if (auto side = capture.sides.find(s); side != capture.sides.end()) ++side->second.ops;
   std::lock_guard g(invalid_mutex);
   if (capture.invalid.empty()) capture.work.push_back(std::move(work));
@@ -1070,6 +1224,7 @@ using namespace cuemu;
 
 extern "C" {
 int cuemuCheckGuards(void) {
+  DeviceAccess open;
   std::lock_guard g(mem_mutex);
   int bad = 0;
   for (const auto& [base, a] : device_allocs) {
@@ -1102,7 +1257,16 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   // [256 bytes: unused + front guard][n bytes][back guard], the user block aligned to 256.
   const size_t front = kGuard ? 256 : 0;
   void* raw = nullptr;
-  if (posix_memalign(&raw, 256, front + n + kGuard) != 0) {
+  size_t mapped = 0;
+  if (protect_mode()) {  // a mapping of its own, whose protection can change
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    mapped = (front + n + kGuard + page - 1) / page * page;
+    raw = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) raw = nullptr;
+  } else if (posix_memalign(&raw, 256, front + n + kGuard) != 0) {
+    raw = nullptr;
+  }
+  if (!raw) {
     std::lock_guard g(mem_mutex);
     device_used -= n;
     return api_error(cudaErrorMemoryAllocation, "cudaMalloc(%zu)", n);
@@ -1113,8 +1277,16 @@ cudaError_t cudaMalloc(void** p, size_t n) {
     fill_guard(base + n, guard_word(base));
   }
   std::memset(base, static_cast<int>(env_long("CUEMU_ALLOC_FILL", 0xff)), n);  // cudaMalloc does not zero
-  std::lock_guard g(mem_mutex);
-  device_allocs[reinterpret_cast<uintptr_t>(base)] = Alloc{n, raw};
+  if (mapped) {
+    static std::once_flag once;
+    std::call_once(once, start_protecting);
+    add_mapping(raw, mapped, base, n);
+    std::lock_guard g(mem_mutex);
+    device_allocs[reinterpret_cast<uintptr_t>(base)] = Alloc{n, raw, mapped};
+  } else {
+    std::lock_guard g(mem_mutex);
+    device_allocs[reinterpret_cast<uintptr_t>(base)] = Alloc{n, raw};
+  }
   *p = base;
   return cudaSuccess;
 }
@@ -1122,11 +1294,12 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaFree");
-  void* raw = nullptr;
+  std::optional<Alloc> freed;
   {
     std::lock_guard g(mem_mutex);
     auto it = device_allocs.find(reinterpret_cast<uintptr_t>(p));
     if (it != device_allocs.end()) {
+      if (it->second.mapped) remove_mapping(it->second.raw, it->second.mapped);  // opened for the guard check
       if (const char* side = broken_guard(it->first, it->second); *side) {
         char msg[256];
         std::snprintf(
@@ -1135,14 +1308,14 @@ cudaError_t cudaFree(void* p) {
             it->second.size, side);
         fail(msg, nullptr);
       }
-      raw = it->second.raw;
+      freed = it->second;
       device_used -= it->second.size;
       device_allocs.erase(it);
     }
   }
-  if (!raw)
+  if (!freed)
     return api_error(cudaErrorInvalidDevicePointer, "cudaFree of %p, which is not the start of a device allocation", p);
-  std::free(raw);
+  release(*freed);
   return cudaSuccess;
 }
 
@@ -1207,6 +1380,7 @@ cudaError_t cudaMemset(void* d, int v, size_t n) {
   Where w;
   if (cudaError_t e = check_range("cudaMemset", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemset of %p, which is not device memory", d);
+  DeviceAccess open;
   std::memset(d, v, n);
   return cudaSuccess;
 }
@@ -1216,6 +1390,7 @@ cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st) {
   if (cudaError_t e = check_range("cudaMemsetAsync", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemsetAsync of %p, which is not device memory", d);
   if (capturing(st)) return record(st, [=] { std::memset(d, v, n); }), cudaSuccess;
+  DeviceAccess open;
   std::memset(d, v, n);
   return cudaSuccess;
 }
@@ -1231,6 +1406,7 @@ cudaError_t cudaMemset2DAsync(void* d, size_t pitch, int v, size_t width, size_t
     for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(d) + r * pitch, v, width);
   };
   if (capturing(st)) return record(st, work), cudaSuccess;
+  DeviceAccess open;
   work();
   return cudaSuccess;
 }
@@ -1272,7 +1448,7 @@ cudaError_t cudaDeviceSynchronize(void) {
 }
 cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory is released
   std::lock_guard g(mem_mutex);
-  for (auto& kv : device_allocs) std::free(kv.second.raw);
+  for (auto& kv : device_allocs) release(kv.second);
   device_allocs.clear();
   last_error = cudaSuccess;
   return cudaSuccess;
@@ -1350,7 +1526,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return api_error(cudaErrorInvalidResourceHandle, "cudaEventRecord of a null event");
   auto* ev = reinterpret_cast<Event*>(e);
   if (capturing(s)) {  // an event node: stamped when the graph reaches it
-    record(s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; });
+    record(
+        s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, false);
     auto side = capture.sides.find(s);
     ev->capture_id = capture.id, ev->stream = s, ev->ops = side == capture.sides.end() ? 0 : side->second.ops;
     return cudaSuccess;
@@ -1392,7 +1569,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) { return delete reinterpret_cast<Eve
 
 cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data) {
   if (!fn) return api_error(cudaErrorInvalidValue, "cudaLaunchHostFunc with a null function");
-  if (capturing(s)) return record(s, [fn, data] { fn(data); }), cudaSuccess;
+  if (capturing(s))
+    return record(
+               s, [fn, data] { fn(data); }, false),
+           cudaSuccess;  // host code: memory closed
   fn(data);
   return cudaSuccess;
 }

@@ -169,6 +169,7 @@ struct GraphRef {
 // The work of a collective in stream order; a captured one holds the communicator (GraphRef).
 void enqueue(ncclComm_t c, cudaStream_t stream, std::function<void()> work) {
   if (cuemu::capturing(stream)) return cuemu::record(stream, [ref = GraphRef(c), work = std::move(work)] { work(); });
+  cuemu::DeviceAccess open;
   work();
 }
 // Waits, as NCCL's destroy and abort do, until no graph holds a captured collective of c.

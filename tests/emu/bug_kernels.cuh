@@ -94,4 +94,8 @@ __global__ void partial_tile(const float* in, float* out, int n) {  // reads sha
   for (int k = 0; k < 64; ++k) acc += tile[k];  // all 64, but only n were written
   if (t == 0) *out = acc;
 }
+__global__ void bounded_scale(const float* in, float* out, int n) {  // correct: the host-pointer tests' kernel
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = 2.f * in[i];
+}
 // clang-format on

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -125,7 +126,10 @@ TEST_F(EmuBugs, GlobalOutOfBoundsReadSeesNaN) {
 TEST_F(EmuBugs, GuardCheckReportsCorruption) {
   if (kAsan) GTEST_SKIP() << "no guard zones under ASan";
   float* d = dev(std::vector<float>(8, 0.f));
-  d[8] = 1.f;  // a write one past the end, as a kernel would do it
+  {
+    cuemu::DeviceAccess as_a_kernel;  // device memory is closed to host code (CUEMU_PROTECT_DEVICE)
+    d[8] = 1.f;                       // a write one past the end, as a kernel would do it
+  }
   testing::internal::CaptureStderr();
   EXPECT_EQ(cuemuCheckGuards(), 1);
   EXPECT_NE(testing::internal::GetCapturedStderr().find("size 32: guard after it overwritten"), std::string::npos);
@@ -257,6 +261,57 @@ TEST_F(EmuBugs, MemcpyPastAllocation) {
       },
       "cuemu: cudaMemcpy past the end of a device allocation.*cudaErrorInvalidValue");
   cudaFree(d);
+}
+
+// A host address given to a kernel (a buffer never uploaded): the emulator's threads could read it,
+// a GPU faults. Pinned host memory, device memory and the end of a device allocation (an empty
+// range's pointer) are addressable.
+TEST_F(EmuBugs, HostPointerArgument) {
+  std::vector<float> pageable(64, 1.f);
+  float* out = dev(std::vector<float>(64, 0.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, missing_sync)(pageable.data(), out),
+               "cuemu: launch of missing_sync at .*bugs_test.cpp:[0-9]+: argument 1 is 0x[0-9a-f]+, which is "
+               "neither device memory \\(cudaMalloc\\) nor pinned host memory");
+  float* in = dev(std::vector<float>(64, 2.f));
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, missing_sync)(in, pageable.data()), "argument 2 is 0x[0-9a-f]+, which is");
+  float on_stack[4] = {};
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, bounded_scale)(in, on_stack, 0), "argument 2 is 0x[0-9a-f]+, which is");
+  void* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, 64 * sizeof(float)), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, 0, bounded_scale)(in, static_cast<float*>(pinned), 64);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(static_cast<float*>(pinned)[63], 4.f);
+  GPU_LAUNCH(1, 64, 0, 0, bounded_scale)(in, out + 64, 0);  // an empty range at the allocation's end
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  cudaFreeHost(pinned);
+  cudaFree(in);
+  cudaFree(out);
+}
+
+// Host code dereferencing a device pointer works on the emulator's host memory but not on a GPU.
+// With CUEMU_PROTECT_DEVICE=1 (the default; read at a process's first cudaMalloc, so in the death
+// test's own process) device memory is closed to the host outside the runtime's work: the read
+// faults and is named, while kernels, copies and memsets on the same memory still work.
+TEST_F(EmuBugs, HostReadOfDeviceMemory) {
+  if (kAsan) GTEST_SKIP() << "the protection is off under ASan";
+  ScopedEnv protect("CUEMU_PROTECT_DEVICE", "1");
+  auto host_read = [] {
+    float* d = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&d), 64 * sizeof(float)) != cudaSuccess) std::abort();
+    if (cudaMemset(d, 0, 64 * sizeof(float)) != cudaSuccess) std::abort();
+    std::vector<float> ones(64, 1.f);
+    float* in = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&in), 64 * sizeof(float)) != cudaSuccess) std::abort();
+    if (cudaMemcpy(in, ones.data(), 64 * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
+    GPU_LAUNCH(1, 64, 0, 0, bounded_scale)(in, d, 64);
+    float back[64];
+    if (cudaMemcpy(back, d, sizeof back, cudaMemcpyDeviceToHost) != cudaSuccess || back[63] != 2.f) std::abort();
+    std::fprintf(stderr, "device work done\n");
+    std::fprintf(stderr, "%f\n", static_cast<double>(d[5]));  // the bug: a device pointer read on the host
+  };
+  EXPECT_DEATH(host_read(),
+               "device work done\n.*cuemu: host code touched device memory at 0x[0-9a-f]+ \\(allocation 0x[0-9a-f]+ "
+               "of 256 bytes\\) outside a kernel, copy or library call");
 }
 
 TEST_F(EmuBugs, InvalidLaunch) {
