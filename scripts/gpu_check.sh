@@ -87,13 +87,16 @@ stage_more() {
     timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"
   done
   # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
-  # cuDNN forced and with the automatic choice.
+  # cuDNN forced and with the automatic choice, in fp32 and in bf16 O2 (the kernel's bf16 variant
+  # against cuDNN's tensor-core algorithms).
   ENGINE_BENCH_CONV_NET=DarkNet timeout "$limit" "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"
-  for mode in cudnn auto; do
-    echo "ENGINE_CONV_BWD_DATA=$mode"
-    ENGINE_CONV_BWD_DATA=$mode timeout "$limit" "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 \
-      --device gpu --steps 5 --json "$out/darknet53_608_b8_fp32_bwd_data_$mode.json" 2>&1 |
-      grep -E "median|conv2d_backward_data"
+  for precision in fp32 bf16; do
+    for mode in cudnn auto; do
+      echo "ENGINE_CONV_BWD_DATA=$mode, $precision"
+      ENGINE_CONV_BWD_DATA=$mode timeout "$limit" "$bin/bench_train" --model yolov3_darknet53 --size 608 --batch 8 \
+        --device gpu --steps 5 --precision $precision --amp_level "$([ $precision = bf16 ] && echo O2 || echo O1)" \
+        --json "$out/darknet53_608_b8_${precision}_bwd_data_$mode.json" 2>&1 | grep -E "median|conv2d_backward_data"
+    done
   done
   roofline roofline_B_b4_fp32_O1 --model B --batch 4 --precision fp32
   roofline roofline_B_b4_bf16_O1 --model B --batch 4 --precision bf16

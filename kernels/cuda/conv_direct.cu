@@ -1,4 +1,4 @@
-// Backward-data of a convolution as a hand-written implicit GEMM (groups 1, f32, NHWC), split by the
+// Backward-data of a convolution as a hand-written implicit GEMM (groups 1, NHWC), split by the
 // parity of the input pixel so that a strided convolution does no work on taps that cannot touch a
 // pixel. Why: on an H200 cuDNN's deterministic NHWC fp32 backward-data of DarkNet53's 3x3 stride-2
 // layers took up to 14 ms (32 -> 64 channels at 608x608, batch 8; docs/GPU.md), a fifth of the step.
@@ -19,6 +19,10 @@
 // stores spread over the banks; both read as float4). Every gx element is written by
 // exactly one thread of one class (zero where no tap reaches it), summed in a fixed order:
 // deterministic, no atomics.
+// Types: gy, the weight and gx all f32, or all bf16 / f16 (the buffers cuDNN's low-precision
+// backward-data takes); a 16-bit value is widened on load, products and sums are f32, and each gx
+// element is rounded once, to nearest even (kernels/shared_math.h Storage), as cuDNN's tensor-core
+// algorithms multiply exactly and accumulate in f32.
 // Tested by tests/test_conv_direct.cpp (against the CPU's oneDNN backward-data, under the emulator
 // in CI and on a real GPU) and test_kernels_tsan; benchmarked by bench_kernels (conv rows).
 #include "base/cuda_context.h"
@@ -37,11 +41,14 @@ struct DirectArgs {
   int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 };
 
+template <DType D>
+using Elem = typename Storage<D>::T;
+
 // kBM pixels x kBN channels per block; 256 threads of 4 x 4 each.
-template <int kBM, int kBN>
+template <int kBM, int kBN, DType D>
 __global__ void __launch_bounds__(kThreads)
-    conv_bwd_data_direct_kernel(DirectArgs a, const float* __restrict__ gy, const float* __restrict__ w,
-                                float* __restrict__ gx) {
+    conv_bwd_data_direct_kernel(DirectArgs a, const Elem<D>* __restrict__ gy, const Elem<D>* __restrict__ w,
+                                Elem<D>* __restrict__ gx) {
   const int cls = blockIdx.z;
   const int ph = cls / a.stride_w, pw = cls % a.stride_w;
   const int ha = ph < a.h ? (a.h - ph + a.stride_h - 1) / a.stride_h : 0;  // rows of this class
@@ -122,7 +129,7 @@ __global__ void __launch_bounds__(kThreads)
         const int oh = pix_a[i] + doh, ow = pix_b[i] + dow;
         float v = 0.f;
         if (k < k_total && pix_ok[i] && oh >= 0 && oh < a.ho && ow >= 0 && ow < a.wo)
-          v = gy[(((int64_t)pix_n[i] * a.ho + oh) * a.wo + ow) * a.cout + co];
+          v = Storage<D>::load(gy[(((int64_t)pix_n[i] * a.ho + oh) * a.wo + ow) * a.cout + co]);
         s_a[kc][a_row + kARowStep * i] = v;
       }
     }
@@ -132,7 +139,7 @@ __global__ void __launch_bounds__(kThreads)
       float v = 0.f;
       if (k < k_total && ci_load < a.cin) {
         const int tap = k / a.cout, co = k - tap * a.cout;
-        v = w[(int64_t)co * w_row + (int64_t)s_tap_w[tap] * a.cin + ci_load];
+        v = Storage<D>::load(w[(int64_t)co * w_row + (int64_t)s_tap_w[tap] * a.cin + ci_load]);
       }
       s_b[b_row + kBRowStep * i][b_c] = v;
     }
@@ -155,34 +162,35 @@ __global__ void __launch_bounds__(kThreads)
     if (m >= m_total) continue;
     const int b = (int)(m % wb), aa = (int)((m / wb) % ha), n = (int)(m / ((int64_t)wb * ha));
     const int ih = ph + a.stride_h * aa, iw = pw + a.stride_w * b;
-    float* row = gx + (((int64_t)n * a.h + ih) * a.w + iw) * a.cin;
+    Elem<D>* row = gx + (((int64_t)n * a.h + ih) * a.w + iw) * a.cin;
     ENGINE_UNROLL
     for (int j = 0; j < 4; ++j) {
       const int ci = ci0 + tx * 4 + j;
-      if (ci < a.cin) row[ci] = acc[i][j];
+      if (ci < a.cin) row[ci] = Storage<D>::store(acc[i][j]);
     }
   }
 }
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT32_MAX; }
 
-template <int kBM, int kBN>
-void launch_direct(const DirectArgs& a, int64_t m_max, int64_t cin, int64_t classes, const float* gy,
-                   const float* w_ohwi, float* gx, cudaStream_t stream) {
+template <int kBM, int kBN, DType D>
+void launch_direct(const DirectArgs& a, int64_t m_max, int64_t cin, int64_t classes, const void* gy, const void* w_ohwi,
+                   void* gx, cudaStream_t stream) {
   const dim3 grid((unsigned)((m_max + kBM - 1) / kBM), (unsigned)((cin + kBN - 1) / kBN), (unsigned)classes);
-  GPU_LAUNCH(grid, kThreads, 0, stream, conv_bwd_data_direct_kernel<kBM, kBN>)(a, gy, w_ohwi, gx);
+  GPU_LAUNCH(grid, kThreads, 0, stream, conv_bwd_data_direct_kernel<kBM, kBN, D>)
+  (a, static_cast<const Elem<D>*>(gy), static_cast<const Elem<D>*>(w_ohwi), static_cast<Elem<D>*>(gx));
   CUDA_CHECK_LAUNCH("conv_bwd_data_direct_kernel");
 }
 
 }  // namespace
 
 bool conv2d_bwd_data_direct_supported(const ConvParams& p) {
-  return p.groups == 1 && p.input == ConvInput::F32 && p.kh * p.kw <= kMaxTaps && p.stride_h * p.stride_w <= 65535 &&
-         fits_int(p.n * p.h * p.w) && fits_int(p.n * p.ho * p.wo) && fits_int(p.cin) && fits_int(p.cout) &&
+  return p.groups == 1 && p.kh * p.kw <= kMaxTaps && p.stride_h * p.stride_w <= 65535 && fits_int(p.n * p.h * p.w) &&
+         fits_int(p.n * p.ho * p.wo) && fits_int(p.cin) && fits_int(p.cout) &&
          fits_int(p.cout * p.kh * p.kw * p.cin / p.groups) && fits_int(p.kh * p.kw * p.cout);
 }
 
-void conv2d_bwd_data_direct_cuda(const ConvParams& p, const float* gy, const float* w_ohwi, float* gx,
+void conv2d_bwd_data_direct_cuda(const ConvParams& p, const void* gy, const void* w_ohwi, void* gx,
                                  cudaStream_t stream) {
   ENGINE_CHECK(conv2d_bwd_data_direct_supported(p), "conv2d_bwd_data_direct_cuda: unsupported convolution (groups ",
                p.groups, ", ", p.kh, "x", p.kw, " kernel, strides ", p.stride_h, "x", p.stride_w, ")");
@@ -193,10 +201,13 @@ void conv2d_bwd_data_direct_cuda(const ConvParams& p, const float* gy, const flo
   // Class (0, 0) has the most pixels.
   const int64_t m_max = p.n * ((p.h + p.stride_h - 1) / p.stride_h) * ((p.w + p.stride_w - 1) / p.stride_w);
   const int64_t classes = p.stride_h * p.stride_w;
-  if (p.cin <= 32)
-    launch_direct<128, 32>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
-  else
-    launch_direct<64, 64>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
+  const DType type = p.input == ConvInput::BF16 ? DType::BF16 : p.input == ConvInput::F16 ? DType::F16 : DType::F32;
+  with_storage(type, "conv_bwd_data_direct_kernel", [&]<DType D>() {
+    if (p.cin <= 32)
+      launch_direct<128, 32, D>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
+    else
+      launch_direct<64, 64, D>(a, m_max, p.cin, classes, gy, w_ohwi, gx, stream);
+  });
 }
 
 }  // namespace engine::kernels

@@ -9,14 +9,15 @@
 
 namespace engine::kernels {
 
-// Whether the kernel handles p: groups 1, f32 data (tf32 allowed: the kernel multiplies in full
-// fp32), at most 64 taps (kH * kW), sizes within int range.
+// Whether the kernel handles p: groups 1, at most 64 taps (kH * kW), sizes within int range; any
+// p.input (tf32 included: the kernel multiplies f32 data in full fp32).
 bool conv2d_bwd_data_direct_supported(const ConvParams& p);
 
 // gx = d loss / d x from gy (conv_cpu.h's math), gy [N, Ho, Wo, Cout] and gx [N, H, W, Cin] NHWC,
-// the weight OHWI [Cout, kH, kW, Cin] (cuDNN's NHWC filter layout). Deterministic: every gx element
-// is one thread's sum in a fixed order. Asynchronous on `stream`.
-void conv2d_bwd_data_direct_cuda(const ConvParams& p, const float* gy, const float* w_ohwi, float* gx,
+// the weight OHWI [Cout, kH, kW, Cin] (cuDNN's NHWC filter layout), all three of p.input's type (f32,
+// or bf16 / f16: f32 products and sums, gx rounded once). Deterministic: every gx element is one
+// thread's sum in a fixed order. Asynchronous on `stream`.
+void conv2d_bwd_data_direct_cuda(const ConvParams& p, const void* gy, const void* w_ohwi, void* gx,
                                  cudaStream_t stream);
 
 }  // namespace engine::kernels

@@ -64,7 +64,7 @@
 // buffers (from the workspace callback), runs there and transforms the result back, on the caller's
 // stream.
 // Backward-data may instead run the hand-written kernel of kernels/cuda/conv_direct.cu (groups 1,
-// fp32 / tf32): timed once per shape after cuDNN's search and kept when it takes under 90 % of
+// fp32 / tf32, bf16, fp16): timed once per shape after cuDNN's search and kept when it takes under 90 % of
 // cuDNN's best time (not under the emulator, whose cuDNN times are synthetic: cuDNN is kept);
 // ENGINE_CONV_BWD_DATA=cudnn | direct forces either (direct_mode below).
 // Workspace: from the caller (the op layer allocates a Tensor on the caching allocator).
@@ -489,10 +489,7 @@ void conv2d_bwd_data_cudnn(const ConvParams& p, const void* gy, const void* w, v
         },
         wsfn, nondet);
   };
-  auto run_direct = [&] {
-    conv2d_bwd_data_direct_cuda(p, static_cast<const float*>(gy), static_cast<const float*>(w), static_cast<float*>(gx),
-                                stream);
-  };
+  auto run_direct = [&] { conv2d_bwd_data_direct_cuda(p, gy, w, gx, stream); };
   Entry& e = entry(ConvPass::BwdData, p, stream, [&](Entry& en) {
     const Pick a = find_in(en.d, gy, w, gx, true);
     if (!layout_search_enabled()) {
