@@ -2,10 +2,10 @@
 // The hand-written backward-data kernel (kernels/cuda/conv_direct.cu) against the CPU's oneDNN
 // backward-data (kernels/cpu/conv_cpu.h), under the emulator in CI and on a real GPU: strides 2 and
 // 1, an asymmetric stride with dilation (classes with one, two or no taps), 1x1 stride 2 (a class no
-// tap reaches: zeros), odd sizes, channel counts that are not multiples of the 64-wide tiles or of
-// the 16-wide K slabs, more pixels than one tile; in f32, bf16 and f16 (16-bit data widened, f32
-// sums, gx rounded once: within one rounding of the CPU's f32 result from the same 16-bit inputs);
-// twice, bit for bit (deterministic); and the shapes it refuses.
+// tap reaches: zeros), odd sizes, channel counts that are not multiples of the channel tiles (64, or
+// 32 where Cin <= 32) or of the 16-wide K slabs, more pixels than one tile; in f32, bf16 and f16 (16-bit data widened,
+// f32 sums, gx rounded once: within one rounding of the CPU's f32 result from the same 16-bit inputs); twice, bit for
+// bit (deterministic); and the shapes it refuses.
 #include <gtest/gtest.h>
 
 #include <cmath>
