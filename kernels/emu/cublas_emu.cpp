@@ -12,7 +12,7 @@
 // stored) etc.; CUBLAS_STATUS_INVALID_VALUE otherwise), a null handle, Sgeam's in-place rules.
 // Scalars: read when the call is made (CUBLAS_POINTER_MODE_HOST) or when the work runs
 // (CUBLAS_POINTER_MODE_DEVICE). Calls run in stream order on the handle's stream, or are recorded
-// into its capture (cuemu::run_or_record).
+// into its capture (cuemu::submit).
 // Not modelled: cuBLAS's speed and its summation order.
 // Tested by test_gemm_gpu and test_matmul (the matmul op on the emulated GPU).
 #include <cblas.h>
@@ -153,7 +153,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t h, cublasOp
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   const Scalar al = scalar(h, alpha), be = scalar(h, beta);
   const bool tf = tf32(h);
-  cuemu::run_or_record(h->stream, [=] {
+  cuemu::submit(h->stream, [=] {
     for (int z = 0; z < batch; ++z)
       gemm(tf, ta, tb, m, n, k, al.get(), A + z * stride_a, lda, B + z * stride_b, ldb, be.get(), C + z * stride_c,
            ldc);
@@ -174,7 +174,7 @@ cublasStatus_t CUBLASWINAPI cublasSgeam(cublasHandle_t h, cublasOperation_t ta, 
     return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const Scalar al = scalar(h, alpha), be = scalar(h, beta);
-  cuemu::run_or_record(h->stream, [=] {
+  cuemu::submit(h->stream, [=] {
     const float a = al.get(), b = be.get();
     auto at = [](const float* p, cublasOperation_t t, int ld, int i, int j) {
       return t == CUBLAS_OP_N ? p[(size_t)j * ld + i] : p[(size_t)i * ld + j];

@@ -26,8 +26,8 @@
 //  - a workspace smaller than the algorithm needs is refused (a null pointer counts as 0 bytes), and
 //    the whole workspace passed is written, so a buffer shorter than the size claimed trips the
 //    emulator's guards (or ASan); FindEx leaves NaNs in its output (cuDNN: arbitrary values);
-//  - calls run in stream order on the handle's stream: recorded into a capture (cuemu::record) and
-//    run at every replay; FindEx synchronises the stream, which fails and invalidates a capture, as
+//  - calls run in stream order on the handle's stream (cuemu::submit): deferred, or recorded into a
+//    capture and run at every replay; FindEx synchronises the stream, which fails and invalidates a capture, as
 //    cuDNN's search does on a GPU.
 // Not modelled: cuDNN's speed and its algorithms' own rounding (every algorithm computes the same
 // f32 sums here), and shapes a real cuDNN would refuse for lack of an algorithm.
@@ -367,7 +367,7 @@ cudnnStatus_t run(cudnnHandle_t h, ConvPass pass, const Problem& pr, int algo, c
   if (workspace_bytes < algo_workspace(*a, pr)) return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const Noise noise{!a->deterministic, 0};
-  cuemu::run_or_record(h->stream, [pass, pr, buf, workspace, workspace_bytes, al, be, noise] {
+  cuemu::submit(h->stream, [pass, pr, buf, workspace, workspace_bytes, al, be, noise] {
     if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);  // the whole claimed workspace is used
     Noise n = noise;
     if (n.on) n.seed = g_nondet_calls.fetch_add(1) * 0x632be59bd9b4e019ull + 1;
@@ -554,8 +554,7 @@ cudnnStatus_t CUDNNWINAPI cudnnTransformTensor(cudnnHandle_t h, const void* alph
   for (int i = 0; i < 4; ++i)
     if (xd->dims[i] != yd->dims[i]) return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  cuemu::run_or_record(h->stream,
-                       [xs = *xd, ys = *yd, x, y, al, be] { scatter(ys, y, gather(xs, x, false), al, be, {}); });
+  cuemu::submit(h->stream, [xs = *xd, ys = *yd, x, y, al, be] { scatter(ys, y, gather(xs, x, false), al, be, {}); });
   return CUDNN_STATUS_SUCCESS;
 }
 

@@ -40,6 +40,12 @@
 //                           pointer, which a GPU build cannot do, is reported as "cuemu: host code
 //                           touched device memory ..." instead of working here). Read once, at the
 //                           first cudaMalloc; off under ASan and TSan
+//   CUEMU_DEFER_STREAMS=0   run stream work when it is enqueued (default 1: the work of created streams
+//                           waits in per-stream queues, and an emulated device thread runs it only
+//                           when something needs it done: a synchronisation, an event query or wait;
+//                           the destination of an async copy into pinned host memory is filled with
+//                           0xff bytes until the copy runs. A missing synchronisation then reads
+//                           stale or NaN data here instead of passing by luck). Read once
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost) is
 // always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
@@ -166,6 +172,9 @@ struct Launch {
   size_t nptrs;
 };
 void launch(const Launch& l);
+// What launch() refuses before running anything: the configuration, the dynamic shared memory and
+// pointer arguments a GPU cannot address. False (the last error set) or fatal, as launch() would be.
+bool launch_checks(const Launch& l);
 // Stream capture (cudaStreamBeginCapture .. cudaStreamEndCapture): while stream s is captured, the
 // work enqueued on it (kernels, async copies and memsets, host functions) is recorded into the graph
 // instead of run, and runs at every cudaGraphLaunch of it, as on a GPU.
@@ -173,6 +182,17 @@ bool capturing(cudaStream_t s);
 // device_work: the work reads or writes device memory (everything but host functions and event stamps),
 // so it runs inside a DeviceAccess.
 void record(cudaStream_t s, std::function<void()> work, bool device_work = true);
+// Work in stream order on stream s (kernels, copies, memsets, host functions, emulated library calls):
+// recorded into a running capture of s; else, with CUEMU_DEFER_STREAMS (on by default) on a created
+// stream, queued and run by the emulated device as late as CUDA allows (a synchronisation of s, an
+// event recorded after it, another stream's wait on such an event, a device-wide synchronisation);
+// else (the legacy default stream, or deferral off) run now, after the queued work of the blocking
+// streams (created without cudaStreamNonBlocking), which the legacy stream waits for.
+void submit(cudaStream_t s, std::function<void()> work, bool device_work = true);
+// Whether submit(s, ...) queues: deferral on, s a created stream, not captured.
+bool deferring(cudaStream_t s);
+// Runs all queued work of every stream and returns when it is done (cudaDeviceSynchronize).
+void synchronize_device();
 // cvt.rna.tf32.f32, the rounding of TF32 tensor-core inputs (the emulated cuDNN and cuBLAS under
 // TF32 math): 10 mantissa bits, to nearest, ties away from zero; inf and NaN unchanged.
 inline float round_to_tf32(float f) {
@@ -186,12 +206,9 @@ inline float round_to_tf32(float f) {
 // The machine ordinal behind visible device `ordinal` (its CUDA_VISIBLE_DEVICES entry), -1 if none:
 // what the emulated NCCL compares to refuse two ranks on one device.
 int machine_device(int ordinal);
-// Host work of an emulated library call (kernels/emu/cudnn_emu.cpp, nccl_emu.cpp) in stream order:
-// run now (emulated streams are synchronous), or recorded into the stream's capture and run at every
-// replay (so `work` holds by value what it uses).
 // While alive, device memory is open to the host (CUEMU_PROTECT_DEVICE); nests, and any thread may
 // hold one. The runtime's device work takes one itself; an emulated library's host code that reads
-// or writes device memory outside run_or_record takes its own.
+// or writes device memory outside submit() takes its own.
 struct DeviceAccess {
   DeviceAccess();
   ~DeviceAccess();
@@ -201,11 +218,6 @@ struct DeviceAccess {
  private:
   bool counted_;  // protection was on when this one opened
 };
-inline void run_or_record(cudaStream_t s, std::function<void()> work) {
-  if (capturing(s)) return record(s, std::move(work));
-  DeviceAccess open;
-  work();
-}
 enum class Op : unsigned char { Idx, Up, Down, Xor, Vote, Sync };
 uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc);
 int barrier(int kind, int pred, const Loc& loc);  // kind 0 plain, 1 count, 2 and, 3 or
@@ -231,15 +243,18 @@ struct Launcher {
       using Tup = std::tuple<std::decay_t<P>...>;
       using Pl = Payload<void (*)(P...), Tup>;
       Pl pl{kernel, Tup(std::forward<decltype(a)>(a)...)};  // by value, like CUDA
-      if (capturing(l.stream)) {                            // the arguments are kept with the graph, as CUDA keeps them
-        record(l.stream, [l, shared = std::make_shared<Pl>(std::move(pl))] { run(l, *shared); });
+      if (capturing(l.stream) || deferring(l.stream)) {     // the arguments are kept with the work, as CUDA keeps them
+        auto shared = std::make_shared<Pl>(std::move(pl));
+        if (with_args(l, *shared, [](const Launch& c) { return launch_checks(c); }))  // refused now, as on a GPU
+          submit(l.stream, [l, shared] { run(l, *shared); });
         return;
       }
       run(l, pl);
     };
   }
-  template <class Pl>
-  static void run(Launch l, Pl& pl) {
+  // Calls f(l) with l's argument fields filled from pl (the pointer list lives on this stack frame).
+  template <class Pl, class F>
+  static auto with_args(Launch l, Pl& pl, const F& f) {
     const void* ptrs[std::tuple_size_v<decltype(pl.args)> + 1] = {};  // one per argument, null if no pointer
     size_t n = 0;
     std::apply([&](const auto&... x) { ((ptrs[n++] = ptr_of(x)), ...); }, pl.args);
@@ -248,7 +263,11 @@ struct Launcher {
     l.payload = &pl;
     l.ptrs = ptrs;
     l.nptrs = n;
-    launch(l);
+    return f(l);
+  }
+  template <class Pl>
+  static void run(const Launch& l, Pl& pl) {
+    with_args(l, pl, [](const Launch& c) { launch(c); });
   }
   template <class T>
   static const void* ptr_of(const T& x) {

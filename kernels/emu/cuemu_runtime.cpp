@@ -1,7 +1,8 @@
 // cuemu_runtime.cpp -- the host side of cuemu (see cuemu.h): kernel launches in fiber or OS-thread
 // mode, the barrier and warp-collective checks, a watchdog, and the subset of the CUDA runtime API
 // the engine uses, defined extern "C" against the real <cuda_runtime_api.h> prototypes (libcudart
-// is not linked).  Streams are synchronous: every call has finished when it returns.
+// is not linked).  The work of created streams is deferred (CUEMU_DEFER_STREAMS, cuemu.h): queued, and
+// run by an emulated device thread only when a synchronisation, an event or another stream needs it.
 //
 // Device memory: cudaMalloc returns host memory aligned to 256 bytes, filled with CUEMU_ALLOC_FILL
 // (0xff), with 64-byte guard zones before and after it.  The guard words read as float NaNs
@@ -30,10 +31,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -973,11 +976,11 @@ cudaError_t check_range(const char* api, const char* which, const void* p, size_
   return cudaSuccess;
 }
 
-cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  if (n == 0) return cudaSuccess;
-  Where d, s;
-  if (cudaError_t e = check_range(api, "dst", dst, n, &d)) return e;
-  if (cudaError_t e = check_range(api, "src", src, n, &s)) return e;
+cudaError_t check_copy(const char* api, void* dst, const void* src, size_t n, cudaMemcpyKind kind, Where* dw,
+                       Where* sw) {
+  if (cudaError_t e = check_range(api, "dst", dst, n, dw)) return e;
+  if (cudaError_t e = check_range(api, "src", src, n, sw)) return e;
+  const Where d = *dw, s = *sw;
   const bool ok = kind == cudaMemcpyDefault || (kind == cudaMemcpyHostToDevice && d == Inside && s == Host) ||
                   (kind == cudaMemcpyDeviceToHost && d == Host && s == Inside) ||
                   (kind == cudaMemcpyDeviceToDevice && d == Inside && s == Inside) ||
@@ -985,6 +988,12 @@ cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemc
   if (!ok)
     return api_error(cudaErrorInvalidValue, "%s with %s but dst is %s memory and src is %s memory", api,
                      kind_name(kind), d == Host ? "host" : "device", s == Host ? "host" : "device");
+  return cudaSuccess;
+}
+cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (n == 0) return cudaSuccess;
+  Where d, s;
+  if (cudaError_t e = check_copy(api, dst, src, n, kind, &d, &s)) return e;
   DeviceAccess open;
   std::memmove(dst, src, n);
   return cudaSuccess;
@@ -1103,14 +1112,14 @@ std::mutex launch_mutex;  // kernels run one at a time
 }  // namespace
 
 // ================================================================== launch
-void launch(const Launch& l) {
+bool launch_checks(const Launch& l) {
   const dim3 g = l.grid, b = l.block;
   const uint64_t nt = 1ull * b.x * b.y * b.z, nb = 1ull * g.x * g.y * g.z;
   if (nt == 0 || nt > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64 || nb == 0 || g.x > 0x7fffffffu || g.y > 65535 ||
       g.z > 65535) {
     api_error(cudaErrorInvalidConfiguration, "invalid launch of %s at %s:%u: grid (%u,%u,%u) block (%u,%u,%u)", l.name,
               l.file, l.line, g.x, g.y, g.z, b.x, b.y, b.z);
-    return;
+    return false;
   }
   int limit = kDefaultSmem;
   {
@@ -1122,7 +1131,7 @@ void launch(const Launch& l) {
               "launch of %s at %s:%u asks for %zu bytes of dynamic shared memory; the limit is %d "
               "(raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))",
               l.name, l.file, l.line, l.smem, limit);
-    return;
+    return false;
   }
   // A pointer a GPU cannot address (a host stack or heap address: a missing upload) faults there; the
   // emulator's kernels could read it, so it is refused here.
@@ -1138,6 +1147,13 @@ void launch(const Launch& l) {
         fail(msg, nullptr);
       }
   }
+  return true;
+}
+
+void launch(const Launch& l) {
+  if (!launch_checks(l)) return;
+  const dim3 g = l.grid, b = l.block;
+  const uint64_t nt = 1ull * b.x * b.y * b.z, nb = 1ull * g.x * g.y * g.z;
   DeviceAccess open;
   std::lock_guard lock(launch_mutex);
   static std::once_flag watchdog_once;
@@ -1217,6 +1233,244 @@ void record(cudaStream_t s, std::function<void()> work, bool device_work) {
   std::lock_guard g(invalid_mutex);
   if (capture.invalid.empty()) capture.work.push_back(std::move(work));
 }
+
+// ------------------------------------------------------------------ deferred streams
+// A GPU runs a stream's work some time after it is enqueued, and a program that reads a result
+// without synchronising may pass by luck. With CUEMU_DEFER_STREAMS the work of every created stream
+// waits in a queue, and one emulated device thread runs it only when something needs it done, so the
+// luck runs out: work runs as late as CUDA allows.
+namespace {
+bool defer_mode() {
+  static const bool on = env_long("CUEMU_DEFER_STREAMS", 1) != 0;
+  return on;
+}
+struct QueuedOp {
+  std::function<void()> work;  // null for a wait
+  uint64_t after_queue = 0;    // a wait: queue `after_queue` must first have run `after_ops` operations
+  uint64_t after_ops = 0;
+  bool demanded = false;  // a wait whose target was asked for (counted in its waited_by)
+};
+struct StreamQueue {
+  std::deque<QueuedOp> ops;                     // operation number taken + 1 first
+  uint64_t enqueued = 0, done = 0, wanted = 0;  // operations enqueued, run, and asked for (done < wanted: run)
+  uint64_t taken = 0;      // operations taken off `ops`: done, or done + 1 while the device runs one
+  uint64_t scanned = 0;    // the waits among the first `scanned` operations have asked for their targets
+  unsigned waited_by = 0;  // asked-for waits of other queues on this one
+  bool blocking = true;    // created without cudaStreamNonBlocking: the legacy default stream waits for it
+};
+struct EmulatedDevice {
+  std::mutex mu;
+  std::condition_variable cv;              // progress and new demands
+  std::map<uint64_t, StreamQueue> queues;  // by id: a stream's handle may be reused after it is destroyed
+  std::unordered_map<cudaStream_t, uint64_t> ids;
+  uint64_t next_id = 1;
+  bool started = false;
+  std::thread::id thread;
+};
+EmulatedDevice& emulated_device() {
+  static auto* d = new EmulatedDevice;  // never destroyed: its thread may wait on it while the process exits
+  return *d;
+}
+
+// Asks for queue q's first `ops` operations, and through the waits among them, for what they wait on.
+void ask(EmulatedDevice& d, StreamQueue& q, uint64_t ops) {  // d.mu held
+  if (ops <= q.wanted) return;
+  q.wanted = ops;
+  for (uint64_t n = std::max(q.scanned, q.taken) + 1; n <= q.wanted; ++n) {
+    QueuedOp& op = q.ops[n - q.taken - 1];
+    if (op.work) continue;
+    auto it = d.queues.find(op.after_queue);
+    if (it == d.queues.end()) continue;
+    op.demanded = true;
+    ++it->second.waited_by;
+    ask(d, it->second, op.after_ops);
+  }
+  q.scanned = std::max(q.scanned, q.wanted);
+}
+bool front_ready(EmulatedDevice& d, const StreamQueue& q) {  // d.mu held; q.ops not empty
+  const QueuedOp& op = q.ops.front();
+  if (op.work) return true;
+  auto it = d.queues.find(op.after_queue);
+  return it == d.queues.end() || it->second.done >= op.after_ops;
+}
+
+// The emulated device: runs what was asked for, one operation at a time, in each stream's order.
+// What another stream waits for goes first, and a stream's own work as late as its waits allow: a
+// consumer that forgot to wait runs before its producer, a producer that was not waited for runs
+// only when something asks for it.
+void device_loop() {
+  EmulatedDevice& d = emulated_device();
+  std::unique_lock lk(d.mu);
+  for (;;) {
+    StreamQueue* q = nullptr;
+    bool asked = false;
+    for (int pass = 0; pass < 2 && !q; ++pass)
+      for (auto& kv : d.queues) {
+        StreamQueue& c = kv.second;
+        if (c.wanted <= c.done) continue;  // (else done < enqueued: ops is not empty)
+        asked = true;
+        if ((pass == 1 || c.waited_by > 0) && front_ready(d, c)) {
+          q = &c;
+          break;
+        }
+      }
+    if (!q) {
+      if (asked) fail("streams wait on each other's events in a cycle", nullptr);
+      d.cv.wait(lk);
+      continue;
+    }
+    QueuedOp op = std::move(q->ops.front());
+    q->ops.pop_front();
+    ++q->taken;
+    if (!op.work) {
+      if (auto it = d.queues.find(op.after_queue); op.demanded && it != d.queues.end()) --it->second.waited_by;
+    } else {
+      lk.unlock();
+      op.work();
+      op.work = nullptr;  // what it held (a kernel's arguments, a graph's copy) goes before the host hears of it
+      lk.lock();
+    }
+    ++q->done;
+    d.cv.notify_all();
+  }
+}
+
+StreamQueue* queue_of(EmulatedDevice& d, cudaStream_t s) {  // d.mu held
+  if (!s) return nullptr;
+  auto it = d.ids.find(s);
+  return it == d.ids.end() ? nullptr : &d.queues[it->second];
+}
+void push(EmulatedDevice& d, StreamQueue& q, QueuedOp op) {  // d.mu held
+  q.ops.push_back(std::move(op));
+  ++q.enqueued;
+  if (!d.started) {
+    d.started = true;
+    std::thread t(device_loop);
+    d.thread = t.get_id();
+    t.detach();
+  }
+}
+// Has queue `id` run its first `ops` operations? If not, asks the device to run them (without waiting).
+bool queue_done(EmulatedDevice& d, uint64_t id, uint64_t ops) {  // d.mu held
+  auto it = d.queues.find(id);
+  if (it == d.queues.end() || it->second.done >= ops) return true;
+  if (it->second.wanted < ops) {
+    ask(d, it->second, ops);
+    d.cv.notify_all();
+  }
+  return false;
+}
+void run_until(EmulatedDevice& d, std::unique_lock<std::mutex>& lk, uint64_t id, uint64_t ops) {
+  if (queue_done(d, id, ops)) return;
+  if (std::this_thread::get_id() == d.thread)
+    fail("a call that waits for stream work was made from stream work (a host function): it never returns", nullptr);
+  d.cv.wait(lk, [&] { return queue_done(d, id, ops); });
+}
+void run_queues(bool blocking_only) {
+  if (!defer_mode()) return;
+  EmulatedDevice& d = emulated_device();
+  std::unique_lock lk(d.mu);
+  std::vector<std::pair<uint64_t, uint64_t>> targets;
+  for (const auto& [id, q] : d.queues)
+    if (q.blocking || !blocking_only) targets.emplace_back(id, q.enqueued);
+  for (const auto& [id, ops] : targets) run_until(d, lk, id, ops);
+}
+
+// For the stream and event calls below. A queue id of 0: nothing queued (run at once).
+void register_stream(cudaStream_t s, bool blocking) {
+  if (!defer_mode()) return;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  const uint64_t id = d.next_id++;
+  d.ids[s] = id;
+  d.queues[id].blocking = blocking;
+}
+// Runs s's queued work (s null: the blocking streams', which the legacy default stream waits for).
+void run_stream(cudaStream_t s) {
+  if (!defer_mode()) return;
+  if (!s) return run_queues(true);
+  EmulatedDevice& d = emulated_device();
+  std::unique_lock lk(d.mu);
+  if (auto it = d.ids.find(s); it != d.ids.end()) run_until(d, lk, it->second, d.queues[it->second].enqueued);
+}
+void forget_stream(cudaStream_t s) {  // after run_stream(s)
+  if (!defer_mode()) return;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  if (auto it = d.ids.find(s); it != d.ids.end()) {
+    d.queues.erase(it->second);
+    d.ids.erase(it);
+  }
+}
+// Queues `stamp` on deferred stream s; its position is (*id, *ops). False when s is not deferred.
+bool queue_stamp(cudaStream_t s, std::function<void()> stamp, uint64_t* id, uint64_t* ops) {
+  if (!deferring(s)) return false;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  StreamQueue* q = queue_of(d, s);
+  push(d, *q, QueuedOp{std::move(stamp)});
+  *id = d.ids[s];
+  *ops = q->enqueued;
+  return true;
+}
+// Stream s waits until queue `id` has run `ops` operations: queued on a deferred s, else waited for now.
+void queue_wait(cudaStream_t s, uint64_t id, uint64_t ops) {
+  if (!id) return;
+  const bool deferred = deferring(s);
+  EmulatedDevice& d = emulated_device();
+  std::unique_lock lk(d.mu);
+  if (deferred) {
+    StreamQueue* q = queue_of(d, s);
+    if (d.ids[s] != id) push(d, *q, QueuedOp{nullptr, id, ops});
+    return;
+  }
+  run_until(d, lk, id, ops);
+}
+bool stream_done(cudaStream_t s) {  // asks for its work if not (does not wait)
+  if (!defer_mode() || !s) return true;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  auto it = d.ids.find(s);
+  return it == d.ids.end() || queue_done(d, it->second, d.queues[it->second].enqueued);
+}
+bool ops_done(uint64_t id, uint64_t ops) {  // asks for them if not (does not wait)
+  if (!id) return true;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  return queue_done(d, id, ops);
+}
+void wait_ops(uint64_t id, uint64_t ops) {
+  if (!id) return;
+  EmulatedDevice& d = emulated_device();
+  std::unique_lock lk(d.mu);
+  run_until(d, lk, id, ops);
+}
+}  // namespace
+
+bool deferring(cudaStream_t s) {
+  if (!defer_mode() || !s || capturing(s)) return false;
+  EmulatedDevice& d = emulated_device();
+  std::lock_guard lk(d.mu);
+  return d.ids.count(s) != 0;
+}
+void submit(cudaStream_t s, std::function<void()> work, bool device_work) {
+  if (capturing(s)) return record(s, std::move(work), device_work);
+  if (device_work)
+    work = [w = std::move(work)] {
+      DeviceAccess open;
+      w();
+    };
+  if (defer_mode()) {
+    EmulatedDevice& d = emulated_device();
+    {
+      std::lock_guard lk(d.mu);
+      if (StreamQueue* q = queue_of(d, s)) return push(d, *q, QueuedOp{std::move(work)});
+    }
+    run_queues(true);  // the legacy default stream: after the blocking streams' work
+  }
+  work();
+}
+void synchronize_device() { run_queues(false); }
 }  // namespace cuemu
 
 // ================================================================== CUDA runtime API subset
@@ -1294,6 +1548,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaFree");
+  synchronize_device();  // as CUDA's: queued work may still use the memory
   std::optional<Alloc> freed;
   {
     std::lock_guard g(mem_mutex);
@@ -1331,6 +1586,7 @@ cudaError_t cudaMallocHost(void** p, size_t n) {
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int) { return cudaMallocHost(p, n); }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
+  synchronize_device();  // queued copies may still use the memory
   {
     std::lock_guard g(mem_mutex);
     if (!host_allocs.erase(reinterpret_cast<uintptr_t>(p))) p = nullptr;
@@ -1342,6 +1598,7 @@ cudaError_t cudaFreeHost(void* p) {
 
 cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureImplicit, "cudaMemcpy");
+  run_stream(nullptr);  // the legacy default stream's: after the blocking streams, not the non-blocking ones
   return copy("cudaMemcpy", d, s, n, k);
 }
 cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
@@ -1356,15 +1613,29 @@ cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, 
     record(st, [=] { copy("cudaMemcpyAsync", d, s, n, k); });
     return cudaSuccess;
   }
+  if (deferring(st) && n > 0) {
+    Where dw, sw;
+    if (cudaError_t e = check_copy("cudaMemcpyAsync", d, s, n, k, &dw, &sw)) return e;
+    if ((dw == Host && !pinned_host(d)) || (sw == Host && !pinned_host(s)) || (dw == Host && sw == Host)) {
+      run_stream(st);  // pageable host memory: the copy is synchronous, after the stream's earlier work
+      return copy("cudaMemcpyAsync", d, s, n, k);
+    }
+    if (dw == Host) std::memset(d, 0xff, n);  // pinned: undefined until the copy has run
+    submit(st, [=] { std::memmove(d, s, n); });
+    return cudaSuccess;
+  }
+  if (!st) run_stream(nullptr);  // the legacy default stream waits for the blocking streams
   return copy("cudaMemcpyAsync", d, s, n, k);
 }
 cudaError_t cudaMemcpy2D(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k) {
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureImplicit, "cudaMemcpy2D");
+  run_stream(nullptr);
   return copy2d("cudaMemcpy2D", d, dp, s, sp, w, h, k);
 }
 cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind k,
                               cudaStream_t st) {
   if (capturing(st)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaMemcpy2DAsync (not emulated)");
+  run_stream(st);  // (run at once, after the stream's earlier work)
   return copy2d("cudaMemcpy2DAsync", d, dp, s, sp, w, h, k);
 }
 cudaError_t cudaMemcpyToSymbol(const void* sym, const void* src, size_t n, size_t off, cudaMemcpyKind) {
@@ -1380,6 +1651,7 @@ cudaError_t cudaMemset(void* d, int v, size_t n) {
   Where w;
   if (cudaError_t e = check_range("cudaMemset", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemset of %p, which is not device memory", d);
+  run_stream(nullptr);
   DeviceAccess open;
   std::memset(d, v, n);
   return cudaSuccess;
@@ -1389,9 +1661,7 @@ cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st) {
   Where w;
   if (cudaError_t e = check_range("cudaMemsetAsync", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemsetAsync of %p, which is not device memory", d);
-  if (capturing(st)) return record(st, [=] { std::memset(d, v, n); }), cudaSuccess;
-  DeviceAccess open;
-  std::memset(d, v, n);
+  submit(st, [=] { std::memset(d, v, n); });
   return cudaSuccess;
 }
 // `height` rows of `width` bytes, `pitch` bytes apart.
@@ -1405,9 +1675,7 @@ cudaError_t cudaMemset2DAsync(void* d, size_t pitch, int v, size_t width, size_t
   auto work = [=] {
     for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(d) + r * pitch, v, width);
   };
-  if (capturing(st)) return record(st, work), cudaSuccess;
-  DeviceAccess open;
-  work();
+  submit(st, work);
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
@@ -1444,9 +1712,11 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 
 cudaError_t cudaDeviceSynchronize(void) {
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaDeviceSynchronize");
+  synchronize_device();
   return cudaSuccess;
 }
 cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory is released
+  synchronize_device();
   std::lock_guard g(mem_mutex);
   for (auto& kv : device_allocs) release(kv.second);
   device_allocs.clear();
@@ -1454,7 +1724,8 @@ cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory 
   return cudaSuccess;
 }
 
-// Streams and events: synchronous, so a stream is just a handle and an event a time stamp.
+// Streams and events. A deferred stream's work runs on the emulated device thread (submit); an event
+// recorded on one is a stamp in its queue, known by its position there (q_id, q_ops).
 namespace {
 struct Stream {
   unsigned flags;
@@ -1468,6 +1739,7 @@ struct Event {
   std::atomic<uint64_t> capture_id{0};
   cudaStream_t stream = nullptr;
   uint64_t ops = 0;
+  uint64_t q_id = 0, q_ops = 0;  // last recorded on a deferred stream: done once that queue has run q_ops
 };
 // Whether e was last recorded in the capture that is running now.
 bool in_running_capture(const Event* e) {
@@ -1478,23 +1750,27 @@ bool in_running_capture(const Event* e) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   if (!s) return api_error(cudaErrorInvalidValue, "cudaStreamCreate with a null result pointer");
   *s = reinterpret_cast<cudaStream_t>(new Stream{flags});
+  register_stream(*s, !(flags & cudaStreamNonBlocking));
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s) return api_error(cudaErrorInvalidResourceHandle, "cudaStreamDestroy of the default stream");
+  run_stream(s);  // (CUDA lets its work finish after the call; finishing it first is one such order)
+  forget_stream(s);
   delete reinterpret_cast<Stream*>(s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize");
+  run_stream(s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
   if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamQuery");
-  return cudaSuccess;
+  return stream_done(s) ? cudaSuccess : cudaErrorNotReady;  // (not an error: the device is asked to run it)
 }
-// Streams are synchronous, so a wait orders nothing; during a capture it forks and joins: a stream
+// Outside a capture a wait orders deferred work (queue_wait); during a capture it forks and joins: a stream
 // that waits on an event recorded in the capture joins it (its work is captured from then on), and
 // the origin waiting on an event recorded on a joined stream joins that stream's work up to it. A
 // capturing stream may not wait on an event recorded outside the capture (CUDA's
@@ -1505,7 +1781,10 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
   if (capturing(s) && !in_running_capture(ev) && !(flags & cudaEventWaitExternal))
     return refuse_in_capture(cudaErrorStreamCaptureIsolation,
                              "cudaStreamWaitEvent of a capturing stream on an event recorded outside the capture");
-  if (!in_running_capture(ev)) return cudaSuccess;
+  if (!in_running_capture(ev)) {
+    if (ev->capture_id == 0) queue_wait(s, ev->q_id, ev->q_ops);
+    return cudaSuccess;
+  }
   if (!capturing(s)) capture.sides[s] = {};
   if (s == capture.stream)
     if (auto side = capture.sides.find(ev->stream); side != capture.sides.end())
@@ -1530,9 +1809,15 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
         s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, false);
     auto side = capture.sides.find(s);
     ev->capture_id = capture.id, ev->stream = s, ev->ops = side == capture.sides.end() ? 0 : side->second.ops;
+    ev->q_id = 0;
     return cudaSuccess;
   }
   ev->capture_id = 0;
+  if (queue_stamp(
+          s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, &ev->q_id, &ev->q_ops))
+    return cudaSuccess;
+  if (!s) run_stream(nullptr);
+  ev->q_id = 0;
   ev->t = std::chrono::steady_clock::now();
   ev->recorded = true;
   return cudaSuccess;
@@ -1543,12 +1828,14 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     return refuse_in_capture(cudaErrorCapturedEvent,
                              "cudaEventSynchronize of an event recorded in the running capture");
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
+  if (ev) wait_ops(ev->q_id, ev->q_ops);
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   const auto* ev = reinterpret_cast<const Event*>(e);
   if (ev && in_running_capture(ev))
     return refuse_in_capture(cudaErrorCapturedEvent, "cudaEventQuery of an event recorded in the running capture");
+  if (ev && !ops_done(ev->q_id, ev->q_ops)) return cudaErrorNotReady;  // not an error: the device is asked to run it
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
@@ -1560,20 +1847,24 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (in_running_capture(x) || in_running_capture(y))
     return refuse_in_capture(cudaErrorCapturedEvent,
                              "cudaEventElapsedTime of an event recorded in the running capture");
+  if (!ops_done(x->q_id, x->q_ops) || !ops_done(y->q_id, y->q_ops))
+    return api_error(cudaErrorNotReady, "cudaEventElapsedTime on an event that has not completed");
   if (!x->recorded || !y->recorded)
     return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
   *ms = std::chrono::duration<float, std::milli>(y->t - x->t).count();
   return cudaSuccess;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { return delete reinterpret_cast<Event*>(e), cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  auto* ev = reinterpret_cast<Event*>(e);
+  if (ev) wait_ops(ev->q_id, ev->q_ops);  // its stamp is queued work that writes it
+  delete ev;
+  return cudaSuccess;
+}
 
 cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data) {
   if (!fn) return api_error(cudaErrorInvalidValue, "cudaLaunchHostFunc with a null function");
-  if (capturing(s))
-    return record(
-               s, [fn, data] { fn(data); }, false),
-           cudaSuccess;  // host code: memory closed
-  fn(data);
+  submit(
+      s, [fn, data] { fn(data); }, false);  // host code: device memory closed
   return cudaSuccess;
 }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
@@ -1639,7 +1930,13 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!exec) return api_error(cudaErrorInvalidValue, "cudaGraphLaunch of a null graph");
   if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaGraphLaunch (not emulated)");
-  for (auto& w : reinterpret_cast<Graph*>(exec)->work) w();
+  // A copy of the nodes: the executable graph may be destroyed before a deferred launch runs.
+  submit(
+      s,
+      [work = reinterpret_cast<Graph*>(exec)->work] {
+        for (auto& w : work) w();
+      },
+      false);
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return delete reinterpret_cast<Graph*>(exec), cudaSuccess; }

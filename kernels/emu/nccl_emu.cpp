@@ -13,8 +13,9 @@
 // Arithmetic: sums run over the ranks in rank order, each addition rounded to the data type, so every
 // rank gets the same bits; ncclAvg multiplies each rank's values by 1/nranks rounded to the type
 // first, as NCCL's PreMulSum does for floating types.
-// Streams: a call runs when it is made (emulated streams are synchronous) on the calling thread, or,
-// while its stream is captured, is recorded into the graph and runs at every replay (cuemu::record).
+// Streams: a call runs in stream order (cuemu::submit: deferred until the stream's work is needed, on
+// the emulated device thread), or, while its stream is captured, is recorded into the graph and runs
+// at every replay (cuemu::record); ncclCommDestroy first runs the work queued so far (NCCL's finalize).
 // As NCCL on one node: ranks must be on different devices (ncclCommInitRank fails with
 // ncclInvalidUsage for a duplicate GPU, by the machine ordinal behind CUDA_VISIBLE_DEVICES);
 // ncclCommAbort affects its own rank only (a thread of it waiting in a collective stops waiting and
@@ -169,8 +170,7 @@ struct GraphRef {
 // The work of a collective in stream order; a captured one holds the communicator (GraphRef).
 void enqueue(ncclComm_t c, cudaStream_t stream, std::function<void()> work) {
   if (cuemu::capturing(stream)) return cuemu::record(stream, [ref = GraphRef(c), work = std::move(work)] { work(); });
-  cuemu::DeviceAccess open;
-  work();
+  cuemu::submit(stream, std::move(work));
 }
 // Waits, as NCCL's destroy and abort do, until no graph holds a captured collective of c.
 void wait_for_graphs(ncclComm_t c) {
@@ -345,6 +345,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return error(ncclInvalidArgument, "ncclCommDestroy of a null communicator");
+  cuemu::synchronize_device();  // NCCL's finalize: the collectives issued so far complete first
   if (const int refs = comm->graph_refs.load(); refs > 0) {
     // NCCL would wait for those graphs' destruction, which the caller (holding them) never reaches.
     std::fprintf(stderr,

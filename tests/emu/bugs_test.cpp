@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/emu/bug_kernels.cuh"
@@ -312,6 +313,112 @@ TEST_F(EmuBugs, HostReadOfDeviceMemory) {
   EXPECT_DEATH(host_read(),
                "device work done\n.*cuemu: host code touched device memory at 0x[0-9a-f]+ \\(allocation 0x[0-9a-f]+ "
                "of 256 bytes\\) outside a kernel, copy or library call");
+}
+
+// Missing stream synchronisation. A GPU runs a stream's work some time after it is enqueued, so a
+// program that reads a result without waiting for it may pass by luck. The emulator runs the work of
+// created streams as late as CUDA allows (CUEMU_DEFER_STREAMS, on by default), so each of these
+// mistakes reads stale or NaN data every time, while the synchronised variant reads the result.
+bool deferred_streams() {
+  const char* v = std::getenv("CUEMU_DEFER_STREAMS");
+  return !v || !*v || std::strtol(v, nullptr, 0) != 0;
+}
+TEST_F(EmuBugs, MissingStreamSynchronisation) {
+  if (!deferred_streams()) GTEST_SKIP() << "CUEMU_DEFER_STREAMS=0: streams run their work at once";
+  float* one = dev(std::vector<float>(64, 1.f));
+  float* out = dev(std::vector<float>(64, 0.f));
+  cudaStream_t s, blocking, other;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&blocking), cudaSuccess);
+
+  // 1. cudaMemcpy runs on the legacy default stream, which does not wait for a non-blocking stream.
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, out, 64);
+  EXPECT_EQ(host(out, 64)[9], 0.f);  // the bug: the kernel has not run
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 2.f);
+  // ... but it does wait for a blocking one (created without cudaStreamNonBlocking).
+  GPU_LAUNCH(1, 64, 0, blocking, bounded_scale)(out, out, 64);
+  EXPECT_EQ(host(out, 64)[9], 4.f);
+
+  // 2. An asynchronous copy into pinned memory, read before the stream is synchronised: 0xff bytes.
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), 64 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, out, 64 * sizeof(float), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  EXPECT_TRUE(std::isnan(pinned[9]));  // the bug
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(pinned[9], 4.f);
+  // A pinned source rewritten before its copy has run: the copy takes what is there when it runs.
+  for (int i = 0; i < 64; ++i) pinned[i] = 5.f;
+  ASSERT_EQ(cudaMemcpyAsync(out, pinned, 64 * sizeof(float), cudaMemcpyHostToDevice, s), cudaSuccess);
+  pinned[9] = 6.f;  // the bug: the host reuses the buffer too early
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 6.f);
+
+  // 3. A stream that reads what another writes, without waiting on an event recorded after it: the
+  // reader runs first. With the wait, the writer runs first.
+  float* mid = dev(std::vector<float>(64, 0.f));
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, mid, 64);      // mid = 2
+  GPU_LAUNCH(1, 64, 0, other, bounded_scale)(mid, out, 64);  // out = 2 mid, without a wait
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 0.f);  // the bug: mid was still 0
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  cudaEvent_t written, t0;
+  ASSERT_EQ(cudaEventCreate(&written), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&t0), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(t0, s), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(mid, mid, 64);  // mid = 4
+  ASSERT_EQ(cudaEventRecord(written, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(other, written, 0), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, other, bounded_scale)(mid, out, 64);  // out = 8
+  float ms = 0.f;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, t0, written), cudaErrorNotReady);  // not run yet
+  (void)cudaGetLastError();
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 8.f);
+  ASSERT_EQ(cudaEventElapsedTime(&ms, t0, written), cudaSuccess);  // other's wait ran s up to `written`
+
+  // 4. Polling: a query asks the device to run the work and reports it not ready until it has.
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, out, 64);
+  ASSERT_EQ(cudaEventRecord(written, s), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(written), cudaErrorNotReady);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // (not an error)
+  int polls = 0;
+  while (cudaEventQuery(written) == cudaErrorNotReady && ++polls < 100000) std::this_thread::yield();
+  EXPECT_EQ(cudaEventQuery(written), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 2.f);
+
+  // 5. Freeing memory waits for every stream's queued work (cudaFree synchronises the device).
+  int ran = 0;
+  ASSERT_EQ(cudaLaunchHostFunc(
+                other, [](void* n) { ++*static_cast<int*>(n); }, &ran),
+            cudaSuccess);
+  EXPECT_EQ(ran, 0);
+  ASSERT_EQ(cudaFree(mid), cudaSuccess);
+  EXPECT_EQ(ran, 1);
+
+  cudaEventDestroy(written);
+  cudaEventDestroy(t0);
+  cudaFreeHost(pinned);
+  cudaStreamDestroy(s);
+  cudaStreamDestroy(other);
+  cudaStreamDestroy(blocking);
+  cudaFree(one);
+  cudaFree(out);
+}
+
+// CUDA forbids CUDA calls in a host function; one that waits for stream work would never return.
+TEST_F(EmuBugs, HostFunctionWaitingForStreamWork) {
+  if (!deferred_streams()) GTEST_SKIP() << "CUEMU_DEFER_STREAMS=0: host functions run at once";
+  EXPECT_DEATH(
+      {
+        cudaStream_t s;
+        if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) std::abort();
+        cudaLaunchHostFunc(
+            s, [](void* p) { cudaStreamSynchronize(*static_cast<cudaStream_t*>(p)); }, &s);
+        cudaStreamSynchronize(s);
+      },
+      "cuemu: a call that waits for stream work was made from stream work \\(a host function\\)");
 }
 
 TEST_F(EmuBugs, InvalidLaunch) {

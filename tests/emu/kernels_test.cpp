@@ -2,6 +2,7 @@
 // rejected like on a GPU, and the emulated runtime API behaves.  Small shapes: also run under TSan.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -357,10 +358,12 @@ TEST(EmuRuntime, StreamCaptureRecordsAndReplays) {
   cudaGraphExec_t exec = nullptr;
   CK(cudaGraphInstantiate(&exec, g, 0));
   CK(cudaGraphLaunch(exec, s));
+  CK(cudaStreamSynchronize(s));
   EXPECT_EQ(host(a, 256)[7], 2.f);
   EXPECT_EQ(pinned[7], 2.f);
   EXPECT_EQ(host(b, 256)[0], 0.f);
   CK(cudaGraphLaunch(exec, s));  // reads a as it is now: 2 -> 4
+  CK(cudaStreamSynchronize(s));
   EXPECT_EQ(host(a, 256)[255], 4.f);
   EXPECT_EQ(pinned[255], 4.f);
   EXPECT_EQ(host_calls, 2);
@@ -401,8 +404,9 @@ TEST(EmuRuntime, StreamCaptureRecordsAndReplays) {
   CK(cudaStreamEndCapture(s, &g));
   CK(cudaGraphDestroy(g));
   CK(cudaFree(p));
-  // Outside a capture everything runs at once again.
+  // Outside a capture the work runs again (deferred: by the synchronisation).
   GPU_LAUNCH(1, 256, 0, s, scale)(a, b, 256);
+  CK(cudaStreamSynchronize(s));
   EXPECT_EQ(host(b, 256)[3], 8.f);
   CK(cudaFreeHost(pinned));
   CK(cudaFree(a));
@@ -450,8 +454,10 @@ TEST(EmuRuntime, StreamsForkAndJoinACapture) {
   cudaGraphExec_t exec = nullptr;
   CK(cudaGraphInstantiate(&exec, g, 0));
   CK(cudaGraphLaunch(exec, s));
+  CK(cudaStreamSynchronize(s));
   EXPECT_EQ(host(a, 64)[5], 4.f);
   CK(cudaGraphLaunch(exec, s));
+  CK(cudaStreamSynchronize(s));
   EXPECT_EQ(host(a, 64)[63], 16.f);
   CK(cudaGraphExecDestroy(exec));
   CK(cudaGraphDestroy(g));
@@ -467,8 +473,9 @@ TEST(EmuRuntime, StreamsForkAndJoinACapture) {
   EXPECT_EQ(g, nullptr);
   (void)cudaGetLastError();
   EXPECT_EQ(host(b, 64)[0], 8.f);  // b = 2a from the last replay (a = 4); the unjoined kernel never ran
-  // After the capture the side stream runs its work at once again.
+  // After the capture the side stream runs its work again (deferred: by the synchronisation).
   GPU_LAUNCH(1, 64, 0, side, scale)(a, b, 64);
+  CK(cudaStreamSynchronize(side));
   EXPECT_EQ(host(b, 64)[0], 32.f);
 
   // Invalid during a capture, which is lost: querying an event recorded in it, and a capturing
@@ -534,6 +541,45 @@ TEST(EmuRuntime, CaptureModesAndOtherThreads) {
 
 // Devices: the machine's CUEMU_DEVICE_COUNT, selected by CUDA_VISIBLE_DEVICES with the driver's
 // rules; the current device is per thread.
+// Deferred streams (CUEMU_DEFER_STREAMS): the host may ask for more of a stream while the device runs
+// one of its operations (here a host function held until the test releases it), and the waits among
+// the new operations must still bring in what they wait for.
+std::atomic<bool> g_started{false}, g_release{false};
+TEST(EmuRuntime, HostAsksWhileTheDeviceRuns) {
+  if (const char* v = std::getenv("CUEMU_DEFER_STREAMS"); v && std::string(v) == "0")
+    GTEST_SKIP() << "CUEMU_DEFER_STREAMS=0: the host function would run (and wait) at once";
+  cudaStream_t s, t;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking));
+  float* a = dev(std::vector<float>(64, 1.f));
+  float* b = dev(std::vector<float>(64, 0.f));
+  cudaEvent_t written;
+  CK(cudaEventCreateWithFlags(&written, cudaEventDisableTiming));
+  g_started = g_release = false;
+  CK(cudaLaunchHostFunc(
+      s,
+      [](void*) {
+        g_started = true;
+        while (!g_release) std::this_thread::yield();
+      },
+      nullptr));
+  EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);  // the device starts the host function
+  while (!g_started) std::this_thread::yield();
+  GPU_LAUNCH(1, 64, 0, t, scale)(a, a, 64);  // a = 2
+  CK(cudaEventRecord(written, t));
+  CK(cudaStreamWaitEvent(s, written, 0));
+  GPU_LAUNCH(1, 64, 0, s, scale)(a, b, 64);  // b = 2a = 4
+  (void)cudaStreamQuery(s);                  // asks for the wait (and so t) while the host function runs
+  g_release = true;
+  CK(cudaStreamSynchronize(s));
+  EXPECT_EQ(host(b, 64)[17], 4.f);
+  CK(cudaEventDestroy(written));
+  CK(cudaStreamDestroy(s));
+  CK(cudaStreamDestroy(t));
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+}
+
 TEST(EmuRuntime, DeviceCountAndCurrentDevice) {
   const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::string keep = saved ? saved : "";
