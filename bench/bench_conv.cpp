@@ -22,9 +22,15 @@
 //   MobileNetV1: the 9 distinct depthwise 3x3 shapes of its 13 blocks (conv2_1 32 @208 ... conv6 1024
 //   @13; conv5_1..5_5 share 512 @26 s1). YOLOv3 neck: the 7 distinct 1x1 shapes of the three
 //   YoloDetBlocks (conv0, conv2, route) and the two transitions on MobileNetV1's 256/512/1024 maps.
+// Low precision (where the machine runs it, check_precision_available): the op's three passes again at
+// bf16 and fp16 O2, as training runs them (activations and gy in the low type, the f32 weights cast per
+// call, f32 sums; gx in the low type, gw in f32): oneDNN's bf16 primitives on a CPU with AVX512-BF16
+// or AMX, cuDNN's tensor-core algorithms on a GPU; on a GPU also the direct backward-data kernel in
+// the low type. Validated against double sums of the rounded inputs, within one rounding of the output.
 // ENGINE_BENCH_CONV_NET=<substring> keeps only the layers whose network name contains it (e.g.
 // "MobileNetV1", "YOLOv3"), to re-measure a subset quickly.
-// FLOPs = 2*N*Ho*Wo*Cout*(Cin/groups)*kH*kW; bytes = 4*(|x| + |w| + |y|).
+// FLOPs = 2*N*Ho*Wo*Cout*(Cin/groups)*kH*kW; bytes = 4*(|x| + |w| + |y|) (low precision: 2 per
+// activation element).
 // Validation (before timing): 24-48 sampled elements of each result against double sums on the host.
 // Quick mode (and the emulated CUDA device): batch 1, spatial sizes / 8.
 #include <algorithm>
@@ -44,6 +50,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/conv.h"
 #include "engine/ops/copy.h"
+#include "engine/precision.h"
 #include "engine/tensor.h"
 #if defined(ENGINE_WITH_CUDA)
 #include "base/cuda_context.h"
@@ -134,10 +141,11 @@ kernels::ConvParams params_of(const Geo& g) {
 }
 #endif
 
-bench::Work work_of(const Geo& g) {
+bench::Work work_of(const Geo& g, double activation_bytes = 4.0) {
   bench::Work w;
   w.flops = 2.0 * (double)(g.n * g.ho * g.wo * g.cout) * (double)(g.cig * g.k * g.k);
-  w.bytes = 4.0 * (double)(g.n * g.h * g.w * g.cin + g.cout * g.cig * g.k * g.k + g.n * g.ho * g.wo * g.cout);
+  w.bytes = activation_bytes * (double)(g.n * g.h * g.w * g.cin + g.n * g.ho * g.wo * g.cout) +
+            4.0 * (double)(g.cout * g.cig * g.k * g.k);
   return w;
 }
 
@@ -146,7 +154,8 @@ struct HostData {
   std::vector<float> x, w, gy;
 };
 
-bool close(double got, double want, double scale) { return std::fabs(got - want) <= 1e-4 * scale + 1e-5; }
+// rel: 1e-4 for f32 results; plus one rounding of the output's type (2^-8 bf16, 2^-11 fp16).
+bool close(double got, double want, double scale, double rel) { return std::fabs(got - want) <= rel * scale + 1e-5; }
 
 std::string mismatch(const char* what, int64_t idx, double got, double want) {
   char buf[160];
@@ -154,7 +163,7 @@ std::string mismatch(const char* what, int64_t idx, double got, double want) {
   return buf;
 }
 
-std::string check_fwd(const Geo& g, const HostData& h, const std::vector<float>& y) {
+std::string check_fwd(const Geo& g, const HostData& h, const std::vector<float>& y, double rel = 1e-4) {
   std::mt19937_64 rng(1);
   for (int t = 0; t < 32; ++t) {
     const int64_t n = (int64_t)(rng() % (uint64_t)g.n), i = (int64_t)(rng() % (uint64_t)g.ho),
@@ -172,12 +181,12 @@ std::string check_fwd(const Geo& g, const HostData& h, const std::vector<float>&
           scale += std::fabs(v);
         }
     const int64_t idx = ((n * g.ho + i) * g.wo + j) * g.cout + co;
-    if (!close(y[(size_t)idx], want, scale)) return mismatch("y", idx, y[(size_t)idx], want);
+    if (!close(y[(size_t)idx], want, scale, rel)) return mismatch("y", idx, y[(size_t)idx], want);
   }
   return "";
 }
 
-std::string check_bwd_data(const Geo& g, const HostData& h, const std::vector<float>& gx) {
+std::string check_bwd_data(const Geo& g, const HostData& h, const std::vector<float>& gx, double rel = 1e-4) {
   std::mt19937_64 rng(2);
   const int64_t og = g.cout / g.a.groups;
   for (int t = 0; t < 32; ++t) {
@@ -198,12 +207,12 @@ std::string check_bwd_data(const Geo& g, const HostData& h, const std::vector<fl
           scale += std::fabs(v);
         }
     const int64_t idx = ((n * g.h + hi) * g.w + wi) * g.cin + c;
-    if (!close(gx[(size_t)idx], want, scale)) return mismatch("gx", idx, gx[(size_t)idx], want);
+    if (!close(gx[(size_t)idx], want, scale, rel)) return mismatch("gx", idx, gx[(size_t)idx], want);
   }
   return "";
 }
 
-std::string check_bwd_weights(const Geo& g, const HostData& h, const std::vector<float>& gw) {
+std::string check_bwd_weights(const Geo& g, const HostData& h, const std::vector<float>& gw, double rel = 1e-4) {
   std::mt19937_64 rng(3);
   for (int t = 0; t < 24; ++t) {
     const int64_t co = (int64_t)(rng() % (uint64_t)g.cout), ci = (int64_t)(rng() % (uint64_t)g.cig),
@@ -221,7 +230,7 @@ std::string check_bwd_weights(const Geo& g, const HostData& h, const std::vector
           scale += std::fabs(v);
         }
     const int64_t idx = ((co * g.cig + ci) * g.k + r) * g.k + s;
-    if (!close(gw[(size_t)idx], want, scale)) return mismatch("gw", idx, gw[(size_t)idx], want);
+    if (!close(gw[(size_t)idx], want, scale, rel)) return mismatch("gw", idx, gw[(size_t)idx], want);
   }
   return "";
 }
@@ -323,6 +332,69 @@ struct Raw {
   }
 };
 
+// The op's three passes at bf16 and fp16 O2 where `dev` runs them, and on a GPU the direct
+// backward-data kernel in the same type (see the file comment).
+void low_precision_rows(bench::Runner& runner, const Device& dev, const Geo& g, const std::string& shape,
+                        const Tensor& x, const Tensor& w, const Tensor& gy) {
+  for (const Precision prec : {Precision::BF16, Precision::FP16}) {
+    try {
+      check_precision_available(prec, AmpLevel::O2, dev);
+    } catch (const std::exception&) {
+      continue;  // (this CPU has no bf16 instructions; fp16 runs on GPUs only)
+    }
+    AutocastGuard autocast(prec, AmpLevel::O2);
+    const DType low = prec == Precision::BF16 ? DType::BF16 : DType::F16;
+    const std::string tag = std::string(", ") + precision_name(prec) + ")";
+    const double rel = 1e-4 + (prec == Precision::BF16 ? 1.0 / 256 : 1.0 / 2048);
+    const bench::Work work = work_of(g, 2.0);
+    const Tensor xl = x.to(low), gyl = gy.to(low);
+    const HostData h{xl.to_vector(), w.to(low).to_vector(), gyl.to_vector()};  // the rounded operands
+    auto fwd = [&] {
+      NoGradGuard ng;
+      return conv2d(xl, w, Tensor(), g.a);
+    };
+    // A low-precision x that needs its gradient is an activation (a leaf must be f32): cast from one.
+    const Tensor xr = x.detach().set_requires_grad(true).to(low), wr = w.detach().set_requires_grad(true);
+    const auto node_d = conv2d(xr, w, Tensor(), g.a).grad_fn();
+    const auto node_w = conv2d(xl, wr, Tensor(), g.a).grad_fn();
+    auto bwd_d = [&] {
+      NoGradGuard ng;
+      return node_d->apply({gyl})[0];
+    };
+    auto bwd_w = [&] {
+      NoGradGuard ng;
+      return node_w->apply({gyl})[1];
+    };
+    runner.run(
+        "conv2d_fwd (op" + tag, shape, dev, work, [&] { return check_fwd(g, h, fwd().to_vector(), rel); },
+        [&] { fwd(); });
+    runner.run(
+        "conv2d_bwd_data (op" + tag, shape, dev, work, [&] { return check_bwd_data(g, h, bwd_d().to_vector(), rel); },
+        [&] { bwd_d(); });
+    runner.run(
+        "conv2d_bwd_weights (op" + tag, shape, dev, work,
+        [&] { return check_bwd_weights(g, h, bwd_w().to_vector(), rel); }, [&] { bwd_w(); });
+#if defined(ENGINE_WITH_CUDA)
+    kernels::ConvParams p = params_of(g);
+    p.input = low == DType::BF16 ? kernels::ConvInput::BF16 : kernels::ConvInput::F16;
+    if (dev.is_cuda() && kernels::conv2d_bwd_data_direct_supported(p)) {
+      const Tensor w_ohwi = copy_contiguous(w.permute({0, 2, 3, 1}), low);
+      const Tensor gx_d = Tensor::empty({g.n, g.h, g.w, g.cin}, low, dev);
+      auto direct = [&] {
+        kernels::conv2d_bwd_data_direct_cuda(p, gyl.raw_data(), w_ohwi.raw_data(), gx_d.raw_data(), compute_stream());
+      };
+      runner.run(
+          "conv2d_bwd_data (direct kernel" + tag, shape, dev, work,
+          [&] {
+            direct();
+            return check_bwd_data(g, h, gx_d.to_vector(), rel);
+          },
+          direct);
+    }
+#endif
+  }
+}
+
 }  // namespace
 
 BENCH_REGISTER(conv) {
@@ -391,6 +463,7 @@ BENCH_REGISTER(conv) {
             direct);
       }
 #endif
+      low_precision_rows(runner, dev, g, shape, x, w, gy);
       if (!dev.is_cpu()) continue;
 
       const Tensor y = Tensor::empty({g.n, g.ho, g.wo, g.cout}), gx = Tensor::empty({g.n, g.h, g.w, g.cin});

@@ -126,13 +126,13 @@ class BenchRunner : public Runner {
   }
 
   static void print_header() {
-    std::printf("%-12s %-28s %-10s %-40s %10s %9s %9s %7s  %s\n", "family", "kernel", "device", "shape", "time_ms",
+    std::printf("%-12s %-38s %-10s %-40s %10s %9s %9s %7s  %s\n", "family", "kernel", "device", "shape", "time_ms",
                 "GB/s", "GFLOP/s", "%peak", "status");
   }
 
  private:
   void print_row(const Row& r) {
-    std::printf("%-12s %-28s %-10s %-40s %10.4f %9.2f %9.2f %6.1f%%  %s\n", r.family.c_str(), r.kernel.c_str(),
+    std::printf("%-12s %-38s %-10s %-40s %10.4f %9.2f %9.2f %6.1f%%  %s\n", r.family.c_str(), r.kernel.c_str(),
                 r.device.c_str(), r.shape.c_str(), r.ms, r.gbs, r.gflops, 100 * r.frac, r.status.c_str());
     std::fflush(stdout);
   }

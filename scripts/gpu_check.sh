@@ -86,10 +86,12 @@ stage_more() {
   for f in resize elementwise batch_norm; do
     timeout "$limit" "$bin/bench_kernels" --device gpu --filter "$f" 2>&1 | grep -E "$f|failed"
   done
-  # The hand-written stride-2 backward-data against cuDNN: kernel rows, then the DarkNet53 step with
+  # The hand-written stride-2 backward-data against cuDNN: kernel rows in fp32, bf16 and fp16 (the op's
+  # rows are cuDNN's choice, the direct kernel's rows the kernel alone), then the DarkNet53 step with
   # cuDNN forced and with the automatic choice, in fp32 and in bf16 O2 (the kernel's bf16 variant
   # against cuDNN's tensor-core algorithms).
-  ENGINE_BENCH_CONV_NET=DarkNet timeout "$limit" "$bin/bench_kernels" --filter conv 2>&1 | grep -E "bwd_data|failed"
+  ENGINE_BENCH_CONV_NET=DarkNet timeout "$limit" "$bin/bench_kernels" --device gpu --filter conv 2>&1 |
+    grep -E "bwd_data|failed"
   for precision in fp32 bf16; do
     for mode in cudnn auto; do
       echo "ENGINE_CONV_BWD_DATA=$mode, $precision"

@@ -1402,19 +1402,32 @@ void forget_stream(cudaStream_t s) {  // after run_stream(s)
     d.ids.erase(it);
   }
 }
-// Queues `stamp` on deferred stream s; its position is (*id, *ops). False when s is not deferred.
-bool queue_stamp(cudaStream_t s, std::function<void()> stamp, uint64_t* id, uint64_t* ops) {
+// A position in a stream's queue: done once queue `id` has run `ops` operations (id 0: nothing queued).
+// An event's is written and read under the device's lock (another thread may query the event).
+struct QueuePos {
+  uint64_t id = 0, ops = 0;
+};
+QueuePos read_pos(const QueuePos& p) {
+  std::lock_guard lk(emulated_device().mu);
+  return p;
+}
+void clear_pos(QueuePos& p) {
+  std::lock_guard lk(emulated_device().mu);
+  p = {};
+}
+// Queues `stamp` on deferred stream s and stores its position in *pos. False when s is not deferred.
+bool queue_stamp(cudaStream_t s, std::function<void()> stamp, QueuePos* pos) {
   if (!deferring(s)) return false;
   EmulatedDevice& d = emulated_device();
   std::lock_guard lk(d.mu);
   StreamQueue* q = queue_of(d, s);
   push(d, *q, QueuedOp{std::move(stamp)});
-  *id = d.ids[s];
-  *ops = q->enqueued;
+  *pos = {d.ids[s], q->enqueued};
   return true;
 }
 // Stream s waits until queue `id` has run `ops` operations: queued on a deferred s, else waited for now.
-void queue_wait(cudaStream_t s, uint64_t id, uint64_t ops) {
+void queue_wait(cudaStream_t s, QueuePos pos) {
+  const auto [id, ops] = pos;
   if (!id) return;
   const bool deferred = deferring(s);
   EmulatedDevice& d = emulated_device();
@@ -1433,13 +1446,15 @@ bool stream_done(cudaStream_t s) {  // asks for its work if not (does not wait)
   auto it = d.ids.find(s);
   return it == d.ids.end() || queue_done(d, it->second, d.queues[it->second].enqueued);
 }
-bool ops_done(uint64_t id, uint64_t ops) {  // asks for them if not (does not wait)
+bool ops_done(QueuePos pos) {  // asks for them if not (does not wait)
+  const auto [id, ops] = pos;
   if (!id) return true;
   EmulatedDevice& d = emulated_device();
   std::lock_guard lk(d.mu);
   return queue_done(d, id, ops);
 }
-void wait_ops(uint64_t id, uint64_t ops) {
+void wait_ops(QueuePos pos) {
+  const auto [id, ops] = pos;
   if (!id) return;
   EmulatedDevice& d = emulated_device();
   std::unique_lock lk(d.mu);
@@ -1725,7 +1740,7 @@ cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory 
 }
 
 // Streams and events. A deferred stream's work runs on the emulated device thread (submit); an event
-// recorded on one is a stamp in its queue, known by its position there (q_id, q_ops).
+// recorded on one is a stamp in its queue, known by its position there (Event::q).
 namespace {
 struct Stream {
   unsigned flags;
@@ -1739,7 +1754,7 @@ struct Event {
   std::atomic<uint64_t> capture_id{0};
   cudaStream_t stream = nullptr;
   uint64_t ops = 0;
-  uint64_t q_id = 0, q_ops = 0;  // last recorded on a deferred stream: done once that queue has run q_ops
+  QueuePos q;  // last recorded on a deferred stream: its stamp's position there (read_pos)
 };
 // Whether e was last recorded in the capture that is running now.
 bool in_running_capture(const Event* e) {
@@ -1782,7 +1797,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
     return refuse_in_capture(cudaErrorStreamCaptureIsolation,
                              "cudaStreamWaitEvent of a capturing stream on an event recorded outside the capture");
   if (!in_running_capture(ev)) {
-    if (ev->capture_id == 0) queue_wait(s, ev->q_id, ev->q_ops);
+    if (ev->capture_id == 0) queue_wait(s, read_pos(ev->q));
     return cudaSuccess;
   }
   if (!capturing(s)) capture.sides[s] = {};
@@ -1809,15 +1824,15 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
         s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, false);
     auto side = capture.sides.find(s);
     ev->capture_id = capture.id, ev->stream = s, ev->ops = side == capture.sides.end() ? 0 : side->second.ops;
-    ev->q_id = 0;
+    clear_pos(ev->q);
     return cudaSuccess;
   }
   ev->capture_id = 0;
   if (queue_stamp(
-          s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, &ev->q_id, &ev->q_ops))
+          s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, &ev->q))
     return cudaSuccess;
   if (!s) run_stream(nullptr);
-  ev->q_id = 0;
+  clear_pos(ev->q);
   ev->t = std::chrono::steady_clock::now();
   ev->recorded = true;
   return cudaSuccess;
@@ -1828,14 +1843,14 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     return refuse_in_capture(cudaErrorCapturedEvent,
                              "cudaEventSynchronize of an event recorded in the running capture");
   if (unsafe_call_refused()) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaEventSynchronize");
-  if (ev) wait_ops(ev->q_id, ev->q_ops);
+  if (ev) wait_ops(read_pos(ev->q));
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   const auto* ev = reinterpret_cast<const Event*>(e);
   if (ev && in_running_capture(ev))
     return refuse_in_capture(cudaErrorCapturedEvent, "cudaEventQuery of an event recorded in the running capture");
-  if (ev && !ops_done(ev->q_id, ev->q_ops)) return cudaErrorNotReady;  // not an error: the device is asked to run it
+  if (ev && !ops_done(read_pos(ev->q))) return cudaErrorNotReady;  // not an error: the device is asked to run it
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
@@ -1847,7 +1862,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   if (in_running_capture(x) || in_running_capture(y))
     return refuse_in_capture(cudaErrorCapturedEvent,
                              "cudaEventElapsedTime of an event recorded in the running capture");
-  if (!ops_done(x->q_id, x->q_ops) || !ops_done(y->q_id, y->q_ops))
+  if (!ops_done(read_pos(x->q)) || !ops_done(read_pos(y->q)))
     return api_error(cudaErrorNotReady, "cudaEventElapsedTime on an event that has not completed");
   if (!x->recorded || !y->recorded)
     return api_error(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime on an event never recorded");
@@ -1856,7 +1871,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   auto* ev = reinterpret_cast<Event*>(e);
-  if (ev) wait_ops(ev->q_id, ev->q_ops);  // its stamp is queued work that writes it
+  if (ev) wait_ops(read_pos(ev->q));  // its stamp is queued work that writes it
   delete ev;
   return cudaSuccess;
 }
