@@ -9,6 +9,7 @@
 // same rounding sequence: the OHEM probabilities, and with them the mined pixel set, come out
 // bit-identical on both devices.
 #pragma once
+#include <array>
 #include <cstdint>
 
 #include "kernels/shared_math.h"
@@ -154,6 +155,8 @@ struct UpdateGate {
   const float* lr;           // the learning rate (replaces the lr argument)
   const float* loss;         // the update does nothing when the loss is not finite
   const int32_t* found_inf;  // the update does nothing when this is nonzero (the loss scaler's flag)
+  // For the CUDA emulator's launch check (kernels/emu/cuemu.h PointerArg): each must be device memory.
+  std::array<const void*, 3> device_pointers() const { return {lr, loss, found_inf}; }
 };
 ENGINE_HD bool update_gated_off(const UpdateGate& g) {
   if (g.found_inf != nullptr && *g.found_inf != 0) return true;

@@ -23,6 +23,7 @@
 // Tests: tests/test_matmul.cpp (through the op, and directly against gemm_cpu for all transpose
 // combinations, alpha/beta, batches, sum mode; emulated in CI), tests/test_gemm_gpu.cpp (real GPU,
 // larger shapes, against cuBLAS and the CPU). Benchmark: bench_kernels (matmul rows, tiled vs cuBLAS).
+#include <array>
 #include <climits>
 #include <cstdint>
 
@@ -50,8 +51,12 @@ struct TiledArgs {
   int64_t lda, ldb, ldc;
   int64_t stride_a, stride_b, stride_c;
   int m, n, k;
-  int sum_batches;  // > 0: number of batches summed inside the CTA; 0: batch = blockIdx.z
-  int z0;           // first batch index of this launch (batches beyond gridDim.z limit)
+  int sum_batches;        // > 0: number of batches summed inside the CTA; 0: batch = blockIdx.z
+  int z0;                 // first batch index of this launch (batches beyond gridDim.z limit)
+#if !defined(__CUDACC__)  // (nvcc: unused there, and an unused internal function is a warning)
+  // For the CUDA emulator's launch check (kernels/emu/cuemu.h PointerArg): each must be device memory.
+  std::array<const void*, 3> device_pointers() const { return {a, b, c}; }
+#endif
   float alpha, beta;
   bool vec_a, vec_b, vec_c;
 };

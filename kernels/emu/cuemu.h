@@ -47,8 +47,9 @@
 //                           0xff bytes until the copy runs. A missing synchronisation then reads
 //                           stale or NaN data here instead of passing by luck). Read once
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
-// device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost) is
-// always fatal: a "cuemu: <problem> (file:line:col) ..." line on stderr, then abort().
+// device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost,
+// also as a member of a struct argument that lists its pointers, PointerArg) is always fatal: a "cuemu: <problem>
+// (file:line:col) ..." line on stderr, then abort().
 //
 // Measured (g++ 12 -O2, this 2-vCPU VM, tests/emu/speed_test.cpp, emu_speed):
 //   fibers : elementwise 1M floats as 4096 blocks x 256 threads: 33 ms (one element per thread or
@@ -71,6 +72,7 @@ __device__ __forceinline__ T* dynamic_smem() {
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>  // the real types and prototypes; libcudart is NOT linked
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -156,6 +158,13 @@ inline constinit thread_local const ThreadCtx* cur_thread = nullptr;
 inline constinit BlockCtx block_ctx{};
 inline constinit unsigned char* dyn_smem = nullptr;  // this launch's dynamic shared memory
 
+// A pointer a kernel receives: a pointer argument, or a pointer member of a struct argument that lists
+// its pointers (a member function `device_pointers()` returning a std::array of them).
+struct PointerArg {
+  const void* p;
+  unsigned arg;  // 1-based argument number
+  bool member;   // a member of a struct argument
+};
 // Everything below is defined in cuemu_runtime.cpp.
 struct Launch {
   dim3 grid, block;
@@ -167,8 +176,8 @@ struct Launch {
   const void* func;     // identity for cudaFuncSetAttribute
   void (*body)(void*);  // runs the kernel once for the current thread
   void* payload;
-  const void* const* ptrs;  // the arguments' pointer values in order (null for a non-pointer): each must be
-                            // device or pinned host memory, and its allocation's guards are checked afterwards
+  const PointerArg* ptrs;  // every pointer the kernel receives (PointerArg), in order: each must be
+                           // device or pinned host memory, and its allocation's guards are checked afterwards
   size_t nptrs;
 };
 void launch(const Launch& l);
@@ -252,12 +261,35 @@ struct Launcher {
       run(l, pl);
     };
   }
+  // How many pointers an argument of type T carries (PointerArg).
+  template <class T>
+  static constexpr size_t pointer_count() {
+    if constexpr (std::is_pointer_v<T>)
+      return 1;
+    else if constexpr (requires(const T& t) { t.device_pointers(); })
+      return std::tuple_size_v<decltype(std::declval<const T&>().device_pointers())>;
+    else
+      return 0;
+  }
+  template <class Tup, size_t... I>
+  static constexpr size_t pointer_total(std::index_sequence<I...>) {
+    return (pointer_count<std::tuple_element_t<I, Tup>>() + ... + 0);
+  }
+  template <class T>
+  static void add_pointers(const T& x, unsigned arg, PointerArg* out, size_t& n) {
+    if constexpr (std::is_pointer_v<T>)
+      out[n++] = {const_cast<const void*>(reinterpret_cast<const volatile void*>(x)), arg, false};
+    else if constexpr (pointer_count<T>() > 0)
+      for (const void* p : x.device_pointers()) out[n++] = {p, arg, true};
+  }
   // Calls f(l) with l's argument fields filled from pl (the pointer list lives on this stack frame).
   template <class Pl, class F>
   static auto with_args(Launch l, Pl& pl, const F& f) {
-    const void* ptrs[std::tuple_size_v<decltype(pl.args)> + 1] = {};  // one per argument, null if no pointer
+    using Tup = decltype(pl.args);
+    PointerArg ptrs[pointer_total<Tup>(std::make_index_sequence<std::tuple_size_v<Tup>>{}) + 1] = {};
     size_t n = 0;
-    std::apply([&](const auto&... x) { ((ptrs[n++] = ptr_of(x)), ...); }, pl.args);
+    unsigned arg = 0;
+    std::apply([&](const auto&... x) { (add_pointers(x, ++arg, ptrs, n), ...); }, pl.args);
     l.func = reinterpret_cast<const void*>(pl.kernel);
     l.body = &Pl::run;
     l.payload = &pl;
@@ -268,13 +300,6 @@ struct Launcher {
   template <class Pl>
   static void run(const Launch& l, Pl& pl) {
     with_args(l, pl, [](const Launch& c) { launch(c); });
-  }
-  template <class T>
-  static const void* ptr_of(const T& x) {
-    if constexpr (std::is_pointer_v<T>)
-      return const_cast<const void*>(reinterpret_cast<const volatile void*>(x));
-    else
-      return nullptr;
   }
 };
 }  // namespace cuemu

@@ -1138,12 +1138,12 @@ bool launch_checks(const Launch& l) {
   {
     std::lock_guard g2(mem_mutex);
     for (size_t i = 0; i < l.nptrs; ++i)
-      if (l.ptrs[i] && !gpu_addressable(l.ptrs[i])) {
+      if (const PointerArg& a = l.ptrs[i]; a.p && !gpu_addressable(a.p)) {
         char msg[512];
         std::snprintf(msg, sizeof msg,
-                      "launch of %s at %s:%u: argument %zu is %p, which is neither device memory (cudaMalloc) nor "
+                      "launch of %s at %s:%u: argument %u%s is %p, which is neither device memory (cudaMalloc) nor "
                       "pinned host memory (cudaMallocHost): a GPU faults on it",
-                      l.name, l.file, l.line, i + 1, l.ptrs[i]);
+                      l.name, l.file, l.line, a.arg, a.member ? "'s pointer member" : "", a.p);
         fail(msg, nullptr);
       }
   }
@@ -1191,7 +1191,7 @@ void launch(const Launch& l) {
   if (kGuard) {
     std::lock_guard g2(mem_mutex);
     for (size_t i = 0; i < l.nptrs; ++i) {
-      auto it = find_alloc(l.ptrs[i]);
+      auto it = find_alloc(l.ptrs[i].p);
       if (it == device_allocs.end()) continue;
       if (const char* side = broken_guard(it->first, it->second); *side) {
         char msg[256];

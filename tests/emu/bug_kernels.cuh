@@ -98,4 +98,15 @@ __global__ void bounded_scale(const float* in, float* out, int n) {  // correct:
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i < n) out[i] = 2.f * in[i];
 }
+#include <array>  // (here: the kernels above keep their line numbers, which the tests match)
+struct ScaleArgs {  // pointers inside a struct argument, listed for the launch check
+  const float* in;
+  float* out;
+  int n;
+  std::array<const void*, 2> device_pointers() const { return {in, out}; }
+};
+__global__ void bounded_scale_struct(ScaleArgs a) {  // correct
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < a.n) a.out[i] = 2.f * a.in[i];
+}
 // clang-format on

@@ -284,6 +284,13 @@ TEST_F(EmuBugs, HostPointerArgument) {
   EXPECT_EQ(static_cast<float*>(pinned)[63], 4.f);
   GPU_LAUNCH(1, 64, 0, 0, bounded_scale)(in, out + 64, 0);  // an empty range at the allocation's end
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  // Pointer members of a struct argument that lists them (device_pointers()) are checked too.
+  EXPECT_DEATH(GPU_LAUNCH(1, 64, 0, 0, bounded_scale_struct)(ScaleArgs{in, pageable.data(), 64}),
+               "cuemu: launch of bounded_scale_struct at .*bugs_test.cpp:[0-9]+: argument 1's pointer member is "
+               "0x[0-9a-f]+, which is neither device memory");
+  GPU_LAUNCH(1, 64, 0, 0, bounded_scale_struct)(ScaleArgs{in, out, 64});
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[5], 4.f);
   cudaFreeHost(pinned);
   cudaFree(in);
   cudaFree(out);
