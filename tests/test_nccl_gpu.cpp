@@ -62,6 +62,27 @@ TEST(NcclGpu, CollectivesOfOneRank) {
   EXPECT_EQ(all[0], std::string("a\0bc", 4));
 }
 
+// A collective dropped without wait() (an exception unwinding a step) holds its tensor until it ends,
+// and its destructor orders the compute stream after it: the tensor's memory, back in the compute
+// stream's cache, is then reused by the next tensor of that size without the collective still writing
+// it. The emulator's stream-race check (CUEMU_STREAM_RACES, on by default) reports a missing order
+// even where the values happen to come out right.
+TEST(NcclGpu, DroppedCollectiveKeepsItsMemoryFromTheComputeStream) {
+  auto comm = one_rank();
+  const Device d = Device::cuda(selected_cuda_device());
+  {
+    Tensor t = mul(Tensor::randn({1 << 16}, 6, 1.f, d), 2.f);
+    auto pending = comm->start_all_reduce(t, ReduceOp::Sum, "dropped");
+  }  // t and the pending collective go, unwaited
+  const Tensor u = add(Tensor::full({1 << 16}, 1.f, DType::F32, d), 2.f);
+  const Tensor v = mul(Tensor::full({1 << 16}, 1.f, DType::F32, d), 5.f);
+  const std::vector<float> vu = u.to_vector(), vv = v.to_vector();
+  for (size_t i = 0; i < vu.size(); i += 101) {
+    ASSERT_EQ(vu[i], 3.f) << i;
+    ASSERT_EQ(vv[i], 5.f) << i;
+  }
+}
+
 // A collective captured in a graph runs at every replay, after the captured work before it and
 // before the captured work after it, on the values the inputs hold at that replay.
 TEST(NcclGpu, CapturedCollectivesRunAtEveryReplay) {

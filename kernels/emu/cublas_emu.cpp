@@ -153,11 +153,14 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t h, cublasOp
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   const Scalar al = scalar(h, alpha), be = scalar(h, beta);
   const bool tf = tf32(h);
-  cuemu::submit(h->stream, [=] {
-    for (int z = 0; z < batch; ++z)
-      gemm(tf, ta, tb, m, n, k, al.get(), A + z * stride_a, lda, B + z * stride_b, ldb, be.get(), C + z * stride_c,
-           ldc);
-  });
+  cuemu::submit(
+      h->stream,
+      [=] {
+        for (int z = 0; z < batch; ++z)
+          gemm(tf, ta, tb, m, n, k, al.get(), A + z * stride_a, lda, B + z * stride_b, ldb, be.get(), C + z * stride_c,
+               ldc);
+      },
+      true, "cublasSgemmStridedBatched");
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -174,18 +177,21 @@ cublasStatus_t CUBLASWINAPI cublasSgeam(cublasHandle_t h, cublasOperation_t ta, 
     return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const Scalar al = scalar(h, alpha), be = scalar(h, beta);
-  cuemu::submit(h->stream, [=] {
-    const float a = al.get(), b = be.get();
-    auto at = [](const float* p, cublasOperation_t t, int ld, int i, int j) {
-      return t == CUBLAS_OP_N ? p[(size_t)j * ld + i] : p[(size_t)i * ld + j];
-    };
-    for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) {
-        const float va = a == 0.f ? 0.f : a * at(A, ta, lda, i, j);
-        const float vb = b == 0.f ? 0.f : b * at(B, tb, ldb, i, j);
-        C[(size_t)j * ldc + i] = va + vb;
-      }
-  });
+  cuemu::submit(
+      h->stream,
+      [=] {
+        const float a = al.get(), b = be.get();
+        auto at = [](const float* p, cublasOperation_t t, int ld, int i, int j) {
+          return t == CUBLAS_OP_N ? p[(size_t)j * ld + i] : p[(size_t)i * ld + j];
+        };
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < m; ++i) {
+            const float va = a == 0.f ? 0.f : a * at(A, ta, lda, i, j);
+            const float vb = b == 0.f ? 0.f : b * at(B, tb, ldb, i, j);
+            C[(size_t)j * ldc + i] = va + vb;
+          }
+      },
+      true, "cublasSgeam");
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -367,12 +367,18 @@ cudnnStatus_t run(cudnnHandle_t h, ConvPass pass, const Problem& pr, int algo, c
   if (workspace_bytes < algo_workspace(*a, pr)) return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const Noise noise{!a->deterministic, 0};
-  cuemu::submit(h->stream, [pass, pr, buf, workspace, workspace_bytes, al, be, noise] {
-    if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);  // the whole claimed workspace is used
-    Noise n = noise;
-    if (n.on) n.seed = g_nondet_calls.fetch_add(1) * 0x632be59bd9b4e019ull + 1;
-    compute(pass, pr, buf, al, be, n);
-  });
+  cuemu::submit(
+      h->stream,
+      [pass, pr, buf, workspace, workspace_bytes, al, be, noise] {
+        if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);  // the whole claimed workspace is used
+        Noise n = noise;
+        if (n.on) n.seed = g_nondet_calls.fetch_add(1) * 0x632be59bd9b4e019ull + 1;
+        compute(pass, pr, buf, al, be, n);
+      },
+      true,
+      pass == ConvPass::Fwd       ? "cudnnConvolutionForward"
+      : pass == ConvPass::BwdData ? "cudnnConvolutionBackwardData"
+                                  : "cudnnConvolutionBackwardFilter");
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -386,7 +392,7 @@ cudnnStatus_t find(cudnnHandle_t h, ConvPass pass, const Problem& pr, const Buff
   if (cudaStreamSynchronize(h->stream) != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED_CUDART;
   if (!workspace) workspace_bytes = 0;
   const std::vector<Perf> rows = list<Perf, AlgoT>(pass, pr, workspace_bytes, true);
-  cuemu::DeviceAccess open;  // the search's writes below are device work
+  cuemu::DeviceAccess open("a cuDNN FindEx search");  // the search's writes below are device work
   if (workspace_bytes) std::memset(workspace, 0xa5, workspace_bytes);
   // cuDNN documents the output as overwritten with arbitrary values: NaNs here, so a caller that kept
   // the search's output instead of running the convolution fails.
@@ -554,7 +560,9 @@ cudnnStatus_t CUDNNWINAPI cudnnTransformTensor(cudnnHandle_t h, const void* alph
   for (int i = 0; i < 4; ++i)
     if (xd->dims[i] != yd->dims[i]) return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  cuemu::submit(h->stream, [xs = *xd, ys = *yd, x, y, al, be] { scatter(ys, y, gather(xs, x, false), al, be, {}); });
+  cuemu::submit(
+      h->stream, [xs = *xd, ys = *yd, x, y, al, be] { scatter(ys, y, gather(xs, x, false), al, be, {}); }, true,
+      "cudnnTransformTensor");
   return CUDNN_STATUS_SUCCESS;
 }
 

@@ -46,6 +46,14 @@
 //                           the destination of an async copy into pinned host memory is filled with
 //                           0xff bytes until the copy runs. A missing synchronisation then reads
 //                           stale or NaN data here instead of passing by luck). Read once
+//   CUEMU_STREAM_RACES=0    do not check that device work of different streams is ordered (default 1): the
+//                           emulated device runs one operation at a time, records which allocations each
+//                           one reads and writes (a protection fault per allocation and operation), and
+//                           follows what orders them (stream order, event waits, the host's enqueues and
+//                           synchronisations: vector clocks). Two operations that touch one allocation,
+//                           one of them writing, with nothing ordering them (on a GPU they may run at the
+//                           same time) end the process with "cuemu: stream race ...". x86-64, needs
+//                           CUEMU_PROTECT_DEVICE and CUEMU_DEFER_STREAMS, so off under the sanitizers. Read once
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost,
 // also as a member of a struct argument that lists its pointers, PointerArg) is always fatal: a "cuemu: <problem>
@@ -136,6 +144,7 @@ inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n, si
 
 extern "C" int cuemuCheckGuards(void);         // corrupted device allocations (each one printed)
 extern "C" size_t cuemuLiveAllocations(void);  // live cudaMalloc allocations, for leak checks
+extern "C" int cuemuStreamRaces(void);         // whether stream races are checked (CUEMU_STREAM_RACES)
 
 namespace cuemu {
 using Loc = std::source_location;
@@ -190,14 +199,15 @@ bool launch_checks(const Launch& l);
 bool capturing(cudaStream_t s);
 // device_work: the work reads or writes device memory (everything but host functions and event stamps),
 // so it runs inside a DeviceAccess.
-void record(cudaStream_t s, std::function<void()> work, bool device_work = true);
+// `what` names the work in a stream-race report (CUEMU_STREAM_RACES).
+void record(cudaStream_t s, std::function<void()> work, bool device_work = true, const char* what = nullptr);
 // Work in stream order on stream s (kernels, copies, memsets, host functions, emulated library calls):
 // recorded into a running capture of s; else, with CUEMU_DEFER_STREAMS (on by default) on a created
 // stream, queued and run by the emulated device as late as CUDA allows (a synchronisation of s, an
 // event recorded after it, another stream's wait on such an event, a device-wide synchronisation);
 // else (the legacy default stream, or deferral off) run now, after the queued work of the blocking
 // streams (created without cudaStreamNonBlocking), which the legacy stream waits for.
-void submit(cudaStream_t s, std::function<void()> work, bool device_work = true);
+void submit(cudaStream_t s, std::function<void()> work, bool device_work = true, const char* what = nullptr);
 // Whether submit(s, ...) queues: deferral on, s a created stream, not captured.
 bool deferring(cudaStream_t s);
 // Runs all queued work of every stream and returns when it is done (cudaDeviceSynchronize).
@@ -217,15 +227,19 @@ inline float round_to_tf32(float f) {
 int machine_device(int ordinal);
 // While alive, device memory is open to the host (CUEMU_PROTECT_DEVICE); nests, and any thread may
 // hold one. The runtime's device work takes one itself; an emulated library's host code that reads
-// or writes device memory outside submit() takes its own.
+// or writes device memory outside submit() takes its own. With CUEMU_STREAM_RACES the outermost one
+// of a thread is one device operation: operations run one at a time, and the allocations each reads
+// and writes are checked against the other streams' (`what` names it in a report; untracked: the
+// runtime's own checks, which are no stream's work).
 struct DeviceAccess {
-  DeviceAccess();
+  explicit DeviceAccess(const char* what = nullptr, bool tracked = true);
   ~DeviceAccess();
   DeviceAccess(const DeviceAccess&) = delete;
   DeviceAccess& operator=(const DeviceAccess&) = delete;
 
  private:
   bool counted_;  // protection was on when this one opened
+  bool racing_;   // CUEMU_STREAM_RACES: this one counts in the thread's nesting
 };
 enum class Op : unsigned char { Idx, Up, Down, Xor, Vote, Sync };
 uint64_t warp_op(Op op, unsigned mask, uint64_t in, int arg, int width, const Loc& loc);
@@ -255,7 +269,8 @@ struct Launcher {
       if (capturing(l.stream) || deferring(l.stream)) {     // the arguments are kept with the work, as CUDA keeps them
         auto shared = std::make_shared<Pl>(std::move(pl));
         if (with_args(l, *shared, [](const Launch& c) { return launch_checks(c); }))  // refused now, as on a GPU
-          submit(l.stream, [l, shared] { run(l, *shared); });
+          submit(
+              l.stream, [l, shared] { run(l, *shared); }, true, l.name);
         return;
       }
       run(l, pl);

@@ -27,6 +27,7 @@
 // CUEMU_ABORT_ON_ERROR=1 makes them fatal.  Misuse inside kernels is always fatal.
 // Env knobs: see cuemu.h.  Tests: tests/emu.
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -835,6 +836,7 @@ struct Mapping {
   uintptr_t user;
   size_t user_bytes;
   bool open;
+  bool wrote = false;  // CUEMU_STREAM_RACES: open for writing (else read-only)
 };
 std::map<uintptr_t, Mapping> mappings;  // raw -> its mapping
 std::vector<uintptr_t> opened;          // opened since the last close; capacity kept >= mappings.size()
@@ -863,7 +865,32 @@ bool protect_mode() {
   return on;
 #endif
 }
-void on_segv(int, siginfo_t* info, void*) {
+bool defer_mode();
+// CUEMU_STREAM_RACES (cuemu.h): the fault handler tells reads from writes by the page fault's error
+// code (x86-64), so it needs protection; and it checks the orders the deferred streams keep.
+bool race_mode() {
+  static const bool on = [] {
+    if (env_long("CUEMU_STREAM_RACES", 1) == 0) return false;
+#if defined(__x86_64__)
+    if (protect_mode() && defer_mode()) return true;
+#endif
+    if (const char* v = std::getenv("CUEMU_STREAM_RACES"); v && *v)  // asked for, not merely the default
+      std::fprintf(stderr,
+                   "cuemu: CUEMU_STREAM_RACES needs x86-64, CUEMU_PROTECT_DEVICE=1 and CUEMU_DEFER_STREAMS=1, and "
+                   "no sanitizer: stream races are not checked\n");
+    return false;
+  }();
+  return on;
+}
+// Whether the fault was a write (the page-fault error code's bit 1). Elsewhere every fault counts as one.
+bool write_fault([[maybe_unused]] void* ctx) {
+#if defined(__x86_64__)
+  return (static_cast<ucontext_t*>(ctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+  return true;
+#endif
+}
+void on_segv(int, siginfo_t* info, void* ctx) {
   const auto a = reinterpret_cast<uintptr_t>(info->si_addr);
   char msg[400];
   int n = 0;
@@ -873,7 +900,15 @@ void on_segv(int, siginfo_t* info, void*) {
       --it;
       Mapping& m = it->second;
       if (open_count.load() > 0) {  // device work: open this allocation until the work ends
-        if (!m.open && mprotect(reinterpret_cast<void*>(it->first), m.bytes, PROT_READ | PROT_WRITE) == 0) {
+        if (race_mode()) {          // read-only first, so that a write faults again and is seen
+          const bool write = write_fault(ctx);
+          if ((!m.open || (write && !m.wrote)) &&
+              mprotect(reinterpret_cast<void*>(it->first), m.bytes, write ? PROT_READ | PROT_WRITE : PROT_READ) == 0) {
+            if (!m.open) opened.push_back(it->first);
+            m.open = true;
+            m.wrote = m.wrote || write;
+          }
+        } else if (!m.open && mprotect(reinterpret_cast<void*>(it->first), m.bytes, PROT_READ | PROT_WRITE) == 0) {
           m.open = true;
           opened.push_back(it->first);  // within its reserved capacity: no allocation here
         }
@@ -890,6 +925,12 @@ void on_segv(int, siginfo_t* info, void*) {
   }
   if (n > 0) (void)!write(2, msg, std::min<size_t>((size_t)n, sizeof msg - 1));
   sigaction(SIGSEGV, &previous_segv, nullptr);  // the access faults again and ends the process as before
+}
+// Whether the protected allocation at raw is open (touched by the running work).
+bool mapping_open(const void* raw) {
+  MapLock l;
+  auto it = mappings.find(reinterpret_cast<uintptr_t>(raw));
+  return it != mappings.end() && it->second.open;
 }
 void start_protecting() {
   struct sigaction sa {};
@@ -994,7 +1035,7 @@ cudaError_t copy(const char* api, void* dst, const void* src, size_t n, cudaMemc
   if (n == 0) return cudaSuccess;
   Where d, s;
   if (cudaError_t e = check_copy(api, dst, src, n, kind, &d, &s)) return e;
-  DeviceAccess open;
+  DeviceAccess open(api);
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -1154,7 +1195,7 @@ void launch(const Launch& l) {
   if (!launch_checks(l)) return;
   const dim3 g = l.grid, b = l.block;
   const uint64_t nt = 1ull * b.x * b.y * b.z, nb = 1ull * g.x * g.y * g.z;
-  DeviceAccess open;
+  DeviceAccess open(l.name);
   std::lock_guard lock(launch_mutex);
   static std::once_flag watchdog_once;
   std::call_once(watchdog_once, [] { std::thread(watchdog_loop).detach(); });
@@ -1193,6 +1234,9 @@ void launch(const Launch& l) {
     for (size_t i = 0; i < l.nptrs; ++i) {
       auto it = find_alloc(l.ptrs[i].p);
       if (it == device_allocs.end()) continue;
+      // CUEMU_STREAM_RACES: an allocation the kernel did not touch is not read here either (its
+      // guards are intact: a write to them would have opened it), so it is no access of the kernel's.
+      if (race_mode() && it->second.mapped && !mapping_open(it->second.raw)) continue;
       if (const char* side = broken_guard(it->first, it->second); *side) {
         char msg[256];
         std::snprintf(msg, sizeof msg,
@@ -1209,24 +1253,162 @@ int machine_device(int ordinal) {
   const std::vector<int> shown = visible_devices();
   return ordinal >= 0 && ordinal < (int)shown.size() ? shown[(size_t)ordinal] : -1;
 }
-DeviceAccess::DeviceAccess() : counted_(protecting.load()) {
+
+// ------------------------------------------------------------------ stream races (CUEMU_STREAM_RACES)
+// Every device operation runs inside a DeviceAccess; with the check on, a thread's outermost one is
+// one operation: they run one at a time (race_op_mutex), every allocation an operation touches
+// faults once when read and once more when written (on_segv), and when it ends the allocations it
+// read and wrote are compared with the earlier operations' (FastTrack's rule, per allocation: the
+// last write, and the reads since). What orders operations is kept in vector clocks: for each agent
+// (a deferred stream's queue, or 0, the host: the legacy default stream and the synchronous calls),
+// the last of its operations known to have finished before. A stream's operation knows its stream's
+// earlier ones, what the host had done when it was enqueued, and what the events it waited on had
+// seen; the host learns a stream's clock when it synchronises with it.
+namespace {
+using Clock = std::map<uint64_t, uint64_t>;  // agent -> its last operation known to come first
+void join(Clock& into, const Clock& from) {
+  for (const auto& [agent, epoch] : from) into[agent] = std::max(into[agent], epoch);
+}
+struct RaceAgent {
+  uint64_t agent = 0;  // 0: the host
+  const void* stream = nullptr;
+  Clock clock;
+};
+bool ordered_before(uint64_t agent, uint64_t epoch, const RaceAgent& me) {
+  if (agent == me.agent) return true;
+  auto it = me.clock.find(agent);
+  return it != me.clock.end() && it->second >= epoch;
+}
+thread_local const RaceAgent* device_agent = nullptr;  // the queued operation the device thread runs
+thread_local int race_depth = 0;                       // DeviceAccess nesting in this thread
+std::mutex race_op_mutex;                              // one device operation at a time, all threads
+std::mutex race_mutex;                                 // what follows
+Clock host_clock;
+uint64_t host_epoch = 0;
+struct Access {
+  uint64_t agent = 0, epoch = 0;
+  const void* stream = nullptr;
+  std::string what;
+};
+struct Shadow {
+  std::optional<Access> write;  // the last write
+  std::vector<Access> reads;    // since it, one per agent
+};
+std::unordered_map<uintptr_t, Shadow> shadows;  // by allocation (its user base)
+struct RaceOp {
+  RaceAgent who;
+  std::string what;
+  bool tracked = true;
+};
+RaceOp race_op;  // the running operation (race_op_mutex)
+struct Touched {
+  uintptr_t user;
+  size_t bytes;
+  bool wrote;
+};
+
+void begin_race_op(bool tracked) {
+  race_op.tracked = tracked;
+  race_op.what.clear();
+  if (device_agent) {
+    race_op.who = *device_agent;
+    return;
+  }
+  std::lock_guard g(race_mutex);
+  host_clock[0] = ++host_epoch;
+  race_op.who = RaceAgent{0, nullptr, host_clock};
+}
+std::string agent_name(uint64_t agent, const void* stream) {
+  if (agent == 0) return "the host (a synchronous call or the legacy default stream)";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "stream %p", stream);
+  return buf;
+}
+void end_race_op(const std::vector<Touched>& touched) {
+  if (!race_op.tracked) return;
+  std::lock_guard g(race_mutex);
+  const RaceAgent& me = race_op.who;
+  const uint64_t epoch = me.clock.count(me.agent) ? me.clock.at(me.agent) : 0;
+  const std::string what = race_op.what.empty() ? "device work" : race_op.what;
+  for (const Touched& t : touched) {
+    Shadow& sh = shadows[t.user];
+    const Access* other = nullptr;
+    bool other_wrote = false;
+    if (sh.write && !ordered_before(sh.write->agent, sh.write->epoch, me)) other = &*sh.write, other_wrote = true;
+    if (!other && t.wrote)
+      for (const Access& r : sh.reads)
+        if (!ordered_before(r.agent, r.epoch, me)) {
+          other = &r;
+          break;
+        }
+    if (other) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, " allocation %p (%zu bytes), which ", reinterpret_cast<void*>(t.user), t.bytes);
+      fail("stream race on device memory: " + what + " on " + agent_name(me.agent, me.stream) +
+               (t.wrote ? " writes" : " reads") + buf + other->what + " on " + agent_name(other->agent, other->stream) +
+               (other_wrote ? " wrote" : " read") +
+               ", and no event wait or synchronisation orders the two: on a GPU they may run at the same time "
+               "[CUEMU_STREAM_RACES]",
+           nullptr);
+    }
+    Access a{me.agent, epoch, me.stream, what};
+    if (t.wrote) {
+      sh.write = std::move(a);
+      sh.reads.clear();
+    } else {
+      auto it = std::find_if(sh.reads.begin(), sh.reads.end(), [&](const Access& r) { return r.agent == me.agent; });
+      if (it != sh.reads.end())
+        *it = std::move(a);
+      else
+        sh.reads.push_back(std::move(a));
+    }
+  }
+}
+void forget_shadow(const void* user) {
+  std::lock_guard g(race_mutex);
+  if (user)
+    shadows.erase(reinterpret_cast<uintptr_t>(user));
+  else
+    shadows.clear();
+}
+}  // namespace
+
+DeviceAccess::DeviceAccess(const char* what, bool tracked)
+    : counted_(protecting.load()), racing_(counted_ && race_mode()) {
+  if (racing_) {
+    if (race_depth++ == 0) {
+      race_op_mutex.lock();
+      begin_race_op(tracked);
+    }
+    if (what) race_op.what = what;
+  }
   if (counted_) open_count.fetch_add(1);
 }
 DeviceAccess::~DeviceAccess() {
-  if (!counted_ || open_count.fetch_sub(1) != 1) return;
-  MapLock l;
-  if (open_count.load() != 0) return;  // another call began meanwhile and may be using what is open
-  for (const uintptr_t r : opened)
-    if (auto it = mappings.find(r); it != mappings.end() && it->second.open) {
-      mprotect(reinterpret_cast<void*>(r), it->second.bytes, PROT_NONE);
-      it->second.open = false;
+  if (!counted_) return;
+  std::vector<Touched> touched;
+  if (open_count.fetch_sub(1) == 1) {
+    MapLock l;
+    if (open_count.load() == 0) {  // (else another call began meanwhile and may be using what is open)
+      if (racing_) touched.reserve(opened.size());
+      for (const uintptr_t r : opened)
+        if (auto it = mappings.find(r); it != mappings.end() && it->second.open) {
+          mprotect(reinterpret_cast<void*>(r), it->second.bytes, PROT_NONE);
+          if (racing_) touched.push_back({it->second.user, it->second.user_bytes, it->second.wrote});
+          it->second.open = it->second.wrote = false;
+        }
+      opened.clear();
     }
-  opened.clear();
+  }
+  if (racing_ && --race_depth == 0) {
+    end_race_op(touched);
+    race_op_mutex.unlock();
+  }
 }
-void record(cudaStream_t s, std::function<void()> work, bool device_work) {
+void record(cudaStream_t s, std::function<void()> work, bool device_work, const char* what) {
   if (device_work)
-    work = [w = std::move(work)] {
-      DeviceAccess open;
+    work = [w = std::move(work), what] {
+      DeviceAccess open(what);
       w();
     };
   if (auto side = capture.sides.find(s); side != capture.sides.end()) ++side->second.ops;
@@ -1249,8 +1431,15 @@ struct QueuedOp {
   uint64_t after_queue = 0;    // a wait: queue `after_queue` must first have run `after_ops` operations
   uint64_t after_ops = 0;
   bool demanded = false;  // a wait whose target was asked for (counted in its waited_by)
+  bool stamp = false;     // an event's stamp: its queue's clock there is kept (CUEMU_STREAM_RACES)
+  Clock host_clock;       // CUEMU_STREAM_RACES: what the host had done when it enqueued this
 };
 struct StreamQueue {
+  uint64_t id = 0;
+  cudaStream_t stream = nullptr;
+  Clock clock;                                  // CUEMU_STREAM_RACES: what its next operation comes after
+  uint64_t epoch = 0;                           // its operations run so far (its own entry in the clocks)
+  std::map<uint64_t, Clock> at;                 // its clock after the event stamps among its last operations
   std::deque<QueuedOp> ops;                     // operation number taken + 1 first
   uint64_t enqueued = 0, done = 0, wanted = 0;  // operations enqueued, run, and asked for (done < wanted: run)
   uint64_t taken = 0;      // operations taken off `ops`: done, or done + 1 while the device runs one
@@ -1287,6 +1476,21 @@ void ask(EmulatedDevice& d, StreamQueue& q, uint64_t ops) {  // d.mu held
   }
   q.scanned = std::max(q.scanned, q.wanted);
 }
+// CUEMU_STREAM_RACES: queue id's clock once it has run `ops` operations (exact at an event's stamp or
+// at its last operation; else its clock now, which can hide a race but not invent one).
+Clock clock_at(EmulatedDevice& d, uint64_t id, uint64_t ops) {  // d.mu held
+  auto it = d.queues.find(id);
+  if (it == d.queues.end()) return {};
+  if (auto c = it->second.at.find(ops); c != it->second.at.end()) return c->second;
+  return it->second.clock;
+}
+// The host has seen queue id run `ops` operations (a synchronisation or a query that said done).
+void host_learns(EmulatedDevice& d, uint64_t id, uint64_t ops) {  // d.mu held
+  if (!race_mode()) return;
+  const Clock c = clock_at(d, id, ops);
+  std::lock_guard g(race_mutex);
+  join(host_clock, c);
+}
 bool front_ready(EmulatedDevice& d, const StreamQueue& q) {  // d.mu held; q.ops not empty
   const QueuedOp& op = q.ops.front();
   if (op.work) return true;
@@ -1322,15 +1526,31 @@ void device_loop() {
     QueuedOp op = std::move(q->ops.front());
     q->ops.pop_front();
     ++q->taken;
+    RaceAgent agent;
+    if (race_mode()) {
+      if (!op.work) {
+        join(q->clock, clock_at(d, op.after_queue, op.after_ops));
+      } else {
+        join(q->clock, op.host_clock);
+        q->clock[q->id] = ++q->epoch;
+        agent = RaceAgent{q->id, q->stream, q->clock};
+      }
+    }
     if (!op.work) {
       if (auto it = d.queues.find(op.after_queue); op.demanded && it != d.queues.end()) --it->second.waited_by;
     } else {
       lk.unlock();
+      device_agent = race_mode() ? &agent : nullptr;
       op.work();
+      device_agent = nullptr;
       op.work = nullptr;  // what it held (a kernel's arguments, a graph's copy) goes before the host hears of it
       lk.lock();
     }
     ++q->done;
+    if (race_mode() && op.stamp) {
+      q->at[q->done] = q->clock;
+      if (q->at.size() > 64) q->at.erase(q->at.begin());  // (an older one: its clock now, see clock_at)
+    }
     d.cv.notify_all();
   }
 }
@@ -1341,6 +1561,10 @@ StreamQueue* queue_of(EmulatedDevice& d, cudaStream_t s) {  // d.mu held
   return it == d.ids.end() ? nullptr : &d.queues[it->second];
 }
 void push(EmulatedDevice& d, StreamQueue& q, QueuedOp op) {  // d.mu held
+  if (race_mode()) {
+    std::lock_guard g(race_mutex);
+    op.host_clock = host_clock;
+  }
   q.ops.push_back(std::move(op));
   ++q.enqueued;
   if (!d.started) {
@@ -1361,10 +1585,12 @@ bool queue_done(EmulatedDevice& d, uint64_t id, uint64_t ops) {  // d.mu held
   return false;
 }
 void run_until(EmulatedDevice& d, std::unique_lock<std::mutex>& lk, uint64_t id, uint64_t ops) {
-  if (queue_done(d, id, ops)) return;
-  if (std::this_thread::get_id() == d.thread)
-    fail("a call that waits for stream work was made from stream work (a host function): it never returns", nullptr);
-  d.cv.wait(lk, [&] { return queue_done(d, id, ops); });
+  if (!queue_done(d, id, ops)) {
+    if (std::this_thread::get_id() == d.thread)
+      fail("a call that waits for stream work was made from stream work (a host function): it never returns", nullptr);
+    d.cv.wait(lk, [&] { return queue_done(d, id, ops); });
+  }
+  host_learns(d, id, ops);
 }
 void run_queues(bool blocking_only) {
   if (!defer_mode()) return;
@@ -1383,7 +1609,10 @@ void register_stream(cudaStream_t s, bool blocking) {
   std::lock_guard lk(d.mu);
   const uint64_t id = d.next_id++;
   d.ids[s] = id;
-  d.queues[id].blocking = blocking;
+  StreamQueue& q = d.queues[id];
+  q.blocking = blocking;
+  q.id = id;
+  q.stream = s;
 }
 // Runs s's queued work (s null: the blocking streams', which the legacy default stream waits for).
 void run_stream(cudaStream_t s) {
@@ -1421,7 +1650,9 @@ bool queue_stamp(cudaStream_t s, std::function<void()> stamp, QueuePos* pos) {
   EmulatedDevice& d = emulated_device();
   std::lock_guard lk(d.mu);
   StreamQueue* q = queue_of(d, s);
-  push(d, *q, QueuedOp{std::move(stamp)});
+  QueuedOp op{std::move(stamp)};
+  op.stamp = true;
+  push(d, *q, std::move(op));
   *pos = {d.ids[s], q->enqueued};
   return true;
 }
@@ -1444,14 +1675,20 @@ bool stream_done(cudaStream_t s) {  // asks for its work if not (does not wait)
   EmulatedDevice& d = emulated_device();
   std::lock_guard lk(d.mu);
   auto it = d.ids.find(s);
-  return it == d.ids.end() || queue_done(d, it->second, d.queues[it->second].enqueued);
+  if (it == d.ids.end()) return true;
+  const uint64_t ops = d.queues[it->second].enqueued;
+  if (!queue_done(d, it->second, ops)) return false;
+  host_learns(d, it->second, ops);
+  return true;
 }
 bool ops_done(QueuePos pos) {  // asks for them if not (does not wait)
   const auto [id, ops] = pos;
   if (!id) return true;
   EmulatedDevice& d = emulated_device();
   std::lock_guard lk(d.mu);
-  return queue_done(d, id, ops);
+  if (!queue_done(d, id, ops)) return false;
+  host_learns(d, id, ops);
+  return true;
 }
 void wait_ops(QueuePos pos) {
   const auto [id, ops] = pos;
@@ -1468,11 +1705,11 @@ bool deferring(cudaStream_t s) {
   std::lock_guard lk(d.mu);
   return d.ids.count(s) != 0;
 }
-void submit(cudaStream_t s, std::function<void()> work, bool device_work) {
-  if (capturing(s)) return record(s, std::move(work), device_work);
+void submit(cudaStream_t s, std::function<void()> work, bool device_work, const char* what) {
+  if (capturing(s)) return record(s, std::move(work), device_work, what);
   if (device_work)
-    work = [w = std::move(work)] {
-      DeviceAccess open;
+    work = [w = std::move(work), what] {
+      DeviceAccess open(what);
       w();
     };
   if (defer_mode()) {
@@ -1493,7 +1730,7 @@ using namespace cuemu;
 
 extern "C" {
 int cuemuCheckGuards(void) {
-  DeviceAccess open;
+  DeviceAccess open(nullptr, false);  // the emulator's own check, no stream's work
   std::lock_guard g(mem_mutex);
   int bad = 0;
   for (const auto& [base, a] : device_allocs) {
@@ -1510,6 +1747,8 @@ size_t cuemuLiveAllocations(void) {
   std::lock_guard g(mem_mutex);
   return device_allocs.size();
 }
+
+int cuemuStreamRaces(void) { return race_mode() ? 1 : 0; }
 
 cudaError_t cudaMalloc(void** p, size_t n) {
   if (!p) return api_error(cudaErrorInvalidValue, "cudaMalloc with a null result pointer");
@@ -1585,6 +1824,7 @@ cudaError_t cudaFree(void* p) {
   }
   if (!freed)
     return api_error(cudaErrorInvalidDevicePointer, "cudaFree of %p, which is not the start of a device allocation", p);
+  forget_shadow(p);
   release(*freed);
   return cudaSuccess;
 }
@@ -1636,7 +1876,8 @@ cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, 
       return copy("cudaMemcpyAsync", d, s, n, k);
     }
     if (dw == Host) std::memset(d, 0xff, n);  // pinned: undefined until the copy has run
-    submit(st, [=] { std::memmove(d, s, n); });
+    submit(
+        st, [=] { std::memmove(d, s, n); }, true, "cudaMemcpyAsync");
     return cudaSuccess;
   }
   if (!st) run_stream(nullptr);  // the legacy default stream waits for the blocking streams
@@ -1667,7 +1908,7 @@ cudaError_t cudaMemset(void* d, int v, size_t n) {
   if (cudaError_t e = check_range("cudaMemset", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemset of %p, which is not device memory", d);
   run_stream(nullptr);
-  DeviceAccess open;
+  DeviceAccess open("cudaMemset");
   std::memset(d, v, n);
   return cudaSuccess;
 }
@@ -1676,7 +1917,8 @@ cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st) {
   Where w;
   if (cudaError_t e = check_range("cudaMemsetAsync", "dst", d, n, &w)) return e;
   if (w != Inside) return api_error(cudaErrorInvalidValue, "cudaMemsetAsync of %p, which is not device memory", d);
-  submit(st, [=] { std::memset(d, v, n); });
+  submit(
+      st, [=] { std::memset(d, v, n); }, true, "cudaMemsetAsync");
   return cudaSuccess;
 }
 // `height` rows of `width` bytes, `pitch` bytes apart.
@@ -1690,7 +1932,7 @@ cudaError_t cudaMemset2DAsync(void* d, size_t pitch, int v, size_t width, size_t
   auto work = [=] {
     for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(d) + r * pitch, v, width);
   };
-  submit(st, work);
+  submit(st, work, true, "cudaMemset2DAsync");
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
@@ -1735,6 +1977,7 @@ cudaError_t cudaDeviceReset(void) {  // like a context reset: all device memory 
   std::lock_guard g(mem_mutex);
   for (auto& kv : device_allocs) release(kv.second);
   device_allocs.clear();
+  forget_shadow(nullptr);
   last_error = cudaSuccess;
   return cudaSuccess;
 }

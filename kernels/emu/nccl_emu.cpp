@@ -168,9 +168,11 @@ struct GraphRef {
   ~GraphRef() { --c->graph_refs; }
 };
 // The work of a collective in stream order; a captured one holds the communicator (GraphRef).
-void enqueue(ncclComm_t c, cudaStream_t stream, std::function<void()> work) {
-  if (cuemu::capturing(stream)) return cuemu::record(stream, [ref = GraphRef(c), work = std::move(work)] { work(); });
-  cuemu::submit(stream, std::move(work));
+void enqueue(ncclComm_t c, cudaStream_t stream, const char* what, std::function<void()> work) {
+  if (cuemu::capturing(stream))
+    return cuemu::record(
+        stream, [ref = GraphRef(c), work = std::move(work)] { work(); }, true, what);
+  cuemu::submit(stream, std::move(work), true, what);
 }
 // Waits, as NCCL's destroy and abort do, until no graph holds a captured collective of c.
 void wait_for_graphs(ncclComm_t c) {
@@ -384,7 +386,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || (op != ncclSum && op != ncclAvg) || (count && (!send || !recv)))
     return error(ncclInvalidArgument, "ncclAllReduce: unsupported type or operation, or a null buffer");
-  enqueue(comm, stream, [=] {
+  enqueue(comm, stream, "ncclAllReduce", [=] {
     in_rounds(count, kSlotBytes / es, [&](size_t done, size_t n) {  // in elements
       const auto* src = static_cast<const unsigned char*>(send) + done * es;
       auto* dst = static_cast<unsigned char*>(recv) + done * es;
@@ -401,7 +403,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || root < 0 || root >= comm->nranks || (count && !recv) || (count && comm->rank == root && !send))
     return error(ncclInvalidArgument, "ncclBroadcast: unsupported type, bad root or a null buffer");
-  enqueue(comm, stream, [=] {
+  enqueue(comm, stream, "ncclBroadcast", [=] {
     in_rounds(count * es, kSlotBytes, [&](size_t done, size_t n) {
       return comm->round(
           [&](unsigned char* slot) {
@@ -419,7 +421,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
   const size_t es = type_size(type);
   if (!es || (count && (!send || !recv)))
     return error(ncclInvalidArgument, "ncclAllGather: unsupported type or a null buffer");
-  enqueue(comm, stream, [=] {
+  enqueue(comm, stream, "ncclAllGather", [=] {
     const size_t bytes = count * es;
     in_rounds(bytes, kSlotBytes, [&](size_t done, size_t n) {
       return comm->round(

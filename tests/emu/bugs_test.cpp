@@ -428,6 +428,110 @@ TEST_F(EmuBugs, HostFunctionWaitingForStreamWork) {
       "cuemu: a call that waits for stream work was made from stream work \\(a host function\\)");
 }
 
+// The stream-race check (CUEMU_STREAM_RACES, on by default; the CTest entry emu_stream_races runs
+// these, emu_bugs runs the rest without it): device work of two streams that touches one allocation,
+// one of them writing, must be ordered by an event wait or a synchronisation, or the process ends
+// naming both. Each bug is followed by its ordered version.
+class EmuStreamRaces : public EmuBugs {
+ protected:
+  void SetUp() override {
+    EmuBugs::SetUp();
+    if (!cuemuStreamRaces())
+      GTEST_SKIP() << "stream races are not checked (CUEMU_STREAM_RACES=0, or a sanitizer build)";
+    ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaEventCreate(&written), cudaSuccess);
+    one = dev(std::vector<float>(64, 1.f));
+    mid = dev(std::vector<float>(64, 0.f));
+    out = dev(std::vector<float>(64, 0.f));
+  }
+  cudaStream_t s = nullptr, other = nullptr;
+  cudaEvent_t written = nullptr;
+  float *one = nullptr, *mid = nullptr, *out = nullptr;
+};
+
+TEST_F(EmuStreamRaces, ReaderWithoutWait) {
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, mid, 64);  // mid = 2
+  EXPECT_DEATH(
+      {
+        GPU_LAUNCH(1, 64, 0, other, bounded_scale)(mid, out, 64);
+        cudaDeviceSynchronize();
+      },
+      "cuemu: stream race on device memory: bounded_scale on stream 0x[0-9a-f]+ reads allocation 0x[0-9a-f]+ \\(256 "
+      "bytes\\), which bounded_scale on stream 0x[0-9a-f]+ wrote, and no event wait or synchronisation orders the two");
+  ASSERT_EQ(cudaEventRecord(written, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(other, written, 0), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, other, bounded_scale)(mid, out, 64);  // out = 4
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 4.f);
+}
+
+TEST_F(EmuStreamRaces, WriterOverAnotherStreamsRead) {
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(mid, out, 64);  // reads mid
+  EXPECT_DEATH(
+      {
+        cudaMemsetAsync(mid, 0, 64 * sizeof(float), other);
+        cudaDeviceSynchronize();
+      },
+      "cuemu: stream race on device memory: cudaMemsetAsync on stream 0x[0-9a-f]+ writes allocation 0x[0-9a-f]+ "
+      "\\(256 bytes\\), which bounded_scale on stream 0x[0-9a-f]+ read");
+  // Two writers: the same, whichever runs first.
+  EXPECT_DEATH(
+      {
+        cudaMemsetAsync(out, 0, 64 * sizeof(float), other);
+        cudaDeviceSynchronize();
+      },
+      "cuemu: stream race on device memory: .* writes allocation 0x[0-9a-f]+ \\(256 bytes\\), which .* wrote");
+  ASSERT_EQ(cudaEventRecord(written, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(other, written, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(mid, 0, 64 * sizeof(float), other), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(host(mid, 64)[9], 0.f);
+}
+
+TEST_F(EmuStreamRaces, HostCopyWithoutSynchronisation) {
+  // cudaMemcpy (the legacy default stream) does not wait for a non-blocking stream.
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, out, 64);
+  ASSERT_EQ(cudaStreamQuery(s), cudaErrorNotReady);  // asks for the kernel: it runs before the copy
+  while (cudaStreamQuery(s) == cudaErrorNotReady) std::this_thread::yield();
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(out, out, 64);
+  EXPECT_DEATH(
+      {
+        std::vector<float> h(64);
+        cudaMemcpy(h.data(), out, 64 * sizeof(float), cudaMemcpyDeviceToHost);
+        cudaDeviceSynchronize();
+      },
+      // (either runs first: the message names both)
+      "cuemu: stream race on device memory: "
+      "(cudaMemcpy on the host \\(a synchronous call or the legacy default stream\\).*bounded_scale on stream|"
+      "bounded_scale on stream.*cudaMemcpy on the host \\(a synchronous call or the legacy default stream\\))");
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 4.f);  // the query that said "done" ordered the first kernel, the sync the second
+}
+
+TEST_F(EmuStreamRaces, OrderedWorkPasses) {
+  // Reads of one allocation by two streams at once are no race; stream order, event waits, host
+  // synchronisations and later enqueues order the rest.
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(one, mid, 64);      // mid = 2
+  GPU_LAUNCH(1, 64, 0, other, bounded_scale)(one, out, 64);  // out = 2: both read `one`
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, other, bounded_scale)(mid, out, 64);  // after the host saw s finish
+  ASSERT_EQ(cudaEventRecord(written, other), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(s, written, 0), cudaSuccess);
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(out, mid, 64);  // mid = 8
+  GPU_LAUNCH(1, 64, 0, s, bounded_scale)(mid, mid, 64);  // mid = 16, stream order
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), 64 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, mid, 64 * sizeof(float), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(written, s), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(written), cudaSuccess);
+  EXPECT_EQ(pinned[9], 16.f);
+  ASSERT_EQ(cudaMemsetAsync(mid, 0, 64 * sizeof(float), other), cudaSuccess);  // the host saw s's reads end
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  EXPECT_EQ(host(mid, 64)[9], 0.f);
+  ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);
+}
+
 TEST_F(EmuBugs, InvalidLaunch) {
   float* d = dev(std::vector<float>(64, 0.f));
   GPU_LAUNCH(1, 2048, 0, 0, divergent_barrier)(d);
