@@ -50,9 +50,10 @@
 //                           emulated device runs one operation at a time, records which allocations each
 //                           one reads and writes (a protection fault per allocation and operation), and
 //                           follows what orders them (stream order, event waits, the host's enqueues and
-//                           synchronisations: vector clocks). Two operations that touch one allocation,
-//                           one of them writing, with nothing ordering them (on a GPU they may run at the
-//                           same time) end the process with "cuemu: stream race ...". x86-64, needs
+//                           synchronisations: vector clocks; in a graph replay, the captured streams and
+//                           waits). Two operations that touch one allocation, one of them writing, with
+//                           nothing ordering them (on a GPU they may run at the same time) end the
+//                           process with "cuemu: stream race ...". x86-64, needs
 //                           CUEMU_PROTECT_DEVICE and CUEMU_DEFER_STREAMS, so off under the sanitizers. Read once
 // Kernel-side misuse (divergent or early-exit barriers, bad shuffle masks, deadlocks, writes past a
 // device allocation, a pointer argument a GPU cannot address: host memory not from cudaMallocHost,

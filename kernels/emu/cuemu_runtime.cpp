@@ -1055,13 +1055,23 @@ cudaError_t copy2d(const char* api, void* dst, size_t dpitch, const void* src, s
 }
 
 // ------------------------------------------------------------------ stream capture
+// A captured operation, or a dependency between captured streams (work null: a wait on an event
+// recorded in the capture). Replays run the operations in program order; the stream-race check
+// (CUEMU_STREAM_RACES) orders them as the graph's edges do: each captured stream's own order, and
+// the waits.
+struct GraphNode {
+  std::function<void()> work;
+  cudaStream_t stream = nullptr;  // the stream it was captured on
+  size_t after = 0;               // a wait: 1 + the index of the event stamp it waits for (0: none)
+  bool stamp = false;             // an event's stamp
+};
 struct Capture {
   bool active = false;
   cudaStream_t stream = nullptr;  // the origin: where it began and must end
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
-  std::vector<std::function<void()>> work;  // in program order, which respects every stream's order
-  std::string invalid;                      // why the capture was invalidated; "" while valid
-  uint64_t id = 0;                          // events remember the capture they were recorded in
+  std::vector<GraphNode> work;  // in program order, which respects every stream's order
+  std::string invalid;          // why the capture was invalidated; "" while valid
+  uint64_t id = 0;              // events remember the capture they were recorded in
   // Streams that joined the capture by waiting on an event recorded in it (a fork): how much work
   // each recorded, and how much of it the origin has waited for through later events (the join).
   struct Side {
@@ -1080,8 +1090,16 @@ std::atomic<std::thread::id> live_capture_thread{};
 std::mutex invalid_mutex;  // capture.invalid: another thread's refused call invalidates the capture too
 thread_local cudaStreamCaptureMode thread_capture_mode = cudaStreamCaptureModeGlobal;
 
+// CUEMU_STREAM_RACES: the agents (race-check clock entries) of an executable graph's captured
+// streams, kept across its replays: ids from kGraphAgents up, and each one's operations so far.
+constexpr uint64_t kGraphAgents = uint64_t(1) << 40;
+struct GraphAgents {
+  std::map<cudaStream_t, uint64_t> id;
+  std::map<uint64_t, uint64_t> epoch;
+};
 struct Graph {
-  std::vector<std::function<void()>> work;
+  std::vector<GraphNode> work;
+  std::shared_ptr<GraphAgents> agents = std::make_shared<GraphAgents>();  // one set per executable graph
 };
 
 // A call the runtime refuses during a capture: invalidates the capture and returns `e`.
@@ -1279,10 +1297,12 @@ bool ordered_before(uint64_t agent, uint64_t epoch, const RaceAgent& me) {
   auto it = me.clock.find(agent);
   return it != me.clock.end() && it->second >= epoch;
 }
-thread_local const RaceAgent* device_agent = nullptr;  // the queued operation the device thread runs
-thread_local int race_depth = 0;                       // DeviceAccess nesting in this thread
-std::mutex race_op_mutex;                              // one device operation at a time, all threads
-std::mutex race_mutex;                                 // what follows
+// The operation the device thread runs (or a graph node a replay runs): its agent and clock. A graph
+// replay joins its nodes' clocks into it, and the device thread the result into the stream's.
+thread_local RaceAgent* device_agent = nullptr;
+thread_local int race_depth = 0;  // DeviceAccess nesting in this thread
+std::mutex race_op_mutex;         // one device operation at a time, all threads
+std::mutex race_mutex;            // what follows
 Clock host_clock;
 uint64_t host_epoch = 0;
 struct Access {
@@ -1320,8 +1340,8 @@ void begin_race_op(bool tracked) {
 }
 std::string agent_name(uint64_t agent, const void* stream) {
   if (agent == 0) return "the host (a synchronous call or the legacy default stream)";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "stream %p", stream);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, agent >= kGraphAgents ? "stream %p's part of a graph replay" : "stream %p", stream);
   return buf;
 }
 void end_race_op(const std::vector<Touched>& touched) {
@@ -1362,6 +1382,58 @@ void end_race_op(const std::vector<Touched>& touched) {
       else
         sh.reads.push_back(std::move(a));
     }
+  }
+}
+// Runs a graph's nodes in program order. With the stream-race check each captured stream is an agent
+// of its own: its nodes come after the launch's predecessors, its own earlier nodes and the stamps
+// its waits name, and what follows the launch comes after all of them.
+void replay(const std::vector<GraphNode>& nodes, GraphAgents& agents) {
+  if (!race_mode()) {
+    for (const GraphNode& n : nodes)
+      if (n.work) n.work();
+    return;
+  }
+  RaceAgent* const launch = device_agent;  // null: launched on the legacy default stream, by the host
+  Clock base;
+  if (launch) {
+    base = launch->clock;
+  } else {
+    std::lock_guard g(race_mutex);
+    host_clock[0] = ++host_epoch;
+    base = host_clock;
+  }
+  std::map<cudaStream_t, Clock> clocks;
+  std::map<size_t, Clock> stamps;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const GraphNode& n = nodes[i];
+    Clock& c = clocks.try_emplace(n.stream, base).first->second;
+    if (!n.work) {
+      if (auto it = stamps.find(n.after); it != stamps.end()) join(c, it->second);
+      continue;
+    }
+    RaceAgent node;
+    {
+      std::lock_guard g(race_mutex);
+      auto [id, fresh] = agents.id.try_emplace(n.stream, 0);
+      if (fresh) {
+        static uint64_t next = kGraphAgents;
+        id->second = next++;
+      }
+      c[id->second] = ++agents.epoch[id->second];
+      node = RaceAgent{id->second, n.stream, c};
+    }
+    device_agent = &node;
+    n.work();
+    device_agent = launch;
+    if (n.stamp) stamps[i + 1] = c;
+  }
+  Clock all = base;
+  for (const auto& [stream, c] : clocks) join(all, c);
+  if (launch) {
+    join(launch->clock, all);
+  } else {
+    std::lock_guard g(race_mutex);
+    join(host_clock, all);
   }
 }
 void forget_shadow(const void* user) {
@@ -1413,7 +1485,7 @@ void record(cudaStream_t s, std::function<void()> work, bool device_work, const 
     };
   if (auto side = capture.sides.find(s); side != capture.sides.end()) ++side->second.ops;
   std::lock_guard g(invalid_mutex);
-  if (capture.invalid.empty()) capture.work.push_back(std::move(work));
+  if (capture.invalid.empty()) capture.work.push_back(GraphNode{std::move(work), s});
 }
 
 // ------------------------------------------------------------------ deferred streams
@@ -1545,6 +1617,7 @@ void device_loop() {
       device_agent = nullptr;
       op.work = nullptr;  // what it held (a kernel's arguments, a graph's copy) goes before the host hears of it
       lk.lock();
+      if (race_mode()) join(q->clock, agent.clock);  // a graph replay's nodes: what follows comes after them
     }
     ++q->done;
     if (race_mode() && op.stamp) {
@@ -1997,7 +2070,8 @@ struct Event {
   std::atomic<uint64_t> capture_id{0};
   cudaStream_t stream = nullptr;
   uint64_t ops = 0;
-  QueuePos q;  // last recorded on a deferred stream: its stamp's position there (read_pos)
+  size_t node = 0;  // 1 + the index of its stamp among the capture's nodes (0: none)
+  QueuePos q;       // last recorded on a deferred stream: its stamp's position there (read_pos)
 };
 // Whether e was last recorded in the capture that is running now.
 bool in_running_capture(const Event* e) {
@@ -2047,6 +2121,8 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flag
   if (s == capture.stream)
     if (auto side = capture.sides.find(ev->stream); side != capture.sides.end())
       side->second.joined = std::max(side->second.joined, ev->ops);
+  std::lock_guard g(invalid_mutex);  // the graph's edge
+  if (capture.invalid.empty()) capture.work.push_back(GraphNode{nullptr, s, ev->node});
   return cudaSuccess;
 }
 
@@ -2067,6 +2143,11 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
         s, [ev] { ev->t = std::chrono::steady_clock::now(), ev->recorded = true; }, false);
     auto side = capture.sides.find(s);
     ev->capture_id = capture.id, ev->stream = s, ev->ops = side == capture.sides.end() ? 0 : side->second.ops;
+    {
+      std::lock_guard g(invalid_mutex);
+      ev->node = capture.invalid.empty() ? capture.work.size() : 0;
+      if (ev->node) capture.work.back().stamp = true;
+    }
     clear_pos(ev->q);
     return cudaSuccess;
   }
@@ -2177,24 +2258,22 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
 cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) {
   if (!g || !n) return api_error(cudaErrorInvalidValue, "cudaGraphGetNodes with a null graph or count");
   if (nodes) return api_error(cudaErrorNotSupported, "cudaGraphGetNodes: node handles are not emulated (count only)");
-  *n = reinterpret_cast<Graph*>(g)->work.size();
+  const auto& work = reinterpret_cast<Graph*>(g)->work;  // (waits are edges, not nodes)
+  *n = static_cast<size_t>(std::count_if(work.begin(), work.end(), [](const GraphNode& x) { return x.work; }));
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned long long) {
   if (!exec || !g) return api_error(cudaErrorInvalidValue, "cudaGraphInstantiate with a null graph or result");
-  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*reinterpret_cast<Graph*>(g)));
+  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph{reinterpret_cast<Graph*>(g)->work});
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (!exec) return api_error(cudaErrorInvalidValue, "cudaGraphLaunch of a null graph");
   if (capturing(s)) return refuse_in_capture(cudaErrorStreamCaptureUnsupported, "cudaGraphLaunch (not emulated)");
   // A copy of the nodes: the executable graph may be destroyed before a deferred launch runs.
+  const Graph& graph = *reinterpret_cast<Graph*>(exec);
   submit(
-      s,
-      [work = reinterpret_cast<Graph*>(exec)->work] {
-        for (auto& w : work) w();
-      },
-      false);
+      s, [work = graph.work, agents = graph.agents] { replay(work, *agents); }, false);
   return cudaSuccess;
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return delete reinterpret_cast<Graph*>(exec), cudaSuccess; }

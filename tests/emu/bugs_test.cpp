@@ -509,6 +509,49 @@ TEST_F(EmuStreamRaces, HostCopyWithoutSynchronisation) {
   EXPECT_EQ(host(out, 64)[9], 4.f);  // the query that said "done" ordered the first kernel, the sync the second
 }
 
+// A graph replays its nodes in program order, but on a GPU its branches run as its edges allow: a
+// branch forked onto another stream and joined only after the origin read what the branch writes is
+// a race within the graph, although the replay's values come out right.
+TEST_F(EmuStreamRaces, GraphBranchesWithoutAnEdge) {
+  cudaEvent_t fork, join;
+  ASSERT_EQ(cudaEventCreate(&fork), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&join), cudaSuccess);
+  auto capture = [&](bool joined_before_the_read) {
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t e = nullptr;
+    EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    EXPECT_EQ(cudaEventRecord(fork, s), cudaSuccess);
+    EXPECT_EQ(cudaStreamWaitEvent(other, fork, 0), cudaSuccess);
+    GPU_LAUNCH(1, 64, 0, other, bounded_scale)(one, mid, 64);  // the branch: mid = 2
+    EXPECT_EQ(cudaEventRecord(join, other), cudaSuccess);
+    if (joined_before_the_read) EXPECT_EQ(cudaStreamWaitEvent(s, join, 0), cudaSuccess);
+    GPU_LAUNCH(1, 64, 0, s, bounded_scale)(mid, out, 64);  // the origin: out = 2 mid
+    if (!joined_before_the_read) EXPECT_EQ(cudaStreamWaitEvent(s, join, 0), cudaSuccess);
+    EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaSuccess);  // joined either way: a valid capture
+    EXPECT_EQ(cudaGraphInstantiate(&e, g, 0), cudaSuccess);
+    EXPECT_EQ(cudaGraphDestroy(g), cudaSuccess);
+    return e;
+  };
+  cudaGraphExec_t racy = capture(false);
+  EXPECT_DEATH(
+      {
+        cudaGraphLaunch(racy, s);
+        cudaStreamSynchronize(s);
+      },
+      "cuemu: stream race on device memory: bounded_scale on stream 0x[0-9a-f]+'s part of a graph replay reads "
+      "allocation 0x[0-9a-f]+ \\(256 bytes\\), which bounded_scale on stream 0x[0-9a-f]+'s part of a graph replay "
+      "wrote");
+  cudaGraphExec_t ordered = capture(true);
+  for (int r = 0; r < 3; ++r) ASSERT_EQ(cudaGraphLaunch(ordered, s), cudaSuccess);  // replays follow each other
+  ASSERT_EQ(cudaMemsetAsync(one, 0, 64 * sizeof(float), s), cudaSuccess);           // after the last replay
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(host(out, 64)[9], 4.f);
+  ASSERT_EQ(cudaMemsetAsync(mid, 0, 64 * sizeof(float), other), cudaSuccess);  // the host saw the replays end
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  EXPECT_EQ(cudaGraphExecDestroy(racy), cudaSuccess);
+  EXPECT_EQ(cudaGraphExecDestroy(ordered), cudaSuccess);
+}
+
 TEST_F(EmuStreamRaces, OrderedWorkPasses) {
   // Reads of one allocation by two streams at once are no race; stream order, event waits, host
   // synchronisations and later enqueues order the rest.
