@@ -917,6 +917,8 @@ TEST(TrainArgsTest, Help) {
   EXPECT_HAS(train_usage(), "--config");
   EXPECT_HAS(train_usage(), "--keep_checkpoint_max");
   EXPECT_HAS(eval_usage(), "--aug_eval");
+  // engine-eval takes every precision engine-train does (the GPU ones on a GPU).
+  for (const char* p : {"fp32", "bf16", "fp16", "tf32"}) EXPECT_HAS(eval_usage(), p);
   EXPECT_HAS(predict_usage(), "--image_path");
 }
 

@@ -419,7 +419,8 @@ std::string eval_usage() {
          "  --stride W H            window stride for --is_slide\n"
          "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --num_workers N         data loading threads (default 0)\n"
-         "  --precision P           fp32 (default) or bf16 (convolutions in bfloat16, as engine-train)\n"
+         "  --precision P           fp32 (default), bf16 (CPUs with AVX512-BF16 or AMX, GPUs), fp16 or\n"
+         "                          tf32 (GPUs): the convolutions' math, as engine-train\n"
          "  --amp_level O1|O2       O1 (default), or O2 (activations in the low type, as engine-train)\n"
          "  --opts K=V [K=V ...]    override config keys\n"
          "  --help                  print this help\n";
