@@ -1,6 +1,7 @@
 // Errors: every user-facing failure is an engine::Error with a one-line message that names the op,
 // the tensor and the shapes involved. ENGINE_CHECK builds the message only when the check fails.
 #pragma once
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -8,9 +9,17 @@
 
 namespace engine {
 
+// What an Error's message becomes: one line whatever the caller quoted into it (a label, a YAML
+// scalar or an XML field read from a file may hold newlines and other control bytes). Control
+// characters are written as escapes (\n, \t, \x01: a backslash and letters), and a message
+// longer than kMaxErrorMessage characters is cut at a character boundary, saying how much was cut.
+inline constexpr size_t kMaxErrorMessage = 10000;
+std::string one_line_message(const std::string& message);
+
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message) : std::runtime_error(one_line_message(message)) {}
+  explicit Error(const char* message) : Error(std::string(message)) {}
 };
 
 template <class... A>

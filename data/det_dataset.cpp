@@ -69,6 +69,13 @@ std::string join_normalized(const std::string& dir, const std::string& rel) {
   return p;
 }
 
+// An image side as PaddleX stores it (numpy astype('int32'), which truncates). A value int32 cannot
+// hold is refused: numpy would store an arbitrary number, and C++'s conversion is undefined.
+int int32_side(double v, const std::string& where, const std::string& what) {
+  if (!(v > -2147483649.0 && v < 2147483648.0)) fail(where, ": ", what, " must fit a 32-bit integer, got ", v);
+  return static_cast<int>(v);
+}
+
 // Python float(text) for XML values: a finite decimal number (hex and inf/nan refused).
 bool parse_number(const char* text, double& out) {
   if (!text) return false;
@@ -168,8 +175,8 @@ int parse_voc_xml(const std::string& xml, DetRecord& rec, VocParseState& st) {
       (tag[0] == 'w' ? im_w : im_h) = v;
     }
   }
-  rec.width = (int)im_w;  // numpy astype('int32') truncates
-  rec.height = (int)im_h;
+  rec.width = int32_side(im_w, xml, "<size><width>");
+  rec.height = int32_side(im_h, xml, "<size><height>");
   const bool clip_far = im_w > 0.5 && im_h > 0.5;
   int num_objects = 0;
   for (const tinyxml2::XMLElement* obj = root->FirstChildElement(); obj; obj = obj->NextSiblingElement()) {
@@ -363,6 +370,8 @@ void DetDataset::parse_coco(const DetDatasetSpec& spec) {
       im.w = json_number(member(ims[i], "width", where), where, "width");
       im.h = json_number(member(ims[i], "height", where), where, "height");
       if (!(im.w > 0 && im.h > 0)) fail(where, ": 'width' and 'height' must be positive, got ", im.w, "x", im.h);
+      int32_side(im.w, where, "'width'");
+      int32_side(im.h, where, "'height'");
       if (image_at.count(im.id)) fail(where, ": image id ", im.id, " repeats");
       image_at[im.id] = images.size();
       images.push_back(std::move(im));
@@ -417,8 +426,8 @@ void DetDataset::parse_coco(const DetDatasetSpec& spec) {
       fail(rec.origin, ": file_name '", im.file,
            "' is not an image name (PaddleX reads .jpg .jpeg .png .bmp, also all upper case)");
     rec.image_id = im.id;
-    rec.width = (int)im.w;
-    rec.height = (int)im.h;
+    rec.width = static_cast<int>(im.w);  // checked by int32_side above
+    rec.height = static_cast<int>(im.h);
     int instances = 0;
     for (size_t ai : im.anns) {
       const Ann& a = anns[ai];

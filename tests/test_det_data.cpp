@@ -314,6 +314,11 @@ TEST(VocDetection, XmlErrors) {
   with_xml("<annotation><size><width>5</width><height>five</height></size></annotation>",
            {xml, "<size><height> must be a number, got 'five'"});
   with_xml("<annotation><id>seven</id></annotation>", {xml, "<id> must be an integer, got 'seven'"});
+  with_xml("<annotation><size><width>5e9</width><height>5</height></size></annotation>",
+           {xml, "<size><width> must fit a 32-bit integer, got 5e+09"});
+  // A value with a line break and a control byte is quoted on the message's one line, escaped.
+  with_xml("<annotation><size><width>5</width><height>5\n\x01x</height></size></annotation>",
+           {xml, "<size><height> must be a number, got '5\\n\\x01x'"});
   // Only images without a valid box and allow_empty false: nothing to train on.
   with_xml(voc(obj("dog", box("9", "1", "5", "5"))),
            {"train_dataset.file_list", "none of the 1 images", "allow_empty"});
@@ -492,6 +497,10 @@ TEST(CocoDetection, Errors) {
   with_json(
       std::string("{") + kCocoCategories + R"(, "images": [{"id": 1, "file_name": "a.jpg", "width": 0, "height": 4}]})",
       {path, "images[0]", "must be positive"});
+  // A side int32 cannot hold (PaddleX stores the sides as int32).
+  with_json(std::string("{") + kCocoCategories +
+                R"(, "images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 3.2e73}]})",
+            {path, "images[0]", "'height' must fit a 32-bit integer, got 3.2e+73"});
   with_json(
       std::string("{") + kCocoCategories + R"(, "images": [{"id": 1, "file_name": "a.gif", "width": 4, "height": 4}]})",
       {path, "image id 1", "file_name 'a.gif' is not an image name"});

@@ -67,6 +67,25 @@ TEST(Tensor, ChannelsLastConvention) {
   EXPECT_EQ(img.slice(3, 2, 3).contiguous().to_vector()[1], 6.f);  // pixel (0,0,1) channel 2
 }
 
+TEST(Error, MessagesAreOneLine) {
+  // Text quoted from a file may hold line breaks and control bytes: they become escapes.
+  EXPECT_STREQ(Error("bad label 'a\nb\r\tc\x01\x7f'").what(), "bad label 'a\\nb\\r\\tc\\x01\\x7f'");
+  EXPECT_STREQ(Error(std::string("nul \0 byte", 10)).what(), "nul \\x00 byte");
+  const std::string plain = "file.yml: key: expected a number, got 'x' (UTF-8 kept: \xc3\xa9)";
+  EXPECT_EQ(Error(plain).what(), plain);
+  // A message past kMaxErrorMessage is cut at a character boundary and says how much was cut:
+  // the cut falls inside the two-byte character at kMaxErrorMessage - 1, which is left out whole.
+  const std::string long_message = std::string(kMaxErrorMessage - 1, 'a') + "\xc3\xa9" + std::string(500, 'b');
+  EXPECT_EQ(Error(long_message).what(), std::string(kMaxErrorMessage - 1, 'a') + "... (502 more characters)");
+  // Through fail() and the subclasses too.
+  try {
+    fail("value '", "two\nlines", "'");
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "value 'two\\nlines'");
+  }
+  EXPECT_STREQ(CaptureFailed("a\nb").what(), "a\\nb");
+}
+
 TEST(Tensor, ViewErrors) {
   const Tensor t = Tensor::zeros({2, 3});
   EXPECT_THROW(t.view({4, 2}), Error);
