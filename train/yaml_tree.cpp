@@ -54,6 +54,13 @@ std::string list_str(const std::vector<std::string>& v) {
   return s;
 }
 
+ConfigValue::ConfigValue() = default;
+ConfigValue::~ConfigValue() = default;
+ConfigValue::ConfigValue(const ConfigValue&) = default;
+ConfigValue::ConfigValue(ConfigValue&&) noexcept = default;
+ConfigValue& ConfigValue::operator=(const ConfigValue&) = default;
+ConfigValue& ConfigValue::operator=(ConfigValue&&) noexcept = default;
+
 ConfigValue empty_config_map(const std::string& origin) {
   ConfigValue v;
   v.kind = ConfigValue::Kind::Map;

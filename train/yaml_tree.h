@@ -36,6 +36,16 @@ struct ConfigValue {
   std::vector<std::pair<std::string, ConfigValue>> entries;  // Map, in file order
   std::string file;                                          // where this node came from (for messages)
 
+  // Declared here and defaulted in yaml_tree.cpp: `entries` holds pairs of this still-incomplete type,
+  // and implicit inline members would make std::pair ask whether ConfigValue is destructible while
+  // ConfigValue is being defined, a cycle GCC resolves and clang rejects.
+  ConfigValue();
+  ~ConfigValue();
+  ConfigValue(const ConfigValue&);
+  ConfigValue(ConfigValue&&) noexcept;
+  ConfigValue& operator=(const ConfigValue&);
+  ConfigValue& operator=(ConfigValue&&) noexcept;
+
   bool is_map() const { return kind == Kind::Map; }
   const ConfigValue* find(const std::string& key) const {
     for (const auto& [k, v] : entries)

@@ -1,9 +1,9 @@
 // Coverage-guided fuzz targets (libFuzzer) for the readers of files a user hands the engine: Paddle
 // weights (pickle), tar / tar.gz archives, checkpoints (safetensors), PNG / JPEG images and labels,
-// Pascal VOC XML and COCO JSON annotations. Built and run by tools/fuzz/run.sh, one target per binary
-// (FUZZ_TARGET_<NAME>). A reader may only return or throw engine::Error with a one-line message: any other exception, a
-// crash, a sanitizer report (ASan, UBSan) or a message with a line break ends the run with the input
-// saved as crash-<hash>.
+// Pascal VOC XML and COCO JSON annotations, and training configs (YAML, both schemas). Built and run by
+// tools/fuzz/run.sh, one target per binary (FUZZ_TARGET_<NAME>). A reader may only return or throw engine::Error with a
+// one-line message: any other exception, a crash, a sanitizer report (ASan, UBSan) or a message with a line break ends
+// the run with the input saved as crash-<hash>.
 #include <unistd.h>
 
 #include <cstdint>
@@ -25,6 +25,9 @@
 #include "data/image_io.h"
 #elif defined(FUZZ_TARGET_VOC) || defined(FUZZ_TARGET_COCO)
 #include "data/det_dataset.h"
+#elif defined(FUZZ_TARGET_YAML)
+#include "train/config.h"
+#include "train/det_config.h"
 #endif
 
 namespace {
@@ -46,6 +49,9 @@ const std::string& scratch_dir() {
     std::ofstream(d + "/JPEGImages/1.jpg") << "x";
     std::ofstream(d + "/train_list.txt") << "JPEGImages/0.jpg Annotations/0.xml\nJPEGImages/1.jpg Annotations/1.xml\n";
     std::ofstream(d + "/labels.txt") << "circle\nsquare\ntriangle\ncross\n";
+    // A config may name `_base_: base.yml` (or itself, a cycle the loader must report).
+    std::ofstream(d + "/base.yml") << "batch_size: 2\niters: 10\nmodel:\n  type: PPLiteSeg\n  num_classes: 2\n"
+                                      "optimizer:\n  type: SGD\n  momentum: 0.9\n";
     std::ofstream(d + "/Annotations/1.xml")
         << "<annotation><object><name>circle</name><bndbox><xmin>1</xmin>"
            "<ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>";
@@ -112,6 +118,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         require_one_line(e);
       }
     }
+#elif defined(FUZZ_TARGET_YAML)
+    const std::string path = scratch_dir() + "/config.yml";
+    write_file(path, data, size);
+    // Both schemas and the task sniffing read every input; each may refuse it.
+    try {
+      engine::train::config_task(path);
+    } catch (const engine::Error& e) {
+      require_one_line(e);
+    }
+    try {
+      engine::train::load_det_train_config(path, {"epochs=3"}, {{"batch_size", "2"}});
+    } catch (const engine::Error& e) {
+      require_one_line(e);
+    }
+    engine::train::load_train_config(path, {"model.num_classes=3"}, 5, 2, 0.01);
 #else
 #error "define one FUZZ_TARGET_<NAME>"
 #endif

@@ -4,7 +4,7 @@
 # fuzzed reader's source compiled by clang, everything else linked from BUILD_DIR's libraries as g++
 # built them), seeds it from tests/golden/ and engine-datagen, and runs it for SECONDS each.
 #   bash tools/fuzz/run.sh [BUILD_DIR] [SECONDS] [TARGET ...]   (defaults: build/release, 120, all)
-# Targets: pdparams tar safetensors image voc coco. Needs clang with its libFuzzer runtime (Debian 12:
+# Targets: pdparams tar safetensors image voc coco yaml. Needs clang with its libFuzzer runtime (Debian 12:
 # apt-get install clang). Results in BUILD_DIR/fuzz/<target>/: the corpus, and crash-* files for
 # findings; `BUILD_DIR/fuzz/fuzz_<target> crash-...` replays one. The exit status is 1 when a target
 # found something.
@@ -14,7 +14,7 @@ build=$(cd "${1:-$root/build/release}" && pwd) || exit 1
 seconds=${2:-120}
 shift $(($# > 2 ? 2 : $#))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pdparams tar safetensors image voc coco)
+[ ${#targets[@]} -gt 0 ] || targets=(pdparams tar safetensors image voc coco yaml)
 command -v clang++ >/dev/null || { echo "run.sh: clang++ not found (apt-get install clang)"; exit 1; }
 [ -x "$build/engine-datagen" ] || { echo "run.sh: $build has no engine-datagen (build it first)"; exit 1; }
 
@@ -45,14 +45,19 @@ for t in "${targets[@]}"; do
     safetensors) src=train/safetensors.cpp ;;
     image) src=data/image_io.cpp ;;
     voc | coco) src=data/det_dataset.cpp ;;
-    *) echo "run.sh: unknown target '$t' (pdparams tar safetensors image voc coco)"; exit 1 ;;
+    yaml) src="train/yaml_tree.cpp train/config.cpp train/det_config.cpp" ;;
+    *) echo "run.sh: unknown target '$t' (pdparams tar safetensors image voc coco yaml)"; exit 1 ;;
   esac
   dir=$out/$t
   mkdir -p "$dir/corpus" "$dir/seeds"
   echo "=== $t: building"
-  clang++ "${flags[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$root/$src" -o "$out/$t.reader.o" || exit 1
+  objects=()
+  for s in $src; do
+    objects+=("$out/$t.$(basename "$s" .cpp).o")
+    clang++ "${flags[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$root/$s" -o "${objects[-1]}" || exit 1
+  done
   clang++ "${flags[@]}" -fsanitize=fuzzer,address,undefined -DFUZZ_TARGET_${t^^} "$root/tools/fuzz/fuzz_targets.cpp" \
-    "$out/$t.reader.o" -o "$out/fuzz_$t" "${libs[@]}" || exit 1
+    "${objects[@]}" -o "$out/fuzz_$t" "${libs[@]}" || exit 1
   make_seeds
   case $t in
     pdparams) cp "$root"/tests/golden/pdparams/*.pdparams "$dir/seeds/" ;;
@@ -70,6 +75,11 @@ with open(sys.argv[1], "wb") as f:
 PY
       ;;
     image) cp "$out"/datagen/seg/images/* "$out"/datagen/seg/labels/* "$dir/seeds/" ;;
+    yaml)
+      cp "$root"/configs/*.yml "$dir/seeds/"
+      printf '_base_: base.yml\nmodel:\n  num_classes: 4\n' >"$dir/seeds/with_base.yml"
+      printf '_base_: config.yml\n' >"$dir/seeds/cycle.yml"
+      ;;
     voc) cp "$out"/datagen/det/Annotations/*.xml "$dir/seeds/" ;;
     coco)
       cat >"$dir/seeds/ann.json" <<'JSON'
