@@ -7,33 +7,12 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Python str.strip(): ASCII whitespace at both ends.
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\v\f";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-// Python str.split(sep) with an explicit separator: every occurrence splits, empty items kept.
-std::vector<std::string> split(const std::string& s, const std::string& sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    const size_t p = s.find(sep, start);
-    if (p == std::string::npos) break;
-    out.push_back(s.substr(start, p - start));
-    start = p + sep.size();
-  }
-  out.push_back(s.substr(start));
-  return out;
-}
 
 std::string join(const std::string& root, const std::string& rel) { return (fs::path(root) / rel).string(); }
 
@@ -45,10 +24,10 @@ std::vector<SegDataset::Item> read_file_list(const DatasetSpec& spec, const std:
   std::vector<SegDataset::Item> items;
   std::string line;
   for (int64_t lineno = 1; std::getline(f, line); ++lineno) {
-    const std::string s = strip(line);
+    const std::string s = text::strip(line);
     if (s.empty()) continue;
     const std::string origin = list_path + ":" + std::to_string(lineno);
-    const std::vector<std::string> parts = split(s, spec.separator);
+    const std::vector<std::string> parts = text::split(s, spec.separator);
     const bool ok = parts.size() == 2 || (!need_label && parts.size() == 1);
     if (!ok || parts[0].empty() || (parts.size() == 2 && parts[1].empty()))
       fail(origin, ": expected 'image", spec.separator, "label'", need_label ? "" : " or 'image'", " (separator '",

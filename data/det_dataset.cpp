@@ -15,33 +15,13 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace engine::data {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// Python str.strip(): ASCII whitespace at both ends.
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\v\f";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-// Python str.split() without a separator: runs of whitespace split, no empty items.
-std::vector<std::string> split_ws(const std::string& s) {
-  std::vector<std::string> out;
-  const char* ws = " \t\n\r\v\f";
-  size_t p = s.find_first_not_of(ws);
-  while (p != std::string::npos) {
-    const size_t e = s.find_first_of(ws, p);
-    out.push_back(s.substr(p, e == std::string::npos ? std::string::npos : e - p));
-    p = e == std::string::npos ? e : s.find_first_not_of(ws, e);
-  }
-  return out;
-}
 
 // The lines of a text file (a UTF-8 byte order mark dropped, as PaddleX's chardet-detected decoding does).
 std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
@@ -79,7 +59,7 @@ int int32_side(double v, const std::string& where, const std::string& what) {
 // Python float(text) for XML values: a finite decimal number (hex and inf/nan refused).
 bool parse_number(const char* text, double& out) {
   if (!text) return false;
-  const std::string s = strip(text);
+  const std::string s = text::strip(text);
   if (s.empty() || s.find_first_of("xXpP") != std::string::npos) return false;
   char* end = nullptr;
   out = std::strtod(s.c_str(), &end);
@@ -89,7 +69,7 @@ bool parse_number(const char* text, double& out) {
 // Python int(text) for <difficult>: optional sign, digits with single '_' between them; false otherwise.
 bool parse_python_int(const char* text, int64_t& out) {
   if (!text) return false;
-  const std::string s = strip(text);
+  const std::string s = text::strip(text);
   size_t i = 0;
   bool neg = false;
   if (i < s.size() && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
@@ -184,7 +164,7 @@ int parse_voc_xml(const std::string& xml, DetRecord& rec, VocParseState& st) {
     const int k = ++num_objects;  // 1-based, for messages
     const tinyxml2::XMLElement* name_el = child_ci(obj, "name");
     if (!name_el) fail(xml, ": object ", k, " has no <name>");
-    const std::string cname = strip(text_of(name_el));
+    const std::string cname = text::strip(text_of(name_el));
     if (cname.empty()) fail(xml, ": object ", k, ": <name> is empty");
     const auto cls = st.class_of->find(cname);
     if (cls == st.class_of->end())
@@ -260,7 +240,7 @@ void DetDataset::parse_voc(const DetDatasetSpec& spec) {
   std::map<std::string, int> line_of;
   const std::vector<std::string> label_lines = read_lines(spec.label_list, spec.where + ".label_list");
   for (size_t i = 0; i < label_lines.size(); ++i) {
-    const std::string name = strip(label_lines[i]);
+    const std::string name = text::strip(label_lines[i]);
     const int lineno = (int)i + 1;
     if (name.empty())
       fail(spec.label_list, ":", lineno, ": blank line; every line must name one class (the line number is the id)");
@@ -280,10 +260,10 @@ void DetDataset::parse_voc(const DetDatasetSpec& spec) {
   int64_t parsed = 0;
   const std::vector<std::string> lines = read_lines(spec.file_list, spec.where + ".file_list");
   for (size_t i = 0; i < lines.size(); ++i) {
-    const std::string s = strip(lines[i]);
+    const std::string s = text::strip(lines[i]);
     if (s.empty()) continue;
     const std::string origin = spec.file_list + ":" + std::to_string(i + 1);
-    const std::vector<std::string> parts = split_ws(s);
+    const std::vector<std::string> parts = text::split_whitespace(s);
     if (parts.size() > 2)
       fail(origin, ": A space is defined as the separator, but it exists in image or label name ", s, ".");
     if (parts.size() < 2) fail(origin, ": expected 'image annotation' (two paths separated by a space), got '", s, "'");

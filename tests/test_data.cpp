@@ -1,7 +1,7 @@
 // labels: data sanitize tsan
 // data/: PNG/JPEG I/O and its errors, each PaddleSeg transform against hand-computed values (incl.
-// PIL's truncating arithmetic), transform spec validation, Dataset/Cityscapes parsing, the loader's
-// determinism (workers, seek, epochs) and error propagation, and the synthetic fundus generator.
+// PIL's truncating arithmetic), Python's strip/split (base/text.h), transform spec validation, Dataset/Cityscapes
+// parsing, the loader's determinism (workers, seek, epochs) and error propagation, and the synthetic fundus generator.
 // Files are written under std::filesystem::temp_directory_path().
 #include <gtest/gtest.h>
 #include <png.h>
@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/text.h"
 #include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/loader.h"
@@ -132,6 +133,24 @@ Sample sample_of(Image im, Label lab) {
 }  // namespace
 
 // ================================================================================== image I/O
+// Python: ' \ta b\r\n'.strip() == 'a b'; 'a,,b,'.split(',') == ['a', '', 'b', '']; ' a \t b\n'.split() == ['a', 'b'].
+TEST(Text, PythonStripAndSplit) {
+  using engine::text::split;
+  using engine::text::split_whitespace;
+  using engine::text::strip;
+  EXPECT_EQ(strip(" \ta b\r\n"), "a b");
+  EXPECT_EQ(strip("\v\f"), "");
+  EXPECT_EQ(strip(""), "");
+  EXPECT_EQ(strip("\xC2\xA0x"), "\xC2\xA0x");  // a UTF-8 no-break space is not ASCII whitespace
+  EXPECT_EQ(split("a,,b,", ","), (std::vector<std::string>{"a", "", "b", ""}));
+  EXPECT_EQ(split("a b", ","), (std::vector<std::string>{"a b"}));
+  EXPECT_EQ(split("", " "), (std::vector<std::string>{""}));
+  EXPECT_EQ(split("x<>y<>", "<>"), (std::vector<std::string>{"x", "y", ""}));
+  EXPECT_EQ(split_whitespace(" a \t b\n"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(split_whitespace(" \n "), (std::vector<std::string>{}));
+  EXPECT_EQ(split_whitespace("one"), (std::vector<std::string>{"one"}));
+}
+
 TEST(ImageIo, PngRgbRoundTripIsExact) {
   TempDir d;
   const Image im = make_image(5, 7, 3, [](int y, int x, int k) { return (float)((y * 37 + x * 11 + k * 80) % 256); });

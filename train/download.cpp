@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/text.h"
 
 namespace fs = std::filesystem;
 
@@ -130,13 +131,6 @@ std::string content_md5_to_hex(std::string v) {
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-std::string trim(const std::string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return s.substr(b, e - b);
 }
 
 // ------------------------------------------------------------------ URLs and cache names
@@ -302,7 +296,7 @@ struct Transfer {
 
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto& t = *static_cast<Transfer*>(user);
-  const std::string line = trim(std::string(data, size * n));
+  const std::string line = text::strip(std::string(data, size * n));
   if (line.rfind("HTTP/", 0) == 0) {
     t.status_line = line, t.content_length = -1, t.range_start = -1, t.range_total = -1;
     t.etag.clear(), t.content_md5.clear();
@@ -310,7 +304,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   }
   const size_t colon = line.find(':');
   if (colon == std::string::npos) return size * n;
-  const std::string name = lower(trim(line.substr(0, colon))), value = trim(line.substr(colon + 1));
+  const std::string name = lower(text::strip(line.substr(0, colon))), value = text::strip(line.substr(colon + 1));
   if (name == "content-length") {
     t.content_length = std::atoll(value.c_str());
   } else if (name == "content-range") {  // "bytes START-END/TOTAL"

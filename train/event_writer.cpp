@@ -16,6 +16,7 @@
 #endif
 
 #include "base/error.h"
+#include "train/protobuf_wire.h"
 
 static_assert(std::endian::native == std::endian::little, "event files and checkpoints are little-endian");
 
@@ -90,32 +91,8 @@ uint32_t masked_crc32c(const void* data, size_t n) {
   return ((c >> 15) | (c << 17)) + 0xa282ead8u;
 }
 
-// ------------------------------------------------------------------ protobuf wire encoding
-namespace {
-
-enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
-
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back((char)((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back((char)v);
-}
-void put_key(std::string& out, uint32_t field, WireType w) { put_varint(out, (uint64_t)(field << 3 | w)); }
-template <class T>
-void put_fixed(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));  // little-endian host (static_assert above)
-  out.append(b, sizeof(T));
-}
-void put_bytes(std::string& out, uint32_t field, const std::string& s) {
-  put_key(out, field, kLengthDelimited);
-  put_varint(out, s.size());
-  out += s;
-}
-
-}  // namespace
+// ------------------------------------------------------------------ Event messages
+using namespace protobuf;
 
 std::string encode_file_version_event(double wall_time) {
   std::string e;
@@ -135,10 +112,7 @@ std::string encode_scalar_event(double wall_time, int64_t step, const std::strin
   std::string e;
   put_key(e, 1, kFixed64);
   put_fixed(e, wall_time);
-  if (step != 0) {
-    put_key(e, 2, kVarint);
-    put_varint(e, (uint64_t)step);  // int64: negative values take 10 bytes (two's complement)
-  }
+  put_int64(e, 2, step);
   put_bytes(e, 5, summary);
   return e;
 }

@@ -14,35 +14,15 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "train/protobuf_wire.h"
 
 static_assert(std::endian::native == std::endian::little, "VisualDL records are little-endian");
 
 namespace engine::train {
 
-// ------------------------------------------------------------------ protobuf wire encoding
+using namespace protobuf;
+
 namespace {
-
-enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
-
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back((char)((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back((char)v);
-}
-void put_key(std::string& out, uint32_t field, WireType w) { put_varint(out, (uint64_t)(field << 3 | w)); }
-void put_bytes(std::string& out, uint32_t field, const std::string& s) {
-  put_key(out, field, kLengthDelimited);
-  put_varint(out, s.size());
-  out += s;
-}
-// proto3 int64: omitted at 0; negative values take 10 bytes (two's complement).
-void put_int64(std::string& out, uint32_t field, int64_t v) {
-  if (v == 0) return;
-  put_key(out, field, kVarint);
-  put_varint(out, (uint64_t)v);
-}
 
 // Value fields (record_pb2.py: Record.Value).
 constexpr uint32_t kValueId = 1, kValueTag = 2, kValueTimestamp = 3, kValueValue = 4, kValueMetaData = 10;
