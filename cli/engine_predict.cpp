@@ -115,9 +115,8 @@ int main(int argc, char** argv) {
                                                   : std::vector<data::TransformSpec>{{"Normalize", {}, "predict", {}}};
     const data::Pipeline pipeline = data::build_pipeline(tspecs, 255);
     const auto model = load_trained_model(cfg, a.model_path, device);
-    if (a.is_slide) throw ConfigError("--is_slide: sliding-window prediction is not implemented");
     const TestConfig tc = apply_predict_args(cfg.test_config, a);
-    const InferOptions io{tc.aug_eval, tc.scales, tc.flip_horizontal, tc.flip_vertical};
+    const InferOptions io = infer_options(tc);
     const fs::path mask_dir = fs::path(a.save_dir) / "pseudo_color_prediction";
     const fs::path added_dir = fs::path(a.save_dir) / "added_prediction";
     fs::create_directories(mask_dir);

@@ -49,6 +49,10 @@ export CUDA_VISIBLE_DEVICES=   # the CPU, also in a GPU build
 expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" --config cfg.yml --do_eval --save_interval 3 --log_iters 2 --save_dir out
 expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --resume_model out/iter_3 --save_interval 3 --save_dir out2
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
+# sliding windows (PaddleSeg's --is_slide): 64x64 images in 40x40 windows every 24 pixels
+expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --is_slide --crop_size 40 40 --stride 24 24
+expect 0 "4 images -> res_s" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res_s --is_slide --crop_size 40 32 --stride 24 16
+expect 2 "test_config.stride" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --opts test_config.is_slide=True "test_config.crop_size=[8, 8]" "test_config.stride=[9, 8]"
 expect 0 "4 images -> res" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res
 [ -f res/pseudo_color_prediction/0012.png ] && [ -f res/added_prediction/0012.jpg ] || { echo "FAIL: prediction files missing"; fails=$((fails + 1)); }
 # --save_logits: numpy .npy files, f32 [H, W, classes] after a 64-byte-aligned header

@@ -629,6 +629,10 @@ const BadCase kBadCases[] = {
      "      max_scale_factor: 1\n",
      "train_dataset.transforms[0].min_scale_factor", "is larger than max_scale_factor"},
     {"slide_without_crop", "test_config:\n  is_slide: True\n  stride: [1, 1]\n", "test_config.crop_size", "missing"},
+    {"slide_stride_over_crop", "test_config:\n  is_slide: True\n  crop_size: [8, 6]\n  stride: [8, 7]\n",
+     "test_config.stride",
+     "expected at most crop_size on each side (a larger stride leaves pixels in no window), "
+     "got [8, 7] with crop_size [8, 6]"},
     {"bad_scales", "test_config:\n  scales: [0.5, 0]\n", "test_config.scales", "expected scales > 0"},
     {"duplicate_key", "iters: 5\niters: 6\n", "iters", "duplicate key"},
     {"transforms_not_list", "val_dataset:\n  transforms: Normalize\n", "val_dataset.transforms",
@@ -969,6 +973,11 @@ TEST(EvalArgsTest, ParseAndApply) {
              }),
              "--scales: expected a scale > 0, got 'zero'");
   EXPECT_HAS(error_of([] { eval_args({"--config", "c", "--is_slide"}); }), "--is_slide: needs --crop_size");
+  EXPECT_HAS(error_of([] {
+               eval_args({"--config", "c", "--is_slide", "--crop_size", "64", "32", "--stride", "65", "32"});
+             }),
+             "engine-eval: --stride: expected at most --crop_size on each side (a larger stride leaves pixels in no "
+             "window), got 65 32 with --crop_size 64 32");
   EXPECT_HAS(error_of([] { eval_args({"--model_path", "m"}); }), "engine-eval: --config is required");
 }
 
@@ -992,6 +1001,11 @@ TEST(PredictArgsTest, ParseAndErrors) {
                predict_args({"--config", "c", "--image_path", "x", "--aug_prd"});
              }),
              "unknown flag '--aug_prd' (did you mean '--aug_pred'?)");
+  EXPECT_HAS(error_of([] {
+               predict_args(
+                   {"--config", "c", "--image_path", "x", "--is_slide", "--crop_size", "8", "8", "--stride", "8", "9"});
+             }),
+             "engine-predict: --stride: expected at most --crop_size on each side");
   EXPECT_TRUE(predict_args({"--help"}).help);
 }
 

@@ -276,6 +276,18 @@ void check_train_args_for_task(const TrainArgs& a, const std::string& task) {
   }
 }
 
+namespace {
+// A stride larger than the crop leaves pixels in no window (PaddleSeg fails there at run time).
+std::string slide_stride_error(const std::string& program, const std::vector<int>& crop,
+                               const std::vector<int>& stride) {
+  return program +
+         ": --stride: expected at most --crop_size on each side (a larger stride leaves pixels in no "
+         "window), got " +
+         std::to_string(stride[0]) + " " + std::to_string(stride[1]) + " with --crop_size " + std::to_string(crop[0]) +
+         " " + std::to_string(crop[1]);
+}
+}  // namespace
+
 EvalArgs parse_eval_args(int argc, char** argv) {
   EvalArgs a;
   Parser p("engine-eval");
@@ -308,6 +320,8 @@ EvalArgs parse_eval_args(int argc, char** argv) {
   if (a.config.empty()) throw ConfigError("engine-eval: --config is required (a PaddleSeg YAML config); see --help");
   if (a.is_slide && (a.crop_size.empty() || a.stride.empty()))
     throw ConfigError("engine-eval: --is_slide: needs --crop_size w h and --stride w h");
+  if (a.is_slide && (a.stride[0] > a.crop_size[0] || a.stride[1] > a.crop_size[1]))
+    throw ConfigError(slide_stride_error("engine-eval", a.crop_size, a.stride));
   return a;
 }
 
@@ -338,6 +352,8 @@ PredictArgs parse_predict_args(int argc, char** argv) {
     throw ConfigError("engine-predict: --image_path is required (an image, a folder or a .txt list); see --help");
   if (a.is_slide && (a.crop_size.empty() || a.stride.empty()))
     throw ConfigError("engine-predict: --is_slide: needs --crop_size w h and --stride w h");
+  if (a.is_slide && (a.stride[0] > a.crop_size[0] || a.stride[1] > a.crop_size[1]))
+    throw ConfigError(slide_stride_error("engine-predict", a.crop_size, a.stride));
   return a;
 }
 

@@ -379,6 +379,9 @@ TestConfig parse_test_config(const ConfigValue& v) {
   if (auto c = m.positive_ints("stride", 2)) t.stride = *c;
   if (t.is_slide && t.crop_size.empty()) m.missing("crop_size", " (is_slide needs crop_size [w, h])");
   if (t.is_slide && t.stride.empty()) m.missing("stride", " (is_slide needs stride [w, h])");
+  if (t.is_slide && (t.stride[0] > t.crop_size[0] || t.stride[1] > t.crop_size[1]))
+    m.bad("stride", "expected at most crop_size on each side (a larger stride leaves pixels in no window), got ",
+          describe(*m.value("stride")), " with crop_size ", describe(*m.value("crop_size")));
   return t;
 }
 

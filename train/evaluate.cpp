@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -40,12 +41,85 @@ std::string progress_bar(int64_t done, int64_t total) {
   return bar + "]";
 }
 
+// The [begin, end) ranges of slide_inference's windows along one side of `len` pixels: a window
+// every `stride` pixels, ceil((len - crop) / stride) + 1 of them (one when the side fits a crop),
+// the ones that would cross the edge moved back to end at it (and clipped at 0).
+std::vector<std::pair<int64_t, int64_t>> slide_windows(int64_t len, int64_t crop, int64_t stride) {
+  const int64_t n = len <= crop ? 1 : (len - crop + stride - 1) / stride + 1;
+  std::vector<std::pair<int64_t, int64_t>> windows;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t end = std::min(i * stride + crop, len);
+    windows.emplace_back(std::max(end - crop, int64_t{0}), end);
+  }
+  return windows;
+}
+
+// How many windows cover each pixel of the side; an uncovered pixel is the error PaddleSeg raises.
+std::vector<float> window_counts(const std::vector<std::pair<int64_t, int64_t>>& windows, int64_t len, const char* side,
+                                 const InferOptions& opt, int64_t h, int64_t w) {
+  std::vector<float> count((size_t)len, 0.f);
+  for (auto [b, e] : windows)
+    for (int64_t i = b; i < e; ++i) count[(size_t)i] += 1;
+  for (int64_t i = 0; i < len; ++i)
+    if (count[(size_t)i] == 0)
+      fail("is_slide: stride (", opt.stride[0], ", ", opt.stride[1], ") is larger than crop_size (", opt.crop_size[0],
+           ", ", opt.crop_size[1], "): ", side, " ", i, " of a ", h, "x", w,
+           " image is in no window; use a stride no larger than the crop");
+  return count;
+}
+
+// PaddleSeg's slide_inference (see evaluate.h): f32 logits [1, H, W, C].
+Tensor slide_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt) {
+  ENGINE_CHECK(opt.crop_size.size() == 2 && opt.stride.size() == 2 && opt.crop_size[0] > 0 && opt.crop_size[1] > 0 &&
+                   opt.stride[0] > 0 && opt.stride[1] > 0,
+               "is_slide: needs crop_size (w, h) and stride (w, h), positive");
+  const int64_t h = image.shape()[1], w = image.shape()[2];
+  const auto rows = slide_windows(h, opt.crop_size[1], opt.stride[1]);
+  const auto cols = slide_windows(w, opt.crop_size[0], opt.stride[0]);
+  const std::vector<float> row_count = window_counts(rows, h, "row", opt, h, w);
+  const std::vector<float> col_count = window_counts(cols, w, "column", opt, h, w);
+  Tensor sum;
+  for (auto [r0, r1] : rows) {
+    for (auto [c0, c1] : cols) {
+      const Tensor crop = image.narrow(1, r0, r1 - r0).narrow(2, c0, c1 - c0).contiguous();
+      Tensor logit = model.forward(crop).at(0);
+      ENGINE_CHECK(logit.dim() == 4 && logit.size(1) >= r1 - r0 && logit.size(2) >= c1 - c0,
+                   "is_slide: the model gave logits ", logit.describe(), " for a ", r1 - r0, "x", c1 - c0, " window");
+      logit = logit.narrow(1, 0, r1 - r0).narrow(2, 0, c1 - c0);  // PaddleSeg: logit[:, :, :h2-h1, :w2-w1]
+      if (!sum.defined()) sum = Tensor::zeros({1, h, w, logit.size(3)}, DType::F32, image.device());
+      Tensor region = sum.narrow(1, r0, r1 - r0).narrow(2, c0, c1 - c0);
+      region.copy_(add(region, logit.dtype() == DType::F32 ? logit : logit.to(DType::F32)));
+    }
+  }
+  std::vector<float> count((size_t)(h * w));  // windows are a grid: rows x columns
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) count[(size_t)(y * w + x)] = row_count[(size_t)y] * col_count[(size_t)x];
+  return div(sum, Tensor::from_vector(count, {1, h, w, 1}, image.device()));
+}
+
+// One pass of the model over `image`: whole, or in windows.
+Tensor model_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt) {
+  return opt.is_slide ? slide_logits(model, image, opt) : model.forward(image).at(0);
+}
+
 }  // namespace
+
+InferOptions infer_options(const TestConfig& t) {
+  InferOptions o;
+  o.aug = t.aug_eval;
+  o.scales = t.scales;
+  o.flip_horizontal = t.flip_horizontal;
+  o.flip_vertical = t.flip_vertical;
+  o.is_slide = t.is_slide;
+  o.crop_size = t.crop_size;
+  o.stride = t.stride;
+  return o;
+}
 
 Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt) {
   NoGradGuard no_grad;
   const int h = (int)image.shape()[1], w = (int)image.shape()[2];
-  if (!opt.aug) return model.forward(image).at(0);
+  if (!opt.aug) return model_logits(model, image, opt);
   ENGINE_CHECK(!opt.scales.empty(), "aug_eval: no scales given");
   Tensor sum;
   int passes = 0;
@@ -61,7 +135,7 @@ Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions
       Tensor in = scaled;
       if (fh) in = flip(in, 2);
       if (fv) in = flip(in, 1);
-      Tensor logit = model.forward(in).at(0);
+      Tensor logit = model_logits(model, in, opt);
       if (fv) logit = flip(logit, 1);
       if (fh) logit = flip(logit, 2);
       if (logit.shape()[1] != h || logit.shape()[2] != w) logit = resize_bilinear(logit, h, w, false);

@@ -3,8 +3,12 @@
 // their original size; with aug_eval, for each scale s the image is resized bilinearly to
 // (int(h*s + 0.5), int(w*s + 0.5)), each enabled flip is inferred and un-flipped, the raw logits are
 // resized back to the input size and SUMMED (then divided by the number of passes); argmax gives the
-// prediction. Areas are accumulated over the whole data set (seg_area_counts) and turned into the
-// metrics of train/seg_metrics.h.
+// prediction. With is_slide (PaddleSeg's slide_inference), each of those passes runs the model on
+// crop_size windows instead of the whole image: windows start every `stride` pixels, the last row and
+// column of windows is moved back to end at the image's edge, and each pixel's logits are the mean
+// over the windows that cover it (a stride larger than the crop that leaves pixels uncovered is an
+// error, as in PaddleSeg). Areas are accumulated over the whole data set (seg_area_counts) and turned
+// into the metrics of train/seg_metrics.h. Tested by tests/test_evaluate.cpp.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -25,9 +29,14 @@ struct InferOptions {
   std::vector<double> scales{1.0};
   bool flip_horizontal = false;
   bool flip_vertical = false;
+  bool is_slide = false;
+  std::vector<int> crop_size, stride;  // (w, h) each, positive; needed with is_slide
 };
 
-// Logits [1, H, W, C] at the image's size for one normalised image [1, H, W, 3] (on the model's
+// The inference options a config's test_config (after the command line's flags) asks for.
+InferOptions infer_options(const TestConfig& t);
+
+// Logits [1, H, W, C] (f32) at the image's size for one normalised image [1, H, W, 3] (on the model's
 // device). Runs without autograd; the model must be in eval mode.
 Tensor infer_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt);
 

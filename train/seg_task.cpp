@@ -78,8 +78,7 @@ TaskLoss SegTask::loss(const data::Batch& batch, Device device) {
 }
 
 TaskEval SegTask::evaluate(Device device, std::ostream& log, const std::atomic<int>* cancel, Communicator& comm) {
-  const InferOptions eval_opt{cfg_.test_config.aug_eval, cfg_.test_config.scales, cfg_.test_config.flip_horizontal,
-                              cfg_.test_config.flip_vertical};
+  const InferOptions eval_opt = infer_options(cfg_.test_config);
   const EvalResult r = train::evaluate(*model_, *val_set_, device, eval_opt, log, cancel, &comm);
   TaskEval e;
   e.cancelled = r.cancelled;
