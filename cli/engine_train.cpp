@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
       o.save_interval = a.save_interval;
       o.do_eval = a.do_eval;
       o.log_iters = a.log_iters;
+      o.repeats = a.repeats;
+      o.early_stop_intervals = a.early_stop_intervals.value_or(0);
       o.resume_model = a.resume_model;
       o.keep_checkpoint_max = a.keep_checkpoint_max;
       o.seed_given = a.seed.has_value();

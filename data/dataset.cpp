@@ -117,6 +117,14 @@ SegDataset::SegDataset(const DatasetSpec& spec, std::vector<Item> items, int64_t
       ignore_index_(ignore_index),
       pipeline_(build_pipeline(spec.transforms, ignore_index)) {}
 
+void SegDataset::repeat_items(int64_t times) {
+  ENGINE_CHECK(times >= 1, where_, ": repeats must be >= 1, got ", times);
+  const size_t n = items_.size();
+  items_.reserve(n * (size_t)times);
+  for (int64_t t = 1; t < times; ++t)
+    for (size_t i = 0; i < n; ++i) items_.push_back(items_[i]);
+}
+
 const SegDataset::Item& SegDataset::item(int64_t index) const {
   ENGINE_CHECK(index >= 0 && index < size(), where_, ": sample index ", index, " out of range (size ", size(), ")");
   return items_[(size_t)index];

@@ -47,6 +47,10 @@ class SegDataset {
   const std::string& label_path(int64_t index) const { return item(index).label; }
   const Pipeline& pipeline() const { return pipeline_; }
 
+  // PaddleSeg's --repeats (tools/train.py: train_dataset.file_list *= repeats): the list `times` times
+  // over, in order, so that one epoch visits every image `times` times. times >= 1.
+  void repeat_items(int64_t times);
+
   // Decode (and check) without transforms.
   Sample load_raw(int64_t index) const;
   // Decode + transforms (train: image and label; val/test: image only). Thread-safe.

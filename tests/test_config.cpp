@@ -1556,4 +1556,37 @@ TEST(TrainArgsTest, FlagsOfTheOtherTask) {
                check_train_args_for_task(train_args({"c.yml", "--do_eval"}), "detection");
              }),
              "--do_eval: is a PaddleSeg flag; c.yml is a detection config (use an eval_dataset in the config)");
+  // PaddleSeg's --repeats and --early_stop_intervals.
+  const TrainArgs r = train_args({"c.yml", "--do_eval", "--repeats", "3", "--early_stop_intervals=4"});
+  EXPECT_EQ(r.repeats, 3);
+  EXPECT_EQ(r.early_stop_intervals, std::optional<int64_t>(4));
+  EXPECT_EQ(train_args({"c.yml"}).repeats, 1);
+  EXPECT_FALSE(train_args({"c.yml"}).early_stop_intervals.has_value());
+  EXPECT_NO_THROW(check_train_args_for_task(r, "segmentation"));
+  EXPECT_HAS(error_of([] { train_args({"c.yml", "--repeats", "0"}); }), "--repeats: expected a positive integer");
+  EXPECT_HAS(error_of([] {
+               train_args({"c.yml", "--early_stop_intervals", "0"});
+             }),
+             "--early_stop_intervals: expected a positive integer, got '0'");
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(train_args({"c.yml", "--early_stop_intervals", "2"}), "segmentation");
+             }),
+             "engine-train: --early_stop_intervals: counts evaluations, so it needs --do_eval");
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(
+                   train_args({"c.yml", "--do_eval", "--early_stop_intervals", "2", "--early_stop", "True"}),
+                   "segmentation");
+             }),
+             "--early_stop_intervals: PaddleX's --early_stop is given too; use one of them");
+  EXPECT_NO_THROW(check_train_args_for_task(
+      train_args({"c.yml", "--do_eval", "--early_stop_intervals", "2", "--early_stop", "False"}), "segmentation"));
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(train_args({"c.yml", "--repeats", "2"}), "detection");
+             }),
+             "--repeats: is a PaddleSeg flag; c.yml is a detection config (use a file list that names the images "
+             "more than once)");
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(train_args({"c.yml", "--early_stop_intervals", "2"}), "detection");
+             }),
+             "(use --early_stop True --early_stop_patience N)");
 }

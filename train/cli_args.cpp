@@ -167,12 +167,15 @@ using Vals = const std::vector<std::string>&;
 const std::vector<std::string> kSharedFlags = {"learning_rate", "save_dir", "num_workers", "seed", "use_vdl"};
 
 // PaddleSeg-only flags and what a detection config uses instead.
-const std::vector<std::pair<std::string, std::string>> kSegOnlyFlags = {{"--iters", "--num_epochs"},
-                                                                        {"--batch_size", "--train_batch_size"},
-                                                                        {"--save_interval", "--save_interval_epochs"},
-                                                                        {"--do_eval", "an eval_dataset in the config"},
-                                                                        {"--log_iters", "--log_interval_steps"},
-                                                                        {"--resume_model", "--resume_checkpoint"}};
+const std::vector<std::pair<std::string, std::string>> kSegOnlyFlags = {
+    {"--iters", "--num_epochs"},
+    {"--batch_size", "--train_batch_size"},
+    {"--save_interval", "--save_interval_epochs"},
+    {"--do_eval", "an eval_dataset in the config"},
+    {"--log_iters", "--log_interval_steps"},
+    {"--resume_model", "--resume_checkpoint"},
+    {"--repeats", "a file list that names the images more than once"},
+    {"--early_stop_intervals", "--early_stop True --early_stop_patience N"}};
 
 }  // namespace
 
@@ -223,6 +226,9 @@ TrainArgs parse_train_args(int argc, char** argv) {
     a.cuda_graph = v[0];
   });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--repeats", Arity::One, [&](Vals v) { a.repeats = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--early_stop_intervals", Arity::One,
+         [&](Vals v) { a.early_stop_intervals = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
   p.flag("--keep_checkpoint_max", Arity::One,
          [&](Vals v) { a.keep_checkpoint_max = (int)p.to_int(v[0], -(1LL << 30), "an integer"); });
@@ -241,9 +247,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     if (v[0] != "O1" && v[0] != "O2") p.fail_flag("--amp_level", "expected O1 or O2, got '", v[0], "'");
     a.amp_level = v[0];
   });
-  for (const char* u :
-       {"--use_ema", "--repeats", "--early_stop_intervals", "--profiler_options", "--data_format", "--print_mem_info"})
-    p.unsupported(u);
+  for (const char* u : {"--use_ema", "--profiler_options", "--data_format", "--print_mem_info"}) p.unsupported(u);
   // The detection flags: values as written, checked by load_det_train_config like the file's keys.
   for (const std::string& key : det_train_param_keys())
     if (std::find(kSharedFlags.begin(), kSharedFlags.end(), key) == kSharedFlags.end())
@@ -269,10 +273,16 @@ void check_train_args_for_task(const TrainArgs& a, const std::string& task) {
   } else {
     // PaddleX's epoch parameters also drive a segmentation run (train/seg_task.h apply_paddlex_params);
     // only the detection metric has no meaning there.
-    for (const auto& [name, value] : a.det_flags)
+    for (const auto& [name, value] : a.det_flags) {
       if (name == "metric")
         throw ConfigError("engine-train: --metric: is a detection (PaddleX) flag; " + a.config +
                           " is a segmentation config (evaluated by mIoU)");
+      bool on = false;
+      if (name == "early_stop" && a.early_stop_intervals && parse_yaml_bool(value, on) && on)
+        throw ConfigError("engine-train: --early_stop_intervals: PaddleX's --early_stop is given too; use one of them");
+    }
+    if (a.early_stop_intervals && !a.do_eval)
+      throw ConfigError("engine-train: --early_stop_intervals: counts evaluations, so it needs --do_eval");
   }
 }
 
@@ -372,6 +382,8 @@ std::string train_usage() {
          "  --save_interval N       save (and evaluate with --do_eval) every N iterations (default 1000)\n"
          "  --do_eval               evaluate on val_dataset at each save and keep best_model/\n"
          "  --log_iters N           log every N iterations (default 10)\n"
+         "  --repeats N             the train file list N times over per epoch (default 1)\n"
+         "  --early_stop_intervals N  with --do_eval: stop after N evaluations below the best mIoU\n"
          "  --resume_model DIR      resume from a checkpoint directory such as output/iter_500\n"
          "  --keep_checkpoint_max N keep the N newest iter_* directories (default 5; <= 0 keeps all)\n"
          "  --seed N                random seed (weights, data order, augmentation)\n"

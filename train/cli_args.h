@@ -27,8 +27,10 @@ struct TrainArgs {
   int64_t save_interval = 1000;
   bool do_eval = false;
   int64_t log_iters = 10;
-  std::string resume_model;     // a checkpoint directory such as output/iter_500
-  int keep_checkpoint_max = 5;  // <= 0 keeps every checkpoint (PaddleSeg)
+  int64_t repeats = 1;                          // the train file list this many times over
+  std::optional<int64_t> early_stop_intervals;  // stop after this many evaluations below the best
+  std::string resume_model;                     // a checkpoint directory such as output/iter_500
+  int keep_checkpoint_max = 5;                  // <= 0 keeps every checkpoint (PaddleSeg)
   std::optional<uint64_t> seed;
   std::string device;                    // "cpu" | "gpu" | "gpu:N" | "" (= the engine's default device)
   std::vector<std::string> opts;         // "key.sub=value"
@@ -83,9 +85,11 @@ struct PredictArgs {
 
 TrainArgs parse_train_args(int argc, char** argv);
 // Refuses flags that belong to the other kind of config: for "detection", the PaddleSeg-only
-// --iters, --batch_size, --save_interval, --do_eval, --log_iters, --resume_model (naming PaddleX's
-// equivalent); for "segmentation", --metric (PaddleX's epoch parameters work for segmentation too,
-// see apply_paddlex_params in train/seg_task.h). `task` as config_task().
+// --iters, --batch_size, --save_interval, --do_eval, --log_iters, --resume_model, --repeats,
+// --early_stop_intervals (naming PaddleX's equivalent); for "segmentation", --metric (PaddleX's epoch
+// parameters work for segmentation too, see apply_paddlex_params in train/seg_task.h), and
+// --early_stop_intervals without --do_eval (it counts evaluations) or with PaddleX's --early_stop.
+// `task` as config_task().
 void check_train_args_for_task(const TrainArgs& args, const std::string& task);
 EvalArgs parse_eval_args(int argc, char** argv);
 PredictArgs parse_predict_args(int argc, char** argv);

@@ -41,7 +41,9 @@ void load_pretrained(nn::SegModel& model, const std::string& path, const std::st
 
 }  // namespace
 
-SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log) : cfg_(cfg) {
+SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log,
+                 int64_t repeats)
+    : cfg_(cfg) {
   nn::SegModelSpec mspec = cfg.model;
   mspec.seed = seed;
   model_ = nn::build_seg_model(mspec);
@@ -50,7 +52,9 @@ SegTask::SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device d
   model_->to(device);
   model_->train();
   model_->set_loss_upsamples(true);  // the loss upsamples the logits (SegLoss)
-  train_set_ = data::make_dataset(cfg.train_dataset);
+  const std::shared_ptr<data::SegDataset> train_set = data::make_dataset(cfg.train_dataset);
+  if (repeats > 1) train_set->repeat_items(repeats);
+  train_set_ = train_set;
   if (with_eval) {
     if (cfg.has_val_dataset)
       val_set_ = data::make_dataset(cfg.val_dataset);

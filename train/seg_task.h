@@ -22,7 +22,8 @@ class SegTask : public Task {
   // Builds the model from cfg.model with `seed`, loads its pretrained weights (logged to `log`), and
   // the data sets (the val set only with `with_eval` and a val_dataset in the config; without one a
   // warning is logged). The model is moved to `device`.
-  SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log);
+  // repeats: PaddleSeg's --repeats (the train file list that many times over).
+  SegTask(const TrainConfig& cfg, uint64_t seed, bool with_eval, Device device, std::ostream& log, int64_t repeats = 1);
 
   nn::Module& model() override { return *model_; }
   std::string describe() const override;

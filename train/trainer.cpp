@@ -316,7 +316,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   int64_t start_iter = 0;
   double best_metric = -1.0;
   int64_t best_iter = -1;
-  EarlyStop early_stop(std::max<int64_t>(1, spec.early_stop_patience));
+  EarlyStop early_stop(std::max<int64_t>(1, spec.early_stop_patience), spec.early_stop_rule);
   std::deque<std::string>
       kept;               // checkpoint folders in save_dir this run (and the runs it resumes) wrote, oldest first
   std::string last_good;  // the newest complete checkpoint to resume from; empty when none
@@ -940,18 +940,23 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
         }
       }
       save_checkpoint(iter);
+      // PaddleSeg's rule logs its stop in place of the best-model line; PaddleX's counts down.
+      const bool paddleseg_rule = spec.early_stop && spec.early_stop_rule == EarlyStop::Rule::PaddleSeg;
       if (task.can_evaluate() && best_iter >= 0) {
-        if (style == LogStyle::PaddleSeg)
+        if (stop_early && paddleseg_rule)
+          log << prefix() << "Early stopping at iter " << iter << ". The best mean IoU is " << fmt("%.4f", best_metric)
+              << "." << std::endl;
+        else if (style == LogStyle::PaddleSeg)
           log << prefix() << "[EVAL] The model with the best validation " << metric_name << " ("
               << fmt("%.4f", best_metric) << ") was saved at iter " << best_iter << "." << std::endl;
         else
           log << prefix() << "Current evaluated best model on eval_dataset is " << checkpoint_name(best_iter) << ", "
               << metric_name << "=" << fmt("%.6f", best_metric) << std::endl;
       }
-      if (spec.early_stop && early_stop.counter() > 0)
+      if (spec.early_stop && !paddleseg_rule && early_stop.counter() > 0)
         log << prefix() << "EarlyStopping: " << early_stop.counter() << " / " << early_stop.patience() << std::endl;
       if (stop_early) {
-        log << prefix() << "EarlyStopping: Stop training" << std::endl;
+        if (!paddleseg_rule) log << prefix() << "EarlyStopping: Stop training" << std::endl;
         summary.early_stopped = true;
         break;
       }
@@ -981,7 +986,8 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   // Resume metadata first: it decides the seed the data order and init were drawn with.
   const ResumePoint resume = open_resume_point(opt.resume_model, "--resume_model");
   const uint64_t seed = resolve_seed(resume, opt, LogStyle::PaddleSeg, log);
-  SegTask task(cfg, seed, opt.do_eval, opt.device, log);
+  ENGINE_CHECK(opt.repeats >= 1, "--repeats must be >= 1, got ", opt.repeats);
+  SegTask task(cfg, seed, opt.do_eval, opt.device, log, opt.repeats);
   const LRSchedule schedule(cfg.lr_scheduler, cfg.iters,
                             opt.absolute_warmup ? WarmupMode::Absolute : WarmupMode::ShiftsInner);
   LoopSpec spec;
@@ -998,6 +1004,12 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   spec.fresh_start_hint = "--opts model.pretrained=";
   spec.early_stop = opt.early_stop;
   spec.early_stop_patience = opt.early_stop_patience;
+  if (opt.early_stop_intervals > 0) {
+    ENGINE_CHECK(!opt.early_stop, "--early_stop_intervals: PaddleX's --early_stop is given too; use one of them");
+    spec.early_stop = true;
+    spec.early_stop_patience = opt.early_stop_intervals;
+    spec.early_stop_rule = EarlyStop::Rule::PaddleSeg;
+  }
   if (autocast_precision() == Precision::FP16) spec.loss_scaling = cfg.loss_scaling;
   return run_task(task, spec, opt, seed, resume, log);
 }

@@ -15,16 +15,15 @@
 // every save_interval iterations and at the last, iter_N/) or epoch-based (PaddleX: at the end of every
 // save_interval-th epoch and of the last, epoch_N/). At each checkpoint: evaluate (when the task can), best_model/ on a
 // strictly higher key metric, then the checkpoint folder (model.safetensors + optimizer.safetensors, written
-// atomically), dropping the oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop,
-// train/early_stop.h). A non-finite loss stops training with TrainingDiverged (exit code 3 in engine-train) before the
-// optimizer step, so every checkpoint on disk is from a finite state; its message names the newest
-// complete checkpoint (of this run, or the one it resumed from). Under fp16 loss scaling a non-finite
-// loss is a skipped step instead, until ten come in a row.
-// The save_dir is locked for the run and never clobbered (train/run_dir.h). A resume checks the
-// checkpoint's batch_size, train set size and data position against this run (refused when they
-// differ) and warns when the optimizer settings or the learning-rate schedule differ. A stop
-// request (a signal) ends the loop between iterations, after writing a checkpoint unless save_on_stop
-// is off; the summary then names the signal and the checkpoint to resume from.
+// atomically), dropping the oldest beyond keep_checkpoint_max; then early stop (PaddleX's EarlyStop
+// or PaddleSeg's --early_stop_intervals, train/early_stop.h). A non-finite loss stops training with TrainingDiverged
+// (exit code 3 in engine-train) before the optimizer step, so every checkpoint on disk is from a finite state; its
+// message names the newest complete checkpoint (of this run, or the one it resumed from). Under fp16 loss scaling a
+// non-finite loss is a skipped step instead, until ten come in a row. The save_dir is locked for the run and never
+// clobbered (train/run_dir.h). A resume checks the checkpoint's batch_size, train set size and data position against
+// this run (refused when they differ) and warns when the optimizer settings or the learning-rate schedule differ. A
+// stop request (a signal) ends the loop between iterations, after writing a checkpoint unless save_on_stop is off; the
+// summary then names the signal and the checkpoint to resume from.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -37,6 +36,7 @@
 #include "engine/comm/communicator.h"
 #include "engine/device.h"
 #include "train/config.h"
+#include "train/early_stop.h"
 #include "train/grad_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/safetensors.h"
@@ -65,6 +65,10 @@ struct TrainOptions {
   // PaddleX's parameters given to a segmentation run (train/seg_task.h apply_paddlex_params):
   bool early_stop = false;  // PaddleX's EarlyStop over the evaluations (mIoU)
   int64_t early_stop_patience = 5;
+  // PaddleSeg's own flags: --early_stop_intervals N (0 = off; EarlyStop::Rule::PaddleSeg over the
+  // evaluations) and --repeats N (the train file list N times over).
+  int64_t early_stop_intervals = 0;
+  int64_t repeats = 1;
   bool absolute_warmup = false;  // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
   // Data parallel (docs/DISTRIBUTED.md): the job's communicator (nullptr = one process). Rank 0
   // alone writes the run folder and checkpoints; the others train their shard of every batch.
@@ -120,8 +124,9 @@ struct LoopSpec {
   int keep_checkpoint_max = 5;   // <= 0 keeps every checkpoint
   int64_t log_every = 10;        // iterations per [TRAIN] line
   LogStyle log_style = LogStyle::PaddleSeg;
-  bool early_stop = false;  // PaddleX EarlyStop over the evaluations
+  bool early_stop = false;  // early stop over the evaluations (train/early_stop.h), by this rule:
   int64_t early_stop_patience = 5;
+  EarlyStop::Rule early_stop_rule = EarlyStop::Rule::PaddleX;
   std::string resume_flag = "--resume_model";  // how users name the checkpoint to resume (messages)
   std::string fresh_start_hint;  // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
   // fp16 training: Paddle's dynamic loss scaling (train/grad_scaler.h); absent = no scaling.
