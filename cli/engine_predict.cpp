@@ -7,6 +7,7 @@
 //                                                   with Paddle's)
 //   engine-predict --config configs/pp_liteseg_synthetic_256x256.yml --model_path output/best_model
 //                  --image_path data/synthetic_fundus/images [--save_dir output/result] [--aug_pred ...]
+//                  [--is_slide --crop_size W H --stride W H] [--custom_color R G B ...]
 // The images go through the config's val_dataset transforms (Normalize by default). Exit codes: 0,
 // 2 bad flags or config, 1 other errors (unreadable image or weights: the message names the file).
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "data/color_map.h"
 #include "data/image_io.h"
 #include "data/loader.h"
 #include "data/transforms.h"
@@ -32,18 +34,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-// PaddleSeg's colour map (utils/visualize.py get_color_map_list): class i's RGB spreads the bits of i
-// over the three channels, most significant first; class 0 is black, 1 dark red, 2 dark green...
-std::vector<std::array<uint8_t, 3>> color_map(int n) {
-  std::vector<std::array<uint8_t, 3>> map((size_t)n, {0, 0, 0});
-  for (int i = 0; i < n; ++i) {
-    int lab = i;
-    for (int j = 0; lab > 0; ++j, lab >>= 3)
-      for (int c = 0; c < 3; ++c) map[(size_t)i][(size_t)c] |= (uint8_t)(((lab >> c) & 1) << (7 - j));
-  }
-  return map;
-}
 
 // numpy's .npy format 1.0: magic, version, a little-endian u16 header length, a Python dict literal
 // padded with spaces to a multiple of 64 bytes and ending in a newline, then the C-order data.
@@ -123,7 +113,7 @@ int main(int argc, char** argv) {
     fs::create_directories(added_dir);
     const fs::path logits_dir = fs::path(a.save_dir) / "logits";
     if (a.save_logits) fs::create_directories(logits_dir);
-    const auto colors = color_map(std::max<int>(256, (int)cfg.model.num_classes));
+    const auto colors = data::seg_color_map(std::max<int>(256, (int)cfg.model.num_classes), a.custom_color);
     data::Rng rng(0);
     for (size_t i = 0; i < images.size(); ++i) {
       const data::Image original = data::read_image(images[i]);

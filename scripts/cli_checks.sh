@@ -51,6 +51,13 @@ expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --r
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
 # sliding windows (PaddleSeg's --is_slide): 64x64 images in 40x40 windows every 24 pixels
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --is_slide --crop_size 40 40 --stride 24 24
+# --custom_color: classes 0 and 1 black and white in the PNG's palette (PLTE chunk after the 33-byte header)
+expect 0 "4 images -> res_c" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res_c --custom_color 0 0 0 255 255 255
+if [ "$(od -An -tx1 -j37 -N10 res_c/pseudo_color_prediction/0012.png | tr -d ' \n')" = "504c5445000000ffffff" ]; then
+  echo "ok: --custom_color sets the palette"
+else
+  echo "FAIL: res_c/pseudo_color_prediction/0012.png: palette $(od -An -tx1 -j33 -N20 res_c/pseudo_color_prediction/0012.png)"; fails=$((fails + 1))
+fi
 expect 0 "4 images -> res_s" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res_s --is_slide --crop_size 40 32 --stride 24 16
 expect 2 "test_config.stride" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --opts test_config.is_slide=True "test_config.crop_size=[8, 8]" "test_config.stride=[9, 8]"
 expect 0 "4 images -> res" "$bin/engine-predict" cfg.yml --model_path out/iter_6 --image_path data/val_list.txt --save_dir res

@@ -1006,6 +1006,22 @@ TEST(PredictArgsTest, ParseAndErrors) {
                    {"--config", "c", "--image_path", "x", "--is_slide", "--crop_size", "8", "8", "--stride", "8", "9"});
              }),
              "engine-predict: --stride: expected at most --crop_size on each side");
+  EXPECT_EQ(predict_args({"--config", "c", "--image_path", "x", "--custom_color", "0", "0", "0", "255", "255", "255"})
+                .custom_color,
+            (std::vector<int>{0, 0, 0, 255, 255, 255}));
+  EXPECT_HAS(
+      error_of([] {
+        predict_args({"--config", "c", "--image_path", "x", "--custom_color", "1", "2"});
+      }),
+      "engine-predict: --custom_color: expected R G B triples (a multiple of 3 values, at most 768), got 2 values");
+  EXPECT_HAS(error_of([] {
+               predict_args({"--config", "c", "--image_path", "x", "--custom_color", "1", "2", "256"});
+             }),
+             "--custom_color: expected colour values 0..255, got 256");
+  EXPECT_HAS(error_of([] {
+               predict_args({"--config", "c", "--image_path", "x", "--custom_color", "-1", "2", "3"});
+             }),
+             "--custom_color: expected a colour value 0..255, got '-1'");
   EXPECT_TRUE(predict_args({"--help"}).help);
 }
 

@@ -19,6 +19,7 @@
 
 #include "base/error.h"
 #include "base/text.h"
+#include "data/color_map.h"
 #include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/loader.h"
@@ -149,6 +150,28 @@ TEST(Text, PythonStripAndSplit) {
   EXPECT_EQ(split_whitespace(" a \t b\n"), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(split_whitespace(" \n "), (std::vector<std::string>{}));
   EXPECT_EQ(split_whitespace("one"), (std::vector<std::string>{"one"}));
+}
+
+// PaddleSeg's get_color_map_list(256)[3:] by hand: class k takes the bits of k + 1.
+TEST(ColorMap, PaddleSegsPalette) {
+  using C = std::array<uint8_t, 3>;
+  const auto map = engine::data::seg_color_map(256);
+  ASSERT_EQ(map.size(), 256u);
+  EXPECT_EQ(map[0], (C{128, 0, 0}));      // label 1 = 0b001
+  EXPECT_EQ(map[1], (C{0, 128, 0}));      // 2 = 0b010
+  EXPECT_EQ(map[2], (C{128, 128, 0}));    // 3
+  EXPECT_EQ(map[3], (C{0, 0, 128}));      // 4
+  EXPECT_EQ(map[6], (C{128, 128, 128}));  // 7
+  EXPECT_EQ(map[7], (C{64, 0, 0}));       // 8 = 0b001_000: the second group one bit lower
+  EXPECT_EQ(map[20], (C{128, 64, 128}));  // 21 = 0b010_101: 101 -> R, B at bit 7; 010 -> G at bit 6
+  EXPECT_EQ(map[255], (C{0, 0, 32}));     // 256 = 0b100_000_000
+  // --custom_color 0 0 0 255 255 255: classes 0 and 1 replaced, the rest unchanged.
+  const auto custom = engine::data::seg_color_map(256, {0, 0, 0, 255, 255, 255});
+  EXPECT_EQ(custom[0], (C{0, 0, 0}));
+  EXPECT_EQ(custom[1], (C{255, 255, 255}));
+  EXPECT_EQ(custom[2], map[2]);
+  expect_error([] { engine::data::seg_color_map(4, {1, 2}); }, {"whole R G B triples", "2 values"});
+  expect_error([] { engine::data::seg_color_map(4, {1, 2, 300}); }, {"0..255", "300"});
 }
 
 TEST(ImageIo, PngRgbRoundTripIsExact) {

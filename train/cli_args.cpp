@@ -352,7 +352,15 @@ PredictArgs parse_predict_args(int argc, char** argv) {
   p.flag("--device", Arity::One, [&](Vals v) { a.device = p.device(v[0]); });
   p.flag("--opts", Arity::List, [&](Vals v) { p.opts(a.opts, v); });
   p.flag("--save_logits", Arity::None, [&](Vals) { a.save_logits = true; });
-  for (const char* u : {"--custom_color", "--data_format", "--precision", "--amp_level"}) p.unsupported(u);
+  p.flag("--custom_color", Arity::List, [&](Vals v) {
+    for (const std::string& s : v) a.custom_color.push_back((int)p.to_int(s, 0, "a colour value 0..255"));
+    for (int c : a.custom_color)
+      if (c > 255) p.fail_flag("--custom_color", "expected colour values 0..255, got ", c);
+    if (a.custom_color.size() % 3 != 0 || a.custom_color.size() > 256 * 3)
+      p.fail_flag("--custom_color", "expected R G B triples (a multiple of 3 values, at most 768), got ",
+                  a.custom_color.size(), " values");
+  });
+  for (const char* u : {"--data_format", "--precision", "--amp_level"}) p.unsupported(u);
   if (!p.parse(argc, argv)) {
     a.help = true;
     return a;
@@ -470,6 +478,7 @@ std::string predict_usage() {
          "  --stride W H            window stride for --is_slide\n"
          "  --device cpu|gpu|gpu:N  default: gpu when a usable CUDA device exists, else cpu\n"
          "  --opts K=V [K=V ...]    override config keys\n"
+         "  --custom_color R G B ...  colours of the first classes (default: PaddleSeg's colour map)\n"
          "  --save_logits           also write the raw logits: <save_dir>/logits/<name>.npy (f32 [H, W, C])\n"
          "  --help                  print this help\n";
 }

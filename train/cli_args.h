@@ -79,7 +79,8 @@ struct PredictArgs {
   std::vector<int> crop_size, stride;
   std::string device;
   std::vector<std::string> opts;
-  bool save_logits = false;  // engine's own flag: also <save_dir>/logits/<name>.npy (f32 [H, W, classes])
+  std::vector<int> custom_color;  // R G B values replacing the start of the colour map (data/color_map.h)
+  bool save_logits = false;       // engine's own flag: also <save_dir>/logits/<name>.npy (f32 [H, W, classes])
   bool help = false;
 };
 
