@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
       o.do_eval = a.do_eval;
       o.log_iters = a.log_iters;
       o.repeats = a.repeats;
+      o.use_ema = a.use_ema;
       o.early_stop_intervals = a.early_stop_intervals.value_or(0);
       o.resume_model = a.resume_model;
       o.keep_checkpoint_max = a.keep_checkpoint_max;

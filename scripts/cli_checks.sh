@@ -49,6 +49,9 @@ export CUDA_VISIBLE_DEVICES=   # the CPU, also in a GPU build
 expect 0 "[TRAIN] epoch: 1, iter: 2/6" "$bin/engine-train" --config cfg.yml --do_eval --save_interval 3 --log_iters 2 --save_dir out
 expect 0 "Resume model from out/iter_3" "$bin/engine-train" --config cfg.yml --resume_model out/iter_3 --save_interval 3 --save_dir out2
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model
+# --use_ema: the average is evaluated beside the model and kept in ema_best_model/, which engine-eval reads
+expect 0 "[EVAL] The EMA model with the best validation mIoU" "$bin/engine-train" --config cfg.yml --do_eval --use_ema --save_interval 3 --iters 3 --save_dir out_ema
+expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out_ema/ema_best_model
 # sliding windows (PaddleSeg's --is_slide): 64x64 images in 40x40 windows every 24 pixels
 expect 0 "[EVAL] #Images: 4 mIoU:" "$bin/engine-eval" --config cfg.yml --model_path out/best_model --is_slide --crop_size 40 40 --stride 24 24
 # --custom_color: classes 0 and 1 black and white in the PNG's palette (PLTE chunk after the 33-byte header)
@@ -172,6 +175,7 @@ log_interval_steps: 1
 num_workers: 0
 YML
 expect 0 "[TRAIN] Epoch=1/2, Step=2/2, loss_xy=" "$bin/engine-train" det.yml --num_epochs 2 --save_dir dout
+expect 2 "--use_ema: is a PaddleSeg flag" "$bin/engine-train" --config det.yml --use_ema
 expect 0 "best bbox_map" "$bin/engine-train" det.yml --num_epochs 1 --save_dir dout_b
 [ -f dout/epoch_2/model.safetensors ] && [ -f dout/best_model/model.safetensors ] || { echo "FAIL: detection checkpoints missing"; fails=$((fails + 1)); }
 # Detection on the emulated GPU with CUDA graphs: several batch shapes (BatchRandomResize), each its

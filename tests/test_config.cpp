@@ -910,7 +910,15 @@ TEST(TrainArgsTest, Errors) {
              }),
              "--opts: expected key=value, got 'nokey'");
   EXPECT_HAS(error_of([] { train_args({"--config", "c", "--opts"}); }), "--opts: needs at least one value");
-  EXPECT_HAS(error_of([] { train_args({"--config", "c", "--use_ema"}); }), "is not supported");
+  EXPECT_HAS(error_of([] {
+               train_args({"--config", "c", "--profiler_options", "x"});
+             }),
+             "PaddleSeg's flag --profiler_options is not supported by this engine");
+  EXPECT_TRUE(train_args({"--config", "c", "--use_ema"}).use_ema);
+  EXPECT_HAS(error_of([] {
+               check_train_args_for_task(train_args({"c.yml", "--use_ema"}), "detection");
+             }),
+             "--use_ema: is a PaddleSeg flag; c.yml is a detection config");
   EXPECT_HAS(error_of([] { train_args({"--config", "c", "--seed", "-3"}); }), "--seed: expected an integer >= 0");
 }
 

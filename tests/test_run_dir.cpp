@@ -112,6 +112,23 @@ TEST(RunDir, FreshRunRefusesAnEarlierRunUnlessOverwrite) {
       << log.str();
 }
 
+// --use_ema's ema_best_model/ is a result of a run too: refused, described with its iteration, deleted by --overwrite.
+TEST(RunDir, EmaBestModelIsAResultOfARun) {
+  const fs::path d = fresh_dir("ema_best");
+  std::ostringstream log;
+  save_checkpoint_dir(d / "ema_best_model",
+                      {{"ema_model.safetensors", &weights(5.f), {{"iter", "4"}, {"miou", "0.5"}}}});
+  const RunContents c = scan_run_dir(d);
+  EXPECT_TRUE(c.ema_best_model);
+  EXPECT_EQ(c.ema_best_model_iter, 4);
+  EXPECT_DOUBLE_EQ(c.ema_best_model_miou, 0.5);
+  EXPECT_FALSE(c.empty());
+  const std::string e = error_of([&] { prepare_run_dir({d, {}, 0, false}, log, ""); });
+  EXPECT_NE(e.find("already holds the results of a run (ema_best_model/ (iter 4))"), std::string::npos) << e;
+  prepare_run_dir({d, {}, 0, true}, log, "");
+  EXPECT_FALSE(fs::exists(d / "ema_best_model"));
+}
+
 TEST(RunDir, TensorBoardAndVisualDlLogsAreResultsOfARun) {
   const fs::path d = fresh_dir("logs_only");
   std::ofstream(d / "events.out.tfevents.1700000000.host") << "x";

@@ -7,7 +7,8 @@
 // one with other optimizer settings warns; the emulated (or real) CUDA device gives the CPU's losses;
 // fp16 loss scaling skips the steps whose gradients overflow, moves its scale by Paddle's rule and
 // resumes with it; under fp16 a non-finite loss is a skipped step until ten come in a row;
-// PaddleSeg's --early_stop_intervals rule (also across a resume) and --repeats.
+// PaddleSeg's --early_stop_intervals rule (also across a resume), --repeats and --use_ema (the
+// average of the weights against a replay of its formula, its resume, the model's weights untouched).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -762,6 +763,119 @@ TEST(Trainer, RepeatsMultiplyTheTrainList) {
   o.repeats = 0;
   o.save_dir = (dir / "zero").string();
   EXPECT_NE(error_of([&] { run_training(cfg, o, log); }).find("--repeats must be >= 1, got 0"), std::string::npos);
+}
+
+// --use_ema: each checkpoint's ema_model.safetensors is PaddleSeg's average of the weights and
+// batch-norm statistics, replayed here from the initial weights and the checkpoints' weights
+// (decay 0.5 after iteration 1, 2/3 after 2); the average is evaluated and its best kept.
+// On the (emulated) GPU the steps after the first are CUDA graph replays, which the average follows.
+void check_use_ema(Device device) {
+  const fs::path dir = fresh_dir(device.is_cuda() ? "ema_cuda" : "ema");
+  const TrainConfig cfg = load_train_config(write_config(dir, 3, 0.05), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions o = options(dir / "out", device);
+  o.do_eval = true;
+  o.save_interval = 1;
+  o.use_ema = true;
+  std::ostringstream log;
+  run_training(cfg, o, log);
+  std::ostringstream quiet;
+  SegTask initial(cfg, o.seed, false, Device::cpu(), quiet);  // the run's initial weights (same seed)
+  const LoadedTensors w1 = load_safetensors((dir / "out/iter_1/model.safetensors").string());
+  const LoadedTensors w2 = load_safetensors((dir / "out/iter_2/model.safetensors").string());
+  const LoadedTensors e1 = load_safetensors((dir / "out/iter_1/ema_model.safetensors").string());
+  const LoadedTensors e2 = load_safetensors((dir / "out/iter_2/ema_model.safetensors").string());
+  const auto state0 = initial.model().state_dict();
+  ASSERT_EQ(e1.tensors.size(), state0.size());
+  const float d2 = (float)(1.0 - 1.0 / 3.0), r2 = (float)(1.0 - (1.0 - 1.0 / 3.0));
+  size_t moved = 0;
+  for (const auto& [name, t0] : state0) {
+    const auto v0 = t0.to_vector(), v1 = w1.find(name)->to_vector(), v2 = w2.find(name)->to_vector();
+    const auto a1 = e1.find(name)->to_vector(), a2 = e2.find(name)->to_vector();
+    for (size_t k = 0; k < v0.size(); ++k) {
+      const float want1 = v0[k] * 0.5f + v1[k] * 0.5f;
+      const float want2 = want1 * d2 + v2[k] * r2;
+      ASSERT_EQ(a1[k], want1) << name << " element " << k;
+      ASSERT_EQ(a2[k], want2) << name << " element " << k;
+      moved += a2[k] != v2[k];
+    }
+  }
+  EXPECT_GT(moved, 1000u);  // the average is not the weights
+  EXPECT_TRUE(fs::exists(dir / "out/ema_best_model/ema_model.safetensors"));
+  EXPECT_NE(log.str().find("[EVAL] The EMA model with the best validation mIoU ("), std::string::npos) << log.str();
+  std::vector<int64_t> ema_evals;
+  for (const auto& r : read_jsonl((dir / "out/metrics.jsonl").string()))
+    if (r["type"] == "eval_ema") ema_evals.push_back(r["iter"].get<int64_t>());
+  EXPECT_EQ(ema_evals, (std::vector<int64_t>{1, 2, 3}));
+  // The model's own weights are back in place after each evaluation of the average: the run with
+  // --use_ema trains to the same weights as one without.
+  TrainOptions plain = options(dir / "plain", device);
+  plain.do_eval = true;
+  plain.save_interval = 1;
+  run_training(cfg, plain, log);
+  expect_same_tensors((dir / "out/iter_3/model.safetensors").string(),
+                      (dir / "plain/iter_3/model.safetensors").string());
+  if (device.is_cuda()) {
+    EXPECT_NE(log.str().find("CUDA graphs: 2 of 3 steps replayed"), std::string::npos) << log.str();
+  }
+}
+
+TEST(Trainer, UseEmaAveragesTheWeightsAndKeepsItsBest) { check_use_ema(Device::cpu()); }
+
+TEST(Trainer, UseEmaFollowsCudaGraphSteps) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device in this build";
+  check_use_ema(Device::cuda(0));
+}
+
+// Data parallel (two mirrored ranks): every rank averages and evaluates the average; rank 0's best
+// bars reach the others with the run folder's verdict.
+TEST(Trainer, UseEmaWithDataParallelRanks) {
+  const fs::path dir = fresh_dir("ema_dp");
+  const TrainConfig cfg = load_train_config(write_config(dir, 2, 0.05), {}, std::nullopt, std::nullopt, std::nullopt);
+  MirrorCommunicator comm;
+  TrainOptions o = options(dir / "run");
+  o.comm = &comm;
+  o.do_eval = true;
+  o.save_interval = 2;
+  o.use_ema = true;
+  std::ostringstream log;
+  const TrainSummary s = run_training(cfg, o, log);
+  EXPECT_EQ(s.iters_done, 2);
+  EXPECT_NE(log.str().find("[EVAL] The EMA model with the best validation mIoU ("), std::string::npos) << log.str();
+  EXPECT_TRUE(fs::exists(dir / "run/iter_2/ema_model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "run/ema_best_model/ema_model.safetensors"));
+}
+
+// A resume continues the average from the checkpoint's ema_model.safetensors, bit for bit; from a
+// checkpoint without one it starts from the resumed weights, as PaddleSeg does, and says so.
+TEST(Trainer, UseEmaResumesTheAverage) {
+  const fs::path dir = fresh_dir("ema_resume");
+  const TrainConfig cfg = load_train_config(write_config(dir, 4, 0.05), {}, std::nullopt, std::nullopt, std::nullopt);
+  TrainOptions full = options(dir / "full");
+  full.save_interval = 2;
+  full.use_ema = true;
+  std::ostringstream log;
+  run_training(cfg, full, log);
+  TrainOptions resumed = options(dir / "resumed");
+  resumed.save_interval = 2;
+  resumed.use_ema = true;
+  resumed.resume_model = (dir / "full/iter_2").string();
+  run_training(cfg, resumed, log);
+  expect_same_tensors((dir / "full/iter_4/ema_model.safetensors").string(),
+                      (dir / "resumed/iter_4/ema_model.safetensors").string());
+
+  TrainOptions plain = options(dir / "plain");
+  plain.save_interval = 2;
+  run_training(cfg, plain, log);
+  TrainOptions late = options(dir / "late");
+  late.save_interval = 2;
+  late.use_ema = true;
+  late.resume_model = (dir / "plain/iter_2").string();
+  std::ostringstream late_log;
+  run_training(cfg, late, late_log);
+  EXPECT_NE(late_log.str().find("holds no ema_model.safetensors; the average starts from the resumed weights"),
+            std::string::npos)
+      << late_log.str();
+  EXPECT_TRUE(fs::exists(dir / "late/iter_4/ema_model.safetensors"));
 }
 
 // Data parallel with CUDA graphs (--cuda_graph on, two mirrored ranks on the (emulated) GPU): the

@@ -175,7 +175,8 @@ const std::vector<std::pair<std::string, std::string>> kSegOnlyFlags = {
     {"--log_iters", "--log_interval_steps"},
     {"--resume_model", "--resume_checkpoint"},
     {"--repeats", "a file list that names the images more than once"},
-    {"--early_stop_intervals", "--early_stop True --early_stop_patience N"}};
+    {"--early_stop_intervals", "--early_stop True --early_stop_patience N"},
+    {"--use_ema", "a segmentation config: PaddleX trains YOLOv3 without EMA"}};
 
 }  // namespace
 
@@ -227,6 +228,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
   });
   p.flag("--log_iters", Arity::One, [&](Vals v) { a.log_iters = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--repeats", Arity::One, [&](Vals v) { a.repeats = p.to_int(v[0], 1, "a positive integer"); });
+  p.flag("--use_ema", Arity::None, [&](Vals) { a.use_ema = true; });
   p.flag("--early_stop_intervals", Arity::One,
          [&](Vals v) { a.early_stop_intervals = p.to_int(v[0], 1, "a positive integer"); });
   p.flag("--resume_model", Arity::One, [&](Vals v) { a.resume_model = v[0]; });
@@ -247,7 +249,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     if (v[0] != "O1" && v[0] != "O2") p.fail_flag("--amp_level", "expected O1 or O2, got '", v[0], "'");
     a.amp_level = v[0];
   });
-  for (const char* u : {"--use_ema", "--profiler_options", "--data_format", "--print_mem_info"}) p.unsupported(u);
+  for (const char* u : {"--profiler_options", "--data_format", "--print_mem_info"}) p.unsupported(u);
   // The detection flags: values as written, checked by load_det_train_config like the file's keys.
   for (const std::string& key : det_train_param_keys())
     if (std::find(kSharedFlags.begin(), kSharedFlags.end(), key) == kSharedFlags.end())
@@ -391,6 +393,7 @@ std::string train_usage() {
          "  --do_eval               evaluate on val_dataset at each save and keep best_model/\n"
          "  --log_iters N           log every N iterations (default 10)\n"
          "  --repeats N             the train file list N times over per epoch (default 1)\n"
+         "  --use_ema               also average the weights (decay 0.999), evaluate and save the average\n"
          "  --early_stop_intervals N  with --do_eval: stop after N evaluations below the best mIoU\n"
          "  --resume_model DIR      resume from a checkpoint directory such as output/iter_500\n"
          "  --keep_checkpoint_max N keep the N newest iter_* directories (default 5; <= 0 keeps all)\n"

@@ -28,6 +28,7 @@ struct TrainArgs {
   bool do_eval = false;
   int64_t log_iters = 10;
   int64_t repeats = 1;                          // the train file list this many times over
+  bool use_ema = false;                         // evaluate and save an average of the weights too
   std::optional<int64_t> early_stop_intervals;  // stop after this many evaluations below the best
   std::string resume_model;                     // a checkpoint directory such as output/iter_500
   int keep_checkpoint_max = 5;                  // <= 0 keeps every checkpoint (PaddleSeg)

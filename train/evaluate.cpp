@@ -241,10 +241,17 @@ std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const s
       !model_path.empty(),
       "--model_path: missing (a model.safetensors / model.pdparams file or a folder such as output/best_model)");
   fs::path file(model_path);
-  // A folder: ours holds model.safetensors, PaddleSeg's (e.g. output/best_model) model.pdparams.
-  if (fs::is_directory(file))
-    file = fs::exists(file / "model.safetensors") || !fs::exists(file / "model.pdparams") ? file / "model.safetensors"
-                                                                                          : file / "model.pdparams";
+  // A folder: ours holds model.safetensors, PaddleSeg's (e.g. output/best_model) model.pdparams; an
+  // ema_best_model/ (--use_ema) holds ema_model.safetensors, PaddleSeg's ema_model.pdparams.
+  if (fs::is_directory(file)) {
+    fs::path found = file / "model.safetensors";
+    for (const char* name : {"model.safetensors", "model.pdparams", "ema_model.safetensors", "ema_model.pdparams"})
+      if (fs::exists(file / name)) {
+        found = file / name;
+        break;
+      }
+    file = found;
+  }
   ENGINE_CHECK(fs::exists(file), "--model_path: ", file.string(), " not found");
   std::shared_ptr<nn::SegModel> model = nn::build_seg_model(cfg.model);
   const LoadedTensors weights = read_weights_file(file.string(), "--model_path");  // .safetensors / .pdparams / .tar.gz

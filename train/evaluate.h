@@ -58,7 +58,8 @@ EvalResult evaluate(nn::SegModel& model, const data::SegDataset& val, Device dev
                     std::ostream& log, const std::atomic<int>* cancel = nullptr, Communicator* comm = nullptr);
 
 // The model of `cfg` with the weights of `model_path` (a model.safetensors file, or a folder holding
-// one such as output/best_model or output/iter_1000), on `device`, in eval mode. Names, shapes and
+// one such as output/best_model or output/iter_1000, or ema_model.safetensors as ema_best_model/
+// does), on `device`, in eval mode. Names, shapes and
 // the checksum are checked; any mismatch is an error naming the file and the tensor.
 std::shared_ptr<nn::SegModel> load_trained_model(const TrainConfig& cfg, const std::string& model_path, Device device);
 

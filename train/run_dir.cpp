@@ -127,11 +127,33 @@ std::string RunContents::describe() const {
   }
   if (best_model)
     add(best_model_iter >= 0 ? "best_model/ (iter " + std::to_string(best_model_iter) + ")" : "best_model/");
+  if (ema_best_model)
+    add(ema_best_model_iter >= 0 ? "ema_best_model/ (iter " + std::to_string(ema_best_model_iter) + ")"
+                                 : "ema_best_model/");
   if (metrics) add("metrics.jsonl");
   if (!event_files.empty())
     add(event_files.size() == 1 ? event_files[0] : std::to_string(event_files.size()) + " event files");
   return s;
 }
+
+namespace {
+// The iteration and key metric a best-model file's metadata records; left as they are when the
+// file or an entry is unreadable (such a folder still counts as a result, of unknown iteration).
+void read_best_metadata(const fs::path& file, const std::string& metric_key, int64_t& iter, double& metric) {
+  try {
+    const LoadedTensors m = load_safetensors(file.string());
+    const auto it = m.metadata.find("iter");
+    if (it != m.metadata.end()) iter = parse_iter_dir_name("iter_" + it->second);
+    const auto mi = m.metadata.find(metric_key);
+    if (mi != m.metadata.end()) {
+      char* end = nullptr;
+      const double v = std::strtod(mi->second.c_str(), &end);
+      if (!mi->second.empty() && *end == '\0' && std::isfinite(v) && v >= 0) metric = v;
+    }
+  } catch (const Error&) {
+  }
+}
+}  // namespace
 
 RunContents scan_run_dir(const fs::path& dir, const std::string& prefix, const std::string& metric_key) {
   RunContents c;
@@ -145,19 +167,10 @@ RunContents scan_run_dir(const fs::path& dir, const std::string& prefix, const s
       c.iter_dirs[n] = name;
     } else if (name == "best_model" && e.is_directory()) {
       c.best_model = true;
-      try {
-        const LoadedTensors m = load_safetensors((e.path() / "model.safetensors").string());
-        const auto it = m.metadata.find("iter");
-        if (it != m.metadata.end()) c.best_model_iter = parse_iter_dir_name("iter_" + it->second);
-        const auto mi = m.metadata.find(metric_key);
-        if (mi != m.metadata.end()) {
-          char* end = nullptr;
-          const double v = std::strtod(mi->second.c_str(), &end);
-          if (!mi->second.empty() && *end == '\0' && std::isfinite(v) && v >= 0) c.best_model_miou = v;
-        }
-      } catch (const Error&) {
-        // An unreadable best_model/ still counts as a result; its iteration is unknown.
-      }
+      read_best_metadata(e.path() / "model.safetensors", metric_key, c.best_model_iter, c.best_model_miou);
+    } else if (name == "ema_best_model" && e.is_directory()) {
+      c.ema_best_model = true;
+      read_best_metadata(e.path() / "ema_model.safetensors", metric_key, c.ema_best_model_iter, c.ema_best_model_miou);
     } else if (name == "metrics.jsonl") {
       c.metrics = true;
     } else if (name.rfind("events.out.tfevents.", 0) == 0 || name.rfind("vdlrecords.", 0) == 0) {
@@ -287,6 +300,7 @@ RunContents prepare_run_dir(const RunDirRequest& req, std::ostream& log, const s
     std::vector<std::string> names;
     for (const auto& [n, name] : c.iter_dirs) names.push_back(name);
     if (c.best_model) names.push_back("best_model");
+    if (c.ema_best_model) names.push_back("ema_best_model");
     if (c.metrics) names.push_back("metrics.jsonl");
     for (const std::string& e : c.event_files) names.push_back(e);
     remove_listed(dir, names, req.resume_dir, log, prefix);

@@ -42,11 +42,14 @@ struct RunContents {
   std::string checkpoint_prefix = "iter";    // checkpoint folders are <prefix>_N: iter_N or epoch_N
   std::map<int64_t, std::string> iter_dirs;  // N -> "<prefix>_N" (complete checkpoint folders only by name)
   bool best_model = false;
-  int64_t best_model_iter = -1;          // from best_model/model.safetensors metadata; -1 when unknown
-  double best_model_miou = -1;           // its key metric (metadata `metric_key`, "miou" by default); likewise
+  int64_t best_model_iter = -1;  // from best_model/model.safetensors metadata; -1 when unknown
+  double best_model_miou = -1;   // its key metric (metadata `metric_key`, "miou" by default); likewise
+  bool ema_best_model = false;   // ema_best_model/ (--use_ema), with the same two from its file
+  int64_t ema_best_model_iter = -1;
+  double ema_best_model_miou = -1;
   bool metrics = false;                  // metrics.jsonl
   std::vector<std::string> event_files;  // events.out.tfevents.* (TensorBoard) and vdlrecords.* (VisualDL)
-  bool empty() const { return iter_dirs.empty() && !best_model && !metrics && event_files.empty(); }
+  bool empty() const { return iter_dirs.empty() && !best_model && !ema_best_model && !metrics && event_files.empty(); }
   std::string describe() const;  // "iter_3/, iter_6/, best_model/, metrics.jsonl"
 };
 // `prefix` names the checkpoint folders ("iter" for PaddleSeg's iter_N, "epoch" for PaddleX's

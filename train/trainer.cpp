@@ -36,6 +36,7 @@
 #include "train/grad_buckets.h"
 #include "train/jsonl.h"
 #include "train/lr_schedule.h"
+#include "train/model_ema.h"
 #include "train/run_dir.h"
 #include "train/safetensors.h"
 #include "train/seg_task.h"
@@ -320,6 +321,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
   std::deque<std::string>
       kept;               // checkpoint folders in save_dir this run (and the runs it resumes) wrote, oldest first
   std::string last_good;  // the newest complete checkpoint to resume from; empty when none
+  double best_ema_metric = -1.0;  // --use_ema: the averaged model's best key metric and its iteration
+  int64_t best_ema_iter = -1;
   if (resume.optimizer) {
     const std::string& resume_dir = resume.dir;
     const std::string mf = (fs::path(resume_dir) / kModelFile).string(),
@@ -392,6 +395,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     start_iter = resume.iter;
     best_metric = meta_double(ro, "best_" + metric_key);
     best_iter = meta_int(ro, "best_iter");
+    if (spec.use_ema && ro.metadata.count("best_ema_iter")) {
+      best_ema_metric = meta_double(ro, "best_ema_" + metric_key);
+      best_ema_iter = meta_int(ro, "best_ema_iter");
+    }
     if (ro.metadata.count("early_stop_counter")) {
       const std::string& sc = meta_at(ro, "early_stop_score");
       early_stop.restore(sc.empty() ? std::nullopt : std::optional<double>(meta_double(ro, "early_stop_score")),
@@ -418,6 +425,20 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     loader.seek(next_epoch, next_batch);
     last_good = resume_dir;
     log << prefix() << "Resume model from " << resume_dir << " (iter " << start_iter << ")" << std::endl;
+  }
+  // --use_ema: the average starts from the model (fresh, or as resumed) unless the checkpoint holds it.
+  std::unique_ptr<ModelEma> ema;
+  if (spec.use_ema) {
+    ema = std::make_unique<ModelEma>(model);
+    if (resume.optimizer) {
+      const fs::path ema_file = fs::path(resume.dir) / kEmaModelFile;
+      if (fs::exists(ema_file)) {
+        ema->load(load_safetensors(ema_file.string()), ema_file.string());
+      } else {
+        log << prefix() << "EMA: " << resume.dir << " holds no " << kEmaModelFile
+            << "; the average starts from the resumed weights (as PaddleSeg's resume does)" << std::endl;
+      }
+    }
   }
   if (start_iter >= total) {
     log << prefix() << "Nothing to train: the checkpoint is at iter " << start_iter << " and the run has " << total
@@ -461,6 +482,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
         log << prefix() << "best_model/ (iter " << best_iter << ", " << metric_name << " " << fmt("%.4f", best_metric)
             << ") is newer than the checkpoint; it is replaced only by a higher " << metric_name << std::endl;
       }
+      if (resume.optimizer && ema && earlier.ema_best_model && earlier.ema_best_model_miou > best_ema_metric) {
+        best_ema_metric = earlier.ema_best_model_miou;  // likewise for the average's best
+        best_ema_iter = earlier.ema_best_model_iter;
+      }
       if (opt.use_vdl) vdl = std::make_unique<ScalarLogs>(save_dir.string());
       // prepare_run_dir left either no metrics.jsonl or the resumed run's records up to start_iter.
       jsonl = std::make_unique<JsonlWriter>((save_dir / "metrics.jsonl").string(), /*append=*/true);
@@ -469,14 +494,18 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       setup_error = (dynamic_cast<const ConfigError*>(&e) ? "C" : "E") + std::string(e.what());
     }
   }
-  if (world > 1) {  // rank 0's verdict and its best-model bar, on every rank
+  if (world > 1) {  // rank 0's verdict and its best-model bars, on every rank
     const std::vector<std::string> verdict = comm.all_gather_bytes(
-        root ? fmt("%.17g", best_metric) + "\n" + std::to_string(best_iter) + "\n" + setup_error : "",
+        root ? fmt("%.17g", best_metric) + "\n" + std::to_string(best_iter) + "\n" + fmt("%.17g", best_ema_metric) +
+                   "\n" + std::to_string(best_ema_iter) + "\n" + setup_error
+             : "",
         "run folder setup");
     std::istringstream in(verdict[0]);
-    std::string bm, bi;
+    std::string bm, bi, bem, bei;
     std::getline(in, bm);
     std::getline(in, bi);
+    std::getline(in, bem);
+    std::getline(in, bei);
     const std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (!err.empty()) {
       if (err[0] == 'C') throw ConfigError(err.substr(1));
@@ -484,6 +513,8 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     }
     best_metric = std::stod(bm);
     best_iter = std::stoll(bi);
+    best_ema_metric = std::stod(bem);
+    best_ema_iter = std::stoll(bei);
   }
 
   log << prefix() << task.describe() << "; device " << dev.str() << "; train images " << source->size() << ", "
@@ -545,6 +576,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       opt_meta["early_stop_max"] = fmt("%.17g", early_stop.max());
       opt_meta["early_stop_counter"] = std::to_string(early_stop.counter());
     }
+    if (ema) {
+      opt_meta["best_ema_" + metric_key] = fmt("%.17g", best_ema_metric);
+      opt_meta["best_ema_iter"] = std::to_string(best_ema_iter);
+    }
     if (spec.by_epoch) opt_meta["epoch"] = std::to_string(iter / steps_per_epoch);
     opt_meta["world_size"] = std::to_string(world);
     if (scaler)
@@ -552,8 +587,10 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     // Rank 0 writes the checkpoint once every rank has finished the iteration, and every rank learns
     // whether it was written: a checkpoint is never completed by a partial job, nor silently missing.
     root_writes(comm, "checkpoint " + name, [&] {
-      save_checkpoint_dir(save_dir / name, {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
-                                            {kOptimizerFile, &opt_state, opt_meta}});
+      std::vector<CheckpointFile> files = {{kModelFile, &model_state, {{"iter", std::to_string(iter)}}},
+                                           {kOptimizerFile, &opt_state, opt_meta}};
+      if (ema) files.push_back({kEmaModelFile, &ema->state(), {{"iter", std::to_string(iter)}}});
+      save_checkpoint_dir(save_dir / name, files);
     });
     last_good = (save_dir / name).string();
     last_saved_iter = iter;
@@ -565,6 +602,35 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       } catch (const std::exception& e) {  // a checkpoint that cannot be pruned is no reason to stop training
         log << prefix() << "WARNING: cannot remove " << (save_dir / old).string() << ": " << e.what() << std::endl;
       }
+    }
+  };
+  // --use_ema: the averaged model evaluated as the model is (PaddleSeg's ema_model), its best kept in
+  // ema_best_model/. Every rank swaps the average in and back, as every rank evaluates.
+  auto evaluate_ema = [&](int64_t iter) {
+    ema->swap_with(model);
+    TaskEval r;
+    try {
+      r = share_root_eval(comm, task.evaluate(dev, log, opt.stop_request, comm));
+    } catch (...) {
+      ema->swap_with(model);
+      throw;
+    }
+    ema->swap_with(model);
+    if (r.cancelled) return;
+    for (const std::string& l : r.log_lines) log << prefix() << l << std::endl;
+    nlohmann::json rec = {{"type", "eval_ema"}, {"iter", iter}};
+    for (auto& [k, v] : r.record.items()) rec[k] = v;
+    if (jsonl) jsonl->write(rec);
+    if (vdl)
+      for (const auto& [n, v] : r.scalars) vdl->add_scalar("Evaluate/Ema_" + n, v, iter);
+    if (r.key_metric > best_ema_metric) {
+      best_ema_metric = r.key_metric;
+      best_ema_iter = iter;
+      const std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)},
+                                                       {metric_key, fmt("%.17g", best_ema_metric)}};
+      root_writes(comm, "ema_best_model", [&] {
+        save_checkpoint_dir(save_dir / "ema_best_model", {{kEmaModelFile, &ema->state(), meta}});
+      });
     }
   };
   auto terms_line = [&](const std::vector<double>& values, double loss, double n) {
@@ -805,6 +871,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     if (!skip_step && !graphed) apply_update(grads, (float)lr, UpdateAtRun{});
     if (!buckets)
       for (Tensor& p : params) p.zero_grad();  // (the buckets are zeroed by the next begin_step)
+    if (ema) ema->update(model, iter);         // every iteration, a skipped step too (PaddleSeg)
 
     std::vector<double> term_values(nterms);
     for (size_t i = 0; i < nterms; ++i) term_values[i] = scalars[1 + i];
@@ -937,6 +1004,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
               log << prefix() << "Model saved in " << (save_dir / "best_model").string() << "." << std::endl;
           }
           if (spec.early_stop) stop_early = early_stop(r.key_metric);
+          if (ema) evaluate_ema(iter);
         }
       }
       save_checkpoint(iter);
@@ -953,6 +1021,9 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
           log << prefix() << "Current evaluated best model on eval_dataset is " << checkpoint_name(best_iter) << ", "
               << metric_name << "=" << fmt("%.6f", best_metric) << std::endl;
       }
+      if (ema && best_ema_iter >= 0)
+        log << prefix() << "[EVAL] The EMA model with the best validation " << metric_name << " ("
+            << fmt("%.4f", best_ema_metric) << ") was saved at iter " << best_ema_iter << "." << std::endl;
       if (spec.early_stop && !paddleseg_rule && early_stop.counter() > 0)
         log << prefix() << "EarlyStopping: " << early_stop.counter() << " / " << early_stop.patience() << std::endl;
       if (stop_early) {
@@ -1004,6 +1075,7 @@ TrainSummary run_training(const TrainConfig& cfg, const TrainOptions& opt, std::
   spec.fresh_start_hint = "--opts model.pretrained=";
   spec.early_stop = opt.early_stop;
   spec.early_stop_patience = opt.early_stop_patience;
+  spec.use_ema = opt.use_ema;
   if (opt.early_stop_intervals > 0) {
     ENGINE_CHECK(!opt.early_stop, "--early_stop_intervals: PaddleX's --early_stop is given too; use one of them");
     spec.early_stop = true;

@@ -69,6 +69,7 @@ struct TrainOptions {
   // evaluations) and --repeats N (the train file list N times over).
   int64_t early_stop_intervals = 0;
   int64_t repeats = 1;
+  bool use_ema = false;  // --use_ema: an average of the weights evaluated and saved beside them (train/model_ema.h)
   bool absolute_warmup = false;  // lr_scheduler's decay boundaries are absolute steps (PaddleX 1.x)
   // Data parallel (docs/DISTRIBUTED.md): the job's communicator (nullptr = one process). Rank 0
   // alone writes the run folder and checkpoints; the others train their shard of every batch.
@@ -127,6 +128,7 @@ struct LoopSpec {
   bool early_stop = false;  // early stop over the evaluations (train/early_stop.h), by this rule:
   int64_t early_stop_patience = 5;
   EarlyStop::Rule early_stop_rule = EarlyStop::Rule::PaddleX;
+  bool use_ema = false;                        // PaddleSeg's --use_ema (train/model_ema.h)
   std::string resume_flag = "--resume_model";  // how users name the checkpoint to resume (messages)
   std::string fresh_start_hint;  // how to start a new run from a checkpoint's weights, e.g. "--opts model.pretrained="
   // fp16 training: Paddle's dynamic loss scaling (train/grad_scaler.h); absent = no scaling.
