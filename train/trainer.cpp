@@ -604,6 +604,15 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
       }
     }
   };
+  // An evaluation's metrics.jsonl record (`type` "eval" or "eval_ema") and its logged scalars.
+  auto record_eval = [&](const TaskEval& r, int64_t iter, const char* type, const std::string& scalar_prefix) {
+    nlohmann::json rec = {{"type", type}, {"iter", iter}};
+    if (spec.by_epoch) rec["epoch"] = iter / steps_per_epoch;
+    for (auto& [k, v] : r.record.items()) rec[k] = v;
+    if (jsonl) jsonl->write(rec);
+    if (vdl)
+      for (const auto& [n, v] : r.scalars) vdl->add_scalar(scalar_prefix + n, v, iter);
+  };
   // --use_ema: the averaged model evaluated as the model is (PaddleSeg's ema_model), its best kept in
   // ema_best_model/. Every rank swaps the average in and back, as every rank evaluates.
   auto evaluate_ema = [&](int64_t iter) {
@@ -618,11 +627,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
     ema->swap_with(model);
     if (r.cancelled) return;
     for (const std::string& l : r.log_lines) log << prefix() << l << std::endl;
-    nlohmann::json rec = {{"type", "eval_ema"}, {"iter", iter}};
-    for (auto& [k, v] : r.record.items()) rec[k] = v;
-    if (jsonl) jsonl->write(rec);
-    if (vdl)
-      for (const auto& [n, v] : r.scalars) vdl->add_scalar("Evaluate/Ema_" + n, v, iter);
+    record_eval(r, iter, "eval_ema", "Evaluate/Ema_");
     if (r.key_metric > best_ema_metric) {
       best_ema_metric = r.key_metric;
       best_ema_iter = iter;
@@ -983,12 +988,7 @@ TrainSummary run_task(Task& task, const LoopSpec& spec, const TrainOptions& opt,
             for (const auto& [n, v] : r.scalars) m += ", " + n + "=" + fmt("%.6f", v);
             log << prefix() << "[EVAL] Finished, Epoch=" << iter / steps_per_epoch << m << " ." << std::endl;
           }
-          nlohmann::json rec = {{"type", "eval"}, {"iter", iter}};
-          if (spec.by_epoch) rec["epoch"] = iter / steps_per_epoch;
-          for (auto& [k, v] : r.record.items()) rec[k] = v;
-          if (jsonl) jsonl->write(rec);
-          if (vdl)
-            for (const auto& [n, v] : r.scalars) vdl->add_scalar("Evaluate/" + n, v, iter);
+          record_eval(r, iter, "eval", "Evaluate/");
           if (r.key_metric > best_metric) {
             best_metric = r.key_metric;
             best_iter = iter;
