@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "engine/autograd.h"
 #include "engine/device.h"
 #include "engine/ops/conv.h"
 #include "engine/ops/resize.h"
@@ -36,7 +37,8 @@ class ConvSegModel : public nn::SegModel {
  public:
   ConvSegModel() : SegModel("ConvSegModel"), weights(pattern(kClasses * 3 * 9, 1)), bias{0.25f, -0.5f} {}
   std::vector<Tensor> forward(const Tensor& images) override {
-    windows.push_back({images.size(1), images.size(2)});
+    forwards += 1;
+    for (int64_t i = 0; i < images.size(0); ++i) windows.push_back({images.size(1), images.size(2)});
     const Tensor w = Tensor::from_vector(weights, {kClasses, 3, 3, 3}, images.device());
     const Tensor b = Tensor::from_vector(bias, {kClasses}, images.device());
     Conv2dArgs a;
@@ -46,7 +48,8 @@ class ConvSegModel : public nn::SegModel {
   int64_t num_classes() const override { return kClasses; }
 
   const std::vector<float> weights, bias;            // OIHW, as conv2d takes them
-  std::vector<std::pair<int64_t, int64_t>> windows;  // (h, w) of every forward
+  std::vector<std::pair<int64_t, int64_t>> windows;  // (h, w) of every image given to forward
+  int forwards = 0;
 };
 
 // A host image or logit map, [H][W][C] row-major.
@@ -173,6 +176,7 @@ TEST(SlideInference, OverlappingWindowsAreAveraged) {
   const Map got = to_map(train::infer_logits(model, to_tensor(image), slide(16, 10, 8, 6)));
   expect_near(got, slide_reference(model, image, 16, 10, 8, 6), 1e-5);
   ASSERT_EQ(model.windows.size(), 16u);
+  EXPECT_EQ(model.forwards, 2);  // 8 windows per batch
   for (auto [h, w] : model.windows) {
     EXPECT_EQ(h, 10);
     EXPECT_EQ(w, 16);
@@ -191,6 +195,7 @@ TEST(SlideInference, StrideThatTilesExactlyAndNonSquareWindows) {
   const Map got = to_map(train::infer_logits(model, to_tensor(image), slide(12, 8, 5, 8)));
   expect_near(got, slide_reference(model, image, 12, 8, 5, 8), 1e-5);
   EXPECT_EQ(model.windows.size(), 3u * 3u);
+  EXPECT_EQ(model.forwards, 2);  // 8 + 1
 }
 
 TEST(SlideInference, ImageWithinOneCropIsOneWholePass) {
@@ -235,6 +240,37 @@ TEST(SlideInference, OnTheDevice) {
   const Tensor logits = train::infer_logits(model, to_tensor(image).to(Device::cuda(0)), slide(16, 10, 8, 6));
   EXPECT_TRUE(logits.device().is_cuda());
   expect_near(to_map(logits), slide_reference(model, image, 16, 10, 8, 6), 1e-4);
+}
+
+// PP-LiteSeg-T (batch norm in eval mode): the windows batched together give what each gives alone.
+TEST(SlideInference, PpLiteSegWindowsInOneBatchEqualWindowsAlone) {
+  nn::SegModelSpec spec;
+  spec.backbone = "STDC1";
+  spec.num_classes = 3;
+  spec.arm_out_chs = {32, 64, 128};
+  spec.seg_head_inter_chs = {32, 64, 64};
+  spec.seed = 5;
+  const auto model = nn::build_seg_model(spec);
+  model->eval();
+  const Map image = test_image(40, 56);
+  // rows [0, 32), [8, 40); columns [0, 32), [24, 56): four windows, one batch.
+  const Map got = to_map(train::infer_logits(*model, to_tensor(image), slide(32, 32, 24, 24)));
+  Map want = make_map(40, 56, 3), count = make_map(40, 56, 1);
+  for (int64_t r0 : {0, 8})
+    for (int64_t c0 : {0, 24}) {
+      NoGradGuard no_grad;
+      const Tensor crop = to_tensor(image).narrow(1, r0, 32).narrow(2, c0, 32).contiguous();
+      const Map alone = to_map(model->forward(crop).at(0));
+      for (int64_t y = 0; y < 32; ++y)
+        for (int64_t x = 0; x < 32; ++x) {
+          for (int64_t k = 0; k < 3; ++k) want.at(r0 + y, c0 + x, k) += alone.at(y, x, k);
+          count.at(r0 + y, c0 + x, 0) += 1;
+        }
+    }
+  for (int64_t y = 0; y < 40; ++y)
+    for (int64_t x = 0; x < 56; ++x)
+      for (int64_t k = 0; k < 3; ++k) want.at(y, x, k) /= count.at(y, x, 0);
+  expect_near(got, want, 1e-4);
 }
 
 TEST(AugInference, FlipsAreUndoneAndPassesAveraged) {

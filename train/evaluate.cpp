@@ -16,6 +16,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/metrics.h"
 #include "engine/ops/resize.h"
+#include "engine/ops/shape_ops.h"
 #include "engine/ops/softmax.h"
 #include "train/safetensors.h"
 #include "train/weights_file.h"
@@ -68,6 +69,9 @@ std::vector<float> window_counts(const std::vector<std::pair<int64_t, int64_t>>&
   return count;
 }
 
+// Windows per forward pass of slide_logits: bounds the activations to that many windows' worth.
+constexpr size_t kSlideBatch = 8;
+
 // PaddleSeg's slide_inference (see evaluate.h): f32 logits [1, H, W, C].
 Tensor slide_logits(nn::SegModel& model, const Tensor& image, const InferOptions& opt) {
   ENGINE_CHECK(opt.crop_size.size() == 2 && opt.stride.size() == 2 && opt.crop_size[0] > 0 && opt.crop_size[1] > 0 &&
@@ -78,16 +82,27 @@ Tensor slide_logits(nn::SegModel& model, const Tensor& image, const InferOptions
   const auto cols = slide_windows(w, opt.crop_size[0], opt.stride[0]);
   const std::vector<float> row_count = window_counts(rows, h, "row", opt, h, w);
   const std::vector<float> col_count = window_counts(cols, w, "column", opt, h, w);
+  // Every window has the same size (the crop, or the image's side where that is shorter), so the
+  // windows go through the model kSlideBatch at a time as one batch (eval mode: batch items do not
+  // mix); PaddleSeg runs them one by one.
+  const int64_t wh = rows[0].second - rows[0].first, ww = cols[0].second - cols[0].first;
+  std::vector<std::pair<int64_t, int64_t>> origins;  // (row, column) of each window's top-left pixel
+  for (auto [r0, r1] : rows)
+    for (auto [c0, c1] : cols) origins.emplace_back(r0, c0);
   Tensor sum;
-  for (auto [r0, r1] : rows) {
-    for (auto [c0, c1] : cols) {
-      const Tensor crop = image.narrow(1, r0, r1 - r0).narrow(2, c0, c1 - c0).contiguous();
-      Tensor logit = model.forward(crop).at(0);
-      ENGINE_CHECK(logit.dim() == 4 && logit.size(1) >= r1 - r0 && logit.size(2) >= c1 - c0,
-                   "is_slide: the model gave logits ", logit.describe(), " for a ", r1 - r0, "x", c1 - c0, " window");
-      logit = logit.narrow(1, 0, r1 - r0).narrow(2, 0, c1 - c0);  // PaddleSeg: logit[:, :, :h2-h1, :w2-w1]
-      if (!sum.defined()) sum = Tensor::zeros({1, h, w, logit.size(3)}, DType::F32, image.device());
-      Tensor region = sum.narrow(1, r0, r1 - r0).narrow(2, c0, c1 - c0);
+  for (size_t first = 0; first < origins.size(); first += kSlideBatch) {
+    const size_t n = std::min(kSlideBatch, origins.size() - first);
+    std::vector<Tensor> crops;
+    for (size_t k = first; k < first + n; ++k)
+      crops.push_back(image.narrow(1, origins[k].first, wh).narrow(2, origins[k].second, ww));
+    const Tensor logits = model.forward(n == 1 ? crops[0].contiguous() : concat(crops, 0)).at(0);
+    ENGINE_CHECK(logits.dim() == 4 && logits.size(0) == (int64_t)n && logits.size(1) >= wh && logits.size(2) >= ww,
+                 "is_slide: the model gave logits ", logits.describe(), " for ", n, " windows of ", wh, "x", ww);
+    if (!sum.defined()) sum = Tensor::zeros({1, h, w, logits.size(3)}, DType::F32, image.device());
+    for (size_t k = 0; k < n; ++k) {
+      // PaddleSeg: logit[:, :, :h2-h1, :w2-w1]
+      const Tensor logit = logits.narrow(0, (int64_t)k, 1).narrow(1, 0, wh).narrow(2, 0, ww);
+      Tensor region = sum.narrow(1, origins[first + k].first, wh).narrow(2, origins[first + k].second, ww);
       region.copy_(add(region, logit.dtype() == DType::F32 ? logit : logit.to(DType::F32)));
     }
   }

@@ -7,8 +7,9 @@
 // crop_size windows instead of the whole image: windows start every `stride` pixels, the last row and
 // column of windows is moved back to end at the image's edge, and each pixel's logits are the mean
 // over the windows that cover it (a stride larger than the crop that leaves pixels uncovered is an
-// error, as in PaddleSeg). Areas are accumulated over the whole data set (seg_area_counts) and turned
-// into the metrics of train/seg_metrics.h. Tested by tests/test_evaluate.cpp.
+// error, as in PaddleSeg); windows go through the model up to 8 at a time, as one batch. Areas are accumulated over the
+// whole data set (seg_area_counts) and turned into the metrics of train/seg_metrics.h. Tested by
+// tests/test_evaluate.cpp.
 #pragma once
 #include <atomic>
 #include <cstdint>
